@@ -1,0 +1,45 @@
+"""boto3 clients for the endpoints and region of the settings, built when first asked for."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from cirrus.config import Settings
+
+_CLIENT_CONFIG = Config(
+    connect_timeout=5,
+    read_timeout=30,
+    retries={"max_attempts": 4, "mode": "standard"},
+    max_pool_connections=32,
+)
+
+
+class AwsClients:
+    """One boto3 client per service, created lazily and shared by threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._session = boto3.session.Session(region_name=settings.region)
+
+    def _client(self, service: str) -> Any:
+        return self._session.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self._settings.endpoint_url,
+            config=_CLIENT_CONFIG,
+        )
+
+    @cached_property
+    def s3(self) -> Any:
+        return self._client("s3")
+
+    @cached_property
+    def sqs(self) -> Any:
+        return self._client("sqs")
+
+    @cached_property
+    def kms(self) -> Any:
+        return self._client("kms")

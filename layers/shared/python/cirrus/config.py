@@ -1,0 +1,128 @@
+"""Resource names and runtime settings, shared by the CDK app, the local stack and the tests.
+
+The CDK stack passes every setting to the Lambda functions and the gateway task as the
+environment variables named in ``ENV``; the local stack builds the same ``Settings`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_DEPLOYMENT: Final = "cirrus"
+DEFAULT_SITE: Final = "default"
+DEFAULT_AE_TITLE: Final = "CIRRUS"
+
+# Elements whose base64 form would exceed this many bytes are served as BulkDataURI.
+BULK_DATA_THRESHOLD: Final = 1024
+
+# The ingest queue hands a message to the dead-letter queue after this many receives.
+INGEST_MAX_RECEIVES: Final = 3
+
+ENV: Final = {
+    "deployment": "CIRRUS_DEPLOYMENT",
+    "bucket": "CIRRUS_BUCKET",
+    "table": "CIRRUS_TABLE",
+    "ingest_queue": "CIRRUS_INGEST_QUEUE",
+    "dead_letter_queue": "CIRRUS_DEAD_LETTER_QUEUE",
+    "kms_key_id": "CIRRUS_KMS_KEY_ID",
+    "default_site": "CIRRUS_DEFAULT_SITE",
+    "endpoint_url": "CIRRUS_AWS_ENDPOINT_URL",
+    "region": "AWS_REGION",
+}
+
+
+class ResourceNames(BaseModel):
+    """Names of the AWS resources of one deployment, derived from the deployment name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deployment: str = DEFAULT_DEPLOYMENT
+
+    @field_validator("deployment")
+    @classmethod
+    def _check_deployment(cls, value: str) -> str:
+        if not value or not all(c.islower() or c.isdigit() or c == "-" for c in value):
+            raise ValueError(
+                f"deployment name {value!r} is invalid; use lowercase letters, digits and '-'"
+            )
+        return value
+
+    @property
+    def bucket(self) -> str:
+        """Archive bucket. In AWS the stack appends the account and region for uniqueness."""
+        return f"{self.deployment}-archive"
+
+    @property
+    def table(self) -> str:
+        return f"{self.deployment}-index"
+
+    @property
+    def ingest_queue(self) -> str:
+        return f"{self.deployment}-ingest"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.deployment}-ingest-dlq"
+
+    @property
+    def kms_alias(self) -> str:
+        return f"alias/{self.deployment}-data"
+
+
+class Settings(BaseModel):
+    """Settings read once at start by every process: Lambda, gateway and local stack."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deployment: str = DEFAULT_DEPLOYMENT
+    bucket: str
+    table: str
+    ingest_queue: str
+    dead_letter_queue: str
+    kms_key_id: str = Field(description="KMS key id, ARN or alias used for SSE-KMS")
+    default_site: str = DEFAULT_SITE
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(
+        default=None, description="AWS endpoint override; the local stack sets its moto server"
+    )
+
+    @field_validator("default_site")
+    @classmethod
+    def _check_site(cls, value: str) -> str:
+        from cirrus.storage.keys import validate_site
+
+        return validate_site(value)
+
+    @classmethod
+    def for_names(cls, names: ResourceNames, **overrides: str | None) -> Settings:
+        """Build settings whose resource names are the defaults of ``names``."""
+        values: dict[str, str | None] = {
+            "deployment": names.deployment,
+            "bucket": names.bucket,
+            "table": names.table,
+            "ingest_queue": names.ingest_queue,
+            "dead_letter_queue": names.dead_letter_queue,
+            "kms_key_id": names.kms_alias,
+        }
+        values.update(overrides)
+        return cls.model_validate(values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from the environment variables named in ``ENV``."""
+        environ = os.environ if environ is None else environ
+        values = {field: environ[var] for field, var in ENV.items() if var in environ}
+        missing = [ENV[f] for f in ("bucket", "table", "kms_key_id") if f not in values]
+        if missing:
+            raise ValueError(f"missing environment variables {', '.join(missing)}")
+        names = ResourceNames(deployment=values.get("deployment", DEFAULT_DEPLOYMENT))
+        return cls.for_names(names, **values)
+
+    def to_env(self) -> dict[str, str]:
+        """Return the environment that makes ``from_env`` rebuild these settings."""
+        dumped = self.model_dump()
+        return {var: str(dumped[field]) for field, var in ENV.items() if dumped[field] is not None}

@@ -1,0 +1,49 @@
+"""The one error hierarchy of Cirrus.
+
+Domain code raises these; the boundaries translate them once: ``cirrus.dicomweb.errors`` to an
+HTTP status, ``cirrus.gateway.status`` to a DICOM status. Messages name the element or value that
+failed and never contain patient data.
+"""
+
+from __future__ import annotations
+
+
+class CirrusError(Exception):
+    """Base of every error Cirrus raises on purpose."""
+
+
+class InvalidInstanceError(CirrusError):
+    """The bytes are not a DICOM instance that can be archived.
+
+    ``undecodable`` separates bytes that cannot be parsed at all (PS3.4 C-STORE 0xC000,
+    cannot understand) from a parsed data set that lacks what the archive needs (0xA900,
+    data set does not match SOP class).
+    """
+
+    def __init__(self, message: str, *, undecodable: bool = False) -> None:
+        super().__init__(message)
+        self.undecodable = undecodable
+
+
+class InvalidRequestError(CirrusError):
+    """A request parameter or header is malformed."""
+
+
+class UnsupportedMediaTypeError(CirrusError):
+    """A request body has a media type the service does not accept."""
+
+
+class NotAcceptableError(CirrusError):
+    """No representation the client accepts can be produced."""
+
+
+class NotFoundError(CirrusError):
+    """The study, series, instance or bulk data element does not exist for this caller."""
+
+
+class ConflictError(CirrusError):
+    """The request conflicts with what the archive already holds."""
+
+
+class StoreUnavailableError(CirrusError):
+    """S3, DynamoDB or KMS failed or timed out; the caller may retry later."""

@@ -1,0 +1,248 @@
+"""Writes instance records and keeps study and series aggregates exact.
+
+A new instance is written in one DynamoDB transaction with the counters of its series and
+study, conditional on the instance record not existing yet. A redelivered notification of
+the same object fails that condition and changes nothing, so the counters count each instance
+once however often it is delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final
+
+from botocore.exceptions import BotoCoreError
+from pynamodb.connection import Connection
+from pynamodb.exceptions import PynamoDBException, TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from cirrus.errors import StoreUnavailableError
+from cirrus.index.attributes import (
+    INSTANCE_TAGS,
+    SERIES_TAGS,
+    STUDY_TAGS,
+    JsonDict,
+    first_value,
+    select,
+)
+from cirrus.index.models import (
+    INSTANCE,
+    SERIES,
+    STUDY,
+    IndexRecord,
+    get_record,
+    instance_sk,
+    level_pk,
+    series_sk,
+    study_pk,
+)
+from cirrus.storage.keys import InstanceKey
+from cirrus.storage.objects import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+# Compressed metadata above this size goes to an object of its own: a DynamoDB item is at most
+# 400 KB, and the rest of the record needs room.
+MAX_INLINE_METADATA: Final = 300 * 1024
+METADATA_SUFFIX: Final = ".metadata.json.zz"
+_ATTEMPTS: Final = 4
+
+
+class IndexOutcome(Enum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class IndexedObject:
+    """What ingest knows of a stored object besides its metadata."""
+
+    key: InstanceKey
+    size: int
+    etag: str
+    sequencer: str | None
+    transfer_syntax: str
+    pixel_offset: int | None
+    pixel_length: int | None
+
+
+class IndexWriter:
+    def __init__(self, model: type[IndexRecord], store: ObjectStore) -> None:
+        self._model = model
+        self._store = store
+        meta = model.Meta
+        self._connection = Connection(region=meta.region, host=getattr(meta, "host", None))
+
+    def put_instance(self, obj: IndexedObject, metadata: JsonDict) -> IndexOutcome:
+        """Index one stored instance; return whether it was new, changed or seen already.
+
+        Raises ``StoreUnavailableError`` when DynamoDB keeps failing, so the notification is
+        retried and, after the queue's receive limit, kept in the dead-letter queue.
+        """
+        instance = self._instance_record(obj, metadata)
+        try:
+            for _ in range(_ATTEMPTS):
+                if self._add_to_existing_series(instance, obj, metadata):
+                    return IndexOutcome.CREATED
+                if self._add_with_new_series(instance, obj, metadata):
+                    return IndexOutcome.CREATED
+                outcome = self._replace_existing(instance, obj)
+                if outcome is not None:
+                    return outcome
+        except (PynamoDBException, BotoCoreError) as exc:
+            raise StoreUnavailableError(
+                f"index write for {obj.key.object_key} failed: {type(exc).__name__}"
+            ) from exc
+        raise StoreUnavailableError(
+            f"index write for {obj.key.object_key} kept conflicting with concurrent writes"
+        )
+
+    def _instance_record(self, obj: IndexedObject, metadata: JsonDict) -> IndexRecord:
+        key = obj.key
+        record = self._model(
+            study_pk(key.site, key.study),
+            instance_sk(key.series, key.sop),
+            level=INSTANCE,
+            site=key.site,
+            level_pk=level_pk(key.site, INSTANCE),
+            level_sk=f"{key.study}#{key.series}#{key.sop}",
+            attrs=select(metadata, INSTANCE_TAGS),
+            object_key=key.object_key,
+            size=obj.size,
+            etag=obj.etag,
+            sequencer=obj.sequencer,
+            transfer_syntax=obj.transfer_syntax,
+            pixel_offset=obj.pixel_offset,
+            pixel_length=obj.pixel_length,
+        )
+        compressed = zlib.compress(json.dumps(metadata, separators=(",", ":")).encode(), 6)
+        if len(compressed) <= MAX_INLINE_METADATA:
+            record.metadata = compressed
+        else:
+            record.metadata_key = key.object_key + METADATA_SUFFIX
+            self._store.put(record.metadata_key, compressed, content_type="application/zlib")
+        return record
+
+    def _add_to_existing_series(
+        self, instance: IndexRecord, obj: IndexedObject, metadata: JsonDict
+    ) -> bool:
+        model = self._model
+        series = model(instance.pk, series_sk(obj.key.series))
+        with_series = [model.instance_count.add(1), *self._set_additions(model, metadata)]
+        return self._transact(
+            instance,
+            updates=[
+                (series, with_series, model.pk.exists()),
+                (self._study_key(instance), self._study_actions(obj, metadata, 0), None),
+            ],
+        )
+
+    def _add_with_new_series(
+        self, instance: IndexRecord, obj: IndexedObject, metadata: JsonDict
+    ) -> bool:
+        model = self._model
+        key = obj.key
+        series = model(
+            instance.pk,
+            series_sk(key.series),
+            level=SERIES,
+            site=key.site,
+            level_pk=level_pk(key.site, SERIES),
+            level_sk=f"{key.study}#{key.series}",
+            attrs=select(metadata, SERIES_TAGS),
+            instance_count=1,
+        )
+        modality = first_value(metadata, "00080060")
+        if modality:
+            series.modalities = {str(modality)}
+        return self._transact(
+            instance,
+            saves=[(series, model.pk.does_not_exist())],
+            updates=[(self._study_key(instance), self._study_actions(obj, metadata, 1), None)],
+        )
+
+    def _transact(
+        self,
+        instance: IndexRecord,
+        saves: list[tuple[IndexRecord, Any]] = (),  # type: ignore[assignment]
+        updates: list[tuple[IndexRecord, list[Any], Any]] = (),  # type: ignore[assignment]
+    ) -> bool:
+        """Run one transaction that creates ``instance``; False if a condition failed."""
+        try:
+            with TransactWrite(connection=self._connection) as transaction:
+                transaction.save(instance, condition=self._model.pk.does_not_exist())
+                for record, condition in saves:
+                    transaction.save(record, condition=condition)
+                for record, actions, condition in updates:
+                    transaction.update(record, actions=actions, condition=condition)
+        except TransactWriteError as exc:
+            codes = [reason.code if reason else None for reason in exc.cancellation_reasons]
+            if "ConditionalCheckFailed" in codes:
+                return False
+            raise
+        return True
+
+    def _replace_existing(self, instance: IndexRecord, obj: IndexedObject) -> IndexOutcome | None:
+        """Handle an instance record that exists already; None if it vanished meanwhile."""
+        existing = get_record(self._model, instance.pk, instance.sk, consistent_read=True)
+        if existing is None:
+            return None
+        if existing.etag == obj.etag:
+            return IndexOutcome.DUPLICATE
+        if _is_older(obj.sequencer, existing.sequencer):
+            logger.info("stale notification skipped", extra={"object_key": obj.key.object_key})
+            return IndexOutcome.STALE
+        # NOTE: the series and study records keep the attributes of the first version; a
+        # replaced instance with other study attributes does not change them.
+        instance.save()
+        return IndexOutcome.UPDATED
+
+    def _study_key(self, instance: IndexRecord) -> IndexRecord:
+        return self._model(instance.pk, STUDY)
+
+    def _study_actions(self, obj: IndexedObject, metadata: JsonDict, new_series: int) -> list[Any]:
+        model = self._model
+        key = obj.key
+        attrs = select(metadata, STUDY_TAGS)
+        study_date = str(first_value(metadata, "00080020") or "")
+        sort_key = f"{study_date}#{key.study}"
+        patient_id = str(first_value(metadata, "00100020") or "")
+        actions = [
+            model.level.set(model.level | STUDY),
+            model.site.set(model.site | key.site),
+            model.level_pk.set(model.level_pk | level_pk(key.site, STUDY)),
+            model.level_sk.set(model.level_sk | sort_key),
+            model.patient_pk.set(model.patient_pk | f"{key.site}#{patient_id}"),
+            model.patient_sk.set(model.patient_sk | sort_key),
+            model.attrs.set(model.attrs | attrs),
+            model.instance_count.add(1),
+            *self._set_additions(model, metadata),
+        ]
+        if new_series:
+            actions.append(model.series_count.add(new_series))
+        return actions
+
+    @staticmethod
+    def _set_additions(model: type[IndexRecord], metadata: JsonDict) -> list[Any]:
+        actions = []
+        modality = first_value(metadata, "00080060")
+        if modality:
+            actions.append(model.modalities.add({str(modality)}))
+        sop_class = first_value(metadata, "00080016")
+        if sop_class:
+            actions.append(model.sop_classes.add({str(sop_class)}))
+        return actions
+
+
+def _is_older(sequencer: str | None, than: str | None) -> bool:
+    """Compare S3 event sequencers, which order the events of one key when left-padded."""
+    if not sequencer or not than:
+        return False
+    width = max(len(sequencer), len(than))
+    return sequencer.rjust(width, "0") < than.rjust(width, "0")

@@ -1,0 +1,104 @@
+"""The adapter to the archive bucket: the only code that calls S3."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cirrus.errors import NotFoundError, StoreUnavailableError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+logger = logging.getLogger(__name__)
+
+DICOM_CONTENT_TYPE: Final = "application/dicom"
+_MISSING_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    etag: str
+
+
+class ObjectStore:
+    """Reads and writes archive objects in one bucket, encrypted with one KMS key."""
+
+    def __init__(self, client: S3Client, bucket: str, kms_key_id: str) -> None:
+        self._client = client
+        self.bucket = bucket
+        self._kms_key_id = kms_key_id
+
+    def put(self, key: str, body: bytes, content_type: str = DICOM_CONTENT_TYPE) -> StoredObject:
+        """Write ``body`` and return only once S3 has acknowledged it.
+
+        S3 writes an object whole or not at all, so a failed call leaves no partial object.
+        """
+        try:
+            response = self._client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                ServerSideEncryption="aws:kms",
+                SSEKMSKeyId=self._kms_key_id,
+                BucketKeyEnabled=True,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, key) from exc
+        return StoredObject(key=key, size=len(body), etag=response["ETag"].strip('"'))
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            return response["Body"].read()  # type: ignore[no-any-return]
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, key) from exc
+
+    def get_range(self, key: str, start: int, end: int | None = None) -> tuple[bytes, int]:
+        """Return the bytes from ``start`` to ``end`` (exclusive) and the object's size."""
+        byte_range = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)
+            body: bytes = response["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b"", self.size(key)
+            raise _translate(exc, key) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, key) from exc
+        content_range = response.get("ContentRange")
+        total = int(content_range.rsplit("/", 1)[1]) if content_range else len(body)
+        return body, total
+
+    def size(self, key: str) -> int:
+        try:
+            return self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, key) from exc
+
+    def list_keys(self, prefix: str) -> Iterator[StoredObject]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", ()):
+                    yield StoredObject(item["Key"], item["Size"], item["ETag"].strip('"'))
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, prefix) from exc
+
+
+def _translate(exc: ClientError | BotoCoreError, key: str) -> Exception:
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _MISSING_CODES:
+            return NotFoundError(f"object {key} not found")
+        return StoreUnavailableError(f"S3 request for {key} failed with {code or 'an error'}")
+    return StoreUnavailableError(f"S3 request for {key} failed: {type(exc).__name__}")
