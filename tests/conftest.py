@@ -24,11 +24,11 @@ os.environ.update(
 )
 os.environ.pop("AWS_PROFILE", None)
 
-from cirrus.aws import AwsClients  # noqa: E402
-from cirrus.config import ResourceNames, Settings  # noqa: E402
-from cirrus.local.moto_process import MotoProcess, start_moto  # noqa: E402
-from cirrus.local.resources import create_resources  # noqa: E402
-from cirrus.storage.objects import ObjectStore  # noqa: E402
+from cirrus.aws import AwsClients
+from cirrus.config import ResourceNames, Settings
+from cirrus.local.moto_process import MotoProcess, start_moto
+from cirrus.local.resources import create_resources
+from cirrus.storage.objects import ObjectStore
 
 
 @pytest.fixture(scope="session")

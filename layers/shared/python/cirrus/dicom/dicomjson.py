@@ -30,7 +30,10 @@ def instance_metadata(header: InstanceHeader) -> JsonDict:
     """Return the DICOM JSON of an instance header, Pixel Data as a bulk data reference."""
     metadata = dataset_to_json(header.dataset, path=())
     if header.pixel_data is not None:
-        metadata["7FE00010"] = {"vr": header.pixel_data.vr, "BulkDataURI": bulkdata_ref(("7FE00010",))}
+        metadata["7FE00010"] = {
+            "vr": header.pixel_data.vr,
+            "BulkDataURI": bulkdata_ref(("7FE00010",)),
+        }
     return dict(sorted(metadata.items()))
 
 
@@ -55,7 +58,9 @@ def dataset_to_json(ds: Dataset, path: tuple[str, ...]) -> JsonDict:
 
 def _element_to_json(elem: DataElement, path: tuple[str, ...]) -> JsonDict:
     if elem.VR == "SQ":
-        items = [dataset_to_json(item, (*path, str(index))) for index, item in enumerate(elem.value)]
+        items = [
+            dataset_to_json(item, (*path, str(index))) for index, item in enumerate(elem.value)
+        ]
         return {"vr": "SQ", "Value": items}
     handler: Callable[[DataElement], str] = lambda _elem: bulkdata_ref(path)  # noqa: E731
     return elem.to_json_dict(handler, BULK_DATA_THRESHOLD)

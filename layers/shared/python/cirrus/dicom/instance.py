@@ -83,9 +83,7 @@ class InstanceHeader:
         return InstanceKey(
             site=site,
             study=check_uid("StudyInstanceUID (0020,000D)", str(ds.get("StudyInstanceUID", ""))),
-            series=check_uid(
-                "SeriesInstanceUID (0020,000E)", str(ds.get("SeriesInstanceUID", ""))
-            ),
+            series=check_uid("SeriesInstanceUID (0020,000E)", str(ds.get("SeriesInstanceUID", ""))),
             sop=check_uid("SOPInstanceUID (0008,0018)", str(ds.get("SOPInstanceUID", ""))),
         )
 
@@ -130,7 +128,7 @@ def _parse(data: bytes, total: int, complete: bool) -> InstanceHeader:
             "not a DICOM Part 10 object: no 'DICM' prefix after the 128-byte preamble",
             undecodable=True,
         )
-    meta_end = _file_meta_end(data)
+    meta_end = _file_meta_end(data, complete)
     file_meta = _read_file_meta(data[:meta_end])
     transfer_syntax = str(file_meta.get("TransferSyntaxUID", ""))
     if not transfer_syntax:
@@ -196,7 +194,7 @@ def _parse_deflated(data: bytes, file_meta: FileMetaDataset) -> InstanceHeader:
     return InstanceHeader(file_meta, ds, location)
 
 
-def _file_meta_end(data: bytes) -> int:
+def _file_meta_end(data: bytes, complete: bool) -> int:
     """Return the offset after the last group 0002 element (always explicit VR LE)."""
     offset = _META_START
     view = memoryview(data)
@@ -207,9 +205,9 @@ def _file_meta_end(data: bytes) -> int:
         element = read_element(view, offset, _EXPLICIT_LE)
         assert element.end is not None
         offset = element.end
-    if offset == len(data):
+    if offset == len(data) and complete:
         return offset
-    raise TruncatedError("file meta information is truncated", offset + 4)
+    raise TruncatedError("file meta information is truncated", offset + 8)
 
 
 def _read_file_meta(meta: bytes) -> FileMetaDataset:
@@ -221,4 +219,3 @@ def _read_file_meta(meta: bytes) -> FileMetaDataset:
 
 def _read_raw_dataset(data: bytes, encoding: Encoding) -> Dataset:
     return read_dataset(BytesIO(data), encoding.implicit_vr, encoding.little_endian)
-

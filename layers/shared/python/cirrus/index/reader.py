@@ -56,7 +56,9 @@ class IndexReader:
 
         Bulk data references are relative (``bulkdata/...``); ``NotFoundError`` when empty.
         """
-        result = [self._metadata_of(record) for record in self._instance_records(site, study, series)]
+        result = [
+            self._metadata_of(record) for record in self._instance_records(site, study, series)
+        ]
         if not result:
             scope = f"series {series} of study {study}" if series else f"study {study}"
             raise NotFoundError(f"{scope} not found")
@@ -68,9 +70,7 @@ class IndexReader:
             raise NotFoundError(f"instance {sop} not found in series {series} of study {study}")
         return self._metadata_of(record)
 
-    def _instance_records(
-        self, site: str, study: str, series: str | None
-    ) -> Iterator[IndexRecord]:
+    def _instance_records(self, site: str, study: str, series: str | None) -> Iterator[IndexRecord]:
         prefix = f"{INSTANCE}#{series}#" if series else f"{INSTANCE}#"
         return self._model.query(study_pk(site, study), self._model.sk.startswith(prefix))
 

@@ -34,7 +34,7 @@ class MotoProcess:
 
 def start_moto() -> MotoProcess:
     """Start moto in a child process and return once it accepts requests."""
-    process = subprocess.Popen(  # noqa: S603 - the command is this interpreter and module
+    process = subprocess.Popen(
         [sys.executable, "-m", "cirrus.local.moto_process"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

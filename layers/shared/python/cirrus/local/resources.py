@@ -48,9 +48,9 @@ def _create_queues(clients: AwsClients, settings: Settings) -> str:
         QueueName=settings.dead_letter_queue,
         Attributes={"KmsMasterKeyId": settings.kms_key_id, "MessageRetentionPeriod": "1209600"},
     )["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(INGEST_MAX_RECEIVES)}
     queue_url = sqs.create_queue(
         QueueName=settings.ingest_queue,

@@ -30,9 +30,7 @@ _INSTANCE_KEY = re.compile(
 def validate_site(site: str) -> str:
     """Return ``site`` if it is a valid site identifier, else raise ``ValueError``."""
     if not _SITE.fullmatch(site):
-        raise ValueError(
-            f"site {site!r} is invalid; use 1 to 32 lowercase letters, digits and '-'"
-        )
+        raise ValueError(f"site {site!r} is invalid; use 1 to 32 lowercase letters, digits and '-'")
     return site
 
 

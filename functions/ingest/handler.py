@@ -1,0 +1,59 @@
+"""The ingest Lambda: indexes each object named by the S3 notifications in an SQS batch.
+
+Each message succeeds or fails on its own (partial batch response), so an object that cannot
+be indexed is retried and then kept in the dead-letter queue without blocking the others.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from cirrus.config import Settings
+from cirrus.errors import CirrusError
+from cirrus.ingest import ingest_object
+from cirrus.notifications import object_events
+from cirrus.services import Services
+
+logger = Logger(service="cirrus-ingest")
+copy_config_to_registered_loggers(source_logger=logger, include={"cirrus"})
+
+
+@cache
+def _services() -> Services:
+    return Services(Settings.from_env())
+
+
+def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str, Any]:
+    """Process one SQS batch with ``services``; return the partial batch response."""
+
+    def record_handler(record: SQSRecord) -> None:
+        for obj in object_events(record.body):
+            try:
+                ingest_object(services.store, services.index_writer, obj)
+            except (CirrusError, ValueError) as exc:
+                logger.warning(
+                    "object not indexed",
+                    extra={"object_key": obj.key, "reason": str(exc), "error": type(exc).__name__},
+                )
+                raise
+
+    # A batch whose every record failed is reported like any other, not raised: Lambda's
+    # ReportBatchItemFailures then retries just those records.
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(event, record_handler, processor, context)
+
+
+@logger.inject_lambda_context(log_event=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle(event, context, _services())

@@ -1,0 +1,127 @@
+"""The local stand-in for the Lambda event source mapping of the ingest queue.
+
+It long-polls the queue, hands each batch to the ingest handler as the SQS event that Lambda
+delivers, deletes the messages that succeeded, and makes failed ones visible again after a
+growing delay. The queue's redrive policy moves a message to the dead-letter queue after its
+maximum number of receives, as in AWS.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE: Final = 10
+WAIT_SECONDS: Final = 1
+RETRY_DELAYS_SECONDS: Final = (1, 4, 16)
+
+BatchHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+class IngestPoller:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        queue_arn: str,
+        region: str,
+        handler: BatchHandler,
+        retry_delays: tuple[int, ...] = RETRY_DELAYS_SECONDS,
+    ) -> None:
+        self._sqs = sqs
+        self._retry_delays = retry_delays
+        self._region = region
+        self._queue_url = queue_url
+        self._queue_arn = queue_arn
+        self._handler = handler
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-poller", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=WAIT_SECONDS + 10)
+
+    def wait_until_drained(self, timeout: float) -> bool:
+        """Wait until no message is queued or in flight; tell whether that happened in time."""
+        deadline = time.monotonic() + timeout
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        while time.monotonic() < deadline:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=self._queue_url, AttributeNames=names
+            )["Attributes"]
+            if all(attributes.get(name) == "0" for name in names):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._poll_once()
+            except (ClientError, BotoCoreError) as exc:
+                logger.warning("ingest queue poll failed", extra={"error": str(exc)})
+                self._stop.wait(1)
+
+    def _poll_once(self) -> None:
+        response = self._sqs.receive_message(
+            QueueUrl=self._queue_url,
+            MaxNumberOfMessages=BATCH_SIZE,
+            WaitTimeSeconds=WAIT_SECONDS,
+            AttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return
+        try:
+            result = self._handler(self._sqs_event(messages), None)
+        except Exception:
+            # As in Lambda, a handler that raises fails the whole batch, which is retried.
+            logger.exception("ingest handler failed", extra={"messages": len(messages)})
+            result = {"batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages]}
+        failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", ())}
+        for message in messages:
+            if message["MessageId"] in failed:
+                self._retry_later(message)
+            else:
+                self._sqs.delete_message(
+                    QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+
+    def _retry_later(self, message: dict[str, Any]) -> None:
+        receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        delay = self._retry_delays[min(receives, len(self._retry_delays)) - 1]
+        self._sqs.change_message_visibility(
+            QueueUrl=self._queue_url,
+            ReceiptHandle=message["ReceiptHandle"],
+            VisibilityTimeout=delay,
+        )
+
+    def _sqs_event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "Records": [
+                {
+                    "messageId": message["MessageId"],
+                    "receiptHandle": message["ReceiptHandle"],
+                    "body": message["Body"],
+                    "attributes": message.get("Attributes", {}),
+                    "messageAttributes": {},
+                    "md5OfBody": message.get("MD5OfBody", ""),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self._queue_arn,
+                    "awsRegion": self._region,
+                }
+                for message in messages
+            ],
+            "requestId": str(uuid.uuid4()),
+        }

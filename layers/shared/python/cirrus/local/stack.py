@@ -1,0 +1,164 @@
+"""The local stack behind ``cirrus dev``: moto, the gateway, DICOMweb and the ingest poller.
+
+Each component runs the code its AWS counterpart runs: the gateway as in its container, the
+DICOMweb and ingest Lambda handlers behind local adapters, S3, DynamoDB, KMS and SQS on moto.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from cirrus.config import DEFAULT_AE_TITLE, DEFAULT_SITE, ResourceNames, Settings
+from cirrus.local.datadir import DataDirObjectStore, restore_objects
+from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto
+from cirrus.local.poller import IngestPoller
+from cirrus.local.resources import create_resources
+from cirrus.services import Services
+
+logger = logging.getLogger("cirrus.local")
+
+OBJECTS_FOLDER: Final = "objects"
+_REBUILD_TIMEOUT_SECONDS: Final = 3600
+
+
+@dataclass
+class LocalStackConfig:
+    host: str = LOOPBACK
+    dicom_port: int = 11112
+    http_port: int = 8080
+    ae_title: str = DEFAULT_AE_TITLE
+    data_dir: Path = field(default_factory=lambda: Path(".cirrus"))
+    site: str = DEFAULT_SITE
+
+
+class LocalStack:
+    def __init__(self, config: LocalStackConfig) -> None:
+        self.config = config
+        self.settings: Settings | None = None
+        self.services: Services | None = None
+        self._moto: MotoProcess | None = None
+        self._poller: IngestPoller | None = None
+        self._gateway: Any = None
+        self._http: Any = None
+
+    @property
+    def dicom_port(self) -> int:
+        return int(self._gateway.port)
+
+    @property
+    def http_port(self) -> int:
+        return int(self._http.port)
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://{self.config.host}:{self.http_port}/dicomweb"
+
+    def start(self) -> None:
+        """Start every component; return once all accept requests and the index is rebuilt."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        config = self.config
+        self._moto = start_moto()
+        settings = create_resources(
+            Settings.for_names(
+                ResourceNames(), endpoint_url=self._moto.endpoint_url, default_site=config.site
+            )
+        )
+        self.settings = settings
+        logger.info("object store and index ready", extra={"moto": self._moto.endpoint_url})
+
+        services = Services(settings)
+        objects_dir = (config.data_dir / OBJECTS_FOLDER).resolve()
+        objects_dir.mkdir(parents=True, exist_ok=True)
+        durable_store = DataDirObjectStore(
+            services.clients.s3, settings.bucket, settings.kms_key_id, objects_dir
+        )
+        self.services = services
+        self._start_poller(services)
+        self._rebuild_index(services, objects_dir)
+        services.store = durable_store
+
+        self._gateway = self._start_gateway(durable_store)
+        logger.info(
+            "DICOM gateway ready",
+            extra={"ae_title": config.ae_title, "address": f"{config.host}:{self.dicom_port}"},
+        )
+        self._http = self._start_http(services)
+        logger.info("DICOMweb ready", extra={"url": self.dicomweb_url})
+        logger.info(
+            "Cirrus local stack running: DICOM %s@%s:%d, DICOMweb %s, data in %s",
+            config.ae_title,
+            config.host,
+            self.dicom_port,
+            self.dicomweb_url,
+            config.data_dir,
+        )
+
+    def _start_poller(self, services: Services) -> None:
+        from functions.ingest import handler as ingest_handler
+
+        sqs = services.clients.sqs
+        queue_url = sqs.get_queue_url(QueueName=services.settings.ingest_queue)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        handle = functools.partial(ingest_handler.handle, services=services)
+        self._poller = IngestPoller(sqs, queue_url, queue_arn, services.settings.region, handle)
+        self._poller.start()
+        logger.info("ingest poller ready", extra={"queue": services.settings.ingest_queue})
+
+    def _rebuild_index(self, services: Services, objects_dir: Path) -> None:
+        started = time.monotonic()
+        restored = restore_objects(services.store, objects_dir)
+        if restored:
+            self.wait_until_indexed(_REBUILD_TIMEOUT_SECONDS)
+            logger.info(
+                "index rebuilt from the data folder",
+                extra={"objects": restored, "seconds": round(time.monotonic() - started, 1)},
+            )
+
+    def _start_gateway(self, store: DataDirObjectStore) -> Any:
+        from cirrus.gateway.server import start_gateway
+
+        config = self.config
+        return start_gateway(
+            store, site=config.site, ae_title=config.ae_title, host=config.host,
+            port=config.dicom_port,
+        )  # fmt: skip
+
+    def _start_http(self, services: Services) -> Any:
+        from cirrus.local.http import serve_http
+        from functions.dicomweb import handler as dicomweb_handler
+
+        handle = functools.partial(dicomweb_handler.handle, services=services)
+        return serve_http(handle, self.config.host, self.config.http_port)
+
+    def wait_until_indexed(self, timeout: float = 30.0) -> bool:
+        """Wait until the ingest queue is empty; tell whether it emptied within ``timeout``."""
+        return self._poller is not None and self._poller.wait_until_drained(timeout)
+
+    def stop(self) -> None:
+        """Stop the components in reverse order; each stop is safe to call twice."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http = None
+        if self._gateway is not None:
+            self._gateway.shutdown()
+            self._gateway = None
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        logger.info("Cirrus local stack stopped")

@@ -1,0 +1,38 @@
+"""Console logging for long-running local processes: one line per event, extras as key=value.
+
+Lambda functions log JSON through powertools instead; both carry the same ``extra`` keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+_STANDARD_ATTRIBUTES: Final = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__
+) | {"message", "asctime", "taskName"}
+
+
+class KeyValueFormatter(logging.Formatter):
+    """Append each ``extra`` field of a record to its message as ``key=value``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = [
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_")
+        ]
+        return " ".join([line, *extras]) if extras else line
+
+
+def configure_console_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        KeyValueFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "pynamodb", "pynetdicom"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

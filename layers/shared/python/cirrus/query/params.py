@@ -1,0 +1,122 @@
+"""Parsing of QIDO-RS query parameters (PS3.18 8.3.4 and 10.6.1.2) into a ``QidoQuery``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+
+from cirrus.errors import InvalidRequestError
+from cirrus.query.matching import Constraint
+
+STUDY: Final = "STUDY"
+SERIES: Final = "SERIES"
+INSTANCE: Final = "INSTANCE"
+
+# The most matches one response holds; a larger or absent limit is cut to it with a warning.
+MAX_LIMIT: Final = 1000
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+
+
+@dataclass(frozen=True)
+class QidoQuery:
+    level: str
+    constraints: tuple[Constraint, ...] = ()
+    includefields: frozenset[str] = frozenset()
+    include_all: bool = False
+    limit: int = MAX_LIMIT
+    offset: int = 0
+    fuzzy: bool = False
+    warnings: tuple[str, ...] = field(default=())
+
+    def constraint(self, tag: str) -> Constraint | None:
+        return next((c for c in self.constraints if c.tag == tag), None)
+
+
+def resolve_attribute(name: str) -> tuple[str, str]:
+    """Return the tag (8 hex digits) and VR of an attribute given by keyword or tag."""
+    if "." in name:
+        # TODO: sequence matching with dotted attribute paths.
+        raise InvalidRequestError(f"attribute path {name!r} is not supported; give one attribute")
+    if _TAG.fullmatch(name):
+        tag = int(name, 16)
+    else:
+        found = tag_for_keyword(name)
+        if found is None:
+            raise InvalidRequestError(
+                f"unknown attribute {name!r}; use a DICOM keyword or 8 hex digits of a tag"
+            )
+        tag = found
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError as exc:
+        raise InvalidRequestError(
+            f"attribute {name!r} is not in the DICOM data dictionary"
+        ) from exc
+    return f"{tag:08X}", vr.split(" or ")[0]
+
+
+def parse_qido_params(level: str, params: dict[str, list[str]]) -> QidoQuery:
+    """Build a query from decoded parameters; raises ``InvalidRequestError`` when invalid."""
+    constraints: dict[str, Constraint] = {}
+    includefields: set[str] = set()
+    include_all = False
+    limit, offset, fuzzy = MAX_LIMIT, 0, False
+    warnings: list[str] = []
+    for name, values in params.items():
+        key = name.lower()
+        if key == "limit":
+            limit = _non_negative(name, values[-1])
+            if limit == 0 or limit > MAX_LIMIT:
+                warnings.append(f"limit {limit} is outside 1 to {MAX_LIMIT}; {MAX_LIMIT} is used")
+                limit = MAX_LIMIT
+        elif key == "offset":
+            offset = _non_negative(name, values[-1])
+        elif key == "fuzzymatching":
+            fuzzy = values[-1].lower() == "true"
+            if fuzzy:
+                warnings.append("fuzzymatching is not supported; person names match exactly")
+        elif key == "includefield":
+            for value in values:
+                for item in filter(None, (part.strip() for part in value.split(","))):
+                    if item.lower() == "all":
+                        include_all = True
+                    else:
+                        includefields.add(resolve_attribute(item)[0])
+        else:
+            tag, vr = resolve_attribute(name)
+            constraints[tag] = _constraint(tag, vr, values, constraints.get(tag))
+    return QidoQuery(
+        level=level,
+        constraints=tuple(constraints.values()),
+        includefields=frozenset(includefields),
+        include_all=include_all,
+        limit=limit,
+        offset=offset,
+        fuzzy=fuzzy,
+        warnings=tuple(warnings),
+    )
+
+
+def _constraint(tag: str, vr: str, values: list[str], previous: Constraint | None) -> Constraint:
+    """Merge repeated keys and comma-separated UID lists into one list of values."""
+    merged = list(previous.values) if previous else []
+    for value in values:
+        parts = value.split(",") if vr == "UI" else [value]
+        merged.extend(part.strip() if vr == "UI" else part for part in parts)
+    if len(merged) > 1 and vr not in ("UI",):
+        merged = [m for m in merged if m] or [""]
+        if len(merged) > 1:
+            keyword = keyword_for_tag(int(tag, 16)) or tag
+            raise InvalidRequestError(
+                f"{keyword} is given {len(merged)} times; only UIDs may be matched as a list"
+            )
+    return Constraint(tag=tag, vr=vr, values=tuple(merged))
+
+
+def _non_negative(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise InvalidRequestError(f"{name} must be a non-negative integer, not {value!r}")
+    return int(value)

@@ -1,0 +1,356 @@
+"""QIDO-RS searches (PS3.18 10.6) on the DynamoDB index.
+
+Each search reads candidates with a DynamoDB Query chosen from its constraints (never a Scan),
+applies every constraint to each candidate with ``cirrus.query.matching``, pages the matches
+with ``offset`` and ``limit``, and returns the requested attributes of each level.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Final
+
+from pydicom.datadict import keyword_for_tag
+
+from cirrus.index.attributes import INSTANCE_TAGS, SERIES_TAGS, STUDY_TAGS, JsonDict
+from cirrus.index.models import (
+    INSTANCE,
+    SERIES,
+    STUDY,
+    IndexRecord,
+    get_record,
+    level_pk,
+    series_sk,
+    study_pk,
+)
+from cirrus.query.matching import Constraint
+from cirrus.query.params import QidoQuery, parse_qido_params
+
+_LAST: Final = "\uffff"
+
+# Attributes computed from the index rather than stored (PS3.18 Table 10.6.3-3 to -5).
+STUDY_COMPUTED: Final = frozenset(
+    {"00080056", "00080061", "00080062", "00081190", "00201206", "00201208"}
+)
+SERIES_COMPUTED: Final = frozenset({"00080056", "00081190", "00201209"})
+INSTANCE_COMPUTED: Final = frozenset({"00080056", "00081190"})
+
+# Default return attributes per level (PS3.18 Table 10.6.3-3, -4 and -5).
+STUDY_DEFAULTS: Final = frozenset(
+    {
+        "00080005", "00080020", "00080030", "00080050", "00080056", "00080061", "00080090",
+        "00080201", "00081190", "00100010", "00100020", "00100030", "00100040", "0020000D",
+        "00200010", "00201206", "00201208",
+    }
+)  # fmt: skip
+SERIES_DEFAULTS: Final = frozenset(
+    {
+        "00080005", "00080060", "00080201", "0008103E", "00081190", "0020000E", "00200011",
+        "00201209", "00400244", "00400245", "00400275",
+    }
+)  # fmt: skip
+INSTANCE_DEFAULTS: Final = frozenset(
+    {
+        "00080005", "00080016", "00080018", "00080056", "00080201", "00081190", "00200013",
+        "00280010", "00280011", "00280100", "00280008",
+    }
+)  # fmt: skip
+
+_STUDY_LEVEL: Final = STUDY_TAGS | STUDY_COMPUTED
+_SERIES_LEVEL: Final = SERIES_TAGS | SERIES_COMPUTED
+
+
+@dataclass
+class QidoResult:
+    matches: list[JsonDict]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Candidate:
+    """One record to match, with the attributes of its own level and the levels above."""
+
+    record: IndexRecord
+    attrs: JsonDict
+    needs_metadata: bool = False
+
+
+class QidoService:
+    def __init__(self, model: type[IndexRecord]) -> None:
+        self._model = model
+
+    def search(
+        self,
+        *,
+        site: str,
+        level: str,
+        params: dict[str, list[str]],
+        base_url: str,
+        study: str | None = None,
+        series: str | None = None,
+    ) -> QidoResult:
+        """Run one QIDO-RS search; ``study`` and ``series`` come from the resource path."""
+        query = parse_qido_params(level, params)
+        run = _Search(self._model, site, query, base_url, study, series)
+        matches = list(islice(run.matches(), query.offset, query.offset + query.limit + 1))
+        warnings = list(query.warnings) + run.warnings
+        if len(matches) > query.limit:
+            matches = matches[: query.limit]
+            warnings.append(
+                f"the result is limited to {query.limit} matches; "
+                f"ask with offset={query.offset + query.limit} for more"
+            )
+        return QidoResult([run.project(candidate) for candidate in matches], warnings)
+
+
+class _Search:
+    """The state of one search: its query, scope and the study records read so far."""
+
+    def __init__(
+        self,
+        model: type[IndexRecord],
+        site: str,
+        query: QidoQuery,
+        base_url: str,
+        study: str | None,
+        series: str | None,
+    ) -> None:
+        self.model = model
+        self.site = site
+        self.query = query
+        self.base_url = base_url.rstrip("/")
+        self.study = study
+        self.series = series
+        self.warnings: list[str] = []
+        self._studies: dict[str, IndexRecord | None] = {}
+        self._series: dict[tuple[str, str], IndexRecord | None] = {}
+        self.constraints = self._usable_constraints()
+
+    # Which constraints apply at this level.
+
+    def _usable_constraints(self) -> list[Constraint]:
+        level = self.query.level
+        supported = _STUDY_LEVEL
+        if level in (SERIES, INSTANCE):
+            supported = supported | _SERIES_LEVEL
+        usable = []
+        for constraint in self.query.constraints:
+            if level == INSTANCE or constraint.tag in supported or constraint.is_universal:
+                usable.append(constraint)
+            else:
+                keyword = keyword_for_tag(int(constraint.tag, 16)) or constraint.tag
+                self.warnings.append(
+                    f"{keyword} is not matched in a {level.lower()} search and was ignored"
+                )
+        return usable
+
+    def _study_constraints(self) -> list[Constraint]:
+        return [c for c in self.constraints if c.tag in _STUDY_LEVEL and not c.is_universal]
+
+    # Candidates, each read by a DynamoDB Query or GetItem.
+
+    def matches(self) -> Iterator[_Candidate]:
+        for candidate in self._candidates():
+            if candidate.needs_metadata:
+                candidate.attrs = {**_full_metadata(candidate.record), **candidate.attrs}
+            if all(constraint.matches(candidate.attrs) for constraint in self.constraints):
+                yield candidate
+
+    def _candidates(self) -> Iterator[_Candidate]:
+        if self.query.level == STUDY:
+            for record in self._study_records():
+                yield _Candidate(record, self._study_attrs(record))
+        elif self.query.level == SERIES:
+            for record in self._series_records():
+                yield _Candidate(record, self._series_attrs(record))
+        else:
+            for record in self._instance_records():
+                needs = (
+                    any(
+                        c.tag
+                        not in _STUDY_LEVEL | _SERIES_LEVEL | INSTANCE_TAGS | INSTANCE_COMPUTED
+                        and not c.is_universal
+                        for c in self.constraints
+                    )
+                    or self.query.include_all
+                )
+                yield _Candidate(record, self._instance_attrs(record), needs_metadata=needs)
+
+    def _study_uids(self) -> list[str] | None:
+        if self.study is not None:
+            return [self.study]
+        constraint = self.query.constraint("0020000D")
+        if constraint is not None and not constraint.is_universal:
+            return list(constraint.values)
+        return None
+
+    def _study_records(self) -> Iterator[IndexRecord]:
+        uids = self._study_uids()
+        if uids is not None:
+            for uid in uids:
+                record = self._study(uid)
+                if record is not None:
+                    yield record
+            return
+        model = self.model
+        date_condition = _sort_key_condition(self.query.constraint("00080020"))
+        patient = self.query.constraint("00100020")
+        if patient is not None and patient.single_value is not None:
+            hash_key = f"{self.site}#{patient.single_value}"
+            condition = date_condition(model.patient_sk) if date_condition else None
+            yield from model.by_patient.query(hash_key, condition)
+            return
+        condition = date_condition(model.level_sk) if date_condition else None
+        yield from model.by_level.query(level_pk(self.site, STUDY), condition)
+
+    def _studies_in_scope(self) -> Iterable[str] | None:
+        """Return the studies a series or instance search is limited to, None for all."""
+        uids = self._study_uids()
+        if uids is not None:
+            return uids
+        if self._study_constraints():
+            return (
+                record.pk.split("#", 1)[1]
+                for record in self._study_records()
+                if all(c.matches(self._study_attrs(record)) for c in self._study_constraints())
+            )
+        return None
+
+    def _series_records(self) -> Iterator[IndexRecord]:
+        studies = self._studies_in_scope()
+        if studies is None:
+            yield from self.model.by_level.query(level_pk(self.site, SERIES))
+            return
+        for uid in studies:
+            yield from self.model.query(
+                study_pk(self.site, uid), self.model.sk.startswith(f"{SERIES}#")
+            )
+
+    def _instance_records(self) -> Iterator[IndexRecord]:
+        studies = self._studies_in_scope()
+        if studies is None:
+            yield from self.model.by_level.query(level_pk(self.site, INSTANCE))
+            return
+        series = self.series
+        if series is None:
+            constraint = self.query.constraint("0020000E")
+            if constraint is not None and constraint.single_value is not None:
+                series = constraint.single_value
+        prefix = f"{INSTANCE}#{series}#" if series else f"{INSTANCE}#"
+        for uid in studies:
+            yield from self.model.query(study_pk(self.site, uid), self.model.sk.startswith(prefix))
+
+    def _study(self, uid: str) -> IndexRecord | None:
+        if uid not in self._studies:
+            self._studies[uid] = get_record(self.model, study_pk(self.site, uid), STUDY)
+        return self._studies[uid]
+
+    def _series_record(self, study: str, series: str) -> IndexRecord | None:
+        key = (study, series)
+        if key not in self._series:
+            self._series[key] = get_record(
+                self.model, study_pk(self.site, study), series_sk(series)
+            )
+        return self._series[key]
+
+    # Attributes of each level, stored and computed.
+
+    def _study_attrs(self, record: IndexRecord) -> JsonDict:
+        study = record.pk.split("#", 1)[1]
+        computed = {
+            "00080056": _value("CS", "ONLINE"),
+            "00080061": _values("CS", sorted(record.modalities or ())),
+            "00080062": _values("UI", sorted(record.sop_classes or ())),
+            "00081190": _value("UR", f"{self.base_url}/studies/{study}"),
+            "00201206": _value("IS", int(record.series_count or 0)),
+            "00201208": _value("IS", int(record.instance_count or 0)),
+        }
+        return {**record.attrs, **computed}
+
+    def _series_attrs(self, record: IndexRecord) -> JsonDict:
+        study = record.pk.split("#", 1)[1]
+        series = record.sk.split("#", 1)[1]
+        study_record = self._study(study)
+        above = self._study_attrs(study_record) if study_record else {}
+        computed = {
+            "00080056": _value("CS", "ONLINE"),
+            "00081190": _value("UR", f"{self.base_url}/studies/{study}/series/{series}"),
+            "00201209": _value("IS", int(record.instance_count or 0)),
+        }
+        return {**above, **record.attrs, **computed}
+
+    def _instance_attrs(self, record: IndexRecord) -> JsonDict:
+        study = record.pk.split("#", 1)[1]
+        _, series, sop = record.sk.split("#", 2)
+        series_record = self._series_record(study, series)
+        above = self._series_attrs(series_record) if series_record else {}
+        url = f"{self.base_url}/studies/{study}/series/{series}/instances/{sop}"
+        computed = {"00080056": _value("CS", "ONLINE"), "00081190": _value("UR", url)}
+        return {**above, **record.attrs, **computed}
+
+    # The attributes each match returns.
+
+    def project(self, candidate: _Candidate) -> JsonDict:
+        wanted = self._returned_tags()
+        attrs = candidate.attrs
+        if self.query.include_all:
+            selected = {tag: value for tag, value in attrs.items() if "BulkDataURI" not in value}
+        else:
+            selected = {tag: attrs[tag] for tag in wanted if tag in attrs}
+        return dict(sorted(selected.items()))
+
+    def _returned_tags(self) -> frozenset[str]:
+        level = self.query.level
+        tags = set(self.query.includefields) | {c.tag for c in self.query.constraints}
+        if level == STUDY:
+            tags |= STUDY_DEFAULTS
+        elif level == SERIES:
+            tags |= SERIES_DEFAULTS
+            if self.study is None:
+                tags |= STUDY_DEFAULTS
+        else:
+            tags |= INSTANCE_DEFAULTS
+            if self.series is None:
+                tags |= SERIES_DEFAULTS
+            if self.study is None:
+                tags |= STUDY_DEFAULTS
+        return frozenset(tags)
+
+
+def _sort_key_condition(constraint: Constraint | None) -> Any:
+    """Return a builder of the key condition a StudyDate constraint allows, or None.
+
+    Sort keys are ``{StudyDate}#{StudyInstanceUID}``; the matcher checks every candidate
+    again, so the key condition only has to include all matches.
+    """
+    if constraint is None or constraint.is_universal or constraint.is_wildcard:
+        return None
+    if constraint.single_value is not None:
+        value = constraint.single_value
+        return lambda attribute: attribute.startswith(f"{value}#")
+    if constraint.is_range:
+        low, _, high = constraint.values[0].partition("-")
+        if low and high:
+            return lambda attribute: attribute.between(low, f"{high}#{_LAST}")
+        if low:
+            return lambda attribute: attribute >= low
+        return lambda attribute: attribute <= f"{high}#{_LAST}"
+    return None
+
+
+def _full_metadata(record: IndexRecord) -> JsonDict:
+    if record.metadata is None:
+        return {}
+    return json.loads(zlib.decompress(record.metadata))  # type: ignore[no-any-return]
+
+
+def _value(vr: str, value: Any) -> JsonDict:
+    return {"vr": vr, "Value": [value]}
+
+
+def _values(vr: str, values: list[Any]) -> JsonDict:
+    return {"vr": vr, "Value": values} if values else {"vr": vr}

@@ -1,0 +1,105 @@
+"""Header parsing of Part 10 objects, whole and as prefixes, on pydicom's test files."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import pydicom
+import pytest
+
+from cirrus.dicom.dicomjson import dataset_to_json, find_bulk_element, instance_metadata
+from cirrus.dicom.instance import parse_instance
+from cirrus.dicom.scan import TruncatedError
+from cirrus.errors import InvalidInstanceError
+from tests.pydicom_files import bundled
+
+FILES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_implicit.dcm",
+    "JPEG2000.dcm",
+    "rtplan.dcm",
+    "image_dfl.dcm",
+    "SC_rgb_rle.dcm",
+    "JPEG2000-embedded-sequence-delimiter.dcm",
+    "UN_sequence.dcm",
+    "nested_priv_SQ.dcm",
+    "MR_small_padded.dcm",
+]
+
+
+def _bytes(name: str) -> bytes:
+    return bundled(name).read_bytes()
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_parse_matches_pydicom(name: str) -> None:
+    data = _bytes(name)
+    ds = pydicom.dcmread(bundled(name))
+    header = parse_instance(data)
+    assert header.dataset.get("SOPInstanceUID") == ds.get("SOPInstanceUID")
+    assert header.transfer_syntax == ds.file_meta.TransferSyntaxUID
+    expected = {f"{elem.tag:08X}" for elem in ds}
+    got = set(instance_metadata(header))
+    assert got == expected
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_prefix_reads_need_more_or_succeed(name: str) -> None:
+    data = _bytes(name)
+    whole = instance_metadata(parse_instance(data))
+    length = 256
+    while True:
+        try:
+            header = parse_instance(data[:length], len(data))
+        except TruncatedError as exc:
+            assert exc.needed > length
+            length = exc.needed
+            continue
+        break
+    if header.tail_offset is not None:
+        header.merge_tail(data[header.tail_offset :])
+    if header.tail_unknown:
+        assert data.endswith(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    assert instance_metadata(header) == whole
+
+
+@pytest.mark.parametrize("cut", [10, 131, 200, 1000, -100, -1])
+def test_truncated_object_is_undecodable(cut: int) -> None:
+    data = _bytes("CT_small.dcm")
+    with pytest.raises(InvalidInstanceError) as info:
+        parse_instance(data[:cut])
+    assert info.value.undecodable
+
+
+def test_garbage_is_not_part10() -> None:
+    with pytest.raises(InvalidInstanceError, match="no 'DICM' prefix"):
+        parse_instance(b"\x00" * 128 + b"JUNK" + b"\x01" * 300)
+
+
+def test_bad_explicit_vr_is_rejected() -> None:
+    data = bytearray(_bytes("CT_small.dcm"))
+    # The file meta ends after (0002,0000) and the group length it holds.
+    first_element = 132 + 12 + int.from_bytes(data[140:144], "little")
+    data[first_element + 4 : first_element + 6] = b"\x01\x02"
+    with pytest.raises(InvalidInstanceError, match="no valid VR"):
+        parse_instance(bytes(data))
+
+
+def test_missing_sop_instance_uid_is_named() -> None:
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    del ds.SOPInstanceUID
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    header = parse_instance(buffer.getvalue())
+    with pytest.raises(InvalidInstanceError, match=r"SOPInstanceUID \(0008,0018\)"):
+        header.instance_key("default")
+
+
+def test_bulk_paths_resolve_in_sequences() -> None:
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    metadata = dataset_to_json(ds, path=())
+    assert metadata["7FE00010"]["BulkDataURI"] == "bulkdata/7FE00010"
+    element = find_bulk_element(ds, "7FE00010")
+    assert element.value == ds.PixelData

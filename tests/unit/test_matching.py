@@ -1,0 +1,93 @@
+"""Attribute matching (PS3.4 C.2.2.2) and QIDO parameter parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from cirrus.errors import InvalidRequestError
+from cirrus.query.matching import Constraint
+from cirrus.query.params import MAX_LIMIT, parse_qido_params, resolve_attribute
+
+RECORD = {
+    "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^John", "Ideographic": "山田^太郎"}]},
+    "00100020": {"vr": "LO", "Value": ["PID-42"]},
+    "00080020": {"vr": "DA", "Value": ["20240315"]},
+    "00080030": {"vr": "TM", "Value": ["101530.25"]},
+    "00080061": {"vr": "CS", "Value": ["CT", "SR"]},
+    "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+    "00180050": {"vr": "DS", "Value": [5.0]},
+    "00080050": {"vr": "SH"},
+}
+
+
+@pytest.mark.parametrize(
+    ("tag", "vr", "values", "expected"),
+    [
+        ("00100010", "PN", ("Doe^John",), True),
+        ("00100010", "PN", ("doe*",), True),
+        ("00100010", "PN", ("D?e^J*",), True),
+        ("00100010", "PN", ("Smith*",), False),
+        ("00100010", "PN", ("山田*",), True),
+        ("00100020", "LO", ("PID-42",), True),
+        ("00100020", "LO", ("pid-42",), False),
+        ("00100020", "LO", ("PID*",), True),
+        ("00080020", "DA", ("20240101-20241231",), True),
+        ("00080020", "DA", ("20240316-",), False),
+        ("00080020", "DA", ("-20240315",), True),
+        ("00080020", "DA", ("20240315",), True),
+        ("00080030", "TM", ("1015-1016",), True),
+        ("00080030", "TM", ("101530.3-",), False),
+        ("00080030", "TM", ("101530.2-101530.3",), True),
+        ("00080061", "CS", ("SR",), True),
+        ("00080061", "CS", ("MR",), False),
+        ("0020000D", "UI", ("1.2.4", "1.2.3"), True),
+        ("0020000D", "UI", ("1.2.*",), False),
+        ("00180050", "DS", ("5.000000",), True),
+        ("00080050", "SH", ("",), True),
+        ("00080050", "SH", ("A1",), False),
+        ("00081030", "LO", ("*",), False),
+    ],
+)
+def test_constraint_matching(tag: str, vr: str, values: tuple[str, ...], expected: bool) -> None:
+    assert Constraint(tag, vr, values).matches(RECORD) is expected
+
+
+def test_params_keyword_and_tag() -> None:
+    assert resolve_attribute("PatientName") == ("00100010", "PN")
+    assert resolve_attribute("0020000d") == ("0020000D", "UI")
+
+
+def test_params_unknown_attribute() -> None:
+    with pytest.raises(InvalidRequestError, match="unknown attribute 'PatientNme'"):
+        parse_qido_params("STUDY", {"PatientNme": ["x"]})
+
+
+def test_params_uid_lists_merge() -> None:
+    query = parse_qido_params(
+        "STUDY", {"StudyInstanceUID": ["1.2,1.3", "1.4"], "includefield": ["StudyID,00081030"]}
+    )
+    constraint = query.constraint("0020000D")
+    assert constraint is not None
+    assert constraint.values == ("1.2", "1.3", "1.4")
+    assert query.includefields == {"00200010", "00081030"}
+
+
+def test_params_repeated_non_uid_rejected() -> None:
+    with pytest.raises(InvalidRequestError, match="only UIDs may be matched as a list"):
+        parse_qido_params("STUDY", {"PatientID": ["a", "b"]})
+
+
+def test_params_limit_offset() -> None:
+    query = parse_qido_params("STUDY", {"limit": ["5"], "offset": ["10"], "includefield": ["all"]})
+    assert (query.limit, query.offset, query.include_all) == (5, 10, True)
+    capped = parse_qido_params("STUDY", {"limit": [str(MAX_LIMIT + 1)]})
+    assert capped.limit == MAX_LIMIT
+    assert capped.warnings
+    with pytest.raises(InvalidRequestError, match="offset must be a non-negative integer"):
+        parse_qido_params("STUDY", {"offset": ["-1"]})
+
+
+def test_params_fuzzy_warns() -> None:
+    query = parse_qido_params("STUDY", {"fuzzymatching": ["true"]})
+    assert query.fuzzy
+    assert "fuzzymatching is not supported" in query.warnings[0]
