@@ -26,11 +26,12 @@ from cirrus.notifications import object_events
 from cirrus.services import Services
 
 logger = Logger(service="cirrus-ingest")
-copy_config_to_registered_loggers(source_logger=logger, include={"cirrus"})
 
 
 @cache
-def _services() -> Services:
+def _lambda_services() -> Services:
+    # In Lambda the domain's loggers write powertools JSON too; the local stack keeps its own.
+    copy_config_to_registered_loggers(source_logger=logger, include={"cirrus"})
     return Services(Settings.from_env())
 
 
@@ -56,4 +57,4 @@ def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str,
 
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle(event, context, _services())
+    return handle(event, context, _lambda_services())

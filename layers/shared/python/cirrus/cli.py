@@ -62,3 +62,7 @@ def dev(
         stopping.wait()
     finally:
         stack.stop()
+
+
+if __name__ == "__main__":
+    app()

@@ -128,13 +128,10 @@ class LocalStack:
             )
 
     def _start_gateway(self, store: DataDirObjectStore) -> Any:
-        from cirrus.gateway.server import start_gateway
+        from cirrus.gateway.server import Gateway
 
         config = self.config
-        return start_gateway(
-            store, site=config.site, ae_title=config.ae_title, host=config.host,
-            port=config.dicom_port,
-        )  # fmt: skip
+        return Gateway.start(store, config.site, config.host, config.dicom_port, config.ae_title)
 
     def _start_http(self, services: Services) -> Any:
         from cirrus.local.http import serve_http
