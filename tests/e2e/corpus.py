@@ -147,24 +147,11 @@ def send_with_storescu(
     entry: CorpusFile, port: int, folder: Path
 ) -> subprocess.CompletedProcess[str]:
     config = storescu_config(entry, folder)
+    timeouts = ["-to", "10", "-ta", "10", "-td", "30"]
+    profile = ["--config-file", str(config), "Corpus"]
+    peer = ["-aec", "CIRRUS", "127.0.0.1", str(port)]
     return subprocess.run(
-        [
-            "storescu",
-            "-to",
-            "10",
-            "-ta",
-            "10",
-            "-td",
-            "30",
-            "--config-file",
-            str(config),
-            "Corpus",
-            "-aec",
-            "CIRRUS",
-            "127.0.0.1",
-            str(port),
-            str(entry.path),
-        ],  # fmt: skip
+        ["storescu", *timeouts, *profile, *peer, str(entry.path)],
         capture_output=True,
         text=True,
         timeout=60,
