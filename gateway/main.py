@@ -1,0 +1,108 @@
+"""Container entry point of the DICOM gateway: ``python -m gateway.main``.
+
+It reads ``cirrus.config.Settings`` from the environment variables in ``cirrus.config.ENV``
+(``CIRRUS_BUCKET``, ``CIRRUS_TABLE`` and ``CIRRUS_KMS_KEY_ID`` are required) and these:
+
+- ``CIRRUS_DICOM_HOST``: address the DICOM listener binds, default ``0.0.0.0``;
+- ``CIRRUS_DICOM_PORT``: TCP port of the DICOM listener, default 11112;
+- ``CIRRUS_AE_TITLE``: AE title of the gateway, default ``CIRRUS``.
+
+Logs go to standard output as one JSON object per line. The gateway runs until SIGTERM or
+SIGINT. The exit status is 2 when the configuration is invalid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Final
+
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+from cirrus.config import DEFAULT_AE_TITLE, Settings
+
+# In AWS the task runs in a private subnet behind the load balancer, so the listener binds
+# every interface of the container.
+DEFAULT_HOST: Final = "0.0.0.0"  # noqa: S104
+DEFAULT_PORT: Final = 11112
+
+# PS3.5 section 6.2: an AE title has at most 16 characters of the default character
+# repertoire, without backslash or control characters. Leading and trailing spaces are not
+# significant.
+MAX_AE_TITLE_LENGTH: Final = 16
+
+EXIT_INVALID_CONFIGURATION: Final = 2
+
+logger = logging.getLogger("gateway")
+
+
+def read_port(environ: Mapping[str, str]) -> int:
+    """Return ``CIRRUS_DICOM_PORT`` as a TCP port number, or raise ``ValueError``."""
+    value = environ.get("CIRRUS_DICOM_PORT", str(DEFAULT_PORT))
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
+        raise ValueError(f"CIRRUS_DICOM_PORT {value!r} is invalid; use a TCP port from 1 to 65535")
+    return int(value)
+
+
+def read_ae_title(environ: Mapping[str, str]) -> str:
+    """Return ``CIRRUS_AE_TITLE`` without surrounding spaces, or raise ``ValueError``."""
+    value = environ.get("CIRRUS_AE_TITLE", DEFAULT_AE_TITLE)
+    title = value.strip(" ")
+    valid = (
+        0 < len(title) <= MAX_AE_TITLE_LENGTH
+        and title.isascii()
+        and title.isprintable()
+        and "\\" not in title
+    )
+    if not valid:
+        raise ValueError(
+            f"CIRRUS_AE_TITLE {value!r} is invalid; use 1 to {MAX_AE_TITLE_LENGTH} printable "
+            "ASCII characters without backslash"
+        )
+    return title
+
+
+def configure_logging() -> None:
+    """Send every log record to standard output as JSON, with its ``extra`` keys."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(LambdaPowertoolsFormatter(service="cirrus-gateway"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for name in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main() -> int:
+    """Read the configuration and serve the gateway until it is stopped."""
+    configure_logging()
+    try:
+        settings = Settings.from_env()
+        host = os.environ.get("CIRRUS_DICOM_HOST", DEFAULT_HOST)
+        port = read_port(os.environ)
+        ae_title = read_ae_title(os.environ)
+    except ValueError as exc:
+        logger.error("gateway configuration is invalid", extra={"error": str(exc)})
+        return EXIT_INVALID_CONFIGURATION
+
+    # Imported after the configuration is read, so an invalid one exits before pynetdicom loads.
+    from cirrus.gateway.server import run_gateway
+
+    logger.info(
+        "gateway starting",
+        extra={
+            "host": host,
+            "port": port,
+            "ae_title": ae_title,
+            "deployment": settings.deployment,
+            "site": settings.default_site,
+        },
+    )
+    run_gateway(settings, host, port, ae_title)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

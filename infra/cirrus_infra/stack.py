@@ -1,0 +1,53 @@
+"""The Cirrus stack of one deployment, and the CDK app that contains it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_cdk import App, CfnOutput, Stack, Validations
+from cdk_nag import AwsSolutionsChecks
+from constructs import Construct
+
+from cirrus.config import DEFAULT_DEPLOYMENT, ResourceNames
+from cirrus_infra.storage import Storage
+
+# Context key that selects the deployment: `cdk synth -c deployment=cirrus-dev`.
+DEPLOYMENT_CONTEXT_KEY = "deployment"
+
+
+class CirrusStack(Stack):
+    """All resources of one deployment, with one construct per component."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, names: ResourceNames, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.names = names
+        self.storage = Storage(self, "Storage", names=names)
+
+        CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
+        CfnOutput(self, "TableName", value=self.storage.table.table_name)
+        CfnOutput(self, "IngestQueueUrl", value=self.storage.ingest_queue.queue_url)
+        CfnOutput(self, "KeyArn", value=self.storage.key.key_arn)
+
+
+def build_app(
+    context: Mapping[str, Any] | None = None, *, outdir: str | None = None
+) -> tuple[App, CirrusStack]:
+    """Build the app with the stack of the deployment named in the context.
+
+    cdk-nag's AwsSolutions checks run at synthesis, and any unacknowledged finding fails it.
+    """
+    app = App(context=dict(context or {}), outdir=outdir)
+    deployment = app.node.try_get_context(DEPLOYMENT_CONTEXT_KEY) or DEFAULT_DEPLOYMENT
+    names = ResourceNames(deployment=deployment)
+    stack = CirrusStack(
+        app,
+        "Cirrus",
+        names=names,
+        stack_name=names.deployment,
+        description=f"Cirrus PACS, deployment {names.deployment}",
+    )
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app, stack

@@ -1,0 +1,224 @@
+"""Storage of one deployment: data key, archive bucket, index table and ingest queues."""
+
+from __future__ import annotations
+
+from typing import Final, cast
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from cirrus.config import INGEST_MAX_RECEIVES, ResourceNames
+from cirrus.storage.keys import INSTANCE_SUFFIX
+
+# S3 bucket names have at most 63 characters. The archive bucket name ends with
+# "-{account}-{region}", and account ids have 12 digits. The region length is an estimate:
+# the longest region name known in 2025, us-isof-south-1, has 15 characters.
+_MAX_BUCKET_NAME = 63
+_MAX_REGION_NAME = 15
+_ACCOUNT_AND_REGION_SUFFIX = 1 + 12 + 1 + _MAX_REGION_NAME
+
+# Only instance objects start the ingest pipeline. cirrus.storage.keys defines the key layout.
+INGEST_PREFIX: Final = "sites/"
+
+# AWS recommends a visibility timeout of at least six times the timeout of the Lambda function
+# that consumes the queue, so the ingest function must finish within 20 s.
+INGEST_VISIBILITY_TIMEOUT: Final = Duration.seconds(120)
+
+# A standard queue keeps the original enqueue time when it moves a message to the dead-letter
+# queue, so the dead-letter queue keeps messages longer than the ingest queue does.
+INGEST_RETENTION: Final = Duration.days(4)
+DEAD_LETTER_RETENTION: Final = Duration.days(14)
+
+# Index name, partition key and sort key of each global secondary index of the index table, as
+# the model in cirrus.index.models declares them. Every key attribute is a string.
+GLOBAL_SECONDARY_INDEXES: Final = (
+    ("by-level", "level_pk", "level_sk"),
+    ("by-patient", "patient_pk", "patient_sk"),
+)
+
+
+class Storage(Construct):
+    """KMS key, archive bucket with its access-log bucket, index table and ingest queues."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, names: ResourceNames) -> None:
+        super().__init__(scope, construct_id)
+        self.key = self._data_key(names)
+        self.access_log_bucket = self._access_log_bucket()
+        self.dead_letter_queue, self.ingest_queue = self._ingest_queues(names)
+        self.bucket = self._archive_bucket(names)
+        self.table = self._index_table(names)
+
+    def _data_key(self, names: ResourceNames) -> kms.Key:
+        key = kms.Key(
+            self,
+            "DataKey",
+            alias=names.kms_alias,
+            description=f"Cirrus {names.deployment}: archive objects, index table, ingest queues",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        # S3 encrypts each event notification it sends to the ingest queue with this key.
+        # NOTE: like the statement that CDK's SqsDestination adds, this one has no aws:SourceArn
+        # or aws:SourceAccount condition, because it is not verified that S3 sends these keys
+        # with its KMS requests. The queue policy limits the sender to the archive bucket.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowS3EventNotifications",
+                principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=["*"],
+            )
+        )
+        return key
+
+    def _access_log_bucket(self) -> s3.Bucket:
+        # SSE-S3, because log delivery can write it without a grant in a KMS key policy.
+        # NOTE: ResourceNames has no name for this bucket yet, so CloudFormation generates one.
+        bucket = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            versioned=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        Validations.of(bucket).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-S1",
+                reason="This bucket receives the access logs. Logging it into itself would loop.",
+            )
+        )
+        return bucket
+
+    def _ingest_queues(self, names: ResourceNames) -> tuple[sqs.Queue, sqs.Queue]:
+        dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            queue_name=names.dead_letter_queue,
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            retention_period=DEAD_LETTER_RETENTION,
+        )
+        ingest_queue = sqs.Queue(
+            self,
+            "IngestQueue",
+            queue_name=names.ingest_queue,
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            visibility_timeout=INGEST_VISIBILITY_TIMEOUT,
+            retention_period=INGEST_RETENTION,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=dead_letter_queue, max_receive_count=INGEST_MAX_RECEIVES
+            ),
+        )
+        return dead_letter_queue, ingest_queue
+
+    def _archive_bucket(self, names: ResourceNames) -> s3.Bucket:
+        stack = Stack.of(self)
+        excess = len(names.bucket) + _ACCOUNT_AND_REGION_SUFFIX - _MAX_BUCKET_NAME
+        if excess > 0:
+            raise ValueError(
+                f"deployment name {names.deployment!r} is too long for the archive bucket name "
+                f"'{names.bucket}-{{account}}-{{region}}', which S3 limits to {_MAX_BUCKET_NAME} "
+                f"characters; use at most {len(names.deployment) - excess} characters"
+            )
+        bucket_name = f"{names.bucket}-{stack.account}-{stack.region}"
+        # The ARN is built from the name, not read from the bucket, so the queue policy does
+        # not depend on the bucket and the bucket can depend on the queue policy below.
+        bucket_arn = stack.format_arn(service="s3", region="", account="", resource=bucket_name)
+        self.ingest_queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowArchiveEventNotifications",
+                principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+                actions=["sqs:SendMessage"],
+                resources=[self.ingest_queue.queue_arn],
+                conditions={
+                    "ArnEquals": {"aws:SourceArn": bucket_arn},
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                },
+            )
+        )
+
+        bucket = s3.Bucket(
+            self,
+            "Archive",
+            bucket_name=bucket_name,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            versioned=True,
+            server_access_logs_bucket=self.access_log_bucket,
+            server_access_logs_prefix="archive/",
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self._notify_ingest_queue(bucket)
+        return bucket
+
+    def _notify_ingest_queue(self, bucket: s3.Bucket) -> None:
+        """Send object-created events of instance objects to the ingest queue.
+
+        The notification is a property of the bucket resource. ``Bucket.add_event_notification``
+        would instead deploy a custom resource, with its own Lambda function and IAM role, only
+        to write this setting. S3 sends a test event to the queue when the configuration is
+        saved and fails the deployment unless the queue policy already allows it, so the bucket
+        depends on the queue policy.
+        """
+        cfn_bucket = cast(s3.CfnBucket, bucket.node.default_child)
+        key_filter = s3.CfnBucket.S3KeyFilterProperty(
+            rules=[
+                s3.CfnBucket.FilterRuleProperty(name="prefix", value=INGEST_PREFIX),
+                s3.CfnBucket.FilterRuleProperty(name="suffix", value=INSTANCE_SUFFIX),
+            ]
+        )
+        cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            queue_configurations=[
+                s3.CfnBucket.QueueConfigurationProperty(
+                    event="s3:ObjectCreated:*",
+                    queue=self.ingest_queue.queue_arn,
+                    filter=s3.CfnBucket.NotificationFilterProperty(s3_key=key_filter),
+                )
+            ]
+        )
+        queue_policy = self.ingest_queue.node.find_child("Policy")
+        cfn_bucket.node.add_dependency(queue_policy)
+
+    def _index_table(self, names: ResourceNames) -> dynamodb.Table:
+        table = dynamodb.Table(
+            self,
+            "Index",
+            table_name=names.table,
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        for index_name, partition_key, sort_key in GLOBAL_SECONDARY_INDEXES:
+            table.add_global_secondary_index(
+                index_name=index_name,
+                partition_key=dynamodb.Attribute(
+                    name=partition_key, type=dynamodb.AttributeType.STRING
+                ),
+                sort_key=dynamodb.Attribute(name=sort_key, type=dynamodb.AttributeType.STRING),
+                projection_type=dynamodb.ProjectionType.ALL,
+            )
+        return table
