@@ -52,7 +52,7 @@ def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str,
     # A batch whose every record failed is reported like any other, not raised: Lambda's
     # ReportBatchItemFailures then retries just those records.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return process_partial_response(event, record_handler, processor, context)
+    return dict(process_partial_response(event, record_handler, processor, context))
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -27,7 +27,7 @@ class AwsClients:
 
     def _client(self, service: str) -> Any:
         return self._session.client(
-            service,  # type: ignore[call-overload]
+            service,
             endpoint_url=self._settings.endpoint_url,
             config=_CLIENT_CONFIG,
         )

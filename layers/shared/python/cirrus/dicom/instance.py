@@ -176,7 +176,6 @@ def _parse(data: bytes, total: int, complete: bool) -> InstanceHeader:
 def _read_tail(header: InstanceHeader, data: bytes, pixel: RawElement, enc: Encoding) -> None:
     """Check that Pixel Data is whole and read what follows it."""
     element = read_element(memoryview(data), pixel.offset, enc)
-    assert element.end is not None
     tail = data[element.end :]
     if tail:
         scan_elements(tail, 0, enc)
@@ -203,7 +202,6 @@ def _file_meta_end(data: bytes, complete: bool) -> int:
         if group != 0x0002:
             return offset
         element = read_element(view, offset, _EXPLICIT_LE)
-        assert element.end is not None
         offset = element.end
     if offset == len(data) and complete:
         return offset

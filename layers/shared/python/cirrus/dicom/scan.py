@@ -49,7 +49,8 @@ class RawElement:
     offset: int
     value_offset: int
     length: int | None  # None for an undefined length
-    end: int | None  # None when only the header was read
+    end: int  # the offset after the value; for a header read alone, the value's offset
+    value_read: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,8 @@ def scan_elements(
     """Return the top-level elements from ``start`` to the end of ``buffer``.
 
     Scanning stops at the first element whose tag is ``stop_at``: that element is the last of
-    the list, with only its header read (``end`` is None and its value may lie past the end of
-    the buffer). Raises ``TruncatedError`` when an element runs past the end of
+    the list, with only its header read (``value_read`` is False and its value may lie past the
+    end of the buffer). Raises ``TruncatedError`` when an element runs past the end of
     the buffer and ``MalformedError`` on structure that no encoder produces.
     """
     view = memoryview(buffer)
@@ -79,7 +80,9 @@ def scan_elements(
         tag, vr, length, value_offset = _read_header(view, offset, encoding)
         if tag == stop_at:
             defined = None if length == UNDEFINED_LENGTH else length
-            elements.append(RawElement(tag, vr, offset, value_offset, defined, None))
+            elements.append(
+                RawElement(tag, vr, offset, value_offset, defined, value_offset, value_read=False)
+            )
             break
         element = read_element(view, offset, encoding)
         elements.append(element)

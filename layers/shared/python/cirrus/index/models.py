@@ -35,7 +35,7 @@ SERIES: Final = "SERIES"
 INSTANCE: Final = "INSTANCE"
 
 
-class LevelIndex(GlobalSecondaryIndex["IndexRecord"]):
+class LevelIndex(GlobalSecondaryIndex["IndexRecord"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "by-level"
         projection = AllProjection()
@@ -44,7 +44,7 @@ class LevelIndex(GlobalSecondaryIndex["IndexRecord"]):
     level_sk = UnicodeAttribute(range_key=True)
 
 
-class PatientIndex(GlobalSecondaryIndex["IndexRecord"]):
+class PatientIndex(GlobalSecondaryIndex["IndexRecord"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "by-patient"
         projection = AllProjection()

@@ -79,7 +79,8 @@ class IndexReader:
             return json.loads(zlib.decompress(record.metadata))  # type: ignore[no-any-return]
         if record.metadata_key is None:
             raise NotFoundError(f"instance {record.sk} has no stored metadata")
-        return json.loads(zlib.decompress(self._store.get(record.metadata_key)))  # type: ignore[no-any-return]
+        stored = zlib.decompress(self._store.get(record.metadata_key))
+        return json.loads(stored)
 
 
 def _to_ref(record: IndexRecord) -> InstanceRef:

@@ -77,7 +77,9 @@ class IndexWriter:
         self._model = model
         self._store = store
         meta = model.Meta
-        self._connection = Connection(region=meta.region, host=getattr(meta, "host", None))
+        self._connection = Connection(
+            region=getattr(meta, "region", None), host=getattr(meta, "host", None)
+        )
 
     def put_instance(self, obj: IndexedObject, metadata: JsonDict) -> IndexOutcome:
         """Index one stored instance; return whether it was new, changed or seen already.

@@ -81,7 +81,7 @@ class ObjectStore:
 
     def size(self, key: str) -> int:
         try:
-            return self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+            return int(self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, key) from exc
 
