@@ -208,8 +208,7 @@ def test_build_layout() -> None:
     )
     assert content_type == 'multipart/related; type="application/dicom"; boundary=xyz'
     assert body == (
-        b"--xyz\r\nContent-Type: application/dicom\r\nContent-Location: /a\r\n\r\n"
-        b"one\r\n--xyz--"
+        b"--xyz\r\nContent-Type: application/dicom\r\nContent-Location: /a\r\n\r\none\r\n--xyz--"
     )
 
 
