@@ -11,10 +11,13 @@ import logging
 from dataclasses import dataclass
 
 from cirrus.dicom.instance import InstanceHeader, parse_instance
+from cirrus.errors import InvalidInstanceError
 from cirrus.storage.keys import InstanceKey, check_uid, is_conformant_uid
 from cirrus.storage.objects import ObjectStore, StoredObject
 
 logger = logging.getLogger(__name__)
+
+_DECODING_ERRORS = (NotImplementedError, ValueError, TypeError, KeyError, UnicodeError)
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,13 @@ def check_instance(part10: bytes, site: str) -> tuple[InstanceHeader, InstanceKe
     Raises ``InvalidInstanceError`` naming what is missing or malformed.
     """
     header = parse_instance(part10)
-    key = header.instance_key(site)
-    sop_class = check_uid("SOPClassUID (0008,0016)", str(header.dataset.get("SOPClassUID", "")))
+    try:
+        key = header.instance_key(site)
+        sop_class = check_uid("SOPClassUID (0008,0016)", str(header.dataset.get("SOPClassUID", "")))
+    except _DECODING_ERRORS as exc:
+        # pydicom decodes elements when they are first read: an unknown VR raises
+        # NotImplementedError, a malformed value ValueError.
+        raise InvalidInstanceError(f"data set cannot be decoded: {exc}", undecodable=True) from exc
     for keyword, uid in (("StudyInstanceUID", key.study), ("SeriesInstanceUID", key.series)):
         if not is_conformant_uid(uid):
             logger.warning("non-conformant UID accepted", extra={"keyword": keyword, "uid": uid})

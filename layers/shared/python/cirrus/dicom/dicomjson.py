@@ -48,7 +48,7 @@ def dataset_to_json(ds: Dataset, path: tuple[str, ...]) -> JsonDict:
         key = f"{elem.tag:08X}"
         try:
             result[key] = _element_to_json(elem, (*path, key))
-        except (ValueError, TypeError, OverflowError, UnicodeError) as exc:
+        except (ValueError, TypeError, OverflowError, UnicodeError, NotImplementedError) as exc:
             logger.warning(
                 "element left out of metadata",
                 extra={"tag": key, "reason": type(exc).__name__},

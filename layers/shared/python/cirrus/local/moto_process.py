@@ -32,6 +32,25 @@ class MotoProcess:
                 self.process.wait()
 
 
+LOCAL_CREDENTIALS: Final = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def use_local_credentials() -> None:
+    """Replace any AWS credentials of this process with fake ones that only moto accepts.
+
+    The local stack signs every request for moto on 127.0.0.1; with real credentials in the
+    environment it would still reach only moto, but they have no reason to be read at all.
+    """
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        os.environ.pop(name, None)
+    os.environ.update(LOCAL_CREDENTIALS)
+
+
 def start_moto() -> MotoProcess:
     """Start moto in a child process and return once it accepts requests."""
     process = subprocess.Popen(

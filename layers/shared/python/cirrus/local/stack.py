@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from cirrus.config import DEFAULT_AE_TITLE, DEFAULT_SITE, ResourceNames, Settings
 from cirrus.local.datadir import DataDirObjectStore, restore_objects
-from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto
+from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
 from cirrus.local.resources import create_resources
 from cirrus.services import Services
@@ -68,6 +68,7 @@ class LocalStack:
 
     def _start(self) -> None:
         config = self.config
+        use_local_credentials()
         self._moto = start_moto()
         settings = create_resources(
             Settings.for_names(

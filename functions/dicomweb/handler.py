@@ -1,0 +1,74 @@
+"""The DICOMweb Lambda: STOW-RS, WADO-RS and QIDO-RS behind an API Gateway REST API.
+
+Events are never logged, because query strings and paths carry patient data. Services are
+built from the environment on the first invocation and reused while the container lives.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from cirrus.config import Settings
+from cirrus.dicomweb.app import DicomwebServices, build_app, resolve
+from cirrus.services import Services
+
+SERVICE_NAME = "cirrus-dicomweb"
+
+logger = Logger(service=SERVICE_NAME)
+tracer = Tracer(service=SERVICE_NAME)
+
+_apps: dict[int, tuple[object, APIGatewayRestResolver]] = {}
+_apps_lock = threading.Lock()
+
+
+def dicomweb_services(services: Services) -> DicomwebServices:
+    """Return the DICOMweb view of a deployment's services, for its default site."""
+    return DicomwebServices(
+        store=services.store,
+        reader=services.index_reader,
+        qido=services.qido,
+        site=services.settings.default_site,
+    )
+
+
+def handle(
+    event: dict[str, Any], context: Any, services: Services | DicomwebServices
+) -> dict[str, Any]:
+    """Resolve one API Gateway REST proxy event with ``services`` into the proxy response.
+
+    The local stack calls this with its own services. The resolver built for each services
+    object is kept for the next event.
+    """
+    return resolve(_app_for(services), event, context)
+
+
+@cache
+def _lambda_services() -> DicomwebServices:
+    copy_config_to_registered_loggers(source_logger=logger, include={"cirrus"})
+    return dicomweb_services(Services(Settings.from_env()))
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle(event, context, _lambda_services())
+
+
+def _app_for(services: Services | DicomwebServices) -> APIGatewayRestResolver:
+    # Keyed by identity with a reference kept, because Services is not hashable.
+    with _apps_lock:
+        entry = _apps.get(id(services))
+        if entry is None:
+            view = (
+                services if isinstance(services, DicomwebServices) else dicomweb_services(services)
+            )
+            entry = (services, build_app(view))
+            _apps[id(services)] = entry
+        return entry[1]

@@ -1,0 +1,292 @@
+"""The DICOMweb API: STOW-RS, WADO-RS and QIDO-RS routes on API Gateway REST proxy events.
+
+Route functions read the request from the event, call one domain function and build the
+response. Errors are translated once, by ``cirrus.dicomweb.errors``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Final
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+from cirrus.dicomweb.errors import (
+    error_response,
+    json_error,
+    retry_after_headers,
+    unexpected_error_response,
+)
+from cirrus.dicomweb.stow import instance_parts, store_instances
+from cirrus.dicomweb.wado import (
+    DICOM_JSON_MEDIA_TYPE,
+    Representation,
+    require_dicom_json,
+    retrieve_bulkdata,
+    retrieve_instances,
+    retrieve_metadata,
+)
+from cirrus.errors import CirrusError, InvalidRequestError
+from cirrus.index.reader import IndexReader
+from cirrus.storage.objects import ObjectStore
+
+_BULKDATA: Final = "/bulkdata/"
+_INSTANCE: Final = "/studies/<study>/series/<series>/instances/<instance>"
+# The resolver keeps the current event in a class attribute shared by every instance, so a
+# threaded server must resolve one event at a time. Lambda sends one event at a time anyway.
+_RESOLVE_LOCK: Final = threading.Lock()
+
+
+@dataclass(frozen=True)
+class DicomwebServices:
+    """The adapters and the site that one DICOMweb API serves.
+
+    ``qido`` has ``search(site=, level=, params=, study=, series=, base_url=)`` returning an
+    object with ``matches`` (DICOM JSON) and ``warnings`` (text).
+    """
+
+    store: ObjectStore
+    reader: IndexReader
+    qido: Any
+    site: str
+
+
+def build_app(services: DicomwebServices) -> APIGatewayRestResolver:
+    """Build the resolver with every DICOMweb route bound to ``services``."""
+    app = APIGatewayRestResolver()
+    _add_error_handlers(app)
+    _add_stow_routes(app, services)
+    _add_wado_routes(app, services)
+    _add_qido_routes(app, services)
+    return app
+
+
+def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Resolve one proxy event with ``app``. Several threads may call this at once."""
+    with _RESOLVE_LOCK:
+        return app.resolve(event, context)
+
+
+def base_url(event: APIGatewayProxyEvent) -> str:
+    """Return the URL under which the API was called: scheme, host and stage.
+
+    The scheme is X-Forwarded-Proto (https when absent). A port is added from
+    X-Forwarded-Port when the Host value has none and the port is not the scheme's default.
+    """
+    headers = event.headers
+    scheme = headers.get("X-Forwarded-Proto") or "https"
+    host = headers.get("Host") or event.request_context.domain_name
+    if not host:
+        raise InvalidRequestError("request has no Host header; the client must send one")
+    port = headers.get("X-Forwarded-Port")
+    default_port = {"http": "80", "https": "443"}.get(scheme)
+    if port and port != default_port and not _has_port(host):
+        host = f"{host}:{port}"
+    stage = event.request_context.stage
+    return f"{scheme}://{host}/{stage}" if stage else f"{scheme}://{host}"
+
+
+def request_body(event: APIGatewayProxyEvent) -> bytes:
+    """Return the request body as bytes, decoding base64 when ``isBase64Encoded`` is set."""
+    body = event.body
+    if not body:
+        return b""
+    if not event.is_base64_encoded:
+        return body.encode("utf-8")
+    try:
+        return base64.b64decode(body, validate=True)
+    except binascii.Error as exc:
+        raise InvalidRequestError("request body is marked base64 but is not base64") from exc
+
+
+def query_params(event: APIGatewayProxyEvent) -> dict[str, list[str]]:
+    """Return every query parameter with all its values, as API Gateway decoded them."""
+    multi = event.multi_value_query_string_parameters
+    if multi:
+        return {name: list(values) for name, values in multi.items()}
+    return {name: [value] for name, value in event.query_string_parameters.items()}
+
+
+def warning_headers(event: APIGatewayProxyEvent, warnings: list[str]) -> dict[str, list[str]]:
+    """Return one Warning header field (RFC 7234 5.5) per text, with code 299."""
+    if not warnings:
+        return {}
+    agent = _header_safe(event.headers.get("Host") or "cirrus")
+    values = []
+    for text in warnings:
+        escaped = _header_safe(text).replace("\\", "\\\\").replace('"', '\\"')
+        values.append(f'299 {agent}: "{escaped}"')
+    return {"Warning": values}
+
+
+def _add_error_handlers(app: APIGatewayRestResolver) -> None:
+    def route_not_found(exc: RouteNotFoundError) -> Response[str]:
+        event = app.current_event
+        return json_error(
+            HTTPStatus.NOT_FOUND, f"no DICOMweb resource for {event.http_method} {event.path}"
+        )
+
+    def unexpected(exc: Exception) -> Response[str]:
+        return unexpected_error_response(exc, app.current_event.request_context.request_id)
+
+    # Registered by call, because the decorators of the resolver are not annotated.
+    app.exception_handler(CirrusError)(error_response)
+    app.not_found(route_not_found)
+    app.exception_handler(Exception)(unexpected)
+
+
+def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
+    def store(study: str | None) -> Response[str]:
+        event = app.current_event
+        parts = instance_parts(event.headers.get("Content-Type"), request_body(event))
+        outcome = store_instances(services.store, services.site, parts, base_url(event), study)
+        headers: dict[str, str | list[str]] = {}
+        headers.update(warning_headers(event, outcome.warnings))
+        if outcome.status == HTTPStatus.SERVICE_UNAVAILABLE:
+            headers.update(retry_after_headers())
+        return _json(outcome.response, outcome.status, headers)
+
+    @app.post("/studies")
+    def _store_studies() -> Response[str]:
+        return store(None)
+
+    @app.post("/studies/<study>")
+    def _store_study(study: str) -> Response[str]:
+        return store(unquote(study))
+
+
+def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
+    store, reader, site = services.store, services.reader, services.site
+
+    def instances(study: str, series: str | None = None, sop: str | None = None) -> Response[bytes]:
+        accept = app.current_event.headers.get("Accept")
+        return _binary(retrieve_instances(store, reader, site, study, series, sop, accept))
+
+    def metadata(study: str, series: str | None = None, sop: str | None = None) -> Response[str]:
+        event = app.current_event
+        items = retrieve_metadata(
+            reader, site, base_url(event), study, series, sop, event.headers.get("Accept")
+        )
+        return _json(items)
+
+    @app.get("/studies/<study>")
+    def _study(study: str) -> Response[bytes]:
+        return instances(unquote(study))
+
+    @app.get("/studies/<study>/series/<series>")
+    def _series(study: str, series: str) -> Response[bytes]:
+        return instances(unquote(study), unquote(series))
+
+    @app.get(_INSTANCE)
+    def _instance(study: str, series: str, instance: str) -> Response[bytes]:
+        return instances(unquote(study), unquote(series), unquote(instance))
+
+    @app.get("/studies/<study>/metadata")
+    def _study_metadata(study: str) -> Response[str]:
+        return metadata(unquote(study))
+
+    @app.get("/studies/<study>/series/<series>/metadata")
+    def _series_metadata(study: str, series: str) -> Response[str]:
+        return metadata(unquote(study), unquote(series))
+
+    @app.get(f"{_INSTANCE}/metadata")
+    def _instance_metadata(study: str, series: str, instance: str) -> Response[str]:
+        return metadata(unquote(study), unquote(series), unquote(instance))
+
+    # A bulk data path has slashes (00880200/0/7FE00010), which a route parameter cannot
+    # contain, so the rule matches any depth and the path is read from the request path.
+    @app.get(f"{_INSTANCE}/bulkdata/<first>(?:/[^/]+)*")
+    def _bulkdata(study: str, series: str, instance: str, first: str) -> Response[bytes]:
+        event = app.current_event
+        path = unquote(event.path.split(_BULKDATA, 1)[1])
+        uids = (unquote(study), unquote(series), unquote(instance))
+        accept = event.headers.get("Accept")
+        return _binary(retrieve_bulkdata(store, reader, site, uids, path, accept))
+
+
+def _add_qido_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
+    def search(level: str, study: str | None = None, series: str | None = None) -> Response[str]:
+        event = app.current_event
+        require_dicom_json(event.headers.get("Accept"))
+        result = services.qido.search(
+            site=services.site,
+            level=level,
+            params=query_params(event),
+            study=study,
+            series=series,
+            base_url=base_url(event),
+        )
+        headers: dict[str, str | list[str]] = {}
+        headers.update(warning_headers(event, list(result.warnings)))
+        if not result.matches:
+            # PS3.18 8.3.4.4.1 requires 204 No Content when nothing matches. The change
+            # proposal CP-2473 would make it 200 with an empty array.
+            return Response(status_code=int(HTTPStatus.NO_CONTENT), headers=headers)
+        return _json(result.matches, HTTPStatus.OK, headers)
+
+    @app.get("/studies")
+    def _studies() -> Response[str]:
+        return search("STUDY")
+
+    @app.get("/series")
+    def _all_series() -> Response[str]:
+        return search("SERIES")
+
+    @app.get("/instances")
+    def _all_instances() -> Response[str]:
+        return search("INSTANCE")
+
+    @app.get("/studies/<study>/series")
+    def _study_series(study: str) -> Response[str]:
+        return search("SERIES", unquote(study))
+
+    @app.get("/studies/<study>/instances")
+    def _study_instances(study: str) -> Response[str]:
+        return search("INSTANCE", unquote(study))
+
+    @app.get("/studies/<study>/series/<series>/instances")
+    def _series_instances(study: str, series: str) -> Response[str]:
+        return search("INSTANCE", unquote(study), unquote(series))
+
+
+def _json(
+    content: Any,
+    status: HTTPStatus = HTTPStatus.OK,
+    headers: dict[str, str | list[str]] | None = None,
+) -> Response[str]:
+    return Response(
+        status_code=int(status),
+        content_type=DICOM_JSON_MEDIA_TYPE,
+        body=json.dumps(content, separators=(",", ":")),
+        headers=headers,
+    )
+
+
+def _binary(representation: Representation) -> Response[bytes]:
+    return Response(
+        status_code=int(HTTPStatus.OK),
+        content_type=representation.content_type,
+        body=representation.body,
+    )
+
+
+def _header_safe(text: str) -> str:
+    """Replace each character that is not printable ASCII with '?'.
+
+    Warning texts can quote values read from a received data set, and a CR or LF there would
+    end the header field.
+    """
+    return "".join(char if " " <= char <= "~" else "?" for char in text)
+
+
+def _has_port(host: str) -> bool:
+    # An IPv6 literal is bracketed ("[::1]:8080"), so only a colon after "]" starts a port.
+    return ":" in host.rsplit("]", 1)[-1]

@@ -1,0 +1,91 @@
+"""The one translation of Cirrus errors to HTTP responses for DICOMweb.
+
+Every error response has the body ``{"error": message}`` as application/json. STOW-RS reports
+instances that cannot be stored in its own response (PS3.18 10.5.3), so an
+``InvalidInstanceError`` reaches this table only from the other transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Final
+
+from aws_lambda_powertools.event_handler import Response
+
+from cirrus.errors import (
+    CirrusError,
+    ConflictError,
+    InvalidInstanceError,
+    InvalidRequestError,
+    NotAcceptableError,
+    NotFoundError,
+    StoreUnavailableError,
+    UnsupportedMediaTypeError,
+)
+
+logger = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPE: Final = "application/json"
+# A hint for clients after a 503, not a measured recovery time of S3 or DynamoDB.
+RETRY_AFTER_SECONDS: Final = 5
+
+HTTP_STATUS: Final[dict[type[CirrusError], HTTPStatus]] = {
+    InvalidRequestError: HTTPStatus.BAD_REQUEST,
+    InvalidInstanceError: HTTPStatus.BAD_REQUEST,
+    NotFoundError: HTTPStatus.NOT_FOUND,
+    NotAcceptableError: HTTPStatus.NOT_ACCEPTABLE,
+    ConflictError: HTTPStatus.CONFLICT,
+    UnsupportedMediaTypeError: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    StoreUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+
+
+def status_of(exc: CirrusError) -> HTTPStatus:
+    """Return the HTTP status of ``exc``: that of its nearest class in ``HTTP_STATUS``, else 500."""
+    for cls in type(exc).__mro__:
+        status = HTTP_STATUS.get(cls)
+        if status is not None:
+            return status
+    return HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def retry_after_headers() -> dict[str, str]:
+    """Return the headers of a 503 response: when to retry (RFC 9110 10.2.3)."""
+    return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
+def error_response(exc: CirrusError) -> Response[str]:
+    """Translate ``exc`` to its status and error body, and log it without patient data."""
+    status = status_of(exc)
+    headers = retry_after_headers() if status == HTTPStatus.SERVICE_UNAVAILABLE else {}
+    level = logging.WARNING if status >= HTTPStatus.INTERNAL_SERVER_ERROR else logging.INFO
+    logger.log(
+        level,
+        "request failed",
+        extra={"status": int(status), "error": type(exc).__name__, "reason": str(exc)},
+    )
+    return json_error(status, str(exc), headers)
+
+
+def unexpected_error_response(exc: Exception, request_id: str | None) -> Response[str]:
+    """Log an error that no handler expected and return a 500 that shows no internals."""
+    logger.exception(
+        "unexpected error", extra={"error": type(exc).__name__, "request_id": request_id}
+    )
+    message = "internal error; the request was not completed"
+    if request_id:
+        message = f"{message} (request id {request_id})"
+    return json_error(HTTPStatus.INTERNAL_SERVER_ERROR, message)
+
+
+def json_error(
+    status: HTTPStatus, message: str, headers: dict[str, str] | None = None
+) -> Response[str]:
+    return Response(
+        status_code=int(status),
+        content_type=JSON_CONTENT_TYPE,
+        body=json.dumps({"error": message}),
+        headers=headers,
+    )

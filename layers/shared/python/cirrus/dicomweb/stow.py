@@ -1,0 +1,253 @@
+"""STOW-RS store transactions (PS3.18 10.5): POST /studies and POST /studies/{study}.
+
+Each part of a multipart/related; type="application/dicom" body goes through
+``archive_instance``, the write path the DICOM gateway uses, and is reported in the response
+only after S3 has acknowledged it. Parts are independent, so one bad part fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from http import HTTPStatus
+from typing import Any, Final
+
+from cirrus.archive import ArchivedInstance, archive_instance
+from cirrus.dicom.instance import parse_instance
+from cirrus.dicomweb.media import parse_media_type
+from cirrus.dicomweb.multipart import MULTIPART_RELATED, parse_multipart_related
+from cirrus.dicomweb.wado import DICOM_MEDIA_TYPE, instance_url, study_url
+from cirrus.errors import (
+    InvalidInstanceError,
+    InvalidRequestError,
+    StoreUnavailableError,
+    UnsupportedMediaTypeError,
+)
+from cirrus.storage.objects import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+ACCEPTED_CONTENT_TYPE: Final = f'{MULTIPART_RELATED}; type="{DICOM_MEDIA_TYPE}"'
+# Failure messages go to the log line and to Warning header fields, at most this many.
+MAX_REPORTED_FAILURES: Final = 10
+
+_RETRIEVE_URL: Final = "00081190"
+_FAILED_SOP_SEQUENCE: Final = "00081198"
+_REFERENCED_SOP_SEQUENCE: Final = "00081199"
+_REFERENCED_SOP_CLASS_UID: Final = "00081150"
+_REFERENCED_SOP_INSTANCE_UID: Final = "00081155"
+_FAILURE_REASON: Final = "00081197"
+
+
+class FailureReason(IntEnum):
+    """Failure Reason (0008,1197) values of the STOW-RS response (PS3.18 10.5.3)."""
+
+    OUT_OF_RESOURCES = 0xA700
+    DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A part that was not stored, with the UIDs it names when they could be read."""
+
+    part: int
+    reason: FailureReason
+    message: str
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class StowOutcome:
+    """The HTTP status and DICOM JSON response of one store request."""
+
+    status: HTTPStatus
+    response: JsonDict
+    stored: list[ArchivedInstance] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Return one line per failed part, for Warning header fields."""
+        return [
+            f"part {failure.part} not stored (0x{failure.reason:04X}): {failure.message}"
+            for failure in self.failures[:MAX_REPORTED_FAILURES]
+        ]
+
+
+def instance_parts(content_type: str | None, body: bytes) -> list[bytes]:
+    """Return the Part 10 objects of a STOW-RS request body.
+
+    Raises ``UnsupportedMediaTypeError`` unless the body is multipart/related with
+    type="application/dicom" and every part is application/dicom, and
+    ``InvalidRequestError`` for a malformed or empty body.
+    """
+    if not content_type:
+        raise UnsupportedMediaTypeError(
+            f"request has no Content-Type; STOW-RS accepts {ACCEPTED_CONTENT_TYPE}"
+        )
+    media = parse_media_type(content_type)
+    if media.essence != MULTIPART_RELATED:
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media.essence} is not supported; STOW-RS accepts "
+            f"{ACCEPTED_CONTENT_TYPE}"
+        )
+    root_type = (media.param("type") or "").lower()
+    if root_type != DICOM_MEDIA_TYPE:
+        described = f"type={root_type}" if root_type else "no type parameter"
+        raise UnsupportedMediaTypeError(
+            f"multipart/related with {described} is not supported; STOW-RS accepts "
+            f"{ACCEPTED_CONTENT_TYPE} (metadata with bulk data is not supported yet)"
+        )
+    multipart = parse_multipart_related(content_type, body)
+    if not multipart.parts:
+        raise InvalidRequestError("multipart body has no parts; send one instance per part")
+    for number, part in enumerate(multipart.parts, start=1):
+        if part.content_type is not None:
+            part_type = parse_media_type(part.content_type).essence
+            if part_type != DICOM_MEDIA_TYPE:
+                raise UnsupportedMediaTypeError(
+                    f"part {number} has Content-Type {part_type}; every part of "
+                    f"{ACCEPTED_CONTENT_TYPE} must be {DICOM_MEDIA_TYPE}"
+                )
+    return [part.body for part in multipart.parts]
+
+
+def store_instances(
+    store: ObjectStore,
+    site: str,
+    parts: Sequence[bytes],
+    base_url: str,
+    study: str | None = None,
+) -> StowOutcome:
+    """Archive each Part 10 object of ``parts`` and return the status and response dataset.
+
+    With ``study`` (POST /studies/{study}), an instance of another study fails with 0xA900
+    and is not stored. The status follows PS3.18 10.5.3: 200 when all are stored, 202 when
+    some are, 409 when none are, but 503 when none are and only because storage failed.
+    """
+    stored: list[ArchivedInstance] = []
+    failures: list[Failure] = []
+    for number, part10 in enumerate(parts, start=1):
+        result = _store_part(store, site, part10, number, study)
+        if isinstance(result, Failure):
+            failures.append(result)
+        else:
+            stored.append(result)
+    status = _status(stored, failures)
+    outcome = StowOutcome(status, _response(stored, failures, base_url), stored, failures)
+    _log(outcome, len(parts), study)
+    return outcome
+
+
+def _store_part(
+    store: ObjectStore, site: str, part10: bytes, number: int, study: str | None
+) -> ArchivedInstance | Failure:
+    try:
+        dataset = parse_instance(part10).dataset
+        sop_class = str(dataset.get("SOPClassUID", "")) or None
+        sop_instance = str(dataset.get("SOPInstanceUID", "")) or None
+        instance_study = str(dataset.get("StudyInstanceUID", ""))
+    except InvalidInstanceError as exc:
+        return Failure(number, _reason(exc), str(exc))
+    except NotImplementedError as exc:
+        # pydicom raises this for an element with an unknown VR when its value is read.
+        return Failure(number, FailureReason.CANNOT_UNDERSTAND, f"invalid data set: {exc}")
+    if study is not None and instance_study != study:
+        return Failure(
+            number,
+            FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            f"instance belongs to study {instance_study or '(none)'}, not to the study "
+            f"{study} of the request URL",
+            sop_class,
+            sop_instance,
+        )
+    try:
+        return archive_instance(store, site, part10)
+    except InvalidInstanceError as exc:
+        return Failure(number, _reason(exc), str(exc), sop_class, sop_instance)
+    except NotImplementedError as exc:
+        message = f"invalid data set: {exc}"
+        return Failure(number, FailureReason.CANNOT_UNDERSTAND, message, sop_class, sop_instance)
+    except StoreUnavailableError as exc:
+        return Failure(number, FailureReason.OUT_OF_RESOURCES, str(exc), sop_class, sop_instance)
+
+
+def _reason(exc: InvalidInstanceError) -> FailureReason:
+    if exc.undecodable:
+        return FailureReason.CANNOT_UNDERSTAND
+    return FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+
+
+def _status(stored: list[ArchivedInstance], failures: list[Failure]) -> HTTPStatus:
+    if not failures:
+        return HTTPStatus.OK
+    if stored:
+        return HTTPStatus.ACCEPTED
+    if all(failure.reason == FailureReason.OUT_OF_RESOURCES for failure in failures):
+        return HTTPStatus.SERVICE_UNAVAILABLE
+    return HTTPStatus.CONFLICT
+
+
+def _response(stored: list[ArchivedInstance], failures: list[Failure], base_url: str) -> JsonDict:
+    """Build the STOW-RS response dataset (PS3.18 10.5.3) as DICOM JSON."""
+    response: JsonDict = {}
+    studies = {archived.key.study for archived in stored}
+    if len(studies) == 1:
+        response[_RETRIEVE_URL] = _value("UR", study_url(base_url, studies.pop()))
+    if failures:
+        response[_FAILED_SOP_SEQUENCE] = {
+            "vr": "SQ",
+            "Value": [_failed_item(failure) for failure in failures],
+        }
+    if stored:
+        response[_REFERENCED_SOP_SEQUENCE] = {
+            "vr": "SQ",
+            "Value": [_referenced_item(archived, base_url) for archived in stored],
+        }
+    return response
+
+
+def _referenced_item(archived: ArchivedInstance, base_url: str) -> JsonDict:
+    key = archived.key
+    return {
+        _REFERENCED_SOP_CLASS_UID: _value("UI", archived.sop_class_uid),
+        _REFERENCED_SOP_INSTANCE_UID: _value("UI", key.sop),
+        _RETRIEVE_URL: _value("UR", instance_url(base_url, key.study, key.series, key.sop)),
+    }
+
+
+def _failed_item(failure: Failure) -> JsonDict:
+    item: JsonDict = {}
+    if failure.sop_class_uid:
+        item[_REFERENCED_SOP_CLASS_UID] = _value("UI", failure.sop_class_uid)
+    if failure.sop_instance_uid:
+        item[_REFERENCED_SOP_INSTANCE_UID] = _value("UI", failure.sop_instance_uid)
+    item[_FAILURE_REASON] = _value("US", int(failure.reason))
+    return item
+
+
+def _value(vr: str, value: str | int) -> JsonDict:
+    return {"vr": vr, "Value": [value]}
+
+
+def _log(outcome: StowOutcome, parts: int, study: str | None) -> None:
+    reasons = Counter(f"0x{failure.reason:04X}" for failure in outcome.failures)
+    logger.log(
+        logging.WARNING if outcome.failures else logging.INFO,
+        "STOW-RS request completed",
+        extra={
+            "status": int(outcome.status),
+            "parts": parts,
+            "stored": len(outcome.stored),
+            "failed": len(outcome.failures),
+            "failure_reasons": dict(reasons),
+            "failures": outcome.warnings,
+            "study": study,
+        },
+    )

@@ -1,0 +1,226 @@
+"""WADO-RS retrieve transactions (PS3.18 10.4): instances, metadata and bulk data.
+
+Instances are served as stored: the Part 10 bytes received by STOW-RS or C-STORE, in their
+stored transfer syntax. Metadata is the DICOM JSON written at ingest, with its relative bulk
+data references made absolute for the base URL of the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any, Final
+
+import pydicom
+
+from cirrus.dicom.dicomjson import absolute_bulkdata_uris, find_bulk_element
+from cirrus.dicomweb.media import MediaType, format_media_type, parse_accept
+from cirrus.dicomweb.multipart import MULTIPART_RELATED, Part, build_multipart_related
+from cirrus.errors import NotAcceptableError, NotFoundError
+from cirrus.index.reader import IndexReader, InstanceRef
+from cirrus.storage.objects import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+DICOM_MEDIA_TYPE: Final = "application/dicom"
+DICOM_JSON_MEDIA_TYPE: Final = "application/dicom+json"
+OCTET_STREAM: Final = "application/octet-stream"
+PIXEL_DATA_PATH: Final = "7FE00010"
+# Concurrent S3 GETs when a study or series is read. The boto3 client is thread-safe.
+READ_WORKERS: Final = 8
+
+JsonDict = dict[str, Any]
+_STUDY_UID: Final = "0020000D"
+_SERIES_UID: Final = "0020000E"
+_SOP_UID: Final = "00080018"
+
+
+@dataclass(frozen=True)
+class Representation:
+    """A response body with its Content-Type."""
+
+    body: bytes
+    content_type: str
+
+
+def study_url(base_url: str, study: str) -> str:
+    return f"{base_url}/studies/{study}"
+
+
+def instance_url(base_url: str, study: str, series: str, sop: str) -> str:
+    return f"{base_url}/studies/{study}/series/{series}/instances/{sop}"
+
+
+def retrieve_instances(
+    store: ObjectStore,
+    reader: IndexReader,
+    site: str,
+    study: str,
+    series: str | None = None,
+    sop: str | None = None,
+    accept: str | None = None,
+) -> Representation:
+    """Return the stored objects of a study, series or instance as multipart/related.
+
+    Raises ``NotFoundError`` when nothing matches and ``NotAcceptableError`` when an instance
+    is not stored in a transfer syntax that ``accept`` allows. Both are raised before any
+    object is read.
+    """
+    if sop is not None:
+        if series is None:
+            raise ValueError("an instance is retrieved with its series")
+        refs = [reader.instance(site, study, series, sop)]
+    else:
+        refs = reader.instances(site, study, series)
+    ranges = parse_accept(accept)
+    for ref in refs:
+        _require_stored_syntax(ranges, ref)
+    bodies = _read_objects(store, [ref.object_key for ref in refs])
+    parts = [
+        Part(body, content_type=_part_type(ref.transfer_syntax))
+        for ref, body in zip(refs, bodies, strict=True)
+    ]
+    body, content_type = build_multipart_related(parts, DICOM_MEDIA_TYPE)
+    return Representation(body, content_type)
+
+
+def retrieve_metadata(
+    reader: IndexReader,
+    site: str,
+    base_url: str,
+    study: str,
+    series: str | None = None,
+    sop: str | None = None,
+    accept: str | None = None,
+) -> list[JsonDict]:
+    """Return the DICOM JSON of each instance of a study, series or instance.
+
+    Each BulkDataURI is the absolute bulk data URL of its instance under ``base_url``.
+    """
+    require_dicom_json(accept)
+    if sop is not None:
+        if series is None:
+            raise ValueError("an instance is retrieved with its series")
+        items = [reader.instance_metadata(site, study, series, sop)]
+    else:
+        items = reader.metadata(site, study, series)
+    for item in items:
+        url = instance_url(
+            base_url, _uid(item, _STUDY_UID), _uid(item, _SERIES_UID), _uid(item, _SOP_UID)
+        )
+        absolute_bulkdata_uris(item, url)
+    return items
+
+
+def retrieve_bulkdata(
+    store: ObjectStore,
+    reader: IndexReader,
+    site: str,
+    ref_uids: tuple[str, str, str],
+    path: str,
+    accept: str | None = None,
+) -> Representation:
+    """Return the value of one bulk data element as a one-part multipart/related body.
+
+    ``ref_uids`` are the study, series and SOP Instance UIDs, and ``path`` is the element's bulk
+    data path (``7FE00010``, ``00880200/0/7FE00010``). Top-level Pixel Data is read with a
+    ranged GET when its offset and length are indexed, anything else from the whole object.
+    """
+    if not _accepts_multipart(parse_accept(accept), OCTET_STREAM):
+        raise NotAcceptableError(
+            f'bulk data is available only as {MULTIPART_RELATED}; type="{OCTET_STREAM}"'
+        )
+    ref = reader.instance(site, *ref_uids)
+    value = _bulk_value(store, ref, path)
+    body, content_type = build_multipart_related(
+        [Part(value, content_type=OCTET_STREAM)], OCTET_STREAM
+    )
+    return Representation(body, content_type)
+
+
+def require_dicom_json(accept: str | None) -> None:
+    """Raise ``NotAcceptableError`` unless ``accept`` allows application/dicom+json."""
+    for media in parse_accept(accept):
+        if media.matches(DICOM_JSON_MEDIA_TYPE) or media.matches("application/json"):
+            return
+    raise NotAcceptableError(f"this resource is available only as {DICOM_JSON_MEDIA_TYPE}")
+
+
+def _require_stored_syntax(ranges: Sequence[MediaType], ref: InstanceRef) -> None:
+    # NOTE: PS3.18 makes Explicit VR Little Endian the default when the Accept has no
+    # transfer-syntax parameter. Until transcoding exists, such a request gets the stored
+    # syntax, which the Content-Type of each part names.
+    requested: list[str] = []
+    for media in ranges:
+        if media.essence in ("*/*", "multipart/*"):
+            return
+        if not _is_multipart_of(media, DICOM_MEDIA_TYPE):
+            continue
+        syntax = media.param("transfer-syntax")
+        if syntax is None or syntax == "*" or syntax == ref.transfer_syntax:
+            return
+        requested.append(syntax)
+    if not requested:
+        raise NotAcceptableError(
+            f'instances are available only as {MULTIPART_RELATED}; type="{DICOM_MEDIA_TYPE}"'
+        )
+    # TODO: transcode to the requested transfer syntax instead of rejecting the request.
+    raise NotAcceptableError(
+        f"instance {ref.sop} is stored in transfer syntax {ref.transfer_syntax} and "
+        f"transcoding to {', '.join(requested)} is not supported; "
+        f"ask for transfer-syntax={ref.transfer_syntax} or transfer-syntax=*"
+    )
+
+
+def _accepts_multipart(ranges: Sequence[MediaType], root_type: str) -> bool:
+    return any(
+        media.essence in ("*/*", "multipart/*") or _is_multipart_of(media, root_type)
+        for media in ranges
+    )
+
+
+def _is_multipart_of(media: MediaType, root_type: str) -> bool:
+    """Tell whether ``media`` is multipart/related whose ``type`` covers ``root_type``."""
+    if media.essence != MULTIPART_RELATED:
+        return False
+    root = media.param("type")
+    return root is None or MediaType(root.lower()).matches(root_type)
+
+
+def _part_type(transfer_syntax: str) -> str:
+    if not transfer_syntax:
+        return DICOM_MEDIA_TYPE
+    return format_media_type(DICOM_MEDIA_TYPE, {"transfer-syntax": transfer_syntax})
+
+
+def _read_objects(store: ObjectStore, keys: list[str]) -> list[bytes]:
+    if len(keys) == 1:
+        return [store.get(keys[0])]
+    with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(keys))) as pool:
+        return list(pool.map(store.get, keys))
+
+
+def _bulk_value(store: ObjectStore, ref: InstanceRef, path: str) -> bytes:
+    offset, length = ref.pixel_offset, ref.pixel_length
+    if path.strip("/").upper() == PIXEL_DATA_PATH and offset is not None and length is not None:
+        if length == 0:
+            return b""
+        data, _ = store.get_range(ref.object_key, offset, offset + length)
+        if len(data) == length:
+            return data
+        logger.warning(
+            "ranged read of Pixel Data returned fewer bytes than indexed; reading the object",
+            extra={"object_key": ref.object_key, "expected": length, "received": len(data)},
+        )
+    ds = pydicom.dcmread(BytesIO(store.get(ref.object_key)))
+    value = find_bulk_element(ds, path).value
+    if not isinstance(value, bytes):
+        raise NotFoundError(f"the element at bulk data path {path!r} is not bulk data")
+    return value
+
+
+def _uid(metadata: JsonDict, tag: str) -> str:
+    return str(metadata[tag]["Value"][0])

@@ -1,0 +1,273 @@
+"""A local stand-in for API Gateway REST: HTTP requests under /dicomweb to Lambda proxy events.
+
+``ApiGatewayAdapter`` is a WSGI app that turns each request into the event an API Gateway REST
+API with one greedy ``/{proxy+}`` resource and Lambda proxy integration sends, calls the
+handler with it and turns the proxy response back into HTTP. The stage is ``dicomweb``, so
+http://127.0.0.1:8080/dicomweb/studies reaches the handler as path ``/studies``. Other paths
+get 404 (a viewer will be served at /).
+
+What the adapter reproduces of API Gateway:
+
+- ``path`` keeps the percent-encoding the client sent, as API Gateway REST does.
+- Query parameters are decoded once, '+' as a space and %XX escapes, as API Gateway REST does
+  before it fills ``queryStringParameters`` (the last value of each name) and
+  ``multiValueQueryStringParameters`` (every value in order).
+- Every non-empty body is passed base64-encoded with ``isBase64Encoded`` set, as API Gateway
+  does for binary media types. API Gateway sends text bodies of other types unencoded.
+- A base64 response body is always decoded. API Gateway decodes it only when the request's
+  Accept matches a binary media type of the API.
+- ``X-Forwarded-Proto``, ``X-Forwarded-Port`` and ``X-Forwarded-For`` are set as API Gateway
+  sets them, here for plain HTTP on the local port.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, unquote
+
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request
+from werkzeug.wrappers import Response as WsgiResponse
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+logger = logging.getLogger(__name__)
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+STAGE: Final = "dicomweb"
+# NOTE: a request is held in memory about three times over (body, base64 event, decoded
+# parts), so this is the largest body the local stack accepts. API Gateway itself rejects
+# payloads over 10 MB, and storing larger objects through AWS needs a path not built yet.
+MAX_REQUEST_BODY: Final = 512 * 1024 * 1024
+# How often the serving thread checks for shutdown, so shutdown() waits up to this long.
+SHUTDOWN_POLL_SECONDS: Final = 0.1
+_RESOURCE: Final = "/{proxy+}"
+
+
+@dataclass
+class LocalContext:
+    """The attributes of a Lambda context object that handlers and powertools read."""
+
+    aws_request_id: str
+    function_name: str = "cirrus-dicomweb-local"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:cirrus-dicomweb"
+    log_group_name: str = "/aws/lambda/cirrus-dicomweb-local"
+    log_stream_name: str = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+class ApiGatewayAdapter:
+    """A WSGI app that serves ``handler`` under ``/{stage}`` as API Gateway REST would."""
+
+    def __init__(
+        self,
+        handler: LambdaHandler,
+        stage: str = STAGE,
+        max_body: int = MAX_REQUEST_BODY,
+    ) -> None:
+        self._handler = handler
+        self._stage = stage
+        self._prefix = f"/{stage}"
+        self._max_body = max_body
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        request.max_content_length = self._max_body
+        response = self._respond(request)
+        return response(environ, start_response)
+
+    def _respond(self, request: Request) -> WsgiResponse:
+        raw_path = _raw_path(request.environ)
+        if raw_path != self._prefix and not raw_path.startswith(f"{self._prefix}/"):
+            return _json_response(
+                404, f"no resource at {request.path}; DICOMweb is under /{self._stage}"
+            )
+        try:
+            body = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            return _json_response(
+                413, f"request body exceeds the local maximum of {self._max_body} bytes"
+            )
+        event = self.to_event(request, raw_path.removeprefix(self._prefix) or "/", body)
+        context = LocalContext(aws_request_id=event["requestContext"]["requestId"])
+        try:
+            result = self._handler(event, context)
+        except Exception:
+            # API Gateway returns 502 when the integration fails.
+            logger.exception("handler failed", extra={"method": request.method})
+            return _json_response(502, "Internal server error")
+        return self.to_response(result)
+
+    def to_event(self, request: Request, path: str, body: bytes) -> dict[str, Any]:
+        """Build the REST proxy event (payload format 1.0) of ``request`` at ``path``."""
+        headers, multi_headers = _headers(request)
+        query, multi_query = _query(request.environ)
+        request_id = str(uuid.uuid4())
+        proxy = unquote(path.lstrip("/"))
+        return {
+            "resource": _RESOURCE,
+            "path": path,
+            "httpMethod": request.method,
+            "headers": headers,
+            "multiValueHeaders": multi_headers,
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": multi_query,
+            "pathParameters": {"proxy": proxy} if proxy else None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourcePath": _RESOURCE,
+                "httpMethod": request.method,
+                "path": f"{self._prefix}{path}",
+                "stage": self._stage,
+                "requestId": request_id,
+                "requestTimeEpoch": int(time.time() * 1000),
+                "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+                "domainName": request.host,
+                "identity": {
+                    "sourceIp": request.remote_addr,
+                    "userAgent": request.user_agent.string,
+                },
+            },
+            "body": base64.b64encode(body).decode("ascii") if body else None,
+            "isBase64Encoded": bool(body),
+        }
+
+    @staticmethod
+    def to_response(result: dict[str, Any]) -> WsgiResponse:
+        """Turn a proxy response (statusCode, headers, multiValueHeaders, body) into HTTP.
+
+        As in API Gateway, ``headers`` and ``multiValueHeaders`` are merged, and a name in
+        both takes its values from ``multiValueHeaders``.
+        """
+        body = result.get("body") or ""
+        content = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
+        response = WsgiResponse(content, status=int(result.get("statusCode", 200)))
+        response.headers.clear()
+        multi = result.get("multiValueHeaders") or {}
+        for name, values in multi.items():
+            for value in values:
+                response.headers.add(name, str(value))
+        lower_multi = {name.lower() for name in multi}
+        for name, value in (result.get("headers") or {}).items():
+            if name.lower() not in lower_multi:
+                response.headers.add(name, str(value))
+        return response
+
+
+@dataclass
+class HttpServer:
+    """A running adapter server. ``shutdown`` stops it and waits for its thread."""
+
+    server: BaseWSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.host}:{self.port}/{STAGE}"
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """werkzeug's handler with Nagle's algorithm off and request lines kept out of the log."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # The request line carries the query string, which can hold patient names.
+        logger.debug("HTTP request", extra={"method": self.command, "status": str(code)})
+
+
+def serve_http(
+    handler: LambdaHandler,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_body: int = MAX_REQUEST_BODY,
+) -> HttpServer:
+    """Serve ``handler`` behind the adapter on a threaded werkzeug server in a thread.
+
+    Port 0 picks a free port, which ``.port`` returns. Bodies over ``max_body`` bytes get 413.
+    """
+    adapter = ApiGatewayAdapter(handler, max_body=max_body)
+    server = make_server(host, port, adapter, threaded=True, request_handler=_RequestHandler)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+        name="cirrus-http",
+        daemon=True,
+    )
+    thread.start()
+    logger.info("HTTP server started", extra={"address": f"{host}:{server.server_port}"})
+    return HttpServer(server, thread)
+
+
+def _raw_path(environ: WSGIEnvironment) -> str:
+    """Return the path as the client sent it, still percent-encoded."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        path = str(raw).encode("latin-1").decode("utf-8", "replace").split("?", 1)[0]
+        if path.startswith("/"):
+            return path
+    return str(environ.get("PATH_INFO") or "/")
+
+
+def _headers(request: Request) -> tuple[dict[str, str], dict[str, list[str]]]:
+    headers: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in request.headers.items():
+        headers[name] = value
+        multi.setdefault(name, []).append(value)
+    forwarded = {
+        "X-Forwarded-Proto": request.scheme,
+        "X-Forwarded-Port": str(request.environ.get("SERVER_PORT", "")),
+        "X-Forwarded-For": request.remote_addr or "",
+    }
+    for name, value in forwarded.items():
+        if value and name not in headers:
+            headers[name] = value
+            multi[name] = [value]
+    return headers, multi
+
+
+def _query(environ: WSGIEnvironment) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
+    raw = str(environ.get("QUERY_STRING", "")).encode("latin-1").decode("utf-8", "replace")
+    pairs = parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="replace")
+    if not pairs:
+        return None, None
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        single[name] = value
+        multi.setdefault(name, []).append(value)
+    return single, multi
+
+
+def _json_response(status: int, message: str) -> WsgiResponse:
+    return WsgiResponse(
+        json.dumps({"error": message}), status=status, content_type="application/json"
+    )

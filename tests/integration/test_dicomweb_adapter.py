@@ -1,0 +1,275 @@
+"""The local API Gateway adapter: the proxy events it builds and the responses it returns.
+
+A recording handler replaces the Lambda, except in the last tests, which call the real
+``lambda_handler`` with settings on moto.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+
+from cirrus.config import Settings
+from cirrus.local.http import HttpServer, LocalContext, serve_http
+from functions.dicomweb import handler as dicomweb_handler
+
+
+@dataclass
+class RecordingHandler:
+    """Records each event and returns the configured proxy response."""
+
+    response: dict[str, Any] = field(
+        default_factory=lambda: {"statusCode": 200, "body": "ok", "isBase64Encoded": False}
+    )
+    error: Exception | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.events.append(event)
+        if self.error is not None:
+            raise self.error
+        return self.response
+
+
+@dataclass
+class Adapter:
+    server: HttpServer
+    handler: RecordingHandler
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def raw_get(self, target: str) -> http.client.HTTPResponse:
+        connection = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+        connection.request("GET", target)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        return response
+
+
+@pytest.fixture
+def adapter() -> Iterator[Adapter]:
+    handler = RecordingHandler()
+    server = serve_http(handler, "127.0.0.1", 0, max_body=1024)
+    yield Adapter(server, handler)
+    server.shutdown()
+
+
+# Events
+
+
+def test_event_of_post(adapter: Adapter) -> None:
+    body = bytes(range(256))
+
+    response = requests.post(
+        f"{adapter.url}/dicomweb/studies?x=1",
+        data=body,
+        headers={"Content-Type": "multipart/related; boundary=b", "X-Custom": "v"},
+    )
+
+    assert response.status_code == 200
+    (event,) = adapter.handler.events
+    assert event["httpMethod"] == "POST"
+    assert event["path"] == "/studies"
+    assert event["resource"] == "/{proxy+}"
+    assert event["pathParameters"] == {"proxy": "studies"}
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == body
+    headers = event["headers"]
+    assert headers["Content-Type"] == "multipart/related; boundary=b"
+    assert headers["X-Custom"] == "v"
+    assert headers["Host"] == f"127.0.0.1:{adapter.server.port}"
+    assert headers["X-Forwarded-Proto"] == "http"
+    assert headers["X-Forwarded-Port"] == str(adapter.server.port)
+    assert headers["X-Forwarded-For"] == "127.0.0.1"
+    assert event["multiValueHeaders"]["X-Custom"] == ["v"]
+    assert event["queryStringParameters"] == {"x": "1"}
+    assert event["multiValueQueryStringParameters"] == {"x": ["1"]}
+    context = event["requestContext"]
+    assert context["stage"] == "dicomweb"
+    assert context["path"] == "/dicomweb/studies"
+    assert context["identity"]["sourceIp"] == "127.0.0.1"
+    assert context["requestId"]
+
+
+def test_event_without_body_or_query(adapter: Adapter) -> None:
+    requests.get(f"{adapter.url}/dicomweb")
+
+    (event,) = adapter.handler.events
+    assert event["path"] == "/"
+    assert event["pathParameters"] is None
+    assert event["body"] is None
+    assert event["isBase64Encoded"] is False
+    assert event["queryStringParameters"] is None
+    assert event["multiValueQueryStringParameters"] is None
+
+
+def test_event_path_keeps_encoding(adapter: Adapter) -> None:
+    adapter.raw_get("/dicomweb/studies/1.2%2E3/series?PatientName=Doe%5EJ+x&PatientName=%2A")
+
+    (event,) = adapter.handler.events
+    assert event["path"] == "/studies/1.2%2E3/series"
+    assert event["pathParameters"] == {"proxy": "studies/1.2.3/series"}
+    assert event["queryStringParameters"] == {"PatientName": "*"}
+    assert event["multiValueQueryStringParameters"] == {"PatientName": ["Doe^J x", "*"]}
+
+
+def test_event_chunked_body(adapter: Adapter) -> None:
+    chunks = [b"first chunk ", b"second chunk"]
+
+    response = requests.post(f"{adapter.url}/dicomweb/studies", data=iter(chunks))
+
+    assert response.status_code == 200
+    (event,) = adapter.handler.events
+    assert base64.b64decode(event["body"]) == b"".join(chunks)
+
+
+def test_paths_outside_stage(adapter: Adapter) -> None:
+    for path in ("/", "/studies", "/dicomwebx/studies", "/viewer/index.html"):
+        response = requests.get(f"{adapter.url}{path}")
+        assert response.status_code == 404, path
+        assert "DICOMweb is under /dicomweb" in response.json()["error"], path
+    assert adapter.handler.events == []
+
+
+def test_body_over_limit(adapter: Adapter) -> None:
+    response = requests.post(f"{adapter.url}/dicomweb/studies", data=b"x" * 1025)
+
+    assert response.status_code == 413
+    assert response.json() == {"error": "request body exceeds the local maximum of 1024 bytes"}
+    assert adapter.handler.events == []
+
+
+# Responses
+
+
+def test_response_base64_body_and_headers(adapter: Adapter) -> None:
+    body = bytes(range(256))
+    adapter.handler.response = {
+        "statusCode": 202,
+        "headers": {"Content-Type": "ignored/when-multi", "X-Single": "1"},
+        "multiValueHeaders": {"Content-Type": ["application/dicom"], "Warning": ["a", "b"]},
+        "body": base64.b64encode(body).decode(),
+        "isBase64Encoded": True,
+    }
+
+    connection = http.client.HTTPConnection("127.0.0.1", adapter.server.port, timeout=10)
+    connection.request("GET", "/dicomweb/studies")
+    response = connection.getresponse()
+
+    assert response.status == 202
+    assert response.read() == body
+    assert response.headers.get_all("Content-Type") == ["application/dicom"]
+    assert response.headers.get_all("Warning") == ["a", "b"]
+    assert response.headers["X-Single"] == "1"
+    connection.close()
+
+
+def test_response_text_body(adapter: Adapter) -> None:
+    adapter.handler.response = {
+        "statusCode": 200,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps({"name": "Müller"}),
+        "isBase64Encoded": False,
+    }
+
+    response = requests.get(f"{adapter.url}/dicomweb/studies")
+
+    assert response.json() == {"name": "Müller"}
+
+
+def test_response_no_body(adapter: Adapter) -> None:
+    adapter.handler.response = {"statusCode": 204, "multiValueHeaders": {}, "body": None}
+
+    response = requests.get(f"{adapter.url}/dicomweb/studies")
+
+    assert response.status_code == 204
+    assert response.content == b""
+
+
+def test_handler_failure(adapter: Adapter) -> None:
+    adapter.handler.error = RuntimeError("boom")
+
+    response = requests.get(f"{adapter.url}/dicomweb/studies")
+
+    assert response.status_code == 502
+    assert response.json() == {"error": "Internal server error"}
+
+
+def test_server_shutdown() -> None:
+    server = serve_http(RecordingHandler(), "127.0.0.1", 0)
+    port = server.port
+    assert port > 0
+    server.shutdown()
+
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 1):
+        pass
+
+
+# The Lambda entry point
+
+
+def proxy_event(
+    method: str, path: str, query: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Host": "api.example.com", "X-Forwarded-Proto": "https"},
+        "multiValueHeaders": {"Host": ["api.example.com"], "X-Forwarded-Proto": ["https"]},
+        "queryStringParameters": {name: values[-1] for name, values in (query or {}).items()},
+        "multiValueQueryStringParameters": query,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "requestContext": {"stage": "prod", "requestId": "r-1", "path": f"/prod{path}"},
+        "body": None,
+        "isBase64Encoded": False,
+    }
+
+
+@pytest.fixture
+def lambda_environment(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    # The first invocation sends the "cirrus" logger to powertools, which is undone after.
+    cirrus_logger = logging.getLogger("cirrus")
+    handlers = cirrus_logger.handlers[:]
+    propagate, level = cirrus_logger.propagate, cirrus_logger.level
+    dicomweb_handler._lambda_services.cache_clear()
+    yield
+    dicomweb_handler._lambda_services.cache_clear()
+    cirrus_logger.handlers[:] = handlers
+    cirrus_logger.propagate = propagate
+    cirrus_logger.setLevel(level)
+
+
+def test_lambda_handler_unknown_study(
+    lambda_environment: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = proxy_event("GET", "/studies/1.2.3/metadata", {"PatientName": ["Secret^Name"]})
+
+    result = dicomweb_handler.lambda_handler(event, LocalContext(aws_request_id="r-1"))
+
+    assert result["statusCode"] == 404
+    assert json.loads(result["body"]) == {"error": "study 1.2.3 not found"}
+    assert result["multiValueHeaders"]["Content-Type"] == ["application/json"]
+    assert "Secret" not in capsys.readouterr().out
+
+
+def test_lambda_handler_builds_services_once(lambda_environment: None) -> None:
+    context = LocalContext(aws_request_id="r-2")
+    dicomweb_handler.lambda_handler(proxy_event("GET", "/studies/1/metadata"), context)
+    dicomweb_handler.lambda_handler(proxy_event("GET", "/studies/2/metadata"), context)
+
+    assert dicomweb_handler._lambda_services.cache_info().misses == 1
