@@ -102,6 +102,7 @@ def main() -> None:
         ["storescp", "--fork", "-B", "-aet", "STORESCP", "-od", str(work / "storescp"),
          str(storescp_port)],
         env=ENV,
+        start_new_session=True,  # its own process group, so its forked children stop with it
     )  # fmt: skip
     (work / "storescp").mkdir()
     stack = start_stack(work / "cirrus")
@@ -120,14 +121,14 @@ def main() -> None:
                 results.setdefault(f"cirrus, {associations} assoc", []).append(len(paths) / seconds)
                 client = DICOMwebClient(url=stack.dicomweb_url)
                 while len(client.search_for_instances(study_instance_uid=study)) < len(paths):
-                    time.sleep(0.05)
+                    time.sleep(0.25)
                 key = f"cirrus, last ack to QIDO ({associations} assoc), s"
                 results.setdefault(key, []).append(time.perf_counter() - acknowledged)
                 for path in paths:
                     path.unlink()
     finally:
         stack.stop()
-        storescp.send_signal(signal.SIGTERM)
+        os.killpg(storescp.pid, signal.SIGKILL)
         storescp.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import zlib
 from io import BytesIO
 
 import pydicom
 import pytest
 
+from cirrus.archive import check_instance
 from cirrus.dicom.dicomjson import dataset_to_json, find_bulk_element, instance_metadata
 from cirrus.dicom.instance import parse_instance
 from cirrus.dicom.scan import TruncatedError
@@ -103,3 +105,33 @@ def test_bulk_paths_resolve_in_sequences() -> None:
     assert metadata["7FE00010"]["BulkDataURI"] == "bulkdata/7FE00010"
     element = find_bulk_element(ds, "7FE00010")
     assert element.value == ds.PixelData
+
+
+def test_unknown_vr_is_undecodable() -> None:
+    data = bytearray(bundled("CT_small.dcm").read_bytes())
+    at = data.index(b"\x08\x00\x18\x00UI")
+    data[at + 4 : at + 6] = b"UU"
+    with pytest.raises(InvalidInstanceError, match="Unknown Value Representation") as info:
+        check_instance(bytes(data), "default")
+    assert info.value.undecodable
+
+
+def test_truncated_deflate_stream_is_rejected() -> None:
+    data = bundled("image_dfl.dcm").read_bytes()
+    meta_end = 132 + 12 + int.from_bytes(data[140:144], "little")
+    inflated = zlib.decompress(data[meta_end:], -zlib.MAX_WBITS)
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    half = compressor.compress(inflated[: len(inflated) // 2]) + compressor.flush()
+    with pytest.raises(InvalidInstanceError, match="truncated"):
+        parse_instance(data[:meta_end] + half)
+    with pytest.raises(InvalidInstanceError, match="deflated data set is truncated"):
+        parse_instance(data[: meta_end + 200])
+
+
+def test_image_without_pixel_data_is_rejected() -> None:
+    data = bundled("CT_small.dcm").read_bytes()
+    pixel = parse_instance(data).pixel_data
+    assert pixel is not None
+    cut = pixel.value_offset - 12  # the start of the (7FE0,0010) element header
+    with pytest.raises(InvalidInstanceError, match="CT Image Storage instance has no Pixel Data"):
+        check_instance(data[:cut], "default")

@@ -9,15 +9,34 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Final
 
-from cirrus.dicom.instance import InstanceHeader, parse_instance
+from pydicom.uid import UID
+
+from cirrus.dicom.instance import DECODING_ERRORS, InstanceHeader, parse_instance
 from cirrus.errors import InvalidInstanceError
 from cirrus.storage.keys import InstanceKey, check_uid, is_conformant_uid
 from cirrus.storage.objects import ObjectStore, StoredObject
 
 logger = logging.getLogger(__name__)
 
-_DECODING_ERRORS = (NotImplementedError, ValueError, TypeError, KeyError, UnicodeError)
+
+# S3 takes at most 5 GiB in one PUT; larger objects would need a multipart upload.
+MAX_OBJECT_BYTES: Final = 5 * 1024**3
+
+# Every SOP class whose name ends so has the Image Pixel module, which requires Pixel Data,
+# Float Pixel Data or Double Float Pixel Data (PS3.3 C.7.6.3).
+_IMAGE_SUFFIX: Final = "Image Storage"
+_PIXEL_TAGS: Final = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
+@dataclass(frozen=True)
+class CheckedInstance:
+    """An instance that may be archived: its header, storage key and SOP Class UID."""
+
+    header: InstanceHeader
+    key: InstanceKey
+    sop_class_uid: str
 
 
 @dataclass(frozen=True)
@@ -28,35 +47,55 @@ class ArchivedInstance:
     header: InstanceHeader
 
 
-def check_instance(part10: bytes, site: str) -> tuple[InstanceHeader, InstanceKey, str]:
-    """Parse and check a whole Part 10 object; return its header, key and SOP Class UID.
+def check_instance(part10: bytes, site: str) -> CheckedInstance:
+    """Parse and check a whole Part 10 object.
 
     Raises ``InvalidInstanceError`` naming what is missing or malformed.
     """
+    if len(part10) > MAX_OBJECT_BYTES:
+        raise InvalidInstanceError(
+            f"instance of {len(part10)} bytes is larger than the {MAX_OBJECT_BYTES} bytes "
+            "one object may hold"
+        )
     header = parse_instance(part10)
     try:
         key = header.instance_key(site)
         sop_class = check_uid("SOPClassUID (0008,0016)", str(header.dataset.get("SOPClassUID", "")))
-    except _DECODING_ERRORS as exc:
+    except DECODING_ERRORS as exc:
         # pydicom decodes elements when they are first read: an unknown VR raises
         # NotImplementedError, a malformed value ValueError.
         raise InvalidInstanceError(f"data set cannot be decoded: {exc}", undecodable=True) from exc
+    name = UID(sop_class).name
+    has_pixels = header.pixel_data is not None or any(t in header.dataset for t in _PIXEL_TAGS)
+    if name.endswith(_IMAGE_SUFFIX) and not has_pixels:
+        raise InvalidInstanceError(f"{name} instance has no Pixel Data (7FE0,0010)")
     for keyword, uid in (("StudyInstanceUID", key.study), ("SeriesInstanceUID", key.series)):
         if not is_conformant_uid(uid):
             logger.warning("non-conformant UID accepted", extra={"keyword": keyword, "uid": uid})
-    return header, key, sop_class
+    return CheckedInstance(header, key, sop_class)
 
 
-def archive_instance(store: ObjectStore, site: str, part10: bytes) -> ArchivedInstance:
+def archive_instance(
+    store: ObjectStore, site: str, part10: bytes, checked: CheckedInstance | None = None
+) -> ArchivedInstance:
     """Check ``part10`` and write it to the archive; return once S3 has acknowledged it.
 
-    Raises ``InvalidInstanceError`` for an instance that cannot be archived and
+    A caller that ran ``check_instance`` already passes its result as ``checked``. Raises
+    ``InvalidInstanceError`` for an instance that cannot be archived and
     ``StoreUnavailableError`` when S3 fails; nothing is stored in either case.
     """
-    header, key, sop_class = check_instance(part10, site)
+    if checked is None:
+        checked = check_instance(part10, site)
+    key = checked.key
     stored = store.put(key.object_key, part10)
     logger.info(
         "instance stored",
-        extra={"object_key": key.object_key, "size": stored.size, "sop_class_uid": sop_class},
+        extra={
+            "object_key": key.object_key,
+            "size": stored.size,
+            "sop_class_uid": checked.sop_class_uid,
+        },
     )
-    return ArchivedInstance(key=key, sop_class_uid=sop_class, stored=stored, header=header)
+    return ArchivedInstance(
+        key=key, sop_class_uid=checked.sop_class_uid, stored=stored, header=checked.header
+    )

@@ -43,6 +43,9 @@ MAGIC: Final = b"DICM"
 _META_START: Final = PREAMBLE_LENGTH + len(MAGIC)
 _EXPLICIT_LE: Final = Encoding(implicit_vr=False, little_endian=True)
 
+# What pydicom raises on malformed input, besides its own InvalidDicomError.
+DECODING_ERRORS: Final = (NotImplementedError, ValueError, TypeError, KeyError, UnicodeError)
+
 
 @dataclass(frozen=True)
 class PixelDataLocation:
@@ -116,7 +119,7 @@ def parse_instance(data: bytes, total_size: int | None = None) -> InstanceHeader
         if complete:
             raise InvalidInstanceError(str(exc), undecodable=True) from exc
         raise
-    except (MalformedError, InvalidDicomError, zlib.error) as exc:
+    except (MalformedError, InvalidDicomError, zlib.error, *DECODING_ERRORS) as exc:
         raise InvalidInstanceError(f"not a valid DICOM data set: {exc}", undecodable=True) from exc
 
 
@@ -138,7 +141,7 @@ def _parse(data: bytes, total: int, complete: bool) -> InstanceHeader:
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         if not complete:
             raise TruncatedError("a deflated data set is read whole", total)
-        return _parse_deflated(data, file_meta)
+        return _parse_deflated(data, meta_end, file_meta)
 
     encoding = encoding_of(transfer_syntax)
     elements = scan_elements(data, meta_end, encoding, stop_at=PIXEL_DATA_TAG)
@@ -182,7 +185,14 @@ def _read_tail(header: InstanceHeader, data: bytes, pixel: RawElement, enc: Enco
         header.merge_tail(tail)
 
 
-def _parse_deflated(data: bytes, file_meta: FileMetaDataset) -> InstanceHeader:
+def _parse_deflated(data: bytes, meta_end: int, file_meta: FileMetaDataset) -> InstanceHeader:
+    # dcmread stops silently at the end of a truncated deflate stream, so the stream and the
+    # data set it holds are checked first.
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = inflater.decompress(data[meta_end:])
+    if not inflater.eof:
+        raise InvalidInstanceError("deflated data set is truncated", undecodable=True)
+    scan_elements(inflated, 0, _EXPLICIT_LE)
     ds = pydicom.dcmread(BytesIO(data))
     location = None
     if "PixelData" in ds:

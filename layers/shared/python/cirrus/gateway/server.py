@@ -193,18 +193,18 @@ class StoreSCP:
         """Check and archive the instance. Return the failure, or None once it is stored."""
         part10 = event.encoded_dataset(include_meta=True)
         try:
-            header, _, sop_class = check_instance(part10, self._site)
+            checked = check_instance(part10, self._site)
         except CirrusError as exc:
             return failure_for_error(exc)
         except Exception as exc:
             message = f"data set could not be parsed: {type(exc).__name__}"
             raise _UnparsableDataSetError(message) from exc
-        mismatch = _check_request_uids(request, header, sop_class)
+        mismatch = _check_request_uids(request, checked.header, checked.sop_class_uid)
         if mismatch is not None:
             return mismatch
         try:
             # archive_instance logs the one INFO line per stored instance.
-            archive_instance(self._store, self._site, part10)
+            archive_instance(self._store, self._site, part10, checked)
         except CirrusError as exc:
             return failure_for_error(exc)
         return None
