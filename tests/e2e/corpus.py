@@ -22,6 +22,7 @@ from cirrus.gateway.server import STORAGE_TRANSFER_SYNTAXES
 from tests.pydicom_files import TEST_FILES, all_bundled
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+REJECTED_WITHOUT_PIXELS = "an image without Pixel Data, which the archive rejects with 0xA900"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ def classify(path: Path) -> CorpusFile | str:
         uid_to_service_class(uids["SOPClassUID"]), StorageServiceClass
     ):
         return f"SOP Class {uids['SOPClassUID']} is not a storage SOP class"
+    pixel_tags = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    if ds.SOPClassUID.name.endswith("Image Storage") and not any(t in ds for t in pixel_tags):
+        return REJECTED_WITHOUT_PIXELS
     if "PixelData" in ds:
         pixel = ds.get_item("PixelData")
         if pixel.length != 0xFFFFFFFF and len(pixel.value or b"") < pixel.length:

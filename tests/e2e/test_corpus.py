@@ -17,7 +17,14 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 
 from tests.e2e.conftest import READY_LINE, STOPPED_LINE, RunningStack, start_stack
-from tests.e2e.corpus import CorpusFile, load_corpus, rounds, send_with_storescu
+from tests.e2e.corpus import (
+    REJECTED_WITHOUT_PIXELS,
+    CorpusFile,
+    load_corpus,
+    rounds,
+    send_with_storescu,
+)
+from tests.pydicom_files import TEST_FILES
 
 FILES, SKIPPED = load_corpus()
 BY_NAME = {entry.name: entry for entry in FILES}
@@ -179,6 +186,30 @@ def _compare_json(
         elif mine != theirs:
             differences.append(f"{where}: {mine!r} != {theirs!r}")
     return differences
+
+
+def test_image_without_pixels_rejected(local_stack: RunningStack, tmp_path: Path) -> None:
+    names = [name for name, reason in SKIPPED.items() if reason == REJECTED_WITHOUT_PIXELS]
+    assert names, "the corpus has no image without Pixel Data any more"
+    path = TEST_FILES / names[0]
+    ds = pydicom.dcmread(path)
+    entry = CorpusFile(
+        path=path,
+        study=ds.StudyInstanceUID,
+        series=ds.SeriesInstanceUID,
+        sop=ds.SOPInstanceUID,
+        sop_class=ds.SOPClassUID,
+        transfer_syntax=ds.file_meta.TransferSyntaxUID,
+        patient_id=ds.get("PatientID"),
+        modality=ds.get("Modality"),
+    )
+    sent = send_with_storescu(entry, local_stack.dicom_port, tmp_path)
+    assert sent.returncode != 0
+    client = DICOMwebClient(url=local_stack.dicomweb_url)
+    found = client.search_for_instances(
+        study_instance_uid=entry.study, search_filters={"SOPInstanceUID": entry.sop}
+    )
+    assert found == []
 
 
 def test_restart_keeps_everything(

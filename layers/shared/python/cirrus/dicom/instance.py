@@ -43,13 +43,13 @@ MAGIC: Final = b"DICM"
 _META_START: Final = PREAMBLE_LENGTH + len(MAGIC)
 _EXPLICIT_LE: Final = Encoding(implicit_vr=False, little_endian=True)
 
-# What pydicom raises on malformed input, besides its own InvalidDicomError.
+# Exceptions pydicom raises on malformed input, besides its own InvalidDicomError.
 DECODING_ERRORS: Final = (NotImplementedError, ValueError, TypeError, KeyError, UnicodeError)
 
 
 @dataclass(frozen=True)
 class PixelDataLocation:
-    """Where the value of the top-level Pixel Data element lies in the object."""
+    """The position of the top-level Pixel Data value in the object."""
 
     vr: str
     value_offset: int
@@ -60,7 +60,7 @@ class PixelDataLocation:
 class InstanceHeader:
     """The parsed header of one instance.
 
-    ``dataset`` holds every top-level element except Pixel Data, including elements that follow
+    ``dataset`` contains every top-level element except Pixel Data, including elements that follow
     it when they were read. ``tail_offset`` is set when elements may follow Pixel Data at that
     offset but the prefix ended before them; ``tail_unknown`` when Pixel Data has an undefined
     length and the prefix did not reach its end.
@@ -108,8 +108,8 @@ def parse_instance(data: bytes, total_size: int | None = None) -> InstanceHeader
     """Parse the Part 10 object ``data``, or its first bytes when ``total_size`` is larger.
 
     Raises ``InvalidInstanceError`` for bytes that are not a Part 10 instance, and
-    ``TruncatedError`` when a prefix is too short to hold the header; ``needed`` then tells how
-    many bytes to read. A whole object that ends early is an ``InvalidInstanceError``.
+    ``TruncatedError`` when a prefix is too short for the header. Its ``needed`` is then the
+    number of bytes to read. A whole object that ends early is an ``InvalidInstanceError``.
     """
     total = len(data) if total_size is None else total_size
     complete = len(data) >= total
@@ -187,7 +187,7 @@ def _read_tail(header: InstanceHeader, data: bytes, pixel: RawElement, enc: Enco
 
 def _parse_deflated(data: bytes, meta_end: int, file_meta: FileMetaDataset) -> InstanceHeader:
     # dcmread stops silently at the end of a truncated deflate stream, so the stream and the
-    # data set it holds are checked first.
+    # data set in it are checked first.
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     inflated = inflater.decompress(data[meta_end:])
     if not inflater.eof:

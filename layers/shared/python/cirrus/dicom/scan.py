@@ -1,10 +1,10 @@
 """A scanner of the raw element structure of an encoded data set (PS3.5 7.1 and 7.5).
 
 ``pydicom.dcmread`` does not say whether a buffer ended early: on a truncated buffer it can
-return fewer elements without an error. The scanner walks the top-level elements of a data set,
-skipping values and nested sequences by their lengths, so the archive can tell a complete
-instance from a truncated one, find Pixel Data without reading it, and know how many bytes of
-an object it must read to have the whole header.
+return fewer elements without an error. The scanner walks the top-level elements of a data set
+and skips values and nested sequences by their lengths. With it the archive tells a complete
+instance from a truncated one, finds Pixel Data without reading it, and learns how many bytes
+of an object it must read for the whole header.
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def read_element(view: memoryview, offset: int, encoding: Encoding, depth: int =
         end = value_offset + length
         _need(view, end, offset, tag)
         return RawElement(tag, vr, offset, value_offset, length, end)
-    # An undefined length is allowed for SQ, for UN holding an implicit VR sequence and for
-    # encapsulated Pixel Data (PS3.5 7.1.2, 6.2.2 and A.4); all three end with a sequence
+    # An undefined length is allowed for SQ, for UN that contains an implicit VR sequence and
+    # for encapsulated Pixel Data (PS3.5 7.1.2, 6.2.2 and A.4). All three end with a sequence
     # delimiter after a series of items.
     nested = Encoding(implicit_vr=True, little_endian=True) if vr == "UN" else encoding
     end = _skip_items(view, value_offset, nested, depth + 1)

@@ -58,7 +58,7 @@ class IndexRecord(Model):
 
     ``attrs`` is the DICOM JSON of the attributes a query at that level can match and return.
     Instance records also carry the whole instance metadata, zlib-compressed, unless it is too
-    large for an item; then ``metadata_key`` names an object that holds it.
+    large for an item; then ``metadata_key`` names the object that contains it.
     """
 
     class Meta:

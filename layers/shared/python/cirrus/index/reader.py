@@ -17,7 +17,7 @@ JsonDict = dict[str, Any]
 
 @dataclass(frozen=True)
 class InstanceRef:
-    """Where an indexed instance is stored and what a retrieve needs to know of it."""
+    """The storage location of an indexed instance and what a retrieve needs of it."""
 
     site: str
     study: str

@@ -61,7 +61,7 @@ class IndexOutcome(Enum):
 
 @dataclass(frozen=True)
 class IndexedObject:
-    """What ingest knows of a stored object besides its metadata."""
+    """The facts of a stored object that ingest records besides its metadata."""
 
     key: InstanceKey
     size: int

@@ -1,8 +1,8 @@
 """Durability of the local stack: archive objects are kept in a folder as well as in moto.
 
-moto keeps its state in memory. The local stack writes every archive object to the data
-folder first (written whole, flushed to disk, then renamed into place) and then to moto, and
-on start it uploads the folder's objects to moto again, whose notifications rebuild the index.
+moto keeps its state in memory. So the local stack writes every archive object to the data
+folder first (written whole, flushed to disk, then renamed into place) and then to moto. On
+start it uploads the folder's objects to moto again, and their notifications rebuild the index.
 """
 
 from __future__ import annotations

@@ -63,5 +63,5 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
 
 def apply() -> None:
     """Install the patch in this process."""
-    models.copy = types.SimpleNamespace(deepcopy=_copy_unless_table)  # type: ignore[assignment]
+    models.copy = types.SimpleNamespace(deepcopy=_copy_unless_table)  # type: ignore[attr-defined,assignment]
     models.DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]

@@ -1,6 +1,6 @@
 """Attribute matching of PS3.4 C.2.2.2 on DICOM JSON, shared by QIDO-RS and C-FIND.
 
-A ``Constraint`` holds one matching key as received; ``matches`` applies it to the DICOM JSON
+A ``Constraint`` is one matching key as received; ``matches`` applies it to the DICOM JSON
 of a record. Supported: universal matching (an empty value), single value matching, list of
 UID matching, wildcard matching with ``*`` and ``?``, and range matching for DA, TM and DT.
 Person names match case-insensitively on each of their component groups.
@@ -67,8 +67,8 @@ class Constraint:
         if self.vr == "PN" or self.is_wildcard:
             return any(p.fullmatch(value) for p in self._patterns for value in candidates)
         if self.vr in NUMERIC_VRS:
-            wanted = {_number(value) for value in self.values}
-            return any(_number(value) in wanted for value in candidates)
+            requested = {_number(value) for value in self.values}
+            return any(_number(value) in requested for value in candidates)
         return any(value in self.values for value in candidates)
 
 

@@ -15,7 +15,7 @@ STUDY: Final = "STUDY"
 SERIES: Final = "SERIES"
 INSTANCE: Final = "INSTANCE"
 
-# The most matches one response holds; a larger or absent limit is cut to it with a warning.
+# The maximum number of matches in one response. A larger limit is cut to it with a warning.
 MAX_LIMIT: Final = 1000
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 

@@ -295,12 +295,12 @@ class _Search:
     # The attributes each match returns.
 
     def project(self, candidate: _Candidate) -> JsonDict:
-        wanted = self._returned_tags()
+        returned = self._returned_tags()
         attrs = candidate.attrs
         if self.query.include_all:
             selected = {tag: value for tag, value in attrs.items() if "BulkDataURI" not in value}
         else:
-            selected = {tag: attrs[tag] for tag in wanted if tag in attrs}
+            selected = {tag: attrs[tag] for tag in returned if tag in attrs}
         return dict(sorted(selected.items()))
 
     def _returned_tags(self) -> frozenset[str]:
