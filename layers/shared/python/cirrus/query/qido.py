@@ -101,8 +101,8 @@ class QidoService:
         if len(matches) > query.limit:
             matches = matches[: query.limit]
             warnings.append(
-                f"the result is limited to {query.limit} matches; "
-                f"ask with offset={query.offset + query.limit} for more"
+                f"the result is cut to the first {query.limit} of more matches; "
+                f"ask with offset={query.offset + query.limit} for the next page"
             )
         return QidoResult([run.project(candidate) for candidate in matches], warnings)
 

@@ -1,0 +1,154 @@
+"""QIDO-RS searches on the DynamoDB index in moto, with instances ingested as in production."""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from cirrus.archive import archive_instance
+from cirrus.config import ResourceNames, Settings
+from cirrus.ingest import ObjectEvent, ingest_object
+from cirrus.local.moto_process import MotoProcess
+from cirrus.local.resources import create_resources
+from cirrus.query.qido import QidoResult
+from cirrus.services import Services
+from tests.pydicom_files import bundled
+
+BASE = "http://127.0.0.1/dicomweb"
+Archive = tuple[Services, dict[str, str]]
+
+# (patient id, patient name, study date, modality per series, instances per series)
+STUDIES = [
+    ("P1", "Doe^Jane", "20240105", ["CT", "SR"], 2),
+    ("P1", "Doe^Jane", "20240320", ["MR"], 3),
+    ("P2", "Roe^Richard", "20231231", ["CT"], 1),
+    ("P3", "doe^john", "20240601", ["CT", "CT"], 1),
+]
+
+
+@pytest.fixture(scope="module")
+def archive(moto_server: MotoProcess) -> Archive:
+    settings = create_resources(
+        Settings.for_names(
+            ResourceNames(deployment="qido-test"), endpoint_url=moto_server.endpoint_url
+        )
+    )
+    services = Services(settings)
+    template = pydicom.dcmread(bundled("CT_small.dcm"))
+    studies: dict[str, str] = {}
+    for patient_id, name, date, modalities, count in STUDIES:
+        study = generate_uid()
+        studies[f"{patient_id}-{date}"] = study
+        for modality in modalities:
+            series = generate_uid()
+            for number in range(count):
+                ds = template.copy()
+                ds.PatientID, ds.PatientName, ds.StudyDate = patient_id, name, date
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+                ds.SOPInstanceUID = generate_uid()
+                ds.Modality, ds.InstanceNumber = modality, number + 1
+                ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+                buffer = BytesIO()
+                ds.save_as(buffer, enforce_file_format=True)
+                stored = archive_instance(services.store, "default", buffer.getvalue())
+                event = ObjectEvent(stored.key.object_key, etag=stored.stored.etag)
+                ingest_object(services.store, services.index_writer, event)
+    return services, studies
+
+
+def _search(services: Services, level: str, **params: str) -> QidoResult:
+    decoded = {name: [value] for name, value in params.items() if name not in ("study",)}
+    return services.qido.search(
+        site="default", level=level, params=decoded, base_url=BASE, study=params.get("study")
+    )
+
+
+def _values(result: QidoResult, tag: str) -> list[Any]:
+    return [match[tag]["Value"][0] for match in result.matches]
+
+
+def test_study_by_patient_id(archive: Archive) -> None:
+    services, _ = archive
+    result = _search(services, "STUDY", PatientID="P1")
+    assert sorted(_values(result, "00080020")) == ["20240105", "20240320"]
+
+
+def test_study_name_wildcard_case_insensitive(archive: Archive) -> None:
+    services, _ = archive
+    result = _search(services, "STUDY", PatientName="DOE*")
+    assert sorted(_values(result, "00100020")) == ["P1", "P1", "P3"]
+
+
+def test_study_date_ranges(archive: Archive) -> None:
+    services, _ = archive
+    assert len(_search(services, "STUDY", StudyDate="20240101-20240331").matches) == 2
+    assert len(_search(services, "STUDY", StudyDate="-20231231").matches) == 1
+    assert len(_search(services, "STUDY", StudyDate="20240601-").matches) == 1
+    assert len(_search(services, "STUDY", StudyDate="20240105").matches) == 1
+
+
+def test_study_computed_attributes(archive: Archive) -> None:
+    services, studies = archive
+    result = _search(services, "STUDY", StudyInstanceUID=studies["P1-20240105"])
+    [match] = result.matches
+    assert match["00080061"]["Value"] == ["CT", "SR"]
+    assert match["00201206"]["Value"] == [2]
+    assert match["00201208"]["Value"] == [4]
+    assert match["00081190"]["Value"] == [f"{BASE}/studies/{studies['P1-20240105']}"]
+
+
+def test_study_modalities_in_study(archive: Archive) -> None:
+    services, _ = archive
+    result = _search(services, "STUDY", ModalitiesInStudy="SR")
+    assert _values(result, "00080020") == ["20240105"]
+
+
+def test_pages_partition_the_result(archive: Archive) -> None:
+    services, _ = archive
+    everything = _values(_search(services, "STUDY"), "0020000D")
+    assert len(everything) == len(STUDIES)
+    pages = []
+    for offset in range(0, len(everything), 3):
+        page = _search(services, "STUDY", limit="3", offset=str(offset))
+        pages.extend(_values(page, "0020000D"))
+        if offset + 3 < len(everything):
+            assert page.warnings, "a cut page carries a warning"
+    assert pages == everything
+
+
+def test_includefield_returns_attribute(archive: Archive) -> None:
+    services, _ = archive
+    result = _search(services, "STUDY", PatientID="P2", includefield="StudyDescription")
+    [match] = result.matches
+    assert "00081030" in match
+    assert "00081030" not in _search(services, "STUDY", PatientID="P2").matches[0]
+
+
+def test_series_of_study_and_across(archive: Archive) -> None:
+    services, studies = archive
+    in_study = _search(services, "SERIES", study=studies["P3-20240601"])
+    assert len(in_study.matches) == 2
+    assert "00100020" not in in_study.matches[0]
+    across = _search(services, "SERIES", Modality="CT", PatientID="P1")
+    assert len(across.matches) == 1
+    assert across.matches[0]["00100020"]["Value"] == ["P1"]
+    assert across.matches[0]["00201209"]["Value"] == [2]
+
+
+def test_instances_of_study(archive: Archive) -> None:
+    services, studies = archive
+    result = _search(services, "INSTANCE", study=studies["P1-20240320"])
+    assert len(result.matches) == 3
+    numbered = _search(services, "INSTANCE", study=studies["P1-20240320"], InstanceNumber="2")
+    assert len(numbered.matches) == 1
+
+
+def test_unsupported_attribute_warns(archive: Archive) -> None:
+    services, _ = archive
+    result = _search(services, "STUDY", SliceThickness="5")
+    assert len(result.matches) == len(STUDIES)
+    assert "SliceThickness is not matched" in result.warnings[0]
