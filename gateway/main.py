@@ -21,17 +21,12 @@ from typing import Final
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-from cirrus.config import DEFAULT_AE_TITLE, Settings
+from cirrus.config import DEFAULT_AE_TITLE, Settings, validate_ae_title
 
 # In AWS the task runs in a private subnet behind the load balancer, so the listener binds
 # every interface of the container.
 DEFAULT_HOST: Final = "0.0.0.0"  # noqa: S104
 DEFAULT_PORT: Final = 11112
-
-# PS3.5 section 6.2: an AE title has at most 16 characters of the default character
-# repertoire, without backslash or control characters. Leading and trailing spaces are not
-# significant.
-MAX_AE_TITLE_LENGTH: Final = 16
 
 EXIT_INVALID_CONFIGURATION: Final = 2
 
@@ -49,19 +44,10 @@ def read_port(environ: Mapping[str, str]) -> int:
 def read_ae_title(environ: Mapping[str, str]) -> str:
     """Return ``CIRRUS_AE_TITLE`` without surrounding spaces, or raise ``ValueError``."""
     value = environ.get("CIRRUS_AE_TITLE", DEFAULT_AE_TITLE)
-    title = value.strip(" ")
-    valid = (
-        0 < len(title) <= MAX_AE_TITLE_LENGTH
-        and title.isascii()
-        and title.isprintable()
-        and "\\" not in title
-    )
-    if not valid:
-        raise ValueError(
-            f"CIRRUS_AE_TITLE {value!r} is invalid; use 1 to {MAX_AE_TITLE_LENGTH} printable "
-            "ASCII characters without backslash"
-        )
-    return title
+    try:
+        return validate_ae_title(value)
+    except ValueError as exc:
+        raise ValueError(f"CIRRUS_AE_TITLE: {exc}") from exc
 
 
 def configure_logging() -> None:

@@ -46,6 +46,10 @@ def handle(
     The local stack calls this with its own services. The resolver built for each services
     object is kept for the next event.
     """
+    if event.get("httpMethod") == "HEAD":
+        # HEAD is GET without the body (RFC 9110 9.3.2); the headers stay as GET sets them.
+        response = resolve(_app_for(services), {**event, "httpMethod": "GET"}, context)
+        return {**response, "body": "", "isBase64Encoded": False}
     return resolve(_app_for(services), event, context)
 
 

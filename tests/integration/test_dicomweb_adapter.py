@@ -151,6 +151,15 @@ def test_body_over_limit(adapter: Adapter) -> None:
     assert adapter.handler.events == []
 
 
+def test_chunked_body_over_limit(adapter: Adapter) -> None:
+    chunks = [b"x" * 600, b"y" * 600]
+
+    response = requests.post(f"{adapter.url}/dicomweb/studies", data=iter(chunks))
+
+    assert response.status_code == 413
+    assert adapter.handler.events == []
+
+
 # Responses
 
 

@@ -509,10 +509,12 @@ def test_wado_unknown_resources(dicomweb: Dicomweb) -> None:
 
 
 def test_wado_unknown_route(dicomweb: Dicomweb) -> None:
-    response = requests.delete(f"{dicomweb.url}/studies/1.2.3")
+    response = requests.get(f"{dicomweb.url}/studies/1.2.3/thumbnail/extra")
 
     assert response.status_code == 404
-    assert response.json() == {"error": "no DICOMweb resource for DELETE /studies/1.2.3"}
+    assert response.json() == {
+        "error": "no DICOMweb resource for GET /studies/1.2.3/thumbnail/extra"
+    }
 
 
 def test_wado_unavailable_transfer_syntax(dicomweb: Dicomweb) -> None:
@@ -588,3 +590,24 @@ def test_metadata_not_acceptable(dicomweb: Dicomweb) -> None:
     assert json.loads(response.text) == {
         "error": "this resource is available only as application/dicom+json"
     }
+
+
+def test_head_like_get_without_body(dicomweb: Dicomweb) -> None:
+    stored = dicomweb.client.store_instances([read_test_file("CT_small.dcm")])
+    assert stored is not None
+    dicomweb.ingest_all()
+    study = read_test_file("CT_small.dcm").StudyInstanceUID
+    url = f"{dicomweb.url}/studies/{study}/metadata"
+    get = requests.get(url, timeout=10)
+    head = requests.head(url, timeout=10)
+    assert get.status_code == 200
+    assert head.status_code == 200
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert head.content == b""
+
+
+def test_unsupported_methods_405(dicomweb: Dicomweb) -> None:
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+        response = requests.request(method, f"{dicomweb.url}/studies", timeout=10)
+        assert response.status_code == 405, method
+        assert response.headers["Allow"] == "GET, HEAD, POST", method

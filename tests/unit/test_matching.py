@@ -45,7 +45,9 @@ RECORD = {
         ("00180050", "DS", ("5.000000",), True),
         ("00080050", "SH", ("",), True),
         ("00080050", "SH", ("A1",), False),
-        ("00081030", "LO", ("*",), False),
+        ("00081030", "LO", ("*",), True),
+        ("00080050", "SH", ("*",), True),
+        ("00080050", "SH", ("A*",), False),
     ],
 )
 def test_constraint_matching(tag: str, vr: str, values: tuple[str, ...], expected: bool) -> None:
@@ -91,3 +93,21 @@ def test_params_fuzzy_warns() -> None:
     query = parse_qido_params("STUDY", {"fuzzymatching": ["true"]})
     assert query.fuzzy
     assert "fuzzymatching is not supported" in query.warnings[0]
+
+
+@pytest.mark.parametrize("value", ["abc", "2020-2019", "20200101-20190101", "2020-01-01", "-"])
+def test_params_invalid_date_rejected(value: str) -> None:
+    with pytest.raises(InvalidRequestError, match="StudyDate"):
+        parse_qido_params("STUDY", {"StudyDate": [value]})
+
+
+@pytest.mark.parametrize("value", ["20200101", "20200101-", "-20200101", "20200101-20201231"])
+def test_params_valid_date_accepted(value: str) -> None:
+    constraint = parse_qido_params("STUDY", {"StudyDate": [value]}).constraint("00080020")
+    assert constraint is not None
+    assert constraint.values == (value,)
+
+
+def test_params_fuzzy_must_be_boolean() -> None:
+    with pytest.raises(InvalidRequestError, match="fuzzymatching must be true or false"):
+        parse_qido_params("STUDY", {"fuzzymatching": ["maybe"]})

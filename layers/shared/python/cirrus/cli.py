@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cirrus.config import DEFAULT_AE_TITLE
+from cirrus.config import DEFAULT_AE_TITLE, validate_ae_title
 from cirrus.local.moto_process import LOOPBACK
 
 app = typer.Typer(help="Cirrus PACS: a serverless DICOM archive.", no_args_is_help=True)
@@ -21,43 +21,60 @@ def main() -> None:
     """Cirrus PACS: a serverless DICOM archive."""
 
 
+def _check_ae_title(value: str) -> str:
+    try:
+        return validate_ae_title(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
 @app.command()
 def dev(
-    dicom_port: Annotated[int, typer.Option(help="TCP port of the DICOM gateway.")] = 11112,
-    http_port: Annotated[int, typer.Option(help="TCP port of DICOMweb and the viewer.")] = 8080,
-    ae_title: Annotated[str, typer.Option(help="AE title the gateway answers to.")] = (
-        DEFAULT_AE_TITLE
-    ),
+    dicom_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port of the DICOM gateway; 0 picks one.")
+    ] = 11112,
+    http_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port of DICOMweb; 0 picks one.")
+    ] = 8080,
+    ae_title: Annotated[
+        str, typer.Option(callback=_check_ae_title, help="AE title the gateway answers to.")
+    ] = DEFAULT_AE_TITLE,
     data_dir: Annotated[
-        Path, typer.Option(help="Folder that keeps stored objects across restarts.")
+        Path,
+        typer.Option(file_okay=False, help="Folder that keeps stored objects across restarts."),
     ] = Path(".cirrus"),
     host: Annotated[
         str, typer.Option(help="Address both servers bind; other addresses expose the archive.")
     ] = LOOPBACK,
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C."""
-    from cirrus.local.stack import LocalStack, LocalStackConfig
+    from cirrus.local.stack import LocalStack, LocalStackConfig, StartError
     from cirrus.logs import configure_console_logging
 
     configure_console_logging()
+    logger = logging.getLogger("cirrus.local")
     if host != LOOPBACK:
-        logging.getLogger("cirrus.local").warning(
+        logger.warning(
             "binding a non-loopback address: the archive accepts unauthenticated requests",
             extra={"host": host},
         )
-    stack = LocalStack(
-        LocalStackConfig(
-            host=host,
-            dicom_port=dicom_port,
-            http_port=http_port,
-            ae_title=ae_title,
-            data_dir=data_dir,
-        )
+    config = LocalStackConfig(
+        host=host, dicom_port=dicom_port, http_port=http_port, ae_title=ae_title, data_dir=data_dir
     )
+    stack = LocalStack(config)
+    try:
+        stack.start()
+    except StartError as exc:
+        logger.error("local stack failed to start: %s", exc)
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        # start() has stopped what it started before re-raising.
+        logger.info("start interrupted")
+        raise typer.Exit(130) from None
+
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
-    stack.start()
     try:
         stopping.wait()
     finally:

@@ -22,6 +22,28 @@ BULK_DATA_THRESHOLD: Final = 1024
 # The ingest queue hands a message to the dead-letter queue after this many receives.
 INGEST_MAX_RECEIVES: Final = 3
 
+# PS3.5 6.2: an AE title has at most 16 characters of the default character repertoire,
+# without backslash or control characters. Leading and trailing spaces are not significant.
+MAX_AE_TITLE_LENGTH: Final = 16
+
+
+def validate_ae_title(value: str) -> str:
+    """Return ``value`` without surrounding spaces if it is a valid AE title, else raise."""
+    title = value.strip(" ")
+    valid = (
+        0 < len(title) <= MAX_AE_TITLE_LENGTH
+        and title.isascii()
+        and title.isprintable()
+        and "\\" not in title
+    )
+    if not valid:
+        raise ValueError(
+            f"AE title {value!r} is invalid; use 1 to {MAX_AE_TITLE_LENGTH} printable ASCII "
+            "characters without backslash"
+        )
+    return title
+
+
 ENV: Final = {
     "deployment": "CIRRUS_DEPLOYMENT",
     "bucket": "CIRRUS_BUCKET",

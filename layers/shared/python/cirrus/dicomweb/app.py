@@ -39,6 +39,7 @@ from cirrus.index.reader import IndexReader
 from cirrus.storage.objects import ObjectStore
 
 _BULKDATA: Final = "/bulkdata/"
+_SERVED_METHODS: Final = ("GET", "HEAD", "POST")
 _INSTANCE: Final = "/studies/<study>/series/<series>/instances/<instance>"
 # The resolver keeps the current event in a class attribute shared by every instance, so a
 # threaded server must resolve one event at a time. Lambda sends one event at a time anyway.
@@ -130,6 +131,12 @@ def warning_headers(event: APIGatewayProxyEvent, warnings: list[str]) -> dict[st
 def _add_error_handlers(app: APIGatewayRestResolver) -> None:
     def route_not_found(exc: RouteNotFoundError) -> Response[str]:
         event = app.current_event
+        if event.http_method not in _SERVED_METHODS:
+            return json_error(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"method {event.http_method} is not supported; use GET or HEAD, and POST to store",
+                headers={"Allow": ", ".join(_SERVED_METHODS)},
+            )
         return json_error(
             HTTPStatus.NOT_FOUND, f"no DICOMweb resource for {event.http_method} {event.path}"
         )

@@ -100,7 +100,12 @@ STORAGE_TRANSFER_SYNTAXES: Final[tuple[str, ...]] = (
 # limit on the object size is enforced: a sender of multi-gigabyte objects can exhaust memory.
 # pynetdicom's STORE_RECV_CHUNKED_DATASET would spool to a temporary file, but
 # ``archive_instance`` takes the object as bytes, so it would save nothing.
-MAX_ASSOCIATIONS: Final = 10
+MAX_ASSOCIATIONS: Final = 25
+
+# Time a new connection has to send its A-ASSOCIATE-RQ (pynetdicom's default is 30 s). An idle
+# connection holds one of MAX_ASSOCIATIONS until then, so a short wait keeps a few idle
+# clients from locking modalities out for long.
+ACSE_TIMEOUT_SECONDS: Final = 10.0
 
 # Time that ``run_gateway`` gives open associations to finish after SIGTERM. It must stay
 # below the time the orchestrator waits before SIGKILL: on ECS the container definition's
@@ -397,6 +402,7 @@ def build_ae(store: ObjectStore, site: str, ae_title: str = DEFAULT_AE_TITLE) ->
     ae = GatewayAE(StoreSCP(store, site), ae_title)
     ae.require_called_aet = True
     ae.maximum_associations = MAX_ASSOCIATIONS
+    ae.acse_timeout = ACSE_TIMEOUT_SECONDS
     ae.add_supported_context(Verification)
     # As SCP the AE may support more than the 128 contexts that one association can request.
     for context in AllStoragePresentationContexts:

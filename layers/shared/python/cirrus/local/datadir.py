@@ -20,6 +20,8 @@ from cirrus.storage.objects import DICOM_CONTENT_TYPE, ObjectStore, StoredObject
 
 logger = logging.getLogger(__name__)
 
+_INCOMING_PREFIX = ".incoming-"
+
 
 class DataDirObjectStore(ObjectStore):
     """An ``ObjectStore`` whose archive objects are also files under ``root``."""
@@ -56,8 +58,24 @@ def saved_objects(root: Path) -> Iterator[tuple[str, Path]]:
         yield key, path
 
 
+def remove_partial_files(root: Path) -> int:
+    """Delete the temporary files of writes that a crash interrupted; return their count.
+
+    Such a write was never acknowledged, because ``put`` renames a file into place before it
+    writes to moto and returns.
+    """
+    count = 0
+    for path in root.rglob(f"{_INCOMING_PREFIX}*"):
+        path.unlink(missing_ok=True)
+        count += 1
+    if count:
+        logger.warning("interrupted writes removed from the data folder", extra={"files": count})
+    return count
+
+
 def restore_objects(store: ObjectStore, root: Path) -> int:
     """Upload every saved object to ``store`` (not a ``DataDirObjectStore``); return the count."""
+    remove_partial_files(root)
     count = 0
     for key, path in saved_objects(root):
         store.put(key, path.read_bytes())
@@ -67,7 +85,7 @@ def restore_objects(store: ObjectStore, root: Path) -> int:
 
 def _write_durably(path: Path, body: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=_INCOMING_PREFIX)
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(body)

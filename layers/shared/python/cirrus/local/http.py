@@ -98,12 +98,20 @@ class ApiGatewayAdapter:
             return _json_response(
                 404, f"no resource at {request.path}; DICOMweb is under /{self._stage}"
             )
-        try:
-            body = request.get_data(cache=False)
-        except RequestEntityTooLarge:
-            return _json_response(
-                413, f"request body exceeds the local maximum of {self._max_body} bytes"
-            )
+        too_large = _json_response(
+            413, f"request body exceeds the local maximum of {self._max_body} bytes"
+        )
+        if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+            # A chunked body has no length to check in advance; werkzeug's own limit would cut
+            # it short without an error, so the raw input is read one byte past the maximum.
+            body = request.environ["wsgi.input"].read(self._max_body + 1)
+            if len(body) > self._max_body:
+                return too_large
+        else:
+            try:
+                body = request.get_data(cache=False)
+            except RequestEntityTooLarge:
+                return too_large
         event = self.to_event(request, raw_path.removeprefix(self._prefix) or "/", body)
         context = LocalContext(aws_request_id=event["requestContext"]["requestId"])
         try:

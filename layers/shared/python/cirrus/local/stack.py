@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,10 @@ logger = logging.getLogger("cirrus.local")
 
 OBJECTS_FOLDER: Final = "objects"
 _REBUILD_TIMEOUT_SECONDS: Final = 3600
+
+
+class StartError(Exception):
+    """A component cannot start: a port is in use, the data folder is unusable, and so on."""
 
 
 @dataclass
@@ -68,6 +73,9 @@ class LocalStack:
 
     def _start(self) -> None:
         config = self.config
+        # Check the ports before the slow steps, so that a port in use fails at once.
+        for name, port in (("DICOM", config.dicom_port), ("HTTP", config.http_port)):
+            _check_port_free(name, config.host, port)
         use_local_credentials()
         self._moto = start_moto()
         settings = create_resources(
@@ -80,7 +88,10 @@ class LocalStack:
 
         services = Services(settings)
         objects_dir = (config.data_dir / OBJECTS_FOLDER).resolve()
-        objects_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            objects_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartError(f"data folder {config.data_dir} is unusable: {exc}") from exc
         durable_store = DataDirObjectStore(
             services.clients.s3, settings.bucket, settings.kms_key_id, objects_dir
         )
@@ -132,14 +143,24 @@ class LocalStack:
         from cirrus.gateway.server import Gateway
 
         config = self.config
-        return Gateway.start(store, config.site, config.host, config.dicom_port, config.ae_title)
+        try:
+            return Gateway.start(
+                store, config.site, config.host, config.dicom_port, config.ae_title
+            )
+        except OSError as exc:
+            raise StartError(f"DICOM port {config.host}:{config.dicom_port}: {exc}") from exc
 
     def _start_http(self, services: Services) -> Any:
         from cirrus.local.http import serve_http
         from functions.dicomweb import handler as dicomweb_handler
 
         handle = functools.partial(dicomweb_handler.handle, services=services)
-        return serve_http(handle, self.config.host, self.config.http_port)
+        try:
+            return serve_http(handle, self.config.host, self.config.http_port)
+        except OSError as exc:
+            raise StartError(
+                f"HTTP port {self.config.host}:{self.config.http_port}: {exc}"
+            ) from exc
 
     def wait_until_indexed(self, timeout: float = 30.0) -> bool:
         """Wait until the ingest queue is empty; tell whether it emptied within ``timeout``."""
@@ -160,3 +181,13 @@ class LocalStack:
             self._moto.stop()
             self._moto = None
         logger.info("Cirrus local stack stopped")
+
+
+def _check_port_free(name: str, host: str, port: int) -> None:
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartError(f"{name} port {host}:{port} cannot be bound: {exc.strerror}") from exc

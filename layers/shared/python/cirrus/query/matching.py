@@ -32,7 +32,9 @@ class Constraint:
 
     @property
     def is_universal(self) -> bool:
-        return not any(self.values)
+        # A value of only "*" is equivalent to universal matching (PS3.4 C.2.2.2.4), so it
+        # also matches an empty or absent attribute.
+        return all(value in ("", "*") for value in self.values)
 
     @property
     def is_range(self) -> bool:

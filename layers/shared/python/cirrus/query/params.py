@@ -18,6 +18,12 @@ INSTANCE: Final = "INSTANCE"
 # The maximum number of matches in one response. A larger limit is cut to it with a warning.
 MAX_LIMIT: Final = 1000
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
+# Values of DA, TM and DT matching keys (PS3.5 Table 6.2-1), each side of a range alike.
+_DATE_TIME_FORMATS: Final = {
+    "DA": re.compile(r"\d{8}"),
+    "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
+    "DT": re.compile(r"\d{4}(\d{2}){0,5}(\.\d{1,6})?([+-]\d{4})?"),
+}
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,16 @@ def parse_qido_params(level: str, params: dict[str, list[str]]) -> QidoQuery:
         elif key == "offset":
             offset = _non_negative(name, values[-1])
         elif key == "fuzzymatching":
+            if values[-1].lower() not in ("true", "false"):
+                raise InvalidRequestError(
+                    f"fuzzymatching must be true or false, not {values[-1]!r}"
+                )
             fuzzy = values[-1].lower() == "true"
             if fuzzy:
-                warnings.append("fuzzymatching is not supported; person names match exactly")
+                warnings.append(
+                    "fuzzymatching is not supported; person names match case-insensitively "
+                    "with wildcards only"
+                )
         elif key == "includefield":
             for value in values:
                 for item in filter(None, (part.strip() for part in value.split(","))):
@@ -113,7 +126,26 @@ def _constraint(tag: str, vr: str, values: list[str], previous: Constraint | Non
             raise InvalidRequestError(
                 f"{keyword} is given {len(merged)} times; only UIDs may be matched as a list"
             )
+    if vr in _DATE_TIME_FORMATS and merged[0]:
+        _check_date_time(tag, vr, merged[0])
     return Constraint(tag=tag, vr=vr, values=tuple(merged))
+
+
+def _check_date_time(tag: str, vr: str, value: str) -> None:
+    """Raise ``InvalidRequestError`` unless ``value`` is a DA, TM or DT value or range."""
+    keyword = keyword_for_tag(int(tag, 16)) or tag
+    pattern = _DATE_TIME_FORMATS[vr]
+    # A DT value may carry a "-hhmm" offset, so a DT range splits on the "-" between digits
+    # that is not followed by exactly four digits at the end.
+    parts = value.split("-") if vr != "DT" else re.split(r"-(?!\d{4}$)", value, maxsplit=1)
+    well_formed = all(not part or pattern.fullmatch(part) for part in parts)
+    if len(parts) > 2 or not any(parts) or not well_formed:
+        raise InvalidRequestError(
+            f"{keyword} value {value!r} is not a valid {vr} value or range (for a date, "
+            "YYYYMMDD, YYYYMMDD-YYYYMMDD, -YYYYMMDD or YYYYMMDD-)"
+        )
+    if len(parts) == 2 and parts[0] and parts[1] and parts[0] > parts[1]:
+        raise InvalidRequestError(f"{keyword} range {value!r} ends before it starts")
 
 
 def _non_negative(name: str, value: str) -> int:
