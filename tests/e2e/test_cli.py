@@ -41,4 +41,5 @@ def test_invalid_ae_title_rejected(tmp_path: Path) -> None:
 def test_port_out_of_range_rejected(tmp_path: Path) -> None:
     result = _dev("--dicom-port", "99999", cwd=tmp_path)
     assert result.returncode == 2
-    assert "99999" in result.stderr
+    assert "--dicom-port" in result.stderr
+    assert "65535" in result.stderr
