@@ -35,6 +35,7 @@ def dicomweb_services(services: Services) -> DicomwebServices:
         reader=services.index_reader,
         qido=services.qido,
         site=services.settings.default_site,
+        claims=services.claims,
     )
 
 

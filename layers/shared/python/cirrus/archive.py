@@ -15,6 +15,7 @@ from pydicom.uid import UID
 
 from cirrus.dicom.instance import DECODING_ERRORS, InstanceHeader, parse_instance
 from cirrus.errors import InvalidInstanceError
+from cirrus.index.claims import InstanceClaims
 from cirrus.storage.keys import InstanceKey, check_uid, is_conformant_uid
 from cirrus.storage.objects import ObjectStore, StoredObject
 
@@ -76,17 +77,25 @@ def check_instance(part10: bytes, site: str) -> CheckedInstance:
 
 
 def archive_instance(
-    store: ObjectStore, site: str, part10: bytes, checked: CheckedInstance | None = None
+    store: ObjectStore,
+    site: str,
+    part10: bytes,
+    checked: CheckedInstance | None = None,
+    claims: InstanceClaims | None = None,
 ) -> ArchivedInstance:
     """Check ``part10`` and write it to the archive; return once S3 has acknowledged it.
 
-    A caller that ran ``check_instance`` already passes its result as ``checked``. Raises
-    ``InvalidInstanceError`` for an instance that cannot be archived and
-    ``StoreUnavailableError`` when S3 fails; nothing is stored in either case.
+    A caller that ran ``check_instance`` already passes its result as ``checked``. With
+    ``claims``, the SOP Instance UID is claimed for the instance's key first. Raises
+    ``InvalidInstanceError`` for an instance that cannot be archived, ``ConflictError`` when its
+    SOP Instance UID is stored under other study or series UIDs, and ``StoreUnavailableError``
+    when S3 or DynamoDB fail; nothing is stored in any of these cases.
     """
     if checked is None:
         checked = check_instance(part10, site)
     key = checked.key
+    if claims is not None:
+        claims.claim(key)
     stored = store.put(key.object_key, part10)
     logger.info(
         "instance stored",

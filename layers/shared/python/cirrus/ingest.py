@@ -13,7 +13,8 @@ from typing import Final
 from cirrus.dicom.dicomjson import instance_metadata
 from cirrus.dicom.instance import InstanceHeader, parse_instance
 from cirrus.dicom.scan import SEQUENCE_DELIMITER_TAG, TruncatedError
-from cirrus.errors import InvalidInstanceError
+from cirrus.errors import ConflictError, InvalidInstanceError
+from cirrus.index.claims import InstanceClaims
 from cirrus.index.writer import IndexedObject, IndexOutcome, IndexWriter
 from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import ObjectStore
@@ -68,8 +69,21 @@ def ingest_object(store: ObjectStore, writer: IndexWriter, event: ObjectEvent) -
         pixel_length=pixel.length if pixel else None,
     )
     outcome = writer.put_instance(obj, metadata)
+    _record_claim(writer, key)
     logger.info("instance indexed", extra={"object_key": event.key, "outcome": outcome.value})
     return outcome
+
+
+def _record_claim(writer: IndexWriter, key: InstanceKey) -> None:
+    """Record the object's claim, so that an index rebuilt from the bucket has every claim."""
+    try:
+        InstanceClaims(writer.model).claim(key)
+    except ConflictError as exc:
+        # Both objects exist, so both stay indexed; the store and the index must agree.
+        logger.warning(
+            "SOP Instance UID stored under two keys",
+            extra={"object_key": key.object_key, "reason": str(exc)},
+        )
 
 
 def read_header(store: ObjectStore, key: str) -> tuple[InstanceHeader, int]:

@@ -7,6 +7,7 @@ from functools import cached_property
 
 from cirrus.aws import AwsClients
 from cirrus.config import Settings
+from cirrus.index.claims import InstanceClaims
 from cirrus.index.models import IndexRecord, bind_index_model
 from cirrus.index.reader import IndexReader
 from cirrus.index.writer import IndexWriter
@@ -39,6 +40,10 @@ class Services:
     @cached_property
     def index_reader(self) -> IndexReader:
         return IndexReader(self.index_model, self.store)
+
+    @cached_property
+    def claims(self) -> InstanceClaims:
+        return InstanceClaims(self.index_model)
 
     @cached_property
     def qido(self) -> QidoService:

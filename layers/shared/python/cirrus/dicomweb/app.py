@@ -35,6 +35,7 @@ from cirrus.dicomweb.wado import (
     retrieve_metadata,
 )
 from cirrus.errors import CirrusError, InvalidRequestError
+from cirrus.index.claims import InstanceClaims
 from cirrus.index.reader import IndexReader
 from cirrus.storage.objects import ObjectStore
 
@@ -58,6 +59,7 @@ class DicomwebServices:
     reader: IndexReader
     qido: Any
     site: str
+    claims: InstanceClaims | None = None
 
 
 def build_app(services: DicomwebServices) -> APIGatewayRestResolver:
@@ -154,7 +156,9 @@ def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     def store(study: str | None) -> Response[str]:
         event = app.current_event
         parts = instance_parts(event.headers.get("Content-Type"), request_body(event))
-        outcome = store_instances(services.store, services.site, parts, base_url(event), study)
+        outcome = store_instances(
+            services.store, services.site, parts, base_url(event), study, services.claims
+        )
         headers: dict[str, str | list[str]] = {}
         headers.update(warning_headers(event, outcome.warnings))
         if outcome.status == HTTPStatus.SERVICE_UNAVAILABLE:

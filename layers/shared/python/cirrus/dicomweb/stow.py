@@ -21,11 +21,13 @@ from cirrus.dicomweb.media import parse_media_type
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, parse_multipart_related
 from cirrus.dicomweb.wado import DICOM_MEDIA_TYPE, instance_url, study_url
 from cirrus.errors import (
+    ConflictError,
     InvalidInstanceError,
     InvalidRequestError,
     StoreUnavailableError,
     UnsupportedMediaTypeError,
 )
+from cirrus.index.claims import InstanceClaims
 from cirrus.storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ _FAILURE_REASON: Final = "00081197"
 class FailureReason(IntEnum):
     """Failure Reason (0008,1197) values of the STOW-RS response (PS3.18 10.5.3)."""
 
+    # Duplicate SOP Instance (PS3.7 C.5): the UID is stored under other study or series UIDs.
+    DUPLICATE_SOP_INSTANCE = 0x0111
     OUT_OF_RESOURCES = 0xA700
     DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     CANNOT_UNDERSTAND = 0xC000
@@ -124,6 +128,7 @@ def store_instances(
     parts: Sequence[bytes],
     base_url: str,
     study: str | None = None,
+    claims: InstanceClaims | None = None,
 ) -> StowOutcome:
     """Archive each Part 10 object of ``parts`` and return the status and response dataset.
 
@@ -134,7 +139,7 @@ def store_instances(
     stored: list[ArchivedInstance] = []
     failures: list[Failure] = []
     for number, part10 in enumerate(parts, start=1):
-        result = _store_part(store, site, part10, number, study)
+        result = _store_part(store, site, part10, number, study, claims)
         if isinstance(result, Failure):
             failures.append(result)
         else:
@@ -146,7 +151,12 @@ def store_instances(
 
 
 def _store_part(
-    store: ObjectStore, site: str, part10: bytes, number: int, study: str | None
+    store: ObjectStore,
+    site: str,
+    part10: bytes,
+    number: int,
+    study: str | None,
+    claims: InstanceClaims | None,
 ) -> ArchivedInstance | Failure:
     try:
         dataset = parse_instance(part10).dataset
@@ -168,7 +178,11 @@ def _store_part(
             sop_instance,
         )
     try:
-        return archive_instance(store, site, part10)
+        return archive_instance(store, site, part10, claims=claims)
+    except ConflictError as exc:
+        return Failure(
+            number, FailureReason.DUPLICATE_SOP_INSTANCE, str(exc), sop_class, sop_instance
+        )
     except InvalidInstanceError as exc:
         return Failure(number, _reason(exc), str(exc), sop_class, sop_instance)
     except NotImplementedError as exc:

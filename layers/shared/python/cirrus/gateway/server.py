@@ -65,6 +65,8 @@ from cirrus.gateway.status import (
     internal_failure,
     success_status,
 )
+from cirrus.index.claims import InstanceClaims
+from cirrus.index.models import bind_index_model
 from cirrus.storage.keys import validate_site
 from cirrus.storage.objects import ObjectStore
 
@@ -142,8 +144,9 @@ class _AssociationCounts:
 class StoreSCP:
     """The event handlers of the gateway: C-STORE into ``store`` and association logging."""
 
-    def __init__(self, store: ObjectStore, site: str) -> None:
+    def __init__(self, store: ObjectStore, site: str, claims: InstanceClaims | None = None) -> None:
         self._store = store
+        self._claims = claims
         self._site = validate_site(site)
         self._counts: WeakKeyDictionary[Association, _AssociationCounts] = WeakKeyDictionary()
         self._counts_lock = threading.Lock()
@@ -209,7 +212,7 @@ class StoreSCP:
             return mismatch
         try:
             # archive_instance logs the one INFO line per stored instance.
-            archive_instance(self._store, self._site, part10, checked)
+            archive_instance(self._store, self._site, part10, checked, self._claims)
         except CirrusError as exc:
             return failure_for_error(exc)
         return None
@@ -393,13 +396,18 @@ class GatewayAE(AE):
         )
 
 
-def build_ae(store: ObjectStore, site: str, ae_title: str = DEFAULT_AE_TITLE) -> GatewayAE:
+def build_ae(
+    store: ObjectStore,
+    site: str,
+    ae_title: str = DEFAULT_AE_TITLE,
+    claims: InstanceClaims | None = None,
+) -> GatewayAE:
     """Build the AE: Verification and every SOP class of ``AllStoragePresentationContexts``.
 
     Association requests whose Called AE Title is not ``ae_title`` are rejected with
     A-ASSOCIATE-RJ, reason "called AE title not recognised" (PS3.8 9.3.4).
     """
-    ae = GatewayAE(StoreSCP(store, site), ae_title)
+    ae = GatewayAE(StoreSCP(store, site, claims), ae_title)
     ae.require_called_aet = True
     ae.maximum_associations = MAX_ASSOCIATIONS
     ae.acse_timeout = ACSE_TIMEOUT_SECONDS
@@ -426,9 +434,10 @@ class Gateway:
         host: str,
         port: int,
         ae_title: str = DEFAULT_AE_TITLE,
+        claims: InstanceClaims | None = None,
     ) -> Gateway:
         """Start serving on ``host`` and ``port`` in a background thread (port 0: any free one)."""
-        ae = build_ae(store, site, ae_title)
+        ae = build_ae(store, site, ae_title, claims)
         server = ae.start_server((host, port), block=False)
         assert server is not None  # start_server returns the server when block is False
         gateway = cls(ae, server)
@@ -502,7 +511,8 @@ def run_gateway(settings: Settings, host: str, port: int, ae_title: str = DEFAUL
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        gateway = Gateway.start(store, settings.default_site, host, port, ae_title)
+        claims = InstanceClaims(bind_index_model(settings))
+        gateway = Gateway.start(store, settings.default_site, host, port, ae_title, claims)
         try:
             stop.wait()
             name = received[0]

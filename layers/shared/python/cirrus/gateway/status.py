@@ -16,7 +16,12 @@ from typing import Final
 
 from pydicom.dataset import Dataset
 
-from cirrus.errors import CirrusError, InvalidInstanceError, StoreUnavailableError
+from cirrus.errors import (
+    CirrusError,
+    ConflictError,
+    InvalidInstanceError,
+    StoreUnavailableError,
+)
 
 SUCCESS: Final = 0x0000
 # Refused: Out of Resources. S3 failed or timed out, and the same request can succeed later.
@@ -58,6 +63,9 @@ def failure_for_error(exc: CirrusError) -> StoreFailure:
     if isinstance(exc, InvalidInstanceError):
         status = CANNOT_UNDERSTAND if exc.undecodable else DATA_SET_DOES_NOT_MATCH
         return StoreFailure(status, str(exc), str(exc))
+    if isinstance(exc, ConflictError):
+        # The data set contradicts what the archive holds under its SOP Instance UID.
+        return StoreFailure(DATA_SET_DOES_NOT_MATCH, str(exc), str(exc))
     if isinstance(exc, StoreUnavailableError):
         return StoreFailure(OUT_OF_RESOURCES, str(exc), STORE_UNAVAILABLE_COMMENT)
     return internal_failure(str(exc))

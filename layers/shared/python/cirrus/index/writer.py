@@ -74,6 +74,7 @@ class IndexedObject:
 
 class IndexWriter:
     def __init__(self, model: type[IndexRecord], store: ObjectStore) -> None:
+        self.model = model
         self._model = model
         self._store = store
         meta = model.Meta

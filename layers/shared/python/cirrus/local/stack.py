@@ -100,7 +100,7 @@ class LocalStack:
         self._rebuild_index(services, objects_dir)
         services.store = durable_store
 
-        self._gateway = self._start_gateway(durable_store)
+        self._gateway = self._start_gateway(durable_store, services)
         logger.info(
             "DICOM gateway ready",
             extra={"ae_title": config.ae_title, "address": f"{config.host}:{self.dicom_port}"},
@@ -139,14 +139,15 @@ class LocalStack:
                 extra={"objects": restored, "seconds": round(time.monotonic() - started, 1)},
             )
 
-    def _start_gateway(self, store: DataDirObjectStore) -> Any:
+    def _start_gateway(self, store: DataDirObjectStore, services: Services) -> Any:
         from cirrus.gateway.server import Gateway
 
         config = self.config
         try:
             return Gateway.start(
-                store, config.site, config.host, config.dicom_port, config.ae_title
-            )
+                store, config.site, config.host, config.dicom_port, config.ae_title,
+                services.claims,
+            )  # fmt: skip
         except OSError as exc:
             raise StartError(f"DICOM port {config.host}:{config.dicom_port}: {exc}") from exc
 
