@@ -6,7 +6,7 @@ Lambda functions log JSON through powertools instead; both carry the same ``extr
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Any, Final
 
 _STANDARD_ATTRIBUTES: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__
@@ -26,13 +26,24 @@ class KeyValueFormatter(logging.Formatter):
         return " ".join([line, *extras]) if extras else line
 
 
+def _console_formatter() -> KeyValueFormatter:
+    return KeyValueFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+
 def configure_console_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        KeyValueFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-    )
+    handler.setFormatter(_console_formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "pynamodb", "pynetdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pydicom reports a non-conformant value both as a Python warning and as a log record;
+    # the warning alone is shown.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
+def use_console_format(logger: Any) -> None:
+    """Give a powertools logger of a Lambda handler the console format of the local stack."""
+    for handler in logger.handlers:
+        handler.setFormatter(_console_formatter())

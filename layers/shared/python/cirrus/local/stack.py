@@ -19,6 +19,7 @@ from cirrus.local.datadir import DataDirObjectStore, restore_objects
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
 from cirrus.local.resources import create_resources
+from cirrus.logs import use_console_format
 from cirrus.services import Services
 
 logger = logging.getLogger("cirrus.local")
@@ -124,6 +125,7 @@ class LocalStack:
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
+        use_console_format(ingest_handler.logger)
         handle = functools.partial(ingest_handler.handle, services=services)
         self._poller = IngestPoller(sqs, queue_url, queue_arn, services.settings.region, handle)
         self._poller.start()
@@ -155,6 +157,7 @@ class LocalStack:
         from cirrus.local.http import serve_http
         from functions.dicomweb import handler as dicomweb_handler
 
+        use_console_format(dicomweb_handler.logger)
         handle = functools.partial(dicomweb_handler.handle, services=services)
         try:
             return serve_http(handle, self.config.host, self.config.http_port)
