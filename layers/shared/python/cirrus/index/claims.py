@@ -2,8 +2,8 @@
 
 Storage keys contain the study and series UIDs, so an instance sent again with other study or
 series UIDs would otherwise be stored a second time under a second key. Before the write path
-stores an instance, it claims the instance's SOP Instance UID for its key; a claim for another
-key makes the store fail with ``ConflictError``. Ingest records the claim of every indexed
+stores an instance, it claims the instance's SOP Instance UID for its key. When another key
+has the claim, the store fails with ``ConflictError``. Ingest records the claim of every indexed
 object too, so a rebuilt index has them all.
 """
 
@@ -33,7 +33,7 @@ class InstanceClaims:
         self._model = model
 
     def claim(self, key: InstanceKey) -> None:
-        """Claim ``key.sop`` for ``key``; raise ``ConflictError`` if another key holds it.
+        """Claim ``key.sop`` for ``key``; raise ``ConflictError`` if another key has the claim.
 
         Claiming the same key again succeeds, so a resent instance replaces the stored one.
         """
