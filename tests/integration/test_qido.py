@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from io import BytesIO
 from typing import Any
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from cirrus.archive import archive_instance
@@ -46,11 +48,15 @@ def archive(moto_server: MotoProcess) -> Archive:
         for modality in modalities:
             series = generate_uid()
             for number in range(count):
-                ds = template.copy()
+                ds = copy.deepcopy(template)
                 ds.PatientID, ds.PatientName, ds.StudyDate = patient_id, name, date
                 ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
                 ds.SOPInstanceUID = generate_uid()
                 ds.Modality, ds.InstanceNumber = modality, number + 1
+                if patient_id == "P2":
+                    request = Dataset()
+                    request.ScheduledProcedureStepID, request.RequestedProcedureID = "S7", "R7"
+                    ds.RequestAttributesSequence = [request]
                 ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
                 buffer = BytesIO()
                 ds.save_as(buffer, enforce_file_format=True)
@@ -152,3 +158,16 @@ def test_unsupported_attribute_warns(archive: Archive) -> None:
     result = _search(services, "STUDY", SliceThickness="5")
     assert len(result.matches) == len(STUDIES)
     assert "SliceThickness is not matched" in result.warnings[0]
+
+
+def test_series_by_sequence_attribute(archive: Archive) -> None:
+    services, _ = archive
+    result = _search(
+        services, "SERIES", **{"RequestAttributesSequence.ScheduledProcedureStepID": "S7"}
+    )
+    [match] = result.matches
+    assert match["00100020"]["Value"] == ["P2"]
+    [item] = match["00400275"]["Value"]
+    assert item["00401001"]["Value"] == ["R7"]
+    missing = {"RequestAttributesSequence.ScheduledProcedureStepID": "S8"}
+    assert _search(services, "SERIES", **missing).matches == []

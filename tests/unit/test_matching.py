@@ -17,6 +17,13 @@ RECORD = {
     "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
     "00180050": {"vr": "DS", "Value": [5.0]},
     "00080050": {"vr": "SH"},
+    "00400275": {
+        "vr": "SQ",
+        "Value": [
+            {"00400009": {"vr": "SH", "Value": ["SPS1"]}},
+            {"00400009": {"vr": "SH", "Value": ["SPS2"]}, "00401001": {"vr": "SH"}},
+        ],
+    },
 }
 
 
@@ -46,6 +53,10 @@ RECORD = {
         ("00080050", "SH", ("",), True),
         ("00080050", "SH", ("A1",), False),
         ("00081030", "LO", ("*",), True),
+        ("00400275.00400009", "SH", ("SPS2",), True),
+        ("00400275.00400009", "SH", ("SPS*",), True),
+        ("00400275.00400009", "SH", ("SPS3",), False),
+        ("00400275.00401001", "SH", ("RP1",), False),
         ("00080050", "SH", ("*",), True),
         ("00080050", "SH", ("A*",), False),
     ],
@@ -57,6 +68,21 @@ def test_constraint_matching(tag: str, vr: str, values: tuple[str, ...], expecte
 def test_params_keyword_and_tag() -> None:
     assert resolve_attribute("PatientName") == ("00100010", "PN")
     assert resolve_attribute("0020000d") == ("0020000D", "UI")
+
+
+def test_params_sequence_path() -> None:
+    query = parse_qido_params(
+        "SERIES", {"RequestAttributesSequence.ScheduledProcedureStepID": ["SPS1"]}
+    )
+    constraint = query.constraint("00400275.00400009")
+    assert constraint is not None
+    assert constraint.vr == "SH"
+    assert constraint.top_level_tag == "00400275"
+
+
+def test_params_path_through_non_sequence() -> None:
+    with pytest.raises(InvalidRequestError, match="must be a sequence"):
+        parse_qido_params("STUDY", {"PatientID.PatientName": ["x"]})
 
 
 def test_params_unknown_attribute() -> None:

@@ -24,11 +24,20 @@ _PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
 
 @dataclass(frozen=True)
 class Constraint:
-    """One matching key: a tag, its VR and the requested values (several for a UID list)."""
+    """One matching key: a tag, its VR and the requested values (several for a UID list).
+
+    The tag of an attribute inside a sequence is the path of tags joined by "." (for
+    ``RequestAttributesSequence.ScheduledProcedureStepID``, ``0040A370.00400009``). It matches
+    when the attribute matches in any item (PS3.4 C.2.2.2.6).
+    """
 
     tag: str
     vr: str
     values: tuple[str, ...] = field(default=())
+
+    @property
+    def top_level_tag(self) -> str:
+        return self.tag.split(".", 1)[0]
 
     @property
     def is_universal(self) -> bool:
@@ -62,7 +71,11 @@ class Constraint:
         """Tell whether the attribute of ``record`` satisfies this constraint."""
         if self.is_universal:
             return True
-        candidates = _values_as_text(record.get(self.tag), self.vr)
+        candidates = [
+            text
+            for attribute in _attributes_at(record, self.tag.split("."))
+            for text in _values_as_text(attribute, self.vr)
+        ]
         if self.is_range:
             low, high = _range_bounds(self.values[0], self.vr)
             return any(_in_range(value, low, high, self.vr) for value in candidates)
@@ -92,6 +105,21 @@ def _wildcard_regex(value: str) -> str:
         else:
             parts.append(re.escape(char))
     return "".join(parts)
+
+
+def _attributes_at(record: JsonDict, path: list[str]) -> list[JsonDict]:
+    """Return the attributes at a tag path, one per sequence item on the way."""
+    attribute = record.get(path[0])
+    if attribute is None:
+        return []
+    if len(path) == 1:
+        return [attribute]
+    return [
+        found
+        for item in attribute.get("Value", ())
+        if isinstance(item, dict)
+        for found in _attributes_at(item, path[1:])
+    ]
 
 
 def _values_as_text(attribute: JsonDict | None, vr: str) -> list[str]:

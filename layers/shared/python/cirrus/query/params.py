@@ -42,10 +42,23 @@ class QidoQuery:
 
 
 def resolve_attribute(name: str) -> tuple[str, str]:
-    """Return the tag (8 hex digits) and VR of an attribute given by keyword or tag."""
+    """Return the tag (8 hex digits) and VR of an attribute given by keyword or tag.
+
+    A path of attributes joined by "." names an attribute inside a sequence (PS3.18 8.3.4.1);
+    its tag is the path of tags joined by ".".
+    """
     if "." in name:
-        # TODO: sequence matching with dotted attribute paths.
-        raise InvalidRequestError(f"attribute path {name!r} is not supported; give one attribute")
+        parts = [_resolve_one(part) for part in name.split(".")]
+        if any(vr != "SQ" for _, vr in parts[:-1]):
+            raise InvalidRequestError(
+                f"attribute path {name!r} is invalid; each attribute before the last must be "
+                "a sequence"
+            )
+        return ".".join(tag for tag, _ in parts), parts[-1][1]
+    return _resolve_one(name)
+
+
+def _resolve_one(name: str) -> tuple[str, str]:
     if _TAG.fullmatch(name):
         tag = int(name, 16)
     else:
@@ -122,7 +135,7 @@ def _constraint(tag: str, vr: str, values: list[str], previous: Constraint | Non
     if len(merged) > 1 and vr not in ("UI",):
         merged = [m for m in merged if m] or [""]
         if len(merged) > 1:
-            keyword = keyword_for_tag(int(tag, 16)) or tag
+            keyword = _keyword(tag)
             raise InvalidRequestError(
                 f"{keyword} is given {len(merged)} times; only UIDs may be matched as a list"
             )
@@ -133,7 +146,7 @@ def _constraint(tag: str, vr: str, values: list[str], previous: Constraint | Non
 
 def _check_date_time(tag: str, vr: str, value: str) -> None:
     """Raise ``InvalidRequestError`` unless ``value`` is a DA, TM or DT value or range."""
-    keyword = keyword_for_tag(int(tag, 16)) or tag
+    keyword = _keyword(tag)
     pattern = _DATE_TIME_FORMATS[vr]
     # A DT value may carry a "-hhmm" offset, so a DT range splits on the "-" between digits
     # that is not followed by exactly four digits at the end.
@@ -146,6 +159,11 @@ def _check_date_time(tag: str, vr: str, value: str) -> None:
         )
     if len(parts) == 2 and parts[0] and parts[1] and parts[0] > parts[1]:
         raise InvalidRequestError(f"{keyword} range {value!r} ends before it starts")
+
+
+def _keyword(tag_path: str) -> str:
+    """Return the keywords of a tag path joined by ".", for messages."""
+    return ".".join(keyword_for_tag(int(tag, 16)) or tag for tag in tag_path.split("."))
 
 
 def _non_negative(name: str, value: str) -> int:

@@ -139,17 +139,20 @@ class _Search:
             supported = supported | _SERIES_LEVEL
         usable = []
         for constraint in self.query.constraints:
-            if level == INSTANCE or constraint.tag in supported or constraint.is_universal:
+            top = constraint.top_level_tag
+            if level == INSTANCE or top in supported or constraint.is_universal:
                 usable.append(constraint)
             else:
-                keyword = keyword_for_tag(int(constraint.tag, 16)) or constraint.tag
+                keyword = keyword_for_tag(int(top, 16)) or top
                 self.warnings.append(
                     f"{keyword} is not matched in a {level.lower()} search and was ignored"
                 )
         return usable
 
     def _study_constraints(self) -> list[Constraint]:
-        return [c for c in self.constraints if c.tag in _STUDY_LEVEL and not c.is_universal]
+        return [
+            c for c in self.constraints if c.top_level_tag in _STUDY_LEVEL and not c.is_universal
+        ]
 
     # Candidates, each read by a DynamoDB Query or GetItem.
 
@@ -171,7 +174,7 @@ class _Search:
             for record in self._instance_records():
                 needs = (
                     any(
-                        c.tag
+                        c.top_level_tag
                         not in _STUDY_LEVEL | _SERIES_LEVEL | INSTANCE_TAGS | INSTANCE_COMPUTED
                         and not c.is_universal
                         for c in self.constraints
@@ -305,7 +308,7 @@ class _Search:
 
     def _returned_tags(self) -> frozenset[str]:
         level = self.query.level
-        tags = set(self.query.includefields) | {c.tag for c in self.query.constraints}
+        tags = set(self.query.includefields) | {c.top_level_tag for c in self.query.constraints}
         if level == STUDY:
             tags |= STUDY_DEFAULTS
         elif level == SERIES:
