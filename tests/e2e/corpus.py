@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
@@ -45,10 +46,24 @@ class CorpusFile:
         return (self.study, self.series, self.sop)
 
 
+def read_file(path: Path) -> pydicom.Dataset:
+    """Read a file as pydicom does, and a data set without file meta as pydicom can with force.
+
+    storescu sends both kinds: it detects the encoding of a data set without file meta itself.
+    """
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(path, force=True)
+        if "SOPClassUID" not in ds:
+            raise
+        return ds
+
+
 def classify(path: Path) -> CorpusFile | str:
     """Return the file as a corpus entry, or the reason it is not a storage instance."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_file(path)
     except Exception as exc:  # pydicom raises many types for files it cannot read
         return f"pydicom cannot read it ({type(exc).__name__})"
     meta = getattr(ds, "file_meta", None)

@@ -21,6 +21,7 @@ from tests.e2e.corpus import (
     REJECTED_WITHOUT_PIXELS,
     CorpusFile,
     load_corpus,
+    read_file,
     rounds,
     send_with_storescu,
 )
@@ -122,7 +123,7 @@ def as_sent_by_storescu(path: Path) -> pydicom.Dataset:
     (PS3.5 A.4). The archive stores what it receives, so the comparison makes the same changes
     to the file and leaves group lengths out on both sides.
     """
-    ds = without_group_lengths(pydicom.dcmread(path))
+    ds = without_group_lengths(read_file(path))
     if 0xFFFCFFFC in ds:
         del ds[0xFFFCFFFC]
     if "PixelData" in ds:
