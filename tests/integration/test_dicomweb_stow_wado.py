@@ -20,6 +20,7 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.data import get_testdata_file
+from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
 
 from cirrus.aws import AwsClients
@@ -611,3 +612,54 @@ def test_unsupported_methods_405(dicomweb: Dicomweb) -> None:
         response = requests.request(method, f"{dicomweb.url}/studies", timeout=10)
         assert response.status_code == 405, method
         assert response.headers["Allow"] == "GET, HEAD, POST", method
+
+
+def _frame_size(ds: pydicom.Dataset) -> int:
+    return ds.Rows * ds.Columns * ds.SamplesPerPixel * ds.BitsAllocated // 8
+
+
+def test_frames_native(dicomweb: Dicomweb) -> None:
+    ds = read_test_file("rtdose.dcm")
+    dicomweb.client.store_instances([ds])
+    dicomweb.ingest_all()
+    size = _frame_size(ds)
+    frames = dicomweb.client.retrieve_instance_frames(
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, frame_numbers=[1, 3]
+    )
+    assert frames == [ds.PixelData[:size], ds.PixelData[2 * size : 3 * size]]
+
+
+def test_frames_encapsulated_as_stored(dicomweb: Dicomweb) -> None:
+    ds = read_test_file("SC_rgb_rle_2frame.dcm")
+    dicomweb.client.store_instances([ds])
+    dicomweb.ingest_all()
+    url = (
+        f"{dicomweb.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/frames/2"
+    )
+    accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    response = requests.get(url, headers={"Accept": accept}, timeout=10)
+    assert response.status_code == 200
+    parts = parse_multipart_related(response.headers["Content-Type"], response.content).parts
+    expected = list(generate_frames(ds.PixelData, number_of_frames=2))[1]
+    assert [part.body for part in parts] == [expected]
+    assert "transfer-syntax=1.2.840.10008.1.2.5" in parts[0].content_type
+    plain = requests.get(
+        url, timeout=10, headers={"Accept": 'multipart/related; type="application/octet-stream"'}
+    )
+    assert plain.status_code == 406
+
+
+def test_frames_invalid_numbers(dicomweb: Dicomweb) -> None:
+    ds = read_test_file("CT_small.dcm")
+    dicomweb.client.store_instances([ds])
+    dicomweb.ingest_all()
+    base = (
+        f"{dicomweb.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/frames"
+    )
+    assert requests.get(f"{base}/2", timeout=10).status_code == 404
+    for bad in ("0", "-1", "one", "1,,2"):
+        response = requests.get(f"{base}/{bad}", timeout=10)
+        assert response.status_code == 400, bad
+        assert "frame number" in response.json()["error"], bad

@@ -25,6 +25,7 @@ from cirrus.dicomweb.errors import (
     retry_after_headers,
     unexpected_error_response,
 )
+from cirrus.dicomweb.frames import retrieve_frames
 from cirrus.dicomweb.stow import instance_parts, store_instances
 from cirrus.dicomweb.wado import (
     DICOM_JSON_MEDIA_TYPE,
@@ -211,6 +212,12 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     @app.get(f"{_INSTANCE}/metadata")
     def _instance_metadata(study: str, series: str, instance: str) -> Response[str]:
         return metadata(unquote(study), unquote(series), unquote(instance))
+
+    @app.get(f"{_INSTANCE}/frames/<frames>")
+    def _frames(study: str, series: str, instance: str, frames: str) -> Response[bytes]:
+        uids = (unquote(study), unquote(series), unquote(instance))
+        accept = app.current_event.headers.get("Accept")
+        return _binary(retrieve_frames(store, reader, site, uids, unquote(frames), accept))
 
     # A bulk data path has slashes (00880200/0/7FE00010), which a route parameter cannot
     # contain, so the rule matches any depth and the path is read from the request path.
