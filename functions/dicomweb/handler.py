@@ -36,6 +36,7 @@ def dicomweb_services(services: Services) -> DicomwebServices:
         qido=services.qido,
         site=services.settings.default_site,
         claims=services.claims,
+        cors_origins=services.settings.cors_origins,
     )
 
 

@@ -28,6 +28,13 @@ def _check_ae_title(value: str) -> str:
         raise typer.BadParameter(str(exc)) from exc
 
 
+def _check_origins(values: list[str] | None) -> list[str] | None:
+    for origin in values or ():
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise typer.BadParameter(f"{origin!r} is not an origin; give scheme://host[:port]")
+    return values
+
+
 @app.command()
 def dev(
     dicom_port: Annotated[
@@ -46,6 +53,14 @@ def dev(
     host: Annotated[
         str, typer.Option(help="Address both servers bind; other addresses expose the archive.")
     ] = LOOPBACK,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            callback=_check_origins,
+            help="Origin (scheme://host:port) whose browser pages may call DICOMweb; repeatable. "
+            "None by default, so that no other web page can read the archive.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C."""
     from cirrus.local.stack import LocalStack, LocalStackConfig, StartError
@@ -59,7 +74,12 @@ def dev(
             extra={"host": host},
         )
     config = LocalStackConfig(
-        host=host, dicom_port=dicom_port, http_port=http_port, ae_title=ae_title, data_dir=data_dir
+        host=host,
+        dicom_port=dicom_port,
+        http_port=http_port,
+        ae_title=ae_title,
+        data_dir=data_dir,
+        cors_origins=tuple(cors_origin or ()),
     )
     stack = LocalStack(config)
     try:

@@ -53,6 +53,7 @@ ENV: Final = {
     "kms_key_id": "CIRRUS_KMS_KEY_ID",
     "default_site": "CIRRUS_DEFAULT_SITE",
     "endpoint_url": "CIRRUS_AWS_ENDPOINT_URL",
+    "cors_origins": "CIRRUS_CORS_ORIGINS",
     "region": "AWS_REGION",
 }
 
@@ -111,6 +112,25 @@ class Settings(BaseModel):
     endpoint_url: str | None = Field(
         default=None, description="AWS endpoint override; the local stack sets its moto server"
     )
+    cors_origins: tuple[str, ...] = Field(
+        default=(),
+        description="Origins whose browser pages may call DICOMweb; none by default",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"CORS origin {origin!r} is invalid; give a scheme and host")
+        return value
 
     @field_validator("default_site")
     @classmethod
@@ -120,9 +140,9 @@ class Settings(BaseModel):
         return validate_site(value)
 
     @classmethod
-    def for_names(cls, names: ResourceNames, **overrides: str | None) -> Settings:
+    def for_names(cls, names: ResourceNames, **overrides: object) -> Settings:
         """Build settings whose resource names are the defaults of ``names``."""
-        values: dict[str, str | None] = {
+        values: dict[str, object] = {
             "deployment": names.deployment,
             "bucket": names.bucket,
             "table": names.table,
@@ -147,4 +167,5 @@ class Settings(BaseModel):
     def to_env(self) -> dict[str, str]:
         """Return the environment that makes ``from_env`` rebuild these settings."""
         dumped = self.model_dump()
+        dumped["cors_origins"] = ",".join(self.cors_origins) or None
         return {var: str(dumped[field]) for field, var in ENV.items() if dumped[field] is not None}

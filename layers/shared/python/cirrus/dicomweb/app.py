@@ -15,7 +15,7 @@ from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import unquote
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
@@ -61,16 +61,35 @@ class DicomwebServices:
     qido: Any
     site: str
     claims: InstanceClaims | None = None
+    cors_origins: tuple[str, ...] = ()
 
 
 def build_app(services: DicomwebServices) -> APIGatewayRestResolver:
     """Build the resolver with every DICOMweb route bound to ``services``."""
-    app = APIGatewayRestResolver()
+    app = APIGatewayRestResolver(cors=cors_config(services.cors_origins))
     _add_error_handlers(app)
     _add_stow_routes(app, services)
     _add_wado_routes(app, services)
     _add_qido_routes(app, services)
     return app
+
+
+def cors_config(origins: tuple[str, ...]) -> CORSConfig | None:
+    """Return the CORS settings for ``origins``, or None to allow no cross-origin calls.
+
+    Browsers may then send the headers a DICOMweb client needs (Accept, Authorization and the
+    SigV4 ones) and read Warning, Content-Location and Retry-After from responses.
+    """
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origin=origins[0],
+        extra_origins=list(origins[1:]),
+        allow_headers=["Accept", "Authorization", "Content-Type", "X-Amz-Date",
+                       "X-Amz-Security-Token", "X-Amz-Content-Sha256"],
+        expose_headers=["Warning", "Content-Location", "Retry-After", "Content-Type"],
+        max_age=600,
+    )  # fmt: skip
 
 
 def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:

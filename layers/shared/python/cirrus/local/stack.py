@@ -40,6 +40,7 @@ class LocalStackConfig:
     ae_title: str = DEFAULT_AE_TITLE
     data_dir: Path = field(default_factory=lambda: Path(".cirrus"))
     site: str = DEFAULT_SITE
+    cors_origins: tuple[str, ...] = ()
 
 
 class LocalStack:
@@ -81,7 +82,10 @@ class LocalStack:
         self._moto = start_moto()
         settings = create_resources(
             Settings.for_names(
-                ResourceNames(), endpoint_url=self._moto.endpoint_url, default_site=config.site
+                ResourceNames(),
+                endpoint_url=self._moto.endpoint_url,
+                default_site=config.site,
+                cors_origins=config.cors_origins,
             )
         )
         self.settings = settings
