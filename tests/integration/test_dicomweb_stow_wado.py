@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
+from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
@@ -663,3 +665,61 @@ def test_frames_invalid_numbers(dicomweb: Dicomweb) -> None:
         response = requests.get(f"{base}/{bad}", timeout=10)
         assert response.status_code == 400, bad
         assert "frame number" in response.json()["error"], bad
+
+
+def _instance_url(dicomweb: Dicomweb, ds: pydicom.Dataset) -> str:
+    return (
+        f"{dicomweb.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "rtdose.dcm"])
+def test_rendered_image(dicomweb: Dicomweb, name: str) -> None:
+    ds = read_test_file(name)
+    dicomweb.client.store_instances([ds])
+    dicomweb.ingest_all()
+    response = requests.get(f"{_instance_url(dicomweb, ds)}/rendered", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/jpeg"
+    image = Image.open(BytesIO(response.content))
+    assert image.size == (ds.Columns, ds.Rows)
+    assert image.mode == ("RGB" if ds.SamplesPerPixel == 3 else "L")
+
+
+def test_rendered_window_viewport_png(dicomweb: Dicomweb) -> None:
+    ds = read_test_file("CT_small.dcm")
+    dicomweb.client.store_instances([ds])
+    dicomweb.ingest_all()
+    url = f"{_instance_url(dicomweb, ds)}/rendered?window=40,400&viewport=64,64"
+    response = requests.get(url, headers={"Accept": "image/png"}, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/png"
+    image = Image.open(BytesIO(response.content))
+    assert image.size == (64, 64)
+    # A soft tissue window on CT: air is black and bone is white.
+    pixels = np.asarray(image)
+    assert pixels.min() == 0
+    assert pixels.max() == 255
+    bad = requests.get(f"{_instance_url(dicomweb, ds)}/rendered?window=40", timeout=30)
+    assert bad.status_code == 400
+
+
+def test_thumbnails(dicomweb: Dicomweb) -> None:
+    ds = read_test_file("MR_small.dcm")
+    dicomweb.client.store_instances([ds])
+    dicomweb.ingest_all()
+    series = f"{dicomweb.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    for url in (f"{_instance_url(dicomweb, ds)}/thumbnail", f"{series}/thumbnail"):
+        response = requests.get(url, timeout=30)
+        assert response.status_code == 200, url
+        assert max(Image.open(BytesIO(response.content)).size) <= 128, url
+
+
+def test_rendered_frame_past_last(dicomweb: Dicomweb) -> None:
+    ds = read_test_file("rtdose.dcm")
+    dicomweb.client.store_instances([ds])
+    dicomweb.ingest_all()
+    base = f"{_instance_url(dicomweb, ds)}/frames"
+    assert requests.get(f"{base}/2/rendered", timeout=30).status_code == 200
+    assert requests.get(f"{base}/{ds.NumberOfFrames + 1}/rendered", timeout=30).status_code == 404

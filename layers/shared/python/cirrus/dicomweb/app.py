@@ -25,7 +25,13 @@ from cirrus.dicomweb.errors import (
     retry_after_headers,
     unexpected_error_response,
 )
-from cirrus.dicomweb.frames import retrieve_frames
+from cirrus.dicomweb.frames import parse_frame_list, retrieve_frames
+from cirrus.dicomweb.rendered import (
+    THUMBNAIL_VIEWPORT,
+    RenderOptions,
+    parse_render_options,
+    render_instance,
+)
 from cirrus.dicomweb.stow import instance_parts, store_instances
 from cirrus.dicomweb.wado import (
     DICOM_JSON_MEDIA_TYPE,
@@ -237,6 +243,39 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
         uids = (unquote(study), unquote(series), unquote(instance))
         accept = app.current_event.headers.get("Accept")
         return _binary(retrieve_frames(store, reader, site, uids, unquote(frames), accept))
+
+    def rendered(
+        uids: tuple[str, str, str], frame: int, options: RenderOptions | None = None
+    ) -> Response[bytes]:
+        event = app.current_event
+        if options is None:
+            options = parse_render_options(query_params(event))
+        accept = event.headers.get("Accept")
+        return _binary(render_instance(store, reader, site, uids, frame, options, accept))
+
+    @app.get(f"{_INSTANCE}/rendered")
+    def _rendered(study: str, series: str, instance: str) -> Response[bytes]:
+        return rendered((unquote(study), unquote(series), unquote(instance)), 1)
+
+    @app.get(f"{_INSTANCE}/frames/<frames>/rendered")
+    def _frame_rendered(study: str, series: str, instance: str, frames: str) -> Response[bytes]:
+        numbers = parse_frame_list(unquote(frames))
+        if len(numbers) != 1:
+            # TODO: several rendered frames as one multipart response.
+            raise InvalidRequestError("frames are rendered one at a time; give one frame number")
+        return rendered((unquote(study), unquote(series), unquote(instance)), numbers[0])
+
+    @app.get(f"{_INSTANCE}/thumbnail")
+    def _thumbnail(study: str, series: str, instance: str) -> Response[bytes]:
+        options = RenderOptions(viewport=THUMBNAIL_VIEWPORT)
+        return rendered((unquote(study), unquote(series), unquote(instance)), 1, options)
+
+    @app.get("/studies/<study>/series/<series>/thumbnail")
+    def _series_thumbnail(study: str, series: str) -> Response[bytes]:
+        refs = reader.instances(site, unquote(study), unquote(series))
+        middle = refs[len(refs) // 2]
+        options = RenderOptions(viewport=THUMBNAIL_VIEWPORT)
+        return rendered((middle.study, middle.series, middle.sop), 1, options)
 
     # A bulk data path has slashes (00880200/0/7FE00010), which a route parameter cannot
     # contain, so the rule matches any depth and the path is read from the request path.
