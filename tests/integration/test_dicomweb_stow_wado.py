@@ -723,3 +723,21 @@ def test_rendered_frame_past_last(dicomweb: Dicomweb) -> None:
     base = f"{_instance_url(dicomweb, ds)}/frames"
     assert requests.get(f"{base}/2/rendered", timeout=30).status_code == 200
     assert requests.get(f"{base}/{ds.NumberOfFrames + 1}/rendered", timeout=30).status_code == 404
+
+
+def test_metadata_etag_and_gzip(dicomweb: Dicomweb) -> None:
+    ds = read_test_file("CT_small.dcm")
+    dicomweb.client.store_instances([ds])
+    dicomweb.ingest_all()
+    url = f"{dicomweb.url}/studies/{ds.StudyInstanceUID}/metadata"
+    first = requests.get(url, headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert first.status_code == 200
+    assert first.headers["Content-Encoding"] == "gzip"
+    assert first.json()[0]["00080018"]["Value"] == [ds.SOPInstanceUID]
+    etag = first.headers["ETag"]
+    again = requests.get(url, headers={"If-None-Match": etag}, timeout=10)
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["ETag"] == etag
+    other = requests.get(url, headers={"If-None-Match": '"other"'}, timeout=10)
+    assert other.status_code == 200

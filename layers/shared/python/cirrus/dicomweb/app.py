@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -212,7 +213,18 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
         items = retrieve_metadata(
             reader, site, base_url(event), study, series, sop, event.headers.get("Accept")
         )
-        return _json(items)
+        body = json.dumps(items, separators=(",", ":"))
+        # A strong validator of the exact body, so a viewer can revalidate cached metadata.
+        etag = f'"{hashlib.sha256(body.encode()).hexdigest()[:32]}"'
+        cached = _entity_tags(event.headers.get("If-None-Match"))
+        if etag in cached or "*" in cached:
+            return Response(status_code=int(HTTPStatus.NOT_MODIFIED), headers={"ETag": etag})
+        return Response(
+            status_code=int(HTTPStatus.OK),
+            content_type=DICOM_JSON_MEDIA_TYPE,
+            body=body,
+            headers={"ETag": etag, "Cache-Control": "private, no-cache"},
+        )
 
     @app.get("/studies/<study>")
     def _study(study: str) -> Response[bytes]:
@@ -226,15 +238,15 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     def _instance(study: str, series: str, instance: str) -> Response[bytes]:
         return instances(unquote(study), unquote(series), unquote(instance))
 
-    @app.get("/studies/<study>/metadata")
+    @app.get("/studies/<study>/metadata", compress=True)
     def _study_metadata(study: str) -> Response[str]:
         return metadata(unquote(study))
 
-    @app.get("/studies/<study>/series/<series>/metadata")
+    @app.get("/studies/<study>/series/<series>/metadata", compress=True)
     def _series_metadata(study: str, series: str) -> Response[str]:
         return metadata(unquote(study), unquote(series))
 
-    @app.get(f"{_INSTANCE}/metadata")
+    @app.get(f"{_INSTANCE}/metadata", compress=True)
     def _instance_metadata(study: str, series: str, instance: str) -> Response[str]:
         return metadata(unquote(study), unquote(series), unquote(instance))
 
@@ -331,6 +343,13 @@ def _add_qido_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     @app.get("/studies/<study>/series/<series>/instances")
     def _series_instances(study: str, series: str) -> Response[str]:
         return search("INSTANCE", unquote(study), unquote(series))
+
+
+def _entity_tags(header: str | None) -> set[str]:
+    """Return the entity tags of an If-None-Match value; "*" matches any (RFC 9110 13.1.2)."""
+    if not header:
+        return set()
+    return {tag.strip().removeprefix("W/") for tag in header.split(",")}
 
 
 def _json(
