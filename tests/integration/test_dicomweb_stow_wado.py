@@ -741,3 +741,23 @@ def test_metadata_etag_and_gzip(dicomweb: Dicomweb) -> None:
     assert again.headers["ETag"] == etag
     other = requests.get(url, headers={"If-None-Match": '"other"'}, timeout=10)
     assert other.status_code == 200
+
+
+def test_bulkdata_byte_ranges(dicomweb: Dicomweb) -> None:
+    ds = read_test_file("CT_small.dcm")
+    dicomweb.client.store_instances([ds])
+    dicomweb.ingest_all()
+    url = f"{_instance_url(dicomweb, ds)}/bulkdata/7FE00010"
+    cases = {
+        "bytes=0-9": ds.PixelData[:10],
+        "bytes=100-": ds.PixelData[100:],
+        "bytes=-4": ds.PixelData[-4:],
+    }
+    for header, expected in cases.items():
+        response = requests.get(url, headers={"Range": header}, timeout=10)
+        assert response.status_code == 206, header
+        parts = parse_multipart_related(response.headers["Content-Type"], response.content).parts
+        assert [part.body for part in parts] == [expected], header
+    for header in ("bytes=999999-", "items=0-1", "bytes=5-2"):
+        response = requests.get(url, headers={"Range": header}, timeout=10)
+        assert response.status_code == 416, header

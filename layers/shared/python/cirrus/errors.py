@@ -41,6 +41,10 @@ class NotFoundError(CirrusError):
     """The study, series, instance or bulk data element does not exist for this caller."""
 
 
+class RangeNotSatisfiableError(CirrusError):
+    """A Range header selects no bytes of the resource."""
+
+
 class ConflictError(CirrusError):
     """The request conflicts with what the archive already holds."""
 

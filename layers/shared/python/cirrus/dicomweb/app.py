@@ -297,7 +297,12 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
         path = unquote(event.path.split(_BULKDATA, 1)[1])
         uids = (unquote(study), unquote(series), unquote(instance))
         accept = event.headers.get("Accept")
-        return _binary(retrieve_bulkdata(store, reader, site, uids, path, accept))
+        byte_range = event.headers.get("Range")
+        representation = retrieve_bulkdata(store, reader, site, uids, path, accept, byte_range)
+        response = _binary(representation)
+        if byte_range is not None:
+            response.status_code = int(HTTPStatus.PARTIAL_CONTENT)
+        return response
 
 
 def _add_qido_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:

@@ -21,6 +21,7 @@ from cirrus.errors import (
     InvalidRequestError,
     NotAcceptableError,
     NotFoundError,
+    RangeNotSatisfiableError,
     StoreUnavailableError,
     UnsupportedMediaTypeError,
 )
@@ -36,6 +37,7 @@ HTTP_STATUS: Final[dict[type[CirrusError], HTTPStatus]] = {
     InvalidInstanceError: HTTPStatus.BAD_REQUEST,
     NotFoundError: HTTPStatus.NOT_FOUND,
     NotAcceptableError: HTTPStatus.NOT_ACCEPTABLE,
+    RangeNotSatisfiableError: HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
     ConflictError: HTTPStatus.CONFLICT,
     UnsupportedMediaTypeError: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     StoreUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,

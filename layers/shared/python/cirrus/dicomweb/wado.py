@@ -19,7 +19,7 @@ import pydicom
 from cirrus.dicom.dicomjson import absolute_bulkdata_uris, find_bulk_element
 from cirrus.dicomweb.media import MediaType, format_media_type, parse_accept
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, Part, build_multipart_related
-from cirrus.errors import NotAcceptableError, NotFoundError
+from cirrus.errors import NotAcceptableError, NotFoundError, RangeNotSatisfiableError
 from cirrus.index.reader import IndexReader, InstanceRef
 from cirrus.storage.objects import ObjectStore
 
@@ -122,8 +122,12 @@ def retrieve_bulkdata(
     ref_uids: tuple[str, str, str],
     path: str,
     accept: str | None = None,
+    byte_range: str | None = None,
 ) -> Representation:
     """Return the value of one bulk data element as a one-part multipart/related body.
+
+    With ``byte_range`` (the Range header, ``bytes=first-last``, ``bytes=first-`` or
+    ``bytes=-suffix``), the part holds only those bytes of the value.
 
     ``ref_uids`` are the study, series and SOP Instance UIDs, and ``path`` is the element's bulk
     data path (``7FE00010``, ``00880200/0/7FE00010``). Top-level Pixel Data is read with a
@@ -135,10 +139,29 @@ def retrieve_bulkdata(
         )
     ref = reader.instance(site, *ref_uids)
     value = _bulk_value(store, ref, path)
+    if byte_range is not None:
+        value = value[_byte_slice(byte_range, len(value))]
     body, content_type = build_multipart_related(
         [Part(value, content_type=OCTET_STREAM)], OCTET_STREAM
     )
     return Representation(body, content_type)
+
+
+def _byte_slice(header: str, size: int) -> slice:
+    """Return the slice of one byte range (RFC 9110 14.1.2), or raise ``RangeNotSatisfiable``."""
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    valid = unit.strip() == "bytes" and dash and "," not in spec
+    if valid and not first and last.isdigit() and int(last) > 0:
+        return slice(max(size - int(last), 0), size)
+    if valid and first.isdigit() and (not last or last.isdigit()):
+        start, end = int(first), (int(last) + 1 if last else size)
+        if start < size and end > start:
+            return slice(start, min(end, size))
+    raise RangeNotSatisfiableError(
+        f"range {header!r} does not select bytes of a {size}-byte value; give one range, "
+        "bytes=first-last"
+    )
 
 
 def require_dicom_json(accept: str | None) -> None:
