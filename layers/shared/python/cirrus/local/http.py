@@ -199,8 +199,15 @@ class HttpServer:
         self.thread.join()
 
 
+IDLE_TIMEOUT_SECONDS = 60
+
+
 class _RequestHandler(WSGIRequestHandler):
     """werkzeug's handler with Nagle's algorithm off and request lines kept out of the log."""
+
+    # Seconds a connection may stay silent, so idle or half-open clients do not hold a
+    # thread each for ever (socketserver applies it to every read of the connection).
+    timeout = IDLE_TIMEOUT_SECONDS
 
     def setup(self) -> None:
         super().setup()
