@@ -66,19 +66,23 @@ def classify(path: Path) -> CorpusFile | str:
         ds = read_file(path)
     except Exception as exc:  # pydicom raises many types for files it cannot read
         return f"pydicom cannot read it ({type(exc).__name__})"
+
     meta = getattr(ds, "file_meta", None)
     if meta is not None and meta.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
         return "a DICOMDIR, not an instance"
+
     uids = {}
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         value = ds.get(keyword)
         if not value:
             return f"no {keyword}"
         uids[keyword] = str(value)
+
     if not isinstance(uid_to_service_class(uids["SOPClassUID"]), type) or not issubclass(
         uid_to_service_class(uids["SOPClassUID"]), StorageServiceClass
     ):
         return f"SOP Class {uids['SOPClassUID']} is not a storage SOP class"
+
     pixel_tags = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
     if ds.SOPClassUID.name.endswith("Image Storage") and not any(t in ds for t in pixel_tags):
         return REJECTED_WITHOUT_PIXELS
@@ -86,6 +90,7 @@ def classify(path: Path) -> CorpusFile | str:
         pixel = ds.get_item("PixelData")
         if pixel.length != 0xFFFFFFFF and len(pixel.value or b"") < pixel.length:
             return "truncated inside Pixel Data"
+
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if not syntax:
         implicit, little = ds.original_encoding
@@ -110,6 +115,7 @@ def classify(path: Path) -> CorpusFile | str:
     if dcmtk.returncode != 0 or "E: " in errors:
         first_error = next((line for line in errors.splitlines() if "E: " in line), "")
         return f"dcmtk cannot read it, so storescu cannot send it ({first_error.strip()})"
+
     return CorpusFile(
         path=path,
         study=uids["StudyInstanceUID"],

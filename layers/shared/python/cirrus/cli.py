@@ -44,7 +44,11 @@ def dev(
         int, typer.Option(min=0, max=65535, help="TCP port of DICOMweb; 0 picks one.")
     ] = 8080,
     ae_title: Annotated[
-        str, typer.Option(callback=_check_ae_title, help="AE title the gateway answers to.")
+        str,
+        typer.Option(
+            callback=_check_ae_title,
+            help="AE title of the gateway; other called AE titles are rejected.",
+        ),
     ] = DEFAULT_AE_TITLE,
     data_dir: Annotated[
         Path,

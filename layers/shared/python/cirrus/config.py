@@ -1,7 +1,7 @@
 """Resource names and runtime settings, shared by the CDK app, the local stack and the tests.
 
 The CDK stack passes every setting to the Lambda functions and the gateway task as the
-environment variables named in ``ENV``; the local stack builds the same ``Settings`` directly.
+environment variables named in ``ENV``. The local stack builds the same ``Settings`` directly.
 """
 
 from __future__ import annotations

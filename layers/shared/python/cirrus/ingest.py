@@ -47,14 +47,14 @@ def ingest_object(store: ObjectStore, writer: IndexWriter, event: ObjectEvent) -
     """Index the object of ``event``.
 
     Raises ``InvalidInstanceError`` when the object is not an instance whose UIDs match its
-    key, and ``StoreUnavailableError`` when S3 or DynamoDB fail; both leave the index as it was.
+    key, and ``StoreUnavailableError`` when S3 or DynamoDB fail. Neither changes the index.
     """
     key = InstanceKey.parse(event.key)
     header, size = read_header(store, event.key)
     stored_key = header.instance_key(key.site)
     if stored_key != key:
         raise InvalidInstanceError(
-            f"object {event.key} holds the instance {stored_key.object_key}; "
+            f"object {event.key} contains the instance {stored_key.object_key}; "
             "its key does not match its UIDs"
         )
     metadata = instance_metadata(header)

@@ -64,7 +64,7 @@ def failure_for_error(exc: CirrusError) -> StoreFailure:
         status = CANNOT_UNDERSTAND if exc.undecodable else DATA_SET_DOES_NOT_MATCH
         return StoreFailure(status, str(exc), str(exc))
     if isinstance(exc, ConflictError):
-        # The data set contradicts what the archive holds under its SOP Instance UID.
+        # The data set contradicts what the archive stores under its SOP Instance UID.
         return StoreFailure(DATA_SET_DOES_NOT_MATCH, str(exc), str(exc))
     if isinstance(exc, StoreUnavailableError):
         return StoreFailure(OUT_OF_RESOURCES, str(exc), STORE_UNAVAILABLE_COMMENT)

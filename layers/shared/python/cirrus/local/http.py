@@ -102,8 +102,8 @@ class ApiGatewayAdapter:
             413, f"request body exceeds the local maximum of {self._max_body} bytes"
         )
         if request.content_length is None and request.environ.get("wsgi.input_terminated"):
-            # A chunked body has no length to check in advance; werkzeug's own limit would cut
-            # it short without an error, so the raw input is read one byte past the maximum.
+            # A chunked body has no length to check in advance, and werkzeug's own limit would
+            # cut it short without an error. So the raw input is read one byte past the maximum.
             body = request.environ["wsgi.input"].read(self._max_body + 1)
             if len(body) > self._max_body:
                 return too_large
