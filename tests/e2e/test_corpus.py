@@ -1,6 +1,6 @@
 """End to end: pydicom's test files sent with storescu, found with QIDO, read back with WADO.
 
-The local stack runs as ``cirrus dev`` in a child process; every request is real DICOM or
+The local stack runs as ``cirrus dev`` in a child process. Every request is real DICOM or
 HTTP on 127.0.0.1, and the DICOMweb client is the dicomweb-client package.
 """
 

@@ -89,7 +89,7 @@ def archive_instance(
     ``claims``, the SOP Instance UID is claimed for the instance's key first. Raises
     ``InvalidInstanceError`` for an instance that cannot be archived, ``ConflictError`` when its
     SOP Instance UID is stored under other study or series UIDs, and ``StoreUnavailableError``
-    when S3 or DynamoDB fail; nothing is stored in any of these cases.
+    when S3 or DynamoDB fail. Nothing is stored in any of these cases.
     """
     if checked is None:
         checked = check_instance(part10, site)

@@ -11,7 +11,7 @@ from cirrus.ingest import ObjectEvent
 def object_events(message_body: str) -> list[ObjectEvent]:
     """Return the object-created events of one SQS message body.
 
-    S3 sends an ``s3:TestEvent`` message when a notification is configured; it holds no
+    S3 sends an ``s3:TestEvent`` message when a notification is configured, and it contains no
     records. Keys arrive URL-encoded with '+' for spaces, as S3 sends them.
     """
     body = json.loads(message_body)

@@ -41,7 +41,7 @@ def dataset_to_json(ds: Dataset, path: tuple[str, ...]) -> JsonDict:
     """Convert ``ds`` as pydicom's ``to_json_dict`` does, giving each bulk element its path.
 
     An element pydicom cannot convert (an invalid value in a non-conformant file) is left out
-    with a warning that names its tag; the stored object keeps it unchanged.
+    with a warning that names its tag. The stored object keeps it unchanged.
     """
     result: JsonDict = {}
     for elem in ds:

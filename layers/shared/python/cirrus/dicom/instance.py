@@ -62,8 +62,8 @@ class InstanceHeader:
 
     ``dataset`` contains every top-level element except Pixel Data, including elements that follow
     it when they were read. ``tail_offset`` is set when elements may follow Pixel Data at that
-    offset but the prefix ended before them; ``tail_unknown`` when Pixel Data has an undefined
-    length and the prefix did not reach its end.
+    offset but the prefix ended before them. ``tail_unknown`` is set when Pixel Data has an
+    undefined length and the prefix did not reach its end.
     """
 
     file_meta: FileMetaDataset

@@ -2,9 +2,9 @@
 
 ``pydicom.dcmread`` does not say whether a buffer ended early: on a truncated buffer it can
 return fewer elements without an error. The scanner walks the top-level elements of a data set
-and skips values and nested sequences by their lengths. With it the archive tells a complete
-instance from a truncated one, finds Pixel Data without reading it, and learns how many bytes
-of an object it must read for the whole header.
+and skips values and nested sequences by their lengths. With it the archive distinguishes a
+complete instance from a truncated one, finds Pixel Data without reading it, and learns how
+many bytes of an object it must read for the whole header.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which attributes each index level keeps, by tag in DICOM JSON form.
+"""The attributes each index level keeps, by tag in DICOM JSON form.
 
 The study and series records keep the attributes that a query at their level matches or returns
 (PS3.4 C.6.1.1 and PS3.18 Table 10.6.3-3, -4 and -5) plus common descriptive ones. Instance
