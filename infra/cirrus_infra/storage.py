@@ -39,6 +39,9 @@ DEAD_LETTER_RETENTION: Final = Duration.days(14)
 GLOBAL_SECONDARY_INDEXES: Final = (
     ("by-level", "level_pk", "level_sk"),
     ("by-patient", "patient_pk", "patient_sk"),
+    ("by-accession", "accession_pk", "accession_sk"),
+    ("by-name", "name_pk", "name_sk"),
+    ("by-modality", "modality_pk", "modality_sk"),
 )
 
 

@@ -85,9 +85,28 @@ def test_params_path_through_non_sequence() -> None:
         parse_qido_params("STUDY", {"PatientID.PatientName": ["x"]})
 
 
-def test_params_unknown_attribute() -> None:
-    with pytest.raises(InvalidRequestError, match="unknown attribute 'PatientNme'"):
-        parse_qido_params("STUDY", {"PatientNme": ["x"]})
+def test_params_unknown_attribute_ignored() -> None:
+    query = parse_qido_params("STUDY", {"PatientNme": ["x"], "_": ["123"], "PatientID": ["7"]})
+    assert [c.tag for c in query.constraints] == ["00100020"]
+    assert len(query.warnings) == 2
+    assert "'PatientNme' was ignored: unknown attribute 'PatientNme'" in query.warnings[0]
+    assert "'_' was ignored" in query.warnings[1]
+
+
+def test_params_unknown_includefield_ignored() -> None:
+    query = parse_qido_params("STUDY", {"includefield": ["StudyID,Nonsense"]})
+    assert query.includefields == {"00200010"}
+    assert "includefield 'Nonsense' was ignored" in query.warnings[0]
+
+
+def test_params_modalities_in_study_list() -> None:
+    query = parse_qido_params("STUDY", {"ModalitiesInStudy": ["CT,MR", "SR"]})
+    constraint = query.constraint("00080061")
+    assert constraint is not None
+    assert constraint.values == ("CT", "MR", "SR")
+    record = {"00080061": {"vr": "CS", "Value": ["US", "MR"]}}
+    assert constraint.matches(record)
+    assert not constraint.matches({"00080061": {"vr": "CS", "Value": ["US"]}})
 
 
 def test_params_uid_lists_merge() -> None:

@@ -4,18 +4,35 @@ All records of one study share a partition, so a series list, an instance list o
 metadata is one Query on that partition::
 
     pk = "{site}#{study}"   sk = "STUDY" | "SERIES#{series}" | "INSTANCE#{series}#{sop}"
+                                 | "MODALITY#{modality}"
 
-Two global secondary indexes serve searches that do not name the study:
+Global secondary indexes serve the searches that do not name the study. Each is sparse (a
+record without the key attributes is not in it) and projects every attribute, so a search
+reads one item per candidate, except through ``by-modality``, which reads a marker and then
+the study record:
 
-- ``by-level``: ``level_pk = "{site}#{LEVEL}"``, ``level_sk`` sortable by study date, so a site's
-  studies, series or instances can be listed and date ranges are key conditions;
-- ``by-patient``: study records only, ``patient_pk = "{site}#{PatientID}"``.
+- ``by-level``: every study, series and instance, ``level_pk = "{site}#{LEVEL}#{shard}"`` with
+  ``LEVEL_SHARDS`` shards chosen by a hash of the study UID, so the writes of a busy site spread
+  over several partitions. Study sort keys are ``"{StudyDate}#{study}"``, so a date or date range
+  is a key condition on each shard; series and instance sort keys start with the study UID.
+- ``by-patient``: study records, ``"{site}#{PatientID}"``, sorted by ``"{StudyDate}#{study}"``.
+- ``by-accession``: study records, ``"{site}#{AccessionNumber}"``, sorted the same way.
+- ``by-name``: study records, ``"{site}#{first two characters}"`` of the normalized alphabetic
+  group of PatientName, sorted by ``"{normalized name}#{study}"``, so a name prefix of two or
+  more characters is a ``begins_with`` condition on one partition.
+- ``by-modality``: one marker item per study and modality (``sk = "MODALITY#{modality}"``),
+  ``"{site}#{modality}"`` sorted by ``"{StudyDate}#{study}"``, so "CT studies of a date range"
+  is one key condition. A marker is written with the first series of its modality.
 
+Only the study-level indexes take a write per stored instance (the study counters change
+with each one); ``by-patient``, ``by-accession`` and ``by-name`` partitions belong to one
+patient, one order or a two-letter name bucket, and the ``by-level`` shards split the rest.
 The site leads every key, so a query for one site cannot read another's records.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar, Final
 
 from pynamodb.attributes import (
@@ -33,6 +50,22 @@ from cirrus.config import Settings
 STUDY: Final = "STUDY"
 SERIES: Final = "SERIES"
 INSTANCE: Final = "INSTANCE"
+MODALITY: Final = "MODALITY"
+
+# The number of ``by-level`` partitions per site and level. Changing it changes every
+# ``level_pk``, so the index must then be rebuilt from the archive.
+LEVEL_SHARDS: Final = 16
+# The number of leading characters of a normalized name that form its ``by-name`` partition.
+NAME_BUCKET_LENGTH: Final = 2
+
+# (index name, partition key attribute, sort key attribute), shared with the CDK stack.
+GLOBAL_SECONDARY_INDEXES: Final = (
+    ("by-level", "level_pk", "level_sk"),
+    ("by-patient", "patient_pk", "patient_sk"),
+    ("by-accession", "accession_pk", "accession_sk"),
+    ("by-name", "name_pk", "name_sk"),
+    ("by-modality", "modality_pk", "modality_sk"),
+)
 
 
 class LevelIndex(GlobalSecondaryIndex["IndexRecord"]):  # type: ignore[no-untyped-call]
@@ -53,6 +86,33 @@ class PatientIndex(GlobalSecondaryIndex["IndexRecord"]):  # type: ignore[no-unty
     patient_sk = UnicodeAttribute(range_key=True)
 
 
+class AccessionIndex(GlobalSecondaryIndex["IndexRecord"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "by-accession"
+        projection = AllProjection()
+
+    accession_pk = UnicodeAttribute(hash_key=True)
+    accession_sk = UnicodeAttribute(range_key=True)
+
+
+class NameIndex(GlobalSecondaryIndex["IndexRecord"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "by-name"
+        projection = AllProjection()
+
+    name_pk = UnicodeAttribute(hash_key=True)
+    name_sk = UnicodeAttribute(range_key=True)
+
+
+class ModalityIndex(GlobalSecondaryIndex["IndexRecord"]):  # type: ignore[no-untyped-call]
+    class Meta:
+        index_name = "by-modality"
+        projection = AllProjection()
+
+    modality_pk = UnicodeAttribute(hash_key=True)
+    modality_sk = UnicodeAttribute(range_key=True)
+
+
 class IndexRecord(Model):
     """A study, series or instance record.
 
@@ -69,10 +129,16 @@ class IndexRecord(Model):
     sk = UnicodeAttribute(range_key=True)
     level = UnicodeAttribute()
     site = UnicodeAttribute()
-    level_pk = UnicodeAttribute()
-    level_sk = UnicodeAttribute()
+    level_pk = UnicodeAttribute(null=True)
+    level_sk = UnicodeAttribute(null=True)
     patient_pk = UnicodeAttribute(null=True)
     patient_sk = UnicodeAttribute(null=True)
+    accession_pk = UnicodeAttribute(null=True)
+    accession_sk = UnicodeAttribute(null=True)
+    name_pk = UnicodeAttribute(null=True)
+    name_sk = UnicodeAttribute(null=True)
+    modality_pk = UnicodeAttribute(null=True)
+    modality_sk = UnicodeAttribute(null=True)
     attrs = JSONAttribute(default=dict)
 
     # Study and series aggregates, kept exact by transactional counters.
@@ -80,6 +146,8 @@ class IndexRecord(Model):
     instance_count = NumberAttribute(null=True)
     modalities = UnicodeSetAttribute(null=True)
     sop_classes = UnicodeSetAttribute(null=True)
+    # A fresh token whenever one of its instances is stored or replaced, so a precomputed
+    # metadata bundle can tell that it is stale (``cirrus.dicomweb.bundles``).
 
     # Instance records only.
     object_key = UnicodeAttribute(null=True)
@@ -94,6 +162,9 @@ class IndexRecord(Model):
 
     by_level: ClassVar[LevelIndex] = LevelIndex()
     by_patient: ClassVar[PatientIndex] = PatientIndex()
+    by_accession: ClassVar[AccessionIndex] = AccessionIndex()
+    by_name: ClassVar[NameIndex] = NameIndex()
+    by_modality: ClassVar[ModalityIndex] = ModalityIndex()
 
 
 def bind_index_model(settings: Settings) -> type[IndexRecord]:
@@ -110,7 +181,14 @@ def bind_index_model(settings: Settings) -> type[IndexRecord]:
         meta_attrs["host"] = settings.endpoint_url
     meta = type("Meta", (), meta_attrs)
     # Fresh index objects, because pynamodb binds each index object to one model class.
-    namespace = {"Meta": meta, "by_level": LevelIndex(), "by_patient": PatientIndex()}
+    namespace = {
+        "Meta": meta,
+        "by_level": LevelIndex(),
+        "by_patient": PatientIndex(),
+        "by_accession": AccessionIndex(),
+        "by_name": NameIndex(),
+        "by_modality": ModalityIndex(),
+    }
     bound: type[IndexRecord] = type("BoundIndexRecord", (IndexRecord,), namespace)
     return bound
 
@@ -127,8 +205,86 @@ def instance_sk(series: str, sop: str) -> str:
     return f"{INSTANCE}#{series}#{sop}"
 
 
-def level_pk(site: str, level: str) -> str:
-    return f"{site}#{level}"
+def modality_sk(modality: str) -> str:
+    return f"{MODALITY}#{modality}"
+
+
+def level_shard(study: str) -> int:
+    """Return the ``by-level`` shard of a study's records, stable across processes."""
+    digest = hashlib.blake2b(study.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % LEVEL_SHARDS
+
+
+def level_pk(site: str, level: str, shard: int) -> str:
+    return f"{site}#{level}#{shard:02d}"
+
+
+def level_pks(site: str, level: str) -> list[str]:
+    """Return the ``by-level`` partition keys of every shard of one site and level."""
+    return [level_pk(site, level, shard) for shard in range(LEVEL_SHARDS)]
+
+
+def date_sort_key(study_date: str, study: str) -> str:
+    """Return the sort key that orders a study's index entries by date, then by UID."""
+    return f"{study_date}#{study}"
+
+
+def normalize_name(name: str) -> str:
+    """Return the form of a person name that ``by-name`` keys use: upper case.
+
+    Matching is case-insensitive (``cirrus.query.matching``), so a query prefix normalized the
+    same way is a prefix of every name it can match.
+    """
+    return name.upper()
+
+
+def name_keys(site: str, name: str, study: str) -> tuple[str, str] | None:
+    """Return the ``by-name`` keys of a study whose alphabetic PatientName is ``name``."""
+    normalized = normalize_name(name)
+    if not normalized:
+        return None
+    return f"{site}#{normalized[:NAME_BUCKET_LENGTH]}", f"{normalized}#{study}"
+
+
+def study_index_keys(site: str, study: str, attrs: dict[str, Any]) -> dict[str, str]:
+    """Return the secondary index keys of a study record from its DICOM JSON attributes."""
+    study_date = _first_text(attrs, "00080020")
+    sort_key = date_sort_key(study_date, study)
+    keys = {
+        "level_pk": level_pk(site, STUDY, level_shard(study)),
+        "level_sk": sort_key,
+        "patient_pk": f"{site}#{_first_text(attrs, '00100020')}",
+        "patient_sk": sort_key,
+    }
+    accession = _first_text(attrs, "00080050")
+    if accession:
+        keys["accession_pk"] = f"{site}#{accession}"
+        keys["accession_sk"] = sort_key
+    names = attrs.get("00100010", {}).get("Value") or [{}]
+    alphabetic = names[0].get("Alphabetic", "") if isinstance(names[0], dict) else ""
+    name = name_keys(site, str(alphabetic), study)
+    if name is not None:
+        keys["name_pk"], keys["name_sk"] = name
+    return keys
+
+
+def modality_marker(
+    model: type[IndexRecord], site: str, study: str, modality: str, study_date: str
+) -> IndexRecord:
+    """Return the ``by-modality`` marker that lists a study under one of its modalities."""
+    return model(
+        study_pk(site, study),
+        modality_sk(modality),
+        level=MODALITY,
+        site=site,
+        modality_pk=f"{site}#{modality}",
+        modality_sk=date_sort_key(study_date, study),
+    )
+
+
+def _first_text(attrs: dict[str, Any], tag: str) -> str:
+    values = attrs.get(tag, {}).get("Value")
+    return str(values[0]) if values and values[0] is not None else ""
 
 
 def get_record(

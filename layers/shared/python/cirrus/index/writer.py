@@ -37,7 +37,10 @@ from cirrus.index.models import (
     get_record,
     instance_sk,
     level_pk,
+    level_shard,
+    modality_marker,
     series_sk,
+    study_index_keys,
     study_pk,
 )
 from cirrus.storage.keys import InstanceKey
@@ -113,7 +116,7 @@ class IndexWriter:
             instance_sk(key.series, key.sop),
             level=INSTANCE,
             site=key.site,
-            level_pk=level_pk(key.site, INSTANCE),
+            level_pk=level_pk(key.site, INSTANCE, level_shard(key.study)),
             level_sk=f"{key.study}#{key.series}#{key.sop}",
             attrs=select(metadata, INSTANCE_TAGS),
             object_key=key.object_key,
@@ -156,17 +159,22 @@ class IndexWriter:
             series_sk(key.series),
             level=SERIES,
             site=key.site,
-            level_pk=level_pk(key.site, SERIES),
+            level_pk=level_pk(key.site, SERIES, level_shard(key.study)),
             level_sk=f"{key.study}#{key.series}",
             attrs=select(metadata, SERIES_TAGS),
             instance_count=1,
         )
+        saves: list[tuple[IndexRecord, Any]] = [(series, model.pk.does_not_exist())]
         modality = first_value(metadata, "00080060")
         if modality:
             series.modalities = {str(modality)}
+            # The marker that lists the study in ``by-modality``; writing it again is harmless.
+            study_date = str(first_value(metadata, "00080020") or "")
+            marker = modality_marker(model, key.site, key.study, str(modality), study_date)
+            saves.append((marker, None))
         return self._transact(
             instance,
-            saves=[(series, model.pk.does_not_exist())],
+            saves=saves,
             updates=[(self._study_key(instance), self._study_actions(obj, metadata, 1), None)],
         )
 
@@ -213,16 +221,15 @@ class IndexWriter:
         model = self._model
         key = obj.key
         attrs = select(metadata, STUDY_TAGS)
-        study_date = str(first_value(metadata, "00080020") or "")
-        sort_key = f"{study_date}#{key.study}"
-        patient_id = str(first_value(metadata, "00100020") or "")
+        # Each key is set only where it is missing, so the first instance decides them.
+        keys: list[Any] = [
+            getattr(model, name).set(getattr(model, name) | value)
+            for name, value in study_index_keys(key.site, key.study, attrs).items()
+        ]
         actions = [
             model.level.set(model.level | STUDY),
             model.site.set(model.site | key.site),
-            model.level_pk.set(model.level_pk | level_pk(key.site, STUDY)),
-            model.level_sk.set(model.level_sk | sort_key),
-            model.patient_pk.set(model.patient_pk | f"{key.site}#{patient_id}"),
-            model.patient_sk.set(model.patient_sk | sort_key),
+            *keys,
             model.attrs.set(model.attrs | attrs),
             model.instance_count.add(1),
             *self._set_additions(model, metadata),

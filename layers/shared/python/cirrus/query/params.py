@@ -18,12 +18,19 @@ INSTANCE: Final = "INSTANCE"
 # The maximum number of matches in one response. A larger limit is cut to it with a warning.
 MAX_LIMIT: Final = 1000
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
+# Keys other than UIDs whose value may be a comma-separated list that matches any of its items:
+# ModalitiesInStudy, because a study search by several modalities is common.
+_LIST_TAGS: Final = frozenset({"00080061"})
 # Values of DA, TM and DT matching keys (PS3.5 Table 6.2-1), each side of a range alike.
 _DATE_TIME_FORMATS: Final = {
     "DA": re.compile(r"\d{8}"),
     "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
     "DT": re.compile(r"\d{4}(\d{2}){0,5}(\.\d{1,6})?([+-]\d{4})?"),
 }
+
+
+class UnknownAttributeError(InvalidRequestError):
+    """A name is neither a DICOM keyword nor the tag of a data dictionary attribute."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +71,14 @@ def _resolve_one(name: str) -> tuple[str, str]:
     else:
         found = tag_for_keyword(name)
         if found is None:
-            raise InvalidRequestError(
+            raise UnknownAttributeError(
                 f"unknown attribute {name!r}; use a DICOM keyword or 8 hex digits of a tag"
             )
         tag = found
     try:
         vr = dictionary_VR(tag)
     except KeyError as exc:
-        raise InvalidRequestError(
+        raise UnknownAttributeError(
             f"attribute {name!r} is not in the DICOM data dictionary"
         ) from exc
     return f"{tag:08X}", vr.split(" or ")[0]
@@ -110,9 +117,18 @@ def parse_qido_params(level: str, params: dict[str, list[str]]) -> QidoQuery:
                     if item.lower() == "all":
                         include_all = True
                     else:
-                        includefields.add(resolve_attribute(item)[0])
+                        try:
+                            includefields.add(resolve_attribute(item)[0])
+                        except UnknownAttributeError as exc:
+                            warnings.append(f"includefield {item!r} was ignored: {exc}")
         else:
-            tag, vr = resolve_attribute(name)
+            try:
+                tag, vr = resolve_attribute(name)
+            except UnknownAttributeError as exc:
+                # Ignored with a Warning rather than rejected, so that cache busters such as
+                # "_=123" work. A misspelled keyword is reported the same way.
+                warnings.append(f"query parameter {name!r} was ignored: {exc}")
+                continue
             constraints[tag] = _constraint(tag, vr, values, constraints.get(tag))
     return QidoQuery(
         level=level,
@@ -129,10 +145,11 @@ def parse_qido_params(level: str, params: dict[str, list[str]]) -> QidoQuery:
 def _constraint(tag: str, vr: str, values: list[str], previous: Constraint | None) -> Constraint:
     """Merge repeated keys and comma-separated UID lists into one list of values."""
     merged = list(previous.values) if previous else []
+    is_list = vr == "UI" or tag in _LIST_TAGS
     for value in values:
-        parts = value.split(",") if vr == "UI" else [value]
-        merged.extend(part.strip() if vr == "UI" else part for part in parts)
-    if len(merged) > 1 and vr not in ("UI",):
+        parts = value.split(",") if is_list else [value]
+        merged.extend(part.strip() if is_list else part for part in parts)
+    if len(merged) > 1 and not is_list:
         merged = [m for m in merged if m] or [""]
         if len(merged) > 1:
             keyword = _keyword(tag)

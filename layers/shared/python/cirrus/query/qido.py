@@ -1,15 +1,22 @@
 """QIDO-RS searches (PS3.18 10.6) on the DynamoDB index.
 
-Each search reads candidates with a DynamoDB Query chosen from its constraints (never a Scan),
-applies every constraint to each candidate with ``cirrus.query.matching``, pages the matches
-with ``offset`` and ``limit``, and returns the requested attributes of each level.
+Each search reads candidates with DynamoDB Queries and GetItems that ``cirrus.query.plan``
+chooses from its matching keys (never a Scan), applies every key to each candidate with
+``cirrus.query.matching``, pages the matches with ``offset`` and ``limit``, and returns the
+requested attributes of each level.
+
+A series or instance search first finds its studies the way a study search would, then reads
+the series or instances of each study from the study's partition. Without any study-level
+key that an index serves, it lists the level's records from the ``by-level`` shards instead.
+A search whose keys no index serves reads at most ``UNINDEXED_READ_LIMIT`` candidates and adds
+a Warning when that limit cut it short.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
@@ -23,14 +30,17 @@ from cirrus.index.models import (
     STUDY,
     IndexRecord,
     get_record,
-    level_pk,
+    level_pks,
     series_sk,
     study_pk,
 )
 from cirrus.query.matching import Constraint
 from cirrus.query.params import QidoQuery, parse_qido_params
+from cirrus.query.plan import SERIES_UID, StudyPlan, plan_studies
+from cirrus.query.sources import KeyQuery, ReadCap, merged, studies_of_markers
 
-_LAST: Final = "\uffff"
+# The most candidates a search without a usable index reads before it stops with a Warning.
+UNINDEXED_READ_LIMIT: Final = 5000
 
 # Attributes computed from the index rather than stored (PS3.18 Table 10.6.3-3 to -5).
 STUDY_COMPUTED: Final = frozenset(
@@ -95,8 +105,9 @@ class QidoService:
     ) -> QidoResult:
         """Run one QIDO-RS search; ``study`` and ``series`` come from the resource path."""
         query = parse_qido_params(level, params)
-        run = _Search(self._model, site, query, base_url, study, series)
-        matches = list(islice(run.matches(), query.offset, query.offset + query.limit + 1))
+        needed = query.offset + query.limit + 1
+        run = _Search(self._model, site, query, base_url, study, series, needed)
+        matches = list(islice(run.matches(), query.offset, needed))
         warnings = list(query.warnings) + run.warnings
         if len(matches) > query.limit:
             matches = matches[: query.limit]
@@ -104,11 +115,18 @@ class QidoService:
                 f"the result is cut to the first {query.limit} of more matches; "
                 f"ask with offset={query.offset + query.limit} for the next page"
             )
+        if run.cap.reached:
+            warnings.append(
+                f"no index serves these matching keys, so the search read only the first "
+                f"{UNINDEXED_READ_LIMIT} {level.lower()} records and the result may be "
+                "incomplete; add PatientID, AccessionNumber, StudyDate, ModalitiesInStudy, "
+                "a PatientName prefix or StudyInstanceUID to search them all"
+            )
         return QidoResult([run.project(candidate) for candidate in matches], warnings)
 
 
 class _Search:
-    """The state of one search: its query, scope and the study records read so far."""
+    """The state of one search: its query, scope, plan and the records read so far."""
 
     def __init__(
         self,
@@ -118,6 +136,7 @@ class _Search:
         base_url: str,
         study: str | None,
         series: str | None,
+        needed: int,
     ) -> None:
         self.model = model
         self.site = site
@@ -125,10 +144,13 @@ class _Search:
         self.base_url = base_url.rstrip("/")
         self.study = study
         self.series = series
+        self.needed = needed
         self.warnings: list[str] = []
+        self.cap = ReadCap(UNINDEXED_READ_LIMIT)
         self._studies: dict[str, IndexRecord | None] = {}
         self._series: dict[tuple[str, str], IndexRecord | None] = {}
         self.constraints = self._usable_constraints()
+        self.plan: StudyPlan = plan_studies(site, query, study)
 
     # Which constraints apply at this level.
 
@@ -154,7 +176,10 @@ class _Search:
             c for c in self.constraints if c.top_level_tag in _STUDY_LEVEL and not c.is_universal
         ]
 
-    # Candidates, each read by a DynamoDB Query or GetItem.
+    def _constrained(self) -> bool:
+        return any(not c.is_universal for c in self.constraints)
+
+    # Candidates, each read by a DynamoDB Query, BatchGetItem or GetItem.
 
     def matches(self) -> Iterator[_Candidate]:
         for candidate in self._candidates():
@@ -171,62 +196,54 @@ class _Search:
             for record in self._series_records():
                 yield _Candidate(record, self._series_attrs(record))
         else:
+            needs = self.query.include_all or any(
+                c.top_level_tag
+                not in _STUDY_LEVEL | _SERIES_LEVEL | INSTANCE_TAGS | INSTANCE_COMPUTED
+                and not c.is_universal
+                for c in self.constraints
+            )
             for record in self._instance_records():
-                needs = (
-                    any(
-                        c.top_level_tag
-                        not in _STUDY_LEVEL | _SERIES_LEVEL | INSTANCE_TAGS | INSTANCE_COMPUTED
-                        and not c.is_universal
-                        for c in self.constraints
-                    )
-                    or self.query.include_all
-                )
                 yield _Candidate(record, self._instance_attrs(record), needs_metadata=needs)
 
-    def _study_uids(self) -> list[str] | None:
-        if self.study is not None:
-            return [self.study]
-        constraint = self.query.constraint("0020000D")
-        if constraint is not None and not constraint.is_universal:
-            return list(constraint.values)
-        return None
-
     def _study_records(self) -> Iterator[IndexRecord]:
-        uids = self._study_uids()
-        if uids is not None:
-            for uid in uids:
+        """Yield the study records the plan reads, in its order."""
+        plan = self.plan
+        if plan.uids is not None:
+            for uid in plan.uids:
                 record = self._study(uid)
                 if record is not None:
                     yield record
             return
-        model = self.model
-        date_condition = _sort_key_condition(self.query.constraint("00080020"))
-        patient = self.query.constraint("00100020")
-        if patient is not None and patient.single_value is not None:
-            hash_key = f"{self.site}#{patient.single_value}"
-            condition = date_condition(model.patient_sk) if date_condition else None
-            yield from model.by_patient.query(hash_key, condition)
-            return
-        condition = date_condition(model.level_sk) if date_condition else None
-        yield from model.by_level.query(level_pk(self.site, STUDY), condition)
+        records = merged(self.model, list(plan.queries), self.needed)
+        if plan.markers:
+            records = studies_of_markers(self.model, records, self.needed)
+        if not plan.selective and self._constrained():
+            records = self.cap.apply(records)
+        for record in records:
+            self._studies.setdefault(_study_uid(record), record)
+            yield record
 
-    def _studies_in_scope(self) -> Iterable[str] | None:
-        """Return the studies a series or instance search is limited to, None for all."""
-        uids = self._study_uids()
-        if uids is not None:
-            return uids
-        if self._study_constraints():
-            return (
-                record.pk.split("#", 1)[1]
-                for record in self._study_records()
-                if all(c.matches(self._study_attrs(record)) for c in self._study_constraints())
-            )
-        return None
+    def _studies_in_scope(self) -> Iterator[str] | None:
+        """Yield the studies a series or instance search is limited to; None for all."""
+        if not self.plan.selective:
+            return None
+        constraints = self._study_constraints()
+        return (
+            _study_uid(record)
+            for record in self._study_records()
+            if all(c.matches(self._study_attrs(record)) for c in constraints)
+        )
+
+    def _level_listing(self, level: str) -> Iterator[IndexRecord]:
+        """Yield every record of a level from the ``by-level`` shards, capped if constrained."""
+        queries = [KeyQuery("by_level", pk) for pk in level_pks(self.site, level)]
+        records = merged(self.model, queries, self.needed)
+        return self.cap.apply(records) if self._constrained() else records
 
     def _series_records(self) -> Iterator[IndexRecord]:
         studies = self._studies_in_scope()
         if studies is None:
-            yield from self.model.by_level.query(level_pk(self.site, SERIES))
+            yield from self._level_listing(SERIES)
             return
         for uid in studies:
             yield from self.model.query(
@@ -236,11 +253,11 @@ class _Search:
     def _instance_records(self) -> Iterator[IndexRecord]:
         studies = self._studies_in_scope()
         if studies is None:
-            yield from self.model.by_level.query(level_pk(self.site, INSTANCE))
+            yield from self._level_listing(INSTANCE)
             return
         series = self.series
         if series is None:
-            constraint = self.query.constraint("0020000E")
+            constraint = self.query.constraint(SERIES_UID)
             if constraint is not None and constraint.single_value is not None:
                 series = constraint.single_value
         prefix = f"{INSTANCE}#{series}#" if series else f"{INSTANCE}#"
@@ -324,25 +341,8 @@ class _Search:
         return frozenset(tags)
 
 
-def _sort_key_condition(constraint: Constraint | None) -> Any:
-    """Return a builder of the key condition a StudyDate constraint allows, or None.
-
-    Sort keys are ``{StudyDate}#{StudyInstanceUID}``; the matcher checks every candidate
-    again, so the key condition only has to include all matches.
-    """
-    if constraint is None or constraint.is_universal or constraint.is_wildcard:
-        return None
-    if constraint.single_value is not None:
-        value = constraint.single_value
-        return lambda attribute: attribute.startswith(f"{value}#")
-    if constraint.is_range:
-        low, _, high = constraint.values[0].partition("-")
-        if low and high:
-            return lambda attribute: attribute.between(low, f"{high}#{_LAST}")
-        if low:
-            return lambda attribute: attribute >= low
-        return lambda attribute: attribute <= f"{high}#{_LAST}"
-    return None
+def _study_uid(record: IndexRecord) -> str:
+    return record.pk.split("#", 1)[1]
 
 
 def _full_metadata(record: IndexRecord) -> JsonDict:

@@ -1,0 +1,152 @@
+"""Candidate records for a search, read with DynamoDB Queries on key conditions.
+
+A ``KeyQuery`` is one Query: a partition of the table or of a secondary index, with an optional
+condition on its sort key. A search that needs several partitions (the shards of ``by-level``,
+or one ``by-modality`` partition per requested modality) merges their results by sort key, so
+the candidates come in one total order that is the same on every request. That order is what
+makes ``offset`` pages partition the result exactly.
+
+Every partition is read lazily, page by page. The first page of each is sized so that together
+they hold about as many items as the search still needs, so a merged search reads little more
+than it returns.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Final
+
+from cirrus.index.models import STUDY, IndexRecord
+
+# DynamoDB returns at most 1 MB per Query page; more items than this are never asked at once.
+MAX_PAGE_SIZE: Final = 1000
+# BatchGetItem takes at most 100 keys.
+MAX_BATCH_GET: Final = 100
+
+# The range attribute of each index, by the name of the model's index attribute.
+RANGE_ATTRIBUTES: Final = {
+    None: "sk",
+    "by_level": "level_sk",
+    "by_patient": "patient_sk",
+    "by_accession": "accession_sk",
+    "by_name": "name_sk",
+    "by_modality": "modality_sk",
+}
+
+Condition = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class KeyQuery:
+    """One DynamoDB Query: an index (None for the table), a partition and a sort key condition.
+
+    ``condition`` builds the pynamodb condition from the index's sort key attribute.
+    """
+
+    index: str | None
+    hash_key: str
+    condition: Condition | None = None
+
+    @property
+    def range_attribute(self) -> str:
+        return RANGE_ATTRIBUTES[self.index]
+
+    def run(self, model: type[IndexRecord], page_size: int) -> Iterator[IndexRecord]:
+        range_key = getattr(model, self.range_attribute)
+        condition = self.condition(range_key) if self.condition is not None else None
+        target: Any = model if self.index is None else getattr(model, self.index)
+        results: Iterator[IndexRecord] = target.query(
+            self.hash_key, range_key_condition=condition, page_size=page_size
+        )
+        return results
+
+
+def page_size_for(needed: int, partitions: int) -> int:
+    """Return the Query page size that reads about ``needed`` items over all partitions.
+
+    One partition gets exactly what is needed. Several get a quarter more than an even share
+    each, because the matches rarely fall evenly; a partition that runs short reads one more
+    page of the same size.
+    """
+    if partitions <= 1:
+        share = needed
+    else:
+        share = math.ceil(needed * 1.25 / partitions) + 1
+    return max(1, min(MAX_PAGE_SIZE, share))
+
+
+def merged(model: type[IndexRecord], queries: list[KeyQuery], needed: int) -> Iterator[IndexRecord]:
+    """Yield the records of several Queries on one index, merged in sort key order.
+
+    Records that several Queries return (one study under two modalities) are yielded once.
+    """
+    if not queries:
+        return iter(())
+    page_size = page_size_for(needed, len(queries))
+    if len(queries) == 1:
+        return queries[0].run(model, page_size)
+    attribute = queries[0].range_attribute
+    streams = [query.run(model, page_size) for query in queries]
+    ordered = heapq.merge(*streams, key=lambda record: getattr(record, attribute))
+    return _without_repeats(ordered)
+
+
+def _without_repeats(records: Iterable[IndexRecord]) -> Iterator[IndexRecord]:
+    previous: tuple[str, str] | None = None
+    for record in records:
+        key = (record.pk, record.sk)
+        if key != previous:
+            yield record
+        previous = key
+
+
+def studies_of_markers(
+    model: type[IndexRecord], markers: Iterator[IndexRecord], chunk: int
+) -> Iterator[IndexRecord]:
+    """Yield the study record of each ``by-modality`` marker, in the markers' order.
+
+    Study records are read with BatchGetItem, ``chunk`` keys at a time. A marker whose study
+    record is gone (a study deleted meanwhile) yields nothing.
+    """
+    chunk = max(1, min(MAX_BATCH_GET, chunk))
+    seen: set[str] = set()
+    while True:
+        batch = []
+        for marker in markers:
+            if marker.pk in seen:
+                continue
+            seen.add(marker.pk)
+            batch.append(marker.pk)
+            if len(batch) == chunk:
+                break
+        if not batch:
+            return
+        found = {record.pk: record for record in model.batch_get([(pk, STUDY) for pk in batch])}
+        for pk in batch:
+            if pk in found:
+                yield found[pk]
+        if len(batch) < chunk:
+            return
+
+
+@dataclass
+class ReadCap:
+    """A limit on the records a search without a usable index may read.
+
+    ``reached`` is set once the limit has cut the candidates short.
+    """
+
+    limit: int
+    reached: bool = False
+
+    def apply(self, records: Iterator[IndexRecord]) -> Iterator[IndexRecord]:
+        count = 0
+        for record in islice(records, self.limit):
+            count += 1
+            yield record
+        if count == self.limit and next(records, None) is not None:
+            self.reached = True
