@@ -15,8 +15,10 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from cirrus.audit import AuditLog
 from cirrus.config import Settings
 from cirrus.dicomweb.app import DicomwebServices, build_app, resolve
+from cirrus.index.deletion import IndexDeleter
 from cirrus.services import Services
 
 SERVICE_NAME = "cirrus-dicomweb"
@@ -37,6 +39,8 @@ def dicomweb_services(services: Services) -> DicomwebServices:
         site=services.settings.default_site,
         claims=services.claims,
         cors_origins=services.settings.cors_origins,
+        deleter=IndexDeleter(services.index_model),
+        audit=AuditLog(services.store),
     )
 
 

@@ -28,6 +28,7 @@ from pydicom.uid import generate_uid
 from cirrus.aws import AwsClients
 from cirrus.config import Settings
 from cirrus.dicomweb.app import DicomwebServices
+from cirrus.dicomweb.bundles import MetadataBundles
 from cirrus.dicomweb.multipart import Part, build_multipart_related, parse_multipart_related
 from cirrus.index.models import IndexRecord, bind_index_model, instance_sk, study_pk
 from cirrus.index.reader import IndexReader
@@ -40,6 +41,8 @@ from functions.dicomweb.handler import handle
 
 TEST_FILES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtplan.dcm"]
 STOW_TYPE = 'multipart/related; type="application/dicom"'
+# dicomweb-client media types that ask for instances in their stored transfer syntax.
+AS_STORED = (("application/dicom", "*"),)
 FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_SEQUENCE = "00081199"
 FAILURE_REASON = "00081197"
@@ -77,7 +80,11 @@ class Dicomweb:
 def start_dicomweb(settings: Settings, store: ObjectStore) -> Dicomweb:
     model = bind_index_model(settings)
     services = DicomwebServices(
-        store=store, reader=IndexReader(model, store), qido=None, site=settings.default_site
+        store=store,
+        reader=IndexReader(model, store),
+        qido=None,
+        site=settings.default_site,
+        bundles=MetadataBundles(model, store),
     )
     server = serve_http(functools.partial(handle, services=services), "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.port}/dicomweb"
@@ -164,12 +171,14 @@ def test_store_and_retrieve_instances(dicomweb: Dicomweb) -> None:
             f"/instances/{ds.SOPInstanceUID}"
         )
         instance = client.retrieve_instance(
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, media_types=AS_STORED
         )
         assert_same_dataset(instance, ds)
-        (series_instance,) = client.retrieve_series(ds.StudyInstanceUID, ds.SeriesInstanceUID)
+        (series_instance,) = client.retrieve_series(
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, media_types=AS_STORED
+        )
         assert_same_dataset(series_instance, ds)
-        (study_instance,) = client.retrieve_study(ds.StudyInstanceUID)
+        (study_instance,) = client.retrieve_study(ds.StudyInstanceUID, media_types=AS_STORED)
         assert_same_dataset(study_instance, ds)
 
 
@@ -203,7 +212,9 @@ def test_store_study_and_retrieve_series(dicomweb: Dicomweb) -> None:
     assert response.RetrieveURL == f"{dicomweb.url}/studies/{first.StudyInstanceUID}"
     assert len(response.ReferencedSOPSequence) == 2
     dicomweb.ingest_all()
-    retrieved = client.retrieve_series(first.StudyInstanceUID, first.SeriesInstanceUID)
+    retrieved = client.retrieve_series(
+        first.StudyInstanceUID, first.SeriesInstanceUID, media_types=AS_STORED
+    )
     by_uid = {ds.SOPInstanceUID: ds for ds in retrieved}
     assert sorted(by_uid) == sorted([first.SOPInstanceUID, second.SOPInstanceUID])
     assert_same_dataset(by_uid[first.SOPInstanceUID], first)
@@ -531,19 +542,19 @@ def test_wado_unavailable_transfer_syntax(dicomweb: Dicomweb) -> None:
             ds.StudyInstanceUID,
             ds.SeriesInstanceUID,
             ds.SOPInstanceUID,
-            media_types=(("application/dicom", "1.2.840.10008.1.2.1"),),
+            media_types=(("application/dicom", "1.2.840.10008.1.2.4.50"),),
         )
 
     response = raised.value.response
     assert response.status_code == 406
     message = response.json()["error"]
     assert "stored in transfer syntax 1.2.840.10008.1.2.4.91" in message
-    assert "transcoding to 1.2.840.10008.1.2.1 is not supported" in message
+    assert "cannot be sent as application/dicom (1.2.840.10008.1.2.4.50)" in message
 
 
 NOT_ACCEPTABLE = [
-    'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1',
-    "multipart/related; type=application/dicom; transfer-syntax=1.2.840.10008.1.2.1, "
+    'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50',
+    "multipart/related; type=application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50, "
     "application/json",
     "application/dicom+json",
     "*/*; q=0",
@@ -554,7 +565,8 @@ ACCEPTABLE = [
     "multipart/*",
     'multipart/related; type="application/dicom"',
     'multipart/related; type="application/dicom"; transfer-syntax=*',
-    'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1, '
+    'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1',
+    'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50, '
     'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.91',
 ]
 
@@ -649,7 +661,10 @@ def test_frames_encapsulated_as_stored(dicomweb: Dicomweb) -> None:
     plain = requests.get(
         url, timeout=10, headers={"Accept": 'multipart/related; type="application/octet-stream"'}
     )
-    assert plain.status_code == 406
+    assert plain.status_code == 200
+    (decoded,) = parse_multipart_related(plain.headers["Content-Type"], plain.content).parts
+    assert decoded.body == ds.pixel_array[1].tobytes()
+    assert decoded.content_type == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
 
 
 def test_frames_invalid_numbers(dicomweb: Dicomweb) -> None:

@@ -1,4 +1,4 @@
-"""The DICOMweb API: STOW-RS, WADO-RS and QIDO-RS routes on API Gateway REST proxy events.
+"""The DICOMweb API: STOW-RS, WADO-RS, QIDO-RS and DELETE routes on API Gateway REST events.
 
 Route functions read the request from the event, call one domain function and build the
 response. Errors are translated once, by ``cirrus.dicomweb.errors``.
@@ -20,6 +20,8 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConf
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
+from cirrus.audit import Actor, AuditLog
+from cirrus.dicomweb.delete import DeleteTarget, delete_resource
 from cirrus.dicomweb.errors import (
     error_response,
     json_error,
@@ -44,12 +46,41 @@ from cirrus.dicomweb.wado import (
 )
 from cirrus.errors import CirrusError, InvalidRequestError
 from cirrus.index.claims import InstanceClaims
+from cirrus.index.deletion import IndexDeleter
 from cirrus.index.reader import IndexReader
 from cirrus.storage.objects import ObjectStore
 
 _BULKDATA: Final = "/bulkdata/"
-_SERVED_METHODS: Final = ("GET", "HEAD", "POST")
+_SERVED_METHODS: Final = ("GET", "HEAD", "POST", "DELETE")
 _INSTANCE: Final = "/studies/<study>/series/<series>/instances/<instance>"
+# Request headers a browser may send cross-origin: those of PS3.18 8.4 that are not
+# CORS-safelisted, and the SigV4 headers of a signed request.
+CORS_ALLOW_HEADERS: Final = (
+    "Accept",
+    "Accept-Charset",
+    "Authorization",
+    "Content-Type",
+    "If-Match",
+    "If-Modified-Since",
+    "If-None-Match",
+    "If-Range",
+    "If-Unmodified-Since",
+    "Range",
+    "X-Amz-Content-Sha256",
+    "X-Amz-Date",
+    "X-Amz-Security-Token",
+)
+# Response headers a page may read; Content-Type and Content-Length are safelisted already.
+CORS_EXPOSE_HEADERS: Final = (
+    "Accept-Ranges",
+    "Content-Location",
+    "Content-Range",
+    "ETag",
+    "Location",
+    "Retry-After",
+    "Warning",
+)
+CORS_MAX_AGE_SECONDS: Final = 600
 # The resolver keeps the current event in a class attribute shared by every instance, so a
 # threaded server must resolve one event at a time. Lambda sends one event at a time anyway.
 _RESOLVE_LOCK: Final = threading.Lock()
@@ -69,6 +100,9 @@ class DicomwebServices:
     site: str
     claims: InstanceClaims | None = None
     cors_origins: tuple[str, ...] = ()
+    # Without both, DELETE answers 405.
+    deleter: IndexDeleter | None = None
+    audit: AuditLog | None = None
 
 
 def build_app(services: DicomwebServices) -> APIGatewayRestResolver:
@@ -78,25 +112,26 @@ def build_app(services: DicomwebServices) -> APIGatewayRestResolver:
     _add_stow_routes(app, services)
     _add_wado_routes(app, services)
     _add_qido_routes(app, services)
+    _add_delete_routes(app, services)
     return app
 
 
 def cors_config(origins: tuple[str, ...]) -> CORSConfig | None:
     """Return the CORS settings for ``origins``, or None to allow no cross-origin calls.
 
-    Browsers may then send the headers a DICOMweb client needs (Accept, Authorization and the
-    SigV4 ones) and read Warning, Content-Location and Retry-After from responses.
+    The preflight response lists every method of a route (powertools collects them) and the
+    request headers in ``CORS_ALLOW_HEADERS``. Responses, errors included, expose the headers
+    in ``CORS_EXPOSE_HEADERS`` to the page.
     """
     if not origins:
         return None
     return CORSConfig(
         allow_origin=origins[0],
         extra_origins=list(origins[1:]),
-        allow_headers=["Accept", "Authorization", "Content-Type", "X-Amz-Date",
-                       "X-Amz-Security-Token", "X-Amz-Content-Sha256"],
-        expose_headers=["Warning", "Content-Location", "Retry-After", "Content-Type"],
-        max_age=600,
-    )  # fmt: skip
+        allow_headers=list(CORS_ALLOW_HEADERS),
+        expose_headers=list(CORS_EXPOSE_HEADERS),
+        max_age=CORS_MAX_AGE_SECONDS,
+    )
 
 
 def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -163,7 +198,8 @@ def _add_error_handlers(app: APIGatewayRestResolver) -> None:
         if event.http_method not in _SERVED_METHODS:
             return json_error(
                 HTTPStatus.METHOD_NOT_ALLOWED,
-                f"method {event.http_method} is not supported; use GET or HEAD, and POST to store",
+                f"method {event.http_method} is not supported; use GET or HEAD to read, POST to "
+                "store and DELETE to remove",
                 headers={"Allow": ", ".join(_SERVED_METHODS)},
             )
         return json_error(
@@ -348,6 +384,93 @@ def _add_qido_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     @app.get("/studies/<study>/series/<series>/instances")
     def _series_instances(study: str, series: str) -> Response[str]:
         return search("INSTANCE", unquote(study), unquote(series))
+
+
+def _add_delete_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
+    def delete(study: str, series: str | None = None, sop: str | None = None) -> Response[str]:
+        event = app.current_event
+        if services.deleter is None or services.audit is None:
+            return json_error(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "DELETE is not enabled on this server",
+                headers={"Allow": "GET, HEAD, POST"},
+            )
+        target = DeleteTarget(services.site, study, series, sop)
+        request_id = event.request_context.request_id or ""
+        delete_resource(
+            services.store,
+            services.deleter,
+            services.audit,
+            target,
+            request_actor(event),
+            request_id,
+        )
+        return Response(status_code=int(HTTPStatus.NO_CONTENT), body="")
+
+    @app.delete("/studies/<study>")
+    def _delete_study(study: str) -> Response[str]:
+        return delete(unquote(study))
+
+    @app.delete("/studies/<study>/series/<series>")
+    def _delete_series(study: str, series: str) -> Response[str]:
+        return delete(unquote(study), unquote(series))
+
+    @app.delete(_INSTANCE)
+    def _delete_instance(study: str, series: str, instance: str) -> Response[str]:
+        return delete(unquote(study), unquote(series), unquote(instance))
+
+
+def request_actor(event: APIGatewayProxyEvent) -> Actor:
+    """Return who sent ``event``: the authorizer's user, else the IAM caller, and the client.
+
+    A Cognito user pool authorizer puts the token's claims under ``authorizer.claims``, and a
+    Lambda authorizer puts ``principalId`` under ``authorizer``. The raw event is read because
+    any of these fields may be absent.
+    """
+    context = _mapping(event.raw_event.get("requestContext"))
+    authorizer = _mapping(context.get("authorizer"))
+    claims = _mapping(authorizer.get("claims"))
+    identity = _mapping(context.get("identity"))
+    principal = (
+        claims.get("cognito:username")
+        or claims.get("sub")
+        or authorizer.get("principalId")
+        or identity.get("userArn")
+        or identity.get("cognitoIdentityId")
+    )
+    return Actor(
+        principal=str(principal) if principal else None,
+        source_ip=_text(identity.get("sourceIp")),
+        user_agent=_text(identity.get("userAgent")),
+    )
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value else None
+
+
+def _accepts_gzip(header: str | None) -> bool:
+    """Tell whether an Accept-Encoding value (RFC 9110 12.5.3) gives gzip a non-zero weight."""
+    if not header:
+        return False
+    weights: dict[str, float] = {}
+    for item in header.split(","):
+        coding, _, params = item.partition(";")
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights[coding.strip().lower()] = weight
+    weight = weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0)))
+    return weight > 0
 
 
 def _entity_tags(header: str | None) -> set[str]:

@@ -1,23 +1,42 @@
 """WADO-RS frame retrieval (PS3.18 10.4.1.1.3): ``{instance}/frames/{list}``.
 
-Frames of native (uncompressed) Pixel Data are served as application/octet-stream, each read
-with a ranged GET of its bytes. Frames of encapsulated Pixel Data are served as stored, with
-the stored transfer syntax named on each part, when the Accept allows that syntax.
+The Accept header selects a media type and transfer syntax for the frames (see
+``cirrus.dicomweb.negotiation``). The frames are produced in one of four ways:
+
+- native little endian frames sent as application/octet-stream are read with one ranged GET
+  each when the index holds the Pixel Data offset;
+- big endian and compressed frames sent as octet-stream are decoded to little endian pixels;
+- compressed frames requested in their stored syntax are sent as stored, without the item
+  delimiters of the encapsulation (PS3.18 8.7.3.3.2);
+- frames requested in another compressed syntax are decoded, then encoded losslessly.
+
+One frame requested with a bare media type (``Accept: image/jls``) is sent as a single-part
+body. Otherwise the response is multipart/related, one part for each frame, and each part
+names the transfer syntax of its content.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Final
 
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.uid import UID, ExplicitVRBigEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from cirrus.dicomweb.media import MediaType, format_media_type, parse_accept
-from cirrus.dicomweb.multipart import MULTIPART_RELATED, Part, build_multipart_related
-from cirrus.dicomweb.wado import OCTET_STREAM, Representation
+from cirrus.dicom.transcode import TranscodeError, decode_frames, encode_frame
+from cirrus.dicomweb.multipart import Part, build_multipart_related
+from cirrus.dicomweb.negotiation import (
+    FRAME_ROOT_TYPES,
+    OCTET_STREAM,
+    Choice,
+    acceptable_types,
+    describe,
+    frame_choices,
+)
+from cirrus.dicomweb.wado import Representation, stored_syntax
 from cirrus.errors import InvalidRequestError, NotAcceptableError, NotFoundError
 from cirrus.index.attributes import first_value
 from cirrus.index.reader import IndexReader, InstanceRef
@@ -25,6 +44,8 @@ from cirrus.storage.objects import ObjectStore
 
 # The maximum number of frames one request may list.
 MAX_FRAMES_PER_REQUEST: Final = 1000
+# Stored syntaxes whose Pixel Data bytes are already the little endian octets of PS3.18.
+_LITTLE_ENDIAN_NATIVE: Final = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 def parse_frame_list(text: str) -> list[int]:
@@ -52,11 +73,11 @@ def retrieve_frames(
     frame_list: str,
     accept: str | None = None,
 ) -> Representation:
-    """Return the requested frames of one instance as multipart/related.
+    """Return the requested frames of one instance in the representation ``accept`` selects.
 
     Raises ``InvalidRequestError`` for a malformed list, ``NotFoundError`` for a frame past the
     last one or an instance without Pixel Data, and ``NotAcceptableError`` when the frames
-    cannot be served in a representation that ``accept`` allows.
+    cannot be produced in any representation that ``accept`` allows.
     """
     numbers = parse_frame_list(frame_list)
     ref = reader.instance(site, *uids)
@@ -69,82 +90,93 @@ def retrieve_frames(
         raise NotFoundError(
             f"instance {ref.sop} has {count} frames; frame {beyond[0]} is past the last"
         )
-    syntax = UID(ref.transfer_syntax)
-    if syntax.is_compressed:
-        _require_syntax(parse_accept(accept), syntax)
-        frames = _encapsulated_frames(store, ref, numbers, count)
-        part_type = format_media_type(OCTET_STREAM, {"transfer-syntax": str(syntax)})
-    else:
-        if syntax == ExplicitVRBigEndian:
-            # TODO: swap the bytes of big endian frames to the little endian order of PS3.18.
-            raise NotAcceptableError(
-                f"instance {ref.sop} is stored big endian; its frames cannot be served yet"
-            )
-        _require_syntax(parse_accept(accept), None)
-        frames = _native_frames(store, ref, metadata, numbers)
-        part_type = OCTET_STREAM
-    body, content_type = build_multipart_related(
-        [Part(frame, content_type=part_type) for frame in frames], OCTET_STREAM
-    )
-    return Representation(body, content_type)
-
-
-def _require_syntax(ranges: Sequence[MediaType], stored: UID | None) -> None:
-    """Accept a request for octet-stream frames in the stored syntax (None: uncompressed)."""
-    for media in ranges:
-        if media.essence in ("*/*", "multipart/*"):
-            return
-        if media.essence != MULTIPART_RELATED:
+    stored = stored_syntax(ref)
+    acceptable = acceptable_types(accept, FRAME_ROOT_TYPES, single_part=len(numbers) == 1)
+    choices = frame_choices(acceptable, stored)
+    if not choices:
+        raise NotAcceptableError(
+            f"frames of instance {ref.sop}, stored in transfer syntax {stored}, cannot be sent "
+            f"as {describe(acceptable)}; ask for multipart/related; "
+            f'type="{OCTET_STREAM}" (decoded little endian pixels) or transfer-syntax=*'
+        )
+    source = _FrameSource(store, ref, metadata, count)
+    reasons = []
+    for choice in choices:
+        try:
+            frames = _produce(source, choice, numbers)
+        except TranscodeError as exc:
+            reasons.append(f"{choice.media_type} ({choice.transfer_syntax}): {exc}")
             continue
-        root = media.param("type")
-        if root is not None and not MediaType(root.lower()).matches(OCTET_STREAM):
-            continue
-        requested = media.param("transfer-syntax")
-        if stored is None and requested in (None, "*", "1.2.840.10008.1.2.1"):
-            return
-        if stored is not None and requested in ("*", str(stored)):
-            return
-    where = f"transfer-syntax={stored}" if stored is not None else "no transfer-syntax"
-    # TODO: decode or transcode frames for clients that do not accept the stored syntax.
+        if not choice.multipart:
+            return Representation(frames[0], choice.part_type)
+        parts = [Part(frame, content_type=choice.part_type) for frame in frames]
+        body, content_type = build_multipart_related(parts, choice.media_type)
+        return Representation(body, content_type)
     raise NotAcceptableError(
-        f'frames are available as {MULTIPART_RELATED}; type="{OCTET_STREAM}" with {where} '
-        "or transfer-syntax=*"
+        f"frames of instance {ref.sop} could not be produced: {'; '.join(reasons)}"
     )
 
 
-def _native_frames(
-    store: ObjectStore, ref: InstanceRef, metadata: dict[str, object], numbers: list[int]
-) -> list[bytes]:
+@dataclass
+class _FrameSource:
+    """The stored instance behind a frame request, read from S3 at most once."""
+
+    store: ObjectStore
+    ref: InstanceRef
+    metadata: dict[str, object]
+    count: int
+    _dataset: Dataset | None = field(default=None, init=False)
+
+    @property
+    def stored(self) -> UID:
+        return stored_syntax(self.ref)
+
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = pydicom.dcmread(BytesIO(self.store.get(self.ref.object_key)))
+            if "PixelData" not in self._dataset:
+                raise NotFoundError(f"instance {self.ref.sop} has no Pixel Data")
+        return self._dataset
+
+
+def _produce(source: _FrameSource, choice: Choice, numbers: list[int]) -> list[bytes]:
+    target = choice.transfer_syntax
+    if target == source.stored and target.is_compressed:
+        return _encapsulated_frames(source, numbers)
+    if target == ExplicitVRLittleEndian:
+        if source.stored in _LITTLE_ENDIAN_NATIVE:
+            native = _native_frames(source, numbers)
+            if native is not None:
+                return native
+        return [frame.data for frame in decode_frames(source.dataset(), numbers)]
+    decoded = decode_frames(source.dataset(), numbers)
+    return [encode_frame(frame, target) for frame in decoded]
+
+
+def _native_frames(source: _FrameSource, numbers: list[int]) -> list[bytes] | None:
+    """Read native little endian frames by byte range; None when they are not byte-aligned."""
+    metadata = source.metadata
     rows = int(first_value(metadata, "00280010") or 0)
     columns = int(first_value(metadata, "00280011") or 0)
     samples = int(first_value(metadata, "00280002") or 1)
     bits = int(first_value(metadata, "00280100") or 0)
     pixel_bits = rows * columns * samples * bits
-    if pixel_bits % 8:
-        # TODO: frames of 1-bit data whose size is not a whole number of bytes.
-        raise NotAcceptableError(f"frames of instance {ref.sop} do not start on byte boundaries")
+    if pixel_bits % 8 or pixel_bits == 0:
+        return None  # 1-bit frames that share bytes: decode_frames packs each frame alone
     frame_size = pixel_bits // 8
+    ref = source.ref
     if ref.pixel_offset is None:
-        value = _pixel_value(store, ref)
+        value = source.dataset().PixelData
         return [value[(n - 1) * frame_size : n * frame_size] for n in numbers]
     frames = []
     for number in numbers:
         start = ref.pixel_offset + (number - 1) * frame_size
-        data, _ = store.get_range(ref.object_key, start, start + frame_size)
+        data, _ = source.store.get_range(ref.object_key, start, start + frame_size)
         frames.append(data)
     return frames
 
 
-def _encapsulated_frames(
-    store: ObjectStore, ref: InstanceRef, numbers: list[int], count: int
-) -> list[bytes]:
-    frames = list(generate_frames(_pixel_value(store, ref), number_of_frames=count))
+def _encapsulated_frames(source: _FrameSource, numbers: list[int]) -> list[bytes]:
+    value = source.dataset().PixelData
+    frames = list(generate_frames(value, number_of_frames=source.count))
     return [frames[number - 1] for number in numbers]
-
-
-def _pixel_value(store: ObjectStore, ref: InstanceRef) -> bytes:
-    ds = pydicom.dcmread(BytesIO(store.get(ref.object_key)))
-    value = ds.PixelData
-    if not isinstance(value, bytes):
-        raise NotFoundError(f"instance {ref.sop} has no Pixel Data")
-    return value

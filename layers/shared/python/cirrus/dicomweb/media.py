@@ -66,9 +66,19 @@ def parse_media_type(value: str) -> MediaType:
 def parse_accept(value: str | None) -> list[MediaType]:
     """Parse an Accept value into its media ranges, best first. Absent or empty is ``*/*``.
 
-    Ranges with ``q=0`` are left out because they name what the client does not accept. Ranges
-    of equal weight keep the order in which the client sent them.
+    Ranges with ``q=0`` are left out because they name what the client does not accept (see
+    ``rejected_ranges``). Ranges of equal weight keep the order in which the client sent them.
     """
+    ranges = [media for media in _parse_ranges(value) if media.quality > 0]
+    return sorted(ranges, key=lambda media: -media.quality)
+
+
+def rejected_ranges(value: str | None) -> list[MediaType]:
+    """Return the media ranges of an Accept value that have ``q=0`` (RFC 9110 12.4.2)."""
+    return [media for media in _parse_ranges(value) if media.quality == 0]
+
+
+def _parse_ranges(value: str | None) -> list[MediaType]:
     if value is None or not value.strip(_WHITESPACE):
         return [MediaType("*/*")]
     ranges: list[MediaType] = []
@@ -78,15 +88,14 @@ def parse_accept(value: str | None) -> list[MediaType]:
         if position >= len(value):
             break
         media, position = _parse_one(value, position, header="Accept")
-        if media.quality > 0:
-            ranges.append(media)
+        ranges.append(media)
         position = _skip(value, position, _WHITESPACE)
         if position < len(value) and value[position] != ",":
             raise InvalidRequestError(
                 f"Accept {value!r} has unexpected text at offset {position}; "
                 "separate media ranges with ','"
             )
-    return sorted(ranges, key=lambda media: -media.quality)
+    return ranges
 
 
 def format_media_type(essence: str, params: dict[str, str]) -> str:

@@ -1,13 +1,16 @@
 """WADO-RS retrieve transactions (PS3.18 10.4): instances, metadata and bulk data.
 
-Instances are served as stored: the Part 10 bytes received by STOW-RS or C-STORE, in their
-stored transfer syntax. Metadata is the DICOM JSON written at ingest, with its relative bulk
-data references made absolute for the base URL of the request.
+Instances are sent in the transfer syntax that the Accept header selects (see
+``cirrus.dicomweb.negotiation``): the stored Part 10 bytes when that is the stored syntax,
+else the instance transcoded by ``cirrus.dicom.transcode``. Metadata is the DICOM JSON written
+at ingest, with its relative bulk data references made absolute for the base URL of the
+request.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,19 +18,28 @@ from io import BytesIO
 from typing import Any, Final
 
 import pydicom
+from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from cirrus.dicom.dicomjson import absolute_bulkdata_uris, find_bulk_element
-from cirrus.dicomweb.media import MediaType, format_media_type, parse_accept
+from cirrus.dicom.transcode import TranscodeError, transcode
+from cirrus.dicomweb.media import MediaType, parse_accept
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, Part, build_multipart_related
+from cirrus.dicomweb.negotiation import DICOM_MEDIA_TYPE as DICOM_MEDIA_TYPE
+from cirrus.dicomweb.negotiation import OCTET_STREAM as OCTET_STREAM
+from cirrus.dicomweb.negotiation import (
+    Acceptable,
+    Choice,
+    acceptable_types,
+    describe,
+    instance_choices,
+)
 from cirrus.errors import NotAcceptableError, NotFoundError, RangeNotSatisfiableError
 from cirrus.index.reader import IndexReader, InstanceRef
 from cirrus.storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
 
-DICOM_MEDIA_TYPE: Final = "application/dicom"
 DICOM_JSON_MEDIA_TYPE: Final = "application/dicom+json"
-OCTET_STREAM: Final = "application/octet-stream"
 PIXEL_DATA_PATH: Final = "7FE00010"
 # Concurrent S3 GETs when a study or series is read. The boto3 client is thread-safe.
 READ_WORKERS: Final = 8
@@ -63,11 +75,12 @@ def retrieve_instances(
     sop: str | None = None,
     accept: str | None = None,
 ) -> Representation:
-    """Return the stored objects of a study, series or instance as multipart/related.
+    """Return the instances of a study, series or instance as multipart/related.
 
-    Raises ``NotFoundError`` when nothing matches and ``NotAcceptableError`` when an instance
-    is not stored in a transfer syntax that ``accept`` allows. Both are raised before any
-    object is read.
+    Each part is in the best transfer syntax of ``accept`` that can be produced for it.
+    Raises ``NotFoundError`` when nothing matches. Raises ``NotAcceptableError`` when some
+    instance has no acceptable representation, before any object is read when the installed
+    codecs already rule it out.
     """
     if sop is not None:
         if series is None:
@@ -75,14 +88,17 @@ def retrieve_instances(
         refs = [reader.instance(site, study, series, sop)]
     else:
         refs = reader.instances(site, study, series)
-    ranges = parse_accept(accept)
-    for ref in refs:
-        _require_stored_syntax(ranges, ref)
+    acceptable = acceptable_types(accept, (DICOM_MEDIA_TYPE,))
+    if not acceptable.types:
+        raise NotAcceptableError(
+            f'instances are available only as {MULTIPART_RELATED}; type="{DICOM_MEDIA_TYPE}"'
+        )
+    plans = [(ref, _choices_for(acceptable, ref)) for ref in refs]
     bodies = _read_objects(store, [ref.object_key for ref in refs])
-    parts = [
-        Part(body, content_type=_part_type(ref.transfer_syntax))
-        for ref, body in zip(refs, bodies, strict=True)
-    ]
+    parts = []
+    for index, (ref, choices) in enumerate(plans):
+        parts.append(_instance_part(ref, bodies[index], choices))
+        bodies[index] = b""  # drop the stored bytes as soon as their part exists
     body, content_type = build_multipart_related(parts, DICOM_MEDIA_TYPE)
     return Representation(body, content_type)
 
@@ -172,29 +188,50 @@ def require_dicom_json(accept: str | None) -> None:
     raise NotAcceptableError(f"this resource is available only as {DICOM_JSON_MEDIA_TYPE}")
 
 
-def _require_stored_syntax(ranges: Sequence[MediaType], ref: InstanceRef) -> None:
-    # NOTE: PS3.18 makes Explicit VR Little Endian the default when the Accept has no
-    # transfer-syntax parameter. Until transcoding exists, such a request gets the stored
-    # syntax, which the Content-Type of each part names.
-    requested: list[str] = []
-    for media in ranges:
-        if media.essence in ("*/*", "multipart/*"):
-            return
-        if not _is_multipart_of(media, DICOM_MEDIA_TYPE):
-            continue
-        syntax = media.param("transfer-syntax")
-        if syntax is None or syntax == "*" or syntax == ref.transfer_syntax:
-            return
-        requested.append(syntax)
-    if not requested:
+def stored_syntax(ref: InstanceRef) -> UID:
+    """Return the stored transfer syntax of ``ref``; Implicit VR LE when it had no file meta."""
+    return UID(ref.transfer_syntax or ImplicitVRLittleEndian)
+
+
+def _choices_for(acceptable: Acceptable, ref: InstanceRef) -> list[Choice]:
+    choices = instance_choices(acceptable, stored_syntax(ref))
+    if not choices:
         raise NotAcceptableError(
-            f'instances are available only as {MULTIPART_RELATED}; type="{DICOM_MEDIA_TYPE}"'
+            f"instance {ref.sop} is stored in transfer syntax {stored_syntax(ref)} and cannot "
+            f"be sent as {describe(acceptable)}; ask for transfer-syntax=* to receive it as "
+            "stored, or for Explicit VR Little Endian (1.2.840.10008.1.2.1)"
         )
-    # TODO: transcode to the requested transfer syntax instead of rejecting the request.
+    return choices
+
+
+def _instance_part(ref: InstanceRef, data: bytes, choices: list[Choice]) -> Part:
+    """Return the part of the first choice that can be produced from the stored ``data``."""
+    reasons = []
+    for choice in choices:
+        # An object stored without file meta is rewritten, so every part is Part 10.
+        if choice.transfer_syntax == ref.transfer_syntax:
+            return Part(data, content_type=choice.part_type)
+        started = time.perf_counter()
+        try:
+            converted = transcode(data, choice.transfer_syntax)
+        except TranscodeError as exc:
+            reasons.append(f"{choice.transfer_syntax}: {exc}")
+            continue
+        logger.info(
+            "instance transcoded",
+            extra={
+                "sop_instance_uid": ref.sop,
+                "source_syntax": ref.transfer_syntax,
+                "target_syntax": str(choice.transfer_syntax),
+                "stored_bytes": len(data),
+                "sent_bytes": len(converted),
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        return Part(converted, content_type=choice.part_type)
     raise NotAcceptableError(
-        f"instance {ref.sop} is stored in transfer syntax {ref.transfer_syntax} and "
-        f"transcoding to {', '.join(requested)} is not supported; "
-        f"ask for transfer-syntax={ref.transfer_syntax} or transfer-syntax=*"
+        f"instance {ref.sop} could not be converted from transfer syntax "
+        f"{stored_syntax(ref)}: {'; '.join(reasons)}"
     )
 
 
@@ -211,12 +248,6 @@ def _is_multipart_of(media: MediaType, root_type: str) -> bool:
         return False
     root = media.param("type")
     return root is None or MediaType(root.lower()).matches(root_type)
-
-
-def _part_type(transfer_syntax: str) -> str:
-    if not transfer_syntax:
-        return DICOM_MEDIA_TYPE
-    return format_media_type(DICOM_MEDIA_TYPE, {"transfer-syntax": transfer_syntax})
 
 
 def _read_objects(store: ObjectStore, keys: list[str]) -> list[bytes]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,12 @@ class DataDirObjectStore(ObjectStore):
         except CirrusError:
             path.unlink(missing_ok=True)
             raise
+
+    def delete(self, keys: Sequence[str]) -> None:
+        # Files go first: after a crash in between, the next start does not upload them again.
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+        super().delete(keys)
 
     def _path(self, key: str) -> Path:
         path = (self._root / key).resolve()

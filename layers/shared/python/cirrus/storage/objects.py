@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 DICOM_CONTENT_TYPE: Final = "application/dicom"
 _MISSING_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+# The most keys one DeleteObjects request may name.
+MAX_DELETE_KEYS: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,28 @@ class ObjectStore:
             return int(self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, key) from exc
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """Delete the objects ``keys``; a key that does not exist counts as deleted.
+
+        S3 deletes up to 1,000 keys per request. Raises ``StoreUnavailableError`` naming the
+        first key S3 could not delete; the others of its batch may be deleted already.
+        """
+        for start in range(0, len(keys), MAX_DELETE_KEYS):
+            batch = keys[start : start + MAX_DELETE_KEYS]
+            try:
+                response = self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise _translate(exc, batch[0]) from exc
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StoreUnavailableError(
+                    f"S3 delete of {first.get('Key')} failed with {first.get('Code') or 'an error'}"
+                )
 
     def list_keys(self, prefix: str) -> Iterator[StoredObject]:
         paginator = self._client.get_paginator("list_objects_v2")

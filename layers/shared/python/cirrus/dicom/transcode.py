@@ -1,0 +1,400 @@
+"""Transcoding of stored instances and frames between transfer syntaxes (PS3.5 8 and 10).
+
+Pixel Data is decoded by pydicom 3 with the plugins installed beside it, tried in the order of
+``DECODING_PLUGINS``: pylibjpeg first, then pyjpegls, pydicom's own RLE decoder, GDCM and
+Pillow. A plugin that fails on one codestream does not stop the next one from trying. Encoding
+uses pydicom's encoders (pylibjpeg-rle, pyjpegls, pylibjpeg-openjpeg).
+
+Only lossless encoders are used, so no transcode loses information. JPEG 2000 (1.2.840.10008.
+1.2.4.91) and JPEG-LS Near-Lossless (1.2.840.10008.1.2.4.81) permit lossless codestreams, and
+are produced losslessly. JPEG Baseline, JPEG Extended and the other lossy syntaxes are served
+only as stored. Decoded lossy data keeps Lossy Image Compression (0028,2110) as "01".
+
+Big endian and Implicit VR Little Endian are produced only on request: PS3.18 8.7.3 forbids
+both in web services, so the retrieve code never chooses them by itself. docs/transfer-syntaxes.md
+lists what each plugin decodes and encodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any, Final
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.encoders.base import get_encoder
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
+from cirrus.dicom.instance import DECODING_ERRORS
+from cirrus.errors import NotAcceptableError
+
+logger = logging.getLogger(__name__)
+
+# Decoding plugins in order of preference. pylibjpeg comes first because it covers every
+# compressed syntax that pydicom 3.0 knows; GDCM and Pillow decode some codestreams it rejects.
+DECODING_PLUGINS: Final = ("pylibjpeg", "pyjpegls", "pydicom", "gdcm", "pillow")
+ENCODING_PLUGINS: Final = ("pylibjpeg", "pyjpegls", "pydicom", "gdcm")
+
+# Syntaxes whose Pixel Data is native: the data set is re-encoded, Pixel Data only byte-swapped.
+NATIVE_SYNTAXES: Final = frozenset(
+    {
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+    }
+)
+# Native syntaxes that can be produced. Explicit VR Big Endian is retired (PS3.5 A.3) and
+# forbidden in web services, so nothing is transcoded to it.
+NATIVE_TARGETS: Final = frozenset(
+    {ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian}
+)
+# Compressed syntaxes that can be produced, each with the encoder options that keep it lossless.
+LOSSLESS_ENCODINGS: Final[dict[UID, dict[str, Any]]] = {
+    RLELossless: {},
+    JPEGLSLossless: {},
+    JPEGLSNearLossless: {"jls_error": 0},
+    JPEG2000Lossless: {},
+    JPEG2000: {},  # without j2k_cr or j2k_psnr, pydicom asks openjpeg for a reversible stream
+}
+# Compressed syntaxes whose codestreams are always or usually lossy (PS3.5 8.2).
+LOSSY_SYNTAXES: Final = frozenset(
+    UID(uid)
+    for uid in (
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.93",
+        "1.2.840.10008.1.2.4.100",
+        "1.2.840.10008.1.2.4.101",
+        "1.2.840.10008.1.2.4.102",
+        "1.2.840.10008.1.2.4.103",
+        "1.2.840.10008.1.2.4.104",
+        "1.2.840.10008.1.2.4.105",
+        "1.2.840.10008.1.2.4.106",
+        "1.2.840.10008.1.2.4.203",
+    )
+)
+# PS3.5 7.1.2: a defined length is a 32-bit value, and 0xFFFFFFFF means undefined.
+MAX_NATIVE_PIXEL_LENGTH: Final = 0xFFFFFFFE
+_WORD_SIZES: Final = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+# Exceptions that pydicom, numpy and the codec plugins raise on data they cannot handle.
+_CODEC_ERRORS: Final = (*DECODING_ERRORS, RuntimeError, AttributeError, IndexError, OverflowError)
+
+
+class TranscodeError(NotAcceptableError):
+    """The stored data cannot be produced in the requested transfer syntax."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of native pixels: little endian bytes with the attributes that describe them.
+
+    Colour frames are interleaved (Planar Configuration 0). ``photometric`` is the
+    interpretation of these bytes, which is RGB for YBR data that the decoder converted.
+    """
+
+    data: bytes
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+
+
+def transfer_syntax_of(ds: Dataset) -> UID:
+    """Return the transfer syntax in which ``ds`` was read (Implicit VR LE when unlabelled)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax:
+        return UID(str(syntax))
+    implicit, little = ds.original_encoding
+    if little is False:
+        return ExplicitVRBigEndian
+    return ImplicitVRLittleEndian if implicit is not False else ExplicitVRLittleEndian
+
+
+def can_decode(syntax: UID) -> bool:
+    """Tell whether Pixel Data in ``syntax`` can be decoded with the installed plugins."""
+    if syntax in NATIVE_SYNTAXES:
+        return True
+    try:
+        return bool(get_decoder(syntax).available_plugins)
+    except NotImplementedError:
+        return False
+
+
+def can_encode(syntax: UID) -> bool:
+    """Tell whether native Pixel Data can be written in ``syntax`` without loss."""
+    if syntax in NATIVE_TARGETS:
+        return True
+    if syntax not in LOSSLESS_ENCODINGS:
+        return False
+    return bool(get_encoder(syntax).available_plugins)
+
+
+def can_transcode(source: UID, target: UID) -> bool:
+    """Tell whether an instance stored in ``source`` could be produced in ``target``.
+
+    This looks only at the installed codecs. A codec may still reject a particular image (a
+    bit depth it does not support, a corrupt codestream), which ``transcode`` reports.
+    """
+    return source == target or (can_decode(source) and can_encode(target))
+
+
+def is_lossy(syntax: UID) -> bool:
+    """Tell whether ``syntax`` is one whose codestreams are (or may be) lossy."""
+    return syntax in LOSSY_SYNTAXES
+
+
+def native_pixel_length(ds: Dataset) -> int:
+    """Return the length in bytes that the decoded Pixel Data of ``ds`` would have."""
+    bits = (
+        int(ds.get("Rows") or 0)
+        * int(ds.get("Columns") or 0)
+        * int(ds.get("SamplesPerPixel") or 1)
+        * int(ds.get("BitsAllocated") or 0)
+        * int(ds.get("NumberOfFrames") or 1)
+    )
+    return (bits + 7) // 8
+
+
+def transcode(data: bytes, target: UID) -> bytes:
+    """Return the Part 10 object ``data`` re-encoded in the transfer syntax ``target``.
+
+    The data set keeps every element. Pixel Data is decoded to native little endian first
+    when it is compressed or big endian, then compressed losslessly when ``target`` is a
+    compressed syntax. Raises ``TranscodeError`` with the reason when that is not possible.
+    """
+    if not can_encode(target):
+        raise TranscodeError(f"no lossless encoder is installed for transfer syntax {target}")
+    ds = _read(data)
+    source = transfer_syntax_of(ds)
+    if source == target and "TransferSyntaxUID" in ds.file_meta:
+        return data
+    if "PixelData" in ds:
+        _to_native(ds, source)
+        if target.is_compressed:
+            _compress(ds, target)
+    elif target.is_compressed and _has_native_only_elements(ds):
+        raise TranscodeError(f"float Pixel Data has no encapsulated form in {target}")
+    _swap_words(ds, source)
+    ds.file_meta.TransferSyntaxUID = target
+    return _write(ds, target)
+
+
+def decode_frames(ds: Dataset, numbers: Sequence[int]) -> list[Frame]:
+    """Decode the 1-based ``numbers`` of the frames of ``ds`` to native little endian pixels.
+
+    Raises ``TranscodeError`` when no installed plugin can decode them.
+    """
+    source = transfer_syntax_of(ds)
+    if not can_decode(source):
+        raise TranscodeError(f"no decoder is installed for transfer syntax {source}")
+    indices = [number - 1 for number in numbers]
+    errors: list[str] = []
+    for plugin in _decoding_plugins(source):
+        try:
+            return [_frame(array, meta) for array, meta in _iter_frames(ds, indices, plugin)]
+        except _CODEC_ERRORS as exc:
+            errors.append(f"{plugin or 'numpy'}: {_reason(exc)}")
+    raise TranscodeError(
+        f"frames in transfer syntax {source} could not be decoded ({'; '.join(errors)})"
+    )
+
+
+def encode_frame(frame: Frame, target: UID) -> bytes:
+    """Compress one native frame losslessly in ``target``; raise ``TranscodeError`` if not."""
+    if target not in LOSSLESS_ENCODINGS or not can_encode(target):
+        raise TranscodeError(f"no lossless encoder is installed for transfer syntax {target}")
+    encoder = get_encoder(target)
+    options = {
+        **LOSSLESS_ENCODINGS[target],
+        "rows": frame.rows,
+        "columns": frame.columns,
+        "samples_per_pixel": frame.samples_per_pixel,
+        "bits_allocated": frame.bits_allocated,
+        "bits_stored": frame.bits_stored,
+        "pixel_representation": frame.pixel_representation,
+        "photometric_interpretation": frame.photometric,
+        "planar_configuration": 0,
+        "number_of_frames": 1,
+    }
+    errors: list[str] = []
+    for plugin in _plugins(ENCODING_PLUGINS, encoder.available_plugins):
+        try:
+            return bytes(encoder.encode(frame.data, encoding_plugin=plugin, **options))
+        except _CODEC_ERRORS as exc:
+            errors.append(f"{plugin}: {_reason(exc)}")
+    raise TranscodeError(
+        f"the frame could not be encoded in transfer syntax {target} ({'; '.join(errors)})"
+    )
+
+
+def _read(data: bytes) -> Dataset:
+    try:
+        return pydicom.dcmread(BytesIO(data), force=True)
+    except (pydicom.errors.InvalidDicomError, *_CODEC_ERRORS) as exc:
+        raise TranscodeError(f"the stored object could not be parsed: {_reason(exc)}") from exc
+
+
+def _write(ds: Dataset, target: UID) -> bytes:
+    output = BytesIO()
+    try:
+        pydicom.dcmwrite(
+            output,
+            ds,
+            implicit_vr=target == ImplicitVRLittleEndian,
+            little_endian=True,
+            enforce_file_format=True,
+        )
+    except _CODEC_ERRORS as exc:
+        raise TranscodeError(
+            f"the data set could not be written in {target}: {_reason(exc)}"
+        ) from exc
+    return output.getvalue()
+
+
+def _to_native(ds: Dataset, source: UID) -> None:
+    """Replace compressed or big endian Pixel Data of ``ds`` with native little endian."""
+    if source.is_compressed:
+        length = native_pixel_length(ds)
+        if length > MAX_NATIVE_PIXEL_LENGTH:
+            raise TranscodeError(
+                f"decoded Pixel Data would have {length} bytes, more than a native value holds"
+            )
+        _decompress(ds, source)
+    elif source == ExplicitVRBigEndian:
+        frames = decode_frames(ds, range(1, int(ds.get("NumberOfFrames") or 1) + 1))
+        _set_native_pixels(ds, frames)
+
+
+def _decompress(ds: Dataset, source: UID) -> None:
+    if not can_decode(source):
+        raise TranscodeError(f"no decoder is installed for transfer syntax {source}")
+    errors: list[str] = []
+    for plugin in _decoding_plugins(source):
+        try:
+            # as_rgb converts YBR colour to RGB and sets Photometric Interpretation to match.
+            ds.decompress(decoding_plugin=plugin, as_rgb=True, generate_instance_uid=False)
+            return
+        except _CODEC_ERRORS as exc:
+            errors.append(f"{plugin}: {_reason(exc)}")
+    raise TranscodeError(f"Pixel Data in {source} could not be decoded ({'; '.join(errors)})")
+
+
+def _compress(ds: Dataset, target: UID) -> None:
+    encoder = get_encoder(target)
+    errors: list[str] = []
+    for plugin in _plugins(ENCODING_PLUGINS, encoder.available_plugins):
+        try:
+            ds.compress(
+                target,
+                encoding_plugin=plugin,
+                generate_instance_uid=False,
+                **LOSSLESS_ENCODINGS[target],
+            )
+            return
+        except _CODEC_ERRORS as exc:
+            errors.append(f"{plugin}: {_reason(exc)}")
+    raise TranscodeError(f"Pixel Data could not be encoded in {target} ({'; '.join(errors)})")
+
+
+def _set_native_pixels(ds: Dataset, frames: list[Frame]) -> None:
+    ds.PixelData = b"".join(frame.data for frame in frames)
+    ds["PixelData"].VR = "OW" if frames[0].bits_allocated > 8 else "OB"
+    if frames[0].samples_per_pixel > 1:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = frames[0].photometric
+
+
+def _swap_words(ds: Dataset, source: UID) -> None:
+    """Swap the bytes of OW, OL, OF, OD and OV values read big endian, other than Pixel Data.
+
+    pydicom converts numeric VRs when it reads them but keeps these values as raw bytes.
+    """
+    if source != ExplicitVRBigEndian:
+        return
+    for elem in ds.iterall():
+        size = _WORD_SIZES.get(elem.VR)
+        if size is None or elem.tag == 0x7FE00010 or not isinstance(elem.value, bytes):
+            continue
+        dtype = np.dtype(f">u{size}")
+        usable = len(elem.value) - len(elem.value) % size
+        swapped = np.frombuffer(elem.value[:usable], dtype).astype(dtype.newbyteorder("<"))
+        elem.value = swapped.tobytes() + elem.value[usable:]
+    ds.set_original_encoding(False, True)
+
+
+def _has_native_only_elements(ds: Dataset) -> bool:
+    return any(keyword in ds for keyword in ("FloatPixelData", "DoubleFloatPixelData"))
+
+
+def _decoding_plugins(source: UID) -> list[str]:
+    if source in NATIVE_SYNTAXES:
+        return [""]  # pydicom decodes native data with numpy; there is no plugin to name
+    return _plugins(DECODING_PLUGINS, get_decoder(source).available_plugins)
+
+
+def _plugins(preferred: Iterable[str], available: Iterable[str]) -> list[str]:
+    available = list(available)
+    ordered = [name for name in preferred if name in available]
+    return ordered + [name for name in available if name not in ordered]
+
+
+def _iter_frames(
+    ds: Dataset, indices: list[int], plugin: str
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    decoder = get_decoder(transfer_syntax_of(ds))
+    # as_rgb converts YBR colour to RGB; pydicom types these options as a TypedDict.
+    options: Any = {"as_rgb": True}
+    for index in indices:
+        yield decoder.as_array(ds, index=index, decoding_plugin=plugin, **options)
+
+
+def _frame(array: np.ndarray, meta: dict[str, Any]) -> Frame:
+    bits_allocated = int(meta["bits_allocated"])
+    if bits_allocated == 1:
+        # The decoder unpacks 1-bit data to one byte a pixel; PS3.5 8.1.1 packs 8 to a byte.
+        data = np.packbits(array.ravel(), bitorder="little").tobytes()
+    else:
+        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return Frame(
+        data=data,
+        rows=int(meta["rows"]),
+        columns=int(meta["columns"]),
+        samples_per_pixel=int(meta["samples_per_pixel"]),
+        bits_allocated=bits_allocated,
+        bits_stored=int(meta["bits_stored"]),
+        pixel_representation=int(meta["pixel_representation"]),
+        photometric=str(meta["photometric_interpretation"]),
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """Return the first line of an error from pydicom or a codec, at most 200 characters.
+
+    Some of these messages run to many lines or carry a traceback.
+    """
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    return first[:200]

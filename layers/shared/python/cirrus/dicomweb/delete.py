@@ -1,0 +1,125 @@
+"""DELETE of a study, series or instance: objects, index records and an audit record.
+
+PS3.18 defines no delete transaction. Cirrus follows the convention of dcm4chee and the Google
+Cloud Healthcare API: ``DELETE`` on a study, series or instance URL removes it for good and
+answers 204, and a resource that is not in the index answers 404.
+
+The steps run in an order that a retry can always finish:
+
+1. The instance records under the URL are read. None, and no study or series record left
+   over by an earlier failed delete, means 404.
+2. The audit record is written. If that fails, nothing is deleted (503).
+3. For each batch of instances, the objects are deleted from S3, then each index record is
+   removed with its counts (``cirrus.index.deletion``).
+4. Empty series and studies are deleted and the others' aggregates recomputed.
+
+A failure after step 2 leaves records whose objects may be gone. Such instances are still
+listed by QIDO, and their retrieval fails, until the client sends the DELETE again, which
+finds the same records and completes. The store is never left with objects the index lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+from cirrus.audit import Actor, AuditLog, DeletionRecord
+from cirrus.errors import NotFoundError
+from cirrus.index.deletion import IndexDeleter, IndexedInstance
+from cirrus.storage.objects import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+# Instances whose objects are deleted in one S3 request before their records are removed.
+BATCH_SIZE: Final = 100
+
+
+@dataclass(frozen=True)
+class DeleteTarget:
+    """The resource a DELETE names: a study, or a series or instance in it."""
+
+    site: str
+    study: str
+    series: str | None = None
+    sop: str | None = None
+
+    def describe(self) -> str:
+        if self.sop is not None:
+            return f"instance {self.sop} in series {self.series} of study {self.study}"
+        if self.series is not None:
+            return f"series {self.series} of study {self.study}"
+        return f"study {self.study}"
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    """What one delete removed, and the key of its audit record."""
+
+    removed: int
+    audit_key: str
+
+
+def delete_resource(
+    store: ObjectStore,
+    deleter: IndexDeleter,
+    audit: AuditLog,
+    target: DeleteTarget,
+    actor: Actor,
+    request_id: str,
+) -> DeleteOutcome:
+    """Delete every instance under ``target`` from the archive and the index.
+
+    Raises ``NotFoundError`` when the index has nothing under ``target`` and
+    ``StoreUnavailableError`` when S3 or DynamoDB fail, after which the same call completes it.
+    """
+    instances = deleter.find(target.site, target.study, target.series, target.sop)
+    if not instances and not _has_leftovers(deleter, target):
+        raise NotFoundError(f"{target.describe()} not found")
+    record = DeletionRecord(
+        site=target.site,
+        actor=actor,
+        request_id=request_id,
+        study=target.study,
+        series=target.series,
+        sop=target.sop,
+        instances=[instance.key for instance in instances],
+    )
+    audit_key = audit.record_deletion(record)
+    removed = 0
+    for start in range(0, len(instances), BATCH_SIZE):
+        removed += _delete_batch(store, deleter, instances[start : start + BATCH_SIZE])
+    touched = {instance.key.series for instance in instances}
+    if target.series is not None:
+        touched.add(target.series)
+    deleter.settle(target.site, target.study, touched)
+    logger.info(
+        "resource deleted",
+        extra={
+            "level": record.level,
+            "study": target.study,
+            "series": target.series,
+            "sop": target.sop,
+            "instances": removed,
+            "audit_key": audit_key,
+        },
+    )
+    return DeleteOutcome(removed, audit_key)
+
+
+def _has_leftovers(deleter: IndexDeleter, target: DeleteTarget) -> bool:
+    # An instance is only an index record, but a study or series with no instances left can
+    # remain as an empty aggregate after a delete that failed before it settled them.
+    if target.sop is not None:
+        return False
+    return deleter.has_aggregates(target.site, target.study, target.series)
+
+
+def _delete_batch(
+    store: ObjectStore, deleter: IndexDeleter, instances: list[IndexedInstance]
+) -> int:
+    store.delete([key for instance in instances for key in instance.object_keys])
+    # NOTE: if the same UIDs are stored again between the S3 delete and this removal, and the
+    # bytes are identical (same ETag), the record is removed although S3 holds the new object.
+    # The next rebuild of the index from the bucket restores it.
+    return sum(deleter.remove(instance) for instance in instances)

@@ -1,0 +1,221 @@
+"""Choice of media type and transfer syntax for WADO-RS responses (PS3.18 8.7.3 to 8.7.8).
+
+The Accept header lists media ranges with weights. For each stored instance, the ranges that
+name a representation of the resource become a list of ``Choice`` values, best weight first,
+and the retrieve code sends the first choice it can produce. PS3.18 8.7.8.2 lets each part of
+a response have its own transfer syntax.
+
+Transfer syntax defaults (PS3.18 8.7.3.3 and Tables 8.7.3-2, 8.7.3-4 and 8.7.3-5):
+
+- a DICOM or octet-stream range without a transfer-syntax parameter means Explicit VR Little
+  Endian. An instance stored lossy may be sent in its stored syntax when that fails;
+- ``transfer-syntax=*`` means any syntax, so the stored one is sent, except that Explicit VR
+  Big Endian, which web services must not use, is sent as Explicit VR Little Endian;
+- an image media type (image/jls, ...) without the parameter means its stored syntax when
+  the instance is stored in one of that media type's syntaxes, else the media type's default.
+
+A range with ``q=0`` excludes the syntax it names even when a wildcard would allow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+from cirrus.dicom.transcode import can_decode, can_encode, is_lossy
+from cirrus.dicomweb.media import MediaType, format_media_type, parse_accept, rejected_ranges
+from cirrus.dicomweb.multipart import MULTIPART_RELATED
+
+DICOM_MEDIA_TYPE: Final = "application/dicom"
+OCTET_STREAM: Final = "application/octet-stream"
+ANY_SYNTAX: Final = "*"
+_WILDCARDS: Final = ("*/*", "multipart/*")
+
+# PS3.18 Table 8.7.3-5: the transfer syntaxes of each compressed bulk data media type, with
+# the default one first. image/jpeg defaults to JPEG Lossless SV1 for single-frame images.
+FRAME_MEDIA_TYPES: Final[dict[str, tuple[UID, ...]]] = {
+    "image/jpeg": tuple(
+        UID(uid)
+        for uid in (
+            "1.2.840.10008.1.2.4.70",
+            "1.2.840.10008.1.2.4.50",
+            "1.2.840.10008.1.2.4.51",
+            "1.2.840.10008.1.2.4.57",
+        )
+    ),
+    "image/dicom-rle": (UID("1.2.840.10008.1.2.5"),),
+    "image/jls": (UID("1.2.840.10008.1.2.4.80"), UID("1.2.840.10008.1.2.4.81")),
+    "image/jp2": (UID("1.2.840.10008.1.2.4.90"), UID("1.2.840.10008.1.2.4.91")),
+    "image/jpx": (UID("1.2.840.10008.1.2.4.92"), UID("1.2.840.10008.1.2.4.93")),
+    "image/jphc": tuple(
+        UID(uid)
+        for uid in ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
+    ),
+}
+FRAME_ROOT_TYPES: Final = (OCTET_STREAM, *FRAME_MEDIA_TYPES)
+
+
+@dataclass(frozen=True)
+class AcceptableType:
+    """One media range of an Accept header, reduced to the representation it asks for.
+
+    ``media_type`` is the root type (application/dicom, application/octet-stream, image/jls,
+    ...). ``transfer_syntax`` is the parameter's value, ``*`` or None when absent.
+    ``multipart`` is False for a single-part media range such as a bare ``image/jls``.
+    """
+
+    media_type: str
+    transfer_syntax: str | None
+    multipart: bool = True
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A representation to try: a media type and the transfer syntax of its content."""
+
+    media_type: str
+    transfer_syntax: UID
+    multipart: bool = True
+
+    @property
+    def part_type(self) -> str:
+        """Return the Content-Type of one part, which names the transfer syntax sent."""
+        return format_media_type(self.media_type, {"transfer-syntax": str(self.transfer_syntax)})
+
+
+@dataclass(frozen=True)
+class Acceptable:
+    """The acceptable types of a request, best first, and the ones that ``q=0`` excludes."""
+
+    types: list[AcceptableType]
+    rejected: list[AcceptableType]
+
+    def excludes(self, choice: Choice) -> bool:
+        return any(
+            rejected.media_type == choice.media_type
+            and rejected.transfer_syntax in (None, str(choice.transfer_syntax))
+            for rejected in self.rejected
+        )
+
+
+def acceptable_types(
+    accept: str | None, root_types: Collection[str], *, single_part: bool = False
+) -> Acceptable:
+    """Reduce an Accept value to the types among ``root_types`` that it accepts.
+
+    ``root_types[0]`` stands for ``*/*`` and ``multipart/*``. A bare media type counts only
+    when ``single_part`` is set. Raises ``InvalidRequestError`` for a malformed header.
+    """
+    default = next(iter(root_types))
+    types = _reduce(parse_accept(accept), root_types, default, single_part)
+    rejected = _reduce(rejected_ranges(accept), root_types, default, single_part, wildcards=False)
+    return Acceptable(types, rejected)
+
+
+def instance_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
+    """Return the transfer syntaxes in which to try sending an instance stored in ``stored``."""
+    choices: list[Choice] = []
+    for wanted in acceptable.types:
+        if wanted.transfer_syntax is None:
+            choices.append(Choice(DICOM_MEDIA_TYPE, ExplicitVRLittleEndian))
+            if is_lossy(stored):
+                # PS3.18 8.7.3.4 lets a server send lossy Pixel Data in its stored syntax.
+                choices.append(Choice(DICOM_MEDIA_TYPE, stored))
+        elif wanted.transfer_syntax == ANY_SYNTAX:
+            choices.append(Choice(DICOM_MEDIA_TYPE, _any_syntax(stored)))
+        else:
+            choices.append(Choice(DICOM_MEDIA_TYPE, UID(wanted.transfer_syntax)))
+    return _usable(acceptable, choices, lambda syntax: _can_produce(stored, syntax))
+
+
+def frame_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
+    """Return the media types and transfer syntaxes in which to try sending frames."""
+    choices: list[Choice] = []
+    for wanted in acceptable.types:
+        syntax = wanted.transfer_syntax
+        if wanted.media_type == OCTET_STREAM:
+            if syntax is None:
+                target = ExplicitVRLittleEndian
+            elif syntax == ANY_SYNTAX:
+                target = stored if stored.is_compressed else ExplicitVRLittleEndian
+            else:
+                target = UID(syntax)
+            if target == ExplicitVRLittleEndian or target == stored:
+                choices.append(Choice(OCTET_STREAM, target, wanted.multipart))
+            continue
+        syntaxes = FRAME_MEDIA_TYPES[wanted.media_type]
+        if syntax is None or syntax == ANY_SYNTAX:
+            targets = [stored, syntaxes[0]] if stored in syntaxes else [syntaxes[0]]
+        else:
+            targets = [UID(syntax)] if UID(syntax) in syntaxes else []
+        choices.extend(Choice(wanted.media_type, target, wanted.multipart) for target in targets)
+    return _usable(acceptable, choices, lambda syntax: _can_produce(stored, syntax))
+
+
+def describe(acceptable: Acceptable) -> str:
+    """Return the requested representations for an error message, such as ``image/jls (*)``."""
+    names = [
+        f"{wanted.media_type} ({wanted.transfer_syntax or 'default transfer syntax'})"
+        for wanted in acceptable.types
+    ]
+    return ", ".join(names) or "nothing"
+
+
+def _reduce(
+    ranges: Iterable[MediaType],
+    root_types: Collection[str],
+    default: str,
+    single_part: bool,
+    *,
+    wildcards: bool = True,
+) -> list[AcceptableType]:
+    types: list[AcceptableType] = []
+    for media in ranges:
+        syntax = media.param("transfer-syntax")
+        if media.essence in _WILDCARDS:
+            if wildcards:
+                types.append(AcceptableType(default, None))
+        elif media.essence == MULTIPART_RELATED:
+            root = _root_type(media.param("type"), root_types, default)
+            if root is not None:
+                types.append(AcceptableType(root, syntax))
+        elif single_part and media.essence in root_types:
+            types.append(AcceptableType(media.essence, syntax, multipart=False))
+    return types
+
+
+def _root_type(value: str | None, root_types: Collection[str], default: str) -> str | None:
+    """Return the root type that a multipart ``type`` parameter names, or None."""
+    if value is None:
+        return default
+    root = MediaType(value.strip().lower())
+    if root.essence in root_types:
+        return root.essence
+    return default if root.subtype == "*" and root.matches(default) else None
+
+
+def _any_syntax(stored: UID) -> UID:
+    return ExplicitVRLittleEndian if stored == ExplicitVRBigEndian else stored
+
+
+def _can_produce(stored: UID, target: UID) -> bool:
+    if not target.is_transfer_syntax:
+        return False
+    if target == stored:
+        return True
+    return can_decode(stored) and can_encode(target)
+
+
+def _usable(
+    acceptable: Acceptable, choices: list[Choice], producible: Callable[[UID], bool]
+) -> list[Choice]:
+    usable: list[Choice] = []
+    for choice in choices:
+        if choice in usable or acceptable.excludes(choice):
+            continue
+        if producible(choice.transfer_syntax):
+            usable.append(choice)
+    return usable
