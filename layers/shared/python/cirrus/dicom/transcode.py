@@ -222,6 +222,25 @@ def decode_frames(ds: Dataset, numbers: Sequence[int]) -> list[Frame]:
     )
 
 
+def frame_array(ds: Dataset, number: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode frame ``number`` (1-based) of ``ds`` to an array, with pydicom's pixel metadata.
+
+    YBR colour comes back as RGB. Raises ``TranscodeError`` when no plugin can decode it.
+    """
+    source = transfer_syntax_of(ds)
+    if not can_decode(source):
+        raise TranscodeError(f"no decoder is installed for transfer syntax {source}")
+    errors: list[str] = []
+    for plugin in _decoding_plugins(source):
+        try:
+            return next(_iter_frames(ds, [number - 1], plugin))
+        except _CODEC_ERRORS as exc:
+            errors.append(f"{plugin or 'numpy'}: {_reason(exc)}")
+    raise TranscodeError(
+        f"frame {number} in transfer syntax {source} could not be decoded ({'; '.join(errors)})"
+    )
+
+
 def encode_frame(frame: Frame, target: UID) -> bytes:
     """Compress one native frame losslessly in ``target``; raise ``TranscodeError`` if not."""
     if target not in LOSSLESS_ENCODINGS or not can_encode(target):

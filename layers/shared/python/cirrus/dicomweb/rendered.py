@@ -1,9 +1,12 @@
 """WADO-RS rendered and thumbnail resources (PS3.18 8.3.5 and 10.4): images for display.
 
-A frame is decoded with pydicom, whose codecs pylibjpeg provides, and passed through the
-Modality LUT and a window. The window is the request's ``window`` parameter, else the
-instance's first window, else its minimum and maximum. The image is then scaled into
-``viewport`` when given and encoded as JPEG or PNG.
+One frame is decoded (see ``cirrus.dicom.transcode``), the whole instance's resource showing
+its first frame. Grayscale frames pass through the Modality LUT and a VOI window: the
+request's ``window`` parameter, else the instance's first Window Center and Width with its VOI
+LUT Function, else the frame's minimum and maximum. MONOCHROME1 is inverted, PALETTE COLOR
+goes through its palette, and YBR colour arrives as RGB. The ``viewport`` region is then cut,
+flipped when its width or height is negative, and scaled to fit the viewport with its aspect
+ratio kept. The result is encoded as JPEG, PNG or GIF, as the Accept header prefers.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from typing import Any, Final
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.pixels.processing import apply_modality_lut
+from pydicom.dataset import Dataset
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
+from cirrus.dicom.transcode import frame_array
 from cirrus.dicomweb.media import parse_accept
 from cirrus.dicomweb.wado import Representation
 from cirrus.errors import InvalidRequestError, NotAcceptableError, NotFoundError
@@ -25,43 +30,56 @@ from cirrus.storage.objects import ObjectStore
 
 JPEG: Final = "image/jpeg"
 PNG: Final = "image/png"
+GIF: Final = "image/gif"
+_PIL_FORMATS: Final = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF"}
 DEFAULT_QUALITY: Final = 90
-THUMBNAIL_VIEWPORT: Final = (128, 128)
+THUMBNAIL_SIZE: Final = 128
 MAX_VIEWPORT: Final = 4096
+# PS3.18 8.3.5.1.4 names the functions in lower case, VOI LUT Function (0028,1056) in upper.
+WINDOW_FUNCTIONS: Final = ("linear", "linear-exact", "sigmoid")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A VOI window (PS3.3 C.11.2.1.2): center and width in output units of the Modality LUT."""
+
+    center: float
+    width: float
+    function: str = "linear"
+
+
+@dataclass(frozen=True)
+class Viewport:
+    """The ``viewport`` parameter (PS3.18 8.3.5.1.3): output size and an optional source region.
+
+    ``source_width`` and ``source_height`` are None for the rest of the image from
+    (``source_x``, ``source_y``); negative values flip the region.
+    """
+
+    columns: int
+    rows: int
+    source_x: int = 0
+    source_y: int = 0
+    source_width: int | None = None
+    source_height: int | None = None
+
+
+THUMBNAIL_VIEWPORT: Final = Viewport(THUMBNAIL_SIZE, THUMBNAIL_SIZE)
 
 
 @dataclass(frozen=True)
 class RenderOptions:
     """The presentation parameters of a rendered request (PS3.18 8.3.5.1)."""
 
-    window: tuple[float, float] | None = None
-    viewport: tuple[int, int] | None = None
+    window: Window | None = None
+    viewport: Viewport | None = None
     quality: int = DEFAULT_QUALITY
 
 
 def parse_render_options(params: dict[str, list[str]]) -> RenderOptions:
     """Read ``window``, ``viewport`` and ``quality``; raise ``InvalidRequestError`` if invalid."""
-    window = None
-    if "window" in params:
-        parts = params["window"][-1].split(",")
-        function = parts[2].strip().lower() if len(parts) > 2 else "linear"
-        try:
-            center, width = float(parts[0]), float(parts[1])
-        except (ValueError, IndexError) as exc:
-            raise InvalidRequestError("window must be center,width[,function]") from exc
-        if width <= 0 or function != "linear":
-            # TODO: the linear-exact and sigmoid VOI LUT functions.
-            raise InvalidRequestError("window needs a positive width and the linear function")
-        window = (center, width)
-    viewport = None
-    if "viewport" in params:
-        try:
-            columns, rows = (int(value) for value in params["viewport"][-1].split(",")[:2])
-        except ValueError as exc:
-            raise InvalidRequestError("viewport must be columns,rows in pixels") from exc
-        if not (0 < columns <= MAX_VIEWPORT and 0 < rows <= MAX_VIEWPORT):
-            raise InvalidRequestError(f"viewport sides must be from 1 to {MAX_VIEWPORT} pixels")
-        viewport = (columns, rows)
+    window = _parse_window(params["window"][-1]) if "window" in params else None
+    viewport = _parse_viewport(params["viewport"][-1]) if "viewport" in params else None
     quality = DEFAULT_QUALITY
     if "quality" in params:
         value = params["quality"][-1]
@@ -80,7 +98,7 @@ def render_instance(
     options: RenderOptions,
     accept: str | None,
 ) -> Representation:
-    """Return one frame of an instance as a JPEG or PNG image, as ``accept`` prefers."""
+    """Return one frame of an instance as a JPEG, PNG or GIF image, as ``accept`` prefers."""
     media_type = _image_type(accept)
     ref = reader.instance(site, *uids)
     ds = pydicom.dcmread(BytesIO(store.get(ref.object_key)))
@@ -91,49 +109,148 @@ def render_instance(
         raise NotFoundError(
             f"instance {ref.sop} has {frames} frames; frame {frame} is past the last"
         )
-    pixels = ds.pixel_array if frames == 1 else ds.pixel_array[frame - 1]
-    image = Image.fromarray(_display_pixels(ds, pixels, options.window))
+    pixels, meta = frame_array(ds, frame)
+    image = Image.fromarray(display_pixels(ds, pixels, meta, options.window))
     if options.viewport is not None:
-        image.thumbnail(options.viewport)
+        image = fit_viewport(image, options.viewport)
     output = BytesIO()
-    if media_type == PNG:
-        image.save(output, format="PNG")
-    else:
+    if media_type == JPEG:
         image.save(output, format="JPEG", quality=options.quality)
+    else:
+        image.save(output, format=_PIL_FORMATS[media_type])
     return Representation(output.getvalue(), media_type)
+
+
+def display_pixels(
+    ds: Dataset, pixels: np.ndarray, meta: dict[str, Any], window: Window | None
+) -> np.ndarray:
+    """Return 8-bit grayscale or RGB pixels for display."""
+    photometric = str(meta.get("photometric_interpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR":
+        rgb: np.ndarray = apply_color_lut(pixels, ds)
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        return _to_uint8(rgb.astype(np.float64) / (2**bits - 1))
+    if int(meta.get("samples_per_pixel", 1)) == 3:
+        if pixels.dtype == np.uint8:
+            return pixels
+        top = 2 ** int(meta.get("bits_stored", 16)) - 1
+        return _to_uint8(pixels.astype(np.float64) / top)
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if window is None:
+        window = _instance_window(ds) or _min_max(values)
+    display = _apply_window(values, window)
+    return 255 - display if photometric == "MONOCHROME1" else display
+
+
+def fit_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
+    """Cut the viewport's source region from ``image`` and scale it to fit the viewport."""
+    left, top = viewport.source_x, viewport.source_y
+    width = viewport.source_width if viewport.source_width is not None else image.width - left
+    height = viewport.source_height if viewport.source_height is not None else image.height - top
+    if width == 0 or height == 0 or left + abs(width) > image.width:
+        raise InvalidRequestError(
+            f"viewport source region is outside the {image.width}x{image.height} image"
+        )
+    if top + abs(height) > image.height:
+        raise InvalidRequestError(
+            f"viewport source region is outside the {image.width}x{image.height} image"
+        )
+    region = image.crop((left, top, left + abs(width), top + abs(height)))
+    if width < 0:
+        region = region.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if height < 0:
+        region = region.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    scale = min(viewport.columns / region.width, viewport.rows / region.height)
+    size = (max(1, round(region.width * scale)), max(1, round(region.height * scale)))
+    return region if size == region.size else region.resize(size, Image.Resampling.LANCZOS)
+
+
+def _parse_window(text: str) -> Window:
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise InvalidRequestError(f"window must be center,width[,function], not {text!r}")
+    try:
+        center, width = float(parts[0]), float(parts[1])
+    except ValueError as exc:
+        raise InvalidRequestError(f"window center and width must be numbers, not {text!r}") from exc
+    function = parts[2].lower().replace("_", "-") if len(parts) == 3 else "linear"
+    if function not in WINDOW_FUNCTIONS:
+        raise InvalidRequestError(
+            f"window function {parts[2]!r} is unknown; use {', '.join(WINDOW_FUNCTIONS)}"
+        )
+    if not np.isfinite(center) or not np.isfinite(width):
+        raise InvalidRequestError(f"window center and width must be finite, not {text!r}")
+    # PS3.3 C.11.2.1.2.1: width >= 1 for the linear function, > 0 for the others.
+    if width < 1 if function == "linear" else width <= 0:
+        raise InvalidRequestError(f"window width {parts[1]} is too small for {function}")
+    return Window(center, width, function)
+
+
+def _parse_viewport(text: str) -> Viewport:
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) not in (2, 6):
+        raise InvalidRequestError(f"viewport must be vw,vh or vw,vh,sx,sy,sw,sh, not {text!r}")
+    try:
+        values = [int(part) if part else None for part in parts]
+    except ValueError as exc:
+        raise InvalidRequestError(f"viewport values must be integers, not {text!r}") from exc
+    columns, rows = values[0], values[1]
+    if (
+        columns is None
+        or rows is None
+        or not (0 < columns <= MAX_VIEWPORT and 0 < rows <= MAX_VIEWPORT)
+    ):
+        raise InvalidRequestError(f"viewport width and height must be 1 to {MAX_VIEWPORT}")
+    if len(values) == 2:
+        return Viewport(columns, rows)
+    source_x, source_y, source_width, source_height = values[2:]
+    if (source_x or 0) < 0 or (source_y or 0) < 0:
+        raise InvalidRequestError(f"viewport sx and sy must not be negative, not {text!r}")
+    if source_width == 0 or source_height == 0:
+        raise InvalidRequestError(f"viewport sw and sh must not be 0, not {text!r}")
+    return Viewport(columns, rows, source_x or 0, source_y or 0, source_width, source_height)
 
 
 def _image_type(accept: str | None) -> str:
     for media in parse_accept(accept):
-        if media.essence in ("*/*", "image/*", JPEG):
+        if media.essence in ("*/*", "image/*"):
             return JPEG
-        if media.essence == PNG:
-            return PNG
-    raise NotAcceptableError(f"rendered images are available as {JPEG} or {PNG}")
+        if media.essence in _PIL_FORMATS:
+            return media.essence
+    raise NotAcceptableError(f"rendered images are available as {JPEG}, {PNG} or {GIF}")
 
 
-def _display_pixels(ds: Any, pixels: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
-    """Return 8-bit grayscale or RGB pixels for display."""
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if int(ds.get("SamplesPerPixel", 1)) == 3:
-        # pydicom 3 returns YBR color pixels converted to RGB.
-        return _to_uint8(pixels.astype(np.float64), None)
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
-    if window is None and "WindowCenter" in ds and "WindowWidth" in ds:
-        window = (_first(ds.WindowCenter), _first(ds.WindowWidth))
-    display = _to_uint8(values, window)
-    return 255 - display if photometric == "MONOCHROME1" else display
+def _instance_window(ds: Dataset) -> Window | None:
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    function = str(ds.get("VOILUTFunction") or "LINEAR").lower().replace("_", "-")
+    if function not in WINDOW_FUNCTIONS or width <= 0 or (function == "linear" and width < 1):
+        return None
+    return Window(center, width, function)
 
 
-def _to_uint8(values: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
-    if window is None:
-        low, high = float(values.min()), float(values.max())
-    else:
-        # The linear function of PS3.3 C.11.2.1.2.1, without its half-pixel offsets.
-        center, width = window
-        low, high = center - width / 2, center + width / 2
-    span = high - low if high > low else 1.0
-    return (np.clip((values - low) / span, 0.0, 1.0) * 255).round().astype(np.uint8)
+def _min_max(values: np.ndarray) -> Window:
+    low, high = float(values.min()), float(values.max())
+    return Window((low + high) / 2, max(high - low, 1.0), "linear-exact")
+
+
+def _apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """Map ``values`` to 0-255 with the VOI LUT function of PS3.3 C.11.2.1.2."""
+    center, width = window.center, window.width
+    if window.function == "sigmoid":
+        return _to_uint8(1 / (1 + np.exp(-4 * (values - center) / width)))
+    if window.function == "linear-exact":
+        return _to_uint8((values - center) / width + 0.5)
+    if width == 1:
+        # The linear function with width 1 is a threshold at center - 0.5.
+        return np.where(values > center - 0.5, 255, 0).astype(np.uint8)
+    return _to_uint8((values - (center - 0.5)) / (width - 1) + 0.5)
+
+
+def _to_uint8(fraction: np.ndarray) -> np.ndarray:
+    scaled: np.ndarray = np.clip(fraction, 0.0, 1.0) * 255
+    return scaled.round().astype(np.uint8)
 
 
 def _first(value: Any) -> float:
