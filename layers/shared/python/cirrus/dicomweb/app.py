@@ -51,7 +51,8 @@ from cirrus.index.reader import IndexReader
 from cirrus.storage.objects import ObjectStore
 
 _BULKDATA: Final = "/bulkdata/"
-_SERVED_METHODS: Final = ("GET", "HEAD", "POST", "DELETE")
+# Methods of the collection resources; DELETE applies only to a study, series or instance.
+_SERVED_METHODS: Final = ("GET", "HEAD", "POST")
 _INSTANCE: Final = "/studies/<study>/series/<series>/instances/<instance>"
 # Request headers a browser may send cross-origin: those of PS3.18 8.4 that are not
 # CORS-safelisted, and the SigV4 headers of a signed request.
@@ -198,8 +199,7 @@ def _add_error_handlers(app: APIGatewayRestResolver) -> None:
         if event.http_method not in _SERVED_METHODS:
             return json_error(
                 HTTPStatus.METHOD_NOT_ALLOWED,
-                f"method {event.http_method} is not supported; use GET or HEAD to read, POST to "
-                "store and DELETE to remove",
+                f"method {event.http_method} is not supported; use GET or HEAD, and POST to store",
                 headers={"Allow": ", ".join(_SERVED_METHODS)},
             )
         return json_error(
@@ -393,7 +393,7 @@ def _add_delete_routes(app: APIGatewayRestResolver, services: DicomwebServices) 
             return json_error(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 "DELETE is not enabled on this server",
-                headers={"Allow": "GET, HEAD, POST"},
+                headers={"Allow": ", ".join(_SERVED_METHODS)},
             )
         target = DeleteTarget(services.site, study, series, sop)
         request_id = event.request_context.request_id or ""
