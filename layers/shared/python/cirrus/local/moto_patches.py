@@ -1,10 +1,20 @@
-"""A faster DynamoDB transaction for the local stack's moto server (moto 5.2.5).
+"""Faster DynamoDB transactions and Queries for the local stack's moto server (moto 5.2.5).
 
-moto's ``transact_write_items`` deep-copies every table a transaction names, before each of
-its items, so that it can roll back. Ingest writes one transaction per instance, so the cost
-grows with the index: about 8 instances per second at a few hundred, less beyond (measured
-with ``bench/cstore.py``). This patch snapshots only the items a transaction touches and
-restores them when it is cancelled, which is the same outcome for the caller.
+Transactions: moto's ``transact_write_items`` deep-copies every table a transaction names,
+before each of its items, so that it can roll back. Ingest writes one transaction per
+instance, so the cost grows with the index: about 8 instances per second at a few hundred,
+less beyond (measured with ``bench/cstore.py``). This patch snapshots only the items a
+transaction touches and restores them when it is cancelled, which is the same outcome for the
+caller.
+
+Queries: moto's ``Table.query`` reads and sorts every item of the table for each Query, on the
+table and on every index alike. This patch keeps, for each table, every partition of the table
+and of each global secondary index in sorted containers, updated after each write (put,
+update and delete of an item, which batch writes, transactions, PartiQL and the rollback above
+all go through). A Query then bisects its partition to the sort key range and hands moto's own
+``query`` only the items it can return, plus the item after them, so that limits, pages,
+filters and projections behave as before. Queries this patch does not narrow (local
+secondary indexes, indexes with several key attributes, legacy ``QueryFilter``) run unchanged.
 
 Applied only in the moto child process that ``cirrus.local.moto_process`` starts.
 """
@@ -12,7 +22,9 @@ Applied only in the moto child process that ``cirrus.local.moto_process`` starts
 from __future__ import annotations
 
 import copy
+import threading
 import types
+from collections.abc import Callable
 from typing import Any
 
 from moto.dynamodb import models
@@ -21,7 +33,9 @@ from moto.dynamodb.exceptions import (
     MultipleTransactionsException,
     TransactionCanceledException,
 )
-from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
+from sortedcontainers import SortedKeyList
 
 _original = models.DynamoDBBackend.transact_write_items
 
@@ -61,7 +75,390 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
         raise
 
 
+# Query
+
+
+# Entries of a base table partition are sort key values; entries of an index partition are
+# (index sort key, 1, table hash key, table sort key). Their sort keys order them as moto
+# does: by the index sort key, then by the table's keys. The middle 1 lets a search key
+# (value, 0) fall before every entry with that index sort key and (value, 2) after them.
+_Entry = Any
+_Key = tuple[Any, ...]
+
+
+def _plain(value: DynamoType | None) -> Any:
+    return None if value is None else value.cast_value
+
+
+def _entry_key(entry: _Entry) -> _Key:
+    if isinstance(entry, DynamoType):
+        return (entry.cast_value,)
+    return (entry[0].cast_value, 1, _plain(entry[2]), _plain(entry[3]))
+
+
+class _GsiPartitions:
+    """The partitions of one global secondary index with one hash and one range attribute."""
+
+    def __init__(self, hash_attr: str, range_attr: str) -> None:
+        self.hash_attr = hash_attr
+        self.range_attr = range_attr
+        self.partitions: dict[DynamoType, SortedKeyList] = {}
+
+
+class _TablePartitions:
+    """Sorted partitions of a table and of its global secondary indexes."""
+
+    def __init__(self, table: Table) -> None:
+        self.lock = threading.RLock()
+        self.signature = _signature(table)
+        self.base: dict[DynamoType, SortedKeyList] = {}
+        self.indexes: dict[str, _GsiPartitions] = {}
+        for index in table.global_indexes:
+            hash_keys = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
+            range_keys = [k["AttributeName"] for k in index.schema if k["KeyType"] == "RANGE"]
+            if len(hash_keys) == 1 and len(range_keys) == 1:
+                self.indexes[index.name] = _GsiPartitions(hash_keys[0], range_keys[0])
+        # The index entries of each item, by its table keys, so that a write can remove them.
+        self.entries_of: dict[tuple[DynamoType, DynamoType | None], list[tuple[Any, Any]]] = {}
+        for item in table.all_items():
+            self.add(table, item)
+
+    def __deepcopy__(self, memo: Any) -> None:
+        # A copied table (a backup) builds its own partitions when it is first queried.
+        return None
+
+    def add(self, table: Table, item: Item) -> None:
+        if table.range_key_attr is None:
+            return
+        key = (item.hash_key, item.range_key)
+        added: list[tuple[Any, Any]] = []
+        partition = self.base.setdefault(item.hash_key, SortedKeyList(key=_entry_key))
+        partition.add(item.range_key)
+        added.append((partition, item.range_key))
+        for gsi in self.indexes.values():
+            hash_value = item.attrs.get(gsi.hash_attr)
+            range_value = item.attrs.get(gsi.range_attr)
+            if hash_value is None or range_value is None:
+                continue
+            entry = (range_value, 1, item.hash_key, item.range_key)
+            gsi_partition = gsi.partitions.setdefault(hash_value, SortedKeyList(key=_entry_key))
+            gsi_partition.add(entry)
+            added.append((gsi_partition, entry))
+        self.entries_of[key] = added
+
+    def remove(self, hash_key: DynamoType, range_key: DynamoType | None) -> None:
+        for partition, entry in self.entries_of.pop((hash_key, range_key), []):
+            partition.remove(entry)
+
+    def refresh(self, table: Table, hash_key: DynamoType, range_key: DynamoType | None) -> None:
+        """Bring the entries of one item in line with the table after a write to it."""
+        with self.lock:
+            self.remove(hash_key, range_key)
+            item = _stored_item(table, hash_key, range_key)
+            if item is not None:
+                self.add(table, item)
+
+
+def _signature(table: Table) -> tuple[Any, ...]:
+    indexes = tuple((index.name, repr(index.schema)) for index in table.global_indexes)
+    return (table.hash_key_attr, table.range_key_attr, indexes)
+
+
+def _stored_item(table: Table, hash_key: DynamoType, range_key: DynamoType | None) -> Item | None:
+    partition = table.items.get(hash_key)
+    if partition is None:
+        return None
+    if table.range_key_attr is None:
+        return partition  # type: ignore[return-value]
+    found: Item | None = partition.get(range_key)
+    return found
+
+
+_PARTITIONS_ATTRIBUTE = "_cirrus_partitions"
+
+
+def _partitions(table: Table) -> _TablePartitions:
+    current: _TablePartitions | None = getattr(table, _PARTITIONS_ATTRIBUTE, None)
+    if current is None or current.signature != _signature(table):
+        current = _TablePartitions(table)
+        setattr(table, _PARTITIONS_ATTRIBUTE, current)
+    return current
+
+
+def _refresh(table: Table, hash_key: DynamoType | None, range_key: DynamoType | None) -> None:
+    current: _TablePartitions | None = getattr(table, _PARTITIONS_ATTRIBUTE, None)
+    if current is not None and hash_key is not None:
+        current.refresh(table, hash_key, range_key)
+
+
+def _range_bounds(
+    entries: SortedKeyList, comparison: str | None, values: list[DynamoType], gsi: bool
+) -> tuple[int, int] | None:
+    """Return the positions of the entries a sort key condition keeps, or None if unknown."""
+
+    def before(value: DynamoType) -> int:
+        return int(entries.bisect_key_left((value.cast_value, 0) if gsi else (value.cast_value,)))
+
+    def after(value: DynamoType) -> int:
+        return int(entries.bisect_key_right((value.cast_value, 2) if gsi else (value.cast_value,)))
+
+    count = len(entries)
+    if comparison is None:
+        return 0, count
+    bounds: dict[str, Callable[[], tuple[int, int]]] = {
+        "EQ": lambda: (before(values[0]), after(values[0])),
+        "LT": lambda: (0, before(values[0])),
+        "LE": lambda: (0, after(values[0])),
+        "GT": lambda: (after(values[0]), count),
+        "GE": lambda: (before(values[0]), count),
+        "BETWEEN": lambda: (before(values[0]), after(values[1])),
+    }
+    if comparison in bounds:
+        return bounds[comparison]()
+    if comparison == "BEGINS_WITH" and values[0].type == "S":
+        prefix = str(values[0].value)
+        low = before(values[0])
+        if not prefix:
+            return low, count
+        # Every string that starts with the prefix sorts below the prefix with its last
+        # character incremented.
+        successor = prefix[:-1] + chr(ord(prefix[-1]) + 1) if ord(prefix[-1]) < 0x10FFFF else None
+        if successor is None:
+            return None
+        return low, before(DynamoType({"S": successor}))
+    return None
+
+
+def _start_key(
+    table: Table, exclusive_start_key: dict[str, Any] | None, range_attr: str | None
+) -> _Entry | bool | None:
+    """Return the entry form of an ExclusiveStartKey; None without one, False if incomplete."""
+    if not exclusive_start_key:
+        return None
+    try:
+        hash_key = DynamoType(exclusive_start_key[table.hash_key_attr])
+        range_key = DynamoType(exclusive_start_key[table.range_key_attr])  # type: ignore[index]
+        if range_attr is None:
+            return range_key
+        return (DynamoType(exclusive_start_key[range_attr]), 1, hash_key, range_key)
+    except KeyError:
+        return False
+
+
+_narrowed = threading.local()
+_original_query = Table.query
+_original_all_items = Table.all_items
+_original_put = Table.put_item
+_original_delete = Table.delete_item
+_original_update = models.DynamoDBBackend.update_item
+
+
+def _candidates(
+    table: Table,
+    hash_key: DynamoType | None,
+    range_comparison: str | None,
+    range_objs: list[DynamoType],
+    limit: int | None,
+    exclusive_start_key: dict[str, Any] | None,
+    scan_index_forward: bool,
+    index_name: str | None,
+    hash_key_conditions: list[tuple[str, DynamoType]] | None,
+    range_key_conditions: list[tuple[str, str, list[DynamoType]]] | None,
+    filter_kwargs: dict[str, Any],
+) -> list[Item] | None:
+    """Return the items a Query can return, or None when moto must look at every item."""
+    if filter_kwargs or table.range_key_attr is None or (limit is not None and limit < 1):
+        return None
+    partitions = _partitions(table)
+    forward = scan_index_forward is not False
+    if index_name is None:
+        if hash_key is None:
+            return None
+        entries = partitions.base.get(hash_key)
+        if entries is None:
+            return []
+        bounds = _range_bounds(entries, range_comparison, range_objs, gsi=False)
+        start = _start_key(table, exclusive_start_key, None)
+        if bounds is None or start is False:
+            return None
+        partition = table.items[hash_key]
+        return _narrowed_items(
+            entries, bounds, start, limit, forward, lambda entry: partition[entry]
+        )
+    gsi = partitions.indexes.get(index_name)
+    conditions = hash_key_conditions or []
+    ranges = range_key_conditions or []
+    if gsi is None or len(conditions) != 1 or len(ranges) > 1:
+        return None
+    if conditions[0][0] != gsi.hash_attr or (ranges and ranges[0][0] != gsi.range_attr):
+        return None
+    entries = gsi.partitions.get(conditions[0][1])
+    if entries is None:
+        return []
+    bounds = _range_bounds(entries, range_comparison, range_objs, gsi=True)
+    start = _start_key(table, exclusive_start_key, gsi.range_attr)
+    if bounds is None or start is False:
+        return None
+    return _narrowed_items(
+        entries, bounds, start, limit, forward, lambda entry: _index_item(table, entry)
+    )
+
+
+def _index_item(table: Table, entry: _Entry) -> Item:
+    item = _stored_item(table, entry[2], entry[3])
+    if item is None:
+        raise KeyError(f"index entry without a stored item in table {table.name}")
+    return item
+
+
+def _narrowed_items(
+    entries: SortedKeyList,
+    bounds: tuple[int, int],
+    start: _Entry | None,
+    limit: int | None,
+    forward: bool,
+    item_at: Callable[[_Entry], Item],
+) -> list[Item]:
+    """Return the items moto's query loop can reach, in partition order.
+
+    That is the items in ``bounds`` after the start key, at most ``limit`` of them, and the
+    entry next to them in the direction of the Query, because moto's loop looks at one more
+    item to decide whether to return a LastEvaluatedKey.
+    """
+    low, high = bounds
+    count = len(entries)
+    if forward:
+        if start is not None:
+            low = max(low, int(entries.bisect_key_right(_entry_key(start))))
+        end = high if limit is None else min(high, low + limit)
+        positions, tail = range(low, min(end + 1, count)), range(low, count)
+    else:
+        if start is not None:
+            high = min(high, int(entries.bisect_key_left(_entry_key(start))))
+        first = low if limit is None else max(low, high - limit)
+        positions, tail = range(max(first - 1, 0), high), range(0, high)
+    items = [item_at(entries[position]) for position in positions]
+    # moto's loop also stops at the first item, in range or not, that would take the page over
+    # its size limit; only a page already near that limit can meet such an item later on.
+    if sum(item.size() for item in items) > RESULT_SIZE_LIMIT // 2:
+        items = [item_at(entries[position]) for position in tail]
+    return items
+
+
+def _query(
+    self: Table,
+    hash_key: DynamoType | None,
+    range_comparison: str | None,
+    range_objs: list[DynamoType],
+    limit: int,
+    exclusive_start_key: dict[str, Any],
+    scan_index_forward: bool,
+    projection_expressions: list[list[str]] | None,
+    index_name: str | None = None,
+    consistent_read: bool = False,
+    filter_expression: Any = None,
+    hash_key_conditions: list[tuple[str, DynamoType]] | None = None,
+    range_key_conditions: list[tuple[str, str, list[DynamoType]]] | None = None,
+    **filter_kwargs: Any,
+) -> tuple[list[Item], int, dict[str, Any] | None]:
+    partitions = _partitions(self)
+    with partitions.lock:
+        candidates = _candidates(
+            self,
+            hash_key,
+            range_comparison,
+            range_objs,
+            limit,
+            exclusive_start_key,
+            scan_index_forward,
+            index_name,
+            hash_key_conditions,
+            range_key_conditions,
+            filter_kwargs,
+        )
+        narrowed: dict[int, list[Item]] = getattr(_narrowed, "tables", {})
+        _narrowed.tables = narrowed
+        if candidates is not None:
+            narrowed[id(self)] = candidates
+        try:
+            return _original_query(
+                self,
+                hash_key,
+                range_comparison,
+                range_objs,
+                limit,
+                exclusive_start_key,
+                scan_index_forward,
+                projection_expressions,
+                index_name,
+                consistent_read,
+                filter_expression,
+                hash_key_conditions=hash_key_conditions,
+                range_key_conditions=range_key_conditions,
+                **filter_kwargs,
+            )
+        finally:
+            narrowed.pop(id(self), None)
+
+
+def _all_items(self: Table) -> list[Item]:
+    """Return the narrowed candidates inside a patched Query, else every item as moto does."""
+    candidates = getattr(_narrowed, "tables", {}).get(id(self))
+    if candidates is not None:
+        return list(candidates)
+    return _original_all_items(self)
+
+
+def _put_item(self: Table, item_attrs: dict[str, Any], *args: Any, **kwargs: Any) -> Item:
+    try:
+        return _original_put(self, item_attrs, *args, **kwargs)
+    finally:
+        hash_value = item_attrs.get(self.hash_key_attr)
+        range_value = item_attrs.get(self.range_key_attr) if self.range_key_attr else None
+        if hash_value is not None:
+            _refresh(
+                self,
+                DynamoType(hash_value),
+                DynamoType(range_value) if range_value is not None else None,
+            )
+
+
+def _delete_item(self: Table, hash_key: DynamoType, range_key: DynamoType | None) -> Item | None:
+    try:
+        return _original_delete(self, hash_key, range_key)
+    finally:
+        _refresh(self, hash_key, range_key)
+
+
+def _update_item(
+    self: Any, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any
+) -> Item:
+    # moto changes the stored item in place, so its index entries are refreshed afterwards,
+    # also when the update failed part way.
+    try:
+        return _original_update(self, table_name, key, *args, **kwargs)
+    finally:
+        table = self.get_table(table_name)
+        hash_value = key.get(table.hash_key_attr)
+        range_value = key.get(table.range_key_attr) if table.range_key_attr else None
+        if hash_value is not None:
+            _refresh(
+                table,
+                DynamoType(hash_value),
+                DynamoType(range_value) if range_value is not None else None,
+            )
+
+
+def _install_query_patch() -> None:
+    Table.query = _query  # type: ignore[method-assign]
+    Table.all_items = _all_items  # type: ignore[method-assign]
+    Table.put_item = _put_item  # type: ignore[method-assign]
+    Table.delete_item = _delete_item  # type: ignore[method-assign]
+    models.DynamoDBBackend.update_item = _update_item  # type: ignore[method-assign]
+
+
 def apply() -> None:
-    """Install the patch in this process."""
+    """Install the patches in this process."""
     models.copy = types.SimpleNamespace(deepcopy=_copy_unless_table)  # type: ignore[attr-defined,assignment]
     models.DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    _install_query_patch()
