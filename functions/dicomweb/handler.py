@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from cirrus.audit import AuditLog
 from cirrus.config import Settings
 from cirrus.dicomweb.app import DicomwebServices, build_app, resolve
+from cirrus.dicomweb.bundles import MetadataBundles
 from cirrus.index.deletion import IndexDeleter
 from cirrus.services import Services
 
@@ -39,6 +40,7 @@ def dicomweb_services(services: Services) -> DicomwebServices:
         site=services.settings.default_site,
         claims=services.claims,
         cors_origins=services.settings.cors_origins,
+        bundles=MetadataBundles(services.index_model, services.store),
         deleter=IndexDeleter(services.index_model),
         audit=AuditLog(services.store),
     )

@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from cirrus.audit import Actor, AuditLog
 from cirrus.dicomweb.delete import DeleteTarget, delete_resource
+from cirrus.dicomweb.bundles import MetadataBundles, entity_tag, representation_etag
 from cirrus.dicomweb.errors import (
     error_response,
     json_error,
@@ -101,6 +102,8 @@ class DicomwebServices:
     site: str
     claims: InstanceClaims | None = None
     cors_origins: tuple[str, ...] = ()
+    # Without it, series and study metadata are built from the instance records per request.
+    bundles: MetadataBundles | None = None
     # Without both, DELETE answers 405.
     deleter: IndexDeleter | None = None
     audit: AuditLog | None = None
@@ -260,6 +263,40 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
             content_type=DICOM_JSON_MEDIA_TYPE,
             body=body,
             headers={"ETag": etag, "Cache-Control": "private, no-cache"},
+            compress=True,
+        )
+
+    def bundled_metadata(study: str, series: str | None = None) -> Response[Any]:
+        """Serve series or study metadata from its stored bundle, as gzip when accepted."""
+        bundles = services.bundles
+        if bundles is None:
+            return metadata(study, series)
+        event = app.current_event
+        require_dicom_json(event.headers.get("Accept"))
+        url = base_url(event)
+        gzip_coded = _accepts_gzip(event.headers.get("Accept-Encoding"))
+        cached = _entity_tags(event.headers.get("If-None-Match"))
+        headers: dict[str, str | list[str]] = {
+            "Cache-Control": "private, no-cache",
+            "Vary": "Accept-Encoding",
+        }
+        tag = bundles.record_tag(site, study, series)
+        # A matching validator is answered from the index record alone, without reading S3.
+        if tag is not None:
+            etag = representation_etag(entity_tag(tag, url), gzip_coded)
+            if etag in cached or "*" in cached:
+                return Response(int(HTTPStatus.NOT_MODIFIED), headers={**headers, "ETag": etag})
+        bundle = bundles.fetch(site, study, series, url, tag)
+        headers["ETag"] = bundle.etag(gzip_coded)
+        if headers["ETag"] in cached or "*" in cached:
+            return Response(int(HTTPStatus.NOT_MODIFIED), headers=headers)
+        if gzip_coded:
+            headers["Content-Encoding"] = "gzip"
+            body = bundle.gzip_body
+        else:
+            body = bundle.body()
+        return Response(
+            int(HTTPStatus.OK), content_type=DICOM_JSON_MEDIA_TYPE, body=body, headers=headers
         )
 
     @app.get("/studies/<study>")
@@ -274,13 +311,13 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     def _instance(study: str, series: str, instance: str) -> Response[bytes]:
         return instances(unquote(study), unquote(series), unquote(instance))
 
-    @app.get("/studies/<study>/metadata", compress=True)
-    def _study_metadata(study: str) -> Response[str]:
-        return metadata(unquote(study))
+    @app.get("/studies/<study>/metadata")
+    def _study_metadata(study: str) -> Response[Any]:
+        return bundled_metadata(unquote(study))
 
-    @app.get("/studies/<study>/series/<series>/metadata", compress=True)
-    def _series_metadata(study: str, series: str) -> Response[str]:
-        return metadata(unquote(study), unquote(series))
+    @app.get("/studies/<study>/series/<series>/metadata")
+    def _series_metadata(study: str, series: str) -> Response[Any]:
+        return bundled_metadata(unquote(study), unquote(series))
 
     @app.get(f"{_INSTANCE}/metadata", compress=True)
     def _instance_metadata(study: str, series: str, instance: str) -> Response[str]:
@@ -451,6 +488,26 @@ def _mapping(value: object) -> dict[str, Any]:
 
 def _text(value: object) -> str | None:
     return str(value) if value else None
+
+
+def _accepts_gzip(header: str | None) -> bool:
+    """Tell whether an Accept-Encoding value (RFC 9110 12.5.3) gives gzip a non-zero weight."""
+    if not header:
+        return False
+    weights: dict[str, float] = {}
+    for item in header.split(","):
+        coding, _, params = item.partition(";")
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights[coding.strip().lower()] = weight
+    weight = weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0)))
+    return weight > 0
 
 
 def _accepts_gzip(header: str | None) -> bool:

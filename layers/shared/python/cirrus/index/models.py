@@ -148,6 +148,7 @@ class IndexRecord(Model):
     sop_classes = UnicodeSetAttribute(null=True)
     # A fresh token whenever one of its instances is stored or replaced, so a precomputed
     # metadata bundle can tell that it is stale (``cirrus.dicomweb.bundles``).
+    metadata_version = UnicodeAttribute(null=True)
 
     # Instance records only.
     object_key = UnicodeAttribute(null=True)

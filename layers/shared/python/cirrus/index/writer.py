@@ -3,13 +3,16 @@
 A new instance is written in one DynamoDB transaction with the counters of its series and
 study, conditional on the instance record not existing yet. A redelivered notification of
 the same object fails that condition and changes nothing, so the counters count each instance
-once however often it is delivered.
+once however often it is delivered. The same transaction, and the one that replaces an
+instance, sets a fresh ``metadata_version`` on the series and study records, which tells
+precomputed metadata bundles that they are stale.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 import zlib
 from dataclasses import dataclass
 from enum import Enum
@@ -92,13 +95,14 @@ class IndexWriter:
         retried and, after the queue's receive limit, kept in the dead-letter queue.
         """
         instance = self._instance_record(obj, metadata)
+        version = uuid.uuid4().hex
         try:
             for _ in range(_ATTEMPTS):
-                if self._add_to_existing_series(instance, obj, metadata):
+                if self._add_to_existing_series(instance, obj, metadata, version):
                     return IndexOutcome.CREATED
-                if self._add_with_new_series(instance, obj, metadata):
+                if self._add_with_new_series(instance, obj, metadata, version):
                     return IndexOutcome.CREATED
-                outcome = self._replace_existing(instance, obj)
+                outcome = self._replace_existing(instance, obj, version)
                 if outcome is not None:
                     return outcome
         except (PynamoDBException, BotoCoreError) as exc:
@@ -136,21 +140,25 @@ class IndexWriter:
         return record
 
     def _add_to_existing_series(
-        self, instance: IndexRecord, obj: IndexedObject, metadata: JsonDict
+        self, instance: IndexRecord, obj: IndexedObject, metadata: JsonDict, version: str
     ) -> bool:
         model = self._model
         series = model(instance.pk, series_sk(obj.key.series))
-        with_series = [model.instance_count.add(1), *self._set_additions(model, metadata)]
+        with_series = [
+            model.instance_count.add(1),
+            model.metadata_version.set(version),
+            *self._set_additions(model, metadata),
+        ]
         return self._transact(
             instance,
             updates=[
                 (series, with_series, model.pk.exists()),
-                (self._study_key(instance), self._study_actions(obj, metadata, 0), None),
+                (self._study_key(instance), self._study_actions(obj, metadata, 0, version), None),
             ],
         )
 
     def _add_with_new_series(
-        self, instance: IndexRecord, obj: IndexedObject, metadata: JsonDict
+        self, instance: IndexRecord, obj: IndexedObject, metadata: JsonDict, version: str
     ) -> bool:
         model = self._model
         key = obj.key
@@ -163,6 +171,7 @@ class IndexWriter:
             level_sk=f"{key.study}#{key.series}",
             attrs=select(metadata, SERIES_TAGS),
             instance_count=1,
+            metadata_version=version,
         )
         saves: list[tuple[IndexRecord, Any]] = [(series, model.pk.does_not_exist())]
         modality = first_value(metadata, "00080060")
@@ -175,7 +184,9 @@ class IndexWriter:
         return self._transact(
             instance,
             saves=saves,
-            updates=[(self._study_key(instance), self._study_actions(obj, metadata, 1), None)],
+            updates=[
+                (self._study_key(instance), self._study_actions(obj, metadata, 1, version), None)
+            ],
         )
 
     def _transact(
@@ -193,13 +204,14 @@ class IndexWriter:
                 for record, actions, condition in updates:
                     transaction.update(record, actions=actions, condition=condition)
         except TransactWriteError as exc:
-            codes = [reason.code if reason else None for reason in exc.cancellation_reasons]
-            if "ConditionalCheckFailed" in codes:
+            if _condition_failed(exc):
                 return False
             raise
         return True
 
-    def _replace_existing(self, instance: IndexRecord, obj: IndexedObject) -> IndexOutcome | None:
+    def _replace_existing(
+        self, instance: IndexRecord, obj: IndexedObject, version: str
+    ) -> IndexOutcome | None:
         """Handle an instance record that exists already; None if it vanished meanwhile."""
         existing = get_record(self._model, instance.pk, instance.sk, consistent_read=True)
         if existing is None:
@@ -211,13 +223,43 @@ class IndexWriter:
             return IndexOutcome.STALE
         # NOTE: the series and study records keep the attributes of the first version; a
         # replaced instance with other study attributes does not change them.
-        instance.save()
+        if not self._save_replacement(instance, existing, obj.key.series, version):
+            return None
         return IndexOutcome.UPDATED
+
+    def _save_replacement(
+        self, instance: IndexRecord, existing: IndexRecord, series: str, version: str
+    ) -> bool:
+        """Save a replaced instance and set ``version`` on its series and study records.
+
+        The save is conditional on the record still holding the object of ``existing``, so a
+        concurrent replacement makes the caller read the record again. False if a condition
+        failed.
+        """
+        model = self._model
+        unchanged = (
+            model.etag == existing.etag
+            if existing.etag is not None
+            else model.etag.does_not_exist()
+        )
+        changed: list[Any] = [model.metadata_version.set(version)]
+        try:
+            with TransactWrite(connection=self._connection) as transaction:
+                transaction.save(instance, condition=unchanged)
+                for record in (model(instance.pk, series_sk(series)), self._study_key(instance)):
+                    transaction.update(record, actions=changed, condition=model.pk.exists())
+        except TransactWriteError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
 
     def _study_key(self, instance: IndexRecord) -> IndexRecord:
         return self._model(instance.pk, STUDY)
 
-    def _study_actions(self, obj: IndexedObject, metadata: JsonDict, new_series: int) -> list[Any]:
+    def _study_actions(
+        self, obj: IndexedObject, metadata: JsonDict, new_series: int, version: str
+    ) -> list[Any]:
         model = self._model
         key = obj.key
         attrs = select(metadata, STUDY_TAGS)
@@ -236,6 +278,7 @@ class IndexWriter:
         ]
         if new_series:
             actions.append(model.series_count.add(new_series))
+        actions.append(model.metadata_version.set(version))
         return actions
 
     @staticmethod
@@ -248,6 +291,11 @@ class IndexWriter:
         if sop_class:
             actions.append(model.sop_classes.add({str(sop_class)}))
         return actions
+
+
+def _condition_failed(exc: TransactWriteError) -> bool:
+    codes = [reason.code if reason else None for reason in exc.cancellation_reasons]
+    return "ConditionalCheckFailed" in codes
 
 
 def _is_older(sequencer: str | None, than: str | None) -> bool:

@@ -1,0 +1,346 @@
+"""Series and study metadata bundles on moto over HTTP: exactness, ETags and gzip.
+
+Instances are written to S3 and indexed by calling ingest directly; DICOMweb runs behind the
+local HTTP adapter, so responses are checked as a client receives them.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import BytesIO
+
+import pydicom
+import pytest
+import requests
+from pynamodb.transactions import TransactWrite
+
+from cirrus.config import Settings
+from cirrus.dicomweb.app import DicomwebServices, _accepts_gzip
+from cirrus.dicomweb.bundles import (
+    MetadataBundles,
+    bundle_key,
+    compress_bundle,
+    read_tag,
+)
+from cirrus.index.models import instance_sk, series_sk, study_pk
+from cirrus.ingest import ObjectEvent, ingest_object
+from cirrus.local.http import HttpServer, serve_http
+from cirrus.services import Services
+from cirrus.storage.keys import InstanceKey
+from functions.dicomweb.handler import handle
+from tests.pydicom_files import bundled
+
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+SERIES = "1.2.826.0.1.3680043.8.498.1.1"
+OTHER_SERIES = "1.2.826.0.1.3680043.8.498.1.2"
+SOP_UID = "00080018"
+PIXEL_DATA = "7FE00010"
+
+
+@dataclass
+class Stack:
+    services: Services
+    server: HttpServer
+    bundles: MetadataBundles
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}/dicomweb"
+
+    @property
+    def site(self) -> str:
+        return self.services.settings.default_site
+
+    def store(self, sop: str, series: str = SERIES, description: str = "first") -> None:
+        """Write one CT instance to S3 and index it, as the ingest queue would."""
+        key = InstanceKey(self.site, STUDY, series, sop)
+        stored = self.services.store.put(key.object_key, _instance(series, sop, description))
+        event = ObjectEvent(key.object_key, size=stored.size, etag=stored.etag)
+        ingest_object(self.services.store, self.services.index_writer, event)
+
+    def remove(self, sop: str, series: str = SERIES) -> None:
+        """Remove an instance record as a delete does: one transaction with the counters."""
+        model = self.services.index_model
+        pk = study_pk(self.site, STUDY)
+        connection = self.services.index_writer._connection
+        with TransactWrite(connection=connection) as transaction:
+            transaction.delete(model(pk, instance_sk(series, sop)))
+            for sort_key in (series_sk(series), "STUDY"):
+                transaction.update(model(pk, sort_key), actions=[model.instance_count.add(-1)])
+
+    def series_sops(self, headers: dict[str, str] | None = None) -> list[str]:
+        response = requests.get(
+            f"{self.url}/studies/{STUDY}/series/{SERIES}/metadata", headers=headers, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        return [item[SOP_UID]["Value"][0] for item in response.json()]
+
+
+def _instance(series: str, sop: str, description: str) -> bytes:
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds.StudyInstanceUID = STUDY
+    ds.SeriesInstanceUID = series
+    ds.SOPInstanceUID = sop
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.SeriesDescription = description
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _sop(number: int) -> str:
+    return f"1.2.826.0.1.3680043.8.498.1.1.{number}"
+
+
+@pytest.fixture
+def stack(settings: Settings) -> Iterator[Stack]:
+    services = Services(settings)
+    bundles = MetadataBundles(services.index_model, services.store)
+    view = DicomwebServices(
+        store=services.store,
+        reader=services.index_reader,
+        qido=None,
+        site=settings.default_site,
+        bundles=bundles,
+    )
+    server = serve_http(functools.partial(handle, services=view), "127.0.0.1", 0)
+    yield Stack(services, server, bundles)
+    server.shutdown()
+
+
+def test_bundle_stored_gzip_with_kms(stack: Stack) -> None:
+    stack.store(_sop(1))
+    stack.store(_sop(2))
+    assert stack.series_sops() == [_sop(1), _sop(2)]
+    s3 = stack.services.clients.s3
+    bucket = stack.services.settings.bucket
+    keys = [
+        item["Key"]
+        for item in s3.list_objects_v2(Bucket=bucket, Prefix=f"sites/{stack.site}/")["Contents"]
+        if "/metadata/" in item["Key"]
+    ]
+    assert len(keys) == 1
+    assert keys[0].startswith(f"sites/{stack.site}/studies/{STUDY}/series/{SERIES}/metadata/")
+    head = s3.head_object(Bucket=bucket, Key=keys[0])
+    assert head["ServerSideEncryption"] == "aws:kms"
+    stored = stack.services.store.get(keys[0])
+    assert read_tag(stored) == stack.bundles.record_tag(stack.site, STUDY, SERIES)
+    assert len(gzip.decompress(stored)) > len(stored)
+
+
+def test_new_instance_makes_bundle_stale(stack: Stack) -> None:
+    stack.store(_sop(1))
+    assert stack.series_sops() == [_sop(1)]
+    stack.store(_sop(2))
+    assert stack.series_sops() == [_sop(1), _sop(2)]
+    # A store in another series changes the study but not this series.
+    tag = stack.bundles.record_tag(stack.site, STUDY, SERIES)
+    stack.store(_sop(3), series=OTHER_SERIES)
+    assert stack.bundles.record_tag(stack.site, STUDY, SERIES) == tag
+    assert stack.series_sops() == [_sop(1), _sop(2)]
+
+
+def test_replaced_instance_served_new(stack: Stack) -> None:
+    stack.store(_sop(1), description="first")
+    url = f"{stack.url}/studies/{STUDY}/series/{SERIES}/metadata"
+    first = requests.get(url, timeout=30)
+    assert first.json()[0]["0008103E"]["Value"] == ["first"]
+    stack.store(_sop(1), description="second")
+    second = requests.get(url, timeout=30)
+    assert second.json()[0]["0008103E"]["Value"] == ["second"]
+    assert second.headers["ETag"] != first.headers["ETag"]
+
+
+def test_removed_instance_left_out(stack: Stack) -> None:
+    for number in (1, 2, 3):
+        stack.store(_sop(number))
+    assert stack.series_sops() == [_sop(1), _sop(2), _sop(3)]
+    stack.remove(_sop(2))
+    assert stack.series_sops() == [_sop(1), _sop(3)]
+    # The token stays the same across a removal, the count does not, and a later store of
+    # another instance gives a new token: the stored bundles never match a state they miss.
+    stack.store(_sop(4))
+    assert stack.series_sops() == [_sop(1), _sop(3), _sop(4)]
+
+
+def test_unknown_series_not_found(stack: Stack) -> None:
+    stack.store(_sop(1))
+    response = requests.get(f"{stack.url}/studies/{STUDY}/series/1.2.3/metadata", timeout=30)
+    assert response.status_code == 404
+    response = requests.get(f"{stack.url}/studies/1.2.3/metadata", timeout=30)
+    assert response.status_code == 404
+
+
+def test_gzip_served_as_stored(stack: Stack) -> None:
+    stack.store(_sop(1))
+    url = f"{stack.url}/studies/{STUDY}/series/{SERIES}/metadata"
+    response = requests.get(url, headers={"Accept-Encoding": "gzip"}, stream=True, timeout=30)
+    raw = response.raw.read(decode_content=False)
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert response.headers["Vary"] == "Accept-Encoding"
+    key = bundle_key(stack.site, STUDY, SERIES, f"http://127.0.0.1:{stack.server.port}/dicomweb")
+    assert raw == stack.services.store.get(key)
+
+
+def test_identity_when_gzip_refused(stack: Stack) -> None:
+    stack.store(_sop(1))
+    url = f"{stack.url}/studies/{STUDY}/series/{SERIES}/metadata"
+    zipped = requests.get(url, headers={"Accept-Encoding": "gzip"}, timeout=30)
+    for value in ("identity", "gzip;q=0", "br"):
+        plain = requests.get(url, headers={"Accept-Encoding": value}, timeout=30)
+        assert "Content-Encoding" not in plain.headers, value
+        assert plain.content == zipped.content, value
+        assert plain.headers["ETag"] != zipped.headers["ETag"], value
+
+
+def test_etag_and_not_modified(stack: Stack) -> None:
+    stack.store(_sop(1))
+    url = f"{stack.url}/studies/{STUDY}/series/{SERIES}/metadata"
+    for coding in ("gzip", "identity"):
+        first = requests.get(url, headers={"Accept-Encoding": coding}, timeout=30)
+        etag = first.headers["ETag"]
+        assert etag.startswith('"') and not etag.startswith("W/"), coding
+        cached = {"Accept-Encoding": coding, "If-None-Match": etag}
+        again = requests.get(url, headers=cached, timeout=30)
+        assert again.status_code == 304, coding
+        assert again.headers["ETag"] == etag, coding
+        assert again.content == b"", coding
+    stack.store(_sop(2))
+    changed = requests.get(url, headers={"If-None-Match": etag}, timeout=30)
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] != etag
+
+
+def test_bulkdata_uris_follow_base_url(stack: Stack) -> None:
+    stack.store(_sop(1))
+    for host in ("viewer-a.example", "viewer-b.example:8443"):
+        headers = {"Host": host, "X-Forwarded-Proto": "https", "X-Forwarded-Port": "443"}
+        response = requests.get(
+            f"{stack.url}/studies/{STUDY}/series/{SERIES}/metadata", headers=headers, timeout=30
+        )
+        (item,) = response.json()
+        instance = f"https://{host}/dicomweb/studies/{STUDY}/series/{SERIES}/instances/{_sop(1)}"
+        assert item[PIXEL_DATA]["BulkDataURI"] == f"{instance}/bulkdata/{PIXEL_DATA}", host
+
+
+def test_study_metadata_bundle(stack: Stack) -> None:
+    stack.store(_sop(1))
+    stack.store(_sop(2), series=OTHER_SERIES)
+    url = f"{stack.url}/studies/{STUDY}/metadata"
+    first = requests.get(url, headers={"Accept-Encoding": "gzip"}, timeout=30)
+    assert first.headers["Content-Encoding"] == "gzip"
+    assert [item[SOP_UID]["Value"][0] for item in first.json()] == [_sop(1), _sop(2)]
+    cached = requests.get(url, headers={"If-None-Match": first.headers["ETag"]}, timeout=30)
+    assert cached.status_code == 304
+    stack.store(_sop(3), series=OTHER_SERIES)
+    after = requests.get(url, timeout=30)
+    assert [item[SOP_UID]["Value"][0] for item in after.json()] == [_sop(1), _sop(2), _sop(3)]
+    key = bundle_key(stack.site, STUDY, None, f"http://127.0.0.1:{stack.server.port}/dicomweb")
+    stored = stack.services.store.get(key)
+    assert read_tag(stored) == stack.bundles.record_tag(stack.site, STUDY, None)
+
+
+def test_stale_stored_bundle_rebuilt(stack: Stack) -> None:
+    stack.store(_sop(1))
+    base = f"http://127.0.0.1:{stack.server.port}/dicomweb"
+    tag = stack.bundles.record_tag(stack.site, STUDY, SERIES)
+    # A bundle whose tag matches but was written for another state is never produced, so a
+    # bundle with an old tag stands in for a stale one.
+    stack.services.store.put(
+        bundle_key(stack.site, STUDY, SERIES, base), compress_bundle(b"[]", "old.1")
+    )
+    assert stack.series_sops() == [_sop(1)]
+    assert read_tag(stack.services.store.get(bundle_key(stack.site, STUDY, SERIES, base))) == tag
+
+
+def test_concurrent_stores_stay_exact(stack: Stack) -> None:
+    """Writers add instances to one series while readers fetch its metadata."""
+    writers, per_writer = 4, 5
+    done: set[str] = set()
+    done_lock = threading.Lock()
+    violations: list[str] = []
+    stop = threading.Event()
+    all_sops = {
+        _sop(100 * writer + number) for writer in range(writers) for number in range(per_writer)
+    }
+
+    def write(writer: int) -> None:
+        for number in range(per_writer):
+            sop = _sop(100 * writer + number)
+            stack.store(sop)
+            with done_lock:
+                done.add(sop)
+
+    def read() -> None:
+        while not stop.is_set():
+            with done_lock:
+                before = set(done)
+            if not before:
+                time.sleep(0.01)
+                continue
+            bundle = stack.bundles.fetch(
+                stack.site,
+                STUDY,
+                SERIES,
+                "http://reader",
+                stack.bundles.record_tag(stack.site, STUDY, SERIES),
+            )
+            served = {item[SOP_UID]["Value"][0] for item in json.loads(bundle.body())}
+            if not before <= served:
+                violations.append(f"missing {sorted(before - served)}")
+            if not served <= all_sops:
+                violations.append(f"unknown {sorted(served - all_sops)}")
+
+    # The first instance creates the series record, so it goes before the threads start.
+    stack.store(_sop(0))
+    all_sops.add(_sop(0))
+    done.add(_sop(0))
+    threads = [threading.Thread(target=write, args=(writer,)) for writer in range(writers)]
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads + readers:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    stop.set()
+    for thread in readers:
+        thread.join(timeout=60)
+    assert violations == []
+    assert sorted(stack.series_sops()) == sorted(all_sops)
+
+
+def test_concurrent_new_series_exact(stack: Stack) -> None:
+    """Threads that race to create one series all end up in its metadata."""
+    sops = [_sop(number) for number in range(1, 7)]
+    threads = [threading.Thread(target=stack.store, args=(sop,)) for sop in sops]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert stack.series_sops() == sorted(sops)
+
+
+def test_accept_encoding_parsing() -> None:
+    cases = {
+        None: False,
+        "": False,
+        "gzip": True,
+        "GZIP": True,
+        "gzip, deflate, br": True,
+        "br;q=1.0, gzip;q=0.5": True,
+        "gzip;q=0": False,
+        "gzip;q=0.0, identity": False,
+        "*": True,
+        "*;q=0": False,
+        "br, *;q=0.1": True,
+        "gzip;q=bad": False,
+        "x-gzip": True,
+        "identity": False,
+    }
+    for header, expected in cases.items():
+        assert _accepts_gzip(header) is expected, header
