@@ -21,8 +21,8 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError as Rout
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from cirrus.audit import Actor, AuditLog
-from cirrus.dicomweb.delete import DeleteTarget, delete_resource
 from cirrus.dicomweb.bundles import MetadataBundles, entity_tag, representation_etag
+from cirrus.dicomweb.delete import DeleteTarget, delete_resource
 from cirrus.dicomweb.errors import (
     error_response,
     json_error,
