@@ -36,7 +36,7 @@ from cirrus.dicomweb.rendered import (
     parse_render_options,
     render_instance,
 )
-from cirrus.dicomweb.stow import instance_parts, store_instances
+from cirrus.dicomweb.stow import instance_parts, response_media_type, store_instances
 from cirrus.dicomweb.wado import (
     DICOM_JSON_MEDIA_TYPE,
     Representation,
@@ -221,6 +221,7 @@ def _add_error_handlers(app: APIGatewayRestResolver) -> None:
 def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
     def store(study: str | None) -> Response[str]:
         event = app.current_event
+        response_type = response_media_type(event.headers.get("Accept"))
         parts = instance_parts(event.headers.get("Content-Type"), request_body(event))
         outcome = store_instances(
             services.store, services.site, parts, base_url(event), study, services.claims
@@ -229,7 +230,12 @@ def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
         headers.update(warning_headers(event, outcome.warnings))
         if outcome.status == HTTPStatus.SERVICE_UNAVAILABLE:
             headers.update(retry_after_headers())
-        return _json(outcome.response, outcome.status, headers)
+        return Response(
+            status_code=int(outcome.status),
+            content_type=response_type,
+            body=outcome.render(response_type),
+            headers=headers,
+        )
 
     @app.post("/studies")
     def _store_studies() -> Response[str]:

@@ -2,12 +2,19 @@
 
 Each part of a multipart/related; type="application/dicom" body goes through
 ``archive_instance``, the write path the DICOM gateway uses, and is reported in the response
-only after S3 has acknowledged it. Parts are independent, so one bad part fails alone.
+only after S3 has acknowledged it. Parts are independent, so one bad part fails alone, even
+when it fails in a way no handler expected (0x0110, Processing failure).
+
+The response is the Store Instances Response Module (PS3.18 Annex I) as application/dicom+json,
+or as application/dicom+xml (PS3.19 Native DICOM Model) when the Accept header prefers it.
+The response type is chosen before anything is stored, so a 406 stores nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,15 +22,19 @@ from enum import IntEnum
 from http import HTTPStatus
 from typing import Any, Final
 
+from pydicom.uid import UID_dictionary
+
 from cirrus.archive import ArchivedInstance, archive_instance
 from cirrus.dicom.instance import parse_instance
-from cirrus.dicomweb.media import parse_media_type
+from cirrus.dicomweb.media import parse_accept, parse_media_type
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, parse_multipart_related
-from cirrus.dicomweb.wado import DICOM_MEDIA_TYPE, instance_url, study_url
+from cirrus.dicomweb.native_xml import DICOM_XML_MEDIA_TYPE, to_native_xml
+from cirrus.dicomweb.wado import DICOM_JSON_MEDIA_TYPE, DICOM_MEDIA_TYPE, instance_url, study_url
 from cirrus.errors import (
     ConflictError,
     InvalidInstanceError,
     InvalidRequestError,
+    NotAcceptableError,
     StoreUnavailableError,
     UnsupportedMediaTypeError,
 )
@@ -36,6 +47,11 @@ JsonDict = dict[str, Any]
 ACCEPTED_CONTENT_TYPE: Final = f'{MULTIPART_RELATED}; type="{DICOM_MEDIA_TYPE}"'
 # Failure messages go to the log line and to Warning header fields, at most this many.
 MAX_REPORTED_FAILURES: Final = 10
+# Names of storage SOP classes end so ("CT Image Storage", "... Storage - For Processing"),
+# unlike "Storage Commitment Push Model SOP Class" or "Hardcopy Color Image Storage SOP Class".
+_STORAGE_NAME: Final = re.compile(r"Storage( - [^-]+)?$")
+# The media types of the response, the server's preference first.
+RESPONSE_MEDIA_TYPES: Final = (DICOM_JSON_MEDIA_TYPE, DICOM_XML_MEDIA_TYPE)
 
 _RETRIEVE_URL: Final = "00081190"
 _FAILED_SOP_SEQUENCE: Final = "00081198"
@@ -46,11 +62,16 @@ _FAILURE_REASON: Final = "00081197"
 
 
 class FailureReason(IntEnum):
-    """Failure Reason (0008,1197) values of the STOW-RS response (PS3.18 10.5.3)."""
+    """Failure Reason (0008,1197) values of the STOW-RS response (PS3.18 Table I.2-2)."""
 
+    # An error that no handler expected; the part may well be valid.
+    PROCESSING_FAILURE = 0x0110
     # Duplicate SOP Instance (PS3.7 C.5): the UID is stored under other study or series UIDs.
     DUPLICATE_SOP_INSTANCE = 0x0111
+    # The SOP Class UID is a known UID of something other than a storage SOP class.
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
     OUT_OF_RESOURCES = 0xA700
+    # Also used for an instance of another study than the one of the request URL.
     DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     CANNOT_UNDERSTAND = 0xC000
 
@@ -75,6 +96,12 @@ class StowOutcome:
     stored: list[ArchivedInstance] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
+    def render(self, media_type: str) -> str:
+        """Encode the response data set in ``media_type``, one of ``RESPONSE_MEDIA_TYPES``."""
+        if media_type == DICOM_XML_MEDIA_TYPE:
+            return to_native_xml(self.response).decode("utf-8")
+        return json.dumps(self.response, separators=(",", ":"))
+
     @property
     def warnings(self) -> list[str]:
         """Return one line per failed part, for Warning header fields."""
@@ -82,6 +109,21 @@ class StowOutcome:
             f"part {failure.part} not stored (0x{failure.reason:04X}): {failure.message}"
             for failure in self.failures[:MAX_REPORTED_FAILURES]
         ]
+
+
+def response_media_type(accept: str | None) -> str:
+    """Return the media type of the STOW-RS response that ``accept`` prefers.
+
+    Raises ``NotAcceptableError`` when it accepts neither DICOM JSON nor DICOM XML.
+    """
+    for media_range in parse_accept(accept):
+        for media_type in RESPONSE_MEDIA_TYPES:
+            if media_range.matches(media_type):
+                return media_type
+    raise NotAcceptableError(
+        f"the STOW-RS response is available as {' or '.join(RESPONSE_MEDIA_TYPES)}; "
+        f"Accept {accept!r} allows neither"
+    )
 
 
 def instance_parts(content_type: str | None, body: bytes) -> list[bytes]:
@@ -168,6 +210,14 @@ def _store_part(
     except NotImplementedError as exc:
         # pydicom raises this for an element with an unknown VR when its value is read.
         return Failure(number, FailureReason.CANNOT_UNDERSTAND, f"invalid data set: {exc}")
+    if _is_known_non_storage_uid(sop_class):
+        return Failure(
+            number,
+            FailureReason.SOP_CLASS_NOT_SUPPORTED,
+            f"SOPClassUID (0008,0016) {sop_class} is not a storage SOP class",
+            sop_class,
+            sop_instance,
+        )
     if study is not None and instance_study != study:
         return Failure(
             number,
@@ -190,6 +240,22 @@ def _store_part(
         return Failure(number, FailureReason.CANNOT_UNDERSTAND, message, sop_class, sop_instance)
     except StoreUnavailableError as exc:
         return Failure(number, FailureReason.OUT_OF_RESOURCES, str(exc), sop_class, sop_instance)
+    except Exception as exc:
+        # One part must not fail the others, which may be stored already.
+        logger.exception("STOW-RS part failed unexpectedly", extra={"part": number})
+        message = f"internal error while storing the part: {type(exc).__name__}"
+        return Failure(number, FailureReason.PROCESSING_FAILURE, message, sop_class, sop_instance)
+
+
+def _is_known_non_storage_uid(uid: str | None) -> bool:
+    """Tell whether ``uid`` is in the DICOM UID registry as anything but a storage SOP class.
+
+    Private and newer SOP classes are not in the registry and are accepted.
+    """
+    if uid is None or uid not in UID_dictionary:
+        return False
+    name, uid_type = UID_dictionary[uid][0], UID_dictionary[uid][1]
+    return uid_type != "SOP Class" or _STORAGE_NAME.search(name) is None
 
 
 def _reason(exc: InvalidInstanceError) -> FailureReason:
