@@ -147,8 +147,35 @@ def test_body_over_limit(adapter: Adapter) -> None:
     response = requests.post(f"{adapter.url}/dicomweb/studies", data=b"x" * 1025)
 
     assert response.status_code == 413
-    assert response.json() == {"error": "request body exceeds the local maximum of 1024 bytes"}
+    assert response.json() == {
+        "error": "request body exceeds the API Gateway maximum of 1024 bytes; send larger "
+        "STOW-RS bodies through POST /dicomweb/uploads"
+    }
     assert adapter.handler.events == []
+
+
+def test_event_over_lambda_limit() -> None:
+    handler = RecordingHandler()
+    server = serve_http(handler, "127.0.0.1", 0)
+    # 4.8 MB is under API Gateway's 10 MB, but base64 makes the event larger than 6 MB.
+    body = b"x" * 4_800_000
+    try:
+        response = requests.post(f"http://127.0.0.1:{server.port}/dicomweb/studies", data=body)
+    finally:
+        server.shutdown()
+
+    assert response.status_code == 413
+    assert "exceeds the Lambda payload maximum of 6000000 bytes" in response.json()["error"]
+    assert handler.events == []
+
+
+def test_result_over_lambda_limit(adapter: Adapter) -> None:
+    adapter.handler.response = {"statusCode": 200, "body": "x" * 6_300_000}
+
+    response = requests.get(f"{adapter.url}/dicomweb/studies")
+
+    assert response.status_code == 502
+    assert response.json() == {"error": "Internal server error"}
 
 
 def test_chunked_body_over_limit(adapter: Adapter) -> None:

@@ -37,6 +37,12 @@ class AwsClients:
         return self._client("s3")
 
     @cached_property
+    def s3_presigner(self) -> Any:
+        """An S3 client for presigned URLs, which must use SigV4 for SSE-KMS objects."""
+        config = _CLIENT_CONFIG.merge(Config(signature_version="s3v4"))
+        return self._session.client("s3", endpoint_url=self._settings.endpoint_url, config=config)
+
+    @cached_property
     def sqs(self) -> Any:
         return self._client("sqs")
 

@@ -45,6 +45,10 @@ class RangeNotSatisfiableError(CirrusError):
     """A Range header selects no bytes of the resource."""
 
 
+class PayloadTooLargeError(CirrusError):
+    """A request body is larger than the service accepts."""
+
+
 class ConflictError(CirrusError):
     """The request conflicts with what the archive already holds."""
 

@@ -21,6 +21,7 @@ from cirrus.errors import (
     InvalidRequestError,
     NotAcceptableError,
     NotFoundError,
+    PayloadTooLargeError,
     RangeNotSatisfiableError,
     StoreUnavailableError,
     UnsupportedMediaTypeError,
@@ -39,6 +40,7 @@ HTTP_STATUS: Final[dict[type[CirrusError], HTTPStatus]] = {
     NotAcceptableError: HTTPStatus.NOT_ACCEPTABLE,
     RangeNotSatisfiableError: HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
     ConflictError: HTTPStatus.CONFLICT,
+    PayloadTooLargeError: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaTypeError: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     StoreUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
 }

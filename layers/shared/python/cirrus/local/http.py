@@ -18,6 +18,11 @@ What the adapter reproduces of API Gateway:
   Accept matches a binary media type of the API.
 - ``X-Forwarded-Proto``, ``X-Forwarded-Port`` and ``X-Forwarded-For`` are set as API Gateway
   sets them, here for plain HTTP on the local port.
+- The payload limits: a body over API Gateway's 10 MB, or an event over Lambda's 6 MB, gets
+  413 without reaching the handler. A result over Lambda's 6 MB gets 502, as on AWS. So a
+  request that works locally fits the buffered integration on AWS as well. Larger bodies
+  travel through S3 on both (``cirrus.dicomweb.delivery``, ``cirrus.dicomweb.uploads``), and
+  the local stack's presigned URLs point to moto on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WsgiResponse
 
+from cirrus.dicomweb.delivery import API_GATEWAY_PAYLOAD_LIMIT, LAMBDA_PAYLOAD_LIMIT, payload_size
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
@@ -47,13 +54,11 @@ logger = logging.getLogger(__name__)
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 STAGE: Final = "dicomweb"
-# NOTE: a request is held in memory about three times over (body, base64 event, decoded
-# parts), so this is the largest body the local stack accepts. API Gateway itself rejects
-# payloads over 10 MB, and storing larger objects through AWS needs a path not built yet.
-MAX_REQUEST_BODY: Final = 512 * 1024 * 1024
+MAX_REQUEST_BODY: Final = API_GATEWAY_PAYLOAD_LIMIT
 # How often the serving thread checks for shutdown, so shutdown() waits up to this long.
 SHUTDOWN_POLL_SECONDS: Final = 0.1
 _RESOURCE: Final = "/{proxy+}"
+_UPLOAD_HINT: Final = "send larger STOW-RS bodies through POST /dicomweb/uploads"
 
 
 @dataclass
@@ -80,11 +85,13 @@ class ApiGatewayAdapter:
         handler: LambdaHandler,
         stage: str = STAGE,
         max_body: int = MAX_REQUEST_BODY,
+        max_payload: int = LAMBDA_PAYLOAD_LIMIT,
     ) -> None:
         self._handler = handler
         self._stage = stage
         self._prefix = f"/{stage}"
         self._max_body = max_body
+        self._max_payload = max_payload
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -99,7 +106,9 @@ class ApiGatewayAdapter:
                 404, f"no resource at {request.path}; DICOMweb is under /{self._stage}"
             )
         too_large = _json_response(
-            413, f"request body exceeds the local maximum of {self._max_body} bytes"
+            413,
+            f"request body exceeds the API Gateway maximum of {self._max_body} bytes; "
+            f"{_UPLOAD_HINT}",
         )
         if request.content_length is None and request.environ.get("wsgi.input_terminated"):
             # A chunked body has no length to check in advance, and werkzeug's own limit would
@@ -113,12 +122,30 @@ class ApiGatewayAdapter:
             except RequestEntityTooLarge:
                 return too_large
         event = self.to_event(request, raw_path.removeprefix(self._prefix) or "/", body)
+        del body
+        event_size = len(json.dumps(event))
+        if event_size > self._max_payload:
+            # NOTE: on AWS, Lambda rejects the invocation and API Gateway returns an
+            # error of its own; which status it is was not verified, so 413 is an assumption.
+            return _json_response(
+                413,
+                f"request event of {event_size} bytes exceeds the Lambda payload maximum of "
+                f"{self._max_payload} bytes; {_UPLOAD_HINT}",
+            )
         context = LocalContext(aws_request_id=event["requestContext"]["requestId"])
         try:
             result = self._handler(event, context)
         except Exception:
             # API Gateway returns 502 when the integration fails.
             logger.exception("handler failed", extra={"method": request.method})
+            return _json_response(502, "Internal server error")
+        result_size = payload_size(result)
+        if result_size > self._max_payload:
+            # Lambda fails such an invocation, and API Gateway then returns 502.
+            logger.error(
+                "handler result exceeds the Lambda payload maximum",
+                extra={"size": result_size, "maximum": self._max_payload},
+            )
             return _json_response(502, "Internal server error")
         return self.to_response(result)
 
@@ -226,7 +253,8 @@ def serve_http(
 ) -> HttpServer:
     """Serve ``handler`` behind the adapter on a threaded werkzeug server in a thread.
 
-    Port 0 picks a free port, which ``.port`` returns. Bodies over ``max_body`` bytes get 413.
+    Port 0 picks a free port, which ``.port`` returns. Bodies over ``max_body`` bytes get 413,
+    as do events over Lambda's payload maximum.
     """
     adapter = ApiGatewayAdapter(handler, max_body=max_body)
     server = make_server(host, port, adapter, threaded=True, request_handler=_RequestHandler)

@@ -12,6 +12,7 @@ from cirrus.aws import AwsClients
 from cirrus.config import INGEST_MAX_RECEIVES, Settings
 from cirrus.index.models import bind_index_model
 from cirrus.storage.keys import INSTANCE_SUFFIX
+from cirrus.storage.transfers import TRANSFER_EXPIRATION_DAYS, TRANSFER_PREFIX
 
 INGEST_VISIBILITY_TIMEOUT_SECONDS = 120
 
@@ -93,6 +94,22 @@ def _create_bucket(clients: AwsClients, settings: Settings, key_arn: str, queue_
             "IgnorePublicAcls": True,
             "BlockPublicPolicy": True,
             "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=settings.bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "expire-transfers",
+                    "Filter": {"Prefix": TRANSFER_PREFIX},
+                    "Status": "Enabled",
+                    "Expiration": {"Days": TRANSFER_EXPIRATION_DAYS},
+                    "AbortIncompleteMultipartUpload": {
+                        "DaysAfterInitiation": TRANSFER_EXPIRATION_DAYS
+                    },
+                }
+            ]
         },
     )
     s3.put_bucket_notification_configuration(
