@@ -2,6 +2,11 @@
 
 Events are never logged, because query strings and paths carry patient data. Services are
 built from the environment on the first invocation and reused while the container lives.
+
+The integration is buffered, so every result must fit Lambda's 6 MB payload. A larger 200
+response is staged in S3 and replaced by a 303 to it (``cirrus.dicomweb.delivery``), and
+``handle`` raises ``PayloadLimitError`` for any result that still does not fit. So a test
+that exercises a route through ``handle`` fails where the route would fail on AWS.
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ from cirrus.audit import AuditLog
 from cirrus.config import Settings
 from cirrus.dicomweb.app import DicomwebServices, build_app, resolve
 from cirrus.dicomweb.bundles import MetadataBundles
+from cirrus.dicomweb.delivery import ResponseStager, check_payload
 from cirrus.index.deletion import IndexDeleter
 from cirrus.services import Services
+from cirrus.storage.transfers import TransferStore
 
 SERVICE_NAME = "cirrus-dicomweb"
 
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
 
-_apps: dict[int, tuple[object, APIGatewayRestResolver]] = {}
+_apps: dict[int, tuple[object, DicomwebServices, APIGatewayRestResolver]] = {}
 _apps_lock = threading.Lock()
 
 
@@ -43,6 +50,12 @@ def dicomweb_services(services: Services) -> DicomwebServices:
         bundles=MetadataBundles(services.index_model, services.store),
         deleter=IndexDeleter(services.index_model),
         audit=AuditLog(services.store),
+        transfers=TransferStore(
+            services.clients.s3,
+            services.settings.bucket,
+            services.settings.kms_key_id,
+            services.clients.s3_presigner,
+        ),
     )
 
 
@@ -52,13 +65,20 @@ def handle(
     """Resolve one API Gateway REST proxy event with ``services`` into the proxy response.
 
     The local stack calls this with its own services. The resolver built for each services
-    object is kept for the next event.
+    object is kept for the next event. Raises ``PayloadLimitError`` for a response that Lambda
+    would reject, which the staging of large responses should make impossible.
     """
+    view, app = _app_for(services)
     if event.get("httpMethod") == "HEAD":
         # HEAD is GET without the body (RFC 9110 9.3.2); the headers stay as GET sets them.
-        response = resolve(_app_for(services), {**event, "httpMethod": "GET"}, context)
+        # NOTE: so HEAD of a large resource gets 200, where GET gets a 303.
+        response = resolve(app, {**event, "httpMethod": "GET"}, context)
         return {**response, "body": "", "isBase64Encoded": False}
-    return resolve(_app_for(services), event, context)
+    result = resolve(app, event, context)
+    if view.transfers is not None:
+        result = ResponseStager(view.transfers, view.site).deliver(result)
+    check_payload(result)
+    return result
 
 
 @cache
@@ -73,7 +93,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return handle(event, context, _lambda_services())
 
 
-def _app_for(services: Services | DicomwebServices) -> APIGatewayRestResolver:
+def _app_for(
+    services: Services | DicomwebServices,
+) -> tuple[DicomwebServices, APIGatewayRestResolver]:
     # Keyed by identity with a reference kept, because Services is not hashable.
     with _apps_lock:
         entry = _apps.get(id(services))
@@ -81,6 +103,6 @@ def _app_for(services: Services | DicomwebServices) -> APIGatewayRestResolver:
             view = (
                 services if isinstance(services, DicomwebServices) else dicomweb_services(services)
             )
-            entry = (services, build_app(view))
+            entry = (services, view, build_app(view))
             _apps[id(services)] = entry
-        return entry[1]
+        return entry[1], entry[2]

@@ -37,6 +37,7 @@ from cirrus.dicomweb.rendered import (
     render_instance,
 )
 from cirrus.dicomweb.stow import instance_parts, response_media_type, store_instances
+from cirrus.dicomweb.uploads import create_upload, discard_upload, read_upload
 from cirrus.dicomweb.wado import (
     DICOM_JSON_MEDIA_TYPE,
     Representation,
@@ -45,11 +46,12 @@ from cirrus.dicomweb.wado import (
     retrieve_instances,
     retrieve_metadata,
 )
-from cirrus.errors import CirrusError, InvalidRequestError
+from cirrus.errors import CirrusError, InvalidRequestError, StoreUnavailableError
 from cirrus.index.claims import InstanceClaims
 from cirrus.index.deletion import IndexDeleter
 from cirrus.index.reader import IndexReader
 from cirrus.storage.objects import ObjectStore
+from cirrus.storage.transfers import TransferStore
 
 _BULKDATA: Final = "/bulkdata/"
 # Methods of the collection resources; DELETE applies only to a study, series or instance.
@@ -107,6 +109,8 @@ class DicomwebServices:
     # Without both, DELETE answers 405.
     deleter: IndexDeleter | None = None
     audit: AuditLog | None = None
+    # Without it, responses too large for Lambda fail and POST /uploads answers 503.
+    transfers: TransferStore | None = None
 
 
 def build_app(services: DicomwebServices) -> APIGatewayRestResolver:
@@ -219,10 +223,11 @@ def _add_error_handlers(app: APIGatewayRestResolver) -> None:
 
 
 def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
-    def store(study: str | None) -> Response[str]:
+    def store(study: str | None, content_type: str | None, body: bytes) -> Response[str]:
         event = app.current_event
         response_type = response_media_type(event.headers.get("Accept"))
-        parts = instance_parts(event.headers.get("Content-Type"), request_body(event))
+        parts = instance_parts(content_type, body)
+        del body
         outcome = store_instances(
             services.store, services.site, parts, base_url(event), study, services.claims
         )
@@ -239,11 +244,43 @@ def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
     @app.post("/studies")
     def _store_studies() -> Response[str]:
-        return store(None)
+        event = app.current_event
+        return store(None, event.headers.get("Content-Type"), request_body(event))
 
     @app.post("/studies/<study>")
     def _store_study(study: str) -> Response[str]:
-        return store(unquote(study))
+        event = app.current_event
+        return store(unquote(study), event.headers.get("Content-Type"), request_body(event))
+
+    # Bodies too large for API Gateway and Lambda go to S3 first (cirrus.dicomweb.uploads).
+    def transfers() -> TransferStore:
+        if services.transfers is None:
+            raise StoreUnavailableError("uploads are not available on this server")
+        return services.transfers
+
+    @app.post("/uploads")
+    def _new_upload() -> Response[str]:
+        ticket = create_upload(transfers(), services.site)
+        location = f"{base_url(app.current_event)}/uploads/{ticket.upload_id}"
+        body = ticket.as_json(location)
+        return _json(body, HTTPStatus.CREATED, {"Location": location, "Cache-Control": "no-store"})
+
+    def store_upload(upload_id: str, study: str | None) -> Response[str]:
+        event, upload_id = app.current_event, unquote(upload_id)
+        requested_type = event.headers.get("Content-Type")
+        content_type, body = read_upload(transfers(), services.site, upload_id, requested_type)
+        response = store(study, content_type, body)
+        if response.status_code != HTTPStatus.SERVICE_UNAVAILABLE:
+            discard_upload(transfers(), services.site, upload_id)
+        return response
+
+    @app.post("/uploads/<upload_id>/studies")
+    def _store_upload(upload_id: str) -> Response[str]:
+        return store_upload(upload_id, None)
+
+    @app.post("/uploads/<upload_id>/studies/<study>")
+    def _store_upload_study(upload_id: str, study: str) -> Response[str]:
+        return store_upload(upload_id, unquote(study))
 
 
 def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
