@@ -5,10 +5,11 @@ Pixel Data is decoded by pydicom 3 with the plugins installed beside it, tried i
 Pillow. A plugin that fails on one codestream does not stop the next one from trying. Encoding
 uses pydicom's encoders (pylibjpeg-rle, pyjpegls, pylibjpeg-openjpeg).
 
-Only lossless encoders are used, so no transcode loses information. JPEG 2000 (1.2.840.10008.
-1.2.4.91) and JPEG-LS Near-Lossless (1.2.840.10008.1.2.4.81) permit lossless codestreams, and
-are produced losslessly. JPEG Baseline, JPEG Extended and the other lossy syntaxes are served
-only as stored. Decoded lossy data keeps Lossy Image Compression (0028,2110) as "01".
+Only lossless encoders are used, so no transcode loses information. JPEG-LS Near-Lossless
+(1.2.840.10008.1.2.4.81) is produced with NEAR=0, which is lossless. JPEG Baseline, JPEG
+Extended, JPEG 2000 (1.2.840.10008.1.2.4.91, for which pydicom 3.0 requires a lossy option)
+and the other lossy syntaxes are sent only as stored. Decoded lossy data keeps Lossy Image
+Compression (0028,2110) as "01".
 
 Big endian and Implicit VR Little Endian are produced only on request: PS3.18 8.7.3 forbids
 both in web services, so the retrieve code never chooses them by itself. docs/transfer-syntaxes.md
@@ -29,7 +30,6 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import (
-    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -71,7 +71,6 @@ LOSSLESS_ENCODINGS: Final[dict[UID, dict[str, Any]]] = {
     JPEGLSLossless: {},
     JPEGLSNearLossless: {"jls_error": 0},
     JPEG2000Lossless: {},
-    JPEG2000: {},  # without j2k_cr or j2k_psnr, pydicom asks openjpeg for a reversible stream
 }
 # Compressed syntaxes whose codestreams are always or usually lossy (PS3.5 8.2).
 LOSSY_SYNTAXES: Final = frozenset(

@@ -1,0 +1,145 @@
+"""Accept negotiation of WADO-RS instances and frames, without AWS."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    RLELossless,
+)
+
+from cirrus.dicomweb.negotiation import (
+    DICOM_MEDIA_TYPE,
+    FRAME_ROOT_TYPES,
+    OCTET_STREAM,
+    acceptable_types,
+    frame_choices,
+    instance_choices,
+)
+from cirrus.errors import InvalidRequestError
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+def instance_syntaxes(accept: str | None, stored: UID) -> list[str]:
+    acceptable = acceptable_types(accept, (DICOM_MEDIA_TYPE,))
+    return [str(choice.transfer_syntax) for choice in instance_choices(acceptable, stored)]
+
+
+def frame_types(accept: str | None, stored: UID, frames: int = 1) -> list[str]:
+    acceptable = acceptable_types(accept, FRAME_ROOT_TYPES, single_part=frames == 1)
+    return [choice.part_type for choice in frame_choices(acceptable, stored)]
+
+
+def test_instance_default_is_explicit_le() -> None:
+    for accept in (None, "*/*", "multipart/*", 'multipart/related; type="application/dicom"'):
+        assert instance_syntaxes(accept, JPEG2000Lossless) == [EXPLICIT], accept
+
+
+def test_instance_lossy_falls_back_to_stored() -> None:
+    accept = 'multipart/related; type="application/dicom"'
+    assert instance_syntaxes(accept, JPEGBaseline8Bit) == [EXPLICIT, str(JPEGBaseline8Bit)]
+
+
+def test_instance_quoted_and_unquoted_syntax() -> None:
+    for value in ("1.2.840.10008.1.2.5", '"1.2.840.10008.1.2.5"'):
+        accept = f"multipart/related; type=application/dicom; transfer-syntax={value}"
+        assert instance_syntaxes(accept, ExplicitVRLittleEndian) == [str(RLELossless)], value
+
+
+def test_instance_wildcard_syntax_is_stored() -> None:
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    assert instance_syntaxes(accept, JPEG2000) == [str(JPEG2000)]
+    # Web services must not use big endian, so "any" sends it as Explicit VR Little Endian.
+    assert instance_syntaxes(accept, ExplicitVRBigEndian) == [EXPLICIT]
+
+
+def test_instance_quality_order() -> None:
+    accept = (
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.5; q=0.5,'
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.80,'
+        'multipart/related; type="application/dicom"; transfer-syntax=*; q=0.1'
+    )
+    assert instance_syntaxes(accept, JPEG2000Lossless) == [
+        str(JPEGLSLossless),
+        str(RLELossless),
+        str(JPEG2000Lossless),
+    ]
+
+
+def test_instance_lossy_target_not_produced() -> None:
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    assert instance_syntaxes(accept, ExplicitVRLittleEndian) == []
+    assert instance_syntaxes(accept, JPEGBaseline8Bit) == [str(JPEGBaseline8Bit)]
+
+
+def test_instance_q0_excludes_wildcard_match() -> None:
+    accept = f'*/*, multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT}; q=0'
+    assert instance_syntaxes(accept, RLELossless) == []
+
+
+def test_instance_other_types_ignored() -> None:
+    for accept in (
+        "application/dicom+json",
+        "image/jpeg",
+        "*/*; q=0",
+        'multipart/related; type="image/jls"',
+    ):
+        assert instance_syntaxes(accept, ExplicitVRLittleEndian) == [], accept
+
+
+def test_instance_unknown_syntax_unusable() -> None:
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.3.4'
+    assert instance_syntaxes(accept, ExplicitVRLittleEndian) == []
+
+
+def test_malformed_accept_raises() -> None:
+    with pytest.raises(InvalidRequestError):
+        acceptable_types("multipart/related; q=2", (DICOM_MEDIA_TYPE,))
+
+
+def test_frames_octet_stream_default() -> None:
+    label = f"{OCTET_STREAM}; transfer-syntax={EXPLICIT}"
+    assert frame_types(None, RLELossless) == [label]
+    assert frame_types(f'multipart/related; type="{OCTET_STREAM}"', ExplicitVRBigEndian) == [label]
+
+
+def test_frames_octet_stream_wildcard() -> None:
+    accept = f'multipart/related; type="{OCTET_STREAM}"; transfer-syntax=*'
+    assert frame_types(accept, RLELossless) == [f"{OCTET_STREAM}; transfer-syntax={RLELossless}"]
+    assert frame_types(accept, ExplicitVRBigEndian) == [
+        f"{OCTET_STREAM}; transfer-syntax={EXPLICIT}"
+    ]
+
+
+def test_frames_image_types() -> None:
+    assert frame_types("image/jls", ExplicitVRLittleEndian) == [
+        "image/jls; transfer-syntax=1.2.840.10008.1.2.4.80"
+    ]
+    assert frame_types('multipart/related; type="image/jp2"', JPEG2000) == [
+        "image/jp2; transfer-syntax=1.2.840.10008.1.2.4.91",
+        "image/jp2; transfer-syntax=1.2.840.10008.1.2.4.90",
+    ]
+    # No JPEG encoder is installed, so image/jpeg works only for instances stored as JPEG.
+    assert frame_types("image/jpeg", ExplicitVRLittleEndian) == []
+    assert frame_types("image/jpeg", JPEGBaseline8Bit) == [
+        "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"
+    ]
+
+
+def test_frames_syntax_of_other_media_type() -> None:
+    accept = 'multipart/related; type="image/jls"; transfer-syntax=1.2.840.10008.1.2.4.90'
+    assert frame_types(accept, ExplicitVRLittleEndian) == []
+
+
+def test_frames_single_part_needs_one_frame() -> None:
+    assert frame_types("image/jls", ExplicitVRLittleEndian, frames=2) == []
+    acceptable = acceptable_types("image/jls", FRAME_ROOT_TYPES, single_part=True)
+    (choice,) = frame_choices(acceptable, ExplicitVRLittleEndian)
+    assert choice.multipart is False
