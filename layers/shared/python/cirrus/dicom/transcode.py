@@ -47,7 +47,8 @@ from cirrus.errors import NotAcceptableError
 logger = logging.getLogger(__name__)
 
 # Decoding plugins in order of preference. pylibjpeg comes first because it covers every
-# compressed syntax that pydicom 3.0 knows; GDCM and Pillow decode some codestreams it rejects.
+# compressed syntax that pydicom 3.0 has a decoder for. GDCM and Pillow decode some
+# codestreams that it rejects.
 DECODING_PLUGINS: Final = ("pylibjpeg", "pyjpegls", "pydicom", "gdcm", "pillow")
 ENCODING_PLUGINS: Final = ("pylibjpeg", "pyjpegls", "pydicom", "gdcm")
 
@@ -298,7 +299,8 @@ def _to_native(ds: Dataset, source: UID) -> None:
         length = native_pixel_length(ds)
         if length > MAX_NATIVE_PIXEL_LENGTH:
             raise TranscodeError(
-                f"decoded Pixel Data would have {length} bytes, more than a native value holds"
+                f"decoded Pixel Data would have {length} bytes, "
+                "more than a 32-bit value length allows"
             )
         _decompress(ds, source)
     elif source == ExplicitVRBigEndian:

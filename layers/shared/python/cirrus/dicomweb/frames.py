@@ -4,7 +4,7 @@ The Accept header selects a media type and transfer syntax for the frames (see
 ``cirrus.dicomweb.negotiation``). The frames are produced in one of four ways:
 
 - native little endian frames sent as application/octet-stream are read with one ranged GET
-  each when the index holds the Pixel Data offset;
+  each when the index contains the Pixel Data offset;
 - big endian and compressed frames sent as octet-stream are decoded to little endian pixels;
 - compressed frames requested in their stored syntax are sent as stored, without the item
   delimiters of the encapsulation (PS3.18 8.7.3.3.2);

@@ -60,7 +60,7 @@ FRAME_ROOT_TYPES: Final = (OCTET_STREAM, *FRAME_MEDIA_TYPES)
 
 @dataclass(frozen=True)
 class AcceptableType:
-    """One media range of an Accept header, reduced to the representation it asks for.
+    """One media range of an Accept header, reduced to the representation it requests.
 
     ``media_type`` is the root type (application/dicom, application/octet-stream, image/jls,
     ...). ``transfer_syntax`` is the parameter's value, ``*`` or None when absent.
@@ -106,7 +106,7 @@ def acceptable_types(
 ) -> Acceptable:
     """Reduce an Accept value to the types among ``root_types`` that it accepts.
 
-    ``root_types[0]`` stands for ``*/*`` and ``multipart/*``. A bare media type counts only
+    ``root_types[0]`` is used for ``*/*`` and ``multipart/*``. A bare media type counts only
     when ``single_part`` is set. Raises ``InvalidRequestError`` for a malformed header.
     """
     default = next(iter(root_types))
@@ -118,25 +118,25 @@ def acceptable_types(
 def instance_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
     """Return the transfer syntaxes in which to try sending an instance stored in ``stored``."""
     choices: list[Choice] = []
-    for wanted in acceptable.types:
-        if wanted.transfer_syntax is None:
+    for requested in acceptable.types:
+        if requested.transfer_syntax is None:
             choices.append(Choice(DICOM_MEDIA_TYPE, ExplicitVRLittleEndian))
             if is_lossy(stored):
                 # PS3.18 8.7.3.4 lets a server send lossy Pixel Data in its stored syntax.
                 choices.append(Choice(DICOM_MEDIA_TYPE, stored))
-        elif wanted.transfer_syntax == ANY_SYNTAX:
+        elif requested.transfer_syntax == ANY_SYNTAX:
             choices.append(Choice(DICOM_MEDIA_TYPE, _any_syntax(stored)))
         else:
-            choices.append(Choice(DICOM_MEDIA_TYPE, UID(wanted.transfer_syntax)))
+            choices.append(Choice(DICOM_MEDIA_TYPE, UID(requested.transfer_syntax)))
     return _usable(acceptable, choices, lambda syntax: _can_produce(stored, syntax))
 
 
 def frame_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
     """Return the media types and transfer syntaxes in which to try sending frames."""
     choices: list[Choice] = []
-    for wanted in acceptable.types:
-        syntax = wanted.transfer_syntax
-        if wanted.media_type == OCTET_STREAM:
+    for requested in acceptable.types:
+        syntax = requested.transfer_syntax
+        if requested.media_type == OCTET_STREAM:
             if syntax is None:
                 target = ExplicitVRLittleEndian
             elif syntax == ANY_SYNTAX:
@@ -144,22 +144,24 @@ def frame_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
             else:
                 target = UID(syntax)
             if target == ExplicitVRLittleEndian or target == stored:
-                choices.append(Choice(OCTET_STREAM, target, wanted.multipart))
+                choices.append(Choice(OCTET_STREAM, target, requested.multipart))
             continue
-        syntaxes = FRAME_MEDIA_TYPES[wanted.media_type]
+        syntaxes = FRAME_MEDIA_TYPES[requested.media_type]
         if syntax is None or syntax == ANY_SYNTAX:
             targets = [stored, syntaxes[0]] if stored in syntaxes else [syntaxes[0]]
         else:
             targets = [UID(syntax)] if UID(syntax) in syntaxes else []
-        choices.extend(Choice(wanted.media_type, target, wanted.multipart) for target in targets)
+        choices.extend(
+            Choice(requested.media_type, target, requested.multipart) for target in targets
+        )
     return _usable(acceptable, choices, lambda syntax: _can_produce(stored, syntax))
 
 
 def describe(acceptable: Acceptable) -> str:
     """Return the requested representations for an error message, such as ``image/jls (*)``."""
     names = [
-        f"{wanted.media_type} ({wanted.transfer_syntax or 'default transfer syntax'})"
-        for wanted in acceptable.types
+        f"{requested.media_type} ({requested.transfer_syntax or 'default transfer syntax'})"
+        for requested in acceptable.types
     ]
     return ", ".join(names) or "nothing"
 
