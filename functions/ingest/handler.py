@@ -2,10 +2,13 @@
 
 Each message succeeds or fails on its own (partial batch response), so an object that cannot
 be indexed is retried and then kept in the dead-letter queue without blocking the others.
+The queue also carries the delayed requests that precompute metadata bundles
+(``cirrus.dicomweb.bundle_refresh``), which ingest sends after each indexed instance.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import Any
 
@@ -20,12 +23,17 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cirrus.config import Settings
+from cirrus.dicomweb.bundle_refresh import BundleRefresher, RefreshRequest
+from cirrus.dicomweb.bundles import MetadataBundles
 from cirrus.errors import CirrusError
 from cirrus.ingest import ingest_object
 from cirrus.notifications import object_events
 from cirrus.services import Services
 
 logger = Logger(service="cirrus-ingest")
+
+_refreshers: dict[int, tuple[Services, BundleRefresher]] = {}
+_refreshers_lock = threading.Lock()
 
 
 @cache
@@ -38,10 +46,16 @@ def _lambda_services() -> Services:
 def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str, Any]:
     """Process one SQS batch with ``services``; return the partial batch response."""
 
+    refresher = _refresher_for(services)
+
     def record_handler(record: SQSRecord) -> None:
+        request = RefreshRequest.from_body(record.body)
+        if request is not None:
+            refresher.refresh(request)
+            return
         for obj in object_events(record.body):
             try:
-                ingest_object(services.store, services.index_writer, obj)
+                ingest_object(services.store, services.index_writer, obj, refresher)
             except (CirrusError, ValueError) as exc:
                 logger.warning(
                     "object not indexed",
@@ -53,6 +67,19 @@ def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str,
     # ReportBatchItemFailures then retries just those records.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     return dict(process_partial_response(event, record_handler, processor, context))
+
+
+def _refresher_for(services: Services) -> BundleRefresher:
+    # Keyed by identity with a reference kept, because Services is not hashable.
+    with _refreshers_lock:
+        entry = _refreshers.get(id(services))
+        if entry is None:
+            sqs = services.clients.sqs
+            queue_url = sqs.get_queue_url(QueueName=services.settings.ingest_queue)["QueueUrl"]
+            bundles = MetadataBundles(services.index_model, services.store)
+            entry = (services, BundleRefresher(bundles, sqs, queue_url))
+            _refreshers[id(services)] = entry
+        return entry[1]
 
 
 @logger.inject_lambda_context(log_event=False)

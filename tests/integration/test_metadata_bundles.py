@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
+from typing import Any
 
 import pydicom
 import pytest
@@ -22,8 +23,10 @@ from pynamodb.transactions import TransactWrite
 
 from cirrus.config import Settings
 from cirrus.dicomweb.app import DicomwebServices, _accepts_gzip
+from cirrus.dicomweb.bundle_refresh import BundleRefresher, RefreshRequest
 from cirrus.dicomweb.bundles import (
     MetadataBundles,
+    base_urls_key,
     bundle_key,
     compress_bundle,
     read_tag,
@@ -34,6 +37,7 @@ from cirrus.local.http import HttpServer, serve_http
 from cirrus.services import Services
 from cirrus.storage.keys import InstanceKey
 from functions.dicomweb.handler import handle
+from functions.ingest import handler as ingest_handler
 from tests.pydicom_files import bundled
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -57,12 +61,50 @@ class Stack:
     def site(self) -> str:
         return self.services.settings.default_site
 
-    def store(self, sop: str, series: str = SERIES, description: str = "first") -> None:
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}/dicomweb"
+
+    def store(
+        self,
+        sop: str,
+        series: str = SERIES,
+        description: str = "first",
+        refresher: BundleRefresher | None = None,
+    ) -> None:
         """Write one CT instance to S3 and index it, as the ingest queue would."""
         key = InstanceKey(self.site, STUDY, series, sop)
         stored = self.services.store.put(key.object_key, _instance(series, sop, description))
         event = ObjectEvent(key.object_key, size=stored.size, etag=stored.etag)
-        ingest_object(self.services.store, self.services.index_writer, event)
+        ingest_object(self.services.store, self.services.index_writer, event, refresher)
+
+    def queue_url(self) -> str:
+        sqs = self.services.clients.sqs
+        return str(sqs.get_queue_url(QueueName=self.services.settings.ingest_queue)["QueueUrl"])
+
+    def drain_queue(self) -> list[dict[str, Any]]:
+        """Receive and delete every visible message of the ingest queue."""
+        sqs = self.services.clients.sqs
+        url = self.queue_url()
+        messages: list[dict[str, Any]] = []
+        while True:
+            batch = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not batch:
+                return messages
+            for message in batch:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            messages.extend(batch)
+
+    def refresher(self) -> BundleRefresher:
+        sqs = self.services.clients.sqs
+        return BundleRefresher(self.bundles, sqs, self.queue_url(), delay_seconds=0)
+
+    def stored_sops(self, series: str | None) -> list[str]:
+        stored = self.services.store.get(bundle_key(self.site, STUDY, series, self.base_url))
+        assert read_tag(stored) == self.bundles.record_tag(self.site, STUDY, series)
+        return [item[SOP_UID]["Value"][0] for item in json.loads(gzip.decompress(stored))]
 
     def remove(self, sop: str, series: str = SERIES) -> None:
         """Remove an instance record as a delete does: one transaction with the counters."""
@@ -123,7 +165,7 @@ def test_bundle_stored_gzip_with_kms(stack: Stack) -> None:
     keys = [
         item["Key"]
         for item in s3.list_objects_v2(Bucket=bucket, Prefix=f"sites/{stack.site}/")["Contents"]
-        if "/metadata/" in item["Key"]
+        if item["Key"].endswith(".json.gz")
     ]
     assert len(keys) == 1
     assert keys[0].startswith(f"sites/{stack.site}/studies/{STUDY}/series/{SERIES}/metadata/")
@@ -132,6 +174,8 @@ def test_bundle_stored_gzip_with_kms(stack: Stack) -> None:
     stored = stack.services.store.get(keys[0])
     assert read_tag(stored) == stack.bundles.record_tag(stack.site, STUDY, SERIES)
     assert len(gzip.decompress(stored)) > len(stored)
+    base_urls = json.loads(stack.services.store.get(base_urls_key(stack.site)))
+    assert base_urls == [stack.base_url]
 
 
 def test_new_instance_makes_bundle_stale(stack: Stack) -> None:
@@ -344,3 +388,66 @@ def test_accept_encoding_parsing() -> None:
     }
     for header, expected in cases.items():
         assert _accepts_gzip(header) is expected, header
+
+
+def test_ingest_precomputes_bundles(stack: Stack) -> None:
+    refresher = stack.refresher()
+    stack.store(_sop(1), refresher=refresher)
+    # The first read stores the bundle and makes its base URL one that ingest builds for.
+    assert stack.series_sops() == [_sop(1)]
+    stack.drain_queue()
+    for number in (2, 3, 4):
+        stack.store(_sop(number), refresher=refresher)
+    bodies = [message["Body"] for message in stack.drain_queue()]
+    requests_sent = [RefreshRequest.from_body(body) for body in bodies]
+    refresh_requests = [request for request in requests_sent if request is not None]
+    assert len(refresh_requests) == 3
+    # Only the request sent after the last store is current; it builds the series and the
+    # study bundle for the one base URL read so far.
+    assert [refresher.refresh(request) for request in refresh_requests] == [0, 0, 2]
+    expected = [_sop(number) for number in (1, 2, 3, 4)]
+    assert stack.stored_sops(SERIES) == expected
+    assert stack.stored_sops(None) == expected
+
+
+def test_ingest_handler_runs_refresh(stack: Stack) -> None:
+    refresher = stack.refresher()
+    stack.store(_sop(1))
+    assert stack.series_sops() == [_sop(1)]
+    stack.drain_queue()
+    stack.store(_sop(2), refresher=refresher)
+    records = [
+        {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": {},
+            "messageAttributes": {},
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ingest",
+            "awsRegion": "us-east-1",
+        }
+        for message in stack.drain_queue()
+    ]
+    assert any(RefreshRequest.from_body(record["body"]) for record in records)
+    result = ingest_handler.handle({"Records": records}, None, stack.services)
+    assert result["batchItemFailures"] == []
+    assert stack.stored_sops(SERIES) == [_sop(1), _sop(2)]
+
+
+def test_refresh_not_sent_keeps_ingest(stack: Stack) -> None:
+    sqs = stack.services.clients.sqs
+    broken = BundleRefresher(stack.bundles, sqs, stack.queue_url() + "-missing", delay_seconds=0)
+    stack.store(_sop(1), refresher=broken)
+    assert stack.series_sops() == [_sop(1)]
+
+
+def test_refresh_request_parsing() -> None:
+    request = RefreshRequest("default", STUDY, SERIES, "a.1", None)
+    assert RefreshRequest.from_body(request.to_body()) == request
+    assert RefreshRequest.from_body("not json") is None
+    assert RefreshRequest.from_body('{"Records": []}') is None
+    assert RefreshRequest.from_body("[1, 2]") is None
+    with pytest.raises(ValueError):
+        RefreshRequest.from_body('{"type": "cirrus.metadata-refresh", "site": "default"}')

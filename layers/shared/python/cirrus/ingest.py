@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cirrus.dicom.dicomjson import instance_metadata
 from cirrus.dicom.instance import InstanceHeader, parse_instance
@@ -18,6 +18,9 @@ from cirrus.index.claims import InstanceClaims
 from cirrus.index.writer import IndexedObject, IndexOutcome, IndexWriter
 from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import ObjectStore
+
+if TYPE_CHECKING:
+    from cirrus.dicomweb.bundle_refresh import BundleRefresher
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +46,18 @@ class ObjectEvent:
     sequencer: str | None = None
 
 
-def ingest_object(store: ObjectStore, writer: IndexWriter, event: ObjectEvent) -> IndexOutcome:
+def ingest_object(
+    store: ObjectStore,
+    writer: IndexWriter,
+    event: ObjectEvent,
+    refresher: BundleRefresher | None = None,
+) -> IndexOutcome:
     """Index the object of ``event``.
 
-    Raises ``InvalidInstanceError`` when the object is not an instance whose UIDs match its
-    key, and ``StoreUnavailableError`` when S3 or DynamoDB fail. Neither changes the index.
+    When the index changed, ``refresher`` schedules the precomputing of the metadata bundles
+    of its series and study. Raises ``InvalidInstanceError`` when the object is not an
+    instance whose UIDs match its key, and ``StoreUnavailableError`` when S3 or DynamoDB
+    fail. Neither changes the index.
     """
     key = InstanceKey.parse(event.key)
     header, size = read_header(store, event.key)
@@ -70,6 +80,8 @@ def ingest_object(store: ObjectStore, writer: IndexWriter, event: ObjectEvent) -
     )
     outcome = writer.put_instance(obj, metadata)
     _record_claim(writer, key)
+    if refresher is not None and outcome in (IndexOutcome.CREATED, IndexOutcome.UPDATED):
+        refresher.schedule(key)
     logger.info("instance indexed", extra={"object_key": event.key, "outcome": outcome.value})
     return outcome
 

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import logging
 import struct
 import zlib
 from collections.abc import Iterator
@@ -48,7 +50,11 @@ from cirrus.errors import NotFoundError
 from cirrus.index.models import INSTANCE, STUDY, IndexRecord, get_record, series_sk, study_pk
 from cirrus.storage.objects import ObjectStore
 
+logger = logging.getLogger(__name__)
+
 BUNDLE_CONTENT_TYPE: Final = "application/gzip"
+# The base URLs that bundles are precomputed for, most recently added first.
+MAX_BASE_URLS: Final = 4
 # A read rebuilds at most this many times while writes keep changing the tag.
 BUILD_ATTEMPTS: Final = 3
 # zlib level 6 compresses DICOM JSON about 10:1; levels above it gain little and cost more.
@@ -94,6 +100,7 @@ class MetadataBundles:
     def __init__(self, model: type[IndexRecord], store: ObjectStore) -> None:
         self._model = model
         self._store = store
+        self._remembered: set[tuple[str, str]] = set()
 
     def record_tag(self, site: str, study: str, series: str | None) -> str | None:
         """Return the tag of the current state of a series (of a study when ``series`` is None).
@@ -131,12 +138,40 @@ class MetadataBundles:
             if after == tag:
                 compressed = compress_bundle(body, tag)
                 self._store.put(key, compressed, content_type=BUNDLE_CONTENT_TYPE)
+                self._remember(site, base_url)
                 return Bundle(compressed, entity_tag(tag, base_url))
             tag = after
         # Unversioned records, or writes that kept changing the tag during each build: the last
         # build is served unstored, with a validator of its own bytes.
         digest = hashlib.sha256(body).hexdigest()[:32]
         return Bundle(compress_bundle(body, None), f"sha256-{digest}")
+
+    def base_urls(self, site: str) -> list[str]:
+        """Return the base URLs that clients of ``site`` read bundles under, newest first."""
+        stored = self._stored(base_urls_key(site))
+        if stored is None:
+            return []
+        try:
+            urls = json.loads(stored)
+        except ValueError:
+            urls = None
+        if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
+            logger.warning("base URL list is invalid; it is ignored", extra={"site": site})
+            return []
+        return urls
+
+    def _remember(self, site: str, base_url: str) -> None:
+        """Add ``base_url`` to the site's list, so that ingest precomputes bundles for it."""
+        if (site, base_url) in self._remembered:
+            return
+        urls = self.base_urls(site)
+        if base_url not in urls:
+            # NOTE: two processes adding different URLs at once can lose one of them; it is
+            # added again by its next bundle build.
+            updated = [base_url, *urls][:MAX_BASE_URLS]
+            body = json.dumps(updated).encode()
+            self._store.put(base_urls_key(site), body, content_type="application/json")
+        self._remembered.add((site, base_url))
 
     def _stored(self, key: str) -> bytes | None:
         try:
@@ -182,6 +217,10 @@ def bundle_key(site: str, study: str, series: str | None, base_url: str) -> str:
     if series is not None:
         scope += f"/series/{series}"
     return f"{scope}/metadata/{_base_id(base_url)}.json.gz"
+
+
+def base_urls_key(site: str) -> str:
+    return f"sites/{site}/metadata/base-urls.json"
 
 
 def compress_bundle(body: bytes, tag: str | None) -> bytes:
