@@ -553,26 +553,6 @@ def _accepts_gzip(header: str | None) -> bool:
     return weight > 0
 
 
-def _accepts_gzip(header: str | None) -> bool:
-    """Tell whether an Accept-Encoding value (RFC 9110 12.5.3) gives gzip a non-zero weight."""
-    if not header:
-        return False
-    weights: dict[str, float] = {}
-    for item in header.split(","):
-        coding, _, params = item.partition(";")
-        weight = 1.0
-        for param in params.split(";"):
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        weights[coding.strip().lower()] = weight
-    weight = weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0)))
-    return weight > 0
-
-
 def _entity_tags(header: str | None) -> set[str]:
     """Return the entity tags of an If-None-Match value; "*" matches any (RFC 9110 13.1.2)."""
     if not header:
