@@ -10,6 +10,7 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
 from cirrus.config import DEFAULT_DEPLOYMENT, ResourceNames
+from cirrus_infra.dicomweb import DicomwebApi
 from cirrus_infra.storage import Storage
 
 # Context key that selects the deployment: `cdk synth -c deployment=cirrus-dev`.
@@ -25,11 +26,13 @@ class CirrusStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.names = names
         self.storage = Storage(self, "Storage", names=names)
+        self.dicomweb = DicomwebApi(self, "Dicomweb", names=names, storage=self.storage)
 
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "TableName", value=self.storage.table.table_name)
         CfnOutput(self, "IngestQueueUrl", value=self.storage.ingest_queue.queue_url)
         CfnOutput(self, "KeyArn", value=self.storage.key.key_arn)
+        CfnOutput(self, "DicomwebUrl", value=self.dicomweb.api.url)
 
 
 def build_app(

@@ -14,6 +14,7 @@ from constructs import Construct
 
 from cirrus.config import INGEST_MAX_RECEIVES, ResourceNames
 from cirrus.storage.keys import INSTANCE_SUFFIX
+from cirrus.storage.transfers import TRANSFER_EXPIRATION_DAYS, TRANSFER_PREFIX
 
 # S3 bucket names have at most 63 characters. The archive bucket name ends with
 # "-{account}-{region}", and account ids have 12 digits. The region length is an estimate:
@@ -166,10 +167,27 @@ class Storage(Construct):
             versioned=True,
             server_access_logs_bucket=self.access_log_bucket,
             server_access_logs_prefix="archive/",
+            lifecycle_rules=[self._transfer_expiration()],
             removal_policy=RemovalPolicy.RETAIN,
         )
         self._notify_ingest_queue(bucket)
         return bucket
+
+    @staticmethod
+    def _transfer_expiration() -> s3.LifecycleRule:
+        """Delete staged responses and uploads (cirrus.storage.transfers) a day after writing.
+
+        The bucket is versioned, so expiration leaves a noncurrent version, which goes a day
+        later. Incomplete multipart uploads of staged responses are aborted as well.
+        """
+        days = Duration.days(TRANSFER_EXPIRATION_DAYS)
+        return s3.LifecycleRule(
+            id="expire-transfers",
+            prefix=TRANSFER_PREFIX,
+            expiration=days,
+            noncurrent_version_expiration=days,
+            abort_incomplete_multipart_upload_after=days,
+        )
 
     def _notify_ingest_queue(self, bucket: s3.Bucket) -> None:
         """Send object-created events of instance objects to the ingest queue.
