@@ -27,7 +27,7 @@ from cirrus_infra.storage import INGEST_PREFIX, Storage
 REPO: Final = Path(__file__).resolve().parents[2]
 STAGE: Final = "dicomweb"
 # The integration timeout of a REST API is 29 s unless a quota increase is granted, so the
-# function stops a little later and API Gateway has answered 504 by then.
+# function stops a little later, when API Gateway has returned 504 already.
 FUNCTION_TIMEOUT: Final = Duration.seconds(30)
 # An upload is read whole and split in memory, about three times its size (uploads of at most
 # 512 MiB), and a staged retrieve is held about three times as well.

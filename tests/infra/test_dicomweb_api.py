@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,18 +12,13 @@ from cirrus.config import ENV
 from cirrus.storage.transfers import TRANSFER_EXPIRATION_DAYS, TRANSFER_PREFIX
 from cirrus_infra import CirrusStack, build_app
 from cirrus_infra.dicomweb import FUNCTION_MEMORY_MB, STAGE
-
-CDK_CONTEXT = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())["context"]
+from tests.infra.test_stack import CDK_CONTEXT
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> CirrusStack:
+def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    stack: CirrusStack
     _, stack = build_app(CDK_CONTEXT, outdir=str(tmp_path_factory.mktemp("cdk.out")))
-    return stack
-
-
-@pytest.fixture(scope="module")
-def template(stack: CirrusStack) -> Template:
     return Template.from_stack(stack)
 
 

@@ -78,6 +78,14 @@ def new_upload(stack: Stack) -> dict[str, Any]:
     return ticket
 
 
+def upload_instance(stack: Stack, ds: Dataset) -> tuple[dict[str, Any], str]:
+    """PUT ``ds`` as a one-part body to a new upload; return the ticket and the body's type."""
+    body, content_type = multipart([encode(ds)])
+    ticket = new_upload(stack)
+    assert requests.put(ticket["uploadUrl"], data=body, timeout=30).status_code == 200
+    return ticket, content_type
+
+
 def transfer_keys(stack: Stack, kind: str) -> list[str]:
     prefix = f"{TRANSFER_PREFIX}sites/{stack.site}/{kind}/"
     return [obj.key for obj in stack.store.list_keys(prefix)]
@@ -168,9 +176,7 @@ def test_redirect_keeps_cors_headers(stack: Stack, settings: Settings) -> None:
 
 def test_large_range_rejected(stack: Stack) -> None:
     ds = make_instance(generate_uid(), generate_uid(), frames=12)
-    ticket = new_upload(stack)
-    body, content_type = multipart([encode(ds)])
-    assert requests.put(ticket["uploadUrl"], data=body, timeout=30).status_code == 200
+    ticket, content_type = upload_instance(stack, ds)
     headers = {"Content-Type": content_type}
     assert requests.post(ticket["storeUrl"], headers=headers, timeout=60).status_code == 200
     stack.index()
@@ -224,10 +230,7 @@ def test_upload_stores_instances(stack: Stack) -> None:
 
 
 def test_upload_of_other_study_fails(stack: Stack) -> None:
-    ds = make_instance(generate_uid(), generate_uid(), frames=1)
-    body, content_type = multipart([encode(ds)])
-    ticket = new_upload(stack)
-    requests.put(ticket["uploadUrl"], data=body, timeout=30)
+    ticket, content_type = upload_instance(stack, make_instance(generate_uid(), generate_uid(), 1))
 
     response = requests.post(
         f"{ticket['storeUrl']}/{generate_uid()}", headers={"Content-Type": content_type}, timeout=30
@@ -268,10 +271,7 @@ def test_upload_over_maximum(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_upload_kept_after_storage_failure(stack: Stack) -> None:
-    ds = make_instance(generate_uid(), generate_uid(), frames=1)
-    body, content_type = multipart([encode(ds)])
-    ticket = new_upload(stack)
-    requests.put(ticket["uploadUrl"], data=body, timeout=30)
+    ticket, content_type = upload_instance(stack, make_instance(generate_uid(), generate_uid(), 1))
     # A store that cannot write makes every part fail with 0xA700, and the request 503.
     settings = stack.services.settings
     missing_bucket = ObjectStore(stack.services.clients.s3, "no-such-bucket", settings.kms_key_id)

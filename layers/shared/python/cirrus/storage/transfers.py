@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cirrus.errors import InvalidRequestError, NotFoundError, StoreUnavailableError
+from cirrus.errors import InvalidRequestError, StoreUnavailableError
 from cirrus.storage.keys import validate_site
+from cirrus.storage.objects import _translate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -39,7 +40,6 @@ TRANSFER_EXPIRATION_DAYS: Final = 1
 # Size of each part of a multipart upload. S3 takes parts of 5 MiB to 5 GiB, except the last,
 # and at most 10,000 parts, so one staged response is at most about 78 GiB.
 PART_SIZE: Final = 8 * 1024 * 1024
-_MISSING_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 @dataclass(frozen=True)
@@ -203,12 +203,3 @@ def transfer_key(site: str, kind: str, transfer_id: str) -> str:
             f"transfer id {transfer_id[:40]!r} is invalid; use the id that POST /uploads returned"
         )
     return f"{TRANSFER_PREFIX}sites/{validate_site(site)}/{kind}/{transfer_id}"
-
-
-def _translate(exc: ClientError | BotoCoreError, key: str) -> Exception:
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in _MISSING_CODES:
-            return NotFoundError(f"transfer object {key} not found")
-        return StoreUnavailableError(f"S3 request for {key} failed with {code or 'an error'}")
-    return StoreUnavailableError(f"S3 request for {key} failed: {type(exc).__name__}")
