@@ -1,9 +1,9 @@
 """Series and study metadata (PS3.18 10.4) kept as one stored gzip object per series or study.
 
-A viewer opens a series by asking for its metadata, and answering from the instance records
-means a Query, one decompression per instance and one JSON encoding per request. Here the
-answer is built once, stored in S3 as the exact gzip body of the response, and served as it
-is to clients that accept gzip (decompressed for the others).
+A viewer opens a series by requesting its metadata. Building that response from the instance
+records takes a Query, one decompression per instance and one JSON encoding per request.
+Here it is built once, stored in S3 as the exact gzip body of the response, and sent as
+stored to clients that accept gzip (decompressed for the others).
 
 Exactness comes from a version tag, not from rebuilding on every change:
 
@@ -20,10 +20,11 @@ Exactness comes from a version tag, not from rebuilding on every change:
   and it is stored for the next reads. When it did change, the build is repeated, and after
   ``BUILD_ATTEMPTS`` builds the last one is served unstored with an ETag of its own bytes.
 
-Debounce: bundles are rebuilt on the first read after a change, never by ingest, so a
-1,000-instance series that arrives instance by instance is built once, when a viewer first
-asks for it, and not 1,000 times. The cost is that this first read pays for the build.
-TODO: an SQS message per series, sent with a delay by ingest, would build it before that read.
+Debounce: ingest does not build bundles itself. It sends a delayed request per indexed
+instance, and only a request whose tags are still current when it arrives builds, so a
+1,000-instance series sent instance by instance is built about once, after its last instance
+(``cirrus.dicomweb.bundle_refresh``). Reads rebuild whatever that missed, for example a
+series whose base URL no client had used yet.
 
 BulkDataURIs must be absolute URLs under the request's base URL, so a stored bundle belongs
 to one base URL. Its key ends with a hash of the base URL. A deployment is normally reached
@@ -57,7 +58,7 @@ BUNDLE_CONTENT_TYPE: Final = "application/gzip"
 MAX_BASE_URLS: Final = 4
 # A read rebuilds at most this many times while writes keep changing the tag.
 BUILD_ATTEMPTS: Final = 3
-# zlib level 6 compresses DICOM JSON about 10:1; levels above it gain little and cost more.
+# zlib's default trade-off between size and speed.
 COMPRESS_LEVEL: Final = 6
 READ_WORKERS: Final = 8
 
@@ -100,7 +101,6 @@ class MetadataBundles:
     def __init__(self, model: type[IndexRecord], store: ObjectStore) -> None:
         self._model = model
         self._store = store
-        self._remembered: set[tuple[str, str]] = set()
 
     def record_tag(self, site: str, study: str, series: str | None) -> str | None:
         """Return the tag of the current state of a series (of a study when ``series`` is None).
@@ -161,17 +161,18 @@ class MetadataBundles:
         return urls
 
     def _remember(self, site: str, base_url: str) -> None:
-        """Add ``base_url`` to the site's list, so that ingest precomputes bundles for it."""
-        if (site, base_url) in self._remembered:
-            return
+        """Add ``base_url`` to the site's list, so that ingest precomputes bundles for it.
+
+        Called after each stored build, which is rare, so the list is read each time.
+        """
         urls = self.base_urls(site)
-        if base_url not in urls:
-            # NOTE: two processes adding different URLs at once can lose one of them; it is
-            # added again by its next bundle build.
-            updated = [base_url, *urls][:MAX_BASE_URLS]
-            body = json.dumps(updated).encode()
-            self._store.put(base_urls_key(site), body, content_type="application/json")
-        self._remembered.add((site, base_url))
+        if base_url in urls:
+            return
+        # NOTE: two processes adding different URLs at once can lose one of them. The lost
+        # one is added again by the next build stored for it.
+        updated = [base_url, *urls][:MAX_BASE_URLS]
+        body = json.dumps(updated).encode()
+        self._store.put(base_urls_key(site), body, content_type="application/json")
 
     def _stored(self, key: str) -> bytes | None:
         try:

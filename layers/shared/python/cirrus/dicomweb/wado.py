@@ -4,7 +4,8 @@ Instances are sent in the transfer syntax that the Accept header selects (see
 ``cirrus.dicomweb.negotiation``): the stored Part 10 bytes when that is the stored syntax,
 else the instance transcoded by ``cirrus.dicom.transcode``. Metadata is the DICOM JSON written
 at ingest, with its relative bulk data references made absolute for the base URL of the
-request.
+request. The DICOMweb app serves series and study metadata from stored bundles instead
+(``cirrus.dicomweb.bundles``) and uses ``retrieve_metadata`` for single instances.
 """
 
 from __future__ import annotations
