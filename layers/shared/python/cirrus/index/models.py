@@ -177,6 +177,8 @@ def bind_index_model(settings: Settings) -> type[IndexRecord]:
         "connect_timeout_seconds": 5,
         "read_timeout_seconds": 10,
         "max_retry_attempts": 5,
+        # A merged search reads the first page of its 16 ``by-level`` shards in parallel.
+        "max_pool_connections": 20,
     }
     if settings.endpoint_url:
         meta_attrs["host"] = settings.endpoint_url

@@ -13,8 +13,8 @@ A study search uses, in this order, the first of these that its keys allow:
 
 A StudyDate constraint narrows the sort key of choices 2 to 4 as well. The matcher checks every
 candidate against every key afterwards, so a plan only has to read a superset of the matches.
-Choice 7 with constraints left that no index serves is *unindexed*: the search reads at most
-a fixed number of candidates and says so in a Warning when it stops early.
+Choice 7 with keys left that no index serves is not selective. The search then reads at most a
+fixed number of candidates and adds a Warning when that limit stops it early.
 """
 
 from __future__ import annotations
@@ -43,15 +43,10 @@ MODALITIES_IN_STUDY: Final = "00080061"
 MODALITY: Final = "00080060"
 SERIES_UID: Final = "0020000E"
 
-# The study-level keys that some index serves when they have a usable value.
-INDEXED_STUDY_TAGS: Final = frozenset(
-    {STUDY_UID, PATIENT_ID, ACCESSION_NUMBER, STUDY_DATE, MODALITIES_IN_STUDY, PATIENT_NAME}
-)
-
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """How a search finds its studies.
+    """The reads that find the studies of a search.
 
     ``uids`` lists the studies to read by key; otherwise ``queries`` are merged. With
     ``markers`` the queries return ``by-modality`` markers instead of study records.

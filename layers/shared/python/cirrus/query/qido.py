@@ -40,7 +40,7 @@ from cirrus.query.plan import SERIES_UID, StudyPlan, plan_studies
 from cirrus.query.sources import KeyQuery, ReadCap, merged, studies_of_markers
 
 # The most candidates a search without a usable index reads before it stops with a Warning.
-UNINDEXED_READ_LIMIT: Final = 5000
+UNINDEXED_READ_LIMIT: Final = 2000
 
 # Attributes computed from the index rather than stored (PS3.18 Table 10.6.3-3 to -5).
 STUDY_COMPUTED: Final = frozenset(
@@ -214,10 +214,13 @@ class _Search:
                 if record is not None:
                     yield record
             return
-        records = merged(self.model, list(plan.queries), self.needed)
+        capped = not plan.selective and self._constrained()
+        # A capped search filters most of what it reads, so it reads in large pages.
+        needed = UNINDEXED_READ_LIMIT if capped else self.needed
+        records = merged(self.model, list(plan.queries), needed)
         if plan.markers:
             records = studies_of_markers(self.model, records, self.needed)
-        if not plan.selective and self._constrained():
+        if capped:
             records = self.cap.apply(records)
         for record in records:
             self._studies.setdefault(_study_uid(record), record)
@@ -237,8 +240,9 @@ class _Search:
     def _level_listing(self, level: str) -> Iterator[IndexRecord]:
         """Yield every record of a level from the ``by-level`` shards, capped if constrained."""
         queries = [KeyQuery("by_level", pk) for pk in level_pks(self.site, level)]
-        records = merged(self.model, queries, self.needed)
-        return self.cap.apply(records) if self._constrained() else records
+        if not self._constrained():
+            return merged(self.model, queries, self.needed)
+        return self.cap.apply(merged(self.model, queries, UNINDEXED_READ_LIMIT))
 
     def _series_records(self) -> Iterator[IndexRecord]:
         studies = self._studies_in_scope()

@@ -6,9 +6,9 @@ or one ``by-modality`` partition per requested modality) merges their results by
 the candidates come in one total order that is the same on every request. That order is what
 makes ``offset`` pages partition the result exactly.
 
-Every partition is read lazily, page by page. The first page of each is sized so that together
-they hold about as many items as the search still needs, so a merged search reads little more
-than it returns.
+Every partition is read lazily, page by page. The pages of a merged search hold an even share
+of the items it needs, so it reads little more than it returns. The first pages of all its
+partitions are read in parallel.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Final
 
 from cirrus.index.models import STUDY, IndexRecord
 
-# DynamoDB returns at most 1 MB per Query page; more items than this are never asked at once.
+# The largest Query page this module asks for. DynamoDB also stops a page at 1 MB.
 MAX_PAGE_SIZE: Final = 1000
 # BatchGetItem takes at most 100 keys.
 MAX_BATCH_GET: Final = 100
@@ -68,14 +69,11 @@ class KeyQuery:
 def page_size_for(needed: int, partitions: int) -> int:
     """Return the Query page size that reads about ``needed`` items over all partitions.
 
-    One partition gets exactly what is needed. Several get a quarter more than an even share
-    each, because the matches rarely fall evenly; a partition that runs short reads one more
-    page of the same size.
+    One partition gets exactly what is needed, several an even share each. A partition that
+    runs short reads one more page of the same size, so a search over ``n`` partitions reads
+    about ``needed + n * share / 2`` items.
     """
-    if partitions <= 1:
-        share = needed
-    else:
-        share = math.ceil(needed * 1.25 / partitions) + 1
+    share = math.ceil(needed / max(1, partitions))
     return max(1, min(MAX_PAGE_SIZE, share))
 
 
@@ -90,9 +88,19 @@ def merged(model: type[IndexRecord], queries: list[KeyQuery], needed: int) -> It
     if len(queries) == 1:
         return queries[0].run(model, page_size)
     attribute = queries[0].range_attribute
-    streams = [query.run(model, page_size) for query in queries]
+    streams = _primed([query.run(model, page_size) for query in queries])
     ordered = heapq.merge(*streams, key=lambda record: getattr(record, attribute))
     return _without_repeats(ordered)
+
+
+def _primed(streams: list[Iterator[IndexRecord]]) -> list[Iterator[IndexRecord]]:
+    """Read the first page of every stream in parallel; botocore clients are thread-safe."""
+    with ThreadPoolExecutor(max_workers=min(len(streams), 16)) as pool:
+        heads = list(pool.map(lambda stream: next(stream, None), streams))
+    return [
+        chain([head], stream) if head is not None else iter(())
+        for head, stream in zip(heads, streams, strict=True)
+    ]
 
 
 def _without_repeats(records: Iterable[IndexRecord]) -> Iterator[IndexRecord]:
