@@ -3,7 +3,7 @@
 Each record is one JSON object under ``audit/{site}/{yyyy}/{mm}/{dd}/``, named by the time and
 the request id, so records are never overwritten and a day lists in time order. A record
 names who asked (the identity API Gateway attaches to the request), when, and the UIDs of
-every instance the request deletes. It holds no patient names or other demographics. The prefix
+every instance the request deletes. It contains no patient names or other demographics. The prefix
 is outside ``sites/``, so listings and rebuilds of the instance tree never see it, and a policy
 can let the API write records there without the right to delete them.
 """
@@ -27,7 +27,7 @@ JSON_CONTENT_TYPE: Final = "application/json"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who sent a request, as far as the request tells.
+    """Who sent a request, as far as the request identifies them.
 
     ``principal`` is the authenticated user (a Cognito ``sub`` or username, or an IAM ARN),
     or None for a request without authentication, such as on the local stack.

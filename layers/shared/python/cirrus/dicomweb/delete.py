@@ -2,7 +2,7 @@
 
 PS3.18 defines no delete transaction. Cirrus follows the convention of dcm4chee and the Google
 Cloud Healthcare API: ``DELETE`` on a study, series or instance URL removes it for good and
-answers 204, and a resource that is not in the index answers 404.
+returns 204, and a resource that is not in the index gets 404.
 
 The steps run in an order that a retry can always finish:
 
@@ -54,7 +54,7 @@ class DeleteTarget:
 
 @dataclass(frozen=True)
 class DeleteOutcome:
-    """What one delete removed, and the key of its audit record."""
+    """The result of one delete: the number of instances removed and the audit record's key."""
 
     removed: int
     audit_key: str
@@ -120,6 +120,7 @@ def _delete_batch(
 ) -> int:
     store.delete([key for instance in instances for key in instance.object_keys])
     # NOTE: if the same UIDs are stored again between the S3 delete and this removal, and the
-    # bytes are identical (same ETag), the record is removed although S3 holds the new object.
-    # The next rebuild of the index from the bucket restores it.
+    # bytes are identical (same ETag), the record is removed although S3 contains the new
+    # object. Only a rebuild of the index from the bucket restores it; the local stack
+    # rebuilds at every start.
     return sum(deleter.remove(instance) for instance in instances)

@@ -22,7 +22,7 @@ from enum import IntEnum
 from http import HTTPStatus
 from typing import Any, Final
 
-from pydicom.uid import UID_dictionary
+from pydicom.uid import UID
 
 from cirrus.archive import ArchivedInstance, archive_instance
 from cirrus.dicom.instance import parse_instance
@@ -252,10 +252,10 @@ def _is_known_non_storage_uid(uid: str | None) -> bool:
 
     Private and newer SOP classes are not in the registry and are accepted.
     """
-    if uid is None or uid not in UID_dictionary:
+    registered = UID(uid or "")
+    if not registered.type:
         return False
-    name, uid_type = UID_dictionary[uid][0], UID_dictionary[uid][1]
-    return uid_type != "SOP Class" or _STORAGE_NAME.search(name) is None
+    return registered.type != "SOP Class" or _STORAGE_NAME.search(registered.name) is None
 
 
 def _reason(exc: InvalidInstanceError) -> FailureReason:

@@ -13,8 +13,9 @@ Every step can run again after a crash, so a retried delete finishes what a fail
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -104,7 +105,7 @@ class IndexDeleter:
     def remove(self, instance: IndexedInstance) -> bool:
         """Delete the record of ``instance`` and count it out of its series and study.
 
-        Returns False when the record is gone already or now holds another object (a newer
+        Returns False when the record is gone already or now refers to another object (a newer
         store of the same UIDs), in which case the index keeps it. The claim of the SOP
         Instance UID is released first, so that no crash leaves a claim without a record.
         """
@@ -147,7 +148,7 @@ class IndexDeleter:
         return True
 
     def release_claim(self, key: InstanceKey) -> None:
-        """Delete the claim of ``key.sop`` if ``key`` holds it."""
+        """Delete the claim of ``key.sop`` if the claim belongs to ``key``."""
         model = self._model
         claim = model(claim_pk(key.site, key.sop), CLAIM)
         try:
@@ -162,8 +163,8 @@ class IndexDeleter:
         """Delete the empty ones of ``series`` and ``study`` and recompute the others' sets."""
         try:
             for series_uid in sorted(set(series)):
-                self._retry(lambda uid=series_uid: self._settle_series(site, study, uid))
-            self._retry(lambda: self._settle_study(site, study))
+                self._retry(functools.partial(self._settle_series, site, study, series_uid))
+            self._retry(functools.partial(self._settle_study, site, study))
         except (PynamoDBException, BotoCoreError) as exc:
             raise StoreUnavailableError(
                 f"index update of study {study} after a delete failed: {exc}"
@@ -235,7 +236,7 @@ class IndexDeleter:
             raise
         return True
 
-    def _retry(self, step: Any) -> None:
+    def _retry(self, step: Callable[[], bool]) -> None:
         for _ in range(_ATTEMPTS):
             if step():
                 return
