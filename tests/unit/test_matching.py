@@ -156,3 +156,71 @@ def test_params_valid_date_accepted(value: str) -> None:
 def test_params_fuzzy_must_be_boolean() -> None:
     with pytest.raises(InvalidRequestError, match="fuzzymatching must be true or false"):
         parse_qido_params("STUDY", {"fuzzymatching": ["maybe"]})
+
+
+@pytest.mark.parametrize(
+    ("stored", "requested", "expected"),
+    [
+        # 12:00 at UTC-05:00 is 17:00 UTC.
+        ("20240101120000-0500", "20240101163000+0000-20240101173000+0000", True),
+        ("20240101120000-0500", "20240101110000-20240101130000", False),
+        ("20240101120000+0100", "20240101110000-20240101110000", True),
+        # A negative offset on the low side of a range.
+        ("20240101180000", "20240101120000-0500-20240102", True),
+        ("20240101160000", "20240101120000-0500-20240102", False),
+        # Partial values name periods: the whole year, the whole day.
+        ("20241231235959.5", "2024-2024", True),
+        ("20250101000000", "2024-2024", False),
+        ("20240229", "20240229-20240229", True),
+        ("20240301", "-20240229", False),
+    ],
+)
+def test_datetime_range_utc(stored: str, requested: str, expected: bool) -> None:
+    query = parse_qido_params("INSTANCE", {"AcquisitionDateTime": [requested]})
+    [constraint] = query.constraints
+    assert constraint.is_range
+    record = {"0008002A": {"vr": "DT", "Value": [stored]}}
+    assert constraint.matches(record) is expected
+
+
+def test_datetime_single_with_offset_not_range() -> None:
+    query = parse_qido_params("INSTANCE", {"AcquisitionDateTime": ["20240101120000-0500"]})
+    [constraint] = query.constraints
+    assert not constraint.is_range
+
+
+JAPANESE = {
+    "00100010": {
+        "vr": "PN",
+        "Value": [
+            {
+                "Alphabetic": "Yamada^Tarou^^",
+                "Ideographic": "山田^太郎",
+                "Phonetic": "やまだ^たろう",
+            }
+        ],
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected"),
+    [
+        ("yamada^tarou", True),
+        ("Yamada^Tarou^^", True),
+        ("Y?mada^T?rou", True),
+        ("Yamada?Tarou", True),
+        ("Yam?da", False),
+        ("山田^太郎", True),
+        ("山?^*", True),
+        ("やまだ*", True),
+        ("Yamada^Tarou=山田^太郎", True),
+        ("=山田^太郎", True),
+        ("Yamada*=山田^次郎", False),
+        ("==やまだ^たろう", True),
+        ("Tanaka*", False),
+    ],
+)
+def test_person_name_groups(requested: str, expected: bool) -> None:
+    [constraint] = parse_qido_params("STUDY", {"PatientName": [requested]}).constraints
+    assert constraint.matches(JAPANESE) is expected

@@ -8,8 +8,10 @@ Person names match case-insensitively on each of their component groups.
 
 from __future__ import annotations
 
+import calendar
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, Final
 
@@ -47,7 +49,9 @@ class Constraint:
 
     @property
     def is_range(self) -> bool:
-        return self.vr in RANGE_VRS and len(self.values) == 1 and "-" in self.values[0]
+        if self.vr not in RANGE_VRS or len(self.values) != 1:
+            return False
+        return split_range(self.values[0], self.vr) is not None
 
     @property
     def is_wildcard(self) -> bool:
@@ -76,6 +80,8 @@ class Constraint:
             for attribute in _attributes_at(record, self.tag.split("."))
             for text in _values_as_text(attribute, self.vr)
         ]
+        if self.vr == "PN":
+            return self._matches_person_name(record)
         if self.is_range:
             low, high = _range_bounds(self.values[0], self.vr)
             return any(_in_range(value, low, high, self.vr) for value in candidates)
@@ -85,6 +91,46 @@ class Constraint:
             requested = {_number(value) for value in self.values}
             return any(_number(value) in requested for value in candidates)
         return any(value in self.values for value in candidates)
+
+    @cached_property
+    def _name_patterns(self) -> tuple[tuple[re.Pattern[str] | None, ...], ...]:
+        """Return, per requested name, one pattern per component group; None matches any."""
+        patterns = []
+        for value in self.values:
+            groups = value.split("=")
+            patterns.append(
+                tuple(
+                    re.compile(_wildcard_regex(group.rstrip("^")), re.IGNORECASE) if group else None
+                    for group in groups
+                )
+            )
+        return tuple(patterns)
+
+    def _matches_person_name(self, record: JsonDict) -> bool:
+        """Match person names case-insensitively, group by group.
+
+        A requested name without ``=`` matches a name if any of its groups matches. One with
+        groups (``Yamada^Tarou=山田^太郎``) matches where every requested group matches the
+        stored group in the same place. Trailing empty components (``Doe^Jane^^``) are ignored.
+        """
+        for attribute in _attributes_at(record, self.tag.split(".")):
+            for value in attribute.get("Value", ()):
+                if not isinstance(value, dict):
+                    continue
+                stored = [str(value.get(group) or "").rstrip("^") for group in _PN_GROUPS]
+                for groups in self._name_patterns:
+                    if len(groups) == 1:
+                        pattern = groups[0]
+                        if pattern is not None and any(
+                            pattern.fullmatch(text) for text in stored if text
+                        ):
+                            return True
+                    elif all(
+                        pattern is None or (index < 3 and pattern.fullmatch(stored[index]))
+                        for index, pattern in enumerate(groups)
+                    ):
+                        return True
+        return False
 
 
 def _number(value: str) -> float | str:
@@ -135,8 +181,26 @@ def _values_as_text(attribute: JsonDict | None, vr: str) -> list[str]:
     return texts
 
 
+def split_range(value: str, vr: str) -> tuple[str, str] | None:
+    """Return the two sides of a range, either may be empty, or None for a single value.
+
+    A DT value may end with a negative offset from UTC (``-0500``), so a hyphen followed by
+    four digits at the end that form an offset (hours 00 to 14) is not a range separator.
+    """
+    if vr != "DT":
+        low, hyphen, high = value.partition("-")
+        return (low, high) if hyphen else None
+    for position, char in enumerate(value):
+        if char != "-" or re.fullmatch(r"(0\d|1[0-4])[0-5]\d", value[position + 1 :]):
+            continue
+        low, high = value[:position], value[position + 1 :]
+        if all(not side or _DT.fullmatch(side) for side in (low, high)):
+            return low, high
+    return None
+
+
 def _range_bounds(value: str, vr: str) -> tuple[str | None, str | None]:
-    low, _, high = value.partition("-")
+    low, high = split_range(value, vr) or (value, value)
     return (_normalize(low, vr) if low else None), (
         _normalize(high, vr, upper=True) if high else None
     )
@@ -155,11 +219,55 @@ def _normalize(value: str, vr: str, upper: bool = False) -> str:
         return f"{head}.{fraction.ljust(6, fill)}"[:width]
     if vr == "DA":
         return value.replace(".", "")[:8]
-    # DT: YYYYMMDDHHMMSS.FFFFFF&ZZXX; the offset is dropped. TODO: compare DT in UTC.
-    core = re.split(r"[+&]|(?<=\d)-(?=\d{4}$)", value)[0]
-    head, _, fraction = core.partition(".")
-    fill = "9" if upper else "0"
-    return f"{head.ljust(14, fill)}.{fraction.ljust(6, fill)}"
+    return _normalize_datetime(value, upper)
+
+
+_DT: Final = re.compile(
+    r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,6}))?([+-]\d{4})?"
+)
+
+
+def _normalize_datetime(value: str, upper: bool) -> str:
+    """Return a DT value as ``YYYYMMDDHHMMSS.FFFFFF`` in UTC, so that DT values compare as text.
+
+    Missing components are the start of the period a partial value names, or its end for the
+    upper bound of a range. A value with a ``&ZZXX`` offset from UTC (PS3.5 Table 6.2-1) is
+    shifted to UTC. One without an offset is compared as it is, as if it were in UTC.
+    """
+    found = _DT.fullmatch(value.strip())
+    if found is None:
+        return value
+    year, month, day, hour, minute, second, fraction, offset = found.groups()
+    try:
+        if upper:
+            month_number = int(month or 12)
+            last_day = calendar.monthrange(int(year), month_number)[1]
+            moment = datetime(
+                int(year),
+                month_number,
+                int(day or last_day),
+                int(hour or 23),
+                int(minute or 59),
+                int(second or 59),
+                int((fraction or "").ljust(6, "9")),
+            )
+        else:
+            moment = datetime(
+                int(year),
+                int(month or 1),
+                int(day or 1),
+                int(hour or 0),
+                int(minute or 0),
+                int(second or 0),
+                int((fraction or "0").ljust(6, "0")),
+            )
+    except ValueError:
+        return value
+    if offset:
+        sign = -1 if offset[0] == "-" else 1
+        shift = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
+        moment -= sign * shift
+    return moment.strftime("%Y%m%d%H%M%S.%f")
 
 
 def _in_range(value: str, low: str | None, high: str | None, vr: str) -> bool:

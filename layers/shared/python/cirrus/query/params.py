@@ -9,7 +9,7 @@ from typing import Final
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from cirrus.errors import InvalidRequestError
-from cirrus.query.matching import Constraint
+from cirrus.query.matching import Constraint, split_range
 
 STUDY: Final = "STUDY"
 SERIES: Final = "SERIES"
@@ -165,9 +165,11 @@ def _check_date_time(tag: str, vr: str, value: str) -> None:
     """Raise ``InvalidRequestError`` unless ``value`` is a DA, TM or DT value or range."""
     keyword = _keyword(tag)
     pattern = _DATE_TIME_FORMATS[vr]
-    # A DT value may carry a "-hhmm" offset, so a DT range splits on the "-" between digits
-    # that is not followed by exactly four digits at the end.
-    parts = value.split("-") if vr != "DT" else re.split(r"-(?!\d{4}$)", value, maxsplit=1)
+    if vr == "DT":
+        sides = split_range(value, vr)
+        parts = list(sides) if sides is not None else [value]
+    else:
+        parts = value.split("-")
     well_formed = all(not part or pattern.fullmatch(part) for part in parts)
     if len(parts) > 2 or not any(parts) or not well_formed:
         raise InvalidRequestError(
