@@ -171,3 +171,59 @@ def test_series_by_sequence_attribute(archive: Archive) -> None:
     assert item["00401001"]["Value"] == ["R7"]
     missing = {"RequestAttributesSequence.ScheduledProcedureStepID": "S8"}
     assert _search(services, "SERIES", **missing).matches == []
+
+
+def test_replaced_instance_counts_once(moto_server: MotoProcess) -> None:
+    settings = create_resources(
+        Settings.for_names(
+            ResourceNames(deployment="qido-replace"), endpoint_url=moto_server.endpoint_url
+        )
+    )
+    services = Services(settings)
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for description in ("first version", "second version"):
+        ds.SeriesDescription = description
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        stored = archive_instance(services.store, "default", buffer.getvalue())
+        event = ObjectEvent(stored.key.object_key, etag=stored.stored.etag)
+        ingest_object(services.store, services.index_writer, event)
+    [study] = _search(services, "STUDY", StudyInstanceUID=ds.StudyInstanceUID).matches
+    assert study["00201206"]["Value"] == [1]
+    assert study["00201208"]["Value"] == [1]
+    assert study["00080061"]["Value"] == ["CT"]
+    [series] = _search(services, "SERIES", study=ds.StudyInstanceUID).matches
+    assert series["00201209"]["Value"] == [1]
+    instances = _search(services, "INSTANCE", study=ds.StudyInstanceUID).matches
+    assert len(instances) == 1
+
+
+def test_includefield_lists_tags_and_all(archive: Archive) -> None:
+    services, _ = archive
+    params = {
+        "00100020": ["P2"],
+        "includefield": ["00081030,StudyID", "PatientAge"],
+    }
+    [match] = services.qido.search(
+        site="default", level="STUDY", params=params, base_url=BASE
+    ).matches
+    for tag in ("00081030", "00200010", "00101010", "00100020", "00081190"):
+        assert tag in match, tag
+    everything = {"PatientID": ["P2"], "includefield": ["all"]}
+    [full] = services.qido.search(
+        site="default", level="STUDY", params=everything, base_url=BASE
+    ).matches
+    assert set(match) <= set(full)
+    assert "00080090" in full
+
+
+def test_series_defaults_include_study(archive: Archive) -> None:
+    services, studies = archive
+    [across] = _search(services, "SERIES", PatientID="P2").matches
+    for tag in ("0020000E", "00080060", "00201209", "0020000D", "00100010", "00081190"):
+        assert tag in across, tag
+    [inside] = _search(services, "SERIES", study=studies["P2-20231231"]).matches
+    assert "00100010" not in inside
+    assert inside["00081190"]["Value"][0].endswith(f"/series/{inside['0020000E']['Value'][0]}")
