@@ -19,6 +19,7 @@ lists what each plugin decodes and encodes.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -27,6 +28,8 @@ from typing import Any, Final
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import (
@@ -277,20 +280,69 @@ def _read(data: bytes) -> Dataset:
 
 
 def _write(ds: Dataset, target: UID) -> bytes:
-    output = BytesIO()
+    """Encode ``ds`` as a Part 10 object in ``target``.
+
+    pydicom copies each value into a buffer of its own before writing it, so Pixel Data would
+    exist three times at the peak: in ``ds``, in that buffer and in the output. Here the rest
+    of the data set is written by pydicom, and Pixel Data is joined in with the element header
+    written by hand, so the output is the only copy of it. Deflated output goes through pydicom
+    whole, because pydicom compresses the encoded data set as one stream.
+    """
+    implicit = target == ImplicitVRLittleEndian
+    pixels = (
+        ds["PixelData"] if "PixelData" in ds and target != DeflatedExplicitVRLittleEndian else None
+    )
+    before, after = ds, Dataset()
+    if pixels is not None:
+        before = ds.copy()  # shallow: the values are shared
+        del before["PixelData"]
+        for elem in ds:
+            if elem.tag > 0x7FE00010:
+                after.add(elem)
+                del before[elem.tag]
     try:
+        head = BytesIO()
         pydicom.dcmwrite(
-            output,
-            ds,
-            implicit_vr=target == ImplicitVRLittleEndian,
-            little_endian=True,
-            enforce_file_format=True,
+            head, before, implicit_vr=implicit, little_endian=True, enforce_file_format=True
         )
+        if pixels is None:
+            return head.getvalue()
+        tail = DicomBytesIO()
+        tail.is_little_endian, tail.is_implicit_VR = True, implicit
+        write_dataset(tail, after)
     except _CODEC_ERRORS as exc:
         raise TranscodeError(
             f"the data set could not be written in {target}: {_reason(exc)}"
         ) from exc
-    return output.getvalue()
+    value = pixels.value
+    # PS3.5 A.2: OW for native Pixel Data of more than 8 bits allocated, else OB.
+    vr = "OW" if int(ds.get("BitsAllocated") or 8) > 8 else "OB"
+    return b"".join(
+        [
+            head.getvalue(),
+            _pixel_header(vr, len(value), target),
+            value,
+            b"\x00" * (len(value) % 2),
+            _pixel_trailer(target),
+            tail.getvalue(),
+        ]
+    )
+
+
+def _pixel_header(vr: str, length: int, target: UID) -> bytes:
+    """Return the tag, VR and length of top-level Pixel Data (PS3.5 7.1.2 and A.4)."""
+    tag = struct.pack("<HH", 0x7FE0, 0x0010)
+    if target.is_compressed:
+        return tag + b"OB\x00\x00" + struct.pack("<I", 0xFFFFFFFF)
+    length += length % 2
+    if target == ImplicitVRLittleEndian:
+        return tag + struct.pack("<I", length)
+    return tag + vr.encode("ascii") + b"\x00\x00" + struct.pack("<I", length)
+
+
+def _pixel_trailer(target: UID) -> bytes:
+    # Encapsulated Pixel Data ends with a Sequence Delimitation Item (FFFE,E0DD) of length 0.
+    return struct.pack("<HHI", 0xFFFE, 0xE0DD, 0) if target.is_compressed else b""
 
 
 def _to_native(ds: Dataset, source: UID) -> None:
