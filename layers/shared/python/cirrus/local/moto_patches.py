@@ -22,6 +22,7 @@ Applied only in the moto child process that ``cirrus.local.moto_process`` starts
 from __future__ import annotations
 
 import copy
+import inspect
 import threading
 import types
 from collections.abc import Callable
@@ -247,6 +248,7 @@ def _start_key(
 
 _narrowed = threading.local()
 _original_query = Table.query
+_QUERY_SIGNATURE = inspect.signature(_original_query)
 _original_all_items = Table.all_items
 _original_put = Table.put_item
 _original_delete = Table.delete_item
@@ -345,58 +347,32 @@ def _narrowed_items(
     return items
 
 
-def _query(
-    self: Table,
-    hash_key: DynamoType | None,
-    range_comparison: str | None,
-    range_objs: list[DynamoType],
-    limit: int,
-    exclusive_start_key: dict[str, Any],
-    scan_index_forward: bool,
-    projection_expressions: list[list[str]] | None,
-    index_name: str | None = None,
-    consistent_read: bool = False,
-    filter_expression: Any = None,
-    hash_key_conditions: list[tuple[str, DynamoType]] | None = None,
-    range_key_conditions: list[tuple[str, str, list[DynamoType]]] | None = None,
-    **filter_kwargs: Any,
-) -> tuple[list[Item], int, dict[str, Any] | None]:
+def _query(self: Table, *args: Any, **kwargs: Any) -> tuple[list[Item], int, dict[str, Any] | None]:
+    """Run moto's Query on the narrowed candidates of its partition, when they are known."""
+    arguments = _QUERY_SIGNATURE.bind(self, *args, **kwargs)
+    arguments.apply_defaults()
+    named = arguments.arguments
     partitions = _partitions(self)
     with partitions.lock:
         candidates = _candidates(
             self,
-            hash_key,
-            range_comparison,
-            range_objs,
-            limit,
-            exclusive_start_key,
-            scan_index_forward,
-            index_name,
-            hash_key_conditions,
-            range_key_conditions,
-            filter_kwargs,
+            named["hash_key"],
+            named["range_comparison"],
+            named["range_objs"],
+            named["limit"],
+            named["exclusive_start_key"],
+            named["scan_index_forward"],
+            named["index_name"],
+            named["hash_key_conditions"],
+            named["range_key_conditions"],
+            named["filter_kwargs"],
         )
         narrowed: dict[int, list[Item]] = getattr(_narrowed, "tables", {})
         _narrowed.tables = narrowed
         if candidates is not None:
             narrowed[id(self)] = candidates
         try:
-            return _original_query(
-                self,
-                hash_key,
-                range_comparison,
-                range_objs,
-                limit,
-                exclusive_start_key,
-                scan_index_forward,
-                projection_expressions,
-                index_name,
-                consistent_read,
-                filter_expression,
-                hash_key_conditions=hash_key_conditions,
-                range_key_conditions=range_key_conditions,
-                **filter_kwargs,
-            )
+            return _original_query(self, *args, **kwargs)
         finally:
             narrowed.pop(id(self), None)
 
@@ -409,18 +385,20 @@ def _all_items(self: Table) -> list[Item]:
     return _original_all_items(self)
 
 
+def _refresh_attributes(table: Table, attributes: dict[str, Any]) -> None:
+    """Refresh the entries of the item whose table keys are in ``attributes`` (wire form)."""
+    hash_value = attributes.get(table.hash_key_attr)
+    range_value = attributes.get(table.range_key_attr) if table.range_key_attr else None
+    if hash_value is not None:
+        range_key = DynamoType(range_value) if range_value is not None else None
+        _refresh(table, DynamoType(hash_value), range_key)
+
+
 def _put_item(self: Table, item_attrs: dict[str, Any], *args: Any, **kwargs: Any) -> Item:
     try:
         return _original_put(self, item_attrs, *args, **kwargs)
     finally:
-        hash_value = item_attrs.get(self.hash_key_attr)
-        range_value = item_attrs.get(self.range_key_attr) if self.range_key_attr else None
-        if hash_value is not None:
-            _refresh(
-                self,
-                DynamoType(hash_value),
-                DynamoType(range_value) if range_value is not None else None,
-            )
+        _refresh_attributes(self, item_attrs)
 
 
 def _delete_item(self: Table, hash_key: DynamoType, range_key: DynamoType | None) -> Item | None:
@@ -438,15 +416,7 @@ def _update_item(
     try:
         return _original_update(self, table_name, key, *args, **kwargs)
     finally:
-        table = self.get_table(table_name)
-        hash_value = key.get(table.hash_key_attr)
-        range_value = key.get(table.range_key_attr) if table.range_key_attr else None
-        if hash_value is not None:
-            _refresh(
-                table,
-                DynamoType(hash_value),
-                DynamoType(range_value) if range_value is not None else None,
-            )
+        _refresh_attributes(self.get_table(table_name), key)
 
 
 def _install_query_patch() -> None:
