@@ -21,6 +21,7 @@ import requests
 from PIL import Image
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.utils import pack_bits
 from pydicom.uid import UID, generate_uid
 
 from cirrus.config import Settings
@@ -393,3 +394,14 @@ def test_deflated_and_copy_keep_metadata(service: Dicomweb) -> None:
     for elem in copy:
         if elem.tag != 0x7FE00010:
             assert ds[elem.tag].value == elem.value, elem.tag
+
+
+def test_frames_one_bit_and_deflated(service: Dicomweb) -> None:
+    one_bit = pydicom.dcmread(bundled("liver_1frame.dcm"))
+    deflated = pydicom.dcmread(bundled("image_dfl.dcm"))
+    store(service, bundled("liver_1frame.dcm"), bundled("image_dfl.dcm"))
+    _, (part,) = get_parts(frames_url(service, one_bit, "1"), OCTETS)
+    assert part.body == pack_bits(one_bit.pixel_array)
+    _, (part,) = get_parts(frames_url(service, deflated, "1"), OCTETS)
+    assert part.body == deflated.pixel_array.tobytes()
+    assert part.content_type == f"application/octet-stream; transfer-syntax={EXPLICIT}"
