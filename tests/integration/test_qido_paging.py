@@ -1,8 +1,8 @@
 """QIDO-RS searches over studies spread across every index partition, ingested as in production.
 
-Hypothesis picks the matching keys, the level and the page size; each search must return the
-studies a direct reading of the generated data expects, its ``offset`` pages must partition
-that result exactly, and no request may be a Scan.
+Hypothesis picks the matching keys, the level and the page size. Each search must return the
+studies that a direct reading of the generated data expects, and its ``offset`` pages must
+partition that result exactly. No request may be a Scan.
 """
 
 from __future__ import annotations

@@ -79,10 +79,10 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
 # Query
 
 
-# Entries of a base table partition are sort key values; entries of an index partition are
-# (index sort key, 1, table hash key, table sort key). Their sort keys order them as moto
-# does: by the index sort key, then by the table's keys. The middle 1 lets a search key
-# (value, 0) fall before every entry with that index sort key and (value, 2) after them.
+# An entry of a base table partition is a sort key value. An entry of an index partition is
+# (index sort key, 1, table hash key, table sort key), which sorts as moto sorts: by the index
+# sort key, then by the table's keys. Because of the middle 1, a search key (value, 0) falls
+# before every entry with that index sort key and (value, 2) after them.
 _Entry = Any
 _Key = tuple[Any, ...]
 
@@ -323,9 +323,9 @@ def _narrowed_items(
 ) -> list[Item]:
     """Return the items moto's query loop can reach, in partition order.
 
-    That is the items in ``bounds`` after the start key, at most ``limit`` of them, and the
-    entry next to them in the direction of the Query, because moto's loop looks at one more
-    item to decide whether to return a LastEvaluatedKey.
+    These are the items in ``bounds`` after the start key, at most ``limit`` of them. The
+    entry next to them in the direction of the Query comes too, because moto's loop looks at
+    one more item to decide whether to return a LastEvaluatedKey.
     """
     low, high = bounds
     count = len(entries)
@@ -341,7 +341,7 @@ def _narrowed_items(
         positions, tail = range(max(first - 1, 0), high), range(0, high)
     items = [item_at(entries[position]) for position in positions]
     # moto's loop also stops at the first item, in range or not, that would take the page over
-    # its size limit; only a page already near that limit can meet such an item later on.
+    # its size limit. Only a page already near that limit can meet such an item later on.
     if sum(item.size() for item in items) > RESULT_SIZE_LIMIT // 2:
         items = [item_at(entries[position]) for position in tail]
     return items
