@@ -25,6 +25,7 @@ from cirrus.dicomweb.negotiation import (
 from cirrus.errors import InvalidRequestError
 
 EXPLICIT = "1.2.840.10008.1.2.1"
+DICOM_TYPE = 'multipart/related; type="application/dicom"'
 
 
 def instance_syntaxes(accept: str | None, stored: UID) -> list[str]:
@@ -82,6 +83,14 @@ def test_instance_lossy_target_not_produced() -> None:
 def test_instance_q0_excludes_wildcard_match() -> None:
     accept = f'*/*, multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT}; q=0'
     assert instance_syntaxes(accept, RLELossless) == []
+
+
+def test_instance_q0_without_syntax_names_default() -> None:
+    accept = f"{DICOM_TYPE}; transfer-syntax=*, {DICOM_TYPE}; q=0"
+    assert instance_syntaxes(accept, RLELossless) == [str(RLELossless)]
+    assert instance_syntaxes(accept, ExplicitVRBigEndian) == []
+    everything = f"*/*, {DICOM_TYPE}; transfer-syntax=*; q=0"
+    assert instance_syntaxes(everything, RLELossless) == []
 
 
 def test_instance_other_types_ignored() -> None:

@@ -94,11 +94,18 @@ class Acceptable:
     rejected: list[AcceptableType]
 
     def excludes(self, choice: Choice) -> bool:
-        return any(
-            rejected.media_type == choice.media_type
-            and rejected.transfer_syntax in (None, str(choice.transfer_syntax))
-            for rejected in self.rejected
-        )
+        """Tell whether a ``q=0`` range names ``choice``.
+
+        A range without a transfer-syntax parameter names the media type's default syntax,
+        and ``transfer-syntax=*`` names every syntax of the media type.
+        """
+        for rejected in self.rejected:
+            if rejected.media_type != choice.media_type:
+                continue
+            named = rejected.transfer_syntax or _default_syntax(rejected.media_type)
+            if named in (ANY_SYNTAX, choice.transfer_syntax):
+                return True
+        return False
 
 
 def acceptable_types(
@@ -197,6 +204,11 @@ def _root_type(value: str | None, root_types: Collection[str], default: str) -> 
     if root.essence in root_types:
         return root.essence
     return default if root.subtype == "*" and root.matches(default) else None
+
+
+def _default_syntax(media_type: str) -> UID:
+    syntaxes = FRAME_MEDIA_TYPES.get(media_type)
+    return syntaxes[0] if syntaxes else ExplicitVRLittleEndian
 
 
 def _any_syntax(stored: UID) -> UID:
