@@ -119,7 +119,7 @@ def retrieve_frames(
 
 @dataclass
 class _FrameSource:
-    """The stored instance behind a frame request, read from S3 at most once."""
+    """The stored instance behind a frame request. ``dataset`` reads and parses it once."""
 
     store: ObjectStore
     ref: InstanceRef
