@@ -228,8 +228,8 @@ def run(instances: int, runs: int) -> None:
         stack.start()
         send(stack.dicom_port, "CIRRUS", paths)
         send(orthanc_dicom, "ORTHANC", paths)
-        if not stack.wait_until_indexed(600):
-            raise RuntimeError("Cirrus did not index the series within 600 s")
+        if not stack.wait_until_indexed(1800):
+            raise RuntimeError("Cirrus did not index the series within 1800 s")
         wait_for_orthanc(orthanc_http, instances)
 
         series_path = f"studies/{study}/series/{series}/metadata"

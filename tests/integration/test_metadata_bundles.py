@@ -445,10 +445,12 @@ def test_refresh_not_sent_keeps_ingest(stack: Stack) -> None:
 
 
 def test_refresh_request_parsing() -> None:
-    request = RefreshRequest("default", STUDY, SERIES, "a.1", None)
+    request = RefreshRequest("default", STUDY, SERIES, "0a1b2c")
     assert RefreshRequest.from_body(request.to_body()) == request
     assert RefreshRequest.from_body("not json") is None
     assert RefreshRequest.from_body('{"Records": []}') is None
     assert RefreshRequest.from_body("[1, 2]") is None
     with pytest.raises(ValueError):
         RefreshRequest.from_body('{"type": "cirrus.metadata-refresh", "site": "default"}')
+    with pytest.raises(ValueError):
+        RefreshRequest.from_body(request.to_body().replace('"0a1b2c"', "7"))

@@ -7,6 +7,7 @@ poller with the same events, and by a rebuild of the index from the bucket.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -78,10 +79,11 @@ def ingest_object(
         pixel_offset=pixel.value_offset if pixel and pixel.value_offset >= 0 else None,
         pixel_length=pixel.length if pixel else None,
     )
-    outcome = writer.put_instance(obj, metadata)
+    version = uuid.uuid4().hex
+    outcome = writer.put_instance(obj, metadata, version)
     _record_claim(writer, key)
     if refresher is not None and outcome in (IndexOutcome.CREATED, IndexOutcome.UPDATED):
-        refresher.schedule(key)
+        refresher.schedule(key, version)
     logger.info("instance indexed", extra={"object_key": event.key, "outcome": outcome.value})
     return outcome
 

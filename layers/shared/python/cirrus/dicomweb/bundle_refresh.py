@@ -1,15 +1,14 @@
 """Precomputes metadata bundles after ingest, once a series has been quiet for a moment.
 
 After each instance is indexed, ingest sends one message to its own queue with
-``DelaySeconds``. The message names the series and carries the tags that the series and
-study records had right after that instance was indexed. When the message is delivered, the
-ingest handler compares those tags with the current ones:
+``DelaySeconds``. The message names the series and carries the ``metadata_version`` that the
+index transaction of that instance set on the series and study records. When the message is
+delivered, the ingest handler compares it with the records' current version:
 
-- a tag that changed means a later instance arrived, and that instance sent a message of its
-  own, so this one is dropped;
-- a tag that is still current means nothing arrived for the delay, so the bundle is built
-  and stored for every base URL that clients have read this site under
-  (``MetadataBundles.base_urls``).
+- another version means a later instance arrived, and that instance sent a message of its
+  own, so this one is dropped after one GetItem;
+- the same version means nothing arrived for the delay, so the bundle is built and stored
+  for every base URL that clients have read this site under (``MetadataBundles.base_urls``).
 
 A 1,000-instance series sent at a steady pace is thus built about once, after its last
 instance, and not 1,000 times. A message that is lost, or a base URL seen for the first time,
@@ -29,7 +28,7 @@ from typing import Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cirrus.dicomweb.bundles import MetadataBundles
-from cirrus.errors import CirrusError, NotFoundError
+from cirrus.errors import NotFoundError
 from cirrus.storage.keys import InstanceKey
 
 logger = logging.getLogger(__name__)
@@ -47,8 +46,7 @@ class RefreshRequest:
     site: str
     study: str
     series: str
-    series_tag: str | None
-    study_tag: str | None
+    version: str
 
     def to_body(self) -> str:
         return json.dumps({"type": MESSAGE_TYPE, **asdict(self)})
@@ -62,12 +60,11 @@ class RefreshRequest:
             return None
         if not isinstance(parsed, dict) or parsed.get("type") != MESSAGE_TYPE:
             return None
-        site, study, series = parsed.get("site"), parsed.get("study"), parsed.get("series")
-        if not (isinstance(site, str) and isinstance(study, str) and isinstance(series, str)):
-            raise ValueError("metadata refresh message lacks site, study or series")
-        return cls(
-            site, study, series, _text(parsed.get("series_tag")), _text(parsed.get("study_tag"))
-        )
+        values = [parsed.get(name) for name in ("site", "study", "series", "version")]
+        if not all(isinstance(value, str) for value in values):
+            raise ValueError("metadata refresh message lacks site, study, series or version")
+        site, study, series, version = (str(value) for value in values)
+        return cls(site, study, series, version)
 
 
 class BundleRefresher:
@@ -85,26 +82,21 @@ class BundleRefresher:
         self._queue_url = queue_url
         self._delay_seconds = delay_seconds
 
-    def schedule(self, key: InstanceKey) -> None:
+    def schedule(self, key: InstanceKey, version: str) -> None:
         """Send the refresh request for the series of ``key``; log and go on if that fails.
 
-        The instance is indexed already, and reads rebuild stale bundles, so a request that
-        cannot be sent must not fail the ingest.
+        ``version`` is the ``metadata_version`` that indexing the instance set. The instance is
+        indexed already, and reads rebuild stale bundles, so a request that cannot be sent
+        must not fail the ingest.
         """
+        request = RefreshRequest(key.site, key.study, key.series, version)
         try:
-            request = RefreshRequest(
-                key.site,
-                key.study,
-                key.series,
-                self._bundles.record_tag(key.site, key.study, key.series),
-                self._bundles.record_tag(key.site, key.study, None),
-            )
             self._sqs.send_message(
                 QueueUrl=self._queue_url,
                 MessageBody=request.to_body(),
                 DelaySeconds=self._delay_seconds,
             )
-        except (CirrusError, ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError) as exc:
             logger.warning(
                 "metadata refresh not scheduled",
                 extra={"object_key": key.object_key, "error": type(exc).__name__},
@@ -115,26 +107,21 @@ class BundleRefresher:
 
         Raises ``StoreUnavailableError`` when S3 or DynamoDB fail, so the message is retried.
         """
-        base_urls = self._bundles.base_urls(request.site)
+        site, study = request.site, request.study
         checked = 0
-        for series, tag in ((request.series, request.series_tag), (None, request.study_tag)):
-            if tag is None:
-                continue
+        base_urls: list[str] | None = None
+        # A later store in the series also changed the study, so its request covers both.
+        for series in (request.series, None):
             try:
-                current = self._bundles.record_tag(request.site, request.study, series)
+                if self._bundles.version(site, study, series) != request.version:
+                    return checked
+                tag = self._bundles.record_tag(site, study, series)
+                if base_urls is None:
+                    base_urls = self._bundles.base_urls(site)
+                for base_url in base_urls:
+                    self._bundles.fetch(site, study, series, base_url, tag)
+                    checked += 1
             except NotFoundError:
-                continue
-            if current != tag:
-                continue
-            for base_url in base_urls:
-                try:
-                    self._bundles.fetch(request.site, request.study, series, base_url, current)
-                except NotFoundError:
-                    # Every instance was deleted after the tag was read.
-                    break
-                checked += 1
+                # The series or study was deleted after the request was sent.
+                return checked
         return checked
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None

@@ -108,14 +108,22 @@ class MetadataBundles:
         None means the record has no version yet, so no stored bundle can be trusted.
         Raises ``NotFoundError`` when the series or study is not indexed.
         """
+        record = self._record(site, study, series)
+        if not record.metadata_version:
+            return None
+        return f"{record.metadata_version}.{int(record.instance_count or 0)}"
+
+    def version(self, site: str, study: str, series: str | None) -> str | None:
+        """Return the ``metadata_version`` of a series or study; ``NotFoundError`` if absent."""
+        return self._record(site, study, series).metadata_version
+
+    def _record(self, site: str, study: str, series: str | None) -> IndexRecord:
         sort_key = series_sk(series) if series is not None else STUDY
         record = get_record(self._model, study_pk(site, study), sort_key, consistent_read=True)
         if record is None:
             scope = f"series {series} of study {study}" if series is not None else f"study {study}"
             raise NotFoundError(f"{scope} not found")
-        if not record.metadata_version:
-            return None
-        return f"{record.metadata_version}.{int(record.instance_count or 0)}"
+        return record
 
     def fetch(
         self, site: str, study: str, series: str | None, base_url: str, tag: str | None
@@ -213,7 +221,12 @@ class MetadataBundles:
 
 
 def bundle_key(site: str, study: str, series: str | None, base_url: str) -> str:
-    """Return the object key of the bundle of a series or study for one base URL."""
+    """Return the object key of the bundle of a series or study for one base URL.
+
+    NOTE: one object is stored per base URL that a client used. Behind API Gateway the Host
+    is the API's own domain, but the local HTTP server takes any Host header.
+    TODO: delete a series' and study's bundles when their last instance is deleted.
+    """
     scope = f"sites/{site}/studies/{study}"
     if series is not None:
         scope += f"/series/{series}"

@@ -88,14 +88,19 @@ class IndexWriter:
             region=getattr(meta, "region", None), host=getattr(meta, "host", None)
         )
 
-    def put_instance(self, obj: IndexedObject, metadata: JsonDict) -> IndexOutcome:
+    def put_instance(
+        self, obj: IndexedObject, metadata: JsonDict, version: str | None = None
+    ) -> IndexOutcome:
         """Index one stored instance; return whether it was new, changed or seen already.
+
+        A new or replaced instance sets ``version`` (a fresh random token when None) as the
+        ``metadata_version`` of its series and study.
 
         Raises ``StoreUnavailableError`` when DynamoDB keeps failing, so the notification is
         retried and, after the queue's receive limit, kept in the dead-letter queue.
         """
         instance = self._instance_record(obj, metadata)
-        version = uuid.uuid4().hex
+        version = version or uuid.uuid4().hex
         try:
             for _ in range(_ATTEMPTS):
                 if self._add_to_existing_series(instance, obj, metadata, version):
