@@ -17,10 +17,11 @@ from pydicom.uid import generate_uid
 from cirrus.audit import AUDIT_PREFIX
 from cirrus.config import Settings
 from cirrus.dicomweb.app import request_actor
-from cirrus.errors import StoreUnavailableError
+from cirrus.errors import NotFoundError, StoreUnavailableError
 from cirrus.index.claims import CLAIM, claim_pk
 from cirrus.index.deletion import IndexDeleter
 from cirrus.index.models import STUDY, get_record, series_sk, study_pk
+from cirrus.ingest import ObjectEvent, ingest_object
 from tests.integration.dicomweb_stack import Stack, encode, post_instances, read, running_stack
 
 PATIENT_NAME = "Deletable^Patient"
@@ -323,3 +324,41 @@ def test_delete_audit_failure_deletes_nothing(
     assert response.status_code == 503
     assert len(stack.instance_keys()) == 3
     assert study_record(stack, study).instance_count == 3
+
+
+def test_delete_before_indexing(stack: Stack) -> None:
+    """Objects stored but not indexed yet are deleted too, and a late notification fails."""
+    study, datasets = build_study()
+    response = post_instances(f"{stack.url}/studies", [encode(ds) for ds in datasets])
+    assert response.status_code == 200
+    pending = stack.instance_keys()
+
+    deleted = requests.delete(url_of(stack, datasets[0], "study"), timeout=30)
+
+    assert deleted.status_code == 204
+    assert stack.instance_keys() == []
+    (record,) = audit_records(stack)
+    assert len(record["instances"]) == len(datasets)
+    for key in pending:
+        with pytest.raises(NotFoundError):
+            ingest_object(stack.store, stack.services.index_writer, ObjectEvent(key))
+    assert study_record(stack, study) is None
+    moved = deepcopy(datasets[0])
+    moved.StudyInstanceUID = generate_uid()
+    assert post_instances(f"{stack.url}/studies", [encode(moved)]).status_code == 200
+
+
+def test_delete_instance_not_indexed(stack: Stack) -> None:
+    study, (first, _, _) = store_study(stack)
+    extra = deepcopy(first)
+    extra.SOPInstanceUID = generate_uid()
+    extra.file_meta.MediaStorageSOPInstanceUID = extra.SOPInstanceUID
+    assert post_instances(f"{stack.url}/studies", [encode(extra)]).status_code == 200
+
+    response = requests.delete(url_of(stack, extra, "instance"), timeout=30)
+
+    assert response.status_code == 204
+    assert extra.SOPInstanceUID not in " ".join(stack.instance_keys())
+    assert len(stack.instance_keys()) == 3
+    assert study_record(stack, study).instance_count == 3
+    assert series_record(stack, study, first.SeriesInstanceUID).instance_count == 2

@@ -6,8 +6,9 @@ returns 204, and a resource that is not in the index gets 404.
 
 The steps run in an order that a retry can always finish:
 
-1. The instance records under the URL are read. None, and no study or series record left
-   over by an earlier failed delete, means 404.
+1. The instance records under the URL are read, and the archive objects under its key
+   prefix are listed, which finds instances stored but not indexed yet. Neither, and no
+   study or series record left over by an earlier failed delete, means 404.
 2. The audit record is written. If that fails, nothing is deleted (503).
 3. For each batch of instances, the objects are deleted from S3, then each index record is
    removed with its counts (``cirrus.index.deletion``).
@@ -27,6 +28,7 @@ from typing import Final
 from cirrus.audit import Actor, AuditLog, DeletionRecord
 from cirrus.errors import NotFoundError
 from cirrus.index.deletion import IndexDeleter, IndexedInstance
+from cirrus.storage.keys import INSTANCE_SUFFIX, InstanceKey, site_prefix
 from cirrus.storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,13 @@ class DeleteTarget:
     study: str
     series: str | None = None
     sop: str | None = None
+
+    def key_prefix(self) -> str:
+        """Return the prefix of the archive keys of the resource's instances."""
+        if self.sop is not None and self.series is not None:
+            return InstanceKey(self.site, self.study, self.series, self.sop).object_key
+        prefix = f"{site_prefix(self.site)}studies/{self.study}/"
+        return f"{prefix}series/{self.series}/" if self.series is not None else prefix
 
     def describe(self) -> str:
         if self.sop is not None:
@@ -74,6 +83,7 @@ def delete_resource(
     ``StoreUnavailableError`` when S3 or DynamoDB fail, after which the same call completes it.
     """
     instances = deleter.find(target.site, target.study, target.series, target.sop)
+    instances += _unindexed(store, target, instances)
     if not instances and not _has_leftovers(deleter, target):
         raise NotFoundError(f"{target.describe()} not found")
     record = DeletionRecord(
@@ -105,6 +115,24 @@ def delete_resource(
         },
     )
     return DeleteOutcome(removed, audit_key)
+
+
+def _unindexed(
+    store: ObjectStore, target: DeleteTarget, indexed: list[IndexedInstance]
+) -> list[IndexedInstance]:
+    """Return the archived instances under ``target`` that the index has no record of yet."""
+    known = {instance.key.object_key for instance in indexed}
+    found = []
+    for obj in store.list_keys(target.key_prefix()):
+        if obj.key in known or not obj.key.endswith(INSTANCE_SUFFIX):
+            continue
+        try:
+            key = InstanceKey.parse(obj.key)
+        except ValueError:
+            continue  # not an instance of the archive layout, so not the delete's to remove
+        if target.sop is None or key.sop == target.sop:
+            found.append(IndexedInstance(key, etag=None, metadata_key=None))
+    return found
 
 
 def _has_leftovers(deleter: IndexDeleter, target: DeleteTarget) -> bool:
