@@ -334,6 +334,14 @@ def test_rendered_multiframe_frames(service: Dicomweb) -> None:
     assert np.array_equal(np.asarray(Image.open(BytesIO(whole.content))), frames[0])
     assert np.array_equal(np.asarray(Image.open(BytesIO(first.content))), frames[0])
     assert np.array_equal(np.asarray(Image.open(BytesIO(second.content))), frames[1])
+    both, parts = get_parts(f"{url}/frames/2,1/rendered", 'multipart/related; type="image/png"')
+    assert 'type="image/png"' in both.headers["Content-Type"]
+    assert [part.content_type for part in parts] == ["image/png", "image/png"]
+    rendered = [np.asarray(Image.open(BytesIO(part.body))) for part in parts]
+    assert np.array_equal(rendered[0], frames[1])
+    assert np.array_equal(rendered[1], frames[0])
+    past = requests.get(f"{url}/frames/1,3/rendered", timeout=30)
+    assert past.status_code == 404
 
 
 def test_rendered_gif_region_and_windows(service: Dicomweb) -> None:

@@ -34,6 +34,7 @@ from cirrus.dicomweb.rendered import (
     THUMBNAIL_VIEWPORT,
     RenderOptions,
     parse_render_options,
+    render_frames,
     render_instance,
 )
 from cirrus.dicomweb.stow import instance_parts, response_media_type, store_instances
@@ -388,10 +389,11 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     @app.get(f"{_INSTANCE}/frames/<frames>/rendered")
     def _frame_rendered(study: str, series: str, instance: str, frames: str) -> Response[bytes]:
         numbers = parse_frame_list(unquote(frames))
-        if len(numbers) != 1:
-            # TODO: several rendered frames as one multipart response.
-            raise InvalidRequestError("frames are rendered one at a time; give one frame number")
-        return rendered((unquote(study), unquote(series), unquote(instance)), numbers[0])
+        event = app.current_event
+        options = parse_render_options(query_params(event))
+        uids = (unquote(study), unquote(series), unquote(instance))
+        accept = event.headers.get("Accept")
+        return _binary(render_frames(store, reader, site, uids, numbers, options, accept))
 
     @app.get(f"{_INSTANCE}/thumbnail")
     def _thumbnail(study: str, series: str, instance: str) -> Response[bytes]:

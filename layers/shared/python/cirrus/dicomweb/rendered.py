@@ -6,11 +6,13 @@ request's ``window`` parameter, else the instance's first Window Center and Widt
 LUT Function, else the frame's minimum and maximum. MONOCHROME1 is inverted, PALETTE COLOR
 goes through its palette, and YBR colour arrives as RGB. The ``viewport`` region is then cut,
 flipped when its width or height is negative, and scaled to fit the viewport with its aspect
-ratio kept. The result is encoded as JPEG, PNG or GIF, as the Accept header prefers.
+ratio kept. The result is encoded as JPEG, PNG or GIF, as the Accept header prefers. Several
+frames come as multipart/related, one image a part.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Final
@@ -23,6 +25,7 @@ from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 from cirrus.dicom.transcode import frame_array
 from cirrus.dicomweb.media import parse_accept
+from cirrus.dicomweb.multipart import MULTIPART_RELATED, Part, build_multipart_related
 from cirrus.dicomweb.wado import Representation
 from cirrus.errors import InvalidRequestError, NotAcceptableError, NotFoundError
 from cirrus.index.reader import IndexReader
@@ -99,17 +102,44 @@ def render_instance(
     accept: str | None,
 ) -> Representation:
     """Return one frame of an instance as a JPEG, PNG or GIF image, as ``accept`` prefers."""
+    return render_frames(store, reader, site, uids, [frame], options, accept)
+
+
+def render_frames(
+    store: ObjectStore,
+    reader: IndexReader,
+    site: str,
+    uids: tuple[str, str, str],
+    numbers: Sequence[int],
+    options: RenderOptions,
+    accept: str | None,
+) -> Representation:
+    """Return rendered frames: one image for one frame, else multipart/related of images.
+
+    Raises ``NotFoundError`` for a frame past the last one and ``NotAcceptableError`` when
+    ``accept`` allows none of the image media types.
+    """
     media_type = _image_type(accept)
     ref = reader.instance(site, *uids)
     ds = pydicom.dcmread(BytesIO(store.get(ref.object_key)))
     if "PixelData" not in ds:
         raise NotFoundError(f"instance {ref.sop} has no Pixel Data to render")
-    frames = int(ds.get("NumberOfFrames") or 1)
-    if frame > frames:
+    count = int(ds.get("NumberOfFrames") or 1)
+    beyond = [number for number in numbers if number > count]
+    if beyond:
         raise NotFoundError(
-            f"instance {ref.sop} has {frames} frames; frame {frame} is past the last"
+            f"instance {ref.sop} has {count} frames; frame {beyond[0]} is past the last"
         )
-    pixels, meta = frame_array(ds, frame)
+    images = [_render(ds, number, options, media_type) for number in numbers]
+    if len(images) == 1:
+        return Representation(images[0], media_type)
+    parts = [Part(image, content_type=media_type) for image in images]
+    body, content_type = build_multipart_related(parts, media_type)
+    return Representation(body, content_type)
+
+
+def _render(ds: Dataset, number: int, options: RenderOptions, media_type: str) -> bytes:
+    pixels, meta = frame_array(ds, number)
     image = Image.fromarray(display_pixels(ds, pixels, meta, options.window))
     if options.viewport is not None:
         image = fit_viewport(image, options.viewport)
@@ -118,7 +148,7 @@ def render_instance(
         image.save(output, format="JPEG", quality=options.quality)
     else:
         image.save(output, format=_PIL_FORMATS[media_type])
-    return Representation(output.getvalue(), media_type)
+    return output.getvalue()
 
 
 def display_pixels(
@@ -212,11 +242,15 @@ def _parse_viewport(text: str) -> Viewport:
 
 
 def _image_type(accept: str | None) -> str:
+    """Return the image media type that ``accept`` prefers, bare or as a multipart type."""
     for media in parse_accept(accept):
-        if media.essence in ("*/*", "image/*"):
+        essence = media.essence
+        if essence == MULTIPART_RELATED:
+            essence = (media.param("type") or "image/*").strip().lower()
+        if essence in ("*/*", "image/*", "multipart/*"):
             return JPEG
-        if media.essence in _PIL_FORMATS:
-            return media.essence
+        if essence in _PIL_FORMATS:
+            return essence
     raise NotAcceptableError(f"rendered images are available as {JPEG}, {PNG} or {GIF}")
 
 
