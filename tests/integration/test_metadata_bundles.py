@@ -38,6 +38,7 @@ from cirrus.services import Services
 from cirrus.storage.keys import InstanceKey
 from functions.dicomweb.handler import handle
 from functions.ingest import handler as ingest_handler
+from tests.integration.dicomweb_stack import start_stack
 from tests.pydicom_files import bundled
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -454,3 +455,35 @@ def test_refresh_request_parsing() -> None:
         RefreshRequest.from_body('{"type": "cirrus.metadata-refresh", "site": "default"}')
     with pytest.raises(ValueError):
         RefreshRequest.from_body(request.to_body().replace('"0a1b2c"', "7"))
+
+
+def test_delete_route_updates_bundles(settings: Settings) -> None:
+    stack = start_stack(settings)
+    try:
+        site = stack.site
+        for number in (1, 2, 3):
+            key = InstanceKey(site, STUDY, SERIES, _sop(number))
+            stack.store.put(key.object_key, _instance(SERIES, _sop(number), "first"))
+        key = InstanceKey(site, STUDY, OTHER_SERIES, _sop(4))
+        stack.store.put(key.object_key, _instance(OTHER_SERIES, _sop(4), "first"))
+        stack.index()
+        series_url = f"{stack.url}/studies/{STUDY}/series/{SERIES}"
+        study_url = f"{stack.url}/studies/{STUDY}"
+
+        def sops(url: str) -> list[str]:
+            response = requests.get(f"{url}/metadata", timeout=30)
+            assert response.status_code == 200, response.text
+            return [item[SOP_UID]["Value"][0] for item in response.json()]
+
+        assert sops(series_url) == [_sop(1), _sop(2), _sop(3)]
+        assert sops(study_url) == [_sop(1), _sop(2), _sop(3), _sop(4)]
+        deleted = requests.delete(f"{series_url}/instances/{_sop(2)}", timeout=30)
+        assert deleted.status_code == 204, deleted.text
+        assert sops(series_url) == [_sop(1), _sop(3)]
+        assert sops(study_url) == [_sop(1), _sop(3), _sop(4)]
+        deleted = requests.delete(series_url, timeout=30)
+        assert deleted.status_code == 204, deleted.text
+        assert requests.get(f"{series_url}/metadata", timeout=30).status_code == 404
+        assert sops(study_url) == [_sop(4)]
+    finally:
+        stack.server.shutdown()
