@@ -26,6 +26,7 @@ from cirrus.errors import InvalidRequestError
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 DICOM_TYPE = 'multipart/related; type="application/dicom"'
+OCTETS_TYPE = 'multipart/related; type="application/octet-stream"'
 
 
 def instance_syntaxes(accept: str | None, stored: UID) -> list[str]:
@@ -117,6 +118,13 @@ def test_frames_octet_stream_default() -> None:
     label = f"{OCTET_STREAM}; transfer-syntax={EXPLICIT}"
     assert frame_types(None, RLELossless) == [label]
     assert frame_types(f'multipart/related; type="{OCTET_STREAM}"', ExplicitVRBigEndian) == [label]
+
+
+def test_frames_lossy_falls_back_to_stored() -> None:
+    assert frame_types(OCTETS_TYPE, JPEGBaseline8Bit) == [
+        f"{OCTET_STREAM}; transfer-syntax={EXPLICIT}",
+        "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50",
+    ]
 
 
 def test_frames_octet_stream_wildcard() -> None:

@@ -152,6 +152,9 @@ def frame_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
                 target = UID(syntax)
             if target == ExplicitVRLittleEndian or target == stored:
                 choices.append(Choice(OCTET_STREAM, target, requested.multipart))
+            if syntax is None and is_lossy(stored) and _media_type_of(stored):
+                # PS3.18 8.7.3.3 lets lossy frames go as stored when they cannot be decoded.
+                choices.append(Choice(_media_type_of(stored), stored, requested.multipart))
             continue
         syntaxes = FRAME_MEDIA_TYPES[requested.media_type]
         if syntax is None or syntax == ANY_SYNTAX:
@@ -204,6 +207,11 @@ def _root_type(value: str | None, root_types: Collection[str], default: str) -> 
     if root.essence in root_types:
         return root.essence
     return default if root.subtype == "*" and root.matches(default) else None
+
+
+def _media_type_of(syntax: UID) -> str:
+    """Return the image media type of a compressed syntax, or "" when it has none."""
+    return next((name for name, uids in FRAME_MEDIA_TYPES.items() if syntax in uids), "")
 
 
 def _default_syntax(media_type: str) -> UID:

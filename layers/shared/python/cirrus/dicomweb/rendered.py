@@ -81,6 +81,7 @@ class RenderOptions:
 
 def parse_render_options(params: dict[str, list[str]]) -> RenderOptions:
     """Read ``window``, ``viewport`` and ``quality``; raise ``InvalidRequestError`` if invalid."""
+    # TODO: the annotation, charset and iccprofile parameters (PS3.18 8.3.5.1) are ignored.
     window = _parse_window(params["window"][-1]) if "window" in params else None
     viewport = _parse_viewport(params["viewport"][-1]) if "viewport" in params else None
     quality = DEFAULT_QUALITY
