@@ -83,7 +83,10 @@ def outcomes(local_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
             outcome.qido = _find(client, entry)
             if not outcome.qido:
                 continue
-            outcome.retrieved = client.retrieve_instance(entry.study, entry.series, entry.sop)
+            # transfer-syntax=* asks for the stored bytes; the default would decode them.
+            outcome.retrieved = client.retrieve_instance(
+                entry.study, entry.series, entry.sop, media_types=(("application/dicom", "*"),)
+            )
             outcome.metadata = client.retrieve_instance_metadata(
                 entry.study, entry.series, entry.sop
             )
