@@ -109,6 +109,13 @@ def test_instance_unknown_syntax_unusable() -> None:
     assert instance_syntaxes(accept, ExplicitVRLittleEndian) == []
 
 
+def test_private_stored_syntax_only_as_stored() -> None:
+    private = UID("1.2.840.113619.5.2")
+    assert instance_syntaxes(f"{DICOM_TYPE}; transfer-syntax=*", private) == [str(private)]
+    assert instance_syntaxes(DICOM_TYPE, private) == []
+    assert frame_types(f"{OCTETS_TYPE}; transfer-syntax=*", private) == []
+
+
 def test_malformed_accept_raises() -> None:
     with pytest.raises(InvalidRequestError):
         acceptable_types("multipart/related; q=2", (DICOM_MEDIA_TYPE,))

@@ -164,6 +164,14 @@ def can_transcode(source: UID, target: UID) -> bool:
     return source == target or (can_decode(source) and can_encode(target))
 
 
+def is_compressed(syntax: UID) -> bool:
+    """Tell whether ``syntax`` encapsulates Pixel Data; False for UIDs pydicom does not know.
+
+    pydicom's ``UID.is_compressed`` raises ValueError for private and unknown UIDs.
+    """
+    return syntax.is_transfer_syntax and syntax.is_compressed
+
+
 def is_lossy(syntax: UID) -> bool:
     """Tell whether ``syntax`` is one whose codestreams are (or may be) lossy."""
     return syntax in LOSSY_SYNTAXES
@@ -347,6 +355,8 @@ def _pixel_trailer(target: UID) -> bytes:
 
 def _to_native(ds: Dataset, source: UID) -> None:
     """Replace compressed or big endian Pixel Data of ``ds`` with native little endian."""
+    if not source.is_transfer_syntax:
+        raise TranscodeError(f"{source} is not a transfer syntax that pydicom can decode")
     if source.is_compressed:
         length = native_pixel_length(ds)
         if length > MAX_NATIVE_PIXEL_LENGTH:

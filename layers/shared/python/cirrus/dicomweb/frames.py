@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from cirrus.dicom.transcode import TranscodeError, decode_frames, encode_frame
+from cirrus.dicom.transcode import TranscodeError, decode_frames, encode_frame, is_compressed
 from cirrus.dicomweb.multipart import Part, build_multipart_related
 from cirrus.dicomweb.negotiation import (
     FRAME_ROOT_TYPES,
@@ -141,7 +141,7 @@ class _FrameSource:
 
 def _produce(source: _FrameSource, choice: Choice, numbers: list[int]) -> list[bytes]:
     target = choice.transfer_syntax
-    if target == source.stored and target.is_compressed:
+    if target == source.stored and is_compressed(target):
         return _encapsulated_frames(source, numbers)
     if target == ExplicitVRLittleEndian:
         if source.stored in _LITTLE_ENDIAN_NATIVE:

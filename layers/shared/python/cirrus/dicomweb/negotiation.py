@@ -25,7 +25,7 @@ from typing import Final
 
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
-from cirrus.dicom.transcode import can_decode, can_encode, is_lossy
+from cirrus.dicom.transcode import can_decode, can_encode, is_compressed, is_lossy
 from cirrus.dicomweb.media import MediaType, format_media_type, parse_accept, rejected_ranges
 from cirrus.dicomweb.multipart import MULTIPART_RELATED
 
@@ -147,7 +147,7 @@ def frame_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
             if syntax is None:
                 target = ExplicitVRLittleEndian
             elif syntax == ANY_SYNTAX:
-                target = stored if stored.is_compressed else ExplicitVRLittleEndian
+                target = stored if is_compressed(stored) else ExplicitVRLittleEndian
             else:
                 target = UID(syntax)
             if target == ExplicitVRLittleEndian or target == stored:
@@ -224,11 +224,9 @@ def _any_syntax(stored: UID) -> UID:
 
 
 def _can_produce(stored: UID, target: UID) -> bool:
-    if not target.is_transfer_syntax:
-        return False
     if target == stored:
         return True
-    return can_decode(stored) and can_encode(target)
+    return target.is_transfer_syntax and can_decode(stored) and can_encode(target)
 
 
 def _usable(
