@@ -271,3 +271,16 @@ def test_accept_negotiation(stack: Stack) -> None:
     assert response.status_code == 406
     assert "application/dicom+json or application/dicom+xml" in response.json()["error"]
     assert len(stack.instance_keys()) == len(cases)
+
+
+def test_retrieve_url_type_2(stack: Stack) -> None:
+    """The study Retrieve URL is present but empty unless exactly one study was stored."""
+    two_studies = post_instances(
+        f"{stack.url}/studies", [encode(fresh()), encode(fresh("MR_small.dcm"))]
+    )
+    none_stored = post_instances(f"{stack.url}/studies", [b"not DICOM" * 30])
+
+    assert two_studies.status_code == 200
+    assert two_studies.json()[RETRIEVE_URL] == {"vr": "UR"}
+    assert none_stored.status_code == 409
+    assert none_stored.json()[RETRIEVE_URL] == {"vr": "UR"}

@@ -278,6 +278,8 @@ def _response(stored: list[ArchivedInstance], failures: list[Failure], base_url:
     """Build the STOW-RS response dataset (PS3.18 10.5.3) as DICOM JSON."""
     response: JsonDict = {}
     studies = {archived.key.study for archived in stored}
+    # Retrieve URL is Type 2 (PS3.18 Table I.1-1): present, and empty unless one study.
+    response[_RETRIEVE_URL] = {"vr": "UR"}
     if len(studies) == 1:
         response[_RETRIEVE_URL] = _value("UR", study_url(base_url, studies.pop()))
     if failures:
