@@ -223,6 +223,16 @@ def test_undecodable_pixels_406(service: Dicomweb) -> None:
     )
     assert strict.status_code == 406
     assert "could not be converted" in strict.json()["error"]
+    frames = frames_url(service, broken, "1")
+    _, (frame,) = get_parts(frames, OCTETS)
+    assert frame.content_type == "image/jp2; transfer-syntax=1.2.840.10008.1.2.4.91"
+    decoded = requests.get(
+        frames, headers={"Accept": f"{OCTETS}; transfer-syntax={EXPLICIT}"}, timeout=30
+    )
+    assert decoded.status_code == 406
+    assert "could not be produced" in decoded.json()["error"]
+    rendered = requests.get(f"{instance_url(service, broken)}/rendered", timeout=30)
+    assert rendered.status_code == 406
 
 
 def frames_url(service: Dicomweb, ds: pydicom.Dataset, frames: str) -> str:

@@ -99,7 +99,7 @@ LOSSY_SYNTAXES: Final = frozenset(
 MAX_NATIVE_PIXEL_LENGTH: Final = 0xFFFFFFFE
 _WORD_SIZES: Final = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
 # Exceptions that pydicom, numpy and the codec plugins raise on data they cannot handle.
-_CODEC_ERRORS: Final = (*DECODING_ERRORS, RuntimeError, AttributeError, IndexError, OverflowError)
+CODEC_ERRORS: Final = (*DECODING_ERRORS, RuntimeError, AttributeError, IndexError, OverflowError)
 
 
 class TranscodeError(NotAcceptableError):
@@ -226,8 +226,8 @@ def decode_frames(ds: Dataset, numbers: Sequence[int]) -> list[Frame]:
     for plugin in _decoding_plugins(source):
         try:
             return [_frame(array, meta) for array, meta in _iter_frames(ds, indices, plugin)]
-        except _CODEC_ERRORS as exc:
-            errors.append(f"{plugin or 'numpy'}: {_reason(exc)}")
+        except CODEC_ERRORS as exc:
+            errors.append(f"{plugin or 'numpy'}: {error_reason(exc)}")
     raise TranscodeError(
         f"frames in transfer syntax {source} could not be decoded ({'; '.join(errors)})"
     )
@@ -245,8 +245,8 @@ def frame_array(ds: Dataset, number: int) -> tuple[np.ndarray, dict[str, Any]]:
     for plugin in _decoding_plugins(source):
         try:
             return next(_iter_frames(ds, [number - 1], plugin))
-        except _CODEC_ERRORS as exc:
-            errors.append(f"{plugin or 'numpy'}: {_reason(exc)}")
+        except CODEC_ERRORS as exc:
+            errors.append(f"{plugin or 'numpy'}: {error_reason(exc)}")
     raise TranscodeError(
         f"frame {number} in transfer syntax {source} could not be decoded ({'; '.join(errors)})"
     )
@@ -273,8 +273,8 @@ def encode_frame(frame: Frame, target: UID) -> bytes:
     for plugin in _plugins(ENCODING_PLUGINS, encoder.available_plugins):
         try:
             return bytes(encoder.encode(frame.data, encoding_plugin=plugin, **options))
-        except _CODEC_ERRORS as exc:
-            errors.append(f"{plugin}: {_reason(exc)}")
+        except CODEC_ERRORS as exc:
+            errors.append(f"{plugin}: {error_reason(exc)}")
     raise TranscodeError(
         f"the frame could not be encoded in transfer syntax {target} ({'; '.join(errors)})"
     )
@@ -283,8 +283,8 @@ def encode_frame(frame: Frame, target: UID) -> bytes:
 def _read(data: bytes) -> Dataset:
     try:
         return pydicom.dcmread(BytesIO(data), force=True)
-    except (pydicom.errors.InvalidDicomError, *_CODEC_ERRORS) as exc:
-        raise TranscodeError(f"the stored object could not be parsed: {_reason(exc)}") from exc
+    except (pydicom.errors.InvalidDicomError, *CODEC_ERRORS) as exc:
+        raise TranscodeError(f"the stored object could not be parsed: {error_reason(exc)}") from exc
 
 
 def _write(ds: Dataset, target: UID) -> bytes:
@@ -318,9 +318,9 @@ def _write(ds: Dataset, target: UID) -> bytes:
         tail = DicomBytesIO()
         tail.is_little_endian, tail.is_implicit_VR = True, implicit
         write_dataset(tail, after)
-    except _CODEC_ERRORS as exc:
+    except CODEC_ERRORS as exc:
         raise TranscodeError(
-            f"the data set could not be written in {target}: {_reason(exc)}"
+            f"the data set could not be written in {target}: {error_reason(exc)}"
         ) from exc
     value = pixels.value
     # PS3.5 A.2: OW for native Pixel Data of more than 8 bits allocated, else OB.
@@ -379,8 +379,8 @@ def _decompress(ds: Dataset, source: UID) -> None:
             # as_rgb converts YBR colour to RGB and sets Photometric Interpretation to match.
             ds.decompress(decoding_plugin=plugin, as_rgb=True, generate_instance_uid=False)
             return
-        except _CODEC_ERRORS as exc:
-            errors.append(f"{plugin}: {_reason(exc)}")
+        except CODEC_ERRORS as exc:
+            errors.append(f"{plugin}: {error_reason(exc)}")
     raise TranscodeError(f"Pixel Data in {source} could not be decoded ({'; '.join(errors)})")
 
 
@@ -396,8 +396,8 @@ def _compress(ds: Dataset, target: UID) -> None:
                 **LOSSLESS_ENCODINGS[target],
             )
             return
-        except _CODEC_ERRORS as exc:
-            errors.append(f"{plugin}: {_reason(exc)}")
+        except CODEC_ERRORS as exc:
+            errors.append(f"{plugin}: {error_reason(exc)}")
     raise TranscodeError(f"Pixel Data could not be encoded in {target} ({'; '.join(errors)})")
 
 
@@ -472,7 +472,7 @@ def _frame(array: np.ndarray, meta: dict[str, Any]) -> Frame:
     )
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     """Return the first line of an error from pydicom or a codec, at most 200 characters.
 
     Some of these messages run to many lines or carry a traceback.

@@ -24,9 +24,17 @@ from typing import Final
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from cirrus.dicom.transcode import TranscodeError, decode_frames, encode_frame, is_compressed
+from cirrus.dicom.transcode import (
+    CODEC_ERRORS,
+    TranscodeError,
+    decode_frames,
+    encode_frame,
+    error_reason,
+    is_compressed,
+)
 from cirrus.dicomweb.multipart import Part, build_multipart_related
 from cirrus.dicomweb.negotiation import (
     FRAME_ROOT_TYPES,
@@ -133,7 +141,12 @@ class _FrameSource:
 
     def dataset(self) -> Dataset:
         if self._dataset is None:
-            self._dataset = pydicom.dcmread(BytesIO(self.store.get(self.ref.object_key)))
+            try:
+                self._dataset = pydicom.dcmread(BytesIO(self.store.get(self.ref.object_key)))
+            except (InvalidDicomError, *CODEC_ERRORS) as exc:
+                raise TranscodeError(
+                    f"the stored object could not be parsed: {error_reason(exc)}"
+                ) from exc
             if "PixelData" not in self._dataset:
                 raise NotFoundError(f"instance {self.ref.sop} has no Pixel Data")
         return self._dataset
@@ -178,5 +191,10 @@ def _native_frames(source: _FrameSource, numbers: list[int]) -> list[bytes] | No
 
 def _encapsulated_frames(source: _FrameSource, numbers: list[int]) -> list[bytes]:
     value = source.dataset().PixelData
-    frames = list(generate_frames(value, number_of_frames=source.count))
-    return [frames[number - 1] for number in numbers]
+    try:
+        frames = list(generate_frames(value, number_of_frames=source.count))
+        return [frames[number - 1] for number in numbers]
+    except (ValueError, IndexError) as exc:
+        raise TranscodeError(
+            f"the encapsulated Pixel Data is malformed: {error_reason(exc)}"
+        ) from exc

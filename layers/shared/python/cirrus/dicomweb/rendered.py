@@ -23,7 +23,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
-from cirrus.dicom.transcode import frame_array
+from cirrus.dicom.transcode import CODEC_ERRORS, error_reason, frame_array
 from cirrus.dicomweb.media import parse_accept
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, Part, build_multipart_related
 from cirrus.dicomweb.wado import Representation
@@ -141,7 +141,12 @@ def render_frames(
 
 def _render(ds: Dataset, number: int, options: RenderOptions, media_type: str) -> bytes:
     pixels, meta = frame_array(ds, number)
-    image = Image.fromarray(display_pixels(ds, pixels, meta, options.window))
+    try:
+        display = display_pixels(ds, pixels, meta, options.window)
+    except CODEC_ERRORS as exc:
+        # A Modality LUT, palette or pixel layout that pydicom cannot apply.
+        raise NotAcceptableError(f"frame {number} cannot be rendered: {error_reason(exc)}") from exc
+    image = Image.fromarray(display)
     if options.viewport is not None:
         image = fit_viewport(image, options.viewport)
     output = BytesIO()
