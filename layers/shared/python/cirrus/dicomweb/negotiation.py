@@ -7,14 +7,15 @@ a response have its own transfer syntax.
 
 Transfer syntax defaults (PS3.18 8.7.3.3 and Tables 8.7.3-2, 8.7.3-4 and 8.7.3-5):
 
-- a DICOM or octet-stream range without a transfer-syntax parameter means Explicit VR Little
-  Endian. An instance stored lossy may be sent in its stored syntax when that fails;
-- ``transfer-syntax=*`` means any syntax, so the stored one is sent, except that Explicit VR
-  Big Endian, which web services must not use, is sent as Explicit VR Little Endian;
-- an image media type (image/jls, ...) without the parameter means its stored syntax when
+- A DICOM or octet-stream range without a transfer-syntax parameter means Explicit VR Little
+  Endian. When decoding fails, an instance stored lossy may be sent in its stored syntax.
+- ``transfer-syntax=*`` means any syntax, so the stored one is sent. Explicit VR Big Endian,
+  which web services must not use, is sent as Explicit VR Little Endian instead.
+- An image media type (image/jls, ...) without the parameter means its stored syntax when
   the instance is stored in one of that media type's syntaxes, else the media type's default.
 
-A range with ``q=0`` excludes the syntax it names even when a wildcard would allow it.
+A range with ``q=0`` excludes the syntax it names even when a wildcard would allow it. Without
+a transfer-syntax parameter it names the default syntax, and with ``*`` every syntax.
 """
 
 from __future__ import annotations
