@@ -17,6 +17,7 @@ names the transfer syntax of its content.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Final
@@ -49,6 +50,8 @@ from cirrus.errors import InvalidRequestError, NotAcceptableError, NotFoundError
 from cirrus.index.attributes import first_value
 from cirrus.index.reader import IndexReader, InstanceRef
 from cirrus.storage.objects import ObjectStore
+
+logger = logging.getLogger(__name__)
 
 # The maximum number of frames one request may list.
 MAX_FRAMES_PER_REQUEST: Final = 1000
@@ -114,6 +117,15 @@ def retrieve_frames(
             frames = _produce(source, choice, numbers)
         except TranscodeError as exc:
             reasons.append(f"{choice.media_type} ({choice.transfer_syntax}): {exc}")
+            logger.info(
+                "frames not produced in one acceptable representation",
+                extra={
+                    "sop_instance_uid": ref.sop,
+                    "media_type": choice.media_type,
+                    "transfer_syntax": str(choice.transfer_syntax),
+                    "reason": str(exc),
+                },
+            )
             continue
         if not choice.multipart:
             return Representation(frames[0], choice.part_type)
