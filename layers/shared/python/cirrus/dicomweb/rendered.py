@@ -183,11 +183,8 @@ def fit_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
     left, top = viewport.source_x, viewport.source_y
     width = viewport.source_width if viewport.source_width is not None else image.width - left
     height = viewport.source_height if viewport.source_height is not None else image.height - top
-    if width == 0 or height == 0 or left + abs(width) > image.width:
-        raise InvalidRequestError(
-            f"viewport source region is outside the {image.width}x{image.height} image"
-        )
-    if top + abs(height) > image.height:
+    inside = left + abs(width) <= image.width and top + abs(height) <= image.height
+    if width == 0 or height == 0 or not inside:
         raise InvalidRequestError(
             f"viewport source region is outside the {image.width}x{image.height} image"
         )
