@@ -362,3 +362,45 @@ def test_delete_instance_not_indexed(stack: Stack) -> None:
     assert len(stack.instance_keys()) == 3
     assert study_record(stack, study).instance_count == 3
     assert series_record(stack, study, first.SeriesInstanceUID).instance_count == 2
+
+
+def test_delete_refreshes_metadata(stack: Stack) -> None:
+    study, (first, second, mr) = store_study(stack)
+    study_url = url_of(stack, first, "study")
+    gzip = {"Accept-Encoding": "gzip"}
+    before = requests.get(f"{study_url}/metadata", headers=gzip, timeout=30)
+    assert len(before.json()) == 3
+    folder = f"sites/{stack.site}/studies/{study}/"
+    stored_bundles = [obj.key for obj in stack.store.list_keys(folder) if "/metadata/" in obj.key]
+    assert stored_bundles
+
+    assert requests.delete(url_of(stack, first, "instance"), timeout=30).status_code == 204
+
+    assert [obj.key for obj in stack.store.list_keys(folder) if "/metadata/" in obj.key] == []
+    after = requests.get(f"{study_url}/metadata", headers=gzip, timeout=30)
+    assert after.status_code == 200
+    assert sorted(item["00080018"]["Value"][0] for item in after.json()) == sorted(
+        [second.SOPInstanceUID, mr.SOPInstanceUID]
+    )
+    assert after.headers["ETag"] != before.headers["ETag"]
+
+
+def test_delete_removes_modality_markers(stack: Stack) -> None:
+    study, (ct, _, mr) = store_study(stack)
+    pk = study_pk(stack.site, study)
+    model = stack.model
+
+    def markers() -> list[str]:
+        return sorted(r.sk for r in model.query(pk, model.sk.startswith("MODALITY#")))
+
+    assert markers() == ["MODALITY#CT", "MODALITY#MR"]
+    assert requests.delete(url_of(stack, mr, "series"), timeout=30).status_code == 204
+    assert markers() == ["MODALITY#CT"]
+    by_mr = stack.client.search_for_studies(search_filters={"ModalitiesInStudy": "MR"})
+    assert by_mr == []
+    by_ct = stack.client.search_for_studies(search_filters={"ModalitiesInStudy": "CT"})
+    assert [item["0020000D"]["Value"][0] for item in by_ct] == [study]
+
+    assert requests.delete(url_of(stack, ct, "study"), timeout=30).status_code == 204
+    assert markers() == []
+    assert list(model.query(pk)) == []

@@ -224,8 +224,8 @@ def bundle_key(site: str, study: str, series: str | None, base_url: str) -> str:
     """Return the object key of the bundle of a series or study for one base URL.
 
     NOTE: one object is stored per base URL that a client used. Behind API Gateway the Host
-    is the API's own domain, but the local HTTP server takes any Host header.
-    TODO: delete a series' and study's bundles when their last instance is deleted.
+    is the API's own domain, but the local HTTP server takes any Host header. A DELETE
+    deletes the bundles of the study and series it touches (``cirrus.dicomweb.delete``).
     """
     scope = f"sites/{site}/studies/{study}"
     if series is not None:

@@ -13,6 +13,8 @@ The steps run in an order that a retry can always finish:
 3. For each batch of instances, the objects are deleted from S3, then each index record is
    removed with its counts (``cirrus.index.deletion``).
 4. Empty series and studies are deleted and the others' aggregates recomputed.
+5. The stored metadata bundles of the study and the touched series are deleted, because they
+   contain the deleted instances. A read rebuilds those still needed.
 
 A failure after step 2 leaves records whose objects may be gone. Such instances are still
 listed by QIDO, and their retrieval fails, until the client sends the DELETE again, which
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cirrus.audit import Actor, AuditLog, DeletionRecord
+from cirrus.dicomweb.bundles import bundle_key
 from cirrus.errors import NotFoundError
 from cirrus.index.deletion import IndexDeleter, IndexedInstance
 from cirrus.storage.keys import INSTANCE_SUFFIX, InstanceKey, site_prefix
@@ -103,6 +106,7 @@ def delete_resource(
     if target.series is not None:
         touched.add(target.series)
     deleter.settle(target.site, target.study, touched)
+    _delete_bundles(store, target, touched)
     logger.info(
         "resource deleted",
         extra={
@@ -133,6 +137,14 @@ def _unindexed(
         if target.sop is None or key.sop == target.sop:
             found.append(IndexedInstance(key, etag=None, metadata_key=None))
     return found
+
+
+def _delete_bundles(store: ObjectStore, target: DeleteTarget, series: set[str]) -> None:
+    keys = []
+    for scope in (None, *sorted(series)):
+        folder = bundle_key(target.site, target.study, scope, "").rsplit("/", 1)[0] + "/"
+        keys += [obj.key for obj in store.list_keys(folder)]
+    store.delete(keys)
 
 
 def _has_leftovers(deleter: IndexDeleter, target: DeleteTarget) -> bool:

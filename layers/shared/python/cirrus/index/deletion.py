@@ -5,9 +5,11 @@ instance counts of its series and study, conditional on the record still holding
 that was deleted from S3. A removal that runs twice therefore counts once.
 
 Afterwards ``settle`` brings the aggregates of each touched series and study in line with what
-is left: a series or study without instances is deleted, and the SOP classes and modalities of
-the others are recomputed from their remaining records. These writes are conditional on the
-counts read before, so a concurrent store makes them start again instead of being overwritten.
+is left: a series or study without instances is deleted, the SOP classes and modalities of
+the others are recomputed from their remaining records, and the ``by-modality`` markers of
+modalities no series has any more are deleted with the study's update. These writes are
+conditional on the counts read before, so a concurrent store makes them start again instead
+of being overwritten.
 Every step can run again after a crash, so a retried delete finishes what a failed one left.
 """
 
@@ -28,6 +30,7 @@ from cirrus.errors import ConflictError, StoreUnavailableError
 from cirrus.index.claims import CLAIM, InstanceClaims, claim_pk
 from cirrus.index.models import (
     INSTANCE,
+    MODALITY,
     SERIES,
     STUDY,
     IndexRecord,
@@ -197,8 +200,10 @@ class IndexDeleter:
         unchanged = (model.instance_count == record.instance_count) & (
             model.series_count == record.series_count
         )
+        markers = list(model.query(pk, model.sk.startswith(f"{MODALITY}#"), consistent_read=True))
         if int(record.series_count or 0) <= 0 and int(record.instance_count or 0) <= 0:
-            return self._transact_or_conflict(deletes=[(record, unchanged)])
+            deletes = [(record, unchanged), *((marker, None) for marker in markers)]
+            return self._transact_or_conflict(deletes=deletes)
         modalities: set[str] = set()
         for series in model.query(pk, model.sk.startswith(f"{SERIES}#"), consistent_read=True):
             modalities |= set(series.modalities or ())
@@ -206,7 +211,9 @@ class IndexDeleter:
             _set_or_remove(model.modalities, modalities),
             _set_or_remove(model.sop_classes, self._sop_classes(pk, f"{INSTANCE}#")),
         ]
-        return self._transact_or_conflict(updates=[(record, actions, unchanged)])
+        # A by-modality marker goes with the last series of its modality.
+        unused = [(m, None) for m in markers if m.sk.split("#", 1)[1] not in modalities]
+        return self._transact_or_conflict(deletes=unused, updates=[(record, actions, unchanged)])
 
     def _sop_classes(self, pk: str, prefix: str) -> set[str]:
         model = self._model
