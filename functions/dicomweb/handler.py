@@ -11,6 +11,7 @@ that exercises a route through ``handle`` fails where the route would fail on AW
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from functools import cache
 from typing import Any
@@ -34,7 +35,8 @@ SERVICE_NAME = "cirrus-dicomweb"
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
 
-_apps: dict[int, tuple[object, DicomwebServices, APIGatewayRestResolver]] = {}
+_Entry = tuple[object, DicomwebServices, APIGatewayRestResolver, APIGatewayRestResolver]
+_apps: dict[int, _Entry] = {}
 _apps_lock = threading.Lock()
 
 
@@ -68,11 +70,12 @@ def handle(
     object is kept for the next event. Raises ``PayloadLimitError`` for a response that Lambda
     would reject, which the staging of large responses should make impossible.
     """
-    view, app = _app_for(services)
+    view, app, head_app = _app_for(services)
     if event.get("httpMethod") == "HEAD":
         # HEAD is GET without the body (RFC 9110 9.3.2); the headers stay as GET sets them.
+        # The HEAD resolver has no transfer store, so nothing is staged only to be dropped.
         # NOTE: so HEAD of a large resource gets 200, where GET gets a 303.
-        response = resolve(app, {**event, "httpMethod": "GET"}, context)
+        response = resolve(head_app, {**event, "httpMethod": "GET"}, context)
         return {**response, "body": "", "isBase64Encoded": False}
     result = resolve(app, event, context)
     if view.transfers is not None:
@@ -95,7 +98,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 def _app_for(
     services: Services | DicomwebServices,
-) -> tuple[DicomwebServices, APIGatewayRestResolver]:
+) -> tuple[DicomwebServices, APIGatewayRestResolver, APIGatewayRestResolver]:
+    """Return the DICOMweb view of ``services``, its resolver and its resolver for HEAD."""
     # Keyed by identity with a reference kept, because Services is not hashable.
     with _apps_lock:
         entry = _apps.get(id(services))
@@ -103,6 +107,7 @@ def _app_for(
             view = (
                 services if isinstance(services, DicomwebServices) else dicomweb_services(services)
             )
-            entry = (services, view, build_app(view))
+            head_view = dataclasses.replace(view, transfers=None)
+            entry = (services, view, build_app(view), build_app(head_view))
             _apps[id(services)] = entry
-        return entry[1], entry[2]
+        return entry[1], entry[2], entry[3]

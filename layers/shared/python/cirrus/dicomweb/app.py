@@ -23,6 +23,12 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from cirrus.audit import Actor, AuditLog
 from cirrus.dicomweb.bundles import MetadataBundles, entity_tag, representation_etag
 from cirrus.dicomweb.delete import DeleteTarget, delete_resource
+from cirrus.dicomweb.delivery import (
+    MAX_BUFFERED_BODY,
+    see_other_headers,
+    see_other_note,
+    stage_parts,
+)
 from cirrus.dicomweb.errors import (
     error_response,
     json_error,
@@ -41,10 +47,12 @@ from cirrus.dicomweb.stow import instance_parts, response_media_type, store_inst
 from cirrus.dicomweb.uploads import create_upload, discard_upload, read_upload
 from cirrus.dicomweb.wado import (
     DICOM_JSON_MEDIA_TYPE,
+    DICOM_MEDIA_TYPE,
     Representation,
+    build_instances,
+    plan_instances,
     require_dicom_json,
     retrieve_bulkdata,
-    retrieve_instances,
     retrieve_metadata,
 )
 from cirrus.errors import CirrusError, InvalidRequestError, StoreUnavailableError
@@ -287,9 +295,19 @@ def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
     store, reader, site = services.store, services.reader, services.site
 
-    def instances(study: str, series: str | None = None, sop: str | None = None) -> Response[bytes]:
+    def instances(study: str, series: str | None = None, sop: str | None = None) -> Response[Any]:
         accept = app.current_event.headers.get("Accept")
-        return _binary(retrieve_instances(store, reader, site, study, series, sop, accept))
+        plan = plan_instances(reader, site, study, series, sop, accept)
+        if services.transfers is not None and plan.stored_size > MAX_BUFFERED_BODY:
+            # Encoded part by part into S3, so the body is never held whole (delivery.py).
+            parts = plan.parts(store)
+            url, size = stage_parts(services.transfers, site, parts, DICOM_MEDIA_TYPE)
+            return Response(
+                status_code=int(HTTPStatus.SEE_OTHER),
+                body=see_other_note(url, size),
+                headers=see_other_headers(url),
+            )
+        return _binary(build_instances(store, plan))
 
     def metadata(study: str, series: str | None = None, sop: str | None = None) -> Response[str]:
         event = app.current_event
@@ -344,15 +362,15 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
         )
 
     @app.get("/studies/<study>")
-    def _study(study: str) -> Response[bytes]:
+    def _study(study: str) -> Response[Any]:
         return instances(unquote(study))
 
     @app.get("/studies/<study>/series/<series>")
-    def _series(study: str, series: str) -> Response[bytes]:
+    def _series(study: str, series: str) -> Response[Any]:
         return instances(unquote(study), unquote(series))
 
     @app.get(_INSTANCE)
-    def _instance(study: str, series: str, instance: str) -> Response[bytes]:
+    def _instance(study: str, series: str, instance: str) -> Response[Any]:
         return instances(unquote(study), unquote(series), unquote(instance))
 
     @app.get("/studies/<study>/metadata")

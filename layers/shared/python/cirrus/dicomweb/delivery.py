@@ -22,11 +22,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
 
+from cirrus.dicomweb.multipart import Part, iter_multipart_related
 from cirrus.storage.transfers import TransferStore
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ API_GATEWAY_PAYLOAD_LIMIT: Final = 10_000_000
 # and S3 checks the expiry when the GET starts, so a slow download is not cut off.
 PRESIGNED_GET_SECONDS: Final = 120
 RESPONSES_KIND: Final = "responses"
+# Bodies above this size cannot be returned buffered: base64 makes them a third larger, and
+# the rest of the proxy result needs room as well.
+MAX_BUFFERED_BODY: Final = LAMBDA_PAYLOAD_LIMIT * 3 // 4 - 64 * 1024
 
 _JSON: Final = "application/json"
 # Headers of the original response that stay on the redirect: CORS lets a browser page read
@@ -86,27 +90,49 @@ class ResponseStager:
 
     def _stage(self, result: dict[str, Any]) -> dict[str, Any]:
         content_type = header_value(result, "Content-Type") or "application/octet-stream"
-        key = self.transfers.new_key(self.site, RESPONSES_KIND)
         body = response_body(result)
-        size = self.transfers.write(key, [body], content_type)
+        url, size = stage_body(self.transfers, self.site, [body], content_type)
         del body
-        url = self.transfers.presign_get(key, PRESIGNED_GET_SECONDS)
-        logger.info("response staged for redirect", extra={"key": key, "size": size})
         headers = _kept_headers(result)
-        for name, value in (
-            ("Location", url),
-            ("Cache-Control", "no-store"),
-            ("Content-Type", _JSON),
-        ):
+        for name, value in see_other_headers(url).items():
             headers[name] = [value]
-        note = {"message": f"the {size}-byte response is at the URL in Location", "url": url}
         return {
             "statusCode": int(HTTPStatus.SEE_OTHER),
             "headers": {},
             "multiValueHeaders": headers,
-            "body": json.dumps(note),
+            "body": see_other_note(url, size),
             "isBase64Encoded": False,
         }
+
+
+def stage_body(
+    transfers: TransferStore, site: str, chunks: Iterable[bytes], content_type: str
+) -> tuple[str, int]:
+    """Write a response body to a new transfer object; return its presigned URL and size."""
+    key = transfers.new_key(site, RESPONSES_KIND)
+    size = transfers.write(key, chunks, content_type)
+    logger.info("response staged for redirect", extra={"key": key, "size": size})
+    return transfers.presign_get(key, PRESIGNED_GET_SECONDS), size
+
+
+def stage_parts(
+    transfers: TransferStore, site: str, parts: Iterable[Part], root_type: str
+) -> tuple[str, int]:
+    """Stage ``parts`` as one multipart/related body, encoded and sent one part at a time."""
+    chunks, content_type = iter_multipart_related(parts, root_type)
+    return stage_body(transfers, site, chunks, content_type)
+
+
+def see_other_headers(url: str) -> dict[str, str]:
+    """Return the headers of a 303 to a staged response, besides those of CORS."""
+    return {"Location": url, "Cache-Control": "no-store", "Content-Type": _JSON}
+
+
+def see_other_note(url: str, size: int) -> str:
+    """Return the short JSON body of a 303 to a staged response (RFC 9110 15.4.4)."""
+    return json.dumps(
+        {"message": f"the {size}-byte response is at the URL in Location", "url": url}
+    )
 
 
 def _kept_headers(result: Mapping[str, Any]) -> dict[str, list[str]]:

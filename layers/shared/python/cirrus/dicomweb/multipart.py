@@ -9,7 +9,7 @@ PS3.18 require; the preamble and the epilogue are ignored.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -128,6 +128,38 @@ def build_multipart_related(
     chunks += [dash_boundary, b"--"]
     content_type = format_media_type(MULTIPART_RELATED, {"type": root_type, "boundary": boundary})
     return b"".join(chunks), content_type
+
+
+def iter_multipart_related(
+    parts: Iterable[Part], root_type: str, boundary: str | None = None
+) -> tuple[Iterator[bytes], str]:
+    """Encode ``parts`` as a multipart/related body chunk by chunk; return it and its Content-Type.
+
+    Parts are taken from ``parts`` one at a time, so a caller that produces them lazily holds
+    one part at a time. Without ``boundary``, a random UUID is used. Unlike
+    ``build_multipart_related``, the parts cannot be checked before the body starts, so the
+    iterator raises ``ValueError`` at a part that contains the boundary, and at the end if
+    ``parts`` was empty.
+    """
+    boundary = uuid.uuid4().hex if boundary is None else boundary
+    dash_boundary = b"--" + _check_boundary(boundary)
+
+    def chunks() -> Iterator[bytes]:
+        count = 0
+        for part in parts:
+            count += 1
+            if CRLF + dash_boundary in part.body:
+                # NOTE: with a random 128-bit boundary this is not expected to happen.
+                raise ValueError(f"boundary {boundary!r} occurs in part {count}")
+            yield dash_boundary + CRLF + _header_block(part) + CRLF
+            yield part.body
+            yield CRLF
+        if count == 0:
+            raise ValueError("a multipart body needs at least one part (RFC 2046 5.1.1)")
+        yield dash_boundary + b"--"
+
+    content_type = format_media_type(MULTIPART_RELATED, {"type": root_type, "boundary": boundary})
+    return chunks(), content_type
 
 
 def _check_boundary(boundary: str) -> bytes:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
+from itertools import islice
 from typing import Any, Final
 
 import pydicom
@@ -67,6 +69,59 @@ def instance_url(base_url: str, study: str, series: str, sop: str) -> str:
     return f"{base_url}/studies/{study}/series/{series}/instances/{sop}"
 
 
+@dataclass(frozen=True)
+class InstancePlan:
+    """The instances of a retrieve, each with the representations acceptable for it."""
+
+    items: list[tuple[InstanceRef, list[Choice]]]
+
+    @property
+    def stored_size(self) -> int:
+        """Return the total size of the stored objects, an estimate of the response size."""
+        return sum(ref.size for ref, _ in self.items)
+
+    def parts(self, store: ObjectStore) -> Iterator[Part]:
+        """Yield the part of each instance, reading a few objects ahead of the one yielded."""
+        with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
+            pending: deque[Future[bytes]] = deque()
+            keys = iter([ref.object_key for ref, _ in self.items])
+            for key in islice(keys, READ_WORKERS):
+                pending.append(pool.submit(store.get, key))
+            for ref, choices in self.items:
+                data = pending.popleft().result()
+                next_key = next(keys, None)
+                if next_key is not None:
+                    pending.append(pool.submit(store.get, next_key))
+                yield _instance_part(ref, data, choices)
+
+
+def plan_instances(
+    reader: IndexReader,
+    site: str,
+    study: str,
+    series: str | None = None,
+    sop: str | None = None,
+    accept: str | None = None,
+) -> InstancePlan:
+    """Look up the instances of a retrieve and the representations ``accept`` allows for each.
+
+    Raises ``NotFoundError`` when nothing matches and ``NotAcceptableError`` when some instance
+    has no acceptable representation that the installed codecs can produce.
+    """
+    if sop is not None:
+        if series is None:
+            raise ValueError("an instance is retrieved with its series")
+        refs = [reader.instance(site, study, series, sop)]
+    else:
+        refs = reader.instances(site, study, series)
+    acceptable = acceptable_types(accept, (DICOM_MEDIA_TYPE,))
+    if not acceptable.types:
+        raise NotAcceptableError(
+            f'instances are available only as {MULTIPART_RELATED}; type="{DICOM_MEDIA_TYPE}"'
+        )
+    return InstancePlan([(ref, _choices_for(acceptable, ref)) for ref in refs])
+
+
 def retrieve_instances(
     store: ObjectStore,
     reader: IndexReader,
@@ -83,18 +138,13 @@ def retrieve_instances(
     instance has no acceptable representation, before any object is read when the installed
     codecs already rule it out.
     """
-    if sop is not None:
-        if series is None:
-            raise ValueError("an instance is retrieved with its series")
-        refs = [reader.instance(site, study, series, sop)]
-    else:
-        refs = reader.instances(site, study, series)
-    acceptable = acceptable_types(accept, (DICOM_MEDIA_TYPE,))
-    if not acceptable.types:
-        raise NotAcceptableError(
-            f'instances are available only as {MULTIPART_RELATED}; type="{DICOM_MEDIA_TYPE}"'
-        )
-    plans = [(ref, _choices_for(acceptable, ref)) for ref in refs]
+    return build_instances(store, plan_instances(reader, site, study, series, sop, accept))
+
+
+def build_instances(store: ObjectStore, plan: InstancePlan) -> Representation:
+    """Read the objects of ``plan`` and return them as one multipart/related body."""
+    plans = plan.items
+    refs = [ref for ref, _ in plans]
     bodies = _read_objects(store, [ref.object_key for ref in refs])
     parts = []
     for index, (ref, choices) in enumerate(plans):
