@@ -8,6 +8,10 @@ and the client gets ``303 See Other`` with a short-lived presigned GET URL of th
 Location. S3 returns the object with the Content-Type of the original response, so the client
 reads the same multipart/related body it would have read from the API.
 
+``stage_parts`` stages a body that is encoded part by part as its parts are read, and the app
+uses it for study, series and instance retrieves. ``ResponseStager`` stages any other result
+that does not fit, from its finished body, and the handler applies it to every result.
+
 HTTP clients follow 303 with a GET (RFC 9110 15.4.4): requests, and so dicomweb-client, and
 browsers do. requests drops the Authorization header when the redirect leaves the API's host,
 which S3 requires, because it rejects a request signed both in the query and in a header.
@@ -38,8 +42,9 @@ logger = logging.getLogger(__name__)
 # the smaller reading is used.
 LAMBDA_PAYLOAD_LIMIT: Final = 6_000_000
 API_GATEWAY_PAYLOAD_LIMIT: Final = 10_000_000
-# Lifetime of a presigned URL of a staged response. The client follows the redirect at once,
-# and S3 checks the expiry when the GET starts, so a slow download is not cut off.
+# Lifetime of a presigned URL of a staged response. The client follows the redirect at once.
+# NOTE: that S3 checks the expiry only when a GET starts, so that a slow download of a large
+# response is not cut off, is assumed, not verified.
 PRESIGNED_GET_SECONDS: Final = 120
 RESPONSES_KIND: Final = "responses"
 # Bodies above this size cannot be returned buffered: base64 makes them a third larger, and

@@ -135,8 +135,8 @@ def iter_multipart_related(
 ) -> tuple[Iterator[bytes], str]:
     """Encode ``parts`` as a multipart/related body chunk by chunk; return it and its Content-Type.
 
-    Parts are taken from ``parts`` one at a time, so a caller that produces them lazily holds
-    one part at a time. Without ``boundary``, a random UUID is used. Unlike
+    Parts are taken from ``parts`` one at a time, so a caller that produces them lazily keeps
+    one part in memory at a time. Without ``boundary``, a random UUID is used. Unlike
     ``build_multipart_related``, the parts cannot be checked before the body starts, so the
     iterator raises ``ValueError`` at a part that contains the boundary, and at the end if
     ``parts`` was empty.

@@ -26,7 +26,7 @@ from cirrus.storage.transfers import TransferStore, transfer_key
 logger = logging.getLogger(__name__)
 
 UPLOADS_KIND: Final = "uploads"
-# Lifetime of the presigned PUT URL. S3 checks it when the PUT starts.
+# Lifetime of the presigned PUT URL: long enough to start the PUT of a large body.
 PRESIGNED_PUT_SECONDS: Final = 900
 # NOTE: the stored body is read whole and split in memory, about three times its size, so
 # this maximum is sized for a Lambda function with 3 GB of memory or more.
