@@ -23,6 +23,7 @@ from cirrus.config import ResourceNames, Settings
 from cirrus.ingest import ObjectEvent, ingest_object
 from cirrus.local.moto_process import MotoProcess
 from cirrus.local.resources import create_resources
+from cirrus.query import qido
 from cirrus.services import Services
 from tests.pydicom_files import bundled
 
@@ -220,3 +221,26 @@ def test_accession_number_index(archive: Archive) -> None:
     [found] = _search(archive, "STUDY", {"AccessionNumber": "A7"}).matches
     assert found["0020000D"]["Value"] == [archive.studies[7].uid]
     assert set(archive.requests.indexes) == {"by-accession"}
+
+
+def test_unindexed_search_capped(archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qido, "UNINDEXED_READ_LIMIT", 5)
+    archive.requests.operations.clear()
+    result = _search(archive, "STUDY", {"StudyDescription": "no such description"})
+    assert result.matches == []
+    [warning] = result.warnings
+    assert "read only the first 5 study records" in warning
+    assert "add PatientID" in warning
+    assert archive.requests.operations.get("Scan", 0) == 0
+
+
+def test_unindexed_search_complete_without_warning(archive: Archive) -> None:
+    result = _search(archive, "STUDY", {"StudyDescription": "no such description"})
+    assert result.matches == []
+    assert result.warnings == []
+
+
+def test_unknown_parameter_ignored(archive: Archive) -> None:
+    result = _search(archive, "STUDY", {"PatientID": "P3", "_": "1733300000"})
+    assert sorted(_study_uids(result)) == _expected(archive.studies, {"PatientID": "P3"})
+    assert any("'_' was ignored" in warning for warning in result.warnings)
