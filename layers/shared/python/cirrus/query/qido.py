@@ -39,7 +39,8 @@ from cirrus.query.params import QidoQuery, parse_qido_params
 from cirrus.query.plan import SERIES_UID, StudyPlan, plan_studies
 from cirrus.query.sources import KeyQuery, ReadCap, merged, studies_of_markers
 
-# The most candidates a search without a usable index reads before it stops with a Warning.
+# The maximum number of candidates a search without a usable index reads before it stops with a
+# Warning.
 UNINDEXED_READ_LIMIT: Final = 2000
 
 # Attributes computed from the index rather than stored (PS3.18 Table 10.6.3-3 to -5).

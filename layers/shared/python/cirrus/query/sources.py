@@ -80,7 +80,8 @@ def page_size_for(needed: int, partitions: int) -> int:
 def merged(model: type[IndexRecord], queries: list[KeyQuery], needed: int) -> Iterator[IndexRecord]:
     """Yield the records of several Queries on one index, merged in sort key order.
 
-    Records that several Queries return (one study under two modalities) are yielded once.
+    A record that several Queries return is yielded once. The markers of one study under two
+    modalities are two records, which ``studies_of_markers`` turns into one study.
     """
     if not queries:
         return iter(())
