@@ -251,6 +251,10 @@ def run(instances: int, runs: int) -> None:
             for level, encoding, path in cells
         }
         gzip_size = len(requests.get(cirrus + series_path, timeout=60, stream=True).raw.read())
+        identity = requests.get(
+            cirrus + series_path, headers={"Accept-Encoding": "identity"}, timeout=60
+        )
+        redirected = " (through a 303 to S3)" if identity.history else ""
 
         # One more instance, sent to Cirrus only: the refresh that ingest schedules rebuilds
         # the bundle before the next read, because the base URL has been read before.
@@ -265,7 +269,10 @@ def run(instances: int, runs: int) -> None:
         print(f"instances: {instances}, runs per cell: {runs}")
         print(f"Cirrus first request after ingest (builds the bundle): {first_build * 1000:.0f} ms")
         print(f"Cirrus first request after one more instance: {after_refresh * 1000:.0f} ms")
-        print(f"Cirrus stored series bundle: {gzip_size / 1024:.0f} KiB gzip")
+        print(
+            f"Cirrus series metadata: {gzip_size / 1024:.0f} KiB gzip, "
+            f"{len(identity.content) / 1024:.0f} KiB identity{redirected}"
+        )
         for (level, encoding), (cirrus_time, orthanc_time) in results.items():
             print(
                 f"{level:>6} {encoding:>8}: Cirrus {cirrus_time * 1000:8.1f} ms  "

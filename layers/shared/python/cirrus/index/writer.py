@@ -4,8 +4,8 @@ A new instance is written in one DynamoDB transaction with the counters of its s
 study, conditional on the instance record not existing yet. A redelivered notification of
 the same object fails that condition and changes nothing, so the counters count each instance
 once however often it is delivered. The same transaction, and the one that replaces an
-instance, sets a fresh ``metadata_version`` on the series and study records, which tells
-precomputed metadata bundles that they are stale.
+instance, sets ``metadata_version`` of the series and study records to a new token, so a
+precomputed metadata bundle built from an older state no longer matches.
 """
 
 from __future__ import annotations
