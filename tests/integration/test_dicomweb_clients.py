@@ -1,9 +1,10 @@
 """The DICOMweb API as real clients use it: dicomweb-client's whole API and OHIF's requests.
 
 The OHIF requests copy the URLs and headers of OHIF Viewer 3's DICOMweb data source
-(``extensions/default/src/DicomWebDataSource``): the study list with ``includefield``, the
-series list of a study, series metadata, and frames with ``transfer-syntax=*``, with the
-``type`` parameter quoted (OHIF's default) or not (``omitQuotationForMultipartRequest``).
+(``extensions/default/src/DicomWebDataSource``). They are the study list with
+``includefield``, the series list of a study, series metadata, and frames with
+``transfer-syntax=*``. OHIF quotes the ``type`` parameter by default, and leaves it unquoted
+with ``omitQuotationForMultipartRequest``.
 """
 
 from __future__ import annotations

@@ -251,7 +251,7 @@ def test_store_again_after_delete(stack: Stack) -> None:
 
 
 def test_delete_failure_then_retry(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A delete that fails half way answers 503, and sending it again completes it."""
+    """A delete that fails half way gets 503, and sending it again completes it."""
     study, datasets = store_study(stack)
     url = url_of(stack, datasets[0], "study")
     original = IndexDeleter.remove

@@ -1,8 +1,8 @@
 """One duplicate policy for C-STORE and STOW-RS, with the index and the store kept in agreement.
 
 An instance sent again with the same study, series and SOP Instance UIDs replaces the stored
-one (identical bytes change nothing), and one sent with its SOP Instance UID under other study
-or series UIDs is rejected: STOW-RS failure reason 0x0111, C-STORE status 0xA900.
+one, and identical bytes change nothing. One sent with its SOP Instance UID under other study
+or series UIDs is rejected, with STOW-RS failure reason 0x0111 or C-STORE status 0xA900.
 """
 
 from __future__ import annotations
