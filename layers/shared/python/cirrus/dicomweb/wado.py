@@ -105,8 +105,10 @@ def plan_instances(
 ) -> InstancePlan:
     """Look up the instances of a retrieve and the representations ``accept`` allows for each.
 
-    Raises ``NotFoundError`` when nothing matches and ``NotAcceptableError`` when some instance
-    has no acceptable representation that the installed codecs can produce.
+    ``build_instances`` then returns them as one body, ``InstancePlan.parts`` one part at a
+    time. Each part is in the best transfer syntax of ``accept`` that can be produced for it.
+    Raises ``NotFoundError`` when nothing matches, and ``NotAcceptableError``, before any
+    object is read, when the installed codecs rule out every representation of an instance.
     """
     if sop is not None:
         if series is None:
@@ -120,25 +122,6 @@ def plan_instances(
             f'instances are available only as {MULTIPART_RELATED}; type="{DICOM_MEDIA_TYPE}"'
         )
     return InstancePlan([(ref, _choices_for(acceptable, ref)) for ref in refs])
-
-
-def retrieve_instances(
-    store: ObjectStore,
-    reader: IndexReader,
-    site: str,
-    study: str,
-    series: str | None = None,
-    sop: str | None = None,
-    accept: str | None = None,
-) -> Representation:
-    """Return the instances of a study, series or instance as multipart/related.
-
-    Each part is in the best transfer syntax of ``accept`` that can be produced for it.
-    Raises ``NotFoundError`` when nothing matches. Raises ``NotAcceptableError`` when some
-    instance has no acceptable representation, before any object is read when the installed
-    codecs already rule it out.
-    """
-    return build_instances(store, plan_instances(reader, site, study, series, sop, accept))
 
 
 def build_instances(store: ObjectStore, plan: InstancePlan) -> Representation:
