@@ -13,7 +13,10 @@ from cirrus.local.moto_process import MotoProcess
 def table(moto_server: MotoProcess) -> tuple[object, str]:
     client = boto3.client("dynamodb", endpoint_url=moto_server.endpoint_url)
     name = "patch-test"
-    if name not in client.list_tables()["TableNames"]:
+    # list_tables returns 100 names a page and the session's server holds more tables.
+    try:
+        client.describe_table(TableName=name)
+    except client.exceptions.ResourceNotFoundException:
         client.create_table(
             TableName=name,
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
