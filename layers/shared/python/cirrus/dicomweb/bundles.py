@@ -8,12 +8,12 @@ stored to clients that accept gzip (decompressed for the others).
 Exactness comes from a version tag, not from rebuilding on every change:
 
 - Each index transaction that adds or replaces an instance sets ``metadata_version`` of its
-  series and study records to a fresh random token (``cirrus.index.writer``). A delete
+  series and study records to a new random token (``cirrus.index.writer``). A delete
   decrements ``instance_count`` in its transaction. The tag of a record is the token and the
   count together, so every change of the instance set gives a tag never seen before. A delete
   alone keeps the token but lowers the count, and a later store sets a new token.
 - A stored bundle carries the tag it was built from in its gzip header (the FCOMMENT field of
-  RFC 1952, which decoders skip), so the tag and the body are written by one S3 PUT.
+  RFC 1952, which clients' gzip decoders ignore), so one S3 PUT writes the tag and the body.
 - A read takes the record's tag with a consistent GetItem and serves the stored bundle only
   if its tag is the same. Otherwise it rebuilds from a consistent Query and reads the tag
   again. When the tag did not change while the Query ran, the bundle is exactly that state,
@@ -21,14 +21,15 @@ Exactness comes from a version tag, not from rebuilding on every change:
   ``BUILD_ATTEMPTS`` builds the last one is served unstored with an ETag of its own bytes.
 
 Debounce: ingest does not build bundles itself. It sends a delayed request per indexed
-instance, and only a request whose tags are still current when it arrives builds, so a
+instance, and only a request whose version is still current when it arrives builds, so a
 1,000-instance series sent instance by instance is built about once, after its last instance
 (``cirrus.dicomweb.bundle_refresh``). Reads rebuild whatever that missed, for example a
 series whose base URL no client had used yet.
 
 BulkDataURIs must be absolute URLs under the request's base URL, so a stored bundle belongs
-to one base URL. Its key ends with a hash of the base URL. A deployment is normally reached
-under one or two base URLs, so a series normally has one or two bundles. The instance
+to one base URL. Its key ends with a hash of the base URL. A deployment is expected to be
+reached under few base URLs (the API's domain, perhaps a custom domain), and ingest
+precomputes bundles for at most ``MAX_BASE_URLS`` of them per site. The instance
 metadata stores its references as ``bulkdata/{path}``. A build makes them absolute with one
 byte replacement per instance, without parsing the JSON.
 """
