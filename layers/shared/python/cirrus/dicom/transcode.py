@@ -11,9 +11,9 @@ Extended, JPEG 2000 (1.2.840.10008.1.2.4.91, for which pydicom 3.0 requires a lo
 and the other lossy syntaxes are sent only as stored. Decoded lossy data keeps Lossy Image
 Compression (0028,2110) as "01".
 
-Big endian and Implicit VR Little Endian are produced only on request: PS3.18 8.7.3 forbids
-both in web services, so the retrieve code never chooses them by itself. docs/transfer-syntaxes.md
-lists what each plugin decodes and encodes.
+Explicit VR Big Endian is never produced. Implicit VR Little Endian is produced only on
+request, because PS3.18 8.7.3 bars it from web services. docs/transfer-syntaxes.md lists what
+each plugin decodes and encodes.
 """
 
 from __future__ import annotations
