@@ -83,7 +83,7 @@ def outcomes(local_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
             outcome.qido = _find(client, entry)
             if not outcome.qido:
                 continue
-            # transfer-syntax=* asks for the stored bytes; the default would decode them.
+            # transfer-syntax=* requests the stored bytes; the default would decode them.
             outcome.retrieved = client.retrieve_instance(
                 entry.study, entry.series, entry.sop, media_types=(("application/dicom", "*"),)
             )
