@@ -16,6 +16,14 @@ all go through). A Query then bisects its partition to the sort key range and ha
 filters and projections behave as before. Queries this patch does not narrow (local
 secondary indexes, indexes with several key attributes, legacy ``QueryFilter``) run unchanged.
 
+Isolation: moto's server answers each request on its own thread, and moto's DynamoDB does
+not isolate one request from another. Two transactions on one item could interleave, and the
+rollback above could put back an item that another request had changed in the meantime (a
+lost counter increment, seen with four ingest threads). DynamoDB serializes a transaction
+against every other write and read of its items; this patch runs DynamoDB requests one at a
+time, which gives the same outcome. The cost is small: the interpreter lock already lets
+only one request run Python code at a time.
+
 Applied only in the moto child process that ``cirrus.local.moto_process`` starts.
 """
 
@@ -28,7 +36,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from moto.dynamodb import models
+from moto.dynamodb import models, responses
 from moto.dynamodb.exceptions import (
     MockValidationException,
     MultipleTransactionsException,
@@ -427,8 +435,18 @@ def _install_query_patch() -> None:
     models.DynamoDBBackend.update_item = _update_item  # type: ignore[method-assign]
 
 
+_requests_lock = threading.Lock()
+_original_call_action = responses.DynamoHandler.call_action
+
+
+def _serialized_call_action(self: Any) -> Any:
+    with _requests_lock:
+        return _original_call_action(self)
+
+
 def apply() -> None:
     """Install the patches in this process."""
+    responses.DynamoHandler.call_action = _serialized_call_action  # type: ignore[method-assign]
     models.copy = types.SimpleNamespace(deepcopy=_copy_unless_table)  # type: ignore[attr-defined,assignment]
     models.DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     _install_query_patch()
