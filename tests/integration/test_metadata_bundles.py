@@ -358,6 +358,11 @@ def test_concurrent_stores_stay_exact(stack: Stack) -> None:
         thread.join(timeout=60)
     assert violations == []
     assert sorted(stack.series_sops()) == sorted(all_sops)
+    model = stack.services.index_model
+    series = model.get(study_pk(stack.site, STUDY), series_sk(SERIES), consistent_read=True)
+    study = model.get(study_pk(stack.site, STUDY), "STUDY", consistent_read=True)
+    assert series.instance_count == len(all_sops)
+    assert study.instance_count == len(all_sops)
 
 
 def test_concurrent_new_series_exact(stack: Stack) -> None:
