@@ -113,6 +113,30 @@ def test_study_modalities_in_study(archive: Archive) -> None:
     assert _values(result, "00080020") == ["20240105"]
 
 
+@pytest.mark.parametrize("separator", [",", "\\", ", "])
+def test_study_uid_lists(archive: Archive, separator: str) -> None:
+    services, studies = archive
+    wanted = [studies["P1-20240105"], studies["P3-20240601"]]
+    result = _search(services, "STUDY", StudyInstanceUID=separator.join(wanted))
+    assert sorted(_values(result, "0020000D")) == sorted(wanted)
+
+
+def test_series_and_instance_uid_lists(archive: Archive) -> None:
+    services, studies = archive
+    study = studies["P3-20240601"]
+    series = _values(_search(services, "SERIES", study=study), "0020000E")
+    assert len(series) == 2
+    listed = _search(services, "SERIES", SeriesInstanceUID="\\".join(series))
+    assert sorted(_values(listed, "0020000E")) == sorted(series)
+    instances = _search(services, "INSTANCE", SeriesInstanceUID="\\".join(series))
+    assert len(instances.matches) == 2
+    sops = _values(instances, "00080018")
+    by_sop = _search(services, "INSTANCE", study=study, SOPInstanceUID=f"{sops[0]}\\{sops[1]}")
+    assert sorted(_values(by_sop, "00080018")) == sorted(sops)
+    modalities = _search(services, "STUDY", ModalitiesInStudy="MR\\SR")
+    assert sorted(_values(modalities, "00080020")) == ["20240105", "20240320"]
+
+
 def test_pages_partition_the_result(archive: Archive) -> None:
     services, _ = archive
     everything = _values(_search(services, "STUDY"), "0020000D")

@@ -18,9 +18,12 @@ INSTANCE: Final = "INSTANCE"
 # The maximum number of matches in one response. A larger limit is cut to it with a warning.
 MAX_LIMIT: Final = 1000
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
-# Keys other than UIDs whose value may be a comma-separated list that matches any of its items:
-# ModalitiesInStudy, because a study search by several modalities is common.
+# Keys other than UIDs whose value may be a list that matches any of its items: ModalitiesInStudy,
+# because a study search by several modalities is common.
 _LIST_TAGS: Final = frozenset({"00080061"})
+# List items are separated by commas or by backslashes, the DICOM value delimiter, which OHIF
+# Viewer sends. Neither character can occur in a UID or a CS value.
+_LIST_SEPARATOR: Final = re.compile(r"[,\\]")
 # Values of DA, TM and DT matching keys (PS3.5 Table 6.2-1), each side of a range alike.
 _DATE_TIME_FORMATS: Final = {
     "DA": re.compile(r"\d{8}"),
@@ -143,11 +146,11 @@ def parse_qido_params(level: str, params: dict[str, list[str]]) -> QidoQuery:
 
 
 def _constraint(tag: str, vr: str, values: list[str], previous: Constraint | None) -> Constraint:
-    """Merge repeated keys and comma-separated UID lists into one list of values."""
+    """Merge repeated keys and UID lists into one list of values."""
     merged = list(previous.values) if previous else []
     is_list = vr == "UI" or tag in _LIST_TAGS
     for value in values:
-        parts = value.split(",") if is_list else [value]
+        parts = _LIST_SEPARATOR.split(value) if is_list else [value]
         merged.extend(part.strip() if is_list else part for part in parts)
     if len(merged) > 1 and not is_list:
         merged = [m for m in merged if m] or [""]
