@@ -20,6 +20,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from cirrus.audit import AUDIT_PREFIX
 from cirrus.config import ENV, ResourceNames
 from cirrus.storage.transfers import TRANSFER_PREFIX
 from cirrus_infra.storage import INGEST_PREFIX, Storage
@@ -72,9 +73,12 @@ class DicomwebApi(Construct):
                 actions=["logs:CreateLogStream", "logs:PutLogEvents"],
                 resources=[f"{self.log_group.log_group_arn}"],
             ),
+            # DELETE removes instances and metadata bundles, after an audit record.
             iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject"], resources=[f"{bucket}/{INGEST_PREFIX}*"]
+                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                resources=[f"{bucket}/{INGEST_PREFIX}*"],
             ),
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[f"{bucket}/{AUDIT_PREFIX}*"]),
             iam.PolicyStatement(
                 actions=[
                     "s3:GetObject",
@@ -95,6 +99,8 @@ class DicomwebApi(Construct):
             "made from the UIDs of each stored instance.",
             f"Resource::<{_logical(storage.bucket)}.Arn>/{TRANSFER_PREFIX}*": "Transfer keys "
             "are random per request.",
+            f"Resource::<{_logical(storage.bucket)}.Arn>/{AUDIT_PREFIX}*": "Audit keys are made "
+            "from the time and a random id of each record.",
             f"Resource::<{_logical(storage.table)}.Arn>/index/*": "Queries use every global "
             "secondary index of the index table.",
             "Action::kms:GenerateDataKey*": "grant_encrypt_decrypt of CDK: SSE-KMS needs the "

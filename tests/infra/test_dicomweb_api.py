@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
+from cirrus.audit import AUDIT_PREFIX
 from cirrus.config import ENV
 from cirrus.storage.transfers import TRANSFER_EXPIRATION_DAYS, TRANSFER_PREFIX
 from cirrus_infra import CirrusStack, build_app
@@ -86,9 +87,29 @@ def test_role_scoped_to_prefixes(template: Template) -> None:
                for action in _as_list(statement["Action"]))
     ]  # fmt: skip
 
-    assert len(object_resources) == 2
+    assert len(object_resources) == 3
     assert any("/sites/*" in resource for resource in object_resources)
     assert any(f"/{TRANSFER_PREFIX}*" in resource for resource in object_resources)
+    assert any(f"/{AUDIT_PREFIX}*" in resource for resource in object_resources)
+    for statement in statements:
+        assert "s3:*" not in _as_list(statement["Action"])
+
+
+def test_role_may_delete_and_audit(template: Template) -> None:
+    """DELETE removes instance objects and writes audit records, which it never reads back."""
+    statements = [
+        statement
+        for policy in resources_of(template, "AWS::IAM::Policy")
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    by_prefix: dict[str, set[str]] = {}
+    for statement in statements:
+        resource = json.dumps(statement["Resource"])
+        for prefix in ("/sites/*", f"/{AUDIT_PREFIX}*"):
+            if prefix in resource:
+                by_prefix.setdefault(prefix, set()).update(_as_list(statement["Action"]))
+    assert "s3:DeleteObject" in by_prefix["/sites/*"]
+    assert by_prefix[f"/{AUDIT_PREFIX}*"] == {"s3:PutObject"}
     for statement in statements:
         assert "s3:*" not in _as_list(statement["Action"])
 

@@ -37,6 +37,7 @@ ACKNOWLEDGED_FINDINGS = {
     ("Cirrus/Storage/AccessLogs", "AwsSolutions-S1"),
     ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/sites/*]"),
     ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/transfers/*]"),
+    ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/audit/*]"),
     ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_INDEX}/index/*]"),
     ("Cirrus/Dicomweb/FunctionRole", "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]"),
     ("Cirrus/Dicomweb/FunctionRole", "AwsSolutions-IAM5[Action::kms:ReEncrypt*]"),
