@@ -43,6 +43,7 @@ from cirrus.dicomweb.rendered import (
     render_frames,
     render_instance,
 )
+from cirrus.dicomweb.rendered_group import StagedRendering, render_group
 from cirrus.dicomweb.stow import instance_parts, response_media_type, store_instances
 from cirrus.dicomweb.uploads import create_upload, discard_upload, read_upload
 from cirrus.dicomweb.wado import (
@@ -55,7 +56,12 @@ from cirrus.dicomweb.wado import (
     retrieve_bulkdata,
     retrieve_metadata,
 )
-from cirrus.errors import CirrusError, InvalidRequestError, StoreUnavailableError
+from cirrus.errors import (
+    CirrusError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    StoreUnavailableError,
+)
 from cirrus.index.claims import InstanceClaims
 from cirrus.index.deletion import IndexDeleter
 from cirrus.index.reader import IndexReader
@@ -412,6 +418,37 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
         uids = (unquote(study), unquote(series), unquote(instance))
         accept = event.headers.get("Accept")
         return _binary(render_frames(store, reader, site, uids, numbers, options, accept))
+
+    def rendered_group(study: str, series: str | None = None) -> Response[Any]:
+        event = app.current_event
+        options = parse_render_options(query_params(event))
+        accept = event.headers.get("Accept")
+        url = base_url(event)
+        result = render_group(
+            store, reader, site, url, study, series, options, accept, MAX_BUFFERED_BODY
+        )
+        if not isinstance(result, StagedRendering):
+            return _binary(result)
+        if services.transfers is None:
+            raise PayloadTooLargeError(
+                f"the rendered images exceed the {MAX_BUFFERED_BODY}-byte limit of one "
+                "response; request the instances' rendered resources one at a time"
+            )
+        # Encoded part by part into S3, as for large instance retrieves (delivery.py).
+        staged, size = stage_parts(services.transfers, site, result.parts, result.media_type)
+        return Response(
+            status_code=int(HTTPStatus.SEE_OTHER),
+            body=see_other_note(staged, size),
+            headers=see_other_headers(staged),
+        )
+
+    @app.get("/studies/<study>/rendered")
+    def _study_rendered(study: str) -> Response[Any]:
+        return rendered_group(unquote(study))
+
+    @app.get("/studies/<study>/series/<series>/rendered")
+    def _series_rendered(study: str, series: str) -> Response[Any]:
+        return rendered_group(unquote(study), unquote(series))
 
     @app.get(f"{_INSTANCE}/thumbnail")
     def _thumbnail(study: str, series: str, instance: str) -> Response[bytes]:

@@ -131,7 +131,7 @@ def render_frames(
         raise NotFoundError(
             f"instance {ref.sop} has {count} frames; frame {beyond[0]} is past the last"
         )
-    images = [_render(ds, number, options, media_type) for number in numbers]
+    images = [render_frame(ds, number, options, media_type) for number in numbers]
     if len(images) == 1:
         return Representation(images[0], media_type)
     parts = [Part(image, content_type=media_type) for image in images]
@@ -139,7 +139,8 @@ def render_frames(
     return Representation(body, content_type)
 
 
-def _render(ds: Dataset, number: int, options: RenderOptions, media_type: str) -> bytes:
+def render_frame(ds: Dataset, number: int, options: RenderOptions, media_type: str) -> bytes:
+    """Encode frame ``number`` of ``ds`` for display; raise ``NotAcceptableError`` if it fails."""
     pixels, meta = frame_array(ds, number)
     try:
         display = display_pixels(ds, pixels, meta, options.window)
@@ -246,14 +247,24 @@ def _parse_viewport(text: str) -> Viewport:
 
 def _image_type(accept: str | None) -> str:
     """Return the image media type that ``accept`` prefers, bare or as a multipart type."""
+    return image_choice(accept)[0]
+
+
+def image_choice(accept: str | None) -> tuple[str, bool]:
+    """Return the image media type that ``accept`` prefers and whether its range was bare.
+
+    A range is bare when it is not multipart/related, so one image may be sent as the whole
+    body. Raises ``NotAcceptableError`` when no range allows a JPEG, PNG or GIF image.
+    """
     for media in parse_accept(accept):
         essence = media.essence
-        if essence == MULTIPART_RELATED:
+        bare = essence != MULTIPART_RELATED
+        if not bare:
             essence = (media.param("type") or "image/*").strip().lower()
         if essence in ("*/*", "image/*", "multipart/*"):
-            return JPEG
+            return JPEG, bare and essence != "multipart/*"
         if essence in _PIL_FORMATS:
-            return essence
+            return essence, bare
     raise NotAcceptableError(f"rendered images are available as {JPEG}, {PNG} or {GIF}")
 
 
