@@ -203,7 +203,9 @@ def transcode(data: bytes, target: UID) -> bytes:
     if source == target and "TransferSyntaxUID" in ds.file_meta:
         return data
     if "PixelData" in ds:
-        _to_native(ds, source)
+        # TODO: re-encoding still converts YBR colour to RGB, because the lossless encoders
+        # are not tested with YBR_FULL input. Native targets keep the YCbCr values.
+        _to_native(ds, source, as_rgb=target.is_compressed)
         if target.is_compressed:
             _compress(ds, target)
     elif target.is_compressed and _has_native_only_elements(ds):
@@ -213,10 +215,11 @@ def transcode(data: bytes, target: UID) -> bytes:
     return _write(ds, target)
 
 
-def decode_frames(ds: Dataset, numbers: Sequence[int]) -> list[Frame]:
+def decode_frames(ds: Dataset, numbers: Sequence[int], *, as_rgb: bool = True) -> list[Frame]:
     """Decode the 1-based ``numbers`` of the frames of ``ds`` to native little endian pixels.
 
-    Raises ``TranscodeError`` when no installed plugin can decode them.
+    With ``as_rgb`` False, YBR colour keeps its YCbCr values and the frames are YBR_FULL (see
+    ``native_photometric``). Raises ``TranscodeError`` when no installed plugin can decode them.
     """
     source = transfer_syntax_of(ds)
     if not can_decode(source):
@@ -225,7 +228,8 @@ def decode_frames(ds: Dataset, numbers: Sequence[int]) -> list[Frame]:
     errors: list[str] = []
     for plugin in _decoding_plugins(source):
         try:
-            return [_frame(array, meta) for array, meta in _iter_frames(ds, indices, plugin)]
+            decoded = _iter_frames(ds, indices, plugin, as_rgb)
+            return [_frame(array, meta) for array, meta in decoded]
         except CODEC_ERRORS as exc:
             errors.append(f"{plugin or 'numpy'}: {error_reason(exc)}")
     raise TranscodeError(
@@ -244,7 +248,7 @@ def frame_array(ds: Dataset, number: int) -> tuple[np.ndarray, dict[str, Any]]:
     errors: list[str] = []
     for plugin in _decoding_plugins(source):
         try:
-            return next(_iter_frames(ds, [number - 1], plugin))
+            return next(_iter_frames(ds, [number - 1], plugin, as_rgb=True))
         except CODEC_ERRORS as exc:
             errors.append(f"{plugin or 'numpy'}: {error_reason(exc)}")
     raise TranscodeError(
@@ -353,8 +357,12 @@ def _pixel_trailer(target: UID) -> bytes:
     return struct.pack("<HHI", 0xFFFE, 0xE0DD, 0) if target.is_compressed else b""
 
 
-def _to_native(ds: Dataset, source: UID) -> None:
-    """Replace compressed or big endian Pixel Data of ``ds`` with native little endian."""
+def _to_native(ds: Dataset, source: UID, as_rgb: bool) -> None:
+    """Replace compressed or big endian Pixel Data of ``ds`` with native little endian.
+
+    With ``as_rgb``, YBR colour is converted to RGB, else it keeps its values as YBR_FULL.
+    Photometric Interpretation is set to match the new Pixel Data either way.
+    """
     if not source.is_transfer_syntax:
         raise TranscodeError(f"{source} is not a transfer syntax that pydicom can decode")
     if source.is_compressed:
@@ -364,20 +372,23 @@ def _to_native(ds: Dataset, source: UID) -> None:
                 f"decoded Pixel Data would have {length} bytes, "
                 "more than a 32-bit value length allows"
             )
-        _decompress(ds, source)
+        _decompress(ds, source, as_rgb)
     elif source == ExplicitVRBigEndian:
-        frames = decode_frames(ds, range(1, int(ds.get("NumberOfFrames") or 1) + 1))
+        numbers = range(1, int(ds.get("NumberOfFrames") or 1) + 1)
+        frames = decode_frames(ds, numbers, as_rgb=as_rgb)
         _set_native_pixels(ds, frames)
 
 
-def _decompress(ds: Dataset, source: UID) -> None:
+def _decompress(ds: Dataset, source: UID, as_rgb: bool) -> None:
     if not can_decode(source):
         raise TranscodeError(f"no decoder is installed for transfer syntax {source}")
     errors: list[str] = []
     for plugin in _decoding_plugins(source):
         try:
-            # as_rgb converts YBR colour to RGB and sets Photometric Interpretation to match.
-            ds.decompress(decoding_plugin=plugin, as_rgb=True, generate_instance_uid=False)
+            # as_rgb converts YBR colour to RGB and relabels it. Without it, pydicom keeps the
+            # label YBR_FULL_422, which native_photometric corrects.
+            ds.decompress(decoding_plugin=plugin, as_rgb=as_rgb, generate_instance_uid=False)
+            ds.PhotometricInterpretation = native_photometric(ds.PhotometricInterpretation)
             return
         except CODEC_ERRORS as exc:
             errors.append(f"{plugin}: {error_reason(exc)}")
@@ -444,11 +455,11 @@ def _plugins(preferred: Iterable[str], available: Iterable[str]) -> list[str]:
 
 
 def _iter_frames(
-    ds: Dataset, indices: list[int], plugin: str
+    ds: Dataset, indices: list[int], plugin: str, as_rgb: bool
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     decoder = get_decoder(transfer_syntax_of(ds))
     # as_rgb converts YBR colour to RGB; pydicom types these options as a TypedDict.
-    options: Any = {"as_rgb": True}
+    options: Any = {"as_rgb": as_rgb}
     for index in indices:
         yield decoder.as_array(ds, index=index, decoding_plugin=plugin, **options)
 
@@ -468,8 +479,19 @@ def _frame(array: np.ndarray, meta: dict[str, Any]) -> Frame:
         bits_allocated=bits_allocated,
         bits_stored=int(meta["bits_stored"]),
         pixel_representation=int(meta["pixel_representation"]),
-        photometric=str(meta["photometric_interpretation"]),
+        photometric=native_photometric(str(meta["photometric_interpretation"])),
     )
+
+
+def native_photometric(decoded: str) -> str:
+    """Return the Photometric Interpretation of decoded pixels that pydicom labels ``decoded``.
+
+    pydicom 3.0.2 keeps the label YBR_FULL_422 on a decoded frame, but the frame has a CB and CR
+    value for every pixel. In a native encoding YBR_FULL_422 means that two horizontally
+    adjacent pixels share one CB and one CR value (PS3.3 C.7.6.3.1.2), so these pixels are
+    YBR_FULL.
+    """
+    return "YBR_FULL" if decoded == "YBR_FULL_422" else decoded
 
 
 def error_reason(exc: BaseException) -> str:

@@ -1,0 +1,149 @@
+"""Decoded colour over HTTP: frames and transcoded instances of pydicom's JPEG colour files.
+
+Octet-stream frames and an instance transcoded to a native syntax carry the same YCbCr values,
+and the instance is labelled YBR_FULL. Re-encoding to another compressed syntax converts to
+RGB and labels the instance RGB. The reference values come from pylibjpeg, the decoder that
+Cirrus tries first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from pydicom.pixels.decoders.base import get_decoder
+
+from cirrus.config import Settings
+from cirrus.dicomweb.multipart import Part, parse_multipart_related
+from tests.integration.dicomweb_stack import Stack, post_instances, running_stack
+from tests.pydicom_files import bundled
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+RLE = "1.2.840.10008.1.2.5"
+DICOM = 'multipart/related; type="application/dicom"'
+OCTETS = 'multipart/related; type="application/octet-stream"'
+# JPEG Baseline files whose codestream is YCbCr, with the Photometric Interpretation they store.
+YBR_FILES = {
+    "SC_rgb_dcmtk_+eb+cy+n2.dcm": "YBR_FULL",
+    "SC_rgb_dcmtk_+eb+cy+np.dcm": "YBR_FULL_422",
+    "SC_rgb_dcmtk_+eb+cy+s2.dcm": "YBR_FULL_422",
+    "examples_ybr_color.dcm": "YBR_FULL_422",
+}
+
+
+@pytest.fixture
+def stack(settings: Settings) -> Iterator[Stack]:
+    yield from running_stack(settings)
+
+
+def store_file(stack: Stack, path: Path) -> pydicom.Dataset:
+    response = post_instances(f"{stack.url}/studies", [path.read_bytes()])
+    assert response.status_code == 200, response.text
+    assert stack.index() >= 1
+    return pydicom.dcmread(path)
+
+
+def instance_url(stack: Stack, ds: pydicom.Dataset) -> str:
+    return (
+        f"{stack.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def get_parts(url: str, accept: str) -> list[Part]:
+    response = requests.get(url, headers={"Accept": accept}, timeout=60)
+    assert response.status_code == 200, response.text
+    return parse_multipart_related(response.headers["Content-Type"], response.content).parts
+
+
+def decoded(ds: pydicom.Dataset, as_rgb: bool) -> np.ndarray:
+    """Decode the first frame with pylibjpeg, with or without conversion to RGB."""
+    decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+    array, _ = decoder.as_array(ds, index=0, decoding_plugin="pylibjpeg", as_rgb=as_rgb)
+    return array
+
+
+def first_frame(ds: pydicom.Dataset) -> tuple[bytes, np.ndarray]:
+    """Return the native Pixel Data bytes and the pixel array of the first frame of ``ds``."""
+    size = ds.Rows * ds.Columns * ds.SamplesPerPixel * ds.BitsAllocated // 8
+    pixels = ds.pixel_array
+    return bytes(ds.PixelData[:size]), pixels[0] if int(ds.get("NumberOfFrames", 1)) > 1 else pixels
+
+
+def transcoded(stack: Stack, ds: pydicom.Dataset, syntax: str) -> pydicom.Dataset:
+    (part,) = get_parts(instance_url(stack, ds), f"{DICOM}; transfer-syntax={syntax}")
+    assert part.content_type == f"application/dicom; transfer-syntax={syntax}"
+    return pydicom.dcmread(BytesIO(part.body))
+
+
+@pytest.mark.parametrize("name", sorted(YBR_FILES))
+def test_ybr_frames_keep_ycbcr(stack: Stack, name: str) -> None:
+    original = store_file(stack, bundled(name))
+    assert original.PhotometricInterpretation == YBR_FILES[name]
+
+    (part,) = get_parts(f"{instance_url(stack, original)}/frames/1", OCTETS)
+
+    assert part.content_type == f"application/octet-stream; transfer-syntax={EXPLICIT}"
+    ycbcr = decoded(original, as_rgb=False)
+    assert len(part.body) == original.Rows * original.Columns * 3
+    assert part.body == ycbcr.tobytes()
+    assert part.body != decoded(original, as_rgb=True).tobytes()
+
+
+@pytest.mark.parametrize("name", sorted(YBR_FILES))
+def test_ybr_instance_native_is_ybr_full(stack: Stack, name: str) -> None:
+    original = store_file(stack, bundled(name))
+    (frame,) = get_parts(f"{instance_url(stack, original)}/frames/1", OCTETS)
+
+    ds = transcoded(stack, original, EXPLICIT)
+
+    assert ds.PhotometricInterpretation == "YBR_FULL"
+    assert ds.PlanarConfiguration == 0
+    assert ds.LossyImageCompression == "01"
+    data, pixels = first_frame(ds)
+    assert data == frame.body
+    # pydicom converts YBR_FULL to RGB itself; libjpeg's conversion rounds a little otherwise.
+    difference = pixels.astype(int) - decoded(original, as_rgb=True).astype(int)
+    assert np.abs(difference).max() <= 2, name
+
+
+@pytest.mark.parametrize("name", sorted(YBR_FILES))
+def test_ybr_instance_compressed_is_rgb(stack: Stack, name: str) -> None:
+    original = store_file(stack, bundled(name))
+
+    ds = transcoded(stack, original, RLE)
+
+    assert ds.PhotometricInterpretation == "RGB"
+    assert np.array_equal(first_frame(ds)[1], decoded(original, as_rgb=True))
+
+
+def test_rgb_jpeg_stays_rgb(stack: Stack) -> None:
+    original = store_file(stack, bundled("SC_rgb_dcmtk_+eb+cr.dcm"))
+    assert original.PhotometricInterpretation == "RGB"
+    rgb = decoded(original, as_rgb=True)
+
+    (frame,) = get_parts(f"{instance_url(stack, original)}/frames/1", OCTETS)
+    ds = transcoded(stack, original, EXPLICIT)
+
+    assert frame.body == rgb.tobytes()
+    assert ds.PhotometricInterpretation == "RGB"
+    assert first_frame(ds)[0] == rgb.tobytes()
+
+
+def test_metadata_keeps_stored_photometric(stack: Stack) -> None:
+    original = store_file(stack, bundled("SC_rgb_dcmtk_+eb+cy+np.dcm"))
+
+    response = requests.get(
+        f"{instance_url(stack, original)}/metadata",
+        headers={"Accept": "application/dicom+json"},
+        timeout=60,
+    )
+
+    assert response.status_code == 200, response.text
+    (item,) = response.json()
+    assert item["00280004"]["Value"] == ["YBR_FULL_422"]
