@@ -58,7 +58,8 @@ def test_instance_quoted_and_unquoted_syntax() -> None:
 def test_instance_wildcard_syntax_is_stored() -> None:
     accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
     assert instance_syntaxes(accept, JPEG2000) == [str(JPEG2000)]
-    assert instance_syntaxes(accept, ExplicitVRBigEndian) == [str(ExplicitVRBigEndian)]
+    # PS3.18 8.7.3: big endian is not used in web services, so "any" means little endian.
+    assert instance_syntaxes(accept, ExplicitVRBigEndian) == [EXPLICIT]
 
 
 def test_instance_quality_order() -> None:
@@ -89,6 +90,7 @@ def test_instance_q0_without_syntax_names_default() -> None:
     accept = f"{DICOM_TYPE}; transfer-syntax=*, {DICOM_TYPE}; q=0"
     assert instance_syntaxes(accept, RLELossless) == [str(RLELossless)]
     assert instance_syntaxes(DICOM_TYPE + f", {DICOM_TYPE}; q=0", ExplicitVRBigEndian) == []
+    assert instance_syntaxes(accept, ExplicitVRBigEndian) == []
     everything = f"*/*, {DICOM_TYPE}; transfer-syntax=*; q=0"
     assert instance_syntaxes(everything, RLELossless) == []
 

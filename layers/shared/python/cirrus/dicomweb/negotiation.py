@@ -9,8 +9,9 @@ Transfer syntax defaults (PS3.18 8.7.3.3 and Tables 8.7.3-2, 8.7.3-4 and 8.7.3-5
 
 - A DICOM or octet-stream range without a transfer-syntax parameter means Explicit VR Little
   Endian. When decoding fails, an instance stored lossy may be sent in its stored syntax.
-- ``transfer-syntax=*`` means any syntax, so an instance is sent as stored, even in Explicit
-  VR Big Endian, which PS3.18 8.7.3 bars from web services. Frames are never big endian:
+- ``transfer-syntax=*`` means any syntax, so an instance is sent as stored, except that one
+  stored in Explicit VR Big Endian is sent in Explicit VR Little Endian, because PS3.18 8.7.3
+  states that big endian is not used in web services. Frames are never big endian either:
   uncompressed bulk data is little endian (PS3.18 8.7.3.3.1).
 - An image media type (image/jls, ...) without the parameter means its stored syntax when
   the instance is stored in one of that media type's syntaxes, else the media type's default.
@@ -25,7 +26,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from cirrus.dicom.transcode import can_decode, can_encode, is_compressed, is_lossy
 from cirrus.dicomweb.media import MediaType, format_media_type, parse_accept, rejected_ranges
@@ -134,7 +135,7 @@ def instance_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
                 # PS3.18 8.7.3.4 lets a server send lossy Pixel Data in its stored syntax.
                 choices.append(Choice(DICOM_MEDIA_TYPE, stored))
         elif requested.transfer_syntax == ANY_SYNTAX:
-            choices.append(Choice(DICOM_MEDIA_TYPE, stored))
+            choices.append(Choice(DICOM_MEDIA_TYPE, _any_syntax(stored)))
         else:
             choices.append(Choice(DICOM_MEDIA_TYPE, UID(requested.transfer_syntax)))
     return _usable(acceptable, choices, lambda syntax: _can_produce(stored, syntax))
@@ -219,6 +220,11 @@ def _media_type_of(syntax: UID) -> str:
 def _default_syntax(media_type: str) -> UID:
     syntaxes = FRAME_MEDIA_TYPES.get(media_type)
     return syntaxes[0] if syntaxes else ExplicitVRLittleEndian
+
+
+def _any_syntax(stored: UID) -> UID:
+    """Return the syntax that ``transfer-syntax=*`` selects for an instance stored in ``stored``."""
+    return ExplicitVRLittleEndian if stored == ExplicitVRBigEndian else stored
 
 
 def _can_produce(stored: UID, target: UID) -> bool:
