@@ -155,7 +155,7 @@ def _records(model: type[IndexRecord], number: int, rng: random.Random) -> list[
         size=1000,
         etag="bench",
     )
-    marker = modality_marker(model, SITE, study, modality, study_date)
+    marker = modality_marker(model, study_record, modality)
     return [study_record, series_record, instance_record, marker]
 
 

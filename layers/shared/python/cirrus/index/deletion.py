@@ -7,7 +7,9 @@ that was deleted from S3. A removal that runs twice therefore counts once.
 Afterwards ``settle`` brings the aggregates of each touched series and study in line with what
 is left: a series or study without instances is deleted, the SOP classes and modalities of
 the others are recomputed from their remaining records, and the ``by-modality`` markers of
-modalities no series has any more are deleted with the study's update. These writes are
+modalities no series has any more are deleted with the study's update. The same transaction
+rewrites the other markers from the settled study record, because each marker carries a copy
+of the study's counts and sets. These writes are
 conditional on the counts read before, so a concurrent store makes them start again instead
 of being overwritten.
 Every step can run again after a crash, so a retried delete finishes what a failed one left.
@@ -36,6 +38,7 @@ from cirrus.index.models import (
     IndexRecord,
     get_record,
     instance_sk,
+    modality_marker,
     series_sk,
     study_pk,
 )
@@ -207,13 +210,19 @@ class IndexDeleter:
         modalities: set[str] = set()
         for series in model.query(pk, model.sk.startswith(f"{SERIES}#"), consistent_read=True):
             modalities |= set(series.modalities or ())
-        actions = [
-            _set_or_remove(model.modalities, modalities),
-            _set_or_remove(model.sop_classes, self._sop_classes(pk, f"{INSTANCE}#")),
-        ]
         # A by-modality marker goes with the last series of its modality.
         unused = [(m, None) for m in markers if m.sk.split("#", 1)[1] not in modalities]
-        return self._transact_or_conflict(deletes=unused, updates=[(record, actions, unchanged)])
+        record.modalities = modalities or None
+        record.sop_classes = self._sop_classes(pk, f"{INSTANCE}#") or None
+        actions = [
+            _set_or_remove(model.modalities, modalities),
+            _set_or_remove(model.sop_classes, set(record.sop_classes or ())),
+        ]
+        # NOTE: from ``remove`` until this write, the markers still count the removed instances.
+        markers_kept = [modality_marker(model, record, modality) for modality in sorted(modalities)]
+        return self._transact_or_conflict(
+            deletes=unused, updates=[(record, actions, unchanged)], saves=markers_kept
+        )
 
     def _sop_classes(self, pk: str, prefix: str) -> set[str]:
         model = self._model
@@ -228,12 +237,15 @@ class IndexDeleter:
         self,
         deletes: list[tuple[IndexRecord, Any]] = (),  # type: ignore[assignment]
         updates: list[tuple[IndexRecord, list[Any], Any]] = (),  # type: ignore[assignment]
+        saves: list[IndexRecord] = (),  # type: ignore[assignment]
     ) -> bool:
         """Run one transaction; False if a condition failed because of a concurrent write."""
         try:
             with TransactWrite(connection=self._connection) as transaction:
                 for record, condition in deletes:
                     transaction.delete(record, condition=condition)
+                for saved in saves:
+                    transaction.save(saved)
                 for record, actions, condition in updates:
                     transaction.update(record, actions=actions, condition=condition)
         except TransactWriteError as exc:

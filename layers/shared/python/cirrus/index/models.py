@@ -8,8 +8,7 @@ metadata is one Query on that partition::
 
 Global secondary indexes serve the searches that do not name the study. Each is sparse (a
 record without the key attributes is not in it) and projects every attribute, so a search
-reads one item per candidate, except through ``by-modality``, which reads a marker and then
-the study record:
+reads one item per candidate:
 
 - ``by-level``: every study, series and instance, ``level_pk = "{site}#{LEVEL}#{shard}"`` with
   ``LEVEL_SHARDS`` shards chosen by a hash of the study UID, so the writes of a busy site spread
@@ -22,7 +21,9 @@ the study record:
   more characters is a ``begins_with`` condition on one partition.
 - ``by-modality``: one marker item per study and modality (``sk = "MODALITY#{modality}"``),
   ``"{site}#{modality}"`` sorted by ``"{StudyDate}#{study}"``, so "CT studies of a date range"
-  is one key condition. A marker is written with the first series of its modality.
+  is one key condition. A marker is written with the first series of its modality and carries
+  a copy of the study's attributes, counts and sets, which every write of the study record
+  updates in the same transaction (``cirrus.index.writer``).
 
 Only the study-level indexes take a write per stored instance (the study counters change
 with each one); ``by-patient``, ``by-accession`` and ``by-name`` partitions belong to one
@@ -271,17 +272,27 @@ def study_index_keys(site: str, study: str, attrs: dict[str, Any]) -> dict[str, 
     return keys
 
 
-def modality_marker(
-    model: type[IndexRecord], site: str, study: str, modality: str, study_date: str
-) -> IndexRecord:
-    """Return the ``by-modality`` marker that lists a study under one of its modalities."""
+def modality_marker(model: type[IndexRecord], study: IndexRecord, modality: str) -> IndexRecord:
+    """Return the ``by-modality`` marker that lists ``study`` under one of its modalities.
+
+    The marker carries a copy of what a study search matches and returns (``attrs``, the
+    counts and the sets), so a search through ``by-modality`` reads no study record.
+    """
+    site = str(study.site)
+    uid = study.pk[len(site) + 1 :]
+    study_date = _first_text(study.attrs or {}, "00080020")
     return model(
-        study_pk(site, study),
+        study.pk,
         modality_sk(modality),
         level=MODALITY,
         site=site,
         modality_pk=f"{site}#{modality}",
-        modality_sk=date_sort_key(study_date, study),
+        modality_sk=date_sort_key(study_date, uid),
+        attrs=dict(study.attrs or {}),
+        series_count=study.series_count,
+        instance_count=study.instance_count,
+        modalities=set(study.modalities or ()) or None,
+        sop_classes=set(study.sop_classes or ()) or None,
     )
 
 

@@ -6,6 +6,17 @@ the same object fails that condition and changes nothing, so the counters count 
 once however often it is delivered. The same transaction, and the one that replaces an
 instance, sets ``metadata_version`` of the series and study records to a new token, so a
 precomputed metadata bundle built from an older state no longer matches.
+
+The ``by-modality`` markers of a study carry a copy of the study record's attributes, counts
+and sets (``cirrus.index.models``). Each store reads the study record first and updates the
+markers of the modalities it lists in the same transaction as the study record. That
+transaction is conditional on the study's modalities being the ones read, so no marker is
+missed. A store that adds a modality also writes the new marker from the counts read, and is
+then conditional on those counts too.
+
+A replacement that changes an instance's SOP class or modality recomputes the sets of its
+series, its study and the study's markers from the instance records of the study partition.
+That reads the whole partition, which is acceptable because replacements are rare.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from typing import Any, Final
 from botocore.exceptions import BotoCoreError
 from pynamodb.connection import Connection
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
+from pynamodb.expressions.condition import size
 from pynamodb.transactions import TransactWrite
 
 from cirrus.errors import StoreUnavailableError
@@ -34,6 +46,7 @@ from cirrus.index.attributes import (
 )
 from cirrus.index.models import (
     INSTANCE,
+    MODALITY,
     SERIES,
     STUDY,
     IndexRecord,
@@ -42,6 +55,7 @@ from cirrus.index.models import (
     level_pk,
     level_shard,
     modality_marker,
+    modality_sk,
     series_sk,
     study_index_keys,
     study_pk,
@@ -56,6 +70,13 @@ logger = logging.getLogger(__name__)
 MAX_INLINE_METADATA: Final = 300 * 1024
 METADATA_SUFFIX: Final = ".metadata.json.zz"
 _ATTEMPTS: Final = 4
+_SOP_CLASS_UID: Final = "00080016"
+_MODALITY: Final = "00080060"
+# The attributes that the recomputation of a study's sets reads from each record of its partition.
+_SET_ATTRIBUTES: Final = (
+    "pk", "sk", "level", "site", "attrs", "series_count", "instance_count", "modalities",
+    "sop_classes",
+)  # fmt: skip
 
 
 class IndexOutcome(Enum):
@@ -103,9 +124,10 @@ class IndexWriter:
         version = version or uuid.uuid4().hex
         try:
             for _ in range(_ATTEMPTS):
-                if self._add_to_existing_series(instance, obj, metadata, version):
+                study = get_record(self._model, instance.pk, STUDY, consistent_read=True)
+                if self._add_to_existing_series(instance, obj, metadata, version, study):
                     return IndexOutcome.CREATED
-                if self._add_with_new_series(instance, obj, metadata, version):
+                if self._add_with_new_series(instance, obj, metadata, version, study):
                     return IndexOutcome.CREATED
                 outcome = self._replace_existing(instance, obj, version)
                 if outcome is not None:
@@ -136,6 +158,10 @@ class IndexWriter:
             pixel_offset=obj.pixel_offset,
             pixel_length=obj.pixel_length,
         )
+        modality = first_value(metadata, _MODALITY)
+        if modality:
+            # Kept per instance so that a replacement can recompute the series' modalities.
+            record.modalities = {str(modality)}
         compressed = zlib.compress(json.dumps(metadata, separators=(",", ":")).encode(), 6)
         if len(compressed) <= MAX_INLINE_METADATA:
             record.metadata = compressed
@@ -145,7 +171,12 @@ class IndexWriter:
         return record
 
     def _add_to_existing_series(
-        self, instance: IndexRecord, obj: IndexedObject, metadata: JsonDict, version: str
+        self,
+        instance: IndexRecord,
+        obj: IndexedObject,
+        metadata: JsonDict,
+        version: str,
+        study: IndexRecord | None,
     ) -> bool:
         model = self._model
         series = model(instance.pk, series_sk(obj.key.series))
@@ -154,16 +185,18 @@ class IndexWriter:
             model.metadata_version.set(version),
             *self._set_additions(model, metadata),
         ]
+        saves, updates = self._study_writes(obj, metadata, 0, version, study)
         return self._transact(
-            instance,
-            updates=[
-                (series, with_series, model.pk.exists()),
-                (self._study_key(instance), self._study_actions(obj, metadata, 0, version), None),
-            ],
+            instance, saves=saves, updates=[(series, with_series, model.pk.exists()), *updates]
         )
 
     def _add_with_new_series(
-        self, instance: IndexRecord, obj: IndexedObject, metadata: JsonDict, version: str
+        self,
+        instance: IndexRecord,
+        obj: IndexedObject,
+        metadata: JsonDict,
+        version: str,
+        study: IndexRecord | None,
     ) -> bool:
         model = self._model
         key = obj.key
@@ -178,21 +211,75 @@ class IndexWriter:
             instance_count=1,
             metadata_version=version,
         )
-        saves: list[tuple[IndexRecord, Any]] = [(series, model.pk.does_not_exist())]
-        modality = first_value(metadata, "00080060")
+        modality = first_value(metadata, _MODALITY)
         if modality:
             series.modalities = {str(modality)}
-            # The marker that lists the study in ``by-modality``; writing it again is harmless.
-            study_date = str(first_value(metadata, "00080020") or "")
-            marker = modality_marker(model, key.site, key.study, str(modality), study_date)
-            saves.append((marker, None))
+        saves, updates = self._study_writes(obj, metadata, 1, version, study)
         return self._transact(
-            instance,
-            saves=saves,
-            updates=[
-                (self._study_key(instance), self._study_actions(obj, metadata, 1, version), None)
-            ],
+            instance, saves=[(series, model.pk.does_not_exist()), *saves], updates=updates
         )
+
+    def _study_writes(
+        self,
+        obj: IndexedObject,
+        metadata: JsonDict,
+        new_series: int,
+        version: str,
+        study: IndexRecord | None,
+    ) -> tuple[list[tuple[IndexRecord, Any]], list[tuple[IndexRecord, list[Any], Any]]]:
+        """Return the saves and updates of the study record and its markers for one store.
+
+        ``study`` is the study record as read before the transaction, or None.
+        """
+        model = self._model
+        pk = study_pk(obj.key.site, obj.key.study)
+        known = set(study.modalities or ()) if study is not None else set()
+        guard = self._modalities_are(known) if study is not None else model.pk.does_not_exist()
+        marker_actions = [model.instance_count.add(1), *self._set_additions(model, metadata)]
+        if new_series:
+            marker_actions.append(model.series_count.add(new_series))
+        updates = [(model(pk, modality_sk(m)), marker_actions, None) for m in sorted(known)]
+        saves = []
+        modality = first_value(metadata, _MODALITY)
+        if modality and str(modality) not in known:
+            # The new marker starts from the counts read, so they must still be current.
+            if study is not None:
+                guard = guard & _equals(model.instance_count, study.instance_count)
+                guard = guard & _equals(model.series_count, study.series_count)
+            state = self._study_after(obj, metadata, new_series, study)
+            saves.append((modality_marker(model, state, str(modality)), None))
+        study_update = (model(pk, STUDY), self._study_actions(obj, metadata, new_series, version))
+        return saves, [(*study_update, guard), *updates]
+
+    def _study_after(
+        self, obj: IndexedObject, metadata: JsonDict, new_series: int, study: IndexRecord | None
+    ) -> IndexRecord:
+        """Return the study record as ``_study_actions`` leaves it, without writing it."""
+        model = self._model
+        key = obj.key
+        state = model(study_pk(key.site, key.study), STUDY, level=STUDY, site=key.site)
+        state.attrs = (study.attrs if study is not None else None) or select(metadata, STUDY_TAGS)
+        state.series_count = int(study.series_count or 0 if study else 0) + new_series
+        state.instance_count = int(study.instance_count or 0 if study else 0) + 1
+        modalities = set(study.modalities or ()) if study is not None else set()
+        sop_classes = set(study.sop_classes or ()) if study is not None else set()
+        for values, tag in ((modalities, _MODALITY), (sop_classes, _SOP_CLASS_UID)):
+            value = first_value(metadata, tag)
+            if value:
+                values.add(str(value))
+        state.modalities = modalities or None
+        state.sop_classes = sop_classes or None
+        return state
+
+    def _modalities_are(self, modalities: set[str]) -> Any:
+        """Return the condition that the study record lists exactly ``modalities``."""
+        attribute = self._model.modalities
+        if not modalities:
+            return attribute.does_not_exist()
+        condition = size(attribute) == len(modalities)  # type: ignore[no-untyped-call]
+        for modality in sorted(modalities):
+            condition = condition & attribute.contains(modality)
+        return condition
 
     def _transact(
         self,
@@ -230,6 +317,8 @@ class IndexWriter:
         # replaced instance with other study attributes does not change them.
         if not self._save_replacement(instance, existing, obj.key.series, version):
             return None
+        if _sets_of(existing) != _sets_of(instance):
+            self._recompute_sets(obj.key)
         return IndexOutcome.UPDATED
 
     def _save_replacement(
@@ -253,6 +342,61 @@ class IndexWriter:
                 transaction.save(instance, condition=unchanged)
                 for record in (model(instance.pk, series_sk(series)), self._study_key(instance)):
                     transaction.update(record, actions=changed, condition=model.pk.exists())
+        except TransactWriteError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def _recompute_sets(self, key: InstanceKey) -> None:
+        """Recompute the modalities and SOP classes of a series, its study and its markers."""
+        for _ in range(_ATTEMPTS):
+            if self._try_recompute_sets(key):
+                return
+        raise StoreUnavailableError(
+            f"index update of study {key.study} kept conflicting with concurrent writes"
+        )
+
+    def _try_recompute_sets(self, key: InstanceKey) -> bool:
+        model = self._model
+        pk = study_pk(key.site, key.study)
+        records = list(
+            model.query(pk, consistent_read=True, attributes_to_get=list(_SET_ATTRIBUTES))
+        )
+        by_sk = {record.sk: record for record in records}
+        study, series = by_sk.get(STUDY), by_sk.get(series_sk(key.series))
+        if study is None or series is None:
+            return True  # deleted meanwhile, and the delete settles the sets
+        series_sets = _sets_by_series(records, by_sk)
+        study.modalities = set().union(*(m for m, _ in series_sets.values())) or None
+        study.sop_classes = set().union(*(c for _, c in series_sets.values())) or None
+        own_modalities, own_sop_classes = series_sets.get(key.series, (set(), set()))
+        markers = [record for record in records if record.level == MODALITY]
+        modalities_left = set(study.modalities or ())
+        try:
+            with TransactWrite(connection=self._connection) as transaction:
+                transaction.update(
+                    series,
+                    actions=[
+                        _set_or_remove(model.modalities, own_modalities),
+                        _set_or_remove(model.sop_classes, own_sop_classes),
+                    ],
+                    condition=_equals(model.instance_count, series.instance_count),
+                )
+                transaction.update(
+                    study,
+                    actions=[
+                        _set_or_remove(model.modalities, modalities_left),
+                        _set_or_remove(model.sop_classes, set(study.sop_classes or ())),
+                    ],
+                    condition=_equals(model.instance_count, study.instance_count)
+                    & _equals(model.series_count, study.series_count),
+                )
+                for marker in markers:
+                    if marker.sk.split("#", 1)[1] not in modalities_left:
+                        transaction.delete(marker)
+                for modality in sorted(modalities_left):
+                    transaction.save(modality_marker(model, study, modality))
         except TransactWriteError as exc:
             if _condition_failed(exc):
                 return False
@@ -289,13 +433,47 @@ class IndexWriter:
     @staticmethod
     def _set_additions(model: type[IndexRecord], metadata: JsonDict) -> list[Any]:
         actions = []
-        modality = first_value(metadata, "00080060")
+        modality = first_value(metadata, _MODALITY)
         if modality:
             actions.append(model.modalities.add({str(modality)}))
-        sop_class = first_value(metadata, "00080016")
+        sop_class = first_value(metadata, _SOP_CLASS_UID)
         if sop_class:
             actions.append(model.sop_classes.add({str(sop_class)}))
         return actions
+
+
+def _sets_by_series(
+    records: list[IndexRecord], by_sk: dict[str, IndexRecord]
+) -> dict[str, tuple[set[str], set[str]]]:
+    """Return the modalities and SOP classes of the instance records, by series UID."""
+    sets: dict[str, tuple[set[str], set[str]]] = {}
+    for record in records:
+        if record.level != INSTANCE:
+            continue
+        series_uid = record.sk.split("#", 2)[1]
+        modalities, sop_classes = sets.setdefault(series_uid, (set(), set()))
+        series = by_sk.get(series_sk(series_uid))
+        # An instance indexed without its own modality counts with its series' modalities.
+        modalities |= set(record.modalities or (series.modalities if series else None) or ())
+        sop_class = first_value(record.attrs or {}, _SOP_CLASS_UID)
+        if sop_class:
+            sop_classes.add(str(sop_class))
+    return sets
+
+
+def _sets_of(instance: IndexRecord) -> tuple[set[str], Any]:
+    """Return what an instance adds to its series' sets: its modalities and SOP class."""
+    return set(instance.modalities or ()), first_value(instance.attrs or {}, _SOP_CLASS_UID)
+
+
+def _equals(attribute: Any, value: Any) -> Any:
+    """Return the condition that ``attribute`` still has ``value``, absent when None."""
+    return attribute.does_not_exist() if value is None else attribute == value
+
+
+def _set_or_remove(attribute: Any, values: set[str]) -> Any:
+    # DynamoDB stores no empty sets, so an empty result removes the attribute.
+    return attribute.set(values) if values else attribute.remove()
 
 
 def _condition_failed(exc: TransactWriteError) -> bool:

@@ -6,7 +6,7 @@ A study search uses, in this order, the first of these that its keys allow:
 2. PatientID without wildcards: ``by-patient``;
 3. AccessionNumber without wildcards: ``by-accession``;
 4. ModalitiesInStudy, or Modality in a series or instance search, without wildcards:
-   ``by-modality``, one partition per modality, then the study records;
+   ``by-modality``, one partition per modality, whose markers carry the study attributes;
 5. PatientName starting with at least two ASCII characters before any wildcard: ``by-name``;
 6. StudyDate, a date or a range: every shard of ``by-level`` with a sort key condition;
 7. nothing: every shard of ``by-level``.
@@ -49,7 +49,8 @@ class StudyPlan:
     """The reads that find the studies of a search.
 
     ``uids`` lists the studies to read by key; otherwise ``queries`` are merged. With
-    ``markers`` the queries return ``by-modality`` markers instead of study records.
+    ``markers`` the queries return ``by-modality`` markers, which carry the study's attributes
+    in place of study records.
     ``selective`` is False when no index narrows the studies (choice 7 above).
     """
 

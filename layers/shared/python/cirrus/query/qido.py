@@ -37,7 +37,7 @@ from cirrus.index.models import (
 from cirrus.query.matching import Constraint
 from cirrus.query.params import QidoQuery, parse_qido_params
 from cirrus.query.plan import SERIES_UID, StudyPlan, plan_studies
-from cirrus.query.sources import KeyQuery, ReadCap, merged, studies_of_markers
+from cirrus.query.sources import KeyQuery, ReadCap, distinct_studies, merged
 
 # The maximum number of candidates a search without a usable index reads before it stops with a
 # Warning.
@@ -180,7 +180,7 @@ class _Search:
     def _constrained(self) -> bool:
         return any(not c.is_universal for c in self.constraints)
 
-    # Candidates, each read by a DynamoDB Query, BatchGetItem or GetItem.
+    # Candidates, each read by a DynamoDB Query or GetItem.
 
     def matches(self) -> Iterator[_Candidate]:
         for candidate in self._candidates():
@@ -220,7 +220,7 @@ class _Search:
         needed = UNINDEXED_READ_LIMIT if capped else self.needed
         records = merged(self.model, list(plan.queries), needed)
         if plan.markers:
-            records = studies_of_markers(self.model, records, self.needed)
+            records = distinct_studies(records)
         if capped:
             records = self.cap.apply(records)
         for record in records:

@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Any, Final
 
-from cirrus.index.models import STUDY, IndexRecord
+from cirrus.index.models import IndexRecord
 
 # The largest Query page this module asks for. DynamoDB also stops a page at 1 MB.
 MAX_PAGE_SIZE: Final = 1000
-# BatchGetItem takes at most 100 keys.
-MAX_BATCH_GET: Final = 100
 
 # The range attribute of each index, by the name of the model's index attribute.
 RANGE_ATTRIBUTES: Final = {
@@ -81,7 +79,7 @@ def merged(model: type[IndexRecord], queries: list[KeyQuery], needed: int) -> It
     """Yield the records of several Queries on one index, merged in sort key order.
 
     A record that several Queries return is yielded once. The markers of one study under two
-    modalities are two records, which ``studies_of_markers`` turns into one study.
+    modalities are two records, which ``distinct_studies`` turns into one study.
     """
     if not queries:
         return iter(())
@@ -113,33 +111,17 @@ def _without_repeats(records: Iterable[IndexRecord]) -> Iterator[IndexRecord]:
         previous = key
 
 
-def studies_of_markers(
-    model: type[IndexRecord], markers: Iterator[IndexRecord], chunk: int
-) -> Iterator[IndexRecord]:
-    """Yield the study record of each ``by-modality`` marker, in the markers' order.
+def distinct_studies(markers: Iterable[IndexRecord]) -> Iterator[IndexRecord]:
+    """Yield the first ``by-modality`` marker of each study, in the markers' order.
 
-    Study records are read with BatchGetItem, ``chunk`` keys at a time. A marker whose study
-    record is gone (a study deleted meanwhile) yields nothing.
+    A marker carries the study's attributes, counts and sets, so it stands in for the study
+    record. A study listed under several requested modalities has a marker in each partition.
     """
-    chunk = max(1, min(MAX_BATCH_GET, chunk))
     seen: set[str] = set()
-    while True:
-        batch = []
-        for marker in markers:
-            if marker.pk in seen:
-                continue
+    for marker in markers:
+        if marker.pk not in seen:
             seen.add(marker.pk)
-            batch.append(marker.pk)
-            if len(batch) == chunk:
-                break
-        if not batch:
-            return
-        found = {record.pk: record for record in model.batch_get([(pk, STUDY) for pk in batch])}
-        for pk in batch:
-            if pk in found:
-                yield found[pk]
-        if len(batch) < chunk:
-            return
+            yield marker
 
 
 @dataclass
