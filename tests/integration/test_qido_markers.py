@@ -6,6 +6,7 @@ the study record. Instances are ingested into moto as in production.
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydicom.uid import BasicTextSRStorage, MRImageStorage, generate_uid
 
 from cirrus.archive import archive_instance
 from cirrus.config import ResourceNames, Settings
+from cirrus.errors import StoreUnavailableError
 from cirrus.index.deletion import IndexDeleter
 from cirrus.index.models import IndexRecord, study_pk
 from cirrus.ingest import ObjectEvent, ingest_object
@@ -98,6 +100,34 @@ def test_markers_follow_stores(services: Services) -> None:
         assert match["00201208"]["Value"] == [5]
         assert match["00080061"]["Value"] == ["CT", "MR"]
         assert match["00100020"]["Value"] == ["MARKERS-1"]
+
+
+def test_markers_follow_concurrent_stores(services: Services) -> None:
+    study = generate_uid()
+    series = {modality: generate_uid() for modality in ("CT", "MR", "SR")}
+    instances = [
+        _instance(study, series[modality], modality, "MARKERS-5")
+        for modality in ("CT", "MR", "SR", "CT", "MR", "SR", "CT", "MR", "SR", "CT", "CT", "CT")
+    ]
+
+    def store_until_indexed(ds: Dataset) -> int:
+        # Redelivers after a conflict, as the ingest queue does.
+        for attempt in range(10):
+            try:
+                _store(services, ds)
+                return attempt
+            except StoreUnavailableError:
+                continue
+        raise AssertionError(f"{ds.SOPInstanceUID} was not indexed after 10 deliveries")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(store_until_indexed, instances))
+
+    _assert_markers_in_step(services, study, {"CT", "MR", "SR"})
+    for modality in ("CT", "MR", "SR"):
+        [match] = _by_modality(services, modality, "MARKERS-5")
+        assert match["00201206"]["Value"] == [3]
+        assert match["00201208"]["Value"] == [12]
 
 
 def test_replacement_recomputes_sets(services: Services) -> None:
