@@ -1,9 +1,8 @@
 """Decoded colour over HTTP: frames and transcoded instances of pydicom's JPEG colour files.
 
-Octet-stream frames and an instance transcoded to a native syntax carry the same YCbCr values,
-and the instance is labelled YBR_FULL. Re-encoding to another compressed syntax converts to
-RGB and labels the instance RGB. The reference values come from pylibjpeg, the decoder that
-Cirrus tries first.
+Octet-stream frames, frames re-encoded in another syntax and a transcoded instance carry the
+same YCbCr values, and the instance is labelled YBR_FULL. The reference values come from
+pylibjpeg, the decoder that Cirrus tries first.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from pydicom.encaps import encapsulate
+from pydicom.pixels import pixel_array
 from pydicom.pixels.decoders.base import get_decoder
 
 from cirrus.config import Settings
@@ -25,6 +26,8 @@ from tests.pydicom_files import bundled
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 RLE = "1.2.840.10008.1.2.5"
+JPEG_LS = "1.2.840.10008.1.2.4.80"
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 DICOM = 'multipart/related; type="application/dicom"'
 OCTETS = 'multipart/related; type="application/octet-stream"'
 # JPEG Baseline files whose codestream is YCbCr, with the Photometric Interpretation they store.
@@ -113,13 +116,40 @@ def test_ybr_instance_native_is_ybr_full(stack: Stack, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(YBR_FILES))
-def test_ybr_instance_compressed_is_rgb(stack: Stack, name: str) -> None:
+def test_ybr_instance_compressed_keeps_ycbcr(stack: Stack, name: str) -> None:
     original = store_file(stack, bundled(name))
+    ycbcr = decoded(original, as_rgb=False)
 
-    ds = transcoded(stack, original, RLE)
+    for syntax in (RLE, JPEG_LS, JPEG_2000_LOSSLESS):
+        ds = transcoded(stack, original, syntax)
+        assert ds.PhotometricInterpretation == "YBR_FULL", syntax
+        pixels = pixel_array(ds, as_rgb=False)
+        first = pixels[0] if int(ds.get("NumberOfFrames", 1)) > 1 else pixels
+        assert np.array_equal(first, ycbcr), syntax
 
-    assert ds.PhotometricInterpretation == "RGB"
-    assert np.array_equal(first_frame(ds)[1], decoded(original, as_rgb=True))
+
+@pytest.mark.parametrize("name", sorted(YBR_FILES))
+def test_ybr_frames_reencoded_keep_ycbcr(stack: Stack, name: str) -> None:
+    original = store_file(stack, bundled(name))
+    url = f"{instance_url(stack, original)}/frames/1"
+    options = {
+        "rows": original.Rows,
+        "columns": original.Columns,
+        "samples_per_pixel": 3,
+        "bits_allocated": 8,
+        "bits_stored": 8,
+        "pixel_representation": 0,
+        "photometric_interpretation": "YBR_FULL",
+        "planar_configuration": 0,
+        "number_of_frames": 1,
+    }
+
+    for media_type, syntax in (("image/jls", JPEG_LS), ("image/jp2", JPEG_2000_LOSSLESS)):
+        (part,) = get_parts(url, f'multipart/related; type="{media_type}"')
+        assert part.content_type == f"{media_type}; transfer-syntax={syntax}"
+        decoder = get_decoder(pydicom.uid.UID(syntax))
+        array, _ = decoder.as_array(encapsulate([part.body]), as_rgb=False, **options)
+        assert np.array_equal(array, decoded(original, as_rgb=False)), media_type
 
 
 def test_rgb_jpeg_stays_rgb(stack: Stack) -> None:

@@ -9,7 +9,8 @@ Only lossless encoders are used, so no transcode loses information. JPEG-LS Near
 (1.2.840.10008.1.2.4.81) is produced with NEAR=0, which is lossless. JPEG Baseline, JPEG
 Extended, JPEG 2000 (1.2.840.10008.1.2.4.91, for which pydicom 3.0 requires a lossy option)
 and the other lossy syntaxes are sent only as stored. Decoded lossy data keeps Lossy Image
-Compression (0028,2110) as "01".
+Compression (0028,2110) as "01". Decoded YBR colour keeps its YCbCr values in every syntax
+produced, and only ``frame_array``, which rendering uses, converts it to RGB.
 
 Explicit VR Big Endian is never produced. Implicit VR Little Endian is produced only on
 request, because PS3.18 8.7.3 bars it from web services. docs/transfer-syntaxes.md lists what
@@ -111,7 +112,7 @@ class Frame:
     """One frame of native pixels: little endian bytes with the attributes that describe them.
 
     Colour frames are interleaved (Planar Configuration 0). ``photometric`` is the
-    interpretation of these bytes, which is RGB for YBR data that the decoder converted.
+    interpretation of these bytes (see ``native_photometric``).
     """
 
     data: bytes
@@ -203,9 +204,7 @@ def transcode(data: bytes, target: UID) -> bytes:
     if source == target and "TransferSyntaxUID" in ds.file_meta:
         return data
     if "PixelData" in ds:
-        # TODO: re-encoding still converts YBR colour to RGB, because the lossless encoders
-        # are not tested with YBR_FULL input. Native targets keep the YCbCr values.
-        _to_native(ds, source, as_rgb=target.is_compressed)
+        _to_native(ds, source)
         if target.is_compressed:
             _compress(ds, target)
     elif target.is_compressed and _has_native_only_elements(ds):
@@ -215,11 +214,11 @@ def transcode(data: bytes, target: UID) -> bytes:
     return _write(ds, target)
 
 
-def decode_frames(ds: Dataset, numbers: Sequence[int], *, as_rgb: bool = True) -> list[Frame]:
+def decode_frames(ds: Dataset, numbers: Sequence[int]) -> list[Frame]:
     """Decode the 1-based ``numbers`` of the frames of ``ds`` to native little endian pixels.
 
-    With ``as_rgb`` False, YBR colour keeps its YCbCr values and the frames are YBR_FULL (see
-    ``native_photometric``). Raises ``TranscodeError`` when no installed plugin can decode them.
+    YBR colour keeps its YCbCr values, without conversion to RGB. Raises ``TranscodeError``
+    when no installed plugin can decode them.
     """
     source = transfer_syntax_of(ds)
     if not can_decode(source):
@@ -228,7 +227,7 @@ def decode_frames(ds: Dataset, numbers: Sequence[int], *, as_rgb: bool = True) -
     errors: list[str] = []
     for plugin in _decoding_plugins(source):
         try:
-            decoded = _iter_frames(ds, indices, plugin, as_rgb)
+            decoded = _iter_frames(ds, indices, plugin, as_rgb=False)
             return [_frame(array, meta) for array, meta in decoded]
         except CODEC_ERRORS as exc:
             errors.append(f"{plugin or 'numpy'}: {error_reason(exc)}")
@@ -357,11 +356,11 @@ def _pixel_trailer(target: UID) -> bytes:
     return struct.pack("<HHI", 0xFFFE, 0xE0DD, 0) if target.is_compressed else b""
 
 
-def _to_native(ds: Dataset, source: UID, as_rgb: bool) -> None:
+def _to_native(ds: Dataset, source: UID) -> None:
     """Replace compressed or big endian Pixel Data of ``ds`` with native little endian.
 
-    With ``as_rgb``, YBR colour is converted to RGB, else it keeps its values as YBR_FULL.
-    Photometric Interpretation is set to match the new Pixel Data either way.
+    YBR colour keeps its YCbCr values, and Photometric Interpretation is set to match the new
+    Pixel Data (see ``native_photometric``).
     """
     if not source.is_transfer_syntax:
         raise TranscodeError(f"{source} is not a transfer syntax that pydicom can decode")
@@ -372,22 +371,22 @@ def _to_native(ds: Dataset, source: UID, as_rgb: bool) -> None:
                 f"decoded Pixel Data would have {length} bytes, "
                 "more than a 32-bit value length allows"
             )
-        _decompress(ds, source, as_rgb)
+        _decompress(ds, source)
     elif source == ExplicitVRBigEndian:
         numbers = range(1, int(ds.get("NumberOfFrames") or 1) + 1)
-        frames = decode_frames(ds, numbers, as_rgb=as_rgb)
+        frames = decode_frames(ds, numbers)
         _set_native_pixels(ds, frames)
 
 
-def _decompress(ds: Dataset, source: UID, as_rgb: bool) -> None:
+def _decompress(ds: Dataset, source: UID) -> None:
     if not can_decode(source):
         raise TranscodeError(f"no decoder is installed for transfer syntax {source}")
     errors: list[str] = []
     for plugin in _decoding_plugins(source):
         try:
-            # as_rgb converts YBR colour to RGB and relabels it. Without it, pydicom keeps the
-            # label YBR_FULL_422, which native_photometric corrects.
-            ds.decompress(decoding_plugin=plugin, as_rgb=as_rgb, generate_instance_uid=False)
+            # Without as_rgb, pydicom keeps the YCbCr values and also the label YBR_FULL_422,
+            # which native_photometric corrects.
+            ds.decompress(decoding_plugin=plugin, as_rgb=False, generate_instance_uid=False)
             ds.PhotometricInterpretation = native_photometric(ds.PhotometricInterpretation)
             return
         except CODEC_ERRORS as exc:

@@ -11,10 +11,10 @@ The Accept header selects a media type and transfer syntax for the frames (see
 - frames requested in another compressed syntax are decoded, then encoded losslessly.
 
 Decoded YBR colour is sent as YCbCr, without conversion to RGB, so that the colour model of
-Photometric Interpretation in the instance's metadata stays true for the octets. A JPEG
-decoder returns a CB and CR value for every pixel, so frames of an instance stored as
+Photometric Interpretation in the instance's metadata stays true for the frames. A JPEG
+decoder returns a CB and CR value for every pixel, so decoded frames of an instance stored as
 YBR_FULL_422 are YBR_FULL, three bytes a pixel, as in the instance transcoded to Explicit VR
-Little Endian. Frames encoded into another compressed syntax are converted to RGB first.
+Little Endian. Frames encoded into another syntax carry the same values.
 
 One frame requested with a bare media type (``Accept: image/jls``) is sent as a single-part
 body. Otherwise the response is multipart/related, one part for each frame, and each part
@@ -179,9 +179,7 @@ def _produce(source: _FrameSource, choice: Choice, numbers: list[int]) -> list[b
             native = _native_frames(source, numbers)
             if native is not None:
                 return native
-        # YCbCr values stay as they are: see the module docstring.
-        decoded = decode_frames(source.dataset(), numbers, as_rgb=False)
-        return [frame.data for frame in decoded]
+        return [frame.data for frame in decode_frames(source.dataset(), numbers)]
     decoded = decode_frames(source.dataset(), numbers)
     return [encode_frame(frame, target) for frame in decoded]
 
