@@ -193,3 +193,25 @@ def test_delete_settles_markers(services: Services) -> None:
     [match] = _by_modality(services, "CT", "MARKERS-4")
     assert match["00201206"]["Value"] == [1]
     assert match["00201208"]["Value"] == [1]
+
+
+def test_delete_after_mixed_replacement(services: Services) -> None:
+    study, series = generate_uid(), generate_uid()
+    first = _instance(study, series, "CT", "MARKERS-6")
+    _store(services, first)
+    _store(services, _instance(study, series, "CT", "MARKERS-6"))
+    replaced = copy.deepcopy(first)
+    replaced.Modality = "MR"
+    _store(services, replaced)
+    _assert_markers_in_step(services, study, {"CT", "MR"})
+    deleter = IndexDeleter(services.index_model)
+    [mr] = [i for i in deleter.find(SITE, study, series) if i.key.sop == first.SOPInstanceUID]
+
+    assert deleter.remove(mr)
+    deleter.settle(SITE, study, [series])
+
+    _assert_markers_in_step(services, study, {"CT"})
+    assert _by_modality(services, "MR", "MARKERS-6") == []
+    model = services.index_model
+    series_record = model.get(study_pk(SITE, study), f"SERIES#{series}", consistent_read=True)
+    assert series_record.modalities == {"CT"}

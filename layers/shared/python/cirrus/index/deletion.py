@@ -189,10 +189,13 @@ class IndexDeleter:
                 deletes=[(record, unchanged)],
                 updates=[(model(pk, STUDY), [model.series_count.add(-1)], model.pk.exists())],
             )
-        sop_classes = self._sop_classes(pk, f"{INSTANCE}#{series}#")
-        return self._transact_or_conflict(
-            updates=[(record, [_set_or_remove(model.sop_classes, sop_classes)], unchanged)]
-        )
+        prefix = f"{INSTANCE}#{series}#"
+        modalities = self._modalities(pk, prefix, set(record.modalities or ()))
+        actions = [
+            _set_or_remove(model.sop_classes, self._sop_classes(pk, prefix)),
+            _set_or_remove(model.modalities, modalities),
+        ]
+        return self._transact_or_conflict(updates=[(record, actions, unchanged)])
 
     def _settle_study(self, site: str, study: str) -> bool:
         model = self._model
@@ -232,6 +235,17 @@ class IndexDeleter:
             if value:
                 classes.add(str(value[0]))
         return classes
+
+    def _modalities(self, pk: str, prefix: str, series_modalities: set[str]) -> set[str]:
+        """Return the modalities of the instance records under ``prefix``.
+
+        An instance indexed without its own modality counts with ``series_modalities``.
+        """
+        model = self._model
+        modalities: set[str] = set()
+        for record in model.query(pk, model.sk.startswith(prefix), consistent_read=True):
+            modalities |= set(record.modalities or series_modalities)
+        return modalities
 
     def _transact_or_conflict(
         self,
