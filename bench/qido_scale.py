@@ -1,11 +1,12 @@
 """QIDO-RS study searches at 1,000 and 100,000 studies, on the local stack's moto child.
 
-Loads synthetic index records straight into DynamoDB with batch writes. They are the study,
-series, instance and modality marker records that ingest writes, built with the same model
-and key functions, without S3 objects. Then it runs each search kind through ``QidoService``
-many times and prints, per kind and scale, the median latency, the items DynamoDB read per
-returned match (ScannedCount of each Query, plus every item of a GetItem or BatchGetItem) and
-the Scan calls, which must be zero.
+Loads synthetic index records straight into DynamoDB with batch writes, into one table per
+scale on one moto process. They are the study, series, instance and modality marker records
+that ingest writes, built with the same model and key functions, without S3 objects. Then it
+runs each search kind through ``QidoService`` many times, the scales taking turns run by run
+so that the machine's load affects each scale alike. It prints, per kind and scale, the
+median latency, the items DynamoDB read per returned match (ScannedCount of each Query, plus
+every item of a GetItem or BatchGetItem) and the Scan calls, which must be zero.
 
     .venv/bin/python bench/qido_scale.py --scales 1000 100000 --runs 30
 
@@ -213,29 +214,53 @@ class Measured:
     matches: float
 
 
-def measure(
-    qido: QidoService, counter: ReadCounter, params: Callable[[], dict[str, str]], runs: int
-) -> Measured:
-    timings, items, matches, scans = [], 0, 0, 0
-    for _ in range(3):  # unmeasured runs open the connections first
-        warm = {name: [value] for name, value in params().items()}
-        qido.search(site=SITE, level="STUDY", params=warm, base_url=BASE)
-    for _ in range(runs):
-        query = {name: [value] for name, value in params().items()}
+@dataclass
+class Scale:
+    """One table loaded with ``studies`` studies, and the search service reading it."""
+
+    studies: int
+    qido: QidoService
+    counter: ReadCounter
+    kinds: dict[str, Callable[[], dict[str, str]]]
+    timings: dict[str, list[float]] = field(default_factory=dict)
+    items: dict[str, int] = field(default_factory=dict)
+    matches: dict[str, int] = field(default_factory=dict)
+    scans: dict[str, int] = field(default_factory=dict)
+
+    def search(self, name: str, *, measured: bool) -> None:
+        query = {key: [value] for key, value in self.kinds[name]().items()}
         query["limit"] = ["25"]
-        before_items, before_scans = counter.items, counter.scans
+        before_items, before_scans = self.counter.items, self.counter.scans
         started = time.perf_counter()
-        result = qido.search(site=SITE, level="STUDY", params=query, base_url=BASE)
-        timings.append(time.perf_counter() - started)
-        items += counter.items - before_items
-        scans += counter.scans - before_scans
-        matches += len(result.matches)
-    return Measured(
-        median_ms=statistics.median(timings) * 1000,
-        items_per_match=items / matches if matches else float("nan"),
-        scans=scans,
-        matches=matches / runs,
-    )
+        result = self.qido.search(site=SITE, level="STUDY", params=query, base_url=BASE)
+        elapsed = time.perf_counter() - started
+        if not measured:
+            return
+        self.timings.setdefault(name, []).append(elapsed)
+        self.items[name] = self.items.get(name, 0) + self.counter.items - before_items
+        self.scans[name] = self.scans.get(name, 0) + self.counter.scans - before_scans
+        self.matches[name] = self.matches.get(name, 0) + len(result.matches)
+
+    def measured(self, name: str) -> Measured:
+        runs = len(self.timings[name])
+        matches = self.matches[name]
+        return Measured(
+            median_ms=statistics.median(self.timings[name]) * 1000,
+            items_per_match=self.items[name] / matches if matches else float("nan"),
+            scans=self.scans[name],
+            matches=matches / runs,
+        )
+
+
+def load_scale(settings: Settings, studies: int) -> Scale:
+    """Create a table of its own for ``studies`` studies and load it."""
+    model = bind_index_model(settings)
+    counter = ReadCounter()
+    model._get_connection().connection.client.meta.events.register("after-call.dynamodb.*", counter)
+    data = Synthetic()
+    seconds = load(model, 0, studies, data)
+    print(f"loaded {studies} studies in {seconds:.1f} s", flush=True)
+    return Scale(studies, QidoService(model), counter, search_kinds(data, random.Random(studies)))
 
 
 def main() -> None:
@@ -246,30 +271,24 @@ def main() -> None:
     use_local_credentials()
     moto = start_moto()
     try:
-        settings = create_resources(
-            Settings.for_names(ResourceNames(deployment="bench"), endpoint_url=moto.endpoint_url)
-        )
-        model = bind_index_model(settings)
-        counter = ReadCounter()
-        client = model._get_connection().connection.client
-        client.meta.events.register("after-call.dynamodb.*", counter)
-        qido = QidoService(model)
-        data = Synthetic()
-        results: dict[int, dict[str, Measured]] = {}
-        loaded = 0
-        for scale in sorted(args.scales):
-            seconds = load(model, loaded, scale - loaded, data)
-            print(f"loaded {scale - loaded} studies in {seconds:.1f} s", flush=True)
-            loaded = scale
-            kinds = search_kinds(data, random.Random(scale))
+        scales = []
+        for studies in sorted(args.scales):
+            names = ResourceNames(deployment=f"bench{studies}")
+            settings = create_resources(Settings.for_names(names, endpoint_url=moto.endpoint_url))
+            scales.append(load_scale(settings, studies))
+        for name in scales[0].kinds:
             # The search without an index reads 2,000 records a run, so it runs fewer times.
-            results[scale] = {
-                name: measure(
-                    qido, counter, params, min(args.runs, 5) if "no index" in name else args.runs
-                )
-                for name, params in kinds.items()
-            }
-        _print_table(results)
+            runs = min(args.runs, 5) if "no index" in name else args.runs
+            for scale in scales:  # unmeasured runs open the connections first
+                for _ in range(3):
+                    scale.search(name, measured=False)
+            # The scales take turns, so a change in the machine's load reaches all of them.
+            for run in range(runs):
+                for scale in scales if run % 2 == 0 else reversed(scales):
+                    scale.search(name, measured=True)
+        _print_table(
+            {scale.studies: {n: scale.measured(n) for n in scale.kinds} for scale in scales}
+        )
     finally:
         moto.stop()
 
