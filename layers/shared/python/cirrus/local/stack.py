@@ -195,6 +195,10 @@ def _check_port_free(name: str, host: str, port: int) -> None:
     if port == 0:
         return
     with socket.socket() as probe:
+        # The gateway (pynetdicom) and Werkzeug both set SO_REUSEADDR, so connections in
+        # TIME-WAIT from the previous run do not stop them, and must not stop this check. A
+        # listening socket still makes the bind fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
