@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
-from cirrus.errors import CirrusError, InvalidInstanceError, NotFoundError, StoreUnavailableError
+from cirrus.errors import (
+    CirrusError,
+    InstanceTooLargeError,
+    InvalidInstanceError,
+    NotFoundError,
+    StoreUnavailableError,
+)
 from cirrus.gateway.status import (
     CANNOT_UNDERSTAND,
     DATA_SET_DOES_NOT_MATCH,
@@ -27,6 +33,7 @@ from cirrus.gateway.status import (
         (InvalidInstanceError("bytes are garbage", undecodable=True), CANNOT_UNDERSTAND, None),
         (InvalidInstanceError("no StudyInstanceUID"), DATA_SET_DOES_NOT_MATCH, None),
         (StoreUnavailableError("S3 failed"), OUT_OF_RESOURCES, STORE_UNAVAILABLE_COMMENT),
+        (InstanceTooLargeError("inflates too far", undecodable=True), OUT_OF_RESOURCES, None),
         (NotFoundError("object missing"), INTERNAL_ERROR, INTERNAL_ERROR_COMMENT),
     ],
 )

@@ -11,7 +11,7 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_client.web import _load_xml_dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
 
 from cirrus.config import Settings
 from cirrus.dicomweb import stow
@@ -200,6 +200,21 @@ def test_none_stored_409(stack: Stack) -> None:
     assert reasons(body) == [0xC000, 0x0122]
     assert "not a storage SOP class" in response.headers["Warning"]
     assert stack.instance_keys() == []
+
+
+def test_deflate_bomb_0xA700(stack: Stack) -> None:
+    bomb = fresh()
+    bomb.Rows, bomb.Columns = 1000, 12_000
+    bomb.PixelData = bytes(24 * 1024**2)
+    bomb.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    fine = fresh("MR_small.dcm")
+
+    response = post_instances(f"{stack.url}/studies", [encode(bomb), encode(fine)])
+
+    assert response.status_code == 202
+    assert reasons(response.json()) == [0xA700]
+    assert "inflates to more than" in response.headers["Warning"]
+    assert len(stack.instance_keys()) == 1
 
 
 def test_unexpected_part_error_0110(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

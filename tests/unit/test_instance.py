@@ -7,12 +7,19 @@ from io import BytesIO
 
 import pydicom
 import pytest
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from cirrus.archive import check_instance
 from cirrus.dicom.dicomjson import dataset_to_json, find_bulk_element, instance_metadata
-from cirrus.dicom.instance import parse_instance
+from cirrus.dicom.instance import (
+    INFLATION_RATIO,
+    MAX_INFLATED_BYTES,
+    MIN_INFLATED_LIMIT,
+    inflation_limit,
+    parse_instance,
+)
 from cirrus.dicom.scan import TruncatedError
-from cirrus.errors import InvalidInstanceError
+from cirrus.errors import InstanceTooLargeError, InvalidInstanceError
 from tests.pydicom_files import bundled
 
 FILES = [
@@ -135,3 +142,32 @@ def test_image_without_pixel_data_is_rejected() -> None:
     cut = pixel.value_offset - 12  # the start of the (7FE0,0010) element header
     with pytest.raises(InvalidInstanceError, match="CT Image Storage instance has no Pixel Data"):
         check_instance(data[:cut], "default")
+
+
+def _deflated_ct(pixel_bytes: int) -> bytes:
+    """Return CT_small in Deflated Explicit VR LE with ``pixel_bytes`` of zero Pixel Data."""
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds.Rows, ds.Columns = 1000, pixel_bytes // 2000
+    ds.PixelData = bytes(pixel_bytes)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    with BytesIO() as buffer:
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+
+def test_deflate_bomb_is_refused_before_inflating() -> None:
+    data = _deflated_ct(24 * 1024**2)
+    assert len(data) < 100_000  # zeros deflate about a thousand times
+
+    with pytest.raises(InstanceTooLargeError, match="inflates to more than 16777216 bytes"):
+        check_instance(data, "default")
+
+
+def test_deflated_instance_within_limit_is_read() -> None:
+    header = parse_instance(_deflated_ct(4 * 1024**2))
+
+    assert header.dataset.Rows == 1000
+    assert header.pixel_data is not None
+    assert inflation_limit(10) == MIN_INFLATED_LIMIT
+    assert inflation_limit(1024**2) == INFLATION_RATIO * 1024**2
+    assert inflation_limit(1024**3) == MAX_INFLATED_BYTES

@@ -48,17 +48,22 @@ class ArchivedInstance:
     header: InstanceHeader
 
 
-def check_instance(part10: bytes, site: str) -> CheckedInstance:
+def check_instance(
+    part10: bytes, site: str, header: InstanceHeader | None = None
+) -> CheckedInstance:
     """Parse and check a whole Part 10 object.
 
-    Raises ``InvalidInstanceError`` naming what is missing or malformed.
+    A caller that parsed ``part10`` already passes the result as ``header``, so that a deflated
+    data set is not inflated twice. Raises ``InvalidInstanceError`` naming what is missing or
+    malformed.
     """
     if len(part10) > MAX_OBJECT_BYTES:
         raise InvalidInstanceError(
             f"instance of {len(part10)} bytes is larger than the {MAX_OBJECT_BYTES} bytes "
             "one object may hold"
         )
-    header = parse_instance(part10)
+    if header is None:
+        header = parse_instance(part10)
     try:
         key = header.instance_key(site)
         sop_class = check_uid("SOPClassUID (0008,0016)", str(header.dataset.get("SOPClassUID", "")))

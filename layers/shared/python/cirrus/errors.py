@@ -25,6 +25,13 @@ class InvalidInstanceError(CirrusError):
         self.undecodable = undecodable
 
 
+class InstanceTooLargeError(InvalidInstanceError):
+    """The instance would need more memory than the archive grants one object.
+
+    It maps to Out of Resources (0xA700) in C-STORE and STOW-RS.
+    """
+
+
 class InvalidRequestError(CirrusError):
     """A request parameter or header is malformed."""
 

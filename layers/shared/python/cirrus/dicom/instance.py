@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Final
 
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
@@ -33,7 +32,7 @@ from cirrus.dicom.scan import (
     read_element,
     scan_elements,
 )
-from cirrus.errors import InvalidInstanceError
+from cirrus.errors import InstanceTooLargeError, InvalidInstanceError
 from cirrus.storage.keys import InstanceKey, check_uid
 
 logger = logging.getLogger(__name__)
@@ -42,6 +41,16 @@ PREAMBLE_LENGTH: Final = 128
 MAGIC: Final = b"DICM"
 _META_START: Final = PREAMBLE_LENGTH + len(MAGIC)
 _EXPLICIT_LE: Final = Encoding(implicit_vr=False, little_endian=True)
+
+# A deflated data set is inflated in memory, and the retrieve path holds it about three times
+# over in a function of 3008 MB. It may therefore inflate to at most INFLATION_RATIO times its
+# stream and never past MAX_INFLATED_BYTES, the largest upload the service takes. By our
+# estimate deflate shrinks image data 2 to 10 times, and mostly black images some 30 times,
+# so 64 leaves room, while zeros (about 1000 times) are refused. The floor spares small objects.
+INFLATION_RATIO: Final = 64
+MIN_INFLATED_LIMIT: Final = 16 * 1024**2
+MAX_INFLATED_BYTES: Final = 512 * 1024**2
+_INFLATE_CHUNK: Final = 1024**2
 
 # Exceptions pydicom raises on malformed input, besides its own InvalidDicomError.
 DECODING_ERRORS: Final = (NotImplementedError, ValueError, TypeError, KeyError, UnicodeError)
@@ -186,14 +195,10 @@ def _read_tail(header: InstanceHeader, data: bytes, pixel: RawElement, enc: Enco
 
 
 def _parse_deflated(data: bytes, meta_end: int, file_meta: FileMetaDataset) -> InstanceHeader:
-    # dcmread stops silently at the end of a truncated deflate stream, so the stream and the
-    # data set in it are checked first.
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    inflated = inflater.decompress(data[meta_end:])
-    if not inflater.eof:
-        raise InvalidInstanceError("deflated data set is truncated", undecodable=True)
+    inflated = inflate_dataset(memoryview(data)[meta_end:])
     scan_elements(inflated, 0, _EXPLICIT_LE)
-    ds = pydicom.dcmread(BytesIO(data))
+    ds = _read_raw_dataset(inflated, _EXPLICIT_LE)
+    del inflated
     location = None
     if "PixelData" in ds:
         # Offsets inside a deflated stream are useless for ranged reads: bulk data of a
@@ -201,6 +206,41 @@ def _parse_deflated(data: bytes, meta_end: int, file_meta: FileMetaDataset) -> I
         location = PixelDataLocation(vr=ds["PixelData"].VR, value_offset=-1, length=None)
         del ds.PixelData
     return InstanceHeader(file_meta, ds, location)
+
+
+def inflation_limit(stream_length: int) -> int:
+    """Return the most bytes a deflated data set of ``stream_length`` bytes may inflate to."""
+    return min(MAX_INFLATED_BYTES, max(MIN_INFLATED_LIMIT, INFLATION_RATIO * stream_length))
+
+
+def inflate_dataset(stream: memoryview) -> bytes:
+    """Inflate the raw deflate ``stream`` of a data set (PS3.5 A.5), within ``inflation_limit``.
+
+    The stream is inflated in chunks, so a stream that would exceed the limit is refused
+    once the limit is reached, before the memory is spent. Raises ``InstanceTooLargeError``
+    then, and ``InvalidInstanceError`` for a truncated stream (dcmread would stop silently
+    at its end).
+    """
+    limit = inflation_limit(len(stream))
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    chunks: list[bytes] = []
+    size = 0
+    pending: bytes | memoryview = stream
+    while not inflater.eof:
+        chunk = inflater.decompress(pending, min(_INFLATE_CHUNK, limit + 1 - size))
+        if not chunk:
+            break  # the input gives no more output before the end: the stream is cut short
+        size += len(chunk)
+        if size > limit:
+            raise InstanceTooLargeError(
+                f"deflated data set of {len(stream)} bytes inflates to more than {limit} "
+                f"bytes, the most this archive inflates for a stream of that size"
+            )
+        chunks.append(chunk)
+        pending = inflater.unconsumed_tail
+    if not inflater.eof:
+        raise InvalidInstanceError("deflated data set is truncated", undecodable=True)
+    return b"".join(chunks)
 
 
 def _file_meta_end(data: bytes, complete: bool) -> int:

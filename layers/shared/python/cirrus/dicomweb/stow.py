@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from pydicom.uid import UID
 
-from cirrus.archive import ArchivedInstance, archive_instance
+from cirrus.archive import ArchivedInstance, archive_instance, check_instance
 from cirrus.dicom.instance import parse_instance
 from cirrus.dicomweb.media import parse_accept, parse_media_type
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, parse_multipart_related
@@ -32,6 +32,7 @@ from cirrus.dicomweb.native_xml import DICOM_XML_MEDIA_TYPE, to_native_xml
 from cirrus.dicomweb.wado import DICOM_JSON_MEDIA_TYPE, DICOM_MEDIA_TYPE, instance_url, study_url
 from cirrus.errors import (
     ConflictError,
+    InstanceTooLargeError,
     InvalidInstanceError,
     InvalidRequestError,
     NotAcceptableError,
@@ -201,7 +202,8 @@ def _store_part(
     claims: InstanceClaims | None,
 ) -> ArchivedInstance | Failure:
     try:
-        dataset = parse_instance(part10).dataset
+        header = parse_instance(part10)
+        dataset = header.dataset
         sop_class = str(dataset.get("SOPClassUID", "")) or None
         sop_instance = str(dataset.get("SOPInstanceUID", "")) or None
         instance_study = str(dataset.get("StudyInstanceUID", ""))
@@ -228,7 +230,8 @@ def _store_part(
             sop_instance,
         )
     try:
-        return archive_instance(store, site, part10, claims=claims)
+        checked = check_instance(part10, site, header)
+        return archive_instance(store, site, part10, checked=checked, claims=claims)
     except ConflictError as exc:
         return Failure(
             number, FailureReason.DUPLICATE_SOP_INSTANCE, str(exc), sop_class, sop_instance
@@ -259,6 +262,8 @@ def _is_known_non_storage_uid(uid: str | None) -> bool:
 
 
 def _reason(exc: InvalidInstanceError) -> FailureReason:
+    if isinstance(exc, InstanceTooLargeError):
+        return FailureReason.OUT_OF_RESOURCES
     if exc.undecodable:
         return FailureReason.CANNOT_UNDERSTAND
     return FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS

@@ -19,12 +19,14 @@ from pydicom.dataset import Dataset
 from cirrus.errors import (
     CirrusError,
     ConflictError,
+    InstanceTooLargeError,
     InvalidInstanceError,
     StoreUnavailableError,
 )
 
 SUCCESS: Final = 0x0000
-# Refused: Out of Resources. S3 failed or timed out, and the same request can succeed later.
+# Refused: Out of Resources. S3 failed or timed out, and the same request can succeed later,
+# or a deflated data set inflates past the limit of cirrus.dicom.instance.
 OUT_OF_RESOURCES: Final = 0xA700
 # Also Refused: Out of Resources, for an error that Cirrus did not expect. The data set may
 # well be valid, and Cannot understand (Cxxx) would wrongly blame it and tell the modality
@@ -60,6 +62,8 @@ class StoreFailure:
 
 def failure_for_error(exc: CirrusError) -> StoreFailure:
     """Map an error of the write path to its C-STORE failure; this is the only such table."""
+    if isinstance(exc, InstanceTooLargeError):
+        return StoreFailure(OUT_OF_RESOURCES, str(exc), str(exc))
     if isinstance(exc, InvalidInstanceError):
         status = CANNOT_UNDERSTAND if exc.undecodable else DATA_SET_DOES_NOT_MATCH
         return StoreFailure(status, str(exc), str(exc))
