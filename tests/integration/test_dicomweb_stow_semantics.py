@@ -217,6 +217,18 @@ def test_deflate_bomb_0xA700(stack: Stack) -> None:
     assert len(stack.instance_keys()) == 1
 
 
+def test_invalid_uid_0xA900(stack: Stack) -> None:
+    bad = fresh()
+    bad.SeriesInstanceUID = "1.2..3"
+
+    response = post_instances(f"{stack.url}/studies", [encode(bad)])
+
+    assert response.status_code == 409
+    assert reasons(response.json()) == [0xA900]
+    assert "'1.2..3' is not a valid UID" in response.headers["Warning"]
+    assert stack.instance_keys() == []
+
+
 def test_unexpected_part_error_0110(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = fresh(), fresh("MR_small.dcm")
     original = stow.archive_instance

@@ -171,3 +171,29 @@ def test_deflated_instance_within_limit_is_read() -> None:
     assert inflation_limit(10) == MIN_INFLATED_LIMIT
     assert inflation_limit(1024**2) == INFLATION_RATIO * 1024**2
     assert inflation_limit(1024**3) == MAX_INFLATED_BYTES
+
+
+def _with_uid(keyword: str, uid: str) -> bytes:
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    setattr(ds, keyword, uid)
+    with BytesIO() as buffer:
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "uid", ["abc", "1..2", ".1.2", "1.2.", "1.2-3", "1.2.3_x", "1.02.3", "1.2.3.ABC", "1" * 65]
+)
+@pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SOPInstanceUID", "SOPClassUID"])
+def test_invalid_uid_is_rejected(keyword: str, uid: str) -> None:
+    with pytest.raises(InvalidInstanceError, match=r"is not a valid UID; PS3\.5 9\.1") as info:
+        check_instance(_with_uid(keyword, uid), "default")
+    assert keyword in str(info.value)
+    assert not info.value.undecodable
+
+
+@pytest.mark.parametrize("uid", ["0", "0.1", "1.20.300", "2.25." + "9" * 58])
+def test_conformant_uid_is_accepted(uid: str) -> None:
+    checked = check_instance(_with_uid("SeriesInstanceUID", uid), "default")
+
+    assert checked.key.series == uid

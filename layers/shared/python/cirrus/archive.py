@@ -16,7 +16,7 @@ from pydicom.uid import UID
 from cirrus.dicom.instance import DECODING_ERRORS, InstanceHeader, parse_instance
 from cirrus.errors import InvalidInstanceError
 from cirrus.index.claims import InstanceClaims
-from cirrus.storage.keys import InstanceKey, check_uid, is_conformant_uid
+from cirrus.storage.keys import InstanceKey, check_conformant_uid, check_uid
 from cirrus.storage.objects import ObjectStore, StoredObject
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,13 @@ MAX_OBJECT_BYTES: Final = 5 * 1024**3
 # Float Pixel Data or Double Float Pixel Data (PS3.3 C.7.6.3).
 _IMAGE_SUFFIX: Final = "Image Storage"
 _PIXEL_TAGS: Final = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+# The UIDs that must follow PS3.5 9.1 in a new instance, named as in error messages.
+_CONFORMANT_UIDS: Final = (
+    "StudyInstanceUID (0020,000D)",
+    "SeriesInstanceUID (0020,000E)",
+    "SOPInstanceUID (0008,0018)",
+    "SOPClassUID (0008,0016)",
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,8 @@ def check_instance(
     if header is None:
         header = parse_instance(part10)
     try:
+        for keyword in _CONFORMANT_UIDS:
+            check_conformant_uid(keyword, str(header.dataset.get(keyword.split()[0], "")))
         key = header.instance_key(site)
         sop_class = check_uid("SOPClassUID (0008,0016)", str(header.dataset.get("SOPClassUID", "")))
     except DECODING_ERRORS as exc:
@@ -75,9 +84,6 @@ def check_instance(
     has_pixels = header.pixel_data is not None or any(t in header.dataset for t in _PIXEL_TAGS)
     if name.endswith(_IMAGE_SUFFIX) and not has_pixels:
         raise InvalidInstanceError(f"{name} instance has no Pixel Data (7FE0,0010)")
-    for keyword, uid in (("StudyInstanceUID", key.study), ("SeriesInstanceUID", key.series)):
-        if not is_conformant_uid(uid):
-            logger.warning("non-conformant UID accepted", extra={"keyword": keyword, "uid": uid})
     return CheckedInstance(header, key, sop_class)
 
 

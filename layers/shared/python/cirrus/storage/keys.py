@@ -17,8 +17,9 @@ from cirrus.errors import InvalidInstanceError
 INSTANCE_SUFFIX: Final = ".dcm"
 
 _SITE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
-# PS3.5 9.1 allows only digits and dots in a UID. Letters, '-' and '_' occur in real files from
-# non-conformant senders; they are safe in a key, so they are accepted rather than rejected.
+# The write path takes only UIDs that follow PS3.5 9.1 (check_conformant_uid). Keys are checked
+# more loosely: letters, '-' and '_' are safe in a key, so an object that an older version
+# archived with such a UID is still indexed.
 _KEY_SAFE_UID = re.compile(r"[0-9A-Za-z._-]{1,64}")
 _CONFORMANT_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _INSTANCE_KEY = re.compile(
@@ -40,13 +41,30 @@ def check_uid(keyword: str, uid: str) -> str:
         raise InvalidInstanceError(f"instance has no {keyword}; the sender must set it")
     if not _KEY_SAFE_UID.fullmatch(uid):
         raise InvalidInstanceError(
-            f"{keyword} {uid!r} is not a valid UID; use digits and '.', at most 64 characters"
+            f"{keyword} {uid!r} cannot be part of an object key; use at most 64 letters, "
+            "digits, '.', '-' and '_'"
+        )
+    return uid
+
+
+def check_conformant_uid(keyword: str, uid: str) -> str:
+    """Return ``uid`` if it follows PS3.5 9.1, else raise ``InvalidInstanceError``."""
+    if not uid:
+        raise InvalidInstanceError(f"instance has no {keyword}; the sender must set it")
+    if not is_conformant_uid(uid):
+        raise InvalidInstanceError(
+            f"{keyword} {uid!r} is not a valid UID; PS3.5 9.1 allows at most 64 characters, "
+            "in components of digits separated by single '.', without leading zeros"
         )
     return uid
 
 
 def is_conformant_uid(uid: str) -> bool:
-    """Tell whether ``uid`` follows PS3.5 9.1 (digits and dots, no leading zeros)."""
+    """Tell whether ``uid`` follows PS3.5 9.1.
+
+    Components are digits, separated by single dots, none empty, none with a leading zero
+    unless it is the single digit 0, and the whole UID has at most 64 characters.
+    """
     return len(uid) <= 64 and _CONFORMANT_UID.fullmatch(uid) is not None
 
 
