@@ -731,6 +731,30 @@ def test_thumbnails(dicomweb: Dicomweb) -> None:
         assert max(Image.open(BytesIO(response.content)).size) <= 128, url
 
 
+def test_thumbnail_parameters(dicomweb: Dicomweb) -> None:
+    ds = read_test_file("MR_small.dcm")
+    dicomweb.client.store_instances([ds])
+    dicomweb.ingest_all()
+    series = f"{dicomweb.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    png, jpeg = {"Accept": "image/png"}, {"Accept": "image/jpeg"}
+    for url in (f"{_instance_url(dicomweb, ds)}/thumbnail", f"{series}/thumbnail"):
+        small = requests.get(url, params={"viewport": "32,32"}, headers=png, timeout=30)
+        assert small.status_code == 200, url
+        assert Image.open(BytesIO(small.content)).size == (32, 32), url
+
+        plain = requests.get(url, headers=png, timeout=30).content
+        windowed = requests.get(url, params={"window": "100,50,linear"}, headers=png, timeout=30)
+        assert windowed.status_code == 200, url
+        assert windowed.content != plain, url
+
+        best = requests.get(url, params={"quality": "100"}, headers=jpeg, timeout=30)
+        worst = requests.get(url, params={"quality": "1"}, headers=jpeg, timeout=30)
+        assert len(worst.content) < len(best.content), url
+
+        for params in ({"viewport": "abc"}, {"quality": "0"}, {"window": "1"}):
+            assert requests.get(url, params=params, timeout=30).status_code == 400, (url, params)
+
+
 def test_rendered_frame_past_last(dicomweb: Dicomweb) -> None:
     ds = read_test_file("rtdose.dcm")
     dicomweb.client.store_instances([ds])

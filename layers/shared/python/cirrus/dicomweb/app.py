@@ -37,9 +37,9 @@ from cirrus.dicomweb.errors import (
 )
 from cirrus.dicomweb.frames import parse_frame_list, retrieve_frames
 from cirrus.dicomweb.rendered import (
-    THUMBNAIL_VIEWPORT,
     RenderOptions,
     parse_render_options,
+    parse_thumbnail_options,
     render_frames,
     render_instance,
 )
@@ -452,14 +452,14 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
     @app.get(f"{_INSTANCE}/thumbnail")
     def _thumbnail(study: str, series: str, instance: str) -> Response[bytes]:
-        options = RenderOptions(viewport=THUMBNAIL_VIEWPORT)
+        options = parse_thumbnail_options(query_params(app.current_event))
         return rendered((unquote(study), unquote(series), unquote(instance)), 1, options)
 
     @app.get("/studies/<study>/series/<series>/thumbnail")
     def _series_thumbnail(study: str, series: str) -> Response[bytes]:
+        options = parse_thumbnail_options(query_params(app.current_event))
         refs = reader.instances(site, unquote(study), unquote(series))
         middle = refs[len(refs) // 2]
-        options = RenderOptions(viewport=THUMBNAIL_VIEWPORT)
         return rendered((middle.study, middle.series, middle.sop), 1, options)
 
     # A bulk data path has slashes (00880200/0/7FE00010), which a route parameter cannot

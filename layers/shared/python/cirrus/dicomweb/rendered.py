@@ -13,7 +13,7 @@ frames come as multipart/related, one image a part.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from typing import Any, Final
 
@@ -91,6 +91,14 @@ def parse_render_options(params: dict[str, list[str]]) -> RenderOptions:
             raise InvalidRequestError(f"quality must be an integer from 1 to 100, not {value!r}")
         quality = int(value)
     return RenderOptions(window, viewport, quality)
+
+
+def parse_thumbnail_options(params: dict[str, list[str]]) -> RenderOptions:
+    """Read the parameters of a thumbnail request: as for rendered, with a 128-pixel viewport."""
+    options = parse_render_options(params)
+    if options.viewport is None:
+        return replace(options, viewport=THUMBNAIL_VIEWPORT)
+    return options
 
 
 def render_instance(
