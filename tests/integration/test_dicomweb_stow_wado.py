@@ -618,6 +618,8 @@ def test_head_like_get_without_body(dicomweb: Dicomweb) -> None:
     assert get.status_code == 200
     assert head.status_code == 200
     assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert head.headers["Content-Length"] == get.headers["Content-Length"]
+    assert head.headers["Content-Length"] != "0"
     assert head.content == b""
 
 
@@ -787,16 +789,30 @@ def test_bulkdata_byte_ranges(dicomweb: Dicomweb) -> None:
     dicomweb.client.store_instances([ds])
     dicomweb.ingest_all()
     url = f"{_instance_url(dicomweb, ds)}/bulkdata/7FE00010"
+    size = len(ds.PixelData)
     cases = {
-        "bytes=0-9": ds.PixelData[:10],
-        "bytes=100-": ds.PixelData[100:],
-        "bytes=-4": ds.PixelData[-4:],
+        "bytes=0-9": (ds.PixelData[:10], f"bytes 0-9/{size}"),
+        "bytes=100-": (ds.PixelData[100:], f"bytes 100-{size - 1}/{size}"),
+        "bytes=-4": (ds.PixelData[-4:], f"bytes {size - 4}-{size - 1}/{size}"),
+        "bytes=-999999": (ds.PixelData, f"bytes 0-{size - 1}/{size}"),
+        f"bytes={size - 1}-999999": (ds.PixelData[-1:], f"bytes {size - 1}-{size - 1}/{size}"),
+        "BYTES=0-0": (ds.PixelData[:1], f"bytes 0-0/{size}"),
     }
-    for header, expected in cases.items():
+    for header, (expected, content_range) in cases.items():
         response = requests.get(url, headers={"Range": header}, timeout=10)
         assert response.status_code == 206, header
+        assert response.headers["Content-Range"] == content_range, header
         parts = parse_multipart_related(response.headers["Content-Type"], response.content).parts
         assert [part.body for part in parts] == [expected], header
-    for header in ("bytes=999999-", "items=0-1", "bytes=5-2"):
+        assert parts[0].headers.get("content-range") == content_range, header
+    # RFC 9110 14.2: a server ignores a Range of another unit, and may ignore an invalid one
+    # or several ranges. Then the whole value is sent with 200.
+    for header in ("items=0-1", "bytes=5-2", "bytes=abc", "bytes=0-1,5-6", "bytes=-", "bytes"):
+        response = requests.get(url, headers={"Range": header}, timeout=10)
+        assert response.status_code == 200, header
+        assert "Content-Range" not in response.headers, header
+        parts = parse_multipart_related(response.headers["Content-Type"], response.content).parts
+        assert [part.body for part in parts] == [ds.PixelData], header
+    for header in (f"bytes={size}-", "bytes=999999-1000000", "bytes=-0"):
         response = requests.get(url, headers={"Range": header}, timeout=10)
         assert response.status_code == 416, header

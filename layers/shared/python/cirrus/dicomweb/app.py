@@ -473,8 +473,11 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
         byte_range = event.headers.get("Range")
         representation = retrieve_bulkdata(store, reader, site, uids, path, accept, byte_range)
         response = _binary(representation)
-        if byte_range is not None:
+        if representation.content_range is not None:
             response.status_code = int(HTTPStatus.PARTIAL_CONTENT)
+            # The part carries the same header. This one lets a client read the range without
+            # parsing the body, although the bytes it names are those of the part.
+            response.headers["Content-Range"] = representation.content_range
         return response
 
 

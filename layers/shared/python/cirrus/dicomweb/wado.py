@@ -35,6 +35,7 @@ from cirrus.dicomweb.negotiation import (
     acceptable_types,
     describe,
     instance_choices,
+    producible_syntaxes,
 )
 from cirrus.errors import NotAcceptableError, NotFoundError, RangeNotSatisfiableError
 from cirrus.index.reader import IndexReader, InstanceRef
@@ -55,10 +56,15 @@ _SOP_UID: Final = "00080018"
 
 @dataclass(frozen=True)
 class Representation:
-    """A response body with its Content-Type."""
+    """A response body with its Content-Type.
+
+    ``content_range`` is set for a 206 response: the Content-Range value (RFC 9110 14.4) of the
+    bytes sent, such as ``bytes 0-9/32768``.
+    """
 
     body: bytes
     content_type: str
+    content_range: str | None = None
 
 
 def study_url(base_url: str, study: str) -> str:
@@ -177,7 +183,9 @@ def retrieve_bulkdata(
     """Return the value of one bulk data element as a one-part multipart/related body.
 
     With ``byte_range`` (the Range header, ``bytes=first-last``, ``bytes=first-`` or
-    ``bytes=-suffix``), the part holds only those bytes of the value.
+    ``bytes=-suffix``), the part holds only those bytes of the value, and both the part and the
+    representation carry their Content-Range. A Range header that RFC 9110 14.2 lets a server
+    ignore (another unit, invalid syntax, several ranges) is ignored, so the whole value is sent.
 
     ``ref_uids`` are the study, series and SOP Instance UIDs, and ``path`` is the element's bulk
     data path (``7FE00010``, ``00880200/0/7FE00010``). Top-level Pixel Data is read with a
@@ -189,29 +197,55 @@ def retrieve_bulkdata(
         )
     ref = reader.instance(site, *ref_uids)
     value = _bulk_value(store, ref, path)
-    if byte_range is not None:
-        value = value[_byte_slice(byte_range, len(value))]
-    body, content_type = build_multipart_related(
-        [Part(value, content_type=OCTET_STREAM)], OCTET_STREAM
+    selected = None if byte_range is None else _byte_slice(byte_range, len(value))
+    if selected is None:
+        body, content_type = build_multipart_related(
+            [Part(value, content_type=OCTET_STREAM)], OCTET_STREAM
+        )
+        return Representation(body, content_type)
+    content_range = f"bytes {selected.start}-{selected.stop - 1}/{len(value)}"
+    part = Part(
+        value[selected], content_type=OCTET_STREAM, headers={"content-range": content_range}
     )
-    return Representation(body, content_type)
+    body, content_type = build_multipart_related([part], OCTET_STREAM)
+    return Representation(body, content_type, content_range)
 
 
-def _byte_slice(header: str, size: int) -> slice:
-    """Return the slice of one byte range (RFC 9110 14.1.2), or raise ``RangeNotSatisfiable``."""
-    unit, _, spec = header.partition("=")
+def _byte_slice(header: str, size: int) -> slice | None:
+    """Return the slice that one byte range (RFC 9110 14.1.2) selects from ``size`` bytes.
+
+    Returns None for a header that RFC 9110 14.2 lets a server ignore: a unit other than
+    bytes, invalid syntax, a last-pos before first-pos, or several ranges, which this server
+    does not support. Raises ``RangeNotSatisfiableError`` for a valid range that selects no
+    byte: a first-pos at or past the end, or a suffix length of 0.
+    """
+    unit, equals, spec = header.partition("=")
+    if not equals or unit.strip().lower() != "bytes" or "," in spec:
+        return None
     first, dash, last = spec.strip().partition("-")
-    valid = unit.strip() == "bytes" and dash and "," not in spec
-    if valid and not first and last.isdigit() and int(last) > 0:
-        return slice(max(size - int(last), 0), size)
-    if valid and first.isdigit() and (not last or last.isdigit()):
-        start, end = int(first), (int(last) + 1 if last else size)
-        if start < size and end > start:
-            return slice(start, min(end, size))
+    first_valid = first == "" or _is_digits(first)
+    last_valid = last == "" or _is_digits(last)
+    if not dash or not first_valid or not last_valid or not (first or last):
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix > 0 and size > 0:
+            return slice(max(size - suffix, 0), size)
+    else:
+        start = int(first)
+        if last and int(last) < start:
+            return None
+        if start < size:
+            return slice(start, min(int(last) + 1, size) if last else size)
     raise RangeNotSatisfiableError(
-        f"range {header!r} does not select bytes of a {size}-byte value; give one range, "
-        "bytes=first-last"
+        f"range {header!r} selects no byte of the {size}-byte value; request a range that "
+        f"starts before byte {size}, or omit Range for the whole value"
     )
+
+
+def _is_digits(text: str) -> bool:
+    """Tell whether ``text`` is one or more ASCII digits, the DIGIT of RFC 9110 14.1.1."""
+    return text.isascii() and text.isdigit()
 
 
 def require_dicom_json(accept: str | None) -> None:
@@ -233,7 +267,7 @@ def _choices_for(acceptable: Acceptable, ref: InstanceRef) -> list[Choice]:
         raise NotAcceptableError(
             f"instance {ref.sop} is stored in transfer syntax {stored_syntax(ref)} and cannot "
             f"be sent as {describe(acceptable)}; ask for transfer-syntax=* to receive it as "
-            "stored, or for Explicit VR Little Endian (1.2.840.10008.1.2.1)"
+            f"stored, or for one of {', '.join(producible_syntaxes(stored_syntax(ref)))}"
         )
     return choices
 
@@ -249,7 +283,7 @@ def _instance_part(ref: InstanceRef, data: bytes, choices: list[Choice]) -> Part
         try:
             converted = transcode(data, choice.transfer_syntax)
         except TranscodeError as exc:
-            reasons.append(f"{choice.transfer_syntax}: {exc}")
+            reasons.append(f"to {choice.transfer_syntax} ({exc})")
             continue
         logger.info(
             "instance transcoded",
@@ -265,7 +299,7 @@ def _instance_part(ref: InstanceRef, data: bytes, choices: list[Choice]) -> Part
         return Part(converted, content_type=choice.part_type)
     raise NotAcceptableError(
         f"instance {ref.sop} could not be converted from transfer syntax "
-        f"{stored_syntax(ref)}: {'; '.join(reasons)}"
+        f"{stored_syntax(ref)} {'; nor '.join(reasons)}"
     )
 
 
