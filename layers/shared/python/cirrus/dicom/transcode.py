@@ -494,10 +494,21 @@ def native_photometric(decoded: str) -> str:
 
 
 def error_reason(exc: BaseException) -> str:
-    """Return the first line of an error from pydicom or a codec, at most 200 characters.
+    """Return an error from pydicom or a codec on one line, at most 400 characters.
 
-    Some of these messages run to many lines or carry a traceback.
+    Some of these messages run to many lines or carry a traceback. The first line is kept, and
+    when it ends with a colon, so are the indented lines that follow it: pydicom lists there
+    the values a codec refused, or the error of each plugin.
     """
     lines = str(exc).strip().splitlines()
-    first = lines[0] if lines else type(exc).__name__
-    return first[:200]
+    if not lines:
+        return type(exc).__name__
+    reason = lines[0].strip()
+    if reason.endswith(":"):
+        details = []
+        for line in lines[1:]:
+            if not line[:1].isspace() or line.strip().startswith('File "'):
+                break
+            details.append(line.strip())
+        reason = f"{reason} {'; '.join(details)}" if details else reason.rstrip(":")
+    return reason[:400]

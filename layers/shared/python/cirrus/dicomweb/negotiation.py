@@ -28,7 +28,14 @@ from typing import Final
 
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
-from cirrus.dicom.transcode import can_decode, can_encode, is_compressed, is_lossy
+from cirrus.dicom.transcode import (
+    LOSSLESS_ENCODINGS,
+    NATIVE_TARGETS,
+    can_decode,
+    can_encode,
+    is_compressed,
+    is_lossy,
+)
 from cirrus.dicomweb.media import MediaType, format_media_type, parse_accept, rejected_ranges
 from cirrus.dicomweb.multipart import MULTIPART_RELATED
 
@@ -95,6 +102,8 @@ class Acceptable:
 
     types: list[AcceptableType]
     rejected: list[AcceptableType]
+    # The Accept value, which error messages name when none of its types is served here.
+    header: str | None = None
 
     def excludes(self, choice: Choice) -> bool:
         """Tell whether a ``q=0`` range names ``choice``.
@@ -122,7 +131,7 @@ def acceptable_types(
     default = next(iter(root_types))
     types = _reduce(parse_accept(accept), root_types, default, single_part)
     rejected = _reduce(rejected_ranges(accept), root_types, default, single_part, wildcards=False)
-    return Acceptable(types, rejected)
+    return Acceptable(types, rejected, accept)
 
 
 def instance_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
@@ -176,7 +185,9 @@ def describe(acceptable: Acceptable) -> str:
         f"{requested.media_type} ({requested.transfer_syntax or 'default transfer syntax'})"
         for requested in acceptable.types
     ]
-    return ", ".join(names) or "nothing"
+    if names:
+        return ", ".join(names)
+    return acceptable.header.strip()[:200] if acceptable.header else "the default media type"
 
 
 def _reduce(
@@ -225,6 +236,14 @@ def _default_syntax(media_type: str) -> UID:
 def _any_syntax(stored: UID) -> UID:
     """Return the syntax that ``transfer-syntax=*`` selects for an instance stored in ``stored``."""
     return ExplicitVRLittleEndian if stored == ExplicitVRBigEndian else stored
+
+
+def producible_syntaxes(stored: UID) -> list[UID]:
+    """Return the transfer syntaxes an instance stored in ``stored`` can be sent in, sorted."""
+    targets = {*NATIVE_TARGETS, *LOSSLESS_ENCODINGS}
+    if is_compressed(stored):
+        targets.add(stored)
+    return sorted(syntax for syntax in targets if _can_produce(stored, syntax))
 
 
 def _can_produce(stored: UID, target: UID) -> bool:
