@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydicom
 import pytest
 from pydicom.uid import (
     JPEG2000,
@@ -14,15 +15,19 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from cirrus.dicom.transcode import CODEC_ERRORS, error_reason
 from cirrus.dicomweb.negotiation import (
     DICOM_MEDIA_TYPE,
     FRAME_ROOT_TYPES,
     OCTET_STREAM,
     acceptable_types,
+    describe,
     frame_choices,
     instance_choices,
+    producible_syntaxes,
 )
 from cirrus.errors import InvalidRequestError
+from tests.pydicom_files import bundled
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 DICOM_TYPE = 'multipart/related; type="application/dicom"'
@@ -168,3 +173,36 @@ def test_frames_single_part_needs_one_frame() -> None:
     acceptable = acceptable_types("image/jls", FRAME_ROOT_TYPES, single_part=True)
     (choice,) = frame_choices(acceptable, ExplicitVRLittleEndian)
     assert choice.multipart is False
+
+
+def test_refused_accept_is_named() -> None:
+    acceptable = acceptable_types("image/png", FRAME_ROOT_TYPES, single_part=True)
+
+    assert frame_choices(acceptable, ExplicitVRLittleEndian) == []
+    assert describe(acceptable) == "image/png"
+
+
+def test_producible_syntaxes_of_native_instance() -> None:
+    syntaxes = producible_syntaxes(ExplicitVRLittleEndian)
+
+    assert {RLELossless, JPEGLSLossless, JPEG2000Lossless, ExplicitVRLittleEndian} <= set(syntaxes)
+    assert ExplicitVRBigEndian not in producible_syntaxes(ExplicitVRBigEndian)
+
+
+@pytest.mark.parametrize(
+    ("syntax", "detail"),
+    [
+        (JPEGLSLossless, "(0028,0100) Bits Allocated: 32"),
+        (JPEG2000Lossless, "pylibjpeg: Invalid 'bits_stored' value '32'"),
+    ],
+)
+def test_codec_reason_keeps_its_details(syntax: UID, detail: str) -> None:
+    ds = pydicom.dcmread(bundled("SC_rgb_rle_32bit_2frame.dcm"))
+    ds.decompress()
+    with pytest.raises(CODEC_ERRORS) as info:
+        ds.compress(syntax)
+
+    reason = error_reason(info.value)
+    assert detail in reason
+    assert "\n" not in reason
+    assert not reason.endswith(":")
