@@ -10,10 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
+import pydicom
 import pytest
 from botocore.config import Config
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from cirrus.aws import AwsClients
@@ -153,3 +154,22 @@ def test_success_only_after_s3_acknowledged(
     ((status, key),) = result
     assert status.Status == SUCCESS
     assert archive.size(key) > 0
+
+
+def test_deflate_bomb_is_out_of_resources(
+    archive: ObjectStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path, key = fresh_ct(tmp_path)
+    bomb = pydicom.dcmread(path)
+    bomb.Rows, bomb.Columns = 1000, 12_000
+    bomb.PixelData = bytes(24 * 1024**2)
+    bomb.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    bomb.save_as(path, enforce_file_format=True)
+
+    with gateway_on(archive) as gateway:
+        with associate(gateway.port, [(CTImageStorage, DeflatedExplicitVRLittleEndian)]) as assoc:
+            status = send_file_as_is(monkeypatch, assoc, path)
+
+    assert status.Status == OUT_OF_RESOURCES
+    assert "inflates to more than" in status.ErrorComment
+    assert key not in stored_objects(archive)
