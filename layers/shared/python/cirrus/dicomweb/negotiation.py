@@ -180,7 +180,10 @@ def frame_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
 
 
 def describe(acceptable: Acceptable) -> str:
-    """Return the requested representations for an error message, such as ``image/jls (*)``."""
+    """Return the requested representations for an error message, such as ``image/jls (*)``.
+
+    When no range of the Accept value names a type of the resource, the value itself is named.
+    """
     names = [
         f"{requested.media_type} ({requested.transfer_syntax or 'default transfer syntax'})"
         for requested in acceptable.types

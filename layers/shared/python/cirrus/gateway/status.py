@@ -25,8 +25,8 @@ from cirrus.errors import (
 )
 
 SUCCESS: Final = 0x0000
-# Refused: Out of Resources. S3 failed or timed out, and the same request can succeed later,
-# or a deflated data set inflates past the limit of cirrus.dicom.instance.
+# Refused: Out of Resources. S3 failed or timed out (the same request can succeed later), or
+# a deflated data set inflates past the limit set in cirrus.dicom.instance.
 OUT_OF_RESOURCES: Final = 0xA700
 # Also Refused: Out of Resources, for an error that Cirrus did not expect. The data set may
 # well be valid, and Cannot understand (Cxxx) would wrongly blame it and tell the modality
