@@ -44,6 +44,13 @@ class NotAcceptableError(CirrusError):
     """No representation the client accepts can be produced."""
 
 
+class DamagedInstanceError(CirrusError):
+    """A stored instance cannot be parsed or decoded, so the request cannot be served.
+
+    The request is valid and the stored data is at fault, so DICOMweb sends 500, not 406.
+    """
+
+
 class NotFoundError(CirrusError):
     """The study, series, instance or bulk data element does not exist for this caller."""
 

@@ -46,7 +46,7 @@ from pydicom.uid import (
 )
 
 from cirrus.dicom.instance import DECODING_ERRORS
-from cirrus.errors import NotAcceptableError
+from cirrus.errors import DamagedInstanceError, NotAcceptableError
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,14 @@ CODEC_ERRORS: Final = (*DECODING_ERRORS, RuntimeError, AttributeError, IndexErro
 
 class TranscodeError(NotAcceptableError):
     """The stored data cannot be produced in the requested transfer syntax."""
+
+
+class UndecodableDataError(DamagedInstanceError, TranscodeError):
+    """The stored object or its Pixel Data cannot be parsed or decoded by any plugin.
+
+    It is a ``TranscodeError``, so callers still try their other representations, and its
+    status is that of ``DamagedInstanceError`` (500) because the stored data is at fault.
+    """
 
 
 @dataclass(frozen=True)
@@ -231,7 +239,7 @@ def decode_frames(ds: Dataset, numbers: Sequence[int]) -> list[Frame]:
             return [_frame(array, meta) for array, meta in decoded]
         except CODEC_ERRORS as exc:
             errors.append(f"{plugin or 'numpy'}: {error_reason(exc)}")
-    raise TranscodeError(
+    raise UndecodableDataError(
         f"frames in transfer syntax {source} could not be decoded ({'; '.join(errors)})"
     )
 
@@ -250,7 +258,7 @@ def frame_array(ds: Dataset, number: int) -> tuple[np.ndarray, dict[str, Any]]:
             return next(_iter_frames(ds, [number - 1], plugin, as_rgb=True))
         except CODEC_ERRORS as exc:
             errors.append(f"{plugin or 'numpy'}: {error_reason(exc)}")
-    raise TranscodeError(
+    raise UndecodableDataError(
         f"frame {number} in transfer syntax {source} could not be decoded ({'; '.join(errors)})"
     )
 
@@ -287,7 +295,9 @@ def _read(data: bytes) -> Dataset:
     try:
         return pydicom.dcmread(BytesIO(data), force=True)
     except (pydicom.errors.InvalidDicomError, *CODEC_ERRORS) as exc:
-        raise TranscodeError(f"the stored object could not be parsed: {error_reason(exc)}") from exc
+        raise UndecodableDataError(
+            f"the stored object could not be parsed: {error_reason(exc)}"
+        ) from exc
 
 
 def _write(ds: Dataset, target: UID) -> bytes:
@@ -391,7 +401,7 @@ def _decompress(ds: Dataset, source: UID) -> None:
             return
         except CODEC_ERRORS as exc:
             errors.append(f"{plugin}: {error_reason(exc)}")
-    raise TranscodeError(f"Pixel Data in {source} could not be decoded ({'; '.join(errors)})")
+    raise UndecodableDataError(f"Pixel Data in {source} could not be decoded ({'; '.join(errors)})")
 
 
 def _compress(ds: Dataset, target: UID) -> None:

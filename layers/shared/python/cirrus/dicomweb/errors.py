@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler import Response
 from cirrus.errors import (
     CirrusError,
     ConflictError,
+    DamagedInstanceError,
     InvalidInstanceError,
     InvalidRequestError,
     NotAcceptableError,
@@ -43,6 +44,7 @@ HTTP_STATUS: Final[dict[type[CirrusError], HTTPStatus]] = {
     PayloadTooLargeError: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaTypeError: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     StoreUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
+    DamagedInstanceError: HTTPStatus.INTERNAL_SERVER_ERROR,
 }
 
 

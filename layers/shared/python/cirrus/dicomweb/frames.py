@@ -37,6 +37,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from cirrus.dicom.transcode import (
     CODEC_ERRORS,
     TranscodeError,
+    UndecodableDataError,
     decode_frames,
     encode_frame,
     error_reason,
@@ -52,7 +53,12 @@ from cirrus.dicomweb.negotiation import (
     frame_choices,
 )
 from cirrus.dicomweb.wado import Representation, stored_syntax
-from cirrus.errors import InvalidRequestError, NotAcceptableError, NotFoundError
+from cirrus.errors import (
+    DamagedInstanceError,
+    InvalidRequestError,
+    NotAcceptableError,
+    NotFoundError,
+)
 from cirrus.index.attributes import first_value
 from cirrus.index.reader import IndexReader, InstanceRef
 from cirrus.storage.objects import ObjectStore
@@ -94,7 +100,9 @@ def retrieve_frames(
 
     Raises ``InvalidRequestError`` for a malformed list, ``NotFoundError`` for a frame past the
     last one or an instance without Pixel Data, and ``NotAcceptableError`` when the frames
-    cannot be produced in any representation that ``accept`` allows.
+    cannot be produced in any representation that ``accept`` allows. Raises
+    ``DamagedInstanceError`` when the stored object cannot be parsed or decoded, or its Pixel
+    Data is shorter than the frames it declares.
     """
     numbers = parse_frame_list(frame_list)
     ref = reader.instance(site, *uids)
@@ -118,11 +126,13 @@ def retrieve_frames(
         )
     source = _FrameSource(store, ref, metadata, count)
     reasons = []
+    damaged = False
     for choice in choices:
         try:
             frames = _produce(source, choice, numbers)
         except TranscodeError as exc:
             reasons.append(f"{choice.media_type} ({choice.transfer_syntax}): {exc}")
+            damaged = damaged or isinstance(exc, DamagedInstanceError)
             logger.info(
                 "frames not produced in one acceptable representation",
                 extra={
@@ -138,9 +148,8 @@ def retrieve_frames(
         parts = [Part(frame, content_type=choice.part_type) for frame in frames]
         body, content_type = build_multipart_related(parts, choice.media_type)
         return Representation(body, content_type)
-    raise NotAcceptableError(
-        f"frames of instance {ref.sop} could not be produced: {'; '.join(reasons)}"
-    )
+    message = f"frames of instance {ref.sop} could not be produced: {'; '.join(reasons)}"
+    raise DamagedInstanceError(message) if damaged else NotAcceptableError(message)
 
 
 @dataclass
@@ -162,7 +171,7 @@ class _FrameSource:
             try:
                 self._dataset = pydicom.dcmread(BytesIO(self.store.get(self.ref.object_key)))
             except (InvalidDicomError, *CODEC_ERRORS) as exc:
-                raise TranscodeError(
+                raise UndecodableDataError(
                     f"the stored object could not be parsed: {error_reason(exc)}"
                 ) from exc
             if "PixelData" not in self._dataset:
@@ -198,13 +207,35 @@ def _native_frames(source: _FrameSource, numbers: list[int]) -> list[bytes] | No
     ref = source.ref
     if ref.pixel_offset is None:
         value = source.dataset().PixelData
+        _check_frames_fit(ref, numbers, frame_size, len(value))
         return [value[(n - 1) * frame_size : n * frame_size] for n in numbers]
+    # Without an indexed length, the end of the object bounds the Pixel Data.
+    available = ref.pixel_length if ref.pixel_length is not None else ref.size - ref.pixel_offset
+    _check_frames_fit(ref, numbers, frame_size, available)
     frames = []
     for number in numbers:
         start = ref.pixel_offset + (number - 1) * frame_size
         data, _ = source.store.get_range(ref.object_key, start, start + frame_size)
+        if len(data) < frame_size:
+            raise UndecodableDataError(
+                f"frame {number} of instance {ref.sop} has {len(data)} of its {frame_size} "
+                "bytes in the stored object; the stored object is damaged"
+            )
         frames.append(data)
     return frames
+
+
+def _check_frames_fit(
+    ref: InstanceRef, numbers: list[int], frame_size: int, available: int
+) -> None:
+    """Raise ``UndecodableDataError`` when ``available`` Pixel Data bytes lack a frame."""
+    last = max(numbers)
+    if last * frame_size > available:
+        raise UndecodableDataError(
+            f"instance {ref.sop} has {available} bytes of Pixel Data, fewer than the "
+            f"{last * frame_size} that frame {last} of {frame_size} bytes needs; the stored "
+            "object is damaged"
+        )
 
 
 def _encapsulated_frames(source: _FrameSource, numbers: list[int]) -> list[bytes]:
@@ -213,6 +244,6 @@ def _encapsulated_frames(source: _FrameSource, numbers: list[int]) -> list[bytes
         frames = list(generate_frames(value, number_of_frames=source.count))
         return [frames[number - 1] for number in numbers]
     except (ValueError, IndexError) as exc:
-        raise TranscodeError(
+        raise UndecodableDataError(
             f"the encapsulated Pixel Data is malformed: {error_reason(exc)}"
         ) from exc

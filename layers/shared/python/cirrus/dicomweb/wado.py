@@ -37,7 +37,12 @@ from cirrus.dicomweb.negotiation import (
     instance_choices,
     producible_syntaxes,
 )
-from cirrus.errors import NotAcceptableError, NotFoundError, RangeNotSatisfiableError
+from cirrus.errors import (
+    DamagedInstanceError,
+    NotAcceptableError,
+    NotFoundError,
+    RangeNotSatisfiableError,
+)
 from cirrus.index.reader import IndexReader, InstanceRef
 from cirrus.storage.objects import ObjectStore
 
@@ -275,6 +280,7 @@ def _choices_for(acceptable: Acceptable, ref: InstanceRef) -> list[Choice]:
 def _instance_part(ref: InstanceRef, data: bytes, choices: list[Choice]) -> Part:
     """Return the part of the first choice that can be produced from the stored ``data``."""
     reasons = []
+    damaged = False
     for choice in choices:
         # An object stored without file meta is rewritten, so every part is Part 10.
         if choice.transfer_syntax == ref.transfer_syntax:
@@ -284,6 +290,7 @@ def _instance_part(ref: InstanceRef, data: bytes, choices: list[Choice]) -> Part
             converted = transcode(data, choice.transfer_syntax)
         except TranscodeError as exc:
             reasons.append(f"to {choice.transfer_syntax} ({exc})")
+            damaged = damaged or isinstance(exc, DamagedInstanceError)
             continue
         logger.info(
             "instance transcoded",
@@ -297,10 +304,11 @@ def _instance_part(ref: InstanceRef, data: bytes, choices: list[Choice]) -> Part
             },
         )
         return Part(converted, content_type=choice.part_type)
-    raise NotAcceptableError(
+    message = (
         f"instance {ref.sop} could not be converted from transfer syntax "
         f"{stored_syntax(ref)} {'; nor '.join(reasons)}"
     )
+    raise DamagedInstanceError(message) if damaged else NotAcceptableError(message)
 
 
 def _accepts_multipart(ranges: Sequence[MediaType], root_type: str) -> bool:
