@@ -140,13 +140,62 @@ def test_params_fuzzy_warns() -> None:
     assert "fuzzymatching is not supported" in query.warnings[0]
 
 
-@pytest.mark.parametrize("value", ["abc", "2020-2019", "20200101-20190101", "2020-01-01", "-"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "abc",
+        "2020-2019",
+        "20200101-20190101",
+        "2020-01-01",
+        "-",
+        "20040230",
+        "20231301",
+        "20230001",
+        "20230100",
+        "20230229",
+        "20200101-20200230",
+        "-20041332",
+    ],
+)
 def test_params_invalid_date_rejected(value: str) -> None:
     with pytest.raises(InvalidRequestError, match="StudyDate"):
         parse_qido_params("STUDY", {"StudyDate": [value]})
 
 
-@pytest.mark.parametrize("value", ["20200101", "20200101-", "-20200101", "20200101-20201231"])
+@pytest.mark.parametrize("value", ["25", "2400", "1260", "120061", "0800-2500", "12a0", "-"])
+def test_params_invalid_time_rejected(value: str) -> None:
+    with pytest.raises(InvalidRequestError, match=r"StudyTime value .* is not a valid TM"):
+        parse_qido_params("STUDY", {"StudyTime": [value]})
+
+
+@pytest.mark.parametrize("value", ["23", "0000", "235960.123456", "0800-1200", "-1200", "08-"])
+def test_params_valid_time_accepted(value: str) -> None:
+    constraint = parse_qido_params("STUDY", {"StudyTime": [value]}).constraint("00080030")
+    assert constraint is not None
+    assert constraint.values == (value,)
+
+
+@pytest.mark.parametrize(
+    "value", ["20041301", "2004023012", "20040101250000", "20040101120000+1500", "202313"]
+)
+def test_params_invalid_datetime_rejected(value: str) -> None:
+    with pytest.raises(InvalidRequestError, match="AcquisitionDateTime"):
+        parse_qido_params("INSTANCE", {"AcquisitionDateTime": [value]})
+
+
+@pytest.mark.parametrize(
+    "value", ["2004", "200402", "20040229", "20040101120000.5+0100", "20040101-0500", "2004-2005"]
+)
+def test_params_valid_datetime_accepted(value: str) -> None:
+    query = parse_qido_params("INSTANCE", {"AcquisitionDateTime": [value]})
+    constraint = query.constraint("0008002A")
+    assert constraint is not None
+    assert constraint.values == (value,)
+
+
+@pytest.mark.parametrize(
+    "value", ["20200101", "20200101-", "-20200101", "20200101-20201231", "20240229"]
+)
 def test_params_valid_date_accepted(value: str) -> None:
     constraint = parse_qido_params("STUDY", {"StudyDate": [value]}).constraint("00080020")
     assert constraint is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 from typing import Final
@@ -29,6 +30,14 @@ _DATE_TIME_FORMATS: Final = {
     "DA": re.compile(r"\d{8}"),
     "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
     "DT": re.compile(r"\d{4}(\d{2}){0,5}(\.\d{1,6})?([+-]\d{4})?"),
+}
+# The date and time digits of a DT value, before its fraction and UTC offset.
+_DT_PARTS: Final = re.compile(r"(?P<digits>\d+)(\.\d+)?(?P<offset>[+-]\d{4})?")
+# The written forms of each VR, for the message of an invalid value.
+_DATE_TIME_HINTS: Final = {
+    "DA": "YYYYMMDD, YYYYMMDD-YYYYMMDD, -YYYYMMDD or YYYYMMDD-",
+    "TM": "HH, HHMM, HHMMSS or HHMMSS.FFFFFF, or a range of them such as 0800-1200",
+    "DT": "YYYYMMDDHHMMSS.FFFFFF&ZZXX with trailing components optional, or a range",
 }
 
 
@@ -173,14 +182,51 @@ def _check_date_time(tag: str, vr: str, value: str) -> None:
         parts = list(sides) if sides is not None else [value]
     else:
         parts = value.split("-")
-    well_formed = all(not part or pattern.fullmatch(part) for part in parts)
+    well_formed = all(
+        not part or (pattern.fullmatch(part) and _in_calendar(vr, part)) for part in parts
+    )
     if len(parts) > 2 or not any(parts) or not well_formed:
         raise InvalidRequestError(
-            f"{keyword} value {value!r} is not a valid {vr} value or range (for a date, "
-            "YYYYMMDD, YYYYMMDD-YYYYMMDD, -YYYYMMDD or YYYYMMDD-)"
+            f"{keyword} value {value!r} is not a valid {vr} value or range; write "
+            f"{_DATE_TIME_HINTS[vr]}"
         )
     if len(parts) == 2 and parts[0] and parts[1] and parts[0] > parts[1]:
         raise InvalidRequestError(f"{keyword} range {value!r} ends before it starts")
+
+
+def _in_calendar(vr: str, value: str) -> bool:
+    """Tell whether a well-formed DA, TM or DT value names a real date and time of day.
+
+    Hours 00 to 23, minutes 00 to 59 and seconds 00 to 60 (a leap second) are the ranges of
+    the TM and DT checks in pydicom 3 (``pydicom.valuerep``). UTC offsets from -1200 to +1400
+    cover every time zone in use.
+    """
+    if vr == "DA":
+        return _is_date(value[:4], value[4:6], value[6:8])
+    if vr == "TM":
+        return _is_time(value[:2], value[2:4], value[4:6])
+    match = _DT_PARTS.fullmatch(value)
+    if match is None:
+        return False
+    digits, offset = match["digits"], match["offset"]
+    date_valid = _is_date(digits[:4], digits[4:6], digits[6:8])
+    time_valid = _is_time(digits[8:10], digits[10:12], digits[12:14])
+    offset_valid = offset is None or (-1200 <= int(offset) <= 1400 and int(offset[3:]) <= 59)
+    return date_valid and time_valid and offset_valid
+
+
+def _is_date(year: str, month: str, day: str) -> bool:
+    """Tell whether the given components, of which month and day may be empty, form a date."""
+    try:
+        datetime.date(int(year), int(month or 1), int(day or 1))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_time(hour: str, minute: str, second: str) -> bool:
+    """Tell whether the given components, each possibly empty, form a time of day."""
+    return int(hour or 0) <= 23 and int(minute or 0) <= 59 and int(second or 0) <= 60
 
 
 def _keyword(tag_path: str) -> str:
