@@ -12,7 +12,7 @@ every item of a GetItem or BatchGetItem) and the Scan calls, which must be zero.
 
 The data keep the size of each search's result the same at every scale: 100 studies per
 study date, 2.5 studies per patient, one family name in 25 is SMITH, and 20% of the studies
-have a CT series. Every search asks for ``limit=25``. Everything runs on 127.0.0.1.
+have a CT series. Every search requests ``limit=25``. Everything runs on 127.0.0.1.
 """
 
 from __future__ import annotations

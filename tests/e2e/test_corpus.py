@@ -65,8 +65,8 @@ def _metadata_after_ingest(
     """Return the instance's metadata once ingest has indexed this file.
 
     A file that replaces one of an earlier round is in the store as soon as storescu returns,
-    but its metadata changes only when ingest has indexed it, so this waits for the change. Two
-    files whose metadata is the same give the same answer either way.
+    but its metadata changes only when ingest has indexed it, so this waits for the change.
+    When both files have the same metadata, the wait ends at its deadline with the same result.
     """
     deadline = time.monotonic() + INGEST_TIMEOUT_SECONDS / 2
     while True:

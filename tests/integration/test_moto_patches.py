@@ -83,7 +83,7 @@ def test_concurrent_transactions_lose_no_update(table: tuple[object, str]) -> No
     """Cancelled transactions racing successful ones leave exactly the successful increments.
 
     A cancelled transaction writes its first item before it fails on its condition and rolls
-    back; without isolation between requests, that rollback can erase another thread's
+    back. Without isolation between requests, that rollback can erase another thread's
     increment of the same item.
     """
     client, name = table

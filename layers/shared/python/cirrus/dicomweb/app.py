@@ -121,10 +121,10 @@ class DicomwebServices:
     cors_origins: tuple[str, ...] = ()
     # Without it, series and study metadata are built from the instance records per request.
     bundles: MetadataBundles | None = None
-    # Without both, DELETE answers 405.
+    # Without both, DELETE returns 405.
     deleter: IndexDeleter | None = None
     audit: AuditLog | None = None
-    # Without it, responses too large for Lambda fail and POST /uploads answers 503.
+    # Without it, responses too large for Lambda fail and POST /uploads returns 503.
     transfers: TransferStore | None = None
 
 
@@ -349,7 +349,7 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
             "Vary": "Accept-Encoding",
         }
         tag = bundles.record_tag(site, study, series)
-        # A matching validator is answered from the index record alone, without reading S3.
+        # A matching validator gets its 304 from the index record alone, without reading S3.
         if tag is not None:
             etag = representation_etag(entity_tag(tag, url), gzip_coded)
             if etag in cached or "*" in cached:

@@ -16,12 +16,12 @@ all go through). A Query then bisects its partition to the sort key range and ha
 filters and projections behave as before. Queries this patch does not narrow (local
 secondary indexes, indexes with several key attributes, legacy ``QueryFilter``) run unchanged.
 
-Isolation: moto's server answers each request on its own thread, and moto's DynamoDB does
+Isolation: moto's server handles each request on its own thread, and moto's DynamoDB does
 not isolate one request from another. Two transactions on one item could interleave, and the
-rollback above could put back an item that another request had changed in the meantime (a
+rollback above could restore an item that another request had changed in the meantime (a
 lost counter increment, seen with four ingest threads). DynamoDB serializes a transaction
-against every other write and read of its items; this patch runs DynamoDB requests one at a
-time, which gives the same outcome. The cost is small: the interpreter lock already lets
+against every other write and read of its items. This patch runs DynamoDB requests one at a
+time, which gives the same outcome at little cost, because the interpreter lock already lets
 only one request run Python code at a time.
 
 Applied only in the moto child process that ``cirrus.local.moto_process`` starts.

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from cirrus.index.models import IndexRecord
 
-# The largest Query page this module asks for. DynamoDB also stops a page at 1 MB.
+# The largest Query page this module requests. DynamoDB also stops a page at 1 MB.
 MAX_PAGE_SIZE: Final = 1000
 
 # The range attribute of each index, by the name of the model's index attribute.
@@ -114,8 +114,8 @@ def _without_repeats(records: Iterable[IndexRecord]) -> Iterator[IndexRecord]:
 def distinct_studies(markers: Iterable[IndexRecord]) -> Iterator[IndexRecord]:
     """Yield the first ``by-modality`` marker of each study, in the markers' order.
 
-    A marker carries the study's attributes, counts and sets, so it stands in for the study
-    record. A study listed under several requested modalities has a marker in each partition.
+    A marker carries the study's attributes, counts and sets, so it replaces a read of the
+    study record. A study listed under several requested modalities has a marker in each partition.
     """
     seen: set[str] = set()
     for marker in markers:

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 DICOM_CONTENT_TYPE: Final = "application/dicom"
 _MISSING_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
-# The most keys one DeleteObjects request may name.
+# The maximum number of keys in one DeleteObjects request.
 MAX_DELETE_KEYS: Final = 1000
 
 
