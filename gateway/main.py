@@ -5,7 +5,10 @@ It reads ``cirrus.config.Settings`` from the environment variables in ``cirrus.c
 
 - ``CIRRUS_DICOM_HOST``: address the DICOM listener binds, default ``0.0.0.0``;
 - ``CIRRUS_DICOM_PORT``: TCP port of the DICOM listener, default 11112;
-- ``CIRRUS_AE_TITLE``: AE title of the gateway, default ``CIRRUS``.
+- ``CIRRUS_AE_TITLE``: AE title of the gateway, default ``CIRRUS``, unless the AE configuration
+  names one;
+- ``CIRRUS_AE_CONFIG``: path of the AE configuration (``cirrus.gateway.aeconfig``), required:
+  it lists the calling AE titles of each site and the C-MOVE destinations.
 
 Logs go to standard output as one JSON object per line. The gateway runs until SIGTERM or
 SIGINT. The exit status is 2 when the configuration is invalid.
@@ -17,11 +20,13 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from cirrus.config import DEFAULT_AE_TITLE, Settings, validate_ae_title
+from cirrus.gateway.aeconfig import AEConfig
 
 # In AWS the task runs in a private subnet behind the load balancer, so the listener binds
 # every interface of the container.
@@ -50,6 +55,14 @@ def read_ae_title(environ: Mapping[str, str]) -> str:
         raise ValueError(f"CIRRUS_AE_TITLE: {exc}") from exc
 
 
+def read_ae_config(environ: Mapping[str, str], ae_title: str, site: str) -> AEConfig:
+    """Load the AE configuration file that ``CIRRUS_AE_CONFIG`` names, or raise ``ValueError``."""
+    path = environ.get("CIRRUS_AE_CONFIG")
+    if not path:
+        raise ValueError("CIRRUS_AE_CONFIG is not set; give the path of the AE configuration")
+    return AEConfig.load(Path(path), ae_title=ae_title, default_site=site)
+
+
 def configure_logging() -> None:
     """Send every log record to standard output as JSON, with its ``extra`` keys."""
     handler = logging.StreamHandler(sys.stdout)
@@ -69,6 +82,7 @@ def main() -> int:
         host = os.environ.get("CIRRUS_DICOM_HOST", DEFAULT_HOST)
         port = read_port(os.environ)
         ae_title = read_ae_title(os.environ)
+        config = read_ae_config(os.environ, ae_title, settings.default_site)
     except ValueError as exc:
         logger.error("gateway configuration is invalid", extra={"error": str(exc)})
         return EXIT_INVALID_CONFIGURATION
@@ -81,12 +95,12 @@ def main() -> int:
         extra={
             "host": host,
             "port": port,
-            "ae_title": ae_title,
+            "ae_title": config.ae_title,
             "deployment": settings.deployment,
-            "site": settings.default_site,
+            "sites": sorted(config.sites),
         },
     )
-    run_gateway(settings, host, port, ae_title)
+    run_gateway(settings, config, host, port)
     return 0
 
 

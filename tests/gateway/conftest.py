@@ -15,10 +15,10 @@ import pytest
 from cirrus.aws import AwsClients
 from cirrus.config import ResourceNames, Settings
 from cirrus.gateway.server import Gateway
-from cirrus.local.moto_process import LOOPBACK, MotoProcess
+from cirrus.local.moto_process import MotoProcess
 from cirrus.local.resources import create_resources
 from cirrus.storage.objects import ObjectStore
-from tests.gateway.scu import SITE
+from tests.gateway.gateways import start_gateway
 
 
 @pytest.fixture(scope="package")
@@ -34,6 +34,6 @@ def archive(gateway_settings: Settings) -> ObjectStore:
 
 
 @pytest.fixture(scope="package")
-def gateway(archive: ObjectStore) -> Iterator[Gateway]:
-    with Gateway.start(archive, SITE, LOOPBACK, 0) as running:
+def gateway(gateway_settings: Settings, archive: ObjectStore) -> Iterator[Gateway]:
+    with start_gateway(gateway_settings, archive) as running:
         yield running

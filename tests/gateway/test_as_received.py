@@ -20,9 +20,12 @@ from pydicom.uid import (
 from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
+from cirrus.config import Settings
 from cirrus.gateway.server import STORAGE_TRANSFER_SYNTAXES, Gateway, build_ae
 from cirrus.gateway.status import SUCCESS
+from cirrus.services import Services
 from cirrus.storage.objects import ObjectStore
+from tests.gateway.gateways import OPEN_CONFIG
 from tests.gateway.scu import (
     SITE,
     associate,
@@ -99,8 +102,8 @@ def test_all_transfer_syntaxes_accepted(gateway: Gateway) -> None:
     assert accepted == set(STORAGE_TRANSFER_SYNTAXES)
 
 
-def test_every_storage_class_supported(archive: ObjectStore) -> None:
-    ae = build_ae(archive, SITE)
+def test_every_storage_class_supported(gateway_settings: Settings) -> None:
+    ae = build_ae(Services(gateway_settings), OPEN_CONFIG)
 
     supported = {context.abstract_syntax: context for context in ae.supported_contexts}
 

@@ -26,9 +26,12 @@ STARTUP_TIMEOUT_SECONDS = 30
 GATEWAY_SCRIPT = """
 import logging, sys
 from cirrus.config import Settings
+from cirrus.gateway.aeconfig import AEConfig
 from cirrus.gateway.server import run_gateway
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-run_gateway(Settings.from_env(), sys.argv[1], int(sys.argv[2]))
+settings = Settings.from_env()
+config = AEConfig(open=True, default_site=settings.default_site)
+run_gateway(settings, config, sys.argv[1], int(sys.argv[2]))
 print("run_gateway returned", file=sys.stderr, flush=True)
 """
 

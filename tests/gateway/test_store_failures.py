@@ -29,7 +29,8 @@ from cirrus.gateway.status import (
 )
 from cirrus.local.moto_process import LOOPBACK
 from cirrus.storage.objects import ObjectStore, StoredObject
-from tests.gateway.scu import SITE, associate, fresh_ct, send_file_as_is, stored_objects
+from tests.gateway.gateways import start_gateway
+from tests.gateway.scu import associate, fresh_ct, send_file_as_is, stored_objects
 
 CT_CONTEXT = [(CTImageStorage, ExplicitVRLittleEndian)]
 
@@ -54,8 +55,8 @@ class GatedStore(ObjectStore):
 
 
 @contextmanager
-def gateway_on(store: ObjectStore) -> Iterator[Gateway]:
-    with Gateway.start(store, SITE, LOOPBACK, 0) as running:
+def gateway_on(settings: Settings, store: ObjectStore) -> Iterator[Gateway]:
+    with start_gateway(settings, store) as running:
         yield running
 
 
@@ -79,7 +80,7 @@ def test_missing_bucket_is_out_of_resources(
     wrong = ObjectStore(s3, f"{gateway_settings.bucket}-missing", gateway_settings.kms_key_id)
     before = stored_objects(archive)
 
-    with gateway_on(wrong) as gateway:
+    with gateway_on(gateway_settings, wrong) as gateway:
         status, _ = send_new_ct(gateway, monkeypatch, tmp_path)
 
     assert status.Status == OUT_OF_RESOURCES
@@ -91,7 +92,10 @@ def test_missing_bucket_is_out_of_resources(
 
 
 def test_unreachable_s3_is_out_of_resources(
-    archive: ObjectStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    archive: ObjectStore,
+    gateway_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
@@ -103,7 +107,7 @@ def test_unreachable_s3_is_out_of_resources(
     )
     unreachable = ObjectStore(client, archive.bucket, "alias/none")
 
-    with gateway_on(unreachable) as gateway:
+    with gateway_on(gateway_settings, unreachable) as gateway:
         status, _ = send_new_ct(gateway, monkeypatch, tmp_path)
 
     assert status.Status == OUT_OF_RESOURCES
@@ -120,7 +124,7 @@ def test_unexpected_error_logged_once(
     s3 = AwsClients(gateway_settings).s3
     broken = BrokenStore(s3, gateway_settings.bucket, gateway_settings.kms_key_id)
 
-    with gateway_on(broken) as gateway:
+    with gateway_on(gateway_settings, broken) as gateway:
         status, _ = send_new_ct(gateway, monkeypatch, tmp_path)
 
     assert status.Status == INTERNAL_ERROR
@@ -140,7 +144,7 @@ def test_success_only_after_s3_acknowledged(
     gated = GatedStore(gateway_settings)
     result: list[tuple[Dataset, str]] = []
 
-    with gateway_on(gated) as gateway:
+    with gateway_on(gateway_settings, gated) as gateway:
         sender = threading.Thread(
             target=lambda: result.append(send_new_ct(gateway, monkeypatch, tmp_path))
         )
@@ -157,7 +161,10 @@ def test_success_only_after_s3_acknowledged(
 
 
 def test_deflate_bomb_is_out_of_resources(
-    archive: ObjectStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    archive: ObjectStore,
+    gateway_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     path, key = fresh_ct(tmp_path)
     bomb = pydicom.dcmread(path)
@@ -166,7 +173,7 @@ def test_deflate_bomb_is_out_of_resources(
     bomb.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     bomb.save_as(path, enforce_file_format=True)
 
-    with gateway_on(archive) as gateway:
+    with gateway_on(gateway_settings, archive) as gateway:
         with associate(gateway.port, [(CTImageStorage, DeflatedExplicitVRLittleEndian)]) as assoc:
             status = send_file_as_is(monkeypatch, assoc, path)
 

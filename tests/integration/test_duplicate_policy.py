@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 
 from cirrus.config import Settings
+from cirrus.gateway.aeconfig import AEConfig
 from cirrus.gateway.server import Gateway
 from cirrus.index.models import STUDY, get_record, instance_sk, series_sk, study_pk
 from cirrus.storage.keys import InstanceKey
@@ -34,10 +35,8 @@ def stack(settings: Settings) -> Iterator[Stack]:
 
 @pytest.fixture
 def gateway(stack: Stack) -> Iterator[Gateway]:
-    services = stack.services
-    with Gateway.start(
-        services.store, stack.site, "127.0.0.1", 0, GATEWAY_AE_TITLE, services.claims
-    ) as running:
+    config = AEConfig(ae_title=GATEWAY_AE_TITLE, open=True, default_site=stack.site)
+    with Gateway.start(stack.services, config, "127.0.0.1", 0) as running:
         yield running
 
 

@@ -54,6 +54,14 @@ def dev(
         Path,
         typer.Option(file_okay=False, help="Folder that keeps stored objects across restarts."),
     ] = Path(".cirrus"),
+    ae_config: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="AE configuration (JSON): the calling AE titles of each site and the C-MOVE "
+            "destinations. Without it the gateway accepts every calling AE title.",
+        ),
+    ] = None,
     host: Annotated[
         str, typer.Option(help="Address both servers bind; other addresses expose the archive.")
     ] = LOOPBACK,
@@ -83,6 +91,7 @@ def dev(
         http_port=http_port,
         ae_title=ae_title,
         data_dir=data_dir,
+        ae_config=ae_config,
         cors_origins=tuple(cors_origin or ()),
     )
     stack = LocalStack(config)

@@ -38,6 +38,10 @@ DATA_SET_DOES_NOT_MATCH: Final = 0xA900
 # Error: Cannot understand. The bytes are not a DICOM data set that can be parsed.
 CANNOT_UNDERSTAND: Final = 0xC000
 
+# Refused: Not Authorized (PS3.7 Annex C.5.x general status): the calling AE title may not use
+# the service it asked for.
+NOT_AUTHORIZED: Final = 0x0124
+
 # Error Comment (0000,0902) has VR LO, so at most 64 characters and no backslash, and PS3.7
 # Annex C.5 allows only the Default Character Repertoire (printable ASCII) in it.
 ERROR_COMMENT_MAX_LENGTH: Final = 64

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from cirrus.config import DEFAULT_AE_TITLE, DEFAULT_SITE, ResourceNames, Settings
+from cirrus.gateway.aeconfig import AEConfig, AEConfigError
 from cirrus.local.datadir import DataDirObjectStore, restore_objects
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
@@ -41,6 +42,15 @@ class LocalStackConfig:
     data_dir: Path = field(default_factory=lambda: Path(".cirrus"))
     site: str = DEFAULT_SITE
     cors_origins: tuple[str, ...] = ()
+    # The gateway's AE configuration file. Without one, the gateway is open: it accepts every
+    # calling AE title for ``site``.
+    ae_config: Path | None = None
+
+    def gateway_config(self) -> AEConfig:
+        """Return the AE configuration; raise ``AEConfigError`` when its file is invalid."""
+        if self.ae_config is None:
+            return AEConfig(ae_title=self.ae_title, open=True, default_site=self.site)
+        return AEConfig.load(self.ae_config, ae_title=self.ae_title, default_site=self.site)
 
 
 class LocalStack:
@@ -78,6 +88,10 @@ class LocalStack:
         # Check the ports before the slow steps, so that a port in use fails at once.
         for name, port in (("DICOM", config.dicom_port), ("HTTP", config.http_port)):
             _check_port_free(name, config.host, port)
+        try:
+            gateway_config = config.gateway_config()
+        except AEConfigError as exc:
+            raise StartError(str(exc)) from exc
         use_local_credentials()
         self._moto = start_moto()
         settings = create_resources(
@@ -105,16 +119,19 @@ class LocalStack:
         self._rebuild_index(services, objects_dir)
         services.store = durable_store
 
-        self._gateway = self._start_gateway(durable_store, services)
+        self._gateway = self._start_gateway(services, gateway_config)
         logger.info(
             "DICOM gateway ready",
-            extra={"ae_title": config.ae_title, "address": f"{config.host}:{self.dicom_port}"},
+            extra={
+                "ae_title": gateway_config.ae_title,
+                "address": f"{config.host}:{self.dicom_port}",
+            },
         )
         self._http = self._start_http(services)
         logger.info("DICOMweb ready", extra={"url": self.dicomweb_url})
         logger.info(
             "Cirrus local stack running: DICOM %s@%s:%d, DICOMweb %s, data in %s",
-            config.ae_title,
+            gateway_config.ae_title,
             config.host,
             self.dicom_port,
             self.dicomweb_url,
@@ -145,15 +162,12 @@ class LocalStack:
                 extra={"objects": restored, "seconds": round(time.monotonic() - started, 1)},
             )
 
-    def _start_gateway(self, store: DataDirObjectStore, services: Services) -> Any:
+    def _start_gateway(self, services: Services, gateway_config: AEConfig) -> Any:
         from cirrus.gateway.server import Gateway
 
         config = self.config
         try:
-            return Gateway.start(
-                store, config.site, config.host, config.dicom_port, config.ae_title,
-                services.claims,
-            )  # fmt: skip
+            return Gateway.start(services, gateway_config, config.host, config.dicom_port)
         except OSError as exc:
             raise StartError(f"DICOM port {config.host}:{config.dicom_port}: {exc}") from exc
 

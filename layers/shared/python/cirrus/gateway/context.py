@@ -1,0 +1,52 @@
+"""What the DIMSE services of the gateway share: the adapters, the AE configuration, the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
+
+from cirrus.gateway.aeconfig import AEConfig, Caller
+from cirrus.services import Services
+
+
+class UnknownCallerError(Exception):
+    """An association reached a service although the configuration does not know its caller."""
+
+
+@dataclass(frozen=True)
+class GatewayContext:
+    """The deployment's adapters and the AE configuration, shared by every association."""
+
+    services: Services
+    config: AEConfig
+
+    def caller(self, assoc: Association) -> Caller:
+        """Return the configured caller of ``assoc``.
+
+        Association negotiation has rejected every caller that the configuration does not
+        know, so this raises only if that check was bypassed.
+        """
+        caller = self.config.caller(assoc.requestor.ae_title)
+        if caller is None:
+            raise UnknownCallerError(f"calling AE title {assoc.requestor.ae_title!r} is unknown")
+        return caller
+
+
+class DimseService(Protocol):
+    """One DIMSE service of the gateway: the contexts it supports and its event handlers."""
+
+    def add_contexts(self, ae: AE) -> None:
+        """Add the presentation contexts this service accepts to ``ae``."""
+
+    def event_handlers(self) -> list[EventHandlerType]:
+        """Return the pynetdicom event handlers that implement the service."""
+
+
+def peer(assoc: Association) -> dict[str, Any]:
+    """Return the log keys that name the peer of ``assoc``: its AE title and address."""
+    requestor = assoc.requestor
+    return {"calling_ae": requestor.ae_title, "peer": f"{requestor.address}:{requestor.port}"}
