@@ -8,7 +8,14 @@ It reads ``cirrus.config.Settings`` from the environment variables in ``cirrus.c
 - ``CIRRUS_AE_TITLE``: AE title of the gateway, default ``CIRRUS``, unless the AE configuration
   names one;
 - ``CIRRUS_AE_CONFIG``: path of the AE configuration (``cirrus.gateway.aeconfig``), required:
-  it lists the calling AE titles of each site and the C-MOVE destinations.
+  it lists the calling AE titles of each site and the C-MOVE destinations;
+- ``CIRRUS_TLS_CERTIFICATE`` and ``CIRRUS_TLS_KEY``: paths of the PEM server certificate and
+  its unencrypted private key. With both set, a second listener serves DICOM TLS;
+- ``CIRRUS_TLS_PORT``: TCP port of the TLS listener, default 2762;
+- ``CIRRUS_TLS_CA``: path of the PEM CA certificates that client certificates must chain to;
+  without it the TLS listener does not ask for client certificates;
+- ``CIRRUS_TLS_REQUIRE_CLIENT_CERTIFICATE``: ``true`` to reject TLS clients without a valid
+  certificate (mutual TLS), default ``false``; needs ``CIRRUS_TLS_CA``.
 
 Logs go to standard output as one JSON object per line. The gateway runs until SIGTERM or
 SIGINT. The exit status is 2 when the configuration is invalid.
@@ -27,6 +34,7 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from cirrus.config import DEFAULT_AE_TITLE, Settings, validate_ae_title
 from cirrus.gateway.aeconfig import AEConfig
+from cirrus.gateway.tls import DEFAULT_TLS_PORT, TLSConfig
 
 # In AWS the task runs in a private subnet behind the load balancer, so the listener binds
 # every interface of the container.
@@ -38,12 +46,43 @@ EXIT_INVALID_CONFIGURATION: Final = 2
 logger = logging.getLogger("gateway")
 
 
-def read_port(environ: Mapping[str, str]) -> int:
-    """Return ``CIRRUS_DICOM_PORT`` as a TCP port number, or raise ``ValueError``."""
-    value = environ.get("CIRRUS_DICOM_PORT", str(DEFAULT_PORT))
+def read_port(
+    environ: Mapping[str, str], name: str = "CIRRUS_DICOM_PORT", default: int = DEFAULT_PORT
+) -> int:
+    """Return the variable ``name`` as a TCP port number, or raise ``ValueError``."""
+    value = environ.get(name, str(default))
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 65535:
-        raise ValueError(f"CIRRUS_DICOM_PORT {value!r} is invalid; use a TCP port from 1 to 65535")
+        raise ValueError(f"{name} {value!r} is invalid; use a TCP port from 1 to 65535")
     return int(value)
+
+
+def read_tls(environ: Mapping[str, str]) -> TLSConfig | None:
+    """Return the TLS listener's configuration, None without one, or raise ``ValueError``.
+
+    The certificate, key and CA files are loaded here, so that an unusable one stops the
+    gateway before it listens.
+    """
+    certificate = environ.get("CIRRUS_TLS_CERTIFICATE", "")
+    private_key = environ.get("CIRRUS_TLS_KEY", "")
+    if not certificate and not private_key:
+        return None
+    if not certificate or not private_key:
+        raise ValueError("set both CIRRUS_TLS_CERTIFICATE and CIRRUS_TLS_KEY, or neither")
+    required = environ.get("CIRRUS_TLS_REQUIRE_CLIENT_CERTIFICATE", "false").strip().lower()
+    if required not in ("true", "false"):
+        raise ValueError(
+            f"CIRRUS_TLS_REQUIRE_CLIENT_CERTIFICATE {required!r} is invalid; use true or false"
+        )
+    ca_file = environ.get("CIRRUS_TLS_CA", "")
+    tls = TLSConfig(
+        certificate=Path(certificate),
+        private_key=Path(private_key),
+        port=read_port(environ, "CIRRUS_TLS_PORT", DEFAULT_TLS_PORT),
+        ca_file=Path(ca_file) if ca_file else None,
+        require_client_certificate=required == "true",
+    )
+    tls.server_context()
+    return tls
 
 
 def read_ae_title(environ: Mapping[str, str]) -> str:
@@ -83,6 +122,7 @@ def main() -> int:
         port = read_port(os.environ)
         ae_title = read_ae_title(os.environ)
         config = read_ae_config(os.environ, ae_title, settings.default_site)
+        tls = read_tls(os.environ)
     except ValueError as exc:
         logger.error("gateway configuration is invalid", extra={"error": str(exc)})
         return EXIT_INVALID_CONFIGURATION
@@ -95,12 +135,13 @@ def main() -> int:
         extra={
             "host": host,
             "port": port,
+            "tls_port": tls.port if tls is not None else None,
             "ae_title": config.ae_title,
             "deployment": settings.deployment,
             "sites": sorted(config.sites),
         },
     )
-    run_gateway(settings, config, host, port)
+    run_gateway(settings, config, host, port, tls)
     return 0
 
 

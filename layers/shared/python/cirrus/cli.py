@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cirrus.config import DEFAULT_AE_TITLE, validate_ae_title
+from cirrus.gateway.tls import DEFAULT_TLS_PORT, TLSConfig, TLSConfigError
 from cirrus.local.moto_process import LOOPBACK
 
 app = typer.Typer(help="Cirrus PACS: a serverless DICOM archive.", no_args_is_help=True)
@@ -33,6 +34,23 @@ def _check_origins(values: list[str] | None) -> list[str] | None:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise typer.BadParameter(f"{origin!r} is not an origin; give scheme://host[:port]")
     return values
+
+
+def _tls_config(
+    certificate: Path | None,
+    private_key: Path | None,
+    port: int,
+    ca_file: Path | None,
+    require_client_certificate: bool,
+) -> TLSConfig | None:
+    """Return the TLS listener of ``cirrus dev``, None without --tls-certificate and --tls-key."""
+    if certificate is None and private_key is None:
+        if ca_file is not None or require_client_certificate:
+            raise typer.BadParameter("--tls-ca and --tls-require-client-certificate need TLS")
+        return None
+    if certificate is None or private_key is None:
+        raise typer.BadParameter("give both --tls-certificate and --tls-key, or neither")
+    return TLSConfig(certificate, private_key, port, ca_file, require_client_certificate)
 
 
 @app.command()
@@ -65,6 +83,36 @@ def dev(
     host: Annotated[
         str, typer.Option(help="Address both servers bind; other addresses expose the archive.")
     ] = LOOPBACK,
+    tls_certificate: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="PEM server certificate of the DICOM TLS listener; with --tls-key, the gateway "
+            "also serves DICOM TLS.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(dir_okay=False, help="Unencrypted PEM private key of --tls-certificate."),
+    ] = None,
+    tls_port: Annotated[
+        int,
+        typer.Option(min=0, max=65535, help="TCP port of the DICOM TLS listener; 0 picks one."),
+    ] = DEFAULT_TLS_PORT,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="PEM CA certificates that TLS client certificates must chain to. Without it "
+            "the TLS listener does not ask for client certificates.",
+        ),
+    ] = None,
+    tls_require_client_certificate: Annotated[
+        bool,
+        typer.Option(
+            help="Reject TLS clients without a valid certificate (mutual TLS); needs --tls-ca."
+        ),
+    ] = False,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -85,6 +133,13 @@ def dev(
             "binding a non-loopback address: the archive accepts unauthenticated requests",
             extra={"host": host},
         )
+    try:
+        tls = _tls_config(
+            tls_certificate, tls_key, tls_port, tls_ca, tls_require_client_certificate
+        )
+    except (typer.BadParameter, TLSConfigError) as exc:
+        logger.error("TLS options are invalid: %s", exc)
+        raise typer.Exit(2) from exc
     config = LocalStackConfig(
         host=host,
         dicom_port=dicom_port,
@@ -93,6 +148,7 @@ def dev(
         data_dir=data_dir,
         ae_config=ae_config,
         cors_origins=tuple(cors_origin or ()),
+        tls=tls,
     )
     stack = LocalStack(config)
     try:

@@ -35,6 +35,7 @@ from cirrus.config import Settings
 from cirrus.gateway.aeconfig import AEConfig
 from cirrus.gateway.context import DimseService, GatewayContext, peer
 from cirrus.gateway.store import STORAGE_TRANSFER_SYNTAXES, StoreService
+from cirrus.gateway.tls import TLSAssociationServer, TLSConfig
 from cirrus.services import Services
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,9 @@ class GatewayAE(AE):
         **kwargs: Any,
     ) -> _ServerT | ThreadedAssociationServer:
         handlers = [*self.event_handlers(), *(evt_handlers or [])]
+        if ssl_context is not None and server_class is ThreadedAssociationServer:
+            # Runs each TLS handshake in the connection's thread instead of the accept loop.
+            server_class = TLSAssociationServer  # type: ignore[assignment]
         return super().make_server(
             address,
             ae_title=ae_title,
@@ -195,13 +199,31 @@ def build_ae(services: Services, config: AEConfig) -> GatewayAE:
 class Gateway:
     """A running gateway server, started by ``Gateway.start``."""
 
-    def __init__(self, ae: GatewayAE, server: ThreadedAssociationServer) -> None:
+    def __init__(
+        self,
+        ae: GatewayAE,
+        server: ThreadedAssociationServer,
+        tls_server: ThreadedAssociationServer | None = None,
+    ) -> None:
         self.ae = ae
         self._server = server
+        self._tls_server = tls_server
 
     @classmethod
-    def start(cls, services: Services, config: AEConfig, host: str, port: int) -> Gateway:
-        """Start serving on ``host`` and ``port`` in a background thread (port 0: any free one)."""
+    def start(
+        cls,
+        services: Services,
+        config: AEConfig,
+        host: str,
+        port: int,
+        tls: TLSConfig | None = None,
+    ) -> Gateway:
+        """Start serving on ``host`` and ``port`` in a background thread (port 0: any free one).
+
+        With ``tls``, a second listener on ``tls.port`` serves the same services over TLS.
+        Raises ``TLSConfigError`` before listening when a TLS file is unusable.
+        """
+        ssl_context = tls.server_context() if tls is not None else None
         ae = build_ae(services, config)
         if config.open:
             logger.warning(
@@ -212,7 +234,14 @@ class Gateway:
             )
         server = ae.start_server((host, port), block=False)
         assert server is not None  # start_server returns the server when block is False
-        gateway = cls(ae, server)
+        tls_server = None
+        if tls is not None:
+            try:
+                tls_server = ae.start_server((host, tls.port), block=False, ssl_context=ssl_context)
+            except BaseException:
+                server.shutdown()
+                raise
+        gateway = cls(ae, server, tls_server)
         logger.info(
             "gateway %s listening on %s:%d",
             config.ae_title,
@@ -220,6 +249,16 @@ class Gateway:
             gateway.port,
             extra={"ae_title": config.ae_title, "host": gateway.host, "port": gateway.port},
         )
+        if gateway.tls_port is not None:
+            assert tls is not None  # tls_port is set only with a TLS listener
+            logger.info(
+                "gateway %s listening for TLS on %s:%d, client certificates %s",
+                config.ae_title,
+                gateway.host,
+                gateway.tls_port,
+                _client_certificates(tls),
+                extra={"ae_title": config.ae_title, "tls_port": gateway.tls_port},
+            )
         return gateway
 
     @property
@@ -231,6 +270,13 @@ class Gateway:
         """The bound port, read back from the listening socket."""
         return int(self._server.server_address[1])
 
+    @property
+    def tls_port(self) -> int | None:
+        """The bound port of the TLS listener, or None without one."""
+        if self._tls_server is None:
+            return None
+        return int(self._tls_server.server_address[1])
+
     def active_associations(self) -> list[Association]:
         return [assoc for assoc in self.ae.active_associations if assoc.is_acceptor]
 
@@ -241,6 +287,8 @@ class Gateway:
         instance, and the resent object replaces the first under the same key.
         """
         self._server.shutdown()
+        if self._tls_server is not None:
+            self._tls_server.shutdown()
         deadline = time.monotonic() + grace_seconds
         while self.active_associations() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -264,7 +312,15 @@ class Gateway:
         self.shutdown()
 
 
-def run_gateway(settings: Settings, config: AEConfig, host: str, port: int) -> None:
+def _client_certificates(tls: TLSConfig) -> str:
+    if tls.require_client_certificate:
+        return "required"
+    return "verified when sent" if tls.ca_file is not None else "not requested"
+
+
+def run_gateway(
+    settings: Settings, config: AEConfig, host: str, port: int, tls: TLSConfig | None = None
+) -> None:
     """Serve the gateway until SIGTERM or SIGINT.
 
     Must run in the main thread, which alone can install signal handlers.
@@ -282,7 +338,7 @@ def run_gateway(settings: Settings, config: AEConfig, host: str, port: int) -> N
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        gateway = Gateway.start(services, config, host, port)
+        gateway = Gateway.start(services, config, host, port, tls)
         try:
             stop.wait()
             name = received[0]

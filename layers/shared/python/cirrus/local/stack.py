@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from cirrus.config import DEFAULT_AE_TITLE, DEFAULT_SITE, ResourceNames, Settings
 from cirrus.gateway.aeconfig import AEConfig, AEConfigError
+from cirrus.gateway.tls import TLSConfig, TLSConfigError
 from cirrus.local.datadir import DataDirObjectStore, restore_objects
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
@@ -45,6 +46,8 @@ class LocalStackConfig:
     # The gateway's AE configuration file. Without one, the gateway is open: it accepts every
     # calling AE title for ``site``.
     ae_config: Path | None = None
+    # The DICOM TLS listener, on a second port next to ``dicom_port``; None for none.
+    tls: TLSConfig | None = None
 
     def gateway_config(self) -> AEConfig:
         """Return the AE configuration; raise ``AEConfigError`` when its file is invalid."""
@@ -68,6 +71,12 @@ class LocalStack:
         return int(self._gateway.port)
 
     @property
+    def tls_port(self) -> int | None:
+        """The bound port of the DICOM TLS listener, or None without one."""
+        port = self._gateway.tls_port
+        return None if port is None else int(port)
+
+    @property
     def http_port(self) -> int:
         return int(self._http.port)
 
@@ -86,11 +95,16 @@ class LocalStack:
     def _start(self) -> None:
         config = self.config
         # Check the ports before the slow steps, so that a port in use fails at once.
-        for name, port in (("DICOM", config.dicom_port), ("HTTP", config.http_port)):
+        ports = [("DICOM", config.dicom_port), ("HTTP", config.http_port)]
+        if config.tls is not None:
+            ports.append(("DICOM TLS", config.tls.port))
+        for name, port in ports:
             _check_port_free(name, config.host, port)
         try:
             gateway_config = config.gateway_config()
-        except AEConfigError as exc:
+            if config.tls is not None:
+                config.tls.server_context()
+        except (AEConfigError, TLSConfigError) as exc:
             raise StartError(str(exc)) from exc
         use_local_credentials()
         self._moto = start_moto()
@@ -167,7 +181,9 @@ class LocalStack:
 
         config = self.config
         try:
-            return Gateway.start(services, gateway_config, config.host, config.dicom_port)
+            return Gateway.start(
+                services, gateway_config, config.host, config.dicom_port, config.tls
+            )
         except OSError as exc:
             raise StartError(f"DICOM port {config.host}:{config.dicom_port}: {exc}") from exc
 
