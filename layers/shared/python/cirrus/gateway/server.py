@@ -34,6 +34,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from cirrus.config import Settings
 from cirrus.gateway.aeconfig import AEConfig
 from cirrus.gateway.context import DimseService, GatewayContext, peer
+from cirrus.gateway.find import FindService
 from cirrus.gateway.store import STORAGE_TRANSFER_SYNTAXES, StoreService
 from cirrus.gateway.tls import TLSAssociationServer, TLSConfig
 from cirrus.services import Services
@@ -172,7 +173,7 @@ class GatewayAE(AE):
 
 def dimse_services(context: GatewayContext) -> list[DimseService]:
     """Return the gateway's DIMSE services other than Verification, which pynetdicom answers."""
-    return [StoreService(context)]
+    return [StoreService(context), FindService(context)]
 
 
 def build_ae(services: Services, config: AEConfig) -> GatewayAE:

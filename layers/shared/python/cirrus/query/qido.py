@@ -35,7 +35,7 @@ from cirrus.index.models import (
     study_pk,
 )
 from cirrus.query.matching import Constraint
-from cirrus.query.params import QidoQuery, parse_qido_params
+from cirrus.query.params import MAX_LIMIT, QidoQuery, parse_qido_params
 from cirrus.query.plan import SERIES_UID, StudyPlan, plan_studies
 from cirrus.query.sources import KeyQuery, ReadCap, distinct_studies, merged
 
@@ -124,6 +124,34 @@ class QidoService:
                 "a PatientName prefix or StudyInstanceUID to search them all"
             )
         return QidoResult([run.project(candidate) for candidate in matches], warnings)
+
+    def all_matches(self, *, site: str, query: QidoQuery) -> MatchStream:
+        """Return every match of ``query``, without ``offset`` and ``limit``, for C-FIND.
+
+        ``query.include_all`` makes an instance search read the whole metadata of each
+        candidate, so that its attributes outside the index can be matched and returned.
+        """
+        return MatchStream(_Search(self._model, site, query, "", None, None, MAX_LIMIT))
+
+
+class MatchStream:
+    """The matches of one search in index order, each as its attributes in DICOM JSON.
+
+    Each match carries the stored and computed attributes of its level and of the levels
+    above. Reading is lazy: each DynamoDB page is read when the iteration reaches it.
+    """
+
+    def __init__(self, search: _Search) -> None:
+        self._search = search
+
+    def __iter__(self) -> Iterator[JsonDict]:
+        for candidate in self._search.matches():
+            yield candidate.attrs
+
+    @property
+    def capped(self) -> bool:
+        """Whether ``UNINDEXED_READ_LIMIT`` stopped the candidates of an unindexed search."""
+        return self._search.cap.reached
 
 
 class _Search:

@@ -1,0 +1,389 @@
+"""The C-FIND SCP with pynetdicom as SCU: levels, matching, return keys, statuses, cancel."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+
+from cirrus.config import ResourceNames, Settings
+from cirrus.gateway import find as find_module
+from cirrus.gateway.aeconfig import AEConfig, SiteAEs
+from cirrus.local.moto_process import MotoProcess
+from cirrus.query import qido
+from cirrus.query.identifier import PATIENT_ROOT_FIND, STUDY_ROOT_FIND, response_identifier
+from cirrus.services import Services
+from tests.gateway.find_archive import (
+    LoadedStudy,
+    association,
+    find,
+    identifier,
+    load_studies,
+    matches,
+)
+from tests.gateway.gateways import start_gateway
+
+SITE = "find-main"
+CONFIG = AEConfig(
+    open=True,
+    default_site=SITE,
+    sites={
+        SITE: SiteAEs(callers={"STOREONLY": frozenset({"store"})}),
+        "find-other": SiteAEs(callers={"OTHERSITE": frozenset({"query"})}),
+    },
+)
+
+Loaded = tuple[int, list[LoadedStudy]]
+
+
+@pytest.fixture(scope="module")
+def loaded(gateway_settings: Settings) -> Iterator[Loaded]:
+    studies = load_studies(Services(gateway_settings), SITE)
+    with start_gateway(gateway_settings, config=CONFIG) as gateway:
+        yield gateway.port, studies
+
+
+def _values(found: list[Dataset], keyword: str) -> list[Any]:
+    return [found_ds.get(keyword) for found_ds in found]
+
+
+def _final(responses: list[tuple[Dataset, Dataset | None]]) -> Dataset:
+    return responses[-1][0]
+
+
+def test_study_by_patient_id(loaded: Loaded) -> None:
+    port, studies = loaded
+    query = identifier("STUDY", PatientID="P1", StudyDate=None, StudyInstanceUID=None)
+    found = matches(find(port, query))
+    assert sorted(_values(found, "StudyDate")) == ["20240105", "20240320"]
+    expected = {s.uid for s in studies if s.spec.patient_id == "P1"}
+    assert set(_values(found, "StudyInstanceUID")) == expected
+
+
+def test_only_requested_keys_returned(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = identifier("STUDY", PatientID="P2", StudyDescription=None, ReferringPhysicianName=None)
+    [match] = matches(find(port, query))
+    # The unique key StudyInstanceUID is returned although not requested.
+    assert set(match.keys()) == {0x00080052, 0x00081030, 0x00080090, 0x00100020, 0x0020000D}
+    assert match.QueryRetrieveLevel == "STUDY"
+    assert match.StudyDescription == "Abdomen"
+    assert match.ReferringPhysicianName == ""
+    assert "SpecificCharacterSet" not in match
+
+
+def test_name_wildcard_case_insensitive(loaded: Loaded) -> None:
+    port, _ = loaded
+    found = matches(find(port, identifier("STUDY", PatientName="DOE*", PatientID=None)))
+    assert sorted(_values(found, "PatientID")) == ["P1", "P1", "P3"]
+
+
+def test_name_single_value(loaded: Loaded) -> None:
+    port, _ = loaded
+    found = matches(find(port, identifier("STUDY", PatientName="Roe^Richard")))
+    assert len(found) == 1
+    assert str(found[0].PatientName) == "Roe^Richard"
+
+
+@pytest.mark.parametrize(
+    ("dates", "expected"),
+    [
+        ("20240101-20240331", ["20240105", "20240320"]),
+        ("-20231231", ["20231231"]),
+        ("20240601-", ["20240601"]),
+        ("20240105", ["20240105"]),
+    ],
+)
+def test_study_date_range(loaded: Loaded, dates: str, expected: list[str]) -> None:
+    port, _ = loaded
+    found = matches(find(port, identifier("STUDY", StudyDate=dates)))
+    assert sorted(_values(found, "StudyDate")) == expected
+
+
+def test_uid_list(loaded: Loaded) -> None:
+    port, studies = loaded
+    wanted = [studies[0].uid, studies[2].uid]
+    found = matches(find(port, identifier("STUDY", StudyInstanceUID=wanted)))
+    assert sorted(_values(found, "StudyInstanceUID")) == sorted(wanted)
+
+
+def test_wildcard_accession_unindexed(loaded: Loaded) -> None:
+    port, _ = loaded
+    found = matches(find(port, identifier("STUDY", StudyDescription="*CT*", AccessionNumber=None)))
+    assert sorted(_values(found, "AccessionNumber")) == ["A100", "A300"]
+
+
+def test_study_computed_attributes(loaded: Loaded) -> None:
+    port, studies = loaded
+    query = identifier(
+        "STUDY",
+        StudyInstanceUID=studies[0].uid,
+        ModalitiesInStudy=None,
+        NumberOfStudyRelatedSeries=None,
+        NumberOfStudyRelatedInstances=None,
+        InstanceAvailability=None,
+        RetrieveAETitle=None,
+    )
+    [match] = matches(find(port, query))
+    assert list(match.ModalitiesInStudy) == ["CT", "SR"]
+    assert match.NumberOfStudyRelatedSeries == 2
+    assert match.NumberOfStudyRelatedInstances == 4
+    assert match.InstanceAvailability == "ONLINE"
+    assert match.RetrieveAETitle == "CIRRUS"
+
+
+def test_modalities_in_study_list(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = identifier("STUDY", ModalitiesInStudy=["MR", "SR"], AccessionNumber=None)
+    found = matches(find(port, query))
+    assert sorted(_values(found, "AccessionNumber")) == ["A100", "A101"]
+
+
+def test_patient_level_counts(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = identifier(
+        "PATIENT",
+        PatientID=None,
+        PatientName=None,
+        NumberOfPatientRelatedStudies=None,
+        NumberOfPatientRelatedSeries=None,
+        NumberOfPatientRelatedInstances=None,
+    )
+    found = matches(find(port, query, PATIENT_ROOT_FIND))
+    by_id = {ds.PatientID: ds for ds in found}
+    assert sorted(by_id) == ["P1", "P2", "P3"]
+    assert by_id["P1"].NumberOfPatientRelatedStudies == 2
+    assert by_id["P1"].NumberOfPatientRelatedSeries == 3
+    assert by_id["P1"].NumberOfPatientRelatedInstances == 7
+    assert by_id["P3"].NumberOfPatientRelatedSeries == 2
+    assert str(by_id["P2"].PatientName) == "Roe^Richard"
+    assert all(ds.QueryRetrieveLevel == "PATIENT" for ds in found)
+
+
+def test_patient_level_name_match(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = identifier("PATIENT", PatientName="doe^j*", PatientID=None)
+    found = matches(find(port, query, PATIENT_ROOT_FIND))
+    assert sorted(_values(found, "PatientID")) == ["P1", "P3"]
+
+
+def test_patient_root_study_level(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = identifier("STUDY", PatientID="P1", AccessionNumber=None)
+    found = matches(find(port, query, PATIENT_ROOT_FIND))
+    assert sorted(_values(found, "AccessionNumber")) == ["A100", "A101"]
+
+
+def test_patient_root_series_level(loaded: Loaded) -> None:
+    port, studies = loaded
+    study = studies[3]
+    query = identifier("SERIES", PatientID="P3", StudyInstanceUID=study.uid, Modality=None)
+    found = matches(find(port, query, PATIENT_ROOT_FIND))
+    assert sorted(_values(found, "SeriesInstanceUID")) == sorted(s[0] for s in study.series)
+    # A patient that the study does not belong to matches nothing.
+    query = identifier("SERIES", PatientID="P1", StudyInstanceUID=study.uid)
+    assert matches(find(port, query, PATIENT_ROOT_FIND)) == []
+
+
+def test_series_level(loaded: Loaded) -> None:
+    port, studies = loaded
+    study = studies[0]
+    query = identifier(
+        "SERIES",
+        StudyInstanceUID=study.uid,
+        Modality="CT",
+        SeriesNumber=None,
+        NumberOfSeriesRelatedInstances=None,
+    )
+    [match] = matches(find(port, query))
+    assert match.SeriesInstanceUID == study.series[0][0]
+    assert match.NumberOfSeriesRelatedInstances == 2
+    assert match.SeriesNumber == 1
+    assert match.StudyInstanceUID == study.uid
+
+
+def test_image_level(loaded: Loaded) -> None:
+    port, studies = loaded
+    series_uid, _, sops = studies[1].series[0]
+    query = identifier(
+        "IMAGE",
+        StudyInstanceUID=studies[1].uid,
+        SeriesInstanceUID=series_uid,
+        InstanceNumber="2",
+        SOPClassUID=None,
+    )
+    [match] = matches(find(port, query))
+    assert match.SOPInstanceUID == sops[1]
+    assert match.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert match.QueryRetrieveLevel == "IMAGE"
+
+
+def test_image_level_metadata_keys(loaded: Loaded) -> None:
+    port, studies = loaded
+    series_uid, _, sops = studies[2].series[0]
+    # KVP and SliceThickness are not in the instance record; they come from its metadata.
+    query = identifier(
+        "IMAGE",
+        StudyInstanceUID=studies[2].uid,
+        SeriesInstanceUID=series_uid,
+        KVP=None,
+        SliceThickness="5",
+    )
+    [match] = matches(find(port, query))
+    assert match.SOPInstanceUID == sops[0]
+    assert float(match.KVP) == 120.0
+    assert float(match.SliceThickness) == 5.0
+    query.SliceThickness = "3"
+    assert matches(find(port, query)) == []
+
+
+def test_sequence_returns_matching_items(loaded: Loaded) -> None:
+    port, studies = loaded
+    study = studies[2]
+    item = Dataset()
+    item.ScheduledProcedureStepID = "S8"
+    item.RequestedProcedureID = ""
+    query = identifier("SERIES", StudyInstanceUID=study.uid, RequestAttributesSequence=[item])
+    [match] = matches(find(port, query))
+    [returned] = match.RequestAttributesSequence
+    assert returned.ScheduledProcedureStepID == "S8"
+    assert returned.RequestedProcedureID == "R8"
+    item.ScheduledProcedureStepID = "S9"
+    assert matches(find(port, query)) == []
+
+
+def test_sequence_universal_returns_all_items(loaded: Loaded) -> None:
+    port, studies = loaded
+    query = identifier("SERIES", StudyInstanceUID=studies[2].uid, RequestAttributesSequence=[])
+    [match] = matches(find(port, query))
+    steps = [item.ScheduledProcedureStepID for item in match.RequestAttributesSequence]
+    assert steps == ["S7", "S8"]
+
+
+def test_unsupported_key_pending_warning(loaded: Loaded) -> None:
+    port, _ = loaded
+    # PatientMotherBirthName is not in the index, so it is ignored with FF01.
+    query = identifier("STUDY", PatientID="P1", PatientMotherBirthName="Smith")
+    responses = find(port, query)
+    *pending, (final, _) = responses
+    assert final.Status == 0x0000
+    assert [status.Status for status, _ in pending] == [0xFF01, 0xFF01]
+    assert all(ds is not None and ds.PatientMotherBirthName == "" for _, ds in pending)
+
+
+def test_lower_level_key_pending_warning(loaded: Loaded) -> None:
+    port, _ = loaded
+    responses = find(port, identifier("STUDY", PatientID="P2", Modality="MR"))
+    assert [status.Status for status, _ in responses] == [0xFF01, 0x0000]
+
+
+def test_missing_level_identifier_mismatch(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = Dataset()
+    query.PatientID = "P1"
+    [(status, ds)] = find(port, query)
+    assert status.Status == 0xA900
+    assert "QueryRetrieveLevel" in status.ErrorComment
+    assert ds is None
+
+
+def test_level_not_in_model(loaded: Loaded) -> None:
+    port, _ = loaded
+    [(status, _)] = find(port, identifier("PATIENT", PatientID="P1"), STUDY_ROOT_FIND)
+    assert status.Status == 0xA900
+    assert status.OffendingElement == 0x00080052
+
+
+def test_series_without_study_uid(loaded: Loaded) -> None:
+    port, _ = loaded
+    [(status, _)] = find(port, identifier("SERIES", Modality="CT"))
+    assert status.Status == 0xA900
+    assert "StudyInstanceUID" in status.ErrorComment
+    assert status.OffendingElement == 0x0020000D
+
+
+def test_patient_root_study_without_patient_id(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = identifier("STUDY", PatientID="P*", StudyDate=None)
+    [(status, _)] = find(port, query, PATIENT_ROOT_FIND)
+    assert status.Status == 0xA900
+    assert status.OffendingElement == 0x00100020
+
+
+def test_sequence_with_two_items(loaded: Loaded) -> None:
+    port, studies = loaded
+    items = [Dataset(), Dataset()]
+    for item in items:
+        item.ScheduledProcedureStepID = ""
+    query = identifier("SERIES", StudyInstanceUID=studies[2].uid, RequestAttributesSequence=items)
+    [(status, _)] = find(port, query)
+    assert status.Status == 0xA900
+
+
+def test_invalid_date_unable_to_process(loaded: Loaded) -> None:
+    port, _ = loaded
+    with pytest.warns(UserWarning, match="Invalid value for VR DA"):
+        query = identifier("STUDY", StudyDate="2024")
+    [(status, _)] = find(port, query)
+    assert status.Status == 0xC000
+    assert "StudyDate" in status.ErrorComment
+
+
+def test_caller_without_query_permission(loaded: Loaded) -> None:
+    port, _ = loaded
+    [(status, _)] = find(port, identifier("STUDY", PatientID="P1"), calling_ae="STOREONLY")
+    assert status.Status == 0x0124
+    assert status.ErrorComment == "this calling AE title may not query"
+
+
+def test_other_site_sees_nothing(loaded: Loaded) -> None:
+    port, _ = loaded
+    assert matches(find(port, identifier("STUDY", PatientID="P1"), calling_ae="OTHERSITE")) == []
+    assert matches(find(port, identifier("STUDY", StudyDate=None), calling_ae="OTHERSITE")) == []
+
+
+def test_cancel_after_first_match(loaded: Loaded, monkeypatch: pytest.MonkeyPatch) -> None:
+    port, _ = loaded
+    build = response_identifier
+
+    def slow_build(*args: Any) -> Dataset:
+        # Leaves the C-CANCEL time to arrive before the next match is sent.
+        time.sleep(0.3)
+        return build(*args)
+
+    monkeypatch.setattr(find_module, "response_identifier", slow_build)
+    statuses = []
+    with association(port) as assoc:
+        for status, _ in assoc.send_c_find(identifier("STUDY"), STUDY_ROOT_FIND, msg_id=7):
+            statuses.append(status.Status)
+            if len(statuses) == 1:
+                assoc.send_c_cancel(7, query_model=STUDY_ROOT_FIND)
+    assert statuses[-1] == 0xFE00
+    assert set(statuses[:-1]) == {0xFF00}
+    assert len(statuses) - 1 < 4
+
+
+def test_read_limit_out_of_resources(loaded: Loaded, monkeypatch: pytest.MonkeyPatch) -> None:
+    port, _ = loaded
+    monkeypatch.setattr(qido, "UNINDEXED_READ_LIMIT", 2)
+    responses = find(port, identifier("STUDY", StudyDescription="*"))
+    assert responses[-1][0].Status == 0x0000  # universal matching is not capped
+    responses = find(port, identifier("STUDY", StudyDescription="*e*"))
+    *pending, (final, _) = responses
+    assert final.Status == 0xA700
+    assert "stopped after 2 records" in final.ErrorComment
+    assert len(pending) <= 2
+
+
+def test_index_unavailable_out_of_resources(moto_server: MotoProcess) -> None:
+    # A deployment whose resources were never created: every index read fails.
+    names = ResourceNames(deployment=f"missing{uuid.uuid4().hex[:8]}")
+    settings = Settings.for_names(names, endpoint_url=moto_server.endpoint_url)
+    with start_gateway(settings, config=CONFIG) as gateway:
+        [(status, _)] = find(gateway.port, identifier("STUDY", PatientID="P1"))
+    assert status.Status == 0xA700
+    assert status.ErrorComment == "the archive index is unavailable; retry later"
