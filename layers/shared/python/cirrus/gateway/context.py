@@ -10,6 +10,7 @@ from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 
 from cirrus.gateway.aeconfig import AEConfig, Caller
+from cirrus.gateway.tls import TLSConfig
 from cirrus.services import Services
 
 
@@ -19,10 +20,16 @@ class UnknownCallerError(Exception):
 
 @dataclass(frozen=True)
 class GatewayContext:
-    """The deployment's adapters and the AE configuration, shared by every association."""
+    """The deployment's adapters and the AE configuration, shared by every association.
+
+    ``tls`` is the gateway's TLS configuration, or None without a TLS listener. Its
+    ``client_context`` serves associations that the gateway opens to a destination marked
+    ``tls``.
+    """
 
     services: Services
     config: AEConfig
+    tls: TLSConfig | None = None
 
     def caller(self, assoc: Association) -> Caller:
         """Return the configured caller of ``assoc``.

@@ -33,6 +33,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from cirrus.config import Settings
 from cirrus.gateway.aeconfig import AEConfig
+from cirrus.gateway.commitment import CommitmentService
 from cirrus.gateway.context import DimseService, GatewayContext, peer
 from cirrus.gateway.find import FindService
 from cirrus.gateway.store import STORAGE_TRANSFER_SYNTAXES, StoreService
@@ -173,18 +174,19 @@ class GatewayAE(AE):
 
 def dimse_services(context: GatewayContext) -> list[DimseService]:
     """Return the gateway's DIMSE services other than Verification, which pynetdicom answers."""
-    return [StoreService(context), FindService(context)]
+    return [StoreService(context), FindService(context), CommitmentService(context)]
 
 
-def build_ae(services: Services, config: AEConfig) -> GatewayAE:
+def build_ae(services: Services, config: AEConfig, tls: TLSConfig | None = None) -> GatewayAE:
     """Build the AE: Verification and the contexts of every service in ``dimse_services``.
 
     Association requests whose Called AE Title is not ``config.ae_title`` are rejected with
     A-ASSOCIATE-RJ, reason "called AE title not recognised" (PS3.8 9.3.4). Unless the
     configuration is open, so are calling AE titles that it does not list ("calling AE title
-    not recognised").
+    not recognised"). ``tls`` is the TLS configuration that services use for outgoing
+    associations.
     """
-    context = GatewayContext(services, config)
+    context = GatewayContext(services, config, tls)
     ae = GatewayAE(context, dimse_services(context))
     ae.require_called_aet = True
     if not config.open:
@@ -225,7 +227,7 @@ class Gateway:
         Raises ``TLSConfigError`` before listening when a TLS file is unusable.
         """
         ssl_context = tls.server_context() if tls is not None else None
-        ae = build_ae(services, config)
+        ae = build_ae(services, config, tls)
         if config.open:
             logger.warning(
                 "gateway %s is open: it accepts every calling AE title, for site %s",
