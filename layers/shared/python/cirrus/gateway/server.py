@@ -36,6 +36,7 @@ from cirrus.gateway.aeconfig import AEConfig
 from cirrus.gateway.commitment import CommitmentService
 from cirrus.gateway.context import DimseService, GatewayContext, peer
 from cirrus.gateway.find import FindService
+from cirrus.gateway.retrieve import RetrieveService
 from cirrus.gateway.store import STORAGE_TRANSFER_SYNTAXES, StoreService
 from cirrus.gateway.tls import TLSAssociationServer, TLSConfig
 from cirrus.services import Services
@@ -174,7 +175,12 @@ class GatewayAE(AE):
 
 def dimse_services(context: GatewayContext) -> list[DimseService]:
     """Return the gateway's DIMSE services other than Verification, which pynetdicom answers."""
-    return [StoreService(context), FindService(context), CommitmentService(context)]
+    return [
+        StoreService(context),
+        FindService(context),
+        CommitmentService(context),
+        RetrieveService(context),
+    ]
 
 
 def build_ae(services: Services, config: AEConfig, tls: TLSConfig | None = None) -> GatewayAE:

@@ -1,4 +1,5 @@
-"""Reads the index for WADO-RS: instance lookups, instance lists and stored metadata."""
+"""Reads the index for WADO-RS and the gateway's retrieves: instance lookups and lists, a
+patient's studies, and stored metadata."""
 
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ class IndexReader:
             scope = f"series {series} of study {study}" if series else f"study {study}"
             raise NotFoundError(f"{scope} not found")
         return refs
+
+    def patient_studies(self, site: str, patient_id: str) -> list[str]:
+        """Return the Study Instance UIDs of a patient's studies, from the ``by-patient`` index.
+
+        The index is eventually consistent, so a study indexed a moment ago may be missing.
+        """
+        records = self._model.by_patient.query(f"{site}#{patient_id}")
+        return [record.pk.split("#", 1)[1] for record in records]
 
     def metadata(self, site: str, study: str, series: str | None = None) -> list[JsonDict]:
         """Return the stored DICOM JSON of every instance of a study or series.
