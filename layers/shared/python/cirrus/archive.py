@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from pydicom.uid import UID
@@ -64,13 +65,26 @@ def check_instance(
     data set is not inflated twice. Raises ``InvalidInstanceError`` naming what is missing or
     malformed.
     """
-    if len(part10) > MAX_OBJECT_BYTES:
-        raise InvalidInstanceError(
-            f"instance of {len(part10)} bytes is larger than the {MAX_OBJECT_BYTES} bytes "
-            "one object may hold"
-        )
+    check_size(len(part10))
     if header is None:
         header = parse_instance(part10)
+    return check_header(header, site)
+
+
+def check_size(size: int) -> None:
+    """Raise ``InvalidInstanceError`` for an object of ``size`` bytes that S3 cannot hold."""
+    if size > MAX_OBJECT_BYTES:
+        raise InvalidInstanceError(
+            f"instance of {size} bytes is larger than the {MAX_OBJECT_BYTES} bytes "
+            "one object may hold"
+        )
+
+
+def check_header(header: InstanceHeader, site: str) -> CheckedInstance:
+    """Check the parsed header of an instance and return its storage key.
+
+    Raises ``InvalidInstanceError`` naming what is missing or malformed.
+    """
     try:
         for keyword in _CONFORMANT_UIDS:
             check_conformant_uid(keyword, str(header.dataset.get(keyword.split()[0], "")))
@@ -108,6 +122,27 @@ def archive_instance(
     if claims is not None:
         claims.claim(key)
     stored = store.put(key.object_key, part10)
+    return _archived(checked, stored)
+
+
+def archive_file(
+    store: ObjectStore,
+    path: Path,
+    checked: CheckedInstance,
+    claims: InstanceClaims | None = None,
+) -> ArchivedInstance:
+    """Write the checked Part 10 file ``path`` to the archive, as ``archive_instance`` does.
+
+    The file is streamed (``ObjectStore.put_file``), so only one part of it is in memory.
+    """
+    if claims is not None:
+        claims.claim(checked.key)
+    stored = store.put_file(checked.key.object_key, path)
+    return _archived(checked, stored)
+
+
+def _archived(checked: CheckedInstance, stored: StoredObject) -> ArchivedInstance:
+    key = checked.key
     logger.info(
         "instance stored",
         extra={

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from cirrus.dicom.dicomjson import instance_metadata
 from cirrus.dicom.instance import InstanceHeader, parse_instance
@@ -35,6 +35,14 @@ _SEQUENCE_DELIMITER: Final = (
     + (SEQUENCE_DELIMITER_TAG & 0xFFFF).to_bytes(2, "little")
     + b"\0\0\0\0"
 )
+
+
+class ObjectReader(Protocol):
+    """What ``read_header`` reads from: an ``ObjectStore``, or the gateway's spooled file."""
+
+    def get(self, key: str) -> bytes: ...
+
+    def get_range(self, key: str, start: int, end: int | None = None) -> tuple[bytes, int]: ...
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ def _record_claim(writer: IndexWriter, key: InstanceKey) -> None:
         )
 
 
-def read_header(store: ObjectStore, key: str) -> tuple[InstanceHeader, int]:
+def read_header(store: ObjectReader, key: str) -> tuple[InstanceHeader, int]:
     """Read the header of an object with as few and as small ranged GETs as it needs."""
     data, total = store.get_range(key, 0, FIRST_READ_BYTES)
     while True:

@@ -36,7 +36,11 @@ from cirrus.gateway.aeconfig import AEConfig
 from cirrus.gateway.commitment import CommitmentService
 from cirrus.gateway.context import DimseService, GatewayContext, peer
 from cirrus.gateway.find import FindService
+from cirrus.gateway.health import HealthServer, HealthState
+from cirrus.gateway.limits import GatewayLimits
+from cirrus.gateway.metrics import GatewayMetrics
 from cirrus.gateway.retrieve import RetrieveService
+from cirrus.gateway.spool import Spool, install_spooling
 from cirrus.gateway.store import STORAGE_TRANSFER_SYNTAXES, StoreService
 from cirrus.gateway.tls import TLSAssociationServer, TLSConfig
 from cirrus.services import Services
@@ -45,10 +49,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["STORAGE_TRANSFER_SYNTAXES", "Gateway", "GatewayAE", "build_ae", "run_gateway"]
 
-# NOTE: pynetdicom keeps each received data set in memory, and ``encoded_dataset`` copies it
-# once more with the file meta, so one C-STORE needs about twice the object size. The
-# gateway therefore needs up to about 2 x MAX_ASSOCIATIONS x (largest object) of memory.
-MAX_ASSOCIATIONS: Final = 25
+# The default bound of simultaneous associations; ``GatewayLimits`` sets the bound in use.
+# Received data sets go to files (``cirrus.gateway.spool``), so memory does not grow with
+# their size.
+MAX_ASSOCIATIONS: Final = GatewayLimits().max_associations
 
 # Time a new connection has to send its A-ASSOCIATE-RQ (pynetdicom's default is 30 s). An idle
 # connection holds one of MAX_ASSOCIATIONS until then, so a short wait keeps a few idle
@@ -133,20 +137,36 @@ class GatewayAE(AE):
     needs no ``evt_handlers``.
     """
 
-    def __init__(self, context: GatewayContext, services: list[DimseService]) -> None:
+    def __init__(
+        self,
+        context: GatewayContext,
+        services: list[DimseService],
+        limits: GatewayLimits | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         super().__init__(context.config.ae_title)
         self.context = context
         self.dimse_services = services
+        self.limits = limits if limits is not None else GatewayLimits()
+        # Found through ``assoc.ae`` by cirrus.gateway.spool and cirrus.gateway.metrics.
+        self.spool = Spool(self.limits)
+        self.metrics = metrics
 
     def event_handlers(self) -> list[EventHandlerType]:
         handlers: list[EventHandlerType] = [
             (evt.EVT_CONN_OPEN, _on_connection_open),
             (evt.EVT_CONN_CLOSE, _on_connection_close),
             (evt.EVT_REJECTED, _on_rejected),
+            (evt.EVT_CONN_CLOSE, self._on_association_end),
         ]
+        if self.metrics is not None:
+            handlers.extend(self.metrics.event_handlers())
         for service in self.dimse_services:
             handlers.extend(service.event_handlers())
         return handlers
+
+    def _on_association_end(self, event: Event) -> None:
+        self.spool.discard(event.assoc)
 
     def make_server(
         self,
@@ -183,21 +203,29 @@ def dimse_services(context: GatewayContext) -> list[DimseService]:
     ]
 
 
-def build_ae(services: Services, config: AEConfig, tls: TLSConfig | None = None) -> GatewayAE:
+def build_ae(
+    services: Services,
+    config: AEConfig,
+    limits: GatewayLimits | None = None,
+    metrics: GatewayMetrics | None = None,
+    tls: TLSConfig | None = None,
+) -> GatewayAE:
     """Build the AE: Verification and the contexts of every service in ``dimse_services``.
 
     Association requests whose Called AE Title is not ``config.ae_title`` are rejected with
     A-ASSOCIATE-RJ, reason "called AE title not recognised" (PS3.8 9.3.4). Unless the
     configuration is open, so are calling AE titles that it does not list ("calling AE title
-    not recognised"). ``tls`` is the TLS configuration that services use for outgoing
-    associations.
+    not recognised"). ``limits`` bound the associations and the spooled data sets, and
+    ``metrics`` counts what the AE does. ``tls`` is the TLS configuration that services use
+    for outgoing associations.
     """
+    install_spooling()
     context = GatewayContext(services, config, tls)
-    ae = GatewayAE(context, dimse_services(context))
+    ae = GatewayAE(context, dimse_services(context), limits, metrics)
     ae.require_called_aet = True
     if not config.open:
         ae.require_calling_aet = config.known_callers()
-    ae.maximum_associations = MAX_ASSOCIATIONS
+    ae.maximum_associations = ae.limits.max_associations
     ae.acse_timeout = ACSE_TIMEOUT_SECONDS
     ae.add_supported_context(Verification)
     for service in ae.dimse_services:
@@ -217,6 +245,9 @@ class Gateway:
         self.ae = ae
         self._server = server
         self._tls_server = tls_server
+        # Set once shutdown begins; the health check then returns 503.
+        self.draining = False
+        self._health: HealthServer | None = None
 
     @classmethod
     def start(
@@ -226,14 +257,20 @@ class Gateway:
         host: str,
         port: int,
         tls: TLSConfig | None = None,
+        *,
+        limits: GatewayLimits | None = None,
+        metrics: GatewayMetrics | None = None,
+        health_address: tuple[str, int] | None = None,
     ) -> Gateway:
         """Start serving on ``host`` and ``port`` in a background thread (port 0: any free one).
 
         With ``tls``, a second listener on ``tls.port`` serves the same services over TLS.
-        Raises ``TLSConfigError`` before listening when a TLS file is unusable.
+        Raises ``TLSConfigError`` before listening when a TLS file is unusable. ``metrics``
+        starts flushing at once, and with ``health_address`` (host, port) the HTTP health
+        check (``cirrus.gateway.health``) listens there.
         """
         ssl_context = tls.server_context() if tls is not None else None
-        ae = build_ae(services, config, tls)
+        ae = build_ae(services, config, limits, metrics, tls)
         if config.open:
             logger.warning(
                 "gateway %s is open: it accepts every calling AE title, for site %s",
@@ -251,6 +288,11 @@ class Gateway:
                 server.shutdown()
                 raise
         gateway = cls(ae, server, tls_server)
+        try:
+            gateway._start_operations(health_address)
+        except BaseException:
+            gateway.shutdown()
+            raise
         logger.info(
             "gateway %s listening on %s:%d",
             config.ae_title,
@@ -286,15 +328,40 @@ class Gateway:
             return None
         return int(self._tls_server.server_address[1])
 
+    @property
+    def health_port(self) -> int | None:
+        return self._health.port if self._health is not None else None
+
     def active_associations(self) -> list[Association]:
         return [assoc for assoc in self.ae.active_associations if assoc.is_acceptor]
+
+    def health_state(self) -> HealthState:
+        return HealthState(serving=not self.draining, associations=len(self.active_associations()))
+
+    def _start_operations(self, health_address: tuple[str, int] | None) -> None:
+        metrics = self.ae.metrics
+        if metrics is not None:
+            metrics.gauges = self._gauges
+            metrics.start()
+        if health_address is not None:
+            self._health = HealthServer(*health_address, self.health_state)
+            self._health.start()
+
+    def _gauges(self) -> dict[str, int]:
+        return {
+            "ActiveAssociations": len(self.active_associations()),
+            "SpoolBytes": self.ae.spool.used_bytes,
+        }
 
     def shutdown(self, grace_seconds: float = 0.0) -> None:
         """Stop accepting associations, let open ones finish for ``grace_seconds``, abort the rest.
 
         An association aborted during a C-STORE gets no response, so its sender resends the
-        instance, and the resent object replaces the first under the same key.
+        instance, and the resent object replaces the first under the same key. The health
+        check returns 503 from the start of the shutdown until it stops at the end, after the
+        last flush of the metrics.
         """
+        self.draining = True
         self._server.shutdown()
         if self._tls_server is not None:
             self._tls_server.shutdown()
@@ -312,6 +379,11 @@ class Gateway:
         deadline = time.monotonic() + _ABORT_WAIT_SECONDS
         for assoc in remaining:
             assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self.ae.metrics is not None:
+            self.ae.metrics.stop()
+        if self._health is not None:
+            self._health.stop()
+        self.ae.spool.remove()
         logger.info("gateway on port %d stopped", self.port, extra={"port": self.port})
 
     def __enter__(self) -> Gateway:
@@ -328,11 +400,21 @@ def _client_certificates(tls: TLSConfig) -> str:
 
 
 def run_gateway(
-    settings: Settings, config: AEConfig, host: str, port: int, tls: TLSConfig | None = None
+    settings: Settings,
+    config: AEConfig,
+    host: str,
+    port: int,
+    tls: TLSConfig | None = None,
+    *,
+    limits: GatewayLimits | None = None,
+    metrics: GatewayMetrics | None = None,
+    health_address: tuple[str, int] | None = None,
+    grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
 ) -> None:
-    """Serve the gateway until SIGTERM or SIGINT.
+    """Serve the gateway until SIGTERM or SIGINT, then drain it for ``grace_seconds``.
 
-    Must run in the main thread, which alone can install signal handlers.
+    Must run in the main thread, which alone can install signal handlers. The other keyword
+    arguments are those of ``Gateway.start``.
     """
     services = Services(settings)
     # pynetdicom logs every association and message at INFO, which repeats the gateway's log.
@@ -347,13 +429,22 @@ def run_gateway(
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        gateway = Gateway.start(services, config, host, port, tls)
+        gateway = Gateway.start(
+            services,
+            config,
+            host,
+            port,
+            tls,
+            limits=limits,
+            metrics=metrics,
+            health_address=health_address,
+        )
         try:
             stop.wait()
             name = received[0]
             logger.info("%s received, stopping the gateway", name, extra={"signal": name})
         finally:
-            gateway.shutdown(grace_seconds=SHUTDOWN_GRACE_SECONDS)
+            gateway.shutdown(grace_seconds=grace_seconds)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,9 +1,14 @@
 """The Storage SCP of the gateway: each C-STORE request is archived before it is acknowledged.
 
-A C-STORE request gets the Success status only once ``archive_instance`` has returned, that is
+A C-STORE request gets the Success status only once ``archive_file`` has returned, that is
 once S3 has acknowledged the object. The data set is stored as received, without decoding it,
 behind the File Meta Information that pynetdicom builds from the request. The site of the
 instance is the site of the calling AE title.
+
+pynetdicom writes each data set to a file of the gateway's spool (``cirrus.gateway.spool``)
+as it arrives. The handler parses the header from that file with the ranged reads that
+ingest uses, checks it, and uploads the file in parts, so an instance is never held in
+memory whole. A data set that the spool dropped for a limit gets 0xA700 with the reason.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, cast
 from weakref import WeakKeyDictionary
 
@@ -38,14 +44,17 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventHandlerType
 
-from cirrus.archive import archive_instance, check_instance
+from cirrus.archive import archive_file, check_header, check_size
 from cirrus.dicom.instance import InstanceHeader
 from cirrus.errors import CirrusError
 from cirrus.gateway.context import GatewayContext, peer
+from cirrus.gateway.metrics import metrics_of
+from cirrus.gateway.spool import SpoolFile, read_spooled_header, spool_of
 from cirrus.gateway.status import (
     CANNOT_UNDERSTAND,
     DATA_SET_DOES_NOT_MATCH,
     NOT_AUTHORIZED,
+    OUT_OF_RESOURCES,
     StoreFailure,
     failure_for_error,
     failure_status,
@@ -160,10 +169,41 @@ class StoreService:
                 f"calling AE title {caller.ae_title} may not store",
                 "this calling AE title may not store",
             )
-        services = self._context.services
-        part10 = event.encoded_dataset(include_meta=True)
+        spooled = getattr(request, "_dataset_file", None)
+        if not isinstance(spooled, SpoolFile):
+            # build_ae installs the spooling, so only an AE built otherwise gets here.
+            raise RuntimeError("the C-STORE data set was not spooled to a file")
+        return self._archive_spooled(event, request, caller.site, spooled)
+
+    def _archive_spooled(
+        self, event: Event, request: C_STORE, site: str, spooled: SpoolFile
+    ) -> StoreFailure | None:
+        """Check and archive the data set that ``cirrus.gateway.spool`` wrote to a file.
+
+        The file is deleted before this returns, whatever the outcome.
+        """
+        spool = spool_of(event.assoc)
+        if spool is not None:
+            spool.take(spooled)
         try:
-            checked = check_instance(part10, caller.site)
+            spooled.close()
+            if spooled.rejection is not None:
+                return StoreFailure(OUT_OF_RESOURCES, spooled.rejection, spooled.rejection)
+            failure = self._archive_file(request, site, spooled.path)
+        finally:
+            spooled.delete()
+        if failure is None:
+            metrics = metrics_of(event.assoc)
+            if metrics is not None:
+                metrics.add_stored_bytes(spooled.received)
+        return failure
+
+    def _archive_file(self, request: C_STORE, site: str, path: Path) -> StoreFailure | None:
+        services = self._context.services
+        try:
+            header, size = read_spooled_header(path)
+            check_size(size)
+            checked = check_header(header, site)
         except CirrusError as exc:
             return failure_for_error(exc)
         except Exception as exc:
@@ -173,8 +213,8 @@ class StoreService:
         if mismatch is not None:
             return mismatch
         try:
-            # archive_instance logs the one INFO line per stored instance.
-            archive_instance(services.store, caller.site, part10, checked, services.claims)
+            # archive_file logs the one INFO line per stored instance.
+            archive_file(services.store, path, checked, services.claims)
         except CirrusError as exc:
             return failure_for_error(exc)
         return None

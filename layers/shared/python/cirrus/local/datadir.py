@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from cirrus.errors import CirrusError
 from cirrus.storage.keys import INSTANCE_SUFFIX, InstanceKey
@@ -32,11 +33,23 @@ class DataDirObjectStore(ObjectStore):
 
     def put(self, key: str, body: bytes, content_type: str = DICOM_CONTENT_TYPE) -> StoredObject:
         path = self._path(key)
-        _write_durably(path, body)
+        _write_durably(path, lambda file: file.write(body))
         try:
             return super().put(key, body, content_type)
         except CirrusError:
             path.unlink(missing_ok=True)
+            raise
+
+    def put_file(
+        self, key: str, path: Path, content_type: str = DICOM_CONTENT_TYPE
+    ) -> StoredObject:
+        saved = self._path(key)
+        with path.open("rb") as source:
+            _write_durably(saved, lambda file: shutil.copyfileobj(source, file))
+        try:
+            return super().put_file(key, path, content_type)
+        except CirrusError:
+            saved.unlink(missing_ok=True)
             raise
 
     def delete(self, keys: Sequence[str]) -> None:
@@ -89,12 +102,12 @@ def restore_objects(store: ObjectStore, root: Path) -> int:
     return count
 
 
-def _write_durably(path: Path, body: bytes) -> None:
+def _write_durably(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=_INCOMING_PREFIX)
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(body)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,6 +23,10 @@ DICOM_CONTENT_TYPE: Final = "application/dicom"
 _MISSING_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
 # The maximum number of keys in one DeleteObjects request.
 MAX_DELETE_KEYS: Final = 1000
+# ``put_file`` sends a file of at most this size in one PUT, and a larger one as a multipart
+# upload, which holds one part (``cirrus.storage.transfers.PART_SIZE``) in memory at a time.
+SINGLE_PUT_MAX_BYTES: Final = 8 * 1024 * 1024
+_FILE_CHUNK_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,28 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, key) from exc
         return StoredObject(key=key, size=len(body), etag=response["ETag"].strip('"'))
+
+    def put_file(
+        self, key: str, path: Path, content_type: str = DICOM_CONTENT_TYPE
+    ) -> StoredObject:
+        """Write the file ``path`` as object ``key``; return once S3 has acknowledged all of it.
+
+        A file over ``SINGLE_PUT_MAX_BYTES`` goes up in parts, and a multipart upload that
+        fails is aborted, so S3 keeps no part of it. The file must not change meanwhile.
+        """
+        size = path.stat().st_size
+        if size <= SINGLE_PUT_MAX_BYTES:
+            return self.put(key, path.read_bytes(), content_type)
+        # Imported here because cirrus.storage.transfers imports this module.
+        from cirrus.storage.transfers import TransferStore
+
+        uploader = TransferStore(self._client, self.bucket, self._kms_key_id)
+        size = uploader.write(key, read_chunks(path), content_type)
+        try:
+            etag = self._client.head_object(Bucket=self.bucket, Key=key)["ETag"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, key) from exc
+        return StoredObject(key=key, size=size, etag=etag.strip('"'))
 
     def get(self, key: str) -> bytes:
         try:
@@ -117,6 +144,13 @@ class ObjectStore:
                     yield StoredObject(item["Key"], item["Size"], item["ETag"].strip('"'))
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, prefix) from exc
+
+
+def read_chunks(path: Path, chunk_size: int = _FILE_CHUNK_BYTES) -> Iterator[bytes]:
+    """Yield the content of the file ``path`` in chunks of at most ``chunk_size`` bytes."""
+    with path.open("rb") as file:
+        while chunk := file.read(chunk_size):
+            yield chunk
 
 
 def _translate(exc: ClientError | BotoCoreError, key: str) -> Exception:

@@ -1,0 +1,94 @@
+"""The resource limits of one gateway process, and their reading from the environment.
+
+Three bounds keep a busy gateway answering instead of running out of memory or disk:
+
+- ``max_associations``: associations served at once. pynetdicom rejects one more with
+  A-ASSOCIATE-RJ, result rejected-transient, source service-provider (presentation),
+  reason "local limit exceeded" (PS3.8 9.3.4).
+- ``max_instance_bytes``: size of one received data set. A larger one is received to its
+  end without being kept, and its C-STORE gets 0xA700 with an Error Comment.
+- ``spool_bytes``: bytes of all data sets being received or stored at once, which the gateway
+  writes to files in ``spool_dir`` (``cirrus.gateway.spool``). A data set that would pass
+  the bound gets 0xA700 too, and the sender may retry it later.
+
+Memory does not grow with instance size: an instance is spooled to disk as it arrives and
+uploaded from the file one part at a time.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cirrus.archive import MAX_OBJECT_BYTES
+
+DEFAULT_MAX_ASSOCIATIONS: Final = 25
+# A CT or MR series arrives as many small instances, but whole-slide images, breast
+# tomosynthesis and long ultrasound clips reach gigabytes in one instance.
+DEFAULT_MAX_INSTANCE_BYTES: Final = 2 * 1024**3
+# Fargate gives a task 20 GiB of ephemeral storage unless its definition asks for more, and
+# the container image takes part of it.
+DEFAULT_SPOOL_BYTES: Final = 8 * 1024**3
+
+ENV_MAX_ASSOCIATIONS: Final = "CIRRUS_MAX_ASSOCIATIONS"
+ENV_MAX_INSTANCE_BYTES: Final = "CIRRUS_MAX_INSTANCE_BYTES"
+ENV_SPOOL_BYTES: Final = "CIRRUS_SPOOL_BYTES"
+ENV_SPOOL_DIR: Final = "CIRRUS_SPOOL_DIR"
+
+
+@dataclass(frozen=True)
+class GatewayLimits:
+    """The bounds of one gateway; ``spool_dir`` None means the system's temporary folder."""
+
+    max_associations: int = DEFAULT_MAX_ASSOCIATIONS
+    max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES
+    spool_bytes: int = DEFAULT_SPOOL_BYTES
+    spool_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_associations < 1:
+            raise ValueError(f"max_associations is {self.max_associations}; it must be 1 or more")
+        if not 1 <= self.max_instance_bytes <= MAX_OBJECT_BYTES:
+            raise ValueError(
+                f"max_instance_bytes is {self.max_instance_bytes}; it must be from 1 to "
+                f"{MAX_OBJECT_BYTES}, the largest object the archive stores"
+            )
+        if self.spool_bytes < self.max_instance_bytes:
+            raise ValueError(
+                f"spool_bytes {self.spool_bytes} is smaller than max_instance_bytes "
+                f"{self.max_instance_bytes}; the spool must hold at least one instance"
+            )
+
+    @property
+    def spool_root(self) -> Path:
+        return self.spool_dir if self.spool_dir is not None else Path(tempfile.gettempdir())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> GatewayLimits:
+        """Read the limits from ``CIRRUS_MAX_ASSOCIATIONS``, ``CIRRUS_MAX_INSTANCE_BYTES``,
+        ``CIRRUS_SPOOL_BYTES`` and ``CIRRUS_SPOOL_DIR``; raise ``ValueError`` for a bad value.
+        """
+        spool_dir = environ.get(ENV_SPOOL_DIR)
+        limits = cls(
+            max_associations=_read_int(environ, ENV_MAX_ASSOCIATIONS, DEFAULT_MAX_ASSOCIATIONS),
+            max_instance_bytes=_read_int(
+                environ, ENV_MAX_INSTANCE_BYTES, DEFAULT_MAX_INSTANCE_BYTES
+            ),
+            spool_bytes=_read_int(environ, ENV_SPOOL_BYTES, DEFAULT_SPOOL_BYTES),
+            spool_dir=Path(spool_dir) if spool_dir else None,
+        )
+        if not limits.spool_root.is_dir():
+            raise ValueError(f"{ENV_SPOOL_DIR} {str(limits.spool_root)!r} is not a folder")
+        return limits
+
+
+def _read_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = environ.get(name)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"{name} {value!r} is invalid; give a whole number")
+    return int(value)

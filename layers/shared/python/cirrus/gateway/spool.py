@@ -1,0 +1,290 @@
+"""Received C-STORE data sets go to files in a spool folder, within the gateway's limits.
+
+pynetdicom 3.0.4 writes a C-STORE data set to a file instead of memory when
+``_config.STORE_RECV_CHUNKED_DATASET`` is true. ``C_STORE_RQ.decode_msg`` (in
+``pynetdicom.dimse_messages``) opens the file with ``NamedTemporaryFile`` once the command set
+has arrived, writes a File Meta Information and then each data set fragment to it, and
+``StorageServiceClass.SCP`` closes and deletes the file after the EVT_C_STORE handler.
+
+That flag and that function are process-wide, and other AEs in the process (test peers, the
+SCU side of C-GET) must keep pynetdicom's default behaviour. So ``install_spooling``
+replaces both names in ``pynetdicom.dimse_messages`` with versions that act differently only
+in the DUL thread of an association of an AE that has a ``Spool`` (the gateway's
+``GatewayAE``). There the data set goes to a ``SpoolFile`` in that spool's folder, which
+keeps two bounds as the bytes arrive:
+
+- a data set larger than ``max_instance_bytes`` is dropped from then on;
+- a data set whose bytes would take the bytes of all spool files past ``spool_bytes`` is
+  dropped as well.
+
+A dropped data set is still read to its end, because DIMSE has no way to stop a C-STORE
+midway, but only its size is kept. The C-STORE handler then finds ``rejection`` set and
+answers 0xA700. Spool files of associations that end before their handler runs (an abort in
+the middle of a data set, for one) are deleted by ``discard`` at the end of the association.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Final
+
+from pynetdicom import _config, dimse_messages
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+
+from cirrus.dicom.instance import MAX_INFLATED_BYTES, InstanceHeader
+from cirrus.errors import InstanceTooLargeError
+from cirrus.gateway.limits import GatewayLimits
+from cirrus.ingest import read_header
+
+logger = logging.getLogger(__name__)
+
+SPOOL_PREFIX: Final = "cirrus-spool-"
+SPOOL_SUFFIX: Final = ".dcm"
+# The most bytes ``read_spooled_header`` reads at once. Ingest reads a header in ranges, but a
+# deflated data set, or elements after encapsulated Pixel Data, need the whole object.
+MAX_WHOLE_READ_BYTES: Final = MAX_INFLATED_BYTES
+
+_install_lock = threading.Lock()
+_original_named_temporary_file: Any = None
+
+
+class SpoolFile:
+    """One received data set on disk, as a file that pynetdicom writes to.
+
+    pynetdicom uses ``name``, ``write``, ``file.flush()`` and ``close`` of the object that
+    ``NamedTemporaryFile`` returns, so this class offers the same.
+    """
+
+    def __init__(self, spool: Spool, assoc: Association) -> None:
+        fd, name = tempfile.mkstemp(dir=spool.directory, prefix="store-", suffix=SPOOL_SUFFIX)
+        self.name = name
+        self.file = os.fdopen(fd, "wb")
+        self.path = Path(name)
+        self.received = 0
+        self.rejection: str | None = None
+        self.assoc = assoc
+        self._spool = spool
+        self._reserved = 0
+        self._closed = False
+
+    def write(self, data: bytes) -> int:
+        """Write ``data`` unless the data set is rejected, and count it in either case."""
+        self.received += len(data)
+        if self.rejection is not None:
+            return len(data)
+        rejection = self._spool.reserve(self, len(data))
+        if rejection is not None:
+            self.reject(rejection)
+            return len(data)
+        try:
+            self.file.write(data)
+        except OSError as exc:
+            self.reject(f"the gateway could not spool the data set: {exc.strerror}")
+        return len(data)
+
+    def reject(self, reason: str) -> None:
+        """Drop what was written and keep no more, so the spool space is free for others."""
+        self.rejection = reason
+        try:
+            self.file.seek(0)
+            self.file.truncate()
+        except OSError as exc:
+            logger.warning("spool file not truncated", extra={"path": self.name, "error": str(exc)})
+        self._release()
+
+    def close(self) -> None:
+        """Close the file, which keeps its place in the spool until ``delete``."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.file.close()
+        except OSError as exc:
+            logger.warning("spool file not closed", extra={"path": self.name, "error": str(exc)})
+
+    def delete(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._reserved:
+            self._spool.release(self._reserved)
+            self._reserved = 0
+
+    def _add_reserved(self, size: int) -> None:
+        self._reserved += size
+
+
+class Spool:
+    """The spool folder of one gateway and the count of the bytes in it."""
+
+    def __init__(self, limits: GatewayLimits) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._directory: Path | None = None
+        self._used = 0
+        self._open: dict[Association, set[SpoolFile]] = {}
+
+    @property
+    def directory(self) -> Path:
+        """The spool folder, made at the first data set.
+
+        Each gateway has a folder of its own under ``limits.spool_root``, so that several
+        gateway processes can share one spool root.
+        """
+        with self._lock:
+            if self._directory is None:
+                root = self.limits.spool_root
+                self._directory = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=root))
+            return self._directory
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used
+
+    def open_file(self, assoc: Association) -> SpoolFile:
+        spool_file = SpoolFile(self, assoc)
+        with self._lock:
+            self._open.setdefault(assoc, set()).add(spool_file)
+        return spool_file
+
+    def reserve(self, spool_file: SpoolFile, size: int) -> str | None:
+        """Count ``size`` more bytes of ``spool_file``; return a rejection when a bound is hit."""
+        limits = self.limits
+        if spool_file.received > limits.max_instance_bytes:
+            return (
+                f"instance is larger than {limits.max_instance_bytes} bytes, "
+                "the most this gateway stores"
+            )
+        with self._lock:
+            if self._used + size > limits.spool_bytes:
+                full = True
+            else:
+                full = False
+                self._used += size
+        if full:
+            return "the gateway's spool space is full; retry later"
+        spool_file._add_reserved(size)
+        return None
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self._used -= size
+
+    def take(self, spool_file: SpoolFile) -> None:
+        """Hand ``spool_file`` to its C-STORE handler, which deletes it when done."""
+        with self._lock:
+            files = self._open.get(spool_file.assoc)
+            if files is not None:
+                files.discard(spool_file)
+
+    def discard(self, assoc: Association) -> None:
+        """Delete the spool files of ``assoc`` that no handler took."""
+        with self._lock:
+            files = self._open.pop(assoc, set())
+        for spool_file in files:
+            spool_file.delete()
+        if files:
+            logger.info(
+                "spooled data sets of an ended association deleted", extra={"files": len(files)}
+            )
+
+    def remove(self) -> None:
+        """Delete the spool folder with whatever it still contains."""
+        with self._lock:
+            directory, self._directory = self._directory, None
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+class _FileReader:
+    """A spooled file as ``cirrus.ingest.read_header`` reads an object, by byte ranges."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self.size = path.stat().st_size
+
+    def get(self, key: str) -> bytes:
+        if self.size > MAX_WHOLE_READ_BYTES:
+            raise InstanceTooLargeError(
+                f"reading this header needs the whole {self.size}-byte instance; "
+                f"the gateway reads at most {MAX_WHOLE_READ_BYTES} bytes at once"
+            )
+        return self._path.read_bytes()
+
+    def get_range(self, key: str, start: int, end: int | None = None) -> tuple[bytes, int]:
+        with self._path.open("rb") as file:
+            file.seek(start)
+            data = file.read(-1 if end is None else max(0, end - start))
+        return data, self.size
+
+
+def read_spooled_header(path: Path) -> tuple[InstanceHeader, int]:
+    """Parse the header of the spooled Part 10 file ``path``; return it and the file's size.
+
+    Reads only what ingest will read from S3, so Pixel Data stays on disk. Raises what
+    ``cirrus.dicom.instance.parse_instance`` raises, and ``InstanceTooLargeError``.
+    """
+    reader = _FileReader(path)
+    return read_header(reader, path.name)
+
+
+def spool_of(assoc: Association) -> Spool | None:
+    spool = getattr(assoc.ae, "spool", None)
+    return spool if isinstance(spool, Spool) else None
+
+
+def _current_association() -> Association | None:
+    thread = threading.current_thread()
+    if isinstance(thread, DULServiceProvider):
+        return thread.assoc
+    return None
+
+
+def _spool_of_current_thread() -> tuple[Spool, Association] | None:
+    assoc = _current_association()
+    if assoc is None:
+        return None
+    spool = spool_of(assoc)
+    return None if spool is None else (spool, assoc)
+
+
+class _ReceiveConfig:
+    """pynetdicom's ``_config`` module as ``pynetdicom.dimse_messages`` reads it after ``install``.
+
+    Every setting is the module's, except that chunked receiving is on in a gateway's threads.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_config, name)
+
+    @property
+    def STORE_RECV_CHUNKED_DATASET(self) -> bool:
+        return _config.STORE_RECV_CHUNKED_DATASET or _spool_of_current_thread() is not None
+
+
+def _named_temporary_file(*args: Any, **kwargs: Any) -> Any:
+    current = _spool_of_current_thread()
+    if current is None:
+        return _original_named_temporary_file(*args, **kwargs)
+    spool, assoc = current
+    return spool.open_file(assoc)
+
+
+def install_spooling() -> None:
+    """Route the C-STORE data sets of every ``Spool``-owning AE to its spool; idempotent."""
+    global _original_named_temporary_file
+    with _install_lock:
+        if _original_named_temporary_file is not None:
+            return
+        _original_named_temporary_file = getattr(dimse_messages, "NamedTemporaryFile")  # noqa: B009
+        setattr(dimse_messages, "NamedTemporaryFile", _named_temporary_file)  # noqa: B010
+        setattr(dimse_messages, "_config", _ReceiveConfig())  # noqa: B010
