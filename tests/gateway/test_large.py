@@ -31,7 +31,7 @@ from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import SINGLE_PUT_MAX_BYTES, ObjectStore
 from cirrus.storage.transfers import PART_SIZE
 from tests.gateway.gateways import start_gateway
-from tests.gateway.scu import SITE, associate, send_file_as_is, storescu, stored_objects
+from tests.gateway.scu import SITE, associate, send_file_as_is, stored_objects, storescu
 
 FRAME_SIDE = 512
 FRAME_BYTES = FRAME_SIDE * FRAME_SIDE * 2
