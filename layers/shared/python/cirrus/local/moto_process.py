@@ -71,9 +71,10 @@ def start_moto() -> MotoProcess:
 def _serve() -> None:
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-    from cirrus.local import moto_patches
+    from cirrus.local import moto_patches, moto_server_patches
 
     moto_patches.apply()
+    moto_server_patches.apply()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
     server.start()

@@ -3,7 +3,8 @@
 It long-polls the queue, hands each batch to the ingest handler as the SQS event that Lambda
 delivers, deletes the messages that succeeded, and makes failed ones visible again after a
 growing delay. The queue's redrive policy moves a message to the dead-letter queue after its
-maximum number of receives, as in AWS.
+maximum number of receives, as in AWS. Several threads poll at once, as Lambda runs several
+batches of one event source mapping concurrently, so one slow batch does not hold up the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE: Final = 10
 WAIT_SECONDS: Final = 1
 RETRY_DELAYS_SECONDS: Final = (1, 4, 16)
+# Batches handled at once. Ingest is bound by the latency of moto's responses rather than by
+# CPU, so a few concurrent batches raise its rate (bench/gateway_ingest.py).
+CONCURRENT_BATCHES: Final = 4
 
 BatchHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -35,6 +39,7 @@ class IngestPoller:
         region: str,
         handler: BatchHandler,
         retry_delays: tuple[int, ...] = RETRY_DELAYS_SECONDS,
+        concurrency: int = CONCURRENT_BATCHES,
     ) -> None:
         self._sqs = sqs
         self._retry_delays = retry_delays
@@ -43,14 +48,20 @@ class IngestPoller:
         self._queue_arn = queue_arn
         self._handler = handler
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ingest-poller", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"ingest-poller-{number}", daemon=True)
+            for number in range(1, concurrency + 1)
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=WAIT_SECONDS + 10)
+        deadline = time.monotonic() + WAIT_SECONDS + 10
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def wait_until_drained(self, timeout: float) -> bool:
         """Wait until no message is queued or in flight; tell whether that happened in time."""
@@ -93,10 +104,24 @@ class IngestPoller:
         for message in messages:
             if message["MessageId"] in failed:
                 self._retry_later(message)
-            else:
-                self._sqs.delete_message(
-                    QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+        self._delete([message for message in messages if message["MessageId"] not in failed])
+
+    def _delete(self, messages: list[dict[str, Any]]) -> None:
+        """Delete the handled messages with one request; log those that SQS did not delete."""
+        if not messages:
+            return
+        entries = [
+            {"Id": str(number), "ReceiptHandle": message["ReceiptHandle"]}
+            for number, message in enumerate(messages)
+        ]
+        response = self._sqs.delete_message_batch(QueueUrl=self._queue_url, Entries=entries)
+        for failure in response.get("Failed", ()):
+            # The message becomes visible again and is ingested again, as after a Lambda retry.
+            message = messages[int(failure["Id"])]
+            logger.warning(
+                "ingest message not deleted",
+                extra={"message_id": message["MessageId"], "error": failure.get("Message")},
+            )
 
     def _retry_later(self, message: dict[str, Any]) -> None:
         receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
