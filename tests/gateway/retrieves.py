@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -185,8 +186,12 @@ def running_pynetdicom_scp(
     transfer_syntaxes: Sequence[str],
     answer: Callable[[Dataset], int] = lambda ds: 0x0000,
     port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Iterator[PynetdicomSCP]:
-    """Run a pynetdicom Storage SCP on ``port`` of 127.0.0.1 (0: a free one) for the block."""
+    """Run a pynetdicom Storage SCP on ``port`` of 127.0.0.1 (0: a free one) for the block.
+
+    With ``ssl_context`` it serves TLS only.
+    """
     scp = PynetdicomSCP(ae_title, transfer_syntaxes, answer)
     ae = AE(ae_title)
     ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 10
@@ -194,7 +199,10 @@ def running_pynetdicom_scp(
         assert context.abstract_syntax is not None
         ae.add_supported_context(context.abstract_syntax, list(transfer_syntaxes))
     server = ae.start_server(
-        (LOOPBACK, port), block=False, evt_handlers=[(evt.EVT_C_STORE, scp.handle_store)]
+        (LOOPBACK, port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, scp.handle_store)],
+        ssl_context=ssl_context,
     )
     assert server is not None
     scp.server = server

@@ -7,6 +7,7 @@ suite's site may move. Requests come from dcmtk's movescu and from pynetdicom.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import uuid
@@ -35,6 +36,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from cirrus.config import ResourceNames, Settings
 from cirrus.gateway.aeconfig import AEConfig, Destination, SiteAEs
 from cirrus.gateway.server import Gateway
+from cirrus.gateway.tls import TLSConfig
 from cirrus.local.moto_process import LOOPBACK, MotoProcess
 from cirrus.local.resources import create_resources
 from cirrus.services import Services
@@ -49,6 +51,7 @@ from tests.gateway.retrieves import (
     running_storescp,
 )
 from tests.gateway.scu import SITE, run_dcmtk
+from tests.gateway.tls_certificates import issue, make_authority
 from tests.peers.orthanc import free_port
 from tests.pydicom_files import bundled
 
@@ -578,3 +581,35 @@ def test_move_to_orthanc(moves: MoveArchive, tmp_path: Path) -> None:
         assert status.Status == 0x0000
         assert status.NumberOfCompletedSuboperations == 3
         assert orthanc.instance_uids() == _uids(moves.study)
+
+
+def test_move_over_tls(moves: MoveArchive, gateway_settings: Settings, tmp_path: Path) -> None:
+    authority = make_authority(tmp_path, "retrieve-test-ca")
+    gateway_pair = issue(authority, tmp_path, "gateway", server=True)
+    destination_pair = issue(authority, tmp_path, "destination", server=True)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(destination_pair.certificate, destination_pair.private_key)
+    tls = TLSConfig(
+        certificate=gateway_pair.certificate,
+        private_key=gateway_pair.private_key,
+        port=0,
+        ca_file=authority.certificate,
+    )
+    with running_pynetdicom_scp("SECURE", ALL_SYNTAXES, ssl_context=server_context) as scp:
+        config = AEConfig(
+            sites={
+                SITE: SiteAEs(
+                    callers={"MOVESCU": frozenset({"retrieve"})},
+                    destinations={"SECURE": Destination(host=LOOPBACK, port=scp.port, tls=True)},
+                )
+            }
+        )
+        services = Services(gateway_settings)
+        with Gateway.start(services, config, LOOPBACK, 0, tls) as gateway:
+            responses = _move(
+                gateway.port, identifier("STUDY", StudyInstanceUID=moves.study_uid), "SECURE"
+            )
+    status, _ = _final(responses)
+    assert status.Status == 0x0000
+    assert status.NumberOfCompletedSuboperations == 3
+    assert {str(ds.SOPInstanceUID) for ds in scp.received} == _uids(moves.study)

@@ -19,6 +19,7 @@ the two operations itself: ``RetrieveServiceClass`` takes the C-MOVE and C-GET r
 from __future__ import annotations
 
 import logging
+import ssl
 import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -91,7 +92,7 @@ MOVE_DESTINATION_UNKNOWN: Final = 0xA801
 IDENTIFIER_DOES_NOT_MATCH: Final = 0xA900
 # Failed: Unable to process (Cxxx). The identifier cannot be decoded.
 UNABLE_TO_DECODE_IDENTIFIER: Final = 0xC000
-# Also Unable to process: the destination needs TLS, which outgoing associations lack so far.
+# Also Unable to process: the destination needs TLS, and the gateway has no TLS configuration.
 DESTINATION_NOT_SUPPORTED: Final = 0xC001
 # Also Unable to process: an error that the gateway did not expect.
 INTERNAL_ERROR: Final = 0xC002
@@ -181,9 +182,11 @@ class RetrieveService:
                     f"move destination {title} is not configured for this caller",
                 )
                 return
-            if destination.tls:
-                # TODO: open TLS associations to destinations with cirrus.gateway.tls.
-                operation.fail(DESTINATION_NOT_SUPPORTED, f"move destination {title} requires TLS")
+            if destination.tls and self._context.tls is None:
+                operation.fail(
+                    DESTINATION_NOT_SUPPORTED,
+                    f"move destination {title} requires TLS; the gateway has no TLS configuration",
+                )
                 return
         services = self._context.services
         try:
@@ -210,7 +213,11 @@ class RetrieveService:
         if destination is None:
             self._send_all(operation, operation.assoc, refs)
             return
-        with _destination_association(operation, destination, refs) as store_assoc:
+        tls_args = None
+        if destination.tls:
+            assert self._context.tls is not None  # checked above
+            tls_args = (self._context.tls.client_context(), destination.host)
+        with _destination_association(operation, destination, refs, tls_args) as store_assoc:
             if store_assoc is None:
                 operation.fail_all(
                     refs,
@@ -465,15 +472,23 @@ _REQUESTER_ERRORS: Final = frozenset(
 
 @contextmanager
 def _destination_association(
-    operation: RetrieveOperation, destination: Destination, refs: Sequence[InstanceRef]
+    operation: RetrieveOperation,
+    destination: Destination,
+    refs: Sequence[InstanceRef],
+    tls_args: tuple[ssl.SSLContext, str] | None,
 ) -> Iterator[Association | None]:
-    """Open the association to a C-MOVE destination, and release it at the end."""
+    """Open the association to a C-MOVE destination, and release it at the end.
+
+    With ``tls_args`` the association runs over TLS, and the destination's certificate must
+    name ``destination.host``.
+    """
     request = cast(C_MOVE, operation.request)
     store_assoc = operation.assoc.ae.associate(
         destination.host,
         destination.port,
         contexts=proposed_contexts(refs),
         ae_title=str(request.MoveDestination).strip(),
+        tls_args=tls_args,
     )
     if not store_assoc.is_established:
         yield None
