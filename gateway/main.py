@@ -15,10 +15,18 @@ It reads ``cirrus.config.Settings`` from the environment variables in ``cirrus.c
 - ``CIRRUS_TLS_CA``: path of the PEM CA certificates that client certificates must chain to;
   without it the TLS listener does not ask for client certificates;
 - ``CIRRUS_TLS_REQUIRE_CLIENT_CERTIFICATE``: ``true`` to reject TLS clients without a valid
-  certificate (mutual TLS), default ``false``; needs ``CIRRUS_TLS_CA``.
+  certificate (mutual TLS), default ``false``; needs ``CIRRUS_TLS_CA``;
+- ``CIRRUS_HEALTH_PORT``: TCP port of the HTTP health check (``GET /health``) on
+  ``CIRRUS_DICOM_HOST``, default 8081;
+- ``CIRRUS_MAX_ASSOCIATIONS``, ``CIRRUS_MAX_INSTANCE_BYTES``, ``CIRRUS_SPOOL_BYTES`` and
+  ``CIRRUS_SPOOL_DIR``: the limits in ``cirrus.gateway.limits``, defaults 25 associations,
+  2 GiB per instance and 8 GiB of spool in the system's temporary folder;
+- ``CIRRUS_METRICS_NAMESPACE``: CloudWatch namespace of the gateway's EMF metrics, default
+  ``Cirrus``; ``CIRRUS_METRICS_INTERVAL``: seconds between two flushes, default 60.
 
-Logs go to standard output as one JSON object per line. The gateway runs until SIGTERM or
-SIGINT. The exit status is 2 when the configuration is invalid.
+Logs and metrics go to standard output as one JSON object per line. The gateway runs until
+SIGTERM or SIGINT, then drains for up to 20 s. The exit status is 2 when the configuration
+is invalid.
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from cirrus.config import DEFAULT_AE_TITLE, Settings, validate_ae_title
 from cirrus.gateway.aeconfig import AEConfig
+from cirrus.gateway.health import DEFAULT_HEALTH_PORT
+from cirrus.gateway.limits import GatewayLimits
+from cirrus.gateway.metrics import DEFAULT_INTERVAL_SECONDS, DEFAULT_NAMESPACE, GatewayMetrics
 from cirrus.gateway.tls import DEFAULT_TLS_PORT, TLSConfig
 
 # In AWS the task runs in a private subnet behind the load balancer, so the listener binds
@@ -85,6 +96,21 @@ def read_tls(environ: Mapping[str, str]) -> TLSConfig | None:
     return tls
 
 
+def read_metrics(environ: Mapping[str, str], deployment: str) -> GatewayMetrics:
+    """Return the metrics that ``CIRRUS_METRICS_*`` configure, or raise ``ValueError``."""
+    namespace = environ.get("CIRRUS_METRICS_NAMESPACE", DEFAULT_NAMESPACE).strip()
+    if not namespace:
+        raise ValueError("CIRRUS_METRICS_NAMESPACE is empty; give a CloudWatch namespace")
+    value = environ.get("CIRRUS_METRICS_INTERVAL", str(DEFAULT_INTERVAL_SECONDS))
+    try:
+        interval = float(value)
+    except ValueError:
+        interval = 0.0
+    if not 1.0 <= interval <= 3600.0:
+        raise ValueError(f"CIRRUS_METRICS_INTERVAL {value!r} is invalid; give 1 to 3600 seconds")
+    return GatewayMetrics(namespace, {"Deployment": deployment}, interval)
+
+
 def read_ae_title(environ: Mapping[str, str]) -> str:
     """Return ``CIRRUS_AE_TITLE`` without surrounding spaces, or raise ``ValueError``."""
     value = environ.get("CIRRUS_AE_TITLE", DEFAULT_AE_TITLE)
@@ -123,6 +149,9 @@ def main() -> int:
         ae_title = read_ae_title(os.environ)
         config = read_ae_config(os.environ, ae_title, settings.default_site)
         tls = read_tls(os.environ)
+        health_port = read_port(os.environ, "CIRRUS_HEALTH_PORT", DEFAULT_HEALTH_PORT)
+        limits = GatewayLimits.from_env(os.environ)
+        metrics = read_metrics(os.environ, settings.deployment)
     except ValueError as exc:
         logger.error("gateway configuration is invalid", extra={"error": str(exc)})
         return EXIT_INVALID_CONFIGURATION
@@ -136,12 +165,25 @@ def main() -> int:
             "host": host,
             "port": port,
             "tls_port": tls.port if tls is not None else None,
+            "health_port": health_port,
+            "max_associations": limits.max_associations,
+            "max_instance_bytes": limits.max_instance_bytes,
+            "spool_bytes": limits.spool_bytes,
             "ae_title": config.ae_title,
             "deployment": settings.deployment,
             "sites": sorted(config.sites),
         },
     )
-    run_gateway(settings, config, host, port, tls)
+    run_gateway(
+        settings,
+        config,
+        host,
+        port,
+        tls,
+        limits=limits,
+        metrics=metrics,
+        health_address=(host, health_port),
+    )
     return 0
 
 

@@ -1,6 +1,6 @@
 """Storage Commitment Push Model over real associations, with pynetdicom as the SCU.
 
-The SCU stores CT instances with C-STORE, asks for their commitment with N-ACTION and waits
+The SCU stores CT instances with C-STORE, requests their commitment with N-ACTION and waits
 for the N-EVENT-REPORT, on the same association or, once it has released that one, on a new
 association that the gateway opens to the SCU's listener from the AE configuration.
 """
@@ -424,11 +424,17 @@ def item_without_class() -> Dataset:
     return ds
 
 
+def duplicate_reference() -> Dataset:
+    reference = Reference(CTImageStorage, generate_uid())
+    return commitment_request([reference, reference])
+
+
 # pydicom warns about the invalid Transaction UID that one case sends on purpose.
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 @pytest.mark.parametrize(
     ("build", "comment"),
     [
+        (duplicate_reference, "referenced twice"),
         (empty_sequence, "Referenced SOP Sequence"),
         (no_transaction, "Transaction UID"),
         (bad_transaction, "Transaction UID"),

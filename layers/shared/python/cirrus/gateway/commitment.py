@@ -1,8 +1,8 @@
 """Storage Commitment Push Model SCP (PS3.4 Annex J): the archive's promise to keep instances.
 
 A caller sends N-ACTION (Request Storage Commitment) with a Transaction UID and the SOP
-Class and Instance UIDs of the instances it wants committed. The gateway checks the request,
-answers the N-ACTION at once, and then checks each instance in a background thread. An
+Class and Instance UIDs of the instances to commit. The gateway checks the request, sends the
+N-ACTION response at once, and then checks each instance in a background thread. An
 instance is committed only when its object is in S3 under the caller's site and its SOP
 Class UID matches the request. The claim record of the SOP Instance UID gives the object key,
 and a ranged GET of the object itself gives the SOP Class, so an instance that is indexed
@@ -12,7 +12,7 @@ The result goes to the caller in an N-EVENT-REPORT: event type 1 when every inst
 committed, event type 2 with the Failed SOP Sequence otherwise. The report goes on the
 requesting association while it is open. When the caller has released it, the gateway opens
 a new association to the caller's address in the AE configuration (its entry in the site's
-``destinations``), proposing the SCP role for itself (PS3.4 J.3.3).
+``destinations``), proposing the SCP role for itself (PS3.4 J.3.3.1.2, note 1).
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ PROCESSING_FAILURE: Final = 0x0110
 NO_SUCH_OBJECT_INSTANCE: Final = 0x0112
 CLASS_INSTANCE_CONFLICT: Final = 0x0119
 
-# The most instances one request may name. Each costs a DynamoDB read and an S3 GET, so a
-# bound keeps one request from holding a thread for long.
+# The maximum number of instances in one request. Each costs a DynamoDB read and an S3 GET,
+# so the bound keeps one request from holding a thread for long.
 MAX_REFERENCED_INSTANCES: Final = 10_000
 
 # Attempts to deliver a report on a new association, and the wait between them.
@@ -319,7 +319,7 @@ class CommitmentService:
             return False
         if "Status" not in status:
             if not assoc.is_established:
-                # The caller released or aborted the association before it answered.
+                # The caller released or aborted the association before it sent a response.
                 return False
             logger.warning(
                 "storage commitment report of transaction %s got no response",
@@ -360,8 +360,8 @@ class CommitmentService:
             )
             if attempt < REPORT_ATTEMPTS:
                 time.sleep(self._report_retry_seconds)
-        # TODO: pending reports live only in memory, so a restart or a caller that stays
-        # unreachable loses them; the caller then has to send the request again.
+        # TODO: pending reports live only in memory. A restart or a caller that stays
+        # unreachable loses them, and the caller has to send its request again.
         logger.error(
             "storage commitment report of transaction %s abandoned",
             result.transaction_uid,
@@ -423,12 +423,21 @@ def _check_references(transaction_uid: str, references: list[Reference]) -> list
             f"{len(references)} instances in one request; send at most "
             f"{MAX_REFERENCED_INSTANCES} per request",
         )
+    seen: set[str] = set()
     for reference in references:
         if not reference.sop_class_uid or not reference.sop_instance_uid:
             raise _RequestError(
                 INVALID_ARGUMENT_VALUE,
                 "an item of Referenced SOP Sequence lacks its SOP Class or Instance UID",
             )
+        # PS3.4 J.3.2.1.1.3 allows each SOP Instance once per request.
+        if reference.sop_instance_uid in seen:
+            raise _RequestError(
+                INVALID_ARGUMENT_VALUE,
+                "an instance is referenced twice; reference SOP Instance UID "
+                f"{reference.sop_instance_uid} once",
+            )
+        seen.add(reference.sop_instance_uid)
     return references
 
 

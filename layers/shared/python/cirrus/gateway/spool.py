@@ -160,10 +160,7 @@ class Spool:
         """Count ``size`` more bytes of ``spool_file``; return a rejection when a bound is hit."""
         limits = self.limits
         if spool_file.received > limits.max_instance_bytes:
-            return (
-                f"instance is larger than {limits.max_instance_bytes} bytes, "
-                "the most this gateway stores"
-            )
+            return f"instance exceeds the gateway's maximum of {limits.max_instance_bytes} bytes"
         with self._lock:
             if self._used + size > limits.spool_bytes:
                 full = True

@@ -1,0 +1,191 @@
+"""Limits of the gateway: instance size, spool space and associations, each refused politely."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from cirrus.config import DEFAULT_AE_TITLE, Settings
+from cirrus.gateway.limits import GatewayLimits
+from cirrus.gateway.server import Gateway
+from cirrus.gateway.status import OUT_OF_RESOURCES, SUCCESS
+from cirrus.local.moto_process import LOOPBACK
+from cirrus.services import Services
+from cirrus.storage.objects import ObjectStore, StoredObject
+from tests.gateway.gateways import OPEN_CONFIG
+from tests.gateway.scu import (
+    DCMTK_TIMEOUT_SECONDS,
+    associate,
+    fresh_ct,
+    send_file_as_is,
+    stored_objects,
+    wait_until,
+)
+from tests.gateway.test_large import write_large_instance
+from tests.gateway.test_store_failures import GatedStore
+
+CT_CONTEXT = [(CTImageStorage, ExplicitVRLittleEndian)]
+SIMULTANEOUS = 16
+
+
+def limited_gateway(
+    settings: Settings, limits: GatewayLimits, store: ObjectStore | None = None
+) -> Gateway:
+    services = Services(settings)
+    if store is not None:
+        services.store = store
+    return Gateway.start(services, OPEN_CONFIG, LOOPBACK, 0, limits=limits)
+
+
+def send_path(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, path: Path, sop_class: str
+) -> Dataset:
+    with associate(gateway.port, [(sop_class, ExplicitVRLittleEndian)]) as assoc:
+        return send_file_as_is(monkeypatch, assoc, path)
+
+
+def test_instance_over_maximum_rejected(
+    gateway_settings: Settings,
+    archive: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    large = tmp_path / "large.dcm"
+    large_key = write_large_instance(large, 600_000)
+    large_class = pydicom.dcmread(large, stop_before_pixels=True).SOPClassUID
+    small, small_key = fresh_ct(tmp_path)
+    limits = GatewayLimits(max_instance_bytes=200_000, spool_bytes=1_000_000)
+
+    with limited_gateway(gateway_settings, limits) as gateway:
+        contexts = [(large_class, ExplicitVRLittleEndian), *CT_CONTEXT]
+        with associate(gateway.port, contexts) as assoc:
+            rejected = send_file_as_is(monkeypatch, assoc, large)
+            spool_after_rejection = gateway.ae.spool.used_bytes
+            stored = send_file_as_is(monkeypatch, assoc, small)
+        spool_files = os.listdir(gateway.ae.spool.directory)
+
+    assert rejected.Status == OUT_OF_RESOURCES
+    assert rejected.ErrorComment == "instance exceeds the gateway's maximum of 200000 bytes"
+    assert large_key not in stored_objects(archive)
+    assert spool_after_rejection == 0
+    assert stored.Status == SUCCESS
+    assert archive.size(small_key) > 0
+    assert spool_files == []
+
+
+def test_full_spool_rejects_until_freed(
+    gateway_settings: Settings,
+    archive: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    first, first_key = fresh_ct(tmp_path)
+    second, second_key = fresh_ct(tmp_path)
+    size = first.stat().st_size
+    # Room for one CT_small in the spool, not for two.
+    limits = GatewayLimits(max_instance_bytes=size + 1000, spool_bytes=size + 1000)
+    gated = GatedStore(gateway_settings)
+    results: list[Dataset] = []
+
+    with limited_gateway(gateway_settings, limits, gated) as gateway:
+        sender = threading.Thread(
+            target=lambda: results.append(send_path(gateway, monkeypatch, first, CTImageStorage))
+        )
+        sender.start()
+        assert wait_until(lambda: gateway.ae.spool.used_bytes > 0)
+        refused = send_path(gateway, monkeypatch, second, CTImageStorage)
+        gated.release.set()
+        sender.join(timeout=10)
+        retried = send_path(gateway, monkeypatch, second, CTImageStorage)
+        spool_after = gateway.ae.spool.used_bytes
+
+    assert refused.Status == OUT_OF_RESOURCES
+    assert refused.ErrorComment == "the gateway's spool space is full; retry later"
+    assert [status.Status for status in results] == [SUCCESS]
+    assert retried.Status == SUCCESS
+    assert archive.size(first_key) > 0
+    assert archive.size(second_key) > 0
+    assert spool_after == 0
+
+
+def test_associations_over_maximum_rejected(gateway_settings: Settings) -> None:
+    limits = GatewayLimits(max_associations=2)
+
+    with limited_gateway(gateway_settings, limits) as gateway:
+        with associate(gateway.port, CT_CONTEXT), associate(gateway.port, CT_CONTEXT):
+            ae = AE("TESTSCU")
+            ae.acse_timeout = ae.network_timeout = 10
+            ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+            third = ae.associate(LOOPBACK, gateway.port, ae_title=DEFAULT_AE_TITLE)
+            rejection = third.acceptor.primitive
+        with associate(gateway.port, CT_CONTEXT) as after:
+            accepted_after = after.is_established
+
+    assert third.is_rejected
+    assert rejection is not None
+    # PS3.8 9.3.4: rejected-transient, UL service-provider (presentation related function),
+    # local-limit-exceeded.
+    assert (rejection.result, rejection.result_source, rejection.diagnostic) == (2, 3, 2)
+    assert accepted_after
+
+
+class BarrierStore(ObjectStore):
+    """An object store whose writes wait until ``parties`` of them are in flight at once.
+
+    Once they met, later writes pass at once. After 20 s without them, the barrier breaks,
+    every write passes, and ``met`` stays false.
+    """
+
+    def __init__(self, archive: ObjectStore, kms_key_id: str, parties: int) -> None:
+        super().__init__(archive._client, archive.bucket, kms_key_id)
+        self.barrier = threading.Barrier(parties, timeout=20)
+        self.met = False
+
+    def put(self, key: str, body: bytes, content_type: str = "") -> StoredObject:
+        if not self.met:
+            try:
+                self.barrier.wait()
+                self.met = True
+            except threading.BrokenBarrierError:
+                pass
+        return super().put(key, body)
+
+
+def test_sixteen_associations_store_at_once(
+    gateway_settings: Settings, archive: ObjectStore, tmp_path: Path
+) -> None:
+    store = BarrierStore(archive, gateway_settings.kms_key_id, SIMULTANEOUS)
+    batches = [[fresh_ct(tmp_path) for _ in range(3)] for _ in range(SIMULTANEOUS)]
+
+    with limited_gateway(gateway_settings, GatewayLimits(), store) as gateway:
+        senders = [
+            subprocess.Popen(
+                [
+                    "storescu",
+                    *("-to", "30", "-ta", "30", "-td", "30"),
+                    *("-aec", DEFAULT_AE_TITLE, LOOPBACK, str(gateway.port)),
+                    *(str(path) for path, _ in batch),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "TCP_NODELAY": "1"},
+            )
+            for batch in batches
+        ]
+        outputs = [sender.communicate(timeout=DCMTK_TIMEOUT_SECONDS * 2) for sender in senders]
+
+    assert [sender.returncode for sender in senders] == [0] * SIMULTANEOUS, outputs
+    assert store.met, f"fewer than {SIMULTANEOUS} writes were ever in flight at once"
+    stored = stored_objects(archive)
+    missing = [key for batch in batches for _, key in batch if key not in stored]
+    assert missing == []
