@@ -3,8 +3,8 @@
 Instances are archived and indexed as in production (``archive_instance`` then
 ``ingest_object``), so the gateway selects them from the DynamoDB index and reads them from S3.
 Destinations are dcmtk's storescp, run with the loopback shim of ``tests.peers.orthanc`` so that
-it listens on 127.0.0.1 only and stopped by its PID, and pynetdicom Storage SCPs whose answers
-a test chooses.
+it listens on 127.0.0.1 only and stopped by its PID, and pynetdicom Storage SCPs whose
+C-STORE statuses a test chooses.
 """
 
 from __future__ import annotations

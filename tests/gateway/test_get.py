@@ -91,7 +91,7 @@ def gets(gateway_settings: Settings) -> Iterator[GetArchive]:
 
 @dataclass
 class Receiver:
-    """The requester's Storage SCP side: what it received and how it answers."""
+    """The requester's Storage SCP side: what it received and the status it returns."""
 
     answer: int = 0x0000
     wait_before: int | None = None

@@ -1,6 +1,6 @@
 """C-MOVE from the gateway to dcmtk's storescp and to pynetdicom Storage SCPs.
 
-The archive holds one patient with two studies in the suite's site, and a study of the same
+The archive contains one patient with two studies in the suite's site, and a study of the same
 patient plus an instance in one of the same studies in another site, which no request of the
 suite's site may move. Requests come from dcmtk's movescu and from pynetdicom.
 """

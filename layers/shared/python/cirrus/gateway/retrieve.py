@@ -1,9 +1,9 @@
 """The Query/Retrieve C-MOVE and C-GET SCP: archived instances sent as C-STORE sub-operations.
 
 Patient Root and Study Root, MOVE and GET, at every level (``cirrus.gateway.selection``). A
-request selects instances of the caller's site from the index, and each instance is then read
-from S3, one at a time, and sent: over a new association to a destination of the caller's site
-for C-MOVE (``AEConfig.destination``), or over the requesting association for C-GET. After each
+request selects instances of the caller's site from the index. Each instance is then read from
+S3, one at a time, and sent. C-MOVE sends over a new association to a destination of the
+caller's site (``AEConfig.destination``), and C-GET over the requesting association. After each
 sub-operation a Pending response carries the remaining, completed, failed and warning counts.
 The final response is Success, Warning 0xB000 when some sub-operations failed or warned, or
 0xA702 when all failed; the last two list the failed instances in Failed SOP Instance UID List
@@ -64,6 +64,7 @@ from cirrus.gateway.selection import (
     PATIENT_ROOT,
     STUDY_ROOT,
     IdentifierError,
+    RetrieveKeys,
     parse_identifier,
     select_instances,
 )
@@ -144,7 +145,11 @@ class RetrieveService:
         return []
 
     def serve(self, operation: RetrieveOperation) -> None:
-        """Run one C-MOVE or C-GET to its final response. Never raises."""
+        """Run one C-MOVE or C-GET to its final response.
+
+        Catches every exception, because pynetdicom would otherwise end the association without
+        a response. An unexpected one is logged and answered with 0xC002.
+        """
         try:
             self._serve(operation)
         except Exception:
@@ -159,6 +164,27 @@ class RetrieveService:
         if not caller.may("retrieve"):
             operation.fail(NOT_AUTHORIZED, "this calling AE title may not retrieve")
             return
+        keys = self._keys(operation)
+        if keys is None:
+            return
+        destination = None
+        if isinstance(operation.request, C_MOVE):
+            destination = self._destination(operation, caller.site)
+            if destination is None:
+                return
+        refs = self._select(operation, caller.site, keys)
+        if refs is None:
+            return
+        operation.counts.remaining = len(refs)
+        if not refs:
+            operation.finish()
+        elif destination is None:
+            self._send_all(operation, operation.assoc, refs)
+        else:
+            self._move(operation, destination, refs)
+
+    def _keys(self, operation: RetrieveOperation) -> RetrieveKeys | None:
+        """Decode and check the identifier, or send the failure and return None."""
         try:
             identifier = operation.identifier()
         except (InvalidDicomError, EOFError, struct.error, *DECODING_ERRORS) as exc:
@@ -166,31 +192,34 @@ class RetrieveService:
                 UNABLE_TO_DECODE_IDENTIFIER,
                 f"identifier could not be decoded: {type(exc).__name__}",
             )
-            return
+            return None
         try:
-            keys = parse_identifier(identifier, MODELS[str(operation.request.AffectedSOPClassUID)])
+            return parse_identifier(identifier, MODELS[str(operation.request.AffectedSOPClassUID)])
         except IdentifierError as exc:
             operation.fail(IDENTIFIER_DOES_NOT_MATCH, str(exc), offending_element=exc.tag)
-            return
-        destination: Destination | None = None
-        if isinstance(operation.request, C_MOVE):
-            title = str(operation.request.MoveDestination or "").strip()
-            destination = self._context.config.destination(caller.site, title)
-            if destination is None:
-                operation.fail(
-                    MOVE_DESTINATION_UNKNOWN,
-                    f"move destination {title} is not configured for this caller",
-                )
-                return
-            if destination.tls and self._context.tls is None:
-                operation.fail(
-                    DESTINATION_NOT_SUPPORTED,
-                    f"move destination {title} requires TLS; the gateway has no TLS configuration",
-                )
-                return
-        services = self._context.services
+            return None
+
+    def _destination(self, operation: RetrieveOperation, site: str) -> Destination | None:
+        """Return the Move Destination of ``site``, or send the failure and return None."""
+        title = str(cast(C_MOVE, operation.request).MoveDestination or "").strip()
+        destination = self._context.config.destination(site, title)
+        if destination is None:
+            operation.fail(MOVE_DESTINATION_UNKNOWN, f"move destination {title} is not configured")
+            return None
+        if destination.tls and self._context.tls is None:
+            operation.fail(
+                DESTINATION_NOT_SUPPORTED,
+                f"move destination {title} requires TLS; the gateway has no TLS configuration",
+            )
+            return None
+        return destination
+
+    def _select(
+        self, operation: RetrieveOperation, site: str, keys: RetrieveKeys
+    ) -> list[InstanceRef] | None:
+        """Return the matches, or send the failure and return None when they cannot be counted."""
         try:
-            refs = select_instances(services.index_reader, caller.site, keys)
+            refs = select_instances(self._context.services.index_reader, site, keys)
         except (PynamoDBException, BotoCoreError, CirrusError) as exc:
             logger.error(
                 "%s could not read the index: %s",
@@ -199,31 +228,33 @@ class RetrieveService:
                 extra={**operation.log_keys(), "reason": str(exc)},
             )
             operation.fail(UNABLE_TO_CALCULATE_MATCHES, "the archive index is unavailable")
-            return
+            return None
         if len(refs) > MAX_SUBOPERATIONS:
             operation.fail(
                 UNABLE_TO_CALCULATE_MATCHES,
                 f"{len(refs)} instances match, more than {MAX_SUBOPERATIONS}; retrieve less",
             )
-            return
-        operation.counts.remaining = len(refs)
-        if not refs:
-            operation.finish()
-            return
-        if destination is None:
-            self._send_all(operation, operation.assoc, refs)
-            return
+            return None
+        return refs
+
+    def _move(
+        self, operation: RetrieveOperation, destination: Destination, refs: Sequence[InstanceRef]
+    ) -> None:
         tls_args = None
         if destination.tls:
-            assert self._context.tls is not None  # checked above
+            assert self._context.tls is not None  # _destination checked it
             tls_args = (self._context.tls.client_context(), destination.host)
         with _destination_association(operation, destination, refs, tls_args) as store_assoc:
             if store_assoc is None:
+                title = str(cast(C_MOVE, operation.request).MoveDestination or "").strip()
                 operation.fail_all(
                     refs,
                     UNABLE_TO_PERFORM_SUBOPERATIONS,
-                    f"move destination {destination.host}:{destination.port} rejected the "
-                    "association or could not be reached",
+                    f"could not associate with move destination {title}",
+                    log_reason=(
+                        f"move destination {title} at {destination.host}:{destination.port} "
+                        "rejected the association or could not be reached"
+                    ),
                 )
                 return
             self._send_all(operation, store_assoc, refs)
@@ -398,8 +429,13 @@ class RetrieveOperation:
             extra={**self.log_keys(), "status": f"0x{status:04X}", "reason": reason},
         )
 
-    def fail_all(self, refs: Sequence[InstanceRef], status: int, reason: str) -> None:
-        """Count every selected instance as failed and send the final ``status``."""
+    def fail_all(
+        self, refs: Sequence[InstanceRef], status: int, reason: str, log_reason: str
+    ) -> None:
+        """Count every selected instance as failed and send the final ``status``.
+
+        ``reason`` becomes the Error Comment, and ``log_reason`` the logged reason.
+        """
         self.counts = SubOperationCounts(failed=len(refs), failed_uids=[ref.sop for ref in refs])
         response = self._response(status, with_remaining=False)
         response.ErrorComment = error_comment(reason)  # type: ignore[assignment]
@@ -408,8 +444,8 @@ class RetrieveOperation:
         logger.error(
             "%s failed: %s",
             self.name,
-            reason,
-            extra={**self.log_keys(), "status": f"0x{status:04X}", "reason": reason},
+            log_reason,
+            extra={**self.log_keys(), "status": f"0x{status:04X}", "reason": log_reason},
         )
 
     def _response(

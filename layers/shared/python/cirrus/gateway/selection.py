@@ -15,7 +15,7 @@ IMAGE         ... and SOPInstanceUID                       ... and SOPInstanceUI
 ============  ===========================================  =================================
 
 Below the PATIENT level of the Patient Root model, PatientID may be absent or empty, because
-many requesters send only the UIDs; when it is present, a study of another patient does not
+many requesters send only the UIDs. When it is present, a study of another patient does not
 match. Any other attribute of the identifier is ignored. Every lookup is in the caller's site
 (the site leads every index key), so an identifier cannot select another site's instances.
 """
