@@ -66,7 +66,11 @@ def ingest(services: Services, site: str, ds: Dataset) -> None:
 
 
 def load_studies(services: Services, site: str) -> list[LoadedStudy]:
-    """Ingest ``STUDIES`` into ``site``. Patient P2's series carry two request items."""
+    """Ingest ``STUDIES`` into ``site``.
+
+    Patient P2's series carry two request items, and P3's instances have no
+    TimezoneOffsetFromUTC (CT_small's is -0500).
+    """
     template = pydicom.dcmread(bundled("CT_small.dcm"))
     loaded = []
     for spec in STUDIES:
@@ -82,6 +86,8 @@ def load_studies(services: Services, site: str) -> list[LoadedStudy]:
                 ds.StudyInstanceUID, ds.SeriesInstanceUID = study.uid, series_uid
                 ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
                 ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, number, instance + 1
+                if spec.patient_id == "P3":
+                    del ds.TimezoneOffsetFromUTC
                 if spec.patient_id == "P2":
                     ds.RequestAttributesSequence = [
                         _request_item("S7", "R7"),

@@ -68,12 +68,31 @@ def test_only_requested_keys_returned(loaded: Loaded) -> None:
     port, _ = loaded
     query = identifier("STUDY", PatientID="P2", StudyDescription=None, ReferringPhysicianName=None)
     [match] = matches(find(port, query))
-    # The unique key StudyInstanceUID is returned although not requested.
-    assert set(match.keys()) == {0x00080052, 0x00081030, 0x00080090, 0x00100020, 0x0020000D}
+    # Retrieve AE Title and Instance Availability are in every response (PS3.4 C.4.1.1.3.2).
+    assert set(match.keys()) == {
+        0x00080052,
+        0x00080054,
+        0x00080056,
+        0x00080090,
+        0x00081030,
+        0x00100020,
+    }
     assert match.QueryRetrieveLevel == "STUDY"
     assert match.StudyDescription == "Abdomen"
     assert match.ReferringPhysicianName == ""
-    assert "SpecificCharacterSet" not in match
+    assert match.RetrieveAETitle == "CIRRUS"
+    assert match.InstanceAvailability == "ONLINE"
+
+
+def test_timezone_only_with_value(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = identifier("STUDY", PatientID="P2", TimezoneOffsetFromUTC=None)
+    [match] = matches(find(port, query))
+    assert match.TimezoneOffsetFromUTC == "-0500"
+    query.PatientID = "P3"
+    found = matches(find(port, query))
+    assert len(found) == 1
+    assert "TimezoneOffsetFromUTC" not in found[0]
 
 
 def test_name_wildcard_case_insensitive(loaded: Loaded) -> None:
@@ -181,7 +200,7 @@ def test_patient_root_study_level(loaded: Loaded) -> None:
 def test_patient_root_series_level(loaded: Loaded) -> None:
     port, studies = loaded
     study = studies[3]
-    query = identifier("SERIES", PatientID="P3", StudyInstanceUID=study.uid, Modality=None)
+    query = identifier("SERIES", PatientID="P3", StudyInstanceUID=study.uid, SeriesInstanceUID=None)
     found = matches(find(port, query, PATIENT_ROOT_FIND))
     assert sorted(_values(found, "SeriesInstanceUID")) == sorted(s[0] for s in study.series)
     # A patient that the study does not belong to matches nothing.
@@ -195,6 +214,7 @@ def test_series_level(loaded: Loaded) -> None:
     query = identifier(
         "SERIES",
         StudyInstanceUID=study.uid,
+        SeriesInstanceUID=None,
         Modality="CT",
         SeriesNumber=None,
         NumberOfSeriesRelatedInstances=None,
@@ -213,6 +233,7 @@ def test_image_level(loaded: Loaded) -> None:
         "IMAGE",
         StudyInstanceUID=studies[1].uid,
         SeriesInstanceUID=series_uid,
+        SOPInstanceUID=None,
         InstanceNumber="2",
         SOPClassUID=None,
     )
@@ -230,6 +251,7 @@ def test_image_level_metadata_keys(loaded: Loaded) -> None:
         "IMAGE",
         StudyInstanceUID=studies[2].uid,
         SeriesInstanceUID=series_uid,
+        SOPInstanceUID=None,
         KVP=None,
         SliceThickness="5",
     )
@@ -266,19 +288,43 @@ def test_sequence_universal_returns_all_items(loaded: Loaded) -> None:
 
 def test_unsupported_key_pending_warning(loaded: Loaded) -> None:
     port, _ = loaded
-    # PatientMotherBirthName is not in the index, so it is ignored with FF01.
-    query = identifier("STUDY", PatientID="P1", PatientMotherBirthName="Smith")
+    # PatientMotherBirthName is not in the index: it is neither matched nor returned.
+    query = identifier("STUDY", PatientID="P1", PatientMotherBirthName="Smith", StudyDate=None)
     responses = find(port, query)
     *pending, (final, _) = responses
     assert final.Status == 0x0000
     assert [status.Status for status, _ in pending] == [0xFF01, 0xFF01]
-    assert all(ds is not None and ds.PatientMotherBirthName == "" for _, ds in pending)
+    found = [ds for _, ds in pending if ds is not None]
+    assert sorted(_values(found, "StudyDate")) == ["20240105", "20240320"]
+    assert all("PatientMotherBirthName" not in ds for ds in found)
 
 
-def test_lower_level_key_pending_warning(loaded: Loaded) -> None:
+def test_universal_unsupported_key_left_out(loaded: Loaded) -> None:
     port, _ = loaded
-    responses = find(port, identifier("STUDY", PatientID="P2", Modality="MR"))
-    assert [status.Status for status, _ in responses] == [0xFF01, 0x0000]
+    # RetrieveURL is a DICOMweb attribute, and Modality belongs to the SERIES level.
+    query = identifier("STUDY", PatientID="P2", RetrieveURL=None, Modality=None)
+    [(status, match), (final, _)] = find(port, query)
+    assert status.Status == 0xFF01
+    assert final.Status == 0x0000
+    assert match is not None
+    assert "RetrieveURL" not in match
+    assert "Modality" not in match
+
+
+def test_supported_keys_plain_pending(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = identifier("STUDY", PatientID="P2", StudyDate=None, ModalitiesInStudy=None)
+    assert [status.Status for status, _ in find(port, query)] == [0xFF00, 0x0000]
+
+
+def test_private_key_ignored(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = identifier("STUDY", PatientID="P2")
+    query.add_new(0x00091010, "LO", "")
+    [(status, match), _] = find(port, query)
+    assert status.Status == 0xFF00
+    assert match is not None
+    assert 0x00091010 not in match
 
 
 def test_missing_level_identifier_mismatch(loaded: Loaded) -> None:

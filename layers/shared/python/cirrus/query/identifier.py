@@ -5,7 +5,10 @@
 not match. Every key with a value becomes a QIDO parameter named by its tag and parsed by
 ``parse_qido_params``, so both services read each kind of matching (single value, universal,
 wildcard, range, list of UIDs, sequence) the same way. ``response_identifier`` builds the data
-set of one match: each return key, with a zero-length value where the match has none.
+set of one match: each return key, with a zero-length value where the match has none, and
+Retrieve AE Title and Instance Availability, which every response carries. A key that the
+level cannot return (an attribute of a lower level, one the index does not keep, a private
+one) is left out of the responses, whose status is then FF01 (PS3.4 C.2.2.1.3).
 
 The levels map onto the index as follows. STUDY, SERIES and IMAGE are the QIDO levels STUDY,
 SERIES and INSTANCE. The index keeps no patient records, so a PATIENT query is a study search
@@ -65,7 +68,9 @@ _QIDO_LEVELS: Final = {"PATIENT": STUDY, "STUDY": STUDY, "SERIES": SERIES, "IMAG
 QUERY_RETRIEVE_LEVEL: Final = 0x00080052
 SPECIFIC_CHARACTER_SET: Final = "00080005"
 RETRIEVE_AE_TITLE: Final = "00080054"
-# The DICOMweb URL of a match, which the gateway cannot know, so it is returned empty.
+INSTANCE_AVAILABILITY: Final = "00080056"
+TIMEZONE_OFFSET: Final = "00080201"
+# The DICOMweb URL of a match, which the gateway does not know, so it is not supported.
 RETRIEVE_URL: Final = "00081190"
 PATIENT_ID: Final = "00100020"
 ISSUER_OF_PATIENT_ID: Final = "00100021"
@@ -83,6 +88,21 @@ _MATCHABLE: Final[dict[str, frozenset[str] | None]] = {
     "STUDY": _STUDY_MATCHABLE,
     "SERIES": _SERIES_MATCHABLE,
     "IMAGE": None,
+}
+# The attributes each level returns but does not match.
+_RETURN_ONLY: Final = {
+    "PATIENT": frozenset(
+        {
+            PATIENT_STUDIES,
+            PATIENT_SERIES,
+            PATIENT_INSTANCES,
+            RETRIEVE_AE_TITLE,
+            INSTANCE_AVAILABILITY,
+        }
+    ),
+    "STUDY": frozenset({RETRIEVE_AE_TITLE}),
+    "SERIES": frozenset({RETRIEVE_AE_TITLE}),
+    "IMAGE": frozenset(),
 }
 # The attributes an instance record holds without its full metadata.
 _INSTANCE_INDEXED: Final = (
@@ -123,6 +143,13 @@ class ReturnKey:
     item_constraints: tuple[Constraint, ...] = ()
 
 
+# Every response names where its instances can be retrieved and how fast (PS3.4 C.4.1.1.3.2).
+_ALWAYS_RETURNED: Final = (
+    ReturnKey(RETRIEVE_AE_TITLE, "AE"),
+    ReturnKey(INSTANCE_AVAILABILITY, "CS"),
+)
+
+
 @dataclass(frozen=True)
 class FindRequest:
     """A parsed C-FIND Identifier.
@@ -158,26 +185,49 @@ def parse_identifier(identifier: Dataset, sop_class: str) -> FindRequest:
     level = _level(identifier, levels)
     charset = _charset(identifier)
     keys = _read_keys(identifier, "")
+    unsupported = list(keys.ignored)
+    # Unsupported keys are neither matched nor returned (PS3.4 C.2.2.1.3).
+    returned = []
+    for key in keys.returned:
+        if _is_supported(level, key.tag):
+            returned.append(key)
+        else:
+            unsupported.append(_keyword(key.tag))
+    params = {
+        path: value
+        for path, value in keys.params.items()
+        if _is_supported(level, path.split(".", 1)[0])
+    }
     try:
-        parsed = parse_qido_params(_QIDO_LEVELS[level], keys.params)
+        parsed = parse_qido_params(_QIDO_LEVELS[level], params)
     except InvalidRequestError as exc:
         raise UnprocessableIdentifierError(str(exc)) from exc
+    # parse_qido_params drops tags that are not in the data dictionary.
+    known = {constraint.tag for constraint in parsed.constraints}
+    unsupported.extend(_keyword(path.split(".", 1)[0]) for path in params if path not in known)
     matchable = _MATCHABLE[level]
     constraints = []
-    unsupported = list(keys.ignored)
     for constraint in parsed.constraints:
         if matchable is None or constraint.top_level_tag in matchable:
             constraints.append(constraint)
-        elif not constraint.is_universal:
+        else:
             unsupported.append(_keyword(constraint.top_level_tag))
     query = QidoQuery(level=_QIDO_LEVELS[level], constraints=tuple(constraints))
-    above = levels[: levels.index(level)]
-    _check_unique_keys(query, level, above)
-    returned = _with_unique_keys(keys.returned, (*above, level))
+    _check_unique_keys(query, level, levels[: levels.index(level)])
+    present = {key.tag for key in returned}
+    returned.extend(key for key in _ALWAYS_RETURNED if key.tag not in present)
     if level == "IMAGE" and any(key.tag not in _INSTANCE_INDEXED for key in returned):
         # Attributes outside the instance record are in its stored metadata.
         query = QidoQuery(level=INSTANCE, constraints=query.constraints, include_all=True)
     return FindRequest(level, query, tuple(returned), tuple(dict.fromkeys(unsupported)), charset)
+
+
+def _is_supported(level: str, tag: str) -> bool:
+    """Tell whether a level can return the attribute ``tag`` (8 hex digits)."""
+    if tag == RETRIEVE_URL:
+        return False
+    matchable = _MATCHABLE[level]
+    return matchable is None or tag in matchable or tag in _RETURN_ONLY[level]
 
 
 def _level(identifier: Dataset, levels: tuple[str, ...]) -> str:
@@ -219,7 +269,8 @@ def _read_keys(dataset: Dataset, prefix: str) -> _Keys:
         if element.VR == "SQ":
             keys.returned.append(_sequence_key(element, tag, path, keys))
             continue
-        keys.returned.append(ReturnKey(tag, element.VR))
+        # pydicom keeps an ambiguous dictionary VR such as "US or SS" for an empty value.
+        keys.returned.append(ReturnKey(tag, element.VR.split(" or ")[0]))
         text = _text(element)
         if text is None:
             keys.ignored.append(_keyword(tag))
@@ -286,17 +337,6 @@ def _check_unique_keys(query: QidoQuery, level: str, above: tuple[str, ...]) -> 
             )
 
 
-def _with_unique_keys(returned: list[ReturnKey], levels: tuple[str, ...]) -> list[ReturnKey]:
-    """Add the unique keys of the query level and the levels above, which every match returns."""
-    present = {key.tag for key in returned}
-    added = [
-        ReturnKey(UNIQUE_KEYS[level], "LO" if level == "PATIENT" else "UI")
-        for level in levels
-        if UNIQUE_KEYS[level] not in present
-    ]
-    return returned + added
-
-
 def _keyword(tag: str) -> str:
     return keyword_for_tag(int(tag, 16)) or f"({tag[:4]},{tag[4:]})"
 
@@ -329,18 +369,23 @@ def patient_matches(studies: Iterable[JsonDict]) -> Iterator[JsonDict]:
             PATIENT_STUDIES: {"vr": "IS", "Value": [studies_count]},
             PATIENT_SERIES: {"vr": "IS", "Value": [series_count]},
             PATIENT_INSTANCES: {"vr": "IS", "Value": [instance_count]},
+            INSTANCE_AVAILABILITY: {"vr": "CS", "Value": ["ONLINE"]},
         }
 
 
 def response_identifier(request: FindRequest, attrs: JsonDict, retrieve_ae_title: str) -> Dataset:
     """Build the Identifier of one match: the return keys, QueryRetrieveLevel and the charset.
 
-    SpecificCharacterSet is present only when a value is not ASCII (PS3.4 C.4.1.1.3.2). It is
-    then the request's character set if that encodes every value, and UTF-8 otherwise.
+    A return key without a value in the match has a zero-length value, except
+    TimezoneOffsetFromUTC, which is then left out. SpecificCharacterSet is present only when
+    a value is not ASCII (PS3.4 C.4.1.1.3.2). It is then the request's character set if that
+    encodes every value, and UTF-8 otherwise.
     """
     computed = {**attrs, RETRIEVE_AE_TITLE: {"vr": "AE", "Value": [retrieve_ae_title]}}
-    computed.pop(RETRIEVE_URL, None)
     selected = {key.tag: _returned(key, computed) for key in request.return_keys}
+    timezone = selected.get(TIMEZONE_OFFSET)
+    if timezone is not None and "Value" not in timezone:
+        del selected[TIMEZONE_OFFSET]
     ds = Dataset.from_json(selected)
     ds.QueryRetrieveLevel = request.level
     if not _is_ascii(selected):
