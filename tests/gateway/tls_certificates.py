@@ -85,9 +85,15 @@ def make_authority(folder: Path, common_name: str) -> Authority:
 def issue(
     authority: Authority, folder: Path, common_name: str, *, server: bool, days: int = 2
 ) -> KeyPair:
-    """Issue a certificate for 127.0.0.1 and localhost (server) or for a client."""
+    """Issue a certificate for a client, or for a server at 127.0.0.1 and localhost.
+
+    A server certificate may serve outgoing TLS as well, as the gateway's does for C-MOVE and
+    Storage Commitment reports, so it also has the client authentication key usage.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server:
+        usage.append(ExtendedKeyUsageOID.SERVER_AUTH)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -95,7 +101,7 @@ def issue(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()),
             critical=False,
