@@ -108,11 +108,8 @@ def listener() -> Iterator[Listener]:
     running.server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def commitment_gateway(
-    gateway_settings: Settings, archive: ObjectStore, listener: Listener
-) -> Iterator[Gateway]:
-    config = AEConfig.model_validate(
+def commitment_config(listener: Listener) -> AEConfig:
+    return AEConfig.model_validate(
         {
             "sites": {
                 SITE: {
@@ -127,7 +124,13 @@ def commitment_gateway(
             }
         }
     )
-    with start_gateway(gateway_settings, archive, config) as running:
+
+
+@pytest.fixture(scope="module")
+def commitment_gateway(
+    gateway_settings: Settings, archive: ObjectStore, listener: Listener
+) -> Iterator[Gateway]:
+    with start_gateway(gateway_settings, archive, commitment_config(listener)) as running:
         service = commitment_service(running)
         service._report_retry_seconds = 0.1
         yield running
@@ -390,6 +393,55 @@ def restart_listener(listener: Listener) -> None:
     )
     assert server is not None
     listener.server = server
+
+
+def test_shutdown_waits_for_pending_report(
+    gateway_settings: Settings,
+    archive: ObjectStore,
+    listener: Listener,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    gateway = start_gateway(gateway_settings, archive, commitment_config(listener))
+    release_done = hold_commitments(monkeypatch, gateway)
+    with scu_association(gateway) as (assoc, _):
+        references = store_cts(assoc, tmp_path, 1)
+        assert request_commitment(assoc, commitment_request(references)).Status == SUCCESS
+        assoc.release()
+    release_done.set()
+    gateway.shutdown(grace_seconds=REPORT_TIMEOUT_SECONDS)
+
+    # The report was sent before shutdown returned.
+    assert listener.reports.arrived.is_set()
+    event_type, _, _ = listener.reports.wait()
+    assert event_type == ALL_COMMITTED
+
+
+def test_shutdown_logs_lost_report(
+    gateway_settings: Settings,
+    archive: ObjectStore,
+    listener: Listener,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cirrus.gateway")
+    gateway = start_gateway(gateway_settings, archive, commitment_config(listener))
+    release_done = hold_commitments(monkeypatch, gateway)
+    try:
+        with scu_association(gateway) as (assoc, _):
+            references = store_cts(assoc, tmp_path, 1)
+            assert request_commitment(assoc, commitment_request(references)).Status == SUCCESS
+            assoc.release()
+        gateway.shutdown(grace_seconds=0.2)
+    finally:
+        release_done.set()
+        # The held report goes out now; wait for it so that it cannot reach a later test.
+        assert commitment_service(gateway).wait_idle(REPORT_TIMEOUT_SECONDS)
+
+    lost = [r for r in caplog.records if "pending at shutdown" in r.getMessage()]
+    assert len(lost) == 1
+    assert lost[0].__dict__["count"] == 1
 
 
 # --- rejected requests -------------------------------------------------------------------

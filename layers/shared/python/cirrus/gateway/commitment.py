@@ -228,6 +228,18 @@ class CommitmentService:
                 with self._workers_lock:
                     return not self._workers
 
+    def drain(self, timeout: float) -> None:
+        """Give pending transactions ``timeout`` seconds to report, at shutdown; log the rest."""
+        if self.wait_idle(timeout):
+            return
+        with self._workers_lock:
+            pending = len(self._workers)
+        logger.warning(
+            "%d storage commitment reports still pending at shutdown are lost",
+            pending,
+            extra={"count": pending},
+        )
+
     def _commit_and_report(
         self,
         assoc: Association,

@@ -357,7 +357,8 @@ class Gateway:
         """Stop accepting associations, let open ones finish for ``grace_seconds``, abort the rest.
 
         An association aborted during a C-STORE gets no response, so its sender resends the
-        instance, and the resent object replaces the first under the same key. The health
+        instance, and the resent object replaces the first under the same key. Storage
+        Commitment reports that are still pending get what remains of ``grace_seconds``. The health
         check returns 503 from the start of the shutdown until it stops at the end, after the
         last flush of the metrics.
         """
@@ -368,6 +369,9 @@ class Gateway:
         deadline = time.monotonic() + grace_seconds
         while self.active_associations() and time.monotonic() < deadline:
             time.sleep(0.05)
+        for service in self.ae.dimse_services:
+            if isinstance(service, CommitmentService):
+                service.drain(max(0.0, deadline - time.monotonic()))
         remaining = self.active_associations()
         if remaining:
             logger.warning(
