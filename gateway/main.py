@@ -22,7 +22,9 @@ It reads ``cirrus.config.Settings`` from the environment variables in ``cirrus.c
   ``CIRRUS_SPOOL_DIR``: the limits in ``cirrus.gateway.limits``, defaults 25 associations,
   2 GiB per instance and 8 GiB of spool in the system's temporary folder;
 - ``CIRRUS_METRICS_NAMESPACE``: CloudWatch namespace of the gateway's EMF metrics, default
-  ``Cirrus``; ``CIRRUS_METRICS_INTERVAL``: seconds between two flushes, default 60.
+  ``Cirrus``; ``CIRRUS_METRICS_INTERVAL``: seconds between two flushes, default 60;
+- ``CIRRUS_GATEWAY_WORKERS``: number of gateway processes that share the ports
+  (``cirrus.gateway.workers``), default the number of CPUs available to the process.
 
 Logs and metrics go to standard output as one JSON object per line. The gateway runs until
 SIGTERM or SIGINT, then drains for up to 20 s. The exit status is 2 when the configuration
@@ -36,7 +38,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
@@ -46,6 +48,7 @@ from cirrus.gateway.health import DEFAULT_HEALTH_PORT
 from cirrus.gateway.limits import GatewayLimits
 from cirrus.gateway.metrics import DEFAULT_INTERVAL_SECONDS, DEFAULT_NAMESPACE, GatewayMetrics
 from cirrus.gateway.tls import DEFAULT_TLS_PORT, TLSConfig
+from cirrus.gateway.workers import read_worker_count
 
 # In AWS the task runs in a private subnet behind the load balancer, so the listener binds
 # every interface of the container.
@@ -139,6 +142,15 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def prepare_worker() -> dict[str, Any]:
+    """Set up a gateway worker process: its logging and its metrics, which do not pickle."""
+    configure_logging()
+    # NOTE: each worker flushes its own EMF lines with the same dimensions, so CloudWatch
+    # receives one value per worker and interval for each metric.
+    settings = Settings.from_env()
+    return {"metrics": read_metrics(os.environ, settings.deployment)}
+
+
 def main() -> int:
     """Read the configuration and serve the gateway until it is stopped."""
     configure_logging()
@@ -152,12 +164,14 @@ def main() -> int:
         health_port = read_port(os.environ, "CIRRUS_HEALTH_PORT", DEFAULT_HEALTH_PORT)
         limits = GatewayLimits.from_env(os.environ)
         metrics = read_metrics(os.environ, settings.deployment)
+        workers = read_worker_count(os.environ)
     except ValueError as exc:
         logger.error("gateway configuration is invalid", extra={"error": str(exc)})
         return EXIT_INVALID_CONFIGURATION
 
     # Imported after the configuration is read, so an invalid one exits before pynetdicom loads.
     from cirrus.gateway.server import run_gateway
+    from cirrus.gateway.workers import WorkerSpec, run_workers
 
     logger.info(
         "gateway starting",
@@ -172,8 +186,15 @@ def main() -> int:
             "ae_title": config.ae_title,
             "deployment": settings.deployment,
             "sites": sorted(config.sites),
+            "workers": workers,
         },
     )
+    if workers > 1:
+        options = {"limits": limits, "health_address": (host, health_port)}
+        spec = WorkerSpec(
+            settings, config, host, port, tls, prepare=prepare_worker, options=options
+        )
+        return run_workers(spec, workers)
     run_gateway(
         settings,
         config,

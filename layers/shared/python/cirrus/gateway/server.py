@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from ssl import SSLContext
 from types import FrameType
 from typing import Any, Final, TypeVar
@@ -43,6 +44,7 @@ from cirrus.gateway.retrieve import RetrieveService
 from cirrus.gateway.spool import Spool, install_spooling
 from cirrus.gateway.store import STORAGE_TRANSFER_SYNTAXES, StoreService
 from cirrus.gateway.tls import TLSAssociationServer, TLSConfig
+from cirrus.gateway.workers import with_reuse_port
 from cirrus.services import Services
 
 logger = logging.getLogger(__name__)
@@ -151,6 +153,9 @@ class GatewayAE(AE):
         # Found through ``assoc.ae`` by cirrus.gateway.spool and cirrus.gateway.metrics.
         self.spool = Spool(self.limits)
         self.metrics = metrics
+        # Set by ``Gateway.start`` for the worker processes of ``cirrus.gateway.workers``,
+        # whose listening sockets all bind one port.
+        self.reuse_port = False
 
     def event_handlers(self) -> list[EventHandlerType]:
         handlers: list[EventHandlerType] = [
@@ -182,6 +187,8 @@ class GatewayAE(AE):
         if ssl_context is not None and server_class is ThreadedAssociationServer:
             # Runs each TLS handshake in the connection's thread instead of the accept loop.
             server_class = TLSAssociationServer  # type: ignore[assignment]
+        if self.reuse_port and server_class is not None:
+            server_class = with_reuse_port(server_class)
         return super().make_server(
             address,
             ae_title=ae_title,
@@ -261,16 +268,19 @@ class Gateway:
         limits: GatewayLimits | None = None,
         metrics: GatewayMetrics | None = None,
         health_address: tuple[str, int] | None = None,
+        reuse_port: bool = False,
     ) -> Gateway:
         """Start serving on ``host`` and ``port`` in a background thread (port 0: any free one).
 
         With ``tls``, a second listener on ``tls.port`` serves the same services over TLS.
         Raises ``TLSConfigError`` before listening when a TLS file is unusable. ``metrics``
         starts flushing at once, and with ``health_address`` (host, port) the HTTP health
-        check (``cirrus.gateway.health``) listens there.
+        check (``cirrus.gateway.health``) listens there. With ``reuse_port``, the listeners set
+        SO_REUSEPORT, so that other processes can listen on the same ports.
         """
         ssl_context = tls.server_context() if tls is not None else None
         ae = build_ae(services, config, limits, metrics, tls)
+        ae.reuse_port = reuse_port
         if config.open:
             logger.warning(
                 "gateway %s is open: it accepts every calling AE title, for site %s",
@@ -414,13 +424,17 @@ def run_gateway(
     metrics: GatewayMetrics | None = None,
     health_address: tuple[str, int] | None = None,
     grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
+    services: Services | None = None,
+    reuse_port: bool = False,
+    on_ready: Callable[[Gateway], None] | None = None,
 ) -> None:
     """Serve the gateway until SIGTERM or SIGINT, then drain it for ``grace_seconds``.
 
-    Must run in the main thread, which alone can install signal handlers. The other keyword
-    arguments are those of ``Gateway.start``.
+    Must run in the main thread, which alone can install signal handlers. ``services`` are the
+    adapters, by default those of ``settings``. ``on_ready`` is called once the gateway
+    listens. The other keyword arguments are those of ``Gateway.start``.
     """
-    services = Services(settings)
+    services = services if services is not None else Services(settings)
     # pynetdicom logs every association and message at INFO, which repeats the gateway's log.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     stop = threading.Event()
@@ -442,8 +456,11 @@ def run_gateway(
             limits=limits,
             metrics=metrics,
             health_address=health_address,
+            reuse_port=reuse_port,
         )
         try:
+            if on_ready is not None:
+                on_ready(gateway)
             stop.wait()
             name = received[0]
             logger.info("%s received, stopping the gateway", name, extra={"signal": name})

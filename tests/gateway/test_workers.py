@@ -1,0 +1,230 @@
+"""Gateway worker processes that share one port (``cirrus.gateway.workers``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from cirrus.config import Settings
+from cirrus.gateway.status import SUCCESS
+from cirrus.gateway.workers import (
+    MAX_WORKERS,
+    WORKERS_ENV,
+    WorkerPool,
+    WorkerSpec,
+    available_cores,
+    read_worker_count,
+)
+from cirrus.local.moto_process import LOOPBACK
+from cirrus.storage.objects import ObjectStore
+from tests.gateway.gateways import OPEN_CONFIG
+from tests.gateway.scu import associate, fresh_ct, send_file_as_is, storescu, wait_until
+
+# Connections that the test opens at most to reach both workers. Linux picks the listening
+# socket by a hash of the connection, so each one reaches a given worker with probability 1/2.
+MAX_CONNECTIONS = 32
+TCP_ESTABLISHED = "01"
+
+
+@pytest.fixture(scope="module")
+def pool(gateway_settings: Settings) -> Iterator[WorkerPool]:
+    spec = WorkerSpec(gateway_settings, OPEN_CONFIG, LOOPBACK, 0, options={"grace_seconds": 2.0})
+    running = WorkerPool.start(spec, 2)
+    yield running
+    running.stop()
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed since the listing
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def serving_pid(pids: list[int], port: int, client_port: int) -> int | None:
+    """Return which of ``pids`` holds the server end of the connection from ``client_port``."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+        if local_port == port and remote_port == client_port and fields[3] == TCP_ESTABLISHED:
+            inode = fields[9]
+    if inode is None:
+        return None
+    return next((pid for pid in pids if inode in socket_inodes(pid)), None)
+
+
+def test_read_worker_count_values() -> None:
+    assert read_worker_count({}) == available_cores()
+    assert read_worker_count({WORKERS_ENV: ""}) == available_cores()
+    assert read_worker_count({WORKERS_ENV: "3"}) == 3
+    for invalid in ("0", "-1", "two", str(MAX_WORKERS + 1), "²"):
+        with pytest.raises(ValueError, match=WORKERS_ENV):
+            read_worker_count({WORKERS_ENV: invalid})
+
+
+def test_pool_listens_twice_on_one_port(pool: WorkerPool) -> None:
+    listening = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == pool.port and fields[3] == "0A":
+            listening += 1
+    assert listening == 2
+    assert len(pool.pids()) == 2
+
+
+def test_associations_reach_both_workers(pool: WorkerPool) -> None:
+    pids = pool.pids()
+    seen: set[int] = set()
+    with ExitStack() as open_associations:
+        for _ in range(MAX_CONNECTIONS):
+            assoc = open_associations.enter_context(
+                associate(pool.port, [(CTImageStorage, ExplicitVRLittleEndian)])
+            )
+            client_port = assoc.dul.socket.socket.getsockname()[1]  # type: ignore[union-attr]
+            pid = serving_pid(pids, pool.port, client_port)
+            assert pid is not None, f"no worker holds the connection from port {client_port}"
+            seen.add(pid)
+            if seen == set(pids):
+                break
+    assert seen == set(pids)
+
+
+def test_pool_stores_instances(
+    pool: WorkerPool,
+    archive: ObjectStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys = []
+    for _ in range(4):
+        path, key = fresh_ct(tmp_path)
+        keys.append(key)
+        with associate(pool.port, [(CTImageStorage, ExplicitVRLittleEndian)]) as assoc:
+            status = send_file_as_is(monkeypatch, assoc, path)
+        assert status.Status == SUCCESS
+    for key in keys:
+        assert archive.get(key)
+
+
+def test_storescu_through_pool(pool: WorkerPool, archive: ObjectStore, tmp_path: Path) -> None:
+    path, key = fresh_ct(tmp_path)
+    storescu(pool.port, path)
+    assert archive.get(key)
+
+
+def test_pool_reserves_port_in_use(gateway_settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        spec = WorkerSpec(gateway_settings, OPEN_CONFIG, LOOPBACK, taken.getsockname()[1])
+        with pytest.raises(OSError):
+            WorkerPool.start(spec, 2)
+
+
+def test_pool_stop_ends_workers(gateway_settings: Settings) -> None:
+    spec = WorkerSpec(gateway_settings, OPEN_CONFIG, LOOPBACK, 0, options={"grace_seconds": 0.0})
+    started = WorkerPool.start(spec, 2)
+    pids = started.pids()
+    started.stop()
+    assert started.exited() == [1, 2]
+    for pid in pids:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
+
+
+RUN_WORKERS_SCRIPT = """
+import sys
+from cirrus.config import Settings
+from cirrus.gateway.aeconfig import AEConfig
+from cirrus.gateway.workers import WorkerSpec, run_workers
+settings = Settings.from_env()
+config = AEConfig(open=True, default_site=settings.default_site)
+spec = WorkerSpec(settings, config, "127.0.0.1", int(sys.argv[1]), options={"grace_seconds": 1.0})
+print("exit", run_workers(spec, 2), flush=True)
+"""
+
+
+def start_run_workers(settings: Settings) -> tuple[subprocess.Popen[str], int]:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port = int(probe.getsockname()[1])
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN_WORKERS_SCRIPT, str(port)],
+        env={**os.environ, **settings.to_env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    return process, port
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Return the spawned workers among the children of ``parent``, not the resource tracker."""
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    if not children.exists():
+        return []
+    pids = []
+    for pid in children.read_text().split():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # ended since the listing
+        if b"spawn_main" in command:
+            pids.append(int(pid))
+    return pids
+
+
+def test_run_workers_stops_on_sigterm(gateway_settings: Settings, tmp_path: Path) -> None:
+    process, port = start_run_workers(gateway_settings)
+    try:
+        path, _ = fresh_ct(tmp_path)
+        assert wait_until(lambda: _accepts(port), timeout=60), "the workers did not listen"
+        storescu(port, path)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert "exit 0" in output
+
+
+def test_run_workers_exits_when_worker_dies(gateway_settings: Settings) -> None:
+    process, port = start_run_workers(gateway_settings)
+    try:
+        assert wait_until(lambda: _accepts(port), timeout=60), "the workers did not listen"
+        assert wait_until(lambda: len(worker_pids(process.pid)) >= 2, timeout=10)
+        os.kill(worker_pids(process.pid)[0], signal.SIGKILL)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "exit 1" in output
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=1):
+            return True
+    except OSError:
+        return False
