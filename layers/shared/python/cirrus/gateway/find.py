@@ -8,16 +8,16 @@ for a C-CANCEL before each one and then ends with Cancel (FE00).
 
 Statuses (PS3.4 C.4.1.1.4 and PS3.7 C.5):
 
-- FF00 Pending, or FF01 when a key with a value cannot be matched at its level (it is then
-  ignored), then 0000 Success;
+- FF00 Pending, or FF01 when a key of the request is not supported at its level (it is then
+  neither matched nor returned), then 0000 Success;
 - 0124 Refused: Not Authorized, when the calling AE title may not query;
 - A900 Identifier does not match SOP Class: QueryRetrieveLevel missing or not a level of the
   model, a unique key of a level above missing (hierarchical query), or a sequence key with
   more than one item;
 - C000 Unable to process: a key that cannot be decoded or whose value is invalid for its VR;
 - A700 Out of Resources: the index failed, or a search that no index serves stopped at
-  ``UNINDEXED_READ_LIMIT`` records. The matches among those records are sent first, so the
-  final A700 says that the list is incomplete;
+  ``UNINDEXED_READ_LIMIT`` records. The matches among those records are sent first, and the
+  final A700 tells the caller that the list is incomplete;
 - C001 Unable to process, for an unexpected error.
 
 Every failure carries an Error Comment. The Identifier is never logged, because its keys hold
@@ -71,7 +71,7 @@ class FindService:
         self._context = context
 
     def add_contexts(self, ae: AE) -> None:
-        """Add both FIND SOP classes with pynetdicom's default uncompressed transfer syntaxes."""
+        """Add both FIND SOP classes with pynetdicom's four default transfer syntaxes."""
         for sop_class in MODEL_LEVELS:
             ae.add_supported_context(sop_class)
 
@@ -82,8 +82,8 @@ class FindService:
         """Yield a Pending response per match, then the final status unless it is Success.
 
         pynetdicom sends Success itself once the generator ends, and stops at the first
-        Cancel or failure status. Never raises, because pynetdicom would then send its own
-        status without a reason.
+        Cancel or failure status. Every exception is caught and answered with a failure status,
+        because pynetdicom would otherwise send its own status without a reason.
         """
         request = cast(C_FIND, event.request)
         log_keys = {**peer(event.assoc), "sop_class_uid": str(request.AffectedSOPClassUID)}

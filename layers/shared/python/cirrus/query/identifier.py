@@ -104,7 +104,7 @@ _RETURN_ONLY: Final = {
     "SERIES": frozenset({RETRIEVE_AE_TITLE}),
     "IMAGE": frozenset(),
 }
-# The attributes an instance record holds without its full metadata.
+# The attributes an instance record contains besides its full metadata.
 _INSTANCE_INDEXED: Final = (
     _SERIES_MATCHABLE | INSTANCE_TAGS | INSTANCE_COMPUTED | {RETRIEVE_AE_TITLE, RETRIEVE_URL}
 )
@@ -154,8 +154,8 @@ _ALWAYS_RETURNED: Final = (
 class FindRequest:
     """A parsed C-FIND Identifier.
 
-    ``unsupported`` names the keys with a value that this level cannot match. They are
-    ignored in matching and their responses carry the Pending status FF01.
+    ``unsupported`` names the keys that this level cannot match or return. They are left
+    out of matching and of the responses, whose Pending status is then FF01.
     """
 
     level: str
@@ -167,7 +167,7 @@ class FindRequest:
 
 @dataclass
 class _Keys:
-    """What reading the elements of an Identifier, or of one sequence item, yields."""
+    """The return keys, QIDO parameters and ignored keys of an Identifier or sequence item."""
 
     returned: list[ReturnKey]
     params: dict[str, list[str]]
@@ -348,8 +348,8 @@ def patient_matches(studies: Iterable[JsonDict]) -> Iterator[JsonDict]:
     NumberOfPatientRelatedStudies, -Series and -Instances count the studies that matched,
     which are all of the patient's studies when the study records agree on the patient keys.
     """
-    # TODO: this holds every matching patient in memory before the first response, which an
-    # unconstrained PATIENT query of a large archive makes large.
+    # TODO: every matching patient stays in memory until the last study is read, which is a
+    # lot for an unconstrained PATIENT query of a large archive.
     patients: dict[tuple[str, str], tuple[JsonDict, list[int]]] = {}
     for study in studies:
         key = (
