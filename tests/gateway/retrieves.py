@@ -69,6 +69,19 @@ def archive(services: Services, site: str, ds: Dataset) -> Archived:
     )
 
 
+def failed_uids(final_identifier: Dataset | None) -> list[str]:
+    """Return Failed SOP Instance UID List (0008,0058) of a final response's identifier."""
+    assert final_identifier is not None, "the final response has no identifier"
+    value = final_identifier.get("FailedSOPInstanceUIDList", [])
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(uid) for uid in value]
+
+
+def sop_uids(items: list[Archived]) -> set[str]:
+    return {item.sop for item in items}
+
+
 def renamed(template: Dataset, patient_id: str, study: str, series: str) -> Dataset:
     """Return a copy of ``template`` with the given patient, study and series and a new SOP UID."""
     ds = copy.deepcopy(template)

@@ -41,7 +41,14 @@ from cirrus.gateway.server import Gateway
 from cirrus.local.moto_process import LOOPBACK
 from cirrus.services import Services
 from tests.gateway.gateways import start_gateway
-from tests.gateway.retrieves import Archived, archive, identifier, renamed
+from tests.gateway.retrieves import (
+    Archived,
+    archive,
+    failed_uids,
+    identifier,
+    renamed,
+    sop_uids,
+)
 from tests.gateway.scu import SITE, run_dcmtk
 from tests.pydicom_files import bundled
 
@@ -152,18 +159,6 @@ def _get(
         assoc.release()
 
 
-def _failed_uids(final_identifier: Dataset | None) -> list[str]:
-    assert final_identifier is not None, "the final response has no identifier"
-    value = final_identifier.get("FailedSOPInstanceUIDList", [])
-    if isinstance(value, str):
-        return [value] if value else []
-    return [str(uid) for uid in value]
-
-
-def _uids(items: list[Archived]) -> set[str]:
-    return {item.sop for item in items}
-
-
 def test_getscu_study(gets: GetArchive, tmp_path: Path) -> None:
     result = run_dcmtk(
         "getscu",
@@ -183,7 +178,7 @@ def test_getscu_study(gets: GetArchive, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     received = {str(ds.SOPInstanceUID): ds for ds in map(pydicom.dcmread, tmp_path.iterdir())}
-    assert set(received) == _uids(gets.study)
+    assert set(received) == sop_uids(gets.study)
     # getscu accepts uncompressed syntaxes only, so the compressed instances are transcoded.
     j2k = received[gets.study[1].sop]
     assert j2k.file_meta.TransferSyntaxUID in UNCOMPRESSED
@@ -206,7 +201,7 @@ def test_get_as_stored(gets: GetArchive) -> None:
     status, _ = responses[-1]
     assert status.Status == 0x0000
     assert status.NumberOfCompletedSuboperations == 3
-    assert receiver.uids() == _uids(gets.study)
+    assert receiver.uids() == sop_uids(gets.study)
     syntaxes = dict(
         zip([str(ds.SOPInstanceUID) for ds in receiver.received], receiver.syntaxes, strict=True)
     )
@@ -236,7 +231,7 @@ def test_get_image_level_patient_root(gets: GetArchive) -> None:
     )
     status, _ = responses[-1]
     assert status.Status == 0x0000
-    assert receiver.uids() == _uids(mr)
+    assert receiver.uids() == sop_uids(mr)
     assert set(receiver.syntaxes) <= set(UNCOMPRESSED)
 
 
@@ -252,8 +247,8 @@ def test_get_without_context_for_one_class(gets: GetArchive) -> None:
     assert status.Status == 0xB000
     assert status.NumberOfCompletedSuboperations == 2
     assert status.NumberOfFailedSuboperations == 1
-    assert _failed_uids(final_identifier) == [gets.study[0].sop]
-    assert receiver.uids() == _uids(gets.study[1:])
+    assert failed_uids(final_identifier) == [gets.study[0].sop]
+    assert receiver.uids() == sop_uids(gets.study[1:])
 
 
 def test_get_without_any_context(gets: GetArchive) -> None:
@@ -264,7 +259,7 @@ def test_get_without_any_context(gets: GetArchive) -> None:
     status, final_identifier = responses[-1]
     assert status.Status == 0xA702
     assert status.NumberOfFailedSuboperations == 3
-    assert sorted(_failed_uids(final_identifier)) == sorted(_uids(gets.study))
+    assert sorted(failed_uids(final_identifier)) == sorted(sop_uids(gets.study))
     assert receiver.received == []
 
 
@@ -278,7 +273,7 @@ def test_get_requester_rejects(gets: GetArchive) -> None:
     )
     status, final_identifier = responses[-1]
     assert status.Status == 0xA702
-    assert sorted(_failed_uids(final_identifier)) == sorted(_uids(gets.study))
+    assert sorted(failed_uids(final_identifier)) == sorted(sop_uids(gets.study))
     assert len(receiver.received) == 3
 
 

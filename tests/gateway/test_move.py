@@ -45,10 +45,12 @@ from tests.gateway.retrieves import (
     Archived,
     StoreSCP,
     archive,
+    failed_uids,
     identifier,
     renamed,
     running_pynetdicom_scp,
     running_storescp,
+    sop_uids,
 )
 from tests.gateway.scu import SITE, run_dcmtk
 from tests.gateway.tls_certificates import issue, make_authority
@@ -154,18 +156,6 @@ def _final(responses: Responses) -> tuple[Dataset, Dataset | None]:
     return responses[-1]
 
 
-def _failed_uids(final_identifier: Dataset | None) -> list[str]:
-    assert final_identifier is not None, "the final response has no identifier"
-    value = final_identifier.get("FailedSOPInstanceUIDList", [])
-    if isinstance(value, str):
-        return [value] if value else []
-    return [str(uid) for uid in value]
-
-
-def _uids(items: list[Archived]) -> set[str]:
-    return {item.sop for item in items}
-
-
 def test_movescu_study_to_storescp(moves: MoveArchive) -> None:
     result = run_dcmtk(
         "movescu",
@@ -186,8 +176,8 @@ def test_movescu_study_to_storescp(moves: MoveArchive) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     received = moves.storescp.received()
-    assert _uids(moves.study) <= set(received)
-    assert not _uids(moves.other_site) & set(received)
+    assert sop_uids(moves.study) <= set(received)
+    assert not sop_uids(moves.other_site) & set(received)
     j2k = moves.study[2]
     # storescp accepts every syntax, so the JPEG 2000 instance arrives as stored.
     assert received[j2k.sop].file_meta.TransferSyntaxUID == JPEG2000Lossless
@@ -212,8 +202,8 @@ def test_movescu_patient_level(moves: MoveArchive) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     received = moves.storescp.received()
-    assert _uids(moves.study) | _uids(moves.second_study) <= set(received)
-    assert not _uids(moves.other_site) & set(received)
+    assert sop_uids(moves.study) | sop_uids(moves.second_study) <= set(received)
+    assert not sop_uids(moves.other_site) & set(received)
 
 
 def test_move_pending_counts(moves: MoveArchive) -> None:
@@ -231,7 +221,7 @@ def test_move_pending_counts(moves: MoveArchive) -> None:
     assert status.NumberOfCompletedSuboperations == 3
     assert status.NumberOfFailedSuboperations == 0
     assert status.NumberOfWarningSuboperations == 0
-    assert {str(ds.SOPInstanceUID) for ds in scp.received} == _uids(moves.study)
+    assert {str(ds.SOPInstanceUID) for ds in scp.received} == sop_uids(moves.study)
     assert {originator for originator in scp.originators} == {("MOVESCU", 1)}
 
 
@@ -245,7 +235,7 @@ def test_move_series_list(moves: MoveArchive) -> None:
         )
     status, _ = _final(responses)
     assert status.Status == 0x0000
-    assert {str(ds.SOPInstanceUID) for ds in scp.received} == _uids(moves.study)
+    assert {str(ds.SOPInstanceUID) for ds in scp.received} == sop_uids(moves.study)
 
 
 def test_move_image_list(moves: MoveArchive) -> None:
@@ -264,7 +254,7 @@ def test_move_image_list(moves: MoveArchive) -> None:
     status, _ = _final(responses)
     assert status.Status == 0x0000
     assert status.NumberOfCompletedSuboperations == 2
-    assert {str(ds.SOPInstanceUID) for ds in scp.received} == _uids(chosen)
+    assert {str(ds.SOPInstanceUID) for ds in scp.received} == sop_uids(chosen)
 
 
 def test_move_other_patient_matches_nothing(moves: MoveArchive) -> None:
@@ -287,7 +277,7 @@ def test_move_stays_in_site(moves: MoveArchive) -> None:
         )
     assert _final(responses)[0].Status == 0x0000
     received = {str(ds.SOPInstanceUID) for ds in scp.received}
-    assert received == _uids(moves.study)
+    assert received == sop_uids(moves.study)
     assert moves.other_site[1].sop not in received
 
 
@@ -418,7 +408,7 @@ def test_move_some_failed(moves: MoveArchive) -> None:
     assert status.Status == 0xB000
     assert status.NumberOfCompletedSuboperations == 2
     assert status.NumberOfFailedSuboperations == 1
-    assert _failed_uids(final_identifier) == [rejected]
+    assert failed_uids(final_identifier) == [rejected]
 
 
 def test_move_warning_status(moves: MoveArchive) -> None:
@@ -432,7 +422,7 @@ def test_move_warning_status(moves: MoveArchive) -> None:
     assert status.Status == 0xB000
     assert status.NumberOfWarningSuboperations == 3
     assert status.NumberOfFailedSuboperations == 0
-    assert _failed_uids(final_identifier) == []
+    assert failed_uids(final_identifier) == []
 
 
 def test_move_all_failed(moves: MoveArchive) -> None:
@@ -446,7 +436,7 @@ def test_move_all_failed(moves: MoveArchive) -> None:
     assert status.Status == 0xA702
     assert status.NumberOfFailedSuboperations == 3
     assert status.NumberOfCompletedSuboperations == 0
-    assert sorted(_failed_uids(final_identifier)) == sorted(_uids(moves.study))
+    assert sorted(failed_uids(final_identifier)) == sorted(sop_uids(moves.study))
 
 
 def test_move_unreachable_destination(moves: MoveArchive) -> None:
@@ -456,7 +446,7 @@ def test_move_unreachable_destination(moves: MoveArchive) -> None:
     status, final_identifier = _final(responses)
     assert status.Status == 0xA702
     assert status.NumberOfFailedSuboperations == 3
-    assert sorted(_failed_uids(final_identifier)) == sorted(_uids(moves.study))
+    assert sorted(failed_uids(final_identifier)) == sorted(sop_uids(moves.study))
 
 
 def test_move_tls_destination_not_supported(moves: MoveArchive) -> None:
@@ -525,7 +515,7 @@ def test_move_cancel(moves: MoveArchive) -> None:
     assert status.NumberOfCompletedSuboperations == 2
     assert status.NumberOfRemainingSuboperations == 1
     assert status.NumberOfFailedSuboperations == 0
-    assert _failed_uids(final_identifier) == []
+    assert failed_uids(final_identifier) == []
     assert len(stored) == 2
 
 
@@ -542,7 +532,7 @@ def test_move_missing_object(moves: MoveArchive, gateway_settings: Settings) -> 
     assert status.Status == 0xB000
     assert status.NumberOfCompletedSuboperations == 1
     assert status.NumberOfFailedSuboperations == 1
-    assert _failed_uids(final_identifier) == [lost.sop]
+    assert failed_uids(final_identifier) == [lost.sop]
     assert [str(ds.SOPInstanceUID) for ds in scp.received] == [kept.sop]
 
 
@@ -580,7 +570,7 @@ def test_move_to_orthanc(moves: MoveArchive, tmp_path: Path) -> None:
         status, _ = _final(responses)
         assert status.Status == 0x0000
         assert status.NumberOfCompletedSuboperations == 3
-        assert orthanc.instance_uids() == _uids(moves.study)
+        assert orthanc.instance_uids() == sop_uids(moves.study)
 
 
 def test_move_over_tls(moves: MoveArchive, gateway_settings: Settings, tmp_path: Path) -> None:
@@ -612,4 +602,4 @@ def test_move_over_tls(moves: MoveArchive, gateway_settings: Settings, tmp_path:
     status, _ = _final(responses)
     assert status.Status == 0x0000
     assert status.NumberOfCompletedSuboperations == 3
-    assert {str(ds.SOPInstanceUID) for ds in scp.received} == _uids(moves.study)
+    assert {str(ds.SOPInstanceUID) for ds in scp.received} == sop_uids(moves.study)
