@@ -11,7 +11,6 @@ import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 
 import pydicom
@@ -20,12 +19,11 @@ from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from cirrus.archive import archive_instance
 from cirrus.config import DEFAULT_AE_TITLE
-from cirrus.ingest import ObjectEvent, ingest_object
 from cirrus.local.moto_process import LOOPBACK
 from cirrus.query.identifier import STUDY_ROOT_FIND
 from cirrus.services import Services
+from tests.gateway.retrieves import archive
 from tests.gateway.scu import run_dcmtk
 from tests.pydicom_files import bundled
 
@@ -56,15 +54,6 @@ class LoadedStudy:
     series: list[tuple[str, str, list[str]]] = field(default_factory=list)  # uid, modality, SOPs
 
 
-def ingest(services: Services, site: str, ds: Dataset) -> None:
-    """Archive and index one instance, as C-STORE and the ingest queue would."""
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    stored = archive_instance(services.store, site, buffer.getvalue())
-    event = ObjectEvent(stored.key.object_key, etag=stored.stored.etag)
-    ingest_object(services.store, services.index_writer, event)
-
-
 def load_studies(services: Services, site: str) -> list[LoadedStudy]:
     """Ingest ``STUDIES`` into ``site``.
 
@@ -93,7 +82,7 @@ def load_studies(services: Services, site: str) -> list[LoadedStudy]:
                         _request_item("S7", "R7"),
                         _request_item("S8", "R8"),
                     ]
-                ingest(services, site, ds)
+                archive(services, site, ds)
                 sops.append(ds.SOPInstanceUID)
             study.series.append((series_uid, modality, sops))
         loaded.append(study)

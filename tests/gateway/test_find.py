@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -433,3 +434,14 @@ def test_index_unavailable_out_of_resources(moto_server: MotoProcess) -> None:
         [(status, _)] = find(gateway.port, identifier("STUDY", PatientID="P1"))
     assert status.Status == 0xA700
     assert status.ErrorComment == "the archive index is unavailable; retry later"
+
+
+def test_log_line_without_patient_data(loaded: Loaded, caplog: pytest.LogCaptureFixture) -> None:
+    port, _ = loaded
+    with caplog.at_level(logging.INFO, logger="cirrus.gateway.find"):
+        matches(find(port, identifier("STUDY", PatientName="Roe^Richard", PatientID=None)))
+    [record] = [record for record in caplog.records if record.name == "cirrus.gateway.find"]
+    assert record.getMessage() == "C-FIND from FINDSCU at STUDY level: 1 matches, status 0x0000"
+    logged = f"{record.getMessage()} {vars(record)}"
+    assert "Roe" not in logged
+    assert "P2" not in logged

@@ -18,8 +18,9 @@ from pydicom.dataset import Dataset
 from cirrus.config import Settings
 from cirrus.gateway.aeconfig import AEConfig, SiteAEs
 from cirrus.services import Services
-from tests.gateway.find_archive import find, identifier, ingest, matches
+from tests.gateway.find_archive import find, identifier, matches
 from tests.gateway.gateways import start_gateway
+from tests.gateway.retrieves import archive
 from tests.pydicom_files import TEST_FILES
 
 # Every charset file that is a whole instance; the chrSQEncoding files hold only a sequence.
@@ -53,7 +54,7 @@ def _instance(path: Path) -> Dataset:
 def port(gateway_settings: Settings) -> Iterator[int]:
     services = Services(gateway_settings)
     for number, path in enumerate(FILES):
-        ingest(services, f"find-cs{number:02d}", _instance(path))
+        archive(services, f"find-cs{number:02d}", _instance(path))
     with start_gateway(gateway_settings, config=CONFIG) as gateway:
         yield gateway.port
 
