@@ -124,20 +124,22 @@ def _get_association(
     storage: Sequence[tuple[str, Sequence[str]]],
     receiver: Receiver,
     calling: str = "PYGET",
+    roles: bool = True,
 ) -> Association:
+    """Open a C-GET association; with ``roles`` each storage context asks the SCP role."""
     ae = AE(calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
-    roles = []
+    role_items = []
     for sop_class, syntaxes in storage:
         ae.add_requested_context(sop_class, list(syntaxes))
-        roles.append(build_role(sop_class, scp_role=True))
+        role_items.append(build_role(sop_class, scp_role=True))
     assoc = ae.associate(
         LOOPBACK,
         port,
         ae_title="CIRRUS",
-        ext_neg=roles,
+        ext_neg=role_items if roles else [],
         evt_handlers=[(evt.EVT_C_STORE, receiver.handle_store)],
     )
     assert assoc.is_established
@@ -259,6 +261,25 @@ def test_get_without_any_context(gets: GetArchive) -> None:
     status, final_identifier = responses[-1]
     assert status.Status == 0xA702
     assert status.NumberOfFailedSuboperations == 3
+    assert sorted(failed_uids(final_identifier)) == sorted(sop_uids(gets.study))
+    assert receiver.received == []
+
+
+def test_get_without_role_selection(gets: GetArchive) -> None:
+    receiver = Receiver()
+    storage = [(CTImageStorage, UNCOMPRESSED), (MRImageStorage, UNCOMPRESSED)]
+    assoc = _get_association(gets.gateway.port, storage, receiver, roles=False)
+    try:
+        responses = list(
+            assoc.send_c_get(
+                identifier("STUDY", StudyInstanceUID=gets.study_uid),
+                StudyRootQueryRetrieveInformationModelGet,
+            )
+        )
+    finally:
+        assoc.release()
+    status, final_identifier = responses[-1]
+    assert status.Status == 0xA702
     assert sorted(failed_uids(final_identifier)) == sorted(sop_uids(gets.study))
     assert receiver.received == []
 

@@ -19,6 +19,7 @@ the two operations itself: ``RetrieveServiceClass`` takes the C-MOVE and C-GET r
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import struct
 import threading
@@ -44,7 +45,7 @@ from pynetdicom._handlers import (
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
-from pynetdicom.events import EventHandlerType
+from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -525,6 +526,7 @@ def _destination_association(
         contexts=proposed_contexts(refs),
         ae_title=str(request.MoveDestination).strip(),
         tls_args=tls_args,
+        evt_handlers=[(evt.EVT_CONN_OPEN, _disable_nagle)],
     )
     if not store_assoc.is_established:
         yield None
@@ -536,6 +538,19 @@ def _destination_association(
     finally:
         if store_assoc.is_established:
             store_assoc.release()
+
+
+def _disable_nagle(event: Event) -> None:
+    """Turn off Nagle's algorithm, which otherwise delays each C-STORE until the peer's ACK."""
+    association_socket = event.assoc.dul.socket
+    sock = association_socket.socket if association_socket is not None else None
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:
+        # The connection has closed already; the association fails on its own.
+        logger.debug("TCP_NODELAY not set: %s", exc)
 
 
 def _log_suboperation_failure(operation: RetrieveOperation, ref: InstanceRef, reason: str) -> None:
