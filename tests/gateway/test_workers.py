@@ -41,7 +41,7 @@ def pool(gateway_settings: Settings) -> Iterator[WorkerPool]:
     spec = WorkerSpec(gateway_settings, OPEN_CONFIG, LOOPBACK, 0, options={"grace_seconds": 2.0})
     running = WorkerPool.start(spec, 2)
     yield running
-    running.stop()
+    running.shutdown()
 
 
 def socket_inodes(pid: int) -> set[str]:
@@ -138,11 +138,11 @@ def test_pool_reserves_port_in_use(gateway_settings: Settings) -> None:
             WorkerPool.start(spec, 2)
 
 
-def test_pool_stop_ends_workers(gateway_settings: Settings) -> None:
+def test_pool_shutdown_ends_workers(gateway_settings: Settings) -> None:
     spec = WorkerSpec(gateway_settings, OPEN_CONFIG, LOOPBACK, 0, options={"grace_seconds": 0.0})
     started = WorkerPool.start(spec, 2)
     pids = started.pids()
-    started.stop()
+    started.shutdown()
     assert started.exited() == [1, 2]
     for pid in pids:
         assert (

@@ -12,6 +12,7 @@ import typer
 
 from cirrus.config import DEFAULT_AE_TITLE, validate_ae_title
 from cirrus.gateway.tls import DEFAULT_TLS_PORT, TLSConfig, TLSConfigError
+from cirrus.gateway.workers import MAX_WORKERS, available_cores
 from cirrus.local.moto_process import LOOPBACK
 
 app = typer.Typer(help="Cirrus PACS: a serverless DICOM archive.", no_args_is_help=True)
@@ -113,6 +114,14 @@ def dev(
             help="Reject TLS clients without a valid certificate (mutual TLS); needs --tls-ca."
         ),
     ] = False,
+    gateway_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_WORKERS,
+            help="Gateway processes that share the DICOM port; default the number of CPUs.",
+        ),
+    ] = None,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -149,6 +158,7 @@ def dev(
         ae_config=ae_config,
         cors_origins=tuple(cors_origin or ()),
         tls=tls,
+        gateway_workers=gateway_workers if gateway_workers is not None else available_cores(),
     )
     stack = LocalStack(config)
     try:

@@ -191,7 +191,7 @@ class WorkerPool:
         try:
             pool._start_workers(count)
         except BaseException:
-            pool.stop(grace_seconds=0.0)
+            pool.shutdown(grace_seconds=0.0)
             raise
         logger.info(
             "%d gateway workers listening on %s:%d",
@@ -262,7 +262,7 @@ class WorkerPool:
             number for number, process in enumerate(self._processes, 1) if not process.is_alive()
         ]
 
-    def stop(self, grace_seconds: float | None = None) -> None:
+    def shutdown(self, grace_seconds: float | None = None) -> None:
         """Send SIGTERM to every worker and wait for it to drain; kill those that do not end.
 
         ``grace_seconds`` defaults to the drain time the workers were given.
@@ -324,7 +324,7 @@ def run_workers(spec: WorkerSpec, count: int) -> int:
                     "%s received, stopping the gateway workers", name, extra={"signal": name}
                 )
         finally:
-            pool.stop()
+            pool.shutdown()
         return status
     finally:
         for sig, handler in previous.items():

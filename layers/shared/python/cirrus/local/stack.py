@@ -21,7 +21,7 @@ from cirrus.local.datadir import DataDirObjectStore, restore_objects
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
 from cirrus.local.resources import create_resources
-from cirrus.logs import use_console_format
+from cirrus.logs import configure_console_logging, use_console_format
 from cirrus.services import Services
 
 logger = logging.getLogger("cirrus.local")
@@ -48,6 +48,9 @@ class LocalStackConfig:
     ae_config: Path | None = None
     # The DICOM TLS listener, on a second port next to ``dicom_port``; None for none.
     tls: TLSConfig | None = None
+    # Gateway processes on the DICOM port (``cirrus.gateway.workers``). With 1, the gateway
+    # runs in this process.
+    gateway_workers: int = 1
 
     def gateway_config(self) -> AEConfig:
         """Return the AE configuration; raise ``AEConfigError`` when its file is invalid."""
@@ -178,14 +181,30 @@ class LocalStack:
 
     def _start_gateway(self, services: Services, gateway_config: AEConfig) -> Any:
         from cirrus.gateway.server import Gateway
+        from cirrus.gateway.workers import WorkerPool, WorkerSpec, WorkerStartError
 
         config = self.config
         try:
-            return Gateway.start(
-                services, gateway_config, config.host, config.dicom_port, config.tls
+            if config.gateway_workers == 1:
+                return Gateway.start(
+                    services, gateway_config, config.host, config.dicom_port, config.tls
+                )
+            spec = WorkerSpec(
+                services.settings,
+                gateway_config,
+                config.host,
+                config.dicom_port,
+                config.tls,
+                data_dir=(config.data_dir / OBJECTS_FOLDER).resolve(),
+                prepare=prepare_gateway_worker,
+                # As the gateway in this process, which stops without draining.
+                options={"grace_seconds": 0.0},
             )
+            return WorkerPool.start(spec, config.gateway_workers)
         except OSError as exc:
             raise StartError(f"DICOM port {config.host}:{config.dicom_port}: {exc}") from exc
+        except WorkerStartError as exc:
+            raise StartError(str(exc)) from exc
 
     def _start_http(self, services: Services) -> Any:
         from cirrus.local.http import serve_http
@@ -219,6 +238,13 @@ class LocalStack:
             self._moto.stop()
             self._moto = None
         logger.info("Cirrus local stack stopped")
+
+
+def prepare_gateway_worker() -> dict[str, Any]:
+    """Set up a gateway worker process of the local stack: fake AWS credentials, console logs."""
+    use_local_credentials()
+    configure_console_logging()
+    return {}
 
 
 def _check_port_free(name: str, host: str, port: int) -> None:
