@@ -195,7 +195,7 @@ class RetrieveService:
             )
             return None
         try:
-            return parse_identifier(identifier, MODELS[str(operation.request.AffectedSOPClassUID)])
+            return parse_identifier(identifier, MODELS[str(operation.context.abstract_syntax)])
         except IdentifierError as exc:
             operation.fail(IDENTIFIER_DOES_NOT_MATCH, str(exc), offending_element=exc.tag)
             return None
