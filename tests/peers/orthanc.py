@@ -219,11 +219,13 @@ def start_orthanc(
     modalities: Mapping[str, Modality] | None = None,
     ae_title: str = DEFAULT_AE_TITLE,
     shim: Path | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> Orthanc:
     """Start Orthanc with its configuration, storage and log in ``folder``.
 
     ``shim`` is a loopback_bind.so built by ``build_shim``; without one, it is built into
-    ``folder``. Returns once the REST API responds. The caller stops the process.
+    ``folder``. Orthanc runs with ``environment`` (default: this process's environment) plus
+    ``LD_PRELOAD``. Returns once the REST API responds. The caller stops the process.
     """
     folder.mkdir(parents=True, exist_ok=True)
     library = shim if shim is not None else build_shim(folder)
@@ -232,13 +234,14 @@ def start_orthanc(
     config_path = folder / "orthanc.json"
     config_path.write_text(json.dumps(configuration, indent=2))
     log = (folder / "orthanc.log").open("wb")
-    environment = {**os.environ, "LD_PRELOAD": str(library)}
+    child_environment = {**(os.environ if environment is None else environment)}
+    child_environment["LD_PRELOAD"] = str(library)
     process = subprocess.Popen(
         [str(ORTHANC_BINARY), str(config_path)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=environment,
+        env=child_environment,
         cwd=folder,
     )
     log.close()
