@@ -400,7 +400,8 @@ def test_cancel_after_first_match(loaded: Loaded, monkeypatch: pytest.MonkeyPatc
     def slow_build(*args: Any) -> Dataset:
         # Leaves the C-CANCEL time to arrive before the next match is sent.
         time.sleep(0.3)
-        return build(*args)
+        built: Dataset = build(*args)
+        return built
 
     monkeypatch.setattr(find_module, "response_identifier", slow_build)
     statuses = []
