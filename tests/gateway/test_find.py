@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from cirrus.config import ResourceNames, Settings
 from cirrus.gateway import find as find_module
 from cirrus.gateway.aeconfig import AEConfig, SiteAEs
+from cirrus.index.models import IndexRecord, get_record, study_pk
 from cirrus.local.moto_process import MotoProcess
 from cirrus.query import qido
 from cirrus.query.identifier import PATIENT_ROOT_FIND, STUDY_ROOT_FIND, response_identifier
@@ -29,12 +30,14 @@ from tests.gateway.find_archive import (
 from tests.gateway.gateways import start_gateway
 
 SITE = "find-main"
+DAMAGED_SITE = "find-damaged"
 CONFIG = AEConfig(
     open=True,
     default_site=SITE,
     sites={
         SITE: SiteAEs(callers={"STOREONLY": frozenset({"store"})}),
         "find-other": SiteAEs(callers={"OTHERSITE": frozenset({"query"})}),
+        DAMAGED_SITE: SiteAEs(callers={"DAMAGED": frozenset({"query"})}),
     },
 )
 
@@ -446,3 +449,23 @@ def test_log_line_without_patient_data(loaded: Loaded, caplog: pytest.LogCapture
     logged = f"{record.getMessage()} {vars(record)}"
     assert "Roe" not in logged
     assert "P2" not in logged
+
+
+def test_damaged_record_unable_to_process(loaded: Loaded, gateway_settings: Settings) -> None:
+    port, _ = loaded
+    services = Services(gateway_settings)
+    [study] = load_studies(services, DAMAGED_SITE)[2:3]
+    record = get_record(services.index_model, study_pk(DAMAGED_SITE, study.uid), "STUDY")
+    assert record is not None
+    # A PatientWeight that is not a decimal string cannot become a DS element.
+    record.update(
+        actions=[
+            IndexRecord.attrs.set({**record.attrs, "00101030": {"vr": "DS", "Value": ["heavy"]}})
+        ]
+    )
+    query = identifier("STUDY", StudyInstanceUID=study.uid, PatientWeight=None)
+    [(status, _)] = find(port, query, calling_ae="DAMAGED")
+    assert status.Status == 0xC001
+    assert status.ErrorComment == "internal error in the archive"
+    query = identifier("STUDY", StudyInstanceUID=study.uid, PatientID=None)
+    assert _values(matches(find(port, query, calling_ae="DAMAGED")), "PatientID") == ["P2"]
