@@ -1,12 +1,12 @@
 """C-FIND study queries through the gateway, next to the same searches run by QIDO's engine.
 
-Loads the synthetic studies of ``bench/qido_scale.py`` into a moto child process, starts a
-gateway on 127.0.0.1 and runs each search kind of that benchmark ``--runs`` times as a Study
-Root C-FIND with pynetdicom over one association, and as ``QidoService.search`` in process.
-C-FIND returns every match, so the QIDO searches ask for ``limit=1000``, and every search
-returns the same seven attributes. It prints, per kind, the matches, the median milliseconds
-of both, and the C-FIND time per match beyond the engine's time. A last row lists all
-studies with a universal query.
+Loads the synthetic studies of ``bench/qido_scale.py`` into a moto child process and starts a
+gateway on 127.0.0.1. Each search kind of that benchmark then runs ``--runs`` times as a
+Study Root C-FIND with pynetdicom over one association, and as ``QidoService.search`` in
+process. C-FIND returns every match, so the QIDO searches ask for ``limit=1000``, and every
+search returns the same seven attributes. It prints, per kind, the matches, the median
+milliseconds of both, and the C-FIND time per match beyond the engine's time. A last row
+lists all studies with a universal query.
 
     .venv/bin/python bench/find.py --studies 1000 --runs 10
 """
