@@ -151,7 +151,8 @@ def test_pool_shutdown_ends_workers(gateway_settings: Settings) -> None:
 
 
 RUN_WORKERS_SCRIPT = """
-import sys
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 from cirrus.config import Settings
 from cirrus.gateway.aeconfig import AEConfig
 from cirrus.gateway.workers import WorkerSpec, run_workers
@@ -163,6 +164,7 @@ print("exit", run_workers(spec, 2), flush=True)
 
 
 def start_run_workers(settings: Settings) -> tuple[subprocess.Popen[str], int]:
+    """Start ``run_workers`` with 2 workers and return once both listen."""
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
         port = int(probe.getsockname()[1])
@@ -170,10 +172,17 @@ def start_run_workers(settings: Settings) -> tuple[subprocess.Popen[str], int]:
         [sys.executable, "-c", RUN_WORKERS_SCRIPT, str(port)],
         env={**os.environ, **settings.to_env()},
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
         text=True,
     )
-    return process, port
+    assert process.stdout is not None
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if "2 gateway workers listening" in line:
+            return process, port
+    process.wait()
+    raise AssertionError(f"run_workers exited before both workers listened: {output}")
 
 
 def worker_pids(parent: int) -> list[int]:
@@ -196,7 +205,6 @@ def test_run_workers_stops_on_sigterm(gateway_settings: Settings, tmp_path: Path
     process, port = start_run_workers(gateway_settings)
     try:
         path, _ = fresh_ct(tmp_path)
-        assert wait_until(lambda: _accepts(port), timeout=60), "the workers did not listen"
         storescu(port, path)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
@@ -209,10 +217,9 @@ def test_run_workers_stops_on_sigterm(gateway_settings: Settings, tmp_path: Path
 
 
 def test_run_workers_exits_when_worker_dies(gateway_settings: Settings) -> None:
-    process, port = start_run_workers(gateway_settings)
+    process, _ = start_run_workers(gateway_settings)
     try:
-        assert wait_until(lambda: _accepts(port), timeout=60), "the workers did not listen"
-        assert wait_until(lambda: len(worker_pids(process.pid)) >= 2, timeout=10)
+        assert len(worker_pids(process.pid)) == 2
         os.kill(worker_pids(process.pid)[0], signal.SIGKILL)
         output, _ = process.communicate(timeout=30)
     finally:
@@ -220,6 +227,29 @@ def test_run_workers_exits_when_worker_dies(gateway_settings: Settings) -> None:
             process.kill()
             process.wait()
     assert "exit 1" in output
+
+
+def test_workers_stop_when_parent_killed(gateway_settings: Settings) -> None:
+    process, port = start_run_workers(gateway_settings)
+    try:
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2
+        process.kill()
+        process.wait()
+        assert wait_until(lambda: not any(_running(pid) for pid in workers), timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not _accepts(port)
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status
 
 
 def _accepts(port: int) -> bool:

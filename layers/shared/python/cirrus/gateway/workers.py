@@ -13,11 +13,15 @@ use therefore fails before any worker starts, and port 0 becomes one fixed port 
 worker. Workers start with the ``spawn`` method, because the local stack has threads running
 when it starts them. ``run_workers`` is the container's entry: it forwards SIGTERM and SIGINT
 to the workers, and stops every worker when one of them exits on its own, so that the
-orchestrator replaces the task.
+orchestrator replaces the task. Each worker gets SIGTERM from Linux when the parent ends.
+
+NOTE: only the first worker serves the HTTP health check, and it reports its own
+associations only.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -51,6 +55,9 @@ _START_TIMEOUT_SECONDS: Final = 60.0
 _STOP_MARGIN_SECONDS: Final = 10.0
 
 EXIT_WORKER_FAILED: Final = 1
+
+# From <linux/prctl.h>.
+_PR_SET_PDEATHSIG: Final = 1
 
 _ServerT = TypeVar("_ServerT")
 
@@ -126,8 +133,25 @@ def _reserve(host: str, port: int) -> socket.socket:
     return reserved
 
 
-def _worker_main(spec: WorkerSpec, number: int, ready: Connection) -> None:
+def _stop_with_parent(parent: int) -> None:
+    """Ask Linux to send SIGTERM to this process when its parent ends, SIGKILL included.
+
+    Without it, a worker whose parent was killed would keep serving on the port.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning(
+            "gateway worker does not stop with its parent: prctl failed",
+            extra={"errno": ctypes.get_errno()},
+        )
+    if os.getppid() != parent:
+        # The parent ended before prctl, so no signal will come.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_main(spec: WorkerSpec, number: int, ready: Connection, parent: int) -> None:
     """Run one worker: the gateway on the shared port until SIGTERM or SIGINT."""
+    _stop_with_parent(parent)
     options = dict(spec.options)
     if spec.prepare is not None:
         options.update(spec.prepare())
@@ -213,7 +237,7 @@ class WorkerPool:
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
                 target=_worker_main,
-                args=(spec, number, sender),
+                args=(spec, number, sender, os.getpid()),
                 name=f"gateway-worker-{number}",
                 daemon=False,
             )
@@ -293,8 +317,9 @@ class WorkerPool:
 def run_workers(spec: WorkerSpec, count: int) -> int:
     """Serve the gateway in ``count`` worker processes until SIGTERM or SIGINT.
 
-    Returns 0 after a signal, or ``EXIT_WORKER_FAILED`` when a worker exited on its own, in
-    which case the others are stopped too. Must run in the main thread.
+    Returns 0 after a signal, or ``EXIT_WORKER_FAILED`` when the workers failed to start or
+    one exited on its own, in which case the others are stopped too. Must run in the main
+    thread.
     """
     stop = threading.Event()
     received: list[str] = []
@@ -305,7 +330,11 @@ def run_workers(spec: WorkerSpec, count: int) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        pool = WorkerPool.start(spec, count)
+        try:
+            pool = WorkerPool.start(spec, count)
+        except (OSError, WorkerStartError) as exc:
+            logger.error("gateway workers failed to start: %s", exc, extra={"error": str(exc)})
+            return EXIT_WORKER_FAILED
         status = 0
         try:
             while not stop.wait(0.5):
