@@ -370,3 +370,22 @@ def test_get_cancel(gets: GetArchive) -> None:
     assert status.NumberOfCompletedSuboperations == 2
     assert status.NumberOfRemainingSuboperations == 1
     assert len(receiver.received) == 2
+
+
+def test_get_compresses_for_compressed_context(gets: GetArchive) -> None:
+    receiver = Receiver()
+    ct = gets.study[0]
+    responses = _get(
+        gets.gateway.port,
+        identifier(
+            "IMAGE", StudyInstanceUID=ct.study, SeriesInstanceUID=ct.series, SOPInstanceUID=ct.sop
+        ),
+        [(CTImageStorage, [JPEG2000Lossless, ExplicitVRLittleEndian])],
+        receiver,
+    )
+    status, _ = responses[-1]
+    assert status.Status == 0x0000
+    # The Storage SCP's preference accepts JPEG 2000 Lossless, so the CT goes compressed.
+    assert receiver.syntaxes == [JPEG2000Lossless]
+    original = pydicom.dcmread(bundled("CT_small.dcm"))
+    assert np.array_equal(receiver.received[0].pixel_array, original.pixel_array)
