@@ -138,6 +138,24 @@ def test_pool_reserves_port_in_use(gateway_settings: Settings) -> None:
             WorkerPool.start(spec, 2)
 
 
+def test_pool_binds_over_time_wait(gateway_settings: Settings) -> None:
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((LOOPBACK, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection((LOOPBACK, port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server side closes first, so its end stays in TIME-WAIT
+        client.close()
+    spec = WorkerSpec(gateway_settings, OPEN_CONFIG, LOOPBACK, port, options={"grace_seconds": 0.0})
+    started = WorkerPool.start(spec, 2)
+    try:
+        assert started.port == port
+    finally:
+        started.shutdown()
+
+
 def test_pool_shutdown_ends_workers(gateway_settings: Settings) -> None:
     spec = WorkerSpec(gateway_settings, OPEN_CONFIG, LOOPBACK, 0, options={"grace_seconds": 0.0})
     started = WorkerPool.start(spec, 2)

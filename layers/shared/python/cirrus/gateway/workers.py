@@ -122,9 +122,14 @@ class WorkerSpec:
 
 
 def _reserve(host: str, port: int) -> socket.socket:
-    """Bind ``host``:``port`` with SO_REUSEPORT, without listening; raise ``OSError`` if in use."""
+    """Bind ``host``:``port`` with SO_REUSEPORT, without listening; raise ``OSError`` if in use.
+
+    SO_REUSEADDR lets the bind succeed over connections in TIME-WAIT from an earlier run, as
+    pynetdicom's own listening sockets do.
+    """
     reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         reserved.bind((host, port))
     except OSError:
