@@ -50,11 +50,29 @@ def get(port: int, path: str = "/health", method: str = "GET") -> tuple[int, byt
 
 
 def refuses_connections(port: int) -> bool:
+    """Return whether nothing listens on ``port`` (a reset means a listener that is closing)."""
     try:
         socket.create_connection((LOOPBACK, port), timeout=2).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False
     return False
+
+
+def start_store(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, path: Path, results: list[Dataset]
+) -> threading.Thread:
+    """Send ``path`` in a thread; return once the gateway has spooled it."""
+
+    def send() -> None:
+        with associate(gateway.port, CT_CONTEXT) as assoc:
+            results.append(send_file_as_is(monkeypatch, assoc, path))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert wait_until(lambda: gateway.ae.spool.used_bytes > 0)
+    return sender
 
 
 def free_port() -> int:
@@ -91,13 +109,7 @@ def test_drain_lets_slow_store_finish(
     gateway = health_gateway(gateway_settings, gated)
     assert gateway.health_port is not None
 
-    def send() -> None:
-        with associate(gateway.port, CT_CONTEXT) as assoc:
-            results.append(send_file_as_is(monkeypatch, assoc, path))
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    assert wait_until(lambda: gateway.ae.spool.used_bytes > 0)
+    sender = start_store(gateway, monkeypatch, path, results)
     stopper = threading.Thread(target=gateway.shutdown, kwargs={"grace_seconds": 20})
     started = time.monotonic()
     stopper.start()
@@ -127,13 +139,7 @@ def test_drain_deadline_aborts_association(
     results: list[Dataset] = []
     gateway = health_gateway(gateway_settings, gated)
 
-    def send() -> None:
-        with associate(gateway.port, CT_CONTEXT) as assoc:
-            results.append(send_file_as_is(monkeypatch, assoc, path))
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    assert wait_until(lambda: gateway.ae.spool.used_bytes > 0)
+    sender = start_store(gateway, monkeypatch, path, results)
     started = time.monotonic()
     try:
         gateway.shutdown(grace_seconds=0.5)
@@ -168,28 +174,35 @@ def test_sigterm_drains_container(gateway_settings: Settings, tmp_path: Path) ->
         "CIRRUS_HEALTH_PORT": str(health_port),
         "CIRRUS_AE_CONFIG": str(config),
         "CIRRUS_METRICS_INTERVAL": "3600",
+        # One process, whose health check reports the association that this test holds open.
+        "CIRRUS_GATEWAY_WORKERS": "1",
     }
     root = Path(__file__).resolve().parents[2]
-    process = subprocess.Popen(
-        [sys.executable, "-c", MAIN_SCRIPT, str(root)],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # A file, not a pipe: a full pipe would block the gateway's logging and with it the stop.
+    log = tmp_path / "gateway.log"
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-c", MAIN_SCRIPT, str(root)],
+            env=environment,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         assert wait_until(lambda: not refuses_connections(health_port), STARTUP_TIMEOUT_SECONDS)
         serving, _ = get(health_port)
         with associate(dicom_port, CT_CONTEXT):
             process.send_signal(signal.SIGTERM)
-            assert wait_until(lambda: refuses_connections(dicom_port))
+            closed = wait_until(lambda: refuses_connections(dicom_port), STARTUP_TIMEOUT_SECONDS)
+            assert closed, log.read_text()
             draining, _ = get(health_port)
             still_running = process.poll() is None
-        output, _ = process.communicate(timeout=STARTUP_TIMEOUT_SECONDS)
+        process.wait(timeout=STARTUP_TIMEOUT_SECONDS)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+    output = log.read_text()
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     emf = [line for line in lines if "_aws" in line]
 

@@ -42,7 +42,7 @@ _WRITE_CHUNK = 8 * 1024**2
 def write_large_instance(path: Path, pixel_bytes: int, site: str = SITE) -> str:
     """Write a multi-frame 16-bit instance of at least ``pixel_bytes`` of Pixel Data.
 
-    The pixels are a repeating byte pattern, written in chunks so the test never holds the
+    The pixels are a repeating byte pattern, written in chunks so the test never keeps the
     instance in memory. Returns the object key under ``site``.
     """
     frames = -(-pixel_bytes // FRAME_BYTES)

@@ -1,6 +1,6 @@
 """The resource limits of one gateway process, and their reading from the environment.
 
-Three bounds keep a busy gateway answering instead of running out of memory or disk:
+Three bounds keep a busy gateway serving instead of running out of memory or disk:
 
 - ``max_associations``: associations served at once. pynetdicom rejects one more with
   A-ASSOCIATE-RJ, result rejected-transient, source service-provider (presentation),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from ssl import SSLContext
@@ -65,6 +64,9 @@ ACSE_TIMEOUT_SECONDS: Final = 10.0
 # below the time the orchestrator waits before SIGKILL: on ECS the container definition's
 # stopTimeout, 30 s unless set.
 SHUTDOWN_GRACE_SECONDS: Final = 20.0
+
+# How often ``run_gateway`` checks whether a stop signal arrived.
+_SIGNAL_POLL_SECONDS: Final = 0.1
 
 # Time that ``Gateway.shutdown`` waits for aborted associations to end.
 _ABORT_WAIT_SECONDS: Final = 5.0
@@ -437,13 +439,13 @@ def run_gateway(
     services = services if services is not None else Services(settings)
     # pynetdicom logs every association and message at INFO, which repeats the gateway's log.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    stop = threading.Event()
     received: list[str] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        # Only set the event, because logging here could wait for a lock of the interrupted code.
+        # Only append, which takes no lock. The handler runs in the main thread between two
+        # bytecodes, so taking a lock that the interrupted code holds would deadlock: logging's,
+        # or that of a threading.Event that the main thread is waiting on.
         received.append(signal.Signals(signum).name)
-        stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -461,7 +463,8 @@ def run_gateway(
         try:
             if on_ready is not None:
                 on_ready(gateway)
-            stop.wait()
+            while not received:
+                time.sleep(_SIGNAL_POLL_SECONDS)
             name = received[0]
             logger.info("%s received, stopping the gateway", name, extra={"signal": name})
         finally:

@@ -19,7 +19,7 @@ keeps two bounds as the bytes arrive:
 
 A dropped data set is still read to its end, because DIMSE has no way to stop a C-STORE
 midway, but only its size is kept. The C-STORE handler then finds ``rejection`` set and
-answers 0xA700. Spool files of associations that end before their handler runs (an abort in
+returns 0xA700. Spool files of associations that end before their handler runs (an abort in
 the middle of a data set, for one) are deleted by ``discard`` at the end of the association.
 """
 
@@ -46,8 +46,9 @@ logger = logging.getLogger(__name__)
 
 SPOOL_PREFIX: Final = "cirrus-spool-"
 SPOOL_SUFFIX: Final = ".dcm"
-# The most bytes ``read_spooled_header`` reads at once. Ingest reads a header in ranges, but a
-# deflated data set, or elements after encapsulated Pixel Data, need the whole object.
+# The maximum number of bytes that ``read_spooled_header`` reads at once. Ingest reads a
+# header in ranges, but a deflated data set, or elements after encapsulated Pixel Data, need
+# the whole object.
 MAX_WHOLE_READ_BYTES: Final = MAX_INFLATED_BYTES
 
 _install_lock = threading.Lock()
@@ -134,7 +135,7 @@ class Spool:
 
     @property
     def directory(self) -> Path:
-        """The spool folder, made at the first data set.
+        """The spool folder, created for the first data set.
 
         Each gateway has a folder of its own under ``limits.spool_root``, so that several
         gateway processes can share one spool root.
@@ -255,7 +256,7 @@ def _spool_of_current_thread() -> tuple[Spool, Association] | None:
 
 
 class _ReceiveConfig:
-    """pynetdicom's ``_config`` module as ``pynetdicom.dimse_messages`` reads it after ``install``.
+    """pynetdicom's ``_config`` module as ``pynetdicom.dimse_messages`` reads it when spooling.
 
     Every setting is the module's, except that chunked receiving is on in a gateway's threads.
     """
