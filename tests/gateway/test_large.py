@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -20,18 +21,26 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
 )
 
-from cirrus.config import Settings
+from cirrus.config import DEFAULT_AE_TITLE, Settings
 from cirrus.gateway.server import Gateway
 from cirrus.gateway.status import OUT_OF_RESOURCES, STORE_UNAVAILABLE_COMMENT, SUCCESS
 from cirrus.index.models import bind_index_model
 from cirrus.index.reader import IndexReader
 from cirrus.index.writer import IndexWriter
 from cirrus.ingest import ObjectEvent, ingest_object
+from cirrus.local.moto_process import LOOPBACK
 from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import SINGLE_PUT_MAX_BYTES, ObjectStore
 from cirrus.storage.transfers import PART_SIZE
 from tests.gateway.gateways import start_gateway
-from tests.gateway.scu import SITE, associate, send_file_as_is, stored_objects, storescu
+from tests.gateway.scu import (
+    SITE,
+    associate,
+    send_file_as_is,
+    stored_objects,
+    storescu,
+    wait_until,
+)
 
 FRAME_SIDE = 512
 FRAME_BYTES = FRAME_SIDE * FRAME_SIDE * 2
@@ -195,3 +204,24 @@ def test_failed_part_upload_aborted(
     uploads = client.list_multipart_uploads(Bucket=archive.bucket).get("Uploads", [])
     assert [upload["Key"] for upload in uploads] == []
     assert leftover == []
+
+
+def test_abort_mid_data_set_frees_spool(gateway: Gateway, tmp_path: Path) -> None:
+    path = tmp_path / "aborted.dcm"
+    key = write_large_instance(path, 200 * 1024**2)
+    sender = subprocess.Popen(
+        ["storescu", "-aec", DEFAULT_AE_TITLE, LOOPBACK, str(gateway.port), str(path)],
+        env={**os.environ, "TCP_NODELAY": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        spooling = wait_until(lambda: gateway.ae.spool.used_bytes > 0, timeout=20)
+        sender.kill()
+    finally:
+        sender.wait(timeout=10)
+    freed = wait_until(lambda: gateway.ae.spool.used_bytes == 0 and not spool_files(gateway))
+
+    assert spooling, "the gateway never spooled the data set"
+    assert freed, f"spool still holds {spool_files(gateway)}"
+    assert not any(obj.key == key for obj in gateway.ae.context.services.store.list_keys(key))
