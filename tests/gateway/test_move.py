@@ -268,6 +268,16 @@ def test_move_other_patient_matches_nothing(moves: MoveArchive) -> None:
     assert len(responses) == 1
 
 
+def test_move_study_root_ignores_patient_id(moves: MoveArchive) -> None:
+    # Study Root has no patient level, so PatientID neither filters nor fails the request.
+    query = identifier("STUDY", PatientID="*", StudyInstanceUID=moves.study_uid)
+    with running_pynetdicom_scp("PYSCP", ALL_SYNTAXES, port=moves.pynetdicom_port) as scp:
+        responses = _move(moves.gateway.port, query, "PYSCP")
+    status, _ = _final(responses)
+    assert status.Status == 0x0000
+    assert {str(ds.SOPInstanceUID) for ds in scp.received} == sop_uids(moves.study)
+
+
 def test_move_stays_in_site(moves: MoveArchive) -> None:
     with running_pynetdicom_scp("PYSCP", ALL_SYNTAXES, port=moves.pynetdicom_port) as scp:
         responses = _move(

@@ -83,14 +83,14 @@ def parse_identifier(identifier: Dataset, model: str) -> RetrieveKeys:
             "the Study Root model has no PATIENT level; use STUDY, SERIES or IMAGE", _LEVEL_TAG
         )
     depth = LEVELS.index(level)
-    patient_ids = _values(identifier, "PATIENT", unique_key=model == PATIENT_ROOT and depth == 0)
-    if len(patient_ids) > 1 and depth > 0:
-        raise _single_value_error("PATIENT", level)
+    patient_ids: tuple[str, ...] = ()
+    if model == PATIENT_ROOT:
+        patient_ids = _values(identifier, "PATIENT", unique_key=depth == 0)
+        if len(patient_ids) > 1 and depth > 0:
+            raise _single_value_error("PATIENT", level)
     studies = _uid_values(identifier, "STUDY", level) if depth >= 1 else ()
     series = _uid_values(identifier, "SERIES", level) if depth >= 2 else ()
     instances = _uid_values(identifier, "IMAGE", level) if depth >= 3 else ()
-    if model == STUDY_ROOT:
-        patient_ids = ()
     return RetrieveKeys(level, patient_ids, studies, series, instances)
 
 
@@ -105,7 +105,8 @@ def select_instances(reader: IndexReader, site: str, keys: RetrieveKeys) -> list
     if keys.level == "PATIENT":
         studies = of_patients
     elif keys.patient_ids:
-        studies = [study for study in keys.studies if study in set(of_patients)]
+        of_patient = set(of_patients)
+        studies = [study for study in keys.studies if study in of_patient]
     else:
         studies = list(keys.studies)
     refs: list[InstanceRef] = []
