@@ -189,3 +189,36 @@ def test_sixteen_associations_store_at_once(
     stored = stored_objects(archive)
     missing = [key for batch in batches for _, key in batch if key not in stored]
     assert missing == []
+
+
+def test_limits_read_from_environment(tmp_path: Path) -> None:
+    limits = GatewayLimits.from_env(
+        {
+            "CIRRUS_MAX_ASSOCIATIONS": "40",
+            "CIRRUS_MAX_INSTANCE_BYTES": "1000",
+            "CIRRUS_SPOOL_BYTES": "5000",
+            "CIRRUS_SPOOL_DIR": str(tmp_path),
+        }
+    )
+
+    assert limits == GatewayLimits(40, 1000, 5000, tmp_path)
+    assert GatewayLimits.from_env({}) == GatewayLimits()
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CIRRUS_MAX_ASSOCIATIONS": "many"}, "CIRRUS_MAX_ASSOCIATIONS 'many' is invalid"),
+        ({"CIRRUS_MAX_ASSOCIATIONS": "0"}, "max_associations is 0"),
+        ({"CIRRUS_MAX_INSTANCE_BYTES": "-5"}, "CIRRUS_MAX_INSTANCE_BYTES '-5' is invalid"),
+        ({"CIRRUS_MAX_INSTANCE_BYTES": str(6 * 1024**3)}, "the largest object"),
+        (
+            {"CIRRUS_MAX_INSTANCE_BYTES": "2000", "CIRRUS_SPOOL_BYTES": "1000"},
+            "the spool must hold at least one instance",
+        ),
+        ({"CIRRUS_SPOOL_DIR": "/nonexistent/spool"}, "is not a folder"),
+    ],
+)
+def test_invalid_limits_rejected(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GatewayLimits.from_env(environ)
