@@ -38,7 +38,7 @@ _SEQUENCE_DELIMITER: Final = (
 
 
 class ObjectReader(Protocol):
-    """What ``read_header`` reads from: an ``ObjectStore``, or the gateway's spooled file."""
+    """The source of ``read_header``: an ``ObjectStore``, or a file of the gateway's spool."""
 
     def get(self, key: str) -> bytes: ...
 

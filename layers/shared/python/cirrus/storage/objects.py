@@ -24,7 +24,7 @@ _MISSING_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
 # The maximum number of keys in one DeleteObjects request.
 MAX_DELETE_KEYS: Final = 1000
 # ``put_file`` sends a file of at most this size in one PUT, and a larger one as a multipart
-# upload, which holds one part (``cirrus.storage.transfers.PART_SIZE``) in memory at a time.
+# upload, which keeps one part (``cirrus.storage.transfers.PART_SIZE``) in memory at a time.
 SINGLE_PUT_MAX_BYTES: Final = 8 * 1024 * 1024
 _FILE_CHUNK_BYTES: Final = 1024 * 1024
 
