@@ -92,7 +92,7 @@ def load_for_sending(
     """Read one instance from S3 and return it, in a syntax the peer accepted, ready to send.
 
     Raises ``SubOperationError`` with the reason when it cannot be sent. Only this one
-    instance is in memory: its bytes until they are parsed, then the data set.
+    instance is in memory: its bytes until they are parsed, then the data set alone.
     """
     stored = UID(ref.transfer_syntax or ExplicitVRLittleEndian)
     syntaxes = accepted.get(ref.sop_class_uid, [])
@@ -110,6 +110,9 @@ def load_for_sending(
     if target != stored:
         data = transcode(data, target)
     ds = pydicom.dcmread(BytesIO(data))
+    # pydicom keeps the source buffer for deferred reads, which a parsed data set never makes.
+    # Dropping it frees the object's bytes before pynetdicom encodes the data set again.
+    ds.buffer = None
     del data
     if str(ds.get("SOPInstanceUID", "")) != ref.sop:
         raise SubOperationError(f"object {ref.object_key} does not contain instance {ref.sop}")
