@@ -65,14 +65,16 @@ def synthetic_series(folder: Path, count: int, patient_id: str) -> tuple[str, li
     return study, paths
 
 
-def send(port: int, ae_title: str, paths: list[Path], associations: int) -> float:
+def send(
+    port: int, ae_title: str, paths: list[Path], associations: int, env: dict[str, str] = ENV
+) -> float:
     """Send ``paths`` over ``associations`` parallel storescu processes; return seconds."""
     chunks = [paths[index::associations] for index in range(associations)]
     started = time.perf_counter()
     processes = [
         subprocess.Popen(
             ["storescu", "-aec", ae_title, "127.0.0.1", str(port), *map(str, chunk)],
-            env=ENV,
+            env=env,
             stdout=subprocess.DEVNULL,
         )
         for chunk in chunks
