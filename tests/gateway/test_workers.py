@@ -57,7 +57,7 @@ def socket_inodes(pid: int) -> set[str]:
 
 
 def serving_pid(pids: list[int], port: int, client_port: int) -> int | None:
-    """Return which of ``pids`` holds the server end of the connection from ``client_port``."""
+    """Return which of ``pids`` owns the server end of the connection from ``client_port``."""
     inode = None
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()

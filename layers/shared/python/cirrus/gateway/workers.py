@@ -104,7 +104,7 @@ def with_reuse_port(server_class: type[_ServerT]) -> type[_ServerT]:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a worker needs to run the gateway. Every field must pickle."""
+    """The arguments of one worker's gateway. Every field must pickle."""
 
     settings: Settings
     config: AEConfig
