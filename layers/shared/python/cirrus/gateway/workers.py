@@ -68,6 +68,8 @@ class WorkerStartError(Exception):
 
 def available_cores() -> int:
     """Return the number of CPUs this process may run on."""
+    # NOTE: a container's CPU quota (cgroup cpu.max) is not read, so a container limited to
+    # less than its host's CPUs should set CIRRUS_GATEWAY_WORKERS.
     return len(os.sched_getaffinity(0))
 
 
