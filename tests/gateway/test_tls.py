@@ -270,6 +270,21 @@ def test_silent_client_does_not_block_others(
     assert returncode == 0, output
 
 
+def test_closed_connections_not_warned(
+    tls_gateway: Gateway, certificates: Certificates, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A load balancer's TCP health check connects and closes at once.
+    caplog.set_level(logging.DEBUG, logger="cirrus.gateway")
+    for _ in range(3):
+        socket.create_connection((LOOPBACK, int(tls_port(tls_gateway))), timeout=10).close()
+
+    assert wait_until(lambda: len(handshake_failures(caplog)) == 3)
+    assert all(r.levelno == logging.DEBUG for r in handshake_failures(caplog))
+    assert wait_until(lambda: not tls_gateway.active_associations())
+    returncode, output = echoscu_tls(tls_gateway, certificates.ca, certificates.client)
+    assert returncode == 0, output
+
+
 # --- pynetdicom with the outgoing context ------------------------------------------------
 
 

@@ -172,7 +172,11 @@ def _handshake(sock: ssl.SSLSocket, client_address: tuple[str, int] | str) -> bo
         # ssl.SSLError is an OSError: a rejected certificate, a protocol version or cipher
         # that the profile does not allow, or a peer that closed or timed out.
         address = _address(client_address)
-        logger.warning(
+        # A load balancer's TCP health check connects and closes without a ClientHello,
+        # every few seconds, so a closed connection is logged at DEBUG only.
+        closed = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError))
+        logger.log(
+            logging.DEBUG if closed else logging.WARNING,
             "TLS handshake from %s failed: %s",
             address,
             _reason(exc),
