@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -61,6 +62,10 @@ CLASS_INSTANCE_CONFLICT: Final = 0x0119
 # The maximum number of instances in one request. Each costs a DynamoDB read and an S3 GET,
 # so the bound keeps one request from holding a thread for long.
 MAX_REFERENCED_INSTANCES: Final = 10_000
+
+# Instances checked at once. Each check waits on DynamoDB and S3, and the boto3 clients are
+# thread-safe. botocore keeps 10 connections per client by default, so more would queue.
+CHECK_WORKERS: Final = 8
 
 # Attempts to deliver a report on a new association, and the wait between them.
 REPORT_ATTEMPTS: Final = 3
@@ -275,11 +280,13 @@ class CommitmentService:
     def commit(
         self, site: str, transaction_uid: str, references: list[Reference]
     ) -> CommitmentResult:
-        """Check each referenced instance in the store of ``site``."""
+        """Check each referenced instance in the store of ``site``, several at a time."""
         committed: list[Reference] = []
         failed: list[tuple[Reference, int]] = []
-        for reference in references:
-            reason = self._check_stored(site, reference)
+        workers = max(1, min(CHECK_WORKERS, len(references)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="commitment") as pool:
+            reasons = list(pool.map(lambda ref: self._check_stored(site, ref), references))
+        for reference, reason in zip(references, reasons, strict=True):
             if reason is None:
                 committed.append(reference)
             else:
