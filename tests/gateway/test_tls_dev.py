@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,19 +28,27 @@ def free_port() -> int:
 
 
 def wait_for_output(process: subprocess.Popen[str], text: str) -> list[str]:
-    """Read the stack's output until a line contains ``text``; return the lines read."""
+    """Read the stack's output until a line contains ``text``; return the lines read.
+
+    A thread reads the output, so that a stack that prints nothing cannot block the wait
+    beyond its deadline.
+    """
     assert process.stdout is not None
+    stdout = process.stdout
     lines: list[str] = []
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if text in line:
-            return lines
-    output = "\n".join(lines[-40:])
-    raise AssertionError(f"{text!r} not seen in the stack's output:\n{output}")
+    found = threading.Event()
+
+    def collect() -> None:
+        for line in stdout:
+            lines.append(line.rstrip("\n"))
+            if text in line:
+                found.set()
+
+    threading.Thread(target=collect, daemon=True).start()
+    if not found.wait(START_TIMEOUT_SECONDS):
+        output = "\n".join(lines[-40:])
+        raise AssertionError(f"{text!r} not seen in the stack's output:\n{output}")
+    return list(lines)
 
 
 def test_dev_serves_mutual_tls(tmp_path: Path) -> None:
