@@ -90,6 +90,13 @@ def test_listed_caller_accepted(closed_gateway: Gateway) -> None:
     assert accepted.results == {1: ACCEPTANCE}
 
 
+def test_accept_states_pdu_limit_and_implementation(gateway: Gateway) -> None:
+    accepted = request_association(gateway.port, "TESTSCU", [verification(1)])
+    # The values that docs/gateway-conformance.md states under "Application entity".
+    assert accepted.max_length == 16382
+    assert accepted.implementation_class_uid == "1.2.826.0.1.3680043.9.3811.3.0.4"
+
+
 def test_open_gateway_accepts_unknown_caller(gateway: Gateway) -> None:
     accepted = request_association(gateway.port, "STRANGER", [verification(1)])
     assert accepted.pdu_type == 0x02
@@ -266,6 +273,8 @@ class AssociationAnswer:
     results: dict[int, int]
     transfer_syntaxes: dict[int, str]
     rejection: tuple[int, int, int] | None = None
+    max_length: int | None = None
+    implementation_class_uid: str | None = None
 
 
 def verification(context_id: int) -> PresentationContextItem:
@@ -342,6 +351,19 @@ def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
     return pdu_type, read_exactly(sock, length)
 
 
+def read_user_information(answer: AssociationAnswer, value: bytes) -> None:
+    """Read Maximum Length and Implementation Class UID from a User Information item."""
+    offset = 0
+    while offset < len(value):
+        sub_type, _, length = struct.unpack_from(">BBH", value, offset)
+        sub_value = value[offset + 4 : offset + 4 + length]
+        offset += 4 + length
+        if sub_type == 0x51:
+            (answer.max_length,) = struct.unpack(">L", sub_value)
+        elif sub_type == 0x52:
+            answer.implementation_class_uid = sub_value.decode("ascii")
+
+
 def parse_associate_ac(pdu_type: int, body: bytes) -> AssociationAnswer:
     """Read the presentation context results of an A-ASSOCIATE-AC (PS3.8 9.3.3)."""
     answer = AssociationAnswer(pdu_type, {}, {})
@@ -350,6 +372,8 @@ def parse_associate_ac(pdu_type: int, body: bytes) -> AssociationAnswer:
         item_type, _, length = struct.unpack_from(">BBH", body, offset)
         value = body[offset + 4 : offset + 4 + length]
         offset += 4 + length
+        if item_type == 0x50:
+            read_user_information(answer, value)
         if item_type != 0x21:
             continue
         context_id, result = value[0], value[2]
