@@ -8,14 +8,18 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import pynetdicom.association
 import pytest
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
 
-from cirrus.config import ResourceNames, Settings
+from cirrus.config import DEFAULT_AE_TITLE, ResourceNames, Settings
 from cirrus.gateway import find as find_module
 from cirrus.gateway.aeconfig import AEConfig, SiteAEs
 from cirrus.index.models import IndexRecord, get_record, study_pk
-from cirrus.local.moto_process import MotoProcess
+from cirrus.local.moto_process import LOOPBACK, MotoProcess
 from cirrus.query import qido
 from cirrus.query.identifier import PATIENT_ROOT_FIND, STUDY_ROOT_FIND, response_identifier
 from cirrus.services import Services
@@ -331,6 +335,19 @@ def test_private_key_ignored(loaded: Loaded) -> None:
     assert 0x00091010 not in match
 
 
+def test_private_key_with_value_pending_warning(loaded: Loaded) -> None:
+    port, _ = loaded
+    query = identifier("STUDY", PatientID="P2", AccessionNumber=None)
+    query.add_new(0x00091010, "LO", "ACME")
+    [(status, match), (final, _)] = find(port, query)
+    assert status.Status == 0xFF01
+    assert final.Status == 0x0000
+    assert match is not None
+    # The private key is not matched, so the study of P2 still matches.
+    assert match.AccessionNumber == "A200"
+    assert 0x00091010 not in match
+
+
 def test_missing_level_identifier_mismatch(loaded: Loaded) -> None:
     port, _ = loaded
     query = Dataset()
@@ -364,6 +381,34 @@ def test_patient_root_study_without_patient_id(loaded: Loaded) -> None:
     assert status.OffendingElement == 0x00100020
 
 
+@pytest.mark.parametrize(
+    ("model", "level", "keys", "offending"),
+    [
+        (PATIENT_ROOT_FIND, "STUDY", {"PatientID": ["P1", "P2"]}, 0x00100020),
+        (PATIENT_ROOT_FIND, "STUDY", {"PatientID": ""}, 0x00100020),
+        (STUDY_ROOT_FIND, "SERIES", {"StudyInstanceUID": ["1.2.3", "1.2.4"]}, 0x0020000D),
+        (STUDY_ROOT_FIND, "SERIES", {"StudyInstanceUID": ""}, 0x0020000D),
+        (
+            STUDY_ROOT_FIND,
+            "IMAGE",
+            {"StudyInstanceUID": "1.2.3", "SeriesInstanceUID": ["1.2.4", "1.2.5"]},
+            0x0020000E,
+        ),
+    ],
+    ids=["patient-list", "patient-empty", "study-list", "study-empty", "series-list"],
+)
+def test_upper_unique_key_not_single(
+    loaded: Loaded, model: str, level: str, keys: dict[str, Any], offending: int
+) -> None:
+    port, _ = loaded
+    responses = find(port, identifier(level, **keys), model)
+    [(status, match)] = responses
+    assert status.Status == 0xA900
+    assert status.OffendingElement == offending
+    assert keyword_for_tag(offending) in status.ErrorComment
+    assert match is None
+
+
 def test_sequence_with_two_items(loaded: Loaded) -> None:
     port, studies = loaded
     items = [Dataset(), Dataset()]
@@ -381,6 +426,52 @@ def test_invalid_date_unable_to_process(loaded: Loaded) -> None:
     [(status, _)] = find(port, query)
     assert status.Status == 0xC000
     assert "StudyDate" in status.ErrorComment
+
+
+# QueryRetrieveLevel (0008,0052) "STUDY " in Explicit VR Little Endian.
+_STUDY_LEVEL = b"\x08\x00\x52\x00CS\x06\x00STUDY "
+# Elements with the VR "ZZ", which is not a DICOM VR, so pydicom cannot decode them.
+_UNKNOWN_VR_LEVEL = b"\x08\x00\x52\x00ZZ\x06\x00STUDY "
+_UNKNOWN_VR_PATIENT_ID = b"\x10\x00\x20\x00ZZ\x02\x00P1"
+
+
+@pytest.mark.parametrize(
+    ("encoded", "comment", "offending"),
+    [
+        (_UNKNOWN_VR_LEVEL, "the Identifier cannot be decoded", None),
+        (_STUDY_LEVEL + _UNKNOWN_VR_PATIENT_ID, "key (0010,0020) cannot be decoded", 0x00100020),
+    ],
+    ids=["level", "patient-id"],
+)
+def test_undecodable_identifier_unable_to_process(
+    loaded: Loaded,
+    monkeypatch: pytest.MonkeyPatch,
+    encoded: bytes,
+    comment: str,
+    offending: int | None,
+) -> None:
+    port, _ = loaded
+    ae = AE("FINDSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae.add_requested_context(STUDY_ROOT_FIND, ExplicitVRLittleEndian)
+    assoc = ae.associate(LOOPBACK, port, ae_title=DEFAULT_AE_TITLE)
+    assert assoc.is_established
+    query = identifier("STUDY", PatientID="P1")
+    try:
+        # The requester's encoder returns ``encoded`` in place of the Identifier.
+        with monkeypatch.context() as patch:
+            patch.setattr(pynetdicom.association, "encode", lambda *args: encoded)
+            responses = list(assoc.send_c_find(query, STUDY_ROOT_FIND))
+        again = list(assoc.send_c_find(query, STUDY_ROOT_FIND))
+    finally:
+        assoc.release()
+    [(status, match)] = responses
+    assert status.Status == 0xC000
+    assert status.ErrorComment == comment
+    assert status.get("OffendingElement") == offending
+    assert match is None
+    # The association still serves requests.
+    assert len(matches(again)) == 2
 
 
 def test_caller_without_query_permission(loaded: Loaded) -> None:

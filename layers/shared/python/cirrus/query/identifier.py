@@ -330,7 +330,10 @@ def _check_unique_keys(query: QidoQuery, level: str, above: tuple[str, ...]) -> 
     for upper in above:
         tag = UNIQUE_KEYS[upper]
         constraint = query.constraint(tag)
-        if constraint is None or constraint.is_universal or constraint.single_value is None:
+        value = constraint.single_value if constraint is not None else None
+        # The query parser splits only UID lists into values, so a PatientID list arrives as
+        # one value joined by backslashes. A backslash cannot occur inside LO (PS3.5 6.2).
+        if constraint is None or constraint.is_universal or value is None or "\\" in value:
             raise IdentifierMismatchError(
                 f"a {level} query needs one {_keyword(tag)} value (hierarchical query)",
                 (int(tag, 16),),
