@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import pynetdicom.association
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dsutils import encode
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
@@ -29,15 +32,19 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from cirrus.config import DEFAULT_AE_TITLE, Settings
+from cirrus.config import DEFAULT_AE_TITLE, ResourceNames, Settings
+from cirrus.gateway import commitment
 from cirrus.gateway.aeconfig import AEConfig
 from cirrus.gateway.commitment import (
     ALL_COMMITTED,
     CLASS_INSTANCE_CONFLICT,
     INVALID_ARGUMENT_VALUE,
+    MAX_REFERENCED_INSTANCES,
     NO_SUCH_ACTION,
     NO_SUCH_OBJECT_INSTANCE,
     NO_SUCH_SOP_INSTANCE,
+    PROCESSING_FAILURE,
+    RESOURCE_LIMITATION,
     SOME_FAILED,
     STORAGE_COMMITMENT_INSTANCE,
     CommitmentService,
@@ -45,7 +52,9 @@ from cirrus.gateway.commitment import (
 )
 from cirrus.gateway.server import Gateway
 from cirrus.gateway.status import NOT_AUTHORIZED, SUCCESS
-from cirrus.local.moto_process import LOOPBACK
+from cirrus.local.moto_process import LOOPBACK, MotoProcess
+from cirrus.local.resources import create_resources
+from cirrus.services import Services
 from cirrus.storage.objects import ObjectStore
 from tests.gateway.gateways import start_gateway
 from tests.gateway.scu import SITE, fresh_ct, wait_until
@@ -148,13 +157,19 @@ def commitment_service(gateway: Gateway) -> CommitmentService:
 
 
 @contextmanager
-def scu_association(gateway: Gateway, calling: str = SCU) -> Iterator[tuple[Association, Reports]]:
-    """Open an association for CT storage and Storage Commitment, with its own report log."""
+def scu_association(
+    gateway: Gateway, calling: str = SCU, commitment_syntax: str | None = None
+) -> Iterator[tuple[Association, Reports]]:
+    """Open an association for CT storage and Storage Commitment, with its own report log.
+
+    ``commitment_syntax`` is the one transfer syntax proposed for Storage Commitment;
+    without it, pynetdicom's default syntaxes are proposed.
+    """
     reports = Reports()
     ae = AE(calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    ae.add_requested_context(StorageCommitmentPushModel)
+    ae.add_requested_context(StorageCommitmentPushModel, commitment_syntax)
     assoc = ae.associate(
         LOOPBACK,
         gateway.port,
@@ -292,6 +307,45 @@ def test_deleted_object_fails(
 
     assert event_type == SOME_FAILED
     assert failure_reasons(report) == {reference.sop_instance_uid: NO_SUCH_OBJECT_INSTANCE}
+
+
+def test_unparsable_object_processing_failure(
+    commitment_gateway: Gateway, archive: ObjectStore, tmp_path: Path
+) -> None:
+    # The claim record names the key, but the object there is no longer a DICOM file.
+    path, key = fresh_ct(tmp_path)
+    damaged = Reference(CTImageStorage, pydicom.dcmread(path).SOPInstanceUID)
+    with scu_association(commitment_gateway) as (assoc, reports):
+        assert assoc.send_c_store(path).Status == SUCCESS
+        (intact,) = store_cts(assoc, tmp_path, 1)
+        archive.put(key, b"not a DICOM file")
+        request = commitment_request([intact, damaged])
+        assert request_commitment(assoc, request).Status == SUCCESS
+        event_type, report, _ = reports.wait()
+
+    assert event_type == SOME_FAILED
+    assert uids(report.ReferencedSOPSequence) == {intact.sop_instance_uid}
+    assert failure_reasons(report) == {damaged.sop_instance_uid: PROCESSING_FAILURE}
+
+
+def test_index_unavailable_processing_failure(moto_server: MotoProcess, listener: Listener) -> None:
+    # A deployment without its index table: every claim read fails.
+    names = ResourceNames(deployment=f"g{uuid.uuid4().hex[:12]}")
+    settings = create_resources(Settings.for_names(names, endpoint_url=moto_server.endpoint_url))
+    Services(settings).index_model.delete_table()
+    references = [Reference(CTImageStorage, generate_uid()) for _ in range(2)]
+    with start_gateway(settings, config=commitment_config(listener)) as gateway:
+        with scu_association(gateway) as (assoc, reports):
+            request = commitment_request(references)
+            assert request_commitment(assoc, request).Status == SUCCESS
+            event_type, report, _ = reports.wait()
+
+    assert event_type == SOME_FAILED
+    assert report.TransactionUID == request.TransactionUID
+    assert "ReferencedSOPSequence" not in report
+    assert failure_reasons(report) == {
+        reference.sop_instance_uid: PROCESSING_FAILURE for reference in references
+    }
 
 
 # --- reports on a new association --------------------------------------------------------
@@ -513,6 +567,71 @@ def test_other_instance_rejected(commitment_gateway: Gateway) -> None:
     with scu_association(commitment_gateway) as (assoc, _):
         status = request_commitment(assoc, request, instance=generate_uid())
     assert status.Status == NO_SUCH_SOP_INSTANCE
+
+
+def assert_no_report(gateway: Gateway, reports: Reports) -> None:
+    """Check that no commitment runs or reports, once every started one has ended."""
+    assert commitment_service(gateway).wait_idle(REPORT_TIMEOUT_SECONDS)
+    assert not reports.received
+
+
+def test_too_many_references_rejected(commitment_gateway: Gateway) -> None:
+    count = MAX_REFERENCED_INSTANCES + 1
+    references = [Reference(CTImageStorage, generate_uid()) for _ in range(count)]
+    with scu_association(commitment_gateway) as (assoc, reports):
+        status = request_commitment(assoc, commitment_request(references))
+        assert_no_report(commitment_gateway, reports)
+    assert status.Status == RESOURCE_LIMITATION
+    assert f"{count} instances in one request" in status.ErrorComment
+
+
+def test_unexpected_error_processing_failure(
+    commitment_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: Any) -> Any:
+        raise RuntimeError("simulated fault")
+
+    monkeypatch.setattr(commitment, "_check_references", fail)
+    request = commitment_request([Reference(CTImageStorage, generate_uid())])
+    with scu_association(commitment_gateway) as (assoc, reports):
+        status = request_commitment(assoc, request)
+        assert_no_report(commitment_gateway, reports)
+    assert status.Status == PROCESSING_FAILURE
+    assert status.ErrorComment == "internal error in the archive"
+
+
+def with_unknown_vr(request: Dataset, tag: bytes) -> bytes:
+    """Encode ``request`` in Explicit VR Little Endian with an unknown VR in element ``tag``.
+
+    ``tag`` is the element's 4 encoded tag bytes. Its VR "UI" becomes "ZZ", which is not a
+    DICOM VR, so pydicom cannot decode the element.
+    """
+    encoded = encode(request, False, True)
+    assert encoded is not None
+    assert encoded.count(tag + b"UI") == 1
+    return encoded.replace(tag + b"UI", tag + b"ZZ")
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [b"\x08\x00\x95\x11", b"\x08\x00\x55\x11"],
+    ids=["transaction-uid", "referenced-sop-instance-uid"],
+)
+def test_undecodable_action_information_rejected(
+    commitment_gateway: Gateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tag: bytes
+) -> None:
+    with scu_association(commitment_gateway, SCU, ExplicitVRLittleEndian) as (assoc, reports):
+        # A stored instance, which a request that the gateway accepted would commit.
+        references = store_cts(assoc, tmp_path, 1)
+        request = commitment_request(references)
+        encoded = with_unknown_vr(request, tag)
+        with monkeypatch.context() as patch:
+            # The requester's encoder returns the damaged Action Information.
+            patch.setattr(pynetdicom.association, "encode", lambda *args: encoded)
+            status = request_commitment(assoc, request)
+        assert_no_report(commitment_gateway, reports)
+    assert status.Status == INVALID_ARGUMENT_VALUE
+    assert "Action Information cannot be decoded" in status.ErrorComment
 
 
 def test_gateway_serves_after_rejections(commitment_gateway: Gateway, tmp_path: Path) -> None:

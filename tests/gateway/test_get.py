@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pynetdicom.association
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -36,6 +37,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from cirrus.config import Settings
+from cirrus.gateway import retrieve
 from cirrus.gateway.aeconfig import AEConfig, SiteAEs
 from cirrus.gateway.server import Gateway
 from cirrus.local.moto_process import LOOPBACK
@@ -101,6 +103,7 @@ class Receiver:
     """The requester's Storage SCP side: what it received and the status it returns."""
 
     answer: int = 0x0000
+    rejected: frozenset[str] = frozenset()  # SOP Instance UIDs whose C-STORE returns 0xA700
     wait_before: int | None = None
     release: threading.Event = field(default_factory=threading.Event)
     received: list[Dataset] = field(default_factory=list)
@@ -113,6 +116,8 @@ class Receiver:
         ds.file_meta = event.file_meta
         self.received.append(ds)
         self.syntaxes.append(UID(event.context.transfer_syntax))
+        if str(ds.SOPInstanceUID) in self.rejected:
+            return 0xA700
         return self.answer
 
     def uids(self) -> set[str]:
@@ -125,11 +130,16 @@ def _get_association(
     receiver: Receiver,
     calling: str = "PYGET",
     roles: bool = True,
+    get_syntax: str | None = None,
 ) -> Association:
-    """Open a C-GET association; with ``roles`` each storage context asks the SCP role."""
+    """Open a C-GET association; with ``roles`` each storage context asks the SCP role.
+
+    ``get_syntax`` is the one transfer syntax proposed for Study Root GET; without it,
+    pynetdicom's default syntaxes are proposed.
+    """
     ae = AE(calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet, get_syntax)
     ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
     role_items = []
     for sop_class, syntaxes in storage:
@@ -298,6 +308,73 @@ def test_get_requester_rejects(gets: GetArchive) -> None:
     assert len(receiver.received) == 3
 
 
+def test_get_some_failed(gets: GetArchive) -> None:
+    rejected = gets.study[1].sop
+    receiver = Receiver(rejected=frozenset({rejected}))
+    responses = _get(
+        gets.gateway.port,
+        identifier("STUDY", StudyInstanceUID=gets.study_uid),
+        [(CTImageStorage, UNCOMPRESSED), (MRImageStorage, UNCOMPRESSED)],
+        receiver,
+    )
+    status, final_identifier = responses[-1]
+    assert status.Status == 0xB000
+    assert status.NumberOfCompletedSuboperations == 2
+    assert status.NumberOfFailedSuboperations == 1
+    assert status.NumberOfWarningSuboperations == 0
+    assert failed_uids(final_identifier) == [rejected]
+    assert receiver.uids() == sop_uids(gets.study)
+
+
+def test_get_warning_status(gets: GetArchive) -> None:
+    receiver = Receiver(answer=0xB000)
+    responses = _get(
+        gets.gateway.port,
+        identifier("STUDY", StudyInstanceUID=gets.study_uid),
+        [(CTImageStorage, UNCOMPRESSED), (MRImageStorage, UNCOMPRESSED)],
+        receiver,
+    )
+    status, final_identifier = responses[-1]
+    assert status.Status == 0xB000
+    assert status.NumberOfWarningSuboperations == 3
+    assert status.NumberOfFailedSuboperations == 0
+    assert status.NumberOfCompletedSuboperations == 0
+    assert failed_uids(final_identifier) == []
+    assert receiver.uids() == sop_uids(gets.study)
+
+
+def test_get_over_max_matches(gets: GetArchive, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The study has 3 instances, one more than this limit.
+    monkeypatch.setattr(retrieve, "MAX_SUBOPERATIONS", 2)
+    receiver = Receiver()
+    responses = _get(
+        gets.gateway.port,
+        identifier("STUDY", StudyInstanceUID=gets.study_uid),
+        [(CTImageStorage, UNCOMPRESSED), (MRImageStorage, UNCOMPRESSED)],
+        receiver,
+    )
+    [(status, _)] = responses
+    assert status.Status == 0xA701
+    assert "3 instances match, more than 2" in status.ErrorComment
+    assert "NumberOfCompletedSuboperations" not in status
+    assert receiver.received == []
+
+
+def test_get_at_max_matches(gets: GetArchive, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retrieve, "MAX_SUBOPERATIONS", 3)
+    receiver = Receiver()
+    responses = _get(
+        gets.gateway.port,
+        identifier("STUDY", StudyInstanceUID=gets.study_uid),
+        [(CTImageStorage, UNCOMPRESSED), (MRImageStorage, UNCOMPRESSED)],
+        receiver,
+    )
+    status, _ = responses[-1]
+    assert status.Status == 0x0000
+    assert status.NumberOfCompletedSuboperations == 3
+    assert receiver.uids() == sop_uids(gets.study)
+
+
 def test_get_not_authorized(gets: GetArchive) -> None:
     receiver = Receiver()
     responses = _get(
@@ -323,6 +400,32 @@ def test_get_invalid_identifier(gets: GetArchive) -> None:
     status, _ = responses[-1]
     assert status.Status == 0xA900
     assert status.OffendingElement == 0x0020000E
+
+
+def test_get_undecodable_identifier(gets: GetArchive, monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver = Receiver()
+    storage = [(CTImageStorage, UNCOMPRESSED), (MRImageStorage, UNCOMPRESSED)]
+    assoc = _get_association(
+        gets.gateway.port, storage, receiver, get_syntax=ExplicitVRLittleEndian
+    )
+    query = identifier("STUDY", StudyInstanceUID=gets.study_uid)
+    try:
+        # The requester's encoder returns (0008,0052) with the unknown VR "ZZ".
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                pynetdicom.association, "encode", lambda *args: b"\x08\x00\x52\x00ZZ\x02\x00AB"
+            )
+            responses = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+        assert receiver.received == []
+        # The association still serves requests.
+        again = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    finally:
+        assoc.release()
+    [(status, _)] = responses
+    assert status.Status == 0xC000
+    assert "decoded" in status.ErrorComment
+    assert again[-1][0].Status == 0x0000
+    assert receiver.uids() == sop_uids(gets.study)
 
 
 def test_get_no_match(gets: GetArchive) -> None:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -34,6 +35,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from cirrus.config import ResourceNames, Settings
+from cirrus.gateway import retrieve
 from cirrus.gateway.aeconfig import AEConfig, Destination, SiteAEs
 from cirrus.gateway.server import Gateway
 from cirrus.gateway.tls import TLSConfig
@@ -558,6 +560,50 @@ def test_move_index_unavailable(moto_server: MotoProcess) -> None:
     status, _ = _final(responses)
     assert status.Status == 0xA701
     assert "index" in status.ErrorComment
+
+
+def test_move_over_max_matches(moves: MoveArchive, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The study has 3 instances, one more than this limit.
+    monkeypatch.setattr(retrieve, "MAX_SUBOPERATIONS", 2)
+    with running_pynetdicom_scp("PYSCP", ALL_SYNTAXES, port=moves.pynetdicom_port) as scp:
+        responses = _move(
+            moves.gateway.port, identifier("STUDY", StudyInstanceUID=moves.study_uid), "PYSCP"
+        )
+    [(status, _)] = responses
+    assert status.Status == 0xA701
+    assert "3 instances match, more than 2" in status.ErrorComment
+    assert "NumberOfCompletedSuboperations" not in status
+    assert scp.received == []
+
+
+def test_move_at_max_matches(moves: MoveArchive, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retrieve, "MAX_SUBOPERATIONS", 3)
+    with running_pynetdicom_scp("PYSCP", ALL_SYNTAXES, port=moves.pynetdicom_port) as scp:
+        responses = _move(
+            moves.gateway.port, identifier("STUDY", StudyInstanceUID=moves.study_uid), "PYSCP"
+        )
+    status, _ = _final(responses)
+    assert status.Status == 0x0000
+    assert status.NumberOfCompletedSuboperations == 3
+    assert {str(ds.SOPInstanceUID) for ds in scp.received} == sop_uids(moves.study)
+
+
+def test_move_unexpected_error(
+    moves: MoveArchive, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(*args: Any) -> Any:
+        raise RuntimeError("simulated fault")
+
+    monkeypatch.setattr(retrieve, "select_instances", fail)
+    with running_pynetdicom_scp("PYSCP", ALL_SYNTAXES, port=moves.pynetdicom_port) as scp:
+        responses = _move(
+            moves.gateway.port, identifier("STUDY", StudyInstanceUID=moves.study_uid), "PYSCP"
+        )
+    [(status, _)] = responses
+    assert status.Status == 0xC002
+    assert status.ErrorComment == "internal error in the archive; retry later"
+    assert scp.received == []
+    assert "simulated fault" in caplog.text
 
 
 def test_move_to_orthanc(moves: MoveArchive, tmp_path: Path) -> None:
