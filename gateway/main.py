@@ -18,9 +18,10 @@ It reads ``cirrus.config.Settings`` from the environment variables in ``cirrus.c
   certificate (mutual TLS), default ``false``; needs ``CIRRUS_TLS_CA``;
 - ``CIRRUS_HEALTH_PORT``: TCP port of the HTTP health check (``GET /health``) on
   ``CIRRUS_DICOM_HOST``, default 8081;
-- ``CIRRUS_MAX_ASSOCIATIONS``, ``CIRRUS_MAX_INSTANCE_BYTES``, ``CIRRUS_SPOOL_BYTES`` and
-  ``CIRRUS_SPOOL_DIR``: the limits in ``cirrus.gateway.limits``, defaults 25 associations,
-  2 GiB per instance and 8 GiB of spool in the system's temporary folder;
+- ``CIRRUS_MAX_ASSOCIATIONS``, ``CIRRUS_MAX_INSTANCE_BYTES``, ``CIRRUS_SPOOL_BYTES``,
+  ``CIRRUS_ASSOCIATION_SPOOL_BYTES`` and ``CIRRUS_SPOOL_DIR``: the limits in
+  ``cirrus.gateway.limits``, defaults 25 associations, 2 GiB per instance, 8 GiB of spool
+  in the system's temporary folder, and per association the spooled bytes of one instance;
 - ``CIRRUS_METRICS_NAMESPACE``: CloudWatch namespace of the gateway's EMF metrics, default
   ``Cirrus``; ``CIRRUS_METRICS_INTERVAL``: seconds between two flushes, default 60;
 - ``CIRRUS_GATEWAY_WORKERS``: number of gateway processes that share the ports
@@ -183,6 +184,7 @@ def main() -> int:
             "max_associations": limits.max_associations,
             "max_instance_bytes": limits.max_instance_bytes,
             "spool_bytes": limits.spool_bytes,
+            "association_spool_bytes": limits.association_spool_limit,
             "ae_title": config.ae_title,
             "deployment": settings.deployment,
             "sites": sorted(config.sites),

@@ -1,21 +1,32 @@
-"""Limits of the gateway: instance size, spool space and associations, each refused politely."""
+"""Limits of the gateway: associations, instance size, and spool space per association and in all.
+
+A request over a limit is rejected with a reason, and a C-STORE rejection leaves the
+association usable.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from cirrus.config import DEFAULT_AE_TITLE, Settings
-from cirrus.gateway.limits import GatewayLimits
+from cirrus.gateway.limits import DEFAULT_MAX_INSTANCE_BYTES, GatewayLimits
 from cirrus.gateway.server import Gateway
 from cirrus.gateway.status import OUT_OF_RESOURCES, SUCCESS
 from cirrus.local.moto_process import LOOPBACK
@@ -25,6 +36,7 @@ from tests.gateway.gateways import OPEN_CONFIG
 from tests.gateway.scu import (
     DCMTK_TIMEOUT_SECONDS,
     associate,
+    dataset_bytes,
     fresh_ct,
     send_file_as_is,
     stored_objects,
@@ -79,6 +91,117 @@ def test_instance_over_maximum_rejected(
     assert spool_after_rejection == 0
     assert stored.Status == SUCCESS
     assert archive.size(small_key) > 0
+    assert spool_files == []
+
+
+def test_association_over_maximum_rejected(
+    gateway_settings: Settings,
+    archive: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    large = tmp_path / "large.dcm"
+    large_key = write_large_instance(large, 600_000)
+    large_class = pydicom.dcmread(large, stop_before_pixels=True).SOPClassUID
+    small, small_key = fresh_ct(tmp_path)
+    # The large instance, two 512 KiB frames, is within the instance maximum.
+    limits = GatewayLimits(
+        max_instance_bytes=2_000_000, spool_bytes=4_000_000, association_spool_bytes=200_000
+    )
+
+    with limited_gateway(gateway_settings, limits) as gateway:
+        contexts = [(large_class, ExplicitVRLittleEndian), *CT_CONTEXT]
+        with associate(gateway.port, contexts) as assoc:
+            rejected = send_file_as_is(monkeypatch, assoc, large)
+            spool_after_rejection = gateway.ae.spool.used_bytes
+            stored = send_file_as_is(monkeypatch, assoc, small)
+        spool_files = os.listdir(gateway.ae.spool.directory)
+
+    assert rejected.Status == OUT_OF_RESOURCES
+    assert rejected.ErrorComment == "association exceeds its maximum of 200000 spooled bytes"
+    assert large_key not in stored_objects(archive)
+    assert spool_after_rejection == 0
+    assert stored.Status == SUCCESS
+    assert archive.size(small_key) > 0
+    assert spool_files == []
+
+
+@contextmanager
+def paused_reactor(assoc: Association) -> Iterator[None]:
+    """Stop the requestor's own thread from taking responses off its DIMSE queue.
+
+    pynetdicom 3.0.4's ``send_*`` methods pause it the same way while they wait.
+    """
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.001)
+    try:
+        yield
+    finally:
+        assoc._reactor_checkpoint.set()
+
+
+def store_request(path: Path, message_id: int) -> C_STORE:
+    request = C_STORE()
+    request.MessageID = message_id
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+    request.Priority = 2
+    request.DataSet = BytesIO(dataset_bytes(path.read_bytes()))
+    return request
+
+
+def test_requests_ahead_over_association_maximum(
+    gateway_settings: Settings,
+    archive: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    first, first_key = fresh_ct(tmp_path)
+    second, second_key = fresh_ct(tmp_path)
+    third, third_key = fresh_ct(tmp_path)
+    size = first.stat().st_size
+    # The association's share of the spool has room for one CT_small, the spool for ten.
+    limit = size + 1000
+    limits = GatewayLimits(
+        max_instance_bytes=limit, spool_bytes=10 * size, association_spool_bytes=limit
+    )
+    gated = GatedStore(gateway_settings)
+    received: list[object] = []
+
+    def on_received(event: Event) -> None:
+        received.append(event.message)
+
+    with limited_gateway(gateway_settings, limits, gated) as gateway:
+        with associate(gateway.port, CT_CONTEXT) as assoc:
+            (acceptor,) = gateway.active_associations()
+            acceptor.bind(evt.EVT_DIMSE_RECV, on_received)
+            context_id = assoc.accepted_contexts[0].context_id
+            assert context_id is not None
+            with paused_reactor(assoc):
+                # The second request goes out before the response to the first, whose
+                # upload waits for ``gated.release``.
+                assoc.dimse.send_msg(store_request(first, 1), context_id)
+                assoc.dimse.send_msg(store_request(second, 2), context_id)
+                both_received = wait_until(lambda: len(received) == 2)
+                gated.release.set()
+                responses = [assoc.dimse.get_msg(block=True)[1] for _ in range(2)]
+            third_status = send_file_as_is(monkeypatch, assoc, third)
+        spool_after = gateway.ae.spool.used_bytes
+        spool_files = os.listdir(gateway.ae.spool.directory)
+
+    assert both_received
+    statuses = {rsp.MessageIDBeingRespondedTo: rsp for rsp in responses if rsp is not None}
+    assert statuses.keys() == {1, 2}
+    assert statuses[1].Status == SUCCESS
+    assert statuses[2].Status == OUT_OF_RESOURCES
+    assert statuses[2].ErrorComment == f"association exceeds its maximum of {limit} spooled bytes"
+    assert third_status.Status == SUCCESS
+    stored = stored_objects(archive)
+    assert first_key in stored
+    assert second_key not in stored
+    assert third_key in stored
+    assert spool_after == 0
     assert spool_files == []
 
 
@@ -198,11 +321,15 @@ def test_limits_read_from_environment(tmp_path: Path) -> None:
             "CIRRUS_MAX_INSTANCE_BYTES": "1000",
             "CIRRUS_SPOOL_BYTES": "5000",
             "CIRRUS_SPOOL_DIR": str(tmp_path),
+            "CIRRUS_ASSOCIATION_SPOOL_BYTES": "3000",
         }
     )
+    defaults = GatewayLimits.from_env({})
 
-    assert limits == GatewayLimits(40, 1000, 5000, tmp_path)
-    assert GatewayLimits.from_env({}) == GatewayLimits()
+    assert limits == GatewayLimits(40, 1000, 5000, tmp_path, 3000)
+    assert limits.association_spool_limit == 3000
+    assert defaults == GatewayLimits()
+    assert defaults.association_spool_limit == DEFAULT_MAX_INSTANCE_BYTES
 
 
 @pytest.mark.parametrize(
@@ -217,6 +344,18 @@ def test_limits_read_from_environment(tmp_path: Path) -> None:
             "the spool must hold at least one instance",
         ),
         ({"CIRRUS_SPOOL_DIR": "/nonexistent/spool"}, "is not a folder"),
+        (
+            {"CIRRUS_ASSOCIATION_SPOOL_BYTES": "2GiB"},
+            "CIRRUS_ASSOCIATION_SPOOL_BYTES '2GiB' is invalid",
+        ),
+        ({"CIRRUS_ASSOCIATION_SPOOL_BYTES": "0"}, "association_spool_bytes is 0"),
+        (
+            {
+                "CIRRUS_SPOOL_BYTES": str(3 * 1024**3),
+                "CIRRUS_ASSOCIATION_SPOOL_BYTES": str(4 * 1024**3),
+            },
+            "it must be from 1 to spool_bytes",
+        ),
     ],
 )
 def test_invalid_limits_rejected(environ: dict[str, str], message: str) -> None:

@@ -1,6 +1,6 @@
 """The resource limits of one gateway process, and their reading from the environment.
 
-Three bounds keep a busy gateway serving instead of running out of memory or disk:
+Four bounds keep a busy gateway serving instead of running out of memory or disk:
 
 - ``max_associations``: associations served at once. pynetdicom rejects one more with
   A-ASSOCIATE-RJ, result rejected-transient, source service-provider (presentation),
@@ -10,6 +10,14 @@ Three bounds keep a busy gateway serving instead of running out of memory or dis
 - ``spool_bytes``: bytes of all data sets being received or stored at once, which the gateway
   writes to files in ``spool_dir`` (``cirrus.gateway.spool``). A data set that would pass
   the bound gets 0xA700 too, and the sender may retry it later.
+- ``association_spool_bytes``: bytes of one association's data sets being received or stored
+  at once, so that one association cannot take the whole spool from the others. A data set
+  that would pass it gets 0xA700 as well. The default is ``max_instance_bytes``. A sender
+  that waits for each response, as the window of one operation that pynetdicom 3.0.4
+  negotiates requires, can then send any instance that the gateway takes. A sender that sends
+  requests ahead of their responses, which pynetdicom still reads, gets at most one
+  maximum-size instance into the spool at once. A value below ``max_instance_bytes`` is also
+  the largest instance that the gateway takes.
 
 Memory does not grow with instance size: an instance is spooled to disk as it arrives and
 uploaded from the file one part at a time.
@@ -37,16 +45,22 @@ ENV_MAX_ASSOCIATIONS: Final = "CIRRUS_MAX_ASSOCIATIONS"
 ENV_MAX_INSTANCE_BYTES: Final = "CIRRUS_MAX_INSTANCE_BYTES"
 ENV_SPOOL_BYTES: Final = "CIRRUS_SPOOL_BYTES"
 ENV_SPOOL_DIR: Final = "CIRRUS_SPOOL_DIR"
+ENV_ASSOCIATION_SPOOL_BYTES: Final = "CIRRUS_ASSOCIATION_SPOOL_BYTES"
 
 
 @dataclass(frozen=True)
 class GatewayLimits:
-    """The bounds of one gateway; ``spool_dir`` None means the system's temporary folder."""
+    """The bounds of one gateway.
+
+    ``spool_dir`` None means the system's temporary folder, and ``association_spool_bytes``
+    None means ``max_instance_bytes``.
+    """
 
     max_associations: int = DEFAULT_MAX_ASSOCIATIONS
     max_instance_bytes: int = DEFAULT_MAX_INSTANCE_BYTES
     spool_bytes: int = DEFAULT_SPOOL_BYTES
     spool_dir: Path | None = None
+    association_spool_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_associations < 1:
@@ -61,15 +75,29 @@ class GatewayLimits:
                 f"spool_bytes {self.spool_bytes} is smaller than max_instance_bytes "
                 f"{self.max_instance_bytes}; the spool must hold at least one instance"
             )
+        association = self.association_spool_bytes
+        if association is not None and not 1 <= association <= self.spool_bytes:
+            raise ValueError(
+                f"association_spool_bytes is {association}; it must be from 1 to spool_bytes "
+                f"{self.spool_bytes}"
+            )
 
     @property
     def spool_root(self) -> Path:
         return self.spool_dir if self.spool_dir is not None else Path(tempfile.gettempdir())
 
+    @property
+    def association_spool_limit(self) -> int:
+        """The bound in use on the spooled bytes of one association."""
+        if self.association_spool_bytes is not None:
+            return self.association_spool_bytes
+        return self.max_instance_bytes
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewayLimits:
         """Read the limits from ``CIRRUS_MAX_ASSOCIATIONS``, ``CIRRUS_MAX_INSTANCE_BYTES``,
-        ``CIRRUS_SPOOL_BYTES`` and ``CIRRUS_SPOOL_DIR``; raise ``ValueError`` for a bad value.
+        ``CIRRUS_SPOOL_BYTES``, ``CIRRUS_SPOOL_DIR`` and ``CIRRUS_ASSOCIATION_SPOOL_BYTES``;
+        raise ``ValueError`` for a bad value.
         """
         spool_dir = environ.get(ENV_SPOOL_DIR)
         limits = cls(
@@ -79,6 +107,7 @@ class GatewayLimits:
             ),
             spool_bytes=_read_int(environ, ENV_SPOOL_BYTES, DEFAULT_SPOOL_BYTES),
             spool_dir=Path(spool_dir) if spool_dir else None,
+            association_spool_bytes=_read_optional_int(environ, ENV_ASSOCIATION_SPOOL_BYTES),
         )
         if not limits.spool_root.is_dir():
             raise ValueError(f"{ENV_SPOOL_DIR} {str(limits.spool_root)!r} is not a folder")
@@ -86,9 +115,14 @@ class GatewayLimits:
 
 
 def _read_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = _read_optional_int(environ, name)
+    return default if value is None else value
+
+
+def _read_optional_int(environ: Mapping[str, str], name: str) -> int | None:
     value = environ.get(name)
     if value is None:
-        return default
+        return None
     if not (value.isascii() and value.isdigit()):
         raise ValueError(f"{name} {value!r} is invalid; give a whole number")
     return int(value)

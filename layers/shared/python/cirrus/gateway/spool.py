@@ -11,16 +11,18 @@ SCU side of C-GET) must keep pynetdicom's default behaviour. So ``install_spooli
 replaces both names in ``pynetdicom.dimse_messages`` with versions that act differently only
 in the DUL thread of an association of an AE that has a ``Spool`` (the gateway's
 ``GatewayAE``). There the data set goes to a ``SpoolFile`` in that spool's folder, which
-keeps two bounds as the bytes arrive:
+keeps three bounds as the bytes arrive:
 
 - a data set larger than ``max_instance_bytes`` is dropped from then on;
-- a data set whose bytes would take the bytes of all spool files past ``spool_bytes`` is
-  dropped as well.
+- a data set whose bytes would take the bytes of its association's spool files past
+  ``association_spool_limit`` is dropped as well;
+- so is a data set whose bytes would take the bytes of all spool files past ``spool_bytes``.
 
 A dropped data set is still read to its end, because DIMSE has no way to stop a C-STORE
-midway, but only its size is kept. The C-STORE handler then finds ``rejection`` set and
-returns 0xA700. Spool files of associations that end before their handler runs (an abort in
-the middle of a data set, for one) are deleted by ``discard`` at the end of the association.
+midway, and the command set of a C-STORE request has no data set length to check first.
+Only its size is kept. The C-STORE handler then finds ``rejection`` set and returns 0xA700.
+Spool files of associations that end before their handler runs (an abort in the middle of a
+data set, for one) are deleted by ``discard`` at the end of the association.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class SpoolFile:
 
     def _release(self) -> None:
         if self._reserved:
-            self._spool.release(self._reserved)
+            self._spool.release(self.assoc, self._reserved)
             self._reserved = 0
 
     def _add_reserved(self, size: int) -> None:
@@ -131,6 +133,8 @@ class Spool:
         self._lock = threading.Lock()
         self._directory: Path | None = None
         self._used = 0
+        # The reserved bytes of each association that has any.
+        self._association_used: dict[Association, int] = {}
         self._open: dict[Association, set[SpoolFile]] = {}
 
     @property
@@ -158,24 +162,32 @@ class Spool:
         return spool_file
 
     def reserve(self, spool_file: SpoolFile, size: int) -> str | None:
-        """Count ``size`` more bytes of ``spool_file``; return a rejection when a bound is hit."""
+        """Count ``size`` more bytes of ``spool_file``; return a rejection when a bound is hit.
+
+        The rejection is the Error Comment of the C-STORE response.
+        """
         limits = self.limits
         if spool_file.received > limits.max_instance_bytes:
             return f"instance exceeds the gateway's maximum of {limits.max_instance_bytes} bytes"
+        assoc = spool_file.assoc
+        association_limit = limits.association_spool_limit
         with self._lock:
+            association_used = self._association_used.get(assoc, 0)
+            if association_used + size > association_limit:
+                return f"association exceeds its maximum of {association_limit} spooled bytes"
             if self._used + size > limits.spool_bytes:
-                full = True
-            else:
-                full = False
-                self._used += size
-        if full:
-            return "the gateway's spool space is full; retry later"
+                return "the gateway's spool space is full; retry later"
+            self._used += size
+            self._association_used[assoc] = association_used + size
         spool_file._add_reserved(size)
         return None
 
-    def release(self, size: int) -> None:
+    def release(self, assoc: Association, size: int) -> None:
         with self._lock:
             self._used -= size
+            remaining = self._association_used.pop(assoc, 0) - size
+            if remaining > 0:
+                self._association_used[assoc] = remaining
 
     def take(self, spool_file: SpoolFile) -> None:
         """Hand ``spool_file`` to its C-STORE handler, which deletes it when done."""
