@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 
 from cirrus.config import Settings
+from cirrus.gateway.commitment import STORAGE_COMMITMENT_INSTANCE
 from cirrus.gateway.limits import GatewayLimits
 from cirrus.gateway.metrics import GatewayMetrics
 from cirrus.gateway.server import Gateway
@@ -140,3 +150,88 @@ def test_periodic_flush_resets_counts(
     timestamps = [line["_aws"]["Timestamp"] for line in lines]
     assert timestamps == sorted(timestamps)
     assert len(set(timestamps)) == len(timestamps)
+
+
+@pytest.mark.parametrize("ending", ["abort", "connection-closed"])
+def test_aborted_association_counted(gateway_settings: Settings, ending: str) -> None:
+    stream = io.StringIO()
+    metrics = GatewayMetrics(NAMESPACE, {"Deployment": "test"}, 3600, stream)
+
+    with metrics_gateway(gateway_settings, metrics) as gateway:
+        with associate(gateway.port, CT_CONTEXT) as assoc:
+            if ending == "abort":
+                assoc.abort()
+            else:
+                # The TCP connection ends without an A-RELEASE-RQ or A-ABORT.
+                association_socket = assoc.dul.socket
+                assert association_socket is not None
+                assert association_socket.socket is not None
+                association_socket.socket.shutdown(socket.SHUT_RDWR)
+            scu_ended = wait_until(lambda: not assoc.is_established)
+        gateway_ended = wait_until(lambda: not gateway.active_associations())
+    (totals,) = emf_lines(stream)
+
+    assert scu_ended
+    assert gateway_ended
+    assert totals["AssociationsAccepted"] == [1.0]
+    assert totals["AssociationsAborted"] == [1.0]
+
+
+def test_service_failures_counted(gateway_settings: Settings) -> None:
+    stream = io.StringIO()
+    metrics = GatewayMetrics(NAMESPACE, {"Deployment": "test"}, 3600, stream)
+    find_model = StudyRootQueryRetrieveInformationModelFind
+    move_model = StudyRootQueryRetrieveInformationModelMove
+    get_model = StudyRootQueryRetrieveInformationModelGet
+    study = Dataset()
+    study.QueryRetrieveLevel = "STUDY"
+    study.StudyInstanceUID = generate_uid()
+    no_level = Dataset()
+    no_level.PatientID = "P1"
+    invalid_date = Dataset()
+    invalid_date.QueryRetrieveLevel = "STUDY"
+    with pytest.warns(UserWarning, match="Invalid value for VR DA"):
+        invalid_date.StudyDate = "2024"
+    commitment_request = Dataset()
+    commitment_request.TransactionUID = generate_uid()
+    contexts = [
+        (model, ExplicitVRLittleEndian)
+        for model in (Verification, find_model, move_model, get_model, StorageCommitmentPushModel)
+    ]
+
+    with metrics_gateway(gateway_settings, metrics) as gateway:
+        with associate(gateway.port, contexts) as assoc:
+            echo = assoc.send_c_echo()
+            found = list(assoc.send_c_find(study, find_model))
+            no_level_find = list(assoc.send_c_find(no_level, find_model))
+            invalid_find = list(assoc.send_c_find(invalid_date, find_model))
+            move = list(assoc.send_c_move(study, "NOWHERE", move_model))
+            get = list(assoc.send_c_get(no_level, get_model))
+            # Action Type ID 2 is not Request Storage Commitment (1).
+            action, _ = assoc.send_n_action(
+                commitment_request, 2, StorageCommitmentPushModel, STORAGE_COMMITMENT_INSTANCE
+            )
+    lines = emf_lines(stream)
+
+    # Final statuses: the C-FIND without a match succeeds, and each other request fails.
+    assert echo.Status == SUCCESS
+    assert [status.Status for status, _ in found] == [SUCCESS]
+    assert [status.Status for status, _ in no_level_find] == [0xA900]
+    assert [status.Status for status, _ in invalid_find] == [0xC000]
+    assert [status.Status for status, _ in move] == [0xA801]
+    assert [status.Status for status, _ in get] == [0xA900]
+    assert action.Status == 0x0123
+    totals, *failures = lines
+    assert totals["AssociationsAborted"] == [0.0]
+    by_status = {
+        line["Status"]: {name: line[name] for name in metric_names(line)} for line in failures
+    }
+    assert by_status == {
+        "0x0123": {"CommitmentFailures": [1.0]},
+        "0xA801": {"MoveFailures": [1.0]},
+        "0xA900": {"FindFailures": [1.0], "GetFailures": [1.0]},
+        "0xC000": {"FindFailures": [1.0]},
+    }
+    for line in failures:
+        (directive,) = line["_aws"]["CloudWatchMetrics"]
+        assert directive["Dimensions"] == [["Deployment", "Status", "service"]]

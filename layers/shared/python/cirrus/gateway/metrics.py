@@ -9,12 +9,17 @@ instances, unlike ``Metrics``):
 - with the gateway's dimensions: ``AssociationsAccepted``, ``AssociationsRejected``,
   ``AssociationsAborted``, ``InstancesStored``, ``StoredBytes`` (counts since the last flush),
   ``ActiveAssociations`` and ``SpoolBytes`` (values at the flush);
-- with ``Status`` added, one line per C-STORE failure status sent since the last flush:
-  ``StoreFailures``.
+- with ``Status`` added, one line per failure status sent since the last flush:
+  ``StoreFailures``, ``FindFailures``, ``MoveFailures``, ``GetFailures`` and
+  ``CommitmentFailures``, the C-STORE, C-FIND, C-MOVE, C-GET and N-ACTION (Storage
+  Commitment) responses with that status. A C-STORE fails with every status other than
+  Success and the Warning statuses that store the instance. The other services fail with the
+  statuses that pynetdicom's ``code_to_category`` does not place in Success, Pending, Cancel
+  or Warning.
 
 On ECS the awslogs driver sends standard output to CloudWatch Logs, which extracts the
-metrics from these lines. The counts come from pynetdicom's events, so every C-STORE response
-is counted, including those that pynetdicom itself sends when a handler fails.
+metrics from these lines. The counts come from pynetdicom's events, so every response is
+counted, including those that pynetdicom itself sends when a handler fails.
 """
 
 from __future__ import annotations
@@ -32,8 +37,22 @@ from weakref import WeakSet
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from pynetdicom import evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_messages import (
+    C_FIND_RSP,
+    C_GET_RSP,
+    C_MOVE_RSP,
+    C_STORE_RSP,
+    N_ACTION_RSP,
+    DIMSEMessage,
+)
 from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.status import (
+    STATUS_CANCEL,
+    STATUS_PENDING,
+    STATUS_SUCCESS,
+    STATUS_WARNING,
+    code_to_category,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +61,17 @@ SERVICE: Final = "cirrus-gateway"
 DEFAULT_INTERVAL_SECONDS: Final = 60.0
 # Warning statuses of the Storage Service Class (PS3.4 B.2.3) store the instance too.
 _STORED_STATUSES: Final = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
+_NOT_FAILED_CATEGORIES: Final = frozenset(
+    {STATUS_SUCCESS, STATUS_PENDING, STATUS_CANCEL, STATUS_WARNING}
+)
+# The metric that counts the failure responses of each kind of response message.
+_FAILURE_METRICS: Final[Mapping[type[DIMSEMessage], str]] = {
+    C_STORE_RSP: "StoreFailures",
+    C_FIND_RSP: "FindFailures",
+    C_MOVE_RSP: "MoveFailures",
+    C_GET_RSP: "GetFailures",
+    N_ACTION_RSP: "CommitmentFailures",
+}
 
 
 @dataclass
@@ -51,7 +81,8 @@ class _Counts:
     aborted: int = 0
     stored: int = 0
     stored_bytes: int = 0
-    failures: Counter[int] = field(default_factory=Counter)
+    # Failure responses by metric name and status.
+    failures: Counter[tuple[str, int]] = field(default_factory=Counter)
 
 
 class GatewayMetrics:
@@ -119,9 +150,10 @@ class GatewayMetrics:
             logger.exception("gateway gauges not read")
             gauges = {}
         lines = [self._totals(counts, gauges)]
-        lines.extend(
-            self._failures(status, count) for status, count in sorted(counts.failures.items())
-        )
+        by_status: dict[int, dict[str, int]] = {}
+        for (metric, status), count in counts.failures.items():
+            by_status.setdefault(status, {})[metric] = count
+        lines.extend(self._failures(status, by_status[status]) for status in sorted(by_status))
         stream = self._stream if self._stream is not None else sys.stdout
         stream.write("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
         stream.flush()
@@ -138,9 +170,10 @@ class GatewayMetrics:
             metrics.add_metric(name, unit, value)
         return metrics.serialize_metric_set()
 
-    def _failures(self, status: int, count: int) -> Mapping[str, object]:
+    def _failures(self, status: int, counts: Mapping[str, int]) -> Mapping[str, object]:
         metrics = self._new_metric_set({**self.dimensions, "Status": f"0x{status:04X}"})
-        metrics.add_metric("StoreFailures", MetricUnit.Count, count)
+        for name, count in sorted(counts.items()):
+            metrics.add_metric(name, MetricUnit.Count, count)
         return metrics.serialize_metric_set()
 
     def _new_metric_set(self, dimensions: Mapping[str, str]) -> EphemeralMetrics:
@@ -174,14 +207,21 @@ class GatewayMetrics:
 
     def _on_dimse_sent(self, event: Event) -> None:
         message = event.message
-        if not isinstance(message, C_STORE_RSP):
+        metric = _FAILURE_METRICS.get(type(message))
+        if metric is None:
             return
         status = int(message.command_set.Status)
+        if isinstance(message, C_STORE_RSP):
+            stored = status in _STORED_STATUSES
+            failed = not stored
+        else:
+            stored = False
+            failed = code_to_category(status) not in _NOT_FAILED_CATEGORIES
         with self._lock:
-            if status in _STORED_STATUSES:
+            if stored:
                 self._counts.stored += 1
-            else:
-                self._counts.failures[status] += 1
+            if failed:
+                self._counts.failures[metric, status] += 1
 
 
 def metrics_of(assoc: Association) -> GatewayMetrics | None:
