@@ -113,7 +113,7 @@ class WorkerSpec:
     host: str
     port: int
     tls: TLSConfig | None = None
-    # The local stack's objects folder: workers then write through its DataDirObjectStore.
+    # The local stack's objects folder: workers then write through its FolderObjectStore.
     data_dir: Path | None = None
     # Called first in each worker, to set up logging as the parent did. It returns more
     # keyword arguments of ``run_gateway``, for objects that do not pickle (metrics). Must be
@@ -167,10 +167,11 @@ def _worker_main(spec: WorkerSpec, number: int, ready: Connection, parent: int) 
 
     services = Services(spec.settings)
     if spec.data_dir is not None:
-        from cirrus.local.datadir import DataDirObjectStore
+        from cirrus.local.datadir import FolderObjectStore
+        from cirrus.local.stack import local_notifier
 
-        services.store = DataDirObjectStore(
-            services.clients.s3, spec.settings.bucket, spec.settings.kms_key_id, spec.data_dir
+        services.store = FolderObjectStore(
+            spec.data_dir, spec.settings.bucket, local_notifier(services)
         )
 
     def report_ready(gateway: Gateway) -> None:

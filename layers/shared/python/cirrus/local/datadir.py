@@ -1,66 +1,231 @@
-"""Durability of the local stack: archive objects are kept in a folder as well as in moto.
+"""The local stack's object store: archive objects are files in the data folder.
 
-moto keeps its state in memory. So the local stack writes every archive object to the data
-folder first (written whole, flushed to disk, then renamed into place) and then to moto. On
-start it uploads the folder's objects to moto again, and their notifications rebuild the index.
+In AWS the archive is an S3 bucket that notifies the ingest queue of each new instance. Locally
+``FolderObjectStore`` keeps each object as a file at its key's path, written whole, flushed to
+disk and then renamed into place, and ``QueueNotifier`` sends the ingest queue (SQS on moto)
+the message that S3 would send. moto's S3 still holds the transfer objects of large DICOMweb
+requests, which clients reach by presigned URL. moto keeps its index in memory, so each start
+sends a notification for every saved instance, and ingest rebuilds the index from them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
-import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
+from urllib.parse import quote_plus
 
-from cirrus.errors import CirrusError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cirrus.errors import NotFoundError, StoreUnavailableError
 from cirrus.storage.keys import INSTANCE_SUFFIX, InstanceKey
 from cirrus.storage.objects import DICOM_CONTENT_TYPE, ObjectStore, StoredObject
 
 logger = logging.getLogger(__name__)
 
-_INCOMING_PREFIX = ".incoming-"
+_INCOMING_PREFIX: Final = ".incoming-"
+_COPY_CHUNK_BYTES: Final = 1024 * 1024
+# The notification filter of the archive bucket (``cirrus.local.resources`` and ``infra/``):
+# S3 notifies the ingest queue of objects under this prefix with the instance suffix.
+NOTIFIED_PREFIX: Final = "sites/"
+# SQS takes at most 10 messages in one SendMessageBatch request.
+_SQS_BATCH: Final = 10
 
 
-class DataDirObjectStore(ObjectStore):
-    """An ``ObjectStore`` whose archive objects are also files under ``root``."""
+class QueueNotifier:
+    """Sends the ingest queue the S3 object-created notification of each new instance."""
 
-    def __init__(self, client: Any, bucket: str, kms_key_id: str, root: Path) -> None:
-        super().__init__(client, bucket, kms_key_id)
-        self._root = root
+    def __init__(self, sqs: Any, queue_url: str, bucket: str) -> None:
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._bucket = bucket
+        self._lock = threading.Lock()
+        self._last_sequencer = 0
+
+    @staticmethod
+    def notifies(key: str) -> bool:
+        """Tell whether S3 would notify the ingest queue of an object with ``key``."""
+        return key.startswith(NOTIFIED_PREFIX) and key.endswith(INSTANCE_SUFFIX)
+
+    def notify(self, obj: StoredObject) -> None:
+        """Queue the notification of ``obj``; raise ``StoreUnavailableError`` when SQS fails."""
+        try:
+            self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=self._body(obj))
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailableError(
+                f"notification of {obj.key} failed: {type(exc).__name__}"
+            ) from exc
+
+    def notify_all(self, objects: Iterable[StoredObject]) -> int:
+        """Queue the notifications of ``objects`` in batches; return how many were queued."""
+        batch: list[StoredObject] = []
+        count = 0
+        for obj in objects:
+            batch.append(obj)
+            if len(batch) == _SQS_BATCH:
+                count += self._send_batch(batch)
+                batch = []
+        if batch:
+            count += self._send_batch(batch)
+        return count
+
+    def _send_batch(self, batch: list[StoredObject]) -> int:
+        entries = [
+            {"Id": str(number), "MessageBody": self._body(obj)} for number, obj in enumerate(batch)
+        ]
+        try:
+            response = self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailableError(
+                f"notification of {batch[0].key} and others failed: {type(exc).__name__}"
+            ) from exc
+        failed = response.get("Failed") or []
+        if failed:
+            first = batch[int(failed[0]["Id"])]
+            raise StoreUnavailableError(
+                f"notification of {first.key} failed with {failed[0].get('Code') or 'an error'}"
+            )
+        return len(batch)
+
+    def _body(self, obj: StoredObject) -> str:
+        """Return the message body that S3 sends for ``obj``, as ``object_events`` reads it."""
+        now = datetime.now(UTC)
+        record = {
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+            "eventName": "ObjectCreated:Put",
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "bucket": {"name": self._bucket, "arn": f"arn:aws:s3:::{self._bucket}"},
+                "object": {
+                    "key": quote_plus(obj.key, safe="/"),
+                    "size": obj.size,
+                    "eTag": obj.etag,
+                    "sequencer": self._sequencer(),
+                },
+            },
+        }
+        return json.dumps({"Records": [record]}, separators=(",", ":"))
+
+    def _sequencer(self) -> str:
+        """Return a hexadecimal sequencer that grows with every call in this process, as S3's."""
+        with self._lock:
+            self._last_sequencer = max(self._last_sequencer + 1, time.time_ns())
+            return f"{self._last_sequencer:016X}"
+
+
+class FolderObjectStore(ObjectStore):
+    """An ``ObjectStore`` whose objects are the files under ``root``.
+
+    A write returns once the file is on disk under its final name and, for an instance, its
+    notification is queued. A write that fails leaves no file. The ETag is the MD5 of the
+    content, as S3 gives for an object written in one PUT.
+    """
+
+    def __init__(self, root: Path, bucket: str, notifier: QueueNotifier | None = None) -> None:
+        super().__init__(client=None, bucket=bucket, kms_key_id="")
+        self._root = root.resolve()
+        self._notifier = notifier
 
     def put(self, key: str, body: bytes, content_type: str = DICOM_CONTENT_TYPE) -> StoredObject:
-        path = self._path(key)
-        _write_durably(path, lambda file: file.write(body))
-        try:
-            return super().put(key, body, content_type)
-        except CirrusError:
-            path.unlink(missing_ok=True)
-            raise
+        def write(file: IO[bytes]) -> str:
+            file.write(body)
+            return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+        return self._write(key, write, len(body))
 
     def put_file(
         self, key: str, path: Path, content_type: str = DICOM_CONTENT_TYPE
     ) -> StoredObject:
-        saved = self._path(key)
-        with path.open("rb") as source:
-            _write_durably(saved, lambda file: shutil.copyfileobj(source, file))
+        def copy(file: IO[bytes]) -> str:
+            digest = hashlib.md5(usedforsecurity=False)
+            with path.open("rb") as source:
+                while chunk := source.read(_COPY_CHUNK_BYTES):
+                    digest.update(chunk)
+                    file.write(chunk)
+            return digest.hexdigest()
+
+        return self._write(key, copy, path.stat().st_size)
+
+    def get(self, key: str) -> bytes:
         try:
-            return super().put_file(key, path, content_type)
-        except CirrusError:
-            saved.unlink(missing_ok=True)
-            raise
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFoundError(f"object {key} not found") from exc
+        except OSError as exc:
+            raise StoreUnavailableError(f"read of {key} failed: {exc.strerror}") from exc
+
+    def get_range(self, key: str, start: int, end: int | None = None) -> tuple[bytes, int]:
+        try:
+            with self._path(key).open("rb") as file:
+                total = os.fstat(file.fileno()).st_size
+                file.seek(start)
+                data = file.read() if end is None else file.read(max(end - start, 0))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFoundError(f"object {key} not found") from exc
+        except OSError as exc:
+            raise StoreUnavailableError(f"read of {key} failed: {exc.strerror}") from exc
+        return data, total
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFoundError(f"object {key} not found")
+        return path.stat().st_size
 
     def delete(self, keys: Sequence[str]) -> None:
-        # Files go first: after a crash in between, the next start does not upload them again.
         for key in keys:
-            self._path(key).unlink(missing_ok=True)
-        super().delete(keys)
+            try:
+                self._path(key).unlink(missing_ok=True)
+            except OSError as exc:
+                raise StoreUnavailableError(f"delete of {key} failed: {exc.strerror}") from exc
+
+    def list_keys(self, prefix: str) -> Iterator[StoredObject]:
+        """Yield the objects whose key starts with ``prefix``, in key order as S3 lists them.
+
+        Their ETags are empty: no caller reads them, and computing them would read every file.
+        """
+        folder = self._path(prefix.rpartition("/")[0]) if "/" in prefix else self._root
+        if not folder.is_dir():
+            return
+        keys = []
+        for path in folder.rglob("*"):
+            key = path.relative_to(self._root).as_posix()
+            if key.startswith(prefix) and path.is_file() and _INCOMING_PREFIX not in path.name:
+                keys.append(key)
+        for key in sorted(keys):
+            path = self._root / key
+            yield StoredObject(key, path.stat().st_size, etag="")
+
+    def _write(self, key: str, write: Callable[[IO[bytes]], str], size: int) -> StoredObject:
+        path = self._path(key)
+        try:
+            etag = _write_durably(path, write)
+        except OSError as exc:
+            raise StoreUnavailableError(f"write of {key} failed: {exc.strerror}") from exc
+        stored = StoredObject(key=key, size=size, etag=etag)
+        if self._notifier is not None and self._notifier.notifies(key):
+            try:
+                self._notifier.notify(stored)
+            except StoreUnavailableError:
+                # Without its notification the object would stay unindexed until the next
+                # start, so the write fails as a whole and the sender may try again.
+                path.unlink(missing_ok=True)
+                raise
+        return stored
 
     def _path(self, key: str) -> Path:
         path = (self._root / key).resolve()
-        if not path.is_relative_to(self._root.resolve()):
+        if not path.is_relative_to(self._root):
             raise ValueError(f"object key {key!r} leaves the data folder")
         return path
 
@@ -80,8 +245,8 @@ def saved_objects(root: Path) -> Iterator[tuple[str, Path]]:
 def remove_partial_files(root: Path) -> int:
     """Delete the temporary files of writes that a crash interrupted; return their count.
 
-    Such a write was never acknowledged, because ``put`` renames a file into place before it
-    writes to moto and returns.
+    Such a write was never acknowledged, because a write renames its file into place before
+    it returns.
     """
     count = 0
     for path in root.rglob(f"{_INCOMING_PREFIX}*"):
@@ -92,22 +257,32 @@ def remove_partial_files(root: Path) -> int:
     return count
 
 
-def restore_objects(store: ObjectStore, root: Path) -> int:
-    """Upload every saved object to ``store`` (not a ``DataDirObjectStore``); return the count."""
+def notify_saved_objects(root: Path, notifier: QueueNotifier) -> int:
+    """Queue a notification for every instance saved under ``root``; return the count."""
     remove_partial_files(root)
-    count = 0
-    for key, path in saved_objects(root):
-        store.put(key, path.read_bytes())
-        count += 1
-    return count
+
+    def stored() -> Iterator[StoredObject]:
+        for key, path in saved_objects(root):
+            yield StoredObject(key, path.stat().st_size, etag=_md5_of_file(path))
+
+    return notifier.notify_all(stored())
 
 
-def _write_durably(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+def _md5_of_file(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as file:
+        while chunk := file.read(_COPY_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_durably(path: Path, write: Callable[[IO[bytes]], str]) -> str:
+    """Write a file whole with ``write``, then rename it to ``path``; return what ``write`` did."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=_INCOMING_PREFIX)
     try:
         with os.fdopen(fd, "wb") as file:
-            write(file)
+            result = write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -119,3 +294,4 @@ def _write_durably(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+    return result
