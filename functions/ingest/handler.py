@@ -2,6 +2,7 @@
 
 Each message succeeds or fails on its own (partial batch response), so an object that cannot
 be indexed is retried and then kept in the dead-letter queue without blocking the others.
+New instances of one series in a batch are indexed in one transaction (``BatchIngest``).
 The queue also carries the delayed requests that precompute metadata bundles
 (``cirrus.dicomweb.bundle_refresh``), which ingest sends after each indexed instance.
 """
@@ -26,7 +27,7 @@ from cirrus.config import Settings
 from cirrus.dicomweb.bundle_refresh import BundleRefresher, RefreshRequest
 from cirrus.dicomweb.bundles import MetadataBundles
 from cirrus.errors import CirrusError
-from cirrus.ingest import ingest_object
+from cirrus.ingest import BatchIngest, ObjectEvent
 from cirrus.notifications import object_events
 from cirrus.services import Services
 
@@ -47,6 +48,8 @@ def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str,
     """Process one SQS batch with ``services``; return the partial batch response."""
 
     refresher = _refresher_for(services)
+    batch = BatchIngest(services.store, services.index_writer, refresher)
+    batch.run(_object_events_of(event))
 
     def record_handler(record: SQSRecord) -> None:
         request = RefreshRequest.from_body(record.body)
@@ -55,7 +58,7 @@ def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str,
             return
         for obj in object_events(record.body):
             try:
-                ingest_object(services.store, services.index_writer, obj, refresher)
+                batch.ingest(obj)
             except (CirrusError, ValueError) as exc:
                 logger.warning(
                     "object not indexed",
@@ -67,6 +70,22 @@ def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str,
     # ReportBatchItemFailures then retries just those records.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     return dict(process_partial_response(event, record_handler, processor, context))
+
+
+def _object_events_of(event: dict[str, Any]) -> list[ObjectEvent]:
+    """Return the object events of a batch's messages; a message that is not one is skipped.
+
+    The record handler parses each message again and reports the ones that fail.
+    """
+    events = []
+    for record in event.get("Records", ()):
+        body = record.get("body", "")
+        try:
+            if RefreshRequest.from_body(body) is None:
+                events += object_events(body)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return events
 
 
 def _refresher_for(services: Services) -> BundleRefresher:

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Final, Protocol
 from cirrus.dicom.dicomjson import instance_metadata
 from cirrus.dicom.instance import InstanceHeader, parse_instance
 from cirrus.dicom.scan import SEQUENCE_DELIMITER_TAG, TruncatedError
-from cirrus.errors import ConflictError, InvalidInstanceError
+from cirrus.errors import ConflictError, InvalidInstanceError, StoreUnavailableError
+from cirrus.index.attributes import JsonDict
 from cirrus.index.claims import InstanceClaims
-from cirrus.index.writer import IndexedObject, IndexOutcome, IndexWriter
+from cirrus.index.writer import MAX_BATCH_INSTANCES, IndexedObject, IndexOutcome, IndexWriter
 from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import ObjectStore
 
@@ -55,18 +56,19 @@ class ObjectEvent:
     sequencer: str | None = None
 
 
-def ingest_object(
-    store: ObjectStore,
-    writer: IndexWriter,
-    event: ObjectEvent,
-    refresher: BundleRefresher | None = None,
-) -> IndexOutcome:
-    """Index the object of ``event``.
+@dataclass(frozen=True)
+class PreparedObject:
+    """An object whose header was read and checked, ready to be indexed."""
 
-    When the index changed, ``refresher`` schedules the precomputing of the metadata bundles
-    of its series and study. Raises ``InvalidInstanceError`` when the object is not an
-    instance whose UIDs match its key, and ``StoreUnavailableError`` when S3 or DynamoDB
-    fail. Neither changes the index.
+    obj: IndexedObject
+    metadata: JsonDict
+
+
+def prepare_object(store: ObjectReader, event: ObjectEvent) -> PreparedObject:
+    """Read and check the header of the object of ``event``.
+
+    Raises ``InvalidInstanceError`` when the object is not an instance whose UIDs match its
+    key, and ``StoreUnavailableError`` when S3 fails.
     """
     key = InstanceKey.parse(event.key)
     header, size = read_header(store, event.key)
@@ -76,7 +78,6 @@ def ingest_object(
             f"object {event.key} contains the instance {stored_key.object_key}; "
             "its key does not match its UIDs"
         )
-    metadata = instance_metadata(header)
     pixel = header.pixel_data
     obj = IndexedObject(
         key=key,
@@ -87,13 +88,105 @@ def ingest_object(
         pixel_offset=pixel.value_offset if pixel and pixel.value_offset >= 0 else None,
         pixel_length=pixel.length if pixel else None,
     )
+    return PreparedObject(obj, instance_metadata(header))
+
+
+def ingest_object(
+    store: ObjectStore,
+    writer: IndexWriter,
+    event: ObjectEvent,
+    refresher: BundleRefresher | None = None,
+    prepared: PreparedObject | None = None,
+) -> IndexOutcome:
+    """Index the object of ``event``.
+
+    ``prepared`` is the result of ``prepare_object`` for ``event`` when the caller has it.
+    When the index changed, ``refresher`` schedules the precomputing of the metadata bundles
+    of its series and study. Raises ``InvalidInstanceError`` when the object is not an
+    instance whose UIDs match its key, and ``StoreUnavailableError`` when S3 or DynamoDB
+    fail. Neither changes the index.
+    """
+    if prepared is None:
+        prepared = prepare_object(store, event)
+    key = prepared.obj.key
     version = uuid.uuid4().hex
-    outcome = writer.put_instance(obj, metadata, version)
+    outcome = writer.put_instance(prepared.obj, prepared.metadata, version)
     _record_claim(writer, key)
     if refresher is not None and outcome in (IndexOutcome.CREATED, IndexOutcome.UPDATED):
         refresher.schedule(key, version)
     logger.info("instance indexed", extra={"object_key": event.key, "outcome": outcome.value})
     return outcome
+
+
+class BatchIngest:
+    """Indexes the object events of one queue batch, new instances of a series together.
+
+    ``run`` reads the header of every event and writes the new instances of each series in
+    one transaction (``IndexWriter.put_new_instances``). ``ingest`` then returns the outcome
+    of an event that was indexed so, and indexes any other event on its own, with the header
+    already read. An event whose header cannot be read is read again by ``ingest``, which
+    raises the error for that event alone.
+    """
+
+    def __init__(
+        self, store: ObjectStore, writer: IndexWriter, refresher: BundleRefresher | None = None
+    ) -> None:
+        self._store = store
+        self._writer = writer
+        self._refresher = refresher
+        self._prepared: dict[ObjectEvent, PreparedObject] = {}
+        self._indexed: set[ObjectEvent] = set()
+
+    def run(self, events: list[ObjectEvent]) -> None:
+        """Read the headers of ``events`` and index the new instances of each series together.
+
+        Raises nothing for a single event: its error is raised again by ``ingest``.
+        """
+        groups: dict[tuple[str, str, str], list[ObjectEvent]] = {}
+        for event in events:
+            try:
+                prepared = prepare_object(self._store, event)
+            except Exception:  # noqa: BLE001, S112
+                # Whatever failed, ``ingest`` meets it again for this event alone, and the
+                # batch processor logs and reports that event without failing the others.
+                continue
+            self._prepared[event] = prepared
+            key = prepared.obj.key
+            groups.setdefault((key.site, key.study, key.series), []).append(event)
+        for group in groups.values():
+            keys = {self._prepared[event].obj.key for event in group}
+            if 1 < len(group) <= MAX_BATCH_INSTANCES and len(keys) == len(group):
+                self._index_together(group)
+
+    def ingest(self, event: ObjectEvent) -> IndexOutcome:
+        """Return the outcome of ``event``, indexing it now unless ``run`` did.
+
+        Raises as ``ingest_object``.
+        """
+        if event in self._indexed:
+            return IndexOutcome.CREATED
+        return ingest_object(
+            self._store, self._writer, event, self._refresher, self._prepared.get(event)
+        )
+
+    def _index_together(self, group: list[ObjectEvent]) -> None:
+        entries = [(self._prepared[e].obj, self._prepared[e].metadata) for e in group]
+        version = uuid.uuid4().hex
+        try:
+            written = self._writer.put_new_instances(entries, version)
+        except StoreUnavailableError as exc:
+            logger.warning(
+                "batch index write failed; indexing one by one",
+                extra={"instances": len(group), "error": str(exc)},
+            )
+            return
+        if not written:
+            return
+        self._indexed.update(group)
+        if self._refresher is not None:
+            self._refresher.schedule(entries[-1][0].key, version)
+        for event in group:
+            logger.info("instance indexed", extra={"object_key": event.key, "outcome": "created"})
 
 
 def _record_claim(writer: IndexWriter, key: InstanceKey) -> None:

@@ -10,7 +10,7 @@ object too, so a rebuilt index has them all.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError
 from pynamodb.exceptions import PutError, PynamoDBException
@@ -28,6 +28,24 @@ def claim_pk(site: str, sop: str) -> str:
     return f"{site}#SOP#{sop}"
 
 
+def claim_record(model: type[IndexRecord], key: InstanceKey) -> IndexRecord:
+    """Return the record that claims ``key.sop`` for ``key``."""
+    return model(
+        claim_pk(key.site, key.sop),
+        CLAIM,
+        level=CLAIM,
+        site=key.site,
+        level_pk=f"{key.site}#{CLAIM}",
+        level_sk=key.sop,
+        object_key=key.object_key,
+    )
+
+
+def claim_condition(model: type[IndexRecord], key: InstanceKey) -> Any:
+    """Return the condition of writing a claim: none exists yet, or it is for ``key``."""
+    return model.pk.does_not_exist() | (model.object_key == key.object_key)
+
+
 class InstanceClaims:
     def __init__(self, model: type[IndexRecord]) -> None:
         self._model = model
@@ -37,19 +55,8 @@ class InstanceClaims:
 
         Claiming the same key again succeeds, so a resent instance replaces the stored one.
         """
-        model = self._model
-        record = model(
-            claim_pk(key.site, key.sop),
-            CLAIM,
-            level=CLAIM,
-            site=key.site,
-            level_pk=f"{key.site}#{CLAIM}",
-            level_sk=key.sop,
-            object_key=key.object_key,
-        )
-        condition = model.pk.does_not_exist() | (model.object_key == key.object_key)
         try:
-            record.save(condition=condition)
+            claim_record(self._model, key).save(condition=claim_condition(self._model, key))
         except PutError as exc:
             if exc.cause_response_code != "ConditionalCheckFailedException":
                 raise StoreUnavailableError(f"claim of {key.sop} failed: {exc}") from exc
