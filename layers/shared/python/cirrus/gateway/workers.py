@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -53,6 +52,8 @@ MAX_WORKERS: Final = 64
 _START_TIMEOUT_SECONDS: Final = 60.0
 # Time a worker gets after its own drain period before it is killed.
 _STOP_MARGIN_SECONDS: Final = 10.0
+# How often ``run_workers`` checks whether a stop signal arrived or a worker exited.
+_POLL_SECONDS: Final = 0.1
 
 EXIT_WORKER_FAILED: Final = 1
 
@@ -329,12 +330,13 @@ def run_workers(spec: WorkerSpec, count: int) -> int:
     one exited on its own, in which case the others are stopped too. Must run in the main
     thread.
     """
-    stop = threading.Event()
     received: list[str] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
+        # Only append, which takes no lock, as in run_gateway. The handler runs in the main
+        # thread between two bytecodes, so taking a lock that the interrupted code holds would
+        # deadlock: logging's, or that of a threading.Event that the main thread is waiting on.
         received.append(signal.Signals(signum).name)
-        stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -345,7 +347,7 @@ def run_workers(spec: WorkerSpec, count: int) -> int:
             return EXIT_WORKER_FAILED
         status = 0
         try:
-            while not stop.wait(0.5):
+            while not received:
                 exited = pool.exited()
                 if exited:
                     logger.error(
@@ -355,6 +357,7 @@ def run_workers(spec: WorkerSpec, count: int) -> int:
                     )
                     status = EXIT_WORKER_FAILED
                     break
+                time.sleep(_POLL_SECONDS)
             if received:
                 name = received[0]
                 logger.info(
