@@ -12,7 +12,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from cirrus.config import Settings
@@ -29,11 +31,14 @@ from cirrus.local.moto_process import LOOPBACK
 from cirrus.storage.objects import ObjectStore
 from tests.gateway.gateways import OPEN_CONFIG
 from tests.gateway.scu import associate, fresh_ct, send_file_as_is, storescu, wait_until
+from tests.gateway.test_health import refuses_connections
 
 # Connections that the test opens at most to reach both workers. Linux picks the listening
 # socket by a hash of the connection, so each one reaches a given worker with probability 1/2.
 MAX_CONNECTIONS = 32
 TCP_ESTABLISHED = "01"
+CT_CONTEXT = [(CTImageStorage, ExplicitVRLittleEndian)]
+STOP_TIMEOUT_SECONDS = 60
 
 
 @pytest.fixture(scope="module")
@@ -176,18 +181,24 @@ from cirrus.gateway.aeconfig import AEConfig
 from cirrus.gateway.workers import WorkerSpec, run_workers
 settings = Settings.from_env()
 config = AEConfig(open=True, default_site=settings.default_site)
-spec = WorkerSpec(settings, config, "127.0.0.1", int(sys.argv[1]), options={"grace_seconds": 1.0})
+options = {"grace_seconds": float(sys.argv[2])}
+spec = WorkerSpec(settings, config, "127.0.0.1", int(sys.argv[1]), options=options)
 print("exit", run_workers(spec, 2), flush=True)
 """
 
 
-def start_run_workers(settings: Settings) -> tuple[subprocess.Popen[str], int]:
-    """Start ``run_workers`` with 2 workers and return once both listen."""
+def start_run_workers(
+    settings: Settings, grace_seconds: float = 1.0
+) -> tuple[subprocess.Popen[str], int]:
+    """Start ``run_workers`` with 2 workers and return once both listen.
+
+    ``grace_seconds`` is the time that each worker gives its associations after SIGTERM.
+    """
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
         port = int(probe.getsockname()[1])
     process = subprocess.Popen(
-        [sys.executable, "-c", RUN_WORKERS_SCRIPT, str(port)],
+        [sys.executable, "-c", RUN_WORKERS_SCRIPT, str(port), str(grace_seconds)],
         env={**os.environ, **settings.to_env()},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -231,6 +242,77 @@ def test_run_workers_stops_on_sigterm(gateway_settings: Settings, tmp_path: Path
             process.kill()
             process.wait()
     assert process.returncode == 0
+    assert "exit 0" in output
+
+
+def associate_with_each_worker(
+    stack: ExitStack, port: int, workers: list[int]
+) -> dict[int, Association]:
+    """Open associations until each of ``workers`` serves one; return them by worker PID.
+
+    Associations that reach a worker which already serves one are released at once.
+    """
+    associations: dict[int, Association] = {}
+    for _ in range(MAX_CONNECTIONS):
+        with ExitStack() as attempt:
+            assoc = attempt.enter_context(associate(port, CT_CONTEXT))
+            client_port = assoc.dul.socket.socket.getsockname()[1]  # type: ignore[union-attr]
+            pid = serving_pid(workers, port, client_port)
+            assert pid is not None, f"no worker holds the connection from port {client_port}"
+            if pid not in associations:
+                # The association stays idle until the workers stop listening, which on a busy
+                # machine can take longer than the 10 s network timeout of ``associate``.
+                assoc.network_timeout = STOP_TIMEOUT_SECONDS
+                associations[pid] = assoc
+                stack.push(attempt.pop_all())
+        if set(associations) == set(workers):
+            break
+    return associations
+
+
+def test_run_workers_drains_open_associations(
+    gateway_settings: Settings,
+    archive: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # A grace period longer than the test waits, so that the workers stop only once the open
+    # associations end, and a worker that aborts them at SIGTERM fails the test.
+    process, port = start_run_workers(gateway_settings, grace_seconds=STOP_TIMEOUT_SECONDS)
+    stored: list[tuple[Dataset, str]] = []
+    try:
+        workers = worker_pids(process.pid)
+        assert len(workers) == 2
+        with ExitStack() as stack:
+            associations = associate_with_each_worker(stack, port, workers)
+            assert set(associations) == set(workers), "the associations did not reach both workers"
+
+            process.send_signal(signal.SIGTERM)
+            refused = wait_until(lambda: refuses_connections(port), STOP_TIMEOUT_SECONDS)
+            assert refused, "the workers still accepted connections after SIGTERM"
+            assert process.poll() is None, "run_workers ended before the open associations did"
+            for assoc in associations.values():
+                path, key = fresh_ct(tmp_path, site=gateway_settings.default_site)
+                if assoc.is_established:
+                    status = send_file_as_is(monkeypatch, assoc, path)
+                else:
+                    # Aborted at SIGTERM: an empty status, as pynetdicom returns for an
+                    # association that ends before the response.
+                    status = Dataset()
+                stored.append((status, key))
+        output, _ = process.communicate(timeout=STOP_TIMEOUT_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert len(stored) == 2
+    for status, key in stored:
+        assert "Status" in status, "the association ended before the C-STORE response"
+        assert status.Status == SUCCESS
+        assert archive.size(key) > 0
+    assert process.returncode == 0, output
+    assert "SIGTERM received" in output
     assert "exit 0" in output
 
 
