@@ -191,15 +191,12 @@ class IndexWriter:
         version: str,
     ) -> bool:
         model = self._model
-        obj, metadata = entries[0]
+        obj = entries[0][0]
         count = len(entries)
         additions = self._set_additions(model, *(metadata for _, metadata in entries))
-        series_actions = [
-            model.instance_count.add(count),
-            model.metadata_version.set(version),
-            *additions,
-        ]
-        study_actions = self._study_actions(obj, metadata, 0, version, count, additions)
+        # The study and series records exist, so the attributes that their first instance set
+        # stay as they are, and the updates stay short.
+        actions = [model.instance_count.add(count), model.metadata_version.set(version)]
         try:
             with TransactWrite(connection=self._connection) as transaction:
                 for entry_obj, entry_metadata in entries:
@@ -208,11 +205,13 @@ class IndexWriter:
                     claim = claim_record(model, entry_obj.key)
                     transaction.save(claim, condition=claim_condition(model, entry_obj.key))
                 series = model(study.pk, series_sk(obj.key.series))
-                transaction.update(series, actions=series_actions, condition=model.pk.exists())
+                transaction.update(
+                    series, actions=[*actions, *additions], condition=model.pk.exists()
+                )
                 transaction.update(
                     model(study.pk, STUDY),
-                    actions=study_actions,
-                    condition=self._modalities_are(known),
+                    actions=[*actions, *additions],
+                    condition=model.pk.exists() & self._modalities_are(known),
                 )
                 for modality in sorted(known):
                     transaction.update(
@@ -492,19 +491,8 @@ class IndexWriter:
         return self._model(instance.pk, STUDY)
 
     def _study_actions(
-        self,
-        obj: IndexedObject,
-        metadata: JsonDict,
-        new_series: int,
-        version: str,
-        instances: int = 1,
-        additions: list[Any] | None = None,
+        self, obj: IndexedObject, metadata: JsonDict, new_series: int, version: str
     ) -> list[Any]:
-        """Return the update of the study record for ``instances`` new instances.
-
-        ``metadata`` is that of the first of them, and ``additions`` the set additions of all
-        of them (by default those of ``metadata``).
-        """
         model = self._model
         key = obj.key
         attrs = select(metadata, STUDY_TAGS)
@@ -518,8 +506,8 @@ class IndexWriter:
             model.site.set(model.site | key.site),
             *keys,
             model.attrs.set(model.attrs | attrs),
-            model.instance_count.add(instances),
-            *(self._set_additions(model, metadata) if additions is None else additions),
+            model.instance_count.add(1),
+            *self._set_additions(model, metadata),
         ]
         if new_series:
             actions.append(model.series_count.add(new_series))
