@@ -11,6 +11,7 @@ from constructs import Construct
 
 from cirrus.config import DEFAULT_DEPLOYMENT, ResourceNames
 from cirrus_infra.dicomweb import DicomwebApi
+from cirrus_infra.network import Network
 from cirrus_infra.storage import Storage
 
 # Context key that selects the deployment: `cdk synth -c deployment=cirrus-dev`.
@@ -26,6 +27,7 @@ class CirrusStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.names = names
         self.storage = Storage(self, "Storage", names=names)
+        self.network = Network(self, "Network", log_bucket=self.storage.access_log_bucket)
         self.dicomweb = DicomwebApi(self, "Dicomweb", names=names, storage=self.storage)
 
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)

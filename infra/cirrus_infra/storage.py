@@ -78,6 +78,30 @@ class Storage(Construct):
                 resources=["*"],
             )
         )
+        # CloudWatch Logs encrypts the log groups of the functions, the gateway and the flow
+        # logs with this key. The condition limits it to log groups of this account and region.
+        stack = Stack.of(self)
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchLogs",
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
+                            service="logs", resource="log-group", resource_name="*"
+                        ).replace(":log-group/", ":log-group:")
+                    }
+                },
+            )
+        )
         return key
 
     def _access_log_bucket(self) -> s3.Bucket:
