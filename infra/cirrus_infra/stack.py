@@ -11,8 +11,8 @@ from constructs import Construct
 
 from cirrus.config import DEFAULT_DEPLOYMENT, ResourceNames
 from cirrus_infra.dicomweb import DicomwebApi
-from cirrus_infra.network import Network
-from cirrus_infra.storage import Storage
+from cirrus_infra.network import DEFAULT_CIDR, Network
+from cirrus_infra.storage import ArchiveOptions, Storage
 
 # Context key that selects the deployment: `cdk synth -c deployment=cirrus-dev`.
 DEPLOYMENT_CONTEXT_KEY = "deployment"
@@ -22,12 +22,21 @@ class CirrusStack(Stack):
     """All resources of one deployment, with one construct per component."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, names: ResourceNames, **kwargs: Any
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        names: ResourceNames,
+        archive: ArchiveOptions | None = None,
+        vpc_cidr: str = DEFAULT_CIDR,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.names = names
-        self.storage = Storage(self, "Storage", names=names)
-        self.network = Network(self, "Network", log_bucket=self.storage.access_log_bucket)
+        self.storage = Storage(self, "Storage", names=names, options=archive)
+        self.network = Network(
+            self, "Network", log_bucket=self.storage.access_log_bucket, cidr=vpc_cidr
+        )
         self.dicomweb = DicomwebApi(self, "Dicomweb", names=names, storage=self.storage)
 
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
@@ -47,10 +56,16 @@ def build_app(
     app = App(context=dict(context or {}), outdir=outdir)
     deployment = app.node.try_get_context(DEPLOYMENT_CONTEXT_KEY) or DEFAULT_DEPLOYMENT
     names = ResourceNames(deployment=deployment)
+    archive_keys = ("archive-tiering", "archive-object-lock", "archive-replica")
+    archive = ArchiveOptions.from_context(
+        {key: app.node.try_get_context(key) for key in archive_keys}
+    )
     stack = CirrusStack(
         app,
         "Cirrus",
         names=names,
+        archive=archive,
+        vpc_cidr=app.node.try_get_context("vpc-cidr") or DEFAULT_CIDR,
         stack_name=names.deployment,
         description=f"Cirrus PACS, deployment {names.deployment}",
     )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Final, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_backup as backup
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -13,7 +17,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cirrus.config import INGEST_MAX_RECEIVES, ResourceNames
-from cirrus.storage.keys import INSTANCE_SUFFIX
+from cirrus.storage.keys import INSTANCE_SUFFIX, site_prefix, validate_site
 from cirrus.storage.transfers import TRANSFER_EXPIRATION_DAYS, TRANSFER_PREFIX
 
 # S3 bucket names have at most 63 characters. The archive bucket name ends with
@@ -46,16 +50,104 @@ GLOBAL_SECONDARY_INDEXES: Final = (
 )
 
 
+# Index backups in AWS Backup, besides point-in-time recovery (35 days): one a day, kept a year.
+BACKUP_RETENTION: Final = Duration.days(365)
+# Without context, every site's objects move to Glacier Instant Retrieval after this many days:
+# reads still take milliseconds, at a lower storage price (docs/deploy.md has the prices).
+DEFAULT_TIERING_DAYS: Final = 180
+DEFAULT_TIERING_CLASS: Final = "GLACIER_INSTANT_RETRIEVAL"
+ALL_SITES: Final = "*"
+
+
+@dataclass(frozen=True)
+class Tiering:
+    """A lifecycle transition of one site's objects (``ALL_SITES`` for every site)."""
+
+    site: str
+    days: int
+    storage_class: str
+
+    def prefix(self) -> str:
+        return INGEST_PREFIX if self.site == ALL_SITES else site_prefix(self.site)
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    """Deployment choices for the archive bucket, read from the CDK context.
+
+    - ``archive-tiering``: a list of ``{"site": ..., "days": ..., "storage-class": ...}``,
+      where site ``"*"`` stands for every site;
+    - ``archive-object-lock``: ``{"mode": "GOVERNANCE" | "COMPLIANCE", "days": ...}``, the
+      default retention of every new object version (the bucket must be created with it);
+    - ``archive-replica``: ``{"bucket-arn": ..., "key-arn": ...}``, a bucket in another
+      region, encrypted with that key, which receives a copy of every object.
+    """
+
+    tiering: Sequence[Tiering] = field(
+        default_factory=lambda: (Tiering(ALL_SITES, DEFAULT_TIERING_DAYS, DEFAULT_TIERING_CLASS),)
+    )
+    object_lock_mode: str | None = None
+    object_lock_days: int = 0
+    replica_bucket_arn: str | None = None
+    replica_key_arn: str | None = None
+
+    @classmethod
+    def from_context(cls, context: Mapping[str, Any]) -> ArchiveOptions:
+        """Read the options; raise ``ValueError`` naming the context key of an invalid value."""
+        options: dict[str, Any] = {}
+        tiering = context.get("archive-tiering")
+        if tiering is not None:
+            options["tiering"] = tuple(_tiering(entry) for entry in tiering)
+        lock = context.get("archive-object-lock")
+        if lock is not None:
+            mode = str(lock.get("mode", ""))
+            if mode not in ("GOVERNANCE", "COMPLIANCE") or int(lock.get("days", 0)) < 1:
+                raise ValueError(
+                    "archive-object-lock needs a mode of GOVERNANCE or COMPLIANCE and days >= 1"
+                )
+            options["object_lock_mode"] = mode
+            options["object_lock_days"] = int(lock["days"])
+        replica = context.get("archive-replica")
+        if replica is not None:
+            if not replica.get("bucket-arn") or not replica.get("key-arn"):
+                raise ValueError("archive-replica needs a bucket-arn and a key-arn")
+            options["replica_bucket_arn"] = str(replica["bucket-arn"])
+            options["replica_key_arn"] = str(replica["key-arn"])
+        return cls(**options)
+
+
+def _tiering(entry: Mapping[str, Any]) -> Tiering:
+    site = str(entry.get("site", ""))
+    if site != ALL_SITES:
+        validate_site(site)
+    storage_class = str(entry.get("storage-class", DEFAULT_TIERING_CLASS))
+    if not hasattr(s3.StorageClass, storage_class):
+        raise ValueError(f"archive-tiering storage class {storage_class!r} is not an S3 class")
+    days = int(entry.get("days", -1))
+    if days < 0:
+        raise ValueError(f"archive-tiering entry for site {site!r} needs days >= 0")
+    return Tiering(site, days, storage_class)
+
+
 class Storage(Construct):
     """KMS key, archive bucket with its access-log bucket, index table and ingest queues."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, names: ResourceNames) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        names: ResourceNames,
+        options: ArchiveOptions | None = None,
+    ) -> None:
         super().__init__(scope, construct_id)
+        self.options = options or ArchiveOptions()
         self.key = self._data_key(names)
         self.access_log_bucket = self._access_log_bucket()
         self.dead_letter_queue, self.ingest_queue = self._ingest_queues(names)
         self.bucket = self._archive_bucket(names)
         self.table = self._index_table(names)
+        self.backup_plan = self._backup_plan(names)
 
     def _data_key(self, names: ResourceNames) -> kms.Key:
         key = kms.Key(
@@ -118,12 +210,15 @@ class Storage(Construct):
             versioned=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        Validations.of(bucket).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-S1",
-                reason="This bucket receives the access logs. Logging it into itself would loop.",
-            )
-        )
+        for rule_id, reason in (
+            ("AwsSolutions-S1", "This bucket receives the access logs. Logging it into itself "
+             "would loop."),
+            ("HIPAA.Security-S3DefaultEncryptionKMS", "S3 server access logging delivers only "
+             "to buckets encrypted with SSE-S3, not SSE-KMS."),
+            ("HIPAA.Security-S3BucketReplicationEnabled", "Access logs and flow logs are kept "
+             "in one region; the archive bucket is the one to replicate."),
+        ):  # fmt: skip
+            Validations.of(bucket).acknowledge(Acknowledgment(id=rule_id, reason=reason))
         return bucket
 
     def _ingest_queues(self, names: ResourceNames) -> tuple[sqs.Queue, sqs.Queue]:
@@ -191,11 +286,93 @@ class Storage(Construct):
             versioned=True,
             server_access_logs_bucket=self.access_log_bucket,
             server_access_logs_prefix="archive/",
-            lifecycle_rules=[self._transfer_expiration()],
+            lifecycle_rules=[self._transfer_expiration(), *self._tiering_rules()],
             removal_policy=RemovalPolicy.RETAIN,
+            **self._object_lock(),
+            **self._replication(),
         )
         self._notify_ingest_queue(bucket)
+        if self.options.replica_bucket_arn is not None:
+            self._acknowledge_replication_role(bucket, self.options.replica_bucket_arn)
+        else:
+            Validations.of(bucket).acknowledge(
+                Acknowledgment(
+                    id="HIPAA.Security-S3BucketReplicationEnabled",
+                    reason="A replica needs a bucket in a second region, which this stack "
+                    "cannot create; the archive-replica context value turns replication on.",
+                )
+            )
         return bucket
+
+    @staticmethod
+    def _acknowledge_replication_role(bucket: s3.Bucket, replica_arn: str) -> None:
+        """Acknowledge the findings on the role that CDK writes for replication."""
+        role = bucket.node.find_child("ReplicationRole")
+        cfn_bucket = cast(s3.CfnBucket, bucket.node.default_child)
+        archive = f"<{Stack.of(bucket).get_logical_id(cfn_bucket)}.Arn>"
+        every_object = "Replication reads every object version of the archive and writes it to "
+        for rule_id, reason in (
+            (f"AwsSolutions-IAM5[Resource::{archive}/*]", every_object + "the replica."),
+            (f"AwsSolutions-IAM5[Resource::{replica_arn}/*]", every_object + "the replica."),
+            ("AwsSolutions-IAM5[Action::kms:GenerateDataKey*]", "CDK's grant to encrypt with "
+             "the replica's key; the resource is that one key."),
+            ("AwsSolutions-IAM5[Action::kms:ReEncrypt*]", "CDK's grant to re-encrypt with the "
+             "replica's key; the resource is that one key."),
+            ("HIPAA.Security-IAMNoInlinePolicy", "CDK writes the replication role's policy "
+             "inline, and the role is used by S3 replication alone."),
+        ):  # fmt: skip
+            Validations.of(role).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+
+    def _tiering_rules(self) -> list[s3.LifecycleRule]:
+        """Move each site's objects to a cheaper storage class after the configured days.
+
+        Reads of a tiered object still work: Glacier Instant Retrieval and Intelligent-Tiering
+        serve GETs in milliseconds. Transfer objects expire sooner and are never tiered.
+        """
+        return [
+            s3.LifecycleRule(
+                id=f"tier-{'all-sites' if entry.site == ALL_SITES else entry.site}",
+                prefix=entry.prefix(),
+                transitions=[
+                    s3.Transition(
+                        storage_class=getattr(s3.StorageClass, entry.storage_class),
+                        transition_after=Duration.days(entry.days),
+                    )
+                ],
+            )
+            for entry in self.options.tiering
+        ]
+
+    def _object_lock(self) -> dict[str, Any]:
+        options = self.options
+        if options.object_lock_mode is None:
+            return {}
+        mode = s3.ObjectLockMode[options.object_lock_mode]
+        retention = Duration.days(options.object_lock_days)
+        return {
+            "object_lock_enabled": True,
+            "object_lock_default_retention": s3.ObjectLockRetention.governance(retention)
+            if mode == s3.ObjectLockMode.GOVERNANCE
+            else s3.ObjectLockRetention.compliance(retention),
+        }
+
+    def _replication(self) -> dict[str, Any]:
+        options = self.options
+        if options.replica_bucket_arn is None or options.replica_key_arn is None:
+            return {}
+        replica = s3.Bucket.from_bucket_arn(self, "Replica", options.replica_bucket_arn)
+        replica_key = kms.Key.from_key_arn(self, "ReplicaKey", options.replica_key_arn)
+        return {
+            "replication_rules": [
+                s3.ReplicationRule(
+                    destination=replica,
+                    kms_key=replica_key,
+                    sse_kms_encrypted_objects=True,
+                    delete_marker_replication=True,
+                    priority=0,
+                )
+            ]
+        }
 
     @staticmethod
     def _transfer_expiration() -> s3.LifecycleRule:
@@ -267,3 +444,37 @@ class Storage(Construct):
                 projection_type=dynamodb.ProjectionType.ALL,
             )
         return table
+
+    def _backup_plan(self, names: ResourceNames) -> backup.BackupPlan:
+        """Back the index table up daily into a vault encrypted with the data key.
+
+        The index can always be rebuilt from the archive, but a restore is faster, and
+        point-in-time recovery covers only 35 days.
+        """
+        vault = backup.BackupVault(
+            self,
+            "BackupVault",
+            backup_vault_name=f"{names.deployment}-backups",
+            encryption_key=self.key,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        plan = backup.BackupPlan(self, "BackupPlan", backup_vault=vault)
+        plan.add_rule(
+            backup.BackupPlanRule(
+                rule_name="daily",
+                schedule_expression=events.Schedule.cron(hour="3", minute="0"),
+                delete_after=BACKUP_RETENTION,
+            )
+        )
+        selection = plan.add_selection(
+            "Index", resources=[backup.BackupResource.from_dynamo_db_table(self.table)]
+        )
+        Validations.of(selection).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                "service-role/AWSBackupServiceRolePolicyForBackup]",
+                reason="AWS Backup's service role policy is maintained by AWS for the actions "
+                "that backing up each resource type needs, and the role only backs up.",
+            )
+        )
+        return plan

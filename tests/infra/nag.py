@@ -10,6 +10,8 @@ from aws_cdk import Validations
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
 from constructs import IConstruct
 
+RULE_PACK_PREFIXES = ("AwsSolutions-", "HIPAA.Security-")
+
 
 def findings(scope: IConstruct, path_prefix: str = "") -> list[str]:
     """Return the unacknowledged findings of both rule packs under ``path_prefix``."""
@@ -26,7 +28,7 @@ def findings(scope: IConstruct, path_prefix: str = "") -> list[str]:
 
 
 def acknowledged(scope: IConstruct, path_prefix: str = "") -> set[tuple[str, str]]:
-    """Return the acknowledged findings under ``path_prefix`` as (construct path, rule id).
+    """Return the acknowledged cdk-nag findings under ``path_prefix`` as (path, rule id).
 
     Fails when an acknowledgment gives no reason.
     """
@@ -39,7 +41,11 @@ def acknowledged(scope: IConstruct, path_prefix: str = "") -> set[tuple[str, str
             if entry.type != Validations.ACKNOWLEDGED_RULES_METADATA_KEY:
                 continue
             # Each key of the entry is "Annotation::{rule id}", and its value is the reason.
+            # CDK itself acknowledges some rules of its own validations, such as F3002.
             for key, reason in entry.data.items():
+                rule_id = key.split("::", 1)[-1]
+                if not rule_id.startswith(RULE_PACK_PREFIXES):
+                    continue
                 assert reason.strip(), f"{key} on {path} has no reason"
-                result.add((path, key.split("::", 1)[-1]))
+                result.add((path, rule_id))
     return result

@@ -34,6 +34,11 @@ _ARCHIVE = "<StorageArchiveEF4C9845.Arn>"
 _INDEX = "<StorageIndexC55AD86F.Arn>"
 ACKNOWLEDGED_FINDINGS = {
     ("Cirrus/Storage/AccessLogs", "AwsSolutions-S1"),
+    ("Cirrus/Storage/AccessLogs", "HIPAA.Security-S3DefaultEncryptionKMS"),
+    ("Cirrus/Storage/AccessLogs", "HIPAA.Security-S3BucketReplicationEnabled"),
+    ("Cirrus/Storage/Archive", "HIPAA.Security-S3BucketReplicationEnabled"),
+    ("Cirrus/Storage/BackupPlan/Index", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:"
+     "policy/service-role/AWSBackupServiceRolePolicyForBackup]"),
     ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/sites/*]"),
     ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/transfers/*]"),
     ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/audit/*]"),
@@ -227,8 +232,8 @@ def test_notification_sends_instances_to_queue(
 
 def test_notification_has_no_custom_resource(template: Template) -> None:
     template.resource_count_is("Custom::S3BucketNotifications", 0)
-    # The DICOMweb function is the only one.
-    template.resource_count_is("AWS::Lambda::Function", 1)
+    functions = template.find_resources("AWS::Lambda::Function")
+    assert [name for name in functions if "BucketNotificationsHandler" in name] == []
 
 
 def test_bucket_created_after_queue_policy(resources: dict[str, Any], stack: CirrusStack) -> None:
@@ -376,6 +381,108 @@ def test_table_backup_and_encryption(resources: dict[str, Any], stack: CirrusSta
         "KMSMasterKeyId": arn_of(stack, stack.storage.key),
     }
     assert table["DeletionProtectionEnabled"] is True
+
+
+def test_table_in_daily_backup_plan(
+    resources: dict[str, Any], template: Template, stack: CirrusStack
+) -> None:
+    vaults = template.find_resources("AWS::Backup::BackupVault")
+    [vault] = vaults.values()
+    assert vault["Properties"]["EncryptionKeyArn"] == arn_of(stack, stack.storage.key)
+    assert vault["DeletionPolicy"] == "Retain"
+    [plan] = template.find_resources("AWS::Backup::BackupPlan").values()
+    [rule] = plan["Properties"]["BackupPlan"]["BackupPlanRule"]
+    assert rule["ScheduleExpression"] == "cron(0 3 * * ? *)"
+    assert rule["Lifecycle"] == {"DeleteAfterDays": 365}
+    [selection] = template.find_resources("AWS::Backup::BackupSelection").values()
+    resources_selected = selection["Properties"]["BackupSelection"]["Resources"]
+    assert resources_selected == [arn_of(stack, stack.storage.table)]
+
+
+# Archive options
+
+
+def _archive_bucket(context: dict[str, Any]) -> dict[str, Any]:
+    _, other = build_app({**CDK_CONTEXT, **context})
+    [bucket] = [
+        resource["Properties"]
+        for resource in Template.from_stack(other).find_resources("AWS::S3::Bucket").values()
+        if "NotificationConfiguration" in resource["Properties"]
+    ]
+    return bucket
+
+
+def test_default_tiering_all_sites(resources: dict[str, Any], stack: CirrusStack) -> None:
+    rules = properties(resources, stack, stack.storage.bucket)["LifecycleConfiguration"]["Rules"]
+    [tiering] = [rule for rule in rules if rule["Id"].startswith("tier-")]
+    assert tiering["Prefix"] == "sites/"
+    assert tiering["Transitions"] == [{"StorageClass": "GLACIER_IR", "TransitionInDays": 180}]
+    assert tiering["Status"] == "Enabled"
+
+
+def test_tiering_per_site() -> None:
+    bucket = _archive_bucket(
+        {
+            "archive-tiering": [
+                {"site": "north", "days": 30, "storage-class": "INTELLIGENT_TIERING"},
+                {"site": "south", "days": 365, "storage-class": "GLACIER_INSTANT_RETRIEVAL"},
+            ]
+        }
+    )
+    rules = {rule["Id"]: rule for rule in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["tier-north"]["Prefix"] == "sites/north/"
+    assert rules["tier-north"]["Transitions"] == [
+        {"StorageClass": "INTELLIGENT_TIERING", "TransitionInDays": 30}
+    ]
+    assert rules["tier-south"]["Prefix"] == "sites/south/"
+    assert rules["tier-south"]["Transitions"] == [
+        {"StorageClass": "GLACIER_IR", "TransitionInDays": 365}
+    ]
+    assert "tier-all-sites" not in rules
+    assert "expire-transfers" in rules
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"archive-tiering": [{"site": "Bad Site", "days": 3}]}, "site"),
+        ({"archive-tiering": [{"site": "*", "days": 3, "storage-class": "TAPE"}]}, "TAPE"),
+        ({"archive-tiering": [{"site": "*"}]}, "days"),
+        ({"archive-object-lock": {"mode": "FOREVER", "days": 1}}, "GOVERNANCE or COMPLIANCE"),
+        ({"archive-object-lock": {"mode": "COMPLIANCE", "days": 0}}, "days >= 1"),
+        ({"archive-replica": {"bucket-arn": "arn:aws:s3:::copy"}}, "key-arn"),
+    ],
+)
+def test_invalid_archive_options_rejected(context: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_app({**CDK_CONTEXT, **context})
+
+
+def test_no_object_lock_by_default(resources: dict[str, Any], stack: CirrusStack) -> None:
+    bucket = properties(resources, stack, stack.storage.bucket)
+    assert "ObjectLockEnabled" not in bucket
+    assert "ObjectLockConfiguration" not in bucket
+    assert "ReplicationConfiguration" not in bucket
+
+
+def test_object_lock_from_context() -> None:
+    bucket = _archive_bucket({"archive-object-lock": {"mode": "COMPLIANCE", "days": 2555}})
+    assert bucket["ObjectLockEnabled"] is True
+    assert bucket["ObjectLockConfiguration"] == {
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 2555}},
+    }
+
+
+def test_replication_from_context() -> None:
+    replica = "arn:aws:s3:::cirrus-replica-eu-west-1"
+    key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    bucket = _archive_bucket({"archive-replica": {"bucket-arn": replica, "key-arn": key}})
+    [rule] = bucket["ReplicationConfiguration"]["Rules"]
+    assert rule["Destination"]["Bucket"] == replica
+    assert rule["Destination"]["EncryptionConfiguration"] == {"ReplicaKmsKeyID": key}
+    assert rule["SourceSelectionCriteria"]["SseKmsEncryptedObjects"] == {"Status": "Enabled"}
+    assert rule["Status"] == "Enabled"
 
 
 # Outputs
