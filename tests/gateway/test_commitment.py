@@ -634,6 +634,25 @@ def test_undecodable_action_information_rejected(
     assert "Action Information cannot be decoded" in status.ErrorComment
 
 
+def test_truncated_action_information_rejected(
+    commitment_gateway: Gateway, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with scu_association(commitment_gateway, SCU, ExplicitVRLittleEndian) as (assoc, reports):
+        references = store_cts(assoc, tmp_path, 1)
+        request = commitment_request(references)
+        encoded = encode(request, False, True)
+        assert encoded is not None
+        # The last Referenced SOP Instance UID loses its final bytes, so its length runs past
+        # the end of the message, as does the length of every item and sequence around it.
+        truncated = encoded[:-6]
+        with monkeypatch.context() as patch:
+            patch.setattr(pynetdicom.association, "encode", lambda *args: truncated)
+            status = request_commitment(assoc, request)
+        assert_no_report(commitment_gateway, reports)
+    assert status.Status == INVALID_ARGUMENT_VALUE
+    assert status.ErrorComment == "Action Information cannot be decoded: data set is truncated"
+
+
 def test_gateway_serves_after_rejections(commitment_gateway: Gateway, tmp_path: Path) -> None:
     with scu_association(commitment_gateway) as (assoc, reports):
         assert request_commitment(assoc, empty_sequence()).Status == INVALID_ARGUMENT_VALUE

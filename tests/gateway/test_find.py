@@ -474,6 +474,35 @@ def test_undecodable_identifier_unable_to_process(
     assert len(matches(again)) == 2
 
 
+# PatientID (0010,0020) says 8 bytes of value, and the message ends after 2 of them.
+_TRUNCATED_PATIENT_ID = b"\x10\x00\x20\x00LO\x08\x00P1"
+
+
+def test_truncated_identifier_unable_to_process(
+    loaded: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, _ = loaded
+    ae = AE("FINDSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae.add_requested_context(STUDY_ROOT_FIND, ExplicitVRLittleEndian)
+    assoc = ae.associate(LOOPBACK, port, ae_title=DEFAULT_AE_TITLE)
+    assert assoc.is_established
+    query = identifier("STUDY", PatientID="P1")
+    try:
+        with monkeypatch.context() as patch:
+            encoded = _STUDY_LEVEL + _TRUNCATED_PATIENT_ID
+            patch.setattr(pynetdicom.association, "encode", lambda *args: encoded)
+            responses = list(assoc.send_c_find(query, STUDY_ROOT_FIND))
+        again = list(assoc.send_c_find(query, STUDY_ROOT_FIND))
+    finally:
+        assoc.release()
+    [(status, match)] = responses
+    assert status.Status == 0xC000
+    assert status.ErrorComment == "the Identifier cannot be decoded: data set is truncated"
+    assert match is None
+    assert len(matches(again)) == 2
+
+
 def test_caller_without_query_permission(loaded: Loaded) -> None:
     port, _ = loaded
     [(status, _)] = find(port, identifier("STUDY", PatientID="P1"), calling_ae="STOREONLY")

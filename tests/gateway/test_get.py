@@ -428,6 +428,29 @@ def test_get_undecodable_identifier(gets: GetArchive, monkeypatch: pytest.Monkey
     assert receiver.uids() == sop_uids(gets.study)
 
 
+def test_get_truncated_identifier(gets: GetArchive, monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver = Receiver()
+    storage = [(CTImageStorage, UNCOMPRESSED), (MRImageStorage, UNCOMPRESSED)]
+    assoc = _get_association(
+        gets.gateway.port, storage, receiver, get_syntax=ExplicitVRLittleEndian
+    )
+    query = identifier("STUDY", StudyInstanceUID=gets.study_uid)
+    # The level STUDY, then StudyInstanceUID (0020,000D) with 60 bytes stated and 4 sent.
+    truncated = b"\x08\x00\x52\x00CS\x06\x00STUDY \x20\x00\x0d\x00UI\x3c\x001.2."
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(pynetdicom.association, "encode", lambda *args: truncated)
+            responses = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+        again = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    finally:
+        assoc.release()
+    [(status, _)] = responses
+    assert status.Status == 0xC000
+    assert status.ErrorComment == "identifier could not be decoded: data set is truncated"
+    assert receiver.uids() == sop_uids(gets.study)
+    assert again[-1][0].Status == 0x0000
+
+
 def test_get_no_match(gets: GetArchive) -> None:
     receiver = Receiver()
     responses = _get(

@@ -35,6 +35,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr
 from cirrus.errors import CirrusError, NotFoundError
 from cirrus.gateway.aeconfig import Caller, Destination
 from cirrus.gateway.context import GatewayContext, peer
+from cirrus.gateway.encoded import IncompleteDataSetError, check_complete
 from cirrus.gateway.status import NOT_AUTHORIZED, SUCCESS, error_comment
 from cirrus.index.claims import CLAIM, claim_pk
 from cirrus.index.models import get_record
@@ -188,6 +189,12 @@ class CommitmentService:
                 NO_SUCH_ACTION,
                 f"Action Type ID {event.action_type} is unknown; use {REQUEST_STORAGE_COMMITMENT}",
             )
+        try:
+            check_complete(request.ActionInformation, event.context.transfer_syntax)
+        except IncompleteDataSetError as exc:
+            raise _RequestError(
+                INVALID_ARGUMENT_VALUE, f"Action Information cannot be decoded: {exc}"
+            ) from exc
         try:
             information = event.action_information
             transaction_uid = str(information.get("TransactionUID", ""))

@@ -38,6 +38,7 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.events import Event, EventHandlerType
 
 from cirrus.gateway.context import GatewayContext, peer
+from cirrus.gateway.encoded import IncompleteDataSetError, check_complete
 from cirrus.gateway.status import NOT_AUTHORIZED, error_comment
 from cirrus.query import qido
 from cirrus.query.identifier import (
@@ -117,7 +118,13 @@ class FindService:
                 yield _failure(NOT_AUTHORIZED, "this calling AE title may not query"), None
                 return
             try:
+                check_complete(
+                    cast(C_FIND, event.request).Identifier, event.context.transfer_syntax
+                )
                 find = parse_identifier(event.identifier, sop_class)
+            except IncompleteDataSetError as exc:
+                yield _failure(UNABLE_TO_PROCESS, f"the Identifier cannot be decoded: {exc}"), None
+                return
             except IdentifierError as exc:
                 status = (
                     IDENTIFIER_DOES_NOT_MATCH

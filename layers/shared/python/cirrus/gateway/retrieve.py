@@ -61,6 +61,7 @@ from cirrus.dicom.transcode import CODEC_ERRORS
 from cirrus.errors import CirrusError
 from cirrus.gateway.aeconfig import Destination
 from cirrus.gateway.context import GatewayContext, peer
+from cirrus.gateway.encoded import IncompleteDataSetError, check_complete
 from cirrus.gateway.selection import (
     PATIENT_ROOT,
     STUDY_ROOT,
@@ -188,6 +189,9 @@ class RetrieveService:
         """Decode and check the identifier, or send the failure and return None."""
         try:
             identifier = operation.identifier()
+        except IncompleteDataSetError as exc:
+            operation.fail(UNABLE_TO_DECODE_IDENTIFIER, f"identifier could not be decoded: {exc}")
+            return None
         except (InvalidDicomError, EOFError, struct.error, *DECODING_ERRORS) as exc:
             operation.fail(
                 UNABLE_TO_DECODE_IDENTIFIER,
@@ -374,7 +378,9 @@ class RetrieveOperation:
         return keys
 
     def identifier(self) -> Dataset:
+        """Decode the identifier; raise ``IncompleteDataSetError`` when it is truncated."""
         syntax = self.context.transfer_syntax[0]
+        check_complete(cast(BytesIO, self.request.Identifier), syntax)
         ds = decode(
             cast(BytesIO, self.request.Identifier),
             syntax.is_implicit_VR,
