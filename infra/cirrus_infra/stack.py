@@ -11,8 +11,10 @@ from constructs import Construct
 
 from cirrus.config import DEFAULT_DEPLOYMENT, ResourceNames
 from cirrus_infra.dicomweb import DicomwebApi
+from cirrus_infra.monitoring import Monitoring
 from cirrus_infra.network import DEFAULT_CIDR, Network
 from cirrus_infra.storage import ArchiveOptions, Storage
+from cirrus_infra.viewer import Viewer
 
 # Context key that selects the deployment: `cdk synth -c deployment=cirrus-dev`.
 DEPLOYMENT_CONTEXT_KEY = "deployment"
@@ -38,12 +40,24 @@ class CirrusStack(Stack):
             self, "Network", log_bucket=self.storage.access_log_bucket, cidr=vpc_cidr
         )
         self.dicomweb = DicomwebApi(self, "Dicomweb", names=names, storage=self.storage)
+        self.viewer = Viewer(
+            self, "Viewer", names=names, storage=self.storage, api=self.dicomweb.api
+        )
+        self.monitoring = Monitoring(
+            self, "Monitoring", names=names, storage=self.storage, api=self.dicomweb.api
+        )
+        self.monitoring.add_function(self.dicomweb.function, "dicomweb")
 
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "TableName", value=self.storage.table.table_name)
         CfnOutput(self, "IngestQueueUrl", value=self.storage.ingest_queue.queue_url)
         CfnOutput(self, "KeyArn", value=self.storage.key.key_arn)
         CfnOutput(self, "DicomwebUrl", value=self.dicomweb.api.url)
+        CfnOutput(self, "ViewerBucketName", value=self.viewer.bucket.bucket_name)
+        CfnOutput(self, "ViewerDomainName", value=self.viewer.distribution.distribution_domain_name)
+        CfnOutput(self, "ViewerUserPoolId", value=self.viewer.user_pool.user_pool_id)
+        CfnOutput(self, "ViewerClientId", value=self.viewer.client.user_pool_client_id)
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
 
 
 def build_app(

@@ -1,0 +1,475 @@
+"""Web viewer of one deployment: Cognito sign-in and the static site behind CloudFront.
+
+Viewer users are created by an administrator in a Cognito user pool and sign in through the
+Cognito hosted UI with the authorization code grant and PKCE. Each site of the ``sites``
+context value gets one Cognito group, so ID and access tokens list a user's sites in the
+``cognito:groups`` claim.
+
+The viewer's files go to a private S3 bucket that only the CloudFront distribution reads,
+through origin access control. Nothing is deployed into the bucket yet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_cloudfront as cloudfront
+from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from cirrus.config import DEFAULT_SITE, ResourceNames
+from cirrus.storage.keys import validate_site
+from cirrus_infra.storage import Storage
+
+# Context keys: `cdk synth -c sites=north,south`, and a custom domain for the viewer with
+# `-c viewer-domain-name=viewer.example.org -c viewer-certificate-arn=arn:aws:acm:us-east-1:...`.
+SITES_CONTEXT_KEY: Final = "sites"
+DOMAIN_NAME_CONTEXT_KEY: Final = "viewer-domain-name"
+CERTIFICATE_CONTEXT_KEY: Final = "viewer-certificate-arn"
+
+# Cognito group of the viewer users of one site: "site-" and the site id.
+SITE_GROUP_PREFIX: Final = "site-"
+
+# Cognito rejects prefix domains that contain these words (InvalidParameterException "Domain
+# cannot contain reserved word").
+_RESERVED_DOMAIN_WORDS: Final = ("aws", "amazon", "cognito")
+
+# max-age of the Strict-Transport-Security header: two years.
+HSTS_MAX_AGE: Final = Duration.days(730)
+# Refresh tokens last about one work shift, so users sign in again, with MFA, each shift.
+REFRESH_TOKEN_VALIDITY: Final = Duration.hours(12)
+TOKEN_VALIDITY: Final = Duration.hours(1)
+MIN_PASSWORD_LENGTH: Final = 14
+
+
+def read_sites(value: object) -> tuple[str, ...]:
+    """Return the site ids of the ``sites`` context value, or raise ``ValueError``.
+
+    The value is a list of site ids, or a string as ``cdk -c sites=...`` passes it: ids
+    separated by commas, or a JSON list. Without a value the only site is ``DEFAULT_SITE``.
+    """
+    if value is None:
+        return (DEFAULT_SITE,)
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise ValueError(
+            f"context value {SITES_CONTEXT_KEY} {value!r} is invalid; give a list of site ids"
+        )
+    sites = tuple(item.strip() for item in value)
+    if not sites:
+        raise ValueError(f"context value {SITES_CONTEXT_KEY} is empty; give at least one site id")
+    for site in sites:
+        validate_site(site)
+    duplicates = sorted({site for site in sites if sites.count(site) > 1})
+    if duplicates:
+        raise ValueError(f"context value {SITES_CONTEXT_KEY} repeats {', '.join(duplicates)}")
+    return sites
+
+
+def site_group_name(site: str) -> str:
+    """Return the name of the Cognito group of the viewer users of ``site``."""
+    return f"{SITE_GROUP_PREFIX}{validate_site(site)}"
+
+
+@dataclass(frozen=True)
+class CustomDomain:
+    """A domain name of the viewer and its ACM certificate, which must be in us-east-1."""
+
+    domain_name: str
+    certificate_arn: str
+
+    @classmethod
+    def from_context(cls, scope: Construct) -> CustomDomain | None:
+        """Read the custom domain from the context; raise ``ValueError`` if half is given."""
+        domain_name = scope.node.try_get_context(DOMAIN_NAME_CONTEXT_KEY)
+        certificate_arn = scope.node.try_get_context(CERTIFICATE_CONTEXT_KEY)
+        if not domain_name and not certificate_arn:
+            return None
+        if not domain_name or not certificate_arn:
+            raise ValueError(
+                f"set both context values {DOMAIN_NAME_CONTEXT_KEY} and "
+                f"{CERTIFICATE_CONTEXT_KEY}, or neither"
+            )
+        return cls(str(domain_name), str(certificate_arn))
+
+
+class Viewer(Construct):
+    """User pool, site groups and browser client, and the viewer's bucket and distribution."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        names: ResourceNames,
+        storage: Storage,
+        api: apigateway.RestApi,
+        sites: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.sites = read_sites(
+            self.node.try_get_context(SITES_CONTEXT_KEY) if sites is None else list(sites)
+        )
+        self.custom_domain = CustomDomain.from_context(self)
+
+        self.user_pool = self._user_pool(names)
+        self.user_pool_domain = self._user_pool_domain(names)
+        self.groups = {
+            site: cognito.UserPoolGroup(
+                self,
+                f"Group-{site}",
+                user_pool=self.user_pool,
+                group_name=site_group_name(site),
+                description=f"Viewer users of site {site}",
+            )
+            for site in self.sites
+        }
+
+        self.log_bucket = self._log_bucket(storage)
+        self.bucket = self._site_bucket(storage)
+        self.distribution = self._distribution(names, api)
+        self.url = (
+            f"https://{self.custom_domain.domain_name}"
+            if self.custom_domain
+            else f"https://{self.distribution.distribution_domain_name}"
+        )
+        self.client = self._client(names)
+
+    # Cognito
+
+    def _user_pool(self, names: ResourceNames) -> cognito.UserPool:
+        # Essentials, not Plus: threat protection (the former advanced security features) comes
+        # only with the Plus plan, which costs more per monthly active user. Essentials covers
+        # TOTP MFA, the hosted UI and password history (which Lite lacks).
+        user_pool = cognito.UserPool(
+            self,
+            "UserPool",
+            user_pool_name=f"{names.deployment}-viewer",
+            feature_plan=cognito.FeaturePlan.ESSENTIALS,
+            self_sign_up_enabled=False,
+            sign_in_aliases=cognito.SignInAliases(email=True, username=False),
+            sign_in_case_sensitive=False,
+            standard_attributes=cognito.StandardAttributes(
+                email=cognito.StandardAttribute(required=True, mutable=True)
+            ),
+            auto_verify=cognito.AutoVerifiedAttrs(email=True),
+            keep_original=cognito.KeepOriginalAttrs(email=True),
+            # TOTP only: SMS codes can be taken over with a SIM swap, and need an SNS role.
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False, email=False),
+            password_policy=cognito.PasswordPolicy(
+                min_length=MIN_PASSWORD_LENGTH,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_digits=True,
+                require_symbols=True,
+                temp_password_validity=Duration.days(3),
+                password_history_size=5,
+            ),
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            user_invitation=cognito.UserInvitationConfig(
+                email_subject=f"Cirrus {names.deployment}: your viewer account",
+                email_body="Your Cirrus viewer user name is {username} and your temporary "
+                "password is {####}. Sign in within 3 days to set a password and an "
+                "authenticator app.",
+            ),
+            # NOTE: Cognito's default email sender has a small daily quota. Configure SES
+            # (cognito.UserPoolEmail.with_ses) before inviting many users at once.
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        Validations.of(user_pool).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-COG8",
+                reason="Threat protection needs the Plus feature plan, charged per monthly "
+                "active user. Admin-created users, required TOTP MFA and a 14-character "
+                "password policy protect the sign-in instead.",
+            )
+        )
+        return user_pool
+
+    def _user_pool_domain(self, names: ResourceNames) -> cognito.UserPoolDomain:
+        for word in _RESERVED_DOMAIN_WORDS:
+            if word in names.deployment:
+                raise ValueError(
+                    f"deployment name {names.deployment!r} contains {word!r}, which Cognito "
+                    "rejects in the hosted domain prefix; choose another deployment name"
+                )
+        # Prefix domains are unique across all AWS accounts in a region, hence the account id.
+        prefix = f"{names.deployment}-viewer-{Stack.of(self).account}"
+        return self.user_pool.add_domain(
+            "Domain", cognito_domain=cognito.CognitoDomainOptions(domain_prefix=prefix)
+        )
+
+    def _client(self, names: ResourceNames) -> cognito.UserPoolClient:
+        # A public client without a secret, because a browser cannot keep one. Cognito checks
+        # the code_verifier whenever the authorize request carried a code_challenge.
+        # NOTE: the client has no setting that makes PKCE mandatory, so the viewer must send it.
+        return self.user_pool.add_client(
+            "BrowserClient",
+            user_pool_client_name=f"{names.deployment}-viewer",
+            generate_secret=False,
+            auth_flows=cognito.AuthFlow(user_srp=True),
+            o_auth=cognito.OAuthSettings(
+                flows=cognito.OAuthFlows(
+                    authorization_code_grant=True,
+                    implicit_code_grant=False,
+                    client_credentials=False,
+                ),
+                scopes=[
+                    cognito.OAuthScope.OPENID,
+                    cognito.OAuthScope.EMAIL,
+                    cognito.OAuthScope.PROFILE,
+                ],
+                callback_urls=[f"{self.url}/"],
+                logout_urls=[f"{self.url}/"],
+            ),
+            supported_identity_providers=[cognito.UserPoolClientIdentityProvider.COGNITO],
+            prevent_user_existence_errors=True,
+            enable_token_revocation=True,
+            access_token_validity=TOKEN_VALIDITY,
+            id_token_validity=TOKEN_VALIDITY,
+            refresh_token_validity=REFRESH_TOKEN_VALIDITY,
+        )
+
+    # S3
+
+    def _log_bucket(self, storage: Storage) -> s3.Bucket:
+        # CloudFront standard logging (legacy) writes with ACLs, so this bucket keeps ACLs
+        # enabled. The storage access-log bucket enforces bucket ownership and cannot take them.
+        bucket = s3.Bucket(
+            self,
+            "Logs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.OBJECT_WRITER,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            versioned=True,
+            server_access_logs_bucket=storage.access_log_bucket,
+            server_access_logs_prefix="viewer-logs/",
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        _acknowledge(
+            bucket,
+            {
+                "HIPAA.Security-S3DefaultEncryptionKMS": "CloudFront standard logging writes "
+                "to this bucket, and SSE-S3 needs no KMS key policy grant to its log delivery.",
+                "HIPAA.Security-S3BucketReplicationEnabled": "CloudFront access logs are kept "
+                "in one region, like the storage access logs.",
+            },
+        )
+        return bucket
+
+    def _site_bucket(self, storage: Storage) -> s3.Bucket:
+        # SSE-S3, not SSE-KMS: the bucket stores the viewer's static files, which CloudFront
+        # serves to any visitor before sign-in, so they contain no PHI. With SSE-KMS, the key
+        # policy would have to let CloudFront decrypt, for no added confidentiality.
+        bucket = s3.Bucket(
+            self,
+            "Site",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            versioned=True,
+            server_access_logs_bucket=storage.access_log_bucket,
+            server_access_logs_prefix="viewer/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-old-versions",
+                    noncurrent_version_expiration=Duration.days(30),
+                )
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        _acknowledge(
+            bucket,
+            {
+                "HIPAA.Security-S3DefaultEncryptionKMS": "The bucket contains the viewer's static "
+                "files, served to any visitor, with no PHI. SSE-KMS would need a key policy "
+                "grant to CloudFront for no added confidentiality.",
+                "HIPAA.Security-S3BucketReplicationEnabled": "The files are build output and "
+                "can be deployed again from source.",
+            },
+        )
+        return bucket
+
+    # CloudFront
+
+    def _distribution(
+        self, names: ResourceNames, api: apigateway.RestApi
+    ) -> cloudfront.Distribution:
+        # OAC and response headers policy names are unique per account, so they carry the
+        # deployment name.
+        access_control = cloudfront.S3OriginAccessControl(
+            self,
+            "OriginAccessControl",
+            origin_access_control_name=f"{names.deployment}-viewer",
+            description=f"Cirrus {names.deployment}: CloudFront reads the viewer bucket",
+            signing=cloudfront.Signing.SIGV4_ALWAYS,
+        )
+        origin = origins.S3BucketOrigin.with_origin_access_control(
+            self.bucket,
+            origin_access_control=access_control,
+            origin_access_levels=[cloudfront.AccessLevel.READ],
+        )
+        headers = self._security_headers(names, api)
+
+        certificate = None
+        domain_names = None
+        minimum_protocol_version = None
+        if self.custom_domain:
+            certificate = acm.Certificate.from_certificate_arn(
+                self, "Certificate", self.custom_domain.certificate_arn
+            )
+            domain_names = [self.custom_domain.domain_name]
+            minimum_protocol_version = cloudfront.SecurityPolicyProtocol.TLS_V1_2_2021
+
+        # A single-page app routes in the browser: a missing object (403 from S3 without
+        # s3:ListBucket, or 404) gets index.html, whose script shows the route.
+        spa_errors = [
+            cloudfront.ErrorResponse(
+                http_status=status, response_http_status=200, response_page_path="/index.html"
+            )
+            for status in (403, 404)
+        ]
+
+        distribution = cloudfront.Distribution(
+            self,
+            "Distribution",
+            comment=f"Cirrus {names.deployment} viewer",
+            default_behavior=cloudfront.BehaviorOptions(
+                origin=origin,
+                viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
+                allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD,
+                cache_policy=cloudfront.CachePolicy.CACHING_OPTIMIZED,
+                response_headers_policy=headers,
+                compress=True,
+            ),
+            default_root_object="index.html",
+            error_responses=spa_errors,
+            http_version=cloudfront.HttpVersion.HTTP2_AND_3,
+            certificate=certificate,
+            domain_names=domain_names,
+            minimum_protocol_version=minimum_protocol_version,
+            enable_logging=True,
+            log_bucket=self.log_bucket,
+            log_file_prefix="cloudfront/",
+            log_includes_cookies=False,
+        )
+        self._acknowledge_distribution_findings(distribution)
+        return distribution
+
+    def _acknowledge_distribution_findings(self, distribution: cloudfront.Distribution) -> None:
+        reasons = {
+            "AwsSolutions-CFR1": "Sites and reading radiologists may be in any country. "
+            "Sign-in with MFA controls access, and the distribution serves only static files.",
+            "AwsSolutions-CFR2": "The distribution serves only static files without PHI, and "
+            "a web ACL for CloudFront must be created in us-east-1, outside this stack. "
+            "Sign-in goes to Cognito and API calls go to API Gateway directly.",
+        }
+        if not self.custom_domain:
+            reasons["AwsSolutions-CFR4"] = (
+                "Without a custom domain CloudFront uses its default certificate, and then it "
+                "sets the TLSv1 security policy whatever the template says. Set the context values "
+                f"{DOMAIN_NAME_CONTEXT_KEY} and {CERTIFICATE_CONTEXT_KEY} to get "
+                "TLSv1.2_2021."
+            )
+        _acknowledge(distribution, reasons)
+
+    def _security_headers(
+        self, names: ResourceNames, api: apigateway.RestApi
+    ) -> cloudfront.ResponseHeadersPolicy:
+        override = True
+        return cloudfront.ResponseHeadersPolicy(
+            self,
+            "SecurityHeaders",
+            response_headers_policy_name=f"{names.deployment}-viewer-security-headers",
+            comment=f"Cirrus {names.deployment}: security headers of the viewer",
+            security_headers_behavior=cloudfront.ResponseSecurityHeadersBehavior(
+                strict_transport_security=cloudfront.ResponseHeadersStrictTransportSecurity(
+                    access_control_max_age=HSTS_MAX_AGE,
+                    include_subdomains=True,
+                    preload=False,
+                    override=override,
+                ),
+                content_type_options=cloudfront.ResponseHeadersContentTypeOptions(
+                    override=override
+                ),
+                frame_options=cloudfront.ResponseHeadersFrameOptions(
+                    frame_option=cloudfront.HeadersFrameOption.DENY, override=override
+                ),
+                # The viewer's paths can contain study UIDs, which must not leak in Referer.
+                referrer_policy=cloudfront.ResponseHeadersReferrerPolicy(
+                    referrer_policy=cloudfront.HeadersReferrerPolicy.NO_REFERRER,
+                    override=override,
+                ),
+                # Browsers dropped the XSS auditor, and "0" turns off what remains of it.
+                xss_protection=cloudfront.ResponseHeadersXSSProtection(
+                    protection=False, override=override
+                ),
+                content_security_policy=cloudfront.ResponseHeadersContentSecurityPolicy(
+                    content_security_policy=self._content_security_policy(names, api),
+                    override=override,
+                ),
+            ),
+        )
+
+    def _content_security_policy(self, names: ResourceNames, api: apigateway.RestApi) -> str:
+        """Build a CSP that lets the page load only its own files and call only Cirrus and Cognito.
+
+        connect-src lists the DICOMweb API, the archive bucket (large retrieves redirect to
+        presigned S3 URLs, see docs/large-objects.md), the hosted UI domain for the token
+        endpoint, and the Cognito user pool and identity pool endpoints.
+        """
+        stack = Stack.of(self)
+        region, suffix = stack.region, stack.url_suffix
+        # The archive bucket's name, built as Storage builds it rather than read from the
+        # bucket, so that the distribution does not depend on the bucket and a CORS rule of the
+        # bucket can name the distribution. Both the regional and the global S3 host are
+        # listed, because the host of a presigned URL depends on the region and on botocore.
+        archive = f"{names.bucket}-{stack.account}-{region}"
+        connect = [
+            "'self'",
+            f"https://{api.rest_api_id}.execute-api.{region}.{suffix}",
+            f"https://{archive}.s3.{region}.{suffix}",
+            f"https://{archive}.s3.{suffix}",
+            self.user_pool_domain.base_url(),
+            f"https://cognito-idp.{region}.{suffix}",
+            f"https://cognito-identity.{region}.{suffix}",
+        ]
+        # 'wasm-unsafe-eval' lets the viewer compile WebAssembly image decoders, such as the
+        # JPEG 2000 and HTJ2K codecs of web DICOM viewers, without allowing eval of scripts.
+        # NOTE: chosen before the viewer exists. Review the directives against its build.
+        directives = [
+            "default-src 'self'",
+            "script-src 'self' 'wasm-unsafe-eval'",
+            "style-src 'self'",
+            "img-src 'self' data: blob:",
+            "font-src 'self'",
+            "worker-src 'self' blob:",
+            f"connect-src {' '.join(connect)}",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+            "upgrade-insecure-requests",
+        ]
+        return "; ".join(directives)
+
+
+def _acknowledge(construct: Construct, reasons: dict[str, str]) -> None:
+    for rule_id, reason in reasons.items():
+        Validations.of(construct).acknowledge(Acknowledgment(id=rule_id, reason=reason))

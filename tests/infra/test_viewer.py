@@ -1,0 +1,614 @@
+"""CDK assertions and cdk-nag checks on the viewer: Cognito sign-in, bucket and distribution.
+
+The stack of cdk.json's context is built once for the module, and a second one with two
+sites and a custom domain. Each build costs seconds of jsii time.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+from constructs import IConstruct
+
+from cirrus.config import DEFAULT_SITE
+from cirrus_infra import CirrusStack, build_app
+from cirrus_infra.viewer import (
+    CERTIFICATE_CONTEXT_KEY,
+    DOMAIN_NAME_CONTEXT_KEY,
+    MIN_PASSWORD_LENGTH,
+    SITES_CONTEXT_KEY,
+    read_sites,
+    site_group_name,
+)
+from tests.infra.nag import acknowledged, findings
+from tests.infra.test_stack import CDK_CONTEXT, NAMES
+
+CERTIFICATE_ARN = (
+    "arn:aws:acm:us-east-1:111122223333:certificate/0f9e8d7c-6b5a-4321-8fed-cba987654321"
+)
+CUSTOM_DOMAIN = "viewer.example.org"
+SITES = ["north", "south-2"]
+
+# Every acknowledged cdk-nag finding under Cirrus/Viewer without a custom domain. A new
+# acknowledgment must be added here, so that it shows in review.
+ACKNOWLEDGED_FINDINGS = {
+    ("Cirrus/Viewer/UserPool", "AwsSolutions-COG8"),
+    ("Cirrus/Viewer/Distribution", "AwsSolutions-CFR1"),
+    ("Cirrus/Viewer/Distribution", "AwsSolutions-CFR2"),
+    ("Cirrus/Viewer/Distribution", "AwsSolutions-CFR4"),
+    ("Cirrus/Viewer/Site", "HIPAA.Security-S3DefaultEncryptionKMS"),
+    ("Cirrus/Viewer/Site", "HIPAA.Security-S3BucketReplicationEnabled"),
+    ("Cirrus/Viewer/Logs", "HIPAA.Security-S3DefaultEncryptionKMS"),
+    ("Cirrus/Viewer/Logs", "HIPAA.Security-S3BucketReplicationEnabled"),
+}
+
+DENY_INSECURE_TRANSPORT = Match.object_like(
+    {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+)
+DENY_TLS_BELOW_1_2 = Match.object_like(
+    {"Effect": "Deny", "Condition": {"NumericLessThan": {"s3:TlsVersion": 1.2}}}
+)
+BLOCK_ALL_PUBLIC_ACCESS = {
+    "BlockPublicAcls": True,
+    "BlockPublicPolicy": True,
+    "IgnorePublicAcls": True,
+    "RestrictPublicBuckets": True,
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> CirrusStack:
+    _, stack = build_app(CDK_CONTEXT, outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    return stack
+
+
+@pytest.fixture(scope="module")
+def template(stack: CirrusStack) -> Template:
+    return Template.from_stack(stack)
+
+
+@pytest.fixture(scope="module")
+def resources(template: Template) -> dict[str, Any]:
+    resources: dict[str, Any] = template.to_json()["Resources"]
+    return resources
+
+
+@pytest.fixture(scope="module")
+def configured_stack(tmp_path_factory: pytest.TempPathFactory) -> CirrusStack:
+    """The stack with two sites and a custom domain with its certificate."""
+    context = {
+        **CDK_CONTEXT,
+        SITES_CONTEXT_KEY: SITES,
+        DOMAIN_NAME_CONTEXT_KEY: CUSTOM_DOMAIN,
+        CERTIFICATE_CONTEXT_KEY: CERTIFICATE_ARN,
+    }
+    _, stack = build_app(context, outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    return stack
+
+
+@pytest.fixture(scope="module")
+def configured_resources(configured_stack: CirrusStack) -> dict[str, Any]:
+    resources: dict[str, Any] = Template.from_stack(configured_stack).to_json()["Resources"]
+    return resources
+
+
+def logical_id(stack: CirrusStack, construct: IConstruct) -> str:
+    return stack.get_logical_id(construct.node.default_child)  # type: ignore[arg-type]
+
+
+def properties(resources: dict[str, Any], stack: CirrusStack, construct: IConstruct) -> Any:
+    return resources[logical_id(stack, construct)]["Properties"]
+
+
+def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {key: value for key, value in resources.items() if value["Type"] == kind}
+
+
+def flatten(value: Any) -> str:
+    """Return a Fn::Join as one string, each intrinsic in it as JSON without spaces."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and list(value) == ["Fn::Join"]:
+        separator, parts = value["Fn::Join"]
+        return str(separator).join(flatten(part) for part in parts)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def ref(logical: str) -> str:
+    return flatten({"Ref": logical})
+
+
+def content_security_policy(resources: dict[str, Any], stack: CirrusStack) -> str:
+    """Return the CSP of the distribution's response headers policy, flattened."""
+    distribution = properties(resources, stack, stack.viewer.distribution)
+    behavior = distribution["DistributionConfig"]["DefaultCacheBehavior"]
+    policy = resources[behavior["ResponseHeadersPolicyId"]["Ref"]]
+    config = policy["Properties"]["ResponseHeadersPolicyConfig"]
+    csp = config["SecurityHeadersConfig"]["ContentSecurityPolicy"]
+    assert csp["Override"] is True
+    return flatten(csp["ContentSecurityPolicy"])
+
+
+def directives(csp: str) -> dict[str, list[str]]:
+    parsed = {}
+    for directive in csp.split(";"):
+        name, *sources = directive.split()
+        parsed[name] = sources
+    return parsed
+
+
+# Sites
+
+
+def test_read_sites_default() -> None:
+    assert read_sites(None) == (DEFAULT_SITE,)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [["north", "south-2"], ("north", "south-2"), "north,south-2", " north , south-2 ",
+     '["north", "south-2"]'],
+)  # fmt: skip
+def test_read_sites_forms(value: object) -> None:
+    assert read_sites(value) == ("north", "south-2")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["North"], "site 'North' is invalid"),
+        (["a" * 33], "is invalid"),
+        ("north,,south", "site '' is invalid"),
+        ([], "is empty"),
+        (["north", "north"], "repeats north"),
+        ({"site": "north"}, "give a list of site ids"),
+        ([1, 2], "give a list of site ids"),
+    ],
+)
+def test_read_sites_rejects(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        read_sites(value)
+
+
+def test_site_group_name() -> None:
+    assert site_group_name("north") == "site-north"
+    with pytest.raises(ValueError, match="is invalid"):
+        site_group_name("North")
+
+
+# Cognito user pool
+
+
+def test_user_pool_admin_created_users(resources: dict[str, Any], stack: CirrusStack) -> None:
+    pool = properties(resources, stack, stack.viewer.user_pool)
+    assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    assert pool["UsernameAttributes"] == ["email"]
+    assert pool["UsernameConfiguration"] == {"CaseSensitive": False}
+    assert pool["AutoVerifiedAttributes"] == ["email"]
+    assert pool["UserPoolName"] == f"{NAMES.deployment}-viewer"
+
+
+def test_user_pool_requires_totp_mfa(resources: dict[str, Any], stack: CirrusStack) -> None:
+    pool = properties(resources, stack, stack.viewer.user_pool)
+    assert pool["MfaConfiguration"] == "ON"
+    assert pool["EnabledMfas"] == ["SOFTWARE_TOKEN_MFA"]
+    assert "SmsConfiguration" not in pool
+
+
+def test_user_pool_password_policy(resources: dict[str, Any], stack: CirrusStack) -> None:
+    policy = properties(resources, stack, stack.viewer.user_pool)["Policies"]["PasswordPolicy"]
+    assert policy == {
+        "MinimumLength": MIN_PASSWORD_LENGTH,
+        "RequireLowercase": True,
+        "RequireUppercase": True,
+        "RequireNumbers": True,
+        "RequireSymbols": True,
+        "TemporaryPasswordValidityDays": 3,
+        "PasswordHistorySize": 5,
+    }
+
+
+def test_user_pool_recovery_by_email(resources: dict[str, Any], stack: CirrusStack) -> None:
+    pool = properties(resources, stack, stack.viewer.user_pool)
+    assert pool["AccountRecoverySetting"] == {
+        "RecoveryMechanisms": [{"Name": "verified_email", "Priority": 1}]
+    }
+
+
+def test_user_pool_feature_plan(resources: dict[str, Any], stack: CirrusStack) -> None:
+    # Essentials: threat protection (UserPoolAddOns) would need the Plus plan.
+    pool = properties(resources, stack, stack.viewer.user_pool)
+    assert pool["UserPoolTier"] == "ESSENTIALS"
+    assert "UserPoolAddOns" not in pool
+
+
+def test_user_pool_retained(resources: dict[str, Any], stack: CirrusStack) -> None:
+    pool = resources[logical_id(stack, stack.viewer.user_pool)]
+    assert pool["Properties"]["DeletionProtection"] == "ACTIVE"
+    assert pool["DeletionPolicy"] == "Retain"
+    assert pool["UpdateReplacePolicy"] == "Retain"
+
+
+def test_domain_prefix_from_deployment(resources: dict[str, Any], stack: CirrusStack) -> None:
+    domain = properties(resources, stack, stack.viewer.user_pool_domain)
+    assert domain["Domain"] == {
+        "Fn::Join": ["", [f"{NAMES.deployment}-viewer-", {"Ref": "AWS::AccountId"}]]
+    }
+    assert domain["UserPoolId"] == {"Ref": logical_id(stack, stack.viewer.user_pool)}
+    assert "CustomDomainConfig" not in domain
+
+
+@pytest.mark.parametrize("deployment", ["aws-dev", "amazonia", "cognito1"])
+def test_reserved_domain_word_rejected(deployment: str) -> None:
+    with pytest.raises(ValueError, match="which Cognito rejects in the hosted domain prefix"):
+        build_app({**CDK_CONTEXT, "deployment": deployment})
+
+
+def test_groups_default_site(resources: dict[str, Any], stack: CirrusStack) -> None:
+    groups = of_type(resources, "AWS::Cognito::UserPoolGroup")
+    assert [group["Properties"]["GroupName"] for group in groups.values()] == [
+        f"site-{DEFAULT_SITE}"
+    ]
+
+
+def test_groups_one_per_site(
+    configured_resources: dict[str, Any], configured_stack: CirrusStack
+) -> None:
+    groups = of_type(configured_resources, "AWS::Cognito::UserPoolGroup")
+    pool = {"Ref": logical_id(configured_stack, configured_stack.viewer.user_pool)}
+
+    assert sorted(group["Properties"]["GroupName"] for group in groups.values()) == [
+        "site-north",
+        "site-south-2",
+    ]
+    for group in groups.values():
+        assert group["Properties"]["UserPoolId"] == pool
+    assert configured_stack.viewer.sites == tuple(SITES)
+
+
+def test_invalid_site_context_rejected() -> None:
+    with pytest.raises(ValueError, match="site 'North' is invalid"):
+        build_app({**CDK_CONTEXT, SITES_CONTEXT_KEY: ["North"]})
+
+
+# Browser client
+
+
+def test_client_is_public_with_code_grant(resources: dict[str, Any], stack: CirrusStack) -> None:
+    client = properties(resources, stack, stack.viewer.client)
+    assert client["GenerateSecret"] is False
+    assert client["AllowedOAuthFlows"] == ["code"]
+    assert client["AllowedOAuthFlowsUserPoolClient"] is True
+    assert client["AllowedOAuthScopes"] == ["openid", "email", "profile"]
+    assert client["SupportedIdentityProviders"] == ["COGNITO"]
+    assert client["PreventUserExistenceErrors"] == "ENABLED"
+    assert client["EnableTokenRevocation"] is True
+    assert client["ExplicitAuthFlows"] == ["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
+
+
+def test_client_token_validity(resources: dict[str, Any], stack: CirrusStack) -> None:
+    client = properties(resources, stack, stack.viewer.client)
+    assert client["AccessTokenValidity"] == 60
+    assert client["IdTokenValidity"] == 60
+    assert client["RefreshTokenValidity"] == 12 * 60
+    assert client["TokenValidityUnits"] == {
+        "AccessToken": "minutes",
+        "IdToken": "minutes",
+        "RefreshToken": "minutes",
+    }
+
+
+def test_client_callback_is_distribution(resources: dict[str, Any], stack: CirrusStack) -> None:
+    client = properties(resources, stack, stack.viewer.client)
+    domain = {"Fn::GetAtt": [logical_id(stack, stack.viewer.distribution), "DomainName"]}
+    expected = [{"Fn::Join": ["", ["https://", domain, "/"]]}]
+    assert client["CallbackURLs"] == expected
+    assert client["LogoutURLs"] == expected
+
+
+def test_client_callback_is_custom_domain(
+    configured_resources: dict[str, Any], configured_stack: CirrusStack
+) -> None:
+    client = properties(configured_resources, configured_stack, configured_stack.viewer.client)
+    assert client["CallbackURLs"] == [f"https://{CUSTOM_DOMAIN}/"]
+    assert client["LogoutURLs"] == [f"https://{CUSTOM_DOMAIN}/"]
+
+
+# Viewer bucket
+
+
+def test_site_bucket_private(resources: dict[str, Any], stack: CirrusStack) -> None:
+    bucket = properties(resources, stack, stack.viewer.bucket)
+    assert bucket["PublicAccessBlockConfiguration"] == BLOCK_ALL_PUBLIC_ACCESS
+    assert bucket["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert "WebsiteConfiguration" not in bucket
+    assert "AccessControl" not in bucket
+
+
+def test_site_bucket_sse_s3(resources: dict[str, Any], stack: CirrusStack) -> None:
+    bucket = properties(resources, stack, stack.viewer.bucket)
+    [rule] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+
+
+def test_site_bucket_versioned_and_logged(resources: dict[str, Any], stack: CirrusStack) -> None:
+    bucket = properties(resources, stack, stack.viewer.bucket)
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["LoggingConfiguration"] == {
+        "DestinationBucketName": {"Ref": logical_id(stack, stack.storage.access_log_bucket)},
+        "LogFilePrefix": "viewer/",
+    }
+    [rule] = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+
+
+def test_site_bucket_read_only_by_distribution(
+    resources: dict[str, Any], stack: CirrusStack
+) -> None:
+    bucket_id = logical_id(stack, stack.viewer.bucket)
+    distribution_id = logical_id(stack, stack.viewer.distribution)
+    [policy] = [
+        resource["Properties"]["PolicyDocument"]
+        for resource in of_type(resources, "AWS::S3::BucketPolicy").values()
+        if resource["Properties"]["Bucket"] == {"Ref": bucket_id}
+    ]
+    allows = [statement for statement in policy["Statement"] if statement["Effect"] == "Allow"]
+    distribution_arn = {
+        "Fn::Join": [
+            "",
+            ["arn:", {"Ref": "AWS::Partition"}, ":cloudfront::", {"Ref": "AWS::AccountId"},
+             ":distribution/", {"Ref": distribution_id}],
+        ]
+    }  # fmt: skip
+    assert allows == [
+        {
+            "Action": "s3:GetObject",
+            "Condition": {"StringEquals": {"AWS:SourceArn": distribution_arn}},
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudfront.amazonaws.com"},
+            "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/*"]]},
+        }
+    ]
+
+
+def test_nothing_deployed_into_bucket(resources: dict[str, Any]) -> None:
+    assert of_type(resources, "Custom::CDKBucketDeployment") == {}
+
+
+# Log bucket
+
+
+def test_log_bucket_accepts_cloudfront_logs(resources: dict[str, Any], stack: CirrusStack) -> None:
+    bucket = properties(resources, stack, stack.viewer.log_bucket)
+    # CloudFront standard logging writes with ACLs, so the bucket keeps them enabled.
+    assert bucket["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "ObjectWriter"}]}
+    assert bucket["PublicAccessBlockConfiguration"] == BLOCK_ALL_PUBLIC_ACCESS
+    [rule] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["LoggingConfiguration"] == {
+        "DestinationBucketName": {"Ref": logical_id(stack, stack.storage.access_log_bucket)},
+        "LogFilePrefix": "viewer-logs/",
+    }
+
+
+@pytest.mark.parametrize("attribute", ["bucket", "log_bucket"])
+def test_bucket_policy_requires_tls(template: Template, stack: CirrusStack, attribute: str) -> None:
+    bucket = getattr(stack.viewer, attribute)
+    template.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "Bucket": {"Ref": logical_id(stack, bucket)},
+            "PolicyDocument": {
+                "Statement": Match.array_with([DENY_INSECURE_TRANSPORT, DENY_TLS_BELOW_1_2])
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize("attribute", ["bucket", "log_bucket"])
+def test_access_logs_allowed_from_bucket(
+    resources: dict[str, Any], stack: CirrusStack, attribute: str
+) -> None:
+    source = {"Fn::GetAtt": [logical_id(stack, getattr(stack.viewer, attribute)), "Arn"]}
+    access_logs = {"Ref": logical_id(stack, stack.storage.access_log_bucket)}
+    [policy] = [
+        resource["Properties"]["PolicyDocument"]
+        for resource in of_type(resources, "AWS::S3::BucketPolicy").values()
+        if resource["Properties"]["Bucket"] == access_logs
+    ]
+    sources = [
+        statement["Condition"]["ArnLike"]["aws:SourceArn"]
+        for statement in policy["Statement"]
+        if statement.get("Principal") == {"Service": "logging.s3.amazonaws.com"}
+    ]
+    assert source in sources
+
+
+# Distribution
+
+
+def test_origin_uses_access_control(resources: dict[str, Any], stack: CirrusStack) -> None:
+    config = properties(resources, stack, stack.viewer.distribution)["DistributionConfig"]
+    [origin] = config["Origins"]
+    [(oac_id, oac)] = of_type(resources, "AWS::CloudFront::OriginAccessControl").items()
+
+    assert origin["DomainName"] == {
+        "Fn::GetAtt": [logical_id(stack, stack.viewer.bucket), "RegionalDomainName"]
+    }
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": [oac_id, "Id"]}
+    assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}
+    assert oac["Properties"]["OriginAccessControlConfig"] == {
+        "Name": f"{NAMES.deployment}-viewer",
+        "Description": f"Cirrus {NAMES.deployment}: CloudFront reads the viewer bucket",
+        "OriginAccessControlOriginType": "s3",
+        "SigningBehavior": "always",
+        "SigningProtocol": "sigv4",
+    }
+    assert of_type(resources, "AWS::CloudFront::CloudFrontOriginAccessIdentity") == {}
+
+
+def test_distribution_https_only(resources: dict[str, Any], stack: CirrusStack) -> None:
+    config = properties(resources, stack, stack.viewer.distribution)["DistributionConfig"]
+    behavior = config["DefaultCacheBehavior"]
+    assert behavior["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert behavior["AllowedMethods"] == ["GET", "HEAD"]
+    assert "CacheBehaviors" not in config
+
+
+def test_distribution_default_certificate(resources: dict[str, Any], stack: CirrusStack) -> None:
+    # The default *.cloudfront.net certificate: CloudFront sets its security policy itself,
+    # which is why AwsSolutions-CFR4 is acknowledged.
+    config = properties(resources, stack, stack.viewer.distribution)["DistributionConfig"]
+    assert "ViewerCertificate" not in config
+    assert "Aliases" not in config
+
+
+def test_distribution_custom_domain_tls_1_2(
+    configured_resources: dict[str, Any], configured_stack: CirrusStack
+) -> None:
+    distribution = configured_stack.viewer.distribution
+    config = properties(configured_resources, configured_stack, distribution)
+    config = config["DistributionConfig"]
+    assert config["Aliases"] == [CUSTOM_DOMAIN]
+    assert config["ViewerCertificate"] == {
+        "AcmCertificateArn": CERTIFICATE_ARN,
+        "MinimumProtocolVersion": "TLSv1.2_2021",
+        "SslSupportMethod": "sni-only",
+    }
+
+
+def test_half_custom_domain_rejected() -> None:
+    with pytest.raises(ValueError, match="or neither"):
+        build_app({**CDK_CONTEXT, DOMAIN_NAME_CONTEXT_KEY: CUSTOM_DOMAIN})
+
+
+def test_distribution_single_page_app(resources: dict[str, Any], stack: CirrusStack) -> None:
+    config = properties(resources, stack, stack.viewer.distribution)["DistributionConfig"]
+    assert config["DefaultRootObject"] == "index.html"
+    assert config["CustomErrorResponses"] == [
+        {"ErrorCode": 403, "ResponseCode": 200, "ResponsePagePath": "/index.html"},
+        {"ErrorCode": 404, "ResponseCode": 200, "ResponsePagePath": "/index.html"},
+    ]
+
+
+def test_distribution_logs_and_no_geo_restriction(
+    resources: dict[str, Any], stack: CirrusStack
+) -> None:
+    config = properties(resources, stack, stack.viewer.distribution)["DistributionConfig"]
+    assert config["Logging"] == {
+        "Bucket": {
+            "Fn::GetAtt": [logical_id(stack, stack.viewer.log_bucket), "RegionalDomainName"]
+        },
+        "IncludeCookies": False,
+        "Prefix": "cloudfront/",
+    }
+    assert "Restrictions" not in config
+
+
+def test_security_headers(resources: dict[str, Any], stack: CirrusStack) -> None:
+    [policy] = of_type(resources, "AWS::CloudFront::ResponseHeadersPolicy").values()
+    config = policy["Properties"]["ResponseHeadersPolicyConfig"]
+    headers = config["SecurityHeadersConfig"]
+
+    assert config["Name"] == f"{NAMES.deployment}-viewer-security-headers"
+    assert headers["StrictTransportSecurity"] == {
+        "AccessControlMaxAgeSec": 2 * 365 * 24 * 3600,
+        "IncludeSubdomains": True,
+        "Preload": False,
+        "Override": True,
+    }
+    assert headers["ContentTypeOptions"] == {"Override": True}
+    assert headers["FrameOptions"] == {"FrameOption": "DENY", "Override": True}
+    assert headers["ReferrerPolicy"] == {"ReferrerPolicy": "no-referrer", "Override": True}
+    assert headers["XSSProtection"] == {"Protection": False, "Override": True}
+
+
+def test_security_headers_attached(resources: dict[str, Any], stack: CirrusStack) -> None:
+    config = properties(resources, stack, stack.viewer.distribution)["DistributionConfig"]
+    [policy_id] = of_type(resources, "AWS::CloudFront::ResponseHeadersPolicy")
+    assert config["DefaultCacheBehavior"]["ResponseHeadersPolicyId"] == {"Ref": policy_id}
+
+
+def test_csp_loads_only_own_files(resources: dict[str, Any], stack: CirrusStack) -> None:
+    csp = directives(content_security_policy(resources, stack))
+    assert csp["default-src"] == ["'self'"]
+    assert csp["script-src"] == ["'self'", "'wasm-unsafe-eval'"]
+    assert csp["style-src"] == ["'self'"]
+    assert csp["object-src"] == ["'none'"]
+    assert csp["frame-ancestors"] == ["'none'"]
+    assert csp["base-uri"] == ["'self'"]
+    assert csp["form-action"] == ["'self'"]
+    for sources in csp.values():
+        assert "'unsafe-inline'" not in sources
+        assert "'unsafe-eval'" not in sources
+        assert "*" not in sources
+
+
+def test_csp_connects_to_api_and_cognito(resources: dict[str, Any], stack: CirrusStack) -> None:
+    connect = directives(content_security_policy(resources, stack))["connect-src"]
+    region, suffix = ref("AWS::Region"), ref("AWS::URLSuffix")
+    api = ref(logical_id(stack, stack.dicomweb.api))
+    domain = ref(logical_id(stack, stack.viewer.user_pool_domain))
+    assert connect == [
+        "'self'",
+        f"https://{api}.execute-api.{region}.{suffix}",
+        *archive_hosts(resources, stack),
+        f"https://{domain}.auth.{region}.amazoncognito.com",
+        f"https://cognito-idp.{region}.{suffix}",
+        f"https://cognito-identity.{region}.{suffix}",
+    ]
+
+
+def archive_hosts(resources: dict[str, Any], stack: CirrusStack) -> list[str]:
+    """Return the regional and global S3 hosts of the archive bucket, from its BucketName."""
+    name = flatten(properties(resources, stack, stack.storage.bucket)["BucketName"])
+    region, suffix = ref("AWS::Region"), ref("AWS::URLSuffix")
+    return [f"https://{name}.s3.{region}.{suffix}", f"https://{name}.s3.{suffix}"]
+
+
+def test_distribution_independent_of_archive(resources: dict[str, Any], stack: CirrusStack) -> None:
+    # The CSP names the archive bucket by its name, so a later CORS rule on the archive bucket
+    # can name the distribution without a circular dependency.
+    archive_id = logical_id(stack, stack.storage.bucket)
+    for kind in ("AWS::CloudFront::Distribution", "AWS::CloudFront::ResponseHeadersPolicy"):
+        for resource in of_type(resources, kind).values():
+            assert archive_id not in json.dumps(resource)
+
+
+# Outputs
+
+
+def test_outputs(template: Template, stack: CirrusStack) -> None:
+    viewer = stack.viewer
+    template.has_output("ViewerBucketName", {"Value": {"Ref": logical_id(stack, viewer.bucket)}})
+    template.has_output(
+        "ViewerDomainName",
+        {"Value": {"Fn::GetAtt": [logical_id(stack, viewer.distribution), "DomainName"]}},
+    )
+    template.has_output("ViewerUserPoolId", {"Value": {"Ref": logical_id(stack, viewer.user_pool)}})
+    template.has_output("ViewerClientId", {"Value": {"Ref": logical_id(stack, viewer.client)}})
+
+
+# cdk-nag
+
+
+def test_rule_packs_pass(stack: CirrusStack) -> None:
+    assert findings(stack, "Cirrus/Viewer") == []
+
+
+def test_acknowledged_findings(stack: CirrusStack) -> None:
+    assert acknowledged(stack, "Cirrus/Viewer") == ACKNOWLEDGED_FINDINGS
+
+
+def test_rule_packs_pass_with_custom_domain(configured_stack: CirrusStack) -> None:
+    assert findings(configured_stack, "Cirrus/Viewer") == []
+
+
+def test_custom_domain_needs_no_tls_acknowledgment(configured_stack: CirrusStack) -> None:
+    assert acknowledged(configured_stack, "Cirrus/Viewer") == ACKNOWLEDGED_FINDINGS - {
+        ("Cirrus/Viewer/Distribution", "AwsSolutions-CFR4")
+    }
