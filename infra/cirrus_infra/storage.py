@@ -50,7 +50,9 @@ GLOBAL_SECONDARY_INDEXES: Final = (
 )
 
 
-# Index backups in AWS Backup, besides point-in-time recovery (35 days): one a day, kept a year.
+# Index backups in AWS Backup, besides point-in-time recovery, which restores any second of
+# the last 35 days: one a month, kept a year. Each backup copies the whole table, so daily
+# backups kept a year would cost 365 copies of the index (docs/deploy.md, "Cost model").
 BACKUP_RETENTION: Final = Duration.days(365)
 # Without context, every site's objects move to Glacier Instant Retrieval after this many days:
 # reads still take milliseconds, at a lower storage price (docs/deploy.md has the prices).
@@ -446,7 +448,7 @@ class Storage(Construct):
         return table
 
     def _backup_plan(self, names: ResourceNames) -> backup.BackupPlan:
-        """Back the index table up daily into a vault encrypted with the data key.
+        """Back the index table up monthly into a vault encrypted with the data key.
 
         The index can always be rebuilt from the archive, but a restore is faster, and
         point-in-time recovery covers only 35 days.
@@ -461,8 +463,8 @@ class Storage(Construct):
         plan = backup.BackupPlan(self, "BackupPlan", backup_vault=vault)
         plan.add_rule(
             backup.BackupPlanRule(
-                rule_name="daily",
-                schedule_expression=events.Schedule.cron(hour="3", minute="0"),
+                rule_name="monthly",
+                schedule_expression=events.Schedule.cron(day="1", hour="3", minute="0"),
                 delete_after=BACKUP_RETENTION,
             )
         )

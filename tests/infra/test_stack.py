@@ -383,7 +383,7 @@ def test_table_backup_and_encryption(resources: dict[str, Any], stack: CirrusSta
     assert table["DeletionProtectionEnabled"] is True
 
 
-def test_table_in_daily_backup_plan(
+def test_table_in_monthly_backup_plan(
     resources: dict[str, Any], template: Template, stack: CirrusStack
 ) -> None:
     vaults = template.find_resources("AWS::Backup::BackupVault")
@@ -392,7 +392,7 @@ def test_table_in_daily_backup_plan(
     assert vault["DeletionPolicy"] == "Retain"
     [plan] = template.find_resources("AWS::Backup::BackupPlan").values()
     [rule] = plan["Properties"]["BackupPlan"]["BackupPlanRule"]
-    assert rule["ScheduleExpression"] == "cron(0 3 * * ? *)"
+    assert rule["ScheduleExpression"] == "cron(0 3 1 * ? *)"
     assert rule["Lifecycle"] == {"DeleteAfterDays": 365}
     [selection] = template.find_resources("AWS::Backup::BackupSelection").values()
     resources_selected = selection["Properties"]["BackupSelection"]["Resources"]
