@@ -29,14 +29,16 @@ def claim_pk(site: str, sop: str) -> str:
 
 
 def claim_record(model: type[IndexRecord], key: InstanceKey) -> IndexRecord:
-    """Return the record that claims ``key.sop`` for ``key``."""
+    """Return the record that claims ``key.sop`` for ``key``.
+
+    It has no ``by-level`` keys: nothing lists claims, and one partition key for every claim
+    of a site would take every instance's write in a single index partition.
+    """
     return model(
         claim_pk(key.site, key.sop),
         CLAIM,
         level=CLAIM,
         site=key.site,
-        level_pk=f"{key.site}#{CLAIM}",
-        level_sk=key.sop,
         object_key=key.object_key,
     )
 
