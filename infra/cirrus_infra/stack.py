@@ -11,6 +11,7 @@ from constructs import Construct
 
 from cirrus.config import DEFAULT_DEPLOYMENT, ResourceNames
 from cirrus_infra.dicomweb import DicomwebApi
+from cirrus_infra.gateway import DICOM_PORT, MIN_TASKS, TLS_PORT, Gateway
 from cirrus_infra.monitoring import Monitoring
 from cirrus_infra.network import DEFAULT_CIDR, Network
 from cirrus_infra.storage import ArchiveOptions, Storage
@@ -40,6 +41,9 @@ class CirrusStack(Stack):
             self, "Network", log_bucket=self.storage.access_log_bucket, cidr=vpc_cidr
         )
         self.dicomweb = DicomwebApi(self, "Dicomweb", names=names, storage=self.storage)
+        self.gateway = Gateway(
+            self, "Gateway", names=names, storage=self.storage, network=self.network
+        )
         self.viewer = Viewer(
             self, "Viewer", names=names, storage=self.storage, api=self.dicomweb.api
         )
@@ -47,12 +51,19 @@ class CirrusStack(Stack):
             self, "Monitoring", names=names, storage=self.storage, api=self.dicomweb.api
         )
         self.monitoring.add_function(self.dicomweb.function, "dicomweb")
+        self.monitoring.add_gateway(
+            self.gateway.service, self.gateway.dicom_target_group, desired_count=MIN_TASKS
+        )
 
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "TableName", value=self.storage.table.table_name)
         CfnOutput(self, "IngestQueueUrl", value=self.storage.ingest_queue.queue_url)
         CfnOutput(self, "KeyArn", value=self.storage.key.key_arn)
         CfnOutput(self, "DicomwebUrl", value=self.dicomweb.api.url)
+        CfnOutput(self, "GatewayDnsName", value=self.gateway.load_balancer.load_balancer_dns_name)
+        CfnOutput(self, "GatewayDicomPort", value=str(DICOM_PORT))
+        CfnOutput(self, "GatewayTlsPort", value=str(TLS_PORT))
+        CfnOutput(self, "GatewayTlsSecretArn", value=self.gateway.tls_secret.secret_arn)
         CfnOutput(self, "ViewerBucketName", value=self.viewer.bucket.bucket_name)
         CfnOutput(self, "ViewerDomainName", value=self.viewer.distribution.distribution_domain_name)
         CfnOutput(self, "ViewerUserPoolId", value=self.viewer.user_pool.user_pool_id)
