@@ -12,7 +12,8 @@ from cirrus_infra.network import DEFAULT_CIDR, FLOW_LOG_PREFIX
 from tests.infra.nag import acknowledged, findings
 from tests.infra.test_stack import CDK_CONTEXT, logical_id
 
-INTERFACE_SERVICES = {"kms", "sqs", "logs", "ecr.api", "ecr.dkr", "xray"}
+# The gateway construct adds the Secrets Manager endpoint that its TLS secret needs.
+INTERFACE_SERVICES = {"kms", "sqs", "logs", "ecr.api", "ecr.dkr", "xray", "secretsmanager"}
 
 
 @pytest.fixture(scope="module")
