@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.e2e.conftest import start_stack
+
 
 def _dev(*options: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -43,3 +45,21 @@ def test_port_out_of_range_rejected(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--dicom-port" in result.stderr
     assert "65535" in result.stderr
+
+
+def test_data_folder_in_use_rejected(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_stack(data_dir)
+    try:
+        result = _dev(
+            "--dicom-port", "0", "--http-port", "0", "--data-dir", str(data_dir), cwd=tmp_path
+        )
+        assert first.process.poll() is None
+    finally:
+        assert first.stop() == 0
+    assert result.returncode == 1
+    assert f"is in use by another cirrus dev (process {first.process.pid})" in result.stderr
+    assert "Traceback" not in result.stderr
+    # The lock ends with the stack that held it, so the folder can be used again.
+    second = start_stack(data_dir)
+    assert second.stop() == 0

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from cirrus.local.datadir import remove_partial_files, saved_objects
+import pytest
+
+from cirrus.local.datadir import (
+    DataFolderInUseError,
+    DataFolderLock,
+    remove_partial_files,
+    saved_objects,
+)
 
 
 def test_partial_files_removed(tmp_path: Path) -> None:
@@ -26,3 +34,13 @@ def test_saved_objects_skip_foreign_files(tmp_path: Path) -> None:
     assert [key for key, _ in saved_objects(tmp_path)] == [
         "sites/default/studies/1.2/series/1.3/instances/1.4.dcm"
     ]
+
+
+def test_lock_held_once(tmp_path: Path) -> None:
+    first, second = DataFolderLock(tmp_path), DataFolderLock(tmp_path)
+    first.acquire()
+    with pytest.raises(DataFolderInUseError, match=f"process {os.getpid()}"):
+        second.acquire()
+    first.release()
+    second.acquire()
+    second.release()

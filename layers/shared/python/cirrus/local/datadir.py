@@ -10,6 +10,7 @@ sends a notification for every saved instance, and ingest rebuilds the index fro
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from cirrus.storage.objects import DICOM_CONTENT_TYPE, ObjectStore, StoredObject
 logger = logging.getLogger(__name__)
 
 _INCOMING_PREFIX: Final = ".incoming-"
+LOCK_FILE: Final = "cirrus.lock"
 _COPY_CHUNK_BYTES: Final = 1024 * 1024
 # The notification filter of the archive bucket (``cirrus.local.resources`` and ``infra/``):
 # S3 notifies the ingest queue of objects under this prefix with the instance suffix.
@@ -228,6 +230,49 @@ class FolderObjectStore(ObjectStore):
         if not path.is_relative_to(self._root):
             raise ValueError(f"object key {key!r} leaves the data folder")
         return path
+
+
+class DataFolderInUseError(Exception):
+    """Another process holds the lock of the data folder."""
+
+
+class DataFolderLock:
+    """An exclusive lock on a data folder, held while one local stack uses it.
+
+    Two stacks on one folder would each index it in their own moto, and a delete through one
+    would leave the other listing objects that are gone. The lock is ``flock`` on a file in the
+    folder, so the kernel releases it when the holder exits, however it exits.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._path = folder / LOCK_FILE
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; raise ``DataFolderInUseError`` when another process holds it."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        file = self._path.open("a+")
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "unknown"
+            file.close()
+            raise DataFolderInUseError(
+                f"data folder {self._path.parent} is in use by another cirrus dev (process "
+                f"{holder}); stop it or choose another --data-dir"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        self._file = file
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 def saved_objects(root: Path) -> Iterator[tuple[str, Path]]:

@@ -19,7 +19,13 @@ from typing import Any, Final
 from cirrus.config import DEFAULT_AE_TITLE, DEFAULT_SITE, ResourceNames, Settings
 from cirrus.gateway.aeconfig import AEConfig, AEConfigError
 from cirrus.gateway.tls import TLSConfig, TLSConfigError
-from cirrus.local.datadir import FolderObjectStore, QueueNotifier, notify_saved_objects
+from cirrus.local.datadir import (
+    DataFolderInUseError,
+    DataFolderLock,
+    FolderObjectStore,
+    QueueNotifier,
+    notify_saved_objects,
+)
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
 from cirrus.local.resources import create_resources
@@ -67,6 +73,7 @@ class LocalStack:
         self.settings: Settings | None = None
         self.services: Services | None = None
         self._moto: MotoProcess | None = None
+        self._lock = DataFolderLock(config.data_dir)
         self._poller: IngestPoller | None = None
         self._gateway: Any = None
         self._http: Any = None
@@ -111,6 +118,12 @@ class LocalStack:
                 config.tls.server_context()
         except (AEConfigError, TLSConfigError) as exc:
             raise StartError(str(exc)) from exc
+        try:
+            self._lock.acquire()
+        except DataFolderInUseError as exc:
+            raise StartError(str(exc)) from exc
+        except OSError as exc:
+            raise StartError(f"data folder {config.data_dir} is unusable: {exc}") from exc
         use_local_credentials()
         self._moto = start_moto()
         settings = create_resources(
@@ -237,6 +250,7 @@ class LocalStack:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
+        self._lock.release()
         logger.info("Cirrus local stack stopped")
 
 
