@@ -1,0 +1,375 @@
+"""Build the Lambda layers and function code on this machine, without Docker, and cache them.
+
+The dependency layer comes from pip with ``--only-binary=:all:`` and the manylinux platform
+tags of the Lambda runtime, so no compiler and no container runs, whatever the machine's own
+platform. Each build goes to a folder under ``build/layer-cache`` named by a hash of its
+inputs: the requirements file, the target architecture and Python version, the bytecode
+interpreter and ``BUILD_FORMAT``. Only the first build of each input set runs pip, which needs
+PyPI. Later synthesis and tests copy the cached folder, as hard links where they can, offline.
+
+Lambda mounts layers and code read-only, so Python cannot write ``__pycache__`` there, and
+each cold start would compile every module it imports (about three times the import time,
+measured in docs/benchmarks.md). The build therefore compiles every module with a CPython of
+the runtime's version when one is found: the ``CIRRUS_LAYER_PYTHON`` environment variable, or
+``python3.12`` on PATH. Without one, the build ships sources only and prints a warning.
+
+Run this module as a script to fill the cache before an offline ``cdk synth``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Final
+
+REPO: Final = Path(__file__).resolve().parents[2]
+CACHE_ROOT: Final = REPO / "build" / "layer-cache"
+REQUIREMENTS: Final = REPO / "layers" / "deps" / "requirements.txt"
+
+# The Lambda runtime python3.12, on Amazon Linux 2023 (glibc 2.34).
+PYTHON_VERSION: Final = "3.12"
+# ``sys.implementation.cache_tag`` of that version, which names its bytecode files.
+BYTECODE_TAG: Final = "cpython-312"
+INTERPRETER_ENV: Final = "CIRRUS_LAYER_PYTHON"
+# The manylinux tags that glibc 2.34 runs. pylibjpeg-libjpeg 2.5.0 has x86_64 wheels only for
+# glibc 2.31 and later, so manylinux_2_34 is needed besides the older tags.
+PLATFORM_TAGS: Final = ("manylinux2014", "manylinux_2_28", "manylinux_2_34")
+# Machine names of the Lambda architectures, as wheel platform tags spell them.
+MACHINES: Final = {"arm64": "aarch64", "x86_64": "x86_64"}
+# Increase when a build step changes, so that every cached build is made again.
+BUILD_FORMAT: Final = 1
+# Lambda's limit on a function's code and layers together, unzipped: 250 MB. Checked as
+# 250 * 10**6 bytes, the smaller reading of MB.
+LAMBDA_UNZIPPED_LIMIT: Final = 250 * 10**6
+# Builds kept in the cache per name: dependency layers (about 200 MB each) change rarely, the
+# shared layer and function code with every edit.
+KEPT_DEPENDENCY_BUILDS: Final = 2
+KEPT_SOURCE_BUILDS: Final = 4
+
+_EXCLUDED_NAMES: Final = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache"})
+_EXCLUDED_SUFFIXES: Final = (".pyc", ".pyo")
+# Folders of installed distributions that no handler imports: test suites and scripts.
+_TRIMMED_FOLDERS: Final = ("bin", "pydicom/data/test_files")
+_PIN: Final = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)")
+
+# A build step, which fills the folder it is given.
+_Build = Callable[[Path], None]
+
+
+class LayerBuildError(RuntimeError):
+    """A failed layer build step. The message names the step and what to do next."""
+
+
+@cache
+def bytecode_interpreter() -> str | None:
+    """Return a CPython of ``PYTHON_VERSION`` to compile bytecode with, or None.
+
+    Raises ``LayerBuildError`` when ``CIRRUS_LAYER_PYTHON`` names anything else.
+    """
+    configured = os.environ.get(INTERPRETER_ENV)
+    if configured:
+        if _cache_tag(configured) != BYTECODE_TAG:
+            raise LayerBuildError(
+                f"{INTERPRETER_ENV}={configured} is not a working CPython {PYTHON_VERSION}; "
+                f"set it to one, or unset it to build without bytecode"
+            )
+        return configured
+    found = shutil.which(f"python{PYTHON_VERSION}")
+    if found and _cache_tag(found) == BYTECODE_TAG:
+        return found
+    return None
+
+
+def _cache_tag(interpreter: str) -> str | None:
+    try:
+        # The commands of this module run pip and the developer's own interpreter.
+        result = subprocess.run(  # noqa: S603
+            [interpreter, "-c", "import sys; print(sys.implementation.cache_tag)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except OSError:
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def bytecode_label(interpreter: str | None) -> str:
+    """Return the label of a build's bytecode, which is part of its cache key."""
+    return BYTECODE_TAG if interpreter else "none"
+
+
+def pinned_requirements(requirements: Path) -> dict[str, str]:
+    """Return the normalized name and version of each requirement, which must be pinned."""
+    pins = {}
+    for line in requirements.read_text().splitlines():
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        match = _PIN.fullmatch(text)
+        if match is None:
+            raise LayerBuildError(
+                f"requirement {text!r} in {requirements} is not pinned as name==version; pin "
+                "every package, dependencies included, so that each build has the same files"
+            )
+        pins[_normalize(match.group(1))] = match.group(2)
+    return pins
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def dependency_key(requirements: Path, architecture: str, interpreter: str | None) -> str:
+    """Return the cache key of the dependency layer built from ``requirements``."""
+    inputs = {
+        "format": BUILD_FORMAT,
+        "requirements": requirements.read_text(),
+        "machine": _machine(architecture),
+        "python": PYTHON_VERSION,
+        "platforms": PLATFORM_TAGS,
+        "bytecode": bytecode_label(interpreter),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def build_dependencies(
+    requirements: Path = REQUIREMENTS,
+    architecture: str = "arm64",
+    *,
+    interpreter: str | None = None,
+    cache_root: Path = CACHE_ROOT,
+) -> Path:
+    """Return the folder whose ``python/`` contains the dependency layer, building it if needed.
+
+    ``architecture`` is a Lambda architecture name, ``arm64`` or ``x86_64``. A build installs
+    the pinned requirements with pip for that machine, removes test suites, checks that pip
+    installed nothing unpinned and compiles bytecode with ``interpreter`` if given.
+    """
+    key = dependency_key(requirements, architecture, interpreter)
+    name = f"deps-{architecture}"
+
+    def build(content: Path) -> None:
+        site = content / "python"
+        print(
+            f"Building the dependency layer for {architecture} with pip from {requirements}; "
+            "later builds of the same requirements come from the cache",
+            file=sys.stderr,
+        )
+        _pip_install(requirements, _machine(architecture), site)
+        _check_installed(site, pinned_requirements(requirements), requirements)
+        _trim(site)
+        if interpreter:
+            _compile(interpreter, content)
+
+    return _cached(cache_root, name, key, build, KEPT_DEPENDENCY_BUILDS)
+
+
+def source_key(entries: Sequence[tuple[Path, str]], interpreter: str | None) -> str:
+    """Return the cache key of a copy of ``entries``: their paths and contents."""
+    digest = hashlib.sha256(f"{BUILD_FORMAT}:{bytecode_label(interpreter)}".encode())
+    for source, target in entries:
+        for path, relative in _source_files(source):
+            digest.update(f"\0{target}/{relative}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def build_sources(
+    name: str,
+    entries: Sequence[tuple[Path, str]],
+    *,
+    interpreter: str | None = None,
+    cache_root: Path = CACHE_ROOT,
+) -> Path:
+    """Return a folder with each source of ``entries`` copied to its relative target path.
+
+    Caches, bytecode and type-checker folders are left out, and the copy is compiled with
+    ``interpreter`` if given.
+    """
+    key = source_key(entries, interpreter)
+
+    def build(content: Path) -> None:
+        for source, target in entries:
+            for path, relative in _source_files(source):
+                destination = content / target / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, destination)
+        if interpreter:
+            _compile(interpreter, content)
+
+    return _cached(cache_root, name, key, build, KEPT_SOURCE_BUILDS)
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Copy the files under ``source`` into ``target`` as hard links, or as copies.
+
+    Hard links need no space and no time, but only work within one file system.
+    """
+    for path in sorted(source.rglob("*")):
+        destination = target / path.relative_to(source)
+        if path.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, destination)
+        except OSError:
+            shutil.copy2(path, destination)
+
+
+def tree_size(path: Path) -> int:
+    """Return the bytes of the files under ``path``, as Lambda counts an unzipped package."""
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def _machine(architecture: str) -> str:
+    try:
+        return MACHINES[architecture]
+    except KeyError:
+        raise LayerBuildError(
+            f"architecture {architecture!r} is not a Lambda architecture; use "
+            f"{' or '.join(MACHINES)}"
+        ) from None
+
+
+def _source_files(source: Path) -> Iterator[tuple[Path, str]]:
+    """Yield each file to copy from ``source`` (a file or folder) and its relative path."""
+    if source.is_file():
+        yield source, ""
+        return
+    if not source.is_dir():
+        raise LayerBuildError(f"layer source {source} does not exist")
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if any(part in _EXCLUDED_NAMES for part in relative.parts):
+            continue
+        if path.is_file() and not path.name.endswith(_EXCLUDED_SUFFIXES):
+            yield path, relative.as_posix()
+
+
+def _cached(cache_root: Path, name: str, key: str, build: _Build, keep: int) -> Path:
+    """Return ``cache_root/{name}-{key}/content``, running ``build`` into it when missing.
+
+    Only the ``keep`` most recently used builds of ``name`` stay. A lock serializes builds
+    across processes. Each build writes to a temporary folder that
+    is renamed into place, so a failed or interrupted build leaves no entry.
+    """
+    entry = cache_root / f"{name}-{key}"
+    content = entry / "content"
+    if content.is_dir():
+        os.utime(entry)
+        return content
+    cache_root.mkdir(parents=True, exist_ok=True)
+    with (cache_root / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not content.is_dir():
+            work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_root))
+            try:
+                (work / "content").mkdir()
+                build(work / "content")
+                work.rename(entry)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        _prune(cache_root, name, keep)
+    return content
+
+
+def _prune(cache_root: Path, name: str, keep: int) -> None:
+    """Remove all but the ``keep`` most recently used builds of ``name``."""
+    pattern = re.compile(re.escape(name) + r"-[0-9a-f]{32}")
+    entries = [path for path in cache_root.iterdir() if pattern.fullmatch(path.name)]
+    entries.sort(key=lambda path: path.stat().st_mtime, reverse=True)
+    for stale in entries[keep:]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _pip_install(requirements: Path, machine: str, site: Path) -> None:
+    platforms = [option for tag in PLATFORM_TAGS for option in ("--platform", f"{tag}_{machine}")]
+    command = [
+        sys.executable, "-m", "pip", "install",
+        "--quiet", "--disable-pip-version-check", "--no-compile",
+        "--only-binary=:all:", "--implementation", "cp", "--python-version", PYTHON_VERSION,
+        *platforms, "--target", str(site), "--requirement", str(requirements),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+        raise LayerBuildError(
+            f"pip install of {requirements} for {machine} failed with exit status "
+            f"{result.returncode}. The first build of each requirements file needs PyPI. "
+            f"pip's output ends with:\n{output}"
+        )
+
+
+def _check_installed(site: Path, pins: dict[str, str], requirements: Path) -> None:
+    """Raise unless every installed distribution is pinned in ``requirements`` at its version."""
+    for metadata in sorted(site.glob("*.dist-info/METADATA")):
+        fields = dict(
+            line.split(": ", 1)
+            for line in metadata.read_text(errors="replace").split("\n\n", 1)[0].splitlines()
+            if ": " in line
+        )
+        name, version = _normalize(fields["Name"]), fields["Version"]
+        if pins.get(name) != version:
+            raise LayerBuildError(
+                f"pip installed {fields['Name']} {version}, which {requirements} does not pin; "
+                f"add '{fields['Name']}=={version}' so that every build installs the same files"
+            )
+
+
+def _trim(site: Path) -> None:
+    """Remove the test suites and scripts of the installed distributions."""
+    for relative in _TRIMMED_FOLDERS:
+        shutil.rmtree(site / relative, ignore_errors=True)
+    # Only folders inside a package: a top-level "tests" would be a distribution of its own.
+    for folder in sorted(site.glob("*/**/tests"), reverse=True):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+
+
+def _compile(interpreter: str, root: Path) -> None:
+    """Compile every module under ``root`` for the runtime's interpreter.
+
+    ``unchecked-hash`` bytecode is used without looking at the source: the zip of an asset
+    resets file times, which would make timestamp-based bytecode look stale, and a layer never
+    changes after it is published.
+    """
+    command = [
+        interpreter, "-m", "compileall", "-q", "-j", "0",
+        "--invalidation-mode", "unchecked-hash", str(root),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+        raise LayerBuildError(f"compiling {root} with {interpreter} failed:\n{output}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the dependency layer of each architecture given (default arm64) into the cache."""
+    architectures = list(argv if argv is not None else sys.argv[1:]) or ["arm64"]
+    interpreter = bytecode_interpreter()
+    if interpreter is None:
+        print(
+            f"No CPython {PYTHON_VERSION} found (set {INTERPRETER_ENV}); building without bytecode",
+            file=sys.stderr,
+        )
+    for architecture in architectures:
+        content = build_dependencies(architecture=architecture, interpreter=interpreter)
+        print(f"{architecture}: {content} ({tree_size(content) / 10**6:.1f} MB unzipped)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
