@@ -12,6 +12,8 @@ from constructs import Construct
 from cirrus.config import DEFAULT_DEPLOYMENT, ResourceNames
 from cirrus_infra.dicomweb import DicomwebApi
 from cirrus_infra.gateway import DICOM_PORT, MIN_TASKS, TLS_PORT, Gateway
+from cirrus_infra.ingest import IngestFunction
+from cirrus_infra.layers import Layers
 from cirrus_infra.monitoring import Monitoring
 from cirrus_infra.network import DEFAULT_CIDR, Network
 from cirrus_infra.storage import ArchiveOptions, Storage
@@ -40,7 +42,23 @@ class CirrusStack(Stack):
         self.network = Network(
             self, "Network", log_bucket=self.storage.access_log_bucket, cidr=vpc_cidr
         )
-        self.dicomweb = DicomwebApi(self, "Dicomweb", names=names, storage=self.storage)
+        self.layers = Layers(self, "Layers")
+        self.dicomweb = DicomwebApi(
+            self,
+            "Dicomweb",
+            names=names,
+            storage=self.storage,
+            network=self.network,
+            layers=self.layers,
+        )
+        self.ingest = IngestFunction(
+            self,
+            "Ingest",
+            names=names,
+            storage=self.storage,
+            network=self.network,
+            layers=self.layers,
+        )
         self.gateway = Gateway(
             self, "Gateway", names=names, storage=self.storage, network=self.network
         )
@@ -51,6 +69,7 @@ class CirrusStack(Stack):
             self, "Monitoring", names=names, storage=self.storage, api=self.dicomweb.api
         )
         self.monitoring.add_function(self.dicomweb.function, "dicomweb")
+        self.monitoring.add_function(self.ingest.function, "ingest")
         self.monitoring.add_gateway(
             self.gateway.service, self.gateway.dicom_target_group, desired_count=MIN_TASKS
         )
@@ -60,6 +79,7 @@ class CirrusStack(Stack):
         CfnOutput(self, "IngestQueueUrl", value=self.storage.ingest_queue.queue_url)
         CfnOutput(self, "KeyArn", value=self.storage.key.key_arn)
         CfnOutput(self, "DicomwebUrl", value=self.dicomweb.api.url)
+        CfnOutput(self, "IngestFunctionName", value=self.ingest.function.function_name)
         CfnOutput(self, "GatewayDnsName", value=self.gateway.load_balancer.load_balancer_dns_name)
         CfnOutput(self, "GatewayDicomPort", value=str(DICOM_PORT))
         CfnOutput(self, "GatewayTlsPort", value=str(TLS_PORT))

@@ -1,4 +1,8 @@
-"""CDK assertions on the DICOMweb function, its REST API and the transfer lifecycle rule."""
+"""CDK assertions on the DICOMweb REST API and the transfer lifecycle rule.
+
+The function, its role and its layers are checked with the ingest function's in
+test_functions.py.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,40 @@ import json
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Match, Template
+from aws_cdk.assertions import Template
 
-from cirrus.audit import AUDIT_PREFIX
-from cirrus.config import ENV
+from cirrus.config import ENV, Settings
 from cirrus.storage.transfers import TRANSFER_EXPIRATION_DAYS, TRANSFER_PREFIX
 from cirrus_infra import CirrusStack, build_app
-from cirrus_infra.dicomweb import FUNCTION_MEMORY_MB, STAGE
-from tests.infra.test_stack import CDK_CONTEXT
+from cirrus_infra.dicomweb import (
+    ACCESS_LOG_FIELDS,
+    CORS_CONTEXT_KEY,
+    STAGE,
+    THROTTLE_BURST,
+    THROTTLE_RATE,
+)
+from tests.infra.nag import acknowledged, findings
+from tests.infra.test_stack import CDK_CONTEXT, arn_of, logical_id
+
+CORS_ORIGINS = ("https://viewer.example.org", "https://other.example.org")
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    stack: CirrusStack
+def stack(tmp_path_factory: pytest.TempPathFactory) -> CirrusStack:
     _, stack = build_app(CDK_CONTEXT, outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    return stack
+
+
+@pytest.fixture(scope="module")
+def template(stack: CirrusStack) -> Template:
     return Template.from_stack(stack)
+
+
+@pytest.fixture(scope="module")
+def cors_stack(tmp_path_factory: pytest.TempPathFactory) -> CirrusStack:
+    context = {**CDK_CONTEXT, CORS_CONTEXT_KEY: ",".join(CORS_ORIGINS)}
+    _, stack = build_app(context, outdir=str(tmp_path_factory.mktemp("cdk.out")))
+    return stack
 
 
 def resources_of(template: Template, kind: str) -> list[dict[str, Any]]:
@@ -44,83 +67,97 @@ def test_api_passes_binary_bodies(template: Template) -> None:
     )
 
 
-def test_stage_logs_and_traces(template: Template) -> None:
-    template.has_resource_properties(
-        "AWS::ApiGateway::Stage",
+def test_stage_settings(template: Template) -> None:
+    [stage] = resources_of(template, "AWS::ApiGateway::Stage")
+    properties = stage["Properties"]
+
+    assert properties["StageName"] == STAGE
+    assert properties["TracingEnabled"] is True
+    assert properties["MethodSettings"] == [
         {
-            "StageName": STAGE,
-            "TracingEnabled": True,
-            "AccessLogSetting": Match.object_like({"DestinationArn": Match.any_value()}),
-            "MethodSettings": [
-                Match.object_like({"LoggingLevel": "ERROR", "DataTraceEnabled": False})
-            ],
-        },
-    )  # fmt: skip
-
-
-def test_function_settings(template: Template) -> None:
-    functions = resources_of(template, "AWS::Lambda::Function")
-    assert len(functions) == 1
-    properties = functions[0]["Properties"]
-
-    assert properties["Handler"] == "dicomweb.handler.lambda_handler"
-    assert properties["MemorySize"] == FUNCTION_MEMORY_MB
-    assert properties["Timeout"] == 30
-    assert properties["Architectures"] == ["arm64"]
-    assert len(properties["Layers"]) == 1
-    variables = properties["Environment"]["Variables"]
-    for field in ("deployment", "bucket", "table", "ingest_queue", "kms_key_id"):
-        assert ENV[field] in variables, field
-
-
-def test_role_scoped_to_prefixes(template: Template) -> None:
-    policies = resources_of(template, "AWS::IAM::Policy")
-    statements = [
-        statement
-        for policy in policies
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            "HttpMethod": "*",
+            "ResourcePath": "/*",
+            "LoggingLevel": "ERROR",
+            "DataTraceEnabled": False,
+            "MetricsEnabled": True,
+            "CachingEnabled": False,
+            "ThrottlingRateLimit": THROTTLE_RATE,
+            "ThrottlingBurstLimit": THROTTLE_BURST,
+        }
     ]
-    object_resources = [
-        json.dumps(statement["Resource"])
-        for statement in statements
-        if any(str(action).startswith("s3:") and action != "s3:ListBucket"
-               for action in _as_list(statement["Action"]))
-    ]  # fmt: skip
-
-    assert len(object_resources) == 3
-    assert any("/sites/*" in resource for resource in object_resources)
-    assert any(f"/{TRANSFER_PREFIX}*" in resource for resource in object_resources)
-    assert any(f"/{AUDIT_PREFIX}*" in resource for resource in object_resources)
-    for statement in statements:
-        assert "s3:*" not in _as_list(statement["Action"])
+    assert "ClientCertificateId" not in properties
 
 
-def test_role_may_delete_and_audit(template: Template) -> None:
-    """DELETE removes instance objects and writes audit records, which it never reads back."""
-    statements = [
-        statement
-        for policy in resources_of(template, "AWS::IAM::Policy")
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-    ]
-    by_prefix: dict[str, set[str]] = {}
-    for statement in statements:
-        resource = json.dumps(statement["Resource"])
-        for prefix in ("/sites/*", f"/{AUDIT_PREFIX}*"):
-            if prefix in resource:
-                by_prefix.setdefault(prefix, set()).update(_as_list(statement["Action"]))
-    assert "s3:DeleteObject" in by_prefix["/sites/*"]
-    assert by_prefix[f"/{AUDIT_PREFIX}*"] == {"s3:PutObject"}
-    for statement in statements:
-        assert "s3:*" not in _as_list(statement["Action"])
+def test_access_log_is_json(template: Template) -> None:
+    [stage] = resources_of(template, "AWS::ApiGateway::Stage")
+    setting = stage["Properties"]["AccessLogSetting"]
+    fields = json.loads(setting["Format"])
+
+    assert fields == ACCESS_LOG_FIELDS
+    assert "$context.requestId" in fields.values()
+    assert "$context.identity.userArn" in fields.values()
+    # The path and query string carry patient data; the resource template does not.
+    assert "$context.path" not in setting["Format"]
+    assert fields["resourcePath"] == "$context.resourcePath"
 
 
-def test_transfer_lifecycle_rule(template: Template) -> None:
-    buckets = template.find_resources(
-        "AWS::S3::Bucket", {"Properties": {"LifecycleConfiguration": Match.any_value()}}
-    )
-    assert len(buckets) == 1
-    (bucket,) = buckets.values()
-    (rule,) = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+def test_access_log_group_encrypted(template: Template, stack: CirrusStack) -> None:
+    [stage] = resources_of(template, "AWS::ApiGateway::Stage")
+    destination = json.dumps(stage["Properties"]["AccessLogSetting"]["DestinationArn"])
+    groups = template.find_resources("AWS::Logs::LogGroup")
+    [name] = [name for name in groups if f'"{name}"' in destination]
+    group = groups[name]["Properties"]
+
+    assert name.startswith("DicomwebAccessLogs")
+    assert group["KmsKeyId"] == arn_of(stack, stack.storage.key)
+    assert group["RetentionInDays"] == 90
+
+
+def test_no_cors_by_default(template: Template) -> None:
+    methods = resources_of(template, "AWS::ApiGateway::Method")
+    functions = template.find_resources("AWS::Lambda::Function")
+    [dicomweb] = [value for name, value in functions.items() if name.startswith("DicomwebFunction")]
+
+    assert [m for m in methods if m["Properties"]["HttpMethod"] == "OPTIONS"] == []
+    assert ENV["cors_origins"] not in dicomweb["Properties"]["Environment"]["Variables"]
+
+
+def test_cors_origins_open_preflight(cors_stack: CirrusStack) -> None:
+    template = Template.from_stack(cors_stack)
+    methods = [m["Properties"] for m in resources_of(template, "AWS::ApiGateway::Method")]
+    preflight = [m for m in methods if m["HttpMethod"] == "OPTIONS"]
+    others = [m for m in methods if m["HttpMethod"] != "OPTIONS"]
+    function = template.to_json()["Resources"][logical_id(cors_stack, cors_stack.dicomweb.function)]
+    variables = function["Properties"]["Environment"]["Variables"]
+
+    assert len(preflight) == 2
+    for method in preflight:
+        assert method["AuthorizationType"] == "NONE"
+        assert method["Integration"]["Type"] == "AWS_PROXY"
+    assert len(others) == 2
+    for method in others:
+        assert method["AuthorizationType"] == "AWS_IAM"
+    assert variables[ENV["cors_origins"]] == ",".join(CORS_ORIGINS)
+    required = {ENV["bucket"]: "bucket", ENV["table"]: "table", ENV["kms_key_id"]: "key"}
+    settings = Settings.from_env({**required, ENV["cors_origins"]: variables[ENV["cors_origins"]]})
+    assert settings.cors_origins == CORS_ORIGINS
+
+
+def test_cors_preflight_acknowledged(cors_stack: CirrusStack) -> None:
+    assert findings(cors_stack, "Cirrus/Dicomweb") == []
+    preflight = {
+        entry for entry in acknowledged(cors_stack, "Cirrus/Dicomweb") if "OPTIONS" in entry[0]
+    }
+    assert preflight == {
+        ("Cirrus/Dicomweb/Api/Default/OPTIONS", "AwsSolutions-APIG4"),
+        ("Cirrus/Dicomweb/Api/Default/{proxy+}/OPTIONS", "AwsSolutions-APIG4"),
+    }
+
+
+def test_transfer_lifecycle_rule(template: Template, stack: CirrusStack) -> None:
+    archive = template.to_json()["Resources"][logical_id(stack, stack.storage.bucket)]
+    rules = archive["Properties"]["LifecycleConfiguration"]["Rules"]
+    [rule] = [rule for rule in rules if rule["Prefix"] == TRANSFER_PREFIX]
 
     assert rule["Prefix"] == TRANSFER_PREFIX
     assert rule["Status"] == "Enabled"
@@ -129,7 +166,3 @@ def test_transfer_lifecycle_rule(template: Template) -> None:
     assert rule["AbortIncompleteMultipartUpload"] == {
         "DaysAfterInitiation": TRANSFER_EXPIRATION_DAYS
     }
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]

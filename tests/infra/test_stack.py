@@ -31,7 +31,6 @@ NAMES = ResourceNames(deployment=CDK_CONTEXT["deployment"])
 # Every acknowledged cdk-nag finding, as (construct path, rule id). A new acknowledgment must
 # be added here, so that it shows in review.
 _ARCHIVE = "<StorageArchiveEF4C9845.Arn>"
-_INDEX = "<StorageIndexC55AD86F.Arn>"
 ACKNOWLEDGED_FINDINGS = {
     ("Cirrus/Storage/AccessLogs", "AwsSolutions-S1"),
     ("Cirrus/Storage/AccessLogs", "HIPAA.Security-S3DefaultEncryptionKMS"),
@@ -39,18 +38,20 @@ ACKNOWLEDGED_FINDINGS = {
     ("Cirrus/Storage/Archive", "HIPAA.Security-S3BucketReplicationEnabled"),
     ("Cirrus/Storage/BackupPlan/Index", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:"
      "policy/service-role/AWSBackupServiceRolePolicyForBackup]"),
-    ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/sites/*]"),
-    ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/transfers/*]"),
-    ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/audit/*]"),
-    ("Cirrus/Dicomweb/FunctionRole", f"AwsSolutions-IAM5[Resource::{_INDEX}/index/*]"),
-    ("Cirrus/Dicomweb/FunctionRole", "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]"),
-    ("Cirrus/Dicomweb/FunctionRole", "AwsSolutions-IAM5[Action::kms:ReEncrypt*]"),
-    ("Cirrus/Dicomweb/FunctionRole", "AwsSolutions-IAM5[Resource::*]"),
+    ("Cirrus/Dicomweb/FunctionRolePolicy", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/sites/*]"),
+    ("Cirrus/Dicomweb/FunctionRolePolicy",
+     f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/transfers/*]"),
+    ("Cirrus/Dicomweb/FunctionRolePolicy", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/audit/*]"),
+    ("Cirrus/Dicomweb/FunctionRolePolicy", "AwsSolutions-IAM5[Resource::*]"),
+    ("Cirrus/Dicomweb/Function", "AwsSolutions-L1"),
+    ("Cirrus/Dicomweb/Function", "HIPAA.Security-LambdaDLQ"),
     ("Cirrus/Dicomweb/Api", "AwsSolutions-APIG2"),
     ("Cirrus/Dicomweb/Api", "AwsSolutions-APIG3"),
     ("Cirrus/Dicomweb/Api", "AwsSolutions-COG4"),
     ("Cirrus/Dicomweb/Api", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
      "service-role/AmazonAPIGatewayPushToCloudWatchLogs]"),
+    ("Cirrus/Dicomweb/Api", "HIPAA.Security-APIGWCacheEnabledAndEncrypted"),
+    ("Cirrus/Dicomweb/Api", "HIPAA.Security-APIGWSSLEnabled"),
 }  # fmt: skip
 
 DENY_INSECURE_TRANSPORT = Match.object_like(

@@ -1,0 +1,454 @@
+"""CDK assertions and cdk-nag checks on the Lambda layers and the ingest and DICOMweb functions.
+
+The layers are bundled locally at synthesis from ``build/layer-cache``. The first run on a
+machine builds the dependency layer with pip, which needs PyPI, and later runs are offline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Template
+from constructs import IConstruct
+
+from cirrus.config import ENV, Settings
+from cirrus_infra import CirrusStack, build_app
+from cirrus_infra import dicomweb as dicomweb_module
+from cirrus_infra import ingest as ingest_module
+from cirrus_infra.layer_build import LAMBDA_UNZIPPED_LIMIT, tree_size
+from cirrus_infra.storage import GLOBAL_SECONDARY_INDEXES, INGEST_VISIBILITY_TIMEOUT
+from tests.infra.nag import acknowledged, findings
+from tests.infra.test_stack import CDK_CONTEXT, NAMES, arn_of, logical_id
+
+_ARCHIVE = "<StorageArchiveEF4C9845.Arn>"
+INGEST_ACKNOWLEDGMENTS = {
+    ("Cirrus/Ingest/FunctionRolePolicy", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/sites/*]"),
+    ("Cirrus/Ingest/FunctionRolePolicy", "AwsSolutions-IAM5[Resource::*]"),
+    ("Cirrus/Ingest/Function", "AwsSolutions-L1"),
+}
+# Package, construct attribute of the stack and expected settings of each function.
+FUNCTIONS = {
+    "ingest": {
+        "memory": ingest_module.FUNCTION_MEMORY_MB,
+        "timeout": 20,
+        "concurrency": ingest_module.CONCURRENCY,
+        "service": ingest_module.SERVICE,
+    },
+    "dicomweb": {
+        "memory": dicomweb_module.FUNCTION_MEMORY_MB,
+        "timeout": 30,
+        "concurrency": dicomweb_module.CONCURRENCY,
+        "service": dicomweb_module.SERVICE,
+    },
+}
+# Actions that a role may hold on resource "*": X-Ray and the function's network interfaces.
+WILDCARD_RESOURCE_ACTIONS = {
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+}
+DATA_KEY_ACTIONS = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
+
+
+@pytest.fixture(scope="module")
+def outdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cdk.out")
+
+
+@pytest.fixture(scope="module")
+def stack(outdir: Path) -> CirrusStack:
+    _, stack = build_app(CDK_CONTEXT, outdir=str(outdir))
+    return stack
+
+
+@pytest.fixture(scope="module")
+def resources(stack: CirrusStack) -> dict[str, Any]:
+    resources: dict[str, Any] = Template.from_stack(stack).to_json()["Resources"]
+    return resources
+
+
+def component(stack: CirrusStack, package: str) -> Any:
+    return stack.ingest if package == "ingest" else stack.dicomweb
+
+
+def properties(resources: dict[str, Any], stack: CirrusStack, construct: IConstruct) -> Any:
+    return resources[logical_id(stack, construct)]["Properties"]
+
+
+def function_of(resources: dict[str, Any], stack: CirrusStack, package: str) -> Any:
+    return properties(resources, stack, component(stack, package).function)
+
+
+def asset_dir(outdir: Path, code: dict[str, Any]) -> Path:
+    """Return the staged folder of an asset from its S3 key, "{hash}.zip"."""
+    return outdir / f"asset.{code['S3Key'].removesuffix('.zip')}"
+
+
+def statements_of(resources: dict[str, Any], stack: CirrusStack, package: str) -> list[Any]:
+    policy = properties(resources, stack, component(stack, package).policy)
+    return sorted(
+        (
+            {
+                "Action": sorted(as_list(statement["Action"])),
+                "Resource": as_list(statement["Resource"]),
+                "Condition": statement.get("Condition"),
+            }
+            for statement in policy["PolicyDocument"]["Statement"]
+        ),
+        key=json.dumps,
+    )
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def under(logical: str, suffix: str) -> dict[str, Any]:
+    return {"Fn::Join": ["", [{"Fn::GetAtt": [logical, "Arn"]}, suffix]]}
+
+
+def via(*services: str) -> dict[str, Any]:
+    endpoints = [
+        {"Fn::Join": ["", [f"{service}.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}
+        for service in services
+    ]
+    return {"StringEquals": {"kms:ViaService": endpoints}}
+
+
+def statement(actions: list[str], resources: list[Any], condition: Any = None) -> dict[str, Any]:
+    return {"Action": sorted(actions), "Resource": resources, "Condition": condition}
+
+
+def common_statements(stack: CirrusStack, package: str) -> list[dict[str, Any]]:
+    log_group = component(stack, package).log_group
+    return [
+        statement(["logs:CreateLogStream", "logs:PutLogEvents"], [arn_of(stack, log_group)]),
+        statement(sorted(WILDCARD_RESOURCE_ACTIONS), ["*"]),
+    ]
+
+
+# Layers
+
+
+def test_two_layers_for_python312_arm64(resources: dict[str, Any], stack: CirrusStack) -> None:
+    for layer in (stack.layers.dependencies, stack.layers.shared):
+        layer_properties = properties(resources, stack, layer)
+        assert layer_properties["CompatibleRuntimes"] == ["python3.12"]
+        assert layer_properties["CompatibleArchitectures"] == ["arm64"]
+
+
+@pytest.mark.parametrize("package", FUNCTIONS)
+def test_function_uses_both_layers(
+    resources: dict[str, Any], stack: CirrusStack, package: str
+) -> None:
+    function = function_of(resources, stack, package)
+    assert function["Layers"] == [
+        {"Ref": logical_id(stack, stack.layers.dependencies)},
+        {"Ref": logical_id(stack, stack.layers.shared)},
+    ]
+
+
+def test_dependency_layer_contents(
+    resources: dict[str, Any], stack: CirrusStack, outdir: Path
+) -> None:
+    content = asset_dir(outdir, properties(resources, stack, stack.layers.dependencies)["Content"])
+    site = content / "python"
+    for package in ("pydicom", "numpy", "aws_lambda_powertools", "aws_xray_sdk", "pynamodb"):
+        assert (site / package / "__init__.py").is_file(), package
+    # aarch64 wheels for CPython 3.12, as the arm64 python3.12 runtime loads them.
+    assert list(site.glob("numpy/_core/_multiarray_umath.cpython-312-aarch64-linux-gnu.so"))
+    assert not (site / "pydicom" / "data" / "test_files").exists()
+    assert list(site.glob("*/**/tests")) == []
+    assert list(site.rglob("*.cpython-311.pyc")) == []
+
+
+def test_shared_layer_contents(resources: dict[str, Any], stack: CirrusStack, outdir: Path) -> None:
+    content = asset_dir(outdir, properties(resources, stack, stack.layers.shared)["Content"])
+    assert (content / "python" / "cirrus" / "config.py").is_file()
+    assert list(content.rglob("*.cpython-311.pyc")) == []
+
+
+@pytest.mark.parametrize("package", FUNCTIONS)
+def test_function_code_is_own_package(
+    resources: dict[str, Any], stack: CirrusStack, outdir: Path, package: str
+) -> None:
+    content = asset_dir(outdir, function_of(resources, stack, package)["Code"])
+    names = {path.name for path in (content / "functions").iterdir()} - {"__pycache__"}
+    assert names == {"__init__.py", package}
+    assert (content / "functions" / package / "handler.py").is_file()
+
+
+@pytest.mark.parametrize("package", FUNCTIONS)
+def test_unzipped_size_within_limit(
+    resources: dict[str, Any], stack: CirrusStack, outdir: Path, package: str
+) -> None:
+    function = function_of(resources, stack, package)
+    layer_ids = [layer["Ref"] for layer in function["Layers"]]
+    folders = [asset_dir(outdir, resources[layer]["Properties"]["Content"]) for layer in layer_ids]
+    folders.append(asset_dir(outdir, function["Code"]))
+    sizes = {folder.name: tree_size(folder) for folder in folders}
+
+    assert all(size > 0 for size in sizes.values()), sizes
+    assert sum(sizes.values()) < LAMBDA_UNZIPPED_LIMIT, sizes
+
+
+# Function settings
+
+
+@pytest.mark.parametrize("package", FUNCTIONS)
+def test_function_runtime_and_handler(
+    resources: dict[str, Any], stack: CirrusStack, package: str
+) -> None:
+    function = function_of(resources, stack, package)
+    expected = FUNCTIONS[package]
+    assert function["Runtime"] == "python3.12"
+    assert function["Architectures"] == ["arm64"]
+    assert function["Handler"] == f"functions.{package}.handler.lambda_handler"
+    assert function["MemorySize"] == expected["memory"]
+    assert function["Timeout"] == expected["timeout"]
+    assert function["ReservedConcurrentExecutions"] == expected["concurrency"]
+    assert function["TracingConfig"] == {"Mode": "Active"}
+
+
+@pytest.mark.parametrize("package", FUNCTIONS)
+def test_function_in_vpc(resources: dict[str, Any], stack: CirrusStack, package: str) -> None:
+    function = function_of(resources, stack, package)
+    subnets = stack.network.vpc.select_subnets(
+        subnet_type=stack.network.subnets.subnet_type
+    ).subnets
+    [group] = function["VpcConfig"]["SecurityGroupIds"]
+    group_id = group["Fn::GetAtt"][0]
+
+    assert function["VpcConfig"]["SubnetIds"] == [
+        {"Ref": logical_id(stack, subnet)} for subnet in subnets
+    ]
+    assert group["Fn::GetAtt"][1] == "GroupId"
+    assert resources[group_id]["Type"] == "AWS::EC2::SecurityGroup"
+    assert "SecurityGroupIngress" not in resources[group_id]["Properties"]
+    ingress = [
+        resource
+        for resource in resources.values()
+        if resource["Type"] == "AWS::EC2::SecurityGroupIngress"
+        and resource["Properties"]["GroupId"] == group
+    ]
+    assert ingress == []
+
+
+@pytest.mark.parametrize("package", FUNCTIONS)
+def test_function_environment(resources: dict[str, Any], stack: CirrusStack, package: str) -> None:
+    variables = function_of(resources, stack, package)["Environment"]["Variables"]
+    storage = stack.storage
+    assert variables == {
+        "POWERTOOLS_SERVICE_NAME": FUNCTIONS[package]["service"],
+        "POWERTOOLS_METRICS_NAMESPACE": "Cirrus",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        ENV["deployment"]: NAMES.deployment,
+        ENV["bucket"]: {"Ref": logical_id(stack, storage.bucket)},
+        ENV["table"]: {"Ref": logical_id(stack, storage.table)},
+        ENV["ingest_queue"]: {"Fn::GetAtt": [logical_id(stack, storage.ingest_queue), "QueueName"]},
+        ENV["dead_letter_queue"]: {
+            "Fn::GetAtt": [logical_id(stack, storage.dead_letter_queue), "QueueName"]
+        },
+        ENV["kms_key_id"]: arn_of(stack, storage.key),
+        ENV["default_site"]: "default",
+    }
+
+
+@pytest.mark.parametrize("package", FUNCTIONS)
+def test_environment_builds_settings(
+    resources: dict[str, Any], stack: CirrusStack, package: str
+) -> None:
+    variables = function_of(resources, stack, package)["Environment"]["Variables"]
+    literal = {
+        name: value if isinstance(value, str) else "resolved" for name, value in variables.items()
+    }
+    settings = Settings.from_env(literal)
+    assert settings.deployment == NAMES.deployment
+    assert settings.cors_origins == ()
+
+
+def test_service_names_match_handlers() -> None:
+    from functions.dicomweb.handler import SERVICE_NAME
+    from functions.ingest.handler import logger
+
+    assert FUNCTIONS["dicomweb"]["service"] == SERVICE_NAME
+    assert FUNCTIONS["ingest"]["service"] == logger.service
+
+
+@pytest.mark.parametrize("package", FUNCTIONS)
+def test_log_group_encrypted_and_retained(
+    resources: dict[str, Any], stack: CirrusStack, package: str
+) -> None:
+    log_group = component(stack, package).log_group
+    function = function_of(resources, stack, package)
+    group = properties(resources, stack, log_group)
+
+    assert function["LoggingConfig"] == {"LogGroup": {"Ref": logical_id(stack, log_group)}}
+    assert group["KmsKeyId"] == arn_of(stack, stack.storage.key)
+    assert group["RetentionInDays"] == 90
+
+
+# Roles
+
+
+@pytest.mark.parametrize("package", FUNCTIONS)
+def test_role_has_only_managed_policy(
+    resources: dict[str, Any], stack: CirrusStack, package: str
+) -> None:
+    role = properties(resources, stack, component(stack, package).role)
+    assert role["ManagedPolicyArns"] == [
+        {"Ref": logical_id(stack, component(stack, package).policy)}
+    ]
+    assert "Policies" not in role
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {
+            "Action": "sts:AssumeRole",
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+        }
+    ]
+    role_ref = {"Ref": logical_id(stack, component(stack, package).role)}
+    inline = [
+        resource
+        for resource in resources.values()
+        if resource["Type"] == "AWS::IAM::Policy" and role_ref in resource["Properties"]["Roles"]
+    ]
+    assert inline == []
+
+
+@pytest.mark.parametrize("package", FUNCTIONS)
+def test_role_has_no_wildcard_on_data(
+    resources: dict[str, Any], stack: CirrusStack, package: str
+) -> None:
+    for policy_statement in statements_of(resources, stack, package):
+        assert policy_statement["Action"] != ["*"]
+        assert all(not action.endswith("*") for action in policy_statement["Action"])
+        if "*" in policy_statement["Resource"]:
+            assert set(policy_statement["Action"]) <= WILDCARD_RESOURCE_ACTIONS
+
+
+def test_ingest_role_statements(resources: dict[str, Any], stack: CirrusStack) -> None:
+    storage = stack.storage
+    archive = logical_id(stack, storage.bucket)
+    expected = [
+        *common_statements(stack, "ingest"),
+        statement(["s3:GetObject", "s3:PutObject"], [under(archive, "/sites/*")]),
+        statement(["s3:ListBucket"], [arn_of(stack, storage.bucket)]),
+        statement(
+            [
+                "dynamodb:DeleteItem",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
+            ],
+            [arn_of(stack, storage.table)],
+        ),
+        statement(
+            [
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+                "sqs:SendMessage",
+            ],
+            [arn_of(stack, storage.ingest_queue)],
+        ),
+        statement(["sqs:SendMessage"], [arn_of(stack, storage.dead_letter_queue)]),
+        statement(DATA_KEY_ACTIONS, [arn_of(stack, storage.key)], via("s3", "sqs", "dynamodb")),
+    ]
+    assert statements_of(resources, stack, "ingest") == sorted(expected, key=json.dumps)
+
+
+def test_dicomweb_role_statements(resources: dict[str, Any], stack: CirrusStack) -> None:
+    storage = stack.storage
+    archive = logical_id(stack, storage.bucket)
+    table = logical_id(stack, storage.table)
+    indexes = sorted(name for name, _, _ in GLOBAL_SECONDARY_INDEXES)
+    expected = [
+        *common_statements(stack, "dicomweb"),
+        statement(
+            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"], [under(archive, "/sites/*")]
+        ),
+        statement(["s3:PutObject"], [under(archive, "/audit/*")]),
+        statement(
+            ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+            [under(archive, "/transfers/*")],
+        ),
+        statement(["s3:ListBucket"], [arn_of(stack, storage.bucket)]),
+        statement(
+            [
+                "dynamodb:DeleteItem",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
+            ],
+            [arn_of(stack, storage.table)],
+        ),
+        statement(["dynamodb:Query"], [under(table, f"/index/{name}") for name in indexes]),
+        statement(DATA_KEY_ACTIONS, [arn_of(stack, storage.key)], via("s3", "dynamodb")),
+    ]
+    assert statements_of(resources, stack, "dicomweb") == sorted(expected, key=json.dumps)
+
+
+# Ingest event source
+
+
+def test_ingest_event_source(resources: dict[str, Any], stack: CirrusStack) -> None:
+    mappings = [
+        resource["Properties"]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    [mapping] = mappings
+    assert mapping["FunctionName"] == {"Ref": logical_id(stack, stack.ingest.function)}
+    assert mapping["EventSourceArn"] == arn_of(stack, stack.storage.ingest_queue)
+    assert mapping["BatchSize"] == 10
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["MaximumBatchingWindowInSeconds"] == 1
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": ingest_module.CONCURRENCY}
+
+
+def test_ingest_concurrency_within_reserved(resources: dict[str, Any], stack: CirrusStack) -> None:
+    function = function_of(resources, stack, "ingest")
+    [mapping] = [
+        resource["Properties"]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    maximum = mapping["ScalingConfig"]["MaximumConcurrency"]
+    assert 2 <= maximum <= function["ReservedConcurrentExecutions"]
+
+
+def test_ingest_timeout_fits_visibility(resources: dict[str, Any], stack: CirrusStack) -> None:
+    function = function_of(resources, stack, "ingest")
+    assert 6 * function["Timeout"] <= INGEST_VISIBILITY_TIMEOUT.to_seconds()
+
+
+def test_ingest_dead_letter_queue(resources: dict[str, Any], stack: CirrusStack) -> None:
+    function = function_of(resources, stack, "ingest")
+    assert function["DeadLetterConfig"] == {
+        "TargetArn": arn_of(stack, stack.storage.dead_letter_queue)
+    }
+
+
+# cdk-nag
+
+
+@pytest.mark.parametrize("path", ["Cirrus/Ingest", "Cirrus/Layers"])
+def test_rule_packs_pass(stack: CirrusStack, path: str) -> None:
+    assert findings(stack, path) == []
+
+
+def test_acknowledged_findings(stack: CirrusStack) -> None:
+    assert acknowledged(stack, "Cirrus/Ingest") == INGEST_ACKNOWLEDGMENTS
+    assert acknowledged(stack, "Cirrus/Layers") == set()
