@@ -10,8 +10,9 @@ PyPI. Later synthesis and tests copy the cached folder, as hard links where they
 Lambda mounts layers and code read-only, so Python cannot write ``__pycache__`` there, and
 each cold start would compile every module it imports (about three times the import time,
 measured in docs/benchmarks.md). The build therefore compiles every module with a CPython of
-the runtime's version when one is found: the ``CIRRUS_LAYER_PYTHON`` environment variable, or
-``python3.12`` on PATH. Without one, the build ships sources only and prints a warning.
+the runtime's version when one is found: the ``CIRRUS_LAYER_PYTHON`` environment variable,
+``python3.12`` on PATH, or a 3.12 installed by pyenv. Without one, the build ships sources
+only and prints a warning.
 
 Run this module as a script to fill the cache before an offline ``cdk synth``.
 """
@@ -84,9 +85,15 @@ def bytecode_interpreter() -> str | None:
                 f"set it to one, or unset it to build without bytecode"
             )
         return configured
-    found = shutil.which(f"python{PYTHON_VERSION}")
-    if found and _cache_tag(found) == BYTECODE_TAG:
-        return found
+    candidates = [shutil.which(f"python{PYTHON_VERSION}")]
+    # pyenv's shim fails unless the version is selected, so its installations are tried too.
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    candidates += sorted(
+        str(path) for path in pyenv_root.glob(f"versions/{PYTHON_VERSION}.*/bin/python3")
+    )
+    for candidate in candidates:
+        if candidate and _cache_tag(candidate) == BYTECODE_TAG:
+            return candidate
     return None
 
 

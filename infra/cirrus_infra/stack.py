@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aws_cdk import App, CfnOutput, Stack, Validations
-from cdk_nag import AwsSolutionsChecks
+from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
 from constructs import Construct
 
 from cirrus.config import DEFAULT_DEPLOYMENT, ResourceNames
@@ -65,6 +65,8 @@ class CirrusStack(Stack):
         self.viewer = Viewer(
             self, "Viewer", names=names, storage=self.storage, api=self.dicomweb.api
         )
+        # The viewer's pages call DICOMweb from the browser.
+        self.dicomweb.add_cors_origins([self.viewer.url])
         self.monitoring = Monitoring(
             self, "Monitoring", names=names, storage=self.storage, api=self.dicomweb.api
         )
@@ -96,7 +98,8 @@ def build_app(
 ) -> tuple[App, CirrusStack]:
     """Build the app with the stack of the deployment named in the context.
 
-    cdk-nag's AwsSolutions checks run at synthesis, and any unacknowledged finding fails it.
+    cdk-nag's AwsSolutions and HIPAA Security checks run at synthesis, and any finding that
+    the code does not acknowledge with a reason fails it.
     """
     app = App(context=dict(context or {}), outdir=outdir)
     deployment = app.node.try_get_context(DEPLOYMENT_CONTEXT_KEY) or DEFAULT_DEPLOYMENT
@@ -114,5 +117,5 @@ def build_app(
         stack_name=names.deployment,
         description=f"Cirrus PACS, deployment {names.deployment}",
     )
-    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app), HIPAASecurityChecks(app))
     return app, stack

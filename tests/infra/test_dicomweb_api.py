@@ -52,9 +52,11 @@ def resources_of(template: Template, kind: str) -> list[dict[str, Any]]:
 
 def test_every_method_uses_iam(template: Template) -> None:
     methods = resources_of(template, "AWS::ApiGateway::Method")
+    # Browsers send CORS preflight requests without credentials, so OPTIONS needs none.
+    others = [m for m in methods if m["Properties"]["HttpMethod"] != "OPTIONS"]
 
-    assert len(methods) == 2
-    for method in methods:
+    assert len(others) == 2
+    for method in others:
         assert method["Properties"]["AuthorizationType"] == "AWS_IAM"
         assert method["Properties"]["HttpMethod"] == "ANY"
         assert method["Properties"]["Integration"]["Type"] == "AWS_PROXY"
@@ -113,13 +115,18 @@ def test_access_log_group_encrypted(template: Template, stack: CirrusStack) -> N
     assert group["RetentionInDays"] == 90
 
 
-def test_no_cors_by_default(template: Template) -> None:
-    methods = resources_of(template, "AWS::ApiGateway::Method")
-    functions = template.find_resources("AWS::Lambda::Function")
-    [dicomweb] = [value for name, value in functions.items() if name.startswith("DicomwebFunction")]
+def _viewer_origin(stack: CirrusStack) -> dict[str, Any]:
+    distribution = logical_id(stack, stack.viewer.distribution)
+    return {"Fn::Join": ["", ["https://", {"Fn::GetAtt": [distribution, "DomainName"]}]]}
 
-    assert [m for m in methods if m["Properties"]["HttpMethod"] == "OPTIONS"] == []
-    assert ENV["cors_origins"] not in dicomweb["Properties"]["Environment"]["Variables"]
+
+def test_viewer_origin_allowed_by_default(template: Template, stack: CirrusStack) -> None:
+    methods = resources_of(template, "AWS::ApiGateway::Method")
+    function = template.to_json()["Resources"][logical_id(stack, stack.dicomweb.function)]
+    variables = function["Properties"]["Environment"]["Variables"]
+
+    assert len([m for m in methods if m["Properties"]["HttpMethod"] == "OPTIONS"]) == 2
+    assert variables[ENV["cors_origins"]] == _viewer_origin(stack)
 
 
 def test_cors_origins_open_preflight(cors_stack: CirrusStack) -> None:
@@ -137,9 +144,11 @@ def test_cors_origins_open_preflight(cors_stack: CirrusStack) -> None:
     assert len(others) == 2
     for method in others:
         assert method["AuthorizationType"] == "AWS_IAM"
-    assert variables[ENV["cors_origins"]] == ",".join(CORS_ORIGINS)
+    origins = variables[ENV["cors_origins"]]["Fn::Join"]
+    assert origins[0] == ""
+    assert origins[1][0] == ",".join(CORS_ORIGINS) + ",https://"
     required = {ENV["bucket"]: "bucket", ENV["table"]: "table", ENV["kms_key_id"]: "key"}
-    settings = Settings.from_env({**required, ENV["cors_origins"]: variables[ENV["cors_origins"]]})
+    settings = Settings.from_env({**required, ENV["cors_origins"]: ",".join(CORS_ORIGINS)})
     assert settings.cors_origins == CORS_ORIGINS
 
 

@@ -246,7 +246,7 @@ def test_function_in_vpc(resources: dict[str, Any], stack: CirrusStack, package:
 def test_function_environment(resources: dict[str, Any], stack: CirrusStack, package: str) -> None:
     variables = function_of(resources, stack, package)["Environment"]["Variables"]
     storage = stack.storage
-    assert variables == {
+    expected = {
         "POWERTOOLS_SERVICE_NAME": FUNCTIONS[package]["service"],
         "POWERTOOLS_METRICS_NAMESPACE": "Cirrus",
         "POWERTOOLS_LOG_LEVEL": "INFO",
@@ -260,6 +260,13 @@ def test_function_environment(resources: dict[str, Any], stack: CirrusStack, pac
         ENV["kms_key_id"]: arn_of(stack, storage.key),
         ENV["default_site"]: "default",
     }
+    if package == "dicomweb":
+        # The viewer's origin, which the stack allows to call DICOMweb from a browser.
+        distribution = logical_id(stack, stack.viewer.distribution)
+        expected[ENV["cors_origins"]] = {
+            "Fn::Join": ["", ["https://", {"Fn::GetAtt": [distribution, "DomainName"]}]]
+        }
+    assert variables == expected
 
 
 @pytest.mark.parametrize("package", FUNCTIONS)
@@ -267,12 +274,16 @@ def test_environment_builds_settings(
     resources: dict[str, Any], stack: CirrusStack, package: str
 ) -> None:
     variables = function_of(resources, stack, package)["Environment"]["Variables"]
+    # Values that CloudFormation resolves at deployment get a stand-in of their kind.
+    stand_ins = {ENV["cors_origins"]: "https://d111111abcdef8.cloudfront.net"}
     literal = {
-        name: value if isinstance(value, str) else "resolved" for name, value in variables.items()
+        name: value if isinstance(value, str) else stand_ins.get(name, "resolved")
+        for name, value in variables.items()
     }
     settings = Settings.from_env(literal)
     assert settings.deployment == NAMES.deployment
-    assert settings.cors_origins == ()
+    expected_origins = (stand_ins[ENV["cors_origins"]],) if package == "dicomweb" else ()
+    assert settings.cors_origins == expected_origins
 
 
 def test_service_names_match_handlers() -> None:

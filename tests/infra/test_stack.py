@@ -45,6 +45,8 @@ ACKNOWLEDGED_FINDINGS = {
     ("Cirrus/Dicomweb/FunctionRolePolicy", "AwsSolutions-IAM5[Resource::*]"),
     ("Cirrus/Dicomweb/Function", "AwsSolutions-L1"),
     ("Cirrus/Dicomweb/Function", "HIPAA.Security-LambdaDLQ"),
+    ("Cirrus/Dicomweb/Api/Default/OPTIONS", "AwsSolutions-APIG4"),
+    ("Cirrus/Dicomweb/Api/Default/{proxy+}/OPTIONS", "AwsSolutions-APIG4"),
     ("Cirrus/Dicomweb/Api", "AwsSolutions-APIG2"),
     ("Cirrus/Dicomweb/Api", "AwsSolutions-APIG3"),
     ("Cirrus/Dicomweb/Api", "AwsSolutions-COG4"),
