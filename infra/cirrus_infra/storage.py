@@ -294,6 +294,7 @@ class Storage(Construct):
             **self._replication(),
         )
         self._notify_ingest_queue(bucket)
+        self._require_data_key(bucket)
         if self.options.replica_bucket_arn is not None:
             self._acknowledge_replication_role(bucket, self.options.replica_bucket_arn)
         else:
@@ -305,6 +306,32 @@ class Storage(Construct):
                 )
             )
         return bucket
+
+    def _require_data_key(self, bucket: s3.Bucket) -> None:
+        """Deny writes that ask for another encryption than SSE-KMS with the data key.
+
+        A write that names no encryption gets the bucket's default, SSE-KMS with the data key,
+        so clients that send no encryption headers, presigned uploads among them, still work.
+        """
+        objects = bucket.arn_for_objects("*")
+        for sid, header, value in (
+            ("DenyOtherEncryption", "s3:x-amz-server-side-encryption", "aws:kms"),
+            (
+                "DenyOtherKey",
+                "s3:x-amz-server-side-encryption-aws-kms-key-id",
+                self.key.key_arn,
+            ),
+        ):
+            bucket.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid=sid,
+                    effect=iam.Effect.DENY,
+                    principals=[iam.AnyPrincipal()],
+                    actions=["s3:PutObject"],
+                    resources=[objects],
+                    conditions={"StringNotEqualsIfExists": {header: value}},
+                )
+            )
 
     @staticmethod
     def _acknowledge_replication_role(bucket: s3.Bucket, replica_arn: str) -> None:

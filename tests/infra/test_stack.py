@@ -200,6 +200,33 @@ def test_bucket_policy_requires_tls(template: Template, stack: CirrusStack, attr
     )
 
 
+def test_bucket_policy_requires_data_key(template: Template, stack: CirrusStack) -> None:
+    bucket = logical_id(stack, stack.storage.bucket)
+    policies = template.find_resources(
+        "AWS::S3::BucketPolicy", {"Properties": {"Bucket": {"Ref": bucket}}}
+    )
+    [policy] = policies.values()
+    statements = {
+        statement.get("Sid"): statement
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    }
+    objects = {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/*"]]}
+    other_encryption = statements["DenyOtherEncryption"]
+    assert other_encryption["Effect"] == "Deny"
+    assert other_encryption["Action"] == "s3:PutObject"
+    assert other_encryption["Resource"] == objects
+    assert other_encryption["Condition"] == {
+        "StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}
+    }
+    other_key = statements["DenyOtherKey"]
+    assert other_key["Effect"] == "Deny"
+    assert other_key["Condition"] == {
+        "StringNotEqualsIfExists": {
+            "s3:x-amz-server-side-encryption-aws-kms-key-id": arn_of(stack, stack.storage.key)
+        }
+    }
+
+
 def test_access_log_bucket_uses_sse_s3(resources: dict[str, Any], stack: CirrusStack) -> None:
     bucket = properties(resources, stack, stack.storage.access_log_bucket)
     [rule] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
