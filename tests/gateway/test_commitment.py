@@ -71,16 +71,23 @@ REPORT_TIMEOUT_SECONDS = 15.0
 
 @dataclass
 class Reports:
-    """N-EVENT-REPORT requests that an SCU received, with the calling AE of each."""
+    """N-EVENT-REPORT requests that an SCU received, with the calling AE of each.
+
+    With ``hold_responses``, the SCU sends the response to each report only once that event is
+    set, as a slow SCU does.
+    """
 
     received: list[tuple[int, Dataset, str]] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
+    hold_responses: threading.Event | None = None
 
     def handle(self, event: Event) -> tuple[int, None]:
         self.received.append(
             (int(event.event_type), event.event_information, event.assoc.requestor.ae_title)
         )
         self.arrived.set()
+        if self.hold_responses is not None:
+            self.hold_responses.wait(REPORT_TIMEOUT_SECONDS)
         return SUCCESS, None
 
     def wait(self) -> tuple[int, Dataset, str]:
@@ -348,6 +355,83 @@ def test_index_unavailable_processing_failure(moto_server: MotoProcess, listener
     }
 
 
+def release_later(event: threading.Event) -> None:
+    """Set ``event`` 0.3 s from now, once the request sent meanwhile has reached the gateway."""
+    timer = threading.Timer(0.3, event.set)
+    timer.daemon = True
+    timer.start()
+
+
+def test_second_request_while_report_pending(
+    commitment_gateway: Gateway, listener: Listener, tmp_path: Path
+) -> None:
+    # The second N-ACTION reaches the gateway while the first report awaits its response.
+    with scu_association(commitment_gateway) as (assoc, reports):
+        first, second = store_cts(assoc, tmp_path, 2)
+        first_request = commitment_request([first])
+        second_request = commitment_request([second])
+        reports.hold_responses = threading.Event()
+        assert request_commitment(assoc, first_request).Status == SUCCESS
+        assert reports.arrived.wait(REPORT_TIMEOUT_SECONDS), "the first report did not arrive"
+        release_later(reports.hold_responses)
+        second_status = request_commitment(assoc, second_request)
+        both_arrived = wait_until(lambda: len(reports.received) == 2, REPORT_TIMEOUT_SECONDS)
+        still_established = assoc.is_established
+
+    assert second_status.Status == SUCCESS
+    assert both_arrived, f"{len(reports.received)} reports arrived"
+    transactions = [str(report.TransactionUID) for _, report, _ in reports.received]
+    assert transactions == [first_request.TransactionUID, second_request.TransactionUID]
+    assert [event_type for event_type, _, _ in reports.received] == [ALL_COMMITTED] * 2
+    assert still_established
+    assert not listener.reports.received
+
+
+def test_store_while_report_pending(commitment_gateway: Gateway, tmp_path: Path) -> None:
+    with scu_association(commitment_gateway) as (assoc, reports):
+        references = store_cts(assoc, tmp_path, 1)
+        reports.hold_responses = threading.Event()
+        assert request_commitment(assoc, commitment_request(references)).Status == SUCCESS
+        assert reports.arrived.wait(REPORT_TIMEOUT_SECONDS), "the report did not arrive"
+        release_later(reports.hold_responses)
+        path, _ = fresh_ct(tmp_path)
+        store_status = assoc.send_c_store(path)
+        still_established = assoc.is_established
+
+    assert store_status.get("Status") == SUCCESS
+    assert still_established
+    assert len(reports.received) == 1
+
+
+def test_unanswered_report_sent_again_on_new_association(
+    gateway_settings: Settings,
+    archive: ObjectStore,
+    listener: Listener,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cirrus.gateway")
+    with start_gateway(gateway_settings, archive, commitment_config(listener)) as gateway:
+        gateway.ae.dimse_timeout = 0.5
+        with scu_association(gateway) as (assoc, reports):
+            # The SCU sends no response to the report on its association.
+            reports.hold_responses = threading.Event()
+            try:
+                references = store_cts(assoc, tmp_path, 1)
+                request = commitment_request(references)
+                assert request_commitment(assoc, request).Status == SUCCESS
+                event_type, report, _ = listener.reports.wait()
+                aborted = wait_until(lambda: assoc.is_aborted)
+            finally:
+                reports.hold_responses.set()
+
+    assert event_type == ALL_COMMITTED
+    assert report.TransactionUID == request.TransactionUID
+    assert aborted
+    [warning] = [r for r in caplog.records if "not delivered" in r.getMessage()]
+    assert "no N-EVENT-REPORT response within 0.5 s" in warning.getMessage()
+
+
 # --- reports on a new association --------------------------------------------------------
 
 
@@ -407,6 +491,30 @@ def test_no_destination_logs_error(
     assert len(errors) == 1
     assert errors[0].levelno == logging.ERROR
     assert NO_DESTINATION in errors[0].getMessage()
+    assert "the caller released the association" in errors[0].getMessage()
+    assert not listener.reports.received
+
+
+def test_aborted_association_logged_as_aborted(
+    commitment_gateway: Gateway,
+    listener: Listener,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cirrus.gateway")
+    release_done = hold_commitments(monkeypatch, commitment_gateway)
+    with scu_association(commitment_gateway, NO_DESTINATION) as (assoc, _):
+        references = store_cts(assoc, tmp_path, 1)
+        assert request_commitment(assoc, commitment_request(references)).Status == SUCCESS
+        assoc.abort()
+    assert wait_until(lambda: not commitment_gateway.active_associations())
+    release_done.set()
+
+    assert commitment_service(commitment_gateway).wait_idle(REPORT_TIMEOUT_SECONDS)
+    [error] = [r for r in caplog.records if "not sent" in r.getMessage()]
+    assert "the association was aborted" in error.getMessage()
+    assert "released" not in error.getMessage()
     assert not listener.reports.received
 
 

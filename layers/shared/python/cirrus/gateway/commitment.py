@@ -10,8 +10,9 @@ but not stored is never committed.
 
 The result goes to the caller in an N-EVENT-REPORT: event type 1 when every instance is
 committed, event type 2 with the Failed SOP Sequence otherwise. The report goes on the
-requesting association while it is open. When the caller has released it, the gateway opens
-a new association to the caller's address in the AE configuration (its entry in the site's
+requesting association while it is open, between the caller's requests
+(``cirrus.gateway.event_reports``). When that association has ended, the gateway opens a new
+association to the caller's address in the AE configuration (its entry in the site's
 ``destinations``), proposing the SCP role for itself (PS3.4 J.3.3.1.2, note 1).
 """
 
@@ -30,12 +31,20 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import N_ACTION
 from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.presentation import PresentationContextTuple
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 from cirrus.errors import CirrusError, NotFoundError
+from cirrus.gateway import event_reports
 from cirrus.gateway.aeconfig import Caller, Destination
 from cirrus.gateway.context import GatewayContext, peer
 from cirrus.gateway.encoded import IncompleteDataSetError, check_complete
+from cirrus.gateway.event_reports import (
+    EventReport,
+    ReportNotDeliveredError,
+    association_end,
+    channel_of,
+)
 from cirrus.gateway.status import NOT_AUTHORIZED, SUCCESS, error_comment
 from cirrus.index.claims import CLAIM, claim_pk
 from cirrus.index.models import get_record
@@ -138,7 +147,7 @@ class CommitmentService:
         ae.add_supported_context(StorageCommitmentPushModel)
 
     def event_handlers(self) -> list[EventHandlerType]:
-        return [(evt.EVT_N_ACTION, self.handle_action)]
+        return [(evt.EVT_N_ACTION, self.handle_action), *event_reports.event_handlers()]
 
     def handle_action(self, event: Event) -> tuple[Dataset, Dataset | None]:
         """Check an N-ACTION request, start its commitment and return the response status.
@@ -168,8 +177,9 @@ class CommitmentService:
             transaction_uid,
             extra={**peer(assoc), "transaction_uid": transaction_uid, "count": len(references)},
         )
+        context = event.context
         self._start_worker(
-            lambda: self._commit_and_report(assoc, caller, transaction_uid, references)
+            lambda: self._commit_and_report(assoc, context, caller, transaction_uid, references)
         )
         return _status(SUCCESS), None
 
@@ -255,6 +265,7 @@ class CommitmentService:
     def _commit_and_report(
         self,
         assoc: Association,
+        context: PresentationContextTuple,
         caller: Caller,
         transaction_uid: str,
         references: list[Reference],
@@ -280,9 +291,10 @@ class CommitmentService:
                 "failed": len(result.failed),
             },
         )
-        if self._report_on(assoc, result):
+        not_sent = self._report_on(assoc, context, result)
+        if not_sent is None:
             return
-        self._report_on_new_association(caller, result)
+        self._report_on_new_association(caller, result, not_sent)
 
     def commit(
         self, site: str, transaction_uid: str, references: list[Reference]
@@ -330,42 +342,55 @@ class CommitmentService:
             return CLASS_INSTANCE_CONFLICT
         return None
 
-    def _report_on(self, assoc: Association, result: CommitmentResult) -> bool:
-        """Send the report on ``assoc``; return False when it must go on a new association."""
-        if not assoc.is_established:
-            return False
-        information = result.event_information(self._context.config.ae_title)
+    def _report_on(
+        self, assoc: Association, context: PresentationContextTuple, result: CommitmentResult
+    ) -> str | None:
+        """Send the report on the requesting association; return why it was not delivered."""
+        channel = channel_of(assoc)
+        if channel is None or not assoc.is_established:
+            return association_end(assoc)
+        report = EventReport(
+            StorageCommitmentPushModel,
+            STORAGE_COMMITMENT_INSTANCE,
+            result.event_type,
+            result.event_information(self._context.config.ae_title),
+        )
         try:
-            status, _ = assoc.send_n_event_report(
-                information, result.event_type, StorageCommitmentPushModel,
-                STORAGE_COMMITMENT_INSTANCE,
-            )  # fmt: skip
-        except RuntimeError:
-            # The association ended between the check and the send.
-            return False
-        if "Status" not in status:
-            if not assoc.is_established:
-                # The caller released or aborted the association before it sent a response.
-                return False
+            status = channel.send(report, context)
+        except ReportNotDeliveredError as exc:
             logger.warning(
-                "storage commitment report of transaction %s got no response",
+                "storage commitment report of transaction %s not delivered on the requesting "
+                "association: %s",
                 result.transaction_uid,
-                extra={**peer(assoc), "transaction_uid": result.transaction_uid},
+                exc,
+                extra={
+                    **peer(assoc),
+                    "transaction_uid": result.transaction_uid,
+                    "reason": str(exc),
+                },
             )
-            return True
+            return str(exc)
         _log_delivery(result, status, "the requesting association")
-        return True
+        return None
 
-    def _report_on_new_association(self, caller: Caller, result: CommitmentResult) -> None:
+    def _report_on_new_association(
+        self, caller: Caller, result: CommitmentResult, not_sent: str
+    ) -> None:
+        """Send the report on a new association, because ``not_sent`` on the requesting one."""
         destination = self._context.config.destination(caller.site, caller.ae_title)
         if destination is None:
             logger.error(
-                "storage commitment report of transaction %s not sent: %s released the "
-                "association and has no destination in site %s",
+                "storage commitment report of transaction %s not sent: %s, and %s has no "
+                "destination in site %s",
                 result.transaction_uid,
+                not_sent,
                 caller.ae_title,
                 caller.site,
-                extra={"transaction_uid": result.transaction_uid, "calling_ae": caller.ae_title},
+                extra={
+                    "transaction_uid": result.transaction_uid,
+                    "calling_ae": caller.ae_title,
+                    "reason": not_sent,
+                },
             )
             return
         for attempt in range(1, REPORT_ATTEMPTS + 1):
