@@ -322,11 +322,12 @@ def test_limits_read_from_environment(tmp_path: Path) -> None:
             "CIRRUS_SPOOL_BYTES": "5000",
             "CIRRUS_SPOOL_DIR": str(tmp_path),
             "CIRRUS_ASSOCIATION_SPOOL_BYTES": "3000",
+            "CIRRUS_MAX_PENDING_CONNECTIONS": "200",
         }
     )
     defaults = GatewayLimits.from_env({})
 
-    assert limits == GatewayLimits(40, 1000, 5000, tmp_path, 3000)
+    assert limits == GatewayLimits(40, 1000, 5000, tmp_path, 3000, 200)
     assert limits.association_spool_limit == 3000
     assert defaults == GatewayLimits()
     assert defaults.association_spool_limit == DEFAULT_MAX_INSTANCE_BYTES
@@ -349,6 +350,11 @@ def test_limits_read_from_environment(tmp_path: Path) -> None:
             "CIRRUS_ASSOCIATION_SPOOL_BYTES '2GiB' is invalid",
         ),
         ({"CIRRUS_ASSOCIATION_SPOOL_BYTES": "0"}, "association_spool_bytes is 0"),
+        ({"CIRRUS_MAX_PENDING_CONNECTIONS": "0"}, "max_pending_connections is 0"),
+        (
+            {"CIRRUS_MAX_PENDING_CONNECTIONS": "lots"},
+            "CIRRUS_MAX_PENDING_CONNECTIONS 'lots' is invalid",
+        ),
         (
             {
                 "CIRRUS_SPOOL_BYTES": str(3 * 1024**3),

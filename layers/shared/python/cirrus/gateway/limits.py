@@ -1,10 +1,14 @@
 """The resource limits of one gateway process, and their reading from the environment.
 
-Four bounds keep a busy gateway serving instead of running out of memory or disk:
+Five bounds keep a busy gateway serving instead of running out of memory or disk:
 
 - ``max_associations``: associations served at once. pynetdicom rejects one more with
   A-ASSOCIATE-RJ, result rejected-transient, source service-provider (presentation),
-  reason "local limit exceeded" (PS3.8 9.3.4).
+  reason "local limit exceeded" (PS3.8 9.3.4). A connection counts once its A-ASSOCIATE-RQ
+  has arrived.
+- ``max_pending_connections``: connections that have not sent their A-ASSOCIATE-RQ yet.
+  Each takes a file descriptor, and two threads once its first bytes arrive, for up to the
+  request timeout. One more closes the oldest of them (``cirrus.gateway.connections``).
 - ``max_instance_bytes``: size of one received data set. A larger one is received to its
   end without being kept, and its C-STORE gets 0xA700 with an Error Comment.
 - ``spool_bytes``: bytes of all data sets being received or stored at once, which the gateway
@@ -34,6 +38,9 @@ from typing import Final
 from cirrus.archive import MAX_OBJECT_BYTES
 
 DEFAULT_MAX_ASSOCIATIONS: Final = 25
+# Four times the associations, so that a burst of modalities connecting at once fits. A
+# connection that has sent data takes two threads until its request is complete.
+DEFAULT_MAX_PENDING_CONNECTIONS: Final = 100
 # A CT or MR series arrives as many small instances, but whole-slide images, breast
 # tomosynthesis and long ultrasound clips reach gigabytes in one instance.
 DEFAULT_MAX_INSTANCE_BYTES: Final = 2 * 1024**3
@@ -46,6 +53,7 @@ ENV_MAX_INSTANCE_BYTES: Final = "CIRRUS_MAX_INSTANCE_BYTES"
 ENV_SPOOL_BYTES: Final = "CIRRUS_SPOOL_BYTES"
 ENV_SPOOL_DIR: Final = "CIRRUS_SPOOL_DIR"
 ENV_ASSOCIATION_SPOOL_BYTES: Final = "CIRRUS_ASSOCIATION_SPOOL_BYTES"
+ENV_MAX_PENDING_CONNECTIONS: Final = "CIRRUS_MAX_PENDING_CONNECTIONS"
 
 
 @dataclass(frozen=True)
@@ -61,10 +69,15 @@ class GatewayLimits:
     spool_bytes: int = DEFAULT_SPOOL_BYTES
     spool_dir: Path | None = None
     association_spool_bytes: int | None = None
+    max_pending_connections: int = DEFAULT_MAX_PENDING_CONNECTIONS
 
     def __post_init__(self) -> None:
         if self.max_associations < 1:
             raise ValueError(f"max_associations is {self.max_associations}; it must be 1 or more")
+        if self.max_pending_connections < 1:
+            raise ValueError(
+                f"max_pending_connections is {self.max_pending_connections}; it must be 1 or more"
+            )
         if not 1 <= self.max_instance_bytes <= MAX_OBJECT_BYTES:
             raise ValueError(
                 f"max_instance_bytes is {self.max_instance_bytes}; it must be from 1 to "
@@ -96,8 +109,8 @@ class GatewayLimits:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewayLimits:
         """Read the limits from ``CIRRUS_MAX_ASSOCIATIONS``, ``CIRRUS_MAX_INSTANCE_BYTES``,
-        ``CIRRUS_SPOOL_BYTES``, ``CIRRUS_SPOOL_DIR`` and ``CIRRUS_ASSOCIATION_SPOOL_BYTES``;
-        raise ``ValueError`` for a bad value.
+        ``CIRRUS_SPOOL_BYTES``, ``CIRRUS_SPOOL_DIR``, ``CIRRUS_ASSOCIATION_SPOOL_BYTES`` and
+        ``CIRRUS_MAX_PENDING_CONNECTIONS``; raise ``ValueError`` for a bad value.
         """
         spool_dir = environ.get(ENV_SPOOL_DIR)
         limits = cls(
@@ -108,6 +121,9 @@ class GatewayLimits:
             spool_bytes=_read_int(environ, ENV_SPOOL_BYTES, DEFAULT_SPOOL_BYTES),
             spool_dir=Path(spool_dir) if spool_dir else None,
             association_spool_bytes=_read_optional_int(environ, ENV_ASSOCIATION_SPOOL_BYTES),
+            max_pending_connections=_read_int(
+                environ, ENV_MAX_PENDING_CONNECTIONS, DEFAULT_MAX_PENDING_CONNECTIONS
+            ),
         )
         if not limits.spool_root.is_dir():
             raise ValueError(f"{ENV_SPOOL_DIR} {str(limits.spool_root)!r} is not a folder")

@@ -34,6 +34,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from cirrus.config import Settings
 from cirrus.gateway.aeconfig import AEConfig
 from cirrus.gateway.commitment import CommitmentService
+from cirrus.gateway.connections import GatewayAssociationServer, PendingConnections
 from cirrus.gateway.context import DimseService, GatewayContext, peer
 from cirrus.gateway.find import FindService
 from cirrus.gateway.health import HealthServer, HealthState
@@ -55,9 +56,9 @@ __all__ = ["STORAGE_TRANSFER_SYNTAXES", "Gateway", "GatewayAE", "build_ae", "run
 # their size.
 MAX_ASSOCIATIONS: Final = GatewayLimits().max_associations
 
-# Time a new connection has to send its A-ASSOCIATE-RQ (pynetdicom's default is 30 s). An idle
-# connection holds one of MAX_ASSOCIATIONS until then, so a short wait keeps a few idle
-# clients from locking modalities out for long.
+# Time a new connection has to start its A-ASSOCIATE-RQ (or TLS handshake), and then again to
+# finish the request (pynetdicom's default is 30 s). Until then it takes one of the pending
+# connection slots of ``cirrus.gateway.connections``.
 ACSE_TIMEOUT_SECONDS: Final = 10.0
 
 # Time that ``run_gateway`` gives open associations to finish after SIGTERM. It must stay
@@ -106,11 +107,10 @@ def _on_connection_open(event: Event) -> None:
 def _on_connection_close(event: Event) -> None:
     """End the acceptor thread of a connection that closed before its association request.
 
-    pynetdicom 3.0.4 waits ``acse_timeout`` (30 s) for the A-ASSOCIATE-RQ even after the
-    connection has closed, and counts the waiting thread against ``maximum_associations``.
-    Load balancer health checks, which connect and close, could then fill that limit and make
-    the gateway reject modalities. None on the DUL's queue is what the wait returns on a
-    timeout, so the thread ends at once.
+    pynetdicom 3.0.4 waits ``acse_timeout`` for the A-ASSOCIATE-RQ even after the connection
+    has closed. A connection that closes after its first bytes would then keep its threads and
+    its pending connection slot for that long. None on the DUL's queue is what the wait returns
+    on a timeout, so the thread ends at once.
     """
     assoc = event.assoc
     if assoc.is_acceptor and assoc.requestor.primitive is None:
@@ -152,6 +152,8 @@ class GatewayAE(AE):
         self.context = context
         self.dimse_services = services
         self.limits = limits if limits is not None else GatewayLimits()
+        # Shared by the plain and the TLS listener.
+        self.pending_connections = PendingConnections(self.limits.max_pending_connections)
         # Found through ``assoc.ae`` by cirrus.gateway.spool and cirrus.gateway.metrics.
         self.spool = Spool(self.limits)
         self.metrics = metrics
@@ -159,9 +161,30 @@ class GatewayAE(AE):
         # whose listening sockets all bind one port.
         self.reuse_port = False
 
+    @property
+    def active_associations(self) -> list[Association]:
+        """Return the AE's associations, without connections still waiting for their request.
+
+        pynetdicom counts the acceptors in this list against ``maximum_associations`` when it
+        negotiates an association, so an idle connection takes no association slot.
+        ``PendingConnections`` bounds those connections instead.
+        """
+        return [
+            assoc
+            for assoc in super().active_associations
+            if not (assoc.is_acceptor and assoc.requestor.primitive is None)
+        ]
+
+    def _on_requested(self, event: Event) -> None:
+        """Free the pending connection slot of a connection whose A-ASSOCIATE-RQ arrived."""
+        association_socket = event.assoc.dul.socket
+        if association_socket is not None and association_socket.socket is not None:
+            self.pending_connections.discard(association_socket.socket)
+
     def event_handlers(self) -> list[EventHandlerType]:
         handlers: list[EventHandlerType] = [
             (evt.EVT_CONN_OPEN, _on_connection_open),
+            (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_CONN_CLOSE, _on_connection_close),
             (evt.EVT_REJECTED, _on_rejected),
             (evt.EVT_CONN_CLOSE, self._on_association_end),
@@ -186,12 +209,16 @@ class GatewayAE(AE):
         **kwargs: Any,
     ) -> _ServerT | ThreadedAssociationServer:
         handlers = [*self.event_handlers(), *(evt_handlers or [])]
-        if ssl_context is not None and server_class is ThreadedAssociationServer:
-            # Runs each TLS handshake in the connection's thread instead of the accept loop.
-            server_class = TLSAssociationServer  # type: ignore[assignment]
+        if server_class is ThreadedAssociationServer:
+            # Both bound the connections that wait for their request. The TLS one also runs
+            # each TLS handshake in the connection's thread instead of the accept loop.
+            if ssl_context is not None:
+                server_class = TLSAssociationServer  # type: ignore[assignment]
+            else:
+                server_class = GatewayAssociationServer  # type: ignore[assignment]
         if self.reuse_port and server_class is not None:
             server_class = with_reuse_port(server_class)
-        return super().make_server(
+        server = super().make_server(
             address,
             ae_title=ae_title,
             contexts=contexts,
@@ -200,6 +227,10 @@ class GatewayAE(AE):
             server_class=server_class,
             **kwargs,
         )
+        if isinstance(server, GatewayAssociationServer):
+            # Set before ``start_server`` starts the accept loop.
+            server.pending = self.pending_connections
+        return server
 
 
 def dimse_services(context: GatewayContext) -> list[DimseService]:
@@ -378,6 +409,7 @@ class Gateway:
         self._server.shutdown()
         if self._tls_server is not None:
             self._tls_server.shutdown()
+        self.ae.pending_connections.close()
         deadline = time.monotonic() + grace_seconds
         while self.active_associations() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from pynetdicom.transport import ThreadedAssociationServer
+from cirrus.gateway.connections import GatewayAssociationServer
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _load_ca(context: ssl.SSLContext, ca_file: Path) -> None:
         ) from exc
 
 
-class TLSAssociationServer(ThreadedAssociationServer):
+class TLSAssociationServer(GatewayAssociationServer):
     """A threaded association server that runs each TLS handshake in the connection's thread."""
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
