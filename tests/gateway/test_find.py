@@ -388,15 +388,34 @@ def test_patient_root_study_without_patient_id(loaded: Loaded) -> None:
         (PATIENT_ROOT_FIND, "STUDY", {"PatientID": ""}, 0x00100020),
         (STUDY_ROOT_FIND, "SERIES", {"StudyInstanceUID": ["1.2.3", "1.2.4"]}, 0x0020000D),
         (STUDY_ROOT_FIND, "SERIES", {"StudyInstanceUID": ""}, 0x0020000D),
+        (STUDY_ROOT_FIND, "SERIES", {"StudyInstanceUID": "1.3*"}, 0x0020000D),
+        (PATIENT_ROOT_FIND, "SERIES", {"PatientID": "P1", "StudyInstanceUID": "1.2.?"}, 0x0020000D),
         (
             STUDY_ROOT_FIND,
             "IMAGE",
             {"StudyInstanceUID": "1.2.3", "SeriesInstanceUID": ["1.2.4", "1.2.5"]},
             0x0020000E,
         ),
+        (
+            STUDY_ROOT_FIND,
+            "IMAGE",
+            {"StudyInstanceUID": "1.2.3", "SeriesInstanceUID": "1.2.4*"},
+            0x0020000E,
+        ),
     ],
-    ids=["patient-list", "patient-empty", "study-list", "study-empty", "series-list"],
+    ids=[
+        "patient-list",
+        "patient-empty",
+        "study-list",
+        "study-empty",
+        "study-wildcard",
+        "study-question-mark",
+        "series-list",
+        "series-wildcard",
+    ],
 )
+# pydicom warns about the wildcards, which are not valid in a UID.
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_upper_unique_key_not_single(
     loaded: Loaded, model: str, level: str, keys: dict[str, Any], offending: int
 ) -> None:

@@ -333,7 +333,17 @@ def _check_unique_keys(query: QidoQuery, level: str, above: tuple[str, ...]) -> 
         value = constraint.single_value if constraint is not None else None
         # The query parser splits only UID lists into values, so a PatientID list arrives as
         # one value joined by backslashes. A backslash cannot occur inside LO (PS3.5 6.2).
-        if constraint is None or constraint.is_universal or value is None or "\\" in value:
+        # UI takes no wildcards, so the parser reads "1.3*" as a single value. A unique key
+        # above the query level must be one UID (PS3.4 C.4.1.2.2.1), so "*" and "?" are
+        # rejected in every VR.
+        if (
+            constraint is None
+            or constraint.is_universal
+            or value is None
+            or "\\" in value
+            or "*" in value
+            or "?" in value
+        ):
             raise IdentifierMismatchError(
                 f"a {level} query needs one {_keyword(tag)} value (hierarchical query)",
                 (int(tag, 16),),
