@@ -522,6 +522,72 @@ def test_truncated_identifier_unable_to_process(
     assert len(matches(again)) == 2
 
 
+def find_encoded(
+    port: int, monkeypatch: pytest.MonkeyPatch, encoded: bytes
+) -> list[tuple[Dataset, Dataset | None]]:
+    """Send a Study Root C-FIND whose Identifier is the Explicit VR Little Endian ``encoded``."""
+    ae = AE("FINDSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae.add_requested_context(STUDY_ROOT_FIND, ExplicitVRLittleEndian)
+    assoc = ae.associate(LOOPBACK, port, ae_title=DEFAULT_AE_TITLE)
+    assert assoc.is_established
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(pynetdicom.association, "encode", lambda *args: encoded)
+            return list(assoc.send_c_find(identifier("STUDY"), STUDY_ROOT_FIND))
+    finally:
+        assoc.release()
+
+
+def find_log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Return the log line of each C-FIND request, without other messages of the service."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "cirrus.gateway.find"]
+    return [line for line in lines if line.startswith("C-FIND from ")]
+
+
+@pytest.mark.parametrize(
+    ("encoded", "described"),
+    [
+        (_STUDY_LEVEL + _TRUNCATED_PATIENT_ID, "at STUDY level"),
+        (_STUDY_LEVEL + _UNKNOWN_VR_PATIENT_ID, "at STUDY level"),
+        (_UNKNOWN_VR_LEVEL, "with a Query/Retrieve Level that could not be read"),
+    ],
+    ids=["truncated", "undecodable-key", "undecodable-level"],
+)
+def test_log_line_level_of_undecodable_query(
+    loaded: Loaded,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    encoded: bytes,
+    described: str,
+) -> None:
+    port, _ = loaded
+    with caplog.at_level(logging.INFO, logger="cirrus.gateway.find"):
+        [(status, _)] = find_encoded(port, monkeypatch, encoded)
+    assert status.Status == 0xC000
+    assert find_log_lines(caplog) == [f"C-FIND from FINDSCU {described}: 0 matches, status 0xC000"]
+
+
+def test_log_line_level_missing_or_invalid(
+    loaded: Loaded, caplog: pytest.LogCaptureFixture
+) -> None:
+    port, _ = loaded
+    without_level = Dataset()
+    without_level.PatientID = "P1"
+    with caplog.at_level(logging.INFO, logger="cirrus.gateway.find"):
+        [(missing, _)] = find(port, without_level)
+        [(invalid, _)] = find(port, identifier("PATIENT", PatientID="P1"), STUDY_ROOT_FIND)
+        found = matches(find(port, identifier("SERIES", StudyInstanceUID="1.2.3.4.5")))
+    assert missing.Status == 0xA900
+    assert invalid.Status == 0xA900
+    assert found == []
+    assert find_log_lines(caplog) == [
+        "C-FIND from FINDSCU without a Query/Retrieve Level: 0 matches, status 0xA900",
+        "C-FIND from FINDSCU at invalid level 'PATIENT': 0 matches, status 0xA900",
+        "C-FIND from FINDSCU at SERIES level: 0 matches, status 0x0000",
+    ]
+
+
 def test_caller_without_query_permission(loaded: Loaded) -> None:
     port, _ = loaded
     [(status, _)] = find(port, identifier("STUDY", PatientID="P1"), calling_ae="STOREONLY")

@@ -43,6 +43,7 @@ from cirrus.gateway.status import NOT_AUTHORIZED, error_comment
 from cirrus.query import qido
 from cirrus.query.identifier import (
     MODEL_LEVELS,
+    QUERY_RETRIEVE_LEVEL,
     FindRequest,
     IdentifierError,
     IdentifierMismatchError,
@@ -87,25 +88,25 @@ class FindService:
         because pynetdicom would otherwise send its own status without a reason.
         """
         request = cast(C_FIND, event.request)
-        log_keys = {**peer(event.assoc), "sop_class_uid": str(request.AffectedSOPClassUID)}
+        sop_class = str(request.AffectedSOPClassUID)
+        log_keys = {**peer(event.assoc), "sop_class_uid": sop_class}
         count = 0
         final: int = SUCCESS
-        level = "unknown"
         try:
-            for response in self._responses(event, str(request.AffectedSOPClassUID)):
+            for response in self._responses(event, sop_class):
                 status = response[0]
                 code = status if isinstance(status, int) else int(status.Status)
                 if code in (PENDING, PENDING_WITH_UNSUPPORTED_KEYS):
                     count += 1
-                    level = str(cast(Dataset, response[1]).QueryRetrieveLevel)
                 else:
                     final = code
                 yield response
         finally:
+            level = _read_level(event)
             logger.info(
-                "C-FIND from %s at %s level: %d matches, status 0x%04X",
+                "C-FIND from %s %s: %d matches, status 0x%04X",
                 log_keys["calling_ae"],
-                level,
+                _describe_level(level, MODEL_LEVELS.get(sop_class, ())),
                 count,
                 final,
                 extra={**log_keys, "level": level, "matches": count, "status": f"0x{final:04X}"},
@@ -165,6 +166,35 @@ class FindService:
                 ),
                 None,
             )
+
+
+def _read_level(event: Event) -> str | None:
+    """Return the Query/Retrieve Level as the request sent it ("" without one).
+
+    Returns None when the Identifier cannot be decoded as far as that element.
+    """
+    try:
+        element = event.identifier.get(QUERY_RETRIEVE_LEVEL)
+        if element is None:
+            return ""
+        return str(element.value or "").strip()
+    except Exception:
+        # pynetdicom decodes the Identifier on first access and raises what pydicom raises.
+        # The request has failed then, and its failure response carries the reason.
+        logger.debug("Query/Retrieve Level could not be read", exc_info=True)
+        return None
+
+
+def _describe_level(level: str | None, levels: tuple[str, ...]) -> str:
+    """Describe the level of a request for the log line, which never contains a key value."""
+    if level is None:
+        return "with a Query/Retrieve Level that could not be read"
+    if not level:
+        return "without a Query/Retrieve Level"
+    if level in levels:
+        return f"at {level} level"
+    # A Code String has at most 16 characters (PS3.5 6.2).
+    return f"at invalid level {level[:16]!r}"
 
 
 def _failure(status: int, comment: str, offending: tuple[int, ...] = ()) -> Dataset:
