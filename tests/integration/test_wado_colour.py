@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.pixels import pixel_array
 from pydicom.pixels.decoders.base import get_decoder
@@ -177,3 +178,77 @@ def test_metadata_keeps_stored_photometric(stack: Stack) -> None:
     assert response.status_code == 200, response.text
     (item,) = response.json()
     assert item["00280004"]["Value"] == ["YBR_FULL_422"]
+
+
+# Native YBR_FULL_422: two horizontally adjacent pixels share one CB and one CR value, so a
+# frame has two bytes a pixel (PS3.3 C.7.6.3.1.2).
+NATIVE_422 = "SC_ybr_full_422_uncompressed.dcm"
+
+
+def test_ybr_422_native_frames_as_stored(stack: Stack) -> None:
+    original = store_file(stack, bundled(NATIVE_422))
+    assert original.PhotometricInterpretation == "YBR_FULL_422"
+    assert original.file_meta.TransferSyntaxUID == EXPLICIT
+
+    for accept in (OCTETS, f"{OCTETS}; transfer-syntax=*"):
+        (part,) = get_parts(f"{instance_url(stack, original)}/frames/1", accept)
+        assert part.content_type == f"application/octet-stream; transfer-syntax={EXPLICIT}"
+        assert len(part.body) == original.Rows * original.Columns * 2, accept
+        assert part.body == original.PixelData, accept
+
+
+def test_ybr_422_native_frames_reencoded(stack: Stack) -> None:
+    original = store_file(stack, bundled(NATIVE_422))
+    ycbcr = pixel_array(original, as_rgb=False)
+    options = {
+        "rows": original.Rows,
+        "columns": original.Columns,
+        "samples_per_pixel": 3,
+        "bits_allocated": 8,
+        "bits_stored": 8,
+        "pixel_representation": 0,
+        "photometric_interpretation": "YBR_FULL",
+        "planar_configuration": 0,
+        "number_of_frames": 1,
+    }
+    encoded = (
+        ("image/dicom-rle", RLE),
+        ("image/jls", JPEG_LS),
+        ("image/jp2", JPEG_2000_LOSSLESS),
+    )
+
+    for media_type, syntax in encoded:
+        url = f"{instance_url(stack, original)}/frames/1"
+        (part,) = get_parts(url, f'multipart/related; type="{media_type}"')
+        assert part.content_type == f"{media_type}; transfer-syntax={syntax}"
+        decoder = get_decoder(pydicom.uid.UID(syntax))
+        array, _ = decoder.as_array(encapsulate([part.body]), as_rgb=False, **options)
+        assert np.array_equal(array, ycbcr), media_type
+
+
+def test_ybr_422_native_instance_transcoded(stack: Stack) -> None:
+    original = store_file(stack, bundled(NATIVE_422))
+    ycbcr = pixel_array(original, as_rgb=False)
+
+    as_stored = transcoded(stack, original, EXPLICIT)
+    assert as_stored.PhotometricInterpretation == "YBR_FULL_422"
+    assert as_stored.PixelData == original.PixelData
+    for syntax in (RLE, JPEG_LS, JPEG_2000_LOSSLESS):
+        ds = transcoded(stack, original, syntax)
+        assert ds.PhotometricInterpretation == "YBR_FULL", syntax
+        assert np.array_equal(pixel_array(ds, as_rgb=False), ycbcr), syntax
+
+
+def test_ybr_422_native_rendered(stack: Stack) -> None:
+    original = store_file(stack, bundled(NATIVE_422))
+
+    response = requests.get(
+        f"{instance_url(stack, original)}/rendered", headers={"Accept": "image/png"}, timeout=60
+    )
+
+    assert response.status_code == 200, response.text
+    image = Image.open(BytesIO(response.content))
+    assert image.size == (original.Columns, original.Rows)
+    assert image.mode == "RGB"
+    rendered = np.asarray(image).astype(int)
+    assert np.abs(rendered - pixel_array(original).astype(int)).max() <= 1

@@ -214,6 +214,7 @@ def transcode(data: bytes, target: UID) -> bytes:
     if "PixelData" in ds:
         _to_native(ds, source)
         if target.is_compressed:
+            _upsample_ybr_422(ds)
             _compress(ds, target)
     elif target.is_compressed and _has_native_only_elements(ds):
         raise TranscodeError(f"float Pixel Data has no encapsulated form in {target}")
@@ -386,6 +387,18 @@ def _to_native(ds: Dataset, source: UID) -> None:
         numbers = range(1, int(ds.get("NumberOfFrames") or 1) + 1)
         frames = decode_frames(ds, numbers)
         _set_native_pixels(ds, frames)
+
+
+def _upsample_ybr_422(ds: Dataset) -> None:
+    """Give native YBR_FULL_422 Pixel Data a CB and CR value for every pixel, as YBR_FULL.
+
+    pydicom 3.0.2's encoders expect every sample of every pixel, so they reject 4:2:2 data for
+    its length. Repeating each shared CB and CR value for both pixels of the pair loses nothing.
+    """
+    if ds.get("PhotometricInterpretation") != "YBR_FULL_422":
+        return
+    numbers = range(1, int(ds.get("NumberOfFrames") or 1) + 1)
+    _set_native_pixels(ds, decode_frames(ds, numbers))
 
 
 def _decompress(ds: Dataset, source: UID) -> None:

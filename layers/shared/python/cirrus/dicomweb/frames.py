@@ -14,7 +14,9 @@ Decoded YBR colour is sent as YCbCr, without conversion to RGB, so that the colo
 Photometric Interpretation in the instance's metadata stays true for the frames. A JPEG
 decoder returns a CB and CR value for every pixel, so decoded frames of an instance stored as
 YBR_FULL_422 are YBR_FULL, three bytes a pixel, as in the instance transcoded to Explicit VR
-Little Endian. Frames encoded into another syntax carry the same values.
+Little Endian. Frames encoded into another syntax carry the same values. Octet-stream frames of
+YBR_FULL_422 stored in Explicit or Implicit VR Little Endian are sent as stored, two bytes a
+pixel, as the metadata describes them.
 
 One frame requested with a bare media type (``Accept: image/jls``) is sent as a single-part
 body. Otherwise the response is multipart/related, one part for each frame, and each part
@@ -32,6 +34,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from cirrus.dicom.transcode import (
@@ -194,16 +197,13 @@ def _produce(source: _FrameSource, choice: Choice, numbers: list[int]) -> list[b
 
 
 def _native_frames(source: _FrameSource, numbers: list[int]) -> list[bytes] | None:
-    """Read native little endian frames by byte range; None when they are not byte-aligned."""
-    metadata = source.metadata
-    rows = int(first_value(metadata, "00280010") or 0)
-    columns = int(first_value(metadata, "00280011") or 0)
-    samples = int(first_value(metadata, "00280002") or 1)
-    bits = int(first_value(metadata, "00280100") or 0)
-    pixel_bits = rows * columns * samples * bits
-    if pixel_bits % 8 or pixel_bits == 0:
+    """Read native little endian frames by byte range; None when they are not byte-aligned.
+
+    The frames are sent as stored, so a YBR_FULL_422 frame keeps its two bytes a pixel.
+    """
+    frame_size = native_frame_size(source.metadata)
+    if frame_size is None:
         return None  # 1-bit frames that share bytes: decode_frames packs each frame alone
-    frame_size = pixel_bits // 8
     ref = source.ref
     if ref.pixel_offset is None:
         value = source.dataset().PixelData
@@ -223,6 +223,25 @@ def _native_frames(source: _FrameSource, numbers: list[int]) -> list[bytes] | No
             )
         frames.append(data)
     return frames
+
+
+def native_frame_size(metadata: dict[str, object]) -> int | None:
+    """Return the size in bytes of one native frame described by DICOM JSON ``metadata``.
+
+    Returns None when a frame does not end on a byte boundary, or the size is 0. pydicom's
+    ``get_expected_length`` computes the size, so that YBR_FULL_422 counts two samples a
+    pixel, because two adjacent pixels share one CB and one CR value (PS3.3 C.7.6.3.1.2).
+    """
+    frame = Dataset()
+    frame.Rows = int(first_value(metadata, "00280010") or 0)
+    frame.Columns = int(first_value(metadata, "00280011") or 0)
+    frame.SamplesPerPixel = int(first_value(metadata, "00280002") or 1)
+    frame.BitsAllocated = int(first_value(metadata, "00280100") or 0)
+    frame.PhotometricInterpretation = str(first_value(metadata, "00280004") or "")
+    pixel_bits = frame.Rows * frame.Columns * frame.SamplesPerPixel * frame.BitsAllocated
+    if pixel_bits % 8 or pixel_bits == 0:
+        return None
+    return get_expected_length(frame)
 
 
 def _check_frames_fit(
