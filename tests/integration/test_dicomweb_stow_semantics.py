@@ -202,19 +202,38 @@ def test_none_stored_409(stack: Stack) -> None:
     assert stack.instance_keys() == []
 
 
-def test_deflate_bomb_0xA700(stack: Stack) -> None:
+def deflate_bomb() -> pydicom.Dataset:
+    """Return an instance whose deflated data set inflates far past the limit."""
     bomb = fresh()
     bomb.Rows, bomb.Columns = 1000, 12_000
     bomb.PixelData = bytes(24 * 1024**2)
     bomb.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    return bomb
+
+
+def test_deflate_bomb_0xA700(stack: Stack) -> None:
     fine = fresh("MR_small.dcm")
 
-    response = post_instances(f"{stack.url}/studies", [encode(bomb), encode(fine)])
+    response = post_instances(f"{stack.url}/studies", [encode(deflate_bomb()), encode(fine)])
 
     assert response.status_code == 202
+    assert "Retry-After" not in response.headers
     assert reasons(response.json()) == [0xA700]
     assert "inflates to more than" in response.headers["Warning"]
     assert len(stack.instance_keys()) == 1
+
+
+def test_deflate_bomb_alone_409(stack: Stack) -> None:
+    response = post_instances(f"{stack.url}/studies", [encode(deflate_bomb())])
+
+    # The limit rejects the instance on every attempt, so 503 and Retry-After would mislead.
+    assert response.status_code == 409
+    assert "Retry-After" not in response.headers
+    body = response.json()
+    assert reasons(body) == [0xA700]
+    assert REFERENCED_SOP_SEQUENCE not in body
+    assert "inflates to more than" in response.headers["Warning"]
+    assert stack.instance_keys() == []
 
 
 def test_invalid_uid_0xA900(stack: Stack) -> None:

@@ -23,7 +23,7 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
-from pydicom.uid import generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
 
 from cirrus.aws import AwsClients
 from cirrus.config import Settings
@@ -487,6 +487,30 @@ def test_stow_storage_unavailable(
     reasons = [item[FAILURE_REASON]["Value"] for item in failed_items(response)]
     assert reasons == [[0xA700], [0xA700]]
     assert REFERENCED_SOP_SEQUENCE not in response.json()
+    assert list(object_store.list_keys(site_prefix(settings.default_site))) == []
+
+
+def test_stow_storage_unavailable_and_inflation_limit(
+    settings: Settings, clients: AwsClients, object_store: ObjectStore
+) -> None:
+    bomb = read_test_file("CT_small.dcm")
+    bomb.Rows, bomb.Columns = 1000, 12_000
+    bomb.PixelData = bytes(24 * 1024**2)
+    bomb.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    missing_bucket = ObjectStore(clients.s3, f"{settings.bucket}-missing", settings.kms_key_id)
+    service = start_dicomweb(settings, missing_bucket)
+    try:
+        parts = [encode(read_test_file("MR_small.dcm")), encode(bomb)]
+        response = post_parts(f"{service.url}/studies", parts)
+    finally:
+        service.server.shutdown()
+
+    # A retry could store the first part but never the second, so the status is 409, not 503.
+    assert response.status_code == 409
+    assert "Retry-After" not in response.headers
+    reasons = [item[FAILURE_REASON]["Value"] for item in failed_items(response)]
+    assert reasons == [[0xA700], [0xA700]]
+    assert "inflates to more than" in response.headers["Warning"]
     assert list(object_store.list_keys(site_prefix(settings.default_site))) == []
 
 

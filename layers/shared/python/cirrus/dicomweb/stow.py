@@ -79,13 +79,19 @@ class FailureReason(IntEnum):
 
 @dataclass(frozen=True)
 class Failure:
-    """A part that was not stored, with the UIDs it names when they could be read."""
+    """A part that was not stored, with the UIDs it names when they could be read.
+
+    ``storage_failed`` is set when S3 or DynamoDB failed, so the same part may be stored by a
+    later attempt. Other failures of 0xA700, such as a deflated data set that inflates past
+    the limit, fail again on every attempt.
+    """
 
     part: int
     reason: FailureReason
     message: str
     sop_class_uid: str | None = None
     sop_instance_uid: str | None = None
+    storage_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ def store_instances(
 
     With ``study`` (POST /studies/{study}), an instance of another study fails with 0xA900
     and is not stored. The status follows PS3.18 10.5.3: 200 when all are stored, 202 when
-    some are, 409 when none are, but 503 when none are and only because storage failed.
+    some are, 409 when none are, but 503 when none are and only because S3 or DynamoDB failed.
     """
     stored: list[ArchivedInstance] = []
     failures: list[Failure] = []
@@ -242,7 +248,14 @@ def _store_part(
         message = f"invalid data set: {exc}"
         return Failure(number, FailureReason.CANNOT_UNDERSTAND, message, sop_class, sop_instance)
     except StoreUnavailableError as exc:
-        return Failure(number, FailureReason.OUT_OF_RESOURCES, str(exc), sop_class, sop_instance)
+        return Failure(
+            number,
+            FailureReason.OUT_OF_RESOURCES,
+            str(exc),
+            sop_class,
+            sop_instance,
+            storage_failed=True,
+        )
     except Exception as exc:
         # One part must not fail the others, which may be stored already.
         logger.exception("STOW-RS part failed unexpectedly", extra={"part": number})
@@ -274,7 +287,7 @@ def _status(stored: list[ArchivedInstance], failures: list[Failure]) -> HTTPStat
         return HTTPStatus.OK
     if stored:
         return HTTPStatus.ACCEPTED
-    if all(failure.reason == FailureReason.OUT_OF_RESOURCES for failure in failures):
+    if all(failure.storage_failed for failure in failures):
         return HTTPStatus.SERVICE_UNAVAILABLE
     return HTTPStatus.CONFLICT
 
