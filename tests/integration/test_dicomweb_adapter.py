@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import http.client
+import io
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,13 +236,51 @@ def test_response_no_body(adapter: Adapter) -> None:
     assert response.content == b""
 
 
-def test_handler_failure(adapter: Adapter) -> None:
+def test_handler_failure(adapter: Adapter, caplog: pytest.LogCaptureFixture) -> None:
     adapter.handler.error = RuntimeError("boom")
 
     response = requests.get(f"{adapter.url}/dicomweb/studies")
 
     assert response.status_code == 502
     assert response.json() == {"error": "Internal server error"}
+    (record,) = [r for r in caplog.records if r.getMessage() == "handler failed"]
+    assert record.levelno == logging.ERROR
+    assert getattr(record, "error", None) == "RuntimeError"
+    assert "in __call__" in getattr(record, "traceback", "")
+    assert record.exc_info is None
+    assert all("boom" not in str(value) for value in vars(record).values())
+
+
+def wait_for_record(caplog: pytest.LogCaptureFixture, message: str) -> logging.LogRecord:
+    """Return the first record with ``message``, waiting up to 10 s for the server thread."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for record in caplog.records:
+            if record.getMessage() == message:
+                return record
+        time.sleep(0.02)
+    raise AssertionError(f"no log record {message!r}")
+
+
+def test_malformed_request_line_not_logged(
+    adapter: Adapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # The space in the query makes the request line invalid, so http.server rejects it.
+    request_line = b"GET /dicomweb/studies?PatientName=Quartermaine Eudora HTTP/1.1\r\n\r\n"
+
+    with socket.create_connection(("127.0.0.1", adapter.server.port), timeout=10) as client:
+        client.sendall(request_line)
+        status_line = client.recv(12)
+
+    assert status_line == b"HTTP/1.1 400"
+    record = wait_for_record(caplog, "HTTP request rejected")
+    assert record.levelno == logging.WARNING
+    assert getattr(record, "status", None) == 400
+    assert adapter.handler.events == []
+    for logged in caplog.records:
+        assert "Quartermaine" not in logged.getMessage(), logged.name
+        assert "Quartermaine" not in str(vars(logged)), logged.name
 
 
 def test_server_shutdown() -> None:
@@ -290,9 +330,18 @@ def lambda_environment(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> I
     cirrus_logger.setLevel(level)
 
 
-def test_lambda_handler_unknown_study(
-    lambda_environment: None, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def lambda_output(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """Collect what the Lambda's powertools handler writes.
+
+    The handler keeps the sys.stdout of the time it was created, so capsys does not see it.
+    """
+    output = io.StringIO()
+    monkeypatch.setattr(dicomweb_handler.logger.registered_handler, "stream", output)
+    return output
+
+
+def test_lambda_handler_unknown_study(lambda_environment: None, lambda_output: io.StringIO) -> None:
     event = proxy_event("GET", "/studies/1.2.3/metadata", {"PatientName": ["Secret^Name"]})
 
     result = dicomweb_handler.lambda_handler(event, LocalContext(aws_request_id="r-1"))
@@ -300,7 +349,28 @@ def test_lambda_handler_unknown_study(
     assert result["statusCode"] == 404
     assert json.loads(result["body"]) == {"error": "study 1.2.3 not found"}
     assert result["multiValueHeaders"]["Content-Type"] == ["application/json"]
-    assert "Secret" not in capsys.readouterr().out
+    output = lambda_output.getvalue()
+    assert '"message":"request failed"' in output
+    assert "Secret" not in output
+
+
+def test_lambda_handler_invalid_query_not_logged(
+    lambda_environment: None, lambda_output: io.StringIO
+) -> None:
+    query = {"PatientName": ["Quartermaine^Eudora"], "PatientBirthDate": ["19710123-19700101"]}
+    event = proxy_event("GET", "/studies", query)
+
+    result = dicomweb_handler.lambda_handler(event, LocalContext(aws_request_id="r-3"))
+
+    assert result["statusCode"] == 400
+    assert "'19710123-19700101' ends before it starts" in json.loads(result["body"])["error"]
+    output = lambda_output.getvalue()
+    (line,) = [json.loads(line) for line in output.splitlines() if "request failed" in line]
+    assert line["status"] == 400
+    assert line["parameter"] == "PatientBirthDate"
+    assert line["kind"] == "DA range ends before it starts"
+    for value in ("19710123", "19700101", "Quartermaine"):
+        assert value not in output, value
 
 
 def test_lambda_handler_builds_services_once(lambda_environment: None) -> None:

@@ -248,13 +248,17 @@ def test_invalid_uid_0xA900(stack: Stack) -> None:
     assert stack.instance_keys() == []
 
 
-def test_unexpected_part_error_0110(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unexpected_part_error_0110(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     first, second = fresh(), fresh("MR_small.dcm")
     original = stow.archive_instance
+    # Raised through a name, so that the logged source line does not contain the text.
+    failure = RuntimeError("injected failure")
 
     def archive(store: Any, site: str, part10: bytes, **kwargs: Any) -> Any:
         if second.SOPInstanceUID.encode() in part10:
-            raise RuntimeError("injected failure")
+            raise failure
         return original(store, site, part10, **kwargs)
 
     monkeypatch.setattr(stow, "archive_instance", archive)
@@ -266,6 +270,11 @@ def test_unexpected_part_error_0110(stack: Stack, monkeypatch: pytest.MonkeyPatc
     assert "RuntimeError" in response.headers["Warning"]
     assert "injected failure" not in response.headers["Warning"]
     assert len(stack.instance_keys()) == 1
+    (record,) = [r for r in caplog.records if r.getMessage() == "STOW-RS part failed unexpectedly"]
+    assert getattr(record, "error", None) == "RuntimeError"
+    assert "in archive" in getattr(record, "traceback", "")
+    assert record.exc_info is None
+    assert all("injected failure" not in str(value) for value in vars(record).values())
 
 
 def test_xml_response(stack: Stack) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cirrus.errors import InvalidRequestError
+from cirrus.errors import InvalidParameterError, InvalidRequestError
 from cirrus.query.matching import Constraint
 from cirrus.query.params import MAX_LIMIT, parse_qido_params, resolve_attribute
 
@@ -205,6 +205,41 @@ def test_params_valid_date_accepted(value: str) -> None:
 def test_params_fuzzy_must_be_boolean() -> None:
     with pytest.raises(InvalidRequestError, match="fuzzymatching must be true or false"):
         parse_qido_params("STUDY", {"fuzzymatching": ["maybe"]})
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter", "kind"),
+    [
+        (
+            {"PatientBirthDate": ["19710123-19700101"]},
+            "PatientBirthDate",
+            "DA range ends before it starts",
+        ),
+        ({"PatientBirthDate": ["19710230"]}, "PatientBirthDate", "invalid DA value or range"),
+        ({"StudyTime": ["2500"]}, "StudyTime", "invalid TM value or range"),
+        ({"PatientName": ["Doe^Jane", "Roe^Richard"]}, "PatientName", "repeated"),
+        ({"00100020": ["MRN-1", "MRN-2"]}, "PatientID", "repeated"),
+        ({"LIMIT": ["Doe"]}, "limit", "not a non-negative integer"),
+        ({"fuzzymatching": ["Doe"]}, "fuzzymatching", "not true or false"),
+        (
+            {"PatientName.PatientID": ["Doe"]},
+            "PatientName.PatientID",
+            "attribute path through an attribute that is not a sequence",
+        ),
+    ],
+)
+def test_params_error_names_parameter_not_value(
+    params: dict[str, list[str]], parameter: str, kind: str
+) -> None:
+    with pytest.raises(InvalidParameterError) as raised:
+        parse_qido_params("STUDY", params)
+
+    assert raised.value.parameter == parameter
+    assert raised.value.kind == kind
+    for values in params.values():
+        for value in values:
+            assert value not in raised.value.parameter
+            assert value not in raised.value.kind
 
 
 @pytest.mark.parametrize(

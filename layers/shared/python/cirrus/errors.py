@@ -2,7 +2,9 @@
 
 Domain code raises these; the boundaries translate them once: ``cirrus.dicomweb.errors`` to an
 HTTP status, ``cirrus.gateway.status`` to a DICOM status. Messages name the element or value that
-failed and never contain patient data.
+failed, and go back to the client that sent the request. A message about a request may quote a
+value of that request, such as a patient name in a query, so the DICOMweb service logs only the
+class of an error, and the ``parameter`` and ``kind`` of an ``InvalidParameterError``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ class InstanceTooLargeError(InvalidInstanceError):
 
 class InvalidRequestError(CirrusError):
     """A request parameter or header is malformed."""
+
+
+class InvalidParameterError(InvalidRequestError):
+    """A query parameter, header or attribute of a request is invalid.
+
+    ``parameter`` names it and ``kind`` describes the error, both without the value sent, so
+    that they can be logged where the message cannot.
+    """
+
+    def __init__(self, message: str, *, parameter: str, kind: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.kind = kind
 
 
 class UnsupportedMediaTypeError(CirrusError):

@@ -3,12 +3,18 @@
 Every error response has the body ``{"error": message}`` as application/json. STOW-RS reports
 instances that cannot be stored in its own response (PS3.18 10.5.3), so an
 ``InvalidInstanceError`` reaches this table only from the other transactions.
+
+A message may quote a value of the request, such as a PatientName or StudyDate query, which
+the client may see again but the log must not keep. So an error is logged with its status and
+class, and an ``InvalidParameterError`` also with the name of the parameter and the kind of
+error. Neither the message nor the text of an unexpected exception is logged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import traceback
 from http import HTTPStatus
 from typing import Final
 
@@ -19,6 +25,7 @@ from cirrus.errors import (
     ConflictError,
     DamagedInstanceError,
     InvalidInstanceError,
+    InvalidParameterError,
     InvalidRequestError,
     NotAcceptableError,
     NotFoundError,
@@ -63,23 +70,30 @@ def retry_after_headers() -> dict[str, str]:
 
 
 def error_response(exc: CirrusError) -> Response[str]:
-    """Translate ``exc`` to its status and error body, and log it without patient data."""
+    """Translate ``exc`` to its status and error body, and log it without its message."""
     status = status_of(exc)
     headers = retry_after_headers() if status == HTTPStatus.SERVICE_UNAVAILABLE else {}
     level = logging.WARNING if status >= HTTPStatus.INTERNAL_SERVER_ERROR else logging.INFO
-    logger.log(
-        level,
-        "request failed",
-        extra={"status": int(status), "error": type(exc).__name__, "reason": str(exc)},
-    )
+    fields: dict[str, object] = {"status": int(status), "error": type(exc).__name__}
+    if isinstance(exc, InvalidParameterError):
+        fields.update(parameter=exc.parameter, kind=exc.kind)
+    logger.log(level, "request failed", extra=fields)
     return json_error(status, str(exc), headers)
+
+
+def exception_fields(exc: BaseException) -> dict[str, str]:
+    """Return the class and the stack of ``exc`` as log fields, without its message.
+
+    The message of an exception that no handler expected can quote request or data set values
+    (a pydicom ValueError quotes the value that it rejects), so only the frames are kept.
+    """
+    frames = traceback.format_list(traceback.extract_tb(exc.__traceback__))
+    return {"error": type(exc).__name__, "traceback": "".join(frames)}
 
 
 def unexpected_error_response(exc: Exception, request_id: str | None) -> Response[str]:
     """Log an error that no handler expected and return a 500 that shows no internals."""
-    logger.exception(
-        "unexpected error", extra={"error": type(exc).__name__, "request_id": request_id}
-    )
+    logger.error("unexpected error", extra={**exception_fields(exc), "request_id": request_id})
     message = "internal error; the request was not completed"
     if request_id:
         message = f"{message} (request id {request_id})"

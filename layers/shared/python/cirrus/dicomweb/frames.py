@@ -58,7 +58,7 @@ from cirrus.dicomweb.negotiation import (
 from cirrus.dicomweb.wado import Representation, stored_syntax
 from cirrus.errors import (
     DamagedInstanceError,
-    InvalidRequestError,
+    InvalidParameterError,
     NotAcceptableError,
     NotFoundError,
 )
@@ -80,13 +80,17 @@ def parse_frame_list(text: str) -> list[int]:
     for item in text.split(","):
         item = item.strip()
         if not item.isdigit() or int(item) < 1:
-            raise InvalidRequestError(
-                f"frame number {item!r} is invalid; frames are numbered from 1, as in 1,3,5"
+            raise InvalidParameterError(
+                f"frame number {item!r} is invalid; frames are numbered from 1, as in 1,3,5",
+                parameter="frames",
+                kind="invalid frame number",
             )
         numbers.append(int(item))
     if len(numbers) > MAX_FRAMES_PER_REQUEST:
-        raise InvalidRequestError(
-            f"{len(numbers)} frames were requested; ask for at most {MAX_FRAMES_PER_REQUEST}"
+        raise InvalidParameterError(
+            f"{len(numbers)} frames were requested; ask for at most {MAX_FRAMES_PER_REQUEST}",
+            parameter="frames",
+            kind="too many frames",
         )
     return numbers
 

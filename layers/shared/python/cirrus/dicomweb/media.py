@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from cirrus.errors import InvalidRequestError
+from cirrus.errors import InvalidParameterError
 
 # RFC 9110 5.6.2: the characters of a token.
 _TOKEN_CHARS: Final = frozenset(
@@ -53,12 +53,13 @@ class MediaType:
 
 
 def parse_media_type(value: str) -> MediaType:
-    """Parse one Content-Type value, or raise ``InvalidRequestError`` naming the problem."""
+    """Parse one Content-Type value, or raise ``InvalidParameterError`` naming the problem."""
     media, position = _parse_one(value, 0, header="Content-Type")
     if position < len(value):
-        raise InvalidRequestError(
+        raise _malformed(
+            "Content-Type",
             f"Content-Type {value!r} has unexpected text at offset {position}; "
-            "send one media type with its parameters"
+            "send one media type with its parameters",
         )
     return media
 
@@ -91,9 +92,10 @@ def _parse_ranges(value: str | None) -> list[MediaType]:
         ranges.append(media)
         position = _skip(value, position, _WHITESPACE)
         if position < len(value) and value[position] != ",":
-            raise InvalidRequestError(
+            raise _malformed(
+                "Accept",
                 f"Accept {value!r} has unexpected text at offset {position}; "
-                "separate media ranges with ','"
+                "separate media ranges with ','",
             )
     return ranges
 
@@ -108,13 +110,14 @@ def _parse_one(value: str, position: int, *, header: str) -> tuple[MediaType, in
     position = _skip(value, position, _WHITESPACE)
     essence, position = _token(value, position)
     if not essence or position >= len(value) or value[position] != "/":
-        raise InvalidRequestError(
+        raise _malformed(
+            header,
             f"{header} {value!r} is not a media type; expected type/subtype, "
-            'such as multipart/related; type="application/dicom"'
+            'such as multipart/related; type="application/dicom"',
         )
     subtype, position = _token(value, position + 1)
     if not subtype:
-        raise InvalidRequestError(f"{header} {value!r} has a media type without a subtype")
+        raise _malformed(header, f"{header} {value!r} has a media type without a subtype")
     params: dict[str, str] = {}
     quality = 1.0
     while True:
@@ -126,8 +129,8 @@ def _parse_one(value: str, position: int, *, header: str) -> tuple[MediaType, in
             continue  # an empty parameter, which RFC 9110 allows
         name, position = _token(value, position)
         if not name or position >= len(value) or value[position] != "=":
-            raise InvalidRequestError(
-                f"{header} {value!r} has a parameter without '=' at offset {position}"
+            raise _malformed(
+                header, f"{header} {value!r} has a parameter without '=' at offset {position}"
             )
         param_value, position = _param_value(value, position + 1, header)
         name = name.lower()
@@ -153,7 +156,7 @@ def _param_value(value: str, position: int, header: str) -> tuple[str, int]:
             else:
                 chars.append(char)
                 position += 1
-        raise InvalidRequestError(f"{header} {value!r} has an unterminated quoted string")
+        raise _malformed(header, f"{header} {value!r} has an unterminated quoted string")
     # Lenient: some senders leave values such as boundary=----=_Part_1 unquoted although '='
     # is not a token character, so an unquoted value runs to the next separator.
     stops = _WHITESPACE + (";," if header == "Accept" else ";")
@@ -169,8 +172,16 @@ def _quality(text: str, value: str) -> float:
     except ValueError:
         quality = -1.0
     if not 0.0 <= quality <= 1.0:
-        raise InvalidRequestError(f"Accept {value!r} has the weight q={text}; use 0 to 1")
+        raise InvalidParameterError(
+            f"Accept {value!r} has the weight q={text}; use 0 to 1",
+            parameter="Accept",
+            kind="weight outside 0 to 1",
+        )
     return quality
+
+
+def _malformed(header: str, message: str) -> InvalidParameterError:
+    return InvalidParameterError(message, parameter=header, kind="malformed media type")
 
 
 def _token(value: str, position: int) -> tuple[str, int]:

@@ -27,7 +27,7 @@ from cirrus.dicom.transcode import CODEC_ERRORS, error_reason, frame_array
 from cirrus.dicomweb.media import parse_accept
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, Part, build_multipart_related
 from cirrus.dicomweb.wado import Representation
-from cirrus.errors import InvalidRequestError, NotAcceptableError, NotFoundError
+from cirrus.errors import InvalidParameterError, NotAcceptableError, NotFoundError
 from cirrus.index.reader import IndexReader
 from cirrus.storage.objects import ObjectStore
 
@@ -80,7 +80,7 @@ class RenderOptions:
 
 
 def parse_render_options(params: dict[str, list[str]]) -> RenderOptions:
-    """Read ``window``, ``viewport`` and ``quality``; raise ``InvalidRequestError`` if invalid."""
+    """Read ``window``, ``viewport`` and ``quality``; raise ``InvalidParameterError`` if invalid."""
     # TODO: the annotation, charset and iccprofile parameters (PS3.18 8.3.5.1) are ignored.
     window = _parse_window(params["window"][-1]) if "window" in params else None
     viewport = _parse_viewport(params["viewport"][-1]) if "viewport" in params else None
@@ -88,7 +88,11 @@ def parse_render_options(params: dict[str, list[str]]) -> RenderOptions:
     if "quality" in params:
         value = params["quality"][-1]
         if not value.isdigit() or not 1 <= int(value) <= 100:
-            raise InvalidRequestError(f"quality must be an integer from 1 to 100, not {value!r}")
+            raise InvalidParameterError(
+                f"quality must be an integer from 1 to 100, not {value!r}",
+                parameter="quality",
+                kind="not an integer from 1 to 100",
+            )
         quality = int(value)
     return RenderOptions(window, viewport, quality)
 
@@ -194,8 +198,9 @@ def fit_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
     height = viewport.source_height if viewport.source_height is not None else image.height - top
     inside = left + abs(width) <= image.width and top + abs(height) <= image.height
     if width == 0 or height == 0 or not inside:
-        raise InvalidRequestError(
-            f"viewport source region is outside the {image.width}x{image.height} image"
+        raise _invalid_viewport(
+            f"viewport source region is outside the {image.width}x{image.height} image",
+            "source region outside the image",
         )
     region = image.crop((left, top, left + abs(width), top + abs(height)))
     if width < 0:
@@ -210,46 +215,69 @@ def fit_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
 def _parse_window(text: str) -> Window:
     parts = [part.strip() for part in text.split(",")]
     if len(parts) not in (2, 3):
-        raise InvalidRequestError(f"window must be center,width[,function], not {text!r}")
+        raise _invalid_window(f"window must be center,width[,function], not {text!r}", "malformed")
     try:
         center, width = float(parts[0]), float(parts[1])
     except ValueError as exc:
-        raise InvalidRequestError(f"window center and width must be numbers, not {text!r}") from exc
+        raise _invalid_window(
+            f"window center and width must be numbers, not {text!r}", "not numbers"
+        ) from exc
     function = parts[2].lower().replace("_", "-") if len(parts) == 3 else "linear"
     if function not in WINDOW_FUNCTIONS:
-        raise InvalidRequestError(
-            f"window function {parts[2]!r} is unknown; use {', '.join(WINDOW_FUNCTIONS)}"
+        raise _invalid_window(
+            f"window function {parts[2]!r} is unknown; use {', '.join(WINDOW_FUNCTIONS)}",
+            "unknown function",
         )
     if not np.isfinite(center) or not np.isfinite(width):
-        raise InvalidRequestError(f"window center and width must be finite, not {text!r}")
+        raise _invalid_window(f"window center and width must be finite, not {text!r}", "not finite")
     # PS3.3 C.11.2.1.2.1: width >= 1 for the linear function, > 0 for the others.
     if width < 1 if function == "linear" else width <= 0:
-        raise InvalidRequestError(f"window width {parts[1]} is too small for {function}")
+        raise _invalid_window(
+            f"window width {parts[1]} is too small for {function}", "width too small"
+        )
     return Window(center, width, function)
+
+
+def _invalid_window(message: str, kind: str) -> InvalidParameterError:
+    return InvalidParameterError(message, parameter="window", kind=kind)
+
+
+def _invalid_viewport(message: str, kind: str) -> InvalidParameterError:
+    return InvalidParameterError(message, parameter="viewport", kind=kind)
 
 
 def _parse_viewport(text: str) -> Viewport:
     parts = [part.strip() for part in text.split(",")]
     if len(parts) not in (2, 6):
-        raise InvalidRequestError(f"viewport must be vw,vh or vw,vh,sx,sy,sw,sh, not {text!r}")
+        raise _invalid_viewport(
+            f"viewport must be vw,vh or vw,vh,sx,sy,sw,sh, not {text!r}", "malformed"
+        )
     try:
         values = [int(part) if part else None for part in parts]
     except ValueError as exc:
-        raise InvalidRequestError(f"viewport values must be integers, not {text!r}") from exc
+        raise _invalid_viewport(
+            f"viewport values must be integers, not {text!r}", "not integers"
+        ) from exc
     columns, rows = values[0], values[1]
     if (
         columns is None
         or rows is None
         or not (0 < columns <= MAX_VIEWPORT and 0 < rows <= MAX_VIEWPORT)
     ):
-        raise InvalidRequestError(f"viewport width and height must be 1 to {MAX_VIEWPORT}")
+        raise _invalid_viewport(
+            f"viewport width and height must be 1 to {MAX_VIEWPORT}", "size out of range"
+        )
     if len(values) == 2:
         return Viewport(columns, rows)
     source_x, source_y, source_width, source_height = values[2:]
     if (source_x or 0) < 0 or (source_y or 0) < 0:
-        raise InvalidRequestError(f"viewport sx and sy must not be negative, not {text!r}")
+        raise _invalid_viewport(
+            f"viewport sx and sy must not be negative, not {text!r}", "negative source offset"
+        )
     if source_width == 0 or source_height == 0:
-        raise InvalidRequestError(f"viewport sw and sh must not be 0, not {text!r}")
+        raise _invalid_viewport(
+            f"viewport sw and sh must not be 0, not {text!r}", "empty source region"
+        )
     return Viewport(columns, rows, source_x or 0, source_y or 0, source_width, source_height)
 
 

@@ -26,6 +26,7 @@ from pydicom.uid import UID
 
 from cirrus.archive import ArchivedInstance, archive_instance, check_instance
 from cirrus.dicom.instance import parse_instance
+from cirrus.dicomweb.errors import exception_fields
 from cirrus.dicomweb.media import parse_accept, parse_media_type
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, parse_multipart_related
 from cirrus.dicomweb.native_xml import DICOM_XML_MEDIA_TYPE, to_native_xml
@@ -256,9 +257,11 @@ def _store_part(
             sop_instance,
             storage_failed=True,
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (logged without its message)
         # One part must not fail the others, which may be stored already.
-        logger.exception("STOW-RS part failed unexpectedly", extra={"part": number})
+        logger.error(
+            "STOW-RS part failed unexpectedly", extra={**exception_fields(exc), "part": number}
+        )
         message = f"internal error while storing the part: {type(exc).__name__}"
         return Failure(number, FailureReason.PROCESSING_FAILURE, message, sop_class, sop_instance)
 

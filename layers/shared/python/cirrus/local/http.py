@@ -45,6 +45,7 @@ from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WsgiResponse
 
 from cirrus.dicomweb.delivery import API_GATEWAY_PAYLOAD_LIMIT, LAMBDA_PAYLOAD_LIMIT, payload_size
+from cirrus.dicomweb.errors import exception_fields
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -135,9 +136,11 @@ class ApiGatewayAdapter:
         context = LocalContext(aws_request_id=event["requestContext"]["requestId"])
         try:
             result = self._handler(event, context)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 (logged without its message)
             # API Gateway returns 502 when the integration fails.
-            logger.exception("handler failed", extra={"method": request.method})
+            logger.error(
+                "handler failed", extra={**exception_fields(exc), "method": request.method}
+            )
             return _json_response(502, "Internal server error")
         result_size = payload_size(result)
         if result_size > self._max_payload:
@@ -243,6 +246,12 @@ class _RequestHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # The request line carries the query string, which can hold patient names.
         logger.debug("HTTP request", extra={"method": self.command, "status": str(code)})
+
+    def log_error(self, format: str, *args: Any) -> None:
+        # http.server passes the request line in ``args`` of a malformed request ("code %d,
+        # message %s"), so only the status code and the constant format are logged.
+        status = args[0] if format.startswith("code ") and args else None
+        logger.warning("HTTP request rejected", extra={"status": status, "detail": format})
 
 
 def serve_http(

@@ -9,7 +9,7 @@ from typing import Final
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from cirrus.errors import InvalidRequestError
+from cirrus.errors import InvalidParameterError
 from cirrus.query.matching import Constraint, split_range
 
 STUDY: Final = "STUDY"
@@ -41,7 +41,7 @@ _DATE_TIME_HINTS: Final = {
 }
 
 
-class UnknownAttributeError(InvalidRequestError):
+class UnknownAttributeError(InvalidParameterError):
     """A name is neither a DICOM keyword nor the tag of a data dictionary attribute."""
 
 
@@ -69,9 +69,11 @@ def resolve_attribute(name: str) -> tuple[str, str]:
     if "." in name:
         parts = [_resolve_one(part) for part in name.split(".")]
         if any(vr != "SQ" for _, vr in parts[:-1]):
-            raise InvalidRequestError(
+            raise InvalidParameterError(
                 f"attribute path {name!r} is invalid; each attribute before the last must be "
-                "a sequence"
+                "a sequence",
+                parameter=".".join(_keyword(tag) for tag, _ in parts),
+                kind="attribute path through an attribute that is not a sequence",
             )
         return ".".join(tag for tag, _ in parts), parts[-1][1]
     return _resolve_one(name)
@@ -84,20 +86,25 @@ def _resolve_one(name: str) -> tuple[str, str]:
         found = tag_for_keyword(name)
         if found is None:
             raise UnknownAttributeError(
-                f"unknown attribute {name!r}; use a DICOM keyword or 8 hex digits of a tag"
+                f"unknown attribute {name!r}; use a DICOM keyword or 8 hex digits of a tag",
+                # A name that is no keyword is free text of the client, so it is not kept.
+                parameter="(not a keyword)",
+                kind="not a DICOM keyword or tag",
             )
         tag = found
     try:
         vr = dictionary_VR(tag)
     except KeyError as exc:
         raise UnknownAttributeError(
-            f"attribute {name!r} is not in the DICOM data dictionary"
+            f"attribute {name!r} is not in the DICOM data dictionary",
+            parameter=name,
+            kind="tag not in the data dictionary",
         ) from exc
     return f"{tag:08X}", vr.split(" or ")[0]
 
 
 def parse_qido_params(level: str, params: dict[str, list[str]]) -> QidoQuery:
-    """Build a query from decoded parameters; raises ``InvalidRequestError`` when invalid."""
+    """Build a query from decoded parameters; raises ``InvalidParameterError`` when invalid."""
     constraints: dict[str, Constraint] = {}
     includefields: set[str] = set()
     include_all = False
@@ -114,8 +121,10 @@ def parse_qido_params(level: str, params: dict[str, list[str]]) -> QidoQuery:
             offset = _non_negative(name, values[-1])
         elif key == "fuzzymatching":
             if values[-1].lower() not in ("true", "false"):
-                raise InvalidRequestError(
-                    f"fuzzymatching must be true or false, not {values[-1]!r}"
+                raise InvalidParameterError(
+                    f"fuzzymatching must be true or false, not {values[-1]!r}",
+                    parameter="fuzzymatching",
+                    kind="not true or false",
                 )
             fuzzy = values[-1].lower() == "true"
             if fuzzy:
@@ -165,8 +174,10 @@ def _constraint(tag: str, vr: str, values: list[str], previous: Constraint | Non
         merged = [m for m in merged if m] or [""]
         if len(merged) > 1:
             keyword = _keyword(tag)
-            raise InvalidRequestError(
-                f"{keyword} is given {len(merged)} times; only UIDs may be matched as a list"
+            raise InvalidParameterError(
+                f"{keyword} is given {len(merged)} times; only UIDs may be matched as a list",
+                parameter=keyword,
+                kind="repeated",
             )
     if vr in _DATE_TIME_FORMATS and merged[0]:
         _check_date_time(tag, vr, merged[0])
@@ -174,7 +185,7 @@ def _constraint(tag: str, vr: str, values: list[str], previous: Constraint | Non
 
 
 def _check_date_time(tag: str, vr: str, value: str) -> None:
-    """Raise ``InvalidRequestError`` unless ``value`` is a DA, TM or DT value or range."""
+    """Raise ``InvalidParameterError`` unless ``value`` is a DA, TM or DT value or range."""
     keyword = _keyword(tag)
     pattern = _DATE_TIME_FORMATS[vr]
     if vr == "DT":
@@ -186,12 +197,18 @@ def _check_date_time(tag: str, vr: str, value: str) -> None:
         not part or (pattern.fullmatch(part) and _in_calendar(vr, part)) for part in parts
     )
     if len(parts) > 2 or not any(parts) or not well_formed:
-        raise InvalidRequestError(
+        raise InvalidParameterError(
             f"{keyword} value {value!r} is not a valid {vr} value or range; write "
-            f"{_DATE_TIME_HINTS[vr]}"
+            f"{_DATE_TIME_HINTS[vr]}",
+            parameter=keyword,
+            kind=f"invalid {vr} value or range",
         )
     if len(parts) == 2 and parts[0] and parts[1] and parts[0] > parts[1]:
-        raise InvalidRequestError(f"{keyword} range {value!r} ends before it starts")
+        raise InvalidParameterError(
+            f"{keyword} range {value!r} ends before it starts",
+            parameter=keyword,
+            kind=f"{vr} range ends before it starts",
+        )
 
 
 def _in_calendar(vr: str, value: str) -> bool:
@@ -236,5 +253,9 @@ def _keyword(tag_path: str) -> str:
 
 def _non_negative(name: str, value: str) -> int:
     if not value.isdigit():
-        raise InvalidRequestError(f"{name} must be a non-negative integer, not {value!r}")
+        raise InvalidParameterError(
+            f"{name} must be a non-negative integer, not {value!r}",
+            parameter=name.lower(),
+            kind="not a non-negative integer",
+        )
     return int(value)
