@@ -262,6 +262,24 @@ def wait_for_record(caplog: pytest.LogCaptureFixture, message: str) -> logging.L
     raise AssertionError(f"no log record {message!r}")
 
 
+def test_chunked_body_cut_short(adapter: Adapter, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    head = (
+        b"POST /dicomweb/studies?PatientName=Quartermaine HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", adapter.server.port), timeout=10) as client:
+        client.sendall(head + b"100\r\n" + b"x" * 40)
+
+    record = wait_for_record(caplog, "chunked request body incomplete or malformed")
+    assert record.levelno == logging.WARNING
+    assert getattr(record, "path", None) == "/dicomweb/studies"
+    assert getattr(record, "bytes_read", None) == 0
+    assert adapter.handler.events == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert all("Quartermaine" not in str(vars(r)) for r in caplog.records)
+
+
 def test_malformed_request_line_not_logged(
     adapter: Adapter, caplog: pytest.LogCaptureFixture
 ) -> None:

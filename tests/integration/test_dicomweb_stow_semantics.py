@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 from xml.etree import ElementTree
@@ -114,6 +117,37 @@ def test_chunked_transfer_encoding(stack: Stack) -> None:
     assert response.status_code == 200, response.text
     assert len(response.json()[REFERENCED_SOP_SEQUENCE]["Value"]) == 2
     assert len(stack.instance_keys()) == 2
+
+
+def test_client_disconnect_mid_body(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    body = framed(encode(fresh()), "cut")
+    port = int(stack.url.split(":")[2].split("/")[0])
+    head = (
+        f"POST /dicomweb/studies?PatientName=Quartermaine HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{port}\r\n"
+        f"Content-Type: {STOW_TYPE}; boundary=cut\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    half = len(body) // 2
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(head + body[:half])
+
+    message = "request body incomplete: the client disconnected or timed out"
+    deadline = time.monotonic() + 10
+    while not any(r.getMessage() == message for r in caplog.records):
+        assert time.monotonic() < deadline, "no log record of the disconnect"
+        time.sleep(0.02)
+    (record,) = [r for r in caplog.records if r.getMessage() == message]
+    assert record.levelno == logging.WARNING
+    assert getattr(record, "bytes_read", None) == half
+    assert getattr(record, "content_length", None) == len(body)
+    assert getattr(record, "path", None) == "/dicomweb/studies"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert all("Quartermaine" not in str(vars(r)) for r in caplog.records)
+    assert stack.index() == 0
+    assert stack.instance_keys() == []
 
 
 def test_dicomweb_client_chunked_store(stack: Stack) -> None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
 
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WsgiResponse
@@ -58,6 +58,8 @@ STAGE: Final = "dicomweb"
 MAX_REQUEST_BODY: Final = API_GATEWAY_PAYLOAD_LIMIT
 # How often the serving thread checks for shutdown, so shutdown() waits up to this long.
 SHUTDOWN_POLL_SECONDS: Final = 0.1
+# The size of each read of a request body.
+_READ_SIZE: Final = 64 * 1024
 _RESOURCE: Final = "/{proxy+}"
 _UPLOAD_HINT: Final = "send larger STOW-RS bodies through POST /dicomweb/uploads"
 
@@ -111,17 +113,18 @@ class ApiGatewayAdapter:
             f"request body exceeds the API Gateway maximum of {self._max_body} bytes; "
             f"{_UPLOAD_HINT}",
         )
-        if request.content_length is None and request.environ.get("wsgi.input_terminated"):
-            # A chunked body has no length to check in advance, and werkzeug's own limit would
-            # cut it short without an error. So the raw input is read one byte past the maximum.
-            body = request.environ["wsgi.input"].read(self._max_body + 1)
-            if len(body) > self._max_body:
-                return too_large
-        else:
-            try:
-                body = request.get_data(cache=False)
-            except RequestEntityTooLarge:
-                return too_large
+        try:
+            body = self._read_body(request)
+        except RequestEntityTooLarge:
+            return too_large
+        except IncompleteBodyError as exc:
+            # The client is usually gone, so this response is seldom delivered.
+            _log_incomplete_body(request, raw_path, exc.bytes_read)
+            return _json_response(
+                400,
+                f"request body incomplete or malformed after {exc.bytes_read} bytes; "
+                "send the whole body again",
+            )
         event = self.to_event(request, raw_path.removeprefix(self._prefix) or "/", body)
         del body
         event_size = len(json.dumps(event))
@@ -151,6 +154,38 @@ class ApiGatewayAdapter:
             )
             return _json_response(502, "Internal server error")
         return self.to_response(result)
+
+    def _read_body(self, request: Request) -> bytes:
+        """Read the whole request body, at most ``max_body`` bytes.
+
+        Raises ``RequestEntityTooLarge`` for a longer body, and ``IncompleteBodyError`` when the
+        connection ends or times out before the body is complete, or a chunk header is malformed.
+        """
+        chunked = request.content_length is None and request.environ.get("wsgi.input_terminated")
+        if chunked:
+            # A chunked body has no length to check in advance, and werkzeug's own limit would
+            # cut it short without an error. So the raw input is read one byte past the maximum.
+            stream = request.environ["wsgi.input"]
+        else:
+            # werkzeug raises RequestEntityTooLarge here when Content-Length exceeds the maximum.
+            stream = request.stream
+        body = bytearray()
+        while len(body) <= self._max_body:
+            try:
+                chunk = stream.read(min(_READ_SIZE, self._max_body + 1 - len(body)))
+            except (ClientDisconnected, OSError) as exc:
+                # werkzeug raises ClientDisconnected for a body shorter than its Content-Length,
+                # and OSError for a chunked body that ends before its last chunk or has a
+                # malformed chunk header.
+                # NOTE: werkzeug drops the bytes of a chunked read that fails, so up to
+                # _READ_SIZE bytes received are not counted in bytes_read.
+                raise IncompleteBodyError(len(body)) from exc
+            if not chunk:
+                break
+            body += chunk
+        if len(body) > self._max_body:
+            raise RequestEntityTooLarge()
+        return bytes(body)
 
     def to_event(self, request: Request, path: str, body: bytes) -> dict[str, Any]:
         """Build the REST proxy event (payload format 1.0) of ``request`` at ``path``."""
@@ -206,6 +241,14 @@ class ApiGatewayAdapter:
             if name.lower() not in lower_multi:
                 response.headers.add(name, str(value))
         return response
+
+
+class IncompleteBodyError(Exception):
+    """A request body cut short, timed out or malformed in its chunks after ``bytes_read`` bytes."""
+
+    def __init__(self, bytes_read: int) -> None:
+        super().__init__(f"request body incomplete after {bytes_read} bytes")
+        self.bytes_read = bytes_read
 
 
 @dataclass
@@ -276,6 +319,26 @@ def serve_http(
     thread.start()
     logger.info("HTTP server started", extra={"address": f"{host}:{server.server_port}"})
     return HttpServer(server, thread)
+
+
+def _log_incomplete_body(request: Request, raw_path: str, bytes_read: int) -> None:
+    """Log one warning for a body cut short, with the path but not the query string.
+
+    The query string is left out because it can carry patient data.
+    """
+    if request.content_length is None:
+        message = "chunked request body incomplete or malformed"
+    else:
+        message = "request body incomplete: the client disconnected or timed out"
+    logger.warning(
+        message,
+        extra={
+            "method": request.method,
+            "path": raw_path,
+            "bytes_read": bytes_read,
+            "content_length": request.content_length,
+        },
+    )
 
 
 def _raw_path(environ: WSGIEnvironment) -> str:
