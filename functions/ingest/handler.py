@@ -83,7 +83,7 @@ def _object_events_of(event: dict[str, Any]) -> list[ObjectEvent]:
         try:
             if RefreshRequest.from_body(body) is None:
                 events += object_events(body)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue
     return events
 

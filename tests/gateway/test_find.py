@@ -493,7 +493,7 @@ def test_undecodable_identifier_unable_to_process(
     assert len(matches(again)) == 2
 
 
-# PatientID (0010,0020) says 8 bytes of value, and the message ends after 2 of them.
+# PatientID (0010,0020) declares 8 bytes of value, and the message ends after 2 of them.
 _TRUNCATED_PATIENT_ID = b"\x10\x00\x20\x00LO\x08\x00P1"
 
 

@@ -168,3 +168,15 @@ def test_batch_of_two_series_refused(services: Services) -> None:
         services.index_writer.put_new_instances(
             [(item.obj, item.metadata) for item in prepared], "v1"
         )
+
+
+@pytest.mark.parametrize("body", ["[]", "null", '{"Records": 3}', "not json"])
+def test_malformed_message_fails_alone(services: Services, body: str) -> None:
+    study, series = generate_uid(), generate_uid()
+    _archive(services, study, series, 1)
+    _index_queued(services)
+    _archive(services, study, series, 2)
+    records = [*_queued_bodies(services), {"messageId": "bad", "receiptHandle": "x", "body": body}]
+    result = ingest_handler.handle({"Records": records}, None, services)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    assert _count(services, study, series_sk(series)) == 3

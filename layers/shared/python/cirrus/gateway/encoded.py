@@ -22,7 +22,7 @@ class IncompleteDataSetError(Exception):
 
 
 def check_complete(encoded: BytesIO | None, transfer_syntax: Any) -> None:
-    """Raise ``IncompleteDataSetError`` unless ``encoded`` holds whole elements only.
+    """Raise ``IncompleteDataSetError`` unless ``encoded`` contains whole elements only.
 
     ``transfer_syntax`` is the pydicom ``UID`` of the presentation context. A deflated data
     set is left to pydicom, which inflates it and fails on a truncated stream.
@@ -36,7 +36,7 @@ def check_complete(encoded: BytesIO | None, transfer_syntax: Any) -> None:
     try:
         scan_elements(encoded.getvalue(), 0, encoding)
     except TruncatedError as exc:
-        # The Error Comment that carries the message holds at most 64 characters, so the
+        # The Error Comment that carries the message has at most 64 characters, so the
         # scanner's details (offsets and lengths, no values) go to the log.
         logger.warning("DIMSE data set truncated", extra={"reason": str(exc)})
         raise IncompleteDataSetError("data set is truncated") from exc

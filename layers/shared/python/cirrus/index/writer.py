@@ -72,8 +72,8 @@ logger = logging.getLogger(__name__)
 MAX_INLINE_METADATA: Final = 300 * 1024
 METADATA_SUFFIX: Final = ".metadata.json.zz"
 _ATTEMPTS: Final = 4
-# The most instances ``put_new_instances`` writes in one transaction. Each takes two of the 100
-# items that DynamoDB allows in a transaction, and the series, study and markers the rest.
+# The maximum number of instances that ``put_new_instances`` writes in one transaction. Each
+# takes two of the 100 items that DynamoDB allows in a transaction: its record and its claim.
 MAX_BATCH_INSTANCES: Final = 40
 _SOP_CLASS_UID: Final = "00080016"
 _MODALITY: Final = "00080060"
@@ -164,7 +164,10 @@ class IndexWriter:
             for key in keys
         )
         if not same_series or len(set(keys)) != len(keys) or len(keys) > MAX_BATCH_INSTANCES:
-            raise ValueError("a batch holds distinct instances of one series, at most 40")
+            raise ValueError(
+                f"a batch must contain distinct instances of one series, at most "
+                f"{MAX_BATCH_INSTANCES}; got {len(keys)}, {len(set(keys))} distinct"
+            )
         model = self._model
         metadatas = [metadata for _, metadata in entries]
         try:

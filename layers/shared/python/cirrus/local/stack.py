@@ -255,7 +255,7 @@ class LocalStack:
 
 
 def local_notifier(services: Services) -> QueueNotifier:
-    """Return the notifier that stands in for the bucket's notifications to the ingest queue."""
+    """Return the notifier that replaces the bucket's notifications to the ingest queue."""
     sqs = services.clients.sqs
     queue_url = sqs.get_queue_url(QueueName=services.settings.ingest_queue)["QueueUrl"]
     return QueueNotifier(sqs, queue_url, services.settings.bucket)
