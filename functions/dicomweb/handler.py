@@ -3,6 +3,10 @@
 Events are never logged, because query strings and paths carry patient data. Services are
 built from the environment on the first invocation and reused while the container lives.
 
+Without numpy and the codecs (the function's layers leave them out to keep the cold start
+short), a request that needs pixel work is forwarded whole to the pixel function named by
+``CIRRUS_PIXEL_FUNCTION``, which runs this handler with the codecs (``cirrus.dicomweb.forwarding``).
+
 The integration is buffered, so every result must fit Lambda's 6 MB payload. A larger 200
 response is staged in S3 and replaced by a 303 to it (``cirrus.dicomweb.delivery``), and
 ``handle`` raises ``PayloadLimitError`` for any result that still does not fit. So a test
@@ -15,6 +19,7 @@ import base64
 import dataclasses
 import threading
 from functools import cache
+from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -24,9 +29,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cirrus.audit import AuditLog
 from cirrus.config import Settings
+from cirrus.dicom.transcode import CodecsUnavailable
 from cirrus.dicomweb.app import DicomwebServices, build_app, resolve
 from cirrus.dicomweb.bundles import MetadataBundles
 from cirrus.dicomweb.delivery import ResponseStager, check_payload
+from cirrus.dicomweb.forwarding import PixelForwarder, error_response
 from cirrus.index.deletion import IndexDeleter
 from cirrus.services import Services
 from cirrus.storage.transfers import TransferStore
@@ -59,6 +66,11 @@ def dicomweb_services(services: Services) -> DicomwebServices:
             services.settings.kms_key_id,
             services.clients.s3_presigner,
         ),
+        pixels=(
+            PixelForwarder(services.clients.lambda_, services.settings.pixel_function)
+            if services.settings.pixel_function
+            else None
+        ),
     )
 
 
@@ -72,13 +84,23 @@ def handle(
     would reject, which the staging of large responses should make impossible.
     """
     view, app, head_app = _app_for(services)
-    if event.get("httpMethod") == "HEAD":
-        # HEAD is GET without the body (RFC 9110 9.3.2); the headers stay as GET sets them.
-        # The HEAD resolver has no transfer store, so nothing is staged only to be dropped.
-        # NOTE: so HEAD of a large resource gets 200, where GET gets a 303.
-        response = resolve(head_app, {**event, "httpMethod": "GET"}, context)
-        return _without_body(response)
-    result = resolve(app, event, context)
+    try:
+        if event.get("httpMethod") == "HEAD":
+            # HEAD is GET without the body (RFC 9110 9.3.2); the headers stay as GET sets them.
+            # The HEAD resolver has no transfer store, so nothing is staged only to be dropped.
+            # NOTE: so HEAD of a large resource gets 200, where GET gets a 303.
+            response = resolve(head_app, {**event, "httpMethod": "GET"}, context)
+            return _without_body(response)
+        result = resolve(app, event, context)
+    except CodecsUnavailable as exc:
+        if view.pixels is None:
+            logger.error("no pixel function is configured", extra={"reason": str(exc)})
+            return error_response(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "internal error: this deployment cannot decode or encode pixel data",
+            )
+        # The pixel function staged a large body and checked the payload itself.
+        return view.pixels.forward(event)
     if view.transfers is not None:
         result = ResponseStager(view.transfers, view.site).deliver(result)
     check_payload(result)

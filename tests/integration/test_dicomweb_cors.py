@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ def _header(response: dict[str, Any], name: str) -> str | None:
 
 @pytest.fixture
 def services(settings: Settings) -> Services:
-    configured = settings.model_copy(update={"cors_origins": (ORIGIN,)})
+    configured = dataclasses.replace(settings, cors_origins=(ORIGIN,))
     return Services(configured)
 
 

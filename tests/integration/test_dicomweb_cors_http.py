@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -24,7 +25,7 @@ ORIGIN = "https://viewer.example.org"
 
 @pytest.fixture
 def stack(settings: Settings) -> Iterator[Stack]:
-    running = start_stack(settings.model_copy(update={"cors_origins": (ORIGIN,)}))
+    running = start_stack(dataclasses.replace(settings, cors_origins=(ORIGIN,)))
     yield running
     running.server.shutdown()
 

@@ -7,13 +7,8 @@ import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
 
-from cirrus.dicomweb.rendered import (
-    Viewport,
-    Window,
-    display_pixels,
-    fit_viewport,
-    parse_render_options,
-)
+from cirrus.dicomweb.display import display_pixels, fit_viewport
+from cirrus.dicomweb.rendered import Viewport, Window, parse_render_options
 from cirrus.errors import InvalidRequestError
 
 GRAY = {"photometric_interpretation": "MONOCHROME2", "samples_per_pixel": 1}

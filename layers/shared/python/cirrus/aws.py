@@ -16,6 +16,9 @@ _CLIENT_CONFIG = Config(
     retries={"max_attempts": 4, "mode": "standard"},
     max_pool_connections=32,
 )
+# Lambda invocations forwarded from the DICOMweb function: API Gateway gives up after 29 s, so
+# one retry at most, and it is safe because only retrieves are forwarded.
+_INVOKE_CONFIG = _CLIENT_CONFIG.merge(Config(retries={"max_attempts": 2, "mode": "standard"}))
 
 
 class AwsClients:
@@ -49,3 +52,9 @@ class AwsClients:
     @cached_property
     def kms(self) -> Any:
         return self._client("kms")
+
+    @cached_property
+    def lambda_(self) -> Any:
+        return self._session.client(
+            "lambda", endpoint_url=self._settings.endpoint_url, config=_INVOKE_CONFIG
+        )

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Final
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Final
 
 DEFAULT_DEPLOYMENT: Final = "cirrus"
 DEFAULT_SITE: Final = "default"
@@ -54,25 +53,24 @@ ENV: Final = {
     "default_site": "CIRRUS_DEFAULT_SITE",
     "endpoint_url": "CIRRUS_AWS_ENDPOINT_URL",
     "cors_origins": "CIRRUS_CORS_ORIGINS",
+    "pixel_function": "CIRRUS_PIXEL_FUNCTION",
     "region": "AWS_REGION",
 }
 
 
-class ResourceNames(BaseModel):
+@dataclass(frozen=True)
+class ResourceNames:
     """Names of the AWS resources of one deployment, derived from the deployment name."""
-
-    model_config = ConfigDict(frozen=True)
 
     deployment: str = DEFAULT_DEPLOYMENT
 
-    @field_validator("deployment")
-    @classmethod
-    def _check_deployment(cls, value: str) -> str:
-        if not value or not all(c.islower() or c.isdigit() or c == "-" for c in value):
+    def __post_init__(self) -> None:
+        value = self.deployment
+        allowed = all(c.islower() or c.isdigit() or c == "-" for c in value)
+        if not value or not value.isascii() or not allowed:
             raise ValueError(
                 f"deployment name {value!r} is invalid; use lowercase letters, digits and '-'"
             )
-        return value
 
     @property
     def bucket(self) -> str:
@@ -96,53 +94,54 @@ class ResourceNames(BaseModel):
         return f"alias/{self.deployment}-data"
 
 
-class Settings(BaseModel):
-    """Settings read once at start by every process: Lambda, gateway and local stack."""
+@dataclass(frozen=True)
+class Settings:
+    """Settings read once at start by every process: Lambda, gateway and local stack.
 
-    model_config = ConfigDict(frozen=True)
+    A plain dataclass rather than a validation library's model: every Lambda imports this
+    module at cold start, and the fields need only the checks in ``__post_init__``. Change a
+    field with ``dataclasses.replace``, which checks the new value too.
+    """
 
-    deployment: str = DEFAULT_DEPLOYMENT
     bucket: str
     table: str
     ingest_queue: str
     dead_letter_queue: str
-    kms_key_id: str = Field(description="KMS key id, ARN or alias used for SSE-KMS")
+    # KMS key id, ARN or alias used for SSE-KMS.
+    kms_key_id: str
+    deployment: str = DEFAULT_DEPLOYMENT
     default_site: str = DEFAULT_SITE
     region: str = "us-east-1"
-    endpoint_url: str | None = Field(
-        default=None, description="AWS endpoint override; the local stack sets its moto server"
-    )
-    cors_origins: tuple[str, ...] = Field(
-        default=(),
-        description="Origins whose browser pages may call DICOMweb; none by default",
-    )
+    # AWS endpoint override; the local stack sets its moto server.
+    endpoint_url: str | None = None
+    # Origins whose browser pages may call DICOMweb; none by default. A comma-separated
+    # string, as the environment gives it, is split.
+    cors_origins: tuple[str, ...] = ()
+    # The Lambda function that the DICOMweb function hands requests needing pixel codecs to
+    # (see cirrus.dicomweb.forwarding); unset where the process has the codecs itself.
+    pixel_function: str | None = None
 
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(origin.strip() for origin in value.split(",") if origin.strip())
-        return value
-
-    @field_validator("cors_origins")
-    @classmethod
-    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for origin in value:
-            if origin != "*" and not origin.startswith(("http://", "https://")):
-                raise ValueError(f"CORS origin {origin!r} is invalid; give a scheme and host")
-        return value
-
-    @field_validator("default_site")
-    @classmethod
-    def _check_site(cls, value: str) -> str:
+    def __post_init__(self) -> None:
+        for name in ("bucket", "table", "ingest_queue", "dead_letter_queue", "kms_key_id"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"setting {name} must be a non-empty string")
+        ResourceNames(self.deployment)
         from cirrus.storage.keys import validate_site
 
-        return validate_site(value)
+        object.__setattr__(self, "default_site", validate_site(self.default_site))
+        origins = self.cors_origins
+        if isinstance(origins, str):
+            origins = tuple(origin.strip() for origin in origins.split(",") if origin.strip())
+        origins = tuple(origins)
+        for origin in origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"CORS origin {origin!r} is invalid; give a scheme and host")
+        object.__setattr__(self, "cors_origins", origins)
 
     @classmethod
-    def for_names(cls, names: ResourceNames, **overrides: object) -> Settings:
+    def for_names(cls, names: ResourceNames, **overrides: Any) -> Settings:
         """Build settings whose resource names are the defaults of ``names``."""
-        values: dict[str, object] = {
+        values: dict[str, Any] = {
             "deployment": names.deployment,
             "bucket": names.bucket,
             "table": names.table,
@@ -151,7 +150,10 @@ class Settings(BaseModel):
             "kms_key_id": names.kms_alias,
         }
         values.update(overrides)
-        return cls.model_validate(values)
+        unknown = sorted(set(values) - {field.name for field in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown settings {', '.join(unknown)}")
+        return cls(**values)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -166,6 +168,6 @@ class Settings(BaseModel):
 
     def to_env(self) -> dict[str, str]:
         """Return the environment that makes ``from_env`` rebuild these settings."""
-        dumped = self.model_dump()
+        dumped: dict[str, Any] = asdict(self)
         dumped["cors_origins"] = ",".join(self.cors_origins) or None
         return {var: str(dumped[field]) for field, var in ENV.items() if dumped[field] is not None}

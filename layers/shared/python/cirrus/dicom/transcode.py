@@ -15,18 +15,25 @@ produced, and only ``frame_array``, which rendering uses, converts it to RGB.
 Explicit VR Big Endian is never produced. Implicit VR Little Endian is produced only on
 request, because PS3.18 8.7.3 bars it from web services. docs/transfer-syntaxes.md lists what
 each plugin decodes and encodes.
+
+A process may run without numpy and the codec plugins: the DICOMweb Lambda does, because
+pydicom imports all of them when it is imported. Then ``CODECS_INSTALLED`` is false, the
+``can_*`` checks answer for the syntaxes that pydicom has a decoder or encoder for, and any
+step that needs pixel codecs raises ``CodecsUnavailable`` so that the caller can hand the
+request to a process that has them. Re-encoding between the little endian native syntaxes
+needs no codec and works in either process.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -48,7 +55,14 @@ from pydicom.uid import (
 from cirrus.dicom.instance import DECODING_ERRORS
 from cirrus.errors import DamagedInstanceError, NotAcceptableError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 logger = logging.getLogger(__name__)
+
+# Whether this process can decode and encode Pixel Data: numpy comes with the codec layer and
+# every plugin needs it. Without it pydicom imports no plugin.
+CODECS_INSTALLED: Final = importlib.util.find_spec("numpy") is not None
 
 # Decoding plugins in order of preference. pylibjpeg comes first because it covers every
 # compressed syntax that pydicom 3.0 has a decoder for. GDCM and Pillow decode some
@@ -103,6 +117,20 @@ _WORD_SIZES: Final = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
 CODEC_ERRORS: Final = (*DECODING_ERRORS, RuntimeError, AttributeError, IndexError, OverflowError)
 
 
+class CodecsUnavailable(Exception):
+    """This process has no pixel codecs, and the request needs them.
+
+    Deliberately outside ``CODEC_ERRORS`` and ``CirrusError``, so that no handler of those
+    turns it into a response: it must reach the code that forwards the request.
+    """
+
+
+def require_codecs(purpose: str) -> None:
+    """Raise ``CodecsUnavailable`` unless this process has the pixel codecs."""
+    if not CODECS_INSTALLED:
+        raise CodecsUnavailable(f"{purpose} needs the pixel codecs, which this process lacks")
+
+
 class TranscodeError(NotAcceptableError):
     """The stored data cannot be produced in the requested transfer syntax."""
 
@@ -150,9 +178,11 @@ def can_decode(syntax: UID) -> bool:
     if syntax in NATIVE_SYNTAXES:
         return True
     try:
-        return bool(get_decoder(syntax).available_plugins)
+        decoder = get_decoder(syntax)
     except NotImplementedError:
         return False
+    # Without codecs, a process that has them decides (see CodecsUnavailable).
+    return not CODECS_INSTALLED or bool(decoder.available_plugins)
 
 
 def can_encode(syntax: UID) -> bool:
@@ -161,7 +191,7 @@ def can_encode(syntax: UID) -> bool:
         return True
     if syntax not in LOSSLESS_ENCODINGS:
         return False
-    return bool(get_encoder(syntax).available_plugins)
+    return not CODECS_INSTALLED or bool(get_encoder(syntax).available_plugins)
 
 
 def can_transcode(source: UID, target: UID) -> bool:
@@ -268,6 +298,7 @@ def encode_frame(frame: Frame, target: UID) -> bytes:
     """Compress one native frame losslessly in ``target``; raise ``TranscodeError`` if not."""
     if target not in LOSSLESS_ENCODINGS or not can_encode(target):
         raise TranscodeError(f"no lossless encoder is installed for transfer syntax {target}")
+    require_codecs("encoding a frame")
     encoder = get_encoder(target)
     options = {
         **LOSSLESS_ENCODINGS[target],
@@ -404,6 +435,7 @@ def _upsample_ybr_422(ds: Dataset) -> None:
 def _decompress(ds: Dataset, source: UID) -> None:
     if not can_decode(source):
         raise TranscodeError(f"no decoder is installed for transfer syntax {source}")
+    require_codecs("decompressing Pixel Data")
     errors: list[str] = []
     for plugin in _decoding_plugins(source):
         try:
@@ -418,6 +450,7 @@ def _decompress(ds: Dataset, source: UID) -> None:
 
 
 def _compress(ds: Dataset, target: UID) -> None:
+    require_codecs("compressing Pixel Data")
     encoder = get_encoder(target)
     errors: list[str] = []
     for plugin in _plugins(ENCODING_PLUGINS, encoder.available_plugins):
@@ -449,6 +482,9 @@ def _swap_words(ds: Dataset, source: UID) -> None:
     """
     if source != ExplicitVRBigEndian:
         return
+    require_codecs("byte-swapping big endian values")
+    import numpy as np
+
     for elem in ds.iterall():
         size = _WORD_SIZES.get(elem.VR)
         if size is None or elem.tag == 0x7FE00010 or not isinstance(elem.value, bytes):
@@ -479,6 +515,7 @@ def _plugins(preferred: Iterable[str], available: Iterable[str]) -> list[str]:
 def _iter_frames(
     ds: Dataset, indices: list[int], plugin: str, as_rgb: bool
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    require_codecs("decoding frames")
     decoder = get_decoder(transfer_syntax_of(ds))
     # as_rgb converts YBR colour to RGB; pydicom types these options as a TypedDict.
     options: Any = {"as_rgb": as_rgb}
@@ -487,6 +524,8 @@ def _iter_frames(
 
 
 def _frame(array: np.ndarray, meta: dict[str, Any]) -> Frame:
+    import numpy as np
+
     bits_allocated = int(meta["bits_allocated"])
     if bits_allocated == 1:
         # The decoder unpacks 1-bit data to one byte a pixel; PS3.5 8.1.1 packs 8 to a byte.

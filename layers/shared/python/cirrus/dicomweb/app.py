@@ -21,6 +21,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError as Rout
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from cirrus.audit import Actor, AuditLog
+from cirrus.dicom.transcode import CodecsUnavailable
 from cirrus.dicomweb.bundles import MetadataBundles, entity_tag, representation_etag
 from cirrus.dicomweb.delete import DeleteTarget, delete_resource
 from cirrus.dicomweb.delivery import (
@@ -35,6 +36,7 @@ from cirrus.dicomweb.errors import (
     retry_after_headers,
     unexpected_error_response,
 )
+from cirrus.dicomweb.forwarding import PixelForwarder
 from cirrus.dicomweb.frames import parse_frame_list, retrieve_frames
 from cirrus.dicomweb.rendered import (
     RenderOptions,
@@ -126,6 +128,8 @@ class DicomwebServices:
     audit: AuditLog | None = None
     # Without it, responses too large for Lambda fail and POST /uploads returns 503.
     transfers: TransferStore | None = None
+    # Where requests go that need pixel codecs this process lacks (see forwarding.py).
+    pixels: PixelForwarder | None = None
 
 
 def build_app(services: DicomwebServices) -> APIGatewayRestResolver:
@@ -231,9 +235,14 @@ def _add_error_handlers(app: APIGatewayRestResolver) -> None:
     def unexpected(exc: Exception) -> Response[str]:
         return unexpected_error_response(exc, app.current_event.request_context.request_id)
 
+    def missing_codecs(exc: CodecsUnavailable) -> Response[str]:
+        # Out of the resolver, to the handler, which forwards the request (forwarding.py).
+        raise exc
+
     # Registered by call, because the decorators of the resolver are not annotated.
     app.exception_handler(CirrusError)(error_response)
     app.not_found(route_not_found)
+    app.exception_handler(CodecsUnavailable)(missing_codecs)
     app.exception_handler(Exception)(unexpected)
 
 

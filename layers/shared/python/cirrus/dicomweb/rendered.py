@@ -12,18 +12,16 @@ frames come as multipart/related, one image a part.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from io import BytesIO
-from typing import Any, Final
+from typing import Final
 
-import numpy as np
 import pydicom
-from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
-from cirrus.dicom.transcode import CODEC_ERRORS, error_reason, frame_array
+from cirrus.dicom.transcode import require_codecs
 from cirrus.dicomweb.media import parse_accept
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, Part, build_multipart_related
 from cirrus.dicomweb.wado import Representation
@@ -34,7 +32,7 @@ from cirrus.storage.objects import ObjectStore
 JPEG: Final = "image/jpeg"
 PNG: Final = "image/png"
 GIF: Final = "image/gif"
-_PIL_FORMATS: Final = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF"}
+IMAGE_FORMATS: Final = {JPEG: "JPEG", PNG: "PNG", GIF: "GIF"}
 DEFAULT_QUALITY: Final = 90
 THUMBNAIL_SIZE: Final = 128
 MAX_VIEWPORT: Final = 4096
@@ -151,67 +149,6 @@ def render_frames(
     return Representation(body, content_type)
 
 
-def render_frame(ds: Dataset, number: int, options: RenderOptions, media_type: str) -> bytes:
-    """Encode frame ``number`` of ``ds`` for display; raise ``NotAcceptableError`` if it fails."""
-    pixels, meta = frame_array(ds, number)
-    try:
-        display = display_pixels(ds, pixels, meta, options.window)
-    except CODEC_ERRORS as exc:
-        # A Modality LUT, palette or pixel layout that pydicom cannot apply.
-        raise NotAcceptableError(f"frame {number} cannot be rendered: {error_reason(exc)}") from exc
-    image = Image.fromarray(display)
-    if options.viewport is not None:
-        image = fit_viewport(image, options.viewport)
-    output = BytesIO()
-    if media_type == JPEG:
-        image.save(output, format="JPEG", quality=options.quality)
-    else:
-        image.save(output, format=_PIL_FORMATS[media_type])
-    return output.getvalue()
-
-
-def display_pixels(
-    ds: Dataset, pixels: np.ndarray, meta: dict[str, Any], window: Window | None
-) -> np.ndarray:
-    """Return 8-bit grayscale or RGB pixels for display."""
-    photometric = str(meta.get("photometric_interpretation", "MONOCHROME2"))
-    if photometric == "PALETTE COLOR":
-        rgb: np.ndarray = apply_color_lut(pixels, ds)
-        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
-        return _to_uint8(rgb.astype(np.float64) / (2**bits - 1))
-    if int(meta.get("samples_per_pixel", 1)) == 3:
-        if pixels.dtype == np.uint8:
-            return pixels
-        top = 2 ** int(meta.get("bits_stored", 16)) - 1
-        return _to_uint8(pixels.astype(np.float64) / top)
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
-    if window is None:
-        window = _instance_window(ds) or _min_max(values)
-    display = _apply_window(values, window)
-    return 255 - display if photometric == "MONOCHROME1" else display
-
-
-def fit_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
-    """Cut the viewport's source region from ``image`` and scale it to fit the viewport."""
-    left, top = viewport.source_x, viewport.source_y
-    width = viewport.source_width if viewport.source_width is not None else image.width - left
-    height = viewport.source_height if viewport.source_height is not None else image.height - top
-    inside = left + abs(width) <= image.width and top + abs(height) <= image.height
-    if width == 0 or height == 0 or not inside:
-        raise _invalid_viewport(
-            f"viewport source region is outside the {image.width}x{image.height} image",
-            "source region outside the image",
-        )
-    region = image.crop((left, top, left + abs(width), top + abs(height)))
-    if width < 0:
-        region = region.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if height < 0:
-        region = region.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-    scale = min(viewport.columns / region.width, viewport.rows / region.height)
-    size = (max(1, round(region.width * scale)), max(1, round(region.height * scale)))
-    return region if size == region.size else region.resize(size, Image.Resampling.LANCZOS)
-
-
 def _parse_window(text: str) -> Window:
     parts = [part.strip() for part in text.split(",")]
     if len(parts) not in (2, 3):
@@ -228,7 +165,7 @@ def _parse_window(text: str) -> Window:
             f"window function {parts[2]!r} is unknown; use {', '.join(WINDOW_FUNCTIONS)}",
             "unknown function",
         )
-    if not np.isfinite(center) or not np.isfinite(width):
+    if not math.isfinite(center) or not math.isfinite(width):
         raise _invalid_window(f"window center and width must be finite, not {text!r}", "not finite")
     # PS3.3 C.11.2.1.2.1: width >= 1 for the linear function, > 0 for the others.
     if width < 1 if function == "linear" else width <= 0:
@@ -242,20 +179,20 @@ def _invalid_window(message: str, kind: str) -> InvalidParameterError:
     return InvalidParameterError(message, parameter="window", kind=kind)
 
 
-def _invalid_viewport(message: str, kind: str) -> InvalidParameterError:
+def invalid_viewport(message: str, kind: str) -> InvalidParameterError:
     return InvalidParameterError(message, parameter="viewport", kind=kind)
 
 
 def _parse_viewport(text: str) -> Viewport:
     parts = [part.strip() for part in text.split(",")]
     if len(parts) not in (2, 6):
-        raise _invalid_viewport(
+        raise invalid_viewport(
             f"viewport must be vw,vh or vw,vh,sx,sy,sw,sh, not {text!r}", "malformed"
         )
     try:
         values = [int(part) if part else None for part in parts]
     except ValueError as exc:
-        raise _invalid_viewport(
+        raise invalid_viewport(
             f"viewport values must be integers, not {text!r}", "not integers"
         ) from exc
     columns, rows = values[0], values[1]
@@ -264,21 +201,33 @@ def _parse_viewport(text: str) -> Viewport:
         or rows is None
         or not (0 < columns <= MAX_VIEWPORT and 0 < rows <= MAX_VIEWPORT)
     ):
-        raise _invalid_viewport(
+        raise invalid_viewport(
             f"viewport width and height must be 1 to {MAX_VIEWPORT}", "size out of range"
         )
     if len(values) == 2:
         return Viewport(columns, rows)
     source_x, source_y, source_width, source_height = values[2:]
     if (source_x or 0) < 0 or (source_y or 0) < 0:
-        raise _invalid_viewport(
+        raise invalid_viewport(
             f"viewport sx and sy must not be negative, not {text!r}", "negative source offset"
         )
     if source_width == 0 or source_height == 0:
-        raise _invalid_viewport(
+        raise invalid_viewport(
             f"viewport sw and sh must not be 0, not {text!r}", "empty source region"
         )
     return Viewport(columns, rows, source_x or 0, source_y or 0, source_width, source_height)
+
+
+def render_frame(ds: Dataset, number: int, options: RenderOptions, media_type: str) -> bytes:
+    """Encode frame ``number`` of ``ds`` for display; raise ``NotAcceptableError`` if it fails.
+
+    Raises ``CodecsUnavailable`` in a process without numpy, Pillow and the codecs.
+    """
+    require_codecs("rendering")
+    # Imported here: the module needs numpy and Pillow, which only the pixel layer has.
+    from cirrus.dicomweb.display import draw_frame
+
+    return draw_frame(ds, number, options, media_type)
 
 
 def _image_type(accept: str | None) -> str:
@@ -299,43 +248,6 @@ def image_choice(accept: str | None) -> tuple[str, bool]:
             essence = (media.param("type") or "image/*").strip().lower()
         if essence in ("*/*", "image/*", "multipart/*"):
             return JPEG, bare and essence != "multipart/*"
-        if essence in _PIL_FORMATS:
+        if essence in IMAGE_FORMATS:
             return essence, bare
     raise NotAcceptableError(f"rendered images are available as {JPEG}, {PNG} or {GIF}")
-
-
-def _instance_window(ds: Dataset) -> Window | None:
-    if "WindowCenter" not in ds or "WindowWidth" not in ds:
-        return None
-    center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-    function = str(ds.get("VOILUTFunction") or "LINEAR").lower().replace("_", "-")
-    if function not in WINDOW_FUNCTIONS or width <= 0 or (function == "linear" and width < 1):
-        return None
-    return Window(center, width, function)
-
-
-def _min_max(values: np.ndarray) -> Window:
-    low, high = float(values.min()), float(values.max())
-    return Window((low + high) / 2, max(high - low, 1.0), "linear-exact")
-
-
-def _apply_window(values: np.ndarray, window: Window) -> np.ndarray:
-    """Map ``values`` to 0-255 with the VOI LUT function of PS3.3 C.11.2.1.2."""
-    center, width = window.center, window.width
-    if window.function == "sigmoid":
-        return _to_uint8(1 / (1 + np.exp(-4 * (values - center) / width)))
-    if window.function == "linear-exact":
-        return _to_uint8((values - center) / width + 0.5)
-    if width == 1:
-        # The linear function with width 1 is a threshold at center - 0.5.
-        return np.where(values > center - 0.5, 255, 0).astype(np.uint8)
-    return _to_uint8((values - (center - 0.5)) / (width - 1) + 0.5)
-
-
-def _to_uint8(fraction: np.ndarray) -> np.ndarray:
-    scaled: np.ndarray = np.clip(fraction, 0.0, 1.0) * 255
-    return scaled.round().astype(np.uint8)
-
-
-def _first(value: Any) -> float:
-    return float(value[0]) if isinstance(value, pydicom.multival.MultiValue) else float(value)

@@ -6,6 +6,7 @@ default, the redrive policy, the object-created notification) follows ``infra/``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from cirrus.aws import AwsClients
@@ -21,7 +22,7 @@ def create_resources(settings: Settings) -> Settings:
     """Create the key, bucket, table and queues; return settings with the key's ARN."""
     clients = AwsClients(settings)
     key_arn = _create_key(clients, settings)
-    settings = settings.model_copy(update={"kms_key_id": key_arn})
+    settings = dataclasses.replace(settings, kms_key_id=key_arn)
     queue_arn = _create_queues(clients, settings)
     _create_bucket(clients, settings, key_arn, queue_arn)
     model = bind_index_model(settings)
