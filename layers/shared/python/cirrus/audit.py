@@ -14,7 +14,8 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from enum import IntEnum, StrEnum
+from typing import Any, Final, Literal
 
 from cirrus.storage.keys import InstanceKey, validate_site
 from cirrus.storage.objects import ObjectStore
@@ -36,6 +37,59 @@ class Actor:
     principal: str | None = None
     source_ip: str | None = None
     user_agent: str | None = None
+    # The calling AE title of a DIMSE association.
+    ae_title: str | None = None
+
+
+class AuditAction(StrEnum):
+    """What an audited request did, one of the actions that access rules grant."""
+
+    STORE = "store"
+    QUERY = "query"
+    RETRIEVE = "retrieve"
+    DELETE = "delete"
+
+
+class AuditOutcome(IntEnum):
+    """Event Outcome Indicator of the DICOM audit message (PS3.15 A.5.1)."""
+
+    SUCCESS = 0
+    MINOR_FAILURE = 4
+    SERIOUS_FAILURE = 8
+    MAJOR_FAILURE = 12
+
+
+@dataclass(frozen=True)
+class StudyAccess:
+    """One study that a request touched, with the series and instances it touched in it."""
+
+    study: str
+    series: tuple[str, ...] = ()
+    instances: tuple[str, ...] = ()
+    # SOP Class UID to the number of instances of that class, as PS3.15 A.5.2.4 describes them.
+    sop_classes: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audited request: who, what, where, when and the outcome, without patient data.
+
+    ``site`` is None when the request was rejected before a site was chosen. ``query_keys``
+    names the attributes a query matched on (keywords or tags), never their values, because
+    the values of PatientName or PatientID are patient data. ``detail`` is a short reason for
+    a failure, written by the code and free of request values.
+    """
+
+    action: AuditAction
+    outcome: AuditOutcome
+    actor: Actor
+    site: str | None
+    request_id: str
+    transport: Literal["DICOMweb", "DIMSE"]
+    studies: tuple[StudyAccess, ...] = ()
+    query_keys: tuple[str, ...] = ()
+    detail: str | None = None
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True)
@@ -79,6 +133,13 @@ class AuditLog:
 
     def __init__(self, store: ObjectStore) -> None:
         self._store = store
+
+    def record(self, event: AuditEvent) -> None:
+        """Write ``event`` durably; raise ``StoreUnavailableError`` when the store fails."""
+        # TODO: an append-only table with ATNA-shaped records, queryable by study and time.
+        key = audit_key(event.site or "unknown", event.time, event.request_id)
+        body = json.dumps(asdict(event), default=str, separators=(",", ":")).encode()
+        self._store.put(key, body, content_type=JSON_CONTENT_TYPE)
 
     def record_deletion(self, record: DeletionRecord) -> str:
         """Write ``record`` and return its object key once S3 has acknowledged it.

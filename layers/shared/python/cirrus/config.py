@@ -54,6 +54,8 @@ ENV: Final = {
     "endpoint_url": "CIRRUS_AWS_ENDPOINT_URL",
     "cors_origins": "CIRRUS_CORS_ORIGINS",
     "pixel_function": "CIRRUS_PIXEL_FUNCTION",
+    "audit_table": "CIRRUS_AUDIT_TABLE",
+    "access_file": "CIRRUS_ACCESS_FILE",
     "region": "AWS_REGION",
 }
 
@@ -80,6 +82,10 @@ class ResourceNames:
     @property
     def table(self) -> str:
         return f"{self.deployment}-index"
+
+    @property
+    def audit_table(self) -> str:
+        return f"{self.deployment}-audit"
 
     @property
     def ingest_queue(self) -> str:
@@ -120,6 +126,10 @@ class Settings:
     # The Lambda function that the DICOMweb function hands requests needing pixel codecs to
     # (see cirrus.dicomweb.forwarding); unset where the process has the codecs itself.
     pixel_function: str | None = None
+    # The append-only table of audit records (see cirrus.audit); unset, no audit is written.
+    audit_table: str | None = None
+    # The JSON document of principals and the sites and actions each may use (cirrus.access).
+    access_file: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("bucket", "table", "ingest_queue", "dead_letter_queue", "kms_key_id"):
@@ -148,6 +158,7 @@ class Settings:
             "ingest_queue": names.ingest_queue,
             "dead_letter_queue": names.dead_letter_queue,
             "kms_key_id": names.kms_alias,
+            "audit_table": names.audit_table,
         }
         values.update(overrides)
         unknown = sorted(set(values) - {field.name for field in fields(cls)})
