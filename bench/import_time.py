@@ -1,10 +1,12 @@
 """Import time of the Lambda handler modules with the built layers, as a cold start pays it.
 
-For each handler module, runs ``python3.12 -S -X importtime -c "import MODULE"`` in a fresh
-interpreter several times and reports the median cumulative import time. ``sys.path``
-contains only the standard library and what Lambda would mount: the function code, the
-shared layer and the dependency layer. ``cirrus_infra.layer_build`` builds them as the CDK
-app does, but for this machine's architecture, so that the interpreter can load the wheels.
+For each function, runs ``python3.12 -S -X importtime -c "import MODULE"`` in a fresh
+interpreter several times and reports the median cumulative import time of its handler
+module. ``sys.path`` contains only the standard library and what Lambda would mount for that
+function: the function code, the shared layer and the core dependency layer, and for the
+DICOMweb pixel function the pixel layer too, which runs the DICOMweb handler.
+``cirrus_infra.layer_build`` builds them as the CDK app does, but for this machine's
+architecture, so that the interpreter can load the wheels.
 ``PYTHONDONTWRITEBYTECODE`` is set because Lambda's code and layers are read-only. The
 environment names a Lambda function, so powertools' Tracer starts and patches botocore as it
 does in Lambda.
@@ -35,9 +37,11 @@ sys.path.insert(0, str(REPO / "infra" / "cirrus_infra"))
 
 import layer_build  # noqa: E402
 
-MODULES = {
-    "functions.ingest.handler": "cirrus-ingest",
-    "functions.dicomweb.handler": "cirrus-dicomweb",
+# Each function: its handler module, its service name and whether it has the pixel layer.
+FUNCTIONS = {
+    "ingest": ("functions.ingest.handler", "cirrus-ingest", False),
+    "DICOMweb": ("functions.dicomweb.handler", "cirrus-dicomweb", False),
+    "DICOMweb pixel": ("functions.dicomweb.handler", "cirrus-dicomweb", True),
 }
 TARGET_MS = 300
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
@@ -45,16 +49,28 @@ _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
 _HOST_ARCHITECTURES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 
 
-def build_path(interpreter: str | None) -> list[Path]:
-    """Build the layers and code for this machine; return the folders of ``sys.path``."""
+def build_paths(interpreter: str | None) -> tuple[list[Path], Path]:
+    """Build the layers and code for this machine.
+
+    Returns the folders of ``sys.path`` of a function without the pixel layer, and the pixel
+    layer's folder, which the pixel function has after them.
+    """
     architecture = _HOST_ARCHITECTURES[platform.machine()]
-    deps = layer_build.build_dependencies(architecture=architecture, interpreter=interpreter)
+    core = layer_build.build_dependencies(
+        layer_build.CORE_REQUIREMENTS, architecture, interpreter=interpreter
+    )
+    pixels = layer_build.build_dependencies(
+        layer_build.PIXEL_REQUIREMENTS,
+        architecture,
+        base=layer_build.CORE_REQUIREMENTS,
+        interpreter=interpreter,
+    )
     shared = layer_build.build_sources(
         "bench-shared", [(REPO / "layers" / "shared" / "python", "python")], interpreter=interpreter
     )
     entries = [(REPO / "functions", "functions")]
     code = layer_build.build_sources("bench-code", entries, interpreter=interpreter)
-    return [code, shared / "python", deps / "python"]
+    return [code, shared / "python", core / "python"], pixels / "python"
 
 
 def measure(python: str, module: str, service: str, path: list[Path]) -> tuple[int, dict[str, int]]:
@@ -97,7 +113,7 @@ def measure(python: str, module: str, service: str, path: list[Path]) -> tuple[i
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=7, help="imports per module and variant")
+    parser.add_argument("--runs", type=int, default=7, help="imports per function and variant")
     parser.add_argument("--python", help="CPython 3.12 to import with (default: discovered)")
     parser.add_argument("--top", type=int, default=10, help="packages listed by self time")
     args = parser.parse_args()
@@ -112,12 +128,14 @@ def main() -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
     print(f"interpreter: {python}, load average at start: {os.getloadavg()}")
     print()
-    print("| module | layers | median ms | min ms | max ms | runs |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| function | module | layers | median ms | min ms | max ms | runs |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     profiles: dict[str, dict[str, list[int]]] = {}
     for label, interpreter in (("with bytecode", python), ("sources only", None)):
-        path = build_path(interpreter)
-        for module, service in MODULES.items():
+        base_path, pixels_path = build_paths(interpreter)
+        for function, (module, service, pixels) in FUNCTIONS.items():
+            path = [*base_path, pixels_path] if pixels else base_path
+            layers = f"core{', pixels' if pixels else ''}, shared, {label}"
             totals = []
             packages: dict[str, list[int]] = collections.defaultdict(list)
             for _ in range(args.runs):
@@ -127,14 +145,14 @@ def main() -> int:
                     packages[name].append(micros)
             median = statistics.median(totals)
             print(
-                f"| {module} | {label} | {median:.0f} | {min(totals):.0f} | {max(totals):.0f} "
-                f"| {args.runs} |"
+                f"| {function} | {module} | {layers} | {median:.0f} | {min(totals):.0f} "
+                f"| {max(totals):.0f} | {args.runs} |"
             )
             if interpreter is not None:
-                profiles[module] = packages
-    for module, packages in profiles.items():
+                profiles[function] = packages
+    for function, packages in profiles.items():
         print()
-        print(f"{module}, with bytecode: median self time per top-level package")
+        print(f"{function} function, with bytecode: median self time per top-level package")
         print()
         print("| package | ms |")
         print("| --- | --- |")
@@ -142,7 +160,7 @@ def main() -> int:
         for name, samples in ranked[: args.top]:
             print(f"| {name} | {statistics.median(samples) / 1000:.0f} |")
     print()
-    print(f"target: {TARGET_MS} ms per module")
+    print(f"target: {TARGET_MS} ms per function")
     return 0
 
 

@@ -7,6 +7,10 @@ may read and write instances and transfer objects and presign URLs of transfer o
 Presigned URLs carry the function role's permissions, which is why the role gets only the
 object prefixes it needs.
 
+The function has no pixel layer, so that its cold start does not import numpy and the pixel
+data codecs. It forwards requests that decode or encode pixel data to the DICOMweb pixel
+function (``cirrus_infra.pixels``), which it names in ``CIRRUS_PIXEL_FUNCTION`` and may invoke.
+
 CORS is the handler's (``cirrus.dicomweb.app.cors_config``): with no origins configured, the
 default, every method needs SigV4 and browsers of other origins are refused. Each origin
 added with ``add_cors_origins`` or the ``cors-origins`` context value goes to the function's
@@ -32,6 +36,7 @@ from cirrus_infra.lambdas import (
     WILDCARD_RESOURCE_REASON,
     FunctionSettings,
     acknowledge_runtime,
+    acknowledge_wildcards,
     create_function,
     data_key_statement,
     encrypted_log_group,
@@ -41,6 +46,7 @@ from cirrus_infra.lambdas import (
 )
 from cirrus_infra.layers import Layers
 from cirrus_infra.network import Network
+from cirrus_infra.pixels import DicomwebPixelFunction
 from cirrus_infra.storage import GLOBAL_SECONDARY_INDEXES, INGEST_PREFIX, Storage
 
 STAGE: Final = "dicomweb"
@@ -57,9 +63,11 @@ FUNCTION_MEMORY_MB: Final = 3008
 # Concurrent executions reserved for the function. Viewers open a study with one metadata
 # request and then many frame requests in parallel, so this is sized for a few viewers at once
 # plus STOW-RS. It also caps what the API can cost and load onto DynamoDB.
+# The pixel function reserves as many, because each request forwarded to it keeps one
+# execution of this function waiting while it runs, so it is never the one throttled.
 # NOTE: reserved concurrency counts against the account's limit, which must keep 100
-# unreserved, so an account at the default limit of 1,000 fits it but a new account at 10
-# does not until the limit is raised.
+# unreserved. The three functions reserve 104, so an account at the default limit of 1,000
+# fits them but a new account at 10 does not until the limit is raised.
 CONCURRENCY: Final = 50
 # Stage throttling, in requests per second and requests at once. At an estimated 0.5 s per
 # request, CONCURRENCY executions serve about 100 requests per second. API Gateway then
@@ -99,7 +107,7 @@ TABLE_ACTIONS: Final = (
 
 
 class DicomwebApi(Construct):
-    """The DICOMweb function, its role and log group, and the REST API in front of it."""
+    """The DICOMweb function with its role and log group, the REST API and the pixel function."""
 
     def __init__(
         self,
@@ -112,6 +120,19 @@ class DicomwebApi(Construct):
         layers: Layers,
     ) -> None:
         super().__init__(scope, construct_id)
+        environment = settings_environment(names, storage)
+        # API Gateway's limit of 29 s bounds a forwarded request too, so the timeout is the same.
+        self.pixels = DicomwebPixelFunction(
+            self,
+            "Pixel",
+            storage=storage,
+            network=network,
+            layers=layers,
+            service=SERVICE,
+            timeout=FUNCTION_TIMEOUT,
+            reserved_concurrency=CONCURRENCY,
+            environment=environment,
+        )
         self.log_group = encrypted_log_group(self, "FunctionLogs", storage.key)
         self.role, self.policy = function_role(
             self,
@@ -120,13 +141,17 @@ class DicomwebApi(Construct):
             log_group=self.log_group,
             statements=self._statements(storage),
         )
+        self.pixels.grant_invoke_to(self.policy)
         settings = FunctionSettings(
             package="dicomweb",
             service=SERVICE,
             memory_mb=FUNCTION_MEMORY_MB,
             timeout=FUNCTION_TIMEOUT,
             reserved_concurrency=CONCURRENCY,
-            environment=settings_environment(names, storage),
+            environment={
+                **environment,
+                ENV["pixel_function"]: self.pixels.function.function_name,
+            },
         )
         self.function = create_function(
             self,
@@ -157,7 +182,10 @@ class DicomwebApi(Construct):
         if not added:
             return
         self.cors_origins += added
-        self.function.add_environment(ENV["cors_origins"], ",".join(self.cors_origins))
+        # The pixel function adds the CORS headers to the responses that this function passes
+        # on, so it needs the origins too.
+        for function in (self.function, self.pixels.function):
+            function.add_environment(ENV["cors_origins"], ",".join(self.cors_origins))
         if self._preflight is None:
             # On {proxy+} under the root, CDK adds the method to the root resource as well.
             proxy = self.api.root.get_resource("{proxy+}")
@@ -249,10 +277,7 @@ class DicomwebApi(Construct):
             "and a random id of each record.",
             "Resource::*": WILDCARD_RESOURCE_REASON,
         }
-        for finding, reason in findings.items():
-            Validations.of(self.policy).acknowledge(
-                Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason)
-            )
+        acknowledge_wildcards(self.policy, findings)
         acknowledge_runtime(self.function)
         Validations.of(self.function).acknowledge(
             Acknowledgment(

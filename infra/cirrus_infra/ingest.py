@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_event_sources as event_sources
 from constructs import Construct
@@ -21,6 +21,7 @@ from cirrus_infra.lambdas import (
     WILDCARD_RESOURCE_REASON,
     FunctionSettings,
     acknowledge_runtime,
+    acknowledge_wildcards,
     create_function,
     data_key_statement,
     encrypted_log_group,
@@ -159,8 +160,5 @@ class IngestFunction(Construct):
             "of each stored instance, and bundle keys from those of its study and series.",
             "Resource::*": WILDCARD_RESOURCE_REASON,
         }
-        for finding, reason in reasons.items():
-            Validations.of(self.policy).acknowledge(
-                Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason)
-            )
+        acknowledge_wildcards(self.policy, reasons)
         acknowledge_runtime(self.function)

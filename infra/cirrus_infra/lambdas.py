@@ -62,6 +62,13 @@ class FunctionSettings:
     timeout: Duration
     reserved_concurrency: int
     environment: Mapping[str, str]
+    # Whether the function has the pixel layer (numpy, Pillow and the pixel data codecs).
+    pixels: bool = False
+
+    @property
+    def label(self) -> str:
+        """The function's name in construct ids, such as ``Dicomweb`` or ``DicomwebPixel``."""
+        return self.package.title() + ("Pixel" if self.pixels else "")
 
 
 def logical_id(construct: Construct) -> str:
@@ -165,10 +172,10 @@ def create_function(
     dead_letter_queue: sqs.IQueue | None = None,
 ) -> lambda_.Function:
     """Create a function of the layers' architecture in the VPC, with X-Ray tracing."""
-    code, size_check = layers.code_for(settings.package)
+    code, size_check = layers.code_for(settings.package, pixels=settings.pixels)
+    kind = f"{settings.package} pixel" if settings.pixels else settings.package
     security_group = network.security_group(
-        f"{settings.package.title()}Function",
-        f"Cirrus {settings.package} function: no inbound traffic",
+        f"{settings.label}Function", f"Cirrus {kind} function: no inbound traffic"
     )
     environment = {
         "POWERTOOLS_SERVICE_NAME": settings.service,
@@ -183,7 +190,7 @@ def create_function(
         architecture=layers.architecture,
         handler=f"functions.{settings.package}.handler.lambda_handler",
         code=code,
-        layers=layers.layers,
+        layers=layers.layers_for(pixels=settings.pixels),
         memory_size=settings.memory_mb,
         timeout=settings.timeout,
         reserved_concurrent_executions=settings.reserved_concurrency,
@@ -200,12 +207,24 @@ def create_function(
     return function
 
 
+def acknowledge_wildcards(policy: iam.ManagedPolicy, reasons: Mapping[str, str]) -> None:
+    """Acknowledge each AwsSolutions-IAM5 finding of ``policy`` with its reason.
+
+    ``reasons`` maps each finding, such as ``Resource::*``, to the reason for the wildcard.
+    """
+    for finding, reason in reasons.items():
+        Validations.of(policy).acknowledge(
+            Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason)
+        )
+
+
 def acknowledge_runtime(function: lambda_.Function) -> None:
     """Acknowledge that ``function`` does not use the latest Python runtime (AwsSolutions-L1)."""
     Validations.of(function).acknowledge(
         Acknowledgment(
             id="AwsSolutions-L1",
-            reason="The dependency layer is built from CPython 3.12 wheels, and pyjpegls 1.5.1 "
-            "publishes none for CPython 3.14, the latest runtime.",
+            reason="The layers are built from CPython 3.12 wheels for the one runtime that all "
+            "functions share, and pyjpegls 1.5.1 (pixel layer) publishes none for CPython "
+            "3.14, the latest runtime.",
         )
     )

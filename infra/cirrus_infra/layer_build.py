@@ -1,11 +1,14 @@
 """Build the Lambda layers and function code on this machine, without Docker, and cache them.
 
-The dependency layer comes from pip with ``--only-binary=:all:`` and the manylinux platform
+The dependency layers come from pip with ``--only-binary=:all:`` and the manylinux platform
 tags of the Lambda runtime, so no compiler and no container runs, whatever the machine's own
-platform. Each build goes to a folder under ``build/layer-cache`` named by a hash of its
-inputs: the requirements file, the target architecture and Python version, the bytecode
-interpreter and ``BUILD_FORMAT``. Only the first build of each input set runs pip, which needs
-PyPI. Later synthesis and tests copy the cached folder, as hard links where they can, offline.
+platform. There are two: the core layer (``layers/deps``), which every function has, and the
+pixel layer (``layers/pixels``: numpy, Pillow and the codecs), which only the function that
+decodes pixel data has on top of the core layer. Each build goes to a folder under
+``build/layer-cache`` named by a hash of its inputs: the requirements files, the target
+architecture and Python version, the bytecode interpreter and ``BUILD_FORMAT``. Only the first
+build of each input set runs pip, which needs PyPI. Later synthesis and tests copy the cached
+folder, as hard links where they can, offline.
 
 Lambda mounts layers and code read-only, so Python cannot write ``__pycache__`` there, and
 each cold start would compile every module it imports (about three times the import time,
@@ -35,7 +38,9 @@ from typing import Final
 
 REPO: Final = Path(__file__).resolve().parents[2]
 CACHE_ROOT: Final = REPO / "build" / "layer-cache"
-REQUIREMENTS: Final = REPO / "layers" / "deps" / "requirements.txt"
+CORE_REQUIREMENTS: Final = REPO / "layers" / "deps" / "requirements.txt"
+# Installed on top of the core layer, so its build gets CORE_REQUIREMENTS as its base.
+PIXEL_REQUIREMENTS: Final = REPO / "layers" / "pixels" / "requirements.txt"
 
 # The Lambda runtime python3.12, on Amazon Linux 2023 (glibc 2.34).
 PYTHON_VERSION: Final = "3.12"
@@ -52,7 +57,7 @@ BUILD_FORMAT: Final = 1
 # Lambda's limit on a function's code and layers together, unzipped: 250 MB. Checked as
 # 250 * 10**6 bytes, the smaller reading of MB.
 LAMBDA_UNZIPPED_LIMIT: Final = 250 * 10**6
-# Builds kept in the cache per name: dependency layers (about 200 MB each) change rarely, the
+# Builds kept in the cache per name: dependency layers (about 50 and 150 MB) change rarely, the
 # shared layer and function code with every edit.
 KEPT_DEPENDENCY_BUILDS: Final = 2
 KEPT_SOURCE_BUILDS: Final = 4
@@ -62,6 +67,8 @@ _EXCLUDED_SUFFIXES: Final = (".pyc", ".pyo")
 # Folders of installed distributions that no handler imports: test suites and scripts.
 _TRIMMED_FOLDERS: Final = ("bin", "pydicom/data/test_files")
 _PIN: Final = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)")
+# The distribution name at the start of a Requires-Dist value, such as "numpy (>=2.0,<3.0)".
+_REQUIREMENT_NAME: Final = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 # A build step, which fills the folder it is given.
 _Build = Callable[[Path], None]
@@ -138,11 +145,14 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def dependency_key(requirements: Path, architecture: str, interpreter: str | None) -> str:
-    """Return the cache key of the dependency layer built from ``requirements``."""
+def dependency_key(
+    requirements: Path, architecture: str, interpreter: str | None, base: Path | None = None
+) -> str:
+    """Return the cache key of the dependency layer built from ``requirements`` on ``base``."""
     inputs = {
         "format": BUILD_FORMAT,
         "requirements": requirements.read_text(),
+        "base": base.read_text() if base is not None else None,
         "machine": _machine(architecture),
         "python": PYTHON_VERSION,
         "platforms": PLATFORM_TAGS,
@@ -152,30 +162,42 @@ def dependency_key(requirements: Path, architecture: str, interpreter: str | Non
 
 
 def build_dependencies(
-    requirements: Path = REQUIREMENTS,
+    requirements: Path = CORE_REQUIREMENTS,
     architecture: str = "arm64",
     *,
+    base: Path | None = None,
     interpreter: str | None = None,
     cache_root: Path = CACHE_ROOT,
 ) -> Path:
-    """Return the folder whose ``python/`` contains the dependency layer, building it if needed.
+    """Return the folder whose ``python/`` contains a dependency layer, building it if needed.
 
     ``architecture`` is a Lambda architecture name, ``arm64`` or ``x86_64``. A build installs
     the pinned requirements with pip for that machine, removes test suites, checks that pip
-    installed nothing unpinned and compiles bytecode with ``interpreter`` if given.
+    installed nothing unpinned and compiles bytecode with ``interpreter`` if given. The cache
+    entry is named after the folder of ``requirements``, such as ``deps-arm64``.
+
+    ``base`` is the requirements file of a layer that every function with this layer also has.
+    Then pip installs the pinned packages only (``--no-deps``), so that none of the base layer's
+    packages is installed twice, and the build checks that the two files share no package and
+    that one of them pins every dependency of what was installed.
     """
-    key = dependency_key(requirements, architecture, interpreter)
-    name = f"deps-{architecture}"
+    key = dependency_key(requirements, architecture, interpreter, base)
+    name = f"{requirements.parent.name}-{architecture}"
 
     def build(content: Path) -> None:
         site = content / "python"
+        pins = pinned_requirements(requirements)
+        base_pins = pinned_requirements(base) if base is not None else {}
+        _check_disjoint(pins, requirements, base_pins, base)
         print(
             f"Building the dependency layer for {architecture} with pip from {requirements}; "
             "later builds of the same requirements come from the cache",
             file=sys.stderr,
         )
-        _pip_install(requirements, _machine(architecture), site)
-        _check_installed(site, pinned_requirements(requirements), requirements)
+        _pip_install(requirements, _machine(architecture), site, with_dependencies=base is None)
+        _check_installed(site, pins, requirements)
+        if base is not None:
+            _check_dependencies(site, {**base_pins, **pins}, requirements, base)
         _trim(site)
         if interpreter:
             _compile(interpreter, content)
@@ -302,13 +324,16 @@ def _prune(cache_root: Path, name: str, keep: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _pip_install(requirements: Path, machine: str, site: Path) -> None:
+def _pip_install(
+    requirements: Path, machine: str, site: Path, *, with_dependencies: bool = True
+) -> None:
     platforms = [option for tag in PLATFORM_TAGS for option in ("--platform", f"{tag}_{machine}")]
     command = [
         sys.executable, "-m", "pip", "install",
         "--quiet", "--disable-pip-version-check", "--no-compile",
         "--only-binary=:all:", "--implementation", "cp", "--python-version", PYTHON_VERSION,
         *platforms, "--target", str(site), "--requirement", str(requirements),
+        *([] if with_dependencies else ["--no-deps"]),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
@@ -320,20 +345,59 @@ def _pip_install(requirements: Path, machine: str, site: Path) -> None:
         )
 
 
+def _installed(site: Path) -> Iterator[tuple[str, str, list[str]]]:
+    """Yield the name, version and Requires-Dist values of each distribution under ``site``."""
+    for metadata in sorted(site.glob("*.dist-info/METADATA")):
+        header = metadata.read_text(errors="replace").split("\n\n", 1)[0]
+        fields = [line.split(": ", 1) for line in header.splitlines() if ": " in line]
+        values = dict(fields)
+        requires = [value for field, value in fields if field == "Requires-Dist"]
+        yield values["Name"], values["Version"], requires
+
+
 def _check_installed(site: Path, pins: dict[str, str], requirements: Path) -> None:
     """Raise unless every installed distribution is pinned in ``requirements`` at its version."""
-    for metadata in sorted(site.glob("*.dist-info/METADATA")):
-        fields = dict(
-            line.split(": ", 1)
-            for line in metadata.read_text(errors="replace").split("\n\n", 1)[0].splitlines()
-            if ": " in line
-        )
-        name, version = _normalize(fields["Name"]), fields["Version"]
-        if pins.get(name) != version:
+    for name, version, _ in _installed(site):
+        if pins.get(_normalize(name)) != version:
             raise LayerBuildError(
-                f"pip installed {fields['Name']} {version}, which {requirements} does not pin; "
-                f"add '{fields['Name']}=={version}' so that every build installs the same files"
+                f"pip installed {name} {version}, which {requirements} does not pin; "
+                f"add '{name}=={version}' so that every build installs the same files"
             )
+
+
+def _check_disjoint(
+    pins: dict[str, str], requirements: Path, base_pins: dict[str, str], base: Path | None
+) -> None:
+    """Raise when ``requirements`` pins a package of its base layer, which would load twice."""
+    shared = sorted(pins.keys() & base_pins.keys())
+    if shared:
+        raise LayerBuildError(
+            f"{requirements} pins {', '.join(shared)}, which the layer beneath it ({base}) "
+            "already contains; remove them from one of the two files"
+        )
+
+
+def _check_dependencies(site: Path, pins: dict[str, str], requirements: Path, base: Path) -> None:
+    """Raise unless ``pins`` names every dependency of the distributions under ``site``.
+
+    Only names are checked, not version ranges: the pins are the versions of the development
+    virtualenv, where pip resolved both files together. A dependency under an environment
+    marker counts as needed unless the marker names an extra, since markers are not evaluated.
+    """
+    for name, _, requires in _installed(site):
+        for requirement in requires:
+            specifier, _, marker = requirement.partition(";")
+            if "extra" in marker:
+                continue
+            match = _REQUIREMENT_NAME.match(specifier)
+            if match is None:
+                continue
+            dependency = match.group(1)
+            if _normalize(dependency) not in pins:
+                raise LayerBuildError(
+                    f"{name} requires {requirement.strip()!r}, which neither {requirements} nor "
+                    f"{base} pins; pip ran with --no-deps, so pin it in one of them"
+                )
 
 
 def _trim(site: Path) -> None:
@@ -364,7 +428,7 @@ def _compile(interpreter: str, root: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build the dependency layer of each architecture given (default arm64) into the cache."""
+    """Build both dependency layers of each architecture given (default arm64) into the cache."""
     architectures = list(argv if argv is not None else sys.argv[1:]) or ["arm64"]
     interpreter = bytecode_interpreter()
     if interpreter is None:
@@ -373,8 +437,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     for architecture in architectures:
-        content = build_dependencies(architecture=architecture, interpreter=interpreter)
-        print(f"{architecture}: {content} ({tree_size(content) / 10**6:.1f} MB unzipped)")
+        layers = {
+            "core": build_dependencies(CORE_REQUIREMENTS, architecture, interpreter=interpreter),
+            "pixels": build_dependencies(
+                PIXEL_REQUIREMENTS, architecture, base=CORE_REQUIREMENTS, interpreter=interpreter
+            ),
+        }
+        for label, content in layers.items():
+            size = tree_size(content) / 10**6
+            print(f"{architecture} {label}: {content} ({size:.1f} MB unzipped)")
     return 0
 
 

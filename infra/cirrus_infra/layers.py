@@ -1,5 +1,9 @@
 """The Lambda layers and function code of Cirrus, bundled at synthesis without Docker.
 
+Every function has the core dependency layer (layers/deps) and the shared-code layer. Only the
+DICOMweb pixel function also has the pixel layer (layers/pixels: numpy, Pillow and the codecs),
+because pydicom imports all of them when it is imported, which would slow every cold start.
+
 Each asset uses CDK's local bundling (``ILocalBundling``). At synthesis CDK calls the bundler
 to fill the asset's output folder, and the bundler links in a build from
 ``cirrus_infra.layer_build``, which is cached by a hash of its inputs.
@@ -32,9 +36,10 @@ from constructs import Construct, IValidation
 
 from cirrus_infra import layer_build
 from cirrus_infra.layer_build import (
+    CORE_REQUIREMENTS,
     LAMBDA_UNZIPPED_LIMIT,
+    PIXEL_REQUIREMENTS,
     REPO,
-    REQUIREMENTS,
     build_dependencies,
     build_sources,
     bytecode_interpreter,
@@ -44,8 +49,8 @@ from cirrus_infra.layer_build import (
 )
 
 RUNTIME: Final = lambda_.Runtime.PYTHON_3_12
-# Every package of layers/deps/requirements.txt has aarch64 wheels for CPython 3.12, and
-# Graviton costs less per GB-second than x86_64.
+# Every package of both dependency layers has aarch64 wheels for CPython 3.12, and Graviton
+# costs less per GB-second than x86_64.
 ARCHITECTURE: Final = lambda_.Architecture.ARM_64
 SHARED_SOURCE: Final = REPO / "layers" / "shared" / "python"
 FUNCTIONS_SOURCE: Final = REPO / "functions"
@@ -99,7 +104,7 @@ def function_code(package: str) -> tuple[lambda_.AssetCode, _CachedBuild]:
 
 
 class Layers(Construct):
-    """The dependency layer (layers/deps) and the shared-code layer (layers/shared/python)."""
+    """The core dependency layer, the pixel layer and the shared-code layer (layers/shared)."""
 
     def __init__(
         self,
@@ -119,18 +124,34 @@ class Layers(Construct):
                 f"{layer_build.INTERPRETER_ENV} to a python{layer_build.PYTHON_VERSION}.",
             )
         name = architecture.name
-        dependencies_code, self._dependencies_build = _asset(
-            REQUIREMENTS.parent,
-            lambda: build_dependencies(REQUIREMENTS, name, interpreter=interpreter),
-            dependency_key(REQUIREMENTS, name, interpreter),
+        core_code, self._core_build = _asset(
+            CORE_REQUIREMENTS.parent,
+            lambda: build_dependencies(CORE_REQUIREMENTS, name, interpreter=interpreter),
+            dependency_key(CORE_REQUIREMENTS, name, interpreter),
         )
-        self.dependencies = lambda_.LayerVersion(
+        self.core = lambda_.LayerVersion(
             self,
-            "Dependencies",
-            code=dependencies_code,
+            "Core",
+            code=core_code,
             compatible_runtimes=[RUNTIME],
             compatible_architectures=[architecture],
-            description=f"Cirrus dependencies from layers/deps/requirements.txt ({name})",
+            description=f"Cirrus core dependencies from layers/deps/requirements.txt ({name})",
+        )
+        pixels_code, self._pixels_build = _asset(
+            PIXEL_REQUIREMENTS.parent,
+            lambda: build_dependencies(
+                PIXEL_REQUIREMENTS, name, base=CORE_REQUIREMENTS, interpreter=interpreter
+            ),
+            dependency_key(PIXEL_REQUIREMENTS, name, interpreter, CORE_REQUIREMENTS),
+        )
+        self.pixels = lambda_.LayerVersion(
+            self,
+            "Pixels",
+            code=pixels_code,
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[architecture],
+            description="Cirrus pixel data dependencies from layers/pixels/requirements.txt, "
+            f"on top of the core layer ({name})",
         )
         shared = [(SHARED_SOURCE, "python")]
         shared_code, self._shared_build = _asset(
@@ -146,19 +167,28 @@ class Layers(Construct):
             compatible_architectures=[architecture],
             description="Cirrus domain package (cirrus)",
         )
+        # One asset per handler package: functions that run the same code share it and its
+        # bundler, whose build the size check of each of them counts.
+        self._code: dict[str, tuple[lambda_.AssetCode, _CachedBuild]] = {}
 
-    @property
-    def layers(self) -> list[lambda_.ILayerVersion]:
-        return [self.dependencies, self.shared]
+    def layers_for(self, *, pixels: bool = False) -> list[lambda_.ILayerVersion]:
+        """Return the layers of a function, with the pixel layer if ``pixels`` is true."""
+        return [self.core, *([self.pixels] if pixels else []), self.shared]
 
-    def code_for(self, package: str) -> tuple[lambda_.AssetCode, IValidation]:
+    def code_for(
+        self, package: str, *, pixels: bool = False
+    ) -> tuple[lambda_.AssetCode, IValidation]:
         """Return the code of ``functions/{package}`` and a check of the function's size.
 
+        ``pixels`` says whether the function has the pixel layer, which the check then counts.
         Add the check to the function with ``node.add_validation``: synthesis then fails when
-        the layers and the code together exceed Lambda's unzipped limit.
+        the function's layers and code together exceed Lambda's unzipped limit.
         """
-        code, bundler = function_code(package)
-        return code, _PackageSize([self._dependencies_build, self._shared_build, bundler])
+        if package not in self._code:
+            self._code[package] = function_code(package)
+        code, bundler = self._code[package]
+        builds = [self._core_build, *([self._pixels_build] if pixels else []), self._shared_build]
+        return code, _PackageSize([*builds, bundler])
 
 
 @jsii.implements(IValidation)
@@ -177,5 +207,6 @@ class _PackageSize:
             return []
         return [
             f"the function's layers and code are {size / 10**6:.1f} MB unzipped, over Lambda's "
-            f"limit of {LAMBDA_UNZIPPED_LIMIT / 10**6:.0f} MB; trim layers/deps/requirements.txt"
+            f"limit of {LAMBDA_UNZIPPED_LIMIT / 10**6:.0f} MB; trim the requirements of its "
+            "layers (layers/deps, layers/pixels)"
         ]

@@ -22,7 +22,8 @@ AVAILABILITY_ZONES: Final = 2
 SUBNET_MASK: Final = 22
 # The interface endpoints: KMS (SSE-KMS and SQS encryption), SQS (ingest queue), CloudWatch
 # Logs (function and task logs, EMF metrics), ECR and its Docker registry (the gateway image;
-# the layers come through the S3 endpoint), and X-Ray (function traces).
+# the layers come through the S3 endpoint), X-Ray (function traces), and Lambda (the DICOMweb
+# function invokes the pixel function).
 INTERFACE_SERVICES: Final = (
     ("Kms", ec2.InterfaceVpcEndpointAwsService.KMS),
     ("Sqs", ec2.InterfaceVpcEndpointAwsService.SQS),
@@ -30,6 +31,7 @@ INTERFACE_SERVICES: Final = (
     ("Ecr", ec2.InterfaceVpcEndpointAwsService.ECR),
     ("EcrDocker", ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER),
     ("XRay", ec2.InterfaceVpcEndpointAwsService.XRAY),
+    ("Lambda", ec2.InterfaceVpcEndpointAwsService.LAMBDA_),
 )
 FLOW_LOG_PREFIX: Final = "vpc-flow-logs/"
 HTTPS: Final = 443

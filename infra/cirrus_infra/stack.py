@@ -71,6 +71,7 @@ class CirrusStack(Stack):
             self, "Monitoring", names=names, storage=self.storage, api=self.dicomweb.api
         )
         self.monitoring.add_function(self.dicomweb.function, "dicomweb")
+        self.monitoring.add_function(self.dicomweb.pixels.function, "dicomweb-pixel")
         self.monitoring.add_function(self.ingest.function, "ingest")
         self.monitoring.add_gateway(
             self.gateway.service, self.gateway.dicom_target_group, desired_count=MIN_TASKS

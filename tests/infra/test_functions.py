@@ -1,7 +1,9 @@
-"""CDK assertions and cdk-nag checks on the Lambda layers and the ingest and DICOMweb functions.
+"""CDK assertions and cdk-nag checks on the Lambda layers and the Cirrus functions.
 
-The layers are bundled locally at synthesis from ``build/layer-cache``. The first run on a
-machine builds the dependency layer with pip, which needs PyPI, and later runs are offline.
+The functions are ingest, DICOMweb and the DICOMweb pixel function, which runs the DICOMweb
+code with the pixel layer. The layers are bundled locally at synthesis from
+``build/layer-cache``. The first run on a machine builds the dependency layers with pip, which
+needs PyPI, and later runs are offline.
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ from aws_cdk.assertions import Template
 from constructs import IConstruct
 
 from cirrus.config import ENV, Settings
-from cirrus_infra import CirrusStack, build_app
+from cirrus_infra import CirrusStack, build_app, layers
 from cirrus_infra import dicomweb as dicomweb_module
 from cirrus_infra import ingest as ingest_module
-from cirrus_infra.layer_build import LAMBDA_UNZIPPED_LIMIT, tree_size
+from cirrus_infra import pixels as pixels_module
+from cirrus_infra.layer_build import (
+    LAMBDA_UNZIPPED_LIMIT,
+    PIXEL_REQUIREMENTS,
+    pinned_requirements,
+    tree_size,
+)
 from cirrus_infra.storage import GLOBAL_SECONDARY_INDEXES, INGEST_VISIBILITY_TIMEOUT
 from tests.infra.nag import acknowledged, findings
 from tests.infra.test_stack import CDK_CONTEXT, NAMES, arn_of, logical_id
@@ -29,20 +37,58 @@ INGEST_ACKNOWLEDGMENTS = {
     ("Cirrus/Ingest/FunctionRolePolicy", "AwsSolutions-IAM5[Resource::*]"),
     ("Cirrus/Ingest/Function", "AwsSolutions-L1"),
 }
-# Package, construct attribute of the stack and expected settings of each function.
+_PIXEL = "Cirrus/Dicomweb/Pixel"
+PIXEL_ACKNOWLEDGMENTS = {
+    (f"{_PIXEL}/FunctionRolePolicy", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/sites/*]"),
+    (
+        f"{_PIXEL}/FunctionRolePolicy",
+        f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/transfers/sites/*/responses/*]",
+    ),
+    (f"{_PIXEL}/FunctionRolePolicy", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/audit/*]"),
+    (f"{_PIXEL}/FunctionRolePolicy", "AwsSolutions-IAM5[Resource::*]"),
+    (f"{_PIXEL}/Function", "AwsSolutions-L1"),
+    (f"{_PIXEL}/Function", "HIPAA.Security-LambdaDLQ"),
+}
+# Expected settings of each function: its handler package, whether it has the pixel layer,
+# and its configuration.
 FUNCTIONS = {
     "ingest": {
+        "package": "ingest",
+        "pixels": False,
         "memory": ingest_module.FUNCTION_MEMORY_MB,
         "timeout": 20,
         "concurrency": ingest_module.CONCURRENCY,
         "service": ingest_module.SERVICE,
     },
     "dicomweb": {
+        "package": "dicomweb",
+        "pixels": False,
         "memory": dicomweb_module.FUNCTION_MEMORY_MB,
         "timeout": 30,
         "concurrency": dicomweb_module.CONCURRENCY,
         "service": dicomweb_module.SERVICE,
     },
+    "pixel": {
+        "package": "dicomweb",
+        "pixels": True,
+        "memory": pixels_module.FUNCTION_MEMORY_MB,
+        "timeout": 30,
+        "concurrency": dicomweb_module.CONCURRENCY,
+        "service": dicomweb_module.SERVICE,
+    },
+}
+# The packages that only the pixel layer contains, by import name.
+PIXEL_PACKAGES = ("numpy", "PIL", "pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls", "gdcm")
+# Actions that write data. The pixel function's role has them only on staged responses and on
+# audit records.
+DATA_WRITE_ACTIONS = {
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
 }
 # Actions that a role may hold on resource "*": X-Ray and the function's network interfaces.
 WILDCARD_RESOURCE_ACTIONS = {
@@ -75,16 +121,22 @@ def resources(stack: CirrusStack) -> dict[str, Any]:
     return resources
 
 
-def component(stack: CirrusStack, package: str) -> Any:
-    return stack.ingest if package == "ingest" else stack.dicomweb
+def component(stack: CirrusStack, name: str) -> Any:
+    """Return the construct of function ``name`` (a key of FUNCTIONS), with its role and policy."""
+    components = {
+        "ingest": stack.ingest,
+        "dicomweb": stack.dicomweb,
+        "pixel": stack.dicomweb.pixels,
+    }
+    return components[name]
 
 
 def properties(resources: dict[str, Any], stack: CirrusStack, construct: IConstruct) -> Any:
     return resources[logical_id(stack, construct)]["Properties"]
 
 
-def function_of(resources: dict[str, Any], stack: CirrusStack, package: str) -> Any:
-    return properties(resources, stack, component(stack, package).function)
+def function_of(resources: dict[str, Any], stack: CirrusStack, name: str) -> Any:
+    return properties(resources, stack, component(stack, name).function)
 
 
 def asset_dir(outdir: Path, code: dict[str, Any]) -> Path:
@@ -92,8 +144,8 @@ def asset_dir(outdir: Path, code: dict[str, Any]) -> Path:
     return outdir / f"asset.{code['S3Key'].removesuffix('.zip')}"
 
 
-def statements_of(resources: dict[str, Any], stack: CirrusStack, package: str) -> list[Any]:
-    policy = properties(resources, stack, component(stack, package).policy)
+def statements_of(resources: dict[str, Any], stack: CirrusStack, name: str) -> list[Any]:
+    policy = properties(resources, stack, component(stack, name).policy)
     return sorted(
         (
             {
@@ -127,8 +179,8 @@ def statement(actions: list[str], resources: list[Any], condition: Any = None) -
     return {"Action": sorted(actions), "Resource": resources, "Condition": condition}
 
 
-def common_statements(stack: CirrusStack, package: str) -> list[dict[str, Any]]:
-    log_group = component(stack, package).log_group
+def common_statements(stack: CirrusStack, name: str) -> list[dict[str, Any]]:
+    log_group = component(stack, name).log_group
     return [
         statement(["logs:CreateLogStream", "logs:PutLogEvents"], [arn_of(stack, log_group)]),
         statement(sorted(WILDCARD_RESOURCE_ACTIONS), ["*"]),
@@ -138,36 +190,66 @@ def common_statements(stack: CirrusStack, package: str) -> list[dict[str, Any]]:
 # Layers
 
 
-def test_two_layers_for_python312_arm64(resources: dict[str, Any], stack: CirrusStack) -> None:
-    for layer in (stack.layers.dependencies, stack.layers.shared):
+def test_layers_for_python312_arm64(resources: dict[str, Any], stack: CirrusStack) -> None:
+    for layer in (stack.layers.core, stack.layers.pixels, stack.layers.shared):
         layer_properties = properties(resources, stack, layer)
         assert layer_properties["CompatibleRuntimes"] == ["python3.12"]
         assert layer_properties["CompatibleArchitectures"] == ["arm64"]
 
 
-@pytest.mark.parametrize("package", FUNCTIONS)
-def test_function_uses_both_layers(
-    resources: dict[str, Any], stack: CirrusStack, package: str
-) -> None:
-    function = function_of(resources, stack, package)
-    assert function["Layers"] == [
-        {"Ref": logical_id(stack, stack.layers.dependencies)},
-        {"Ref": logical_id(stack, stack.layers.shared)},
-    ]
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_layers(resources: dict[str, Any], stack: CirrusStack, name: str) -> None:
+    function = function_of(resources, stack, name)
+    core = {"Ref": logical_id(stack, stack.layers.core)}
+    pixels = {"Ref": logical_id(stack, stack.layers.pixels)}
+    shared = {"Ref": logical_id(stack, stack.layers.shared)}
+
+    if FUNCTIONS[name]["pixels"]:
+        assert function["Layers"] == [core, pixels, shared]
+    else:
+        assert function["Layers"] == [core, shared]
 
 
-def test_dependency_layer_contents(
-    resources: dict[str, Any], stack: CirrusStack, outdir: Path
-) -> None:
-    content = asset_dir(outdir, properties(resources, stack, stack.layers.dependencies)["Content"])
+def test_core_layer_contents(resources: dict[str, Any], stack: CirrusStack, outdir: Path) -> None:
+    content = asset_dir(outdir, properties(resources, stack, stack.layers.core)["Content"])
     site = content / "python"
-    for package in ("pydicom", "numpy", "aws_lambda_powertools", "aws_xray_sdk", "pynamodb"):
+    for package in ("pydicom", "aws_lambda_powertools", "aws_xray_sdk", "pynamodb", "boto3"):
         assert (site / package / "__init__.py").is_file(), package
-    # aarch64 wheels for CPython 3.12, as the arm64 python3.12 runtime loads them.
-    assert list(site.glob("numpy/_core/_multiarray_umath.cpython-312-aarch64-linux-gnu.so"))
+    for package in (*PIXEL_PACKAGES, "pydantic", "pydantic_core"):
+        assert not (site / package).exists(), package
+    assert list(site.glob("numpy*")) == []
     assert not (site / "pydicom" / "data" / "test_files").exists()
     assert list(site.glob("*/**/tests")) == []
     assert list(site.rglob("*.cpython-311.pyc")) == []
+
+
+def test_pixel_layer_contents(resources: dict[str, Any], stack: CirrusStack, outdir: Path) -> None:
+    content = asset_dir(outdir, properties(resources, stack, stack.layers.pixels)["Content"])
+    site = content / "python"
+    for package in ("numpy", "PIL", "pylibjpeg"):
+        assert (site / package / "__init__.py").is_file(), package
+    # aarch64 wheels for CPython 3.12, as the arm64 python3.12 runtime loads them.
+    assert list(site.glob("numpy/_core/_multiarray_umath.cpython-312-aarch64-linux-gnu.so"))
+    assert list(site.glob("_CharLS.cpython-312-aarch64-linux-gnu.so"))
+    assert list(site.glob("*/**/tests")) == []
+    assert list(site.rglob("*.cpython-311.pyc")) == []
+
+
+def test_pixel_layer_has_no_core_package(
+    resources: dict[str, Any], stack: CirrusStack, outdir: Path
+) -> None:
+    core = asset_dir(outdir, properties(resources, stack, stack.layers.core)["Content"])
+    pixels = asset_dir(outdir, properties(resources, stack, stack.layers.pixels)["Content"])
+    core_entries = {path.name for path in (core / "python").iterdir()} - {"__pycache__"}
+    pixel_entries = {path.name for path in (pixels / "python").iterdir()} - {"__pycache__"}
+    installed = {}
+    for path in pixels.glob("python/*.dist-info"):
+        name, version = path.name.removesuffix(".dist-info").split("-", 1)
+        installed[name.replace("_", "-").lower()] = version
+
+    assert core_entries & pixel_entries == set()
+    assert not (pixels / "python" / "pydicom").exists()
+    assert installed == pinned_requirements(PIXEL_REQUIREMENTS)
 
 
 def test_shared_layer_contents(resources: dict[str, Any], stack: CirrusStack, outdir: Path) -> None:
@@ -176,21 +258,29 @@ def test_shared_layer_contents(resources: dict[str, Any], stack: CirrusStack, ou
     assert list(content.rglob("*.cpython-311.pyc")) == []
 
 
-@pytest.mark.parametrize("package", FUNCTIONS)
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_function_code_is_own_package(
-    resources: dict[str, Any], stack: CirrusStack, outdir: Path, package: str
+    resources: dict[str, Any], stack: CirrusStack, outdir: Path, name: str
 ) -> None:
-    content = asset_dir(outdir, function_of(resources, stack, package)["Code"])
+    package = FUNCTIONS[name]["package"]
+    content = asset_dir(outdir, function_of(resources, stack, name)["Code"])
     names = {path.name for path in (content / "functions").iterdir()} - {"__pycache__"}
     assert names == {"__init__.py", package}
     assert (content / "functions" / package / "handler.py").is_file()
 
 
-@pytest.mark.parametrize("package", FUNCTIONS)
+def test_pixel_function_runs_dicomweb_code(resources: dict[str, Any], stack: CirrusStack) -> None:
+    pixel = function_of(resources, stack, "pixel")
+    dicomweb = function_of(resources, stack, "dicomweb")
+    assert pixel["Code"] == dicomweb["Code"]
+    assert pixel["Handler"] == dicomweb["Handler"]
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_unzipped_size_within_limit(
-    resources: dict[str, Any], stack: CirrusStack, outdir: Path, package: str
+    resources: dict[str, Any], stack: CirrusStack, outdir: Path, name: str
 ) -> None:
-    function = function_of(resources, stack, package)
+    function = function_of(resources, stack, name)
     layer_ids = [layer["Ref"] for layer in function["Layers"]]
     folders = [asset_dir(outdir, resources[layer]["Properties"]["Content"]) for layer in layer_ids]
     folders.append(asset_dir(outdir, function["Code"]))
@@ -200,27 +290,48 @@ def test_unzipped_size_within_limit(
     assert sum(sizes.values()) < LAMBDA_UNZIPPED_LIMIT, sizes
 
 
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_size_check_counts_function_layers(
+    resources: dict[str, Any],
+    stack: CirrusStack,
+    outdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    function = function_of(resources, stack, name)
+    contents = [resources[layer["Ref"]]["Properties"]["Content"] for layer in function["Layers"]]
+    size = sum(tree_size(asset_dir(outdir, content)) for content in [*contents, function["Code"]])
+    expected = FUNCTIONS[name]
+    _, check = stack.layers.code_for(str(expected["package"]), pixels=bool(expected["pixels"]))
+
+    monkeypatch.setattr(layers, "LAMBDA_UNZIPPED_LIMIT", size)
+    assert check.validate() == []
+    monkeypatch.setattr(layers, "LAMBDA_UNZIPPED_LIMIT", size - 1)
+    [error] = check.validate()
+    assert f"{size / 10**6:.1f} MB" in error
+
+
 # Function settings
 
 
-@pytest.mark.parametrize("package", FUNCTIONS)
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_function_runtime_and_handler(
-    resources: dict[str, Any], stack: CirrusStack, package: str
+    resources: dict[str, Any], stack: CirrusStack, name: str
 ) -> None:
-    function = function_of(resources, stack, package)
-    expected = FUNCTIONS[package]
+    function = function_of(resources, stack, name)
+    expected = FUNCTIONS[name]
     assert function["Runtime"] == "python3.12"
     assert function["Architectures"] == ["arm64"]
-    assert function["Handler"] == f"functions.{package}.handler.lambda_handler"
+    assert function["Handler"] == f"functions.{expected['package']}.handler.lambda_handler"
     assert function["MemorySize"] == expected["memory"]
     assert function["Timeout"] == expected["timeout"]
     assert function["ReservedConcurrentExecutions"] == expected["concurrency"]
     assert function["TracingConfig"] == {"Mode": "Active"}
 
 
-@pytest.mark.parametrize("package", FUNCTIONS)
-def test_function_in_vpc(resources: dict[str, Any], stack: CirrusStack, package: str) -> None:
-    function = function_of(resources, stack, package)
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_in_vpc(resources: dict[str, Any], stack: CirrusStack, name: str) -> None:
+    function = function_of(resources, stack, name)
     subnets = stack.network.vpc.select_subnets(
         subnet_type=stack.network.subnets.subnet_type
     ).subnets
@@ -242,12 +353,12 @@ def test_function_in_vpc(resources: dict[str, Any], stack: CirrusStack, package:
     assert ingress == []
 
 
-@pytest.mark.parametrize("package", FUNCTIONS)
-def test_function_environment(resources: dict[str, Any], stack: CirrusStack, package: str) -> None:
-    variables = function_of(resources, stack, package)["Environment"]["Variables"]
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_environment(resources: dict[str, Any], stack: CirrusStack, name: str) -> None:
+    variables = function_of(resources, stack, name)["Environment"]["Variables"]
     storage = stack.storage
     expected = {
-        "POWERTOOLS_SERVICE_NAME": FUNCTIONS[package]["service"],
+        "POWERTOOLS_SERVICE_NAME": FUNCTIONS[name]["service"],
         "POWERTOOLS_METRICS_NAMESPACE": "Cirrus",
         "POWERTOOLS_LOG_LEVEL": "INFO",
         ENV["deployment"]: NAMES.deployment,
@@ -260,30 +371,38 @@ def test_function_environment(resources: dict[str, Any], stack: CirrusStack, pac
         ENV["kms_key_id"]: arn_of(stack, storage.key),
         ENV["default_site"]: "default",
     }
-    if package == "dicomweb":
-        # The viewer's origin, which the stack allows to call DICOMweb from a browser.
+    if name != "ingest":
+        # The viewer's origin, which the stack allows to call DICOMweb from a browser. The
+        # pixel function adds the CORS headers to the responses it makes, so it needs it too.
         distribution = logical_id(stack, stack.viewer.distribution)
         expected[ENV["cors_origins"]] = {
             "Fn::Join": ["", ["https://", {"Fn::GetAtt": [distribution, "DomainName"]}]]
         }
+    if name == "dicomweb":
+        expected[ENV["pixel_function"]] = {"Ref": logical_id(stack, stack.dicomweb.pixels.function)}
     assert variables == expected
 
 
-@pytest.mark.parametrize("package", FUNCTIONS)
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_environment_builds_settings(
-    resources: dict[str, Any], stack: CirrusStack, package: str
+    resources: dict[str, Any], stack: CirrusStack, name: str
 ) -> None:
-    variables = function_of(resources, stack, package)["Environment"]["Variables"]
+    variables = function_of(resources, stack, name)["Environment"]["Variables"]
     # Values that CloudFormation resolves at deployment get a stand-in of their kind.
-    stand_ins = {ENV["cors_origins"]: "https://d111111abcdef8.cloudfront.net"}
+    stand_ins = {
+        ENV["cors_origins"]: "https://d111111abcdef8.cloudfront.net",
+        ENV["pixel_function"]: "cirrus-DicomwebPixelFunction-1A2B3C4D5E6F",
+    }
     literal = {
         name: value if isinstance(value, str) else stand_ins.get(name, "resolved")
         for name, value in variables.items()
     }
     settings = Settings.from_env(literal)
     assert settings.deployment == NAMES.deployment
-    expected_origins = (stand_ins[ENV["cors_origins"]],) if package == "dicomweb" else ()
+    expected_origins = (stand_ins[ENV["cors_origins"]],) if name != "ingest" else ()
     assert settings.cors_origins == expected_origins
+    expected_pixel_function = stand_ins[ENV["pixel_function"]] if name == "dicomweb" else None
+    assert settings.pixel_function == expected_pixel_function
 
 
 def test_service_names_match_handlers() -> None:
@@ -291,15 +410,16 @@ def test_service_names_match_handlers() -> None:
     from functions.ingest.handler import logger
 
     assert FUNCTIONS["dicomweb"]["service"] == SERVICE_NAME
+    assert FUNCTIONS["pixel"]["service"] == SERVICE_NAME
     assert FUNCTIONS["ingest"]["service"] == logger.service
 
 
-@pytest.mark.parametrize("package", FUNCTIONS)
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_log_group_encrypted_and_retained(
-    resources: dict[str, Any], stack: CirrusStack, package: str
+    resources: dict[str, Any], stack: CirrusStack, name: str
 ) -> None:
-    log_group = component(stack, package).log_group
-    function = function_of(resources, stack, package)
+    log_group = component(stack, name).log_group
+    function = function_of(resources, stack, name)
     group = properties(resources, stack, log_group)
 
     assert function["LoggingConfig"] == {"LogGroup": {"Ref": logical_id(stack, log_group)}}
@@ -310,14 +430,12 @@ def test_log_group_encrypted_and_retained(
 # Roles
 
 
-@pytest.mark.parametrize("package", FUNCTIONS)
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_role_has_only_managed_policy(
-    resources: dict[str, Any], stack: CirrusStack, package: str
+    resources: dict[str, Any], stack: CirrusStack, name: str
 ) -> None:
-    role = properties(resources, stack, component(stack, package).role)
-    assert role["ManagedPolicyArns"] == [
-        {"Ref": logical_id(stack, component(stack, package).policy)}
-    ]
+    role = properties(resources, stack, component(stack, name).role)
+    assert role["ManagedPolicyArns"] == [{"Ref": logical_id(stack, component(stack, name).policy)}]
     assert "Policies" not in role
     assert role["AssumeRolePolicyDocument"]["Statement"] == [
         {
@@ -326,7 +444,7 @@ def test_role_has_only_managed_policy(
             "Principal": {"Service": "lambda.amazonaws.com"},
         }
     ]
-    role_ref = {"Ref": logical_id(stack, component(stack, package).role)}
+    role_ref = {"Ref": logical_id(stack, component(stack, name).role)}
     inline = [
         resource
         for resource in resources.values()
@@ -335,11 +453,11 @@ def test_role_has_only_managed_policy(
     assert inline == []
 
 
-@pytest.mark.parametrize("package", FUNCTIONS)
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_role_has_no_wildcard_on_data(
-    resources: dict[str, Any], stack: CirrusStack, package: str
+    resources: dict[str, Any], stack: CirrusStack, name: str
 ) -> None:
-    for policy_statement in statements_of(resources, stack, package):
+    for policy_statement in statements_of(resources, stack, name):
         assert policy_statement["Action"] != ["*"]
         assert all(not action.endswith("*") for action in policy_statement["Action"])
         if "*" in policy_statement["Resource"]:
@@ -407,8 +525,89 @@ def test_dicomweb_role_statements(resources: dict[str, Any], stack: CirrusStack)
         ),
         statement(["dynamodb:Query"], [under(table, f"/index/{name}") for name in indexes]),
         statement(DATA_KEY_ACTIONS, [arn_of(stack, storage.key)], via("s3", "dynamodb")),
+        statement(["lambda:InvokeFunction"], [arn_of(stack, stack.dicomweb.pixels.function)]),
     ]
     assert statements_of(resources, stack, "dicomweb") == sorted(expected, key=json.dumps)
+
+
+def test_pixel_role_statements(resources: dict[str, Any], stack: CirrusStack) -> None:
+    storage = stack.storage
+    archive = logical_id(stack, storage.bucket)
+    expected = [
+        *common_statements(stack, "pixel"),
+        statement(["s3:GetObject"], [under(archive, "/sites/*")]),
+        statement(["s3:PutObject"], [under(archive, "/audit/*")]),
+        statement(
+            ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
+            [under(archive, "/transfers/sites/*/responses/*")],
+        ),
+        statement(["s3:ListBucket"], [arn_of(stack, storage.bucket)]),
+        statement(["dynamodb:GetItem", "dynamodb:Query"], [arn_of(stack, storage.table)]),
+        statement(DATA_KEY_ACTIONS, [arn_of(stack, storage.key)], via("s3", "dynamodb")),
+    ]
+    assert statements_of(resources, stack, "pixel") == sorted(expected, key=json.dumps)
+
+
+def test_pixel_role_cannot_write_data(resources: dict[str, Any], stack: CirrusStack) -> None:
+    storage = stack.storage
+    archive = logical_id(stack, storage.bucket)
+    statements = statements_of(resources, stack, "pixel")
+    writes = [item for item in statements if set(item["Action"]) & DATA_WRITE_ACTIONS]
+    on_table = [item for item in statements if arn_of(stack, storage.table) in item["Resource"]]
+    on_instances = [item for item in statements if under(archive, "/sites/*") in item["Resource"]]
+    on_audit = [item for item in statements if under(archive, "/audit/*") in item["Resource"]]
+    written = sorted(json.dumps(item["Resource"]) for item in writes)
+
+    # Staged responses and audit records are the only objects that the function writes, and
+    # it deletes none.
+    assert written == sorted(
+        json.dumps([under(archive, suffix)])
+        for suffix in ("/audit/*", "/transfers/sites/*/responses/*")
+    )
+    assert all("s3:DeleteObject" not in item["Action"] for item in writes)
+    assert [item["Action"] for item in on_table] == [["dynamodb:GetItem", "dynamodb:Query"]]
+    assert [item["Action"] for item in on_instances] == [["s3:GetObject"]]
+    assert [item["Action"] for item in on_audit] == [["s3:PutObject"]]
+
+
+def test_dicomweb_invokes_only_pixel_function(
+    resources: dict[str, Any], stack: CirrusStack
+) -> None:
+    invoking = [
+        policy_statement
+        for name in FUNCTIONS
+        for policy_statement in statements_of(resources, stack, name)
+        if any(action.startswith("lambda:") for action in policy_statement["Action"])
+    ]
+    assert invoking == [
+        statement(["lambda:InvokeFunction"], [arn_of(stack, stack.dicomweb.pixels.function)])
+    ]
+    assert invoking[0] in statements_of(resources, stack, "dicomweb")
+
+
+def test_pixel_function_has_no_trigger(resources: dict[str, Any], stack: CirrusStack) -> None:
+    pixel = logical_id(stack, stack.dicomweb.pixels.function)
+    permissions = [
+        resource["Properties"]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Lambda::Permission"
+    ]
+    mappings = [
+        resource["Properties"]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    methods = [
+        resource["Properties"]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::ApiGateway::Method"
+    ]
+
+    assert permissions
+    assert [p for p in permissions if pixel in json.dumps(p["FunctionName"])] == []
+    assert [m for m in mappings if pixel in json.dumps(m["FunctionName"])] == []
+    assert methods
+    assert [m for m in methods if pixel in json.dumps(m["Integration"])] == []
 
 
 # Ingest event source
@@ -455,7 +654,7 @@ def test_ingest_dead_letter_queue(resources: dict[str, Any], stack: CirrusStack)
 # cdk-nag
 
 
-@pytest.mark.parametrize("path", ["Cirrus/Ingest", "Cirrus/Layers"])
+@pytest.mark.parametrize("path", ["Cirrus/Ingest", "Cirrus/Layers", _PIXEL, "Cirrus/Network"])
 def test_rule_packs_pass(stack: CirrusStack, path: str) -> None:
     assert findings(stack, path) == []
 
@@ -463,3 +662,4 @@ def test_rule_packs_pass(stack: CirrusStack, path: str) -> None:
 def test_acknowledged_findings(stack: CirrusStack) -> None:
     assert acknowledged(stack, "Cirrus/Ingest") == INGEST_ACKNOWLEDGMENTS
     assert acknowledged(stack, "Cirrus/Layers") == set()
+    assert acknowledged(stack, _PIXEL) == PIXEL_ACKNOWLEDGMENTS

@@ -236,6 +236,8 @@ def test_alarm_names(resources: dict[str, Any], stack: CirrusStack) -> None:
         f"{prefix}-dicomweb-5xx-rate",
         f"{prefix}-dicomweb-errors",
         f"{prefix}-dicomweb-throttles",
+        f"{prefix}-dicomweb-pixel-errors",
+        f"{prefix}-dicomweb-pixel-throttles",
         f"{prefix}-ingest-dead-letters",
         f"{prefix}-ingest-queue-age",
     } <= names
@@ -298,15 +300,25 @@ def test_api_server_error_rate_alarm(resources: dict[str, Any], stack: CirrusSta
     assert alarm["DatapointsToAlarm"] == 2
 
 
+def _functions(stack: CirrusStack) -> dict[str, Any]:
+    """Return each function that the stack watches, by the name its alarms carry."""
+    return {
+        "dicomweb": stack.dicomweb.function,
+        "dicomweb-pixel": stack.dicomweb.pixels.function,
+        "ingest": stack.ingest.function,
+    }
+
+
+@pytest.mark.parametrize("name", ["dicomweb", "dicomweb-pixel", "ingest"])
 @pytest.mark.parametrize(
     ("suffix", "metric_name"), [("errors", "Errors"), ("throttles", "Throttles")]
 )
 def test_function_alarm(
-    resources: dict[str, Any], stack: CirrusStack, suffix: str, metric_name: str
+    resources: dict[str, Any], stack: CirrusStack, name: str, suffix: str, metric_name: str
 ) -> None:
-    alarm = alarm_named(resources, f"{NAMES.deployment}-dicomweb-{suffix}")
+    alarm = alarm_named(resources, f"{NAMES.deployment}-{name}-{suffix}")
     stat = metric_stat(alarm)
-    function = {"Ref": logical_id(stack, stack.dicomweb.function)}
+    function = {"Ref": logical_id(stack, _functions(stack)[name])}
 
     assert stat["Metric"] == {
         "Namespace": "AWS/Lambda",
@@ -391,6 +403,14 @@ def test_dashboard_charts_alarmed_metrics(resources: dict[str, Any]) -> None:
         ("AWS/Lambda", "Duration"),
     ]:
         assert f'"{namespace}","{metric_name}"' in body, metric_name
+
+
+def test_dashboard_charts_every_function(resources: dict[str, Any], stack: CirrusStack) -> None:
+    body = dashboard_body(resources)
+    for name, function in _functions(stack).items():
+        reference = json.dumps({"Ref": logical_id(stack, function)})
+        assert f'"AWS/Lambda","Duration","FunctionName","{reference}"' in body, name
+        assert f"{name} function errors and throttles" in body, name
 
 
 def test_dashboard_name(resources: dict[str, Any]) -> None:

@@ -13,7 +13,16 @@ from tests.infra.nag import acknowledged, findings
 from tests.infra.test_stack import CDK_CONTEXT, logical_id
 
 # The gateway construct adds the Secrets Manager endpoint that its TLS secret needs.
-INTERFACE_SERVICES = {"kms", "sqs", "logs", "ecr.api", "ecr.dkr", "xray", "secretsmanager"}
+INTERFACE_SERVICES = {
+    "kms",
+    "sqs",
+    "logs",
+    "ecr.api",
+    "ecr.dkr",
+    "xray",
+    "lambda",
+    "secretsmanager",
+}
 
 
 @pytest.fixture(scope="module")
