@@ -27,7 +27,6 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from cirrus.audit import AuditLog
 from cirrus.config import Settings
 from cirrus.dicom.transcode import CodecsUnavailable
 from cirrus.dicomweb.app import DicomwebServices, build_app, resolve
@@ -59,7 +58,7 @@ def dicomweb_services(services: Services) -> DicomwebServices:
         cors_origins=services.settings.cors_origins,
         bundles=MetadataBundles(services.index_model, services.store),
         deleter=IndexDeleter(services.index_model),
-        audit=AuditLog(services.store),
+        audit=services.audit,
         transfers=TransferStore(
             services.clients.s3,
             services.settings.bucket,

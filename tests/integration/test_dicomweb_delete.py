@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterator
 from copy import deepcopy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pydicom
@@ -14,7 +15,9 @@ import requests
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydicom.uid import generate_uid
 
-from cirrus.audit import AUDIT_PREFIX
+import cirrus.audit
+from cirrus.audit import AuditAction, AuditOutcome
+from cirrus.audit_table import AuditEntry
 from cirrus.config import Settings
 from cirrus.dicomweb.app import request_actor
 from cirrus.errors import NotFoundError, StoreUnavailableError
@@ -77,8 +80,29 @@ def series_record(stack: Stack, study: str, series: str) -> Any:
     return get_record(stack.model, pk, series_sk(series), consistent_read=True)
 
 
-def audit_records(stack: Stack) -> list[dict[str, Any]]:
-    return [json.loads(stack.store.get(obj.key)) for obj in stack.store.list_keys(AUDIT_PREFIX)]
+def audit_records(stack: Stack) -> list[AuditEntry]:
+    """Return the records of successful deletions in the stack's audit table, oldest first.
+
+    A delete request that fails has a record too, with outcome 4 or 8.
+    """
+    now = datetime.now(UTC)
+    records = stack.services.audit.records_between(
+        now - timedelta(hours=1), now + timedelta(minutes=1)
+    )
+    return [
+        record
+        for record in records
+        if record.action == AuditAction.DELETE and record.outcome == AuditOutcome.SUCCESS
+    ]
+
+
+def deleted_uids(record: AuditEntry) -> list[str]:
+    (study_object,) = record.message["ParticipantObjectIdentification"]
+    return sorted(
+        instance["UID"]
+        for element in study_object["ParticipantObjectDescription"]["SOPClass"]
+        for instance in element.get("Instance", ())
+    )
 
 
 def qido_study(stack: Stack, study: str) -> dict[str, Any]:
@@ -193,22 +217,21 @@ def test_delete_audited_without_names(stack: Stack, caplog: pytest.LogCaptureFix
 
     assert response.status_code == 204
     (record,) = audit_records(stack)
-    assert record["event"] == "delete"
-    assert record["level"] == "STUDY"
-    assert record["study"] == study
-    assert record["series"] is None
-    assert record["site"] == stack.site
-    assert record["actor"] == {
-        "principal": None,
-        "source_ip": "127.0.0.1",
-        "user_agent": "audit-test/1",
-    }
-    assert record["request_id"]
-    assert record["time"].endswith("+00:00")
-    assert sorted(item["sop"] for item in record["instances"]) == sorted(
-        ds.SOPInstanceUID for ds in datasets
-    )
-    audit_text = json.dumps(record)
+    event = record.message["EventIdentification"]
+    assert event["EventID"]["csd-code"] == "110105"
+    assert event["EventActionCode"] == "D"
+    assert event["EventDateTime"].endswith("+00:00")
+    assert record.site == stack.site
+    assert record.request_id
+    assert record.user_agent == "audit-test/1"
+    requestor = record.message["ActiveParticipant"][0]
+    assert requestor["UserID"] == "127.0.0.1"
+    assert requestor["UserIsRequestor"] is True
+    assert requestor["NetworkAccessPointID"] == "127.0.0.1"
+    (study_object,) = record.message["ParticipantObjectIdentification"]
+    assert study_object["ParticipantObjectID"] == study
+    assert deleted_uids(record) == sorted(ds.SOPInstanceUID for ds in datasets)
+    audit_text = json.dumps(record.to_json())
     assert PATIENT_NAME not in audit_text
     assert "DEL-1" not in audit_text
     for log in caplog.records:
@@ -309,15 +332,11 @@ def test_delete_audit_failure_deletes_nothing(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     study, datasets = store_study(stack)
-    store = stack.store
-    original_put = type(store).put
 
-    def put(self: Any, key: str, body: bytes, content_type: str = "application/dicom") -> Any:
-        if key.startswith(AUDIT_PREFIX):
-            raise StoreUnavailableError(f"S3 request for {key} failed with InternalError")
-        return original_put(self, key, body, content_type)
+    def fail(*args: Any) -> None:
+        raise StoreUnavailableError("audit record was not written: InternalServerError")
 
-    monkeypatch.setattr(type(store), "put", put)
+    monkeypatch.setattr(cirrus.audit, "write_entry", fail)
 
     response = requests.delete(url_of(stack, datasets[0], "study"), timeout=30)
 
@@ -338,7 +357,7 @@ def test_delete_before_indexing(stack: Stack) -> None:
     assert deleted.status_code == 204
     assert stack.instance_keys() == []
     (record,) = audit_records(stack)
-    assert len(record["instances"]) == len(datasets)
+    assert len(deleted_uids(record)) == len(datasets)
     for key in pending:
         with pytest.raises(NotFoundError):
             ingest_object(stack.store, stack.services.index_writer, ObjectEvent(key))

@@ -1,29 +1,55 @@
-"""Audit records of deletions, written to the archive bucket before anything is deleted.
+"""The audit trail: every store, query, retrieve and delete, as a DICOM audit message.
 
-Each record is one JSON object under ``audit/{site}/{yyyy}/{mm}/{dd}/``, named by the time and
-the request id, so records are never overwritten and a day lists in time order. A record
-names who asked (the identity API Gateway attaches to the request), when, and the UIDs of
-every instance the request deletes. It contains no patient names or other demographics. The prefix
-is outside ``sites/``, so listings and rebuilds of the instance tree never see it, and a policy
-can let the API write records there without the right to delete them.
+Each ``AuditEvent`` becomes one record of the append-only audit table (``cirrus.audit_table``)
+whose message has the shape of the DICOM audit message of PS3.15 A.5, as JSON: the element and
+attribute names of the schema become keys, and repeated elements become lists. The events map
+to the messages of PS3.15 A.5.3 thus:
+
+============  ==============================================  ===============
+action        EventID                                         EventActionCode
+============  ==============================================  ===============
+store         (110104, DCM, "DICOM Instances Transferred")    C (create)
+retrieve      (110104, DCM, "DICOM Instances Transferred")    R (read)
+query         (110112, DCM, "Query")                          E (execute)
+delete        (110105, DCM, "DICOM Study Deleted")            D (delete)
+============  ==============================================  ===============
+
+A record names who asked, when, from which address, and the UIDs that the request touched. It
+holds no patient names, IDs or other demographics, and a query's record names the attributes
+that the query matched on but never their values.
 """
 
 from __future__ import annotations
 
-import json
+import base64
 import logging
-from dataclasses import asdict, dataclass, field
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
-from cirrus.storage.keys import InstanceKey, validate_site
-from cirrus.storage.objects import ObjectStore
+from cirrus.audit_table import (
+    STUDY_INSTANCE_UID_CODE,
+    AuditEntry,
+    AuditRecord,
+    new_record_id,
+    read_records_between,
+    read_records_of_study,
+    write_entry,
+)
+from cirrus.storage.keys import InstanceKey
 
 logger = logging.getLogger(__name__)
 
+# The prefix of the audit objects that earlier versions wrote to the archive bucket. Nothing
+# writes there now; the CDK app still names it in the DICOMweb function's policy.
 AUDIT_PREFIX: Final = "audit/"
-JSON_CONTENT_TYPE: Final = "application/json"
+
+# Query/Retrieve information model of QIDO-RS requests, which PS3.18 defines on the Study Root
+# model (Study Root Query/Retrieve Information Model - FIND).
+STUDY_ROOT_FIND: Final = "1.2.840.10008.5.1.4.1.2.2.1"
 
 
 @dataclass(frozen=True)
@@ -68,6 +94,16 @@ class StudyAccess:
     instances: tuple[str, ...] = ()
     # SOP Class UID to the number of instances of that class, as PS3.15 A.5.2.4 describes them.
     sop_classes: tuple[tuple[str, int], ...] = ()
+    # The SOP Class UID of each UID of ``instances``, in the same order, where it is known.
+    # Empty when it is not, and then the instances are listed without their class.
+    instance_classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.instance_classes and len(self.instance_classes) != len(self.instances):
+            raise ValueError(
+                f"study {self.study}: {len(self.instance_classes)} instance classes given for "
+                f"{len(self.instances)} instances; give one per instance or none"
+            )
 
 
 @dataclass(frozen=True)
@@ -90,6 +126,228 @@ class AuditEvent:
     query_keys: tuple[str, ...] = ()
     detail: str | None = None
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Query/Retrieve Level of a query (PATIENT, STUDY, SERIES or IMAGE), where it has one.
+    query_level: str | None = None
+    # SOP Class UID of the information model of a C-FIND; None for QIDO-RS.
+    query_model: str | None = None
+    # The gateway's own AE title in a DIMSE association.
+    called_ae_title: str | None = None
+    # The AE title that a C-MOVE sent the instances to.
+    move_destination: str | None = None
+
+    def to_message(self, audit_source_id: str) -> dict[str, Any]:
+        """Build the DICOM audit message (PS3.15 A.5) of this event, as JSON-ready values.
+
+        ``audit_source_id`` names the system that writes the record: the deployment.
+        """
+        objects = [_study_object(study) for study in self.studies]
+        if self.action is AuditAction.QUERY:
+            objects.append(_query_object(self))
+        message: dict[str, Any] = {
+            "EventIdentification": _event_identification(self),
+            "ActiveParticipant": _participants(self, audit_source_id),
+            "AuditSourceIdentification": _audit_source(self, audit_source_id),
+        }
+        if objects:
+            message["ParticipantObjectIdentification"] = objects
+        return message
+
+
+# --- the message -------------------------------------------------------------------------
+
+# EventID and EventActionCode of each action (PS3.15 A.5.3.2, A.5.3.5 and A.5.3.10).
+_EVENTS: Final[Mapping[AuditAction, tuple[str, str, str]]] = {
+    AuditAction.STORE: ("110104", "DICOM Instances Transferred", "C"),
+    AuditAction.RETRIEVE: ("110104", "DICOM Instances Transferred", "R"),
+    AuditAction.QUERY: ("110112", "Query", "E"),
+    AuditAction.DELETE: ("110105", "DICOM Study Deleted", "D"),
+}
+
+# Audit Active Participant Role ID Codes (PS3.16 CID 402).
+APPLICATION_ROLE: Final = ("110150", "Application")
+DESTINATION_ROLE: Final = ("110152", "Destination Role ID")
+SOURCE_ROLE: Final = ("110153", "Source Role ID")
+# Participant Object ID Type Codes (PS3.16 CID 404) and the User ID Type Code of an AE title.
+STUDY_INSTANCE_UID_TYPE: Final = (STUDY_INSTANCE_UID_CODE, "Study Instance UID")
+SOP_CLASS_UID_TYPE: Final = ("110181", "SOP Class UID")
+STATION_AE_TITLE_TYPE: Final = ("110119", "Station AE Title")
+
+# RFC 3881 5.1: the participant object is a system object, in the role of a report.
+_SYSTEM_OBJECT: Final = 2
+_REPORT_ROLE: Final = 3
+# RFC 3881 5.3: an application server process.
+_APPLICATION_SERVER: Final = "4"
+# RFC 3881 5.3: NetworkAccessPointID is an IP address.
+_IP_ADDRESS: Final = 2
+
+
+def coded(code: tuple[str, str], system: str = "DCM") -> dict[str, str]:
+    """Return a coded value as the audit message schema spells its attributes."""
+    return {"csd-code": code[0], "codeSystemName": system, "originalText": code[1]}
+
+
+def detail_value(text: str) -> str:
+    """Encode the value of a ParticipantObjectDetail, which the schema types as base64Binary."""
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def _event_identification(event: AuditEvent) -> dict[str, Any]:
+    code, meaning, action_code = _EVENTS[event.action]
+    identification: dict[str, Any] = {
+        "EventID": coded((code, meaning)),
+        "EventActionCode": action_code,
+        "EventDateTime": event.time.astimezone(UTC).isoformat(timespec="microseconds"),
+        "EventOutcomeIndicator": int(event.outcome),
+    }
+    if event.outcome is not AuditOutcome.SUCCESS and event.detail:
+        identification["EventOutcomeDescription"] = event.detail
+    return identification
+
+
+def _roles(event: AuditEvent) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """Return the roles of the requestor and of Cirrus in ``event``."""
+    if event.action is AuditAction.STORE or event.action is AuditAction.QUERY:
+        return SOURCE_ROLE, DESTINATION_ROLE
+    if event.action is AuditAction.RETRIEVE:
+        # A C-MOVE requestor only starts the transfer; its destination has the role instead.
+        return (None if event.move_destination else DESTINATION_ROLE), SOURCE_ROLE
+    return None, APPLICATION_ROLE
+
+
+def _participants(event: AuditEvent, audit_source_id: str) -> list[dict[str, Any]]:
+    requestor_role, cirrus_role = _roles(event)
+    actor = event.actor
+    requestor: dict[str, Any] = {
+        "UserID": actor.principal or actor.ae_title or actor.source_ip or "unknown",
+        "UserIsRequestor": True,
+    }
+    if actor.principal is None and actor.ae_title:
+        requestor["UserIDTypeCode"] = coded(STATION_AE_TITLE_TYPE)
+    elif actor.principal is not None and actor.ae_title:
+        requestor["AlternativeUserID"] = actor.ae_title
+    if requestor_role is not None:
+        requestor["RoleIDCode"] = [coded(requestor_role)]
+    if actor.source_ip:
+        requestor["NetworkAccessPointID"] = actor.source_ip
+        requestor["NetworkAccessPointTypeCode"] = _IP_ADDRESS
+    cirrus: dict[str, Any] = {
+        "UserID": event.called_ae_title or audit_source_id,
+        "UserIsRequestor": False,
+        "RoleIDCode": [coded(cirrus_role)] if cirrus_role is not None else [],
+    }
+    if event.called_ae_title:
+        cirrus["UserIDTypeCode"] = coded(STATION_AE_TITLE_TYPE)
+    participants = [requestor, cirrus]
+    if event.move_destination:
+        participants.append(
+            {
+                "UserID": event.move_destination,
+                "UserIsRequestor": False,
+                "RoleIDCode": [coded(DESTINATION_ROLE)],
+                "UserIDTypeCode": coded(STATION_AE_TITLE_TYPE),
+            }
+        )
+    return participants
+
+
+def _audit_source(event: AuditEvent, audit_source_id: str) -> dict[str, Any]:
+    source: dict[str, Any] = {
+        "AuditSourceID": audit_source_id,
+        "AuditSourceTypeCode": [
+            {
+                "csd-code": _APPLICATION_SERVER,
+                "codeSystemName": "RFC-3881",
+                "originalText": "Application Server",
+            }
+        ],
+    }
+    if event.site is not None:
+        source["AuditEnterpriseSiteID"] = event.site
+    return source
+
+
+def _study_object(study: StudyAccess) -> dict[str, Any]:
+    description: dict[str, Any] = {"SOPClass": _sop_classes(study)}
+    study_object: dict[str, Any] = {
+        "ParticipantObjectID": study.study,
+        "ParticipantObjectTypeCode": _SYSTEM_OBJECT,
+        "ParticipantObjectTypeCodeRole": _REPORT_ROLE,
+        "ParticipantObjectIDTypeCode": coded(STUDY_INSTANCE_UID_TYPE),
+        "ParticipantObjectDescription": description,
+    }
+    if study.series:
+        study_object["ParticipantObjectDetail"] = [
+            {"type": "SeriesInstanceUID", "value": detail_value(series)} for series in study.series
+        ]
+    return study_object
+
+
+def _sop_classes(study: StudyAccess) -> list[dict[str, Any]]:
+    """Return the SOPClass elements of a study: each class with its count and its instances.
+
+    Instances whose class is unknown go in one SOPClass element without a UID.
+    """
+    counts = dict(study.sop_classes)
+    by_class: dict[str | None, list[str]] = {}
+    if study.instance_classes:
+        for uid, sop_class in zip(study.instances, study.instance_classes, strict=True):
+            by_class.setdefault(sop_class, []).append(uid)
+    elif len(counts) == 1:
+        by_class[next(iter(counts))] = list(study.instances)
+    elif study.instances:
+        by_class[None] = list(study.instances)
+    elements = []
+    for sop_class in sorted(counts.keys() | {key for key in by_class if key is not None}):
+        instances = by_class.get(sop_class, [])
+        element: dict[str, Any] = {
+            "UID": sop_class,
+            "NumberOfInstances": counts.get(sop_class, len(instances)),
+        }
+        if instances:
+            element["Instance"] = [{"UID": uid} for uid in instances]
+        elements.append(element)
+    unclassified = by_class.get(None)
+    if unclassified:
+        elements.append(
+            {
+                "NumberOfInstances": len(unclassified),
+                "Instance": [{"UID": uid} for uid in unclassified],
+            }
+        )
+    return elements
+
+
+def _query_object(event: AuditEvent) -> dict[str, Any]:
+    """Return the participant object of a query (PS3.15 A.5.3.10), with its keys only.
+
+    PS3.15 puts the whole query data set in ParticipantObjectQuery. Its values are patient
+    data, so Cirrus puts there only the names of the keys, separated by backslashes.
+    """
+    query: dict[str, Any] = {
+        "ParticipantObjectID": event.query_model or STUDY_ROOT_FIND,
+        "ParticipantObjectTypeCode": _SYSTEM_OBJECT,
+        "ParticipantObjectTypeCodeRole": _REPORT_ROLE,
+        "ParticipantObjectIDTypeCode": coded(SOP_CLASS_UID_TYPE),
+        "ParticipantObjectQuery": detail_value("\\".join(event.query_keys)),
+    }
+    if event.query_level:
+        query["ParticipantObjectDetail"] = [
+            {"type": "QueryRetrieveLevel", "value": detail_value(event.query_level)}
+        ]
+    return query
+
+
+def query_keys_of(message: Mapping[str, Any]) -> list[str]:
+    """Return the query keys that ``message`` names, decoded from ParticipantObjectQuery."""
+    for item in message.get("ParticipantObjectIdentification", ()):
+        encoded = item.get("ParticipantObjectQuery")
+        if encoded is not None:
+            text = base64.b64decode(encoded).decode()
+            return text.split("\\") if text else []
+    return []
+
+
+# --- deletions ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -111,59 +369,155 @@ class DeletionRecord:
             return "INSTANCE"
         return "SERIES" if self.series is not None else "STUDY"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "event": "delete",
-            "time": self.time.isoformat(timespec="milliseconds"),
-            "site": self.site,
-            "request_id": self.request_id,
-            "actor": asdict(self.actor),
-            "level": self.level,
-            "study": self.study,
-            "series": self.series,
-            "sop": self.sop,
-            "instances": [
-                {"study": key.study, "series": key.series, "sop": key.sop} for key in self.instances
-            ],
-        }
+    def to_event(self) -> AuditEvent:
+        """Return the DELETE event of this request, with the UID of every instance it removes."""
+        series = {key.series for key in self.instances}
+        if self.series is not None:
+            series.add(self.series)
+        study = StudyAccess(
+            study=self.study,
+            series=tuple(sorted(series)),
+            instances=tuple(key.sop for key in self.instances),
+        )
+        return AuditEvent(
+            action=AuditAction.DELETE,
+            outcome=AuditOutcome.SUCCESS,
+            actor=self.actor,
+            site=self.site,
+            request_id=self.request_id,
+            transport="DICOMweb",
+            studies=(study,),
+            time=self.time,
+        )
+
+
+# --- the log -----------------------------------------------------------------------------
+
+
+class AuditJournal(Protocol):
+    """A copy of every record, written before the table's, from which the table is rebuilt.
+
+    Only the local stack has one (``cirrus.local.audit_journal``), because its table lives in
+    moto's memory.
+    """
+
+    def append(self, entry: AuditEntry) -> None:
+        """Write ``entry`` durably; raise ``StoreUnavailableError`` when that fails."""
 
 
 class AuditLog:
-    """Writes audit records as objects of the archive bucket."""
+    """Writes audit records to the append-only table and reads them back by study or time.
 
-    def __init__(self, store: ObjectStore) -> None:
-        self._store = store
+    ``model`` is the table's model bound to a deployment (``cirrus.audit_table``), or None
+    when the settings name no audit table: then ``record`` writes nothing, and
+    ``record_deletion`` raises, so that nothing is deleted without its record.
+    ``audit_source_id`` is the AuditSourceID of every message: the deployment's name.
+    """
+
+    def __init__(
+        self,
+        model: type[AuditRecord] | None,
+        audit_source_id: str,
+        journal: AuditJournal | None = None,
+    ) -> None:
+        self._model = model
+        self._source_id = audit_source_id
+        self._journal = journal
+        self._warned = threading.Event()
+
+    @property
+    def model(self) -> type[AuditRecord] | None:
+        return self._model
 
     def record(self, event: AuditEvent) -> None:
-        """Write ``event`` durably; raise ``StoreUnavailableError`` when the store fails."""
-        # TODO: an append-only table with ATNA-shaped records, queryable by study and time.
-        key = audit_key(event.site or "unknown", event.time, event.request_id)
-        body = json.dumps(asdict(event), default=str, separators=(",", ":")).encode()
-        self._store.put(key, body, content_type=JSON_CONTENT_TYPE)
+        """Write ``event`` durably; raise ``StoreUnavailableError`` when the table fails."""
+        if self._model is None:
+            if not self._warned.is_set():
+                self._warned.set()
+                logger.warning("no audit table is configured; audit records are not written")
+            return
+        self.write(event)
+
+    def write(self, event: AuditEvent) -> str:
+        """Write ``event`` and return its record id once DynamoDB has acknowledged it.
+
+        Raises ``StoreUnavailableError`` when DynamoDB, or the local journal, fails.
+        """
+        from cirrus.errors import StoreUnavailableError
+
+        if self._model is None:
+            raise StoreUnavailableError("no audit table is configured; set CIRRUS_AUDIT_TABLE")
+        entry = self.entry_of(event)
+        if self._journal is not None:
+            self._journal.append(entry)
+        write_entry(self._model, entry)
+        return entry.record_id
+
+    def entry_of(self, event: AuditEvent) -> AuditEntry:
+        """Return the table entry of ``event``: its message and what its keys are made from."""
+        return AuditEntry(
+            record_id=new_record_id(event.time, event.request_id),
+            site=event.site,
+            action=str(event.action),
+            outcome=int(event.outcome),
+            transport=event.transport,
+            request_id=event.request_id,
+            user_agent=event.actor.user_agent,
+            studies=tuple(dict.fromkeys(study.study for study in event.studies)),
+            message=event.to_message(self._source_id),
+        )
 
     def record_deletion(self, record: DeletionRecord) -> str:
-        """Write ``record`` and return its object key once S3 has acknowledged it.
+        """Write the DELETE record of ``record`` and return its record id once it is durable.
 
-        Raises ``StoreUnavailableError`` when S3 fails; the caller must then delete nothing.
+        Raises ``StoreUnavailableError`` when the table fails; the caller must then delete
+        nothing.
         """
-        key = audit_key(record.site, record.time, record.request_id)
-        body = json.dumps(record.to_json(), separators=(",", ":")).encode()
-        self._store.put(key, body, content_type=JSON_CONTENT_TYPE)
+        record_id = self.write(record.to_event())
         logger.info(
             "deletion audited",
             extra={
-                "audit_key": key,
+                "audit_record": record_id,
                 "level": record.level,
                 "instances": len(record.instances),
                 "principal": record.actor.principal,
             },
         )
-        return key
+        return record_id
+
+    def records_of_study(
+        self, study: str, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[AuditEntry]:
+        """Yield the records that name ``study``, oldest first, optionally within a time range.
+
+        ``since`` is inclusive and ``until`` exclusive. Raises ``StoreUnavailableError``.
+        """
+        return read_records_of_study(self._require_model(), study, since, until)
+
+    def records_between(self, since: datetime, until: datetime) -> Iterator[AuditEntry]:
+        """Yield the records from ``since`` (inclusive) to ``until`` (exclusive), oldest first.
+
+        Raises ``StoreUnavailableError``.
+        """
+        return read_records_between(self._require_model(), since, until)
+
+    def _require_model(self) -> type[AuditRecord]:
+        from cirrus.errors import StoreUnavailableError
+
+        if self._model is None:
+            raise StoreUnavailableError("no audit table is configured; set CIRRUS_AUDIT_TABLE")
+        return self._model
 
 
-def audit_key(site: str, time: datetime, request_id: str) -> str:
-    """Return the object key of an audit record: by site and day, then time and request."""
-    safe_id = "".join(char if char.isalnum() or char in "-_" else "_" for char in request_id)
-    stamp = time.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")
-    day = time.astimezone(UTC).strftime("%Y/%m/%d")
-    return f"{AUDIT_PREFIX}{validate_site(site)}/{day}/{stamp}Z-{safe_id or 'none'}.json"
+def filter_records(
+    records: Iterable[AuditEntry],
+    site: str | None = None,
+    action: AuditAction | None = None,
+) -> Iterator[AuditEntry]:
+    """Yield the records of ``site`` and ``action``, each None for any."""
+    for record in records:
+        if site is not None and record.site != site:
+            continue
+        if action is not None and record.action != action:
+            continue
+        yield record

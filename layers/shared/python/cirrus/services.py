@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from cirrus.audit import AuditLog
+from cirrus.audit_table import bind_audit_model
 from cirrus.aws import AwsClients
 from cirrus.config import Settings
 from cirrus.index.claims import InstanceClaims
@@ -48,3 +50,8 @@ class Services:
     @cached_property
     def qido(self) -> QidoService:
         return QidoService(self.index_model)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        """The audit trail, whose AuditSourceID is the deployment's name."""
+        return AuditLog(bind_audit_model(self.settings), self.settings.deployment)

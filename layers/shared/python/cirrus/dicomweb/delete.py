@@ -66,10 +66,10 @@ class DeleteTarget:
 
 @dataclass(frozen=True)
 class DeleteOutcome:
-    """The result of one delete: the number of instances removed and the audit record's key."""
+    """The result of one delete: the number of instances removed and the audit record's id."""
 
     removed: int
-    audit_key: str
+    audit_record: str
 
 
 def delete_resource(
@@ -98,7 +98,7 @@ def delete_resource(
         sop=target.sop,
         instances=[instance.key for instance in instances],
     )
-    audit_key = audit.record_deletion(record)
+    audit_record = audit.record_deletion(record)
     removed = 0
     for start in range(0, len(instances), BATCH_SIZE):
         removed += _delete_batch(store, deleter, instances[start : start + BATCH_SIZE])
@@ -115,10 +115,10 @@ def delete_resource(
             "series": target.series,
             "sop": target.sop,
             "instances": removed,
-            "audit_key": audit_key,
+            "audit_record": audit_record,
         },
     )
-    return DeleteOutcome(removed, audit_key)
+    return DeleteOutcome(removed, audit_record)
 
 
 def _unindexed(

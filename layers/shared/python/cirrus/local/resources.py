@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from cirrus.audit_table import bind_audit_model
 from cirrus.aws import AwsClients
 from cirrus.config import INGEST_MAX_RECEIVES, Settings
 from cirrus.index.models import bind_index_model
@@ -19,7 +20,7 @@ INGEST_VISIBILITY_TIMEOUT_SECONDS = 120
 
 
 def create_resources(settings: Settings) -> Settings:
-    """Create the key, bucket, table and queues; return settings with the key's ARN."""
+    """Create the key, bucket, tables and queues; return settings with the key's ARN."""
     clients = AwsClients(settings)
     key_arn = _create_key(clients, settings)
     settings = dataclasses.replace(settings, kms_key_id=key_arn)
@@ -28,7 +29,15 @@ def create_resources(settings: Settings) -> Settings:
     model = bind_index_model(settings)
     if not model.exists():
         model.create_table(wait=True, billing_mode="PAY_PER_REQUEST")
+    create_audit_table(settings)
     return settings
+
+
+def create_audit_table(settings: Settings) -> None:
+    """Create the audit table with its ``by-study`` index, unless it exists or is not named."""
+    audit_model = bind_audit_model(settings)
+    if audit_model is not None and not audit_model.exists():
+        audit_model.create_table(wait=True, billing_mode="PAY_PER_REQUEST")
 
 
 def _create_key(clients: AwsClients, settings: Settings) -> str:
