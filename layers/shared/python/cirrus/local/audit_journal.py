@@ -1,0 +1,87 @@
+"""The local stack's audit journal: the audit table's records, kept in the data folder.
+
+moto keeps the audit table in memory, so each record is also appended to ``audit.jsonl`` in
+the data folder, one JSON object per line, before it is written to the table. Each start of
+the local stack writes the journal's records back into its new table, and ``cirrus audit``
+reads a data folder the same way. The gateway's worker processes and the DICOMweb handler
+append to one journal, each line under an exclusive ``flock``, flushed to disk before the
+append returns.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from cirrus.audit_table import AuditEntry, AuditRecord, AuditRecordExistsError, write_entry
+from cirrus.errors import StoreUnavailableError
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_FILE: Final = "audit.jsonl"
+
+
+class FileAuditJournal:
+    """Appends audit entries to a JSON Lines file, durably and one whole line at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, entry: AuditEntry) -> None:
+        """Append ``entry``; raise ``StoreUnavailableError`` when the file cannot be written."""
+        line = json.dumps(entry.to_json(), separators=(",", ":")) + "\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"audit journal {self.path} was not written: {exc.strerror}"
+            ) from exc
+
+
+def read_journal(path: Path) -> Iterator[AuditEntry]:
+    """Yield the entries of the journal at ``path``; none when it does not exist.
+
+    A line that is not a whole entry, such as the last line of a write that a crash cut
+    short, is skipped and counted in one warning.
+    """
+    if not path.exists():
+        return
+    skipped = 0
+    with path.open(encoding="utf-8") as file:
+        for line in file:
+            try:
+                yield AuditEntry.from_json(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                skipped += 1
+    if skipped:
+        logger.warning(
+            "unreadable lines of the audit journal skipped",
+            extra={"path": str(path), "lines": skipped},
+        )
+
+
+def restore_journal(path: Path, model: type[AuditRecord]) -> int:
+    """Write every entry of the journal into a new audit table; return how many.
+
+    Raises ``StoreUnavailableError`` when the table fails.
+    """
+    count = 0
+    for entry in read_journal(path):
+        try:
+            write_entry(model, entry)
+        except AuditRecordExistsError:
+            continue  # the same line twice in the journal
+        count += 1
+    return count

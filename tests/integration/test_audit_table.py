@@ -1,0 +1,290 @@
+"""The audit table on moto: append-only writes, Queries by study and by time, the local journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pynamodb.exceptions import PutError
+
+import cirrus.audit_table
+from cirrus.audit import (
+    Actor,
+    AuditAction,
+    AuditEvent,
+    AuditLog,
+    AuditOutcome,
+    DeletionRecord,
+    StudyAccess,
+    filter_records,
+)
+from cirrus.audit_table import (
+    AppendOnlyError,
+    AuditRecord,
+    AuditRecordExistsError,
+    entry_items,
+    record_pk,
+)
+from cirrus.config import ResourceNames, Settings
+from cirrus.errors import StoreUnavailableError
+from cirrus.local.audit_journal import FileAuditJournal, read_journal, restore_journal
+from cirrus.local.resources import create_audit_table
+from cirrus.services import Services
+
+START = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def audit(settings: Settings) -> AuditLog:
+    return Services(settings).audit
+
+
+def store_event(
+    study: str, minutes: int, site: str = "north", *more: str, request_id: str = "r"
+) -> AuditEvent:
+    return AuditEvent(
+        action=AuditAction.STORE,
+        outcome=AuditOutcome.SUCCESS,
+        actor=Actor(ae_title="CT_NORTH", source_ip="10.0.0.5"),
+        site=site,
+        request_id=request_id,
+        transport="DIMSE",
+        studies=tuple(StudyAccess(uid) for uid in (study, *more)),
+        time=START + timedelta(minutes=minutes),
+    )
+
+
+def ids(records: object) -> list[str]:
+    return [record.record_id for record in records]  # type: ignore[attr-defined]
+
+
+def test_record_read_back(audit: AuditLog) -> None:
+    event = store_event("1.2.3", 0)
+
+    record_id = audit.write(event)
+
+    (record,) = audit.records_of_study("1.2.3")
+    assert record.record_id == record_id
+    assert record.time == event.time
+    assert record.site == "north"
+    assert record.action == "store"
+    assert record.outcome == 0
+    assert record.transport == "DIMSE"
+    assert record.request_id == "r"
+    assert record.studies == ("1.2.3",)
+    assert record.message == event.to_message(audit_source_id(audit))
+
+
+def audit_source_id(audit: AuditLog) -> str:
+    model = audit.model
+    assert model is not None
+    return str(model.Meta.table_name).removesuffix("-audit")
+
+
+def test_second_put_of_a_key_fails(audit: AuditLog) -> None:
+    model = audit.model
+    assert model is not None
+    entry = audit.entry_of(store_event("1.2.3", 0))
+    cirrus.audit_table.write_entry(model, entry)
+
+    with pytest.raises(AuditRecordExistsError, match="exists already"):
+        cirrus.audit_table.write_entry(model, entry)
+    (head,) = entry_items(model, entry)
+    head.outcome = 8
+    with pytest.raises(PutError):
+        head.save()
+    (record,) = audit.records_of_study("1.2.3")
+    assert record.outcome == 0
+
+
+def test_no_update_path(audit: AuditLog) -> None:
+    model = audit.model
+    assert model is not None
+    audit.write(store_event("1.2.3", 0))
+    (item,) = model.query(record_pk(next(audit.records_of_study("1.2.3")).record_id))
+
+    with pytest.raises(AppendOnlyError):
+        item.update(actions=[model.outcome.set(8)])
+    with pytest.raises(AppendOnlyError):
+        item.delete()
+    with pytest.raises(AppendOnlyError):
+        model.batch_write()
+    for name in ("update", "delete", "modify", "remove"):
+        assert not hasattr(AuditLog, name)
+
+
+def test_records_of_study_in_time_order(audit: AuditLog) -> None:
+    late = audit.write(store_event("1.2.3", 30))
+    early = audit.write(store_event("1.2.3", 10))
+    audit.write(store_event("1.2.4", 20))
+
+    assert ids(audit.records_of_study("1.2.3")) == [early, late]
+    assert ids(audit.records_of_study("1.2.3", since=START + timedelta(minutes=20))) == [late]
+    assert ids(audit.records_of_study("1.2.3", until=START + timedelta(minutes=20))) == [early]
+    window = audit.records_of_study(
+        "1.2.3", START + timedelta(minutes=5), START + timedelta(minutes=15)
+    )
+    assert ids(window) == [early]
+    assert list(audit.records_of_study("1.2.99")) == []
+
+
+def test_record_found_by_each_study(audit: AuditLog) -> None:
+    record_id = audit.write(store_event("1.2.3", 0, "north", "1.2.4", "1.2.5"))
+
+    for study in ("1.2.3", "1.2.4", "1.2.5"):
+        (record,) = audit.records_of_study(study)
+        assert record.record_id == record_id
+        assert record.studies == ("1.2.3", "1.2.4", "1.2.5")
+    now = START + timedelta(hours=1)
+    assert ids(audit.records_between(START, now)) == [record_id]
+
+
+def test_records_between_days(audit: AuditLog) -> None:
+    # START is 23:00 UTC, so these fall on two days and several shards.
+    written = [audit.write(store_event(f"1.2.{n}", 20 * n, request_id=f"r{n}")) for n in range(6)]
+
+    everything = list(audit.records_between(START, START + timedelta(days=1)))
+    first_hour = audit.records_between(START, START + timedelta(minutes=60))
+
+    assert ids(everything) == written
+    assert {record.time.date() for record in everything} == {
+        START.date(),
+        START.date() + timedelta(days=1),
+    }
+    # The end is exclusive: the record at 60 minutes is not in the first hour.
+    assert ids(first_hour) == written[:3]
+    assert list(audit.records_between(START, START)) == []
+
+
+def test_filter_by_site_and_action(audit: AuditLog) -> None:
+    north = audit.write(store_event("1.2.3", 0, "north"))
+    south = audit.write(store_event("1.2.3", 1, "south"))
+    query = audit.write(
+        AuditEvent(
+            action=AuditAction.QUERY,
+            outcome=AuditOutcome.SUCCESS,
+            actor=Actor(ae_title="WS"),
+            site="south",
+            request_id="q",
+            transport="DIMSE",
+            query_keys=("PatientID",),
+            time=START + timedelta(minutes=2),
+        )
+    )
+    hour = START + timedelta(hours=1)
+
+    assert ids(filter_records(audit.records_between(START, hour), site="north")) == [north]
+    assert ids(filter_records(audit.records_between(START, hour), site="south")) == [south, query]
+    stores = filter_records(audit.records_between(START, hour), action=AuditAction.STORE)
+    assert ids(stores) == [north, south]
+
+
+def test_large_message_in_parts(audit: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cirrus.audit_table, "PART_BYTES", 500)
+    rng = random.Random(7)
+    instances = tuple(f"2.25.{rng.getrandbits(120)}" for _ in range(300))
+    event = AuditEvent(
+        action=AuditAction.RETRIEVE,
+        outcome=AuditOutcome.SUCCESS,
+        actor=Actor(ae_title="WS"),
+        site="north",
+        request_id="big",
+        transport="DIMSE",
+        studies=(StudyAccess("1.2.3", instances=instances), StudyAccess("1.2.4")),
+        time=START,
+    )
+    model = audit.model
+    assert model is not None
+    items = entry_items(model, audit.entry_of(event))
+    assert len(items) > 3
+
+    record_id = audit.write(event)
+
+    for study in ("1.2.3", "1.2.4"):
+        (record,) = audit.records_of_study(study)
+        assert record.record_id == record_id
+        assert record.message == event.to_message(audit_source_id(audit))
+    (record,) = audit.records_between(START, START + timedelta(minutes=1))
+    (first, _) = record.message["ParticipantObjectIdentification"]
+    (element,) = first["ParticipantObjectDescription"]["SOPClass"]
+    assert [item["UID"] for item in element["Instance"]] == list(instances)
+
+
+def test_record_without_head_is_not_read(audit: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that failed before its head, which is written last, leaves no readable record."""
+    monkeypatch.setattr(cirrus.audit_table, "PART_BYTES", 100)
+    original = AuditRecord.save
+
+    def fail_head(self: AuditRecord, condition: object = None, **kwargs: object) -> dict:
+        if self.kind == cirrus.audit_table.HEAD:
+            raise PutError("injected", cause=None)
+        return original(self, condition, **kwargs)
+
+    monkeypatch.setattr(AuditRecord, "save", fail_head)
+    with pytest.raises(StoreUnavailableError):
+        audit.write(store_event("1.2.3", 0, "north", "1.2.4"))
+    monkeypatch.undo()
+
+    assert list(audit.records_of_study("1.2.3")) == []
+    assert list(audit.records_of_study("1.2.4")) == []
+    assert list(audit.records_between(START, START + timedelta(hours=1))) == []
+
+
+def test_deletion_record(audit: AuditLog) -> None:
+    from cirrus.storage.keys import InstanceKey
+
+    record_id = audit.record_deletion(
+        DeletionRecord(
+            site="north",
+            actor=Actor(source_ip="127.0.0.1"),
+            request_id="d1",
+            study="1.2.3",
+            instances=[InstanceKey("north", "1.2.3", "1.2.3.1", "1.2.3.1.1")],
+        )
+    )
+
+    (record,) = audit.records_of_study("1.2.3")
+    assert record.record_id == record_id
+    assert record.action == "delete"
+    assert record.message["EventIdentification"]["EventActionCode"] == "D"
+
+
+def test_log_without_table() -> None:
+    audit = AuditLog(None, "cirrus")
+
+    audit.record(store_event("1.2.3", 0))
+
+    with pytest.raises(StoreUnavailableError, match="no audit table"):
+        audit.record_deletion(
+            DeletionRecord(site="north", actor=Actor(), request_id="d", study="1.2.3")
+        )
+
+
+def test_journal_restores_table(audit: AuditLog, settings: Settings, tmp_path: Path) -> None:
+    journal = FileAuditJournal(tmp_path / "audit.jsonl")
+    model = audit.model
+    assert model is not None
+    with_journal = AuditLog(model, settings.deployment, journal)
+    first = with_journal.write(store_event("1.2.3", 0))
+    second = with_journal.write(store_event("1.2.4", 1, "north", "1.2.3"))
+    # A line that a crash cut short.
+    with journal.path.open("a") as file:
+        file.write('{"record_id": "2026-03-01T23:')
+
+    entries = list(read_journal(journal.path))
+    names = ResourceNames(deployment=f"{settings.deployment}-restored")
+    restored_settings = Settings.for_names(names, endpoint_url=settings.endpoint_url)
+    create_audit_table(restored_settings)
+    fresh = cirrus.audit_table.bind_audit_model(restored_settings)
+    assert fresh is not None
+    restored = restore_journal(journal.path, fresh)
+
+    assert [entry.record_id for entry in entries] == [first, second]
+    assert restored == 2
+    assert ids(AuditLog(fresh, "x").records_of_study("1.2.3")) == [first, second]
+    assert oct(os.stat(journal.path).st_mode & 0o777) == "0o600"
+    assert json.loads(journal.path.read_text().splitlines()[0])["record_id"] == first
