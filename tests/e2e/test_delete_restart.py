@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from copy import deepcopy
 from pathlib import Path
@@ -13,6 +12,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
 from cirrus.dicomweb.multipart import Part, build_multipart_related
+from cirrus.local.audit_journal import JOURNAL_FILE, read_journal
 from cirrus.local.stack import OBJECTS_FOLDER
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.pydicom_files import bundled
@@ -73,9 +73,18 @@ def test_delete_survives_restart(tmp_path: Path) -> None:
     objects = data_dir / OBJECTS_FOLDER
     saved = [path.name for path in objects.rglob("*.dcm")]
     assert saved == [f"{second.SOPInstanceUID}.dcm"]
-    (audit_file,) = (objects / "audit").rglob("*.json")
-    record = json.loads(audit_file.read_text())
-    assert [item["sop"] for item in record["instances"]] == [first.SOPInstanceUID]
+    (deletion,) = [
+        entry
+        for entry in read_journal(data_dir / JOURNAL_FILE)
+        if entry.action == "delete" and entry.outcome == 0
+    ]
+    (study_object,) = deletion.message["ParticipantObjectIdentification"]
+    deleted = [
+        instance["UID"]
+        for element in study_object["ParticipantObjectDescription"]["SOPClass"]
+        for instance in element.get("Instance", ())
+    ]
+    assert deleted == [first.SOPInstanceUID]
 
     restarted = start_stack(data_dir)
     try:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from cirrus.audit import AuditAction
 from cirrus.config import DEFAULT_AE_TITLE, validate_ae_title
+from cirrus.errors import StoreUnavailableError
 from cirrus.gateway.tls import DEFAULT_TLS_PORT, TLSConfig, TLSConfigError
 from cirrus.gateway.workers import MAX_WORKERS, available_cores
 from cirrus.local.moto_process import LOOPBACK
@@ -178,6 +182,80 @@ def dev(
         stopping.wait()
     finally:
         stack.stop()
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    """Parse an ISO 8601 date or time; one without an offset is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 date or time, such as 2026-05-04 or 2026-05-04T10:15:00Z"
+        ) from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def audit(
+    study: Annotated[
+        str | None, typer.Option(help="Study Instance UID whose records to list.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Start of the time range, inclusive: an ISO 8601 date or time, UTC unless "
+            "it has an offset."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="End of the time range, exclusive; default now. Needs --since."),
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="List only the records of this site.")] = None,
+    action: Annotated[
+        AuditAction | None, typer.Option(help="List only the records of this action.")
+    ] = None,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per record instead of a table.")
+    ] = False,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            file_okay=False,
+            help="Data folder of the local stack whose audit records to read; ignored with "
+            "--from-env.",
+        ),
+    ] = Path(".cirrus"),
+    from_env: Annotated[
+        bool,
+        typer.Option(
+            help="Read the audit table that the CIRRUS_* environment variables name, as the "
+            "Lambda functions do, instead of a data folder."
+        ),
+    ] = False,
+) -> None:
+    """List audit records by study or by time range, oldest first."""
+    from cirrus.audit_table import AuditEntry
+    from cirrus.audit_view import AuditQuery, print_records, read_local, read_settings
+
+    start, end = _parse_time(since), _parse_time(until)
+    if end is not None and start is None:
+        raise typer.BadParameter("--until needs --since")
+    if study is None and start is None:
+        raise typer.BadParameter("give --study UID, or --since (and optionally --until)")
+    query = AuditQuery(study=study, since=start, until=end, site=site, action=action)
+    try:
+        records: Iterable[AuditEntry]
+        if from_env:
+            records = read_settings(query)
+        else:
+            records = read_local(data_dir, query)
+        print_records(records, json_lines)
+    except (ValueError, StoreUnavailableError) as exc:
+        typer.echo(f"cirrus audit: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 if __name__ == "__main__":

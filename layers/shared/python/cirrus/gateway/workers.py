@@ -116,6 +116,8 @@ class WorkerSpec:
     tls: TLSConfig | None = None
     # The local stack's objects folder: workers then write through its FolderObjectStore.
     data_dir: Path | None = None
+    # The local stack's audit journal, to which workers append each record before the table.
+    audit_journal: Path | None = None
     # Called first in each worker, to set up logging as the parent did. It returns more
     # keyword arguments of ``run_gateway``, for objects that do not pickle (metrics). Must be
     # a module-level function, because the spawn method pickles it by name.
@@ -174,6 +176,12 @@ def _worker_main(spec: WorkerSpec, number: int, ready: Connection, parent: int) 
         services.store = FolderObjectStore(
             spec.data_dir, spec.settings.bucket, local_notifier(services)
         )
+    if spec.audit_journal is not None:
+        from cirrus.audit import AuditLog
+        from cirrus.local.audit_journal import FileAuditJournal
+
+        journal = FileAuditJournal(spec.audit_journal)
+        services.audit = AuditLog(services.audit.model, spec.settings.deployment, journal)
 
     def report_ready(gateway: Gateway) -> None:
         ready.send((gateway.port, gateway.tls_port))

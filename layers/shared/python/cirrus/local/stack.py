@@ -3,7 +3,9 @@
 Each component runs the code its AWS counterpart runs: the gateway as in its container, the
 DICOMweb and ingest Lambda handlers behind local adapters, DynamoDB, KMS, SQS and S3 on moto.
 Archive objects are files in the data folder instead of moto's S3 (``cirrus.local.datadir``),
-which keeps them on disk rather than in memory and spares each instance two S3 requests.
+which keeps them on disk rather than in memory and spares each instance two S3 requests. Audit
+records go to moto's audit table and to a journal in the data folder, which each start writes
+back into the table (``cirrus.local.audit_journal``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from cirrus.audit import AuditLog
+from cirrus.audit_table import bind_audit_model
 from cirrus.config import DEFAULT_AE_TITLE, DEFAULT_SITE, ResourceNames, Settings
+from cirrus.errors import StoreUnavailableError
 from cirrus.gateway.aeconfig import AEConfig, AEConfigError
 from cirrus.gateway.tls import TLSConfig, TLSConfigError
+from cirrus.local.audit_journal import JOURNAL_FILE, FileAuditJournal, restore_journal
 from cirrus.local.datadir import (
     DataFolderInUseError,
     DataFolderLock,
@@ -145,6 +151,7 @@ class LocalStack:
             raise StartError(f"data folder {config.data_dir} is unusable: {exc}") from exc
         notifier = local_notifier(services)
         services.store = FolderObjectStore(objects_dir, settings.bucket, notifier)
+        services.audit = self._restore_audit(settings)
         self.services = services
         self._start_poller(services)
         self._rebuild_index(notifier, objects_dir)
@@ -167,6 +174,20 @@ class LocalStack:
             self.dicomweb_url,
             config.data_dir,
         )
+
+    def _restore_audit(self, settings: Settings) -> AuditLog:
+        """Write the data folder's audit journal into the new audit table; return the log."""
+        journal = FileAuditJournal(self.config.data_dir / JOURNAL_FILE)
+        model = bind_audit_model(settings)
+        if model is None:
+            raise StartError("the local stack's settings name no audit table")
+        try:
+            restored = restore_journal(journal.path, model)
+        except StoreUnavailableError as exc:
+            raise StartError(f"audit journal {journal.path} was not restored: {exc}") from exc
+        if restored:
+            logger.info("audit records restored", extra={"records": restored})
+        return AuditLog(model, settings.deployment, journal)
 
     def _start_poller(self, services: Services) -> None:
         from functions.ingest import handler as ingest_handler
@@ -209,6 +230,7 @@ class LocalStack:
                 config.dicom_port,
                 config.tls,
                 data_dir=(config.data_dir / OBJECTS_FOLDER).resolve(),
+                audit_journal=(config.data_dir / JOURNAL_FILE).resolve(),
                 prepare=prepare_gateway_worker,
                 # As the gateway in this process, which stops without draining.
                 options={"grace_seconds": 0.0},
