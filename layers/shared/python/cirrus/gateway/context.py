@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pynetdicom import AE
@@ -10,6 +10,7 @@ from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 
 from cirrus.gateway.aeconfig import AEConfig, Caller
+from cirrus.gateway.audit import GatewayAudit
 from cirrus.gateway.tls import TLSConfig
 from cirrus.services import Services
 
@@ -24,12 +25,16 @@ class GatewayContext:
 
     ``tls`` is the gateway's TLS configuration, or None without a TLS listener. Its
     ``client_context`` serves associations that the gateway opens to a destination marked
-    ``tls``.
+    ``tls``. ``audit`` writes the audit records of every service.
     """
 
     services: Services
     config: AEConfig
     tls: TLSConfig | None = None
+    audit: GatewayAudit = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "audit", GatewayAudit(self.services.audit))
 
     def caller(self, assoc: Association) -> Caller:
         """Return the configured caller of ``assoc``.

@@ -21,7 +21,8 @@ Statuses (PS3.4 C.4.1.1.4 and PS3.7 C.5):
 - C001 Unable to process, for an unexpected error.
 
 Every failure carries an Error Comment. The Identifier is never logged, because its keys hold
-patient data.
+patient data. Each request gets one audit record with the level and the names of its keys,
+never their values.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.events import Event, EventHandlerType
 
+from cirrus.audit import AuditAction, AuditEvent, AuditOutcome
+from cirrus.gateway.audit import actor_of, outcome_of_status, site_of
 from cirrus.gateway.context import GatewayContext, peer
 from cirrus.gateway.encoded import IncompleteDataSetError, check_complete
 from cirrus.gateway.status import NOT_AUTHORIZED, error_comment
@@ -111,6 +114,35 @@ class FindService:
                 final,
                 extra={**log_keys, "level": level, "matches": count, "status": f"0x{final:04X}"},
             )
+            self._audit(event, sop_class, level, final)
+
+    def _audit(self, event: Event, sop_class: str, level: str | None, final: int) -> None:
+        """Queue the audit record of one request: its model, level, key names and outcome."""
+        context = self._context
+        levels = MODEL_LEVELS.get(sop_class, ())
+        outcome = outcome_of_status(final, _REQUESTER_ERRORS)
+        detail = None
+        if final == NOT_AUTHORIZED:
+            detail = "this calling AE title may not query"
+        elif outcome is not AuditOutcome.SUCCESS:
+            detail = f"C-FIND failed with status 0x{final:04X}"
+        request = cast(C_FIND, event.request)
+        context.audit.submit(
+            AuditEvent(
+                action=AuditAction.QUERY,
+                outcome=outcome,
+                actor=actor_of(event.assoc),
+                site=site_of(context.config, event.assoc),
+                request_id=f"{context.audit.association_id(event.assoc)}-{request.MessageID}",
+                transport="DIMSE",
+                query_keys=_key_names(event),
+                detail=detail,
+                # A level that is not one of the model's could be any text the caller sent.
+                query_level=level if level in levels else None,
+                query_model=sop_class,
+                called_ae_title=context.config.ae_title,
+            )
+        )
 
     def _responses(self, event: Event, sop_class: str) -> Iterator[_Response]:
         try:
@@ -166,6 +198,26 @@ class FindService:
                 ),
                 None,
             )
+
+
+# Statuses that blame the requester: its permissions or its Identifier.
+_REQUESTER_ERRORS: Final = frozenset({NOT_AUTHORIZED, IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS})
+
+
+def _key_names(event: Event) -> tuple[str, ...]:
+    """Return the keywords (or tags) of the Identifier's keys, without the level.
+
+    Returns what could be read before a decoding error, because the request has failed then.
+    """
+    names: list[str] = []
+    try:
+        for element in event.identifier:
+            if element.tag != QUERY_RETRIEVE_LEVEL:
+                names.append(element.keyword or str(element.tag))
+    except Exception:
+        # pynetdicom decodes the Identifier on first access and raises what pydicom raises.
+        logger.debug("C-FIND keys could not be read", exc_info=True)
+    return tuple(names)
 
 
 def _read_level(event: Event) -> str | None:

@@ -7,8 +7,9 @@ dimension set, built by Powertools' ``EphemeralMetrics`` (which keeps no state s
 instances, unlike ``Metrics``):
 
 - with the gateway's dimensions: ``AssociationsAccepted``, ``AssociationsRejected``,
-  ``AssociationsAborted``, ``InstancesStored``, ``StoredBytes`` (counts since the last flush),
-  ``ActiveAssociations`` and ``SpoolBytes`` (values at the flush);
+  ``AssociationsAborted``, ``InstancesStored``, ``StoredBytes``, ``AuditFailures`` (audit
+  records that could not be written; counts since the last flush), ``ActiveAssociations`` and
+  ``SpoolBytes`` (values at the flush);
 - with ``Status`` added, one line per failure status sent since the last flush:
   ``StoreFailures``, ``FindFailures``, ``MoveFailures``, ``GetFailures`` and
   ``CommitmentFailures``, the C-STORE, C-FIND, C-MOVE, C-GET and N-ACTION (Storage
@@ -81,6 +82,7 @@ class _Counts:
     aborted: int = 0
     stored: int = 0
     stored_bytes: int = 0
+    audit_failures: int = 0
     # Failure responses by metric name and status.
     failures: Counter[tuple[str, int]] = field(default_factory=Counter)
 
@@ -124,6 +126,10 @@ class GatewayMetrics:
         with self._lock:
             self._counts.stored_bytes += size
 
+    def add_audit_failure(self) -> None:
+        with self._lock:
+            self._counts.audit_failures += 1
+
     def start(self) -> None:
         """Start flushing every ``interval_seconds`` in a daemon thread."""
         if self._timer is not None:
@@ -165,6 +171,7 @@ class GatewayMetrics:
         metrics.add_metric("AssociationsAborted", MetricUnit.Count, counts.aborted)
         metrics.add_metric("InstancesStored", MetricUnit.Count, counts.stored)
         metrics.add_metric("StoredBytes", MetricUnit.Bytes, counts.stored_bytes)
+        metrics.add_metric("AuditFailures", MetricUnit.Count, counts.audit_failures)
         for name, value in gauges.items():
             unit = MetricUnit.Bytes if name.endswith("Bytes") else MetricUnit.Count
             metrics.add_metric(name, unit, value)

@@ -7,7 +7,8 @@ caller's site (``AEConfig.destination``), and C-GET over the requesting associat
 sub-operation a Pending response carries the remaining, completed, failed and warning counts.
 The final response is Success, Warning 0xB000 when some sub-operations failed or warned, or
 0xA702 when all failed; the last two list the failed instances in Failed SOP Instance UID List
-(0008,0058). A C-CANCEL stops the sub-operations with 0xFE00 and the counts so far.
+(0008,0058). A C-CANCEL stops the sub-operations with 0xFE00 and the counts so far. Each request
+gets one audit record, after its final response, naming the instances sent.
 
 pynetdicom 3.0.4 runs C-MOVE and C-GET through generator handlers that can return no failure
 before the sub-operations other than 0xA801 (its own C5xx statuses stand for an exception), and
@@ -56,10 +57,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
+from cirrus.audit import AuditAction, AuditEvent, AuditOutcome, StudyAccess
 from cirrus.dicom.instance import DECODING_ERRORS
 from cirrus.dicom.transcode import CODEC_ERRORS
 from cirrus.errors import CirrusError
 from cirrus.gateway.aeconfig import Destination
+from cirrus.gateway.audit import actor_of, outcome_of_status, site_of
 from cirrus.gateway.context import GatewayContext, peer
 from cirrus.gateway.encoded import IncompleteDataSetError, check_complete
 from cirrus.gateway.selection import (
@@ -160,6 +163,43 @@ class RetrieveService:
             )
             if operation.assoc.is_established and not operation.finished:
                 operation.fail(INTERNAL_ERROR, "internal error in the archive; retry later")
+        self._audit(operation)
+
+    def _audit(self, operation: RetrieveOperation) -> None:
+        """Queue the audit record of one request: the instances sent and the final status."""
+        context = self._context
+        status = operation.status
+        if status is None:
+            # The requester ended the association before the final response.
+            outcome, detail = AuditOutcome.MINOR_FAILURE, f"{operation.name} ended by the requester"
+        else:
+            outcome = outcome_of_status(status, _REQUESTER_ERRORS)
+            detail = None
+            if outcome is not AuditOutcome.SUCCESS:
+                counts = operation.counts
+                detail = (
+                    f"{operation.name} ended with status 0x{status:04X}: {counts.completed} "
+                    f"completed, {counts.failed} failed, {counts.warning} warning"
+                )
+        destination = None
+        if isinstance(operation.request, C_MOVE):
+            destination = str(operation.request.MoveDestination or "").strip() or None
+        context.audit.submit(
+            AuditEvent(
+                action=AuditAction.RETRIEVE,
+                outcome=outcome,
+                actor=actor_of(operation.assoc),
+                site=site_of(context.config, operation.assoc),
+                request_id=(
+                    f"{context.audit.association_id(operation.assoc)}-{operation.request.MessageID}"
+                ),
+                transport="DIMSE",
+                studies=_studies_sent(operation.counts.sent),
+                detail=detail,
+                called_ae_title=context.config.ae_title,
+                move_destination=destination,
+            )
+        )
 
     def _serve(self, operation: RetrieveOperation) -> None:
         caller = self._context.caller(operation.assoc)
@@ -335,8 +375,10 @@ class RetrieveService:
         category = STORAGE_SERVICE_CLASS_STATUS.get(status, ("Failure",))[0]
         if category == "Success":
             counts.completed += 1
+            counts.sent.append(ref)
         elif category == "Warning":
             counts.warning += 1
+            counts.sent.append(ref)
         else:
             counts.record_failure(ref)
             reason = "no response" if status < 0 else f"status 0x{status:04X}"
@@ -350,6 +392,8 @@ class SubOperationCounts:
     failed: int = 0
     warning: int = 0
     failed_uids: list[str] = field(default_factory=list)
+    # The instances that the destination stored, with Success or a Warning.
+    sent: list[InstanceRef] = field(default_factory=list)
 
     def record_failure(self, ref: InstanceRef) -> None:
         self.failed += 1
@@ -366,6 +410,8 @@ class RetrieveOperation:
     is_cancelled: Callable[[int], bool]
     counts: SubOperationCounts = field(default_factory=SubOperationCounts)
     finished: bool = False
+    # The status of the final response, once it is sent.
+    status: int | None = None
 
     @property
     def name(self) -> str:
@@ -480,6 +526,7 @@ class RetrieveOperation:
     def _send(self, response: C_MOVE | C_GET) -> None:
         if response.Status != PENDING:
             self.finished = True
+            self.status = int(cast(int, response.Status))
         if self.assoc.is_established:
             self.assoc.dimse.send_msg(response, cast(int, self.context.context_id))
 
@@ -511,6 +558,29 @@ _REQUESTER_ERRORS: Final = frozenset(
         MOVE_DESTINATION_UNKNOWN,
     }
 )
+
+
+def _studies_sent(refs: Sequence[InstanceRef]) -> tuple[StudyAccess, ...]:
+    """Group the instances sent by study, with their series and SOP classes."""
+    by_study: dict[str, list[InstanceRef]] = {}
+    for ref in refs:
+        by_study.setdefault(ref.study, []).append(ref)
+    studies = []
+    for study, sent in by_study.items():
+        classes = [ref.sop_class_uid for ref in sent]
+        counts: dict[str, int] = {}
+        for sop_class in classes:
+            counts[sop_class] = counts.get(sop_class, 0) + 1
+        studies.append(
+            StudyAccess(
+                study=study,
+                series=tuple(sorted({ref.series for ref in sent})),
+                instances=tuple(ref.sop for ref in sent),
+                sop_classes=tuple(sorted(counts.items())),
+                instance_classes=tuple(classes),
+            )
+        )
+    return tuple(studies)
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from cirrus.config import Settings
 from cirrus.gateway.aeconfig import AEConfig
+from cirrus.gateway.audit import rejected_events
 from cirrus.gateway.commitment import CommitmentService
 from cirrus.gateway.connections import GatewayAssociationServer, PendingConnections
 from cirrus.gateway.context import DimseService, GatewayContext, peer
@@ -118,6 +119,7 @@ def _on_connection_close(event: Event) -> None:
 
 
 def _on_rejected(event: Event) -> None:
+    """Log and audit a rejected association request."""
     assoc = event.assoc
     request = assoc.requestor.primitive
     response = assoc.acceptor.primitive
@@ -132,6 +134,10 @@ def _on_rejected(event: Event) -> None:
         reason,
         extra={**log_keys, "called_ae": called_ae, "reason": reason},
     )
+    ae = assoc.ae
+    if isinstance(ae, GatewayAE):
+        for audit_event in rejected_events(assoc, ae.context.config, reason):
+            ae.context.audit.submit(audit_event)
 
 
 class GatewayAE(AE):
@@ -261,6 +267,7 @@ def build_ae(
     """
     install_spooling()
     context = GatewayContext(services, config, tls)
+    context.audit.failures = metrics
     ae = GatewayAE(context, dimse_services(context), limits, metrics)
     ae.require_called_aet = True
     if not config.open:
@@ -401,9 +408,10 @@ class Gateway:
 
         An association aborted during a C-STORE gets no response, so its sender resends the
         instance, and the resent object replaces the first under the same key. Storage
-        Commitment reports that are still pending get what remains of ``grace_seconds``. The health
-        check returns 503 from the start of the shutdown until it stops at the end, after the
-        last flush of the metrics.
+        Commitment reports that are still pending get what remains of ``grace_seconds``. The
+        queued audit records are written next (``cirrus.gateway.audit``). The health check
+        returns 503 from the start of the shutdown until it stops at the end, after the last
+        flush of the metrics.
         """
         self.draining = True
         self._server.shutdown()
@@ -427,6 +435,9 @@ class Gateway:
         deadline = time.monotonic() + _ABORT_WAIT_SECONDS
         for assoc in remaining:
             assoc.join(timeout=max(0.0, deadline - time.monotonic()))
+        # After the associations, whose ends queue their records, and before the metrics,
+        # which count the records that fail.
+        self.ae.context.audit.close()
         if self.ae.metrics is not None:
             self.ae.metrics.stop()
         if self._health is not None:

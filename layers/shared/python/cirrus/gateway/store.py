@@ -9,13 +9,17 @@ pynetdicom writes each data set to a file of the gateway's spool (``cirrus.gatew
 as it arrives. The handler parses the header from that file with the ranged reads that
 ingest uses, checks it, and uploads the file in parts, so an instance is never held in
 memory whole. A data set that the spool dropped for a limit gets 0xA700 with the reason.
+
+The instances that an association stores, and its failed requests, are collected by study.
+When the association is released or aborted, each study gets one audit record
+(``cirrus.gateway.audit``), written after the responses have been sent.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, cast
 from weakref import WeakKeyDictionary
@@ -47,6 +51,7 @@ from pynetdicom.events import Event, EventHandlerType
 from cirrus.archive import archive_file, check_header, check_size
 from cirrus.dicom.instance import InstanceHeader
 from cirrus.errors import CirrusError
+from cirrus.gateway.audit import StoreTransfers
 from cirrus.gateway.context import GatewayContext, peer
 from cirrus.gateway.metrics import metrics_of
 from cirrus.gateway.spool import SpoolFile, read_spooled_header, spool_of
@@ -100,6 +105,18 @@ class _UnparsableDataSetError(Exception):
 class _AssociationCounts:
     stored: int = 0
     rejected: int = 0
+    transfers: StoreTransfers = field(default_factory=StoreTransfers)
+
+
+@dataclass
+class _Received:
+    """The instance of one C-STORE request, as far as the handler has read it."""
+
+    sop_class: str
+    sop_instance: str
+    # Set once the header has passed its checks.
+    study: str | None = None
+    series: str | None = None
 
 
 class StoreService:
@@ -133,8 +150,9 @@ class StoreService:
         once.
         """
         request = cast(C_STORE, event.request)
+        received = _Received(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID))
         try:
-            failure = self._archive(event, request)
+            failure = self._archive(event, request, received)
         except _UnparsableDataSetError as exc:
             # A retry of the same bytes fails the same way, so the status is Cannot understand.
             ids = _ids(event)
@@ -154,13 +172,20 @@ class StoreService:
             if failure is not None:
                 _log_failure(event, failure)
         counts = self._counts_of(event.assoc)
+        with self._counts_lock:
+            if failure is None and received.study is not None and received.series is not None:
+                counts.stored += 1
+                counts.transfers.stored(
+                    received.study, received.series, received.sop_class, received.sop_instance
+                )
+            elif failure is not None:
+                counts.rejected += 1
+                counts.transfers.failed(received.study, failure.status)
         if failure is None:
-            counts.stored += 1
             return success_status()
-        counts.rejected += 1
         return failure_status(failure)
 
-    def _archive(self, event: Event, request: C_STORE) -> StoreFailure | None:
+    def _archive(self, event: Event, request: C_STORE, received: _Received) -> StoreFailure | None:
         """Check and archive the instance. Return the failure, or None once it is stored."""
         caller = self._context.caller(event.assoc)
         if not caller.may("store"):
@@ -173,10 +198,15 @@ class StoreService:
         if not isinstance(spooled, SpoolFile):
             # build_ae installs the spooling, so only an AE built otherwise gets here.
             raise RuntimeError("the C-STORE data set was not spooled to a file")
-        return self._archive_spooled(event, request, caller.site, spooled)
+        return self._archive_spooled(event, request, caller.site, spooled, received)
 
     def _archive_spooled(
-        self, event: Event, request: C_STORE, site: str, spooled: SpoolFile
+        self,
+        event: Event,
+        request: C_STORE,
+        site: str,
+        spooled: SpoolFile,
+        received: _Received,
     ) -> StoreFailure | None:
         """Check and archive the data set that ``cirrus.gateway.spool`` wrote to a file.
 
@@ -189,7 +219,7 @@ class StoreService:
             spooled.close()
             if spooled.rejection is not None:
                 return StoreFailure(OUT_OF_RESOURCES, spooled.rejection, spooled.rejection)
-            failure = self._archive_file(request, site, spooled.path)
+            failure = self._archive_file(request, site, spooled.path, received)
         finally:
             spooled.delete()
         if failure is None:
@@ -198,7 +228,9 @@ class StoreService:
                 metrics.add_stored_bytes(spooled.received)
         return failure
 
-    def _archive_file(self, request: C_STORE, site: str, path: Path) -> StoreFailure | None:
+    def _archive_file(
+        self, request: C_STORE, site: str, path: Path, received: _Received
+    ) -> StoreFailure | None:
         services = self._context.services
         try:
             header, size = read_spooled_header(path)
@@ -209,6 +241,7 @@ class StoreService:
         except Exception as exc:
             message = f"data set could not be parsed: {type(exc).__name__}"
             raise _UnparsableDataSetError(message) from exc
+        received.study, received.series = checked.key.study, checked.key.series
         mismatch = _check_request_uids(request, checked.header, checked.sop_class_uid)
         if mismatch is not None:
             return mismatch
@@ -241,11 +274,17 @@ class StoreService:
         self._log_end(event.assoc, "aborted", logging.WARNING)
 
     def _log_end(self, assoc: Association, outcome: str, level: int) -> None:
-        """Log the end of an accepted association, but not the abort of a rejected one."""
+        """Log and audit the end of an accepted association, but not a rejected one's abort."""
         with self._counts_lock:
             counts = self._counts.pop(assoc, None)
         if counts is None:
             return
+        audit = self._context.audit
+        request_id = audit.association_id(assoc)
+        for audit_event in counts.transfers.events(
+            assoc, self._context.config, request_id, outcome
+        ):
+            audit.submit(audit_event)
         log_keys = peer(assoc)
         logger.log(
             level,
