@@ -1,9 +1,9 @@
 """The audit trail: every store, query, retrieve and delete, as a DICOM audit message.
 
-Each ``AuditEvent`` becomes one record of the append-only audit table (``cirrus.audit_table``)
-whose message has the shape of the DICOM audit message of PS3.15 A.5, as JSON: the element and
+Each ``AuditEvent`` becomes one record of the append-only audit table (``cirrus.audit_table``).
+Its message has the shape of the DICOM audit message of PS3.15 A.5, as JSON. The element and
 attribute names of the schema become keys, and repeated elements become lists. The events map
-to the messages of PS3.15 A.5.3 thus:
+to the DICOM audit messages thus:
 
 ============  ==============================================  ===============
 action        EventID                                         EventActionCode
@@ -155,7 +155,7 @@ class AuditEvent:
 
 # --- the message -------------------------------------------------------------------------
 
-# EventID and EventActionCode of each action (PS3.15 A.5.3.2, A.5.3.5 and A.5.3.10).
+# EventID and EventActionCode of each action, as the DICOM audit messages define them.
 _EVENTS: Final[Mapping[AuditAction, tuple[str, str, str]]] = {
     AuditAction.STORE: ("110104", "DICOM Instances Transferred", "C"),
     AuditAction.RETRIEVE: ("110104", "DICOM Instances Transferred", "R"),
@@ -163,21 +163,21 @@ _EVENTS: Final[Mapping[AuditAction, tuple[str, str, str]]] = {
     AuditAction.DELETE: ("110105", "DICOM Study Deleted", "D"),
 }
 
-# Audit Active Participant Role ID Codes (PS3.16 CID 402).
+# Role ID Codes of the active participants (DCM codes).
 APPLICATION_ROLE: Final = ("110150", "Application")
 DESTINATION_ROLE: Final = ("110152", "Destination Role ID")
 SOURCE_ROLE: Final = ("110153", "Source Role ID")
-# Participant Object ID Type Codes (PS3.16 CID 404) and the User ID Type Code of an AE title.
+# Participant Object ID Type Codes, and the User ID Type Code of an AE title (DCM codes).
 STUDY_INSTANCE_UID_TYPE: Final = (STUDY_INSTANCE_UID_CODE, "Study Instance UID")
 SOP_CLASS_UID_TYPE: Final = ("110181", "SOP Class UID")
 STATION_AE_TITLE_TYPE: Final = ("110119", "Station AE Title")
 
-# RFC 3881 5.1: the participant object is a system object, in the role of a report.
+# RFC 3881 codes: a study or a query is a system object (2) in the role of a report (3).
 _SYSTEM_OBJECT: Final = 2
 _REPORT_ROLE: Final = 3
-# RFC 3881 5.3: an application server process.
+# RFC 3881 code of the audit source type: an application server process.
 _APPLICATION_SERVER: Final = "4"
-# RFC 3881 5.3: NetworkAccessPointID is an IP address.
+# RFC 3881 code: NetworkAccessPointID is an IP address.
 _IP_ADDRESS: Final = 2
 
 

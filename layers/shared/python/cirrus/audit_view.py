@@ -1,4 +1,4 @@
-"""What ``cirrus audit`` runs: the two audit queries, on a data folder or a deployment, and output.
+"""The queries and output of ``cirrus audit``, on a data folder or on a deployment.
 
 A data folder's records are in its audit journal (``cirrus.local.audit_journal``). They are
 read through the same Queries as a deployment's: the command starts a moto server of its own,

@@ -40,15 +40,15 @@ from cirrus.gateway.aeconfig import AEConfig
 logger = logging.getLogger(__name__)
 
 # Records waiting to be written. Past this, new records are counted as failures, so that a
-# table that stopped answering cannot make the gateway run out of memory.
+# table that stopped responding cannot make the gateway run out of memory.
 MAX_QUEUED_RECORDS: Final = 10_000
 # Time that ``close`` gives the queued records at shutdown.
 CLOSE_TIMEOUT_SECONDS: Final = 10.0
 
 _STOP: Final = object()
 
-# Query/Retrieve SOP classes (PS3.4 C.6), by the action that an association proposing them asks
-# for. Storage SOP classes ask for ``store``.
+# Query/Retrieve SOP classes, by the action that an association proposing them requests.
+# Storage SOP classes request ``store``.
 _QUERY_MODELS: Final = frozenset(
     {
         "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root FIND
@@ -69,7 +69,7 @@ _STORAGE_CLASSES: Final = frozenset(
 
 
 class AuditFailureCounter(Protocol):
-    """What counts the records that could not be written: the gateway's metrics."""
+    """A counter of the records that could not be written: the gateway's metrics."""
 
     def add_audit_failure(self) -> None: ...
 
@@ -95,7 +95,11 @@ class GatewayAudit:
             return token
 
     def submit(self, event: AuditEvent) -> None:
-        """Queue ``event`` for writing; never raises and never blocks."""
+        """Queue ``event`` for writing, without waiting for the table.
+
+        A full queue or a closed writer does not raise: the first counts a failure, and the
+        second writes ``event`` in the caller's thread.
+        """
         with self._lock:
             if self._closed:
                 closed = True
