@@ -52,6 +52,20 @@ class IndexReader:
             raise NotFoundError(f"{scope} not found")
         return refs
 
+    def contains(
+        self, site: str, study: str, series: str | None = None, sop: str | None = None
+    ) -> bool:
+        """Tell whether a study, series or instance has an indexed instance, with one read."""
+        if sop is not None:
+            if series is None:
+                raise ValueError("an instance is looked up with its series")
+            pk, sk = study_pk(site, study), instance_sk(series, sop)
+            return get_record(self._model, pk, sk) is not None
+        records = self._model.query(
+            study_pk(site, study), self._model.sk.startswith(_instance_prefix(series)), limit=1
+        )
+        return next(iter(records), None) is not None
+
     def patient_studies(self, site: str, patient_id: str) -> list[str]:
         """Return the Study Instance UIDs of a patient's studies, from the ``by-patient`` index.
 
@@ -80,7 +94,7 @@ class IndexReader:
         return self._metadata_of(record)
 
     def _instance_records(self, site: str, study: str, series: str | None) -> Iterator[IndexRecord]:
-        prefix = f"{INSTANCE}#{series}#" if series else f"{INSTANCE}#"
+        prefix = _instance_prefix(series)
         return self._model.query(study_pk(site, study), self._model.sk.startswith(prefix))
 
     def _metadata_of(self, record: IndexRecord) -> JsonDict:
@@ -90,6 +104,11 @@ class IndexReader:
             raise NotFoundError(f"instance {record.sk} has no stored metadata")
         stored = zlib.decompress(self._store.get(record.metadata_key))
         return json.loads(stored)
+
+
+def _instance_prefix(series: str | None) -> str:
+    """Return the sort key prefix of the instance records of a series, or of a whole study."""
+    return f"{INSTANCE}#{series}#" if series else f"{INSTANCE}#"
 
 
 def _to_ref(record: IndexRecord) -> InstanceRef:

@@ -14,9 +14,10 @@ a Warning when that limit cut it short.
 
 from __future__ import annotations
 
+import heapq
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
@@ -71,14 +72,20 @@ INSTANCE_DEFAULTS: Final = frozenset(
     }
 )  # fmt: skip
 
+# The position of a match in a search's order (see ``_Search.ordered``).
+OrderKey = tuple[int | str, ...]
+
 _STUDY_LEVEL: Final = STUDY_TAGS | STUDY_COMPUTED
 _SERIES_LEVEL: Final = SERIES_TAGS | SERIES_COMPUTED
 
 
 @dataclass
 class QidoResult:
+    """The matches of one page, the Warning texts, and the site of each match."""
+
     matches: list[JsonDict]
     warnings: list[str] = field(default_factory=list)
+    sites: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -105,25 +112,66 @@ class QidoService:
         series: str | None = None,
     ) -> QidoResult:
         """Run one QIDO-RS search; ``study`` and ``series`` come from the resource path."""
+        return self.search_sites(
+            sites=(site,), level=level, params=params, base_url=base_url, study=study, series=series
+        )
+
+    def search_sites(
+        self,
+        *,
+        sites: Sequence[str],
+        level: str,
+        params: dict[str, list[str]],
+        base_url: str,
+        study: str | None = None,
+        series: str | None = None,
+    ) -> QidoResult:
+        """Run one QIDO-RS search in each of ``sites`` and page the merged matches.
+
+        Each site is searched on its own index partitions, as in a search of one site, and
+        the matches of all sites are merged in the order that one site's search returns them
+        (index order, see ``_Search.ordered``). A tie, such as one Study Instance UID in two
+        sites, goes to the site listed first. While the index does not change, that order is
+        the same on every request, so ``offset`` pages the merged result without gaps or
+        repeats.
+
+        With several sites, each match's RetrieveURL has the prefix ``/sites/{site}`` after
+        ``base_url``, so that it names the site it came from. With no sites, the parameters
+        are still checked, and the result is empty.
+        """
         query = parse_qido_params(level, params)
         needed = query.offset + query.limit + 1
-        run = _Search(self._model, site, query, base_url, study, series, needed)
-        matches = list(islice(run.matches(), query.offset, needed))
-        warnings = list(query.warnings) + run.warnings
-        if len(matches) > query.limit:
-            matches = matches[: query.limit]
+        qualify = len(sites) > 1
+        runs = [
+            _Search(
+                self._model,
+                site,
+                query,
+                f"{base_url.rstrip('/')}/sites/{site}" if qualify else base_url,
+                study,
+                series,
+                needed,
+            )
+            for site in sites
+        ]
+        ordered = heapq.merge(*(_tagged(run) for run in runs), key=lambda item: item[0])
+        page = list(islice(ordered, query.offset, needed))
+        warnings = list(query.warnings) + usable_constraints(query)[1]
+        if len(page) > query.limit:
+            page = page[: query.limit]
             warnings.append(
                 f"the result is cut to the first {query.limit} of more matches; "
                 f"ask with offset={query.offset + query.limit} for the next page"
             )
-        if run.cap.reached:
+        if any(run.cap.reached for run in runs):
             warnings.append(
                 f"no index serves these matching keys, so the search read only the first "
                 f"{UNINDEXED_READ_LIMIT} {level.lower()} records and the result may be "
                 "incomplete; add PatientID, AccessionNumber, StudyDate, ModalitiesInStudy, "
                 "a PatientName prefix or StudyInstanceUID to search them all"
             )
-        return QidoResult([run.project(candidate) for candidate in matches], warnings)
+        matches = [run.project(candidate) for _, run, candidate in page]
+        return QidoResult(matches, warnings, [run.site for _, run, _ in page])
 
     def all_matches(self, *, site: str, query: QidoQuery) -> MatchStream:
         """Return every match of ``query``, without ``offset`` and ``limit``, for C-FIND.
@@ -174,31 +222,13 @@ class _Search:
         self.study = study
         self.series = series
         self.needed = needed
-        self.warnings: list[str] = []
         self.cap = ReadCap(UNINDEXED_READ_LIMIT)
         self._studies: dict[str, IndexRecord | None] = {}
         self._series: dict[tuple[str, str], IndexRecord | None] = {}
-        self.constraints = self._usable_constraints()
+        self.constraints = usable_constraints(query)[0]
         self.plan: StudyPlan = plan_studies(site, query, study)
 
     # Which constraints apply at this level.
-
-    def _usable_constraints(self) -> list[Constraint]:
-        level = self.query.level
-        supported = _STUDY_LEVEL
-        if level in (SERIES, INSTANCE):
-            supported = supported | _SERIES_LEVEL
-        usable = []
-        for constraint in self.query.constraints:
-            top = constraint.top_level_tag
-            if level == INSTANCE or top in supported or constraint.is_universal:
-                usable.append(constraint)
-            else:
-                keyword = keyword_for_tag(int(top, 16)) or top
-                self.warnings.append(
-                    f"{keyword} is not matched in a {level.lower()} search and was ignored"
-                )
-        return usable
 
     def _study_constraints(self) -> list[Constraint]:
         return [
@@ -211,19 +241,30 @@ class _Search:
     # Candidates, each read by a DynamoDB Query or GetItem.
 
     def matches(self) -> Iterator[_Candidate]:
-        for candidate in self._candidates():
+        for _, candidate in self.ordered():
+            yield candidate
+
+    def ordered(self) -> Iterator[tuple[OrderKey, _Candidate]]:
+        """Yield each match with its key in the search's order, ascending.
+
+        The keys are what the plan's reads are sorted by: the position in the requested UIDs,
+        or the sort key of the index read, then, for a series or instance read from its
+        study's partition, the record's sort key. Every site's search of one query has the
+        same plan, so the keys of two sites compare in the same order.
+        """
+        for key, candidate in self._candidates():
             if candidate.needs_metadata:
                 candidate.attrs = {**_full_metadata(candidate.record), **candidate.attrs}
             if all(constraint.matches(candidate.attrs) for constraint in self.constraints):
-                yield candidate
+                yield key, candidate
 
-    def _candidates(self) -> Iterator[_Candidate]:
+    def _candidates(self) -> Iterator[tuple[OrderKey, _Candidate]]:
         if self.query.level == STUDY:
-            for record in self._study_records():
-                yield _Candidate(record, self._study_attrs(record))
+            for key, record in self._study_records():
+                yield key, _Candidate(record, self._study_attrs(record))
         elif self.query.level == SERIES:
-            for record in self._series_records():
-                yield _Candidate(record, self._series_attrs(record))
+            for key, record in self._series_records():
+                yield key, _Candidate(record, self._series_attrs(record))
         else:
             needs = self.query.include_all or any(
                 c.top_level_tag
@@ -231,17 +272,17 @@ class _Search:
                 and not c.is_universal
                 for c in self.constraints
             )
-            for record in self._instance_records():
-                yield _Candidate(record, self._instance_attrs(record), needs_metadata=needs)
+            for key, record in self._instance_records():
+                yield key, _Candidate(record, self._instance_attrs(record), needs_metadata=needs)
 
-    def _study_records(self) -> Iterator[IndexRecord]:
-        """Yield the study records the plan reads, in its order."""
+    def _study_records(self) -> Iterator[tuple[OrderKey, IndexRecord]]:
+        """Yield the study records the plan reads, in its order, each with its order key."""
         plan = self.plan
         if plan.uids is not None:
-            for uid in plan.uids:
+            for position, uid in enumerate(plan.uids):
                 record = self._study(uid)
                 if record is not None:
-                    yield record
+                    yield (position,), record
             return
         capped = not plan.selective and self._constrained()
         # A capped search filters most of what it reads, so it reads in large pages.
@@ -251,39 +292,43 @@ class _Search:
             records = distinct_studies(records)
         if capped:
             records = self.cap.apply(records)
+        attribute = plan.queries[0].range_attribute if plan.queries else "sk"
         for record in records:
             self._studies.setdefault(_study_uid(record), record)
-            yield record
+            yield (str(getattr(record, attribute)),), record
 
-    def _studies_in_scope(self) -> Iterator[str] | None:
+    def _studies_in_scope(self) -> Iterator[tuple[OrderKey, str]] | None:
         """Yield the studies a series or instance search is limited to; None for all."""
         if not self.plan.selective:
             return None
         constraints = self._study_constraints()
         return (
-            _study_uid(record)
-            for record in self._study_records()
+            (key, _study_uid(record))
+            for key, record in self._study_records()
             if all(c.matches(self._study_attrs(record)) for c in constraints)
         )
 
-    def _level_listing(self, level: str) -> Iterator[IndexRecord]:
+    def _level_listing(self, level: str) -> Iterator[tuple[OrderKey, IndexRecord]]:
         """Yield every record of a level from the ``by-level`` shards, capped if constrained."""
         queries = [KeyQuery("by_level", pk) for pk in level_pks(self.site, level)]
         if not self._constrained():
-            return merged(self.model, queries, self.needed)
-        return self.cap.apply(merged(self.model, queries, UNINDEXED_READ_LIMIT))
+            records = merged(self.model, queries, self.needed)
+        else:
+            records = self.cap.apply(merged(self.model, queries, UNINDEXED_READ_LIMIT))
+        return (((str(record.level_sk),), record) for record in records)
 
-    def _series_records(self) -> Iterator[IndexRecord]:
+    def _series_records(self) -> Iterator[tuple[OrderKey, IndexRecord]]:
         studies = self._studies_in_scope()
         if studies is None:
             yield from self._level_listing(SERIES)
             return
-        for uid in studies:
-            yield from self.model.query(
+        for key, uid in studies:
+            for record in self.model.query(
                 study_pk(self.site, uid), self.model.sk.startswith(f"{SERIES}#")
-            )
+            ):
+                yield (*key, record.sk), record
 
-    def _instance_records(self) -> Iterator[IndexRecord]:
+    def _instance_records(self) -> Iterator[tuple[OrderKey, IndexRecord]]:
         studies = self._studies_in_scope()
         if studies is None:
             yield from self._level_listing(INSTANCE)
@@ -294,8 +339,11 @@ class _Search:
             if constraint is not None and constraint.single_value is not None:
                 series = constraint.single_value
         prefix = f"{INSTANCE}#{series}#" if series else f"{INSTANCE}#"
-        for uid in studies:
-            yield from self.model.query(study_pk(self.site, uid), self.model.sk.startswith(prefix))
+        for key, uid in studies:
+            for record in self.model.query(
+                study_pk(self.site, uid), self.model.sk.startswith(prefix)
+            ):
+                yield (*key, record.sk), record
 
     def _study(self, uid: str) -> IndexRecord | None:
         if uid not in self._studies:
@@ -372,6 +420,30 @@ class _Search:
             if self.study is None:
                 tags |= STUDY_DEFAULTS
         return frozenset(tags)
+
+
+def usable_constraints(query: QidoQuery) -> tuple[list[Constraint], list[str]]:
+    """Return the constraints matched at the query's level, and a Warning for each other."""
+    level = query.level
+    supported = _STUDY_LEVEL
+    if level in (SERIES, INSTANCE):
+        supported = supported | _SERIES_LEVEL
+    usable = []
+    warnings = []
+    for constraint in query.constraints:
+        top = constraint.top_level_tag
+        if level == INSTANCE or top in supported or constraint.is_universal:
+            usable.append(constraint)
+        else:
+            keyword = keyword_for_tag(int(top, 16)) or top
+            warnings.append(f"{keyword} is not matched in a {level.lower()} search and was ignored")
+    return usable, warnings
+
+
+def _tagged(run: _Search) -> Iterator[tuple[OrderKey, _Search, _Candidate]]:
+    """Yield the matches of one site's search with their order key and the search."""
+    for key, candidate in run.ordered():
+        yield key, run, candidate
 
 
 def _study_uid(record: IndexRecord) -> str:
