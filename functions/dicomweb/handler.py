@@ -20,6 +20,7 @@ import dataclasses
 import threading
 from functools import cache
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -27,6 +28,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from cirrus.access import AccessPolicy
 from cirrus.config import Settings
 from cirrus.dicom.transcode import CodecsUnavailable
 from cirrus.dicomweb.app import DicomwebServices, build_app, resolve
@@ -48,7 +50,12 @@ _apps_lock = threading.Lock()
 
 
 def dicomweb_services(services: Services) -> DicomwebServices:
-    """Return the DICOMweb view of a deployment's services, for its default site."""
+    """Return the DICOMweb view of a deployment's services and its access rules.
+
+    Without an access document the view is open: every caller has every action on the
+    default site. Raises ``AccessConfigError`` when the access document is invalid.
+    """
+    access = access_policy(services.settings)
     return DicomwebServices(
         store=services.store,
         reader=services.index_reader,
@@ -70,7 +77,15 @@ def dicomweb_services(services: Services) -> DicomwebServices:
             if services.settings.pixel_function
             else None
         ),
+        access=access,
     )
+
+
+def access_policy(settings: Settings) -> AccessPolicy | None:
+    """Return the access rules of ``settings``, or None when they name no access document."""
+    if settings.access_file:
+        return AccessPolicy.load(Path(settings.access_file))
+    return None
 
 
 def handle(
@@ -89,8 +104,8 @@ def handle(
             # The HEAD resolver has no transfer store, so nothing is staged only to be dropped.
             # NOTE: so HEAD of a large resource gets 200, where GET gets a 303.
             response = resolve(head_app, {**event, "httpMethod": "GET"}, context)
-            return _without_body(response)
-        result = resolve(app, event, context)
+            return _without_body(response.result)
+        resolved = resolve(app, event, context)
     except CodecsUnavailable as exc:
         if view.pixels is None:
             logger.error("no pixel function is configured", extra={"reason": str(exc)})
@@ -100,8 +115,11 @@ def handle(
             )
         # The pixel function staged a large body and checked the payload itself.
         return view.pixels.forward(event)
+    result = resolved.result
     if view.transfers is not None:
-        result = ResponseStager(view.transfers, view.site).deliver(result)
+        # Staged under the site the response came from, or the default site for a merged query.
+        stager = ResponseStager(view.transfers, resolved.site or view.site)
+        result = stager.deliver(result)
     check_payload(result)
     return result
 
@@ -139,7 +157,14 @@ def _without_body(response: dict[str, Any]) -> dict[str, Any]:
 @cache
 def _lambda_services() -> DicomwebServices:
     copy_config_to_registered_loggers(source_logger=logger, include={"cirrus"})
-    return dicomweb_services(Services(Settings.from_env()))
+    view = dicomweb_services(Services(Settings.from_env()))
+    if view.access is None:
+        logger.warning(
+            "no access document is configured (CIRRUS_ACCESS_FILE): every caller that API "
+            "Gateway admits has every action on the default site",
+            extra={"site": view.site},
+        )
+    return view
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -1,7 +1,16 @@
 """The DICOMweb API: STOW-RS, WADO-RS, QIDO-RS and DELETE routes on API Gateway REST events.
 
 Route functions read the request from the event, call one domain function and build the
-response. Errors are translated once, by ``cirrus.dicomweb.errors``.
+response. Errors are translated once, by ``cirrus.dicomweb.errors``. Each request is
+authorized and audited by ``cirrus.dicomweb.guard``, and uses only the sites that its
+``/sites/{site}`` prefix and the caller's grants allow (``cirrus.dicomweb.scope``):
+
+- QIDO-RS searches every site where the caller may query and merges the matches;
+- WADO-RS answers from the first site, in the order of the caller's grants, whose index has
+  the study, series or instance, so a Study Instance UID in two sites is retrieved from the
+  site listed first, and from the other with its ``/sites/{site}`` prefix;
+- STOW-RS stores into the caller's one store site, or the site its prefix names;
+- DELETE deletes from the first site that has the resource, as a retrieve would read it.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConf
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
-from cirrus.audit import Actor, AuditLog
+from cirrus.access import AccessPolicy
+from cirrus.audit import AuditLog
 from cirrus.dicom.transcode import CodecsUnavailable
 from cirrus.dicomweb.bundles import MetadataBundles, entity_tag, representation_etag
 from cirrus.dicomweb.delete import DeleteTarget, delete_resource
@@ -38,6 +48,18 @@ from cirrus.dicomweb.errors import (
 )
 from cirrus.dicomweb.forwarding import PixelForwarder
 from cirrus.dicomweb.frames import parse_frame_list, retrieve_frames
+from cirrus.dicomweb.guard import (
+    STATE_KEY,
+    RequestState,
+    guard,
+    query_key_names,
+    request_actor,
+    request_state,
+    studies_of_matches,
+    studies_of_path,
+    studies_of_refs,
+    studies_of_stored,
+)
 from cirrus.dicomweb.rendered import (
     RenderOptions,
     parse_render_options,
@@ -46,6 +68,7 @@ from cirrus.dicomweb.rendered import (
     render_instance,
 )
 from cirrus.dicomweb.rendered_group import StagedRendering, render_group
+from cirrus.dicomweb.scope import SITE_PREFIX, first_site_with, split_site_prefix
 from cirrus.dicomweb.stow import instance_parts, response_media_type, store_instances
 from cirrus.dicomweb.uploads import create_upload, discard_upload, read_upload
 from cirrus.dicomweb.wado import (
@@ -61,6 +84,7 @@ from cirrus.dicomweb.wado import (
 from cirrus.errors import (
     CirrusError,
     InvalidRequestError,
+    NotFoundError,
     PayloadTooLargeError,
     StoreUnavailableError,
 )
@@ -109,10 +133,12 @@ _RESOLVE_LOCK: Final = threading.Lock()
 
 @dataclass(frozen=True)
 class DicomwebServices:
-    """The adapters and the site that one DICOMweb API serves.
+    """The adapters of one DICOMweb API, its default site and its access rules.
 
     ``qido`` has ``search(site=, level=, params=, study=, series=, base_url=)`` returning an
-    object with ``matches`` (DICOM JSON) and ``warnings`` (text).
+    object with ``matches`` (DICOM JSON) and ``warnings`` (text), and for a caller with
+    several sites ``search_sites(sites=, ...)`` (``cirrus.query.qido.QidoService``).
+    ``access`` None is open: every caller has every action on ``site``.
     """
 
     store: ObjectStore
@@ -130,11 +156,25 @@ class DicomwebServices:
     transfers: TransferStore | None = None
     # Where requests go that need pixel codecs this process lacks (see forwarding.py).
     pixels: PixelForwarder | None = None
+    access: AccessPolicy | None = None
+
+    @property
+    def policy(self) -> AccessPolicy:
+        return self.access if self.access is not None else AccessPolicy.open_to(self.site)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The proxy response to one event, and the first site the request used, if any."""
+
+    result: dict[str, Any]
+    site: str | None
 
 
 def build_app(services: DicomwebServices) -> APIGatewayRestResolver:
     """Build the resolver with every DICOMweb route bound to ``services``."""
     app = APIGatewayRestResolver(cors=cors_config(services.cors_origins))
+    app.use([guard(services.policy, services.audit, services.pixels is not None)])
     _add_error_handlers(app)
     _add_stow_routes(app, services)
     _add_wado_routes(app, services)
@@ -161,10 +201,21 @@ def cors_config(origins: tuple[str, ...]) -> CORSConfig | None:
     )
 
 
-def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Resolve one proxy event with ``app``. Several threads may call this at once."""
+def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> Resolved:
+    """Resolve one proxy event with ``app``. Several threads may call this at once.
+
+    A ``/sites/{site}`` prefix of the path is removed before routing and kept in the
+    request's state, which the routes and the guard read.
+    """
+    requested_site, path = split_site_prefix(str(event.get("path") or "/"))
+    if requested_site is not None:
+        event = {**event, "path": path}
+    state = RequestState(requested_site)
     with _RESOLVE_LOCK:
-        return app.resolve(event, context)
+        # The resolver clears its context after each event.
+        app.context[STATE_KEY] = state
+        result = app.resolve(event, context)
+    return Resolved(result, state.served_site)
 
 
 def base_url(event: APIGatewayProxyEvent) -> str:
@@ -184,6 +235,16 @@ def base_url(event: APIGatewayProxyEvent) -> str:
         host = f"{host}:{port}"
     stage = event.request_context.stage
     return f"{scheme}://{host}/{stage}" if stage else f"{scheme}://{host}"
+
+
+def request_base_url(app: APIGatewayRestResolver) -> str:
+    """Return the base URL of the request being resolved, with its ``/sites/{site}`` prefix.
+
+    URLs built on it (RetrieveURL, BulkDataURI, Location) then name the request's site.
+    """
+    url = base_url(app.current_event)
+    site = request_state(app).requested_site
+    return f"{url}{SITE_PREFIX}{site}" if site is not None else url
 
 
 def request_body(event: APIGatewayProxyEvent) -> bytes:
@@ -248,13 +309,16 @@ def _add_error_handlers(app: APIGatewayRestResolver) -> None:
 
 def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
     def store(study: str | None, content_type: str | None, body: bytes) -> Response[str]:
-        event = app.current_event
+        event, state = app.current_event, request_state(app)
+        site = state.store_site()
+        state.use(site)
         response_type = response_media_type(event.headers.get("Accept"))
         parts = instance_parts(content_type, body)
         del body
         outcome = store_instances(
-            services.store, services.site, parts, base_url(event), study, services.claims
+            services.store, site, parts, request_base_url(app), study, services.claims
         )
+        state.use(site, studies_of_stored(outcome.stored))
         headers: dict[str, str | list[str]] = {}
         headers.update(warning_headers(event, outcome.warnings))
         if outcome.status == HTTPStatus.SERVICE_UNAVAILABLE:
@@ -284,18 +348,22 @@ def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
     @app.post("/uploads")
     def _new_upload() -> Response[str]:
-        ticket = create_upload(transfers(), services.site)
-        location = f"{base_url(app.current_event)}/uploads/{ticket.upload_id}"
+        state = request_state(app)
+        # Nothing is stored yet; the store request that follows is audited.
+        state.record_success = False
+        ticket = create_upload(transfers(), state.store_site())
+        location = f"{request_base_url(app)}/uploads/{ticket.upload_id}"
         body = ticket.as_json(location)
         return _json(body, HTTPStatus.CREATED, {"Location": location, "Cache-Control": "no-store"})
 
     def store_upload(upload_id: str, study: str | None) -> Response[str]:
         event, upload_id = app.current_event, unquote(upload_id)
+        site = request_state(app).store_site()
         requested_type = event.headers.get("Content-Type")
-        content_type, body = read_upload(transfers(), services.site, upload_id, requested_type)
+        content_type, body = read_upload(transfers(), site, upload_id, requested_type)
         response = store(study, content_type, body)
         if response.status_code != HTTPStatus.SERVICE_UNAVAILABLE:
-            discard_upload(transfers(), services.site, upload_id)
+            discard_upload(transfers(), site, upload_id)
         return response
 
     @app.post("/uploads/<upload_id>/studies")
@@ -308,11 +376,20 @@ def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
 
 def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
-    store, reader, site = services.store, services.reader, services.site
+    store, reader = services.store, services.reader
+
+    def locate(study: str, series: str | None = None, sop: str | None = None) -> str:
+        """Return the site to retrieve from: the first granted one that has the resource."""
+        state = request_state(app)
+        site = first_site_with(state.sites(), reader.contains, study, series, sop)
+        state.use(site)
+        return site
 
     def instances(study: str, series: str | None = None, sop: str | None = None) -> Response[Any]:
+        site = locate(study, series, sop)
         accept = app.current_event.headers.get("Accept")
         plan = plan_instances(reader, site, study, series, sop, accept)
+        request_state(app).use(site, studies_of_refs(ref for ref, _ in plan.items))
         if services.transfers is not None and plan.stored_size > MAX_BUFFERED_BODY:
             # Encoded part by part into S3, so the body is never held whole (delivery.py).
             parts = plan.parts(store)
@@ -326,9 +403,11 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
     def metadata(study: str, series: str | None = None, sop: str | None = None) -> Response[str]:
         event = app.current_event
+        site = locate(study, series, sop)
         items = retrieve_metadata(
-            reader, site, base_url(event), study, series, sop, event.headers.get("Accept")
+            reader, site, request_base_url(app), study, series, sop, event.headers.get("Accept")
         )
+        request_state(app).use(site, studies_of_path(study, series, sop))
         body = json.dumps(items, separators=(",", ":"))
         # A strong validator of the exact body, so a viewer can revalidate cached metadata.
         etag = f'"{hashlib.sha256(body.encode()).hexdigest()[:32]}"'
@@ -350,7 +429,9 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
             return metadata(study, series)
         event = app.current_event
         require_dicom_json(event.headers.get("Accept"))
-        url = base_url(event)
+        site = locate(study, series)
+        request_state(app).use(site, studies_of_path(study, series))
+        url = request_base_url(app)
         gzip_coded = _accepts_gzip(event.headers.get("Accept-Encoding"))
         cached = _entity_tags(event.headers.get("If-None-Match"))
         headers: dict[str, str | list[str]] = {
@@ -400,14 +481,23 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     def _instance_metadata(study: str, series: str, instance: str) -> Response[str]:
         return metadata(unquote(study), unquote(series), unquote(instance))
 
+    def located_instance(
+        study: str, series: str, instance: str
+    ) -> tuple[str, tuple[str, str, str]]:
+        """Return the site of an instance path and its decoded UIDs, noting them as touched."""
+        uids = (unquote(study), unquote(series), unquote(instance))
+        site = locate(*uids)
+        request_state(app).use(site, studies_of_path(*uids))
+        return site, uids
+
     @app.get(f"{_INSTANCE}/frames/<frames>")
     def _frames(study: str, series: str, instance: str, frames: str) -> Response[bytes]:
-        uids = (unquote(study), unquote(series), unquote(instance))
+        site, uids = located_instance(study, series, instance)
         accept = app.current_event.headers.get("Accept")
         return _binary(retrieve_frames(store, reader, site, uids, unquote(frames), accept))
 
     def rendered(
-        uids: tuple[str, str, str], frame: int, options: RenderOptions | None = None
+        site: str, uids: tuple[str, str, str], frame: int, options: RenderOptions | None = None
     ) -> Response[bytes]:
         event = app.current_event
         if options is None:
@@ -417,22 +507,24 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
     @app.get(f"{_INSTANCE}/rendered")
     def _rendered(study: str, series: str, instance: str) -> Response[bytes]:
-        return rendered((unquote(study), unquote(series), unquote(instance)), 1)
+        return rendered(*located_instance(study, series, instance), 1)
 
     @app.get(f"{_INSTANCE}/frames/<frames>/rendered")
     def _frame_rendered(study: str, series: str, instance: str, frames: str) -> Response[bytes]:
+        site, uids = located_instance(study, series, instance)
         numbers = parse_frame_list(unquote(frames))
         event = app.current_event
         options = parse_render_options(query_params(event))
-        uids = (unquote(study), unquote(series), unquote(instance))
         accept = event.headers.get("Accept")
         return _binary(render_frames(store, reader, site, uids, numbers, options, accept))
 
     def rendered_group(study: str, series: str | None = None) -> Response[Any]:
         event = app.current_event
+        site = locate(study, series)
+        request_state(app).use(site, studies_of_path(study, series))
         options = parse_render_options(query_params(event))
         accept = event.headers.get("Accept")
-        url = base_url(event)
+        url = request_base_url(app)
         result = render_group(
             store, reader, site, url, study, series, options, accept, MAX_BUFFERED_BODY
         )
@@ -462,14 +554,17 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     @app.get(f"{_INSTANCE}/thumbnail")
     def _thumbnail(study: str, series: str, instance: str) -> Response[bytes]:
         options = parse_thumbnail_options(query_params(app.current_event))
-        return rendered((unquote(study), unquote(series), unquote(instance)), 1, options)
+        return rendered(*located_instance(study, series, instance), 1, options)
 
     @app.get("/studies/<study>/series/<series>/thumbnail")
     def _series_thumbnail(study: str, series: str) -> Response[bytes]:
         options = parse_thumbnail_options(query_params(app.current_event))
-        refs = reader.instances(site, unquote(study), unquote(series))
+        study, series = unquote(study), unquote(series)
+        site = locate(study, series)
+        refs = reader.instances(site, study, series)
         middle = refs[len(refs) // 2]
-        return rendered((middle.study, middle.series, middle.sop), 1, options)
+        request_state(app).use(site, studies_of_refs([middle]))
+        return rendered(site, (middle.study, middle.series, middle.sop), 1, options)
 
     # A bulk data path has slashes (00880200/0/7FE00010), which a route parameter cannot
     # contain, so the rule matches any depth and the path is read from the request path.
@@ -477,7 +572,7 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     def _bulkdata(study: str, series: str, instance: str, first: str) -> Response[bytes]:
         event = app.current_event
         path = unquote(event.path.split(_BULKDATA, 1)[1])
-        uids = (unquote(study), unquote(series), unquote(instance))
+        site, uids = located_instance(study, series, instance)
         accept = event.headers.get("Accept")
         byte_range = event.headers.get("Range")
         representation = retrieve_bulkdata(store, reader, site, uids, path, accept, byte_range)
@@ -492,16 +587,24 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
 def _add_qido_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
     def search(level: str, study: str | None = None, series: str | None = None) -> Response[str]:
-        event = app.current_event
+        event, state = app.current_event, request_state(app)
+        params = query_params(event)
+        state.query_keys = query_key_names(params, study, series)
+        sites = state.sites()
         require_dicom_json(event.headers.get("Accept"))
-        result = services.qido.search(
-            site=services.site,
-            level=level,
-            params=query_params(event),
-            study=study,
-            series=series,
-            base_url=base_url(event),
-        )
+        scope = {"level": level, "params": params, "study": study, "series": series}
+        if len(sites) == 1:
+            result = services.qido.search(site=sites[0], base_url=request_base_url(app), **scope)
+            match_sites = [sites[0]] * len(result.matches)
+        else:
+            # Several sites, or none when the prefix names a site the caller may not query.
+            result = services.qido.search_sites(
+                sites=sites, base_url=request_base_url(app), **scope
+            )
+            match_sites = result.sites
+        for site in sites:
+            matches = [m for m, s in zip(result.matches, match_sites, strict=True) if s == site]
+            state.use(site, studies_of_matches(matches, study, series))
         headers: dict[str, str | list[str]] = {}
         headers.update(warning_headers(event, list(result.warnings)))
         if not result.matches:
@@ -537,24 +640,42 @@ def _add_qido_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
 def _add_delete_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
     def delete(study: str, series: str | None = None, sop: str | None = None) -> Response[str]:
-        event = app.current_event
+        event, state = app.current_event, request_state(app)
         if services.deleter is None or services.audit is None:
             return json_error(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 "DELETE is not enabled on this server",
                 headers={"Allow": ", ".join(_SERVED_METHODS)},
             )
-        target = DeleteTarget(services.site, study, series, sop)
         request_id = event.request_context.request_id or ""
-        delete_resource(
-            services.store,
-            services.deleter,
-            services.audit,
-            target,
-            request_actor(event),
-            request_id,
-        )
-        return Response(status_code=int(HTTPStatus.NO_CONTENT), body="")
+        sites = state.sites()
+        # The first site that has the resource, in the order of the grants, as a retrieve
+        # reads it. delete_resource raises NotFoundError before it writes or deletes anything.
+        for site in sites:
+            target = DeleteTarget(site, study, series, sop)
+            try:
+                delete_resource(
+                    services.store,
+                    services.deleter,
+                    services.audit,
+                    target,
+                    request_actor(event),
+                    request_id,
+                )
+            except NotFoundError:
+                if len(sites) == 1:
+                    state.use(site)
+                    raise
+                continue
+            except Exception:
+                state.use(site)
+                raise
+            state.use(site, studies_of_path(study, series, sop))
+            # The deletion record, written before anything was deleted, audits the success.
+            state.record_success = False
+            return Response(status_code=int(HTTPStatus.NO_CONTENT), body="")
+        unknown = DeleteTarget(services.site, study, series, sop)
+        raise NotFoundError(f"{unknown.describe()} not found")
 
     @app.delete("/studies/<study>")
     def _delete_study(study: str) -> Response[str]:
@@ -567,39 +688,6 @@ def _add_delete_routes(app: APIGatewayRestResolver, services: DicomwebServices) 
     @app.delete(_INSTANCE)
     def _delete_instance(study: str, series: str, instance: str) -> Response[str]:
         return delete(unquote(study), unquote(series), unquote(instance))
-
-
-def request_actor(event: APIGatewayProxyEvent) -> Actor:
-    """Return who sent ``event``: the authorizer's user, else the IAM caller, and the client.
-
-    A Cognito user pool authorizer puts the token's claims under ``authorizer.claims``, and a
-    Lambda authorizer puts ``principalId`` under ``authorizer``. The raw event is read because
-    any of these fields may be absent.
-    """
-    context = _mapping(event.raw_event.get("requestContext"))
-    authorizer = _mapping(context.get("authorizer"))
-    claims = _mapping(authorizer.get("claims"))
-    identity = _mapping(context.get("identity"))
-    principal = (
-        claims.get("cognito:username")
-        or claims.get("sub")
-        or authorizer.get("principalId")
-        or identity.get("userArn")
-        or identity.get("cognitoIdentityId")
-    )
-    return Actor(
-        principal=str(principal) if principal else None,
-        source_ip=_text(identity.get("sourceIp")),
-        user_agent=_text(identity.get("userAgent")),
-    )
-
-
-def _mapping(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: object) -> str | None:
-    return str(value) if value else None
 
 
 def _accepts_gzip(header: str | None) -> bool:

@@ -20,6 +20,7 @@ from typing import Final
 
 from aws_lambda_powertools.event_handler import Response
 
+from cirrus.access import AccessDeniedError
 from cirrus.errors import (
     CirrusError,
     ConflictError,
@@ -45,6 +46,7 @@ HTTP_STATUS: Final[dict[type[CirrusError], HTTPStatus]] = {
     InvalidRequestError: HTTPStatus.BAD_REQUEST,
     InvalidInstanceError: HTTPStatus.BAD_REQUEST,
     NotFoundError: HTTPStatus.NOT_FOUND,
+    AccessDeniedError: HTTPStatus.FORBIDDEN,
     NotAcceptableError: HTTPStatus.NOT_ACCEPTABLE,
     RangeNotSatisfiableError: HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
     ConflictError: HTTPStatus.CONFLICT,
