@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from cirrus.audit import AUDIT_PREFIX
+from cirrus.access import AccessPolicy
 from cirrus.config import ENV, ResourceNames
 from cirrus.storage.transfers import TRANSFER_PREFIX
 from cirrus_infra.lambdas import (
@@ -54,6 +54,9 @@ SERVICE: Final = "cirrus-dicomweb"
 # Context key of the origins allowed to call DICOMweb from a browser, comma-separated:
 # `cdk synth -c cors-origins=https://viewer.example.org`.
 CORS_CONTEXT_KEY: Final = "cors-origins"
+# The principals that may use DICOMweb, as a cirrus.access document, for example
+# `-c 'access={"principals": {"arn:aws:iam::111122223333:role/ct": {"north": ["store"]}}}'`.
+ACCESS_CONTEXT_KEY: Final = "access"
 # The integration timeout of a REST API is 29 s unless a quota increase is granted, so the
 # function stops a little later, when API Gateway has returned 504 already.
 FUNCTION_TIMEOUT: Final = Duration.seconds(30)
@@ -171,6 +174,17 @@ class DicomwebApi(Construct):
         if context:
             self.add_cors_origins([origin.strip() for origin in str(context).split(",")])
 
+    def set_access(self, principals: dict[str, Any]) -> None:
+        """Give both functions the access document of ``principals`` (see cirrus.access).
+
+        Values may contain tokens, such as the ARNs of the viewer groups' roles, which
+        CloudFormation resolves at deployment. NOTE: Lambda limits a function's environment to
+        4 KB, which about twenty principals of two sites each fill.
+        """
+        document = Stack.of(self).to_json_string({"principals": principals})
+        for function in (self.function, self.pixels.function):
+            function.add_environment(ENV["access_document"], document)
+
     def add_cors_origins(self, origins: Sequence[str]) -> None:
         """Let browser pages of ``origins`` (scheme and host) call DICOMweb.
 
@@ -212,7 +226,10 @@ class DicomwebApi(Construct):
                 actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
                 resources=[f"{bucket}/{INGEST_PREFIX}*"],
             ),
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[f"{bucket}/{AUDIT_PREFIX}*"]),
+            # Audit records, in a table where nothing may change or delete them.
+            iam.PolicyStatement(
+                actions=["dynamodb:PutItem"], resources=[storage.audit_table.table_arn]
+            ),
             iam.PolicyStatement(
                 actions=[
                     "s3:GetObject",
@@ -273,8 +290,6 @@ class DicomwebApi(Construct):
             f"Resource::<{bucket}.Arn>/{INGEST_PREFIX}*": "Instance keys are made from the "
             "UIDs of each stored instance.",
             f"Resource::<{bucket}.Arn>/{TRANSFER_PREFIX}*": "Transfer keys are random per request.",
-            f"Resource::<{bucket}.Arn>/{AUDIT_PREFIX}*": "Audit keys are made from the time "
-            "and a random id of each record.",
             "Resource::*": WILDCARD_RESOURCE_REASON,
         }
         acknowledge_wildcards(self.policy, findings)
@@ -306,3 +321,17 @@ class DicomwebApi(Construct):
         }
         for rule, reason in reasons.items():
             Validations.of(self.api).acknowledge(Acknowledgment(id=rule, reason=reason))
+
+
+def read_access_context(value: object) -> dict[str, Any]:
+    """Return the principals of the ``access`` context value, checked as the function checks them.
+
+    The value is a cirrus.access document, as an object or as JSON text. Raises
+    ``AccessConfigError`` (a ``ValueError``) for an invalid one.
+    """
+    if value is None:
+        return {}
+    text = value if isinstance(value, str) else json.dumps(value)
+    AccessPolicy.from_json(text, source=f"context value {ACCESS_CONTEXT_KEY}")
+    principals: dict[str, Any] = json.loads(text)["principals"]
+    return principals

@@ -400,6 +400,10 @@ class Gateway(Construct):
                 resources=[table],
                 conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["*#SOP#*"]}},
             ),
+            # Audit records of associations, in a table where nothing may change or delete them.
+            iam.PolicyStatement(
+                actions=["dynamodb:PutItem"], resources=[storage.audit_table.table_arn]
+            ),
             iam.PolicyStatement(
                 actions=["kms:Decrypt", "kms:GenerateDataKey"],
                 resources=[storage.key.key_arn],
@@ -564,6 +568,7 @@ class Gateway(Construct):
             ENV["deployment"]: names.deployment,
             ENV["bucket"]: storage.bucket.bucket_name,
             ENV["table"]: storage.table.table_name,
+            ENV["audit_table"]: storage.audit_table.table_name,
             ENV["kms_key_id"]: storage.key.key_arn,
             ENV["region"]: Stack.of(self).region,
             # gateway/main.py

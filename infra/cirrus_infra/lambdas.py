@@ -87,6 +87,7 @@ def settings_environment(names: ResourceNames, storage: Storage) -> dict[str, st
         ENV["deployment"]: names.deployment,
         ENV["bucket"]: storage.bucket.bucket_name,
         ENV["table"]: storage.table.table_name,
+        ENV["audit_table"]: storage.audit_table.table_name,
         ENV["ingest_queue"]: storage.ingest_queue.queue_name,
         ENV["dead_letter_queue"]: storage.dead_letter_queue.queue_name,
         ENV["kms_key_id"]: storage.key.key_arn,

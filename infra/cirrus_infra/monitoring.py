@@ -417,8 +417,19 @@ class Monitoring(Construct):
                 right=[emf("SpoolBytes", "Maximum")],
             ),
         )
+        # The gateway keeps an instance whose audit record it could not write, so every
+        # missing record needs an operator's look.
+        audit_alarm = self._alarm(
+            "GatewayAuditFailures",
+            name="gateway-audit-failures",
+            description="The gateway could not write audit records; see its log for the cause.",
+            metric=emf("AuditFailures", "Sum"),
+            threshold=0,
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        )
         self.dashboard.add_widgets(
-            _graph("Gateway failure responses by status", failures, width=3 * _WIDGET_WIDTH)
+            _graph("Gateway failure responses by status", failures, width=2 * _WIDGET_WIDTH),
+            _graph("Gateway audit records not written", [emf("AuditFailures", "Sum")], audit_alarm),
         )
 
 

@@ -22,7 +22,6 @@ from aws_cdk import Acknowledgment, Duration, Validations
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from cirrus.audit import AUDIT_PREFIX
 from cirrus.dicomweb.delivery import RESPONSES_KIND
 from cirrus.storage.transfers import TRANSFER_PREFIX
 from cirrus_infra.lambdas import (
@@ -115,9 +114,11 @@ class DicomwebPixelFunction(Construct):
         return [
             # Instances, and metadata that is too large for its index record.
             iam.PolicyStatement(actions=["s3:GetObject"], resources=[f"{bucket}/{INGEST_PREFIX}*"]),
-            # Audit records (cirrus.audit), as the DICOMweb function writes them. It cannot read
-            # them back.
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[f"{bucket}/{AUDIT_PREFIX}*"]),
+            # Audit records (cirrus.audit), as the DICOMweb function writes them, in a table
+            # where nothing may change or delete them. It cannot read them back.
+            iam.PolicyStatement(
+                actions=["dynamodb:PutItem"], resources=[storage.audit_table.table_arn]
+            ),
             # Large responses are written in parts, and a failed upload is aborted. Clients
             # read them through URLs presigned with this role.
             iam.PolicyStatement(
@@ -138,8 +139,6 @@ class DicomwebPixelFunction(Construct):
             "UIDs of each stored instance.",
             f"Resource::<{bucket}.Arn>/{RESPONSES_PATTERN}": "Staged response keys are made "
             "from the site and a random id per request.",
-            f"Resource::<{bucket}.Arn>/{AUDIT_PREFIX}*": "Audit keys are made from the time "
-            "and a random id of each record.",
             "Resource::*": WILDCARD_RESOURCE_REASON,
         }
         acknowledge_wildcards(self.policy, findings)

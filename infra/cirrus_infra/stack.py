@@ -10,7 +10,7 @@ from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
 from constructs import Construct
 
 from cirrus.config import DEFAULT_DEPLOYMENT, ResourceNames
-from cirrus_infra.dicomweb import DicomwebApi
+from cirrus_infra.dicomweb import ACCESS_CONTEXT_KEY, DicomwebApi, read_access_context
 from cirrus_infra.gateway import DICOM_PORT, MIN_TASKS, TLS_PORT, Gateway
 from cirrus_infra.ingest import IngestFunction
 from cirrus_infra.layers import Layers
@@ -65,8 +65,10 @@ class CirrusStack(Stack):
         self.viewer = Viewer(
             self, "Viewer", names=names, storage=self.storage, api=self.dicomweb.api
         )
-        # The viewer's pages call DICOMweb from the browser.
+        # The viewer's pages call DICOMweb from the browser, with the roles of their groups.
         self.dicomweb.add_cors_origins([self.viewer.url])
+        configured = read_access_context(self.node.try_get_context(ACCESS_CONTEXT_KEY))
+        self.dicomweb.set_access({**configured, **self.viewer.access_grants()})
         self.monitoring = Monitoring(
             self, "Monitoring", names=names, storage=self.storage, api=self.dicomweb.api
         )

@@ -16,6 +16,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from cirrus.audit_table import STUDY_INDEX
 from cirrus.config import INGEST_MAX_RECEIVES, ResourceNames
 from cirrus.storage.keys import INSTANCE_SUFFIX, site_prefix, validate_site
 from cirrus.storage.transfers import TRANSFER_EXPIRATION_DAYS, TRANSFER_PREFIX
@@ -54,6 +55,15 @@ GLOBAL_SECONDARY_INDEXES: Final = (
 # the last 35 days: one a month, kept a year. Each backup copies the whole table, so daily
 # backups kept a year would cost 365 copies of the index (docs/deploy.md, "Cost model").
 BACKUP_RETENTION: Final = Duration.days(365)
+# What the audit table's resource policy denies to everyone: every change to an existing item.
+# BatchWriteItem is in the list because it can delete items; the code writes with PutItem.
+AUDIT_CHANGE_ACTIONS: Final = (
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+)
 # Without context, every site's objects move to Glacier Instant Retrieval after this many days:
 # reads still take milliseconds, at a lower storage price (docs/deploy.md has the prices).
 DEFAULT_TIERING_DAYS: Final = 180
@@ -149,6 +159,7 @@ class Storage(Construct):
         self.dead_letter_queue, self.ingest_queue = self._ingest_queues(names)
         self.bucket = self._archive_bucket(names)
         self.table = self._index_table(names)
+        self.audit_table = self._audit_table(names)
         self.backup_plan = self._backup_plan(names)
 
     def _data_key(self, names: ResourceNames) -> kms.Key:
@@ -474,6 +485,52 @@ class Storage(Construct):
             )
         return table
 
+    def _audit_table(self, names: ResourceNames) -> dynamodb.Table:
+        """The append-only audit trail (cirrus.audit_table), encrypted with the data key.
+
+        Application roles get PutItem only, and the code writes every item under a condition
+        that it does not exist yet. The table's resource policy also denies every principal
+        the operations that change or delete an item, administrators included. NOTE: PutItem
+        without that condition would still replace an item, because IAM has no condition key
+        for a condition expression. Point-in-time recovery keeps 35 days of history against it.
+        """
+        table = dynamodb.Table(
+            self,
+            "Audit",
+            table_name=names.audit_table,
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+            resource_policy=iam.PolicyDocument(
+                statements=[
+                    iam.PolicyStatement(
+                        sid="AppendOnly",
+                        effect=iam.Effect.DENY,
+                        principals=[iam.AnyPrincipal()],
+                        actions=list(AUDIT_CHANGE_ACTIONS),
+                        resources=["*"],
+                    )
+                ]
+            ),
+        )
+        index_name, partition_key, sort_key = STUDY_INDEX
+        table.add_global_secondary_index(
+            index_name=index_name,
+            partition_key=dynamodb.Attribute(
+                name=partition_key, type=dynamodb.AttributeType.STRING
+            ),
+            sort_key=dynamodb.Attribute(name=sort_key, type=dynamodb.AttributeType.STRING),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
+        return table
+
     def _backup_plan(self, names: ResourceNames) -> backup.BackupPlan:
         """Back the index table up monthly into a vault encrypted with the data key.
 
@@ -495,8 +552,13 @@ class Storage(Construct):
                 delete_after=BACKUP_RETENTION,
             )
         )
+        # The audit trail too, so its records outlive point-in-time recovery's 35 days.
         selection = plan.add_selection(
-            "Index", resources=[backup.BackupResource.from_dynamo_db_table(self.table)]
+            "Index",
+            resources=[
+                backup.BackupResource.from_dynamo_db_table(self.table),
+                backup.BackupResource.from_dynamo_db_table(self.audit_table),
+            ],
         )
         Validations.of(selection).acknowledge(
             Acknowledgment(

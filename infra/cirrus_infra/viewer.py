@@ -3,7 +3,15 @@
 Viewer users are created by an administrator in a Cognito user pool and sign in through the
 Cognito hosted UI with the authorization code grant and PKCE. Each site of the ``sites``
 context value gets one Cognito group, so ID and access tokens list a user's sites in the
-``cognito:groups`` claim.
+``cognito:groups`` claim. The ``viewer-groups`` context value adds groups that read several
+sites, for teleradiologists: ``{"telerad": ["north", "south"]}``.
+
+The browser calls DICOMweb, whose methods need IAM authorization, with credentials from a
+Cognito identity pool. Each group has an IAM role that may call the API's GET and HEAD
+methods, and the identity pool gives a user the role of the group that the ID token prefers
+(``cognito:preferred_role``: the group with the lowest precedence). The DICOMweb function then
+grants that role query and retrieve on the group's sites (``access_grants``), so what a user
+sees follows from their group, as for any other principal of ``cirrus.access``.
 
 The viewer's files go to a private S3 bucket that only the CloudFront distribution reads,
 through origin access control. Nothing is deployed into the bucket yet.
@@ -22,6 +30,8 @@ from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_cognito_identitypool as identitypool
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -32,11 +42,15 @@ from cirrus_infra.storage import Storage
 # Context keys: `cdk synth -c sites=north,south`, and a custom domain for the viewer with
 # `-c viewer-domain-name=viewer.example.org -c viewer-certificate-arn=arn:aws:acm:us-east-1:...`.
 SITES_CONTEXT_KEY: Final = "sites"
+VIEWER_GROUPS_CONTEXT_KEY: Final = "viewer-groups"
 DOMAIN_NAME_CONTEXT_KEY: Final = "viewer-domain-name"
 CERTIFICATE_CONTEXT_KEY: Final = "viewer-certificate-arn"
 
 # Cognito group of the viewer users of one site: "site-" and the site id.
 SITE_GROUP_PREFIX: Final = "site-"
+# What a viewer user may do on the sites of their group, and the API methods that carry it.
+VIEWER_ACTIONS: Final = ("query", "retrieve")
+VIEWER_METHODS: Final = ("GET", "HEAD")
 
 # Cognito rejects prefix domains that contain these words (InvalidParameterException "Domain
 # cannot contain reserved word").
@@ -74,6 +88,37 @@ def read_sites(value: object) -> tuple[str, ...]:
     if duplicates:
         raise ValueError(f"context value {SITES_CONTEXT_KEY} repeats {', '.join(duplicates)}")
     return sites
+
+
+def read_viewer_groups(value: object, sites: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Return the groups of the ``viewer-groups`` context value, each with its sites.
+
+    The value is a JSON object (or its text) of group names to lists of site ids, each of
+    which must be one of ``sites``. Raises ``ValueError`` for anything else.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise ValueError(f"context value {VIEWER_GROUPS_CONTEXT_KEY} must be a JSON object")
+    groups: dict[str, tuple[str, ...]] = {}
+    for name, members in value.items():
+        if not isinstance(name, str) or not name or name.startswith(SITE_GROUP_PREFIX):
+            raise ValueError(
+                f"viewer group name {name!r} is invalid; use a name that does not start "
+                f"with {SITE_GROUP_PREFIX!r}"
+            )
+        if not isinstance(members, list) or not members:
+            raise ValueError(f"viewer group {name!r} must list at least one site id")
+        unknown = [site for site in members if site not in sites]
+        if unknown:
+            raise ValueError(
+                f"viewer group {name!r} names sites {unknown!r} that the "
+                f"{SITES_CONTEXT_KEY} context value does not list"
+            )
+        groups[name] = tuple(members)
+    return groups
 
 
 def site_group_name(site: str) -> str:
@@ -122,18 +167,16 @@ class Viewer(Construct):
         )
         self.custom_domain = CustomDomain.from_context(self)
 
+        # Group name to the sites that its users read.
+        self.group_sites: dict[str, tuple[str, ...]] = {
+            site_group_name(site): (site,) for site in self.sites
+        }
+        self.group_sites.update(
+            read_viewer_groups(self.node.try_get_context(VIEWER_GROUPS_CONTEXT_KEY), self.sites)
+        )
+
         self.user_pool = self._user_pool(names)
         self.user_pool_domain = self._user_pool_domain(names)
-        self.groups = {
-            site: cognito.UserPoolGroup(
-                self,
-                f"Group-{site}",
-                user_pool=self.user_pool,
-                group_name=site_group_name(site),
-                description=f"Viewer users of site {site}",
-            )
-            for site in self.sites
-        }
 
         self.log_bucket = self._log_bucket(storage)
         self.bucket = self._site_bucket(storage)
@@ -144,6 +187,109 @@ class Viewer(Construct):
             else f"https://{self.distribution.distribution_domain_name}"
         )
         self.client = self._client(names)
+        self.identity_pool = self._identity_pool(names)
+        self.group_roles = {group: self._group_role(group, api) for group in self.group_sites}
+        self.groups = {
+            group: cognito.UserPoolGroup(
+                self,
+                f"Group-{group}",
+                user_pool=self.user_pool,
+                group_name=group,
+                description=f"Viewer users of sites {', '.join(sites)}",
+                role=self.group_roles[group],
+            )
+            for group, sites in self.group_sites.items()
+        }
+
+    def access_grants(self) -> dict[str, dict[str, list[str]]]:
+        """Return the grants of the groups' roles, as principals of a ``cirrus.access`` document.
+
+        The role ARNs are tokens, which CloudFormation resolves when it deploys.
+        """
+        return {
+            self.group_roles[group].role_arn: {site: list(VIEWER_ACTIONS) for site in sites}
+            for group, sites in self.group_sites.items()
+        }
+
+    def _identity_pool(self, names: ResourceNames) -> identitypool.IdentityPool:
+        """The identity pool that exchanges a user's ID token for their group's role."""
+        provider = identitypool.UserPoolAuthenticationProvider(
+            user_pool=self.user_pool, user_pool_client=self.client
+        )
+        return identitypool.IdentityPool(
+            self,
+            "Identities",
+            identity_pool_name=f"{names.deployment}-viewer",
+            allow_unauthenticated_identities=False,
+            # The enhanced flow only: the classic flow would let a client pick any role.
+            allow_classic_flow=False,
+            authentication_providers=identitypool.IdentityPoolAuthenticationProviders(
+                user_pools=[provider]
+            ),
+            role_mappings=[
+                identitypool.IdentityPoolRoleMapping(
+                    provider_url=identitypool.IdentityPoolProviderUrl.user_pool(
+                        self.user_pool, self.client
+                    ),
+                    # Any fixed key: the provider URL is a token until deployment.
+                    mapping_key="viewer",
+                    use_token=True,
+                    # A user in no group gets no credentials, not the pool's default role.
+                    resolve_ambiguous_roles=False,
+                )
+            ],
+        )
+
+    def _group_role(self, group: str, api: apigateway.RestApi) -> iam.Role:
+        """The role of one group's users: the API's reading methods, and nothing else."""
+        pool_id = self.identity_pool.identity_pool_id
+        role = iam.Role(
+            self,
+            f"Role-{group}",
+            description=f"Viewer users of Cognito group {group}: DICOMweb GET and HEAD",
+            assumed_by=iam.FederatedPrincipal(
+                "cognito-identity.amazonaws.com",
+                conditions={
+                    "StringEquals": {"cognito-identity.amazonaws.com:aud": pool_id},
+                    "ForAnyValue:StringLike": {
+                        "cognito-identity.amazonaws.com:amr": "authenticated"
+                    },
+                },
+                assume_role_action="sts:AssumeRoleWithWebIdentity",
+            ),
+            max_session_duration=Duration.hours(1),
+        )
+        stage = api.deployment_stage.stage_name
+        policy = iam.ManagedPolicy(
+            self,
+            f"Policy-{group}",
+            description=f"DICOMweb reads of the viewer users of Cognito group {group}",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["execute-api:Invoke"],
+                    resources=[
+                        api.arn_for_execute_api(method=method, path="/*", stage=stage)
+                        for method in VIEWER_METHODS
+                    ],
+                )
+            ],
+            roles=[role],
+        )
+        api_id = Stack.of(self).resolve(api.rest_api_id)["Ref"]
+        reason = (
+            "Every DICOMweb resource path of the reading methods: the DICOMweb function "
+            "limits the role to its group's sites."
+        )
+        _acknowledge(
+            policy,
+            {
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:"
+                f"<AWS::AccountId>:<{api_id}>/<{Stack.of(self).resolve(stage)['Ref']}>/"
+                f"{method}/*]": reason
+                for method in VIEWER_METHODS
+            },
+        )
+        return role
 
     # Cognito
 

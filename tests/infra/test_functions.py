@@ -21,6 +21,7 @@ from cirrus_infra import CirrusStack, build_app, layers
 from cirrus_infra import dicomweb as dicomweb_module
 from cirrus_infra import ingest as ingest_module
 from cirrus_infra import pixels as pixels_module
+from cirrus_infra.dicomweb import read_access_context
 from cirrus_infra.layer_build import (
     LAMBDA_UNZIPPED_LIMIT,
     PIXEL_REQUIREMENTS,
@@ -44,7 +45,6 @@ PIXEL_ACKNOWLEDGMENTS = {
         f"{_PIXEL}/FunctionRolePolicy",
         f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/transfers/sites/*/responses/*]",
     ),
-    (f"{_PIXEL}/FunctionRolePolicy", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/audit/*]"),
     (f"{_PIXEL}/FunctionRolePolicy", "AwsSolutions-IAM5[Resource::*]"),
     (f"{_PIXEL}/Function", "AwsSolutions-L1"),
     (f"{_PIXEL}/Function", "HIPAA.Security-LambdaDLQ"),
@@ -364,6 +364,7 @@ def test_function_environment(resources: dict[str, Any], stack: CirrusStack, nam
         ENV["deployment"]: NAMES.deployment,
         ENV["bucket"]: {"Ref": logical_id(stack, storage.bucket)},
         ENV["table"]: {"Ref": logical_id(stack, storage.table)},
+        ENV["audit_table"]: {"Ref": logical_id(stack, storage.audit_table)},
         ENV["ingest_queue"]: {"Fn::GetAtt": [logical_id(stack, storage.ingest_queue), "QueueName"]},
         ENV["dead_letter_queue"]: {
             "Fn::GetAtt": [logical_id(stack, storage.dead_letter_queue), "QueueName"]
@@ -380,7 +381,46 @@ def test_function_environment(resources: dict[str, Any], stack: CirrusStack, nam
         }
     if name == "dicomweb":
         expected[ENV["pixel_function"]] = {"Ref": logical_id(stack, stack.dicomweb.pixels.function)}
+    if name != "ingest":
+        # Without the access context value, only the viewer's group may read.
+        role = logical_id(stack, stack.viewer.group_roles["site-default"])
+        expected[ENV["access_document"]] = {
+            "Fn::Join": [
+                "",
+                [
+                    '{"principals":{"',
+                    {"Fn::GetAtt": [role, "Arn"]},
+                    '":{"default":["query","retrieve"]}}}',
+                ],
+            ]
+        }
     assert variables == expected
+
+
+def test_access_context_joins_viewer_grants(tmp_path: Path) -> None:
+    modality = "arn:aws:iam::111122223333:role/ct-north"
+    context = {**CDK_CONTEXT, "access": {"principals": {modality: {"default": ["store"]}}}}
+    _, stack = build_app(context, outdir=str(tmp_path))
+    variables = Template.from_stack(stack).to_json()["Resources"][
+        logical_id(stack, stack.dicomweb.function)
+    ]["Properties"]["Environment"]["Variables"]
+    [[prefix, _, suffix]] = [variables[ENV["access_document"]]["Fn::Join"][1]]
+
+    assert prefix == '{"principals":{"' + modality + '":{"default":["store"]},"'
+    assert suffix == '":{"default":["query","retrieve"]}}}'
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"principals": {"arn:aws:iam::111122223333:role/r": {"default": ["erase"]}}},
+        {"principals": {"not-an-arn": {"default": ["store"]}}},
+        '{"principals": ',
+    ],
+)
+def test_invalid_access_context_rejected(value: object) -> None:
+    with pytest.raises(ValueError, match="context value access"):
+        read_access_context(value)
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
@@ -507,7 +547,7 @@ def test_dicomweb_role_statements(resources: dict[str, Any], stack: CirrusStack)
         statement(
             ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"], [under(archive, "/sites/*")]
         ),
-        statement(["s3:PutObject"], [under(archive, "/audit/*")]),
+        statement(["dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
         statement(
             ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
             [under(archive, "/transfers/*")],
@@ -536,7 +576,7 @@ def test_pixel_role_statements(resources: dict[str, Any], stack: CirrusStack) ->
     expected = [
         *common_statements(stack, "pixel"),
         statement(["s3:GetObject"], [under(archive, "/sites/*")]),
-        statement(["s3:PutObject"], [under(archive, "/audit/*")]),
+        statement(["dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
         statement(
             ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
             [under(archive, "/transfers/sites/*/responses/*")],
@@ -555,19 +595,19 @@ def test_pixel_role_cannot_write_data(resources: dict[str, Any], stack: CirrusSt
     writes = [item for item in statements if set(item["Action"]) & DATA_WRITE_ACTIONS]
     on_table = [item for item in statements if arn_of(stack, storage.table) in item["Resource"]]
     on_instances = [item for item in statements if under(archive, "/sites/*") in item["Resource"]]
-    on_audit = [item for item in statements if under(archive, "/audit/*") in item["Resource"]]
+    audit = arn_of(stack, storage.audit_table)
+    on_audit = [item for item in statements if audit in item["Resource"]]
     written = sorted(json.dumps(item["Resource"]) for item in writes)
 
-    # Staged responses and audit records are the only objects that the function writes, and
-    # it deletes none.
+    # Staged responses and audit records are the only data that the function writes, and it
+    # deletes none.
     assert written == sorted(
-        json.dumps([under(archive, suffix)])
-        for suffix in ("/audit/*", "/transfers/sites/*/responses/*")
+        [json.dumps([under(archive, "/transfers/sites/*/responses/*")]), json.dumps([audit])]
     )
     assert all("s3:DeleteObject" not in item["Action"] for item in writes)
     assert [item["Action"] for item in on_table] == [["dynamodb:GetItem", "dynamodb:Query"]]
     assert [item["Action"] for item in on_instances] == [["s3:GetObject"]]
-    assert [item["Action"] for item in on_audit] == [["s3:PutObject"]]
+    assert [item["Action"] for item in on_audit] == [["dynamodb:PutItem"]]
 
 
 def test_dicomweb_invokes_only_pixel_function(

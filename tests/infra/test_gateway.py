@@ -474,6 +474,7 @@ def test_container_environment(resources: dict[str, Any], stack: CirrusStack) ->
         "CIRRUS_DEPLOYMENT": "cirrus",
         "CIRRUS_BUCKET": ref(stack, storage.bucket),
         "CIRRUS_TABLE": ref(stack, storage.table),
+        "CIRRUS_AUDIT_TABLE": ref(stack, storage.audit_table),
         "CIRRUS_KMS_KEY_ID": {"Fn::GetAtt": [logical_id(stack, storage.key), "Arn"]},
         "AWS_REGION": {"Ref": "AWS::Region"},
         "CIRRUS_AE_TITLE": "CIRRUS",
@@ -499,6 +500,7 @@ def test_gateway_reads_environment(
 ) -> None:
     """The gateway's own readers accept the task's variables, with tokens replaced."""
     tokens = {"CIRRUS_BUCKET": "archive", "CIRRUS_TABLE": "index", "AWS_REGION": "eu-west-1",
+              "CIRRUS_AUDIT_TABLE": "audit",
               "CIRRUS_KMS_KEY_ID": "arn:aws:kms:eu-west-1:111122223333:key/1"}  # fmt: skip
     variables = {**environment(resources, stack), **tokens, "CIRRUS_SPOOL_DIR": str(tmp_path)}
     assert all(isinstance(value, str) for value in variables.values())
@@ -748,6 +750,7 @@ def test_task_role_permissions_exact(resources: dict[str, Any], stack: CirrusSta
         }
     }
     claims_only = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["*#SOP#*"]}}
+    audit = {"Fn::GetAtt": [logical_id(stack, stack.storage.audit_table), "Arn"]}
 
     assert policy["Roles"] == [ref(stack, stack.gateway.task_role)]
     assert permissions(policy["PolicyDocument"]) == {
@@ -760,6 +763,7 @@ def test_task_role_permissions_exact(resources: dict[str, Any], stack: CirrusSta
         *(allow("dynamodb:Query", join(table, f"/index/{name}"))
           for name, _, _ in GLOBAL_SECONDARY_INDEXES),
         allow("dynamodb:PutItem", table, claims_only),
+        allow("dynamodb:PutItem", audit),
         allow("kms:Decrypt", key, through_s3_and_dynamodb),
         allow("kms:GenerateDataKey", key, through_s3_and_dynamodb),
     }  # fmt: skip

@@ -379,6 +379,17 @@ def test_gateway_unhealthy_hosts_alarm(
     assert alarm["TreatMissingData"] == "notBreaching"
 
 
+def test_gateway_audit_failures_alarm(gateway_resources: dict[str, Any]) -> None:
+    alarm = alarm_named(gateway_resources, f"{GATEWAY_NAMES.deployment}-gateway-audit-failures")
+
+    assert alarm["Namespace"] == DEFAULT_NAMESPACE
+    assert alarm["MetricName"] == "AuditFailures"
+    assert {"Name": "Deployment", "Value": GATEWAY_NAMES.deployment} in alarm["Dimensions"]
+    assert alarm["Statistic"] == "Sum"
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["Threshold"] == 0
+
+
 def test_gateway_needs_desired_count(gateway_stack: GatewayStack) -> None:
     # Both calls fail before they create anything, so the fixture's template is unchanged.
     monitoring = gateway_stack.monitoring
@@ -460,7 +471,7 @@ def test_gateway_metrics_match_emf_output() -> None:
     assert line["service"] == SERVICE
     written = {metric["Name"] for metric in directive["Metrics"]}
     charted = {*GATEWAY_ASSOCIATION_METRICS, *GATEWAY_GAUGE_METRICS}
-    assert charted | {"InstancesStored", "StoredBytes"} == written
+    assert charted | {"InstancesStored", "StoredBytes", "AuditFailures"} == written
 
 
 # Outputs

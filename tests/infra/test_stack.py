@@ -18,6 +18,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from constructs import IConstruct
 
+from cirrus.audit_table import STUDY_INDEX, AuditRecord
 from cirrus.config import INGEST_MAX_RECEIVES, ResourceNames
 from cirrus.index.models import GLOBAL_SECONDARY_INDEXES, IndexRecord
 from cirrus_infra import CirrusStack, build_app
@@ -41,7 +42,6 @@ ACKNOWLEDGED_FINDINGS = {
     ("Cirrus/Dicomweb/FunctionRolePolicy", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/sites/*]"),
     ("Cirrus/Dicomweb/FunctionRolePolicy",
      f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/transfers/*]"),
-    ("Cirrus/Dicomweb/FunctionRolePolicy", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/audit/*]"),
     ("Cirrus/Dicomweb/FunctionRolePolicy", "AwsSolutions-IAM5[Resource::*]"),
     ("Cirrus/Dicomweb/Function", "AwsSolutions-L1"),
     ("Cirrus/Dicomweb/Function", "HIPAA.Security-LambdaDLQ"),
@@ -49,8 +49,6 @@ ACKNOWLEDGED_FINDINGS = {
      f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/sites/*]"),
     ("Cirrus/Dicomweb/Pixel/FunctionRolePolicy",
      f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/transfers/sites/*/responses/*]"),
-    ("Cirrus/Dicomweb/Pixel/FunctionRolePolicy",
-     f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/audit/*]"),
     ("Cirrus/Dicomweb/Pixel/FunctionRolePolicy", "AwsSolutions-IAM5[Resource::*]"),
     ("Cirrus/Dicomweb/Pixel/Function", "AwsSolutions-L1"),
     ("Cirrus/Dicomweb/Pixel/Function", "HIPAA.Security-LambdaDLQ"),
@@ -435,7 +433,85 @@ def test_table_in_monthly_backup_plan(
     assert rule["Lifecycle"] == {"DeleteAfterDays": 365}
     [selection] = template.find_resources("AWS::Backup::BackupSelection").values()
     resources_selected = selection["Properties"]["BackupSelection"]["Resources"]
-    assert resources_selected == [arn_of(stack, stack.storage.table)]
+    assert resources_selected == [
+        arn_of(stack, stack.storage.table),
+        arn_of(stack, stack.storage.audit_table),
+    ]
+
+
+# Audit table
+
+
+def test_audit_table_matches_audit_model(resources: dict[str, Any], stack: CirrusStack) -> None:
+    model = AuditRecord._get_schema()
+    table = properties(resources, stack, stack.storage.audit_table)
+
+    assert table["TableName"] == NAMES.audit_table
+    assert table["KeySchema"] == model["key_schema"]
+    assert sorted(table["AttributeDefinitions"], key=str) == sorted(
+        model["attribute_definitions"], key=str
+    )
+    [index] = table["GlobalSecondaryIndexes"]
+    [model_index] = model["global_secondary_indexes"]
+    assert index["IndexName"] == model_index["index_name"] == STUDY_INDEX[0]
+    assert index["KeySchema"] == model_index["key_schema"]
+
+
+def test_audit_table_encrypted_and_kept(resources: dict[str, Any], stack: CirrusStack) -> None:
+    table = properties(resources, stack, stack.storage.audit_table)
+
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["SSESpecification"] == {
+        "SSEEnabled": True,
+        "SSEType": "KMS",
+        "KMSMasterKeyId": arn_of(stack, stack.storage.key),
+    }
+    assert table["DeletionProtectionEnabled"] is True
+    assert resources[logical_id(stack, stack.storage.audit_table)]["DeletionPolicy"] == "Retain"
+
+
+def test_audit_table_denies_changes_to_all(resources: dict[str, Any], stack: CirrusStack) -> None:
+    table = properties(resources, stack, stack.storage.audit_table)
+    [statement] = table["ResourcePolicy"]["PolicyDocument"]["Statement"]
+
+    assert statement["Effect"] == "Deny"
+    assert statement["Principal"] == {"AWS": "*"}
+    assert set(statement["Action"]) == {
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:PartiQLUpdate",
+        "dynamodb:PartiQLDelete",
+    }
+
+
+def test_roles_only_append_audit_records(template: Template, stack: CirrusStack) -> None:
+    """Every role that names the audit table may put items into it and do nothing else."""
+    audit = arn_of(stack, stack.storage.audit_table)
+    writers = set()
+    for logical, policy in _policies(template).items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            resources = statement["Resource"]
+            resources = resources if isinstance(resources, list) else [resources]
+            if audit in resources:
+                assert statement["Effect"] == "Allow"
+                assert statement["Action"] == "dynamodb:PutItem", logical
+                assert resources == [audit]
+                writers.add(logical)
+    expected = {
+        logical_id(stack, stack.dicomweb.policy),
+        logical_id(stack, stack.dicomweb.pixels.policy),
+    }
+    assert expected <= writers
+    assert len(writers) == 3  # and the gateway task role's policy
+
+
+def _policies(template: Template) -> dict[str, Any]:
+    return {
+        **template.find_resources("AWS::IAM::Policy"),
+        **template.find_resources("AWS::IAM::ManagedPolicy"),
+    }
 
 
 # Archive options

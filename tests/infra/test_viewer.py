@@ -20,7 +20,9 @@ from cirrus_infra.viewer import (
     DOMAIN_NAME_CONTEXT_KEY,
     MIN_PASSWORD_LENGTH,
     SITES_CONTEXT_KEY,
+    VIEWER_GROUPS_CONTEXT_KEY,
     read_sites,
+    read_viewer_groups,
     site_group_name,
 )
 from tests.infra.nag import acknowledged, findings
@@ -43,7 +45,18 @@ ACKNOWLEDGED_FINDINGS = {
     ("Cirrus/Viewer/Site", "HIPAA.Security-S3BucketReplicationEnabled"),
     ("Cirrus/Viewer/Logs", "HIPAA.Security-S3DefaultEncryptionKMS"),
     ("Cirrus/Viewer/Logs", "HIPAA.Security-S3BucketReplicationEnabled"),
+    *(
+        (
+            "Cirrus/Viewer/Policy-site-default",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:"
+            "<AWS::AccountId>:<DicomwebApi96B75F29>/<DicomwebApiDeploymentStagedicomweb94DBE0A0>/"
+            f"{method}/*]",
+        )
+        for method in ("GET", "HEAD")
+    ),
 }
+# A group of teleradiologists who read both sites of the configured stack.
+VIEWER_GROUPS = {"telerad": SITES}
 
 DENY_INSECURE_TRANSPORT = Match.object_like(
     {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
@@ -82,6 +95,7 @@ def configured_stack(tmp_path_factory: pytest.TempPathFactory) -> CirrusStack:
     context = {
         **CDK_CONTEXT,
         SITES_CONTEXT_KEY: SITES,
+        VIEWER_GROUPS_CONTEXT_KEY: VIEWER_GROUPS,
         DOMAIN_NAME_CONTEXT_KEY: CUSTOM_DOMAIN,
         CERTIFICATE_CONTEXT_KEY: CERTIFICATE_ARN,
     }
@@ -263,10 +277,93 @@ def test_groups_one_per_site(
     assert sorted(group["Properties"]["GroupName"] for group in groups.values()) == [
         "site-north",
         "site-south-2",
+        "telerad",
     ]
     for group in groups.values():
         assert group["Properties"]["UserPoolId"] == pool
     assert configured_stack.viewer.sites == tuple(SITES)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"telerad": ["east"]}, "does not list"),
+        ({"site-x": ["north"]}, "does not start with"),
+        ({"telerad": []}, "at least one site"),
+        (["telerad"], "JSON object"),
+    ],
+)
+def test_read_viewer_groups_rejects(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        read_viewer_groups(value, SITES)
+
+
+def test_read_viewer_groups_from_text() -> None:
+    assert read_viewer_groups('{"telerad": ["north"]}', SITES) == {"telerad": ("north",)}
+    assert read_viewer_groups(None, SITES) == {}
+
+
+def test_identity_pool_uses_token_roles(
+    configured_resources: dict[str, Any], configured_stack: CirrusStack
+) -> None:
+    viewer = configured_stack.viewer
+    [pool] = of_type(configured_resources, "AWS::Cognito::IdentityPool").values()
+    [attachment] = of_type(
+        configured_resources, "AWS::Cognito::IdentityPoolRoleAttachment"
+    ).values()
+    [mapping] = attachment["Properties"]["RoleMappings"].values()
+
+    assert pool["Properties"]["AllowUnauthenticatedIdentities"] is False
+    assert pool["Properties"]["AllowClassicFlow"] is False
+    [provider] = pool["Properties"]["CognitoIdentityProviders"]
+    assert provider["ClientId"] == {"Ref": logical_id(configured_stack, viewer.client)}
+    assert mapping["Type"] == "Token"
+    assert mapping["AmbiguousRoleResolution"] == "Deny"
+
+
+def test_group_roles_read_api_only(
+    configured_resources: dict[str, Any], configured_stack: CirrusStack
+) -> None:
+    viewer = configured_stack.viewer
+    pool = {"Ref": logical_id(configured_stack, viewer.identity_pool)}
+    groups = of_type(configured_resources, "AWS::Cognito::UserPoolGroup")
+    roles_of_groups = {
+        group["Properties"]["GroupName"]: group["Properties"]["RoleArn"]
+        for group in groups.values()
+    }
+
+    assert set(roles_of_groups) == {"site-north", "site-south-2", "telerad"}
+    for name, role in viewer.group_roles.items():
+        assert roles_of_groups[name] == {"Fn::GetAtt": [logical_id(configured_stack, role), "Arn"]}
+        trust = properties(configured_resources, configured_stack, role)["AssumeRolePolicyDocument"]
+        [statement] = trust["Statement"]
+        assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+        assert statement["Principal"] == {"Federated": "cognito-identity.amazonaws.com"}
+        assert statement["Condition"]["StringEquals"] == {
+            "cognito-identity.amazonaws.com:aud": pool
+        }
+    policies = of_type(configured_resources, "AWS::IAM::ManagedPolicy")
+    viewer_policies = [
+        policy for logical, policy in policies.items() if logical.startswith("ViewerPolicy")
+    ]
+    assert len(viewer_policies) == 3
+    for policy in viewer_policies:
+        [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert statement["Action"] == "execute-api:Invoke"
+        methods = sorted(flatten(resource).rsplit("/", 2)[1] for resource in statement["Resource"])
+        assert methods == ["GET", "HEAD"]
+
+
+def test_access_grants_of_groups(configured_stack: CirrusStack) -> None:
+    viewer = configured_stack.viewer
+    grants = viewer.access_grants()
+
+    assert grants[viewer.group_roles["telerad"].role_arn] == {
+        "north": ["query", "retrieve"],
+        "south-2": ["query", "retrieve"],
+    }
+    assert grants[viewer.group_roles["site-north"].role_arn] == {"north": ["query", "retrieve"]}
+    assert len(grants) == 3
 
 
 def test_invalid_site_context_rejected() -> None:
@@ -609,6 +706,11 @@ def test_rule_packs_pass_with_custom_domain(configured_stack: CirrusStack) -> No
 
 
 def test_custom_domain_needs_no_tls_acknowledgment(configured_stack: CirrusStack) -> None:
-    assert acknowledged(configured_stack, "Cirrus/Viewer") == ACKNOWLEDGED_FINDINGS - {
-        ("Cirrus/Viewer/Distribution", "AwsSolutions-CFR4")
-    }
+    found = acknowledged(configured_stack, "Cirrus/Viewer")
+    group_policies = {item for item in found if item[0].startswith("Cirrus/Viewer/Policy-")}
+
+    assert found - group_policies == {
+        item for item in ACKNOWLEDGED_FINDINGS if not item[0].startswith("Cirrus/Viewer/Policy-")
+    } - {("Cirrus/Viewer/Distribution", "AwsSolutions-CFR4")}
+    # The API's GET and HEAD on every path, for each of the three groups.
+    assert len(group_policies) == 6

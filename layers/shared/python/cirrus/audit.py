@@ -43,10 +43,6 @@ from cirrus.storage.keys import InstanceKey
 
 logger = logging.getLogger(__name__)
 
-# The prefix of the audit objects that earlier versions wrote to the archive bucket. Nothing
-# writes there now; the CDK app still names it in the DICOMweb function's policy.
-AUDIT_PREFIX: Final = "audit/"
-
 # Query/Retrieve information model of QIDO-RS requests, which PS3.18 defines on the Study Root
 # model (Study Root Query/Retrieve Information Model - FIND).
 STUDY_ROOT_FIND: Final = "1.2.840.10008.5.1.4.1.2.2.1"

@@ -56,6 +56,7 @@ ENV: Final = {
     "pixel_function": "CIRRUS_PIXEL_FUNCTION",
     "audit_table": "CIRRUS_AUDIT_TABLE",
     "access_file": "CIRRUS_ACCESS_FILE",
+    "access_document": "CIRRUS_ACCESS_JSON",
     "region": "AWS_REGION",
 }
 
@@ -130,6 +131,8 @@ class Settings:
     audit_table: str | None = None
     # The JSON document of principals and the sites and actions each may use (cirrus.access).
     access_file: str | None = None
+    # The same document as JSON text, which the CDK stack sets; it wins over ``access_file``.
+    access_document: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("bucket", "table", "ingest_queue", "dead_letter_queue", "kms_key_id"):
