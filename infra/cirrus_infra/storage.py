@@ -55,8 +55,8 @@ GLOBAL_SECONDARY_INDEXES: Final = (
 # the last 35 days: one a month, kept a year. Each backup copies the whole table, so daily
 # backups kept a year would cost 365 copies of the index (docs/deploy.md, "Cost model").
 BACKUP_RETENTION: Final = Duration.days(365)
-# What the audit table's resource policy denies to everyone: every change to an existing item.
-# BatchWriteItem is in the list because it can delete items; the code writes with PutItem.
+# Actions that the audit table's resource policy denies to everyone: every change to an item.
+# BatchWriteItem is in the list because it can delete items, and the code writes with PutItem.
 AUDIT_CHANGE_ACTIONS: Final = (
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
@@ -486,7 +486,7 @@ class Storage(Construct):
         return table
 
     def _audit_table(self, names: ResourceNames) -> dynamodb.Table:
-        """The append-only audit trail (cirrus.audit_table), encrypted with the data key.
+        """Create the append-only audit trail (cirrus.audit_table), encrypted with the data key.
 
         Application roles get PutItem only, and the code writes every item under a condition
         that it does not exist yet. The table's resource policy also denies every principal

@@ -10,8 +10,8 @@ The browser calls DICOMweb, whose methods need IAM authorization, with credentia
 Cognito identity pool. Each group has an IAM role that may call the API's GET and HEAD
 methods, and the identity pool gives a user the role of the group that the ID token prefers
 (``cognito:preferred_role``: the group with the lowest precedence). The DICOMweb function then
-grants that role query and retrieve on the group's sites (``access_grants``), so what a user
-sees follows from their group, as for any other principal of ``cirrus.access``.
+grants that role query and retrieve on the group's sites (``access_grants``), so the data a
+user can read follows from their group, as for any other principal of ``cirrus.access``.
 
 The viewer's files go to a private S3 bucket that only the CloudFront distribution reads,
 through origin access control. Nothing is deployed into the bucket yet.
@@ -48,7 +48,7 @@ CERTIFICATE_CONTEXT_KEY: Final = "viewer-certificate-arn"
 
 # Cognito group of the viewer users of one site: "site-" and the site id.
 SITE_GROUP_PREFIX: Final = "site-"
-# What a viewer user may do on the sites of their group, and the API methods that carry it.
+# Actions of a viewer user on the sites of their group, and the API methods that carry them.
 VIEWER_ACTIONS: Final = ("query", "retrieve")
 VIEWER_METHODS: Final = ("GET", "HEAD")
 
@@ -212,7 +212,7 @@ class Viewer(Construct):
         }
 
     def _identity_pool(self, names: ResourceNames) -> identitypool.IdentityPool:
-        """The identity pool that exchanges a user's ID token for their group's role."""
+        """Create the identity pool that exchanges a user's ID token for their group's role."""
         provider = identitypool.UserPoolAuthenticationProvider(
             user_pool=self.user_pool, user_pool_client=self.client
         )
@@ -241,7 +241,7 @@ class Viewer(Construct):
         )
 
     def _group_role(self, group: str, api: apigateway.RestApi) -> iam.Role:
-        """The role of one group's users: the API's reading methods, and nothing else."""
+        """Create the role of one group's users: the API's reading methods, and nothing else."""
         pool_id = self.identity_pool.identity_pool_id
         role = iam.Role(
             self,
