@@ -134,6 +134,23 @@ def dev(
             "None by default, so that no other web page can read the archive.",
         ),
     ] = None,
+    access: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="DICOMweb access document (JSON): the sites and actions of each IAM principal. "
+            "With it DICOMweb accepts only SigV4-signed requests of the --credentials keys; "
+            "without it every request has every action on the site default.",
+        ),
+    ] = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Local SigV4 credentials (JSON): the secret access key and principal ARN of "
+            "each access key id; needs --access.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C."""
     from cirrus.local.stack import LocalStack, LocalStackConfig, StartError
@@ -163,6 +180,8 @@ def dev(
         cors_origins=tuple(cors_origin or ()),
         tls=tls,
         gateway_workers=gateway_workers if gateway_workers is not None else available_cores(),
+        access_file=access,
+        credentials_file=credentials,
     )
     stack = LocalStack(config)
     try:

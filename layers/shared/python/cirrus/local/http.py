@@ -23,6 +23,12 @@ What the adapter reproduces of API Gateway:
   request that works locally fits the buffered integration on AWS as well. Larger bodies
   travel through S3 on both (``cirrus.dicomweb.delivery``, ``cirrus.dicomweb.uploads``), and
   the local stack's presigned URLs point to moto on 127.0.0.1.
+- IAM authorization, when given a ``LocalAuthentication``: every request but a CORS
+  preflight (OPTIONS, which browsers never sign) must carry a valid SigV4 signature
+  (``cirrus.local.sigv4``), else it gets 403 without reaching the handler. A verified request
+  gets the ``requestContext.identity`` that API Gateway gives an IAM caller: ``userArn``,
+  ``accessKey``, ``accountId``, ``sourceIp`` and ``userAgent``. Without one, the adapter is
+  open, and no request has a ``userArn``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,13 @@ from werkzeug.wrappers import Response as WsgiResponse
 
 from cirrus.dicomweb.delivery import API_GATEWAY_PAYLOAD_LIMIT, LAMBDA_PAYLOAD_LIMIT, payload_size
 from cirrus.dicomweb.errors import exception_fields
+from cirrus.local.sigv4 import (
+    LocalAuthentication,
+    SignatureError,
+    SignedRequest,
+    VerifiedCaller,
+    identity_of,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -89,12 +102,14 @@ class ApiGatewayAdapter:
         stage: str = STAGE,
         max_body: int = MAX_REQUEST_BODY,
         max_payload: int = LAMBDA_PAYLOAD_LIMIT,
+        authentication: LocalAuthentication | None = None,
     ) -> None:
         self._handler = handler
         self._stage = stage
         self._prefix = f"/{stage}"
         self._max_body = max_body
         self._max_payload = max_payload
+        self._authentication = authentication
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -125,7 +140,19 @@ class ApiGatewayAdapter:
                 f"request body incomplete or malformed after {exc.bytes_read} bytes; "
                 "send the whole body again",
             )
-        event = self.to_event(request, raw_path.removeprefix(self._prefix) or "/", body)
+        path = raw_path.removeprefix(self._prefix) or "/"
+        caller = None
+        if self._authentication is not None and request.method != "OPTIONS":
+            try:
+                caller = self._authentication.verifier.verify(
+                    _signed_request(request, raw_path, body)
+                )
+            except SignatureError as exc:
+                self._authentication.record_rejection(
+                    exc, request.method, path, request.remote_addr, request.user_agent.string
+                )
+                return _json_response(403, f"access denied: {exc}")
+        event = self.to_event(request, path, body, caller)
         del body
         event_size = len(json.dumps(event))
         if event_size > self._max_payload:
@@ -187,12 +214,23 @@ class ApiGatewayAdapter:
             raise RequestEntityTooLarge()
         return bytes(body)
 
-    def to_event(self, request: Request, path: str, body: bytes) -> dict[str, Any]:
-        """Build the REST proxy event (payload format 1.0) of ``request`` at ``path``."""
+    def to_event(
+        self, request: Request, path: str, body: bytes, caller: VerifiedCaller | None = None
+    ) -> dict[str, Any]:
+        """Build the REST proxy event (payload format 1.0) of ``request`` at ``path``.
+
+        ``caller`` is the verified signer of the request, which sets the IAM identity.
+        """
         headers, multi_headers = _headers(request)
         query, multi_query = _query(request.environ)
         request_id = str(uuid.uuid4())
         proxy = unquote(path.lstrip("/"))
+        identity: dict[str, Any] = {
+            "sourceIp": request.remote_addr,
+            "userAgent": request.user_agent.string,
+        }
+        if caller is not None:
+            identity = identity_of(caller, request.remote_addr, request.user_agent.string)
         return {
             "resource": _RESOURCE,
             "path": path,
@@ -212,10 +250,7 @@ class ApiGatewayAdapter:
                 "requestTimeEpoch": int(time.time() * 1000),
                 "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
                 "domainName": request.host,
-                "identity": {
-                    "sourceIp": request.remote_addr,
-                    "userAgent": request.user_agent.string,
-                },
+                "identity": identity,
             },
             "body": base64.b64encode(body).decode("ascii") if body else None,
             "isBase64Encoded": bool(body),
@@ -302,13 +337,15 @@ def serve_http(
     host: str = "127.0.0.1",
     port: int = 0,
     max_body: int = MAX_REQUEST_BODY,
+    authentication: LocalAuthentication | None = None,
 ) -> HttpServer:
     """Serve ``handler`` behind the adapter on a threaded werkzeug server in a thread.
 
     Port 0 picks a free port, which ``.port`` returns. Bodies over ``max_body`` bytes get 413,
-    as do events over Lambda's payload maximum.
+    as do events over Lambda's payload maximum. With ``authentication``, only SigV4-signed
+    requests reach the handler.
     """
-    adapter = ApiGatewayAdapter(handler, max_body=max_body)
+    adapter = ApiGatewayAdapter(handler, max_body=max_body, authentication=authentication)
     server = make_server(host, port, adapter, threaded=True, request_handler=_RequestHandler)
     thread = threading.Thread(
         target=server.serve_forever,
@@ -339,6 +376,16 @@ def _log_incomplete_body(request: Request, raw_path: str, bytes_read: int) -> No
             "content_length": request.content_length,
         },
     )
+
+
+def _signed_request(request: Request, raw_path: str, body: bytes) -> SignedRequest:
+    """Return what a SigV4 signature of ``request`` covers: path and query as sent."""
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers.items():
+        headers.setdefault(name.lower(), []).append(value)
+    environ = request.environ
+    query = str(environ.get("QUERY_STRING", "")).encode("latin-1").decode("utf-8", "replace")
+    return SignedRequest(request.method, request.scheme, raw_path, query, headers, body)
 
 
 def _raw_path(environ: WSGIEnvironment) -> str:

@@ -35,6 +35,12 @@ from cirrus.local.datadir import (
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
 from cirrus.local.resources import create_resources
+from cirrus.local.sigv4 import (
+    LocalAuthentication,
+    LocalCredential,
+    SigV4Verifier,
+    closed_credentials,
+)
 from cirrus.logs import configure_console_logging, use_console_format
 from cirrus.services import Services
 
@@ -65,6 +71,11 @@ class LocalStackConfig:
     # Gateway processes on the DICOM port (``cirrus.gateway.workers``). With 1, the gateway
     # runs in this process.
     gateway_workers: int = 1
+    # The DICOMweb access document (``cirrus.access``) and the local SigV4 credentials
+    # (``cirrus.local.sigv4``). Without them DICOMweb is open: unsigned requests have every
+    # action on ``site``.
+    access_file: Path | None = None
+    credentials_file: Path | None = None
 
     def gateway_config(self) -> AEConfig:
         """Return the AE configuration; raise ``AEConfigError`` when its file is invalid."""
@@ -122,7 +133,8 @@ class LocalStack:
             gateway_config = config.gateway_config()
             if config.tls is not None:
                 config.tls.server_context()
-        except (AEConfigError, TLSConfigError) as exc:
+            credentials = closed_credentials(config.access_file, config.credentials_file)
+        except (AEConfigError, TLSConfigError, ValueError) as exc:
             raise StartError(str(exc)) from exc
         try:
             self._lock.acquire()
@@ -138,6 +150,7 @@ class LocalStack:
                 endpoint_url=self._moto.endpoint_url,
                 default_site=config.site,
                 cors_origins=config.cors_origins,
+                access_file=str(config.access_file) if config.access_file else None,
             )
         )
         self.settings = settings
@@ -164,8 +177,21 @@ class LocalStack:
                 "address": f"{config.host}:{self.dicom_port}",
             },
         )
-        self._http = self._start_http(services)
+        self._http = self._start_http(services, credentials)
         logger.info("DICOMweb ready", extra={"url": self.dicomweb_url})
+        if credentials is None:
+            logger.warning(
+                "DICOMweb is open: unsigned requests have every action on site %s; give "
+                "--access and --credentials to require SigV4-signed requests",
+                config.site,
+            )
+        else:
+            logger.info(
+                "DICOMweb is closed: only SigV4-signed requests of the keys in %s, with the "
+                "grants of %s",
+                config.credentials_file,
+                config.access_file,
+            )
         logger.info(
             "Cirrus local stack running: DICOM %s@%s:%d, DICOMweb %s, data in %s",
             gateway_config.ae_title,
@@ -241,14 +267,23 @@ class LocalStack:
         except WorkerStartError as exc:
             raise StartError(str(exc)) from exc
 
-    def _start_http(self, services: Services) -> Any:
+    def _start_http(
+        self, services: Services, credentials: dict[str, LocalCredential] | None
+    ) -> Any:
         from cirrus.local.http import serve_http
         from functions.dicomweb import handler as dicomweb_handler
 
         use_console_format(dicomweb_handler.logger)
-        handle = functools.partial(dicomweb_handler.handle, services=services)
+        view = dicomweb_handler.dicomweb_services(services)
+        handle = functools.partial(dicomweb_handler.handle, services=view)
+        authentication = None
+        if credentials is not None:
+            verifier = SigV4Verifier(credentials, services.settings.region)
+            authentication = LocalAuthentication(verifier, view.audit)
         try:
-            return serve_http(handle, self.config.host, self.config.http_port)
+            return serve_http(
+                handle, self.config.host, self.config.http_port, authentication=authentication
+            )
         except OSError as exc:
             raise StartError(
                 f"HTTP port {self.config.host}:{self.config.http_port}: {exc}"
