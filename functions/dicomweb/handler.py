@@ -29,7 +29,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cirrus.access import AccessPolicy
-from cirrus.config import Settings
+from cirrus.config import ENV, Settings
 from cirrus.dicom.transcode import CodecsUnavailable
 from cirrus.dicomweb.app import DicomwebServices, build_app, resolve
 from cirrus.dicomweb.bundles import MetadataBundles
@@ -82,7 +82,13 @@ def dicomweb_services(services: Services) -> DicomwebServices:
 
 
 def access_policy(settings: Settings) -> AccessPolicy | None:
-    """Return the access rules of ``settings``, or None when they name no access document."""
+    """Return the access rules of ``settings``, or None when they name no access document.
+
+    ``access_document`` (the JSON text that the CDK stack sets) takes precedence over
+    ``access_file``.
+    """
+    if settings.access_document:
+        return AccessPolicy.from_json(settings.access_document, source=ENV["access_document"])
     if settings.access_file:
         return AccessPolicy.load(Path(settings.access_file))
     return None
@@ -117,7 +123,7 @@ def handle(
         return view.pixels.forward(event)
     result = resolved.result
     if view.transfers is not None:
-        # Staged under the site the response came from, or the default site for a merged query.
+        # Staged under the first site the request used, or the default site if it used none.
         stager = ResponseStager(view.transfers, resolved.site or view.site)
         result = stager.deliver(result)
     check_payload(result)
@@ -160,8 +166,8 @@ def _lambda_services() -> DicomwebServices:
     view = dicomweb_services(Services(Settings.from_env()))
     if view.access is None:
         logger.warning(
-            "no access document is configured (CIRRUS_ACCESS_FILE): every caller that API "
-            "Gateway admits has every action on the default site",
+            "no access document is configured (CIRRUS_ACCESS_JSON or CIRRUS_ACCESS_FILE): "
+            "every caller that API Gateway admits has every action on the default site",
             extra={"site": view.site},
         )
     return view

@@ -17,8 +17,10 @@ from cirrus.access import (
     normalize_principal,
     principal_from_event,
 )
+from cirrus.config import Settings
 from cirrus.dicomweb.scope import RequestScope, request_action, split_site_prefix
 from cirrus.errors import InvalidRequestError
+from functions.dicomweb.handler import access_policy
 
 NORTH_MODALITY = "arn:aws:iam::111122223333:role/north-modality"
 TELERADIOLOGY = "arn:aws:iam::111122223333:role/teleradiology"
@@ -231,6 +233,32 @@ def test_invalid_document_rejected(text: str, message: str) -> None:
 def test_invalid_document_names_source() -> None:
     with pytest.raises(AccessConfigError, match=r"^test document is invalid"):
         AccessPolicy.from_json('{"principals": 1}', source="test document")
+
+
+def settings_with(**access: str) -> Settings:
+    return Settings(
+        bucket="b", table="t", ingest_queue="q", dead_letter_queue="d", kms_key_id="k", **access
+    )
+
+
+def test_handler_reads_access_document_first(tmp_path: Path) -> None:
+    path = tmp_path / "access.json"
+    path.write_text(json.dumps({"principals": {NORTH_MODALITY: {"south": ["store"]}}}))
+    both = settings_with(access_file=str(path), access_document=json.dumps(EXAMPLE))
+
+    from_text = access_policy(both)
+    from_file = access_policy(settings_with(access_file=str(path)))
+
+    assert from_text is not None
+    assert from_text.grants_for(NORTH_MODALITY).sites_for(Action.STORE) == ("north",)
+    assert from_file is not None
+    assert from_file.grants_for(NORTH_MODALITY).sites_for(Action.STORE) == ("south",)
+    assert access_policy(settings_with()) is None
+
+
+def test_handler_names_invalid_access_variable() -> None:
+    with pytest.raises(AccessConfigError, match=r"^CIRRUS_ACCESS_JSON is invalid"):
+        access_policy(settings_with(access_document='{"principals": {"jane": {}}}'))
 
 
 # The site prefix and the action of a request
