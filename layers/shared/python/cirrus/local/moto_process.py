@@ -80,6 +80,9 @@ def _serve() -> None:
     server.start()
     _, port = server.get_host_and_port()
     print(f"port={port}", flush=True)
+    # The parent reads only the port line, so later output would fill the pipe and block this
+    # process. It goes to standard error instead, which this process shares with its parent.
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdin.read()  # returns at end of file: the parent has gone
     server.stop()
 
