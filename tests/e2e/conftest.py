@@ -12,8 +12,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from dicomweb_client.api import DICOMwebClient
 
 READY_LINE = "Cirrus local stack running"
 STOPPED_LINE = "Cirrus local stack stopped"
@@ -32,6 +34,7 @@ class RunningStack:
     http_port: int
     data_dir: Path
     lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     @property
     def dicomweb_url(self) -> str:
@@ -55,13 +58,36 @@ class RunningStack:
             self.process.send_signal(signal.SIGINT)
         return self.process.wait(timeout=60)
 
+    def wait_for_output_end(self, timeout: float = 30.0) -> None:
+        """Wait until every process writing to the stack's output, children too, has closed it.
 
-def start_stack(data_dir: Path) -> RunningStack:
+        Until then, ``lines`` may still lack the last lines of a process that has exited.
+        """
+        assert self.reader is not None
+        self.reader.join(timeout)
+        if self.reader.is_alive():
+            raise AssertionError(f"the stack's output was still open {timeout} s after it exited")
+
+
+def wait_for_instances(client: DICOMwebClient, study: str, count: int) -> list[dict[str, Any]]:
+    """Return the study's instances once QIDO finds ``count`` or more, or after 30 s."""
+    deadline = time.monotonic() + 30
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        found = client.search_for_instances(study_instance_uid=study)
+        if len(found) >= count:
+            break
+        time.sleep(0.1)
+    return found
+
+
+def start_stack(data_dir: Path, *options: str) -> RunningStack:
+    """Start ``cirrus dev`` with ``options`` added to its own; return once it is running."""
     dicom_port, http_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "cirrus.cli", "dev",
         "--dicom-port", str(dicom_port), "--http-port", str(http_port),
-        "--data-dir", str(data_dir),
+        "--data-dir", str(data_dir), *options,
     ]  # fmt: skip
     process = subprocess.Popen(
         command,
@@ -77,7 +103,8 @@ def start_stack(data_dir: Path) -> RunningStack:
         for line in process.stdout:
             stack.lines.append(line.rstrip("\n"))
 
-    threading.Thread(target=collect, daemon=True).start()
+    stack.reader = threading.Thread(target=collect, daemon=True)
+    stack.reader.start()
     try:
         stack.wait_for_line(READY_LINE, timeout=120)
     except AssertionError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pydicom
@@ -10,24 +9,13 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
-from tests.e2e.conftest import RunningStack
+from tests.e2e.conftest import RunningStack, wait_for_instances
 from tests.e2e.corpus import classify, send_with_storescu
 from tests.pydicom_files import bundled
 
 FAILED_SOP_SEQUENCE = "00081198"
 FAILURE_REASON = "00081197"
 DUPLICATE_SOP_INSTANCE = 0x0111
-
-
-def _wait_for(client: DICOMwebClient, study: str, count: int) -> list[dict]:
-    deadline = time.monotonic() + 30
-    found: list[dict] = []
-    while time.monotonic() < deadline:
-        found = client.search_for_instances(study_instance_uid=study)
-        if len(found) >= count:
-            break
-        time.sleep(0.1)
-    return found
 
 
 def test_duplicate_sop_instance_rejected(local_stack: RunningStack, tmp_path: Path) -> None:
@@ -48,7 +36,7 @@ def test_duplicate_sop_instance_rejected(local_stack: RunningStack, tmp_path: Pa
         sent = send_with_storescu(entry, local_stack.dicom_port, tmp_path)
         assert (sent.returncode == 0) is (path == original), sent.stdout + sent.stderr
 
-    assert len(_wait_for(client, first_study, 1)) == 1
+    assert len(wait_for_instances(client, first_study, 1)) == 1
     assert client.search_for_instances(study_instance_uid=ds.StudyInstanceUID) == []
 
     response = requests.post(
