@@ -11,16 +11,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pydicom
 import pytest
 import requests
 from pydicom.uid import generate_uid
+from pynamodb.connection.base import Connection
 
 from cirrus.access import AccessPolicy
 from cirrus.audit import AuditAction, AuditEvent, AuditOutcome
 from cirrus.config import Settings
 from cirrus.local.moto_process import MotoProcess
+from cirrus.storage.objects import ObjectStore
 from tests.integration.test_access_support import (
     ACCESS_DOCUMENT,
     BOTH_STORE,
@@ -470,18 +473,25 @@ def test_same_uid_metadata_names_prefix(archive: Archive) -> None:
 
 def test_store_into_other_site_denied(archive: Archive) -> None:
     before = archive.stack.instance_keys("south")
+    client = archive.stack.client(NORTH_MODALITY)
+    datasets = new_study()
+    study = datasets[0].StudyInstanceUID
 
-    response = archive.stack.client(NORTH_MODALITY).store("/sites/south/studies", new_study())
+    for path in ("/sites/south/studies", f"/sites/south/studies/{study}", "/sites/south/uploads"):
+        if path.endswith("uploads"):
+            response = client.request("POST", path)
+        else:
+            response = client.store(path, datasets)
 
-    assert response.status_code == 403
-    assert response.json() == {
-        "error": "access denied: this caller has no grant for store on the site it named"
-    }
+        assert response.status_code == 403, path
+        assert response.json() == {
+            "error": "access denied: this caller has no grant for store on the site it named"
+        }
+        event = only_event(archive.stack)
+        assert event.action == AuditAction.STORE
+        assert event.site == "south"
+        assert event.outcome == AuditOutcome.MINOR_FAILURE
     assert archive.stack.instance_keys("south") == before
-    event = only_event(archive.stack)
-    assert event.action == AuditAction.STORE
-    assert event.site == "south"
-    assert event.outcome == AuditOutcome.MINOR_FAILURE
 
 
 def test_store_audited_with_instances(archive: Archive) -> None:
@@ -546,7 +556,12 @@ def test_delete_other_site_not_found(archive: Archive, prefix: str) -> None:
     before = archive.stack.instance_keys("south")
     client = archive.stack.client(NORTH_ALL)
     unknown = unknown_like(south)
-    for path in (f"/studies/{south.study}", f"/studies/{south.study}/series/{south.series}"):
+    paths = (
+        f"/studies/{south.study}",
+        f"/studies/{south.study}/series/{south.series}",
+        south.instance_path,
+    )
+    for path in paths:
         response = client.request("DELETE", f"{prefix}{path}")
         event = only_event(archive.stack)
         missing = client.request("DELETE", with_uids_of(path, south, unknown))
@@ -621,3 +636,67 @@ def test_delete_same_uid_removes_first_site_only(moto_server: MotoProcess) -> No
         assert series_description(metadata) == "south copy"
     finally:
         stack.server.shutdown()
+
+
+@dataclass
+class KeySpy:
+    """The index partitions and archive keys that requests read, recorded as they are read."""
+
+    partitions: list[str]
+    objects: list[str]
+
+    def take(self) -> tuple[list[str], list[str]]:
+        read = (list(self.partitions), list(self.objects))
+        self.partitions.clear()
+        self.objects.clear()
+        return read
+
+
+@pytest.fixture
+def key_spy(monkeypatch: pytest.MonkeyPatch) -> KeySpy:
+    spy = KeySpy([], [])
+
+    def recorded(original: Any, keys: list[str]) -> Any:
+        def call(self: Any, first: str, key: str, *args: Any, **kwargs: Any) -> Any:
+            keys.append(key)
+            return original(self, first, key, *args, **kwargs)
+
+        return call
+
+    def recorded_object(original: Any, keys: list[str]) -> Any:
+        def call(self: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+            keys.append(key)
+            return original(self, key, *args, **kwargs)
+
+        return call
+
+    for name in ("query", "get_item"):
+        original = getattr(Connection, name)
+        monkeypatch.setattr(Connection, name, recorded(original, spy.partitions))
+    for name in ("get", "get_range", "size", "list_keys"):
+        original = getattr(ObjectStore, name)
+        monkeypatch.setattr(ObjectStore, name, recorded_object(original, spy.objects))
+    return spy
+
+
+def test_requests_read_only_granted_site_keys(archive: Archive, key_spy: KeySpy) -> None:
+    client = archive.stack.client(NORTH_ALL)
+    south = archive.south
+    for prefix in ("", "/sites/south"):
+        for path in query_paths(south):
+            assert client.get(f"{prefix}{path}", headers=DICOM_JSON).status_code == 204
+        for path in retrieve_paths(south):
+            assert client.get(f"{prefix}{path}").status_code == 404
+        assert client.request("DELETE", f"{prefix}/studies/{south.study}").status_code == 404
+    assert client.get("/studies", headers=DICOM_JSON).status_code == 200
+
+    partitions, objects = key_spy.take()
+    assert partitions, "the spy saw no index reads"
+    assert [key for key in partitions if not key.startswith("north#")] == []
+    assert [key for key in objects if not key.startswith("sites/north/")] == []
+
+    # The spy sees other sites' reads where they are allowed.
+    archive.stack.client(TELERADIOLOGY).get("/studies", headers=DICOM_JSON)
+    partitions, _ = key_spy.take()
+    assert {key.split("#", 1)[0] for key in partitions} == {"north", "south"}
+    archive.stack.audit.take()
