@@ -91,7 +91,9 @@ def gets(gateway_settings: Settings) -> Iterator[GetArchive]:
                     "PYGET": everything,
                     "STOREONLY": frozenset({"store"}),
                 }
-            )
+            ),
+            # A caller of another site, with every permission there.
+            "other": SiteAEs(callers={"OTHERGET": everything}),
         }
     )
     with start_gateway(gateway_settings, config=config) as gateway:
@@ -386,6 +388,24 @@ def test_get_not_authorized(gets: GetArchive) -> None:
     )
     status, _ = responses[-1]
     assert status.Status == 0x0124
+    assert receiver.received == []
+
+
+def test_get_other_site_sees_nothing(gets: GetArchive) -> None:
+    """A caller of another site gets what it would get for a study that does not exist."""
+    receiver = Receiver()
+    responses = _get(
+        gets.gateway.port,
+        identifier("STUDY", StudyInstanceUID=gets.study_uid),
+        [(CTImageStorage, UNCOMPRESSED)],
+        receiver,
+        calling="OTHERGET",
+    )
+
+    assert len(responses) == 1
+    status, _ = responses[0]
+    assert status.Status == 0x0000
+    assert status.NumberOfCompletedSuboperations == 0
     assert receiver.received == []
 
 
