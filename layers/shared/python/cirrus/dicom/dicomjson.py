@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException
 from pydicom.tag import Tag
 
 from cirrus.config import BULK_DATA_THRESHOLD
@@ -44,11 +45,21 @@ def dataset_to_json(ds: Dataset, path: tuple[str, ...]) -> JsonDict:
     with a warning that names its tag. The stored object keeps it unchanged.
     """
     result: JsonDict = {}
-    for elem in ds:
-        key = f"{elem.tag:08X}"
+    # Each element is read inside the try, because pydicom decodes it on first access. It
+    # raises NotImplementedError for an unknown VR such as "UM", and BytesLengthException
+    # for a value whose length is no multiple of the VR's value size.
+    for tag in sorted(ds.keys()):
+        key = f"{tag:08X}"
         try:
-            result[key] = _element_to_json(elem, (*path, key))
-        except (ValueError, TypeError, OverflowError, UnicodeError, NotImplementedError) as exc:
+            result[key] = _element_to_json(ds[tag], (*path, key))
+        except (
+            ValueError,
+            TypeError,
+            OverflowError,
+            UnicodeError,
+            NotImplementedError,
+            BytesLengthException,
+        ) as exc:
             logger.warning(
                 "element left out of metadata",
                 extra={"tag": key, "reason": type(exc).__name__},

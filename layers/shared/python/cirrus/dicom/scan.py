@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from pydicom.datadict import dictionary_VR
+
 PIXEL_DATA_TAG: Final = 0x7FE00010
 ITEM_TAG: Final = 0xFFFEE000
 ITEM_DELIMITER_TAG: Final = 0xFFFEE00D
@@ -122,6 +124,11 @@ def read_element(view: memoryview, offset: int, encoding: Encoding, depth: int =
     if length != UNDEFINED_LENGTH:
         end = value_offset + length
         _need(view, end, offset, tag)
+        if _is_sequence(tag, vr):
+            # pydicom decodes nested sequences recursively, so a defined-length sequence is
+            # walked too, and it may nest no deeper than an undefined-length one.
+            nested = Encoding(implicit_vr=True, little_endian=True) if vr == "UN" else encoding
+            _check_items(view, value_offset, end, nested, depth + 1)
         return RawElement(tag, vr, offset, value_offset, length, end)
     # An undefined length is allowed for SQ, for UN that contains an implicit VR sequence and
     # for encapsulated Pixel Data (PS3.5 7.1.2, 6.2.2 and A.4). All three end with a sequence
@@ -129,6 +136,47 @@ def read_element(view: memoryview, offset: int, encoding: Encoding, depth: int =
     nested = Encoding(implicit_vr=True, little_endian=True) if vr == "UN" else encoding
     end = _skip_items(view, value_offset, nested, depth + 1)
     return RawElement(tag, vr, offset, value_offset, None, end)
+
+
+def _is_sequence(tag: int, vr: str | None) -> bool:
+    """Tell whether pydicom reads the element as a sequence (SQ, or UN or implicit VR of a
+    tag that the data dictionary defines as SQ)."""
+    if vr == "SQ":
+        return True
+    if vr not in (None, "UN") or tag >> 16 == 0xFFFE:
+        return False
+    try:
+        return dictionary_VR(tag) == "SQ"
+    except KeyError:
+        return False
+
+
+def _check_items(view: memoryview, offset: int, end: int, encoding: Encoding, depth: int) -> None:
+    """Walk the items of a defined-length sequence value from ``offset`` to ``end``.
+
+    Raises ``MalformedError`` when the value contains something other than items or the
+    sequences nest more than ``MAX_SEQUENCE_DEPTH`` levels deep, and ``TruncatedError`` when
+    an element runs past the end of the buffer.
+    """
+    if depth > MAX_SEQUENCE_DEPTH:
+        raise MalformedError(f"sequences are nested more than {MAX_SEQUENCE_DEPTH} levels deep")
+    while offset < end:
+        tag, _, length, value_offset = _read_header(view, offset, encoding)
+        if tag == SEQUENCE_DELIMITER_TAG:
+            return  # a sequence delimiter ends the walk, as it ends an undefined length
+        if tag != ITEM_TAG:
+            raise MalformedError(
+                f"expected an item at offset {offset}, found ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            )
+        if length == UNDEFINED_LENGTH:
+            offset = _skip_item_elements(view, value_offset, encoding, depth)
+            continue
+        # pydicom 3.0 reads an item that claims more bytes than its sequence has up to the
+        # end of the sequence (DICOMDIR-nooffset of its test files), so the walk does too.
+        item_end = min(value_offset + length, end)
+        offset = value_offset
+        while offset < item_end:
+            offset = read_element(view, offset, encoding, depth).end
 
 
 def _skip_items(view: memoryview, offset: int, encoding: Encoding, depth: int) -> int:
