@@ -252,7 +252,8 @@ def _keyword(tag_path: str) -> str:
 
 
 def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit():
+    # str.isdigit alone also accepts digits such as "²" that int() rejects.
+    if not (value.isascii() and value.isdigit()):
         raise InvalidParameterError(
             f"{name} must be a non-negative integer, not {value!r}",
             parameter=name.lower(),
