@@ -313,6 +313,32 @@ def test_other_site_query_empty(archive: Archive, prefix: str) -> None:
     archive.stack.audit.take()
 
 
+def test_other_site_query_audited_as_denied(archive: Archive) -> None:
+    archive.stack.audit.take()
+
+    response = archive.stack.client(NORTH_ALL).get("/sites/south/studies", headers=DICOM_JSON)
+
+    assert response.status_code == 204
+    event = only_event(archive.stack)
+    assert event.action == AuditAction.QUERY
+    assert event.outcome == AuditOutcome.MINOR_FAILURE
+    assert event.site == "south"
+    assert event.detail == "no grant for query on the site named"
+
+
+@pytest.mark.parametrize("site", ["South", "south%00", "north,south", "a%0Ab", "x" * 40])
+def test_invalid_site_name_not_audited(archive: Archive, site: str) -> None:
+    """A site name that no site can have is kept out of the trail, whatever text it is."""
+    archive.stack.audit.take()
+
+    response = archive.stack.client(NORTH_ALL).get(f"/sites/{site}/studies/{archive.north.study}")
+
+    assert response.status_code == 404
+    event = only_event(archive.stack)
+    assert event.outcome == AuditOutcome.MINOR_FAILURE
+    assert event.site is None
+
+
 def test_own_site_query_matches(archive: Archive) -> None:
     client = archive.stack.client(NORTH_ALL)
     for path in query_paths(archive.north):

@@ -279,7 +279,14 @@ def test_signed_header_missing_rejected() -> None:
 
     error = failure(replace_header(request, "content-type", None))
 
-    assert error.reason == "signed headers mismatch"
+    assert error.reason == "signed header missing"
+
+
+def test_missing_host_rejected() -> None:
+    error = failure(replace_header(sign(), "host", None))
+
+    assert error.reason == "signed header missing"
+    assert "host" in str(error)
 
 
 def test_identity_as_api_gateway_sets_it() -> None:

@@ -34,6 +34,7 @@ from cirrus.dicomweb.scope import RequestScope, request_action
 from cirrus.errors import CirrusError, InvalidParameterError
 from cirrus.index.reader import InstanceRef
 from cirrus.query.params import resolve_attribute
+from cirrus.storage.keys import validate_site
 
 logger = logging.getLogger(__name__)
 
@@ -165,10 +166,12 @@ class _Journal:
         state, scope = self.state, self.state.scope
         assert scope is not None  # set before any record is written
         if scope.site_denied and not state.touched:
+            # A denied site is refused even where the response looks like an empty result.
             detail = f"no grant for {scope.action} on the site named"
+            outcome = max(outcome, AuditOutcome.MINOR_FAILURE)
         used: list[tuple[str | None, list[StudyAccess]]] = list(state.touched.items())
         if not used:
-            used = [(state.requested_site if scope.site_denied else None, [])]
+            used = [(_valid_site(state.requested_site) if scope.site_denied else None, [])]
         actor = request_actor(self.event)
         request_id = self.event.request_context.request_id or ""
         for site, studies in used:
@@ -185,6 +188,18 @@ class _Journal:
                     detail=detail,
                 )
             )
+
+
+def _valid_site(site: str | None) -> str | None:
+    """Return ``site`` if it is a valid site id, else None.
+
+    The name comes from the request's path, so a caller could otherwise write any text, even
+    patient data, into the audit trail.
+    """
+    try:
+        return validate_site(site) if site is not None else None
+    except ValueError:
+        return None
 
 
 def _status_text(status: int) -> str:

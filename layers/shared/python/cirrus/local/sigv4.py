@@ -205,6 +205,12 @@ class SigV4Verifier:
             raise SignatureError(
                 f"the signed headers must include {', '.join(missing)}", "required header unsigned"
             )
+        absent = [name for name in signed if request.header(name) is None]
+        if absent:
+            raise SignatureError(
+                f"the signed headers {', '.join(absent)} are missing from the request",
+                "signed header missing",
+            )
         self._check_payload_hash(request)
 
         signer = SigV4Auth(
