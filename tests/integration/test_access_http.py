@@ -227,10 +227,11 @@ def test_other_site_retrieve_not_found(archive: Archive, prefix: str) -> None:
         assert "error" in response.json()
         assert event.action == AuditAction.RETRIEVE
         assert event.outcome == AuditOutcome.MINOR_FAILURE
+        # The record names the study asked for, though nothing of it was read.
+        assert [access.study for access in event.studies] == [south.study]
         if prefix:
             assert event.site == "south"
             assert event.detail == "no grant for retrieve on the site named"
-            assert event.studies == ()
         else:
             # Looked up in north, the one site it may retrieve from, and not found there.
             assert event.site == "north"
@@ -244,7 +245,7 @@ def test_other_site_prefix_audited_as_denied(archive: Archive) -> None:
     assert event.site == "south"
     assert event.outcome == AuditOutcome.MINOR_FAILURE
     assert event.detail == "no grant for retrieve on the site named"
-    assert event.studies == ()
+    assert [access.study for access in event.studies] == [archive.south.study]
 
 
 def test_query_only_cannot_retrieve(archive: Archive) -> None:
@@ -267,7 +268,7 @@ def test_query_only_cannot_retrieve(archive: Archive) -> None:
         assert event.site is None
         assert event.actor.principal == NORTH_QUERY
         assert event.detail == "no grant for retrieve"
-        assert event.studies == ()
+        assert [access.study for access in event.studies] == [archive.north.study]
 
 
 def test_query_only_cannot_store_or_delete(archive: Archive) -> None:

@@ -16,10 +16,12 @@ whole request again and records it there, so that it is recorded once.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
@@ -45,6 +47,10 @@ _CONTROL_PARAMETERS: Final = frozenset({"limit", "offset", "fuzzymatching", "inc
 _STUDY_UID: Final = "0020000D"
 _SERIES_UID: Final = "0020000E"
 _SOP_UID: Final = "00080018"
+_STUDY_IN_PATH: Final = re.compile(r"/studies/([^/]+)")
+# PS3.5 9.1: a UID is at most 64 characters of digits and dots.
+_UID_SYNTAX: Final = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_MAX_UID_LENGTH: Final = 64
 
 Middleware = Callable[[APIGatewayRestResolver, Callable[..., Any]], Response[Any]]
 
@@ -172,6 +178,10 @@ class _Journal:
         used: list[tuple[str | None, list[StudyAccess]]] = list(state.touched.items())
         if not used:
             used = [(_valid_site(state.requested_site) if scope.site_denied else None, [])]
+        requested = _requested_study(self.event.path)
+        if requested is not None and scope.action in (Action.RETRIEVE, Action.DELETE):
+            # A retrieve or delete that found nothing still names the study it asked for.
+            used = [(site, studies or [StudyAccess(requested)]) for site, studies in used]
         actor = request_actor(self.event)
         request_id = self.event.request_context.request_id or ""
         for site, studies in used:
@@ -188,6 +198,18 @@ class _Journal:
                     detail=detail,
                 )
             )
+
+
+def _requested_study(path: str) -> str | None:
+    """Return the Study Instance UID that ``path`` names, if it has the syntax of a UID.
+
+    Anything else is left out of the record, as it is text that the caller chose.
+    """
+    match = _STUDY_IN_PATH.search(path)
+    if match is None:
+        return None
+    study = unquote(match.group(1))
+    return study if len(study) <= _MAX_UID_LENGTH and _UID_SYNTAX.fullmatch(study) else None
 
 
 def _valid_site(site: str | None) -> str | None:
