@@ -1,6 +1,8 @@
 """Access rules of DICOMweb: which principal may use which site, for which actions.
 
-The rules are a JSON document, read once at start from ``Settings.access_file``::
+The rules are a JSON document, read once at start from ``Settings.access_document`` (the
+environment variable CIRRUS_ACCESS_JSON, which the CDK stack sets), else from
+``Settings.access_file``::
 
     {
       "principals": {

@@ -15,7 +15,7 @@ delete        (110105, DCM, "DICOM Study Deleted")            D (delete)
 ============  ==============================================  ===============
 
 A record names who asked, when, from which address, and the UIDs that the request touched. It
-holds no patient names, IDs or other demographics, and a query's record names the attributes
+contains no patient names, IDs or other demographics, and a query's record names the attributes
 that the query matched on but never their values.
 """
 
@@ -64,7 +64,7 @@ class Actor:
 
 
 class AuditAction(StrEnum):
-    """What an audited request did, one of the actions that access rules grant."""
+    """The action of an audited request, one of the actions that access rules grant."""
 
     STORE = "store"
     QUERY = "query"

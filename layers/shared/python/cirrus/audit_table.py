@@ -234,6 +234,7 @@ def entry_items(model: type[AuditRecord], entry: AuditEntry) -> list[AuditRecord
     pk = record_pk(entry.record_id)
     first_study = entry.studies[0] if entry.studies else None
     head_sk = item_sk(entry.record_id, 0)
+
     items = [
         model(
             pk,

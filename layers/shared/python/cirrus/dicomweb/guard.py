@@ -7,10 +7,10 @@ notes each site it reads or writes with the studies it touched there.
 
 After the route, the middleware writes one audit record per site the request used, or one
 without a site when it used none (a denial, or data found nowhere). A query record names the
-query keys, never their values. Two requests are not recorded here: a DELETE that succeeded,
-whose deletion record (``AuditLog.record_deletion``) was written before anything was deleted,
-and a request handed to the pixel function (``cirrus.dicomweb.forwarding``), which runs the
-whole request again and records it there, so that it is recorded once.
+query keys, never their values. Two requests are not recorded here. A DELETE that succeeded
+has its deletion record (``AuditLog.record_deletion``), written before anything was deleted.
+A request handed to the pixel function (``cirrus.dicomweb.forwarding``) is run again there
+and recorded there, so that it is recorded once.
 """
 
 from __future__ import annotations

@@ -242,7 +242,10 @@ class SigV4Verifier:
         access_key, _, region, service, terminator = parts
         credential = self._credentials.get(access_key)
         if credential is None:
-            raise SignatureError(f"access key {access_key[:128]} is unknown", "unknown access key")
+            raise SignatureError(
+                f"access key {access_key[:128]} is unknown; add it to the credentials file",
+                "unknown access key",
+            )
         if (region, service, terminator) != (self.region, SERVICE, "aws4_request"):
             raise SignatureError(
                 f"the credential scope must be for region {self.region}, service {SERVICE} "
