@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,9 @@ from cirrus.errors import StoreUnavailableError
 from cirrus.gateway.tls import DEFAULT_TLS_PORT, TLSConfig, TLSConfigError
 from cirrus.gateway.workers import MAX_WORKERS, available_cores
 from cirrus.local.moto_process import LOOPBACK
+
+if TYPE_CHECKING:
+    from cirrus.operations.target import Target
 
 app = typer.Typer(help="Cirrus PACS: a serverless DICOM archive.", no_args_is_help=True)
 
@@ -275,6 +278,193 @@ def audit(
     except (ValueError, StoreUnavailableError) as exc:
         typer.echo(f"cirrus audit: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+_DATA_DIR_HELP = "Data folder of the running local stack to work on; ignored with --from-env."
+_FROM_ENV_HELP = (
+    "Work on the deployment that the CIRRUS_* environment variables name, as the Lambda "
+    "functions do, instead of a local stack."
+)
+_CHECKPOINT_HELP = (
+    "Checkpoint file: a run saves its position there and continues from it when started "
+    "again; deleted when the run finishes."
+)
+DataDirOption = Annotated[Path, typer.Option(file_okay=False, help=_DATA_DIR_HELP)]
+FromEnvOption = Annotated[bool, typer.Option(help=_FROM_ENV_HELP)]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object per line instead of text.")
+]
+CheckpointOption = Annotated[Path | None, typer.Option(dir_okay=False, help=_CHECKPOINT_HELP)]
+CheckpointEveryOption = Annotated[
+    int, typer.Option(min=1, help="Save the checkpoint after this many objects or entries.")
+]
+
+
+def _operations_target(command: str, data_dir: Path, from_env: bool) -> Target:
+    """Return the deployment to work on, or exit with status 2 and the reason."""
+    from cirrus.local.endpoints import NoStackError
+    from cirrus.operations.target import env_target, local_target
+
+    try:
+        return env_target() if from_env else local_target(data_dir)
+    except (NoStackError, ValueError) as exc:
+        typer.echo(f"cirrus {command}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _check_site(value: str | None) -> str | None:
+    from cirrus.storage.keys import validate_site
+
+    try:
+        return None if value is None else validate_site(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command()
+def verify(
+    site: Annotated[
+        str | None,
+        typer.Option(
+            callback=_check_site, help="Compare the objects and entries of this site only."
+        ),
+    ] = None,
+    checkpoint: CheckpointOption = None,
+    checkpoint_every: CheckpointEveryOption = 500,
+    json_lines: JsonOption = False,
+    data_dir: DataDirOption = Path(".cirrus"),
+    from_env: FromEnvOption = False,
+) -> None:
+    """Compare the archived objects with the index and list every difference.
+
+    Exit status 0 when they agree, 1 when differences were found, 2 on an error.
+    """
+    from cirrus.operations.checkpoint import Checkpoint, CheckpointError
+    from cirrus.operations.report import Output
+    from cirrus.operations.verify import Difference
+    from cirrus.operations.verify import verify as run_verify
+
+    target = _operations_target("verify", data_dir, from_env)
+    output = Output(json_lines)
+    saved = Checkpoint(checkpoint, "verify", target.object_prefix(site), checkpoint_every)
+    try:
+        with output.progress(f"verifying {target.name}"):
+            counts = run_verify(
+                target,
+                site,
+                saved,
+                lambda f: output.line(f.to_json(), f.kind.value, f.object_key, f.detail),
+                output.advance,
+            ).counts
+    except (CheckpointError, StoreUnavailableError) as exc:
+        output.error(f"cirrus verify: {exc}")
+        if checkpoint is not None:
+            output.error(f"run again with --checkpoint {checkpoint} to continue")
+        raise typer.Exit(2) from exc
+    differences = sum(counts.get(kind.value, 0) for kind in Difference)
+    output.summary(f"verify: {target.name}", counts, differences=differences)
+    raise typer.Exit(1 if differences else 0)
+
+
+@app.command()
+def reindex(
+    site: Annotated[
+        str | None,
+        typer.Option(callback=_check_site, help="Index the objects of this site only."),
+    ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            help="Remove index entries whose object is gone, as a delete does; without it "
+            "they are only listed."
+        ),
+    ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Stop after this many objects; with --checkpoint a second run continues.",
+        ),
+    ] = None,
+    checkpoint: CheckpointOption = None,
+    checkpoint_every: CheckpointEveryOption = 500,
+    json_lines: JsonOption = False,
+    data_dir: DataDirOption = Path(".cirrus"),
+    from_env: FromEnvOption = False,
+) -> None:
+    """Index every archived object through ingest, as its notification would.
+
+    Exit status 0 when every object is indexed, 1 when objects were rejected or entries
+    without an object remain, 2 on an error.
+    """
+    from cirrus.operations.checkpoint import Checkpoint, CheckpointError
+    from cirrus.operations.reindex import LimitReached, Result
+    from cirrus.operations.reindex import reindex as run_reindex
+    from cirrus.operations.report import Output
+
+    target = _operations_target("reindex", data_dir, from_env)
+    output = Output(json_lines)
+    saved = Checkpoint(checkpoint, "reindex", target.object_prefix(site), checkpoint_every)
+    complete = True
+    try:
+        with output.progress(f"reindexing {target.name}"):
+            counts = run_reindex(
+                target,
+                site,
+                saved,
+                lambda o: output.line(o.to_json(), o.result.value, o.object_key, o.reason),
+                output.advance,
+                prune=prune,
+                limit=limit,
+            ).counts
+    except LimitReached as exc:
+        complete = False
+        counts = exc.progress.counts
+        output.error(f"cirrus reindex: {exc}; run again with the same --checkpoint to continue")
+    except (CheckpointError, StoreUnavailableError) as exc:
+        output.error(f"cirrus reindex: {exc}")
+        if checkpoint is not None:
+            output.error(f"run again with --checkpoint {checkpoint} to continue")
+        raise typer.Exit(2) from exc
+    output.summary(f"reindex: {target.name}", counts, complete=complete)
+    problems = counts.get(Result.REJECTED.value, 0) + counts.get(Result.MISSING_OBJECT.value, 0)
+    raise typer.Exit(1 if problems else 0)
+
+
+@app.command()
+def redrive(
+    max_messages: Annotated[
+        int | None,
+        typer.Option("--max", min=1, help="Move at most this many messages; default all."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="List the messages that would move, and move none.")
+    ] = False,
+    json_lines: JsonOption = False,
+    data_dir: DataDirOption = Path(".cirrus"),
+    from_env: FromEnvOption = False,
+) -> None:
+    """Move messages from the ingest dead-letter queue back to the ingest queue.
+
+    Run it once the cause of the failures is fixed. Exit status 0, or 2 on an error.
+    """
+    from cirrus.operations.redrive import redrive as run_redrive
+    from cirrus.operations.report import Output
+
+    target = _operations_target("redrive", data_dir, from_env)
+    output = Output(json_lines)
+    action = "would move" if dry_run else "moved"
+    try:
+        count = run_redrive(
+            target,
+            lambda m: output.line(m.to_json(not dry_run), action, m.message_id, m.content),
+            max_messages,
+            dry_run,
+        )
+    except StoreUnavailableError as exc:
+        output.error(f"cirrus redrive: {exc}")
+        raise typer.Exit(2) from exc
+    output.summary(f"redrive: {target.name}", {action: count}, dry_run=dry_run)
 
 
 if __name__ == "__main__":

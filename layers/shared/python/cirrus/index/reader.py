@@ -80,7 +80,7 @@ class IndexReader:
         Bulk data references are relative (``bulkdata/...``); ``NotFoundError`` when empty.
         """
         result = [
-            self._metadata_of(record) for record in self._instance_records(site, study, series)
+            self.metadata_of(record) for record in self._instance_records(site, study, series)
         ]
         if not result:
             scope = f"series {series} of study {study}" if series else f"study {study}"
@@ -91,13 +91,14 @@ class IndexReader:
         record = get_record(self._model, study_pk(site, study), instance_sk(series, sop))
         if record is None:
             raise NotFoundError(f"instance {sop} not found in series {series} of study {study}")
-        return self._metadata_of(record)
+        return self.metadata_of(record)
 
     def _instance_records(self, site: str, study: str, series: str | None) -> Iterator[IndexRecord]:
         prefix = _instance_prefix(series)
         return self._model.query(study_pk(site, study), self._model.sk.startswith(prefix))
 
-    def _metadata_of(self, record: IndexRecord) -> JsonDict:
+    def metadata_of(self, record: IndexRecord) -> JsonDict:
+        """Return the whole metadata of an instance record, inline or from its object."""
         if record.metadata is not None:
             return json.loads(zlib.decompress(record.metadata))  # type: ignore[no-any-return]
         if record.metadata_key is None:

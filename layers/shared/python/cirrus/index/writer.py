@@ -229,26 +229,7 @@ class IndexWriter:
 
     def _instance_record(self, obj: IndexedObject, metadata: JsonDict) -> IndexRecord:
         key = obj.key
-        record = self._model(
-            study_pk(key.site, key.study),
-            instance_sk(key.series, key.sop),
-            level=INSTANCE,
-            site=key.site,
-            level_pk=level_pk(key.site, INSTANCE, level_shard(key.study)),
-            level_sk=f"{key.study}#{key.series}#{key.sop}",
-            attrs=select(metadata, INSTANCE_TAGS),
-            object_key=key.object_key,
-            size=obj.size,
-            etag=obj.etag,
-            sequencer=obj.sequencer,
-            transfer_syntax=obj.transfer_syntax,
-            pixel_offset=obj.pixel_offset,
-            pixel_length=obj.pixel_length,
-        )
-        modality = first_value(metadata, _MODALITY)
-        if modality:
-            # Kept per instance so that a replacement can recompute the series' modalities.
-            record.modalities = {str(modality)}
+        record = instance_record(self._model, obj, metadata)
         compressed = zlib.compress(json.dumps(metadata, separators=(",", ":")).encode(), 6)
         if len(compressed) <= MAX_INLINE_METADATA:
             record.metadata = compressed
@@ -528,6 +509,34 @@ class IndexWriter:
         if sop_classes:
             actions.append(model.sop_classes.add(sop_classes))
         return actions
+
+
+def instance_record(
+    model: type[IndexRecord], obj: IndexedObject, metadata: JsonDict
+) -> IndexRecord:
+    """Return the instance record that ingest writes for ``obj``, without its metadata."""
+    key = obj.key
+    record = model(
+        study_pk(key.site, key.study),
+        instance_sk(key.series, key.sop),
+        level=INSTANCE,
+        site=key.site,
+        level_pk=level_pk(key.site, INSTANCE, level_shard(key.study)),
+        level_sk=f"{key.study}#{key.series}#{key.sop}",
+        attrs=select(metadata, INSTANCE_TAGS),
+        object_key=key.object_key,
+        size=obj.size,
+        etag=obj.etag,
+        sequencer=obj.sequencer,
+        transfer_syntax=obj.transfer_syntax,
+        pixel_offset=obj.pixel_offset,
+        pixel_length=obj.pixel_length,
+    )
+    modality = first_value(metadata, _MODALITY)
+    if modality:
+        # Kept per instance so that a replacement can recompute the series' modalities.
+        record.modalities = {str(modality)}
+    return record
 
 
 def _first_modality(metadata: JsonDict) -> Any:

@@ -191,10 +191,20 @@ class FolderObjectStore(ObjectStore):
             except OSError as exc:
                 raise StoreUnavailableError(f"delete of {key} failed: {exc.strerror}") from exc
 
-    def list_keys(self, prefix: str) -> Iterator[StoredObject]:
+    def etag(self, key: str) -> str:
+        """Return the MD5 of the file of ``key``, as ``put`` and the notifications give it."""
+        try:
+            return _md5_of_file(self._path(key))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFoundError(f"object {key} not found") from exc
+        except OSError as exc:
+            raise StoreUnavailableError(f"read of {key} failed: {exc.strerror}") from exc
+
+    def list_keys(self, prefix: str, start_after: str = "") -> Iterator[StoredObject]:
         """Yield the objects whose key starts with ``prefix``, in key order as S3 lists them.
 
-        Their ETags are empty: no caller reads them, and computing them would read every file.
+        Only keys after ``start_after`` are yielded, as S3's StartAfter does. Their ETags are
+        empty, because computing them would read every file; ``etag`` reads one.
         """
         folder = self._path(prefix.rpartition("/")[0]) if "/" in prefix else self._root
         if not folder.is_dir():
@@ -205,6 +215,8 @@ class FolderObjectStore(ObjectStore):
             if key.startswith(prefix) and path.is_file() and _INCOMING_PREFIX not in path.name:
                 keys.append(key)
         for key in sorted(keys):
+            if key <= start_after:
+                continue
             path = self._root / key
             yield StoredObject(key, path.stat().st_size, etag="")
 

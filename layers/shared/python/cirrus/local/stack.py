@@ -5,7 +5,8 @@ DICOMweb and ingest Lambda handlers behind local adapters, DynamoDB, KMS, SQS an
 Archive objects are files in the data folder instead of moto's S3 (``cirrus.local.datadir``),
 which keeps them on disk rather than in memory and spares each instance two S3 requests. Audit
 records go to moto's audit table and to a journal in the data folder, which each start writes
-back into the table (``cirrus.local.audit_journal``).
+back into the table (``cirrus.local.audit_journal``). While the stack runs, its data folder
+names the moto endpoint for the operator commands (``cirrus.local.endpoints``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from cirrus.local.datadir import (
     QueueNotifier,
     notify_saved_objects,
 )
+from cirrus.local.endpoints import remove_endpoints, write_endpoints
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
 from cirrus.local.resources import create_resources
@@ -179,6 +181,10 @@ class LocalStack:
         )
         self._http = self._start_http(services, credentials)
         logger.info("DICOMweb ready", extra={"url": self.dicomweb_url})
+        try:
+            write_endpoints(config.data_dir, settings, objects_dir)
+        except OSError as exc:
+            raise StartError(f"data folder {config.data_dir} is unusable: {exc}") from exc
         if credentials is None:
             logger.warning(
                 "DICOMweb is open: unsigned requests have every action on site %s; give "
@@ -305,6 +311,7 @@ class LocalStack:
             self._poller.stop()
             self._poller = None
         if self._moto is not None:
+            remove_endpoints(self.config.data_dir)
             self._moto.stop()
             self._moto = None
         self._lock.release()

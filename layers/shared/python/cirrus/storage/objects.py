@@ -136,10 +136,19 @@ class ObjectStore:
                     f"S3 delete of {first.get('Key')} failed with {first.get('Code') or 'an error'}"
                 )
 
-    def list_keys(self, prefix: str) -> Iterator[StoredObject]:
-        paginator = self._client.get_paginator("list_objects_v2")
+    def etag(self, key: str) -> str:
+        """Return the ETag of object ``key`` without quotes."""
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            return str(self._client.head_object(Bucket=self.bucket, Key=key)["ETag"]).strip('"')
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, key) from exc
+
+    def list_keys(self, prefix: str, start_after: str = "") -> Iterator[StoredObject]:
+        """Yield the objects under ``prefix`` in key order, after ``start_after`` if given."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        extra = {"StartAfter": start_after} if start_after else {}
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, **extra):
                 for item in page.get("Contents", ()):
                     yield StoredObject(item["Key"], item["Size"], item["ETag"].strip('"'))
         except (ClientError, BotoCoreError) as exc:

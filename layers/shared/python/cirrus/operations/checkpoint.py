@@ -1,0 +1,110 @@
+"""Checkpoint files that let an interrupted ``verify`` or ``reindex`` continue where it stopped.
+
+A checkpoint names the last finished object key (S3 lists keys in order, and ``StartAfter``
+continues after it) or, in the pass over the index, the last finished index key (a Scan's
+``ExclusiveStartKey``), with the counts so far. It is written to a temporary file that then
+replaces the checkpoint, so a crash leaves the old checkpoint or the new one, never half of
+one. A run that finishes deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OBJECTS_PHASE = "objects"
+INDEX_PHASE = "index"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable or belongs to another command or scope."""
+
+
+@dataclass
+class Progress:
+    """Where a run is, and what it has counted so far."""
+
+    phase: str = OBJECTS_PHASE
+    # The last object key finished in the objects phase.
+    after_key: str = ""
+    # The key of the last index record finished in the index phase, as DynamoDB returns it.
+    after_record: dict[str, Any] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + amount
+
+
+class Checkpoint:
+    """The checkpoint file of one command on one scope (a key prefix); no file when None."""
+
+    def __init__(self, path: Path | None, command: str, scope: str, every: int = 500) -> None:
+        self.path = path
+        self._command = command
+        self._scope = scope
+        self._every = every
+        self._unsaved = 0
+
+    def load(self) -> Progress:
+        """Return the saved progress, or a fresh one when there is no checkpoint file."""
+        if self.path is None:
+            return Progress()
+        try:
+            document = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return Progress()
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {self.path} is unreadable: {exc}") from exc
+        if document.get("command") != self._command or document.get("scope") != self._scope:
+            raise CheckpointError(
+                f"checkpoint {self.path} belongs to `{document.get('command')}` on "
+                f"{document.get('scope')!r}, not `{self._command}` on {self._scope!r}; give "
+                "another --checkpoint or delete that file"
+            )
+        try:
+            return Progress(
+                phase=str(document["phase"]),
+                after_key=str(document["after_key"]),
+                after_record=document.get("after_record"),
+                counts={str(k): int(v) for k, v in document["counts"].items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint {self.path} is invalid: {exc}") from exc
+
+    def step(self, progress: Progress) -> None:
+        """Count one finished item; save ``progress`` after every ``every`` of them."""
+        self._unsaved += 1
+        if self._unsaved >= self._every:
+            self.save(progress)
+
+    def save(self, progress: Progress) -> None:
+        if self.path is None:
+            return
+        document = {
+            "command": self._command,
+            "scope": self._scope,
+            "phase": progress.phase,
+            "after_key": progress.after_key,
+            "after_record": progress.after_record,
+            "counts": progress.counts,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}-")
+        try:
+            with os.fdopen(fd, "w") as file:
+                json.dump(document, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        self._unsaved = 0
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

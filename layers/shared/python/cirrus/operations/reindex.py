@@ -1,0 +1,186 @@
+"""``cirrus reindex``: rebuild the index from the archived objects through ingest.
+
+Each object goes through ``BatchIngest``, as the ingest Lambda indexes a queue batch, so a
+rebuilt record is the record that normal ingest writes, with two exceptions: a listing has no
+notification sequencer, so rebuilt records have none, and ``metadata_version`` tokens are new.
+Objects are fed in key order, in batches of up to ``BATCH_SIZE``, so the instances of one
+series arrive together as they do from the queue. An object indexed already with the same
+ETag is left unchanged, so a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from cirrus.errors import InvalidInstanceError, NotFoundError, StoreUnavailableError
+from cirrus.index.deletion import IndexDeleter, IndexedInstance
+from cirrus.index.writer import IndexOutcome
+from cirrus.ingest import BatchIngest, ObjectEvent
+from cirrus.local.poller import BATCH_SIZE
+from cirrus.operations.checkpoint import INDEX_PHASE, OBJECTS_PHASE, Checkpoint, Progress
+from cirrus.operations.scan import archived_instances, instance_records, object_exists, with_etag
+from cirrus.operations.target import Target
+from cirrus.storage.keys import InstanceKey
+from cirrus.storage.objects import StoredObject
+
+logger = logging.getLogger(__name__)
+
+_RESULTS: Final = {
+    IndexOutcome.CREATED: "indexed",
+    IndexOutcome.UPDATED: "updated",
+    IndexOutcome.DUPLICATE: "unchanged",
+    IndexOutcome.STALE: "unchanged",
+}
+
+
+class Result(StrEnum):
+    INDEXED = "indexed"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    # Ingest rejects the object, for example because its UIDs do not match its key.
+    REJECTED = "rejected"
+    # An index entry whose object is gone: removed with --prune, else only reported.
+    PRUNED = "pruned"
+    MISSING_OBJECT = "missing object"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Result
+    object_key: str
+    reason: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"result": self.result.value, "key": self.object_key, "reason": self.reason}
+        )
+
+
+class LimitReached(Exception):
+    """The run stopped after ``limit`` objects; the checkpoint holds where to continue."""
+
+    def __init__(self, progress: Progress, message: str) -> None:
+        super().__init__(message)
+        self.progress = progress
+
+
+def reindex(
+    target: Target,
+    site: str | None,
+    checkpoint: Checkpoint,
+    report: Callable[[Outcome], None],
+    advance: Callable[[], None] = lambda: None,
+    prune: bool = False,
+    limit: int | None = None,
+) -> Progress:
+    """Index every object under the site's prefix; return the final counts.
+
+    ``report`` receives each outcome other than unchanged, and ``advance`` is called for each
+    object and index entry finished. With ``prune``, index entries whose object is gone are
+    removed as a delete removes them (``IndexDeleter``); without it they are reported. Raises
+    ``LimitReached`` after ``limit`` objects and ``StoreUnavailableError`` when S3 or
+    DynamoDB fail; the checkpoint then holds the last finished position.
+    """
+    progress = checkpoint.load()
+    services = target.services
+    done = 0
+
+    def record(outcome: Outcome) -> None:
+        progress.add(outcome.result.value)
+        if outcome.result is not Result.UNCHANGED:
+            report(outcome)
+
+    try:
+        if progress.phase == OBJECTS_PHASE:
+            listing = archived_instances(
+                services.store, target.object_prefix(site), progress.after_key
+            )
+            for batch in _batches(listing, BATCH_SIZE, limit):
+                for outcome in _ingest_batch(target, batch):
+                    record(outcome)
+                    progress.after_key = outcome.object_key
+                    checkpoint.step(progress)
+                    advance()
+                done += len(batch)
+                if limit is not None and done >= limit:
+                    raise LimitReached(progress, f"stopped after {done} objects")
+            progress.phase = INDEX_PHASE
+            checkpoint.save(progress)
+        deleter = IndexDeleter(services.index_model) if prune else None
+        for entry, position in instance_records(services.index_model, site, progress.after_record):
+            object_key = entry.object_key
+            if object_key and not object_exists(services.store, object_key):
+                record(_missing(deleter, entry.etag, entry.metadata_key, object_key))
+            progress.after_record = position
+            checkpoint.step(progress)
+            advance()
+    finally:
+        checkpoint.save(progress)
+    checkpoint.finish()
+    return progress
+
+
+def _batches(
+    listing: Iterator[tuple[StoredObject, InstanceKey]], size: int, limit: int | None
+) -> Iterator[list[StoredObject]]:
+    """Yield the listed objects in batches of ``size``, and at most ``limit`` in all."""
+    batch: list[StoredObject] = []
+    for count, (stored, _) in enumerate(listing, start=1):
+        batch.append(stored)
+        if count == limit:
+            break
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _ingest_batch(target: Target, batch: list[StoredObject]) -> Iterator[Outcome]:
+    """Index one batch as the ingest handler does; yield each object's outcome in key order.
+
+    Raises ``StoreUnavailableError`` at the first object that S3 or DynamoDB fail on, so the
+    outcomes yielded before it are the finished ones.
+    """
+    services = target.services
+    events = []
+    for listed in batch:
+        try:
+            stored = with_etag(services.store, listed)
+        except NotFoundError:
+            continue  # deleted since it was listed: nothing to index
+        events.append(ObjectEvent(stored.key, stored.size, stored.etag))
+    # NOTE: no BundleRefresher, so rebuilt series get their metadata bundles on first read
+    # instead of in advance.
+    ingest = BatchIngest(services.store, services.index_writer)
+    ingest.run(events)
+    for event in events:
+        try:
+            outcome = ingest.ingest(event)
+        except InvalidInstanceError as exc:
+            yield Outcome(Result.REJECTED, event.key, str(exc))
+            continue
+        except NotFoundError:
+            continue
+        except StoreUnavailableError:
+            logger.warning("reindex stopped by a failed request", extra={"object_key": event.key})
+            raise
+        yield Outcome(Result(_RESULTS[outcome]), event.key)
+
+
+def _missing(
+    deleter: IndexDeleter | None, etag: str | None, metadata_key: str | None, object_key: str
+) -> Outcome:
+    if deleter is None:
+        return Outcome(Result.MISSING_OBJECT, object_key)
+    key = InstanceKey.parse(object_key)
+    removed = deleter.remove(IndexedInstance(key, etag, metadata_key))
+    deleter.settle(key.site, key.study, [key.series])
+    if not removed:
+        return Outcome(Result.MISSING_OBJECT, object_key, "changed while pruning; run again")
+    return Outcome(Result.PRUNED, object_key)

@@ -1,0 +1,154 @@
+"""``cirrus verify``: compare the archive's objects with the index and report each difference.
+
+The objects are the source of truth. The objects pass reads each instance's header, as ingest
+does, and compares the instance record with the record that ingest would write from it. The
+index pass then looks for instance records whose object is gone. Neither pass changes
+anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from botocore.exceptions import BotoCoreError
+from pynamodb.exceptions import PynamoDBException
+
+from cirrus.errors import InvalidInstanceError, NotFoundError, StoreUnavailableError
+from cirrus.index.models import get_record, instance_sk, study_pk
+from cirrus.index.writer import instance_record
+from cirrus.ingest import ObjectEvent, prepare_object
+from cirrus.operations.checkpoint import INDEX_PHASE, OBJECTS_PHASE, Checkpoint, Progress
+from cirrus.operations.scan import archived_instances, instance_records, object_exists, with_etag
+from cirrus.operations.target import Target
+from cirrus.storage.keys import InstanceKey
+from cirrus.storage.objects import StoredObject
+
+logger = logging.getLogger(__name__)
+
+# Record attributes that a correct index may hold differently from a fresh ingest: the
+# sequencer of the notification that was ingested (a listing has none), and the inline or
+# separate metadata, which is compared decompressed instead.
+_NOT_COMPARED: Final = frozenset({"sequencer", "metadata", "metadata_key"})
+
+
+class Difference(StrEnum):
+    NOT_INDEXED = "not indexed"
+    MISSING_OBJECT = "missing object"
+    DIFFERENT = "different"
+    # An object that ingest rejects, such as one whose UIDs do not match its key.
+    INVALID_OBJECT = "invalid object"
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: Difference
+    object_key: str
+    # The differing record attributes, or why ingest rejects the object.
+    detail: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind.value, "key": self.object_key, "detail": self.detail})
+
+
+# Count names of a verify run besides the kinds of difference.
+OBJECTS = "objects"
+RECORDS = "index entries"
+
+
+def verify(
+    target: Target,
+    site: str | None,
+    checkpoint: Checkpoint,
+    report: Callable[[Finding], None],
+    advance: Callable[[], None] = lambda: None,
+) -> Progress:
+    """Compare the objects under the site's prefix with the index; return the final counts.
+
+    ``report`` receives each difference and ``advance`` is called for each object and index
+    entry finished. With a checkpoint, a run continues after the last saved position and
+    counts on from the saved counts. Raises ``StoreUnavailableError`` when S3 or DynamoDB
+    fail; the checkpoint then holds the last finished position.
+    """
+    progress = checkpoint.load()
+    services = target.services
+    store = services.store
+    model = services.index_model
+
+    def found(finding: Finding) -> None:
+        progress.add(finding.kind.value)
+        report(finding)
+
+    try:
+        if progress.phase == OBJECTS_PHASE:
+            prefix = target.object_prefix(site)
+            for stored, key in archived_instances(store, prefix, progress.after_key):
+                finding = _check_object(target, stored, key)
+                if finding is not None:
+                    found(finding)
+                progress.add(OBJECTS)
+                progress.after_key = stored.key
+                checkpoint.step(progress)
+                advance()
+            progress.phase = INDEX_PHASE
+            checkpoint.save(progress)
+        for record, position in instance_records(model, site, progress.after_record):
+            if record.object_key and not object_exists(store, record.object_key):
+                found(Finding(Difference.MISSING_OBJECT, record.object_key))
+            progress.add(RECORDS)
+            progress.after_record = position
+            checkpoint.step(progress)
+            advance()
+    finally:
+        checkpoint.save(progress)
+    checkpoint.finish()
+    return progress
+
+
+def _check_object(target: Target, listed: StoredObject, key: InstanceKey) -> Finding | None:
+    """Return the difference between an object and its index record, or None."""
+    store = target.services.store
+    try:
+        stored = with_etag(store, listed)
+    except NotFoundError:
+        return None  # deleted since it was listed
+    services = target.services
+    try:
+        prepared = prepare_object(store, ObjectEvent(stored.key, stored.size, stored.etag))
+    except InvalidInstanceError as exc:
+        return Finding(Difference.INVALID_OBJECT, stored.key, str(exc))
+    except NotFoundError:
+        return None
+    model = services.index_model
+    pk, sk = study_pk(key.site, key.study), instance_sk(key.series, key.sop)
+    try:
+        record = get_record(model, pk, sk, consistent_read=True)
+    except (PynamoDBException, BotoCoreError) as exc:
+        raise StoreUnavailableError(f"index read of {stored.key} failed: {exc}") from exc
+    if record is None:
+        return Finding(Difference.NOT_INDEXED, stored.key)
+    expected = instance_record(model, prepared.obj, prepared.metadata).attribute_values
+    actual = record.attribute_values
+    names = sorted((set(expected) | set(actual)) - _NOT_COMPARED)
+    differing = [
+        name for name in names if _as_json(expected.get(name)) != _as_json(actual.get(name))
+    ]
+    try:
+        if services.index_reader.metadata_of(record) != _as_json(prepared.metadata):
+            differing.append("metadata")
+    except NotFoundError:
+        differing.append("metadata")
+    if differing:
+        return Finding(Difference.DIFFERENT, stored.key, ", ".join(differing))
+    return None
+
+
+def _as_json(value: object) -> object:
+    """Return ``value`` as the index stores it: a dict or list after a JSON round trip."""
+    if isinstance(value, dict | list | tuple):
+        return json.loads(json.dumps(value))
+    return value

@@ -1,0 +1,119 @@
+"""Ingest under DynamoDB faults, injected by an HTTP proxy in front of moto.
+
+The proxy answers chosen DynamoDB requests with DynamoDB's error responses, so botocore's
+own retries with backoff run on them, and the real ingest handler and queue poller handle
+what is left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+from pydicom.uid import generate_uid
+
+from cirrus.archive import archive_instance
+from cirrus.config import INGEST_MAX_RECEIVES, Settings
+from cirrus.index.models import STUDY, get_record, instance_sk, study_pk
+from cirrus.local.moto_process import MotoProcess
+from cirrus.operations.redrive import redrive
+from cirrus.operations.target import Target
+from cirrus.services import Services
+from functions.ingest import handler as ingest_handler
+from tests.integration.fault_proxy import FaultProxy
+from tests.integration.index_snapshot import queued_messages, running_poller, wait_for
+from tests.integration.test_ingest import _instance, _queued_bodies
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def proxy(moto_server: MotoProcess) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(moto_server.endpoint_url)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def services(settings: Settings) -> Services:
+    return Services(settings)
+
+
+@pytest.fixture
+def proxied(settings: Settings, proxy: FaultProxy) -> Services:
+    """The same deployment, reached through the proxy."""
+    return Services(dataclasses.replace(settings, endpoint_url=proxy.url))
+
+
+def _archive(services: Services, study: str, count: int) -> list[str]:
+    series = generate_uid()
+    return [
+        archive_instance(services.store, "default", _instance(study, series)).key.sop
+        for _ in range(count)
+    ]
+
+
+def _instance_count(services: Services, study: str) -> int | None:
+    record = get_record(
+        services.index_model, study_pk("default", study), STUDY, consistent_read=True
+    )
+    return None if record is None else record.instance_count
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (400, "ThrottlingException"),
+        (400, "ProvisionedThroughputExceededException"),
+        (500, "InternalServerError"),
+    ],
+)
+def test_transient_faults_retried(
+    services: Services, proxied: Services, proxy: FaultProxy, status: int, code: str
+) -> None:
+    study = generate_uid()
+    _archive(services, study, 3)
+    records = _queued_bodies(services)
+    fault = proxy.fail(status, code, times=3)
+    result = ingest_handler.handle({"Records": records}, None, proxied)
+    assert fault.injected == 3
+    # No message failed: botocore's retries absorbed every fault within the batch.
+    assert result == {"batchItemFailures": []}
+    assert _instance_count(services, study) == 3
+
+
+def test_persistent_fault_dead_letters_then_redrive(
+    services: Services, proxied: Services, proxy: FaultProxy
+) -> None:
+    study = generate_uid()
+    (sop,) = _archive(services, study, 1)
+    # AccessDenied, as from a missing IAM grant: botocore does not retry it, so each receive
+    # of the message fails once.
+    fault = proxy.fail(400, "AccessDeniedException")
+    with running_poller(proxied):
+        wait_for(lambda: queued_messages(services, dead_letter=True) == 1)
+    assert fault.injected == INGEST_MAX_RECEIVES
+    assert queued_messages(services) == 0
+    assert _instance_count(services, study) is None
+
+    proxy.clear()
+    listed = []
+    assert redrive(Target(proxied, "test"), listed.append, dry_run=True) == 1
+    assert queued_messages(services, dead_letter=True) == 1
+    assert listed[0].content.endswith(f"/instances/{sop}.dcm")
+    moved = []
+    assert redrive(Target(proxied, "test"), moved.append) == 1
+    assert [m.message_id for m in moved] == [m.message_id for m in listed]
+    assert queued_messages(services, dead_letter=True) == 0
+    with running_poller(proxied) as poller:
+        assert poller.wait_until_drained(60)
+    assert _instance_count(services, study) == 1
+    series = archive_key_series(services, study)
+    record = get_record(services.index_model, study_pk("default", study), instance_sk(series, sop))
+    assert record is not None
+
+
+def archive_key_series(services: Services, study: str) -> str:
+    (stored,) = services.store.list_keys(f"sites/default/studies/{study}/")
+    return stored.key.split("/series/")[1].split("/")[0]

@@ -1,0 +1,276 @@
+"""``cirrus verify``, ``reindex`` and ``redrive`` on a deployment on moto."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydicom.uid import generate_uid
+
+from cirrus.archive import archive_instance
+from cirrus.config import Settings
+from cirrus.index.models import STUDY, IndexRecord, get_record, instance_sk, series_sk, study_pk
+from cirrus.operations.checkpoint import Checkpoint
+from cirrus.operations.redrive import redrive
+from cirrus.operations.reindex import LimitReached, Outcome, Result, reindex
+from cirrus.operations.target import Target
+from cirrus.operations.verify import Difference, Finding, verify
+from cirrus.services import Services
+from cirrus.storage.keys import InstanceKey
+from functions.ingest import handler as ingest_handler
+from tests.integration.index_snapshot import (
+    index_snapshot,
+    notifications_of,
+    queue_url,
+    queued_messages,
+)
+from tests.integration.test_ingest import _instance
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def services(settings: Settings) -> Services:
+    return Services(settings)
+
+
+@pytest.fixture
+def target(services: Services) -> Target:
+    return Target(services, "test deployment")
+
+
+def _archive(services: Services, count: int, study: str | None = None) -> list[InstanceKey]:
+    study = study or generate_uid()
+    series = generate_uid()
+    return [
+        archive_instance(services.store, "default", _instance(study, series)).key
+        for _ in range(count)
+    ]
+
+
+def _ingest_all(services: Services) -> None:
+    """Index every archived object as the ingest Lambda does, from its notification."""
+    records = notifications_of(services, "sites/")
+    for start in range(0, len(records), 10):
+        batch = {"Records": records[start : start + 10]}
+        assert ingest_handler.handle(batch, None, services) == {"batchItemFailures": []}
+
+
+def _empty_index(services: Services) -> None:
+    for record in services.index_model.scan():
+        record.delete()
+
+
+def _verify(target: Target, checkpoint: Checkpoint | None = None) -> set[tuple[str, str, str]]:
+    findings: list[Finding] = []
+    verify(target, None, checkpoint or Checkpoint(None, "verify", ""), findings.append)
+    return {(f.kind.value, f.object_key, f.detail) for f in findings}
+
+
+def test_verify_consistent_archive(services: Services, target: Target) -> None:
+    _archive(services, 3)
+    _archive(services, 2)
+    _ingest_all(services)
+    findings: list[Finding] = []
+    progress = verify(target, None, Checkpoint(None, "verify", ""), findings.append)
+    assert findings == []
+    assert progress.counts == {"objects": 5, "index entries": 5}
+
+
+def test_verify_finds_each_difference(services: Services, target: Target) -> None:
+    keys = _archive(services, 5)
+    _ingest_all(services)
+    model = services.index_model
+    removed_object, removed_entry, resized, retagged, relabelled = keys
+
+    def record(key: InstanceKey) -> IndexRecord:
+        found = get_record(model, study_pk(key.site, key.study), instance_sk(key.series, key.sop))
+        assert found is not None
+        return found
+
+    services.store.delete([removed_object.object_key])
+    record(removed_entry).delete()
+    record(resized).update(actions=[model.size.set(1)])
+    record(retagged).update(actions=[model.etag.set("0" * 32)])
+    changed = record(relabelled)
+    changed.update(
+        actions=[model.attrs.set({**changed.attrs, "00200013": {"vr": "IS", "Value": [99]}})]
+    )
+    invalid = f"sites/default/studies/{keys[0].study}/series/{keys[0].series}/instances/1.2.3.dcm"
+    services.store.put(invalid, services.store.get(resized.object_key))
+
+    findings = _verify(target)
+    assert {(kind, key) for kind, key, _ in findings} == {
+        (Difference.MISSING_OBJECT.value, removed_object.object_key),
+        (Difference.NOT_INDEXED.value, removed_entry.object_key),
+        (Difference.DIFFERENT.value, resized.object_key),
+        (Difference.DIFFERENT.value, retagged.object_key),
+        (Difference.DIFFERENT.value, relabelled.object_key),
+        (Difference.INVALID_OBJECT.value, invalid),
+    }
+    details = {key: detail for _, key, detail in findings}
+    assert details[resized.object_key] == "size"
+    assert details[retagged.object_key] == "etag"
+    assert details[relabelled.object_key] == "attrs"
+    assert "does not match its UIDs" in details[invalid]
+
+
+def test_reindex_rebuilds_emptied_index(services: Services, target: Target) -> None:
+    study = generate_uid()
+    _archive(services, 4, study)
+    _archive(services, 3, study)
+    _archive(services, 2)
+    _ingest_all(services)
+    expected = index_snapshot(services.index_model)
+    _empty_index(services)
+    assert index_snapshot(services.index_model) == {}
+
+    outcomes: list[Outcome] = []
+    progress = reindex(target, None, Checkpoint(None, "reindex", ""), outcomes.append)
+    assert progress.counts == {"indexed": 9}
+    assert index_snapshot(services.index_model) == expected
+    assert _verify(target) == set()
+
+    rebuilt = index_snapshot(services.index_model, ignore=())
+    progress = reindex(target, None, Checkpoint(None, "reindex", ""), outcomes.append)
+    assert progress.counts == {"unchanged": 9}
+    assert index_snapshot(services.index_model, ignore=()) == rebuilt
+
+
+def test_reindex_resumes_after_limit(services: Services, target: Target, tmp_path: Path) -> None:
+    keys = sorted(key.object_key for key in _archive(services, 7))
+    path = tmp_path / "reindex.checkpoint"
+    first: list[Outcome] = []
+    with pytest.raises(LimitReached):
+        reindex(target, None, Checkpoint(path, "reindex", "sites/", every=1), first.append, limit=3)
+    assert [o.object_key for o in first] == keys[:3]
+    saved = json.loads(path.read_text())
+    assert saved["after_key"] == keys[2]
+
+    second: list[Outcome] = []
+    progress = reindex(target, None, Checkpoint(path, "reindex", "sites/"), second.append)
+    assert [o.object_key for o in second] == keys[3:]
+    assert progress.counts == {"indexed": 7}
+    assert not path.exists()
+    record = get_record(
+        services.index_model, study_pk("default", InstanceKey.parse(keys[0]).study), STUDY
+    )
+    assert record is not None
+    assert record.instance_count == 7
+
+
+def test_verify_resumes_after_interrupt(services: Services, target: Target, tmp_path: Path) -> None:
+    keys = sorted(key.object_key for key in _archive(services, 6))
+    path = tmp_path / "verify.checkpoint"
+    checked = 0
+
+    def interrupt() -> None:
+        nonlocal checked
+        checked += 1
+        if checked == 4:
+            raise KeyboardInterrupt
+
+    first: list[Finding] = []
+    with pytest.raises(KeyboardInterrupt):
+        verify(target, None, Checkpoint(path, "verify", "sites/", every=2), first.append, interrupt)
+    assert [f.object_key for f in first] == keys[:4]
+    assert json.loads(path.read_text())["after_key"] == keys[3]
+
+    second: list[Finding] = []
+    progress = verify(target, None, Checkpoint(path, "verify", "sites/"), second.append)
+    assert [f.object_key for f in second] == keys[4:]
+    assert progress.counts == {"objects": 6, "not indexed": 6}
+
+
+def test_reindex_prune_removes_orphans(services: Services, target: Target) -> None:
+    keys = _archive(services, 3)
+    _ingest_all(services)
+    services.store.delete([keys[0].object_key])
+    reported: list[Outcome] = []
+    progress = reindex(target, None, Checkpoint(None, "reindex", ""), reported.append)
+    assert progress.counts == {"unchanged": 2, "missing object": 1}
+    progress = reindex(target, None, Checkpoint(None, "reindex", ""), reported.append, prune=True)
+    assert progress.counts == {"unchanged": 2, "pruned": 1}
+    assert [(o.result, o.object_key) for o in reported] == [
+        (Result.MISSING_OBJECT, keys[0].object_key),
+        (Result.PRUNED, keys[0].object_key),
+    ]
+    pk = study_pk("default", keys[0].study)
+    series = get_record(services.index_model, pk, series_sk(keys[0].series))
+    assert series is not None
+    assert series.instance_count == 2
+    assert _verify(target) == set()
+
+
+def test_redrive_moves_at_most_max(services: Services, target: Target) -> None:
+    keys = _archive(services, 3)
+    sqs = services.clients.sqs
+    dead_letters = queue_url(services, dead_letter=True)
+    for record in notifications_of(services, "sites/"):
+        sqs.send_message(QueueUrl=dead_letters, MessageBody=record["body"])
+    listed = []
+    assert redrive(target, listed.append, dry_run=True) == 3
+    assert sorted(m.content for m in listed) == sorted(k.object_key for k in keys)
+    assert queued_messages(services, dead_letter=True) == 3
+    ingest_before = queued_messages(services)
+
+    moved = []
+    assert redrive(target, moved.append, max_messages=2) == 2
+    assert queued_messages(services, dead_letter=True) == 1
+    assert queued_messages(services) == ingest_before + 2
+    assert redrive(target, moved.append) == 1
+    assert queued_messages(services, dead_letter=True) == 0
+    assert sorted(m.content for m in moved) == sorted(k.object_key for k in keys)
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cirrus.cli", *args, "--from-env", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **settings.to_env()},
+        check=False,
+    )
+
+
+def test_cli_from_env(services: Services) -> None:
+    keys = _archive(services, 2)
+    _ingest_all(services)
+    result = _cli(services.settings, "verify", "--site", "default")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "summary": {"objects": 2, "index entries": 2},
+        "differences": 0,
+    }
+
+    services.store.delete([keys[1].object_key])
+    result = _cli(services.settings, "verify")
+    assert result.returncode == 1, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0] == {"kind": "missing object", "key": keys[1].object_key, "detail": ""}
+    assert lines[-1]["differences"] == 1
+
+    result = _cli(services.settings, "reindex", "--prune")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0] == {"result": "pruned", "key": keys[1].object_key, "reason": ""}
+    assert lines[-1] == {"summary": {"unchanged": 1, "pruned": 1}, "complete": True}
+
+    result = _cli(services.settings, "redrive", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"summary": {"would move": 0}, "dry_run": True}
+
+
+def test_cli_without_settings_fails() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIRRUS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "cirrus.cli", "verify", "--from-env"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "missing environment variables CIRRUS_BUCKET" in result.stderr
