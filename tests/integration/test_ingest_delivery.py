@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -181,13 +180,6 @@ def _worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
             stdout=stderr,
             stderr=subprocess.STDOUT,
         )
-
-
-@pytest.fixture
-def proxy(moto_server: MotoProcess) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(moto_server.endpoint_url)
-    yield proxy
-    proxy.close()
 
 
 @pytest.mark.parametrize("write_lands", [True, False], ids=["write-lands", "write-lost"])

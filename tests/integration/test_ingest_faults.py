@@ -8,7 +8,6 @@ what is left.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 from pydicom.uid import generate_uid
@@ -16,23 +15,16 @@ from pydicom.uid import generate_uid
 from cirrus.archive import archive_instance
 from cirrus.config import INGEST_MAX_RECEIVES, Settings
 from cirrus.index.models import STUDY, get_record, instance_sk, study_pk
-from cirrus.local.moto_process import MotoProcess
 from cirrus.operations.redrive import redrive
 from cirrus.operations.target import Target
 from cirrus.services import Services
+from cirrus.storage.keys import InstanceKey
 from functions.ingest import handler as ingest_handler
 from tests.integration.fault_proxy import FaultProxy
 from tests.integration.index_snapshot import queued_messages, running_poller, wait_for
 from tests.integration.test_ingest import _instance, _queued_bodies
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def proxy(moto_server: MotoProcess) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(moto_server.endpoint_url)
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture
@@ -46,10 +38,10 @@ def proxied(settings: Settings, proxy: FaultProxy) -> Services:
     return Services(dataclasses.replace(settings, endpoint_url=proxy.url))
 
 
-def _archive(services: Services, study: str, count: int) -> list[str]:
+def _archive(services: Services, study: str, count: int) -> list[InstanceKey]:
     series = generate_uid()
     return [
-        archive_instance(services.store, "default", _instance(study, series)).key.sop
+        archive_instance(services.store, "default", _instance(study, series)).key
         for _ in range(count)
     ]
 
@@ -87,7 +79,7 @@ def test_persistent_fault_dead_letters_then_redrive(
     services: Services, proxied: Services, proxy: FaultProxy
 ) -> None:
     study = generate_uid()
-    (sop,) = _archive(services, study, 1)
+    (key,) = _archive(services, study, 1)
     # AccessDenied, as from a missing IAM grant: botocore does not retry it, so each receive
     # of the message fails once.
     fault = proxy.fail(400, "AccessDeniedException")
@@ -101,7 +93,7 @@ def test_persistent_fault_dead_letters_then_redrive(
     listed = []
     assert redrive(Target(proxied, "test"), listed.append, dry_run=True) == 1
     assert queued_messages(services, dead_letter=True) == 1
-    assert listed[0].content.endswith(f"/instances/{sop}.dcm")
+    assert listed[0].content == key.object_key
     moved = []
     assert redrive(Target(proxied, "test"), moved.append) == 1
     assert [m.message_id for m in moved] == [m.message_id for m in listed]
@@ -109,11 +101,5 @@ def test_persistent_fault_dead_letters_then_redrive(
     with running_poller(proxied) as poller:
         assert poller.wait_until_drained(60)
     assert _instance_count(services, study) == 1
-    series = archive_key_series(services, study)
-    record = get_record(services.index_model, study_pk("default", study), instance_sk(series, sop))
-    assert record is not None
-
-
-def archive_key_series(services: Services, study: str) -> str:
-    (stored,) = services.store.list_keys(f"sites/default/studies/{study}/")
-    return stored.key.split("/series/")[1].split("/")[0]
+    pk, sk = study_pk("default", study), instance_sk(key.series, key.sop)
+    assert get_record(services.index_model, pk, sk) is not None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from pydicom.uid import generate_uid
 from cirrus.archive import archive_instance
 from cirrus.config import Settings
 from cirrus.index.models import STUDY, IndexRecord, get_record, instance_sk, series_sk, study_pk
+from cirrus.local.moto_process import MotoProcess
 from cirrus.operations.checkpoint import Checkpoint
 from cirrus.operations.redrive import redrive
 from cirrus.operations.reindex import LimitReached, Outcome, Result, reindex
@@ -22,11 +25,13 @@ from cirrus.operations.verify import Difference, Finding, verify
 from cirrus.services import Services
 from cirrus.storage.keys import InstanceKey
 from functions.ingest import handler as ingest_handler
+from tests.integration.fault_proxy import FaultProxy
 from tests.integration.index_snapshot import (
     index_snapshot,
     notifications_of,
     queue_url,
     queued_messages,
+    second_index,
 )
 from tests.integration.test_ingest import _instance
 
@@ -274,3 +279,43 @@ def test_cli_without_settings_fails() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "missing environment variables CIRRUS_BUCKET" in result.stderr
+
+
+def test_killed_reindex_resumes(
+    services: Services, moto_server: MotoProcess, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    study = generate_uid()
+    keys = sorted(key.object_key for key in _archive(services, 6, study))
+    reference = second_index(services.settings, moto_server.endpoint_url)
+    records = notifications_of(services, "sites/")
+    assert ingest_handler.handle({"Records": records}, None, reference) == {"batchItemFailures": []}
+    proxied = dataclasses.replace(services.settings, endpoint_url=proxy.url)
+    path = tmp_path / "reindex.checkpoint"
+    command = [
+        sys.executable, "-m", "cirrus.cli", "reindex", "--from-env", "--json",
+        "--checkpoint", str(path), "--checkpoint-every", "1",
+    ]  # fmt: skip
+    env = {**os.environ, **proxied.to_env()}
+    # The first instance of the new series takes two transactions and each other one, so
+    # the fourth transaction indexes the third object, after two are checkpointed.
+    hold = proxy.hold("TransactWriteItems", nth=4)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert hold.reached.wait(60)
+        assert json.loads(path.read_text())["after_key"] == keys[1]
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+    hold.release(forward=False)
+    proxy.clear()
+
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["key"] for line in lines[:-1]] == keys[2:]
+    # Counted on from the checkpoint: the first two objects were not read again, which
+    # would have counted them as unchanged.
+    assert lines[-1] == {"summary": {"indexed": 6}, "complete": True}
+    assert not path.exists()
+    assert index_snapshot(services.index_model) == index_snapshot(reference.index_model)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,6 +21,7 @@ from cirrus.gateway.workers import MAX_WORKERS, available_cores
 from cirrus.local.moto_process import LOOPBACK
 
 if TYPE_CHECKING:
+    from cirrus.operations.report import Output
     from cirrus.operations.target import Target
 
 app = typer.Typer(help="Cirrus PACS: a serverless DICOM archive.", no_args_is_help=True)
@@ -321,6 +323,28 @@ def _check_site(value: str | None) -> str | None:
         raise typer.BadParameter(str(exc)) from exc
 
 
+@contextmanager
+def _exit_on_failure(command: str, output: Output, checkpoint: Path | None) -> Iterator[None]:
+    """Exit with status 2 and the reason when a request fails or the checkpoint is unusable.
+
+    Ctrl-C exits with status 130. Either way the checkpoint holds the last finished position.
+    """
+    from cirrus.operations.checkpoint import CheckpointError
+
+    resume = f"; run again with --checkpoint {checkpoint} to continue" if checkpoint else ""
+    try:
+        yield
+    except CheckpointError as exc:
+        output.error(f"cirrus {command}: {exc}")
+        raise typer.Exit(2) from exc
+    except StoreUnavailableError as exc:
+        output.error(f"cirrus {command}: {exc}{resume}")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        output.error(f"cirrus {command}: interrupted{resume}")
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def verify(
     site: Annotated[
@@ -339,7 +363,7 @@ def verify(
 
     Exit status 0 when they agree, 1 when differences were found, 2 on an error.
     """
-    from cirrus.operations.checkpoint import Checkpoint, CheckpointError
+    from cirrus.operations.checkpoint import Checkpoint
     from cirrus.operations.report import Output
     from cirrus.operations.verify import Difference
     from cirrus.operations.verify import verify as run_verify
@@ -347,20 +371,14 @@ def verify(
     target = _operations_target("verify", data_dir, from_env)
     output = Output(json_lines)
     saved = Checkpoint(checkpoint, "verify", target.object_prefix(site), checkpoint_every)
-    try:
-        with output.progress(f"verifying {target.name}"):
-            counts = run_verify(
-                target,
-                site,
-                saved,
-                lambda f: output.line(f.to_json(), f.kind.value, f.object_key, f.detail),
-                output.advance,
-            ).counts
-    except (CheckpointError, StoreUnavailableError) as exc:
-        output.error(f"cirrus verify: {exc}")
-        if checkpoint is not None:
-            output.error(f"run again with --checkpoint {checkpoint} to continue")
-        raise typer.Exit(2) from exc
+    with _exit_on_failure("verify", output, checkpoint), output.progress(f"verify: {target.name}"):
+        counts = run_verify(
+            target,
+            site,
+            saved,
+            lambda f: output.line(f.to_json(), f.kind.value, f.object_key, f.detail),
+            output.advance,
+        ).counts
     differences = sum(counts.get(kind.value, 0) for kind in Difference)
     output.summary(f"verify: {target.name}", counts, differences=differences)
     raise typer.Exit(1 if differences else 0)
@@ -397,7 +415,7 @@ def reindex(
     Exit status 0 when every object is indexed, 1 when objects were rejected or entries
     without an object remain, 2 on an error.
     """
-    from cirrus.operations.checkpoint import Checkpoint, CheckpointError
+    from cirrus.operations.checkpoint import Checkpoint
     from cirrus.operations.reindex import LimitReached, Result
     from cirrus.operations.reindex import reindex as run_reindex
     from cirrus.operations.report import Output
@@ -406,8 +424,11 @@ def reindex(
     output = Output(json_lines)
     saved = Checkpoint(checkpoint, "reindex", target.object_prefix(site), checkpoint_every)
     complete = True
-    try:
-        with output.progress(f"reindexing {target.name}"):
+    with (
+        _exit_on_failure("reindex", output, checkpoint),
+        output.progress(f"reindex: {target.name}"),
+    ):
+        try:
             counts = run_reindex(
                 target,
                 site,
@@ -417,15 +438,10 @@ def reindex(
                 prune=prune,
                 limit=limit,
             ).counts
-    except LimitReached as exc:
-        complete = False
-        counts = exc.progress.counts
-        output.error(f"cirrus reindex: {exc}; run again with the same --checkpoint to continue")
-    except (CheckpointError, StoreUnavailableError) as exc:
-        output.error(f"cirrus reindex: {exc}")
-        if checkpoint is not None:
-            output.error(f"run again with --checkpoint {checkpoint} to continue")
-        raise typer.Exit(2) from exc
+        except LimitReached as exc:
+            complete = False
+            counts = exc.progress.counts
+            output.error(f"cirrus reindex: {exc}; run again with the same --checkpoint")
     output.summary(f"reindex: {target.name}", counts, complete=complete)
     problems = counts.get(Result.REJECTED.value, 0) + counts.get(Result.MISSING_OBJECT.value, 0)
     raise typer.Exit(1 if problems else 0)
@@ -454,16 +470,13 @@ def redrive(
     target = _operations_target("redrive", data_dir, from_env)
     output = Output(json_lines)
     action = "would move" if dry_run else "moved"
-    try:
+    with _exit_on_failure("redrive", output, None):
         count = run_redrive(
             target,
             lambda m: output.line(m.to_json(not dry_run), action, m.message_id, m.content),
             max_messages,
             dry_run,
         )
-    except StoreUnavailableError as exc:
-        output.error(f"cirrus redrive: {exc}")
-        raise typer.Exit(2) from exc
     output.summary(f"redrive: {target.name}", {action: count}, dry_run=dry_run)
 
 
