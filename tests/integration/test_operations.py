@@ -37,6 +37,24 @@ from tests.integration.test_ingest import _instance
 
 pytestmark = pytest.mark.timeout(120)
 
+# The summaries of the commands' --json output, with every count 0.
+VERIFY_ZEROS = {
+    "objects": 0,
+    "index entries": 0,
+    "not indexed": 0,
+    "missing object": 0,
+    "different": 0,
+    "invalid object": 0,
+}
+REINDEX_ZEROS = {
+    "indexed": 0,
+    "updated": 0,
+    "unchanged": 0,
+    "rejected": 0,
+    "pruned": 0,
+    "missing object": 0,
+}
+
 
 @pytest.fixture
 def services(settings: Settings) -> Services:
@@ -249,7 +267,7 @@ def test_cli_from_env(services: Services) -> None:
     result = _cli(services.settings, "verify", "--site", "default")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
-        "summary": {"objects": 2, "index entries": 2},
+        "summary": {**VERIFY_ZEROS, "objects": 2, "index entries": 2},
         "differences": 0,
     }
 
@@ -264,7 +282,10 @@ def test_cli_from_env(services: Services) -> None:
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0] == {"result": "pruned", "key": keys[1].object_key, "reason": ""}
-    assert lines[-1] == {"summary": {"unchanged": 1, "pruned": 1}, "complete": True}
+    assert lines[-1] == {
+        "summary": {**REINDEX_ZEROS, "unchanged": 1, "pruned": 1},
+        "complete": True,
+    }
 
     result = _cli(services.settings, "redrive", "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -316,6 +337,6 @@ def test_killed_reindex_resumes(
     assert [line["key"] for line in lines[:-1]] == keys[2:]
     # Counted on from the checkpoint: the first two objects were not read again, which
     # would have counted them as unchanged.
-    assert lines[-1] == {"summary": {"indexed": 6}, "complete": True}
+    assert lines[-1] == {"summary": {**REINDEX_ZEROS, "indexed": 6}, "complete": True}
     assert not path.exists()
     assert index_snapshot(services.index_model) == index_snapshot(reference.index_model)

@@ -365,7 +365,7 @@ def verify(
     """
     from cirrus.operations.checkpoint import Checkpoint
     from cirrus.operations.report import Output
-    from cirrus.operations.verify import Difference
+    from cirrus.operations.verify import OBJECTS, RECORDS, Difference
     from cirrus.operations.verify import verify as run_verify
 
     target = _operations_target("verify", data_dir, from_env)
@@ -380,7 +380,8 @@ def verify(
             output.advance,
         ).counts
     differences = sum(counts.get(kind.value, 0) for kind in Difference)
-    output.summary(f"verify: {target.name}", counts, differences=differences)
+    names = [OBJECTS, RECORDS, *(kind.value for kind in Difference)]
+    output.summary(f"verify: {target.name}", names, counts, differences=differences)
     raise typer.Exit(1 if differences else 0)
 
 
@@ -442,7 +443,8 @@ def reindex(
             complete = False
             counts = exc.progress.counts
             output.error(f"cirrus reindex: {exc}; run again with the same --checkpoint")
-    output.summary(f"reindex: {target.name}", counts, complete=complete)
+    names = [result.value for result in Result]
+    output.summary(f"reindex: {target.name}", names, counts, complete=complete)
     problems = counts.get(Result.REJECTED.value, 0) + counts.get(Result.MISSING_OBJECT.value, 0)
     raise typer.Exit(1 if problems else 0)
 
@@ -477,7 +479,7 @@ def redrive(
             max_messages,
             dry_run,
         )
-    output.summary(f"redrive: {target.name}", {action: count}, dry_run=dry_run)
+    output.summary(f"redrive: {target.name}", [action], {action: count}, dry_run=dry_run)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Final
 
@@ -61,14 +61,18 @@ class Output:
         else:
             self.console.print("  ".join(column for column in columns if column), markup=False)
 
-    def summary(self, title: str, counts: Mapping[str, int], **extra: object) -> None:
+    def summary(
+        self, title: str, names: Sequence[str], counts: Mapping[str, int], **extra: object
+    ) -> None:
+        """Print the count of each of ``names``, 0 where ``counts`` has none, and ``extra``."""
+        totals = {name: counts.get(name, 0) for name in names}
         if self.json_lines:
-            print(json.dumps({"summary": dict(counts), **extra}), flush=True)
+            print(json.dumps({"summary": totals, **extra}), flush=True)
             return
         table = Table(title=title)
-        table.add_column("Count of", justify="left")
-        table.add_column("Number", justify="right")
-        for name, value in counts.items():
+        table.add_column("Item", justify="left")
+        table.add_column("Count", justify="right")
+        for name, value in totals.items():
             table.add_row(name, str(value))
         self.console.print(table)
 
