@@ -63,7 +63,10 @@ def test_operations_on_local_stack(tmp_path: Path) -> None:
         result = _cli(data_dir, "verify", "--json")
         assert result.returncode == 0, result.stderr
         assert _json_lines(result) == [
-            {"summary": {**VERIFY_ZEROS, "objects": 3, "index entries": 3}, "differences": 0}
+            {
+                "summary": {**VERIFY_ZEROS, "objects": 3, "index entries": 3, "studies": 1},
+                "differences": 0,
+            }
         ]
 
         gone = next((data_dir / OBJECTS_FOLDER).rglob(f"{datasets[0].SOPInstanceUID}.dcm"))

@@ -160,6 +160,8 @@ def test_delivery_order_gives_same_index(
     other = second_index(services.settings, moto_server.endpoint_url)
     _deliver(other, _orders(records, replacement)[order])
     expected = index_snapshot(services.index_model)
+    # 13 instances with their 13 claims, 5 series, 2 studies and 3 modality markers.
+    assert len(expected) == 36
     assert index_snapshot(other.index_model) == expected
     study = get_record(other.index_model, study_pk("default", studies[0]), STUDY)
     assert study is not None

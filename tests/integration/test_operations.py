@@ -15,6 +15,7 @@ from pydicom.uid import generate_uid
 
 from cirrus.archive import archive_instance
 from cirrus.config import Settings
+from cirrus.index.claims import CLAIM, claim_pk
 from cirrus.index.models import STUDY, IndexRecord, get_record, instance_sk, series_sk, study_pk
 from cirrus.local.moto_process import MotoProcess
 from cirrus.operations.checkpoint import Checkpoint
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.timeout(120)
 VERIFY_ZEROS = {
     "objects": 0,
     "index entries": 0,
+    "studies": 0,
     "not indexed": 0,
     "missing object": 0,
     "different": 0,
@@ -88,6 +90,10 @@ def _empty_index(services: Services) -> None:
         record.delete()
 
 
+def _study_prefix(key: InstanceKey) -> str:
+    return f"sites/{key.site}/studies/{key.study}/"
+
+
 def _verify(target: Target, checkpoint: Checkpoint | None = None) -> set[tuple[str, str, str]]:
     findings: list[Finding] = []
     verify(target, None, checkpoint or Checkpoint(None, "verify", ""), findings.append)
@@ -101,14 +107,14 @@ def test_verify_consistent_archive(services: Services, target: Target) -> None:
     findings: list[Finding] = []
     progress = verify(target, None, Checkpoint(None, "verify", ""), findings.append)
     assert findings == []
-    assert progress.counts == {"objects": 5, "index entries": 5}
+    assert progress.counts == {"objects": 5, "index entries": 5, "studies": 2}
 
 
 def test_verify_finds_each_difference(services: Services, target: Target) -> None:
-    keys = _archive(services, 5)
+    keys = _archive(services, 6)
     _ingest_all(services)
     model = services.index_model
-    removed_object, removed_entry, resized, retagged, relabelled = keys
+    removed_object, removed_entry, resized, retagged, relabelled, unclaimed = keys
 
     def record(key: InstanceKey) -> IndexRecord:
         found = get_record(model, study_pk(key.site, key.study), instance_sk(key.series, key.sop))
@@ -123,6 +129,9 @@ def test_verify_finds_each_difference(services: Services, target: Target) -> Non
     changed.update(
         actions=[model.attrs.set({**changed.attrs, "00200013": {"vr": "IS", "Value": [99]}})]
     )
+    claim = get_record(model, claim_pk("default", unclaimed.sop), CLAIM)
+    assert claim is not None
+    claim.delete()
     invalid = f"sites/default/studies/{keys[0].study}/series/{keys[0].series}/instances/1.2.3.dcm"
     services.store.put(invalid, services.store.get(resized.object_key))
 
@@ -133,12 +142,20 @@ def test_verify_finds_each_difference(services: Services, target: Target) -> Non
         (Difference.DIFFERENT.value, resized.object_key),
         (Difference.DIFFERENT.value, retagged.object_key),
         (Difference.DIFFERENT.value, relabelled.object_key),
+        (Difference.DIFFERENT.value, unclaimed.object_key),
         (Difference.INVALID_OBJECT.value, invalid),
+        (Difference.DIFFERENT.value, _study_prefix(keys[0])),
     }
     details = {key: detail for _, key, detail in findings}
+    # The entry was deleted behind the index's back, so the counts still include it.
+    assert details[_study_prefix(keys[0])] == (
+        f"study instance_count 6, instances 5; series {keys[0].series} instance_count 6, "
+        "instances 5"
+    )
     assert details[resized.object_key] == "size"
     assert details[retagged.object_key] == "etag"
     assert details[relabelled.object_key] == "attrs"
+    assert details[unclaimed.object_key] == "claim"
     assert "does not match its UIDs" in details[invalid]
 
 
@@ -162,6 +179,42 @@ def test_reindex_rebuilds_emptied_index(services: Services, target: Target) -> N
     progress = reindex(target, None, Checkpoint(None, "reindex", ""), outcomes.append)
     assert progress.counts == {"unchanged": 9}
     assert index_snapshot(services.index_model, ignore=()) == rebuilt
+
+
+def test_reindex_repairs_entries(services: Services, target: Target) -> None:
+    keys = _archive(services, 5)
+    _ingest_all(services)
+    expected = index_snapshot(services.index_model)
+    model = services.index_model
+    unindexed, unclaimed, retagged = keys[:3]
+    pk = study_pk("default", unindexed.study)
+    record = get_record(model, pk, instance_sk(unindexed.series, unindexed.sop))
+    assert record is not None
+    record.delete()
+    record = get_record(model, pk, instance_sk(retagged.series, retagged.sop))
+    assert record is not None
+    record.update(actions=[model.etag.set("0" * 32)])
+    claim = get_record(model, claim_pk("default", unclaimed.sop), CLAIM)
+    assert claim is not None
+    claim.delete()
+    assert len(_verify(target)) == 4  # the three entries and the study's counts
+
+    outcomes: list[Outcome] = []
+    progress = reindex(target, None, Checkpoint(None, "reindex", ""), outcomes.append)
+    assert progress.counts == {"indexed": 1, "updated": 1, "unchanged": 3}
+    assert [(o.result, o.object_key) for o in outcomes] == sorted(
+        [(Result.INDEXED, unindexed.object_key), (Result.UPDATED, retagged.object_key)],
+        key=lambda item: item[1],
+    )
+    # The deleted record counts as new, while its study and series counted it already.
+    # Reindex repairs entries, not counts, and verify reports the counts.
+    (finding,) = _verify(target)
+    assert finding[:2] == (Difference.DIFFERENT.value, _study_prefix(unindexed))
+    assert finding[2].startswith("study instance_count 6, instances 5; series")
+    rebuilt = index_snapshot(model)
+    assert {k: v for k, v in rebuilt.items() if v["level"] in ("INSTANCE", "CLAIM")} == {
+        k: v for k, v in expected.items() if v["level"] in ("INSTANCE", "CLAIM")
+    }
 
 
 def test_reindex_resumes_after_limit(services: Services, target: Target, tmp_path: Path) -> None:
@@ -267,7 +320,7 @@ def test_cli_from_env(services: Services) -> None:
     result = _cli(services.settings, "verify", "--site", "default")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
-        "summary": {**VERIFY_ZEROS, "objects": 2, "index entries": 2},
+        "summary": {**VERIFY_ZEROS, "objects": 2, "index entries": 2, "studies": 1},
         "differences": 0,
     }
 

@@ -365,7 +365,7 @@ def verify(
     """
     from cirrus.operations.checkpoint import Checkpoint
     from cirrus.operations.report import Output
-    from cirrus.operations.verify import OBJECTS, RECORDS, Difference
+    from cirrus.operations.verify import OBJECTS, RECORDS, STUDIES, Difference
     from cirrus.operations.verify import verify as run_verify
 
     target = _operations_target("verify", data_dir, from_env)
@@ -380,7 +380,7 @@ def verify(
             output.advance,
         ).counts
     differences = sum(counts.get(kind.value, 0) for kind in Difference)
-    names = [OBJECTS, RECORDS, *(kind.value for kind in Difference)]
+    names = [OBJECTS, RECORDS, STUDIES, *(kind.value for kind in Difference)]
     output.summary(f"verify: {target.name}", names, counts, differences=differences)
     raise typer.Exit(1 if differences else 0)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 OBJECTS_PHASE = "objects"
 INDEX_PHASE = "index"
+STUDIES_PHASE = "studies"
 
 
 class CheckpointError(ValueError):

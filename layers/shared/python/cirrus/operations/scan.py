@@ -49,13 +49,22 @@ def instance_records(
 
     A Scan from a position continues after the record that the position names.
     """
-    condition = model.level == INSTANCE
+    return records_of_level(model, INSTANCE, site, after, _RECORD_ATTRIBUTES)
+
+
+def records_of_level(
+    model: type[IndexRecord],
+    level: str,
+    site: str | None,
+    after: dict[str, Any] | None,
+    attributes: list[str],
+) -> Iterator[tuple[IndexRecord, dict[str, Any]]]:
+    """Yield the ``attributes`` of every record of ``level`` with its position in the Scan."""
+    condition = model.level == level
     if site:
         condition = condition & (model.site == site)
     try:
-        results = model.scan(
-            condition, last_evaluated_key=after, attributes_to_get=_RECORD_ATTRIBUTES
-        )
+        results = model.scan(condition, last_evaluated_key=after, attributes_to_get=attributes)
         for record in results:
             yield record, {"pk": {"S": record.pk}, "sk": {"S": record.sk}}
     except (PynamoDBException, BotoCoreError) as exc:

@@ -1,8 +1,9 @@
 """``cirrus verify``: compare the archive's objects with the index and report each difference.
 
 The objects are the source of truth. The objects pass reads each instance's header, as ingest
-does, and compares the instance record with the record that ingest would write from it. The
-index pass then looks for instance records whose object is gone. Neither pass changes
+does, and compares the instance record with the record that ingest would write from it, and
+checks the claim of its SOP Instance UID. The index pass then looks for instance records
+whose object is gone. Neither pass changes
 anything.
 """
 
@@ -19,11 +20,33 @@ from botocore.exceptions import BotoCoreError
 from pynamodb.exceptions import PynamoDBException
 
 from cirrus.errors import InvalidInstanceError, NotFoundError, StoreUnavailableError
-from cirrus.index.models import get_record, instance_sk, study_pk
+from cirrus.index.claims import CLAIM, claim_pk
+from cirrus.index.models import (
+    INSTANCE,
+    MODALITY,
+    SERIES,
+    STUDY,
+    IndexRecord,
+    get_record,
+    instance_sk,
+    study_pk,
+)
 from cirrus.index.writer import instance_record
 from cirrus.ingest import ObjectEvent, prepare_object
-from cirrus.operations.checkpoint import INDEX_PHASE, OBJECTS_PHASE, Checkpoint, Progress
-from cirrus.operations.scan import archived_instances, instance_records, object_exists, with_etag
+from cirrus.operations.checkpoint import (
+    INDEX_PHASE,
+    OBJECTS_PHASE,
+    STUDIES_PHASE,
+    Checkpoint,
+    Progress,
+)
+from cirrus.operations.scan import (
+    archived_instances,
+    instance_records,
+    object_exists,
+    records_of_level,
+    with_etag,
+)
 from cirrus.operations.target import Target
 from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import StoredObject
@@ -58,6 +81,9 @@ class Finding:
 # Count names of a verify run besides the kinds of difference.
 OBJECTS = "objects"
 RECORDS = "index entries"
+STUDIES = "studies"
+# The attributes of the study records and their partitions that the studies pass reads.
+_STUDY_ATTRIBUTES: Final = ["pk", "sk", "site", "level", "instance_count", "series_count"]
 
 
 def verify(
@@ -69,8 +95,9 @@ def verify(
 ) -> Progress:
     """Compare the objects under the site's prefix with the index; return the final counts.
 
-    ``report`` receives each difference and ``advance`` is called for each object and index
-    entry finished. With a checkpoint, a run continues after the last saved position and
+    Three passes: the objects, the instance records, and the counts of each study. ``report``
+    receives each difference and ``advance`` is called for each object, index entry and
+    study finished. With a checkpoint, a run continues after the last saved position and
     counts on from the saved counts. Raises ``StoreUnavailableError`` when S3 or DynamoDB
     fail; the checkpoint then holds the last finished position.
     """
@@ -96,10 +123,21 @@ def verify(
                 advance()
             progress.phase = INDEX_PHASE
             checkpoint.save(progress)
-        for record, position in instance_records(model, site, progress.after_record):
-            if record.object_key and not object_exists(store, record.object_key):
-                found(Finding(Difference.MISSING_OBJECT, record.object_key))
-            progress.add(RECORDS)
+        if progress.phase == INDEX_PHASE:
+            for record, position in instance_records(model, site, progress.after_record):
+                if record.object_key and not object_exists(store, record.object_key):
+                    found(Finding(Difference.MISSING_OBJECT, record.object_key))
+                progress.add(RECORDS)
+                progress.after_record = position
+                checkpoint.step(progress)
+                advance()
+            progress.phase, progress.after_record = STUDIES_PHASE, None
+            checkpoint.save(progress)
+        studies = records_of_level(model, STUDY, site, progress.after_record, _STUDY_ATTRIBUTES)
+        for study, position in studies:
+            for finding in _check_counts(model, study):
+                found(finding)
+            progress.add(STUDIES)
             progress.after_record = position
             checkpoint.step(progress)
             advance()
@@ -138,6 +176,12 @@ def _check_object(target: Target, listed: StoredObject, key: InstanceKey) -> Fin
         name for name in names if _as_json(expected.get(name)) != _as_json(actual.get(name))
     ]
     try:
+        claim = get_record(model, claim_pk(key.site, key.sop), CLAIM, consistent_read=True)
+    except (PynamoDBException, BotoCoreError) as exc:
+        raise StoreUnavailableError(f"index read of {stored.key} failed: {exc}") from exc
+    if claim is None or claim.object_key != stored.key:
+        differing.append("claim")
+    try:
         if services.index_reader.metadata_of(record) != _as_json(prepared.metadata):
             differing.append("metadata")
     except NotFoundError:
@@ -152,3 +196,43 @@ def _as_json(value: object) -> object:
     if isinstance(value, dict | list | tuple):
         return json.loads(json.dumps(value))
     return value
+
+
+def _check_counts(model: type[IndexRecord], study: IndexRecord) -> list[Finding]:
+    """Compare the counts of a study, its series and markers with its instance records."""
+    try:
+        records = list(
+            model.query(study.pk, consistent_read=True, attributes_to_get=_STUDY_ATTRIBUTES)
+        )
+    except (PynamoDBException, BotoCoreError) as exc:
+        raise StoreUnavailableError(f"index query of {study.pk} failed: {exc}") from exc
+    instances: dict[str, int] = {}
+    for record in records:
+        if record.level == INSTANCE:
+            series = record.sk.split("#", 2)[1]
+            instances[series] = instances.get(series, 0) + 1
+    total = sum(instances.values())
+    prefix = f"sites/{study.site}/studies/{study.pk[len(str(study.site)) + 1 :]}/"
+    findings = []
+    wrong = []
+    if study.instance_count != total:
+        wrong.append(f"study instance_count {_count(study.instance_count)}, instances {total}")
+    if study.series_count != len(instances):
+        wrong.append(f"series_count {_count(study.series_count)}, series {len(instances)}")
+    for record in records:
+        if record.level == SERIES:
+            series = record.sk.split("#", 1)[1]
+            if record.instance_count != instances.get(series, 0):
+                wrong.append(
+                    f"series {series} instance_count {_count(record.instance_count)}, "
+                    f"instances {instances.get(series, 0)}"
+                )
+        elif record.level == MODALITY and record.instance_count != study.instance_count:
+            wrong.append(f"{record.sk} instance_count {_count(record.instance_count)}")
+    if wrong:
+        findings.append(Finding(Difference.DIFFERENT, prefix, "; ".join(wrong)))
+    return findings
+
+
+def _count(value: object) -> str:
+    return "missing" if value is None else str(int(value))  # type: ignore[call-overload]
