@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import uuid
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ import pytest
 from pydicom.uid import generate_uid
 
 from cirrus.archive import archive_instance
-from cirrus.config import Settings
+from cirrus.config import ResourceNames, Settings
 from cirrus.index.models import STUDY, get_record, series_sk, study_pk
 from cirrus.local.moto_process import MotoProcess
+from cirrus.local.resources import create_resources
 from cirrus.services import Services
 from functions.ingest import handler as ingest_handler
 from tests.integration.fault_proxy import FaultProxy
@@ -96,15 +98,24 @@ def _archive_studies(services: Services) -> list[str]:
     return [first, second]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def in_order(moto_server: MotoProcess) -> Services:
+    """A deployment of its own, indexed once for every test of delivery order."""
+    names = ResourceNames(deployment=f"t{uuid.uuid4().hex[:12]}")
+    settings = Settings.for_names(names, endpoint_url=moto_server.endpoint_url)
+    return Services(create_resources(settings))
+
+
+@pytest.fixture(scope="module")
 def delivered(
-    services: Services,
+    in_order: Services,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
     """Index the archived studies in order, with one replaced instance; return the messages.
 
     Returns the notifications of the first writes, the notification of the replacement, and
     the study UIDs.
     """
+    services = in_order
     studies = _archive_studies(services)
     study, series, sop = studies[0], generate_uid(), generate_uid()
     services.store.put(
@@ -151,15 +162,15 @@ def _orders(
 
 @pytest.mark.parametrize("order", ["reversed", "shuffled", "duplicated"])
 def test_delivery_order_gives_same_index(
-    services: Services,
+    in_order: Services,
     moto_server: MotoProcess,
     delivered: tuple[list[dict[str, Any]], dict[str, Any], list[str]],
     order: str,
 ) -> None:
     records, replacement, studies = delivered
-    other = second_index(services.settings, moto_server.endpoint_url)
+    other = second_index(in_order.settings, moto_server.endpoint_url)
     _deliver(other, _orders(records, replacement)[order])
-    expected = index_snapshot(services.index_model)
+    expected = index_snapshot(in_order.index_model)
     # 13 instances with their 13 claims, 5 series, 2 studies and 3 modality markers.
     assert len(expected) == 36
     assert index_snapshot(other.index_model) == expected
@@ -193,8 +204,8 @@ def test_worker_killed_mid_batch(
     write_lands: bool,
 ) -> None:
     sqs = services.clients.sqs
-    # Messages of the killed worker become visible again after 3 s instead of 120 s.
-    sqs.set_queue_attributes(QueueUrl=queue_url(services), Attributes={"VisibilityTimeout": "3"})
+    # Messages of the killed worker become visible again after 1 s instead of 120 s.
+    sqs.set_queue_attributes(QueueUrl=queue_url(services), Attributes={"VisibilityTimeout": "1"})
     study = generate_uid()
     series = [generate_uid(), generate_uid()]
     for uid in series:
