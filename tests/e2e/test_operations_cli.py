@@ -69,8 +69,8 @@ def test_operations_on_local_stack(tmp_path: Path) -> None:
             }
         ]
 
-        gone = next((data_dir / OBJECTS_FOLDER).rglob(f"{datasets[0].SOPInstanceUID}.dcm"))
-        gone.unlink()
+        deleted_file = next((data_dir / OBJECTS_FOLDER).rglob(f"{datasets[0].SOPInstanceUID}.dcm"))
+        deleted_file.unlink()
         result = _cli(data_dir, "verify")
         assert result.returncode == 1, result.stderr
         assert "missing object" in result.stdout

@@ -327,7 +327,7 @@ def _check_site(value: str | None) -> str | None:
 def _exit_on_failure(command: str, output: Output, checkpoint: Path | None) -> Iterator[None]:
     """Exit with status 2 and the reason when a request fails or the checkpoint is unusable.
 
-    Ctrl-C exits with status 130. Either way the checkpoint holds the last finished position.
+    Ctrl-C exits with status 130. Either way the checkpoint contains the last finished position.
     """
     from cirrus.operations.checkpoint import CheckpointError
 

@@ -27,7 +27,7 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Progress:
-    """Where a run is, and what it has counted so far."""
+    """The position of a run and its counts so far."""
 
     phase: str = OBJECTS_PHASE
     # The last object key finished in the objects phase.

@@ -75,10 +75,12 @@ def _move(
     seen: dict[str, str] = {}
     try:
         while max_messages is None or count < max_messages:
-            wanted = _SQS_BATCH if max_messages is None else min(_SQS_BATCH, max_messages - count)
+            batch_size = (
+                _SQS_BATCH if max_messages is None else min(_SQS_BATCH, max_messages - count)
+            )
             messages = sqs.receive_message(
                 QueueUrl=source,
-                MaxNumberOfMessages=wanted,
+                MaxNumberOfMessages=batch_size,
                 WaitTimeSeconds=1,
                 VisibilityTimeout=VISIBILITY_SECONDS,
                 MessageAttributeNames=["All"],

@@ -1,11 +1,15 @@
 """``cirrus reindex``: rebuild the index from the archived objects through ingest.
 
 Each object goes through ``BatchIngest``, as the ingest Lambda indexes a queue batch, so a
-rebuilt record is the record that normal ingest writes, with two exceptions: a listing has no
-notification sequencer, so rebuilt records have none, and ``metadata_version`` tokens are new.
-Objects are fed in key order, in batches of up to ``BATCH_SIZE``, so the instances of one
-series arrive together as they do from the queue. An object indexed already with the same
-ETag is left unchanged, so a second run changes nothing.
+rebuilt record is the record that normal ingest writes. There are two exceptions. A listing
+has no notification sequencer, so rebuilt records have none, and ``metadata_version`` tokens
+are new. Objects are fed in key order, in batches of up to ``BATCH_SIZE``, so the instances
+of one series arrive together as they do from the queue. An object whose record has the same
+ETag and whose claim is in place is left unchanged, so a second run changes nothing.
+
+NOTE: reindex repairs entries, not counts. A record deleted without ``IndexDeleter`` is
+indexed again and counted a second time in its study and series; ``cirrus verify`` reports
+such counts.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ class Outcome:
 
 
 class LimitReached(Exception):
-    """The run stopped after ``limit`` objects; the checkpoint holds where to continue."""
+    """The run stopped after ``limit`` objects, and the checkpoint contains where to continue."""
 
     def __init__(self, progress: Progress, message: str) -> None:
         super().__init__(message)
@@ -89,7 +93,7 @@ def reindex(
     object and index entry finished. With ``prune``, index entries whose object is gone are
     removed as a delete removes them (``IndexDeleter``); without it they are reported. Raises
     ``LimitReached`` after ``limit`` objects and ``StoreUnavailableError`` when S3 or
-    DynamoDB fail; the checkpoint then holds the last finished position.
+    DynamoDB fail. The checkpoint then contains the last finished position.
     """
     progress = checkpoint.load()
     services = target.services
@@ -191,9 +195,9 @@ def _indexed_already(model: type[IndexRecord], events: list[ObjectEvent]) -> set
     if not events:
         return set()
     keys = {event.key: InstanceKey.parse(event.key) for event in events}
-    wanted = []
+    keys_to_read = []
     for key in keys.values():
-        wanted += [
+        keys_to_read += [
             (study_pk(key.site, key.study), instance_sk(key.series, key.sop)),
             (claim_pk(key.site, key.sop), CLAIM),
         ]
@@ -201,7 +205,9 @@ def _indexed_already(model: type[IndexRecord], events: list[ObjectEvent]) -> set
         found = {
             (record.pk, record.sk): record
             for record in model.batch_get(
-                wanted, consistent_read=True, attributes_to_get=["pk", "sk", "object_key", "etag"]
+                keys_to_read,
+                consistent_read=True,
+                attributes_to_get=["pk", "sk", "object_key", "etag"],
             )
         }
     except (PynamoDBException, BotoCoreError) as exc:

@@ -99,7 +99,7 @@ def verify(
     receives each difference and ``advance`` is called for each object, index entry and
     study finished. With a checkpoint, a run continues after the last saved position and
     counts on from the saved counts. Raises ``StoreUnavailableError`` when S3 or DynamoDB
-    fail; the checkpoint then holds the last finished position.
+    fail. The checkpoint then contains the last finished position.
     """
     progress = checkpoint.load()
     services = target.services
@@ -161,6 +161,7 @@ def _check_object(target: Target, listed: StoredObject, key: InstanceKey) -> Fin
         return Finding(Difference.INVALID_OBJECT, stored.key, str(exc))
     except NotFoundError:
         return None
+
     model = services.index_model
     pk, sk = study_pk(key.site, key.study), instance_sk(key.series, key.sop)
     try:
@@ -169,18 +170,21 @@ def _check_object(target: Target, listed: StoredObject, key: InstanceKey) -> Fin
         raise StoreUnavailableError(f"index read of {stored.key} failed: {exc}") from exc
     if record is None:
         return Finding(Difference.NOT_INDEXED, stored.key)
+
     expected = instance_record(model, prepared.obj, prepared.metadata).attribute_values
     actual = record.attribute_values
     names = sorted((set(expected) | set(actual)) - _NOT_COMPARED)
     differing = [
         name for name in names if _as_json(expected.get(name)) != _as_json(actual.get(name))
     ]
+
     try:
         claim = get_record(model, claim_pk(key.site, key.sop), CLAIM, consistent_read=True)
     except (PynamoDBException, BotoCoreError) as exc:
         raise StoreUnavailableError(f"index read of {stored.key} failed: {exc}") from exc
     if claim is None or claim.object_key != stored.key:
         differing.append("claim")
+
     try:
         if services.index_reader.metadata_of(record) != _as_json(prepared.metadata):
             differing.append("metadata")
@@ -206,14 +210,14 @@ def _check_counts(model: type[IndexRecord], study: IndexRecord) -> list[Finding]
         )
     except (PynamoDBException, BotoCoreError) as exc:
         raise StoreUnavailableError(f"index query of {study.pk} failed: {exc}") from exc
+
     instances: dict[str, int] = {}
     for record in records:
         if record.level == INSTANCE:
             series = record.sk.split("#", 2)[1]
             instances[series] = instances.get(series, 0) + 1
     total = sum(instances.values())
-    prefix = f"sites/{study.site}/studies/{study.pk[len(str(study.site)) + 1 :]}/"
-    findings = []
+
     wrong = []
     if study.instance_count != total:
         wrong.append(f"study instance_count {_count(study.instance_count)}, instances {total}")
@@ -229,9 +233,10 @@ def _check_counts(model: type[IndexRecord], study: IndexRecord) -> list[Finding]
                 )
         elif record.level == MODALITY and record.instance_count != study.instance_count:
             wrong.append(f"{record.sk} instance_count {_count(record.instance_count)}")
-    if wrong:
-        findings.append(Finding(Difference.DIFFERENT, prefix, "; ".join(wrong)))
-    return findings
+    if not wrong:
+        return []
+    prefix = f"sites/{study.site}/studies/{study.pk[len(str(study.site)) + 1 :]}/"
+    return [Finding(Difference.DIFFERENT, prefix, "; ".join(wrong))]
 
 
 def _count(value: object) -> str:
