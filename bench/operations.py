@@ -1,9 +1,9 @@
 """Throughput of ``cirrus verify`` and ``cirrus reindex`` on a deployment on moto.
 
 Archives ``--instances`` instances (pydicom's CT_small.dcm with new UIDs, 39 KB, in series of
-``--series-size``) in moto's S3, indexes them through the ingest handler, then times:
-verify of a consistent index, reindex of the emptied index, a second reindex that finds
-every object unchanged, and verify again. moto runs in a child process on 127.0.0.1.
+``--series-size``) in moto's S3 and indexes them through the ingest handler. It then times
+four steps: verify of a consistent index, reindex of the emptied index, a second reindex that
+finds every object unchanged, and verify again. moto runs in a child process on 127.0.0.1.
 
     .venv/bin/python bench/operations.py --instances 300
 """
@@ -27,20 +27,20 @@ os.environ.update(
 )
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pydicom.uid import generate_uid  # noqa: E402
+from pydicom.uid import generate_uid
 
-from cirrus.archive import archive_instance  # noqa: E402
-from cirrus.config import ResourceNames, Settings  # noqa: E402
-from cirrus.local.moto_process import start_moto  # noqa: E402
-from cirrus.local.resources import create_resources  # noqa: E402
-from cirrus.operations.checkpoint import Checkpoint  # noqa: E402
-from cirrus.operations.reindex import reindex  # noqa: E402
-from cirrus.operations.target import Target  # noqa: E402
-from cirrus.operations.verify import verify  # noqa: E402
-from cirrus.services import Services  # noqa: E402
-from functions.ingest import handler as ingest_handler  # noqa: E402
-from tests.integration.index_snapshot import notifications_of  # noqa: E402
-from tests.integration.test_ingest import _instance  # noqa: E402
+from cirrus.archive import archive_instance
+from cirrus.config import ResourceNames, Settings
+from cirrus.local.moto_process import start_moto
+from cirrus.local.resources import create_resources
+from cirrus.operations.checkpoint import Checkpoint
+from cirrus.operations.reindex import reindex
+from cirrus.operations.target import Target
+from cirrus.operations.verify import verify
+from cirrus.services import Services
+from functions.ingest import handler as ingest_handler
+from tests.integration.index_snapshot import notifications_of
+from tests.integration.test_ingest import _instance
 
 
 def main() -> None:

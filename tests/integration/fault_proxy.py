@@ -2,7 +2,7 @@
 
 Clients reach every AWS service through ``url`` as their endpoint. The proxy passes each
 request on to moto unless a rule matches it: a DynamoDB request is recognised by its
-``X-Amz-Target`` header (``DynamoDB_20120810.{operation}``). A failing rule answers with the
+``X-Amz-Target`` header (``DynamoDB_20120810.{operation}``). A failing rule returns the
 error response that DynamoDB sends, so botocore's own retry logic runs on it. A holding rule
 keeps one request waiting until the test releases it, which gives a test a fixed point in
 the middle of a batch.

@@ -1,6 +1,6 @@
 """Ingest under DynamoDB faults, injected by an HTTP proxy in front of moto.
 
-The proxy answers chosen DynamoDB requests with DynamoDB's error responses, so botocore's
+The proxy returns DynamoDB's error responses to chosen DynamoDB requests, so botocore's
 own retries with backoff run on them, and the real ingest handler and queue poller handle
 what is left.
 """
