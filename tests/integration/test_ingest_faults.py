@@ -75,17 +75,30 @@ def test_transient_faults_retried(
     assert _instance_count(services, study) == 3
 
 
+@pytest.mark.parametrize(
+    ("status", "code", "attempts"),
+    [
+        # As from a missing IAM grant, which botocore does not retry.
+        (400, "AccessDeniedException", 1),
+        # Retried by botocore: 1 + the index model's max_retry_attempts (5) per call.
+        (500, "InternalServerError", 6),
+    ],
+)
 def test_persistent_fault_dead_letters_then_redrive(
-    services: Services, proxied: Services, proxy: FaultProxy
+    services: Services,
+    proxied: Services,
+    proxy: FaultProxy,
+    status: int,
+    code: str,
+    attempts: int,
 ) -> None:
     study = generate_uid()
     (key,) = _archive(services, study, 1)
-    # AccessDenied, as from a missing IAM grant: botocore does not retry it, so each receive
-    # of the message fails once.
-    fault = proxy.fail(400, "AccessDeniedException")
+    # Each receive fails at the first DynamoDB call, the read of the study record.
+    fault = proxy.fail(status, code)
     with running_poller(proxied):
         wait_for(lambda: queued_messages(services, dead_letter=True) == 1)
-    assert fault.injected == INGEST_MAX_RECEIVES
+    assert fault.injected == INGEST_MAX_RECEIVES * attempts
     assert queued_messages(services) == 0
     assert _instance_count(services, study) is None
 
