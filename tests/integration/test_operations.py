@@ -16,7 +16,15 @@ from pydicom.uid import generate_uid
 from cirrus.archive import archive_instance
 from cirrus.config import Settings
 from cirrus.index.claims import CLAIM, claim_pk
-from cirrus.index.models import STUDY, IndexRecord, get_record, instance_sk, series_sk, study_pk
+from cirrus.index.models import (
+    STUDY,
+    IndexRecord,
+    get_record,
+    instance_sk,
+    modality_sk,
+    series_sk,
+    study_pk,
+)
 from cirrus.local.moto_process import MotoProcess
 from cirrus.operations.checkpoint import Checkpoint
 from cirrus.operations.redrive import redrive
@@ -149,14 +157,34 @@ def test_verify_finds_each_difference(services: Services, target: Target) -> Non
     details = {key: detail for _, key, detail in findings}
     # The entry was deleted behind the index's back, so the counts still include it.
     assert details[_study_prefix(keys[0])] == (
-        f"study instance_count 6, instances 5; series {keys[0].series} instance_count 6, "
-        "instances 5"
+        f"study instance_count 6 but 5 records; series {keys[0].series} instance_count 6 "
+        "but 5 records"
     )
     assert details[resized.object_key] == "size"
     assert details[retagged.object_key] == "etag"
     assert details[relabelled.object_key] == "attrs"
     assert details[unclaimed.object_key] == "claim"
     assert "does not match its UIDs" in details[invalid]
+
+
+def test_verify_finds_count_drift(services: Services, target: Target) -> None:
+    keys = _archive(services, 3)
+    _ingest_all(services)
+    model = services.index_model
+    pk = study_pk("default", keys[0].study)
+    study = get_record(model, pk, STUDY)
+    marker = get_record(model, pk, modality_sk("CT"))
+    assert study is not None
+    assert marker is not None
+    study.update(actions=[model.series_count.set(2)])
+    marker.update(actions=[model.instance_count.set(7)])
+    assert _verify(target) == {
+        (
+            Difference.DIFFERENT.value,
+            _study_prefix(keys[0]),
+            "series_count 2 but 1 series; MODALITY#CT instance_count 7 but study 3",
+        )
+    }
 
 
 def test_reindex_rebuilds_emptied_index(services: Services, target: Target) -> None:
@@ -210,7 +238,7 @@ def test_reindex_repairs_entries(services: Services, target: Target) -> None:
     # Reindex repairs entries, not counts, and verify reports the counts.
     (finding,) = _verify(target)
     assert finding[:2] == (Difference.DIFFERENT.value, _study_prefix(unindexed))
-    assert finding[2].startswith("study instance_count 6, instances 5; series")
+    assert finding[2].startswith("study instance_count 6 but 5 records; series")
     rebuilt = index_snapshot(model)
     assert {k: v for k, v in rebuilt.items() if v["level"] in ("INSTANCE", "CLAIM")} == {
         k: v for k, v in expected.items() if v["level"] in ("INSTANCE", "CLAIM")

@@ -220,19 +220,22 @@ def _check_counts(model: type[IndexRecord], study: IndexRecord) -> list[Finding]
 
     wrong = []
     if study.instance_count != total:
-        wrong.append(f"study instance_count {_count(study.instance_count)}, instances {total}")
+        wrong.append(f"study instance_count {_count(study.instance_count)} but {total} records")
     if study.series_count != len(instances):
-        wrong.append(f"series_count {_count(study.series_count)}, series {len(instances)}")
+        wrong.append(f"series_count {_count(study.series_count)} but {len(instances)} series")
     for record in records:
         if record.level == SERIES:
             series = record.sk.split("#", 1)[1]
             if record.instance_count != instances.get(series, 0):
                 wrong.append(
-                    f"series {series} instance_count {_count(record.instance_count)}, "
-                    f"instances {instances.get(series, 0)}"
+                    f"series {series} instance_count {_count(record.instance_count)} but "
+                    f"{instances.get(series, 0)} records"
                 )
         elif record.level == MODALITY and record.instance_count != study.instance_count:
-            wrong.append(f"{record.sk} instance_count {_count(record.instance_count)}")
+            wrong.append(
+                f"{record.sk} instance_count {_count(record.instance_count)} but study "
+                f"{_count(study.instance_count)}"
+            )
     if not wrong:
         return []
     prefix = f"sites/{study.site}/studies/{study.pk[len(str(study.site)) + 1 :]}/"
