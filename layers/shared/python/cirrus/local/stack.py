@@ -32,6 +32,7 @@ from cirrus.local.datadir import (
     QueueNotifier,
     notify_saved_objects,
 )
+from cirrus.local.http import BODY_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
 from cirrus.local.resources import create_resources
@@ -76,6 +77,10 @@ class LocalStackConfig:
     # action on ``site``.
     access_file: Path | None = None
     credentials_file: Path | None = None
+    # Seconds an HTTP connection may stay silent, and seconds to receive a request body
+    # (``cirrus.local.http``).
+    http_idle_timeout: float = IDLE_TIMEOUT_SECONDS
+    http_body_timeout: float = BODY_TIMEOUT_SECONDS
 
     def gateway_config(self) -> AEConfig:
         """Return the AE configuration; raise ``AEConfigError`` when its file is invalid."""
@@ -282,7 +287,12 @@ class LocalStack:
             authentication = LocalAuthentication(verifier, view.audit)
         try:
             return serve_http(
-                handle, self.config.host, self.config.http_port, authentication=authentication
+                handle,
+                self.config.host,
+                self.config.http_port,
+                authentication=authentication,
+                idle_timeout=self.config.http_idle_timeout,
+                body_timeout=self.config.http_body_timeout,
             )
         except OSError as exc:
             raise StartError(
