@@ -23,6 +23,7 @@ from cirrus.audit_table import bind_audit_model
 from cirrus.config import DEFAULT_AE_TITLE, DEFAULT_SITE, ResourceNames, Settings
 from cirrus.errors import StoreUnavailableError
 from cirrus.gateway.aeconfig import AEConfig, AEConfigError
+from cirrus.gateway.limits import GatewayLimits
 from cirrus.gateway.tls import TLSConfig, TLSConfigError
 from cirrus.local.audit_journal import JOURNAL_FILE, FileAuditJournal, restore_journal
 from cirrus.local.datadir import (
@@ -31,6 +32,7 @@ from cirrus.local.datadir import (
     FolderObjectStore,
     QueueNotifier,
     notify_saved_objects,
+    remove_spool_leftovers,
 )
 from cirrus.local.http import BODY_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
@@ -48,6 +50,9 @@ from cirrus.services import Services
 logger = logging.getLogger("cirrus.local")
 
 OBJECTS_FOLDER: Final = "objects"
+# The gateway's spool (``cirrus.gateway.spool``) in the data folder, so that the files of a
+# gateway that was killed are deleted at the next start.
+SPOOL_FOLDER: Final = "spool"
 _REBUILD_TIMEOUT_SECONDS: Final = 3600
 
 
@@ -163,8 +168,11 @@ class LocalStack:
 
         services = Services(settings)
         objects_dir = (config.data_dir / OBJECTS_FOLDER).resolve()
+        spool_dir = (config.data_dir / SPOOL_FOLDER).resolve()
         try:
             objects_dir.mkdir(parents=True, exist_ok=True)
+            spool_dir.mkdir(exist_ok=True)
+            remove_spool_leftovers(spool_dir)
         except OSError as exc:
             raise StartError(f"data folder {config.data_dir} is unusable: {exc}") from exc
         notifier = local_notifier(services)
@@ -174,7 +182,8 @@ class LocalStack:
         self._start_poller(services)
         self._rebuild_index(notifier, objects_dir)
 
-        self._gateway = self._start_gateway(services, gateway_config)
+        limits = GatewayLimits(spool_dir=spool_dir)
+        self._gateway = self._start_gateway(services, gateway_config, limits)
         logger.info(
             "DICOM gateway ready",
             extra={
@@ -244,7 +253,9 @@ class LocalStack:
                 extra={"objects": restored, "seconds": round(time.monotonic() - started, 1)},
             )
 
-    def _start_gateway(self, services: Services, gateway_config: AEConfig) -> Any:
+    def _start_gateway(
+        self, services: Services, gateway_config: AEConfig, limits: GatewayLimits
+    ) -> Any:
         from cirrus.gateway.server import Gateway
         from cirrus.gateway.workers import WorkerPool, WorkerSpec, WorkerStartError
 
@@ -252,7 +263,12 @@ class LocalStack:
         try:
             if config.gateway_workers == 1:
                 return Gateway.start(
-                    services, gateway_config, config.host, config.dicom_port, config.tls
+                    services,
+                    gateway_config,
+                    config.host,
+                    config.dicom_port,
+                    config.tls,
+                    limits=limits,
                 )
             spec = WorkerSpec(
                 services.settings,
@@ -264,7 +280,7 @@ class LocalStack:
                 audit_journal=(config.data_dir / JOURNAL_FILE).resolve(),
                 prepare=prepare_gateway_worker,
                 # As the gateway in this process, which stops without draining.
-                options={"grace_seconds": 0.0},
+                options={"grace_seconds": 0.0, "limits": limits},
             )
             return WorkerPool.start(spec, config.gateway_workers)
         except OSError as exc:
