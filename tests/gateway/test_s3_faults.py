@@ -21,6 +21,9 @@ from cirrus.aws import AwsClients
 from cirrus.config import Settings
 from cirrus.gateway.server import Gateway
 from cirrus.gateway.status import OUT_OF_RESOURCES, STORE_UNAVAILABLE_COMMENT, SUCCESS
+from cirrus.index.claims import CLAIM, claim_pk
+from cirrus.index.models import get_record
+from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import SINGLE_PUT_MAX_BYTES, ObjectStore
 from tests.gateway.gateways import start_gateway
 from tests.gateway.scu import (
@@ -65,6 +68,13 @@ def proxied_gateway(gateway_settings: Settings, proxy: S3FaultProxy) -> Iterator
         yield gateway
 
 
+def claimed(gateway: Gateway, object_key: str) -> bool:
+    """Tell whether the index holds a claim of the instance's SOP Instance UID."""
+    key = InstanceKey.parse(object_key)
+    model = gateway.ae.context.services.index_model
+    return get_record(model, claim_pk(key.site, key.sop), CLAIM, consistent_read=True) is not None
+
+
 @pytest.mark.parametrize("answer", [503, 500, DROP], ids=["503", "500", "dropped"])
 def test_put_failure_then_recovery(
     proxied_gateway: Gateway,
@@ -83,6 +93,7 @@ def test_put_failure_then_recovery(
         failed = send_file_as_is(monkeypatch, assoc, path)
         after_failure = stored_objects(archive)
         spool_after_failure = spool_files(proxied_gateway)
+        claimed_after_failure = claimed(proxied_gateway, key)
         proxy.heal()
         stored = send_file_as_is(monkeypatch, assoc, path)
 
@@ -92,7 +103,10 @@ def test_put_failure_then_recovery(
     assert proxy.fault_count("PutObject") == S3_ATTEMPTS
     assert after_failure == before
     assert spool_after_failure == []
+    # The SOP Instance UID stays free for the instance sent with other study or series UIDs.
+    assert not claimed_after_failure
     assert stored.Status == SUCCESS
+    assert claimed(proxied_gateway, key)
     assert object_digest(archive, key) == data_set_digest(path)
     assert spool_files(proxied_gateway) == []
 

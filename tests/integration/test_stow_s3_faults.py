@@ -19,6 +19,8 @@ import requests
 from botocore.config import Config
 
 from cirrus.config import Settings
+from cirrus.index.claims import CLAIM, claim_pk
+from cirrus.index.models import get_record
 from cirrus.index.writer import IndexWriter
 from cirrus.ingest import ObjectEvent, ingest_object
 from cirrus.local.http import serve_http
@@ -54,6 +56,12 @@ class ProxiedDicomweb:
     def keys(self) -> list[str]:
         prefix = site_prefix(self.services.settings.default_site)
         return [obj.key for obj in self.archive.list_keys(prefix)]
+
+    def claimed(self, sop: str) -> bool:
+        """Tell whether the index holds a claim of the SOP Instance UID ``sop``."""
+        pk = claim_pk(self.services.settings.default_site, sop)
+        model = self.services.index_model
+        return get_record(model, pk, CLAIM, consistent_read=True) is not None
 
     def ingest_all(self) -> int:
         writer = IndexWriter(self.services.index_model, self.archive)
@@ -102,6 +110,7 @@ def test_stow_s3_failure_then_recovery(dicomweb: ProxiedDicomweb, answer: int) -
     keys_after_failure = dicomweb.keys()
     ingested_after_failure = dicomweb.ingest_all()
     found_after_failure = qido_instances(dicomweb.url, study)
+    claims_after_failure = [dicomweb.claimed(ds.SOPInstanceUID) for ds in datasets]
     dicomweb.proxy.heal()
     stored = post_parts(f"{dicomweb.url}/studies", parts)
     ingested = dicomweb.ingest_all()
@@ -116,6 +125,7 @@ def test_stow_s3_failure_then_recovery(dicomweb: ProxiedDicomweb, answer: int) -
     assert keys_after_failure == []
     assert ingested_after_failure == 0
     assert found_after_failure == []
+    assert claims_after_failure == [False, False]
     assert stored.status_code == 200, stored.text
     assert ingested == 2
     assert len(qido_instances(dicomweb.url, study)) == 1
