@@ -1,9 +1,9 @@
 """A fault-injecting HTTP proxy on 127.0.0.1 in front of moto's S3, for the write-failure tests.
 
 An S3 client whose endpoint is ``S3FaultProxy.endpoint_url`` reaches moto through the proxy.
-A test programs a fault for the requests of chosen S3 operations: the proxy answers them
-with an S3 error (503 SlowDown, 500 InternalError) or closes the connection without an
-answer. botocore sees what it would see from a failing S3, so its own retries run and then
+A test programs a fault for the requests of chosen S3 operations: the proxy responds to them
+with an S3 error (503 SlowDown, 500 InternalError) or closes the connection without a
+response. botocore sees what it would see from a failing S3, so its own retries run and then
 give up. Every other request is forwarded unchanged.
 """
 
@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from cirrus.local.moto_process import LOOPBACK
 
-# The answer of a fault that closes the connection instead of answering.
+# The status of a fault that closes the connection instead of responding.
 DROP: Final = 0
 _ERROR_CODES: Final = {500: "InternalError", 503: "SlowDown"}
 # Headers that describe one hop and are not forwarded.
@@ -80,7 +80,7 @@ class S3FaultProxy:
         self._upstream = (upstream.hostname, upstream.port or 80)
         self._lock = threading.Lock()
         self._rule: FaultRule | None = None
-        self._answer = DROP
+        self._status = DROP
         # The operation of every request that arrived, and of every one that got a fault.
         self.requests: list[str] = []
         self.faults: list[str] = []
@@ -92,10 +92,10 @@ class S3FaultProxy:
     def endpoint_url(self) -> str:
         return f"http://{LOOPBACK}:{self._server.server_address[1]}"
 
-    def fail(self, rule: FaultRule, answer: int) -> None:
-        """Answer requests that ``rule`` matches with status ``answer``, or drop them (DROP)."""
+    def fail(self, rule: FaultRule, status: int) -> None:
+        """Respond to requests that ``rule`` matches with ``status``, or drop them (DROP)."""
         with self._lock:
-            self._rule, self._answer = rule, answer
+            self._rule, self._status = rule, status
 
     def heal(self) -> None:
         """Forward every request from now on."""
@@ -125,7 +125,7 @@ class S3FaultProxy:
             if self._rule is None or not self._rule(request):
                 return None
             self.faults.append(request.operation)
-            return self._answer
+            return self._status
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -146,12 +146,12 @@ class S3FaultProxy:
                 url = urlsplit(self.path)
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 request = S3Request(self.command, url.path, parse_qs(url.query, True), headers)
-                answer = proxy._fault_for(request)
-                if answer == DROP:
+                status = proxy._fault_for(request)
+                if status == DROP:
                     self.close_connection = True
                     return
-                if answer is not None:
-                    self._send_error(answer)
+                if status is not None:
+                    self._send_error(status)
                     return
                 self._forward(body)
 

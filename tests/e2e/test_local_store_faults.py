@@ -2,7 +2,7 @@
 
 Two faults of the file system, each made from outside the running stack:
 
-- the folder that holds every site's objects is replaced by a file, so that each write of an
+- the folder that contains every site's objects is replaced by a file, so that each write of an
   object fails with ENOTDIR before its temporary file exists;
 - the stack's file size limit (RLIMIT_FSIZE, set with ``prlimit``) is lowered below the size
   of an instance, so that each write fails with EFBIG in the middle, as on a full disk. The

@@ -1,7 +1,7 @@
 """C-STORE while S3 fails: botocore retries, gives up, the modality gets 0xA700, nothing is kept.
 
 The gateway writes through the production S3 client configuration (``cirrus.aws``: standard
-retry mode, 4 attempts) to moto behind ``tests.s3_faults.S3FaultProxy``, which answers the
+retry mode, 4 retries) to moto behind ``tests.s3_faults.S3FaultProxy``, which responds to the
 chosen S3 write operations with an error or drops their connections. Once the proxy heals,
 the same instance is stored.
 """
@@ -69,24 +69,24 @@ def proxied_gateway(gateway_settings: Settings, proxy: S3FaultProxy) -> Iterator
 
 
 def claimed(gateway: Gateway, object_key: str) -> bool:
-    """Tell whether the index holds a claim of the instance's SOP Instance UID."""
+    """Tell whether the index has a claim of the instance's SOP Instance UID."""
     key = InstanceKey.parse(object_key)
     model = gateway.ae.context.services.index_model
     return get_record(model, claim_pk(key.site, key.sop), CLAIM, consistent_read=True) is not None
 
 
-@pytest.mark.parametrize("answer", [503, 500, DROP], ids=["503", "500", "dropped"])
+@pytest.mark.parametrize("fault", [503, 500, DROP], ids=["503", "500", "dropped"])
 def test_put_failure_then_recovery(
     proxied_gateway: Gateway,
     proxy: S3FaultProxy,
     archive: ObjectStore,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    answer: int,
+    fault: int,
 ) -> None:
     path, key = fresh_ct(tmp_path)
     before = stored_objects(archive)
-    proxy.fail(operations("PutObject"), answer)
+    proxy.fail(operations("PutObject"), fault)
 
     with associate(proxied_gateway.port, CT_CONTEXT) as assoc:
         assoc.dimse_timeout = SCU_TIMEOUT_SECONDS

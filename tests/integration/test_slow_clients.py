@@ -75,7 +75,7 @@ def request_bytes(port: int) -> tuple[bytes, bytes]:
 
 
 def trickle(port: int, head: bytes, body: bytes, outcome: dict[str, object]) -> None:
-    """Send ``body`` a few bytes at a time until the server answers or closes."""
+    """Send ``body`` a few bytes at a time until the server responds or closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
         client.sendall(head)
         client.settimeout(TRICKLE_INTERVAL_SECONDS)
@@ -122,7 +122,7 @@ def test_trickling_body_ended_by_body_timeout(
     assert not sender.is_alive()
     answer = outcome["answer"]
     assert isinstance(answer, bytes)
-    # The server answers 408 and closes; a close with unread bytes may reset the connection
+    # The server responds with 408 and closes; a close with unread bytes may reset the connection
     # before the client reads the answer.
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
     assert threads_freed

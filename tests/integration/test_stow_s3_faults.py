@@ -49,7 +49,7 @@ S3_ATTEMPTS = 2
 class ProxiedDicomweb:
     url: str
     proxy: S3FaultProxy
-    # The archive as moto holds it, read without the proxy.
+    # The archive as moto stores it, read without the proxy.
     archive: ObjectStore
     services: Services
 
@@ -58,7 +58,7 @@ class ProxiedDicomweb:
         return [obj.key for obj in self.archive.list_keys(prefix)]
 
     def claimed(self, sop: str) -> bool:
-        """Tell whether the index holds a claim of the SOP Instance UID ``sop``."""
+        """Tell whether the index has a claim of the SOP Instance UID ``sop``."""
         pk = claim_pk(self.services.settings.default_site, sop)
         model = self.services.index_model
         return get_record(model, pk, CLAIM, consistent_read=True) is not None
@@ -99,12 +99,12 @@ def qido_instances(url: str, study: str) -> list[object]:
     return list(response.json()) if response.status_code == 200 else []
 
 
-@pytest.mark.parametrize("answer", [503, DROP], ids=["503", "dropped"])
-def test_stow_s3_failure_then_recovery(dicomweb: ProxiedDicomweb, answer: int) -> None:
+@pytest.mark.parametrize("fault", [503, DROP], ids=["503", "dropped"])
+def test_stow_s3_failure_then_recovery(dicomweb: ProxiedDicomweb, fault: int) -> None:
     datasets = [read_test_file(name) for name in ("CT_small.dcm", "MR_small.dcm")]
     parts = [encode(ds) for ds in datasets]
     study = datasets[0].StudyInstanceUID
-    dicomweb.proxy.fail(operations("PutObject"), answer)
+    dicomweb.proxy.fail(operations("PutObject"), fault)
 
     failed = post_parts(f"{dicomweb.url}/studies", parts)
     keys_after_failure = dicomweb.keys()

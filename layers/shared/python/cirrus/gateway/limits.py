@@ -30,7 +30,8 @@ and its spool files (``Spool.discard`` at the end of the association):
   again to finish it (``cirrus.gateway.connections``; pynetdicom's ACSE timeout).
 - ``network_timeout_seconds``: time an association may send nothing, between PDUs or in the
   middle of one (pynetdicom's network timeout: the idle timer of the DUL thread, and the
-  time-out of each read of the socket). The association is then aborted.
+  time-out of each read of the socket). The idle timer restarts after each whole PDU, so
+  this is also the time to receive one PDU. The association is then aborted.
 
 Memory does not grow with instance size: an instance is spooled to disk as it arrives and
 uploaded from the file one part at a time.
@@ -59,8 +60,8 @@ DEFAULT_MAX_INSTANCE_BYTES: Final = 2 * 1024**3
 DEFAULT_SPOOL_BYTES: Final = 8 * 1024**3
 # pynetdicom's default is 30 s; a modality sends its request within milliseconds of connecting.
 DEFAULT_ACSE_TIMEOUT_SECONDS: Final = 10.0
-# pynetdicom's default. It bounds silence, not transfer time, so a slow link that keeps
-# sending is never cut off.
+# pynetdicom's default. It bounds silence and the time to receive one PDU, not the time of a
+# transfer, so a slow link that keeps sending PDUs is not cut off.
 DEFAULT_NETWORK_TIMEOUT_SECONDS: Final = 60.0
 
 ENV_MAX_ASSOCIATIONS: Final = "CIRRUS_MAX_ASSOCIATIONS"

@@ -306,9 +306,9 @@ def remove_partial_files(root: Path) -> int:
 def remove_spool_leftovers(spool_root: Path) -> int:
     """Delete what gateways that ended without stopping left in ``spool_root``; return the count.
 
-    Only the stack that holds the data folder's lock uses its spool, so at start every entry
-    is a leftover: the spool folder of a gateway that was killed, with the data sets it was
-    receiving, none of which was acknowledged.
+    Only the stack that has the data folder's lock uses its spool, so at start every entry is
+    left over from a gateway that was killed. It contains the data sets that the gateway was
+    receiving, and none of them was acknowledged.
     """
     count = 0
     for entry in spool_root.iterdir():

@@ -26,8 +26,8 @@ What the adapter reproduces of API Gateway:
 - Time-outs, which API Gateway has its own of: a connection that sends nothing for
   ``idle_timeout`` seconds is closed, and a request whose body has not arrived whole
   ``body_timeout`` seconds after the body started gets 408 and is closed, so that a client
-  that sends a few bytes at a time cannot hold a thread. Neither is API Gateway's value,
-  which AWS does not state for the time to receive a request.
+  that sends a few bytes at a time cannot hold a thread. Neither emulates API Gateway,
+  whose own time-outs apply on AWS.
 - IAM authorization, when given a ``LocalAuthentication``: every request but a CORS
   preflight (OPTIONS, which browsers never sign) must carry a valid SigV4 signature
   (``cirrus.local.sigv4``), else it gets 403 without reaching the handler. A verified request
@@ -80,7 +80,7 @@ SHUTDOWN_POLL_SECONDS: Final = 0.1
 # thread each for ever (socketserver applies it to every read of the connection).
 IDLE_TIMEOUT_SECONDS: Final = 60.0
 # Seconds to receive a whole request body. API Gateway takes at most 10 MB, which arrives in
-# this time at 85 kB/s or more.
+# this time at 90 kB/s or more.
 BODY_TIMEOUT_SECONDS: Final = 120.0
 # The size of each read of a request body.
 _READ_SIZE: Final = 64 * 1024
