@@ -108,7 +108,8 @@ class InstanceClaims:
 
 
 def _log_not_released(key: InstanceKey, exc: Exception) -> None:
-    # NOTE: the claim stays until ingest or a resend with the same UIDs replaces it.
+    # NOTE: the claim then stays, so the SOP Instance UID can be stored only with the study
+    # and series UIDs of ``key``.
     logger.warning(
         "claim of a failed write not released",
         extra={"object_key": key.object_key, "error": type(exc).__name__},
