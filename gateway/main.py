@@ -22,6 +22,9 @@ It reads ``cirrus.config.Settings`` from the environment variables in ``cirrus.c
   ``CIRRUS_ASSOCIATION_SPOOL_BYTES`` and ``CIRRUS_SPOOL_DIR``: the limits in
   ``cirrus.gateway.limits``, defaults 25 associations, 2 GiB per instance, 8 GiB of spool
   in the system's temporary folder, and per association the spooled bytes of one instance;
+- ``CIRRUS_ACSE_TIMEOUT_SECONDS`` and ``CIRRUS_NETWORK_TIMEOUT_SECONDS``: the time-outs in
+  ``cirrus.gateway.limits``, defaults 10 s for an association request and 60 s of silence
+  in an association;
 - ``CIRRUS_METRICS_NAMESPACE``: CloudWatch namespace of the gateway's EMF metrics, default
   ``Cirrus``; ``CIRRUS_METRICS_INTERVAL``: seconds between two flushes, default 60;
 - ``CIRRUS_GATEWAY_WORKERS``: number of gateway processes that share the ports
@@ -185,6 +188,8 @@ def main() -> int:
             "max_instance_bytes": limits.max_instance_bytes,
             "spool_bytes": limits.spool_bytes,
             "association_spool_bytes": limits.association_spool_limit,
+            "acse_timeout_seconds": limits.acse_timeout_seconds,
+            "network_timeout_seconds": limits.network_timeout_seconds,
             "ae_title": config.ae_title,
             "deployment": settings.deployment,
             "sites": sorted(config.sites),

@@ -323,11 +323,13 @@ def test_limits_read_from_environment(tmp_path: Path) -> None:
             "CIRRUS_SPOOL_DIR": str(tmp_path),
             "CIRRUS_ASSOCIATION_SPOOL_BYTES": "3000",
             "CIRRUS_MAX_PENDING_CONNECTIONS": "200",
+            "CIRRUS_ACSE_TIMEOUT_SECONDS": "2.5",
+            "CIRRUS_NETWORK_TIMEOUT_SECONDS": "30",
         }
     )
     defaults = GatewayLimits.from_env({})
 
-    assert limits == GatewayLimits(40, 1000, 5000, tmp_path, 3000, 200)
+    assert limits == GatewayLimits(40, 1000, 5000, tmp_path, 3000, 200, 2.5, 30.0)
     assert limits.association_spool_limit == 3000
     assert defaults == GatewayLimits()
     assert defaults.association_spool_limit == DEFAULT_MAX_INSTANCE_BYTES
@@ -355,6 +357,9 @@ def test_limits_read_from_environment(tmp_path: Path) -> None:
             {"CIRRUS_MAX_PENDING_CONNECTIONS": "lots"},
             "CIRRUS_MAX_PENDING_CONNECTIONS 'lots' is invalid",
         ),
+        ({"CIRRUS_ACSE_TIMEOUT_SECONDS": "soon"}, "CIRRUS_ACSE_TIMEOUT_SECONDS 'soon' is invalid"),
+        ({"CIRRUS_NETWORK_TIMEOUT_SECONDS": "nan"}, "CIRRUS_NETWORK_TIMEOUT_SECONDS 'nan' is"),
+        ({"CIRRUS_NETWORK_TIMEOUT_SECONDS": "0"}, "network_timeout_seconds is 0.0"),
         (
             {
                 "CIRRUS_SPOOL_BYTES": str(3 * 1024**3),

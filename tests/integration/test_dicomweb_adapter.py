@@ -399,14 +399,15 @@ def test_lambda_handler_builds_services_once(lambda_environment: None) -> None:
     assert dicomweb_handler._lambda_services.cache_info().misses == 1
 
 
-def test_idle_connection_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_idle_connection_closed() -> None:
     import socket
     import time
 
     from cirrus.local import http
 
-    monkeypatch.setattr(http._RequestHandler, "timeout", 0.5)
-    server = http.serve_http(lambda event, context: {"statusCode": 200, "body": ""})
+    server = http.serve_http(
+        lambda event, context: {"statusCode": 200, "body": ""}, idle_timeout=0.5
+    )
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
             client.sendall(b"GET /dicomweb/studies HTTP/1.1\r\n")  # never finished

@@ -8,6 +8,7 @@ is the source of truth and the index can always be rebuilt from it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -119,9 +120,7 @@ def archive_instance(
     if checked is None:
         checked = check_instance(part10, site)
     key = checked.key
-    if claims is not None:
-        claims.claim(key)
-    stored = store.put(key.object_key, part10)
+    stored = _write_claimed(key, claims, lambda: store.put(key.object_key, part10))
     return _archived(checked, stored)
 
 
@@ -135,10 +134,22 @@ def archive_file(
 
     The file is streamed (``ObjectStore.put_file``), so only one part of it is in memory.
     """
-    if claims is not None:
-        claims.claim(checked.key)
-    stored = store.put_file(checked.key.object_key, path)
+    key = checked.key
+    stored = _write_claimed(key, claims, lambda: store.put_file(key.object_key, path))
     return _archived(checked, stored)
+
+
+def _write_claimed(
+    key: InstanceKey, claims: InstanceClaims | None, write: Callable[[], StoredObject]
+) -> StoredObject:
+    """Claim ``key`` and run ``write``; release a claim that this call made if the write fails."""
+    created = claims.claim(key) if claims is not None else False
+    try:
+        return write()
+    except BaseException:
+        if claims is not None and created:
+            claims.release(key)
+        raise
 
 
 def _archived(checked: CheckedInstance, stored: StoredObject) -> ArchivedInstance:

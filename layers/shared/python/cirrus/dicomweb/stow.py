@@ -188,6 +188,8 @@ def store_instances(
     """
     stored: list[ArchivedInstance] = []
     failures: list[Failure] = []
+    # TODO: during an S3 outage each part runs its own retries (up to about 15 s), so a body of
+    # several parts can outlast API Gateway's 29 s integration time-out on AWS.
     for number, part10 in enumerate(parts, start=1):
         result = _store_part(store, site, part10, number, study, claims)
         if isinstance(result, Failure):

@@ -23,12 +23,23 @@ Five bounds keep a busy gateway serving instead of running out of memory or disk
   maximum-size instance into the spool at once. A value below ``max_instance_bytes`` is also
   the largest instance that the gateway takes.
 
+Two time-outs end connections that stop sending, so that each frees its threads, its socket
+and its spool files (``Spool.discard`` at the end of the association):
+
+- ``acse_timeout_seconds``: time a new connection has to start its A-ASSOCIATE-RQ, and then
+  again to finish it (``cirrus.gateway.connections``; pynetdicom's ACSE timeout).
+- ``network_timeout_seconds``: time an association may send nothing, between PDUs or in the
+  middle of one (pynetdicom's network timeout: the idle timer of the DUL thread, and the
+  time-out of each read of the socket). The idle timer restarts after each whole PDU, so
+  this is also the time to receive one PDU. The association is then aborted.
+
 Memory does not grow with instance size: an instance is spooled to disk as it arrives and
 uploaded from the file one part at a time.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +58,11 @@ DEFAULT_MAX_INSTANCE_BYTES: Final = 2 * 1024**3
 # Fargate gives a task 20 GiB of ephemeral storage unless its definition asks for more, and
 # the container image takes part of it.
 DEFAULT_SPOOL_BYTES: Final = 8 * 1024**3
+# pynetdicom's default is 30 s; a modality sends its request within milliseconds of connecting.
+DEFAULT_ACSE_TIMEOUT_SECONDS: Final = 10.0
+# pynetdicom's default. It bounds silence and the time to receive one PDU, not the time of a
+# transfer, so a slow link that keeps sending PDUs is not cut off.
+DEFAULT_NETWORK_TIMEOUT_SECONDS: Final = 60.0
 
 ENV_MAX_ASSOCIATIONS: Final = "CIRRUS_MAX_ASSOCIATIONS"
 ENV_MAX_INSTANCE_BYTES: Final = "CIRRUS_MAX_INSTANCE_BYTES"
@@ -54,6 +70,8 @@ ENV_SPOOL_BYTES: Final = "CIRRUS_SPOOL_BYTES"
 ENV_SPOOL_DIR: Final = "CIRRUS_SPOOL_DIR"
 ENV_ASSOCIATION_SPOOL_BYTES: Final = "CIRRUS_ASSOCIATION_SPOOL_BYTES"
 ENV_MAX_PENDING_CONNECTIONS: Final = "CIRRUS_MAX_PENDING_CONNECTIONS"
+ENV_ACSE_TIMEOUT: Final = "CIRRUS_ACSE_TIMEOUT_SECONDS"
+ENV_NETWORK_TIMEOUT: Final = "CIRRUS_NETWORK_TIMEOUT_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -70,8 +88,14 @@ class GatewayLimits:
     spool_dir: Path | None = None
     association_spool_bytes: int | None = None
     max_pending_connections: int = DEFAULT_MAX_PENDING_CONNECTIONS
+    acse_timeout_seconds: float = DEFAULT_ACSE_TIMEOUT_SECONDS
+    network_timeout_seconds: float = DEFAULT_NETWORK_TIMEOUT_SECONDS
 
     def __post_init__(self) -> None:
+        for name in ("acse_timeout_seconds", "network_timeout_seconds"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"{name} is {value}; it must be more than 0")
         if self.max_associations < 1:
             raise ValueError(f"max_associations is {self.max_associations}; it must be 1 or more")
         if self.max_pending_connections < 1:
@@ -110,7 +134,9 @@ class GatewayLimits:
     def from_env(cls, environ: Mapping[str, str]) -> GatewayLimits:
         """Read the limits from ``CIRRUS_MAX_ASSOCIATIONS``, ``CIRRUS_MAX_INSTANCE_BYTES``,
         ``CIRRUS_SPOOL_BYTES``, ``CIRRUS_SPOOL_DIR``, ``CIRRUS_ASSOCIATION_SPOOL_BYTES`` and
-        ``CIRRUS_MAX_PENDING_CONNECTIONS``; raise ``ValueError`` for a bad value.
+        ``CIRRUS_MAX_PENDING_CONNECTIONS``, and the time-outs from
+        ``CIRRUS_ACSE_TIMEOUT_SECONDS`` and ``CIRRUS_NETWORK_TIMEOUT_SECONDS``; raise
+        ``ValueError`` for a bad value.
         """
         spool_dir = environ.get(ENV_SPOOL_DIR)
         limits = cls(
@@ -123,6 +149,12 @@ class GatewayLimits:
             association_spool_bytes=_read_optional_int(environ, ENV_ASSOCIATION_SPOOL_BYTES),
             max_pending_connections=_read_int(
                 environ, ENV_MAX_PENDING_CONNECTIONS, DEFAULT_MAX_PENDING_CONNECTIONS
+            ),
+            acse_timeout_seconds=_read_seconds(
+                environ, ENV_ACSE_TIMEOUT, DEFAULT_ACSE_TIMEOUT_SECONDS
+            ),
+            network_timeout_seconds=_read_seconds(
+                environ, ENV_NETWORK_TIMEOUT, DEFAULT_NETWORK_TIMEOUT_SECONDS
             ),
         )
         if not limits.spool_root.is_dir():
@@ -142,3 +174,16 @@ def _read_optional_int(environ: Mapping[str, str], name: str) -> int | None:
     if not (value.isascii() and value.isdigit()):
         raise ValueError(f"{name} {value!r} is invalid; give a whole number")
     return int(value)
+
+
+def _read_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = environ.get(name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is invalid; give a number of seconds") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{name} {value!r} is invalid; give a number of seconds")
+    return seconds

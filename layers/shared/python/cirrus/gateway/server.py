@@ -57,11 +57,6 @@ __all__ = ["STORAGE_TRANSFER_SYNTAXES", "Gateway", "GatewayAE", "build_ae", "run
 # their size.
 MAX_ASSOCIATIONS: Final = GatewayLimits().max_associations
 
-# Time a new connection has to start its A-ASSOCIATE-RQ (or TLS handshake), and then again to
-# finish the request (pynetdicom's default is 30 s). Until then it takes one of the pending
-# connection slots of ``cirrus.gateway.connections``.
-ACSE_TIMEOUT_SECONDS: Final = 10.0
-
 # Time that ``run_gateway`` gives open associations to finish after SIGTERM. It must stay
 # below the time the orchestrator waits before SIGKILL: on ECS the container definition's
 # stopTimeout, 30 s unless set.
@@ -90,6 +85,11 @@ def _on_connection_open(event: Event) -> None:
     Turns off Nagle's algorithm, because with it every C-STORE response waits for the peer's
     delayed ACK. Unbinds pynetdicom's per-PDU log handlers, which each association binds for
     itself and which format every PDU and DIMSE message even when debug logging is off.
+
+    Sets the network time-out on the socket as well. pynetdicom 3.0.4 sets it only on the
+    sockets that it connects, and Python's ``accept`` returns a blocking socket, so a peer
+    that stopped in the middle of a PDU would hold the DUL thread in ``recv`` for ever. The
+    association's own idle timer aborts it, but cannot end that thread.
     """
     assoc = event.assoc
     for pdu_event, handler in _PDU_LOG_HANDLERS:
@@ -99,6 +99,7 @@ def _on_connection_open(event: Event) -> None:
     if sock is None:
         return
     try:
+        sock.settimeout(assoc.network_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
         # The peer has closed the connection already; the association ends on its own.
@@ -273,7 +274,10 @@ def build_ae(
     if not config.open:
         ae.require_calling_aet = config.known_callers()
     ae.maximum_associations = ae.limits.max_associations
-    ae.acse_timeout = ACSE_TIMEOUT_SECONDS
+    # A new connection takes one of the pending connection slots of
+    # ``cirrus.gateway.connections`` until its request starts or the ACSE time-out ends.
+    ae.acse_timeout = ae.limits.acse_timeout_seconds
+    ae.network_timeout = ae.limits.network_timeout_seconds
     ae.add_supported_context(Verification)
     for service in ae.dimse_services:
         service.add_contexts(ae)

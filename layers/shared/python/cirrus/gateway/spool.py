@@ -61,13 +61,16 @@ class SpoolFile:
     """One received data set on disk, as a file that pynetdicom writes to.
 
     pynetdicom uses ``name``, ``write``, ``file.flush()`` and ``close`` of the object that
-    ``NamedTemporaryFile`` returns, so this class offers the same.
+    ``NamedTemporaryFile`` returns, so this class offers the same. The file is unbuffered, so
+    that a failed write (a full disk, a file size limit) raises in ``write``, which turns it
+    into a rejection. pynetdicom calls ``file.flush()`` itself, outside any handler, and an
+    error there would end the association's DUL thread and leave the sender waiting.
     """
 
     def __init__(self, spool: Spool, assoc: Association) -> None:
         fd, name = tempfile.mkstemp(dir=spool.directory, prefix="store-", suffix=SPOOL_SUFFIX)
         self.name = name
-        self.file = os.fdopen(fd, "wb")
+        self._file = os.fdopen(fd, "wb", buffering=0)
         self.path = Path(name)
         self.received = 0
         self.rejection: str | None = None
@@ -85,18 +88,28 @@ class SpoolFile:
         if rejection is not None:
             self.reject(rejection)
             return len(data)
+        view = memoryview(data)
         try:
-            self.file.write(data)
+            # An unbuffered write may take only part of the data, when the disk is nearly full.
+            while view:
+                view = view[self._file.write(view) :]
         except OSError as exc:
             self.reject(f"the gateway could not spool the data set: {exc.strerror}")
         return len(data)
+
+    @property
+    def file(self) -> SpoolFile:
+        """This object, for pynetdicom's ``file.flush()``."""
+        return self
+
+    def flush(self) -> None:
+        """Do nothing: the file is unbuffered, so ``write`` has written everything."""
 
     def reject(self, reason: str) -> None:
         """Drop what was written and keep no more, so the spool space is free for others."""
         self.rejection = reason
         try:
-            self.file.seek(0)
-            self.file.truncate()
+            self._file.truncate(0)
         except OSError as exc:
             logger.warning("spool file not truncated", extra={"path": self.name, "error": str(exc)})
         self._release()
@@ -107,7 +120,7 @@ class SpoolFile:
             return
         self._closed = True
         try:
-            self.file.close()
+            self._file.close()
         except OSError as exc:
             logger.warning("spool file not closed", extra={"path": self.name, "error": str(exc)})
 

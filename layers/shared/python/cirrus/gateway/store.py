@@ -271,9 +271,17 @@ class StoreService:
         self._log_end(event.assoc, "released", logging.INFO)
 
     def _on_aborted(self, event: Event) -> None:
-        self._log_end(event.assoc, "aborted", logging.WARNING)
+        assoc = event.assoc
+        cause = None
+        # The DUL restarts its idle timer after each whole PDU, so an expired timer means the
+        # peer sent nothing, or an unfinished PDU, for the network time-out.
+        if assoc.dul.idle_timer_expired():
+            cause = f"network time-out: no data for {assoc.network_timeout:g} s"
+        self._log_end(assoc, "aborted", logging.WARNING, cause)
 
-    def _log_end(self, assoc: Association, outcome: str, level: int) -> None:
+    def _log_end(
+        self, assoc: Association, outcome: str, level: int, cause: str | None = None
+    ) -> None:
         """Log and audit the end of an accepted association, but not a rejected one's abort."""
         with self._counts_lock:
             counts = self._counts.pop(assoc, None)
@@ -286,6 +294,10 @@ class StoreService:
         ):
             audit.submit(audit_event)
         log_keys = peer(assoc)
+        extra = {**log_keys, "stored": counts.stored, "rejected": counts.rejected}
+        if cause is not None:
+            outcome = f"{outcome} ({cause})"
+            extra["cause"] = cause
         logger.log(
             level,
             "association %s: %s at %s, %d stored, %d rejected",
@@ -294,7 +306,7 @@ class StoreService:
             log_keys["peer"],
             counts.stored,
             counts.rejected,
-            extra={**log_keys, "stored": counts.stored, "rejected": counts.rejected},
+            extra=extra,
         )
 
 

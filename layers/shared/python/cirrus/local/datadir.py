@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -311,6 +312,25 @@ def remove_partial_files(root: Path) -> int:
         count += 1
     if count:
         logger.warning("interrupted writes removed from the data folder", extra={"files": count})
+    return count
+
+
+def remove_spool_leftovers(spool_root: Path) -> int:
+    """Delete what gateways that ended without stopping left in ``spool_root``; return the count.
+
+    Only the stack that has the data folder's lock uses its spool, so at start every entry is
+    left over from a gateway that was killed. It contains the data sets that the gateway was
+    receiving, and none of them was acknowledged.
+    """
+    count = 0
+    for entry in spool_root.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        count += 1
+    if count:
+        logger.warning("spool files of a stopped gateway removed", extra={"entries": count})
     return count
 
 

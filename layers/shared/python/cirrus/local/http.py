@@ -23,6 +23,11 @@ What the adapter reproduces of API Gateway:
   request that works locally fits the buffered integration on AWS as well. Larger bodies
   travel through S3 on both (``cirrus.dicomweb.delivery``, ``cirrus.dicomweb.uploads``), and
   the local stack's presigned URLs point to moto on 127.0.0.1.
+- Time-outs, which API Gateway has its own of: a connection that sends nothing for
+  ``idle_timeout`` seconds is closed, and a request whose body has not arrived whole
+  ``body_timeout`` seconds after the body started gets 408 and is closed, so that a client
+  that sends a few bytes at a time cannot hold a thread. Neither emulates API Gateway,
+  whose own time-outs apply on AWS.
 - IAM authorization, when given a ``LocalAuthentication``: every request but a CORS
   preflight (OPTIONS, which browsers never sign) must carry a valid SigV4 signature
   (``cirrus.local.sigv4``), else it gets 403 without reaching the handler. A verified request
@@ -71,6 +76,12 @@ STAGE: Final = "dicomweb"
 MAX_REQUEST_BODY: Final = API_GATEWAY_PAYLOAD_LIMIT
 # How often the serving thread checks for shutdown, so shutdown() waits up to this long.
 SHUTDOWN_POLL_SECONDS: Final = 0.1
+# Seconds a connection may stay silent, so that idle or half-open clients do not hold a
+# thread each for ever (socketserver applies it to every read of the connection).
+IDLE_TIMEOUT_SECONDS: Final = 60.0
+# Seconds to receive a whole request body. API Gateway takes at most 10 MB, which arrives in
+# this time at 90 kB/s or more.
+BODY_TIMEOUT_SECONDS: Final = 120.0
 # The size of each read of a request body.
 _READ_SIZE: Final = 64 * 1024
 _RESOURCE: Final = "/{proxy+}"
@@ -103,8 +114,10 @@ class ApiGatewayAdapter:
         max_body: int = MAX_REQUEST_BODY,
         max_payload: int = LAMBDA_PAYLOAD_LIMIT,
         authentication: LocalAuthentication | None = None,
+        body_timeout: float = BODY_TIMEOUT_SECONDS,
     ) -> None:
         self._handler = handler
+        self._body_timeout = body_timeout
         self._stage = stage
         self._prefix = f"/{stage}"
         self._max_body = max_body
@@ -132,14 +145,28 @@ class ApiGatewayAdapter:
             body = self._read_body(request)
         except RequestEntityTooLarge:
             return too_large
+        except BodyTimeoutError as exc:
+            _log_incomplete_body(request, raw_path, exc.bytes_read, self._body_timeout)
+            response = _json_response(
+                408,
+                f"request body not received within {self._body_timeout:g} s; send it again "
+                "faster, or send large bodies through POST /dicomweb/uploads",
+            )
+            # Closes the connection after the response, because the rest of the body would
+            # otherwise be read as the next request.
+            response.headers["Connection"] = "close"
+            return response
         except IncompleteBodyError as exc:
             # The client is usually gone, so this response is seldom delivered.
             _log_incomplete_body(request, raw_path, exc.bytes_read)
-            return _json_response(
+            response = _json_response(
                 400,
                 f"request body incomplete or malformed after {exc.bytes_read} bytes; "
                 "send the whole body again",
             )
+            # The connection cannot carry another request after a body that was cut short.
+            response.headers["Connection"] = "close"
+            return response
         path = raw_path.removeprefix(self._prefix) or "/"
         caller = None
         if self._authentication is not None and request.method != "OPTIONS":
@@ -185,8 +212,10 @@ class ApiGatewayAdapter:
     def _read_body(self, request: Request) -> bytes:
         """Read the whole request body, at most ``max_body`` bytes.
 
-        Raises ``RequestEntityTooLarge`` for a longer body, and ``IncompleteBodyError`` when the
-        connection ends or times out before the body is complete, or a chunk header is malformed.
+        Raises ``RequestEntityTooLarge`` for a longer body, ``BodyTimeoutError`` when the body
+        is not complete after ``body_timeout`` seconds, and ``IncompleteBodyError`` when the
+        connection ends or stays silent for the idle time-out before the body is complete, or
+        a chunk header is malformed.
         """
         chunked = request.content_length is None and request.environ.get("wsgi.input_terminated")
         if chunked:
@@ -196,7 +225,26 @@ class ApiGatewayAdapter:
         else:
             # werkzeug raises RequestEntityTooLarge here when Content-Length exceeds the maximum.
             stream = request.stream
+        if not chunked and not request.content_length:
+            return b""
         body = bytearray()
+        deadline = _BodyDeadline(request.environ.get("werkzeug.socket"), self._body_timeout)
+        try:
+            self._read_chunks(stream, body)
+        except IncompleteBodyError as exc:
+            if deadline.expired:
+                raise BodyTimeoutError(exc.bytes_read) from exc
+            raise
+        finally:
+            deadline.cancel()
+        # A body read whole is used even when the time-out ended just after its last byte.
+        # Once the read side is shut, a read before the end of the body fails, so a body that
+        # the time-out cut never reads as whole.
+        if len(body) > self._max_body:
+            raise RequestEntityTooLarge()
+        return bytes(body)
+
+    def _read_chunks(self, stream: Any, body: bytearray) -> None:
         while len(body) <= self._max_body:
             try:
                 chunk = stream.read(min(_READ_SIZE, self._max_body + 1 - len(body)))
@@ -210,9 +258,6 @@ class ApiGatewayAdapter:
             if not chunk:
                 break
             body += chunk
-        if len(body) > self._max_body:
-            raise RequestEntityTooLarge()
-        return bytes(body)
 
     def to_event(
         self, request: Request, path: str, body: bytes, caller: VerifiedCaller | None = None
@@ -286,6 +331,42 @@ class IncompleteBodyError(Exception):
         self.bytes_read = bytes_read
 
 
+class BodyTimeoutError(IncompleteBodyError):
+    """A request body still incomplete when the body time-out ended."""
+
+
+class _BodyDeadline:
+    """The body time-out of one request, as a timer that stops reading from its socket.
+
+    A client that sends a few bytes at a time never leaves a read waiting for the idle
+    time-out, so the timer shuts the read side of the socket when the body time-out ends.
+    A waiting read then returns end of stream, and the response can still be sent. werkzeug
+    puts the socket in ``werkzeug.socket``; without one, only the idle time-out applies.
+    """
+
+    def __init__(self, sock: socket.socket | None, seconds: float) -> None:
+        self._socket = sock
+        self.expired = False
+        self._timer: threading.Timer | None = None
+        if sock is not None:
+            self._timer = threading.Timer(seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        assert self._socket is not None  # the timer runs only with a socket
+        try:
+            self._socket.shutdown(socket.SHUT_RD)
+        except OSError:
+            # The connection has ended already.
+            pass
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
 @dataclass
 class HttpServer:
     """A running adapter server. ``shutdown`` stops it and waits for its thread."""
@@ -307,14 +388,10 @@ class HttpServer:
         self.thread.join()
 
 
-IDLE_TIMEOUT_SECONDS = 60
-
-
 class _RequestHandler(WSGIRequestHandler):
     """werkzeug's handler with Nagle's algorithm off and request lines kept out of the log."""
 
-    # Seconds a connection may stay silent, so idle or half-open clients do not hold a
-    # thread each for ever (socketserver applies it to every read of the connection).
+    # ``serve_http`` sets the time-out of each server in a subclass.
     timeout = IDLE_TIMEOUT_SECONDS
 
     def setup(self) -> None:
@@ -338,15 +415,21 @@ def serve_http(
     port: int = 0,
     max_body: int = MAX_REQUEST_BODY,
     authentication: LocalAuthentication | None = None,
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
 ) -> HttpServer:
     """Serve ``handler`` behind the adapter on a threaded werkzeug server in a thread.
 
     Port 0 picks a free port, which ``.port`` returns. Bodies over ``max_body`` bytes get 413,
     as do events over Lambda's payload maximum. With ``authentication``, only SigV4-signed
-    requests reach the handler.
+    requests reach the handler. A connection silent for ``idle_timeout`` seconds is closed,
+    and a body not received whole within ``body_timeout`` seconds gets 408.
     """
-    adapter = ApiGatewayAdapter(handler, max_body=max_body, authentication=authentication)
-    server = make_server(host, port, adapter, threaded=True, request_handler=_RequestHandler)
+    adapter = ApiGatewayAdapter(
+        handler, max_body=max_body, authentication=authentication, body_timeout=body_timeout
+    )
+    request_handler = type("RequestHandler", (_RequestHandler,), {"timeout": idle_timeout})
+    server = make_server(host, port, adapter, threaded=True, request_handler=request_handler)
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
@@ -358,12 +441,17 @@ def serve_http(
     return HttpServer(server, thread)
 
 
-def _log_incomplete_body(request: Request, raw_path: str, bytes_read: int) -> None:
+def _log_incomplete_body(
+    request: Request, raw_path: str, bytes_read: int, body_timeout: float | None = None
+) -> None:
     """Log one warning for a body cut short, with the path but not the query string.
 
-    The query string is left out because it can carry patient data.
+    ``body_timeout`` is given when the body time-out ended it. The query string is left out
+    because it can carry patient data.
     """
-    if request.content_length is None:
+    if body_timeout is not None:
+        message = f"request body not received within the body time-out of {body_timeout:g} s"
+    elif request.content_length is None:
         message = "chunked request body incomplete or malformed"
     else:
         message = "request body incomplete: the client disconnected or timed out"

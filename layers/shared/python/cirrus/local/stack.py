@@ -24,6 +24,7 @@ from cirrus.audit_table import bind_audit_model
 from cirrus.config import DEFAULT_AE_TITLE, DEFAULT_SITE, ResourceNames, Settings
 from cirrus.errors import StoreUnavailableError
 from cirrus.gateway.aeconfig import AEConfig, AEConfigError
+from cirrus.gateway.limits import GatewayLimits
 from cirrus.gateway.tls import TLSConfig, TLSConfigError
 from cirrus.local.audit_journal import JOURNAL_FILE, FileAuditJournal, restore_journal
 from cirrus.local.datadir import (
@@ -32,8 +33,10 @@ from cirrus.local.datadir import (
     FolderObjectStore,
     QueueNotifier,
     notify_saved_objects,
+    remove_spool_leftovers,
 )
 from cirrus.local.endpoints import remove_endpoints, write_endpoints
+from cirrus.local.http import BODY_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
 from cirrus.local.resources import create_resources
@@ -49,6 +52,9 @@ from cirrus.services import Services
 logger = logging.getLogger("cirrus.local")
 
 OBJECTS_FOLDER: Final = "objects"
+# The gateway's spool (``cirrus.gateway.spool``) in the data folder, so that the files of a
+# gateway that was killed are deleted at the next start.
+SPOOL_FOLDER: Final = "spool"
 _REBUILD_TIMEOUT_SECONDS: Final = 3600
 
 
@@ -78,6 +84,10 @@ class LocalStackConfig:
     # action on ``site``.
     access_file: Path | None = None
     credentials_file: Path | None = None
+    # Seconds an HTTP connection may stay silent, and seconds to receive a request body
+    # (``cirrus.local.http``).
+    http_idle_timeout: float = IDLE_TIMEOUT_SECONDS
+    http_body_timeout: float = BODY_TIMEOUT_SECONDS
 
     def gateway_config(self) -> AEConfig:
         """Return the AE configuration; raise ``AEConfigError`` when its file is invalid."""
@@ -160,8 +170,11 @@ class LocalStack:
 
         services = Services(settings)
         objects_dir = (config.data_dir / OBJECTS_FOLDER).resolve()
+        spool_dir = (config.data_dir / SPOOL_FOLDER).resolve()
         try:
             objects_dir.mkdir(parents=True, exist_ok=True)
+            spool_dir.mkdir(exist_ok=True)
+            remove_spool_leftovers(spool_dir)
         except OSError as exc:
             raise StartError(f"data folder {config.data_dir} is unusable: {exc}") from exc
         notifier = local_notifier(services)
@@ -171,7 +184,8 @@ class LocalStack:
         self._start_poller(services)
         self._rebuild_index(notifier, objects_dir)
 
-        self._gateway = self._start_gateway(services, gateway_config)
+        limits = GatewayLimits(spool_dir=spool_dir)
+        self._gateway = self._start_gateway(services, gateway_config, limits)
         logger.info(
             "DICOM gateway ready",
             extra={
@@ -245,7 +259,9 @@ class LocalStack:
                 extra={"objects": restored, "seconds": round(time.monotonic() - started, 1)},
             )
 
-    def _start_gateway(self, services: Services, gateway_config: AEConfig) -> Any:
+    def _start_gateway(
+        self, services: Services, gateway_config: AEConfig, limits: GatewayLimits
+    ) -> Any:
         from cirrus.gateway.server import Gateway
         from cirrus.gateway.workers import WorkerPool, WorkerSpec, WorkerStartError
 
@@ -253,7 +269,12 @@ class LocalStack:
         try:
             if config.gateway_workers == 1:
                 return Gateway.start(
-                    services, gateway_config, config.host, config.dicom_port, config.tls
+                    services,
+                    gateway_config,
+                    config.host,
+                    config.dicom_port,
+                    config.tls,
+                    limits=limits,
                 )
             spec = WorkerSpec(
                 services.settings,
@@ -265,7 +286,7 @@ class LocalStack:
                 audit_journal=(config.data_dir / JOURNAL_FILE).resolve(),
                 prepare=prepare_gateway_worker,
                 # As the gateway in this process, which stops without draining.
-                options={"grace_seconds": 0.0},
+                options={"grace_seconds": 0.0, "limits": limits},
             )
             return WorkerPool.start(spec, config.gateway_workers)
         except OSError as exc:
@@ -288,7 +309,12 @@ class LocalStack:
             authentication = LocalAuthentication(verifier, view.audit)
         try:
             return serve_http(
-                handle, self.config.host, self.config.http_port, authentication=authentication
+                handle,
+                self.config.host,
+                self.config.http_port,
+                authentication=authentication,
+                idle_timeout=self.config.http_idle_timeout,
+                body_timeout=self.config.http_body_timeout,
             )
         except OSError as exc:
             raise StartError(
