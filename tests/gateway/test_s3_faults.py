@@ -1,9 +1,9 @@
 """C-STORE while S3 fails: botocore retries, gives up, the modality gets 0xA700, nothing is kept.
 
 The gateway writes through the production S3 client configuration (``cirrus.aws``: standard
-retry mode, 4 retries) to moto behind ``tests.s3_faults.S3FaultProxy``, which responds to the
-chosen S3 write operations with an error or drops their connections. Once the proxy heals,
-the same instance is stored.
+retry mode, 4 retries) to moto behind ``tests.fault_proxy.FaultProxy``, which responds to the
+chosen S3 write operations with an error or drops their connections. Once the proxy's
+faults are cleared, the same instance is stored.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from cirrus.index.claims import CLAIM, claim_pk
 from cirrus.index.models import get_record
 from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import SINGLE_PUT_MAX_BYTES, ObjectStore
+from tests.fault_proxy import DROP, FaultProxy, part_numbers, s3
 from tests.gateway.gateways import start_gateway
 from tests.gateway.scu import (
     associate,
@@ -38,7 +39,6 @@ from tests.gateway.test_large import (
     spool_files,
     write_large_instance,
 )
-from tests.s3_faults import DROP, S3FaultProxy, operations, part_numbers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,14 +52,14 @@ SCU_TIMEOUT_SECONDS = 60
 
 
 @pytest.fixture
-def proxy(gateway_settings: Settings) -> Iterator[S3FaultProxy]:
+def proxy(gateway_settings: Settings) -> Iterator[FaultProxy]:
     assert gateway_settings.endpoint_url is not None
-    with S3FaultProxy(gateway_settings.endpoint_url) as running:
+    with FaultProxy(gateway_settings.endpoint_url) as running:
         yield running
 
 
 @pytest.fixture
-def proxied_gateway(gateway_settings: Settings, proxy: S3FaultProxy) -> Iterator[Gateway]:
+def proxied_gateway(gateway_settings: Settings, proxy: FaultProxy) -> Iterator[Gateway]:
     proxied = dataclasses.replace(gateway_settings, endpoint_url=proxy.endpoint_url)
     store = ObjectStore(
         AwsClients(proxied).s3, gateway_settings.bucket, gateway_settings.kms_key_id
@@ -78,7 +78,7 @@ def claimed(gateway: Gateway, object_key: str) -> bool:
 @pytest.mark.parametrize("fault", [503, 500, DROP], ids=["503", "500", "dropped"])
 def test_put_failure_then_recovery(
     proxied_gateway: Gateway,
-    proxy: S3FaultProxy,
+    proxy: FaultProxy,
     archive: ObjectStore,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -86,7 +86,7 @@ def test_put_failure_then_recovery(
 ) -> None:
     path, key = fresh_ct(tmp_path)
     before = stored_objects(archive)
-    proxy.fail(operations("PutObject"), fault)
+    proxy.fail(s3("PutObject"), fault)
 
     with associate(proxied_gateway.port, CT_CONTEXT) as assoc:
         assoc.dimse_timeout = SCU_TIMEOUT_SECONDS
@@ -94,7 +94,7 @@ def test_put_failure_then_recovery(
         after_failure = stored_objects(archive)
         spool_after_failure = spool_files(proxied_gateway)
         claimed_after_failure = claimed(proxied_gateway, key)
-        proxy.heal()
+        proxy.clear()
         stored = send_file_as_is(monkeypatch, assoc, path)
 
     assert failed.Status == OUT_OF_RESOURCES
@@ -113,7 +113,7 @@ def test_put_failure_then_recovery(
 
 def test_failed_multipart_upload_aborted(
     proxied_gateway: Gateway,
-    proxy: S3FaultProxy,
+    proxy: FaultProxy,
     archive: ObjectStore,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -129,7 +129,7 @@ def test_failed_multipart_upload_aborted(
         failed = send_file_as_is(monkeypatch, assoc, path)
         uploads_after_failure = archive._client.list_multipart_uploads(Bucket=archive.bucket)
         after_failure = stored_objects(archive)
-        proxy.heal()
+        proxy.clear()
         stored = send_file_as_is(monkeypatch, assoc, path)
 
     assert failed.Status == OUT_OF_RESOURCES

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from cirrus.local.moto_process import MotoProcess
-from tests.integration.fault_proxy import FaultProxy
+from tests.fault_proxy import FaultProxy
 
 
 @pytest.fixture

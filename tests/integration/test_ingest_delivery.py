@@ -30,7 +30,7 @@ from cirrus.local.moto_process import MotoProcess
 from cirrus.local.resources import create_resources
 from cirrus.services import Services
 from functions.ingest import handler as ingest_handler
-from tests.integration.fault_proxy import FaultProxy
+from tests.fault_proxy import FaultProxy, dynamodb
 from tests.integration.index_snapshot import (
     index_snapshot,
     notifications_of,
@@ -213,11 +213,11 @@ def test_worker_killed_mid_batch(
             archive_instance(services.store, "default", _instance(study, uid))
     records = notifications_of(services, f"sites/default/studies/{study}/")
     assert len(records) == 8
-    proxied = dataclasses.replace(services.settings, endpoint_url=proxy.url)
+    proxied = dataclasses.replace(services.settings, endpoint_url=proxy.endpoint_url)
     # The instances of a new study are indexed one by one. The first of a series takes two
     # transactions (the one for an existing series fails its condition), the others one, so
     # the fourth transaction indexes the third instance of the batch.
-    hold = proxy.hold("TransactWriteItems", nth=4)
+    hold = proxy.hold(dynamodb("TransactWriteItems"), nth=4)
     log = tmp_path / "worker.log"
     worker = _worker(proxied, log)
     try:

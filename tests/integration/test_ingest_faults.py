@@ -20,7 +20,7 @@ from cirrus.operations.target import Target
 from cirrus.services import Services
 from cirrus.storage.keys import InstanceKey
 from functions.ingest import handler as ingest_handler
-from tests.integration.fault_proxy import FaultProxy
+from tests.fault_proxy import FaultProxy, dynamodb
 from tests.integration.index_snapshot import queued_messages, running_poller, wait_for
 from tests.integration.test_ingest import _instance, _queued_bodies
 
@@ -35,7 +35,7 @@ def services(settings: Settings) -> Services:
 @pytest.fixture
 def proxied(settings: Settings, proxy: FaultProxy) -> Services:
     """The same deployment, reached through the proxy."""
-    return Services(dataclasses.replace(settings, endpoint_url=proxy.url))
+    return Services(dataclasses.replace(settings, endpoint_url=proxy.endpoint_url))
 
 
 def _archive(services: Services, study: str, count: int) -> list[InstanceKey]:
@@ -67,7 +67,7 @@ def test_transient_faults_retried(
     study = generate_uid()
     _archive(services, study, 3)
     records = _queued_bodies(services)
-    fault = proxy.fail(status, code, times=2)
+    fault = proxy.fail(dynamodb(), status, code, times=2)
     result = ingest_handler.handle({"Records": records}, None, proxied)
     assert fault.injected == 2
     # No message failed: botocore's retries absorbed every fault within the batch.
@@ -95,7 +95,7 @@ def test_persistent_fault_dead_letters_then_redrive(
     study = generate_uid()
     (key,) = _archive(services, study, 1)
     # Each receive fails at the first DynamoDB call, the read of the study record.
-    fault = proxy.fail(status, code)
+    fault = proxy.fail(dynamodb(), status, code)
     with running_poller(proxied):
         wait_for(lambda: queued_messages(services, dead_letter=True) == 1)
     assert fault.injected == INGEST_MAX_RECEIVES * attempts

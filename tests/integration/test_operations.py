@@ -34,7 +34,7 @@ from cirrus.operations.verify import Difference, Finding, verify
 from cirrus.services import Services
 from cirrus.storage.keys import InstanceKey
 from functions.ingest import handler as ingest_handler
-from tests.integration.fault_proxy import FaultProxy
+from tests.fault_proxy import FaultProxy, dynamodb
 from tests.integration.index_snapshot import (
     index_snapshot,
     notifications_of,
@@ -387,7 +387,7 @@ def test_killed_reindex_resumes(
     reference = second_index(services.settings, moto_server.endpoint_url)
     records = notifications_of(services, "sites/")
     assert ingest_handler.handle({"Records": records}, None, reference) == {"batchItemFailures": []}
-    proxied = dataclasses.replace(services.settings, endpoint_url=proxy.url)
+    proxied = dataclasses.replace(services.settings, endpoint_url=proxy.endpoint_url)
     path = tmp_path / "reindex.checkpoint"
     command = [
         sys.executable, "-m", "cirrus.cli", "reindex", "--from-env", "--json",
@@ -396,7 +396,7 @@ def test_killed_reindex_resumes(
     env = {**os.environ, **proxied.to_env()}
     # The first instance of the new series takes two transactions and each other one, so
     # the fourth transaction indexes the third object, after two are checkpointed.
-    hold = proxy.hold("TransactWriteItems", nth=4)
+    hold = proxy.hold(dynamodb("TransactWriteItems"), nth=4)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert hold.reached.wait(60)

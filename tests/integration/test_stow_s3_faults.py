@@ -1,9 +1,9 @@
 """STOW-RS while S3 fails: 503 with Retry-After and 0xA700 per instance, and nothing kept.
 
 The DICOMweb handler runs behind the local HTTP adapter and writes to moto through
-``tests.s3_faults.S3FaultProxy``. Its S3 client makes one retry instead of the production
+``tests.fault_proxy.FaultProxy``. Its S3 client makes one retry instead of the production
 four, which keeps the test short; the gateway's S3 fault tests run the production retries.
-After the proxy heals, the same request stores every instance, and QIDO finds them once
+After the proxy faults are cleared, the same request stores every instance, and QIDO finds them once
 ingested.
 """
 
@@ -28,6 +28,7 @@ from cirrus.services import Services
 from cirrus.storage.keys import INSTANCE_SUFFIX, site_prefix
 from cirrus.storage.objects import ObjectStore
 from functions.dicomweb.handler import dicomweb_services, handle
+from tests.fault_proxy import DROP, FaultProxy, s3
 from tests.integration.test_dicomweb_stow_wado import (
     FAILED_SOP_SEQUENCE,
     FAILURE_REASON,
@@ -36,7 +37,6 @@ from tests.integration.test_dicomweb_stow_wado import (
     post_parts,
     read_test_file,
 )
-from tests.s3_faults import DROP, S3FaultProxy, operations
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,7 +48,7 @@ S3_ATTEMPTS = 2
 @dataclasses.dataclass
 class ProxiedDicomweb:
     url: str
-    proxy: S3FaultProxy
+    proxy: FaultProxy
     # The archive as moto stores it, read without the proxy.
     archive: ObjectStore
     services: Services
@@ -74,7 +74,7 @@ class ProxiedDicomweb:
 @pytest.fixture
 def dicomweb(settings: Settings, object_store: ObjectStore) -> Iterator[ProxiedDicomweb]:
     assert settings.endpoint_url is not None
-    with S3FaultProxy(settings.endpoint_url) as proxy:
+    with FaultProxy(settings.endpoint_url) as proxy:
         proxied = dataclasses.replace(settings, endpoint_url=proxy.endpoint_url)
         client = boto3.client(
             "s3",
@@ -104,14 +104,14 @@ def test_stow_s3_failure_then_recovery(dicomweb: ProxiedDicomweb, fault: int) ->
     datasets = [read_test_file(name) for name in ("CT_small.dcm", "MR_small.dcm")]
     parts = [encode(ds) for ds in datasets]
     study = datasets[0].StudyInstanceUID
-    dicomweb.proxy.fail(operations("PutObject"), fault)
+    dicomweb.proxy.fail(s3("PutObject"), fault)
 
     failed = post_parts(f"{dicomweb.url}/studies", parts)
     keys_after_failure = dicomweb.keys()
     ingested_after_failure = dicomweb.ingest_all()
     found_after_failure = qido_instances(dicomweb.url, study)
     claims_after_failure = [dicomweb.claimed(ds.SOPInstanceUID) for ds in datasets]
-    dicomweb.proxy.heal()
+    dicomweb.proxy.clear()
     stored = post_parts(f"{dicomweb.url}/studies", parts)
     ingested = dicomweb.ingest_all()
 
