@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from cirrus.index.models import (
 )
 from cirrus.local.moto_process import MotoProcess
 from cirrus.operations.checkpoint import Checkpoint
+from cirrus.operations.counts import CountRepair
 from cirrus.operations.redrive import redrive
 from cirrus.operations.reindex import LimitReached, Outcome, Result, reindex
 from cirrus.operations.target import Target
@@ -63,6 +65,7 @@ REINDEX_ZEROS = {
     "rejected": 0,
     "pruned": 0,
     "missing object": 0,
+    "counts repaired": 0,
 }
 
 
@@ -229,20 +232,120 @@ def test_reindex_repairs_entries(services: Services, target: Target) -> None:
 
     outcomes: list[Outcome] = []
     progress = reindex(target, None, Checkpoint(None, "reindex", ""), outcomes.append)
-    assert progress.counts == {"indexed": 1, "updated": 1, "unchanged": 3}
-    assert [(o.result, o.object_key) for o in outcomes] == sorted(
-        [(Result.INDEXED, unindexed.object_key), (Result.UPDATED, retagged.object_key)],
-        key=lambda item: item[1],
+    # The deleted record counts as new, while its study, series and CT marker counted it
+    # already, so the studies pass rewrites those three records.
+    assert progress.counts == {"indexed": 1, "updated": 1, "unchanged": 3, "counts repaired": 3}
+    assert [(o.result, o.object_key) for o in outcomes] == [
+        *sorted(
+            [(Result.INDEXED, unindexed.object_key), (Result.UPDATED, retagged.object_key)],
+            key=lambda item: item[1],
+        ),
+        (Result.COUNTS_REPAIRED, _study_prefix(unindexed)),
+    ]
+    assert _verify(target) == set()
+    assert index_snapshot(model) == expected
+
+
+def _drift_counts(services: Services, key: InstanceKey, study_instances: int) -> None:
+    """Set wrong counts on the study, series and CT marker of ``key``, as a bad write would."""
+    model = services.index_model
+    pk = study_pk("default", key.study)
+    study = get_record(model, pk, STUDY)
+    series = get_record(model, pk, series_sk(key.series))
+    marker = get_record(model, pk, modality_sk("CT"))
+    assert study is not None
+    assert series is not None
+    assert marker is not None
+    study.update(actions=[model.series_count.set(2), model.instance_count.set(study_instances)])
+    series.update(actions=[model.instance_count.set(9)])
+    marker.update(actions=[model.instance_count.set(7), model.series_count.set(4)])
+
+
+def test_reindex_repairs_count_drift(services: Services, target: Target) -> None:
+    keys = _archive(services, 3)
+    _archive(services, 2)
+    _ingest_all(services)
+    expected = index_snapshot(services.index_model)
+    _drift_counts(services, keys[0], study_instances=5)
+    model = services.index_model
+    pk = study_pk("default", keys[0].study)
+    # A series record without instance records, which counts in no study.
+    model(pk, series_sk(generate_uid()), level="SERIES", site="default", instance_count=2).save()
+    assert len(_verify(target)) == 1
+
+    outcomes: list[Outcome] = []
+    progress = reindex(target, None, Checkpoint(None, "reindex", ""), outcomes.append)
+    assert progress.counts == {"unchanged": 5, "counts repaired": 4}
+    assert outcomes == [
+        Outcome(Result.COUNTS_REPAIRED, _study_prefix(keys[0]), "4 records"),
+    ]
+    assert _verify(target) == set()
+    assert index_snapshot(services.index_model) == expected
+    progress = reindex(target, None, Checkpoint(None, "reindex", ""), outcomes.append)
+    assert progress.counts == {"unchanged": 5}
+
+
+def test_reindex_removes_study_without_instances(services: Services, target: Target) -> None:
+    keys = _archive(services, 2)
+    kept = _archive(services, 1)
+    _ingest_all(services)
+    model = services.index_model
+    # The objects and instance records of a study deleted without IndexDeleter, so its
+    # study, series and marker records still count them.
+    for key in keys:
+        services.store.delete([key.object_key])
+        record = get_record(model, study_pk("default", key.study), instance_sk(key.series, key.sop))
+        claim = get_record(model, claim_pk("default", key.sop), CLAIM)
+        assert record is not None
+        assert claim is not None
+        record.delete()
+        claim.delete()
+
+    progress = reindex(target, None, Checkpoint(None, "reindex", ""), lambda outcome: None)
+    assert progress.counts == {"unchanged": 1, "counts repaired": 3}
+    assert list(model.query(study_pk("default", keys[0].study))) == []
+    assert _verify(target) == set()
+    assert get_record(model, study_pk("default", kept[0].study), STUDY) is not None
+
+
+def test_count_repair_yields_to_concurrent_ingest(
+    services: Services, target: Target, proxy: FaultProxy
+) -> None:
+    keys = _archive(services, 3)
+    _ingest_all(services)
+    model = services.index_model
+    pk = study_pk("default", keys[0].study)
+    study = get_record(model, pk, STUDY)
+    assert study is not None
+    # Only the study record is wrong, so only its condition guards the repair's write.
+    study.update(actions=[model.instance_count.set(5)])
+    proxied = Services(dataclasses.replace(services.settings, endpoint_url=proxy.endpoint_url))
+    # The repair reads the study (instance_count 5) and its 3 instance records, and its
+    # write waits while a fourth instance of the study is ingested without the proxy.
+    hold = proxy.hold(dynamodb("TransactWriteItems"), nth=1)
+    written: list[int] = []
+    repair = threading.Thread(
+        target=lambda: written.append(CountRepair(proxied.index_model).repair(pk))
     )
-    # The deleted record counts as new, while its study and series counted it already.
-    # Reindex repairs entries, not counts, and verify reports the counts.
-    (finding,) = _verify(target)
-    assert finding[:2] == (Difference.DIFFERENT.value, _study_prefix(unindexed))
-    assert finding[2].startswith("study instance_count 6 but 5 records; series")
-    rebuilt = index_snapshot(model)
-    assert {k: v for k, v in rebuilt.items() if v["level"] in ("INSTANCE", "CLAIM")} == {
-        k: v for k, v in expected.items() if v["level"] in ("INSTANCE", "CLAIM")
-    }
+    repair.start()
+    try:
+        assert hold.reached.wait(60)
+        archive_instance(services.store, "default", _instance(keys[0].study, keys[0].series))
+        _ingest_all(services)
+    finally:
+        hold.release(forward=True)
+        repair.join(60)
+    assert hold.finished.wait(30)
+
+    # The held write was conditional on instance_count 5, which the ingest made 6, so the
+    # repair read again and counted the fourth instance. Only the study record was wrong.
+    assert written == [1]
+    assert proxy.count("TransactWriteItems") == 2
+    study = get_record(model, pk, STUDY, consistent_read=True)
+    assert study is not None
+    assert study.instance_count == 4
+    assert study.series_count == 1
+    assert _verify(target) == set()
 
 
 def test_reindex_resumes_after_limit(services: Services, target: Target, tmp_path: Path) -> None:

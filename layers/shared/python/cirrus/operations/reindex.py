@@ -7,9 +7,10 @@ are new. Objects are fed in key order, in batches of up to ``BATCH_SIZE``, so th
 of one series arrive together as they do from the queue. An object whose record has the same
 ETag and whose claim is in place is left unchanged, so a second run changes nothing.
 
-NOTE: reindex repairs entries, not counts. A record deleted without ``IndexDeleter`` is
-indexed again and counted a second time in its study and series; ``cirrus verify`` reports
-such counts.
+After the objects and the index entries, the studies pass recomputes the counts of every
+study, its series and its modality markers from the instance records and writes those that
+differ (``CountRepair``). A record deleted without ``IndexDeleter`` and then indexed again
+has been counted twice, and this pass repairs that.
 """
 
 from __future__ import annotations
@@ -31,8 +32,22 @@ from cirrus.index.models import IndexRecord, instance_sk, study_pk
 from cirrus.index.writer import IndexOutcome
 from cirrus.ingest import BatchIngest, ObjectEvent
 from cirrus.local.poller import BATCH_SIZE
-from cirrus.operations.checkpoint import INDEX_PHASE, OBJECTS_PHASE, Checkpoint, Progress
-from cirrus.operations.scan import archived_instances, instance_records, object_exists, with_etag
+from cirrus.operations.checkpoint import (
+    INDEX_PHASE,
+    OBJECTS_PHASE,
+    STUDIES_PHASE,
+    Checkpoint,
+    Progress,
+)
+from cirrus.operations.counts import CountRepair
+from cirrus.operations.scan import (
+    archived_instances,
+    instance_records,
+    object_exists,
+    study_prefix,
+    study_records,
+    with_etag,
+)
 from cirrus.operations.target import Target
 from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import StoredObject
@@ -56,6 +71,8 @@ class Result(StrEnum):
     # An index entry whose object is gone: removed with --prune, else only reported.
     PRUNED = "pruned"
     MISSING_OBJECT = "missing object"
+    # A study whose counts were rewritten; the summary counts the records written.
+    COUNTS_REPAIRED = "counts repaired"
 
 
 @dataclass(frozen=True)
@@ -90,8 +107,10 @@ def reindex(
     """Index every object under the site's prefix; return the final counts.
 
     ``report`` receives each outcome other than unchanged, and ``advance`` is called for each
-    object and index entry finished. With ``prune``, index entries whose object is gone are
-    removed as a delete removes them (``IndexDeleter``); without it they are reported. Raises
+    object, index entry and study finished. With ``prune``, index entries whose object is
+    gone are removed as a delete removes them (``IndexDeleter``); without it they are
+    reported. Then the counts of each study are repaired, and the ``counts repaired`` count
+    is the number of study, series and marker records written. Raises
     ``LimitReached`` after ``limit`` objects and ``StoreUnavailableError`` when S3 or
     DynamoDB fail. The checkpoint then contains the last finished position.
     """
@@ -120,11 +139,24 @@ def reindex(
                     raise LimitReached(progress, f"stopped after {done} objects")
             progress.phase = INDEX_PHASE
             checkpoint.save(progress)
-        deleter = IndexDeleter(services.index_model) if prune else None
-        for entry, position in instance_records(services.index_model, site, progress.after_record):
-            object_key = entry.object_key
-            if object_key and not object_exists(services.store, object_key):
-                record(_missing(deleter, entry.etag, entry.metadata_key, object_key))
+        model = services.index_model
+        if progress.phase == INDEX_PHASE:
+            deleter = IndexDeleter(model) if prune else None
+            for entry, position in instance_records(model, site, progress.after_record):
+                object_key = entry.object_key
+                if object_key and not object_exists(services.store, object_key):
+                    record(_missing(deleter, entry.etag, entry.metadata_key, object_key))
+                progress.after_record = position
+                checkpoint.step(progress)
+                advance()
+            progress.phase, progress.after_record = STUDIES_PHASE, None
+            checkpoint.save(progress)
+        repair = CountRepair(model)
+        for study, position in study_records(model, site, progress.after_record):
+            written = repair.repair(study.pk)
+            if written:
+                progress.add(Result.COUNTS_REPAIRED.value, written)
+                report(Outcome(Result.COUNTS_REPAIRED, study_prefix(study), f"{written} records"))
             progress.after_record = position
             checkpoint.step(progress)
             advance()

@@ -1,4 +1,4 @@
-"""The two passes of ``verify`` and ``reindex``: archived objects, then index records."""
+"""The passes of ``verify`` and ``reindex``: archived objects, index records, then studies."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from botocore.exceptions import BotoCoreError
 from pynamodb.exceptions import PynamoDBException
 
 from cirrus.errors import NotFoundError, StoreUnavailableError
-from cirrus.index.models import INSTANCE, IndexRecord
+from cirrus.index.models import INSTANCE, STUDY, IndexRecord
+from cirrus.operations.counts import PARTITION_ATTRIBUTES
 from cirrus.storage.keys import INSTANCE_SUFFIX, InstanceKey
 from cirrus.storage.objects import ObjectStore, StoredObject
 
@@ -50,6 +51,19 @@ def instance_records(
     A Scan from a position continues after the record that the position names.
     """
     return records_of_level(model, INSTANCE, site, after, _RECORD_ATTRIBUTES)
+
+
+def study_records(
+    model: type[IndexRecord], site: str | None, after: dict[str, Any] | None
+) -> Iterator[tuple[IndexRecord, dict[str, Any]]]:
+    """Yield the count attributes of every study record with its position in the Scan."""
+    return records_of_level(model, STUDY, site, after, PARTITION_ATTRIBUTES)
+
+
+def study_prefix(study: IndexRecord) -> str:
+    """Return the object key prefix of a study record's instances."""
+    site = str(study.site)
+    return f"sites/{site}/studies/{study.pk[len(site) + 1 :]}/"
 
 
 def records_of_level(

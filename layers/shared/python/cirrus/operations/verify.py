@@ -3,8 +3,8 @@
 The objects are the source of truth. The objects pass reads each instance's header, as ingest
 does, and compares the instance record with the record that ingest would write from it, and
 checks the claim of its SOP Instance UID. The index pass then looks for instance records
-whose object is gone. Neither pass changes
-anything.
+whose object is gone, and the studies pass checks the counts of each study
+(``cirrus.operations.counts``). No pass changes anything.
 """
 
 from __future__ import annotations
@@ -21,16 +21,7 @@ from pynamodb.exceptions import PynamoDBException
 
 from cirrus.errors import InvalidInstanceError, NotFoundError, StoreUnavailableError
 from cirrus.index.claims import CLAIM, claim_pk
-from cirrus.index.models import (
-    INSTANCE,
-    MODALITY,
-    SERIES,
-    STUDY,
-    IndexRecord,
-    get_record,
-    instance_sk,
-    study_pk,
-)
+from cirrus.index.models import IndexRecord, get_record, instance_sk, study_pk
 from cirrus.index.writer import instance_record
 from cirrus.ingest import ObjectEvent, prepare_object
 from cirrus.operations.checkpoint import (
@@ -40,11 +31,13 @@ from cirrus.operations.checkpoint import (
     Checkpoint,
     Progress,
 )
+from cirrus.operations.counts import count_drift, read_partition
 from cirrus.operations.scan import (
     archived_instances,
     instance_records,
     object_exists,
-    records_of_level,
+    study_prefix,
+    study_records,
     with_etag,
 )
 from cirrus.operations.target import Target
@@ -82,8 +75,6 @@ class Finding:
 OBJECTS = "objects"
 RECORDS = "index entries"
 STUDIES = "studies"
-# The attributes of the study records and their partitions that the studies pass reads.
-_STUDY_ATTRIBUTES: Final = ["pk", "sk", "site", "level", "instance_count", "series_count"]
 
 
 def verify(
@@ -133,7 +124,7 @@ def verify(
                 advance()
             progress.phase, progress.after_record = STUDIES_PHASE, None
             checkpoint.save(progress)
-        studies = records_of_level(model, STUDY, site, progress.after_record, _STUDY_ATTRIBUTES)
+        studies = study_records(model, site, progress.after_record)
         for study, position in studies:
             for finding in _check_counts(model, study):
                 found(finding)
@@ -204,43 +195,7 @@ def _as_json(value: object) -> object:
 
 def _check_counts(model: type[IndexRecord], study: IndexRecord) -> list[Finding]:
     """Compare the counts of a study, its series and markers with its instance records."""
-    try:
-        records = list(
-            model.query(study.pk, consistent_read=True, attributes_to_get=_STUDY_ATTRIBUTES)
-        )
-    except (PynamoDBException, BotoCoreError) as exc:
-        raise StoreUnavailableError(f"index query of {study.pk} failed: {exc}") from exc
-
-    instances: dict[str, int] = {}
-    for record in records:
-        if record.level == INSTANCE:
-            series = record.sk.split("#", 2)[1]
-            instances[series] = instances.get(series, 0) + 1
-    total = sum(instances.values())
-
-    wrong = []
-    if study.instance_count != total:
-        wrong.append(f"study instance_count {_count(study.instance_count)} but {total} records")
-    if study.series_count != len(instances):
-        wrong.append(f"series_count {_count(study.series_count)} but {len(instances)} series")
-    for record in records:
-        if record.level == SERIES:
-            series = record.sk.split("#", 1)[1]
-            if record.instance_count != instances.get(series, 0):
-                wrong.append(
-                    f"series {series} instance_count {_count(record.instance_count)} but "
-                    f"{instances.get(series, 0)} records"
-                )
-        elif record.level == MODALITY and record.instance_count != study.instance_count:
-            wrong.append(
-                f"{record.sk} instance_count {_count(record.instance_count)} but study "
-                f"{_count(study.instance_count)}"
-            )
+    wrong = count_drift(study, read_partition(model, study.pk))
     if not wrong:
         return []
-    prefix = f"sites/{study.site}/studies/{study.pk[len(str(study.site)) + 1 :]}/"
-    return [Finding(Difference.DIFFERENT, prefix, "; ".join(wrong))]
-
-
-def _count(value: object) -> str:
-    return "missing" if value is None else str(int(value))  # type: ignore[call-overload]
+    return [Finding(Difference.DIFFERENT, study_prefix(study), "; ".join(wrong))]
