@@ -23,12 +23,11 @@ import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, _config
+from pynetdicom import _config
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from cirrus.config import DEFAULT_AE_TITLE
 from tests.e2e.conftest import RunningStack, start_stack
-from tests.gateway.scu import CT_SMALL, dataset_bytes, wait_until
+from tests.gateway.scu import CT_SMALL, associate, dataset_bytes, wait_until
 from tests.gateway.test_workers import worker_pids
 
 pytestmark = pytest.mark.timeout(300)
@@ -58,25 +57,22 @@ def write_series(folder: Path, count: int) -> tuple[str, dict[str, Path]]:
 
 def send_until_cut(port: int, paths: list[Path], acknowledged: set[str]) -> None:
     """Send ``paths`` on one association; add each SOP Instance UID that gets Success."""
-    ae = AE("CRASHSCU")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", port, ae_title=DEFAULT_AE_TITLE)
-    assert assoc.is_established
-    try:
-        for path in paths:
-            if not assoc.is_established:
-                return
-            status = assoc.send_c_store(path)
-            if "Status" not in status or status.Status != SUCCESS:
-                return
-            acknowledged.add(path.stem.split("_", 1)[-1])
-    except (RuntimeError, OSError):
-        # The association ended under the send.
-        return
-    finally:
-        if assoc.is_established:
-            assoc.abort()
+    with associate(port, [(CTImageStorage, ExplicitVRLittleEndian)]) as assoc:
+        try:
+            for path in paths:
+                if not assoc.is_established:
+                    return
+                status = assoc.send_c_store(path)
+                if "Status" not in status or status.Status != SUCCESS:
+                    return
+                acknowledged.add(path.stem.split("_", 1)[-1])
+        except (RuntimeError, OSError):
+            # The association ended under the send.
+            return
+        finally:
+            # An abort, not a release, which would wait for a stack that may be killed.
+            if assoc.is_established:
+                assoc.abort()
 
 
 def kill_stack(stack: RunningStack) -> None:

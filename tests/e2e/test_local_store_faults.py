@@ -27,12 +27,10 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from cirrus.config import DEFAULT_AE_TITLE
 from tests.e2e.conftest import RunningStack, start_stack, wait_for_instances
-from tests.gateway.scu import CT_SMALL
+from tests.gateway.scu import CT_SMALL, associate
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -63,15 +61,8 @@ def fresh_ct() -> Dataset:
 
 
 def c_store(port: int, ds: Dataset) -> Dataset:
-    ae = AE("FAULTSCU")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", port, ae_title=DEFAULT_AE_TITLE)
-    assert assoc.is_established
-    try:
+    with associate(port, [(CTImageStorage, ExplicitVRLittleEndian)], timeout=30) as assoc:
         return assoc.send_c_store(ds)
-    finally:
-        assoc.release()
 
 
 def stow(url: str, ds: Dataset) -> requests.Response:

@@ -146,10 +146,14 @@ def associate(
     port: int,
     contexts: Sequence[tuple[str, str | list[str]]],
     ae_title: str = DEFAULT_AE_TITLE,
+    timeout: float = 10,
 ) -> Iterator[Association]:
-    """Open an association that requests ``contexts`` (SOP class, transfer syntaxes)."""
+    """Open an association that requests ``contexts`` (SOP class, transfer syntaxes).
+
+    ``timeout`` sets the ACSE, DIMSE and network time-outs, in seconds.
+    """
     ae = AE("TESTSCU")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop_class, transfer_syntax in contexts:
         ae.add_requested_context(sop_class, transfer_syntax)
     assoc = ae.associate(LOOPBACK, port, ae_title=ae_title)

@@ -102,14 +102,29 @@ def stored_keys(object_store: ObjectStore, settings: Settings) -> list[str]:
     return [obj.key for obj in object_store.list_keys(site_prefix(settings.default_site))]
 
 
+@pytest.fixture
+def threads_before(server: HttpServer, caplog: pytest.LogCaptureFixture) -> int:
+    """Capture INFO logs, and return the number of handler threads before the test's requests."""
+    caplog.set_level(logging.INFO)
+    return handler_threads()
+
+
+def threads_freed(before: int) -> bool:
+    return wait_until(lambda: handler_threads() <= before, timeout=10)
+
+
+def logged_once(caplog: pytest.LogCaptureFixture, message: str) -> logging.LogRecord:
+    (record,) = [r for r in caplog.records if r.getMessage() == message]
+    return record
+
+
 def test_trickling_body_ended_by_body_timeout(
     server: HttpServer,
     settings: Settings,
     object_store: ObjectStore,
     caplog: pytest.LogCaptureFixture,
+    threads_before: int,
 ) -> None:
-    caplog.set_level(logging.INFO)
-    threads_before = handler_threads()
     head, body = request_bytes(server.port)
     outcome: dict[str, object] = {}
     sender = threading.Thread(target=trickle, args=(server.port, head, body, outcome))
@@ -117,7 +132,7 @@ def test_trickling_body_ended_by_body_timeout(
     sender.start()
     normal = post_parts(f"{server.url}/studies", [fresh_part()])
     sender.join(timeout=30)
-    threads_freed = wait_until(lambda: handler_threads() <= threads_before, timeout=10)
+    freed = threads_freed(threads_before)
 
     assert not sender.is_alive()
     answer = outcome["answer"]
@@ -125,9 +140,9 @@ def test_trickling_body_ended_by_body_timeout(
     # The server responds with 408 and closes; a close with unread bytes may reset the connection
     # before the client reads the answer.
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
-    assert threads_freed
+    assert freed
     message = "request body not received within the body time-out of 2 s"
-    (record,) = [r for r in caplog.records if r.getMessage() == message]
+    record = logged_once(caplog, message)
     assert record.levelno == logging.WARNING
     assert 0 < getattr(record, "bytes_read", 0) < len(body)
     assert normal.status_code == 200, normal.text
@@ -139,21 +154,20 @@ def test_stalled_body_ended_by_idle_timeout(
     settings: Settings,
     object_store: ObjectStore,
     caplog: pytest.LogCaptureFixture,
+    threads_before: int,
 ) -> None:
-    caplog.set_level(logging.INFO)
-    threads_before = handler_threads()
     head, body = request_bytes(server.port)
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
         client.sendall(head + body[: len(body) // 2])
         normal = post_parts(f"{server.url}/studies", [fresh_part()])
         answer = client.recv(4096)
-    threads_freed = wait_until(lambda: handler_threads() <= threads_before, timeout=10)
+    freed = threads_freed(threads_before)
 
     assert answer.startswith(b"HTTP/1.1 400"), answer
-    assert threads_freed
+    assert freed
     message = "request body incomplete: the client disconnected or timed out"
-    (record,) = [r for r in caplog.records if r.getMessage() == message]
+    record = logged_once(caplog, message)
     # werkzeug drops the bytes of a read that times out, so fewer may be counted.
     assert getattr(record, "bytes_read", -1) <= len(body) // 2
     assert normal.status_code == 200, normal.text

@@ -21,6 +21,7 @@ from cirrus.gateway.workers import MAX_WORKERS, available_cores
 from cirrus.local.moto_process import LOOPBACK
 
 if TYPE_CHECKING:
+    from cirrus.operations.checkpoint import Checkpoint
     from cirrus.operations.report import Output
     from cirrus.operations.target import Target
 
@@ -298,7 +299,8 @@ JsonOption = Annotated[
 ]
 CheckpointOption = Annotated[Path | None, typer.Option(dir_okay=False, help=_CHECKPOINT_HELP)]
 CheckpointEveryOption = Annotated[
-    int, typer.Option(min=1, help="Save the checkpoint after this many objects or entries.")
+    int,
+    typer.Option(min=1, help="Save the checkpoint after this many objects, entries or studies."),
 ]
 
 
@@ -321,6 +323,24 @@ def _check_site(value: str | None) -> str | None:
         return None if value is None else validate_site(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+
+
+def _checkpointed_command(
+    command: str,
+    site: str | None,
+    checkpoint: Path | None,
+    checkpoint_every: int,
+    json_lines: bool,
+    data_dir: Path,
+    from_env: bool,
+) -> tuple[Target, Output, Checkpoint]:
+    """Return the deployment, output and checkpoint of a ``verify`` or ``reindex`` run."""
+    from cirrus.operations.checkpoint import Checkpoint
+    from cirrus.operations.report import Output
+
+    target = _operations_target(command, data_dir, from_env)
+    scope = target.object_prefix(site)
+    return target, Output(json_lines), Checkpoint(checkpoint, command, scope, checkpoint_every)
 
 
 @contextmanager
@@ -363,14 +383,12 @@ def verify(
 
     Exit status 0 when they agree, 1 when differences were found, 2 on an error.
     """
-    from cirrus.operations.checkpoint import Checkpoint
-    from cirrus.operations.report import Output
     from cirrus.operations.verify import OBJECTS, RECORDS, STUDIES, Difference
     from cirrus.operations.verify import verify as run_verify
 
-    target = _operations_target("verify", data_dir, from_env)
-    output = Output(json_lines)
-    saved = Checkpoint(checkpoint, "verify", target.object_prefix(site), checkpoint_every)
+    target, output, saved = _checkpointed_command(
+        "verify", site, checkpoint, checkpoint_every, json_lines, data_dir, from_env
+    )
     with _exit_on_failure("verify", output, checkpoint), output.progress(f"verify: {target.name}"):
         counts = run_verify(
             target,
@@ -416,14 +434,12 @@ def reindex(
     Exit status 0 when every object is indexed, 1 when objects were rejected or entries
     without an object remain, 2 on an error.
     """
-    from cirrus.operations.checkpoint import Checkpoint
     from cirrus.operations.reindex import LimitReached, Result
     from cirrus.operations.reindex import reindex as run_reindex
-    from cirrus.operations.report import Output
 
-    target = _operations_target("reindex", data_dir, from_env)
-    output = Output(json_lines)
-    saved = Checkpoint(checkpoint, "reindex", target.object_prefix(site), checkpoint_every)
+    target, output, saved = _checkpointed_command(
+        "reindex", site, checkpoint, checkpoint_every, json_lines, data_dir, from_env
+    )
     complete = True
     with (
         _exit_on_failure("reindex", output, checkpoint),

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError
-from pynamodb.connection import Connection
 from pynamodb.exceptions import DeleteError, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
@@ -41,6 +40,7 @@ from cirrus.index.models import (
     modality_marker,
     series_sk,
     study_pk,
+    transaction_connection,
 )
 from cirrus.storage.keys import InstanceKey
 
@@ -73,10 +73,7 @@ class IndexDeleter:
 
     def __init__(self, model: type[IndexRecord]) -> None:
         self._model = model
-        meta = model.Meta
-        self._connection = Connection(
-            region=getattr(meta, "region", None), host=getattr(meta, "host", None)
-        )
+        self._connection = transaction_connection(model)
 
     def find(
         self, site: str, study: str, series: str | None = None, sop: str | None = None

@@ -43,6 +43,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UnicodeSetAttribute,
 )
+from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -299,6 +300,12 @@ def modality_marker(model: type[IndexRecord], study: IndexRecord, modality: str)
 def _first_text(attrs: dict[str, Any], tag: str) -> str:
     values = attrs.get(tag, {}).get("Value")
     return str(values[0]) if values and values[0] is not None else ""
+
+
+def transaction_connection(model: type[IndexRecord]) -> Connection:
+    """Return a connection for ``TransactWrite`` to the region and endpoint of ``model``."""
+    meta = model.Meta
+    return Connection(region=getattr(meta, "region", None), host=getattr(meta, "host", None))
 
 
 def get_record(

@@ -31,7 +31,6 @@ from enum import Enum
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError
-from pynamodb.connection import Connection
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.expressions.condition import size
 from pynamodb.transactions import TransactWrite
@@ -61,6 +60,7 @@ from cirrus.index.models import (
     series_sk,
     study_index_keys,
     study_pk,
+    transaction_connection,
 )
 from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import ObjectStore
@@ -109,10 +109,7 @@ class IndexWriter:
         self.model = model
         self._model = model
         self._store = store
-        meta = model.Meta
-        self._connection = Connection(
-            region=getattr(meta, "region", None), host=getattr(meta, "host", None)
-        )
+        self._connection = transaction_connection(model)
 
     def put_instance(
         self, obj: IndexedObject, metadata: JsonDict, version: str | None = None

@@ -12,13 +12,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 OBJECTS_PHASE = "objects"
 INDEX_PHASE = "index"
 STUDIES_PHASE = "studies"
+
+_Record = TypeVar("_Record")
 
 
 class CheckpointError(ValueError):
@@ -32,7 +36,8 @@ class Progress:
     phase: str = OBJECTS_PHASE
     # The last object key finished in the objects phase.
     after_key: str = ""
-    # The key of the last index record finished in the index phase, as DynamoDB returns it.
+    # The key of the last index record finished in the index or studies phase, as DynamoDB
+    # returns it.
     after_record: dict[str, Any] | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -109,3 +114,53 @@ class Checkpoint:
     def finish(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+class Run:
+    """The progress of one ``verify`` or ``reindex`` run, saved to its checkpoint as it goes.
+
+    Used as a context manager: on exit the progress is saved, and after a run that ends
+    without an exception the checkpoint file is deleted.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, advance: Callable[[], None]) -> None:
+        self.checkpoint = checkpoint
+        self.progress = checkpoint.load()
+        self._advance = advance
+
+    def in_phase(self, phase: str) -> bool:
+        return self.progress.phase == phase
+
+    def finished_object(self, key: str) -> None:
+        """Record ``key`` as the last finished object of the objects phase."""
+        self.progress.after_key = key
+        self._step()
+
+    def records(self, listing: Iterator[tuple[_Record, dict[str, Any]]]) -> Iterator[_Record]:
+        """Yield each record of a Scan, and mark it finished once the caller has processed it."""
+        for record, position in listing:
+            yield record
+            self.progress.after_record = position
+            self._step()
+
+    def start_phase(self, phase: str) -> None:
+        """Save the progress at the start of ``phase``, from the first record of its Scan."""
+        self.progress.phase, self.progress.after_record = phase, None
+        self.checkpoint.save(self.progress)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.checkpoint.save(self.progress)
+        if exc_type is None:
+            self.checkpoint.finish()
+
+    def _step(self) -> None:
+        self.checkpoint.step(self.progress)
+        self._advance()

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError
-from pynamodb.connection import Connection
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
@@ -34,6 +33,7 @@ from cirrus.index.models import (
     IndexRecord,
     get_record,
     modality_marker,
+    transaction_connection,
 )
 
 logger = logging.getLogger(__name__)
@@ -121,10 +121,7 @@ class CountRepair:
 
     def __init__(self, model: type[IndexRecord]) -> None:
         self._model = model
-        meta = model.Meta
-        self._connection = Connection(
-            region=getattr(meta, "region", None), host=getattr(meta, "host", None)
-        )
+        self._connection = transaction_connection(model)
 
     def repair(self, pk: str) -> int:
         """Repair the counts of the study partition ``pk``; return the records written.

@@ -38,6 +38,7 @@ from cirrus.operations.checkpoint import (
     STUDIES_PHASE,
     Checkpoint,
     Progress,
+    Run,
 )
 from cirrus.operations.counts import CountRepair
 from cirrus.operations.scan import (
@@ -114,55 +115,41 @@ def reindex(
     ``LimitReached`` after ``limit`` objects and ``StoreUnavailableError`` when S3 or
     DynamoDB fail. The checkpoint then contains the last finished position.
     """
-    progress = checkpoint.load()
     services = target.services
+    model = services.index_model
     done = 0
+    with Run(checkpoint, advance) as run:
+        progress = run.progress
 
-    def record(outcome: Outcome) -> None:
-        progress.add(outcome.result.value)
-        if outcome.result is not Result.UNCHANGED:
-            report(outcome)
+        def record(outcome: Outcome) -> None:
+            progress.add(outcome.result.value)
+            if outcome.result is not Result.UNCHANGED:
+                report(outcome)
 
-    try:
-        if progress.phase == OBJECTS_PHASE:
-            listing = archived_instances(
-                services.store, target.object_prefix(site), progress.after_key
-            )
+        if run.in_phase(OBJECTS_PHASE):
+            prefix = target.object_prefix(site)
+            listing = archived_instances(services.store, prefix, progress.after_key)
             for batch in _batches(listing, BATCH_SIZE, limit):
                 for outcome in _ingest_batch(target, batch):
                     record(outcome)
-                    progress.after_key = outcome.object_key
-                    checkpoint.step(progress)
-                    advance()
+                    run.finished_object(outcome.object_key)
                 done += len(batch)
                 if limit is not None and done >= limit:
                     raise LimitReached(progress, f"stopped after {done} objects")
-            progress.phase = INDEX_PHASE
-            checkpoint.save(progress)
-        model = services.index_model
-        if progress.phase == INDEX_PHASE:
+            run.start_phase(INDEX_PHASE)
+        if run.in_phase(INDEX_PHASE):
             deleter = IndexDeleter(model) if prune else None
-            for entry, position in instance_records(model, site, progress.after_record):
+            for entry in run.records(instance_records(model, site, progress.after_record)):
                 object_key = entry.object_key
                 if object_key and not object_exists(services.store, object_key):
                     record(_missing(deleter, entry.etag, entry.metadata_key, object_key))
-                progress.after_record = position
-                checkpoint.step(progress)
-                advance()
-            progress.phase, progress.after_record = STUDIES_PHASE, None
-            checkpoint.save(progress)
+            run.start_phase(STUDIES_PHASE)
         repair = CountRepair(model)
-        for study, position in study_records(model, site, progress.after_record):
+        for study in run.records(study_records(model, site, progress.after_record)):
             written = repair.repair(study.pk)
             if written:
                 progress.add(Result.COUNTS_REPAIRED.value, written)
                 report(Outcome(Result.COUNTS_REPAIRED, study_prefix(study), f"{written} records"))
-            progress.after_record = position
-            checkpoint.step(progress)
-            advance()
-    finally:
-        checkpoint.save(progress)
-    checkpoint.finish()
     return progress
 
 

@@ -30,6 +30,7 @@ from cirrus.operations.checkpoint import (
     STUDIES_PHASE,
     Checkpoint,
     Progress,
+    Run,
 )
 from cirrus.operations.counts import count_drift, read_partition
 from cirrus.operations.scan import (
@@ -92,50 +93,34 @@ def verify(
     counts on from the saved counts. Raises ``StoreUnavailableError`` when S3 or DynamoDB
     fail. The checkpoint then contains the last finished position.
     """
-    progress = checkpoint.load()
-    services = target.services
-    store = services.store
-    model = services.index_model
+    store = target.services.store
+    model = target.services.index_model
+    with Run(checkpoint, advance) as run:
 
-    def found(finding: Finding) -> None:
-        progress.add(finding.kind.value)
-        report(finding)
+        def found(finding: Finding) -> None:
+            run.progress.add(finding.kind.value)
+            report(finding)
 
-    try:
-        if progress.phase == OBJECTS_PHASE:
+        if run.in_phase(OBJECTS_PHASE):
             prefix = target.object_prefix(site)
-            for stored, key in archived_instances(store, prefix, progress.after_key):
+            for stored, key in archived_instances(store, prefix, run.progress.after_key):
                 finding = _check_object(target, stored, key)
                 if finding is not None:
                     found(finding)
-                progress.add(OBJECTS)
-                progress.after_key = stored.key
-                checkpoint.step(progress)
-                advance()
-            progress.phase = INDEX_PHASE
-            checkpoint.save(progress)
-        if progress.phase == INDEX_PHASE:
-            for record, position in instance_records(model, site, progress.after_record):
+                run.progress.add(OBJECTS)
+                run.finished_object(stored.key)
+            run.start_phase(INDEX_PHASE)
+        if run.in_phase(INDEX_PHASE):
+            for record in run.records(instance_records(model, site, run.progress.after_record)):
                 if record.object_key and not object_exists(store, record.object_key):
                     found(Finding(Difference.MISSING_OBJECT, record.object_key))
-                progress.add(RECORDS)
-                progress.after_record = position
-                checkpoint.step(progress)
-                advance()
-            progress.phase, progress.after_record = STUDIES_PHASE, None
-            checkpoint.save(progress)
-        studies = study_records(model, site, progress.after_record)
-        for study, position in studies:
+                run.progress.add(RECORDS)
+            run.start_phase(STUDIES_PHASE)
+        for study in run.records(study_records(model, site, run.progress.after_record)):
             for finding in _check_counts(model, study):
                 found(finding)
-            progress.add(STUDIES)
-            progress.after_record = position
-            checkpoint.step(progress)
-            advance()
-    finally:
-        checkpoint.save(progress)
-    checkpoint.finish()
-    return progress
+            run.progress.add(STUDIES)
+    return run.progress
 
 
 def _check_object(target: Target, listed: StoredObject, key: InstanceKey) -> Finding | None:
