@@ -44,7 +44,7 @@ def write_series(folder: Path, count: int) -> tuple[str, dict[str, Path]]:
     template = pydicom.dcmread(CT_SMALL)
     template.StudyInstanceUID = generate_uid()
     template.SeriesInstanceUID = generate_uid()
-    files = {}
+    files: dict[str, Path] = {}
     for number in range(count):
         sop = generate_uid()
         template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = sop

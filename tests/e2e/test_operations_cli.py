@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -33,13 +34,13 @@ def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _json_lines(result: subprocess.CompletedProcess[str]) -> list[dict]:
+def _json_lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def _datasets(count: int) -> list[pydicom.Dataset]:
     study, series = generate_uid(), generate_uid()
-    datasets = []
+    datasets: list[pydicom.Dataset] = []
     for _ in range(count):
         ds = pydicom.dcmread(bundled("CT_small.dcm"))
         ds.StudyInstanceUID = study

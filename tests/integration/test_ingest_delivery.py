@@ -21,7 +21,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from cirrus.archive import archive_instance
 from cirrus.config import ResourceNames, Settings
@@ -80,7 +80,7 @@ def _with_sop(study: str, series: str, sop: str, description: str) -> bytes:
     ds.StudyInstanceUID = study
     ds.SeriesInstanceUID = series
     ds.SOPInstanceUID = sop
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop)
     ds.ImageComments = description
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)

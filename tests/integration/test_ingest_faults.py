@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from cirrus.archive import archive_instance
 from cirrus.config import INGEST_MAX_RECEIVES, Settings
 from cirrus.index.models import STUDY, get_record, instance_sk, study_pk
-from cirrus.operations.redrive import redrive
+from cirrus.operations.redrive import DeadLetter, redrive
 from cirrus.operations.target import Target
 from cirrus.services import Services
 from cirrus.storage.keys import InstanceKey
@@ -50,7 +50,9 @@ def _instance_count(services: Services, study: str) -> int | None:
     record = get_record(
         services.index_model, study_pk("default", study), STUDY, consistent_read=True
     )
-    return None if record is None else record.instance_count
+    if record is None or record.instance_count is None:
+        return None
+    return int(record.instance_count)
 
 
 @pytest.mark.parametrize(
@@ -103,11 +105,11 @@ def test_persistent_fault_dead_letters_then_redrive(
     assert _instance_count(services, study) is None
 
     proxy.clear()
-    listed = []
+    listed: list[DeadLetter] = []
     assert redrive(Target(proxied, "test"), listed.append, dry_run=True) == 1
     assert queued_messages(services, dead_letter=True) == 1
     assert listed[0].content == key.object_key
-    moved = []
+    moved: list[DeadLetter] = []
     assert redrive(Target(proxied, "test"), moved.append) == 1
     assert [m.message_id for m in moved] == [m.message_id for m in listed]
     assert queued_messages(services, dead_letter=True) == 0

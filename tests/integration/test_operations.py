@@ -29,7 +29,7 @@ from cirrus.index.models import (
 from cirrus.local.moto_process import MotoProcess
 from cirrus.operations.checkpoint import Checkpoint
 from cirrus.operations.counts import CountRepair
-from cirrus.operations.redrive import redrive
+from cirrus.operations.redrive import DeadLetter, redrive
 from cirrus.operations.reindex import LimitReached, Outcome, Result, reindex
 from cirrus.operations.target import Target
 from cirrus.operations.verify import Difference, Finding, verify
@@ -419,13 +419,13 @@ def test_redrive_moves_at_most_max(services: Services, target: Target) -> None:
     dead_letters = queue_url(services, dead_letter=True)
     for record in notifications_of(services, "sites/"):
         sqs.send_message(QueueUrl=dead_letters, MessageBody=record["body"])
-    listed = []
+    listed: list[DeadLetter] = []
     assert redrive(target, listed.append, dry_run=True) == 3
     assert sorted(m.content for m in listed) == sorted(k.object_key for k in keys)
     assert queued_messages(services, dead_letter=True) == 3
     ingest_before = queued_messages(services)
 
-    moved = []
+    moved: list[DeadLetter] = []
     assert redrive(target, moved.append, max_messages=2) == 2
     assert queued_messages(services, dead_letter=True) == 1
     assert queued_messages(services) == ingest_before + 2
