@@ -1,11 +1,12 @@
 """Soak the local stack: parallel C-STORE and STOW-RS under continuous QIDO and WADO-RS.
 
 Starts ``cirrus dev`` as a child process with its own data folder in a temporary directory
-and free ports on 127.0.0.1, runs ``tests/e2e/soak.py`` and stops the stack by its PID. It
-sends ``--instances`` synthetic CT instances (16 bit, ``--rows`` square, explicit VR little
-endian, from bench/cstore.py's generator) over ``--associations`` pynetdicom associations and
-``--stow-senders`` STOW-RS senders at once, while ``--readers`` threads run QIDO-RS series
-searches, WADO-RS series metadata and WADO-RS instance retrieves on acknowledged instances.
+and free ports on 127.0.0.1, runs ``tests/e2e/soak.py`` and stops the stack by its PID. The
+instances are synthetic CT images (16 bit, ``--rows`` square, explicit VR little endian) from
+bench/cstore.py's generator. They go over ``--associations`` pynetdicom associations and
+``--stow-senders`` STOW-RS senders at once. Meanwhile ``--readers`` threads run QIDO-RS
+series searches, WADO-RS series metadata and WADO-RS instance retrieves on acknowledged
+instances.
 
 Afterwards it checks that every acknowledged instance is in the data folder and counted by
 QIDO in its study and series, that no response had a 5xx status, and that the stack still
@@ -40,6 +41,7 @@ def main() -> int:
     parser.add_argument(
         "--indexed-timeout", type=float, default=900.0, help="seconds to wait for indexing"
     )
+    parser.add_argument("--log", type=Path, help="file to write the stack's output to")
     args = parser.parse_args()
     config = SoakConfig(
         instances=args.instances,
@@ -59,6 +61,9 @@ def main() -> int:
     finally:
         code = stack.stop()
         shutil.rmtree(work, ignore_errors=True)
+        if args.log is not None:
+            stack.wait_for_output_end()
+            args.log.write_text("\n".join(stack.lines) + "\n")
     for line in result.summary():
         print(line)
     print(f"stack exit code {code}")

@@ -102,6 +102,7 @@ class SoakResult:
     acknowledged: dict[str, dict[str, set[str]]]
     send_seconds: float
     indexed_seconds: float
+    all_indexed: bool
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
 
@@ -118,8 +119,9 @@ class SoakResult:
             f"STOW-RS sender(s) of {config.stow_batch} instances per request, "
             f"{config.readers} reader(s)",
             f"sent in {self.send_seconds:.1f} s: "
-            f"{self.acknowledged_count / self.send_seconds:.1f} instances/s acknowledged; "
-            f"all indexed {self.indexed_seconds:.1f} s after the last acknowledgement",
+            f"{self.acknowledged_count / self.send_seconds:.1f} instances/s acknowledged",
+            f"{'all' if self.all_indexed else 'NOT all'} indexed "
+            f"{self.indexed_seconds:.1f} s after the last acknowledgement",
             f"load average before {self.load_before}, after {self.load_after}",
             "| operation | count | per s | p50 ms | p95 ms | max ms | statuses |",
             "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -307,6 +309,7 @@ class Soak:
             {study: dict(series) for study, series in self.acknowledged.items()},
             send_seconds,
             indexed_seconds,
+            indexed,
             load_before,
             _load(),
         )
@@ -365,9 +368,10 @@ def run_soak(stack: RunningStack, config: SoakConfig) -> SoakResult:
 def check_soak(stack: RunningStack, result: SoakResult) -> list[str]:
     """Return every discrepancy between the acknowledged instances and the stack's state.
 
-    Checks, per study, QIDO's instance and series counts; per series, QIDO's instance count;
-    the instance files in the data folder; the statuses of every operation; and that the
-    stack still runs and logged no traceback. An empty list means the run is clean.
+    It compares QIDO's instance and series counts of each study, QIDO's instance count of
+    each series and the instance files in the data folder with what was acknowledged. It
+    also reports failed operations, 5xx responses, a stopped stack and tracebacks in the
+    stack's log. An empty list means the run is clean.
     """
     problems = list(result.operations.errors)
     if result.operations.server_errors():

@@ -1,8 +1,8 @@
 """16 associations store into one study at once; the study's counts stay exact.
 
-``cirrus dev`` runs in a child process, so the instances take the real path: the gateway
-writes them to the data folder, the local store notifies the ingest queue on moto, and the
-poller's ingest updates the study and series records in DynamoDB transactions. All 16
+``cirrus dev`` runs in a child process, so the instances take the real path. The gateway
+writes them to the data folder and the local store notifies the ingest queue on moto. The
+poller's ingest then updates the study and series records in DynamoDB transactions. All 16
 associations are open before any of them sends, so their requests and their index writes
 overlap. Some associations share a series and others have one of their own, with four
 modalities in the study.
@@ -37,7 +37,7 @@ MODALITIES_IN_STUDY = "00080061"
 SERIES_INSTANCE_UID = "0020000E"
 # The seed of each association, by modality: CT and MR images, a secondary capture (OT) and
 # an RT plan, sent in explicit VR little endian. Associations 0-5 share one CT series and 6-9
-# one MR series; the other six have a series each.
+# one MR series, and the other six have a series each.
 SEEDS = {
     "CT": "CT_small.dcm",
     "MR": "MR_small.dcm",
@@ -74,7 +74,7 @@ def plan_senders(study: str) -> list[Sender]:
 
 
 def send_all(port: int, senders: list[Sender]) -> list[list[int]]:
-    """Open one association per sender, then let all send at once; return the statuses."""
+    """Open one association per sender, let all send at once and return the statuses."""
     ready = threading.Barrier(len(senders))
     statuses: list[list[int]] = [[] for _ in senders]
     errors: list[BaseException] = []

@@ -1,7 +1,7 @@
 """A small soak run in CI: 400 instances over 8 associations and STOW-RS, under reads.
 
-The same code as ``bench/soak.py`` (``tests/e2e/soak.py``), at a size that takes about half a
-minute. It asserts exact counts and no errors, and nothing about speed.
+It runs the code of ``bench/soak.py`` (``tests/e2e/soak.py``) at a size that takes well under
+a minute. It asserts exact counts and no errors, and nothing about speed.
 """
 
 from __future__ import annotations
