@@ -103,6 +103,8 @@ class SoakResult:
     send_seconds: float
     indexed_seconds: float
     all_indexed: bool
+    # Readers run from the start until every instance is indexed or the wait times out.
+    read_seconds: float
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
 
@@ -128,13 +130,14 @@ class SoakResult:
         ]
         for kind, values in sorted(self.operations.latencies.items()):
             ordered = sorted(values)
+            seconds = self.send_seconds if kind in (CSTORE, STOW) else self.read_seconds
             p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
             statuses = ", ".join(
                 f"{status:#06x}" if kind == CSTORE else str(status)
                 for status in sorted(self.operations.statuses[kind])
             )
             lines.append(
-                f"| {kind} | {len(values)} | {len(values) / self.send_seconds:.1f} | "
+                f"| {kind} | {len(values)} | {len(values) / seconds:.1f} | "
                 f"{statistics.median(ordered) * 1000:.0f} | {p95 * 1000:.0f} | "
                 f"{ordered[-1] * 1000:.0f} | {statuses} |"
             )
@@ -171,7 +174,7 @@ class Soak:
         self.operations = Operations()
         self.acknowledged: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         self.acknowledged_lock = threading.Lock()
-        self.sending_done = threading.Event()
+        self.stop_reading = threading.Event()
         rng = np.random.default_rng(1)
         shape = (config.rows, config.rows)
         self.pixels = rng.integers(-1000, 2000, size=shape, dtype=np.int16)
@@ -249,7 +252,7 @@ class Soak:
         session = requests.Session()
         base = self.stack.dicomweb_url
         for turn in itertools.count():
-            if self.sending_done.is_set():
+            if self.stop_reading.is_set():
                 return
             sample = self.acknowledged_sample()
             if sample is None:
@@ -298,9 +301,10 @@ class Soak:
         acknowledged_at = time.perf_counter()
         indexed = self.wait_indexed(acknowledged_at + config.indexed_timeout)
         indexed_seconds = time.perf_counter() - acknowledged_at
-        self.sending_done.set()
+        self.stop_reading.set()
         for thread in readers:
             thread.join()
+        read_seconds = time.perf_counter() - started
         if not indexed:
             self.operations.error(f"not all instances indexed after {config.indexed_timeout} s")
         return SoakResult(
@@ -310,6 +314,7 @@ class Soak:
             send_seconds,
             indexed_seconds,
             indexed,
+            read_seconds,
             load_before,
             _load(),
         )
