@@ -92,9 +92,11 @@ def test_malformed_stow_parts(stack: Stack) -> None:
         expected_status = 200 if case.expected == STORED else 202
         reasons = [] if case.expected == STORED else [case.expected]
         outcome = (response.status_code, failure_reasons(body), stored_count(body), len(added))
-        wanted = (expected_status, reasons, 3 - len(reasons), 3 - len(reasons))
-        if outcome != wanted:
-            mismatches.append((case.name, outcome, wanted, response.headers.get("Warning")))
+        expected_outcome = (expected_status, reasons, 3 - len(reasons), 3 - len(reasons))
+        if outcome != expected_outcome:
+            mismatches.append(
+                (case.name, outcome, expected_outcome, response.headers.get("Warning"))
+            )
             continue
         if reasons:
             warning = response.headers.get("Warning", "")
