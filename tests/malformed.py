@@ -709,6 +709,7 @@ def framing_errors(source: Seed) -> list[MalformedInput]:
 
 # --- subsets for the network paths -----------------------------------------------------------
 
+ALL_CASES_ENV: Final = "CIRRUS_MALFORMED_ALL"
 # Seeds whose every kind of damage goes over the network; the others send only truncations.
 _ALL_KINDS_SEEDS: Final = ("CT_small.dcm", "MR_small_implicit.dcm", "rtplan.dcm")
 _CUTS_PER_SEED: Final = 6
@@ -716,6 +717,8 @@ _CUTS_PER_SEED: Final = 6
 
 def _representative(cases: list[MalformedInput], seed_name: str) -> list[int]:
     """Return the indices of the cases of one seed that the network tests send."""
+    if os.environ.get(ALL_CASES_ENV) == "corpus":
+        return list(range(len(cases)))
     cut_kinds = ("/boundary-", "/in-header-", "/mid-value-", "/meta-", "/cut-at-", "/deflated-")
     cuts = [i for i, case in enumerate(cases) if any(kind in case.name for kind in cut_kinds)]
     step = max(1, len(cuts) // _CUTS_PER_SEED)
@@ -726,8 +729,12 @@ def _representative(cases: list[MalformedInput], seed_name: str) -> list[int]:
 
 
 def ci_subset(cases: list[MalformedInput]) -> list[MalformedInput]:
-    """Return every third case, or all of them when CIRRUS_MALFORMED_ALL is set."""
-    return cases if os.environ.get("CIRRUS_MALFORMED_ALL") else cases[::3]
+    """Return every third case, or all of them when CIRRUS_MALFORMED_ALL is set.
+
+    With CIRRUS_MALFORMED_ALL=corpus, ``network_cases`` returns the whole corpus, and the
+    network tests send every one of its inputs (several minutes each).
+    """
+    return cases if os.environ.get(ALL_CASES_ENV) else cases[::3]
 
 
 def network_cases(study: str) -> list[MalformedInput]:

@@ -9,6 +9,7 @@ gateway would, and either indexes it or reports it as a failed record of the bat
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from io import BytesIO
@@ -25,6 +26,7 @@ from cirrus.storage.keys import InstanceKey
 from functions.ingest import handler as ingest_handler
 from tests.integration.dicomweb_stack import Stack, post_instances, running_stack
 from tests.malformed import (
+    ALL_CASES_ENV,
     CANNOT_UNDERSTAND,
     STORED,
     MalformedInput,
@@ -43,7 +45,12 @@ SERIES_INSTANCE_UID = "0020000E"
 # The UIDs that can form an object key (cirrus.storage.keys), checked here without its code.
 KEY_SAFE_UID = re.compile(r"[0-9A-Za-z._-]{1,64}")
 SQS_BATCH_SIZE = 10
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.timeout(120)]
+# The whole corpus (CIRRUS_MALFORMED_ALL=corpus) takes minutes, the CI subset seconds.
+TIMEOUT_SECONDS = 3600 if os.environ.get(ALL_CASES_ENV) == "corpus" else 120
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.timeout(TIMEOUT_SECONDS),
+]
 
 
 @pytest.fixture
