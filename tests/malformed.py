@@ -338,7 +338,9 @@ def full_corpus() -> list[MalformedInput]:
 def truncations(source: Seed) -> list[MalformedInput]:
     """Cut the object at every element boundary, inside every header and in every value."""
     cases = [
-        MalformedInput(f"{source.name}/cut-at-{cut}", source.data[:cut], CANNOT_UNDERSTAND, "dicm")
+        MalformedInput(
+            f"{source.name}/cut-at-{cut}", source.data[:cut], CANNOT_UNDERSTAND, "dicm", False
+        )
         for cut in (0, 64, PREAMBLE, PREAMBLE + 2)
     ]
     cases += _meta_truncations(source)
