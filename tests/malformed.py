@@ -408,8 +408,11 @@ def _cut(
     source: Seed, plain: bytes, label: str, cut: int, expected: int = CANNOT_UNDERSTAND
 ) -> MalformedInput:
     reason = "truncated" if expected == CANNOT_UNDERSTAND else ""
+    # pynetdicom 3.0.4 finds the data set's offset with pydicom's file meta reader, which
+    # takes the bytes of a data set shorter than a tag as its own, so it sends nothing.
+    cstore = source.deflated or cut >= 4
     return MalformedInput(
-        f"{source.name}/{label}", source.with_dataset(plain[:cut]), expected, reason
+        f"{source.name}/{label}", source.with_dataset(plain[:cut]), expected, reason, cstore
     )
 
 
@@ -648,19 +651,37 @@ def _uid_errors(source: Seed) -> list[MalformedInput]:
             False,
         )
     )
-    changed = copy.deepcopy(ds)
-    changed.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     # STOW-RS stores the data set under its own UIDs, as it stores pydicom's rtplan.dcm. A
     # C-STORE request names the file meta's UID, which differs from the data set's: 0xA900.
     cases.append(
         MalformedInput(
             f"{source.name}/meta-sop-instance-differs",
-            encode(changed),
+            _meta_sop_instance_changed(source),
             STORED,
             cstore_status=DOES_NOT_MATCH,
         )
     )
     return cases
+
+
+def _meta_sop_instance_changed(source: Seed) -> bytes:
+    """Change the last digit of MediaStorageSOPInstanceUID (0002,0003) in the bytes.
+
+    pydicom 3.0 writes the data set's SOP Instance UID into the file meta when it encodes,
+    so the mismatch is made after encoding. The length stays, and so does the group length.
+    """
+    (element,) = [
+        element
+        for element in walk(source.meta, META_START, len(source.meta), EXPLICIT_LE)
+        if element.tag == 0x00020003
+    ]
+    assert element.length is not None
+    value = source.meta[element.value_offset : element.value_offset + element.length]
+    uid = value.rstrip(b"\0")
+    changed_uid = uid[:-1] + (b"2" if uid[-1:] == b"1" else b"1")
+    meta = source.meta.replace(value, changed_uid + value[len(uid) :], 1)
+    assert meta != source.meta
+    return meta + source.dataset
 
 
 # --- preamble and file meta ------------------------------------------------------------------
