@@ -43,26 +43,34 @@ def synthetic_series(folder: Path, count: int, patient_id: str) -> tuple[str, li
     pixels = rng.integers(-1000, 2000, size=(512, 512), dtype=np.int16)
     paths = []
     for number in range(1, count + 1):
-        ds = Dataset()
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = generate_uid()
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.PatientName, ds.PatientID = "BENCH^CSTORE", patient_id
-        ds.StudyDate, ds.Modality, ds.InstanceNumber = "20260101", "CT", number
-        ds.ImagePositionPatient = [0, 0, -number]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.Rows = ds.Columns = 512
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = pixels.tobytes()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds = synthetic_ct(study, series, frame, number, patient_id, pixels)
         path = folder / f"{number:05d}.dcm"
         pydicom.dcmwrite(path, ds, enforce_file_format=True)
         paths.append(path)
     return study, paths
+
+
+def synthetic_ct(
+    study: str, series: str, frame: str, number: int, patient_id: str, pixels: np.ndarray
+) -> Dataset:
+    """Return CT instance ``number`` of a series, with the 16-bit signed image ``pixels``."""
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+    ds.PatientName, ds.PatientID = "BENCH^CSTORE", patient_id
+    ds.StudyDate, ds.Modality, ds.InstanceNumber = "20260101", "CT", number
+    ds.ImagePositionPatient = [0, 0, -number]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
 
 
 def send(

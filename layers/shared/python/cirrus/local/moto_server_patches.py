@@ -1,4 +1,6 @@
-"""Cheaper SQS clocks and request routing for the local stack's moto server (moto 5.2.5).
+"""Cheaper SQS clocks and routing, and SQS deletes that lose no message, for moto 5.2.5.
+
+The patches apply to the local stack's moto server.
 
 A profile (py-spy) of moto while the gateway ingests shows two costs that grow with the work
 instead of with the requests:
@@ -12,6 +14,14 @@ instead of with the requests:
 - Routing: moto's server lists its own package folder (``os.listdir`` and an ``isdir`` per
   service, about 200) for every request, under a lock, to know the service names. This patch
   lists the folder once.
+
+One more SQS patch fixes lost messages rather than a cost. ``Queue.delete_message`` copies
+the queue's message list without the message lock and then replaces the list with the copy.
+A message that a concurrent send appended in between is lost, and two deletes at once can
+bring back a deleted message. With 4 senders and 4 deleters on a backlog of 5,000, moto lost
+27 of 9,000 messages in 94 s. In ``bench/soak.py`` 4 of 10,000 stored instances were never
+indexed, as a lost notification leaves them. The patch runs each delete under the lock that
+a send holds.
 
 Applied only in the moto child process that ``cirrus.local.moto_process`` starts.
 """
@@ -41,6 +51,16 @@ def _message_within_retention(self: Any, queue_name: str, message: Any) -> bool:
     return bool(retain_until > time.time())
 
 
+_original_delete_message = sqs_models.Queue.delete_message
+
+
+def locked_delete_message(self: Any, receipt_handle: str) -> None:
+    """Delete a message as moto does, holding the lock that a send holds."""
+    # The queue's lock is the Condition that add_message holds while it appends a message.
+    with self._messages_lock:
+        _original_delete_message(self, receipt_handle)
+
+
 def apply() -> None:
     """Install the patches in this process."""
     # sqs.models imported both functions by name, so they are replaced in its namespace.
@@ -49,5 +69,6 @@ def apply() -> None:
     sqs_models.SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
         _message_within_retention
     )
+    sqs_models.Queue.delete_message = locked_delete_message  # type: ignore[method-assign]
     service_names = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: service_names
