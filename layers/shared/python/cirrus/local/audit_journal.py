@@ -10,6 +10,7 @@ append returns.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -37,17 +38,40 @@ class FileAuditJournal:
         line = json.dumps(entry.to_json(), separators=(",", ":")) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                os.write(fd, line.encode())
-                os.fsync(fd)
+                _append_line(fd, line.encode())
             finally:
                 os.close(fd)
         except OSError as exc:
             raise StoreUnavailableError(
                 f"audit journal {self.path} was not written: {exc.strerror}"
             ) from exc
+
+
+def _append_line(fd: int, line: bytes) -> None:
+    """Append ``line`` to the locked journal ``fd`` whole and flushed, or leave the file as it was.
+
+    ``os.write`` may write part of the line and return its count when the disk fills, so the
+    rest is written in a loop, and a failure truncates the file back to its length before.
+    A journal that ends inside a line, cut short by a crash, gets a newline first, so that
+    the fragment stays a line of its own and is skipped on reading.
+    """
+    start = os.fstat(fd).st_size
+    if start > 0 and os.pread(fd, 1, start - 1) != b"\n":
+        line = b"\n" + line
+    try:
+        written = 0
+        while written < len(line):
+            count = os.write(fd, line[written:])
+            if count == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written += count
+        os.fsync(fd)
+    except OSError:
+        os.ftruncate(fd, start)
+        raise
 
 
 def read_journal(path: Path) -> Iterator[AuditEntry]:
