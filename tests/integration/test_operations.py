@@ -520,3 +520,83 @@ def test_killed_reindex_resumes(
     assert lines[-1] == {"summary": {**REINDEX_ZEROS, "indexed": 6}, "complete": True}
     assert not path.exists()
     assert index_snapshot(services.index_model) == index_snapshot(reference.index_model)
+
+
+def test_cli_warns_on_empty_site(services: Services) -> None:
+    _archive(services, 1)
+    _ingest_all(services)
+    warning = "site 'nosuch' has no objects and no index entries; check the site name"
+
+    result = _cli(services.settings, "verify", "--site", "nosuch")
+    assert result.returncode == 0, result.stderr
+    assert warning in result.stderr
+    assert json.loads(result.stdout) == {
+        "summary": VERIFY_ZEROS,
+        "differences": 0,
+        "warning": warning,
+    }
+
+    result = _cli(services.settings, "reindex", "--site", "nosuch")
+    assert result.returncode == 0, result.stderr
+    assert warning in result.stderr
+    assert json.loads(result.stdout) == {
+        "summary": REINDEX_ZEROS,
+        "complete": True,
+        "warning": warning,
+    }
+
+    result = _cli(services.settings, "verify", "--site", "default")
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+    assert "warning" not in json.loads(result.stdout)
+
+
+_CHECKPOINT: dict[str, object] = {
+    "command": "reindex",
+    "scope": "sites/default/",
+    "phase": "objects",
+    "after_key": "",
+    "after_record": None,
+    "counts": {},
+}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [1, 2],
+        "objects",
+        None,
+        {**_CHECKPOINT, "phase": "bogus"},
+        {**_CHECKPOINT, "phase": None},
+        {**_CHECKPOINT, "after_key": 3},
+        {key: value for key, value in _CHECKPOINT.items() if key != "after_key"},
+        {**_CHECKPOINT, "after_record": "pk"},
+        {key: value for key, value in _CHECKPOINT.items() if key != "after_record"},
+        {**_CHECKPOINT, "counts": [1]},
+        {**_CHECKPOINT, "counts": {"indexed": "2"}},
+        {**_CHECKPOINT, "counts": {"indexed": True}},
+        {**_CHECKPOINT, "counts": {"indexed": -1}},
+        {**_CHECKPOINT, "counts": {"indexed": 1.5}},
+    ],
+)
+def test_cli_rejects_malformed_checkpoint(
+    services: Services, tmp_path: Path, document: object
+) -> None:
+    path = tmp_path / "reindex.checkpoint"
+    text = json.dumps(document)
+    path.write_text(text)
+    result = _cli(services.settings, "reindex", "--site", "default", "--checkpoint", str(path))
+    assert result.returncode == 2, result.stderr
+    assert f"checkpoint {path} is invalid" in result.stderr
+    assert "delete it to start over" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert path.read_text() == text
+
+
+def test_checkpoint_accepts_saved_document(tmp_path: Path) -> None:
+    path = tmp_path / "reindex.checkpoint"
+    path.write_text(json.dumps({**_CHECKPOINT, "phase": "index", "counts": {"indexed": 2}}))
+    progress = Checkpoint(path, "reindex", "sites/default/").load()
+    assert progress.phase == "index"
+    assert progress.counts == {"indexed": 2}

@@ -365,6 +365,22 @@ def _exit_on_failure(command: str, output: Output, checkpoint: Path | None) -> I
         raise typer.Exit(130) from None
 
 
+def _warn_if_empty(command: str, site: str | None, output: Output, empty: bool) -> dict[str, str]:
+    """Warn on standard error when a run found no objects and no index entries.
+
+    An empty scope is no error, but with ``--site`` it is often a misspelt site name. Returns
+    the ``warning`` field for the JSON summary, or nothing when the scope was not empty.
+    """
+    if not empty:
+        return {}
+    if site is None:
+        warning = "the archive has no objects and no index entries; check the deployment"
+    else:
+        warning = f"site {site!r} has no objects and no index entries; check the site name"
+    output.error(f"cirrus {command}: warning: {warning}")
+    return {"warning": warning}
+
+
 @app.command()
 def verify(
     site: Annotated[
@@ -399,7 +415,9 @@ def verify(
         ).counts
     differences = sum(counts.get(kind.value, 0) for kind in Difference)
     names = [OBJECTS, RECORDS, STUDIES, *(kind.value for kind in Difference)]
-    output.summary(f"verify: {target.name}", names, counts, differences=differences)
+    empty = not counts.get(OBJECTS) and not counts.get(RECORDS)
+    warning = _warn_if_empty("verify", site, output, empty)
+    output.summary(f"verify: {target.name}", names, counts, differences=differences, **warning)
     raise typer.Exit(1 if differences else 0)
 
 
@@ -460,7 +478,12 @@ def reindex(
             counts = exc.progress.counts
             output.error(f"cirrus reindex: {exc}; run again with the same --checkpoint")
     names = [result.value for result in Result]
-    output.summary(f"reindex: {target.name}", names, counts, complete=complete)
+    # Each object counts as indexed, updated, unchanged or rejected, and each index entry
+    # without an object as pruned or missing object. All of them 0 means neither was found.
+    found = set(Result) - {Result.COUNTS_REPAIRED}
+    empty = not any(counts.get(result.value) for result in found)
+    warning = _warn_if_empty("reindex", site, output, empty)
+    output.summary(f"reindex: {target.name}", names, counts, complete=complete, **warning)
     problems = counts.get(Result.REJECTED.value, 0) + counts.get(Result.MISSING_OBJECT.value, 0)
     raise typer.Exit(1 if problems else 0)
 

@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 OBJECTS_PHASE = "objects"
 INDEX_PHASE = "index"
 STUDIES_PHASE = "studies"
+PHASES = (OBJECTS_PHASE, INDEX_PHASE, STUDIES_PHASE)
 
 _Record = TypeVar("_Record")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is unreadable or belongs to another command or scope."""
+    """A checkpoint file is unreadable, invalid, or belongs to another command or scope."""
 
 
 @dataclass
@@ -64,22 +65,31 @@ class Checkpoint:
         except FileNotFoundError:
             return Progress()
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {self.path} is unreadable: {exc}") from exc
+            raise CheckpointError(
+                f"checkpoint {self.path} is unreadable: {exc}; delete it to start over"
+            ) from exc
+        if not isinstance(document, dict):
+            raise self._invalid(f"a JSON {type(document).__name__} instead of an object")
         if document.get("command") != self._command or document.get("scope") != self._scope:
             raise CheckpointError(
                 f"checkpoint {self.path} belongs to `{document.get('command')}` on "
                 f"{document.get('scope')!r}, not `{self._command}` on {self._scope!r}; give "
                 "another --checkpoint or delete that file"
             )
-        try:
-            return Progress(
-                phase=str(document["phase"]),
-                after_key=str(document["after_key"]),
-                after_record=document.get("after_record"),
-                counts={str(k): int(v) for k, v in document["counts"].items()},
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"checkpoint {self.path} is invalid: {exc}") from exc
+        problem = _shape_problem(document)
+        if problem:
+            raise self._invalid(problem)
+        return Progress(
+            phase=document["phase"],
+            after_key=document["after_key"],
+            after_record=document["after_record"],
+            counts=dict(document["counts"]),
+        )
+
+    def _invalid(self, problem: str) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {self.path} is invalid: {problem}; delete it to start over"
+        )
 
     def step(self, progress: Progress) -> None:
         """Count one finished item; save ``progress`` after every ``every`` of them."""
@@ -114,6 +124,27 @@ class Checkpoint:
     def finish(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+def _shape_problem(document: dict[str, Any]) -> str:
+    """Return what is wrong with the fields of a checkpoint document, or "" when nothing is."""
+    phase = document.get("phase")
+    if phase not in PHASES:
+        return f"phase {phase!r} is not one of {', '.join(PHASES)}"
+    if not isinstance(document.get("after_key"), str):
+        return "after_key is missing or not a string"
+    if "after_record" not in document:
+        return "after_record is missing"
+    if document["after_record"] is not None and not isinstance(document["after_record"], dict):
+        return "after_record is neither null nor an object"
+    counts = document.get("counts")
+    if not isinstance(counts, dict):
+        return "counts is missing or not an object"
+    for name, value in counts.items():
+        # bool is a subclass of int, but true or false is no count.
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"count {name!r} is {value!r}, not a whole number >= 0"
+    return ""
 
 
 class Run:

@@ -77,4 +77,5 @@ class Output:
         self.console.print(table)
 
     def error(self, message: str) -> None:
-        self._errors.print(message, markup=False, highlight=False)
+        """Print ``message`` to standard error on one line, so a path in it stays whole."""
+        self._errors.print(message, markup=False, highlight=False, soft_wrap=True)
