@@ -116,7 +116,7 @@ def _on_connection_close(event: Event) -> None:
     """
     assoc = event.assoc
     if assoc.is_acceptor and assoc.requestor.primitive is None:
-        assoc.dul.to_user_queue.put(None)
+        assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
 
 
 def _on_rejected(event: Event) -> None:
