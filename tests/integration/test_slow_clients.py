@@ -137,8 +137,8 @@ def test_trickling_body_ended_by_body_timeout(
     assert not sender.is_alive()
     answer = outcome["answer"]
     assert isinstance(answer, bytes)
-    # The server responds with 408 and closes; a close with unread bytes may reset the connection
-    # before the client reads the answer.
+    # The server sends 408 and closes. A close with unread bytes may reset the connection
+    # before the client reads the response.
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
     assert freed
     message = "request body not received within the body time-out of 2 s"

@@ -29,7 +29,7 @@ class NoStackError(Exception):
 
 @dataclass(frozen=True)
 class LocalEndpoints:
-    """What an operator command needs to reach a running local stack."""
+    """The settings and endpoints that an operator command uses to reach a running local stack."""
 
     settings: Settings
     objects_dir: Path
