@@ -1,0 +1,92 @@
+// Screenshot comparison with the stored references in viewer/e2e/references/*.png.
+//
+// UPDATE_REFERENCES=1 writes the screenshot as the new reference and passes. Otherwise a
+// screenshot passes when pixelmatch finds at most `maxDiffRatio` of its pixels different
+// beyond `threshold` (pixelmatch's per-pixel colour distance, 0 to 1). On failure the
+// screenshot and a diff image go to CIRRUS_E2E_OUTPUT (default: a folder in the system's
+// temporary directory) and the error names them.
+
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pixelmatch from 'pixelmatch';
+import { PNG } from 'pngjs';
+
+export const referencesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'references');
+export const outputDir = process.env.CIRRUS_E2E_OUTPUT ?? path.join(tmpdir(), 'cirrus-viewer-e2e');
+
+// SwiftShader renders the same scene with small differences between runs: antialiased edges,
+// and texture sampling at a voxel boundary, move by a level or two. pixelmatch's threshold
+// 0.1 ignores such colour shifts, and the ratio allows a thin band of changed edge pixels but
+// fails a moved, missing or differently windowed image.
+export const DEFAULT_THRESHOLD = 0.1;
+export const DEFAULT_MAX_DIFF_RATIO = 0.005;
+
+/** CSS that takes the text cursor, transitions and animations out of screenshots. */
+export const STILL_CSS = `
+  *, *::before, *::after {
+    caret-color: transparent !important;
+    cursor: none !important;
+    transition: none !important;
+    animation: none !important;
+  }
+`;
+
+/**
+ * Takes a screenshot of `locator` with the mouse parked at the page's top-left corner and
+ * compares it with the reference `name`.png; throws when they differ.
+ */
+export async function expectScreenshot(page, locator, name, options = {}) {
+  await page.addStyleTag({ content: STILL_CSS });
+  await page.mouse.move(0, 0);
+  // Two animation frames, so that hover styles and canvases have been redrawn.
+  await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+  const png = await locator.screenshot({ animations: 'disabled', caret: 'hide' });
+  return compareWithReference(png, name, options);
+}
+
+/** Compares the PNG bytes `png` with the reference `name`.png; returns the changed pixels. */
+export function compareWithReference(
+  png,
+  name,
+  { threshold = DEFAULT_THRESHOLD, maxDiffRatio = DEFAULT_MAX_DIFF_RATIO, directory = referencesDir, update = process.env.UPDATE_REFERENCES === '1' } = {},
+) {
+  const referencePath = path.join(directory, `${name}.png`);
+  if (update) {
+    mkdirSync(directory, { recursive: true });
+    writeFileSync(referencePath, png);
+    return 0;
+  }
+  if (!existsSync(referencePath)) {
+    const actual = saveOutput(`${name}-actual.png`, png);
+    throw new Error(`reference ${referencePath} is missing; screenshot in ${actual}. Run the tests with UPDATE_REFERENCES=1 to store it`);
+  }
+  const actual = PNG.sync.read(png);
+  const expected = PNG.sync.read(readFileSync(referencePath));
+  if (actual.width !== expected.width || actual.height !== expected.height) {
+    const saved = saveOutput(`${name}-actual.png`, png);
+    throw new Error(
+      `screenshot ${name} is ${actual.width}x${actual.height}, the reference ${expected.width}x${expected.height}; screenshot in ${saved}`,
+    );
+  }
+  const { width, height } = actual;
+  const diff = new PNG({ width, height });
+  const changed = pixelmatch(actual.data, expected.data, diff.data, width, height, { threshold });
+  const allowed = Math.floor(maxDiffRatio * width * height);
+  if (changed > allowed) {
+    const saved = saveOutput(`${name}-actual.png`, png);
+    const diffPath = saveOutput(`${name}-diff.png`, PNG.sync.write(diff));
+    throw new Error(
+      `screenshot ${name} differs from ${referencePath} in ${changed} pixels (at most ${allowed} allowed); diff in ${diffPath}, screenshot in ${saved}`,
+    );
+  }
+  return changed;
+}
+
+function saveOutput(fileName, bytes) {
+  mkdirSync(outputDir, { recursive: true });
+  const target = path.join(outputDir, fileName);
+  writeFileSync(target, bytes);
+  return target;
+}

@@ -1,0 +1,118 @@
+// Sign-in with keys against a stack started with --access and --credentials, and the
+// session-expired state for a wrong secret and for a key whose secret the server rotated.
+
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { byTestId, openPage, openRoute, waitForAttribute } from './lib/browser.mjs';
+import { setUp } from './lib/fixture.mjs';
+import { signerFor, startStack, temporaryFolder } from './lib/stack.mjs';
+import { search, waitForRows } from './lib/worklist.mjs';
+
+const KEY_ID = 'AKIAE2EREADER0000001';
+const SECRET = 'e2e-reader-secret-0000001';
+const ROTATED_SECRET = 'e2e-reader-secret-rotated-0000002';
+const PRINCIPAL = 'arn:aws:iam::111122223333:role/e2e-reader';
+
+function writeCredentials(file, secret) {
+  writeFileSync(file, JSON.stringify({ credentials: { [KEY_ID]: { secret, principal: PRINCIPAL } } }));
+}
+
+async function signIn(page, keyId, secret) {
+  await byTestId(page, 'sign-in-access-key').fill(keyId);
+  await byTestId(page, 'sign-in-secret').fill(secret);
+  await byTestId(page, 'sign-in-submit').click();
+}
+
+describe('session', { timeout: 240_000 }, () => {
+  let world;
+  let accessFile;
+  let credentialsFile;
+  let options;
+  let keysFolder;
+
+  before(async () => {
+    keysFolder = temporaryFolder('cirrus-viewer-e2e-keys-');
+    accessFile = path.join(keysFolder.path, 'access.json');
+    credentialsFile = path.join(keysFolder.path, 'credentials.json');
+    writeFileSync(accessFile, JSON.stringify({ principals: { [PRINCIPAL]: { default: ['query', 'retrieve'] } } }));
+    writeCredentials(credentialsFile, SECRET);
+    options = ['--access', accessFile, '--credentials', credentialsFile];
+    world = await setUp({ options, signer: signerFor(KEY_ID, SECRET) });
+  });
+
+  after(async () => {
+    await world?.close();
+    keysFolder?.remove();
+  });
+
+  test('unsigned request is rejected', async () => {
+    const response = await fetch(`${world.stack.dicomweb}/studies`);
+    assert.equal(response.status, 403);
+  });
+
+  test('config asks for keys', async () => {
+    const response = await fetch(`${world.stack.baseUrl}/config.json`);
+    assert.equal(response.status, 200);
+    const config = await response.json();
+    assert.equal(config.auth.mode, 'keys');
+  });
+
+  test('sign-in with keys lists the studies', async () => {
+    const page = await openPage(world.browser);
+    await openRoute(page, world.stack, '#/');
+    await byTestId(page, 'sign-in').waitFor({ state: 'visible' });
+    await signIn(page, KEY_ID, SECRET);
+    await search(page);
+    await waitForRows(page, [...new Set(world.files.map((file) => file.study))]);
+    await page.context().close();
+  });
+
+  test('signed session loads images', async () => {
+    const page = await openPage(world.browser);
+    await openRoute(page, world.stack, `#/studies/${world.studies.ctSmall.study}`);
+    await byTestId(page, 'sign-in').waitFor({ state: 'visible' });
+    await signIn(page, KEY_ID, SECRET);
+    await waitForAttribute(page, 'viewport', 'data-state', 'loaded', { timeout: 60_000 });
+    await page.context().close();
+  });
+
+  test('wrong secret shows session expired', async () => {
+    const page = await openPage(world.browser);
+    await openRoute(page, world.stack, '#/');
+    await signIn(page, KEY_ID, 'not-the-secret-of-this-key');
+    const searchButton = byTestId(page, 'worklist-search');
+    // The viewer may check the keys at sign-in, or only at the first request.
+    await Promise.race([
+      byTestId(page, 'session-expired').waitFor({ state: 'visible' }),
+      searchButton.waitFor({ state: 'visible' }).then(() => searchButton.click()),
+    ]);
+    await byTestId(page, 'session-expired').waitFor({ state: 'visible' });
+    assert.equal(await byTestId(page, 'worklist-row').count(), 0);
+    await page.context().close();
+  });
+
+  test('rotated secret shows session expired', async () => {
+    const page = await openPage(world.browser);
+    await openRoute(page, world.stack, '#/');
+    await signIn(page, KEY_ID, SECRET);
+    await search(page);
+    await waitForRows(page, [...new Set(world.files.map((file) => file.study))]);
+
+    // Rotate the key: the same stack, on the same port, now knows another secret for it.
+    const { httpPort } = world.stack;
+    await world.stack.stop();
+    writeCredentials(credentialsFile, ROTATED_SECRET);
+    world.stack = await startStack(path.join(world.folder.path, 'data'), { options, httpPort });
+
+    await byTestId(page, 'worklist-search').click();
+    await byTestId(page, 'session-expired').waitFor({ state: 'visible' });
+    await byTestId(page, 'sign-in-again').click();
+    await byTestId(page, 'sign-in').waitFor({ state: 'visible' });
+    await signIn(page, KEY_ID, ROTATED_SECRET);
+    await search(page);
+    await waitForRows(page, [...new Set(world.files.map((file) => file.study))]);
+    await page.context().close();
+  });
+});

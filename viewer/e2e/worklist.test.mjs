@@ -1,0 +1,113 @@
+// The worklist against a local stack that holds the phantom, the cine loop and four pydicom
+// test files: search by name prefix and by modality, the empty state, opening a study.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { byTestId, openPage, openRoute } from './lib/browser.mjs';
+import { setUp } from './lib/fixture.mjs';
+import { expectScreenshot } from './lib/screenshots.mjs';
+import { search, waitForRows } from './lib/worklist.mjs';
+
+describe('worklist', { timeout: 240_000 }, () => {
+  let world;
+  let page;
+  let all;
+
+  before(async () => {
+    world = await setUp();
+    all = [...new Set(world.files.map((file) => file.study))];
+    page = await openPage(world.browser);
+    await openRoute(page, world.stack, '#/');
+  });
+
+  after(async () => {
+    await world?.close();
+  });
+
+  test('search without filters lists every study', async () => {
+    await search(page);
+    const shown = await waitForRows(page, all);
+    assert.equal(shown.length, 6);
+  });
+
+  test('row shows its site and counts', async () => {
+    const row = byTestId(page, 'worklist-row').and(page.locator(`[data-study-uid="${world.studies.phantom.study}"]`));
+    assert.equal(await row.getAttribute('data-site'), '');
+    const text = await row.textContent();
+    assert.match(text, /PHANTOM/);
+    assert.match(text, /E2E-CT-1/);
+    assert.match(text, /\b64\b/, 'the phantom row should show its 64 instances');
+  });
+
+  test('screenshot of the worklist', async () => {
+    await expectScreenshot(page, page.locator('body'), 'worklist');
+    const docsImages = process.env.CIRRUS_E2E_DOCS_IMAGES;
+    if (docsImages) {
+      mkdirSync(docsImages, { recursive: true });
+      await page.screenshot({ path: path.join(docsImages, 'viewer-worklist.png') });
+    }
+  });
+
+  test('search by patient name prefix', async () => {
+    await search(page, { patientName: 'PHAN' });
+    await waitForRows(page, [world.studies.phantom.study]);
+    await search(page, { patientName: 'CompressedSamples' });
+    const { ctSmall, mrSmall, jpeg2000 } = world.studies;
+    await waitForRows(page, [ctSmall.study, mrSmall.study, jpeg2000.study]);
+  });
+
+  test('search by modality', async () => {
+    await search(page, { modality: 'CT' });
+    await waitForRows(page, [world.studies.phantom.study, world.studies.ctSmall.study]);
+    await search(page, { modality: 'US' });
+    await waitForRows(page, [world.studies.cine.study, world.studies.jpeg2000.study]);
+  });
+
+  test('search by patient ID', async () => {
+    await search(page, { patientId: 'E2E-US-1' });
+    await waitForRows(page, [world.studies.cine.study]);
+  });
+
+  test('search without match shows empty state', async () => {
+    await search(page, { patientName: 'NOBODY' });
+    await byTestId(page, 'worklist-empty').waitFor({ state: 'visible' });
+    assert.equal(await byTestId(page, 'worklist-row').count(), 0);
+    assert.equal(await byTestId(page, 'worklist-error').count(), 0);
+  });
+
+  test('clear resets the filters', async () => {
+    await search(page, { patientName: 'NOBODY' });
+    await byTestId(page, 'worklist-empty').waitFor({ state: 'visible' });
+    await byTestId(page, 'worklist-clear').click();
+    assert.equal(await byTestId(page, 'worklist-patient-name').inputValue(), '');
+    await byTestId(page, 'worklist-search').click();
+    await waitForRows(page, all);
+  });
+
+  test('row opens the study without patient data in the URL', async () => {
+    await search(page, { patientName: 'PHANTOM' });
+    await waitForRows(page, [world.studies.phantom.study]);
+    await byTestId(page, 'worklist-row').first().click();
+    await byTestId(page, 'study-view').waitFor({ state: 'visible' });
+    const url = new URL(page.url());
+    assert.match(url.hash, new RegExp(`^#/(sites/[^/]+/)?studies/${world.studies.phantom.study.replaceAll('.', '\\.')}$`));
+    assert.doesNotMatch(page.url(), /PHANTOM|E2E-CT-1|E2ECT1/i);
+  });
+
+  test('back from the study shows the worklist', async () => {
+    await byTestId(page, 'study-back').click();
+    await byTestId(page, 'worklist-search').waitFor({ state: 'visible' });
+    assert.equal(await byTestId(page, 'study-view').count(), 0);
+  });
+
+  test('Enter on a row opens the study', async () => {
+    await search(page, { patientName: 'CINE' });
+    await waitForRows(page, [world.studies.cine.study]);
+    await byTestId(page, 'worklist-row').first().focus();
+    await page.keyboard.press('Enter');
+    await byTestId(page, 'study-view').waitFor({ state: 'visible' });
+    assert.match(page.url(), new RegExp(world.studies.cine.study.replaceAll('.', '\\.')));
+  });
+});
