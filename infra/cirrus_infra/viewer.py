@@ -37,6 +37,7 @@ from constructs import Construct
 
 from cirrus.config import DEFAULT_SITE, ResourceNames
 from cirrus.storage.keys import validate_site
+from cirrus.viewer_headers import content_security_policy
 from cirrus_infra.storage import Storage
 
 # Context keys: `cdk synth -c sites=north,south`, and a custom domain for the viewer with
@@ -576,9 +577,12 @@ class Viewer(Construct):
     def _content_security_policy(self, names: ResourceNames, api: apigateway.RestApi) -> str:
         """Build a CSP that lets the page load only its own files and call only Cirrus and Cognito.
 
+        The directives are those of ``cirrus.viewer_headers``, which the local stack sends too.
         connect-src lists the DICOMweb API, the archive bucket (large retrieves redirect to
         presigned S3 URLs, see docs/large-objects.md), the hosted UI domain for the token
-        endpoint, and the Cognito user pool and identity pool endpoints.
+        endpoint, and the Cognito user pool and identity pool endpoints. The policy applies to
+        every response, so the decode workers, which Chromium gives the policy of their own
+        script's response, may compile WebAssembly too.
         """
         stack = Stack.of(self)
         region, suffix = stack.region, stack.url_suffix
@@ -588,7 +592,6 @@ class Viewer(Construct):
         # listed, because the host of a presigned URL depends on the region and on botocore.
         archive = f"{names.bucket}-{stack.account}-{region}"
         connect = [
-            "'self'",
             f"https://{api.rest_api_id}.execute-api.{region}.{suffix}",
             f"https://{archive}.s3.{region}.{suffix}",
             f"https://{archive}.s3.{suffix}",
@@ -596,24 +599,7 @@ class Viewer(Construct):
             f"https://cognito-idp.{region}.{suffix}",
             f"https://cognito-identity.{region}.{suffix}",
         ]
-        # 'wasm-unsafe-eval' lets the viewer compile WebAssembly image decoders, such as the
-        # JPEG 2000 and HTJ2K codecs of web DICOM viewers, without allowing eval of scripts.
-        # NOTE: chosen before the viewer exists. Review the directives against its build.
-        directives = [
-            "default-src 'self'",
-            "script-src 'self' 'wasm-unsafe-eval'",
-            "style-src 'self'",
-            "img-src 'self' data: blob:",
-            "font-src 'self'",
-            "worker-src 'self' blob:",
-            f"connect-src {' '.join(connect)}",
-            "object-src 'none'",
-            "base-uri 'self'",
-            "form-action 'self'",
-            "frame-ancestors 'none'",
-            "upgrade-insecure-requests",
-        ]
-        return "; ".join(directives)
+        return content_security_policy(connect, upgrade_insecure_requests=True)
 
 
 def _acknowledge(construct: Construct, reasons: dict[str, str]) -> None:

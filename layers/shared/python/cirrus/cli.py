@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Cirrus PACS: a serverless DICOM archive.", no_args_is_help=True)
 
+# The viewer's build folder in a checkout of the repository, which `cirrus dev` serves unless
+# given --viewer-dir: layers/shared/python/cirrus/cli.py is four folders below the root.
+REPOSITORY_VIEWER_DIR = Path(__file__).resolve().parents[4] / "viewer" / "dist"
+
 
 @app.callback()
 def main() -> None:
@@ -157,13 +161,30 @@ def dev(
             "each access key id; needs --access.",
         ),
     ] = None,
+    viewer_dir: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="Build folder of the web viewer (with index.html), served at / on the HTTP "
+            "port; default viewer/dist of the repository.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C."""
     from cirrus.local.stack import LocalStack, LocalStackConfig, StartError
+    from cirrus.local.viewer import BUILD_COMMAND, built_viewer
     from cirrus.logs import configure_console_logging
 
     configure_console_logging()
     logger = logging.getLogger("cirrus.local")
+    if viewer_dir is not None and not built_viewer(viewer_dir):
+        logger.error(
+            "--viewer-dir %s has no index.html; give the viewer's build folder, which %s "
+            "writes to viewer/dist",
+            viewer_dir,
+            BUILD_COMMAND,
+        )
+        raise typer.Exit(2)
     if host != LOOPBACK:
         logger.warning(
             "binding a non-loopback address: the archive accepts unauthenticated requests",
@@ -188,6 +209,7 @@ def dev(
         gateway_workers=gateway_workers if gateway_workers is not None else available_cores(),
         access_file=access,
         credentials_file=credentials,
+        viewer_dir=viewer_dir if viewer_dir is not None else REPOSITORY_VIEWER_DIR,
     )
     stack = LocalStack(config)
     try:

@@ -4,7 +4,8 @@
 API with one greedy ``/{proxy+}`` resource and Lambda proxy integration sends, calls the
 handler with it and turns the proxy response back into HTTP. The stage is ``dicomweb``, so
 http://127.0.0.1:8080/dicomweb/studies reaches the handler as path ``/studies``. Other paths
-get 404 (a viewer will be served at /).
+go to the ``site`` app of ``serve_http`` (the viewer, ``cirrus.local.viewer``), or get 404
+without one.
 
 What the adapter reproduces of API Gateway:
 
@@ -66,7 +67,7 @@ from cirrus.local.sigv4 import (
 )
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class ApiGatewayAdapter:
     ) -> None:
         self._handler = handler
         self._body_timeout = body_timeout
-        self._stage = stage
+        self.stage = stage
         self._prefix = f"/{stage}"
         self._max_body = max_body
         self._max_payload = max_payload
@@ -131,10 +132,10 @@ class ApiGatewayAdapter:
         return response(environ, start_response)
 
     def _respond(self, request: Request) -> WsgiResponse:
-        raw_path = _raw_path(request.environ)
+        raw_path = raw_request_path(request.environ)
         if raw_path != self._prefix and not raw_path.startswith(f"{self._prefix}/"):
             return _json_response(
-                404, f"no resource at {request.path}; DICOMweb is under /{self._stage}"
+                404, f"no resource at {request.path}; DICOMweb is under /{self.stage}"
             )
         too_large = _json_response(
             413,
@@ -290,7 +291,7 @@ class ApiGatewayAdapter:
                 "resourcePath": _RESOURCE,
                 "httpMethod": request.method,
                 "path": f"{self._prefix}{path}",
-                "stage": self._stage,
+                "stage": self.stage,
                 "requestId": request_id,
                 "requestTimeEpoch": int(time.time() * 1000),
                 "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
@@ -367,6 +368,25 @@ class _BodyDeadline:
             self._timer.cancel()
 
 
+class StageDispatcher:
+    """A WSGI app that sends the stage's paths to the adapter and every other path to ``site``.
+
+    ``site`` sees no request under the stage, so its responses never carry DICOMweb data, and
+    the adapter's authentication and audit apply to DICOMweb requests only.
+    """
+
+    def __init__(self, adapter: ApiGatewayAdapter, site: WSGIApplication) -> None:
+        self._adapter = adapter
+        self._site = site
+        self._prefix = f"/{adapter.stage}"
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = raw_request_path(environ)
+        if path == self._prefix or path.startswith(f"{self._prefix}/"):
+            return self._adapter(environ, start_response)
+        return self._site(environ, start_response)
+
+
 @dataclass
 class HttpServer:
     """A running adapter server. ``shutdown`` stops it and waits for its thread."""
@@ -417,19 +437,22 @@ def serve_http(
     authentication: LocalAuthentication | None = None,
     idle_timeout: float = IDLE_TIMEOUT_SECONDS,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
+    site: WSGIApplication | None = None,
 ) -> HttpServer:
     """Serve ``handler`` behind the adapter on a threaded werkzeug server in a thread.
 
     Port 0 picks a free port, which ``.port`` returns. Bodies over ``max_body`` bytes get 413,
     as do events over Lambda's payload maximum. With ``authentication``, only SigV4-signed
     requests reach the handler. A connection silent for ``idle_timeout`` seconds is closed,
-    and a body not received whole within ``body_timeout`` seconds gets 408.
+    and a body not received whole within ``body_timeout`` seconds gets 408. ``site``, such as
+    the viewer's ``ViewerSite``, serves every path outside the stage, without authentication.
     """
     adapter = ApiGatewayAdapter(
         handler, max_body=max_body, authentication=authentication, body_timeout=body_timeout
     )
+    app: WSGIApplication = adapter if site is None else StageDispatcher(adapter, site)
     request_handler = type("RequestHandler", (_RequestHandler,), {"timeout": idle_timeout})
-    server = make_server(host, port, adapter, threaded=True, request_handler=request_handler)
+    server = make_server(host, port, app, threaded=True, request_handler=request_handler)
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
@@ -476,7 +499,7 @@ def _signed_request(request: Request, raw_path: str, body: bytes) -> SignedReque
     return SignedRequest(request.method, request.scheme, raw_path, query, headers, body)
 
 
-def _raw_path(environ: WSGIEnvironment) -> str:
+def raw_request_path(environ: WSGIEnvironment) -> str:
     """Return the path as the client sent it, still percent-encoded."""
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if raw:

@@ -1,4 +1,4 @@
-"""The local stack behind ``cirrus dev``: moto, the gateway, DICOMweb and the ingest poller.
+"""The local stack behind ``cirrus dev``: moto, the gateway, DICOMweb, the viewer and ingest.
 
 Each component runs the code its AWS counterpart runs: the gateway as in its container, the
 DICOMweb and ingest Lambda handlers behind local adapters, DynamoDB, KMS, SQS and S3 on moto.
@@ -6,7 +6,8 @@ Archive objects are files in the data folder instead of moto's S3 (``cirrus.loca
 which keeps them on disk rather than in memory and spares each instance two S3 requests. Audit
 records go to moto's audit table and to a journal in the data folder, which each start writes
 back into the table (``cirrus.local.audit_journal``). While the stack runs, its data folder
-names the moto endpoint for the operator commands (``cirrus.local.endpoints``).
+names the moto endpoint for the operator commands (``cirrus.local.endpoints``). The HTTP port
+also serves the web viewer's built files at / (``cirrus.local.viewer``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from cirrus.local.datadir import (
     remove_spool_leftovers,
 )
 from cirrus.local.endpoints import remove_endpoints, write_endpoints
-from cirrus.local.http import BODY_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS
+from cirrus.local.http import BODY_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS, STAGE
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
 from cirrus.local.resources import create_resources
@@ -46,6 +47,7 @@ from cirrus.local.sigv4 import (
     SigV4Verifier,
     closed_credentials,
 )
+from cirrus.local.viewer import BUILD_COMMAND, INDEX_FILE, ViewerSite, built_viewer, viewer_config
 from cirrus.logs import configure_console_logging, use_console_format
 from cirrus.services import Services
 
@@ -88,6 +90,10 @@ class LocalStackConfig:
     # (``cirrus.local.http``).
     http_idle_timeout: float = IDLE_TIMEOUT_SECONDS
     http_body_timeout: float = BODY_TIMEOUT_SECONDS
+    # The web viewer's build folder (``viewer/dist``), served at / beside DICOMweb
+    # (``cirrus.local.viewer``). Without one, or without its index.html, / serves a page that
+    # says how to build the viewer.
+    viewer_dir: Path | None = None
 
     def gateway_config(self) -> AEConfig:
         """Return the AE configuration; raise ``AEConfigError`` when its file is invalid."""
@@ -124,6 +130,10 @@ class LocalStack:
     @property
     def dicomweb_url(self) -> str:
         return f"http://{self.config.host}:{self.http_port}/dicomweb"
+
+    @property
+    def viewer_url(self) -> str:
+        return f"http://{self.config.host}:{self.http_port}/"
 
     def start(self) -> None:
         """Start every component; return once all accept requests and the index is rebuilt."""
@@ -195,6 +205,7 @@ class LocalStack:
         )
         self._http = self._start_http(services, credentials)
         logger.info("DICOMweb ready", extra={"url": self.dicomweb_url})
+        self._report_viewer()
         try:
             write_endpoints(config.data_dir, settings, objects_dir)
         except OSError as exc:
@@ -213,13 +224,32 @@ class LocalStack:
                 config.access_file,
             )
         logger.info(
-            "Cirrus local stack running: DICOM %s@%s:%d, DICOMweb %s, data in %s",
+            "Cirrus local stack running: DICOM %s@%s:%d, DICOMweb %s, viewer %s, data in %s",
             gateway_config.ae_title,
             config.host,
             self.dicom_port,
             self.dicomweb_url,
+            self.viewer_url,
             config.data_dir,
         )
+
+    def _report_viewer(self) -> None:
+        folder = self.config.viewer_dir
+        if folder is not None and built_viewer(folder):
+            logger.info("viewer at %s, from %s", self.viewer_url, folder)
+        elif folder is None:
+            logger.warning(
+                "viewer not found: %s shows how to build it (%s, or run scripts/dev)",
+                self.viewer_url,
+                BUILD_COMMAND,
+            )
+        else:
+            logger.warning(
+                "viewer not built: %s has no %s; build it with %s, or run scripts/dev",
+                folder,
+                INDEX_FILE,
+                BUILD_COMMAND,
+            )
 
     def _restore_audit(self, settings: Settings) -> AuditLog:
         """Write the data folder's audit journal into the new audit table; return the log."""
@@ -307,6 +337,12 @@ class LocalStack:
         if credentials is not None:
             verifier = SigV4Verifier(credentials, services.settings.region)
             authentication = LocalAuthentication(verifier, view.audit)
+        assert self._moto is not None  # started before DICOMweb
+        config = viewer_config(
+            f"/{STAGE}", closed=authentication is not None, region=services.settings.region
+        )
+        # Large retrieves redirect to presigned URLs of moto, which the viewer must reach.
+        site = ViewerSite(self.config.viewer_dir, config, [self._moto.endpoint_url])
         try:
             return serve_http(
                 handle,
@@ -315,6 +351,7 @@ class LocalStack:
                 authentication=authentication,
                 idle_timeout=self.config.http_idle_timeout,
                 body_timeout=self.config.http_body_timeout,
+                site=site,
             )
         except OSError as exc:
             raise StartError(
