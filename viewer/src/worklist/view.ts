@@ -1,0 +1,261 @@
+// The worklist: a study search form, a sortable table of one page of studies, and paging.
+
+import { type DicomJson, type DicomwebClient, RequestError, SessionExpiredError } from '../contract';
+import { formatPersonName } from '../dicomweb';
+import { el, messagePanel, replaceChildren } from '../ui/dom';
+import { EMPTY_FILTERS, FilterError, PAGE_SIZE, type WorklistFilters, studySearchPath } from './query';
+import { type SortDirection, type SortKey, type StudyRow, sortRows, studyRow, studyRoute } from './rows';
+
+const FILTERS_KEY = 'cirrus.worklist.filters';
+
+interface Column {
+  label: string;
+  sortKey?: SortKey;
+  sortTestId?: string;
+  cell: (row: StudyRow) => string;
+  numeric?: boolean;
+}
+
+const COLUMNS: Column[] = [
+  { label: 'Patient name', sortKey: 'patientName', sortTestId: 'sort-patient-name', cell: (row) => formatPersonName(row.patientName) },
+  { label: 'Patient ID', sortKey: 'patientId', sortTestId: 'sort-patient-id', cell: (row) => row.patientId },
+  { label: 'Date', sortKey: 'date', sortTestId: 'sort-date', cell: (row) => formatDate(row.studyDate, row.studyTime) },
+  { label: 'Modalities', sortKey: 'modalities', sortTestId: 'sort-modalities', cell: (row) => row.modalities.join(', ') },
+  { label: 'Description', cell: (row) => row.description },
+  { label: 'Accession', sortKey: 'accession', sortTestId: 'sort-accession', cell: (row) => row.accession },
+  { label: 'Site', sortKey: 'site', sortTestId: 'sort-site', cell: (row) => row.site },
+  { label: 'Series', cell: (row) => formatCount(row.seriesCount), numeric: true },
+  { label: 'Instances', cell: (row) => formatCount(row.instanceCount), numeric: true },
+];
+
+const FIELDS: { key: keyof WorklistFilters; label: string; testId: string; type?: string; hint?: string }[] = [
+  { key: 'patientName', label: 'Patient name', testId: 'worklist-patient-name', hint: 'Family name first; matches names that start with it, * and ? are wildcards' },
+  { key: 'patientId', label: 'Patient ID', testId: 'worklist-patient-id' },
+  { key: 'dateFrom', label: 'From', testId: 'worklist-date-from', type: 'date' },
+  { key: 'dateTo', label: 'To', testId: 'worklist-date-to', type: 'date' },
+  { key: 'modality', label: 'Modality', testId: 'worklist-modality', hint: 'Such as CT, or CT,MR for either' },
+  { key: 'accession', label: 'Accession', testId: 'worklist-accession' },
+];
+
+/** Mounts the worklist into `container` and runs the search of the saved filters. Returns a
+ * function that unmounts it and cancels its request. */
+export function mountWorklist(container: HTMLElement, client: DicomwebClient): () => void {
+  const worklist = new Worklist(client);
+  replaceChildren(container, worklist.root);
+  void worklist.search(0);
+  return () => worklist.dispose();
+}
+
+class Worklist {
+  readonly root = el('main', { class: 'worklist', 'aria-labelledby': 'worklist-title' });
+  private readonly inputs = new Map<keyof WorklistFilters, HTMLInputElement>();
+  private readonly formMessage = el('p', { class: 'form-error', role: 'alert', id: 'worklist-form-message' });
+  private readonly status = el('div', { class: 'worklist-status', 'aria-live': 'polite' });
+  private readonly table = el('table', { class: 'worklist-table', 'data-testid': 'worklist-table' });
+  private readonly warnings = el('p', { class: 'warning', hidden: true });
+  private readonly prev = el('button', { type: 'button', 'data-testid': 'worklist-prev', disabled: true }, ['Previous']);
+  private readonly next = el('button', { type: 'button', 'data-testid': 'worklist-next', disabled: true }, ['Next']);
+  private readonly pageText = el('span', { 'data-testid': 'worklist-page', 'aria-live': 'polite' });
+  private rows: StudyRow[] = [];
+  private page = 0;
+  private sort: { key: SortKey; direction: SortDirection } | null = null;
+  private controller: AbortController | null = null;
+
+  constructor(private readonly client: DicomwebClient) {
+    const filters = loadFilters();
+    const fields = FIELDS.map((field) => {
+      const id = `filter-${field.key}`;
+      const input = el('input', {
+        id, name: field.key, type: field.type ?? 'text', 'data-testid': field.testId,
+        value: filters[field.key], title: field.hint, spellcheck: 'false', autocomplete: 'off',
+      });
+      this.inputs.set(field.key, input);
+      return el('div', { class: 'field' }, [el('label', { for: id }, [field.label]), input]);
+    });
+    const form = el('form', { class: 'worklist-filters', role: 'search', 'aria-label': 'Study search' }, [
+      ...fields,
+      el('div', { class: 'field actions' }, [
+        el('button', { type: 'submit', class: 'primary', 'data-testid': 'worklist-search' }, ['Search']),
+        el('button', { type: 'button', 'data-testid': 'worklist-clear' }, ['Clear'], { click: () => this.clear() }),
+      ]),
+    ], {
+      submit: (event) => {
+        event.preventDefault();
+        void this.search(0);
+      },
+    });
+    this.prev.addEventListener('click', () => void this.search(this.page - 1));
+    this.next.addEventListener('click', () => void this.search(this.page + 1));
+    this.root.append(
+      el('h1', { id: 'worklist-title', class: 'visually-hidden' }, ['Worklist']),
+      form,
+      this.formMessage,
+      this.warnings,
+      this.status,
+      el('div', { class: 'table-scroll' }, [this.table]),
+      el('nav', { class: 'paging', 'aria-label': 'Pages' }, [this.prev, this.pageText, this.next]),
+    );
+    this.renderTable();
+  }
+
+  dispose(): void {
+    this.controller?.abort();
+  }
+
+  private filters(): WorklistFilters {
+    const filters = { ...EMPTY_FILTERS };
+    for (const [key, input] of this.inputs) filters[key] = input.value;
+    return filters;
+  }
+
+  private clear(): void {
+    for (const input of this.inputs.values()) input.value = '';
+    this.inputs.get('patientName')?.focus();
+    void this.search(0);
+  }
+
+  /** Searches for one page (0-based) of the form's filters and shows it. */
+  async search(page: number): Promise<void> {
+    const filters = this.filters();
+    let path: string;
+    try {
+      path = studySearchPath(filters, page);
+    } catch (error) {
+      if (!(error instanceof FilterError)) throw error;
+      this.formMessage.textContent = error.message;
+      this.inputs.get(error.field)?.focus();
+      return;
+    }
+    this.formMessage.textContent = '';
+    saveFilters(filters);
+    this.controller?.abort();
+    const controller = new AbortController();
+    this.controller = controller;
+    this.showStatus(el('p', { 'data-testid': 'worklist-loading', role: 'status' }, ['Searching…']));
+    this.table.setAttribute('aria-busy', 'true');
+    try {
+      const response = await this.client.fetch(path, { headers: { Accept: 'application/dicom+json' }, signal: controller.signal });
+      const datasets = response.status === 204 ? [] : ((await response.json()) as DicomJson[]);
+      if (controller.signal.aborted) return;
+      this.page = page;
+      this.rows = datasets.slice(0, PAGE_SIZE).map(studyRow);
+      this.showWarnings(response.headers.get('Warning'));
+      this.showPage(datasets.length > PAGE_SIZE);
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      this.showFailure(error, page);
+    } finally {
+      if (this.controller === controller) this.table.removeAttribute('aria-busy');
+    }
+  }
+
+  private showPage(hasNext: boolean): void {
+    const first = this.page * PAGE_SIZE;
+    this.pageText.textContent = this.rows.length ? `${first + 1}-${first + this.rows.length}` : '0-0';
+    this.prev.disabled = this.page === 0;
+    this.next.disabled = !hasNext;
+    this.renderTable();
+    this.showStatus(
+      this.rows.length === 0
+        ? el('p', { 'data-testid': 'worklist-empty', role: 'status' }, ['No studies match.'])
+        : null,
+    );
+  }
+
+  private showFailure(error: unknown, page: number): void {
+    this.rows = [];
+    this.renderTable();
+    this.prev.disabled = true;
+    this.next.disabled = true;
+    this.pageText.textContent = '';
+    if (error instanceof SessionExpiredError) {
+      // The app shows the session-expired screen; nothing here can be retried before.
+      this.showStatus(null);
+      return;
+    }
+    const reason = error instanceof RequestError || error instanceof Error ? error.message : String(error);
+    const retry = el('button', { type: 'button', 'data-testid': 'worklist-retry' }, ['Retry'], {
+      click: () => void this.search(page),
+    });
+    const panel = messagePanel('worklist-error', 'The search failed', reason, [retry]);
+    this.showStatus(panel);
+    retry.focus();
+  }
+
+  private showStatus(content: HTMLElement | null): void {
+    replaceChildren(this.status, content);
+  }
+
+  private showWarnings(header: string | null): void {
+    const texts = [...(header ?? '').matchAll(/\d{3} [^"]*"((?:[^"\\]|\\.)*)"/g)].map((match) => match[1].replace(/\\(.)/g, '$1'));
+    // A cut result is expected, because each search asks for one study more than a page.
+    const shown = texts.filter((text) => !text.startsWith('the result is cut'));
+    this.warnings.hidden = shown.length === 0;
+    this.warnings.textContent = shown.length ? `The server warns: ${shown.join(' ')}` : '';
+  }
+
+  private renderTable(): void {
+    const rows = this.sort ? sortRows(this.rows, this.sort.key, this.sort.direction) : this.rows;
+    const head = el('thead', {}, [el('tr', {}, COLUMNS.map((column) => this.headerCell(column)))]);
+    const body = el('tbody', {}, rows.map((row) => this.bodyRow(row)));
+    replaceChildren(this.table, el('caption', { class: 'visually-hidden' }, ['Studies; sorting orders the current page only']), head, body);
+  }
+
+  private headerCell(column: Column): HTMLTableCellElement {
+    const { sortKey } = column;
+    if (!sortKey) return el('th', { scope: 'col', class: column.numeric ? 'numeric' : undefined }, [column.label]);
+    const direction = this.sort?.key === sortKey ? this.sort.direction : undefined;
+    const button = el('button', {
+      type: 'button', class: 'sort', 'data-testid': column.sortTestId,
+      title: 'Sorts the studies of this page only; the server returns them in its own order',
+    }, [column.label, el('span', { 'aria-hidden': 'true' }, [direction === 'ascending' ? ' ▲' : direction === 'descending' ? ' ▼' : ''])], {
+      click: () => {
+        this.sort = { key: sortKey, direction: direction === 'ascending' ? 'descending' : 'ascending' };
+        this.renderTable();
+        this.table.querySelector<HTMLButtonElement>(`[data-testid="${column.sortTestId}"]`)?.focus();
+      },
+    });
+    return el('th', { scope: 'col', 'aria-sort': direction ?? 'none' }, [button]);
+  }
+
+  private bodyRow(row: StudyRow): HTMLTableRowElement {
+    const open = () => location.assign(studyRoute(row));
+    return el('tr', {
+      'data-testid': 'worklist-row', 'data-study-uid': row.studyUid, 'data-site': row.site,
+      tabindex: 0, class: 'study-row', title: 'Open the study (Enter)',
+    }, COLUMNS.map((column) => el('td', { class: column.numeric ? 'numeric' : undefined }, [column.cell(row)])), {
+      click: open,
+      keydown: (event) => {
+        if ((event as KeyboardEvent).key === 'Enter') open();
+      },
+    });
+  }
+}
+
+function formatDate(date: string, time: string): string {
+  const day = /^\d{8}$/.test(date) ? `${date.slice(0, 4)}-${date.slice(4, 6)}-${date.slice(6, 8)}` : date;
+  const clock = /^\d{4}/.test(time) ? ` ${time.slice(0, 2)}:${time.slice(2, 4)}` : '';
+  return day + clock;
+}
+
+function formatCount(count: number | null): string {
+  return count === null ? '' : String(count);
+}
+
+/** Returns the filters of this tab's last search: kept in sessionStorage, never in the URL. */
+function loadFilters(): WorklistFilters {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(FILTERS_KEY) ?? '{}') as Partial<WorklistFilters>;
+    const filters = { ...EMPTY_FILTERS };
+    for (const key of Object.keys(EMPTY_FILTERS) as (keyof WorklistFilters)[]) {
+      if (typeof saved[key] === 'string') filters[key] = saved[key];
+    }
+    return filters;
+  } catch {
+    return { ...EMPTY_FILTERS };
+  }
+}
+
+function saveFilters(filters: WorklistFilters): void {
+  sessionStorage.setItem(FILTERS_KEY, JSON.stringify(filters));
+}
