@@ -28,15 +28,18 @@ export function studiesOf(files) {
  */
 export async function setUp({ options = [], signer = null } = {}) {
   const folder = temporaryFolder('cirrus-viewer-e2e-');
-  const files = makeSeries(path.join(folder.path, 'files'), 'fixtures');
+  const files = await makeSeries(path.join(folder.path, 'files'), 'fixtures');
   let stack = null;
   let browser = null;
   try {
     stack = await startStack(path.join(folder.path, 'data'), { options });
-    storeFiles(stack, files);
+    await storeFiles(stack, files);
     await waitForStudies(stack, files, { signer });
     browser = await launchBrowser();
   } catch (error) {
+    // node --test's spec reporter does not print the error of a failed `before` hook of a
+    // suite, so it goes to stderr, which the reporter shows.
+    process.stderr.write(`setting up the local stack failed: ${error.stack}\n`);
     await stack?.stop();
     folder.remove();
     throw error;

@@ -38,11 +38,12 @@ export const STILL_CSS = `
  * compares it with the reference `name`.png; throws when they differ.
  */
 export async function expectScreenshot(page, locator, name, options = {}) {
-  await page.addStyleTag({ content: STILL_CSS });
   await page.mouse.move(0, 0);
   // Two animation frames, so that hover styles and canvases have been redrawn.
   await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
-  const png = await locator.screenshot({ animations: 'disabled', caret: 'hide' });
+  // Playwright applies `style` for the screenshot only, past the page's Content Security
+  // Policy, which rejects the style elements that page.addStyleTag would add.
+  const png = await locator.screenshot({ animations: 'disabled', caret: 'hide', style: STILL_CSS });
   return compareWithReference(png, name, options);
 }
 

@@ -1,7 +1,7 @@
 // The local stack under test: `cirrus dev` in a child process on free ports with its own data
 // folder, the test files sent to it with dcmtk's storescu, and a wait until QIDO finds them.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -62,7 +62,7 @@ export async function startStack(dataDir, { options = [], httpPort = 0 } = {}) {
   const args = [
     '-m', 'cirrus.cli', 'dev',
     '--http-port', String(httpPort), '--dicom-port', '0', '--gateway-workers', '1',
-    '--data-dir', dataDir, ...options,
+    '--data-dir', dataDir, '--viewer-dir', distDir, ...options,
   ];
   const child = spawn(pythonPath(), args, { env: pythonEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
   const lines = [];
@@ -98,7 +98,8 @@ export async function startStack(dataDir, { options = [], httpPort = 0 } = {}) {
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill('SIGINT');
-      const timeout = sleep(STOP_TIMEOUT_MS).then(() => 'timeout');
+      // An unreferenced timer, so that it does not keep the test process alive after the stop.
+      const timeout = sleep(STOP_TIMEOUT_MS, 'timeout', { ref: false });
       const result = await Promise.race([exited, timeout]);
       if (result === 'timeout') {
         child.kill('SIGKILL');
@@ -110,19 +111,37 @@ export async function startStack(dataDir, { options = [], httpPort = 0 } = {}) {
   };
 }
 
+/** Runs `command`; resolves with its exit code, its stdout, and stdout and stderr together.
+ * It does not block, so this process keeps reading the stack's output meanwhile: a full
+ * pipe would stall the stack. */
+function run(command, args, options) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let output = '';
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+      output += chunk;
+    });
+    child.stderr.on('data', (chunk) => (output += chunk));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, output }));
+  });
+}
+
 /** Writes the test files with viewer/e2e/make_series.py; returns the list it prints. */
-export function makeSeries(outDir, ...args) {
+export async function makeSeries(outDir, command, ...options) {
   const script = path.join(repoRoot, 'viewer', 'e2e', 'make_series.py');
-  const result = spawnSync(pythonPath(), [script, ...args, outDir], { env: pythonEnv(), encoding: 'utf8' });
-  if (result.status !== 0) {
-    throw new Error(`make_series.py ${args.join(' ')} failed (exit ${result.status}):\n${result.stderr}`);
+  const result = await run(pythonPath(), [script, command, outDir, ...options], { env: pythonEnv() });
+  if (result.code !== 0) {
+    throw new Error(`make_series.py ${command} failed (exit ${result.code}):\n${result.output}`);
   }
   return JSON.parse(result.stdout);
 }
 
 /** Sends `files` (make_series.py's list) to the stack's gateway with storescu, one
  * association per transfer syntax. */
-export function storeFiles(stack, files) {
+export async function storeFiles(stack, files) {
   const groups = new Map();
   for (const file of files) {
     const option = file.syntax_option ?? '';
@@ -130,13 +149,18 @@ export function storeFiles(stack, files) {
   }
   for (const [option, group] of groups) {
     const args = ['-aec', stack.aeTitle, '-R', ...(option ? [option] : []), stack.host, String(stack.dicomPort)];
-    const result = spawnSync('storescu', [...args, ...group.map((file) => file.path)], {
-      env: { ...process.env, TCP_NODELAY: '1' },
-      encoding: 'utf8',
-    });
-    if (result.error) throw new Error(`storescu could not run (${result.error.message}); install dcmtk`);
-    if (result.status !== 0) {
-      throw new Error(`storescu ${option} failed (exit ${result.status}) for ${group.length} files:\n${result.stderr}`);
+    const paths = group.map((file) => file.path);
+    let result;
+    try {
+      result = await run('storescu', [...args, ...paths], { env: { ...process.env, TCP_NODELAY: '1' } });
+    } catch (error) {
+      throw new Error(`storescu could not run (${error.message}); install dcmtk`);
+    }
+    if (result.code !== 0) {
+      const stackOutput = stack.lines.slice(-20).join('\n');
+      throw new Error(
+        `storescu ${option} failed (exit ${result.code}) for ${group.length} files:\n${result.output}\nthe stack's last output:\n${stackOutput}`,
+      );
     }
   }
 }
