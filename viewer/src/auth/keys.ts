@@ -1,6 +1,7 @@
 // The 'keys' mode: an access key id and secret typed by the user, kept in sessionStorage.
 
 import { SessionExpiredError } from '../contract';
+import { CredentialsRejectedError } from '../dicomweb';
 import { el, replaceChildren } from '../ui/dom';
 import { type AwsCredentials, signRequest } from './sigv4';
 import type { RequestSigner, Session } from './types';
@@ -87,7 +88,8 @@ function showSignInForm(
       } catch (error) {
         if (error instanceof SessionExpiredError) {
           storage.removeItem(KEYS_KEY);
-          message.textContent = `These keys were rejected: ${error.message}`;
+          const reason = error instanceof CredentialsRejectedError && error.reason ? error.reason : error.message;
+          message.textContent = `These keys were rejected: ${reason}.`;
           submit.disabled = false;
           secret.focus();
           return;
