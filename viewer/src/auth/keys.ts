@@ -4,7 +4,7 @@ import { SessionExpiredError } from '../contract';
 import { CredentialsRejectedError } from '../dicomweb';
 import { el, replaceChildren } from '../ui/dom';
 import { type AwsCredentials, signRequest } from './sigv4';
-import type { RequestSigner, Session } from './types';
+import { type RequestSigner, type Session, forgetSession } from './types';
 
 const KEYS_KEY = 'cirrus.keys';
 // The local stack's rule for access key ids (cirrus.local.sigv4); AWS keys follow it too.
@@ -42,7 +42,7 @@ export async function startKeysSession(
 ): Promise<Session> {
   if (!storedKeys(storage)) await showSignInForm(root, region, probe, storage);
   const signOut = () => {
-    storage.removeItem(KEYS_KEY);
+    forgetSession(storage);
     location.reload();
   };
   return {

@@ -7,6 +7,7 @@ import { EMPTY_FILTERS, FilterError, PAGE_SIZE, type WorklistFilters, studySearc
 import { type SortDirection, type SortKey, type StudyRow, sortRows, studyRow, studyRoute } from './rows';
 
 const FILTERS_KEY = 'cirrus.worklist.filters';
+const SORT_ARROWS = { ascending: ' ▲', descending: ' ▼', none: '' };
 
 interface Column {
   label: string;
@@ -188,10 +189,10 @@ class Worklist {
 
   private showWarnings(header: string | null): void {
     const texts = [...(header ?? '').matchAll(/\d{3} [^"]*"((?:[^"\\]|\\.)*)"/g)].map((match) => match[1].replace(/\\(.)/g, '$1'));
-    // A cut result is expected, because each search asks for one study more than a page.
-    const shown = texts.filter((text) => !text.startsWith('the result is cut'));
-    this.warnings.hidden = shown.length === 0;
-    this.warnings.textContent = shown.length ? `The server warns: ${shown.join(' ')}` : '';
+    // A cut result is expected, because each search requests one study more than a page.
+    const relevant = texts.filter((text) => !text.startsWith('the result is cut'));
+    this.warnings.hidden = relevant.length === 0;
+    this.warnings.textContent = relevant.length ? `The server warns: ${relevant.join(' ')}` : '';
   }
 
   private renderTable(): void {
@@ -208,7 +209,7 @@ class Worklist {
     const button = el('button', {
       type: 'button', class: 'sort', 'data-testid': column.sortTestId,
       title: 'Sorts the studies of this page only; the server returns them in its own order',
-    }, [column.label, el('span', { 'aria-hidden': 'true' }, [direction === 'ascending' ? ' ▲' : direction === 'descending' ? ' ▼' : ''])], {
+    }, [column.label, el('span', { 'aria-hidden': 'true' }, [SORT_ARROWS[direction ?? 'none']])], {
       click: () => {
         this.sort = { key: sortKey, direction: direction === 'ascending' ? 'descending' : 'ascending' };
         this.renderTable();
