@@ -49,7 +49,7 @@ async function startCognitoSession(config: CognitoConfig, root: HTMLElement): Pr
     const button = el('button', { type: 'button', class: 'primary', 'data-testid': 'sign-in' }, ['Sign in'], {
       click: () => void signIn(),
     });
-    replaceChildren(root, messagePanel('sign-in-screen', 'Sign in', 'Sign in with your organization account to open the worklist.', [button], 'status'));
+    replaceChildren(root, messagePanel('sign-in-screen', 'Sign in to Cirrus PACS', 'Sign in with your organization account to open the worklist.', [button], 'status'));
     button.focus();
     return new Promise<Session>(() => undefined);
   }

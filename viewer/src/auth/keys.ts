@@ -100,7 +100,7 @@ function showSignInForm(
     };
 
     const form = el('form', { class: 'panel sign-in', 'data-testid': 'sign-in', 'aria-describedby': 'sign-in-message' }, [
-      el('h1', {}, ['Sign in']),
+      el('h1', {}, ['Sign in to Cirrus PACS']),
       el('p', {}, ['Enter the access key id and secret that your administrator gave you. They are kept in this browser tab only.']),
       el('label', { for: 'sign-in-access-key' }, ['Access key id']),
       accessKey,

@@ -223,13 +223,29 @@ class Worklist {
     const open = () => location.assign(studyRoute(row));
     return el('tr', {
       'data-testid': 'worklist-row', 'data-study-uid': row.studyUid, 'data-site': row.site,
-      tabindex: 0, class: 'study-row', title: 'Open the study (Enter)',
+      tabindex: 0, class: 'study-row', title: 'Open the study (Enter); Up and Down move between studies',
     }, COLUMNS.map((column) => el('td', { class: column.numeric ? 'numeric' : undefined }, [column.cell(row)])), {
       click: open,
-      keydown: (event) => {
-        if ((event as KeyboardEvent).key === 'Enter') open();
-      },
+      keydown: (event) => onRowKey(event as KeyboardEvent, open),
     });
+  }
+}
+
+/** Opens the row on Enter, and moves the focus to another row with the arrow keys, Home
+ * and End. */
+function onRowKey(event: KeyboardEvent, open: () => void): void {
+  const row = event.currentTarget as HTMLTableRowElement;
+  const targets: Record<string, Element | null | undefined> = {
+    ArrowDown: row.nextElementSibling,
+    ArrowUp: row.previousElementSibling,
+    Home: row.parentElement?.firstElementChild,
+    End: row.parentElement?.lastElementChild,
+  };
+  if (event.key === 'Enter') {
+    open();
+  } else if (event.key in targets) {
+    event.preventDefault();
+    (targets[event.key] as HTMLElement | null | undefined)?.focus();
   }
 }
 
