@@ -170,7 +170,7 @@ class Worklist {
     this.next.disabled = true;
     this.pageText.textContent = '';
     if (error instanceof SessionExpiredError) {
-      // The app shows the session-expired screen; nothing here can be retried before.
+      // The app shows the session-expired screen, and a retry would fail until a new sign-in.
       this.showStatus(null);
       return;
     }
