@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import type { RequestSigner } from './auth/types';
 import { RequestError, SessionExpiredError } from './contract';
-import { CredentialsRejectedError, HttpDicomwebClient, dicomNumber, dicomString, dicomStrings, formatPersonName, personName } from './dicomweb';
+import { CredentialsRejectedError, HttpDicomwebClient, warningTexts, dicomNumber, dicomString, dicomStrings, formatPersonName, personName } from './dicomweb';
 
 const ORIGIN = 'http://127.0.0.1:8080';
 
@@ -168,5 +168,15 @@ describe('DICOM JSON readers', () => {
     expect(formatPersonName('Doe^Jane')).toBe('Doe, Jane');
     expect(formatPersonName('Doe')).toBe('Doe');
     expect(formatPersonName('')).toBe('');
+  });
+});
+
+describe('warningTexts', () => {
+  it('reads several fields', () => {
+    const header = '299 cirrus: "the result is cut, ask again", 299 cirrus: "unknown parameter \\"Foo\\" ignored"';
+    expect(warningTexts(header)).toEqual(['the result is cut, ask again', 'unknown parameter "Foo" ignored']);
+  });
+  it('is empty without a header', () => {
+    expect(warningTexts(null)).toEqual([]);
   });
 });

@@ -115,6 +115,16 @@ async function reasonOf(response: Response): Promise<string> {
   return '';
 }
 
+/** Returns the texts of a Warning header (RFC 7234 5.5), such as `299 host: "the result is
+ * cut"`, in order. Several fields may arrive joined by commas. */
+export function warningTexts(header: string | null): string[] {
+  const texts: string[] = [];
+  for (const match of (header ?? '').matchAll(/\d{3} [^"]*"((?:[^"\\]|\\.)*)"/g)) {
+    texts.push(match[1].replace(/\\(.)/g, '$1'));
+  }
+  return texts;
+}
+
 function isAbort(error: unknown): boolean {
   return error instanceof DOMException && error.name === 'AbortError';
 }

@@ -1,7 +1,7 @@
 // The worklist: a study search form, a sortable table of one page of studies, and paging.
 
 import { type DicomJson, type DicomwebClient, RequestError, SessionExpiredError } from '../contract';
-import { formatPersonName } from '../dicomweb';
+import { formatPersonName, warningTexts } from '../dicomweb';
 import { el, messagePanel, replaceChildren } from '../ui/dom';
 import { EMPTY_FILTERS, FilterError, PAGE_SIZE, type WorklistFilters, studySearchPath } from './query';
 import { type SortDirection, type SortKey, type StudyRow, sortRows, studyRow, studyRoute } from './rows';
@@ -188,7 +188,7 @@ class Worklist {
   }
 
   private showWarnings(header: string | null): void {
-    const texts = [...(header ?? '').matchAll(/\d{3} [^"]*"((?:[^"\\]|\\.)*)"/g)].map((match) => match[1].replace(/\\(.)/g, '$1'));
+    const texts = warningTexts(header);
     // A cut result is expected, because each search requests one study more than a page.
     const relevant = texts.filter((text) => !text.startsWith('the result is cut'));
     this.warnings.hidden = relevant.length === 0;
