@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import type { RequestSigner } from './auth/types';
 import { RequestError, SessionExpiredError } from './contract';
-import { HttpDicomwebClient, dicomNumber, dicomString, dicomStrings, formatPersonName, personName } from './dicomweb';
+import { CredentialsRejectedError, HttpDicomwebClient, warningTexts, dicomNumber, dicomString, dicomStrings, formatPersonName, personName } from './dicomweb';
 
 const ORIGIN = 'http://127.0.0.1:8080';
 
@@ -62,7 +62,7 @@ describe('HttpDicomwebClient', () => {
   it('maps a rejected local signature to SessionExpiredError', async () => {
     const error = await failure(Response.json({ error: 'access denied: the signature does not match the request' }, { status: 403 }));
     expect(error).toBeInstanceOf(SessionExpiredError);
-    expect((error as Error).message).toContain('the signature does not match the request');
+    expect((error as CredentialsRejectedError).reason).toBe('access denied: the signature does not match the request');
   });
 
   it.each([
@@ -90,7 +90,7 @@ describe('HttpDicomwebClient', () => {
     expect(error).toBeInstanceOf(RequestError);
     expect(error).not.toBeInstanceOf(SessionExpiredError);
     expect((error as RequestError).status).toBe(403);
-    expect((error as Error).message).toContain('no grant for query');
+    expect((error as Error).message).toBe('Access denied: this caller has no grant for query on any site. Ask your administrator for access.');
   });
 
   it('uses the server error message', async () => {
@@ -168,5 +168,15 @@ describe('DICOM JSON readers', () => {
     expect(formatPersonName('Doe^Jane')).toBe('Doe, Jane');
     expect(formatPersonName('Doe')).toBe('Doe');
     expect(formatPersonName('')).toBe('');
+  });
+});
+
+describe('warningTexts', () => {
+  it('reads several fields', () => {
+    const header = '299 cirrus: "the result is cut, ask again", 299 cirrus: "unknown parameter \\"Foo\\" ignored"';
+    expect(warningTexts(header)).toEqual(['the result is cut, ask again', 'unknown parameter "Foo" ignored']);
+  });
+  it('is empty without a header', () => {
+    expect(warningTexts(null)).toEqual([]);
   });
 });

@@ -21,6 +21,14 @@ const CREDENTIAL_ERROR_MESSAGES =
   /expired|signature|security token|not signed|X-Amz-Date|access key \S+ is unknown|credential scope|Authorization header|signed headers/i;
 const GRANT_DENIAL = /no grant/i;
 
+/** A SessionExpiredError for a response that rejected the credentials, with the server's
+ * reason, such as "access denied: the signature does not match the request". */
+export class CredentialsRejectedError extends SessionExpiredError {
+  constructor(readonly reason: string) {
+    super(`Your session has expired or its credentials were rejected${reason ? ` (${reason})` : ''}. Sign in again.`);
+  }
+}
+
 export class HttpDicomwebClient implements DicomwebClient {
   readonly baseUrl: string;
   private readonly fetchImpl: typeof fetch;
@@ -82,12 +90,10 @@ export async function errorOf(response: Response): Promise<Error> {
     (response.status === 403 &&
       !GRANT_DENIAL.test(reason) &&
       (CREDENTIAL_ERROR_TYPES.test(errorType) || CREDENTIAL_ERROR_MESSAGES.test(reason)));
-  if (rejectedCredentials) {
-    const detail = reason ? ` The server replied: ${reason}.` : '';
-    return new SessionExpiredError(`Your session has expired or its credentials were rejected.${detail} Sign in again.`);
-  }
+  if (rejectedCredentials) return new CredentialsRejectedError(reason);
   if (response.status === 403) {
-    return new RequestError(403, `Access denied: your account has no permission for this request${reason ? ` (${reason})` : ''}.`);
+    const detail = reason.replace(/^access denied:\s*/i, '') || 'the server refused this request';
+    return new RequestError(403, `Access denied: ${detail}. Ask your administrator for access.`);
   }
   const statusText = `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}`;
   return new RequestError(response.status, reason ? `${reason} (${statusText})` : `The request failed with ${statusText}.`);
@@ -107,6 +113,16 @@ async function reasonOf(response: Response): Promise<string> {
     if (typeof record[key] === 'string') return record[key];
   }
   return '';
+}
+
+/** Returns the texts of a Warning header (RFC 7234 5.5), such as `299 host: "the result is
+ * cut"`, in order. Several fields may arrive joined by commas. */
+export function warningTexts(header: string | null): string[] {
+  const texts: string[] = [];
+  for (const match of (header ?? '').matchAll(/\d{3} [^"]*"((?:[^"\\]|\\.)*)"/g)) {
+    texts.push(match[1].replace(/\\(.)/g, '$1'));
+  }
+  return texts;
 }
 
 function isAbort(error: unknown): boolean {

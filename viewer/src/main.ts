@@ -53,6 +53,11 @@ class Shell {
     replaceChildren(this.root, el('a', { class: 'skip-link', href: '#view' }, ['Skip to content']), this.header(), this.view);
     window.addEventListener('hashchange', () => void this.render());
     void this.render();
+    // Loads the study view's module once the page is idle, so that opening a study does not
+    // wait for the imaging libraries. A failure here is reported when a study opens.
+    const prefetch = () => void loadStudyView().catch(() => undefined);
+    if ('requestIdleCallback' in window) requestIdleCallback(prefetch, { timeout: 5000 });
+    else setTimeout(prefetch, 1000);
   }
 
   showSessionExpired(error: SessionExpiredError): void {
@@ -98,12 +103,10 @@ class Shell {
   }
 
   private async mountStudy(route: Extract<Route, { kind: 'study' }>): Promise<void> {
-    performance.mark('cirrus:study-open');
     const hash = location.hash;
     let mountStudyView: MountStudyView;
     try {
-      // Loaded on demand, so that the worklist starts without the imaging libraries.
-      ({ mountStudyView } = await import('./study/index'));
+      ({ mountStudyView } = await loadStudyView());
     } catch (error) {
       const retry = el('button', { type: 'button', 'data-testid': 'study-retry' }, ['Retry'], { click: () => location.reload() });
       replaceChildren(this.view, messagePanel('study-error', 'The study view could not be loaded', messageOf(error, ''), [retry]));
@@ -118,6 +121,18 @@ class Shell {
       onClose: () => location.assign('#/'),
     });
   }
+}
+
+let studyViewModule: Promise<typeof import('./study/index')> | null = null;
+
+/** Imports the study view's module, which bundles the imaging libraries, at most once. A
+ * failed import is tried again on the next call. */
+function loadStudyView(): Promise<typeof import('./study/index')> {
+  studyViewModule ??= import('./study/index').catch((error: unknown) => {
+    studyViewModule = null;
+    throw error;
+  });
+  return studyViewModule;
 }
 
 function showFatal(root: HTMLElement, title: string, message: string, signIn = false): void {

@@ -3,13 +3,14 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it, vi } from 'vitest';
 import { SessionExpiredError } from '../contract';
 import { type CognitoConfig, CognitoTokens, SignInError, TOKEN_RENEWAL_MARGIN_MS } from './cognito';
+import { forgetSession } from './types';
 
 const CONFIG: CognitoConfig = {
   mode: 'cognito',
   region: 'eu-west-1',
   userPoolId: 'eu-west-1_Pool',
   clientId: 'client123',
-  // A reserved name (RFC 2606): the mocks below answer every request, so none leaves the test.
+  // A reserved name (RFC 2606). The mocks below fulfil every request, so none leaves the test.
   domain: 'https://auth.example.test',
   identityPoolId: 'eu-west-1:pool',
 };
@@ -154,5 +155,18 @@ describe('CognitoTokens', () => {
     expect(tokens.logoutUrl(REDIRECT)).toBe(
       'https://auth.example.test/logout?client_id=client123&logout_uri=http%3A%2F%2F127.0.0.1%3A8080%2F',
     );
+  });
+});
+
+describe('forgetSession', () => {
+  it('removes the viewer keys only', async () => {
+    const context = setup([Response.json({ id_token: jwt({ exp: 1_700_003_600 }), refresh_token: 'refresh-1' })]);
+    await signIn(context);
+    context.storage.setItem('cirrus.worklist.filters', '{"patientName":"doe"}');
+    context.storage.setItem('other.app', 'kept');
+    forgetSession(context.storage);
+    expect(context.tokens.current).toBeNull();
+    expect(context.storage.getItem('cirrus.worklist.filters')).toBeNull();
+    expect(context.storage.getItem('other.app')).toBe('kept');
   });
 });

@@ -127,10 +127,6 @@ export class CognitoTokens {
     return `${this.config.domain}/logout?${query}`;
   }
 
-  clear(): void {
-    for (const key of [TOKENS_KEY, STATE_KEY, VERIFIER_KEY, RETURN_KEY]) this.env.storage.removeItem(key);
-  }
-
   private async refresh(tokens: StoredTokens): Promise<StoredTokens> {
     if (!tokens.refreshToken) throw new SessionExpiredError();
     const renewed = await this.tokenRequest({

@@ -4,7 +4,7 @@ import { CREDENTIALS_RENEWAL_MARGIN_MS, IdentityPoolCredentials } from './identi
 
 const HOUR_MS = 3600 * 1000;
 
-/** A mock of the Cognito Identity API: never a request to a real host. Each
+/** Mocks the Cognito Identity API, so no request reaches a real host. Each
  * GetCredentialsForIdentity issues new keys that expire an hour after the mock clock. */
 function identityApi(clock: { now: number }) {
   let issued = 0;

@@ -6,7 +6,7 @@ import { type CognitoConfig, CognitoTokens } from './cognito';
 import { IdentityPoolCredentials } from './identity';
 import { startKeysSession } from './keys';
 import { signRequest } from './sigv4';
-import { type RequestSigner, type Session, unsignedSigner } from './types';
+import { type RequestSigner, type Session, forgetSession, unsignedSigner } from './types';
 
 export type { RequestSigner, Session } from './types';
 
@@ -49,7 +49,7 @@ async function startCognitoSession(config: CognitoConfig, root: HTMLElement): Pr
     const button = el('button', { type: 'button', class: 'primary', 'data-testid': 'sign-in' }, ['Sign in'], {
       click: () => void signIn(),
     });
-    replaceChildren(root, messagePanel('sign-in-screen', 'Sign in', 'Sign in with your organization account to open the worklist.', [button], 'status'));
+    replaceChildren(root, messagePanel('sign-in-screen', 'Sign in to Cirrus PACS', 'Sign in with your organization account to open the worklist.', [button], 'status'));
     button.focus();
     return new Promise<Session>(() => undefined);
   }
@@ -67,12 +67,12 @@ async function startCognitoSession(config: CognitoConfig, root: HTMLElement): Pr
     signer: { sign: async (url, init) => signRequest(url, init, await identity.credentials(), config.region) },
     canSignOut: true,
     signOut() {
-      tokens.clear();
+      forgetSession(sessionStorage);
       identity.clear();
       location.assign(tokens.logoutUrl(redirectUri));
     },
     signInAgain() {
-      tokens.clear();
+      forgetSession(sessionStorage);
       identity.clear();
       void signIn();
     },

@@ -1,9 +1,10 @@
 // The 'keys' mode: an access key id and secret typed by the user, kept in sessionStorage.
 
 import { SessionExpiredError } from '../contract';
+import { CredentialsRejectedError } from '../dicomweb';
 import { el, replaceChildren } from '../ui/dom';
 import { type AwsCredentials, signRequest } from './sigv4';
-import type { RequestSigner, Session } from './types';
+import { type RequestSigner, type Session, forgetSession } from './types';
 
 const KEYS_KEY = 'cirrus.keys';
 // The local stack's rule for access key ids (cirrus.local.sigv4); AWS keys follow it too.
@@ -41,7 +42,7 @@ export async function startKeysSession(
 ): Promise<Session> {
   if (!storedKeys(storage)) await showSignInForm(root, region, probe, storage);
   const signOut = () => {
-    storage.removeItem(KEYS_KEY);
+    forgetSession(storage);
     location.reload();
   };
   return {
@@ -87,7 +88,8 @@ function showSignInForm(
       } catch (error) {
         if (error instanceof SessionExpiredError) {
           storage.removeItem(KEYS_KEY);
-          message.textContent = `These keys were rejected: ${error.message}`;
+          const reason = error instanceof CredentialsRejectedError && error.reason ? error.reason : error.message;
+          message.textContent = `These keys were rejected: ${reason}.`;
           submit.disabled = false;
           secret.focus();
           return;
@@ -98,7 +100,7 @@ function showSignInForm(
     };
 
     const form = el('form', { class: 'panel sign-in', 'data-testid': 'sign-in', 'aria-describedby': 'sign-in-message' }, [
-      el('h1', {}, ['Sign in']),
+      el('h1', {}, ['Sign in to Cirrus PACS']),
       el('p', {}, ['Enter the access key id and secret that your administrator gave you. They are kept in this browser tab only.']),
       el('label', { for: 'sign-in-access-key' }, ['Access key id']),
       accessKey,

@@ -9,10 +9,10 @@ const DATETIME = '20240102T030405Z';
 /** Computes a SigV4 signature from the spec's steps, independently of aws4fetch. */
 function expectedSignature(method: string, url: URL, headers: Record<string, string>, secret: string, region: string): string {
   const encode = (text: string) => encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  // SigV4 sorts the encoded parameters by name, then by value.
   const query = [...url.searchParams]
-    .map(([name, value]) => [encode(name), encode(value)])
-    .sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : 1))
-    .map(([name, value]) => `${name}=${value}`)
+    .map(([name, value]) => `${encode(name)}=${encode(value)}`)
+    .sort()
     .join('&');
   const names = Object.keys(headers).sort();
   const canonical = [

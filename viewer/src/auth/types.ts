@@ -1,4 +1,4 @@
-// What the rest of the viewer sees of a signed-in session, whatever the auth mode.
+// The session interface that the rest of the viewer uses, the same for every auth mode.
 
 /** Adds the credentials of the session to a request, or leaves it as it is. */
 export interface RequestSigner {
@@ -23,3 +23,12 @@ export interface Session {
 export const unsignedSigner: RequestSigner = {
   sign: async (_url, init) => init,
 };
+
+/** Removes everything the viewer keeps in `storage` (keys starting with "cirrus."): the
+ * credentials or tokens, and the worklist's filters, which may name a patient. */
+export function forgetSession(storage: Storage): void {
+  const keys = Array.from({ length: storage.length }, (_, index) => storage.key(index));
+  for (const key of keys) {
+    if (key?.startsWith('cirrus.')) storage.removeItem(key);
+  }
+}

@@ -84,7 +84,7 @@ export function modalitiesKey(typed: string): string {
     .join(',');
 }
 
-/** Returns the path and query of one page (0-based) of a study search. It asks for one study
+/** Returns the path and query of one page (0-based) of a study search. It requests one study
  * more than a page, so that the caller knows whether a next page exists. */
 export function studySearchPath(filters: WorklistFilters, page: number): string {
   const params = new URLSearchParams();

@@ -1,12 +1,13 @@
 // The worklist: a study search form, a sortable table of one page of studies, and paging.
 
 import { type DicomJson, type DicomwebClient, RequestError, SessionExpiredError } from '../contract';
-import { formatPersonName } from '../dicomweb';
+import { formatPersonName, warningTexts } from '../dicomweb';
 import { el, messagePanel, replaceChildren } from '../ui/dom';
 import { EMPTY_FILTERS, FilterError, PAGE_SIZE, type WorklistFilters, studySearchPath } from './query';
 import { type SortDirection, type SortKey, type StudyRow, sortRows, studyRow, studyRoute } from './rows';
 
 const FILTERS_KEY = 'cirrus.worklist.filters';
+const SORT_ARROWS = { ascending: ' ▲', descending: ' ▼', none: '' };
 
 interface Column {
   label: string;
@@ -169,7 +170,7 @@ class Worklist {
     this.next.disabled = true;
     this.pageText.textContent = '';
     if (error instanceof SessionExpiredError) {
-      // The app shows the session-expired screen; nothing here can be retried before.
+      // The app shows the session-expired screen, and a retry would fail until a new sign-in.
       this.showStatus(null);
       return;
     }
@@ -187,11 +188,11 @@ class Worklist {
   }
 
   private showWarnings(header: string | null): void {
-    const texts = [...(header ?? '').matchAll(/\d{3} [^"]*"((?:[^"\\]|\\.)*)"/g)].map((match) => match[1].replace(/\\(.)/g, '$1'));
-    // A cut result is expected, because each search asks for one study more than a page.
-    const shown = texts.filter((text) => !text.startsWith('the result is cut'));
-    this.warnings.hidden = shown.length === 0;
-    this.warnings.textContent = shown.length ? `The server warns: ${shown.join(' ')}` : '';
+    const texts = warningTexts(header);
+    // A cut result is expected, because each search requests one study more than a page.
+    const relevant = texts.filter((text) => !text.startsWith('the result is cut'));
+    this.warnings.hidden = relevant.length === 0;
+    this.warnings.textContent = relevant.length ? `The server warns: ${relevant.join(' ')}` : '';
   }
 
   private renderTable(): void {
@@ -208,7 +209,7 @@ class Worklist {
     const button = el('button', {
       type: 'button', class: 'sort', 'data-testid': column.sortTestId,
       title: 'Sorts the studies of this page only; the server returns them in its own order',
-    }, [column.label, el('span', { 'aria-hidden': 'true' }, [direction === 'ascending' ? ' ▲' : direction === 'descending' ? ' ▼' : ''])], {
+    }, [column.label, el('span', { 'aria-hidden': 'true' }, [SORT_ARROWS[direction ?? 'none']])], {
       click: () => {
         this.sort = { key: sortKey, direction: direction === 'ascending' ? 'descending' : 'ascending' };
         this.renderTable();
@@ -222,13 +223,29 @@ class Worklist {
     const open = () => location.assign(studyRoute(row));
     return el('tr', {
       'data-testid': 'worklist-row', 'data-study-uid': row.studyUid, 'data-site': row.site,
-      tabindex: 0, class: 'study-row', title: 'Open the study (Enter)',
+      tabindex: 0, class: 'study-row', title: 'Open the study (Enter); Up and Down move between studies',
     }, COLUMNS.map((column) => el('td', { class: column.numeric ? 'numeric' : undefined }, [column.cell(row)])), {
       click: open,
-      keydown: (event) => {
-        if ((event as KeyboardEvent).key === 'Enter') open();
-      },
+      keydown: (event) => onRowKey(event as KeyboardEvent, open),
     });
+  }
+}
+
+/** Opens the row on Enter, and moves the focus to another row with the arrow keys, Home
+ * and End. */
+function onRowKey(event: KeyboardEvent, open: () => void): void {
+  const row = event.currentTarget as HTMLTableRowElement;
+  const targets: Record<string, Element | null | undefined> = {
+    ArrowDown: row.nextElementSibling,
+    ArrowUp: row.previousElementSibling,
+    Home: row.parentElement?.firstElementChild,
+    End: row.parentElement?.lastElementChild,
+  };
+  if (event.key === 'Enter') {
+    open();
+  } else if (event.key in targets) {
+    event.preventDefault();
+    (targets[event.key] as HTMLElement | null | undefined)?.focus();
   }
 }
 
