@@ -91,6 +91,7 @@ class CirrusStack(Stack):
         CfnOutput(self, "GatewayTlsSecretArn", value=self.gateway.tls_secret.secret_arn)
         CfnOutput(self, "ViewerBucketName", value=self.viewer.bucket.bucket_name)
         CfnOutput(self, "ViewerDomainName", value=self.viewer.distribution.distribution_domain_name)
+        CfnOutput(self, "ViewerUrl", value=f"{self.viewer.url}/")
         CfnOutput(self, "ViewerUserPoolId", value=self.viewer.user_pool.user_pool_id)
         CfnOutput(self, "ViewerClientId", value=self.viewer.client.user_pool_client_id)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)

@@ -14,15 +14,19 @@ grants that role query and retrieve on the group's sites (``access_grants``), so
 user can read follows from their group, as for any other principal of ``cirrus.access``.
 
 The viewer's files go to a private S3 bucket that only the CloudFront distribution reads,
-through origin access control. Nothing is deployed into the bucket yet.
+through origin access control. The stack deploys the viewer's build folder (viewer/dist, or
+the ``viewer-dist`` context value) into it, with a generated ``config.json`` that names the
+DICOMweb API, the user pool, its client and hosted UI, and the identity pool.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_apigateway as apigateway
@@ -32,12 +36,16 @@ from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_cognito_identitypool as identitypool
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
 from cirrus.config import DEFAULT_SITE, ResourceNames
 from cirrus.storage.keys import validate_site
 from cirrus.viewer_headers import content_security_policy
+from cirrus_infra.lambdas import encrypted_log_group
 from cirrus_infra.storage import Storage
 
 # Context keys: `cdk synth -c sites=north,south`, and a custom domain for the viewer with
@@ -46,6 +54,24 @@ SITES_CONTEXT_KEY: Final = "sites"
 VIEWER_GROUPS_CONTEXT_KEY: Final = "viewer-groups"
 DOMAIN_NAME_CONTEXT_KEY: Final = "viewer-domain-name"
 CERTIFICATE_CONTEXT_KEY: Final = "viewer-certificate-arn"
+# The viewer's build folder, relative to the repository root or absolute; default viewer/dist.
+DIST_CONTEXT_KEY: Final = "viewer-dist"
+
+REPOSITORY: Final = Path(__file__).resolve().parents[2]
+DEFAULT_DIST: Final = "viewer/dist"
+VIEWER_BUILD_COMMAND: Final = "cd viewer && npm ci && npm run build"
+# Vite writes content-hashed file names under assets/, so browsers and CloudFront may keep
+# those files for a year. Every other file is revalidated at each use.
+ASSETS_FOLDER: Final = "assets"
+ASSETS_MAX_AGE: Final = Duration.days(365)
+# The paths whose cached copies CloudFront drops after each deployment: the files whose names
+# stay the same from one build to the next. "/" is cached apart from "/index.html".
+INVALIDATED_PATHS: Final = ("/", "/index.html", "/config.json")
+CONFIG_FILE: Final = "config.json"
+# Memory of the deployment function: the AWS CLI syncs a few megabytes of files.
+DEPLOYMENT_MEMORY_MIB: Final = 512
+# The prefix of the construct id of the function that aws_s3_deployment creates once per stack.
+DEPLOYMENT_FUNCTION_ID_PREFIX: Final = "Custom::CDKBucketDeployment"
 
 # Cognito group of the viewer users of one site: "site-" and the site id.
 SITE_GROUP_PREFIX: Final = "site-"
@@ -149,6 +175,24 @@ class CustomDomain:
         return cls(str(domain_name), str(certificate_arn))
 
 
+def read_dist(value: object) -> Path:
+    """Return the viewer's build folder of the ``viewer-dist`` context value.
+
+    Raises ``ValueError`` when the folder has no index.html, which means that the viewer has
+    not been built.
+    """
+    folder = Path(str(value) if value else DEFAULT_DIST)
+    if not folder.is_absolute():
+        folder = REPOSITORY / folder
+    if not (folder / "index.html").is_file():
+        raise ValueError(
+            f"the viewer's build folder {folder} has no index.html; build the viewer with "
+            f"'{VIEWER_BUILD_COMMAND}' (scripts/dev does it too), or name a build folder with "
+            f"-c {DIST_CONTEXT_KEY}=DIR"
+        )
+    return folder
+
+
 class Viewer(Construct):
     """User pool, site groups and browser client, and the viewer's bucket and distribution."""
 
@@ -201,6 +245,10 @@ class Viewer(Construct):
             )
             for group, sites in self.group_sites.items()
         }
+        self.config = self._viewer_config(api)
+        self.deployments = self._deploy_files(
+            read_dist(self.node.try_get_context(DIST_CONTEXT_KEY)), storage
+        )
 
     def access_grants(self) -> dict[str, dict[str, list[str]]]:
         """Return the grants of the groups' roles, as principals of a ``cirrus.access`` document.
@@ -291,6 +339,178 @@ class Viewer(Construct):
             },
         )
         return role
+
+    # The viewer's files
+
+    def _viewer_config(self, api: apigateway.RestApi) -> dict[str, Any]:
+        """Return the viewer's ``config.json`` (``ViewerConfig`` in viewer/src/contract.ts).
+
+        The values are tokens, which the deployment resolves when it writes the file.
+        """
+        stack = Stack.of(self)
+        stage = api.deployment_stage.stage_name
+        return {
+            # The stage URL without the trailing slash of ``api.url``.
+            "dicomweb": f"https://{api.rest_api_id}.execute-api.{stack.region}."
+            f"{stack.url_suffix}/{stage}",
+            "auth": {
+                "mode": "cognito",
+                "region": stack.region,
+                "userPoolId": self.user_pool.user_pool_id,
+                "clientId": self.client.user_pool_client_id,
+                "domain": self.user_pool_domain.base_url(),
+                "identityPoolId": self.identity_pool.identity_pool_id,
+            },
+        }
+
+    def _deploy_files(self, dist: Path, storage: Storage) -> tuple[s3deploy.BucketDeployment, ...]:
+        """Deploy the build folder and ``config.json`` into the bucket, in two deployments.
+
+        S3 takes one Cache-Control per deployment. The hashed assets are kept for a year, and
+        old ones are not pruned, so that a page loaded before a deployment can still load the
+        chunks and codecs of its build. The other files are pruned, revalidated at each use,
+        and dropped from CloudFront's caches after each deployment. The deployment function
+        sets each Content-Type from the file name with Python's mimetypes, which maps .wasm to
+        application/wasm in Python 3.11 and later (the function runs Python 3.13).
+        """
+        log_group = encrypted_log_group(self, "DeploymentLogs", storage.key)
+        self.site_files = site_files = s3_assets.Asset(
+            self, "SiteFiles", path=str(dist), exclude=[f"{ASSETS_FOLDER}/**", CONFIG_FILE]
+        )
+        self.asset_files = asset_files = (
+            s3_assets.Asset(self, "AssetFiles", path=str(dist / ASSETS_FOLDER))
+            if (dist / ASSETS_FOLDER).is_dir()
+            else None
+        )
+        role = self._deployment_role(log_group, site_files.bucket)
+        common: dict[str, Any] = {
+            "destination_bucket": self.bucket,
+            "log_group": log_group,
+            "role": role,
+            "memory_limit": DEPLOYMENT_MEMORY_MIB,
+        }
+        deployments = []
+        if asset_files is not None:
+            deployments.append(
+                s3deploy.BucketDeployment(
+                    self,
+                    "DeployAssets",
+                    sources=[s3deploy.Source.bucket(asset_files.bucket, asset_files.s3_object_key)],
+                    destination_key_prefix=f"{ASSETS_FOLDER}/",
+                    prune=False,
+                    cache_control=[
+                        s3deploy.CacheControl.set_public(),
+                        s3deploy.CacheControl.max_age(ASSETS_MAX_AGE),
+                        s3deploy.CacheControl.immutable(),
+                    ],
+                    **common,
+                )
+            )
+        site = s3deploy.BucketDeployment(
+            self,
+            "DeploySite",
+            sources=[
+                s3deploy.Source.bucket(site_files.bucket, site_files.s3_object_key),
+                s3deploy.Source.json_data(CONFIG_FILE, self.config),
+            ],
+            # Neither uploads nor prunes assets/, which the deployment above owns.
+            exclude=[f"{ASSETS_FOLDER}/*"],
+            prune=True,
+            cache_control=[s3deploy.CacheControl.no_cache()],
+            distribution=self.distribution,
+            distribution_paths=list(INVALIDATED_PATHS),
+            **common,
+        )
+        # index.html names the assets of its build, so they must be in the bucket first.
+        for deployment in deployments:
+            site.node.add_dependency(deployment)
+        deployments.append(site)
+        self._acknowledge_deployment_function()
+        return tuple(deployments)
+
+    def _acknowledge_deployment_function(self) -> None:
+        """Acknowledge the findings on the function that CDK creates once per stack for every
+        bucket deployment, at the stack's root."""
+        stack = Stack.of(self)
+        [function] = [
+            child
+            for child in stack.node.children
+            if child.node.id.startswith(DEPLOYMENT_FUNCTION_ID_PREFIX)
+        ]
+        _acknowledge(
+            function,
+            {
+                "AwsSolutions-L1": "CDK sets the runtime of its bucket deployment function, "
+                "Python 3.13 in aws-cdk-lib 2.275.",
+                "HIPAA.Security-LambdaInsideVPC": "The function calls the CloudFront API to "
+                "invalidate the distribution, which has no VPC endpoint, and the VPC has no "
+                "internet access. It handles only the viewer's static files, without PHI.",
+                "HIPAA.Security-LambdaDLQ": "CloudFormation invokes the function during "
+                "deployments and receives its result; a failure fails the deployment.",
+                "HIPAA.Security-LambdaConcurrency": "Only CloudFormation invokes the function, "
+                "once per bucket deployment of a stack update.",
+            },
+        )
+
+    def _deployment_role(self, log_group: logs.ILogGroup, sources: s3.IBucket) -> iam.IRole:
+        """Create the role of the deployment function, with one managed policy.
+
+        The function reads the source archives from the CDK assets bucket (``sources``), syncs
+        them into the viewer bucket with the AWS CLI, reads the bucket's tags, and invalidates
+        the distribution. The role takes no policy that CDK would add to it.
+        """
+        policy = iam.ManagedPolicy(
+            self,
+            "DeploymentPolicy",
+            description="Deploys the viewer's files into the viewer bucket",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[log_group.log_group_arn],
+                ),
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"], resources=[sources.arn_for_objects("*")]
+                ),
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket", "s3:GetBucketTagging"],
+                    resources=[self.bucket.bucket_arn],
+                ),
+                iam.PolicyStatement(
+                    actions=[
+                        "s3:GetObject",
+                        "s3:PutObject",
+                        "s3:DeleteObject",
+                        "s3:AbortMultipartUpload",
+                    ],
+                    resources=[self.bucket.arn_for_objects("*")],
+                ),
+                iam.PolicyStatement(
+                    actions=["cloudfront:CreateInvalidation", "cloudfront:GetInvalidation"],
+                    resources=[self.distribution.distribution_arn],
+                ),
+            ],
+        )
+        role = iam.Role(
+            self,
+            "DeploymentRole",
+            description="Deploys the viewer's files into the viewer bucket",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            managed_policies=[policy],
+        )
+        _acknowledge(
+            policy,
+            {
+                f"AwsSolutions-IAM5[Resource::{_nag_bucket_arn(sources)}/*]": (
+                    "The deployment reads source archives whose keys are content hashes, and "
+                    "CDK does not expose the key of the generated config.json."
+                ),
+                f"AwsSolutions-IAM5[Resource::{_nag_bucket_arn(self.bucket)}/*]": (
+                    "The deployment writes and prunes the viewer's files, whose names change "
+                    "with each build. The bucket holds only those files."
+                ),
+            },
+        )
+        return role.without_policy_updates()
 
     # Cognito
 
@@ -600,6 +820,17 @@ class Viewer(Construct):
             f"https://cognito-identity.{region}.{suffix}",
         ]
         return content_security_policy(connect, upgrade_insecure_requests=True)
+
+
+def _nag_bucket_arn(bucket: s3.IBucket) -> str:
+    """Return the ARN of ``bucket`` as cdk-nag writes it in the ids of its findings."""
+    name = Stack.of(bucket).resolve(bucket.bucket_name)
+    if isinstance(name, dict) and "Ref" in name:
+        return f"<{name['Ref']}.Arn>"
+    if isinstance(name, dict) and "Fn::Sub" in name:
+        # The CDK assets bucket: cdk-{qualifier}-assets-${AWS::AccountId}-${AWS::Region}.
+        name = re.sub(r"\$\{([^}]+)\}", r"<\1>", name["Fn::Sub"])
+    return f"arn:<AWS::Partition>:s3:::{name}"
 
 
 def _acknowledge(construct: Construct, reasons: dict[str, str]) -> None:

@@ -3,8 +3,9 @@
 ``cirrus dev`` runs as a child of the test. It runs the ingest poller and the DICOMweb adapter
 itself and starts moto and two gateway worker processes, which all write to its captured
 standard output and error. The test stores a study whose demographics appear nowhere else, with
-storescu and STOW-RS, queries it with findscu and QIDO-RS, retrieves it with getscu, movescu
-and WADO-RS, and provokes errors whose messages could echo a value. Once the stack has stopped,
+storescu and STOW-RS, queries it with findscu and QIDO-RS, requests the viewer's files with the
+demographics in their paths and queries, retrieves it with getscu, movescu and WADO-RS, and
+provokes errors whose messages could echo a value. Once the stack has stopped,
 no captured line, no audit record and no other file of the data folder may contain the
 demographics, the query values, or their hex or base64 forms.
 
@@ -338,6 +339,17 @@ def query_with_qido(stack: RunningStack, study: str) -> None:
     assert "Warning" in response.headers
 
 
+def request_viewer_files(stack: RunningStack) -> None:
+    """Request the viewer's files with demographics in the path and in the query string."""
+    base = f"http://{LOOPBACK}:{stack.http_port}"
+    query = {"PatientName": PATIENT_NAME, "PatientID": PATIENT_ID}
+    paths = ["/", "/config.json", f"/{PATIENT_ID}", f"/assets/{PATIENT_ID}.js",
+             f"/%2e%2e/{PATIENT_ID}"]  # fmt: skip
+    for path in paths:
+        response = requests.get(f"{base}{path}", params=query, timeout=30)
+        assert response.status_code in (200, 400, 404), (path, response.status_code)
+
+
 def retrieve_with_dimse(stack: RunningStack, storescp: StoreSCP, study: str, folder: Path) -> None:
     port = stack.dicom_port
     received = folder / "getscu"
@@ -509,6 +521,7 @@ def test_no_patient_data_in_logs(tmp_path: Path) -> None:
             store(stack, instances, work)
             query_with_findscu(stack, work)
             query_with_qido(stack, study)
+            request_viewer_files(stack)
             retrieve_with_dimse(stack, storescp, study, work)
             retrieve_with_wado(stack, instances)
             store_conflicts(stack, instances, work)

@@ -1,6 +1,6 @@
 """``cirrus dev`` serves the viewer's build folder at / beside DICOMweb, open and closed.
 
-A small build folder given with ``--viewer-dir`` stands in for viewer/dist, so these tests
+A small build folder given with ``--viewer-dir`` replaces viewer/dist, so these tests
 need no Node.js build.
 """
 

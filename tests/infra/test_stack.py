@@ -22,11 +22,14 @@ from cirrus.audit_table import STUDY_INDEX, AuditRecord
 from cirrus.config import INGEST_MAX_RECEIVES, ResourceNames
 from cirrus.index.models import GLOBAL_SECONDARY_INDEXES, IndexRecord
 from cirrus_infra import CirrusStack, build_app
+from cirrus_infra.viewer import DIST_CONTEXT_KEY
 from tests.infra.nag import acknowledged, findings
 
 REPO = Path(__file__).resolve().parents[2]
 CDK_JSON = json.loads((REPO / "cdk.json").read_text())
-CDK_CONTEXT: dict[str, Any] = CDK_JSON["context"]
+# A small build folder stands in for viewer/dist, so that the tests need no viewer build.
+VIEWER_DIST = Path(__file__).resolve().parent / "viewer_dist"
+CDK_CONTEXT: dict[str, Any] = {**CDK_JSON["context"], DIST_CONTEXT_KEY: str(VIEWER_DIST)}
 NAMES = ResourceNames(deployment=CDK_CONTEXT["deployment"])
 
 # Every acknowledged cdk-nag finding, as (construct path, rule id). A new acknowledgment must

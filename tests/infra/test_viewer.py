@@ -7,6 +7,7 @@ sites and a custom domain. Each build costs seconds of jsii time.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,19 +15,22 @@ from aws_cdk.assertions import Match, Template
 from constructs import IConstruct
 
 from cirrus.config import DEFAULT_SITE
+from cirrus.viewer_headers import content_security_policy as local_content_security_policy
 from cirrus_infra import CirrusStack, build_app
 from cirrus_infra.viewer import (
     CERTIFICATE_CONTEXT_KEY,
+    DIST_CONTEXT_KEY,
     DOMAIN_NAME_CONTEXT_KEY,
     MIN_PASSWORD_LENGTH,
     SITES_CONTEXT_KEY,
     VIEWER_GROUPS_CONTEXT_KEY,
+    read_dist,
     read_sites,
     read_viewer_groups,
     site_group_name,
 )
 from tests.infra.nag import acknowledged, findings
-from tests.infra.test_stack import CDK_CONTEXT, NAMES
+from tests.infra.test_stack import CDK_CONTEXT, NAMES, REPO, VIEWER_DIST
 
 CERTIFICATE_ARN = (
     "arn:aws:acm:us-east-1:111122223333:certificate/0f9e8d7c-6b5a-4321-8fed-cba987654321"
@@ -45,6 +49,15 @@ ACKNOWLEDGED_FINDINGS = {
     ("Cirrus/Viewer/Site", "HIPAA.Security-S3BucketReplicationEnabled"),
     ("Cirrus/Viewer/Logs", "HIPAA.Security-S3DefaultEncryptionKMS"),
     ("Cirrus/Viewer/Logs", "HIPAA.Security-S3BucketReplicationEnabled"),
+    (
+        "Cirrus/Viewer/DeploymentPolicy",
+        "AwsSolutions-IAM5[Resource::<ViewerSiteFE591040.Arn>/*]",
+    ),
+    (
+        "Cirrus/Viewer/DeploymentPolicy",
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
+        "cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]",
+    ),
     *(
         (
             "Cirrus/Viewer/Policy-site-default",
@@ -55,6 +68,18 @@ ACKNOWLEDGED_FINDINGS = {
         for method in ("GET", "HEAD")
     ),
 }
+# The function that CDK creates at the stack's root for every bucket deployment.
+DEPLOYMENT_FUNCTION = "Cirrus/Custom::CDKBucketDeployment8693BB64968944B69AAFB0CC9EB8756C512MiB"
+DEPLOYMENT_FUNCTION_FINDINGS = {
+    (DEPLOYMENT_FUNCTION, rule)
+    for rule in (
+        "AwsSolutions-L1",
+        "HIPAA.Security-LambdaInsideVPC",
+        "HIPAA.Security-LambdaDLQ",
+        "HIPAA.Security-LambdaConcurrency",
+    )
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
 # A group of teleradiologists who read both sites of the configured stack.
 VIEWER_GROUPS = {"telerad": SITES}
 
@@ -471,10 +496,6 @@ def test_site_bucket_read_only_by_distribution(
     ]
 
 
-def test_nothing_deployed_into_bucket(resources: dict[str, Any]) -> None:
-    assert of_type(resources, "Custom::CDKBucketDeployment") == {}
-
-
 # Log bucket
 
 
@@ -676,6 +697,174 @@ def test_distribution_independent_of_archive(resources: dict[str, Any], stack: C
             assert archive_id not in json.dumps(resource)
 
 
+def test_csp_matches_local_stack(resources: dict[str, Any], stack: CirrusStack) -> None:
+    csp = directives(content_security_policy(resources, stack))
+    local = directives(local_content_security_policy())
+    assert csp.pop("upgrade-insecure-requests") == []
+    assert csp.pop("connect-src")[0] == "'self'"
+    assert local.pop("connect-src") == ["'self'"]
+    assert csp == local
+    assert csp["script-src"] == ["'self'", "'wasm-unsafe-eval'"]
+    assert csp["worker-src"] == ["'self'", "blob:"]
+    assert csp["img-src"] == ["'self'", "data:", "blob:"]
+
+
+# The viewer's files
+
+
+def deployments(resources: dict[str, Any]) -> dict[str, Any]:
+    """Return the bucket deployments' properties by the construct id in their logical id."""
+    found = of_type(resources, "Custom::CDKBucketDeployment")
+    return {
+        name: properties
+        for name in ("DeployAssets", "DeploySite")
+        for logical, resource in found.items()
+        if logical.startswith(f"Viewer{name}")
+        for properties in [resource["Properties"]]
+    }
+
+
+def test_read_dist_missing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"has no index\.html") as error:
+        read_dist(str(tmp_path))
+    assert "npm ci && npm run build" in str(error.value)
+    assert f"-c {DIST_CONTEXT_KEY}=DIR" in str(error.value)
+
+
+def test_read_dist_relative_to_repository() -> None:
+    assert read_dist(str(VIEWER_DIST.relative_to(REPO))) == VIEWER_DIST
+    assert read_dist(str(VIEWER_DIST)) == VIEWER_DIST
+
+
+def test_synth_without_build_fails(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="build the viewer with"):
+        build_app({**CDK_CONTEXT, DIST_CONTEXT_KEY: str(tmp_path)})
+
+
+def test_assets_deployed_immutable(resources: dict[str, Any], stack: CirrusStack) -> None:
+    assets = deployments(resources)["DeployAssets"]
+    assert assets["DestinationBucketName"] == {"Ref": logical_id(stack, stack.viewer.bucket)}
+    assert assets["DestinationBucketKeyPrefix"] == "assets/"
+    assert assets["Prune"] is False
+    assert assets["SystemMetadata"] == {"cache-control": IMMUTABLE}
+    assert "DistributionId" not in assets
+
+
+def test_site_deployed_no_cache(resources: dict[str, Any], stack: CirrusStack) -> None:
+    site = deployments(resources)["DeploySite"]
+    assert site["DestinationBucketName"] == {"Ref": logical_id(stack, stack.viewer.bucket)}
+    assert "DestinationBucketKeyPrefix" not in site
+    assert site["Prune"] is True
+    assert site["Exclude"] == ["assets/*"]
+    assert site["SystemMetadata"] == {"cache-control": "no-cache"}
+
+
+def test_site_deployment_invalidates(resources: dict[str, Any], stack: CirrusStack) -> None:
+    site = deployments(resources)["DeploySite"]
+    assert site["DistributionId"] == {"Ref": logical_id(stack, stack.viewer.distribution)}
+    assert site["DistributionPaths"] == ["/", "/index.html", "/config.json"]
+    assert site["WaitForDistributionInvalidation"] is True
+
+
+def test_site_after_assets(resources: dict[str, Any]) -> None:
+    found = of_type(resources, "Custom::CDKBucketDeployment")
+    [assets_id] = [logical for logical in found if logical.startswith("ViewerDeployAssets")]
+    [site] = [value for logical, value in found.items() if logical.startswith("ViewerDeploySite")]
+    assert assets_id in site["DependsOn"]
+
+
+def test_deployed_files_split(stack: CirrusStack) -> None:
+    outdir = Path(stack.node.root.outdir)  # type: ignore[attr-defined]
+    site, assets = stack.viewer.site_files, stack.viewer.asset_files
+    assert assets is not None
+    site_folder = outdir / site.asset_path
+    assets_folder = outdir / assets.asset_path
+
+    assert sorted(path.name for path in site_folder.rglob("*") if path.is_file()) == [
+        "favicon.svg",
+        "index.html",
+    ]
+    assert sorted(path.name for path in assets_folder.rglob("*")) == sorted(
+        path.name for path in (VIEWER_DIST / "assets").iterdir()
+    )
+
+
+def test_config_json(resources: dict[str, Any], stack: CirrusStack) -> None:
+    viewer = stack.viewer
+    config = stack.resolve(viewer.config)
+    region = {"Ref": "AWS::Region"}
+
+    assert set(config) == {"dicomweb", "auth"}
+    assert flatten(config["dicomweb"]) == (
+        f"https://{ref(logical_id(stack, stack.dicomweb.api))}.execute-api."
+        f"{ref('AWS::Region')}.{ref('AWS::URLSuffix')}/"
+        f"{ref(stack.get_logical_id(stack.dicomweb.api.deployment_stage.node.default_child))}"  # type: ignore[arg-type]
+    )
+    assert config["auth"] == {
+        "mode": "cognito",
+        "region": region,
+        "userPoolId": {"Ref": logical_id(stack, viewer.user_pool)},
+        "clientId": {"Ref": logical_id(stack, viewer.client)},
+        "domain": config["auth"]["domain"],
+        "identityPoolId": {"Ref": logical_id(stack, viewer.identity_pool)},
+    }
+    domain = ref(logical_id(stack, viewer.user_pool_domain))
+    assert flatten(config["auth"]["domain"]) == (
+        f"https://{domain}.auth.{ref('AWS::Region')}.amazoncognito.com"
+    )
+
+
+def test_config_json_deployed(resources: dict[str, Any], stack: CirrusStack) -> None:
+    # Source.json_data writes config.json with a marker for each deploy-time value.
+    markers = deployments(resources)["DeploySite"]["SourceMarkers"]
+    values = json.dumps(markers)
+    for construct in (stack.viewer.user_pool, stack.viewer.client, stack.viewer.identity_pool):
+        assert json.dumps({"Ref": logical_id(stack, construct)}) in values
+    assert logical_id(stack, stack.dicomweb.api) in values
+
+
+def test_deployment_role_least_privilege(resources: dict[str, Any], stack: CirrusStack) -> None:
+    [(role_id, role)] = [
+        (logical, resource)
+        for logical, resource in of_type(resources, "AWS::IAM::Role").items()
+        if logical.startswith("ViewerDeploymentRole")
+    ]
+    [policy_ref] = role["Properties"]["ManagedPolicyArns"]
+    policy = resources[policy_ref["Ref"]]["Properties"]["PolicyDocument"]
+    statements = {tuple(statement["Action"]): statement for statement in policy["Statement"]}
+    distribution = logical_id(stack, stack.viewer.distribution)
+
+    for actions in statements:
+        assert all("*" not in action for action in actions), actions
+    invalidation = statements[("cloudfront:CreateInvalidation", "cloudfront:GetInvalidation")]
+    assert distribution in json.dumps(invalidation["Resource"])
+    assert "Policies" not in role["Properties"]
+    inline = [
+        resource
+        for resource in of_type(resources, "AWS::IAM::Policy").values()
+        if {"Ref": role_id} in resource["Properties"].get("Roles", [])
+    ]
+    assert inline == []
+    [function] = [
+        resource
+        for logical, resource in of_type(resources, "AWS::Lambda::Function").items()
+        if logical.startswith("CustomCDKBucketDeployment")
+    ]
+    assert function["Properties"]["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
+
+
+def test_deployment_function_logs_encrypted(resources: dict[str, Any], stack: CirrusStack) -> None:
+    [function] = [
+        resource
+        for logical, resource in of_type(resources, "AWS::Lambda::Function").items()
+        if logical.startswith("CustomCDKBucketDeployment")
+    ]
+    log_group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    assert resources[log_group]["Properties"]["KmsKeyId"] == {
+        "Fn::GetAtt": [logical_id(stack, stack.storage.key), "Arn"]
+    }
+
+
 # Outputs
 
 
@@ -685,6 +874,21 @@ def test_outputs(template: Template, stack: CirrusStack) -> None:
     template.has_output(
         "ViewerDomainName",
         {"Value": {"Fn::GetAtt": [logical_id(stack, viewer.distribution), "DomainName"]}},
+    )
+    template.has_output(
+        "ViewerUrl",
+        {
+            "Value": {
+                "Fn::Join": [
+                    "",
+                    [
+                        "https://",
+                        {"Fn::GetAtt": [logical_id(stack, viewer.distribution), "DomainName"]},
+                        "/",
+                    ],
+                ]
+            }
+        },
     )
     template.has_output("ViewerUserPoolId", {"Value": {"Ref": logical_id(stack, viewer.user_pool)}})
     template.has_output("ViewerClientId", {"Value": {"Ref": logical_id(stack, viewer.client)}})
@@ -699,6 +903,11 @@ def test_rule_packs_pass(stack: CirrusStack) -> None:
 
 def test_acknowledged_findings(stack: CirrusStack) -> None:
     assert acknowledged(stack, "Cirrus/Viewer") == ACKNOWLEDGED_FINDINGS
+
+
+def test_deployment_function_findings(stack: CirrusStack) -> None:
+    assert findings(stack, DEPLOYMENT_FUNCTION) == []
+    assert acknowledged(stack, DEPLOYMENT_FUNCTION) == DEPLOYMENT_FUNCTION_FINDINGS
 
 
 def test_rule_packs_pass_with_custom_domain(configured_stack: CirrusStack) -> None:

@@ -1,6 +1,6 @@
 """The viewer's files beside DICOMweb on one ``serve_http`` server, over real HTTP.
 
-A small build folder stands in for viewer/dist: index.html, hashed assets of each content
+A small build folder replaces viewer/dist: index.html, hashed assets of each content
 type, and a secret file and symbolic links outside or pointing outside the folder, which no
 request may read. Requests go through http.client on a raw connection where the path must
 reach the server as written (requests and curl remove dot segments before they send).
@@ -239,12 +239,12 @@ def test_traversal_rejected(server: Server, path: str) -> None:
 @pytest.mark.parametrize(
     "path", ["/linked.txt", "/assets/linked-00000000.js", "/outside/secret.txt"]
 )
-def test_symlink_out_of_folder_refused(server: Server, path: str) -> None:
+def test_symlink_out_of_folder_rejected(server: Server, path: str) -> None:
     response, body = server.request(path)
     assert SECRET not in body
     assert response.status in (200, 404)
     if response.status == 200:
-        # Outside /assets/, a refused file is a missing one: the single-page app's index.
+        # Outside /assets/, a rejected file is a missing one: the single-page app's index.
         assert body == INDEX
 
 

@@ -74,7 +74,8 @@ def dev(
         int, typer.Option(min=0, max=65535, help="TCP port of the DICOM gateway; 0 picks one.")
     ] = 11112,
     http_port: Annotated[
-        int, typer.Option(min=0, max=65535, help="TCP port of DICOMweb; 0 picks one.")
+        int,
+        typer.Option(min=0, max=65535, help="TCP port of DICOMweb and the viewer; 0 picks one."),
     ] = 8080,
     ae_title: Annotated[
         str,

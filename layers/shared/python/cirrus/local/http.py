@@ -371,8 +371,8 @@ class _BodyDeadline:
 class StageDispatcher:
     """A WSGI app that sends the stage's paths to the adapter and every other path to ``site``.
 
-    ``site`` sees no request under the stage, so its responses never carry DICOMweb data, and
-    the adapter's authentication and audit apply to DICOMweb requests only.
+    ``site`` receives no request under the stage, so its responses never carry DICOMweb data,
+    and the adapter's authentication and audit apply to DICOMweb requests only.
     """
 
     def __init__(self, adapter: ApiGatewayAdapter, site: WSGIApplication) -> None:

@@ -91,8 +91,8 @@ class LocalStackConfig:
     http_idle_timeout: float = IDLE_TIMEOUT_SECONDS
     http_body_timeout: float = BODY_TIMEOUT_SECONDS
     # The web viewer's build folder (``viewer/dist``), served at / beside DICOMweb
-    # (``cirrus.local.viewer``). Without one, or without its index.html, / serves a page that
-    # says how to build the viewer.
+    # (``cirrus.local.viewer``). Without one, or without its index.html, / serves a page with
+    # the command that builds the viewer.
     viewer_dir: Path | None = None
 
     def gateway_config(self) -> AEConfig:

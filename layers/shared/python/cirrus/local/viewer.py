@@ -84,7 +84,7 @@ def viewer_config(dicomweb_path: str, *, closed: bool, region: str) -> dict[str,
 
 
 def built_viewer(folder: Path) -> bool:
-    """Return whether ``folder`` holds a built viewer: an ``index.html`` file."""
+    """Return whether ``folder`` contains a built viewer: an ``index.html`` file."""
     return (folder / INDEX_FILE).is_file()
 
 
@@ -95,8 +95,8 @@ class InvalidPathError(ValueError):
 class ViewerSite:
     """A WSGI app of the viewer's files in ``folder`` and its generated ``/config.json``.
 
-    ``folder`` None, or a folder without ``index.html``, serves a page that says how to build
-    the viewer in place of ``index.html``.
+    With ``folder`` None, or a folder without ``index.html``, a page with the command that
+    builds the viewer replaces ``index.html``.
     """
 
     def __init__(
@@ -153,9 +153,9 @@ class ViewerSite:
         try:
             path = unquote(raw_path, errors="strict")
         except UnicodeDecodeError as exc:
-            raise InvalidPathError("the path is not valid UTF-8 once percent-decoded") from exc
+            raise InvalidPathError("invalid path: not UTF-8 once percent-decoded") from exc
         if "\x00" in path or "\\" in path:
-            raise InvalidPathError("the path contains a NUL or a backslash")
+            raise InvalidPathError("invalid path: it contains a NUL or a backslash")
         segments = path.removeprefix("/").split("/")
         if segments == [""]:
             segments = [INDEX_FILE]
@@ -165,7 +165,9 @@ class ViewerSite:
             segments.pop()
         for segment in segments:
             if not segment or segment.startswith("."):
-                raise InvalidPathError("the path has an empty segment or one that starts with '.'")
+                raise InvalidPathError(
+                    "invalid path: it has an empty segment or one that starts with '.'"
+                )
         if folder_path:
             return None
         candidate = self.folder.joinpath(*segments)
@@ -175,7 +177,8 @@ class ViewerSite:
             # Missing, unreadable, or a loop of symbolic links.
             return None
         if not resolved.is_relative_to(self.folder):
-            logger.warning("viewer file outside the viewer folder refused")
+            # The path is not logged, because a typed URL could carry patient data.
+            logger.warning("viewer file rejected: a symbolic link leads out of the viewer folder")
             return None
         return resolved if resolved.is_file() else None
 
