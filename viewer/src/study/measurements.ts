@@ -1,0 +1,167 @@
+// The measurements panel: lengths, angles and rectangle ROIs of the active series.
+
+import { eventTarget } from '@cornerstonejs/core';
+import { AngleTool, Enums as ToolEnums, LengthTool, RectangleROITool, annotation } from '@cornerstonejs/tools';
+import type { DicomJson } from '../contract';
+import { element, formatNumber } from './dom';
+import { pixelValueUnit } from './units';
+
+type Kind = 'length' | 'angle' | 'rectangle-roi';
+
+const KIND_BY_TOOL: Record<string, Kind> = {
+  [LengthTool.toolName]: 'length',
+  [AngleTool.toolName]: 'angle',
+  [RectangleROITool.toolName]: 'rectangle-roi',
+};
+
+const EVENTS = [
+  ToolEnums.Events.ANNOTATION_COMPLETED,
+  ToolEnums.Events.ANNOTATION_MODIFIED,
+  ToolEnums.Events.ANNOTATION_REMOVED,
+];
+
+interface Stats {
+  length?: number;
+  angle?: number;
+  mean?: number;
+  stdDev?: number;
+}
+
+/** One row of the panel, as its data attributes give it. */
+export interface Measurement {
+  uid: string;
+  kind: Kind;
+  imageId: string;
+  value?: number;
+  std?: number;
+  unit: string;
+}
+
+/** Reads a measurement from an annotation of one of the three tools; undefined for others. */
+export function measurementOf(
+  item: { annotationUID?: string; metadata: { toolName: string; referencedImageId?: string }; data: { cachedStats?: Record<string, Stats> } },
+  instanceOf: (imageId: string) => DicomJson | undefined,
+): Measurement | undefined {
+  const kind = KIND_BY_TOOL[item.metadata.toolName];
+  const imageId = item.metadata.referencedImageId;
+  if (!kind || !imageId || !item.annotationUID) {
+    return undefined;
+  }
+  const stats = Object.values(item.data.cachedStats ?? {})[0] ?? {};
+  if (kind === 'length') {
+    return { uid: item.annotationUID, kind, imageId, value: stats.length, unit: 'mm' };
+  }
+  if (kind === 'angle') {
+    return { uid: item.annotationUID, kind, imageId, value: stats.angle, unit: '°' };
+  }
+  const instance = instanceOf(imageId);
+  return {
+    uid: item.annotationUID,
+    kind,
+    imageId,
+    value: stats.mean,
+    std: stats.stdDev,
+    unit: instance ? pixelValueUnit(instance) : '',
+  };
+}
+
+function describe(measurement: Measurement, sliceNumber: number): string {
+  const at = sliceNumber > 0 ? ` (image ${sliceNumber})` : '';
+  if (measurement.value === undefined) {
+    return `${measurement.kind}: measuring…${at}`;
+  }
+  if (measurement.kind === 'length') {
+    return `Length ${formatNumber(measurement.value, 1)} mm${at}`;
+  }
+  if (measurement.kind === 'angle') {
+    return `Angle ${formatNumber(measurement.value, 1)}°${at}`;
+  }
+  const unit = measurement.unit ? ` ${measurement.unit}` : '';
+  const std = measurement.std === undefined ? '' : ` ± ${formatNumber(measurement.std, 1)}`;
+  return `ROI mean ${formatNumber(measurement.value, 1)}${std}${unit}${at}`;
+}
+
+export class MeasurementsPanel {
+  readonly root = element('aside', { class: 'measurements', 'data-testid': 'measurements', 'aria-label': 'Measurements' });
+  private readonly list = element('ul', { class: 'measurement-list' });
+  private readonly listener = () => this.scheduleRefresh();
+  private pending = false;
+
+  /**
+   * `imageIds` returns the images of the active series, `instanceOf` an image's instance,
+   * `render` redraws the viewport after a deletion and `goTo` shows an image.
+   */
+  constructor(
+    private readonly imageIds: () => readonly string[],
+    private readonly instanceOf: (imageId: string) => DicomJson | undefined,
+    private readonly render: () => void,
+    private readonly goTo: (index: number) => void,
+  ) {
+    this.root.append(element('h2', {}, ['Measurements']), this.list);
+    for (const name of EVENTS) {
+      eventTarget.addEventListener(name, this.listener);
+    }
+    this.refresh();
+  }
+
+  /** Rebuilds the list at the next frame, once for a burst of tool events. */
+  scheduleRefresh(): void {
+    if (this.pending) {
+      return;
+    }
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      this.refresh();
+    });
+  }
+
+  refresh(): void {
+    const imageIds = this.imageIds();
+    const items = annotation.state
+      .getAllAnnotations()
+      .map((item) => measurementOf(item as Parameters<typeof measurementOf>[0], this.instanceOf))
+      .filter((item): item is Measurement => item !== undefined && imageIds.includes(item.imageId));
+    const rows = items.map((item) => this.row(item, imageIds.indexOf(item.imageId)));
+    if (rows.length === 0) {
+      rows.push(element('li', { class: 'measurement-empty' }, ['No measurements. Choose Length, Angle or ROI and drag on the image.']));
+    }
+    this.list.replaceChildren(...rows);
+  }
+
+  private row(item: Measurement, index: number): HTMLLIElement {
+    const attributes: Record<string, string> = {
+      class: 'measurement',
+      'data-testid': 'measurement',
+      'data-kind': item.kind,
+      'data-uid': item.uid,
+      'data-value': item.value === undefined ? '' : formatNumber(item.value, 3),
+    };
+    if (item.kind === 'rectangle-roi') {
+      attributes['data-std'] = item.std === undefined ? '' : formatNumber(item.std, 3);
+      attributes['data-unit'] = item.unit;
+    }
+    const label = element('button', { type: 'button', class: 'measurement-label', title: 'Show this image' }, [describe(item, index + 1)]);
+    label.addEventListener('click', () => this.goTo(index));
+    const remove = element('button', { type: 'button', class: 'measurement-delete', 'data-testid': 'measurement-delete', 'aria-label': 'Delete measurement' }, ['×']);
+    remove.addEventListener('click', () => {
+      annotation.state.removeAnnotation(item.uid);
+      this.render();
+      this.refresh();
+    });
+    return element('li', attributes, [label, remove]);
+  }
+
+  /** Stops listening and removes the annotations of `imageIds`. */
+  dispose(imageIds: readonly string[]): void {
+    for (const name of EVENTS) {
+      eventTarget.removeEventListener(name, this.listener);
+    }
+    for (const item of annotation.state.getAllAnnotations()) {
+      const imageId = item.metadata?.referencedImageId;
+      if (item.annotationUID && imageId && imageIds.includes(imageId)) {
+        annotation.state.removeAnnotation(item.annotationUID);
+      }
+    }
+  }
+}
