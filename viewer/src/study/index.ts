@@ -122,7 +122,7 @@ class StudyView {
     const items = series.map((summary) => {
       const image = element('img', { alt: '', class: 'series-thumbnail-image' });
       const label = [summary.seriesNumber !== undefined ? `#${summary.seriesNumber}` : '', summary.modality, summary.description].filter(Boolean).join(' ');
-      const count = summary.instanceCount === undefined ? '' : `${summary.instanceCount} image${summary.instanceCount === 1 ? '' : 's'}`;
+      const count = summary.instanceCount === undefined ? '' : `${summary.instanceCount} instance${summary.instanceCount === 1 ? '' : 's'}`;
       const button = element(
         'button',
         {
