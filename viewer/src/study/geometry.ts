@@ -3,7 +3,7 @@
 
 export type Vec3 = [number, number, number];
 
-/** What ordering and volume detection need from one image of a series. */
+/** The attributes of one image that ordering and volume detection read. */
 export interface SliceGeometry {
   instanceNumber?: number;
   // ImagePositionPatient, mm.
@@ -85,6 +85,7 @@ export function checkVolume(modality: string | undefined, slices: readonly Slice
   if (slices.length < 3) {
     return { volume: false, reason: `MPR needs at least 3 slices, and this series has ${slices.length}.` };
   }
+
   if (!slices.every(hasPlane)) {
     return { volume: false, reason: 'Some images have no ImagePositionPatient or ImageOrientationPatient.' };
   }
@@ -95,10 +96,12 @@ export function checkVolume(modality: string | undefined, slices: readonly Slice
   if (!slices.every((s) => s.rows === first.rows && s.columns === first.columns)) {
     return { volume: false, reason: 'The images do not all have the same number of rows and columns.' };
   }
+
   const normal = sliceNormal(first.orientation);
   if (!normal) {
     return { volume: false, reason: 'ImageOrientationPatient is not a valid pair of directions.' };
   }
+
   const distances = slices.map((s) => dot(s.position!, normal));
   const gaps = distances.slice(1).map((d, i) => Math.abs(d - distances[i]));
   const mean = gaps.reduce((sum, gap) => sum + gap, 0) / gaps.length;

@@ -4,10 +4,9 @@
 // The dicom-image-loader's "wadors:" scheme sends its own XMLHttpRequest, which cannot go
 // through DicomwebClient.fetch and so cannot be signed with SigV4 or reported as an expired
 // session. This loader registers the "cirrus:" scheme instead. It fetches one frame with the
-// client, splits the multipart response, reads the transfer syntax from the part's
-// Content-Type and hands the bytes to the loader's createImage, which decodes them in the
-// loader's web workers (JPEG, JPEG-LS, JPEG 2000, HTJ2K and RLE codecs) and applies the
-// rescale. createImage reads the image's modules from cornerstone's metadata providers, which
+// client, splits the multipart response and reads the transfer syntax from the part's
+// Content-Type. The loader's createImage then decodes the bytes in its web workers (JPEG,
+// JPEG-LS, JPEG 2000, HTJ2K and RLE codecs) and applies the rescale. createImage reads the image's modules from cornerstone's metadata providers, which
 // the loader's WADO-RS metaDataManager feeds with each instance's DICOM JSON. Frames rather
 // than whole instances keep each request small, let the first slice show early, and let a
 // multi-frame instance load frame by frame.
@@ -20,10 +19,12 @@ import { FRAME_ACCEPT, transferSyntaxOf } from './paths';
 
 export const IMAGE_SCHEME = 'cirrus';
 
-/** Where one image's pixels come from and whom to tell how its load went. */
+/** The request that fetches one image's pixels, and the callbacks told of its outcome. */
 export interface FrameSource {
   client: DicomwebClient;
   path: string;
+  // Aborts the request with every other request of its view.
+  signal?: AbortSignal;
   onLoaded?: (imageId: string) => void;
   onFailed?: (imageId: string, error: unknown) => void;
 }
@@ -63,7 +64,8 @@ async function fetchAndDecode(imageId: string, options: Record<string, unknown>,
     throw new Error(`image ${imageId} was not added to the study view's loader`);
   }
   try {
-    const response = await source.client.fetch(source.path, { headers: { Accept: FRAME_ACCEPT }, signal });
+    const signals = source.signal ? [signal, source.signal] : [signal];
+    const response = await source.client.fetch(source.path, { headers: { Accept: FRAME_ACCEPT }, signal: AbortSignal.any(signals) });
     const bytes = new Uint8Array(await response.arrayBuffer());
     const parts = parseMultipart(bytes, response.headers.get('Content-Type'));
     if (parts.length !== 1) {

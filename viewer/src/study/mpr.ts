@@ -128,6 +128,7 @@ export class MprView {
         defaultOptions: { orientation: o.orientation, background: [0, 0, 0] as Types.Point3 },
       });
     });
+
     const group = ToolGroupManager.createToolGroup(this.toolGroupId);
     if (!group) {
       throw new Error(`tool group ${this.toolGroupId} exists already`);
@@ -142,6 +143,7 @@ export class MprView {
     group.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Secondary }] });
     group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Wheel }] });
     group.setToolActive(CrosshairsTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Primary }] });
+
     const synchronizer: Synchronizer = synchronizers.createVOISynchronizer(this.synchronizerId, {
       syncInvertState: true,
       syncColormap: false,

@@ -3,7 +3,7 @@
 
 import { Enums as CoreEnums, type RenderingEngine, type Types, imageLoader } from '@cornerstonejs/core';
 import { utilities as toolUtilities } from '@cornerstonejs/tools';
-import { SessionExpiredError } from '../contract';
+import { type DicomwebClient, SessionExpiredError } from '../contract';
 import { cineFrameRate } from './cine';
 import { element, formatNumber } from './dom';
 import { addImage, imageIdOf } from './loader';
@@ -52,11 +52,13 @@ export class StackView {
   private displayed = false;
   private cinePlaying = false;
   private disposed = false;
+  // Aborts the requests of every image when the view is disposed.
+  private readonly requests = new AbortController();
 
   constructor(
     private readonly renderingEngine: RenderingEngine,
     private readonly viewportId: string,
-    private readonly client: import('../contract').DicomwebClient,
+    private readonly client: DicomwebClient,
     private readonly events: StackEvents,
   ) {
     this.element = element('div', {
@@ -77,6 +79,9 @@ export class StackView {
     ]);
     this.root = element('div', { class: 'viewport-pane' }, [this.element, overlay, this.errorBox]);
     this.element.addEventListener('keydown', (event) => this.onKey(event));
+    // The tools cancel the default action of pointerdown, which would focus the element, and
+    // the keyboard scrolls only the focused element.
+    this.element.addEventListener('pointerdown', () => this.element.focus({ preventScroll: true }));
     this.element.addEventListener(CoreEnums.Events.STACK_NEW_IMAGE, () => this.onNewImage());
     this.element.addEventListener(CoreEnums.Events.VOI_MODIFIED, () => this.updateWindowAttributes());
     this.element.addEventListener(CoreEnums.Events.CAMERA_MODIFIED, () => this.updateZoomAttribute());
@@ -129,6 +134,7 @@ export class StackView {
       this.showError('This series has no images to display.');
       return;
     }
+
     this.updateOverlay(start);
     try {
       await this.viewport.setStack(state.imageIds, start);
@@ -141,6 +147,7 @@ export class StackView {
     if (this.active !== state || this.disposed) {
       return;
     }
+
     this.viewport.render();
     const queue = new PrefetchQueue(count, (index) => this.prefetch(state, index), MAX_PREFETCH_IN_FLIGHT);
     for (const imageId of state.loaded) {
@@ -162,6 +169,7 @@ export class StackView {
       addImage(imageIds[index], image.instance, image.frame, {
         client: this.client,
         path: image.path,
+        signal: this.requests.signal,
         onLoaded: (imageId) => this.onImageLoaded(owner, imageId),
         onFailed: (imageId, error) => this.onImageFailed(owner, imageId, error),
       });
@@ -249,6 +257,7 @@ export class StackView {
     this.displayed = true;
     const complete = this.active.loaded.size === this.imageIds.length;
     this.setState(complete ? 'loaded' : 'first-image');
+    this.setAttribute('data-inverted', String(Boolean(this.viewport.getProperties().invert)));
     this.updateWindowAttributes();
     this.updateZoomAttribute();
     if (!this.shownFirstImage) {
@@ -351,6 +360,7 @@ export class StackView {
     this.disposed = true;
     this.stopCine();
     this.queue?.stop();
+    this.requests.abort();
   }
 
   /** Image ids of every series shown, for the caller to release. */

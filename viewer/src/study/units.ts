@@ -4,10 +4,10 @@ import type { DicomJson } from '../contract';
 import { Tag, getNumber, getString } from './dicomJson';
 
 /**
- * Returns the unit of the values that ROI statistics report for an image: "HU" for CT with a
- * rescale (the loader applies RescaleSlope and RescaleIntercept before the tools read pixels),
- * PET Units (0054,1001), a RescaleType (0028,1054) other than "US" (unspecified), or "" when
- * the values have no unit.
+ * Returns the unit of the values that ROI statistics report for an image. That is "HU" for CT
+ * with a rescale, because the loader applies RescaleSlope and RescaleIntercept before the
+ * tools read pixels. Otherwise it is PET Units (0054,1001), a RescaleType (0028,1054) other
+ * than "US" (unspecified), or "" when the values have no unit.
  */
 export function pixelValueUnit(instance: DicomJson): string {
   const modality = getString(instance, Tag.Modality);
