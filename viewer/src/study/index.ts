@@ -194,9 +194,14 @@ class StudyView {
     if (this.unmounted || this.activeSeriesUid !== seriesUid) {
       return;
     }
-    this.toolbar.setActionEnabled('cine', images.images.length > 1, 'This series has one image.');
+    this.enableSeriesControls(images);
     await this.stack.show(images);
     this.measurements.refresh();
+  }
+
+  private enableSeriesControls(series: SeriesImages): void {
+    this.toolbar.setActionEnabled('cine', series.images.length > 1, 'This series has one image.');
+    this.toolbar.setPresetsEnabled(series.modality === 'CT');
   }
 
   private setupStackTools(): void {
@@ -266,7 +271,9 @@ class StudyView {
     this.stackPane.hidden = false;
     this.measurements.root.hidden = false;
     this.toolbar.setStackControlsEnabled(true);
-    this.toolbar.setActionEnabled('cine', this.stack.cineAvailable, 'This series has one image.');
+    if (this.stack.series) {
+      this.enableSeriesControls(this.stack.series);
+    }
     this.replaceRoute(undefined);
     this.renderingEngine.resize(true, false);
   }

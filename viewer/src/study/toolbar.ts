@@ -74,6 +74,13 @@ export class Toolbar {
     button.title = enabled ? '' : reason;
   }
 
+  /** Enables the window presets, which are in Hounsfield units and so only apply to CT. */
+  setPresetsEnabled(enabled: boolean): void {
+    for (const button of this.presetGroup.querySelectorAll('button')) {
+      button.disabled = !enabled;
+    }
+  }
+
   /** Enables the controls of the stack view, which the MPR layout does not use. */
   setStackControlsEnabled(enabled: boolean): void {
     for (const button of [...this.toolButtons.values(), ...this.presetGroup.querySelectorAll('button')]) {
