@@ -33,6 +33,7 @@ class StudyView {
   private readonly errorBox = element('div', { class: 'study-error', 'data-testid': 'study-error', role: 'alert', hidden: true });
   private readonly loadingBox = element('div', { class: 'study-loading', role: 'status' }, ['Loading study…']);
   private readonly stackPane: HTMLDivElement;
+  private readonly main: HTMLElement;
   private readonly renderingEngine: RenderingEngine;
   private readonly toolbar: Toolbar;
   private readonly stack: StackView;
@@ -73,20 +74,23 @@ class StudyView {
       (index) => void this.stack.viewport.setImageIdIndex(index),
     );
     this.stackPane = element('div', { class: 'stack-pane' }, [this.stack.root]);
+    this.main = element('main', { class: 'study-main' }, [this.loadingBox, this.stackPane, this.mpr.root]);
     this.root = element('div', { class: 'cirrus-study', 'data-testid': 'study-view', 'data-state': 'loading' }, [
       this.toolbar.root,
       this.errorBox,
       element('div', { class: 'study-body' }, [
         this.seriesList,
-        element('main', { class: 'study-main' }, [this.loadingBox, this.stackPane, this.mpr.root]),
+        this.main,
         this.measurements.root,
       ]),
     ]);
     container.replaceChildren(this.root);
     this.stack.enable();
     this.setupStackTools();
-    this.resizeObserver = new ResizeObserver(() => this.renderingEngine.resize(true, false));
-    this.resizeObserver.observe(this.root);
+    this.resizeObserver = new ResizeObserver(() => this.renderingEngine.resize(true, true));
+    // The viewports fill the main area, which also changes size when the measurements panel
+    // is shown or hidden.
+    this.resizeObserver.observe(this.main);
   }
 
   async start(): Promise<void> {
@@ -260,7 +264,6 @@ class StudyView {
     this.measurements.root.hidden = true;
     this.replaceRoute(series.seriesUid);
     await this.mpr.show(series, this.stack.imageIds);
-    this.renderingEngine.resize(true, false);
   }
 
   private closeMpr(): void {
@@ -275,7 +278,6 @@ class StudyView {
       this.enableSeriesControls(this.stack.series);
     }
     this.replaceRoute(undefined);
-    this.renderingEngine.resize(true, false);
   }
 
   /** Keeps the address on the MPR or the stack route of this study, without a history entry. */
