@@ -44,6 +44,14 @@ class StudyView {
   private readonly seriesImages = new Map<string, Promise<SeriesImages>>();
   private readonly resizeObserver: ResizeObserver;
   private activeSeriesUid?: string;
+  // Slice keys work wherever the focus is in the page, except in text fields.
+  private readonly onKeyDown = (event: KeyboardEvent) => {
+    const target = event.target as HTMLElement | null;
+    const editing = target?.closest('input, textarea, select, [contenteditable]') != null;
+    if (!editing && !event.altKey && !event.ctrlKey && !event.metaKey && this.mpr.root.hidden) {
+      this.stack.handleKey(event);
+    }
+  };
   private marks = { firstImage: false, allLoaded: false };
   private unmounted = false;
 
@@ -91,6 +99,7 @@ class StudyView {
     // The viewports fill the main area, which also changes size when the measurements panel
     // is shown or hidden.
     this.resizeObserver.observe(this.main);
+    document.addEventListener('keydown', this.onKeyDown);
   }
 
   async start(): Promise<void> {
@@ -339,6 +348,7 @@ class StudyView {
     this.unmounted = true;
     this.abort.abort();
     this.resizeObserver.disconnect();
+    document.removeEventListener('keydown', this.onKeyDown);
     this.stack.dispose();
     this.mpr.dispose();
     const imageIds = this.stack.allImageIds();

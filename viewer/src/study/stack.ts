@@ -78,10 +78,6 @@ export class StackView {
       element('div', { class: 'overlay-bottom' }, [this.overlayWindow, this.overlayStatus]),
     ]);
     this.root = element('div', { class: 'viewport-pane' }, [this.element, overlay, this.errorBox]);
-    this.element.addEventListener('keydown', (event) => this.onKey(event));
-    // The tools cancel the default action of pointerdown, which would focus the element, and
-    // the keyboard scrolls only the focused element.
-    this.element.addEventListener('pointerdown', () => this.element.focus({ preventScroll: true }));
     this.element.addEventListener(CoreEnums.Events.STACK_NEW_IMAGE, () => this.onNewImage());
     this.element.addEventListener(CoreEnums.Events.VOI_MODIFIED, () => this.updateWindowAttributes());
     this.element.addEventListener(CoreEnums.Events.CAMERA_MODIFIED, () => this.updateZoomAttribute());
@@ -269,7 +265,8 @@ export class StackView {
     }
   }
 
-  private onKey(event: KeyboardEvent): void {
+  /** Scrolls one slice on Up, Down, PageUp and PageDown, and ignores other keys. */
+  handleKey(event: KeyboardEvent): void {
     const deltas: Record<string, number> = { ArrowDown: 1, ArrowUp: -1, PageDown: 1, PageUp: -1 };
     const delta = deltas[event.key];
     if (delta === undefined || !this.active) {
