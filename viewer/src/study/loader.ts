@@ -58,6 +58,19 @@ export function removeImages(imageIds: Iterable<string>): void {
   }
 }
 
+// NOTE: createImage of dicom-image-loader 5.14.0 never settles when its post-processing
+// throws, such as for a palette image without LUT data. The timeout turns that into an error
+// that the viewport shows. It is generous, because a large frame in a busy worker is slow.
+const DECODE_TIMEOUT_MS = 60_000;
+
+function withTimeout<T>(promise: Promise<T>, milliseconds: number, message: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), milliseconds);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 async function fetchAndDecode(imageId: string, options: Record<string, unknown>, signal: AbortSignal) {
   const source = sources.get(imageId);
   if (!source) {
@@ -75,7 +88,11 @@ async function fetchAndDecode(imageId: string, options: Record<string, unknown>,
     // slice() copies the part to offset 0 of its own buffer, because the decoders view
     // 16-bit pixels as a Uint16Array of the buffer, which needs an even byte offset.
     const pixelData = part.body.slice();
-    const image = await createImage(imageId, pixelData, transferSyntaxOf(part.headers['content-type']), options);
+    const image = await withTimeout(
+      createImage(imageId, pixelData, transferSyntaxOf(part.headers['content-type']), options),
+      DECODE_TIMEOUT_MS,
+      'decoding the image timed out',
+    );
     source.onLoaded?.(imageId);
     return image;
   } catch (error) {

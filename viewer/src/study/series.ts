@@ -3,6 +3,7 @@
 import type { DicomJson, DicomwebClient, StudyRef } from '../contract';
 import { Tag, getNumber, getNumbers, getString } from './dicomJson';
 import { type SliceGeometry, sortSlices } from './geometry';
+import { needsPaletteData, withPaletteData } from './palette';
 import { framePath, seriesPath, studyPath } from './paths';
 
 /** One series as the QIDO-RS series search returns it. */
@@ -102,7 +103,10 @@ export function buildStack(study: StudyRef, seriesUid: string, instances: DicomJ
 
 export async function fetchSeriesImages(client: DicomwebClient, study: StudyRef, seriesUid: string): Promise<SeriesImages> {
   const instances = await client.json<DicomJson[]>(`${seriesPath(study, seriesUid)}/metadata`);
-  return buildStack(study, seriesUid, instances);
+  const prepared = await Promise.all(
+    instances.map((instance) => (needsPaletteData(instance) ? withPaletteData(instance, client) : instance)),
+  );
+  return buildStack(study, seriesUid, prepared);
 }
 
 /** Fetches the series thumbnail through the client and returns an object URL for it. */
