@@ -19,7 +19,7 @@ import { FRAME_ACCEPT, transferSyntaxOf } from './paths';
 
 export const IMAGE_SCHEME = 'cirrus';
 
-/** The request that fetches one image's pixels, and the callbacks told of its outcome. */
+/** The request that fetches one image's pixels, and the callbacks that receive its outcome. */
 export interface FrameSource {
   client: DicomwebClient;
   path: string;

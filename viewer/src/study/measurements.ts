@@ -1,85 +1,16 @@
 // The measurements panel: lengths, angles and rectangle ROIs of the active series.
 
 import { eventTarget } from '@cornerstonejs/core';
-import { AngleTool, Enums as ToolEnums, LengthTool, RectangleROITool, annotation } from '@cornerstonejs/tools';
+import { Enums as ToolEnums, annotation } from '@cornerstonejs/tools';
 import type { DicomJson } from '../contract';
 import { element, formatNumber } from './dom';
-import { pixelValueUnit } from './units';
-
-type Kind = 'length' | 'angle' | 'rectangle-roi';
-
-const KIND_BY_TOOL: Record<string, Kind> = {
-  [LengthTool.toolName]: 'length',
-  [AngleTool.toolName]: 'angle',
-  [RectangleROITool.toolName]: 'rectangle-roi',
-};
+import { type Measurement, describeMeasurement, measurementOf } from './measurement';
 
 const EVENTS = [
   ToolEnums.Events.ANNOTATION_COMPLETED,
   ToolEnums.Events.ANNOTATION_MODIFIED,
   ToolEnums.Events.ANNOTATION_REMOVED,
 ];
-
-interface Stats {
-  length?: number;
-  angle?: number;
-  mean?: number;
-  stdDev?: number;
-}
-
-/** One row of the panel, as its data attributes give it. */
-export interface Measurement {
-  uid: string;
-  kind: Kind;
-  imageId: string;
-  value?: number;
-  std?: number;
-  unit: string;
-}
-
-/** Reads a measurement from an annotation of one of the three tools; undefined for others. */
-export function measurementOf(
-  item: { annotationUID?: string; metadata: { toolName: string; referencedImageId?: string }; data: { cachedStats?: Record<string, Stats> } },
-  instanceOf: (imageId: string) => DicomJson | undefined,
-): Measurement | undefined {
-  const kind = KIND_BY_TOOL[item.metadata.toolName];
-  const imageId = item.metadata.referencedImageId;
-  if (!kind || !imageId || !item.annotationUID) {
-    return undefined;
-  }
-  const stats = Object.values(item.data.cachedStats ?? {})[0] ?? {};
-  if (kind === 'length') {
-    return { uid: item.annotationUID, kind, imageId, value: stats.length, unit: 'mm' };
-  }
-  if (kind === 'angle') {
-    return { uid: item.annotationUID, kind, imageId, value: stats.angle, unit: '°' };
-  }
-  const instance = instanceOf(imageId);
-  return {
-    uid: item.annotationUID,
-    kind,
-    imageId,
-    value: stats.mean,
-    std: stats.stdDev,
-    unit: instance ? pixelValueUnit(instance) : '',
-  };
-}
-
-function describe(measurement: Measurement, sliceNumber: number): string {
-  const at = sliceNumber > 0 ? ` (image ${sliceNumber})` : '';
-  if (measurement.value === undefined) {
-    return `${measurement.kind}: measuring…${at}`;
-  }
-  if (measurement.kind === 'length') {
-    return `Length ${formatNumber(measurement.value, 1)} mm${at}`;
-  }
-  if (measurement.kind === 'angle') {
-    return `Angle ${formatNumber(measurement.value, 1)}°${at}`;
-  }
-  const unit = measurement.unit ? ` ${measurement.unit}` : '';
-  const std = measurement.std === undefined ? '' : ` ± ${formatNumber(measurement.std, 1)}`;
-  return `ROI mean ${formatNumber(measurement.value, 1)}${std}${unit}${at}`;
-}
 
 export class MeasurementsPanel {
   readonly root = element('aside', { class: 'measurements', 'data-testid': 'measurements', 'aria-label': 'Measurements' });
@@ -141,7 +72,7 @@ export class MeasurementsPanel {
       attributes['data-std'] = item.std === undefined ? '' : formatNumber(item.std, 3);
       attributes['data-unit'] = item.unit;
     }
-    const label = element('button', { type: 'button', class: 'measurement-label', title: 'Show this image' }, [describe(item, index + 1)]);
+    const label = element('button', { type: 'button', class: 'measurement-label', title: 'Show this image' }, [describeMeasurement(item, index + 1)]);
     label.addEventListener('click', () => this.goTo(index));
     const remove = element('button', { type: 'button', class: 'measurement-delete', 'data-testid': 'measurement-delete', 'aria-label': 'Delete measurement' }, ['×']);
     remove.addEventListener('click', () => {

@@ -13,8 +13,8 @@ const PALETTES = [
 
 /**
  * Decodes LUT data bytes into entries. The descriptor's first value is the number of entries
- * (0 means 65536). Data with two bytes an entry is little endian 16-bit words; data with one
- * byte an entry holds 8-bit entries.
+ * (0 means 65536). Data with two bytes an entry is read as little endian 16-bit words, and
+ * data with one byte an entry as 8-bit entries.
  */
 export function decodeLutData(bytes: Uint8Array, descriptor: number[]): number[] {
   const entries = descriptor[0] === 0 ? 65536 : descriptor[0];
