@@ -33,17 +33,29 @@ const client: DicomwebClient = {
 };
 
 const container = document.getElementById('app')!;
-const unmount = mountStudyView(
-  container,
-  client,
-  { site: params.get('site'), studyUid: params.get('study') ?? '' },
-  {
-    mprSeriesUid: params.get('mpr') ?? undefined,
-    onClose: () => unmount(),
-    onError: (error) => {
-      container.dataset.sessionExpired = 'true';
-      console.error(error);
+let unmount = mount();
+
+function mount(): () => void {
+  return mountStudyView(
+    container,
+    client,
+    { site: params.get('site'), studyUid: params.get('study') ?? '' },
+    {
+      mprSeriesUid: params.get('mpr') ?? undefined,
+      onClose: () => unmount(),
+      onError: (error) => {
+        container.dataset.sessionExpired = 'true';
+        console.error(error);
+      },
     },
+  );
+}
+
+// For headless checks: unmount the view, or unmount it and mount it again.
+Object.assign(window, {
+  unmountStudyView: () => unmount(),
+  remountStudyView: () => {
+    unmount();
+    unmount = mount();
   },
-);
-Object.assign(window, { unmountStudyView: unmount });
+});
