@@ -68,10 +68,13 @@ export interface StudyRef {
 }
 
 /** Mounts the study view into `container`; the returned function unmounts it and releases
- * its viewports, caches and requests. `mpr` opens the MPR layout of that series directly. */
+ * its viewports, caches and requests. `mprSeriesUid` opens the MPR layout of that series
+ * directly. `onClose` runs when the user goes back to the worklist. `onError` receives a
+ * SessionExpiredError from any request of the view, so the shell can show its sign-in state.
+ * Without `onError`, the view shows the message as a study error. */
 export type MountStudyView = (
   container: HTMLElement,
   client: DicomwebClient,
   study: StudyRef,
-  options?: { mprSeriesUid?: string; onClose?: () => void },
+  options?: { mprSeriesUid?: string; onClose?: () => void; onError?: (error: SessionExpiredError) => void },
 ) => () => void;

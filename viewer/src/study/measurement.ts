@@ -1,0 +1,76 @@
+// Measurements read from the annotations of the length, angle and rectangle ROI tools.
+
+import type { DicomJson } from '../contract';
+import { formatNumber } from './dom';
+import { pixelValueUnit } from './units';
+
+export type Kind = 'length' | 'angle' | 'rectangle-roi';
+
+// The toolName of LengthTool, AngleTool and RectangleROITool in @cornerstonejs/tools.
+const KIND_BY_TOOL: Record<string, Kind> = {
+  Length: 'length',
+  Angle: 'angle',
+  RectangleROI: 'rectangle-roi',
+};
+
+interface Stats {
+  length?: number;
+  angle?: number;
+  mean?: number;
+  stdDev?: number;
+}
+
+/** One row of the panel, as its data attributes give it. */
+export interface Measurement {
+  uid: string;
+  kind: Kind;
+  imageId: string;
+  value?: number;
+  std?: number;
+  unit: string;
+}
+
+/** Reads a measurement from an annotation of one of the three tools; undefined for others. */
+export function measurementOf(
+  item: { annotationUID?: string; metadata: { toolName: string; referencedImageId?: string }; data: { cachedStats?: Record<string, Stats> } },
+  instanceOf: (imageId: string) => DicomJson | undefined,
+): Measurement | undefined {
+  const kind = KIND_BY_TOOL[item.metadata.toolName];
+  const imageId = item.metadata.referencedImageId;
+  if (!kind || !imageId || !item.annotationUID) {
+    return undefined;
+  }
+  const stats = Object.values(item.data.cachedStats ?? {})[0] ?? {};
+  if (kind === 'length') {
+    return { uid: item.annotationUID, kind, imageId, value: stats.length, unit: 'mm' };
+  }
+  if (kind === 'angle') {
+    return { uid: item.annotationUID, kind, imageId, value: stats.angle, unit: '°' };
+  }
+  const instance = instanceOf(imageId);
+  return {
+    uid: item.annotationUID,
+    kind,
+    imageId,
+    value: stats.mean,
+    std: stats.stdDev,
+    unit: instance ? pixelValueUnit(instance) : '',
+  };
+}
+
+/** Returns the text of a measurement: its value with its unit, and the image it is on. */
+export function describeMeasurement(measurement: Measurement, sliceNumber: number): string {
+  const at = sliceNumber > 0 ? ` (image ${sliceNumber})` : '';
+  if (measurement.value === undefined) {
+    return `${measurement.kind}: measuring…${at}`;
+  }
+  if (measurement.kind === 'length') {
+    return `Length ${formatNumber(measurement.value, 1)} mm${at}`;
+  }
+  if (measurement.kind === 'angle') {
+    return `Angle ${formatNumber(measurement.value, 1)}°${at}`;
+  }
+  const unit = measurement.unit ? ` ${measurement.unit}` : '';
+  const std = measurement.std === undefined ? '' : ` ± ${formatNumber(measurement.std, 1)}`;
+  return `ROI mean ${formatNumber(measurement.value, 1)}${std}${unit}${at}`;
+}
