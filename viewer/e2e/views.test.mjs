@@ -47,7 +47,9 @@ describe('study views', { timeout: 280_000 }, () => {
     test('MPR closes to the stack view', async () => {
       await byTestId(page, 'mpr-close').click();
       await waitForAttribute(page, 'viewport', 'data-state', 'loaded');
-      assert.equal(await byTestId(page, 'mpr').count(), 0);
+      // The viewer may keep the MPR element, hidden, to reopen it faster.
+      await byTestId(page, 'mpr').waitFor({ state: 'hidden' });
+      assert.ok(await byTestId(page, 'viewport').isVisible());
     });
 
     test('MPR route opens directly', async () => {

@@ -44,7 +44,9 @@ export async function expectScreenshot(page, locator, name, options = {}) {
   // Playwright applies `style` for the screenshot only, past the page's Content Security
   // Policy, which rejects the style elements that page.addStyleTag would add.
   const png = await locator.screenshot({ animations: 'disabled', caret: 'hide', style: STILL_CSS });
-  return compareWithReference(png, name, options);
+  const changed = compareWithReference(png, name, options);
+  console.log(`screenshot ${name}: ${changed} pixels differ from the reference`);
+  return changed;
 }
 
 /** Compares the PNG bytes `png` with the reference `name`.png; returns the changed pixels. */

@@ -50,3 +50,19 @@ export async function lastMeasurement(page, kind, count = 1) {
   await items.nth(count - 1).waitFor({ state: 'attached' });
   return items.nth(count - 1);
 }
+
+/**
+ * Waits until `accept` holds for the `data-value` of `measurement`, and returns the value as a
+ * number: the panel may show the values of an unfinished drag for a moment after the mouse
+ * button is released. Throws with the last value after `timeout` ms.
+ */
+export async function settledValue(measurement, accept, { timeout = 5_000 } = {}) {
+  const deadline = Date.now() + timeout;
+  let value = Number.NaN;
+  while (Date.now() < deadline) {
+    value = Number(await measurement.getAttribute('data-value'));
+    if (accept(value)) return value;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return value;
+}
