@@ -1,12 +1,12 @@
 // Progressive loading of a large CT series in the web viewer, in headless Chromium.
 //
 // Generates the phantom CT volume of viewer/e2e/make_series.py at --slices slices of --size
-// pixels square (16 bit, explicit VR little endian), starts `cirrus dev` as a child process with
-// its own data folder in a temporary directory and free ports on 127.0.0.1, sends the series
-// with storescu over --associations associations and waits until QIDO lists every instance.
-// It then opens the study in the viewer --runs times, each time in a new browser context, so
-// with an empty HTTP cache, and reads the viewer's performance marks: time to first image
-// (cirrus:first-image minus cirrus:study-open) and to the whole series loaded
+// pixels square (16 bit, explicit VR little endian). Starts `cirrus dev` as a child process,
+// with its own data folder in a temporary directory and free ports on 127.0.0.1, sends it the
+// series with storescu over --associations associations and waits until QIDO lists every
+// instance. It then opens the study in the viewer --runs times, each time in a new browser
+// context with an empty HTTP cache, and reads the viewer's performance marks: time to first
+// image (cirrus:first-image minus cirrus:study-open) and to the whole series loaded
 // (cirrus:all-loaded minus cirrus:study-open). It also counts the requests and the bytes
 // received (headers and bodies as sent, from the DevTools protocol). It prints each run and
 // the medians, and stops the stack by its PID.

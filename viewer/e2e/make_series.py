@@ -3,7 +3,7 @@
 ``phantom`` writes a CT volume of a water phantom: air (-1000 HU) around a water cylinder
 (0 HU) along the z axis, with two bone rods (1000 HU) inside it, 30 mm apart on the x axis.
 Pixel spacing is 0.5 mm at 128 columns, scaled so that the field of view stays 64 mm at any
-size, and slices are 1 mm apart, so that a measurement in the viewer has a known answer.
+size, and slices are 1 mm apart, so that a measurement in the viewer has a known result.
 ``cine`` writes one multi-frame instance (Ultrasound Multi-frame, 8 bit) whose bright disk
 moves from frame to frame. ``fixtures`` writes both at the test sizes and adds the pydicom
 test files that the tests load. Each command prints a JSON list of the files written, with
@@ -148,6 +148,7 @@ def write_cine(folder: Path, frames: int = 12, size: int = 64) -> list[WrittenFi
     for index in range(frames):
         disk_x = size * (0.2 + 0.6 * index / max(frames - 1, 1))
         pixels[index][(x - disk_x) ** 2 + (y - size / 2) ** 2 <= (size / 8) ** 2] = 220
+
     ds = Dataset()
     ds.SOPClassUID = UltrasoundMultiFrameImageStorage
     ds.SOPInstanceUID = uid(seed, "instance")
@@ -156,6 +157,7 @@ def write_cine(folder: Path, frames: int = 12, size: int = 64) -> list[WrittenFi
     ds.SeriesInstanceUID = uid(seed, "series")
     ds.SeriesNumber, ds.SeriesDescription = 1, "Cine loop"
     ds.Modality, ds.InstanceNumber = "US", 1
+
     ds.NumberOfFrames = frames
     ds.FrameTime = 100.0
     ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")

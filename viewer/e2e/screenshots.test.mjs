@@ -12,7 +12,7 @@ import { compareWithReference } from './lib/screenshots.mjs';
 const directory = mkdtempSync(path.join(tmpdir(), 'cirrus-references-'));
 after(() => rmSync(directory, { recursive: true, force: true }));
 
-/** A 100x100 grey PNG with a white 20x20 square at `left`; `shift` is added to the grey. */
+/** Returns a 100x100 grey PNG with a white 20x20 square at `left`, its grey raised by `shift`. */
 function squarePng(left, shift = 0) {
   const png = new PNG({ width: 100, height: 100 });
   for (let y = 0; y < 100; y++) {
@@ -45,7 +45,8 @@ test('moved square fails with diff path', () => {
     (error) => {
       assert.match(error.message, /differs from .*square\.png in \d+ pixels/);
       const diffPath = /diff in (\S+),/.exec(error.message)?.[1];
-      assert.ok(diffPath && existsSync(diffPath), `diff image ${diffPath} not written`);
+      assert.ok(diffPath, 'the message names no diff image');
+      assert.ok(existsSync(diffPath), `diff image ${diffPath} not written`);
       return true;
     },
   );

@@ -83,8 +83,8 @@ describe('session', { timeout: 240_000 }, () => {
     const page = await openPage(world.browser);
     await openRoute(page, world.stack, '#/');
     await signIn(page, KEY_ID, 'not-the-secret-of-this-key');
-    // The viewer tries the keys with one request before it leaves the sign-in form, so wrong
-    // keys keep the form open with the reason; there is no session to expire yet.
+    // The viewer tries the keys with one request before it leaves the sign-in form. Wrong keys
+    // keep the form open with the reason, because there is no session to expire yet.
     const message = byTestId(page, 'sign-in').locator('[role="alert"]');
     await message.filter({ hasText: /\S/ }).waitFor({ state: 'visible' });
     assert.match(await message.textContent(), /reject/i);
@@ -100,7 +100,7 @@ describe('session', { timeout: 240_000 }, () => {
     await search(page);
     await waitForRows(page, [...new Set(world.files.map((file) => file.study))]);
 
-    // Rotate the key: the same stack, on the same port, now knows another secret for it.
+    // Rotate the key: the same stack, on the same port, now accepts another secret for it.
     const { httpPort } = world.stack;
     await world.stack.stop();
     writeCredentials(credentialsFile, ROTATED_SECRET);

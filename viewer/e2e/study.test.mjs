@@ -1,5 +1,5 @@
 // The stack viewport on the phantom CT volume (64 slices, 128x128, 0.5 mm pixels): scrolling,
-// window/level by drag and presets, a length and a rectangle ROI with known answers.
+// window/level by drag and presets, and a length and a rectangle ROI with known results.
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -14,10 +14,10 @@ import { goToSlice, lastMeasurement, openStudy, selectTool, settledValue } from 
 // A slice inside the water cylinder, which make_series.py ends 4 slices before each end.
 const MIDDLE_SLICE = 32;
 
-// Each end of the length line is placed at a rod centre found in a screenshot. The rods are
-// 5 mm wide (10 image pixels of 0.5 mm), so each centre is found within about one screen
-// pixel (under 0.15 mm at the fitted size) plus the half image pixel that the edges of a
-// rendered disk may shift it by. 1 mm, two image pixels, covers both ends with room.
+// Each end of the length line is placed at a rod centre found in a screenshot. A rod is 5 mm
+// wide (10 image pixels of 0.5 mm), so its centre is found within about one screen pixel,
+// under 0.15 mm at the fitted size. The pixelated edges of a rendered disk may shift it by half
+// an image pixel more. 1 mm, two image pixels, covers both ends with room.
 const LENGTH_TOLERANCE_MM = 1.0;
 
 const PRESETS = {
@@ -71,7 +71,8 @@ describe('stack viewport', { timeout: 240_000 }, () => {
     await page.mouse.wheel(0, delta);
     const second = Number(await waitForAttribute(page, 'viewport', 'data-slice-index', (value) => Number(value) !== first));
     assert.equal(Math.sign(second - first), Math.sign(first - start), 'two wheel turns the same way scroll the same way');
-    assert.ok(second >= 0 && second < 64);
+    assert.ok(second >= 0, `slice index ${second} is negative`);
+    assert.ok(second < 64, `slice index ${second} is past the last slice`);
   });
 
   test('arrow keys scroll slices', async () => {

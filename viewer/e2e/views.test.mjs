@@ -35,7 +35,9 @@ describe('study views', { timeout: 280_000 }, () => {
       await waitForAttribute(page, 'mpr', 'data-state', 'loaded', { timeout: 90_000 });
       for (const name of ['viewport-axial', 'viewport-sagittal', 'viewport-coronal']) {
         const box = await byTestId(page, name).boundingBox();
-        assert.ok(box && box.width > 50 && box.height > 50, `${name} is not visible: ${JSON.stringify(box)}`);
+        assert.ok(box, `${name} is not visible`);
+        assert.ok(box.width > 50, `${name} is ${box.width} px wide`);
+        assert.ok(box.height > 50, `${name} is ${box.height} px high`);
       }
       assert.match(page.url(), new RegExp(`/mpr/${world.studies.phantom.series.replaceAll('.', '\\.')}$`));
     });

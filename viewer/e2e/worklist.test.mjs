@@ -1,5 +1,5 @@
-// The worklist against a local stack that holds the phantom, the cine loop and four pydicom
-// test files: search by name prefix and by modality, the empty state, opening a study.
+// The worklist against a local stack that contains the phantom, the cine loop and four
+// pydicom test files: search by name prefix and by modality, the empty state, opening a study.
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -28,8 +28,8 @@ describe('worklist', { timeout: 240_000 }, () => {
 
   test('search without filters lists every study', async () => {
     await search(page);
-    const shown = await waitForRows(page, all);
-    assert.equal(shown.length, 6);
+    const listed = await waitForRows(page, all);
+    assert.equal(listed.length, 6);
   });
 
   test('row shows its site and counts', async () => {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { launchBrowser } from './browser.mjs';
 import { makeSeries, startStack, storeFiles, temporaryFolder, waitForStudies } from './stack.mjs';
 
-/** The studies of make_series.py's `fixtures`, by the name that the tests use. */
+/** Returns the studies of make_series.py's `fixtures` by the names that the tests use. */
 export function studiesOf(files) {
   const studyOf = (match) => {
     const file = files.find((item) => match(item.path));

@@ -50,29 +50,32 @@ export async function expectScreenshot(page, locator, name, options = {}) {
 }
 
 /** Compares the PNG bytes `png` with the reference `name`.png; returns the changed pixels. */
-export function compareWithReference(
-  png,
-  name,
-  { threshold = DEFAULT_THRESHOLD, maxDiffRatio = DEFAULT_MAX_DIFF_RATIO, directory = referencesDir, update = process.env.UPDATE_REFERENCES === '1' } = {},
-) {
+export function compareWithReference(png, name, options = {}) {
+  const {
+    threshold = DEFAULT_THRESHOLD,
+    maxDiffRatio = DEFAULT_MAX_DIFF_RATIO,
+    directory = referencesDir,
+    update = process.env.UPDATE_REFERENCES === '1',
+  } = options;
   const referencePath = path.join(directory, `${name}.png`);
   if (update) {
     mkdirSync(directory, { recursive: true });
     writeFileSync(referencePath, png);
     return 0;
   }
+
   if (!existsSync(referencePath)) {
-    const actual = saveOutput(`${name}-actual.png`, png);
-    throw new Error(`reference ${referencePath} is missing; screenshot in ${actual}. Run the tests with UPDATE_REFERENCES=1 to store it`);
+    const saved = saveOutput(`${name}-actual.png`, png);
+    throw new Error(`reference ${referencePath} is missing; screenshot in ${saved}. Run the tests with UPDATE_REFERENCES=1 to store it`);
   }
   const actual = PNG.sync.read(png);
   const expected = PNG.sync.read(readFileSync(referencePath));
   if (actual.width !== expected.width || actual.height !== expected.height) {
     const saved = saveOutput(`${name}-actual.png`, png);
-    throw new Error(
-      `screenshot ${name} is ${actual.width}x${actual.height}, the reference ${expected.width}x${expected.height}; screenshot in ${saved}`,
-    );
+    const sizes = `${actual.width}x${actual.height}, the reference ${expected.width}x${expected.height}`;
+    throw new Error(`screenshot ${name} is ${sizes}; screenshot in ${saved}`);
   }
+
   const { width, height } = actual;
   const diff = new PNG({ width, height });
   const changed = pixelmatch(actual.data, expected.data, diff.data, width, height, { threshold });

@@ -16,7 +16,7 @@ const READY = /Cirrus local stack running: DICOM (\S+)@([\d.]+):(\d+), DICOMweb 
 const START_TIMEOUT_MS = 120_000;
 const STOP_TIMEOUT_MS = 60_000;
 
-/** The interpreter that runs cirrus: CIRRUS_PYTHON, or else the repository's .venv. */
+/** Returns the interpreter that runs cirrus: CIRRUS_PYTHON, or else the repository's .venv. */
 export function pythonPath() {
   const python = process.env.CIRRUS_PYTHON ?? path.join(repoRoot, '.venv', 'bin', 'python');
   if (!existsSync(python)) {
@@ -25,7 +25,8 @@ export function pythonPath() {
   return python;
 }
 
-/** The environment of every Python child: this checkout's code first, fake AWS credentials. */
+/** Returns the environment of every Python child: this checkout's code first on the path, and
+ * fake AWS credentials. */
 export function pythonEnv(extra = {}) {
   return {
     ...process.env,
@@ -40,7 +41,7 @@ export function pythonEnv(extra = {}) {
   };
 }
 
-/** A temporary folder that `remove` deletes; CIRRUS_E2E_KEEP=1 keeps it for inspection. */
+/** Creates a temporary folder that `remove` deletes, unless CIRRUS_E2E_KEEP=1 keeps it. */
 export function temporaryFolder(prefix) {
   const folder = mkdtempSync(path.join(tmpdir(), prefix));
   return {
@@ -193,7 +194,7 @@ export async function waitForStudies(stack, files, { signer = null, timeoutMs = 
   }
 }
 
-/** An aws4fetch client that signs as the local stack expects (execute-api, us-east-1). */
+/** Returns an aws4fetch client that signs as the local stack expects (execute-api, us-east-1). */
 export function signerFor(accessKeyId, secretAccessKey) {
   return new AwsClient({ accessKeyId, secretAccessKey, service: 'execute-api', region: 'us-east-1' });
 }

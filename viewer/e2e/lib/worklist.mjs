@@ -34,17 +34,17 @@ export async function rowUids(page) {
 /** Waits until the worklist shows exactly the studies `expected` (in any order); returns the
  * UIDs shown, sorted. Throws with the rows seen last after `timeout` ms. */
 export async function waitForRows(page, expected, { timeout = 30_000 } = {}) {
-  const wanted = [...expected].sort();
+  const expectedUids = [...expected].sort();
+  const loading = byTestId(page, 'worklist-loading');
   const deadline = Date.now() + timeout;
-  let shown = [];
+  let listed = [];
   while (Date.now() < deadline) {
-    shown = (await rowUids(page)).sort();
-    const settled = (await byTestId(page, 'worklist-loading').count()) === 0 || !(await byTestId(page, 'worklist-loading').isVisible());
-    if (settled && JSON.stringify(shown) === JSON.stringify(wanted)) return shown;
+    listed = (await rowUids(page)).sort();
+    const settled = (await loading.count()) === 0 || !(await loading.isVisible());
+    if (settled && JSON.stringify(listed) === JSON.stringify(expectedUids)) return listed;
     await page.waitForTimeout(100);
   }
   const error = await byTestId(page, 'worklist-error').allTextContents();
-  throw new Error(
-    `worklist showed ${JSON.stringify(shown)}, expected ${JSON.stringify(wanted)}${error.length ? `; worklist-error: ${error.join(' ')}` : ''}`,
-  );
+  const reason = error.length ? `; worklist-error: ${error.join(' ')}` : '';
+  throw new Error(`worklist listed ${JSON.stringify(listed)}, expected ${JSON.stringify(expectedUids)}${reason}`);
 }
