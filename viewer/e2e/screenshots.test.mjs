@@ -39,6 +39,10 @@ test('small colour shift passes', () => {
   assert.equal(compareWithReference(squarePng(10, 2), 'square', { directory, update: false }), 0);
 });
 
+test('brighter background fails', () => {
+  assert.throws(() => compareWithReference(squarePng(10, 30), 'square', { directory, update: false }), /differs from/);
+});
+
 test('moved square fails with diff path', () => {
   assert.throws(
     () => compareWithReference(squarePng(30), 'square', { directory, update: false }),
