@@ -208,6 +208,7 @@ class StudyView {
       return;
     }
     this.enableSeriesControls(images);
+    this.toolbar.setCinePlaying(false);
     await this.stack.show(images);
     this.measurements.refresh();
   }
