@@ -128,6 +128,9 @@ class StudyView {
     await this.activate(first.seriesUid);
     if (requested && first.seriesUid === requested) {
       await this.openMpr();
+    } else if (requested) {
+      this.showStackControls(false);
+      this.mpr.showError(`This study has no series ${requested}.`);
     }
   }
 
@@ -213,6 +216,20 @@ class StudyView {
     this.measurements.refresh();
   }
 
+  /** Shows or hides the stack viewport, its measurements and its toolbar controls. */
+  private showStackControls(visible: boolean): void {
+    if (!visible) {
+      this.stack.stopCine();
+      this.toolbar.setCinePlaying(false);
+    }
+    this.stackPane.hidden = !visible;
+    this.measurements.root.hidden = !visible;
+    this.toolbar.setStackControlsEnabled(visible);
+    if (visible && this.stack.series) {
+      this.enableSeriesControls(this.stack.series);
+    }
+  }
+
   private enableSeriesControls(series: SeriesImages): void {
     this.toolbar.setActionEnabled('cine', series.images.length > 1, 'This series has one image.');
     this.toolbar.setPresetsEnabled(series.modality === 'CT');
@@ -267,11 +284,7 @@ class StudyView {
     if (!series) {
       return;
     }
-    this.stack.stopCine();
-    this.toolbar.setCinePlaying(false);
-    this.toolbar.setStackControlsEnabled(false);
-    this.stackPane.hidden = true;
-    this.measurements.root.hidden = true;
+    this.showStackControls(false);
     this.replaceRoute(series.seriesUid);
     await this.mpr.show(series, this.stack.imageIds);
   }
@@ -281,12 +294,7 @@ class StudyView {
       return;
     }
     this.mpr.hide();
-    this.stackPane.hidden = false;
-    this.measurements.root.hidden = false;
-    this.toolbar.setStackControlsEnabled(true);
-    if (this.stack.series) {
-      this.enableSeriesControls(this.stack.series);
-    }
+    this.showStackControls(true);
     this.replaceRoute(undefined);
   }
 
