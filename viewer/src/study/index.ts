@@ -93,6 +93,8 @@ class StudyView {
       ]),
     ]);
     container.replaceChildren(this.root);
+    // The toolbar acts on the series on screen, so it waits for one.
+    this.toolbar.setStackControlsEnabled(false);
     this.stack.enable();
     this.setupStackTools();
     this.resizeObserver = new ResizeObserver(() => this.renderingEngine.resize(true, true));
@@ -210,6 +212,7 @@ class StudyView {
     if (this.unmounted || this.activeSeriesUid !== seriesUid) {
       return;
     }
+    this.toolbar.setStackControlsEnabled(true);
     this.enableSeriesControls(images);
     this.toolbar.setCinePlaying(false);
     await this.stack.show(images);
