@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vite';
+
 export default defineConfig({
   // The dicom-image-loader is left out of dependency prebundling, so the dev server needs its
   // codecs, which are CommonJS, prebundled on their own to import their default exports.
@@ -14,8 +15,6 @@ export default defineConfig({
       '@cornerstonejs/codec-libjxl/decodewasmjs',
     ],
   },
-  // vtk.js imports xmlbuilder2 for XML readers that the viewer never runs, and xmlbuilder2
-  // needs Node's "events" module, so the bundle would fail at load.
   resolve: {
     alias: { xmlbuilder2: fileURLToPath(new URL('./src/study/shims/xmlbuilder2.ts', import.meta.url)) },
   },
