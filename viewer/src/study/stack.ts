@@ -136,14 +136,14 @@ export class StackView {
     }
 
     this.updateOverlay(start);
-    let shown = true;
+    let firstImageShown = true;
     try {
       await this.viewport.setStack(state.imageIds, start);
     } catch (error) {
       if (this.active === state) {
         this.reportFailure(state.imageIds[start], error);
       }
-      shown = false;
+      firstImageShown = false;
       if (error instanceof SessionExpiredError) {
         return;
       }
@@ -153,7 +153,7 @@ export class StackView {
     }
 
     // The other images load even when the first failed, so the user can scroll to them.
-    if (shown) {
+    if (firstImageShown) {
       this.viewport.render();
     }
     const queue = new PrefetchQueue(count, (index) => this.prefetch(state, index), MAX_PREFETCH_IN_FLIGHT);
