@@ -93,6 +93,8 @@ class StudyView {
       ]),
     ]);
     container.replaceChildren(this.root);
+    // The toolbar acts on the series on screen, so it waits for one.
+    this.toolbar.setStackControlsEnabled(false);
     this.stack.enable();
     this.setupStackTools();
     this.resizeObserver = new ResizeObserver(() => this.renderingEngine.resize(true, true));
@@ -128,6 +130,9 @@ class StudyView {
     await this.activate(first.seriesUid);
     if (requested && first.seriesUid === requested) {
       await this.openMpr();
+    } else if (requested) {
+      this.showStackControls(false);
+      this.mpr.showError(`This study has no series ${requested}.`);
     }
   }
 
@@ -207,9 +212,25 @@ class StudyView {
     if (this.unmounted || this.activeSeriesUid !== seriesUid) {
       return;
     }
+    this.toolbar.setStackControlsEnabled(true);
     this.enableSeriesControls(images);
+    this.toolbar.setCinePlaying(false);
     await this.stack.show(images);
     this.measurements.refresh();
+  }
+
+  /** Shows or hides the stack viewport, its measurements and its toolbar controls. */
+  private showStackControls(visible: boolean): void {
+    if (!visible) {
+      this.stack.stopCine();
+      this.toolbar.setCinePlaying(false);
+    }
+    this.stackPane.hidden = !visible;
+    this.measurements.root.hidden = !visible;
+    this.toolbar.setStackControlsEnabled(visible);
+    if (visible && this.stack.series) {
+      this.enableSeriesControls(this.stack.series);
+    }
   }
 
   private enableSeriesControls(series: SeriesImages): void {
@@ -266,11 +287,7 @@ class StudyView {
     if (!series) {
       return;
     }
-    this.stack.stopCine();
-    this.toolbar.setCinePlaying(false);
-    this.toolbar.setStackControlsEnabled(false);
-    this.stackPane.hidden = true;
-    this.measurements.root.hidden = true;
+    this.showStackControls(false);
     this.replaceRoute(series.seriesUid);
     await this.mpr.show(series, this.stack.imageIds);
   }
@@ -280,12 +297,7 @@ class StudyView {
       return;
     }
     this.mpr.hide();
-    this.stackPane.hidden = false;
-    this.measurements.root.hidden = false;
-    this.toolbar.setStackControlsEnabled(true);
-    if (this.stack.series) {
-      this.enableSeriesControls(this.stack.series);
-    }
+    this.showStackControls(true);
     this.replaceRoute(undefined);
   }
 

@@ -171,6 +171,12 @@ export class MprView {
     this.crosshairsButton.setAttribute('aria-pressed', String(on));
   }
 
+  /** Shows the MPR layout with an error in place of the viewports. */
+  showError(message: string): void {
+    this.root.hidden = false;
+    this.fail(message);
+  }
+
   private fail(message: string): void {
     this.errorBox.textContent = message;
     this.errorBox.hidden = false;

@@ -4,6 +4,7 @@
 
 import type { DicomJson, DicomwebClient } from '../contract';
 import { parseMultipart } from './multipart';
+import { FRAME_ACCEPT } from './paths';
 
 const PALETTES = [
   { descriptor: '00281101', data: '00281201' },
@@ -55,7 +56,7 @@ export async function withPaletteData(instance: DicomJson, client: DicomwebClien
       bytes = base64ToBytes(attribute.InlineBinary);
     } else if (attribute.BulkDataURI !== undefined) {
       const response = await client.fetch(attribute.BulkDataURI, {
-        headers: { Accept: 'multipart/related; type="application/octet-stream"; transfer-syntax=*' },
+        headers: { Accept: FRAME_ACCEPT },
       });
       const [part] = parseMultipart(new Uint8Array(await response.arrayBuffer()), response.headers.get('Content-Type'));
       bytes = part.body;

@@ -6,9 +6,11 @@ import type { StudyRef } from '../contract';
  * Accept header of frame requests. `transfer-syntax=*` gets a compressed frame as stored, so
  * the loader's codecs decode it in the browser and the server transcodes nothing, and an
  * uncompressed frame as Explicit VR Little Endian pixels. Each part's Content-Type names the
- * transfer syntax that it carries (docs/transfer-syntaxes.md, "Negotiation rules").
+ * transfer syntax that it carries (docs/transfer-syntaxes.md, "Negotiation rules"). The type
+ * parameter is not quoted, because a quote makes Accept a header that is not CORS-safelisted,
+ * so an unsigned request to another origin would need a preflight request.
  */
-export const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
+export const FRAME_ACCEPT = 'multipart/related; type=application/octet-stream; transfer-syntax=*';
 
 const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
 

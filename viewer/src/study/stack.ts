@@ -111,7 +111,10 @@ export class StackView {
     return this.active?.imageIds ?? [];
   }
 
-  /** Shows a series: its first image (the middle slice of a stack of slices) first, then loads the rest around the slice on screen. */
+  /**
+   * Shows a series: its first image (the middle slice of a stack of slices) first, then loads
+   * the rest around the slice on screen.
+   */
   async show(series: SeriesImages): Promise<void> {
     this.stopCine();
     this.queue?.stop();
@@ -127,24 +130,32 @@ export class StackView {
     this.setState('loading');
     this.hideError();
     if (count === 0) {
+      this.setState('error');
       this.showError('This series has no images to display.');
       return;
     }
 
     this.updateOverlay(start);
+    let firstImageShown = true;
     try {
       await this.viewport.setStack(state.imageIds, start);
     } catch (error) {
       if (this.active === state) {
         this.reportFailure(state.imageIds[start], error);
       }
-      return;
+      firstImageShown = false;
+      if (error instanceof SessionExpiredError) {
+        return;
+      }
     }
     if (this.active !== state || this.disposed) {
       return;
     }
 
-    this.viewport.render();
+    // The other images load even when the first failed, so the user can scroll to them.
+    if (firstImageShown) {
+      this.viewport.render();
+    }
     const queue = new PrefetchQueue(count, (index) => this.prefetch(state, index), MAX_PREFETCH_IN_FLIGHT);
     for (const imageId of state.loaded) {
       queue.skip(state.imageIds.indexOf(imageId));

@@ -9,7 +9,8 @@ export default mergeConfig(
   defineConfig({
     root: fileURLToPath(new URL('../../..', import.meta.url)),
     build: {
-      outDir: process.env.HARNESS_OUT_DIR ?? 'dist-harness',
+      // Under node_modules, so git ignores it.
+      outDir: process.env.HARNESS_OUT_DIR ?? fileURLToPath(new URL('../../../node_modules/.cache/study-harness', import.meta.url)),
       emptyOutDir: true,
       rollupOptions: { input: { harness: fileURLToPath(new URL('./dev.html', import.meta.url)) } },
     },
