@@ -168,4 +168,16 @@ describe('stack viewport', { timeout: 240_000 }, () => {
     await byTestId(page, 'action-invert').click();
     await waitForAttribute(page, 'viewport', 'data-inverted', 'false');
   });
+
+  test('zoom tool changes the zoom', async () => {
+    await selectTool(page, 'tool-zoom');
+    const zoom = await numberAttribute(page, 'viewport', 'data-zoom');
+    // Below the phantom, away from the length and the ROI, whose handles would take the drag.
+    const { x, y, box } = await centreOf(byTestId(page, 'viewport'));
+    const start = { x, y: y + box.height * 0.4 };
+    await drag(page, start, { x, y: start.y - 100 });
+    await waitForAttribute(page, 'viewport', 'data-zoom', (value) => Number(value) !== zoom);
+    await byTestId(page, 'action-reset').click();
+    await waitForAttribute(page, 'viewport', 'data-zoom', (value) => Number(value) === zoom);
+  });
 });
