@@ -5,8 +5,8 @@
 // with its own data folder in a temporary directory and free ports on 127.0.0.1, sends it the
 // series with storescu over --associations associations and waits until QIDO lists every
 // instance. It then opens the study in the viewer --runs times, each time in a new browser
-// context with an empty HTTP cache, and reads the viewer's performance marks: time to first
-// image (cirrus:first-image minus cirrus:study-open) and to the whole series loaded
+// context with an empty HTTP cache. From the viewer's performance marks it reads the time to
+// the first image (cirrus:first-image minus cirrus:study-open) and to the whole series loaded
 // (cirrus:all-loaded minus cirrus:study-open). It also counts the requests and the bytes
 // received (headers and bodies as sent, from the DevTools protocol). It prints each run and
 // the medians, and stops the stack by its PID.

@@ -26,8 +26,8 @@ export const DEFAULT_THRESHOLD = 0.05;
 export const DEFAULT_MAX_DIFF_RATIO = 0.005;
 
 /**
- * Takes a screenshot of `locator` with the mouse parked at the page's top-left corner, away
- * from hover styles, and compares it with the reference `name`.png; throws when they differ.
+ * Takes a screenshot of `locator` and compares it with the reference `name`.png. Throws when
+ * they differ. The mouse is parked at the page's top-left corner first, away from hover styles.
  */
 export async function expectScreenshot(page, locator, name, options = {}) {
   await page.mouse.move(0, 0);
