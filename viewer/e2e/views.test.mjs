@@ -109,6 +109,16 @@ describe('study views', { timeout: 280_000 }, () => {
     }
   });
 
+  describe('routes', () => {
+    test('site route opens the study', async () => {
+      const page = await openPage(world.browser);
+      await openRoute(page, world.stack, `#/sites/default/studies/${world.studies.mrSmall.study}`);
+      await waitForAttribute(page, 'viewport', 'data-state', 'loaded');
+      assert.equal(await byTestId(page, 'series-thumbnail').getAttribute('data-modality'), 'MR');
+      await page.context().close();
+    });
+  });
+
   describe('failed load', () => {
     test('missing study shows the error state', async () => {
       const page = await openPage(world.browser);

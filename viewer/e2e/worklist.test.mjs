@@ -128,4 +128,15 @@ describe('worklist', { timeout: 240_000 }, () => {
     await byTestId(page, 'study-view').waitFor({ state: 'visible' });
     assert.match(page.url(), new RegExp(world.studies.cine.study.replaceAll('.', '\\.')));
   });
+
+  test('stopped server shows the error state', async () => {
+    await byTestId(page, 'study-back').click();
+    await byTestId(page, 'worklist-search').waitFor({ state: 'visible' });
+    await world.stack.stop();
+    await byTestId(page, 'worklist-search').click();
+    const error = byTestId(page, 'worklist-error');
+    await error.waitFor({ state: 'visible' });
+    assert.ok((await error.textContent()).trim().length > 0);
+    await byTestId(page, 'worklist-retry').waitFor({ state: 'visible' });
+  });
 });
