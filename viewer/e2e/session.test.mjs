@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { byTestId, openPage, openRoute, waitForAttribute } from './lib/browser.mjs';
+import { byTestId, openPage, openRoute, uncaughtErrors, waitForAttribute } from './lib/browser.mjs';
 import { setUp } from './lib/fixture.mjs';
 import { signerFor, startStack, temporaryFolder } from './lib/stack.mjs';
 import { search, waitForRows } from './lib/worklist.mjs';
@@ -32,6 +32,14 @@ describe('session', { timeout: 240_000 }, () => {
   let credentialsFile;
   let options;
   let keysFolder;
+
+  // Every page of this file, for the check that none raised an uncaught exception.
+  const pages = [];
+  const open = async () => {
+    const page = await openPage(world.browser);
+    pages.push(page);
+    return page;
+  };
 
   before(async () => {
     keysFolder = temporaryFolder('cirrus-viewer-e2e-keys-');
@@ -61,7 +69,7 @@ describe('session', { timeout: 240_000 }, () => {
   });
 
   test('sign-in with keys lists the studies', async () => {
-    const page = await openPage(world.browser);
+    const page = await open();
     await openRoute(page, world.stack, '#/');
     await byTestId(page, 'sign-in').waitFor({ state: 'visible' });
     await signIn(page, KEY_ID, SECRET);
@@ -71,7 +79,7 @@ describe('session', { timeout: 240_000 }, () => {
   });
 
   test('signed session loads images', async () => {
-    const page = await openPage(world.browser);
+    const page = await open();
     await openRoute(page, world.stack, `#/studies/${world.studies.ctSmall.study}`);
     await byTestId(page, 'sign-in').waitFor({ state: 'visible' });
     await signIn(page, KEY_ID, SECRET);
@@ -80,7 +88,7 @@ describe('session', { timeout: 240_000 }, () => {
   });
 
   test('wrong secret is rejected at sign-in', async () => {
-    const page = await openPage(world.browser);
+    const page = await open();
     await openRoute(page, world.stack, '#/');
     await signIn(page, KEY_ID, 'not-the-secret-of-this-key');
     // The viewer tries the keys with one request before it leaves the sign-in form. Wrong keys
@@ -94,7 +102,7 @@ describe('session', { timeout: 240_000 }, () => {
   });
 
   test('rotated secret shows session expired', async () => {
-    const page = await openPage(world.browser);
+    const page = await open();
     await openRoute(page, world.stack, '#/');
     await signIn(page, KEY_ID, SECRET);
     await search(page);
@@ -114,5 +122,9 @@ describe('session', { timeout: 240_000 }, () => {
     await search(page);
     await waitForRows(page, [...new Set(world.files.map((file) => file.study))]);
     await page.context().close();
+  });
+
+  test('pages raised no errors', () => {
+    assert.deepEqual(pages.flatMap(uncaughtErrors), []);
   });
 });

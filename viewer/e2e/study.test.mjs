@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { attribute, byTestId, centreOf, drag, numberAttribute, openPage, waitForAttribute } from './lib/browser.mjs';
+import { attribute, byTestId, centreOf, drag, numberAttribute, openPage, uncaughtErrors, waitForAttribute } from './lib/browser.mjs';
 import { setUp } from './lib/fixture.mjs';
 import { findRods, phantomToPage, ROD_DISTANCE_MM } from './lib/image.mjs';
 import { expectScreenshot } from './lib/screenshots.mjs';
@@ -172,12 +172,37 @@ describe('stack viewport', { timeout: 240_000 }, () => {
   test('zoom tool changes the zoom', async () => {
     await selectTool(page, 'tool-zoom');
     const zoom = await numberAttribute(page, 'viewport', 'data-zoom');
-    // Below the phantom, away from the length and the ROI, whose handles would take the drag.
+    // Left of and below the phantom, away from the measurements, which would take the drag.
     const { x, y, box } = await centreOf(byTestId(page, 'viewport'));
-    const start = { x, y: y + box.height * 0.4 };
-    await drag(page, start, { x, y: start.y - 100 });
+    const start = { x: x - box.width * 0.3, y: y + box.height * 0.3 };
+    await drag(page, start, { x: start.x, y: start.y - 100 });
     await waitForAttribute(page, 'viewport', 'data-zoom', (value) => Number(value) !== zoom);
     await byTestId(page, 'action-reset').click();
     await waitForAttribute(page, 'viewport', 'data-zoom', (value) => Number(value) === zoom);
+  });
+
+  test('angle of a right angle is 90°', async () => {
+    await selectTool(page, 'tool-angle');
+    // The first arm by a drag, the end of the second arm by a click, all in the air below the
+    // phantom so that no earlier measurement takes the mouse. Screen pixels are square on the
+    // image, so a right angle on screen is one on the image; 1° allows a pixel at each end.
+    const { x, y, box } = await centreOf(byTestId(page, 'viewport'));
+    const vertex = { x: x + box.width * 0.3, y: y + box.height * 0.4 };
+    await drag(page, { x: vertex.x - 150, y: vertex.y }, vertex, 15);
+    await page.mouse.move(vertex.x, vertex.y - 150, { steps: 15 });
+    await page.mouse.click(vertex.x, vertex.y - 150);
+    const angle = await lastMeasurement(page, 'angle');
+    const degrees = await settledValue(angle, (value) => Math.abs(value - 90) <= 1);
+    assert.ok(Math.abs(degrees - 90) <= 1, `angle ${degrees}°, expected 90 ± 1`);
+    assert.match(await angle.textContent(), /°/);
+    // A finished angle keeps its value when the mouse moves on; one still being drawn follows
+    // the mouse with its third point.
+    await page.mouse.move(x - box.width * 0.3, y - box.height * 0.3, { steps: 10 });
+    await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+    assert.equal(Number(await angle.getAttribute('data-value')), degrees, 'the angle changed after its last click');
+  });
+
+  test('page raised no errors', () => {
+    assert.deepEqual(uncaughtErrors(page), []);
   });
 });

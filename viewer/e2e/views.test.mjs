@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { byTestId, numberAttribute, openPage, openRoute, waitForAttribute } from './lib/browser.mjs';
+import { byTestId, numberAttribute, openPage, openRoute, uncaughtErrors, waitForAttribute } from './lib/browser.mjs';
 import { setUp } from './lib/fixture.mjs';
 import { greyLevels } from './lib/image.mjs';
 import { expectScreenshot } from './lib/screenshots.mjs';
@@ -13,6 +13,14 @@ const MISSING_STUDY = '1.2.826.0.1.3680043.8.498.9999999999999999999999999999999
 
 describe('study views', { timeout: 280_000 }, () => {
   let world;
+
+  // Every page of this file, for the check that none raised an uncaught exception.
+  const pages = [];
+  const open = async () => {
+    const page = await openPage(world.browser);
+    pages.push(page);
+    return page;
+  };
 
   before(async () => {
     world = await setUp();
@@ -26,7 +34,7 @@ describe('study views', { timeout: 280_000 }, () => {
     let page;
 
     before(async () => {
-      page = await openPage(world.browser);
+      page = await open();
     });
 
     test('MPR shows three loaded viewports', async () => {
@@ -70,7 +78,7 @@ describe('study views', { timeout: 280_000 }, () => {
 
   describe('cine', () => {
     test('cine plays and stops the frames', async () => {
-      const page = await openPage(world.browser);
+      const page = await open();
       await openStudy(page, world.stack, world.studies.cine.study);
       assert.equal(await numberAttribute(page, 'viewport', 'data-slice-count'), 12);
       assert.equal(await byTestId(page, 'viewport').getAttribute('data-cine'), 'stopped');
@@ -97,7 +105,7 @@ describe('study views', { timeout: 280_000 }, () => {
     };
     for (const [name, description] of Object.entries(cases)) {
       test(`${description} is displayed`, async () => {
-        const page = await openPage(world.browser);
+        const page = await open();
         const { study, count } = world.studies[name];
         await openStudy(page, world.stack, study);
         assert.equal(await byTestId(page, 'series-thumbnail').getAttribute('data-instances'), String(count));
@@ -111,7 +119,7 @@ describe('study views', { timeout: 280_000 }, () => {
 
   describe('routes', () => {
     test('site route opens the study', async () => {
-      const page = await openPage(world.browser);
+      const page = await open();
       await openRoute(page, world.stack, `#/sites/default/studies/${world.studies.mrSmall.study}`);
       await waitForAttribute(page, 'viewport', 'data-state', 'loaded');
       assert.equal(await byTestId(page, 'series-thumbnail').getAttribute('data-modality'), 'MR');
@@ -121,7 +129,7 @@ describe('study views', { timeout: 280_000 }, () => {
 
   describe('failed load', () => {
     test('missing study shows the error state', async () => {
-      const page = await openPage(world.browser);
+      const page = await open();
       await openRoute(page, world.stack, `#/studies/${MISSING_STUDY}`);
       await waitForAttribute(page, 'study-view', 'data-state', 'error');
       const error = byTestId(page, 'study-error');
@@ -132,5 +140,9 @@ describe('study views', { timeout: 280_000 }, () => {
       await byTestId(page, 'worklist-search').waitFor({ state: 'visible' });
       await page.context().close();
     });
+  });
+
+  test('pages raised no errors', () => {
+    assert.deepEqual(pages.flatMap(uncaughtErrors), []);
   });
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { byTestId, openPage, openRoute } from './lib/browser.mjs';
+import { byTestId, openPage, openRoute, uncaughtErrors } from './lib/browser.mjs';
 import { setUp } from './lib/fixture.mjs';
 import { expectScreenshot } from './lib/screenshots.mjs';
 import { search, waitForRows } from './lib/worklist.mjs';
@@ -138,5 +138,9 @@ describe('worklist', { timeout: 240_000 }, () => {
     await error.waitFor({ state: 'visible' });
     assert.ok((await error.textContent()).trim().length > 0);
     await byTestId(page, 'worklist-retry').waitFor({ state: 'visible' });
+  });
+
+  test('page raised no errors', () => {
+    assert.deepEqual(uncaughtErrors(page), []);
   });
 });

@@ -47,6 +47,11 @@ export async function openPage(browser, { viewport = VIEWPORT } = {}) {
 
 export const byTestId = (page, id) => page.locator(`[data-testid="${id}"]`);
 
+/** Returns the messages of the exceptions that the page's scripts did not catch. */
+export function uncaughtErrors(page) {
+  return page.problems.filter((problem) => problem.startsWith('page error:'));
+}
+
 /** Waits until the attribute `name` of the element `testId` satisfies `accept`; returns it. */
 export async function waitForAttribute(page, testId, name, accept, { timeout = 30_000 } = {}) {
   const predicate = typeof accept === 'function' ? accept : (value) => value === String(accept);
