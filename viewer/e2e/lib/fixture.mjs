@@ -50,10 +50,17 @@ export async function setUp({ options = [], signer = null } = {}) {
     studies: studiesOf(files),
     stack,
     browser,
+    /** Stops the browser and the stack; throws if the stack exited with an error or logged a
+     * traceback, with its output. */
     async close() {
       await browser.close();
       const code = await this.stack.stop();
       folder.remove();
+      const tracebacks = this.stack.lines.filter((line) => line.includes('Traceback')).length;
+      if (code !== 0 || tracebacks > 0) {
+        const output = this.stack.lines.slice(-40).join('\n');
+        throw new Error(`cirrus dev exited with ${code} after ${tracebacks} tracebacks; its last output:\n${output}`);
+      }
       return code;
     },
   };
