@@ -35,6 +35,13 @@ describe('session', { timeout: 240_000 }, () => {
 
   // Every page of this file, for the check that none raised an uncaught exception.
   const pages = [];
+  /** Restarts the stack on its port with `secret` as the key's only secret. */
+  const rotateSecret = async (secret) => {
+    const { httpPort } = world.stack;
+    await world.stack.stop();
+    writeCredentials(credentialsFile, secret);
+    world.stack = await startStack(path.join(world.folder.path, 'data'), { options, httpPort });
+  };
   const open = async () => {
     const page = await openPage(world.browser);
     pages.push(page);
@@ -108,12 +115,7 @@ describe('session', { timeout: 240_000 }, () => {
     await search(page);
     await waitForRows(page, [...new Set(world.files.map((file) => file.study))]);
 
-    // Rotate the key: the same stack, on the same port, now accepts another secret for it.
-    const { httpPort } = world.stack;
-    await world.stack.stop();
-    writeCredentials(credentialsFile, ROTATED_SECRET);
-    world.stack = await startStack(path.join(world.folder.path, 'data'), { options, httpPort });
-
+    await rotateSecret(ROTATED_SECRET);
     await byTestId(page, 'worklist-search').click();
     await byTestId(page, 'session-expired').waitFor({ state: 'visible' });
     await byTestId(page, 'sign-in-again').click();
@@ -121,6 +123,18 @@ describe('session', { timeout: 240_000 }, () => {
     await signIn(page, KEY_ID, ROTATED_SECRET);
     await search(page);
     await waitForRows(page, [...new Set(world.files.map((file) => file.study))]);
+    await page.context().close();
+  });
+
+  test('rotated secret in study view shows session expired', async () => {
+    const page = await open();
+    await openRoute(page, world.stack, `#/studies/${world.studies.ctSmall.study}`);
+    await signIn(page, KEY_ID, ROTATED_SECRET);
+    await waitForAttribute(page, 'viewport', 'data-state', 'loaded');
+
+    await rotateSecret(SECRET);
+    await openRoute(page, world.stack, `#/studies/${world.studies.mrSmall.study}`);
+    await byTestId(page, 'session-expired').waitFor({ state: 'visible' });
     await page.context().close();
   });
 
