@@ -8,8 +8,8 @@
 // context with an empty HTTP cache. From the viewer's performance marks it reads the time to
 // the first image (cirrus:first-image minus cirrus:study-open) and to the whole series loaded
 // (cirrus:all-loaded minus cirrus:study-open). It also counts the requests and the bytes
-// received (headers and bodies as sent, from the DevTools protocol). It prints each run and
-// the medians, and stops the stack by its PID.
+// received (headers and bodies as sent, from the DevTools protocol) and the time spent on
+// metadata requests. It prints each run and the medians, and stops the stack by its PID.
 //
 //     node bench/viewer_load.mjs --slices 500 --size 512 --runs 5
 //
@@ -63,9 +63,16 @@ async function measure(browser, stack, study) {
   await cdp.send('Network.enable');
   let bytes = 0;
   let requests = 0;
+  let metadataMs = 0;
+  const metadataStarts = new Map();
+  cdp.on('Network.requestWillBeSent', (event) => {
+    if (event.request.url.endsWith('/metadata')) metadataStarts.set(event.requestId, event.timestamp);
+  });
   cdp.on('Network.loadingFinished', (event) => {
     bytes += event.encodedDataLength;
     requests += 1;
+    const start = metadataStarts.get(event.requestId);
+    if (start !== undefined) metadataMs += (event.timestamp - start) * 1000;
   });
   try {
     await openRoute(page, stack, `#/studies/${study}`);
@@ -78,7 +85,7 @@ async function measure(browser, stack, study) {
       { timeout: timeoutMs, polling: 100 },
     );
     const [open, first, all] = await marks.jsonValue();
-    return { studyOpen: open, firstImage: first - open, allLoaded: all - open, bytes, requests };
+    return { studyOpen: open, firstImage: first - open, allLoaded: all - open, bytes, requests, metadataMs };
   } catch (error) {
     const present = await page.evaluate((names) => names.filter((name) => performance.getEntriesByName(name, 'mark').length), MARKS);
     const problems = page.problems.slice(-5).join('\n');
@@ -111,7 +118,8 @@ async function main() {
       results.push(result);
       console.log(
         `run ${run}: study-open at ${result.studyOpen.toFixed(0)} ms after navigation, first image ${result.firstImage.toFixed(0)} ms, ` +
-          `all loaded ${result.allLoaded.toFixed(0)} ms, ${result.requests} requests, ${(result.bytes / 1e6).toFixed(1)} MB received`,
+          `all loaded ${result.allLoaded.toFixed(0)} ms, ${result.requests} requests, ${(result.bytes / 1e6).toFixed(1)} MB received, ` +
+          `series metadata ${result.metadataMs.toFixed(0)} ms`,
       );
     }
     console.log(
