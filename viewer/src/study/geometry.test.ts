@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type SliceGeometry, checkVolume, sliceNormal, sortSlices } from './geometry';
+import { type SliceGeometry, checkVolume, sliceNormal, sortSlices, mprRefusal } from './geometry';
 
 const AXIAL = [1, 0, 0, 0, 1, 0];
 const SAGITTAL = [0, 1, 0, 0, 0, -1];
@@ -82,5 +82,26 @@ describe('checkVolume', () => {
 
   it('rejects slices without positions', () => {
     expect(checkVolume('CT', [{ instanceNumber: 1 }, { instanceNumber: 2 }, { instanceNumber: 3 }]).volume).toBe(false);
+  });
+});
+
+describe('mprRefusal', () => {
+  const axial = [1, 0, 0, 0, 1, 0];
+  const slices = [0, 1, 2].map((z) => ({ position: [0, 0, z], orientation: axial, rows: 4, columns: 4 }));
+  const volume = { modality: 'CT', multiframe: false, geometry: slices, images: slices };
+
+  it('accepts a complete volume', () => {
+    expect(mprRefusal(volume, 0)).toBeUndefined();
+  });
+
+  it('refuses a volume with failed slices', () => {
+    expect(mprRefusal(volume, 2)).toBe('The volume cannot be built: 2 of 3 slices failed to load.');
+  });
+
+  it('names a multi-frame instance by its frames', () => {
+    const frames = Array.from({ length: 100 }, (_, i) => ({ instanceNumber: i + 1 }));
+    const message = mprRefusal({ modality: 'CT', multiframe: true, geometry: frames, images: frames }, 0);
+    expect(message).toContain('multi-frame instance (100 frames)');
+    expect(message).not.toContain('has 0');
   });
 });

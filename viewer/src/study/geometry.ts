@@ -113,3 +113,26 @@ export function checkVolume(modality: string | undefined, slices: readonly Slice
   }
   return { volume: true, spacing: mean };
 }
+
+/**
+ * Returns why a series cannot be shown as an MPR volume, or undefined when it can. A series
+ * with a multi-frame instance is never offered, because its frames are not ordered by their
+ * per-frame positions, and a series with images that failed to load would give a volume with
+ * empty slices.
+ */
+export function mprRefusal(
+  series: { modality: string; multiframe: boolean; geometry: readonly SliceGeometry[]; images: readonly unknown[] },
+  failedCount: number,
+): string | undefined {
+  if (series.multiframe) {
+    return `This series is not offered as a volume: it holds a multi-frame instance (${series.images.length} frames), and MPR needs a series of single-frame slices.`;
+  }
+  const check = checkVolume(series.modality, series.geometry);
+  if (!check.volume) {
+    return `This series is not a volume. ${check.reason}`;
+  }
+  if (failedCount > 0) {
+    return `The volume cannot be built: ${failedCount} of ${series.images.length} slices failed to load.`;
+  }
+  return undefined;
+}

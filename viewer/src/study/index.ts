@@ -2,7 +2,7 @@
 // and measurements, and the MPR layout of a volume.
 
 import { RenderingEngine } from '@cornerstonejs/core';
-import { PanTool, StackScrollTool, ToolGroupManager, WindowLevelTool, ZoomTool, AngleTool, LengthTool, RectangleROITool, Enums as ToolEnums } from '@cornerstonejs/tools';
+import { PanTool, ToolGroupManager, WindowLevelTool, ZoomTool, AngleTool, LengthTool, RectangleROITool, Enums as ToolEnums } from '@cornerstonejs/tools';
 import { type DicomJson, type DicomwebClient, type MountStudyView, SessionExpiredError, type StudyRef } from '../contract';
 import { ensureCornerstone } from './cornerstone';
 import { element } from './dom';
@@ -243,13 +243,13 @@ class StudyView {
     if (!group) {
       throw new Error(`tool group ${this.id}-stack-tools exists already`);
     }
-    for (const tool of [WindowLevelTool, ZoomTool, PanTool, StackScrollTool, LengthTool, AngleTool, RectangleROITool]) {
+    for (const tool of [WindowLevelTool, ZoomTool, PanTool, LengthTool, AngleTool, RectangleROITool]) {
       group.addTool(tool.toolName);
     }
     group.addViewport(`${this.id}-stack`, this.renderingEngine.id);
     group.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Auxiliary }] });
     group.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Secondary }] });
-    group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Wheel }] });
+    // StackView scrolls on the wheel itself.
     for (const tool of [LengthTool, AngleTool, RectangleROITool]) {
       group.setToolPassive(tool.toolName);
     }
@@ -289,7 +289,7 @@ class StudyView {
     }
     this.showStackControls(false);
     this.replaceRoute(series.seriesUid);
-    await this.mpr.show(series, this.stack.imageIds);
+    await this.mpr.show(series, this.stack.imageIds, this.stack.failedCount);
   }
 
   private closeMpr(): void {

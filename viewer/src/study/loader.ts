@@ -32,6 +32,22 @@ export interface FrameSource {
 const sources = new Map<string, FrameSource>();
 let registered = false;
 
+// Errors of image loads that the study view has already reported through FrameSource.onFailed
+// or that come from an abort. cornerstone3D 5.14 chains its own promises on every image load
+// (cache.putImageLoadObject, the stack viewport's retrieval) without catching them, so each
+// failed frame would otherwise also reach the page as an unhandled rejection.
+const handledErrors = new WeakSet<object>();
+
+/** Tells whether `reason` is an image load error that the study view has handled. */
+export function isHandledLoadError(reason: unknown): boolean {
+  return typeof reason === 'object' && reason !== null && handledErrors.has(reason);
+}
+
+/** Returns true for the error of an aborted fetch. */
+export function isAbortError(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { name?: unknown }).name === 'AbortError';
+}
+
 /** Returns the image id of a frame path; the metadata manager finds frame 1 of a multi-frame instance by it. */
 export function imageIdOf(path: string): string {
   return `${IMAGE_SCHEME}:${path}`;
@@ -74,7 +90,10 @@ function withTimeout<T>(promise: Promise<T>, milliseconds: number, message: stri
 async function fetchAndDecode(imageId: string, options: Record<string, unknown>, signal: AbortSignal) {
   const source = sources.get(imageId);
   if (!source) {
-    throw new Error(`image ${imageId} was not added to the study view's loader`);
+    // The study view that added the image has been unmounted, so no one shows this error.
+    const error = new Error(`image ${imageId} was not added to the study view's loader`);
+    handledErrors.add(error);
+    throw error;
   }
   try {
     const signals = source.signal ? [signal, source.signal] : [signal];
@@ -99,6 +118,9 @@ async function fetchAndDecode(imageId: string, options: Record<string, unknown>,
     if (sources.get(imageId) === source) {
       source.onFailed?.(imageId, error);
     }
+    if (typeof error === 'object' && error !== null) {
+      handledErrors.add(error);
+    }
     throw error;
   }
 }
@@ -112,12 +134,17 @@ function loadImage(imageId: string, options: Record<string, unknown> = {}) {
   };
 }
 
-/** Registers the "cirrus:" image loader once. */
+/** Registers the "cirrus:" image loader once, and silences the rejections that it has reported. */
 export function registerImageLoader(): void {
   if (registered) {
     return;
   }
   imageLoader.registerImageLoader(IMAGE_SCHEME, loadImage);
+  window.addEventListener('unhandledrejection', (event) => {
+    if (isHandledLoadError(event.reason)) {
+      event.preventDefault();
+    }
+  });
   registered = true;
 }
 

@@ -24,7 +24,7 @@ import {
 } from '@cornerstonejs/tools';
 import { SessionExpiredError } from '../contract';
 import { element } from './dom';
-import { checkVolume } from './geometry';
+import { mprRefusal } from './geometry';
 import type { SeriesImages } from './series';
 
 const ORIENTATIONS = [
@@ -46,6 +46,15 @@ export class MprView {
   private volumeId?: string;
   private enabled = false;
   private crosshairs = true;
+  // Image ids of the volume on screen, to tell its failed loads from others.
+  private volumeImageIds = new Set<string>();
+  private readonly onImageLoadFailed = (event: Event) => {
+    const detail = (event as CustomEvent<{ imageId?: string; error?: unknown }>).detail;
+    if (!this.root.hidden && detail?.imageId && this.volumeImageIds.has(detail.imageId) && this.state() !== 'error') {
+      const reason = detail.error instanceof Error ? detail.error.message : 'the image could not be loaded';
+      this.fail(`The volume could not be built, because a slice failed to load: ${reason}`);
+    }
+  };
   private readonly onVolumeLoaded = (event: Event) => {
     const detail = (event as CustomEvent<{ volumeId?: string }>).detail;
     if (detail?.volumeId === this.volumeId && this.state() === 'loading') {
@@ -79,28 +88,35 @@ export class MprView {
       element('div', { class: 'mpr-grid' }, panes),
     ]);
     eventTarget.addEventListener(CoreEnums.Events.IMAGE_VOLUME_LOADING_COMPLETED, this.onVolumeLoaded);
+    eventTarget.addEventListener(CoreEnums.Events.IMAGE_LOAD_FAILED, this.onImageLoadFailed);
   }
 
-  /** Shows the MPR of a series, or the reason why it has none. */
-  async show(series: SeriesImages, imageIds: readonly string[]): Promise<void> {
+  /**
+   * Shows the MPR of a series, or the reason why it has none. `failedCount` is the number of
+   * its images that failed to load in the stack: a volume with missing slices is refused.
+   */
+  async show(series: SeriesImages, imageIds: readonly string[], failedCount: number): Promise<void> {
     this.root.hidden = false;
     this.errorBox.hidden = true;
     this.setState('loading');
-    const check = checkVolume(series.modality, series.multiframe ? [] : series.geometry);
-    if (!check.volume) {
-      this.fail(`This series is not a volume. ${check.reason}`);
+    const reason = mprRefusal(series, failedCount);
+    if (reason) {
+      this.fail(reason);
       return;
     }
     try {
       this.enableViewports();
       const volumeId = `cornerstoneStreamingImageVolume:${this.id}-${series.seriesUid}`;
       this.volumeId = volumeId;
+      this.volumeImageIds = new Set(imageIds);
       const volume = cache.getVolume(volumeId) ?? (await volumeLoader.createAndCacheVolume(volumeId, { imageIds: [...imageIds] }));
       await setVolumesForViewports(this.renderingEngine, [{ volumeId }], this.viewportIds);
       this.renderingEngine.renderViewports(this.viewportIds);
       const streaming = volume as unknown as { load?: (callback: () => void) => void; loadStatus?: { loaded?: boolean } };
       if (streaming.loadStatus?.loaded) {
-        this.setState('loaded');
+        if (this.state() === 'loading') {
+          this.setState('loaded');
+        }
       } else {
         streaming.load?.(() => undefined);
       }
@@ -193,6 +209,7 @@ export class MprView {
 
   dispose(): void {
     eventTarget.removeEventListener(CoreEnums.Events.IMAGE_VOLUME_LOADING_COMPLETED, this.onVolumeLoaded);
+    eventTarget.removeEventListener(CoreEnums.Events.IMAGE_LOAD_FAILED, this.onImageLoadFailed);
     if (this.enabled) {
       SynchronizerManager.destroySynchronizer(this.synchronizerId);
       ToolGroupManager.destroyToolGroup(this.toolGroupId);

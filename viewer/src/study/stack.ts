@@ -6,8 +6,9 @@ import { utilities as toolUtilities } from '@cornerstonejs/tools';
 import { type DicomwebClient, SessionExpiredError } from '../contract';
 import { cineFrameRate } from './cine';
 import { element, formatNumber } from './dom';
-import { addImage, imageIdOf } from './loader';
+import { addImage, imageIdOf, isAbortError } from './loader';
 import { PrefetchQueue } from './prefetch';
+import { type LoadProgress, allSettled, describeFailures, describeProgress } from './progress';
 import { rangeToWindow, windowToRange } from './presets';
 import type { SeriesImages } from './series';
 
@@ -68,6 +69,7 @@ export class StackView {
       'data-slice-index': 0,
       'data-slice-count': 0,
       'data-loaded-count': 0,
+      'data-failed-count': 0,
       'data-inverted': 'false',
       'data-cine': 'stopped',
       tabindex: 0,
@@ -82,6 +84,9 @@ export class StackView {
     this.element.addEventListener(CoreEnums.Events.VOI_MODIFIED, () => this.updateWindowAttributes());
     this.element.addEventListener(CoreEnums.Events.CAMERA_MODIFIED, () => this.updateZoomAttribute());
     this.element.addEventListener(CoreEnums.Events.IMAGE_RENDERED, () => this.onRendered());
+    // The wheel scrolls here rather than with StackScrollTool, so that it also reaches images
+    // that failed to load and shows why.
+    this.element.addEventListener('wheel', (event) => this.onWheel(event), { passive: false });
   }
 
   /** Enables the viewport element; call once the root is in the document, so it has a size. */
@@ -105,6 +110,11 @@ export class StackView {
 
   get series(): SeriesImages | undefined {
     return this.active?.series;
+  }
+
+  /** The number of images of the active series that failed to load. */
+  get failedCount(): number {
+    return this.active?.failed.size ?? 0;
   }
 
   get imageIds(): readonly string[] {
@@ -200,16 +210,30 @@ export class StackView {
       return;
     }
     this.updateLoadedCount();
-    if (this.displayed && state.loaded.size === state.imageIds.length) {
-      if (this.currentState() !== 'error') {
-        this.setState('loaded');
-      }
-      this.events.onAllLoaded();
+    this.checkSettled(state);
+  }
+
+  /**
+   * Moves to `loaded` once every image settled (loaded or failed), unless the image on screen
+   * failed, and shows how many failed with the first reason.
+   */
+  private checkSettled(state: SeriesState): void {
+    const progress = progressOf(state);
+    if (!this.displayed || !allSettled(progress)) {
+      return;
     }
+    if (this.currentState() !== 'error') {
+      this.setState('loaded');
+      const summary = describeFailures(progress, state.failed.values().next().value);
+      if (summary) {
+        this.showError(summary);
+      }
+    }
+    this.events.onAllLoaded();
   }
 
   private onImageFailed(state: SeriesState, imageId: string, error: unknown): void {
-    if (error instanceof DOMException && error.name === 'AbortError') {
+    if (isAbortError(error) || this.disposed) {
       return;
     }
     if (error instanceof SessionExpiredError) {
@@ -223,10 +247,14 @@ export class StackView {
       if (this.currentImageId() === imageId) {
         this.reportFailure(imageId, error);
       }
+      this.checkSettled(state);
     }
   }
 
   private reportFailure(imageId: string, error: unknown): void {
+    if (this.disposed || isAbortError(error)) {
+      return;
+    }
     if (error instanceof SessionExpiredError) {
       this.events.onSessionExpired(error);
       return;
@@ -252,7 +280,7 @@ export class StackView {
       this.reportFailure(imageId, new Error(failure));
     } else if (this.currentState() === 'error') {
       this.hideError();
-      this.setState(this.active && this.active.loaded.size === this.imageIds.length ? 'loaded' : 'first-image');
+      this.setState(this.active && allSettled(progressOf(this.active)) ? 'loaded' : 'first-image');
     }
     this.events.onImageChange(imageId);
   }
@@ -262,7 +290,7 @@ export class StackView {
       return;
     }
     this.displayed = true;
-    const complete = this.active.loaded.size === this.imageIds.length;
+    const complete = allSettled(progressOf(this.active));
     this.setState(complete ? 'loaded' : 'first-image');
     this.setAttribute('data-inverted', String(Boolean(this.viewport.getProperties().invert)));
     this.updateWindowAttributes();
@@ -272,8 +300,16 @@ export class StackView {
       this.events.onFirstImage();
     }
     if (complete) {
-      this.events.onAllLoaded();
+      this.checkSettled(this.active);
     }
+  }
+
+  private onWheel(event: WheelEvent): void {
+    if (!this.active || event.deltaY === 0) {
+      return;
+    }
+    event.preventDefault();
+    this.scrollBy(Math.sign(event.deltaY));
   }
 
   /** Scrolls one slice on Up, Down, PageUp and PageDown, and ignores other keys. */
@@ -290,11 +326,26 @@ export class StackView {
   /** Moves `delta` slices, stopping at the first and last. */
   scrollBy(delta: number): void {
     const count = this.imageIds.length;
-    const current = this.viewport.getCurrentImageIdIndex();
+    // The slice index attribute, not the viewport's, because the viewport keeps its index
+    // when the image at the new one fails to load.
+    const current = Number(this.element.dataset.sliceIndex ?? 0);
     const target = Math.min(count - 1, Math.max(0, current + delta));
-    if (target !== current) {
-      void this.viewport.setImageIdIndex(target).catch((error: unknown) => this.reportFailure(this.imageIds[target], error));
+    if (target === current) {
+      return;
     }
+    this.setAttribute('data-slice-index', target);
+    this.updateOverlay(target);
+    const imageId = this.imageIds[target];
+    const failure = this.active?.failed.get(imageId);
+    if (failure !== undefined) {
+      this.reportFailure(imageId, new Error(failure));
+      return;
+    }
+    void this.viewport.setImageIdIndex(target).catch((error: unknown) => {
+      if (this.currentImageId() === imageId) {
+        this.reportFailure(imageId, error);
+      }
+    });
   }
 
   /** Sets a window in modality units, such as a preset. */
@@ -353,6 +404,13 @@ export class StackView {
     if (!imageId || !this.active) {
       return;
     }
+    if (!this.active.failed.has(imageId)) {
+      // The summary of failed images: load every one of them again.
+      this.active.failed.clear();
+      this.updateLoadedCount();
+      void this.show(this.active.series);
+      return;
+    }
     this.active.failed.delete(imageId);
     this.hideError();
     this.displayed = false;
@@ -377,16 +435,10 @@ export class StackView {
   }
 
   private updateLoadedCount(): void {
-    const state = this.active;
-    const loaded = state ? state.loaded.size : 0;
-    this.setAttribute('data-loaded-count', loaded);
-    const failed = state ? state.failed.size : 0;
-    const count = this.imageIds.length;
-    const parts = loaded < count ? [`Loaded ${loaded} of ${count}`] : [];
-    if (failed > 0) {
-      parts.push(`${failed} failed`);
-    }
-    this.overlayStatus.textContent = parts.join(', ');
+    const progress = this.active ? progressOf(this.active) : { count: 0, loaded: 0, failed: 0 };
+    this.setAttribute('data-loaded-count', progress.loaded);
+    this.setAttribute('data-failed-count', progress.failed);
+    this.overlayStatus.textContent = describeProgress(progress);
   }
 
   private updateOverlay(index: number): void {
@@ -442,6 +494,10 @@ export class StackView {
   private setAttribute(name: string, value: string | number): void {
     this.element.setAttribute(name, String(value));
   }
+}
+
+function progressOf(state: SeriesState): LoadProgress {
+  return { count: state.imageIds.length, loaded: state.loaded.size, failed: state.failed.size };
 }
 
 function describeSeries(series: SeriesImages): string {
