@@ -53,3 +53,16 @@ export function getNumbers(dataset: DicomJson | undefined, tag: string): number[
 export function getNumber(dataset: DicomJson | undefined, tag: string): number | undefined {
   return getNumbers(dataset, tag)?.[0];
 }
+
+/**
+ * Returns the instance as the image loader's metadata providers need it. The providers of
+ * @cornerstonejs/dicom-image-loader 5.14 call `modality.includes('NM')` on Modality (0008,0060),
+ * which throws when it is absent, as in some Secondary Capture instances. A missing Modality
+ * becomes an empty value in a copy, and the instance itself is left unchanged.
+ */
+export function withLoaderDefaults(instance: DicomJson): DicomJson {
+  if (getString(instance, Tag.Modality) !== undefined) {
+    return instance;
+  }
+  return { ...instance, [Tag.Modality]: { vr: 'CS', Value: [''] } };
+}

@@ -14,6 +14,7 @@
 import { type Types, imageLoader, cache, metaData } from '@cornerstonejs/core';
 import { createImage, wadors } from '@cornerstonejs/dicom-image-loader';
 import type { DicomJson, DicomwebClient } from '../contract';
+import { withLoaderDefaults } from './dicomJson';
 import { parseMultipart } from './multipart';
 import { FRAME_ACCEPT, transferSyntaxOf } from './paths';
 
@@ -58,7 +59,7 @@ export function addImage(imageId: string, instance: DicomJson, frame: number, so
   // The manager keys metadata by the image id without its scheme. A multi-frame instance is
   // stored once, under frame 1, and the manager derives each frame's modules from it.
   if (frame === 1) {
-    wadors.metaDataManager.add(imageId, instance as unknown as Parameters<typeof wadors.metaDataManager.add>[1]);
+    wadors.metaDataManager.add(imageId, withLoaderDefaults(instance) as unknown as Parameters<typeof wadors.metaDataManager.add>[1]);
   }
   sources.set(imageId, source);
 }
