@@ -86,7 +86,8 @@ export class StackView {
     this.element.addEventListener(CoreEnums.Events.IMAGE_RENDERED, () => this.onRendered());
     // The wheel scrolls here rather than with StackScrollTool, so that it also reaches images
     // that failed to load and shows why.
-    this.element.addEventListener('wheel', (event) => this.onWheel(event), { passive: false });
+    // The listener is on the pane, so that the wheel also works over the error message.
+    this.root.addEventListener('wheel', (event) => this.onWheel(event), { passive: false });
   }
 
   /** Enables the viewport element; call once the root is in the document, so it has a size. */
