@@ -17,6 +17,7 @@ import type { DicomJson, DicomwebClient } from '../contract';
 import { withLoaderDefaults } from './dicomJson';
 import { parseMultipart } from './multipart';
 import { FRAME_ACCEPT, transferSyntaxOf } from './paths';
+import { type PixelFormat, isNativeYbrFull422, ybrFull422ToRgb } from './ybr';
 
 export const IMAGE_SCHEME = 'cirrus';
 
@@ -107,9 +108,15 @@ async function fetchAndDecode(imageId: string, options: Record<string, unknown>,
     const [part] = parts;
     // slice() copies the part to offset 0 of its own buffer, because the decoders view
     // 16-bit pixels as a Uint16Array of the buffer, which needs an even byte offset.
-    const pixelData = part.body.slice();
+    let pixelData = part.body.slice();
+    const transferSyntax = transferSyntaxOf(part.headers['content-type']);
+    const format = imageModule<PixelFormat>('imagePixelModule', imageId);
+    if (format && isNativeYbrFull422(format, transferSyntax, pixelData.length)) {
+      // createImage treats these three bytes a pixel as RGB, as it does for a decoded JPEG.
+      pixelData = ybrFull422ToRgb(pixelData, format.rows!, format.columns!);
+    }
     const image = await withTimeout(
-      createImage(imageId, pixelData, transferSyntaxOf(part.headers['content-type']), options),
+      createImage(imageId, pixelData, transferSyntax, options),
       DECODE_TIMEOUT_MS,
       'decoding the image timed out',
     );
