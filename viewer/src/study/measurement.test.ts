@@ -9,7 +9,7 @@ const ct: DicomJson = {
 };
 const mr: DicomJson = { '00080060': { vr: 'CS', Value: ['MR'] } };
 
-function annotation(toolName: string, stats: Record<string, number>, imageId = 'cirrus:/a/frames/1') {
+function annotation(toolName: string, stats: Record<string, number | null>, imageId = 'cirrus:/a/frames/1') {
   return {
     annotationUID: 'u1',
     metadata: { toolName, referencedImageId: imageId },
@@ -56,5 +56,13 @@ describe('describeMeasurement', () => {
 
   it('shows a length with mm', () => {
     expect(describeMeasurement({ uid: 'u', kind: 'length', imageId: 'x', value: 16.79, unit: 'mm' }, 1)).toBe('Length 16.8 mm (image 1)');
+  });
+});
+
+describe('measurementOf while drawing', () => {
+  it('reads a null angle as measuring', () => {
+    const measurement = measurementOf(annotation('Angle', { angle: null }), () => ct);
+    expect(measurement?.value).toBeUndefined();
+    expect(describeMeasurement(measurement!, 1)).toBe('angle: measuring… (image 1)');
   });
 });

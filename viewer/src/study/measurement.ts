@@ -13,11 +13,18 @@ const KIND_BY_TOOL: Record<string, Kind> = {
   RectangleROI: 'rectangle-roi',
 };
 
+// The tools set a statistic to null or NaN while it cannot be computed, such as the angle
+// before its third point is placed.
 interface Stats {
-  length?: number;
-  angle?: number;
-  mean?: number;
-  stdDev?: number;
+  length?: number | null;
+  angle?: number | null;
+  mean?: number | null;
+  stdDev?: number | null;
+}
+
+/** Returns a statistic when it is a finite number, else undefined. */
+function finite(value: number | null | undefined): number | undefined {
+  return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
 }
 
 /** One row of the panel, as its data attributes give it. */
@@ -42,18 +49,18 @@ export function measurementOf(
   }
   const stats = Object.values(item.data.cachedStats ?? {})[0] ?? {};
   if (kind === 'length') {
-    return { uid: item.annotationUID, kind, imageId, value: stats.length, unit: 'mm' };
+    return { uid: item.annotationUID, kind, imageId, value: finite(stats.length), unit: 'mm' };
   }
   if (kind === 'angle') {
-    return { uid: item.annotationUID, kind, imageId, value: stats.angle, unit: '°' };
+    return { uid: item.annotationUID, kind, imageId, value: finite(stats.angle), unit: '°' };
   }
   const instance = instanceOf(imageId);
   return {
     uid: item.annotationUID,
     kind,
     imageId,
-    value: stats.mean,
-    std: stats.stdDev,
+    value: finite(stats.mean),
+    std: finite(stats.stdDev),
     unit: instance ? pixelValueUnit(instance) : '',
   };
 }
