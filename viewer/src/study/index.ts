@@ -6,6 +6,7 @@ import { PanTool, ToolGroupManager, WindowLevelTool, ZoomTool, AngleTool, Length
 import { type DicomJson, type DicomwebClient, type MountStudyView, SessionExpiredError, type StudyRef } from '../contract';
 import { ensureCornerstone } from './cornerstone';
 import { element } from './dom';
+import { destroyRenderingEngine } from './engine';
 import { removeImages } from './loader';
 import { MeasurementsPanel } from './measurements';
 import { MprView } from './mpr';
@@ -366,7 +367,7 @@ class StudyView {
     const imageIds = this.stack.allImageIds();
     this.measurements.dispose(imageIds);
     ToolGroupManager.destroyToolGroup(`${this.id}-stack-tools`);
-    this.renderingEngine.destroy();
+    destroyRenderingEngine(this.renderingEngine);
     removeImages(imageIds);
     for (const url of this.objectUrls) {
       URL.revokeObjectURL(url);
