@@ -66,3 +66,19 @@ describe('measurementOf while drawing', () => {
     expect(describeMeasurement(measurement!, 1)).toBe('angle: measuring… (image 1)');
   });
 });
+
+describe('rectangle ROI outside the image', () => {
+  it('reads NaN statistics as outside', () => {
+    const measurement = measurementOf(annotation('RectangleROI', { mean: Number.NaN, stdDev: Number.NaN }), () => ct);
+    expect(measurement?.outside).toBe(true);
+    expect(measurement?.value).toBeUndefined();
+    expect(measurement?.std).toBeUndefined();
+    expect(describeMeasurement(measurement!, 111)).toBe('ROI outside the image (image 111)');
+  });
+
+  it('keeps a ROI inside the image', () => {
+    const measurement = measurementOf(annotation('RectangleROI', { mean: 0, stdDev: 0 }), () => ct);
+    expect(measurement?.outside).toBeUndefined();
+    expect(describeMeasurement(measurement!, 1)).toBe('ROI mean 0 ± 0 HU (image 1)');
+  });
+});

@@ -35,6 +35,8 @@ export interface Measurement {
   value?: number;
   std?: number;
   unit: string;
+  // A rectangle ROI with no pixel of the image inside it, whose mean is NaN.
+  outside?: boolean;
 }
 
 /** Reads a measurement from an annotation of one of the three tools; undefined for others. */
@@ -55,7 +57,9 @@ export function measurementOf(
     return { uid: item.annotationUID, kind, imageId, value: finite(stats.angle), unit: '°' };
   }
   const instance = instanceOf(imageId);
+  const outside = 'mean' in stats && typeof stats.mean === 'number' && Number.isNaN(stats.mean);
   return {
+    ...(outside ? { outside } : {}),
     uid: item.annotationUID,
     kind,
     imageId,
@@ -68,6 +72,9 @@ export function measurementOf(
 /** Returns the text of a measurement: its value with its unit, and the image it is on. */
 export function describeMeasurement(measurement: Measurement, sliceNumber: number): string {
   const at = sliceNumber > 0 ? ` (image ${sliceNumber})` : '';
+  if (measurement.outside) {
+    return `ROI outside the image${at}`;
+  }
   if (measurement.value === undefined) {
     return `${measurement.kind}: measuring…${at}`;
   }
