@@ -9,7 +9,7 @@ const ct: DicomJson = {
 };
 const mr: DicomJson = { '00080060': { vr: 'CS', Value: ['MR'] } };
 
-function annotation(toolName: string, stats: Record<string, number | null>, imageId = 'cirrus:/a/frames/1') {
+function annotation(toolName: string, stats: Record<string, number | string | null>, imageId = 'cirrus:/a/frames/1') {
   return {
     annotationUID: 'u1',
     metadata: { toolName, referencedImageId: imageId },
@@ -73,7 +73,19 @@ describe('rectangle ROI outside the image', () => {
     expect(measurement?.outside).toBe(true);
     expect(measurement?.value).toBeUndefined();
     expect(measurement?.std).toBeUndefined();
-    expect(describeMeasurement(measurement!, 111)).toBe('ROI outside the image (image 111)');
+    expect(describeMeasurement(measurement!, 111)).toBe('ROI not inside the image (image 111)');
+  });
+
+  it('reads statistics without a mean as outside', () => {
+    const measurement = measurementOf(annotation('RectangleROI', {}), () => ct);
+    expect(measurement?.outside).toBeUndefined();
+    const cornerOutside = measurementOf(annotation('RectangleROI', { area: 4 }), () => ct);
+    expect(cornerOutside?.outside).toBe(true);
+  });
+
+  it('reads a null mean as outside', () => {
+    const measurement = measurementOf(annotation('RectangleROI', { mean: null, stdDev: null }), () => ct);
+    expect(measurement?.outside).toBe(true);
   });
 
   it('keeps a ROI inside the image', () => {

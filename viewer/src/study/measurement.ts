@@ -16,6 +16,7 @@ const KIND_BY_TOOL: Record<string, Kind> = {
 // The tools set a statistic to null or NaN while it cannot be computed, such as the angle
 // before its third point is placed.
 interface Stats {
+  Modality?: string;
   length?: number | null;
   angle?: number | null;
   mean?: number | null;
@@ -35,7 +36,8 @@ export interface Measurement {
   value?: number;
   std?: number;
   unit: string;
-  // A rectangle ROI with no pixel of the image inside it, whose mean is NaN.
+  // A rectangle ROI not wholly inside the image. RectangleROITool 5.14 then leaves out its
+  // statistics (a corner outside the image) or sets them to NaN or null.
   outside?: boolean;
 }
 
@@ -57,7 +59,7 @@ export function measurementOf(
     return { uid: item.annotationUID, kind, imageId, value: finite(stats.angle), unit: '°' };
   }
   const instance = instanceOf(imageId);
-  const outside = 'mean' in stats && typeof stats.mean === 'number' && Number.isNaN(stats.mean);
+  const outside = Object.keys(stats).length > 0 && finite(stats.mean) === undefined;
   return {
     ...(outside ? { outside } : {}),
     uid: item.annotationUID,
@@ -73,7 +75,7 @@ export function measurementOf(
 export function describeMeasurement(measurement: Measurement, sliceNumber: number): string {
   const at = sliceNumber > 0 ? ` (image ${sliceNumber})` : '';
   if (measurement.outside) {
-    return `ROI outside the image${at}`;
+    return `ROI not inside the image${at}`;
   }
   if (measurement.value === undefined) {
     return `${measurement.kind}: measuring…${at}`;
