@@ -10,6 +10,7 @@ import { addImage, imageIdOf, isAbortError } from './loader';
 import { PrefetchQueue } from './prefetch';
 import { type LoadProgress, allSettled, describeFailures, describeProgress } from './progress';
 import { rangeToWindow, windowToRange } from './presets';
+import { clampedZoom } from './zoom';
 import type { SeriesImages } from './series';
 
 // Background loads in flight at a time, besides those of the viewport itself. Six is the
@@ -464,7 +465,14 @@ export class StackView {
     if (!this.ready) {
       return;
     }
-    const zoom = this.viewport.getZoom?.();
+    let zoom = this.viewport.getZoom?.();
+    const limited = zoom === undefined ? undefined : clampedZoom(zoom);
+    if (limited !== undefined) {
+      // The zoom tool has no limit of its own. setZoom modifies the camera again, within range.
+      this.viewport.setZoom(limited);
+      this.viewport.render();
+      zoom = limited;
+    }
     if (zoom !== undefined && Number.isFinite(zoom)) {
       this.setAttribute('data-zoom', formatNumber(zoom, 3));
     }
