@@ -10,7 +10,7 @@ import { destroyRenderingEngine } from './engine';
 import { removeImages } from './loader';
 import { MeasurementsPanel } from './measurements';
 import { MprView } from './mpr';
-import { type SeriesImages, type SeriesSummary, fetchSeriesImages, fetchSeriesList, fetchThumbnail } from './series';
+import { type SeriesImages, type SeriesSummary, fetchSeriesImages, fetchSeriesList, fetchThumbnail, hasThumbnail } from './series';
 import { StackView } from './stack';
 import { Toolbar } from './toolbar';
 import './study.css';
@@ -157,7 +157,11 @@ class StudyView {
         [image, element('span', { class: 'series-label' }, [label || summary.seriesUid]), element('span', { class: 'series-count' }, [count])],
       );
       button.addEventListener('click', () => void this.activate(summary.seriesUid));
-      void this.loadThumbnail(summary.seriesUid, image);
+      if (hasThumbnail(summary.modality)) {
+        void this.loadThumbnail(summary.seriesUid, image);
+      } else {
+        image.classList.add('series-thumbnail-missing');
+      }
       return button;
     });
     this.seriesList.replaceChildren(element('div', { role: 'listbox', 'aria-label': 'Series' }, items));

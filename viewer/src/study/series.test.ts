@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { DicomJson } from '../contract';
-import { buildStack, compareSeries } from './series';
+import { buildStack, compareSeries, hasThumbnail } from './series';
 
 function instance(sop: string, fields: Record<string, [string, unknown[]]>): DicomJson {
   const data: DicomJson = { '00080018': { vr: 'UI', Value: [sop] }, '00280010': { vr: 'US', Value: [64] } };
@@ -53,5 +53,19 @@ describe('compareSeries', () => {
       { seriesUid: 'a', modality: 'CT', description: '', seriesNumber: 2 },
     ];
     expect([...series].sort(compareSeries).map((s) => s.seriesUid)).toEqual(['a', 'b', 'c']);
+  });
+});
+
+describe('hasThumbnail', () => {
+  it('skips series without images', () => {
+    for (const modality of ['SR', 'ECG', 'RTPLAN']) {
+      expect(hasThumbnail(modality)).toBe(false);
+    }
+  });
+
+  it('keeps image series and an unknown modality', () => {
+    for (const modality of ['CT', 'OT', 'RTDOSE', '']) {
+      expect(hasThumbnail(modality)).toBe(true);
+    }
   });
 });

@@ -109,6 +109,16 @@ export async function fetchSeriesImages(client: DicomwebClient, study: StudyRef,
   return buildStack(study, seriesUid, prepared);
 }
 
+// Modalities whose series hold no images (PS3.3 C.7.3.1.1.1): reports, key objects,
+// presentation states, waveforms and RT plans or structure sets. Their thumbnail request
+// could only fail, and the browser logs every failed request.
+const NON_IMAGE_MODALITIES = new Set(['SR', 'KO', 'PR', 'DOC', 'ECG', 'HD', 'AU', 'RTPLAN', 'RTSTRUCT', 'RTRECORD', 'REG', 'FID']);
+
+/** Tells whether a series of this modality can have a thumbnail. */
+export function hasThumbnail(modality: string): boolean {
+  return !NON_IMAGE_MODALITIES.has(modality);
+}
+
 /** Fetches the series thumbnail through the client and returns an object URL for it. */
 export async function fetchThumbnail(client: DicomwebClient, study: StudyRef, seriesUid: string, signal: AbortSignal): Promise<string> {
   const response = await client.fetch(`${seriesPath(study, seriesUid)}/thumbnail`, {
