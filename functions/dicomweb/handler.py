@@ -31,7 +31,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from cirrus.access import AccessPolicy
 from cirrus.config import ENV, Settings
 from cirrus.dicom.transcode import CodecsUnavailable
-from cirrus.dicomweb.app import DicomwebServices, build_app, resolve
+from cirrus.dicomweb.app import DicomwebServices, build_app, resolve, with_response_headers
 from cirrus.dicomweb.bundles import MetadataBundles
 from cirrus.dicomweb.delivery import ResponseStager, check_payload
 from cirrus.dicomweb.forwarding import PixelForwarder, error_response
@@ -101,8 +101,15 @@ def handle(
 
     The local stack calls this with its own services. The resolver built for each services
     object is kept for the next event. Raises ``PayloadLimitError`` for a response that Lambda
-    would reject, which the staging of large responses should make impossible.
+    would reject, which the staging of large responses should make impossible. Every response,
+    errors and redirects included, gets the headers of ``with_response_headers``.
     """
+    return with_response_headers(_handle(event, context, services))
+
+
+def _handle(
+    event: dict[str, Any], context: Any, services: Services | DicomwebServices
+) -> dict[str, Any]:
     view, app, head_app = _app_for(services)
     try:
         if event.get("httpMethod") == "HEAD":

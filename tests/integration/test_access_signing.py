@@ -17,6 +17,7 @@ import requests
 from cirrus.access import AccessPolicy
 from cirrus.audit import AuditAction, AuditEvent, AuditOutcome
 from cirrus.local.moto_process import MotoProcess
+from cirrus.local.sigv4 import SIGNATURE_REJECTED
 from tests.integration.test_access_support import (
     ACCESS_DOCUMENT,
     KEYS,
@@ -77,6 +78,7 @@ def test_wrong_secret_rejected(stack: AccessStack) -> None:
 
     event = rejection(stack, response, "signature mismatch")
     assert event.action == AuditAction.RETRIEVE
+    assert response.json()["error"] == f"access denied: {SIGNATURE_REJECTED}"
 
 
 def test_unknown_key_rejected(stack: AccessStack) -> None:
@@ -86,7 +88,8 @@ def test_unknown_key_rejected(stack: AccessStack) -> None:
 
     event = rejection(stack, response, "unknown access key")
     assert event.action == AuditAction.DELETE
-    assert "AKIANOTINTHEFILE0001" in response.json()["error"]
+    assert response.json()["error"] == f"access denied: {SIGNATURE_REJECTED}"
+    assert event.detail == "authentication failed: unknown access key"
 
 
 @pytest.mark.parametrize("offset", [timedelta(minutes=-6), timedelta(minutes=6)])

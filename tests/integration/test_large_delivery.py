@@ -127,6 +127,8 @@ def test_series_over_limit_redirects(stack: Stack) -> None:
     response = requests.get(series_url, allow_redirects=False, timeout=30)
 
     assert response.status_code == 303
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
     location = response.headers["Location"]
     assert location.startswith("http://127.0.0.1:")
     assert response.json()["url"] == location

@@ -16,6 +16,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from cirrus.local.sigv4 import (
+    SIGNATURE_REJECTED,
     CredentialsConfigError,
     SignatureError,
     SignedRequest,
@@ -138,13 +139,24 @@ def test_wrong_secret_rejected() -> None:
     error = failure(sign(secret="another-secret-0123456789"))
 
     assert error.reason == "signature mismatch"
+    assert str(error) == SIGNATURE_REJECTED
 
 
 def test_unknown_key_rejected() -> None:
     error = failure(sign(key="AKIAUNKNOWN000000001"))
 
     assert error.reason == "unknown access key"
-    assert "AKIAUNKNOWN000000001" in str(error)
+    assert str(error) == SIGNATURE_REJECTED
+    assert "AKIAUNKNOWN000000001" not in str(error)
+
+
+@pytest.mark.parametrize("offset", [timedelta(minutes=-10), timedelta(0)])
+def test_unknown_key_same_message(offset: timedelta) -> None:
+    signed_at = SIGNED_AT + offset
+    known = failure(sign(secret="another-secret-0123456789", signed_at=signed_at))
+    unknown = failure(sign(key="AKIAUNKNOWN000000001", signed_at=signed_at))
+
+    assert str(unknown) == str(known)
 
 
 def test_unsigned_rejected() -> None:

@@ -110,3 +110,10 @@ def test_limits_stated(text: str) -> None:
     assert f"at most {frames.MAX_FRAMES_PER_REQUEST:,} frames" in limits
     assert f"one batch of {delete.BATCH_SIZE}" in limits
     assert f"up to {stow.MAX_REPORTED_FAILURES} failed parts" in section(text, "STOW-RS")
+
+
+def test_cache_control_stated(text: str) -> None:
+    caching = section(text, "Caching")
+
+    assert f"`Cache-Control: {dicomweb_app.DEFAULT_CACHE_CONTROL}`" in caching
+    assert "`X-Content-Type-Options: nosniff`" in caching

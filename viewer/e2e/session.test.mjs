@@ -108,6 +108,22 @@ describe('session', { timeout: 240_000 }, () => {
     await page.context().close();
   });
 
+  test('unknown key gets the wrong-secret message', async () => {
+    const messages = [];
+    for (const keyId of [KEY_ID, 'AKIAE2ENOTINTHEFILE01']) {
+      const page = await open();
+      await openRoute(page, world.stack, '#/');
+      await signIn(page, keyId, 'not-the-secret-of-this-key');
+      const message = byTestId(page, 'sign-in').locator('[role="alert"]');
+      await message.filter({ hasText: /\S/ }).waitFor({ state: 'visible' });
+      messages.push(await message.textContent());
+      await page.context().close();
+    }
+    assert.match(messages[1], /reject/i);
+    assert.equal(messages[1], messages[0]);
+    assert.doesNotMatch(messages[1], /AKIAE2ENOTINTHEFILE01/);
+  });
+
   test('rotated secret shows session expired', async () => {
     const page = await open();
     await openRoute(page, world.stack, '#/');

@@ -33,6 +33,15 @@ describe('worklist', { timeout: 240_000 }, () => {
     assert.equal((await byTestId(page, 'worklist-page').textContent()).trim(), '1-6');
   });
 
+  test('newest study first by default', async () => {
+    const dateHeader = page.locator('th', { has: byTestId(page, 'sort-date') });
+    assert.equal(await dateHeader.getAttribute('aria-sort'), 'descending');
+    const dates = (await page.locator('[data-testid="worklist-row"] td:nth-child(3)').allTextContents()).map((text) => text.trim());
+    const dated = dates.filter(Boolean);
+    assert.ok(dated.length > 1, `too few dated studies to check the order: ${dates}`);
+    assert.deepEqual(dates, [...dated].sort().reverse().concat(dates.filter((date) => !date)));
+  });
+
   test('screenshot of the worklist', async () => {
     await expectScreenshot(page, page.locator('body'), 'worklist');
     const docsImages = process.env.CIRRUS_E2E_DOCS_IMAGES;
@@ -86,6 +95,16 @@ describe('worklist', { timeout: 240_000 }, () => {
   test('search by patient ID', async () => {
     await search(page, { patientId: 'E2E-US-1' });
     await waitForRows(page, [world.studies.cine.study]);
+  });
+
+  test('reversed date range empties the table', async () => {
+    await search(page);
+    await waitForRows(page, all);
+    await search(page, { dateFrom: '2024-12-31', dateTo: '2024-01-01' });
+    const message = page.locator('#worklist-form-message');
+    assert.match(await message.textContent(), /end date is before the start date/);
+    assert.equal(await byTestId(page, 'worklist-row').count(), 0);
+    assert.equal((await byTestId(page, 'worklist-page').textContent()).trim(), '');
   });
 
   test('search without match shows empty state', async () => {

@@ -4,6 +4,9 @@ import { RequestError, SessionExpiredError } from './contract';
 import { CredentialsRejectedError, HttpDicomwebClient, warningTexts, dicomNumber, dicomString, dicomStrings, formatPersonName, personName } from './dicomweb';
 
 const ORIGIN = 'http://127.0.0.1:8080';
+// SIGNATURE_REJECTED of cirrus.local.sigv4: a wrong secret and an unknown access key get it.
+const LOCAL_SIGNATURE_REJECTED =
+  'the signature does not match the request, or its access key is unknown; check the key id and secret, and sign the request again';
 
 function client(response: Response | Error, signer?: RequestSigner, onSessionExpired = vi.fn()) {
   const fetchImpl = vi.fn(async () => {
@@ -60,14 +63,14 @@ describe('HttpDicomwebClient', () => {
   });
 
   it('maps a rejected local signature to SessionExpiredError', async () => {
-    const error = await failure(Response.json({ error: 'access denied: the signature does not match the request' }, { status: 403 }));
+    const error = await failure(Response.json({ error: `access denied: ${LOCAL_SIGNATURE_REJECTED}` }, { status: 403 }));
     expect(error).toBeInstanceOf(SessionExpiredError);
-    expect((error as CredentialsRejectedError).reason).toBe('access denied: the signature does not match the request');
+    expect((error as CredentialsRejectedError).reason).toBe(`access denied: ${LOCAL_SIGNATURE_REJECTED}`);
   });
 
   it.each([
     'access denied: X-Amz-Date is 900 s away from the server\'s clock; at most 300 s are accepted',
-    'access denied: access key AKIAUNKNOWN000001 is unknown; add it to the credentials file',
+    'access denied: the credential scope must be for region us-east-1, service execute-api and aws4_request',
     'access denied: the request is not signed; sign it with SigV4 for execute-api',
   ])('maps the local reason %j to SessionExpiredError', async (reason) => {
     expect(await failure(Response.json({ error: reason }, { status: 403 }))).toBeInstanceOf(SessionExpiredError);

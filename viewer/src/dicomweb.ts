@@ -18,11 +18,12 @@ export interface ClientOptions {
 const CREDENTIAL_ERROR_TYPES =
   /^(ExpiredToken|InvalidSignature|IncompleteSignature|UnrecognizedClient|InvalidClientTokenId|MissingAuthenticationToken)/i;
 const CREDENTIAL_ERROR_MESSAGES =
-  /expired|signature|security token|not signed|X-Amz-Date|access key \S+ is unknown|credential scope|Authorization header|signed headers/i;
+  /expired|signature|security token|not signed|X-Amz-Date|credential scope|Authorization header|signed headers/i;
 const GRANT_DENIAL = /no grant/i;
 
 /** A SessionExpiredError for a response that rejected the credentials, with the server's
- * reason, such as "access denied: the signature does not match the request". */
+ * reason, such as "access denied: the signature does not match the request, or its access
+ * key is unknown; …". */
 export class CredentialsRejectedError extends SessionExpiredError {
   constructor(readonly reason: string) {
     super(`Your session has expired or its credentials were rejected${reason ? ` (${reason})` : ''}. Sign in again.`);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { DicomJson } from '../contract';
-import { type StudyRow, siteOfRetrieveUrl, sortRows, studyRoute, studyRow } from './rows';
+import { DEFAULT_SORT, type StudyRow, nextSort, siteOfRetrieveUrl, sortRows, studyRoute, studyRow } from './rows';
 
 const STUDY: DicomJson = {
   '0020000D': { vr: 'UI', Value: ['1.2.3'] },
@@ -94,5 +94,18 @@ describe('sortRows', () => {
   it('compares numbers in IDs by value', () => {
     const ids = [row('a', '', ''), row('b', '', ''), row('c', '', '')].map((r, i) => ({ ...r, patientId: ['P10', 'P9', 'P100'][i] }));
     expect(uids(sortRows(ids, 'patientId', 'ascending'))).toEqual(['b', 'a', 'c']);
+  });
+});
+
+describe('nextSort', () => {
+  it('starts with the newest study first', () => {
+    expect(DEFAULT_SORT).toEqual({ key: 'date', direction: 'descending' });
+  });
+  it('reverses the current column', () => {
+    expect(nextSort(DEFAULT_SORT, 'date')).toEqual({ key: 'date', direction: 'ascending' });
+    expect(nextSort({ key: 'date', direction: 'ascending' }, 'date')).toEqual({ key: 'date', direction: 'descending' });
+  });
+  it('sorts another column ascending', () => {
+    expect(nextSort(DEFAULT_SORT, 'patientName')).toEqual({ key: 'patientName', direction: 'ascending' });
   });
 });

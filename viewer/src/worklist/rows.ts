@@ -75,6 +75,22 @@ export function studyRoute(row: Pick<StudyRow, 'site' | 'studyUid'>): string {
 
 export type SortKey = 'patientName' | 'patientId' | 'date' | 'modalities' | 'accession' | 'site';
 export type SortDirection = 'ascending' | 'descending';
+export interface StudySort {
+  key: SortKey;
+  direction: SortDirection;
+}
+
+/** The order of the rows until the user picks a column: newest study first. */
+// NOTE: this orders one page only. With more matches than a page, the first page holds the
+// studies that the server returns first, which for most searches are the oldest.
+export const DEFAULT_SORT: Readonly<StudySort> = { key: 'date', direction: 'descending' };
+
+/** Returns the order after a click on the header of `key`: the other direction when `key` is
+ * the current column, else ascending. */
+export function nextSort(current: Readonly<StudySort>, key: SortKey): StudySort {
+  if (current.key !== key) return { key, direction: 'ascending' };
+  return { key, direction: current.direction === 'ascending' ? 'descending' : 'ascending' };
+}
 
 const SORT_VALUES: Record<SortKey, (row: StudyRow) => string> = {
   patientName: (row) => row.patientName,

@@ -3,8 +3,9 @@
 import { type DicomJson, type DicomwebClient, RequestError, SessionExpiredError } from '../contract';
 import { formatPersonName, warningTexts } from '../dicomweb';
 import { el, messagePanel, replaceChildren } from '../ui/dom';
-import { EMPTY_FILTERS, FilterError, PAGE_SIZE, type WorklistFilters, studySearchPath } from './query';
-import { type SortDirection, type SortKey, type StudyRow, sortRows, studyRow, studyRoute } from './rows';
+import { EMPTY_FILTERS, FilterError, type WorklistFilters, studySearchPath } from './query';
+import { WorklistResults } from './results';
+import { type SortKey, type StudyRow, studyRoute } from './rows';
 
 const FILTERS_KEY = 'cirrus.worklist.filters';
 const SORT_ARROWS = { ascending: ' ▲', descending: ' ▼', none: '' };
@@ -57,9 +58,7 @@ class Worklist {
   private readonly prev = el('button', { type: 'button', 'data-testid': 'worklist-prev', disabled: true }, ['Previous']);
   private readonly next = el('button', { type: 'button', 'data-testid': 'worklist-next', disabled: true }, ['Next']);
   private readonly pageText = el('span', { 'data-testid': 'worklist-page', 'aria-live': 'polite' });
-  private rows: StudyRow[] = [];
-  private page = 0;
-  private sort: { key: SortKey; direction: SortDirection } | null = null;
+  private readonly results = new WorklistResults();
   private controller: AbortController | null = null;
 
   constructor(private readonly client: DicomwebClient) {
@@ -85,8 +84,8 @@ class Worklist {
         void this.search(0);
       },
     });
-    this.prev.addEventListener('click', () => void this.search(this.page - 1));
-    this.next.addEventListener('click', () => void this.search(this.page + 1));
+    this.prev.addEventListener('click', () => void this.search(this.results.page - 1));
+    this.next.addEventListener('click', () => void this.search(this.results.page + 1));
     this.root.append(
       el('h1', { id: 'worklist-title', class: 'visually-hidden' }, ['Worklist']),
       form,
@@ -123,8 +122,7 @@ class Worklist {
       path = studySearchPath(filters, page);
     } catch (error) {
       if (!(error instanceof FilterError)) throw error;
-      this.formMessage.textContent = error.message;
-      this.inputs.get(error.field)?.focus();
+      this.showInvalidFilters(error);
       return;
     }
     this.formMessage.textContent = '';
@@ -138,10 +136,9 @@ class Worklist {
       const response = await this.client.fetch(path, { headers: { Accept: 'application/dicom+json' }, signal: controller.signal });
       const datasets = response.status === 204 ? [] : ((await response.json()) as DicomJson[]);
       if (controller.signal.aborted) return;
-      this.page = page;
-      this.rows = datasets.slice(0, PAGE_SIZE).map(studyRow);
+      this.results.show(page, datasets);
       this.showWarnings(response.headers.get('Warning'));
-      this.showPage(datasets.length > PAGE_SIZE);
+      this.showPage();
     } catch (error) {
       if (controller.signal.aborted) return;
       this.showFailure(error, page);
@@ -150,25 +147,41 @@ class Worklist {
     }
   }
 
-  private showPage(hasNext: boolean): void {
-    const first = this.page * PAGE_SIZE;
-    this.pageText.textContent = this.rows.length ? `${first + 1}-${first + this.rows.length}` : '0-0';
-    this.prev.disabled = this.page === 0;
-    this.next.disabled = !hasNext;
+  private showPage(): void {
+    this.pageText.textContent = this.results.range;
+    this.prev.disabled = this.results.page === 0;
+    this.next.disabled = !this.results.hasNext;
     this.renderTable();
     this.showStatus(
-      this.rows.length === 0
+      this.results.displayed.length === 0
         ? el('p', { 'data-testid': 'worklist-empty', role: 'status' }, ['No studies match.'])
         : null,
     );
   }
 
-  private showFailure(error: unknown, page: number): void {
-    this.rows = [];
+  /** Shows why the filters cannot be searched, and no rows, because rows of the previous
+   * search would look like the result of these filters. A search still running is cancelled. */
+  private showInvalidFilters(error: FilterError): void {
+    this.controller?.abort();
+    this.controller = null;
+    this.table.removeAttribute('aria-busy');
+    this.clearPage();
+    this.showWarnings(null);
+    this.showStatus(null);
+    this.formMessage.textContent = error.message;
+    this.inputs.get(error.field)?.focus();
+  }
+
+  private clearPage(): void {
+    this.results.clear();
     this.renderTable();
     this.prev.disabled = true;
     this.next.disabled = true;
     this.pageText.textContent = '';
+  }
+
+  private showFailure(error: unknown, page: number): void {
+    this.clearPage();
     if (error instanceof SessionExpiredError) {
       // The app shows the session-expired screen, and a retry would fail until a new sign-in.
       this.showStatus(null);
@@ -196,7 +209,7 @@ class Worklist {
   }
 
   private renderTable(): void {
-    const rows = this.sort ? sortRows(this.rows, this.sort.key, this.sort.direction) : this.rows;
+    const rows = this.results.displayed;
     const head = el('thead', {}, [el('tr', {}, COLUMNS.map((column) => this.headerCell(column)))]);
     const body = el('tbody', {}, rows.map((row) => this.bodyRow(row)));
     replaceChildren(this.table, el('caption', { class: 'visually-hidden' }, ['Studies; sorting orders the current page only']), head, body);
@@ -205,13 +218,14 @@ class Worklist {
   private headerCell(column: Column): HTMLTableCellElement {
     const { sortKey } = column;
     if (!sortKey) return el('th', { scope: 'col', class: column.numeric ? 'numeric' : undefined }, [column.label]);
-    const direction = this.sort?.key === sortKey ? this.sort.direction : undefined;
+    const { sort } = this.results;
+    const direction = sort.key === sortKey ? sort.direction : undefined;
     const button = el('button', {
       type: 'button', class: 'sort', 'data-testid': column.sortTestId,
       title: 'Sorts the studies of this page only; the server returns them in its own order',
     }, [column.label, el('span', { 'aria-hidden': 'true' }, [SORT_ARROWS[direction ?? 'none']])], {
       click: () => {
-        this.sort = { key: sortKey, direction: direction === 'ascending' ? 'descending' : 'ascending' };
+        this.results.sortBy(sortKey);
         this.renderTable();
         this.table.querySelector<HTMLButtonElement>(`[data-testid="${column.sortTestId}"]`)?.focus();
       },

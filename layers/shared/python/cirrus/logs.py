@@ -6,6 +6,7 @@ Lambda functions log JSON through powertools instead; both carry the same ``extr
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 _STANDARD_ATTRIBUTES: Final = frozenset(
@@ -43,7 +44,19 @@ def configure_console_logging(level: int = logging.INFO) -> None:
     logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
-def use_console_format(logger: Any) -> None:
-    """Give a powertools logger of a Lambda handler the console format of the local stack."""
-    for handler in logger.handlers:
+def use_console_format(logger: Any) -> Callable[[], None]:
+    """Give a powertools logger of a Lambda handler the console format of the local stack.
+
+    Returns a function that puts the powertools formatters back, which the handler's
+    ``inject_lambda_context`` needs if the handler is later invoked as a Lambda function in
+    the same process.
+    """
+    previous = [(handler, handler.formatter) for handler in logger.handlers]
+    for handler, _ in previous:
         handler.setFormatter(_console_formatter())
+
+    def restore() -> None:
+        for handler, formatter in previous:
+            handler.setFormatter(formatter)
+
+    return restore

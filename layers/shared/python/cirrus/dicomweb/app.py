@@ -126,6 +126,9 @@ CORS_EXPOSE_HEADERS: Final = (
     "Warning",
 )
 CORS_MAX_AGE_SECONDS: Final = 600
+# Every response may carry patient data, so no cache may keep it unless a route sets its own
+# Cache-Control. Metadata routes send "private, no-cache", so a browser revalidates by ETag.
+DEFAULT_CACHE_CONTROL: Final = "no-store"
 # The resolver keeps the current event in a class attribute shared by every instance, so a
 # threaded server must resolve one event at a time. Lambda sends one event at a time anyway.
 _RESOLVE_LOCK: Final = threading.Lock()
@@ -216,6 +219,25 @@ def resolve(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) ->
         app.context[STATE_KEY] = state
         result = app.resolve(event, context)
     return Resolved(result, state.served_site)
+
+
+def with_response_headers(result: dict[str, Any]) -> dict[str, Any]:
+    """Return the proxy response ``result`` with the headers that every response carries.
+
+    ``X-Content-Type-Options: nosniff`` replaces any value, and Cache-Control is set to
+    ``DEFAULT_CACHE_CONTROL`` unless the response has one. Header names match in any case.
+    """
+    headers = dict(result.get("headers") or {})
+    multi = dict(result.get("multiValueHeaders") or {})
+    names = {name.lower() for name in [*headers, *multi]}
+    for name in [*headers, *multi]:
+        if name.lower() == "x-content-type-options":
+            headers.pop(name, None)
+            multi.pop(name, None)
+    multi["X-Content-Type-Options"] = ["nosniff"]
+    if "cache-control" not in names:
+        multi["Cache-Control"] = [DEFAULT_CACHE_CONTROL]
+    return {**result, "headers": headers, "multiValueHeaders": multi}
 
 
 def base_url(event: APIGatewayProxyEvent) -> str:
@@ -413,7 +435,11 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
         etag = f'"{hashlib.sha256(body.encode()).hexdigest()[:32]}"'
         cached = _entity_tags(event.headers.get("If-None-Match"))
         if etag in cached or "*" in cached:
-            return Response(status_code=int(HTTPStatus.NOT_MODIFIED), headers={"ETag": etag})
+            # RFC 9110 15.4.5: a 304 sends the Cache-Control that a 200 would send.
+            return Response(
+                status_code=int(HTTPStatus.NOT_MODIFIED),
+                headers={"ETag": etag, "Cache-Control": "private, no-cache"},
+            )
         return Response(
             status_code=int(HTTPStatus.OK),
             content_type=DICOM_JSON_MEDIA_TYPE,

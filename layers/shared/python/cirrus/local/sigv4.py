@@ -37,6 +37,7 @@ import hmac
 import json
 import logging
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -65,6 +66,15 @@ AMZ_DATE_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 _REQUIRED_SIGNED_HEADERS: Final = ("host", "x-amz-date")
 _ACCESS_KEY: Final = re.compile(r"[A-Z0-9]{16,128}")
 _MIN_SECRET_LENGTH: Final = 16
+# One message for an unknown access key and for a wrong secret, so that a caller cannot learn
+# which key ids exist. The audit record and the log tell the two apart by ``reason``.
+SIGNATURE_REJECTED: Final = (
+    "the signature does not match the request, or its access key is unknown; "
+    "check the key id and secret, and sign the request again"
+)
+# Computes the expected signature for an unknown key, so that it takes the same steps as a
+# known one. It is random per process, and a request with an unknown key is rejected anyway.
+_UNKNOWN_KEY_SECRET: Final = secrets.token_urlsafe(32)
 _AUTHORIZATION: Final = re.compile(
     r"AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*"
     r"SignedHeaders=(?P<signed>[^,\s]+),\s*Signature=(?P<signature>[0-9a-f]{64})"
@@ -78,7 +88,7 @@ class CredentialsConfigError(ValueError):
 class SignatureError(Exception):
     """A request is unsigned, or its signature, date, scope or body hash does not verify.
 
-    The message states what failed and how the client can fix it, and may name its access
+    The message states what failed and how the client can fix it, and never names the access
     key id. ``reason`` is a fixed phrase without request values, for audit records and logs.
     """
 
@@ -197,7 +207,7 @@ class SigV4Verifier:
                 "malformed Authorization header",
             )
 
-        credential = self._credential(match["credential"])
+        access_key, credential = self._credential(match["credential"])
         amz_date = self._checked_date(request, match["credential"])
         signed = match["signed"].split(";")
         missing = [name for name in _REQUIRED_SIGNED_HEADERS if name not in signed]
@@ -213,9 +223,8 @@ class SigV4Verifier:
             )
         self._check_payload_hash(request)
 
-        signer = SigV4Auth(
-            Credentials(credential.access_key, credential.secret_key), SERVICE, self.region
-        )
+        secret = _UNKNOWN_KEY_SECRET if credential is None else credential.secret_key
+        signer = SigV4Auth(Credentials(access_key, secret), SERVICE, self.region)
         prepared = _botocore_request(request, signed, amz_date)
         headers_to_sign = signer.headers_to_sign(prepared)
         if signer.signed_headers(headers_to_sign) != match["signed"]:
@@ -227,12 +236,20 @@ class SigV4Verifier:
 
         canonical = signer.canonical_request(prepared)
         expected = signer.signature(signer.string_to_sign(prepared, canonical), prepared)
-        if not hmac.compare_digest(expected, match["signature"]):
-            raise SignatureError("the signature does not match the request", "signature mismatch")
+        matches = hmac.compare_digest(expected, match["signature"])
+        if credential is None:
+            raise SignatureError(SIGNATURE_REJECTED, "unknown access key")
+        if not matches:
+            raise SignatureError(SIGNATURE_REJECTED, "signature mismatch")
         return VerifiedCaller(credential.access_key, credential.principal)
 
-    def _credential(self, scope_text: str) -> LocalCredential:
-        """Return the credential of a Credential value, checking its scope but not its date."""
+    def _credential(self, scope_text: str) -> tuple[str, LocalCredential | None]:
+        """Return the access key of a Credential value and its credential, None if unknown.
+
+        The scope is checked but not its date. An unknown key is rejected only where the
+        signature is compared, so that it fails the same checks as a known key with a wrong
+        secret and gets the same message.
+        """
         parts = scope_text.split("/")
         if len(parts) != 5:
             raise SignatureError(
@@ -240,19 +257,13 @@ class SigV4Verifier:
                 "malformed credential scope",
             )
         access_key, _, region, service, terminator = parts
-        credential = self._credentials.get(access_key)
-        if credential is None:
-            raise SignatureError(
-                f"access key {access_key[:128]} is unknown; add it to the credentials file",
-                "unknown access key",
-            )
         if (region, service, terminator) != (self.region, SERVICE, "aws4_request"):
             raise SignatureError(
                 f"the credential scope must be for region {self.region}, service {SERVICE} "
                 "and aws4_request",
                 "wrong credential scope",
             )
-        return credential
+        return access_key, self._credentials.get(access_key)
 
     def _checked_date(self, request: SignedRequest, scope_text: str) -> str:
         """Return X-Amz-Date if it is well formed, matches the scope and is near the clock."""

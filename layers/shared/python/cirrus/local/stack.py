@@ -16,6 +16,7 @@ import functools
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -112,6 +113,8 @@ class LocalStack:
         self._poller: IngestPoller | None = None
         self._gateway: Any = None
         self._http: Any = None
+        # Undo the console format given to the handlers' powertools loggers, at stop.
+        self._restore_formats: list[Callable[[], None]] = []
 
     @property
     def dicom_port(self) -> int:
@@ -273,7 +276,7 @@ class LocalStack:
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
-        use_console_format(ingest_handler.logger)
+        self._restore_formats.append(use_console_format(ingest_handler.logger))
         handle = functools.partial(ingest_handler.handle, services=services)
         self._poller = IngestPoller(sqs, queue_url, queue_arn, services.settings.region, handle)
         self._poller.start()
@@ -330,7 +333,7 @@ class LocalStack:
         from cirrus.local.http import serve_http
         from functions.dicomweb import handler as dicomweb_handler
 
-        use_console_format(dicomweb_handler.logger)
+        self._restore_formats.append(use_console_format(dicomweb_handler.logger))
         view = dicomweb_handler.dicomweb_services(services)
         handle = functools.partial(dicomweb_handler.handle, services=view)
         authentication = None
@@ -377,6 +380,8 @@ class LocalStack:
             remove_endpoints(self.config.data_dir)
             self._moto.stop()
             self._moto = None
+        while self._restore_formats:
+            self._restore_formats.pop()()
         self._lock.release()
         logger.info("Cirrus local stack stopped")
 
