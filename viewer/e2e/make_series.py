@@ -6,11 +6,13 @@ Pixel spacing is 0.5 mm at 128 columns, scaled so that the field of view stays 6
 size, and slices are 1 mm apart, so that a measurement in the viewer has a known result.
 ``cine`` writes one multi-frame instance (Ultrasound Multi-frame, 8 bit) whose bright disk
 moves from frame to frame. ``fixtures`` writes both at the test sizes and adds the pydicom
-test files that the tests load. Each command prints a JSON list of the files written, with
-their UIDs and the storescu option of their transfer syntax, for the caller to send.
+test files that the tests load. ``dated`` writes small one-image studies a day apart. Each
+command prints a JSON list of the files written, with their UIDs and the storescu option of
+their transfer syntax, for the caller to send.
 
     python viewer/e2e/make_series.py fixtures OUT_DIR
     python viewer/e2e/make_series.py phantom OUT_DIR --slices 500 --size 512
+    python viewer/e2e/make_series.py dated OUT_DIR --count 31
 
 UIDs derive from fixed seeds, so two runs write the same UIDs and the same pixels.
 """
@@ -21,6 +23,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
     UltrasoundMultiFrameImageStorage,
     generate_uid,
 )
@@ -173,6 +177,39 @@ def write_cine(folder: Path, frames: int = 12, size: int = 64) -> list[WrittenFi
     ]
 
 
+def write_dated(folder: Path, count: int) -> list[WrittenFile]:
+    """Write ``count`` one-image studies dated a day apart from 2001-01-01, with patient names
+    DATED^001 and on in a shuffled order, so that neither name nor UID follows the date."""
+    folder.mkdir(parents=True, exist_ok=True)
+    first = date(2001, 1, 1)
+    written = []
+    for index in range(count):
+        seed = f"dated-{index}"
+        ds = Dataset()
+        ds.SOPClassUID = SecondaryCaptureImageStorage
+        ds.SOPInstanceUID = uid(seed, "instance")
+        # 7 is coprime to a count that is not a multiple of 7, so the names permute the indexes.
+        name = f"DATED^{(index * 7) % count + 1:03d}"
+        patient_and_study(ds, seed, name, f"E2E-DATED-{index + 1}", f"E2EDATED{index + 1}")
+        ds.StudyDate = (first + timedelta(days=index)).strftime("%Y%m%d")
+        ds.StudyDescription = "Dated study"
+        ds.SeriesInstanceUID = uid(seed, "series")
+        ds.SeriesNumber, ds.Modality, ds.InstanceNumber = 1, "OT", 1
+        ds.Rows = ds.Columns = 8
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = bytes(64)
+        ds.file_meta = file_meta(ds)
+        path = folder / f"dated-{index + 1:03d}.dcm"
+        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        written.append(
+            WrittenFile(
+                str(path), ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, None
+            )
+        )
+    return written
+
+
 def pydicom_files() -> list[WrittenFile]:
     root = Path(pydicom.data.__file__).parent / "test_files"
     listed = []
@@ -193,12 +230,19 @@ def main() -> int:
     phantom.add_argument("--slices", type=int, default=64, help="number of slices")
     phantom.add_argument("--size", type=int, default=128, help="rows and columns")
     phantom.add_argument("--seed", default="phantom", help="text that the UIDs derive from")
+    dated = commands.add_parser("dated", help="small one-image studies a day apart")
+    dated.add_argument("out", type=Path, help="folder to write to")
+    dated.add_argument("--count", type=int, default=31, help="studies, not a multiple of 7")
     args = parser.parse_args()
 
     if args.command == "fixtures":
         written = write_phantom(args.out / "phantom", slices=64, size=128)
         written += write_cine(args.out / "cine")
         written += pydicom_files()
+    elif args.command == "dated":
+        if args.count < 1 or args.count % 7 == 0:
+            parser.error("--count must be 1 or more and not a multiple of 7")
+        written = write_dated(args.out, args.count)
     else:
         if args.size < 16 or args.slices < 9:
             parser.error("--size must be 16 or more and --slices 9 or more")

@@ -1,5 +1,6 @@
 // The worklist against a local stack that contains the phantom, the cine loop and four
 // pydicom test files: search by name prefix and by modality, the empty state, opening a study.
+// Later, 31 dated studies show that sorting spans the pages.
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -8,7 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import { byTestId, openPage, openRoute, uncaughtErrors } from './lib/browser.mjs';
 import { setUp } from './lib/fixture.mjs';
 import { expectScreenshot } from './lib/screenshots.mjs';
-import { search, waitForRows } from './lib/worklist.mjs';
+import { makeSeries, storeFiles, waitForStudies } from './lib/stack.mjs';
+import { rowUids, search, waitForRows } from './lib/worklist.mjs';
 
 describe('worklist', { timeout: 240_000 }, () => {
   let world;
@@ -30,7 +32,8 @@ describe('worklist', { timeout: 240_000 }, () => {
     await search(page);
     const listed = await waitForRows(page, all);
     assert.equal(listed.length, 6);
-    assert.equal((await byTestId(page, 'worklist-page').textContent()).trim(), '1-6');
+    assert.equal((await byTestId(page, 'worklist-page').textContent()).trim(), '1-6 of 6');
+    assert.equal(await byTestId(page, 'worklist-truncated').isVisible(), false);
   });
 
   test('newest study first by default', async () => {
@@ -121,6 +124,55 @@ describe('worklist', { timeout: 240_000 }, () => {
     assert.equal(await byTestId(page, 'worklist-patient-name').inputValue(), '');
     await byTestId(page, 'worklist-search').click();
     await waitForRows(page, all);
+  });
+
+  describe('sorting across pages', () => {
+    const COUNT = 31;
+    // make_series.py's dated studies, in the order of their dates: the server's order too.
+    let dated;
+    const pageUids = () => rowUids(page);
+    const pageText = async () => (await byTestId(page, 'worklist-page').textContent()).trim();
+
+    before(async () => {
+      const files = await makeSeries(path.join(world.folder.path, 'dated'), 'dated', '--count', String(COUNT));
+      await storeFiles(world.stack, files);
+      await waitForStudies(world.stack, files);
+      dated = files.map((file) => file.study);
+    });
+
+    test('newest study of a later page comes first', async () => {
+      // An earlier test sorted by name, and the order stays for later searches.
+      const dateHeader = page.locator('th', { has: byTestId(page, 'sort-date') });
+      while ((await dateHeader.getAttribute('aria-sort')) !== 'descending') await byTestId(page, 'sort-date').click();
+      await search(page, { dateFrom: '2001-01-01', dateTo: '2001-01-31' });
+      const newestFirst = [...dated].reverse();
+      // The server returns the oldest 25 first: the newest 6 were on its second page.
+      await waitForRows(page, newestFirst.slice(0, 25));
+      assert.deepEqual(await pageUids(), newestFirst.slice(0, 25));
+      assert.equal(await pageText(), `1-25 of ${COUNT}`);
+      assert.equal(await byTestId(page, 'worklist-prev').isDisabled(), true);
+
+      await byTestId(page, 'worklist-next').click();
+      assert.deepEqual(await pageUids(), newestFirst.slice(25));
+      assert.equal(await pageText(), `26-${COUNT} of ${COUNT}`);
+      assert.equal(await byTestId(page, 'worklist-next').isDisabled(), true);
+
+      await byTestId(page, 'worklist-prev').click();
+      assert.deepEqual(await pageUids(), newestFirst.slice(0, 25));
+    });
+
+    test('sort by patient name spans pages', async () => {
+      // Study i is named DATED^{(7i mod 31) + 1}, so names do not follow dates.
+      const byName = dated.map((study, index) => ({ study, name: (index * 7) % COUNT })).sort((a, b) => a.name - b.name);
+      await byTestId(page, 'sort-patient-name').click();
+      const header = page.locator('th', { has: byTestId(page, 'sort-patient-name') });
+      assert.equal(await header.getAttribute('aria-sort'), 'ascending');
+      assert.equal(await pageText(), `1-25 of ${COUNT}`);
+      const first = await pageUids();
+      await byTestId(page, 'worklist-next').click();
+      const second = await pageUids();
+      assert.deepEqual([...first, ...second], byName.map((item) => item.study));
+    });
   });
 
   test('row opens the study without patient data in the URL', async () => {

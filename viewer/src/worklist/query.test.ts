@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EMPTY_FILTERS, FilterError, PAGE_SIZE, modalitiesKey, patientNameKey, studyDateRange, studySearchPath } from './query';
+import { EMPTY_FILTERS, FilterError, modalitiesKey, patientNameKey, studyDateRange, studySearchPath } from './query';
 
 describe('patientNameKey', () => {
   it.each([
@@ -58,11 +58,12 @@ describe('modalitiesKey', () => {
 
 describe('studySearchPath', () => {
   const paramsOf = (path: string) => new URL(path, 'http://x').searchParams;
+  const FIRST = { limit: 1000, offset: 0 };
 
   it('builds every matching key', () => {
     const path = studySearchPath(
       { patientName: 'doe', patientId: ' P1 ', dateFrom: '2024-01-01', dateTo: '2024-01-31', modality: 'ct', accession: 'A7' },
-      0,
+      { limit: 10, offset: 0 },
     );
     expect(path.startsWith('/studies?')).toBe(true);
     const params = paramsOf(path);
@@ -74,18 +75,18 @@ describe('studySearchPath', () => {
   });
 
   it('leaves out empty filters', () => {
-    const params = paramsOf(studySearchPath(EMPTY_FILTERS, 0));
+    const params = paramsOf(studySearchPath(EMPTY_FILTERS, FIRST));
     expect([...params.keys()].sort()).toEqual(['includefield', 'limit', 'offset']);
   });
 
-  it('asks for one more than a page', () => {
-    const params = paramsOf(studySearchPath(EMPTY_FILTERS, 2));
-    expect(params.get('limit')).toBe(String(PAGE_SIZE + 1));
-    expect(params.get('offset')).toBe(String(2 * PAGE_SIZE));
+  it('sends the limit and offset', () => {
+    const params = paramsOf(studySearchPath(EMPTY_FILTERS, { limit: 1000, offset: 2000 }));
+    expect(params.get('limit')).toBe('1000');
+    expect(params.get('offset')).toBe('2000');
   });
 
   it('includes the columns', () => {
-    const fields = paramsOf(studySearchPath(EMPTY_FILTERS, 0)).get('includefield')?.split(',');
+    const fields = paramsOf(studySearchPath(EMPTY_FILTERS, FIRST)).get('includefield')?.split(',');
     expect(fields).toContain('StudyDescription');
     expect(fields).toContain('ModalitiesInStudy');
     expect(fields).toContain('NumberOfStudyRelatedSeries');
@@ -93,7 +94,7 @@ describe('studySearchPath', () => {
   });
 
   it('percent-encodes name separators', () => {
-    const path = studySearchPath({ ...EMPTY_FILTERS, patientName: 'Doe^J' }, 0);
+    const path = studySearchPath({ ...EMPTY_FILTERS, patientName: 'Doe^J' }, FIRST);
     expect(path).toContain('PatientName=Doe%5EJ*');
   });
 });

@@ -1,4 +1,4 @@
-// QIDO-RS study searches of the worklist: filters to query parameters, and paging.
+// QIDO-RS study searches of the worklist: filters to query parameters.
 
 /** The worklist's search form. Dates are the YYYY-MM-DD values of <input type="date">. */
 export interface WorklistFilters {
@@ -19,6 +19,7 @@ export const EMPTY_FILTERS: WorklistFilters = {
   accession: '',
 };
 
+/** The number of studies that one page of the worklist shows. */
 export const PAGE_SIZE = 25;
 
 /** The attributes that the worklist's columns show, beyond the study's default ones. */
@@ -84,9 +85,8 @@ export function modalitiesKey(typed: string): string {
     .join(',');
 }
 
-/** Returns the path and query of one page (0-based) of a study search. It requests one study
- * more than a page, so that the caller knows whether a next page exists. */
-export function studySearchPath(filters: WorklistFilters, page: number): string {
+/** Returns the path and query of a study search for `limit` matches from `offset` (0-based). */
+export function studySearchPath(filters: WorklistFilters, { limit, offset }: { limit: number; offset: number }): string {
   const params = new URLSearchParams();
   const keys: [string, string][] = [
     ['PatientName', patientNameKey(filters.patientName)],
@@ -99,7 +99,7 @@ export function studySearchPath(filters: WorklistFilters, page: number): string 
     if (value) params.set(name, value);
   }
   params.set('includefield', INCLUDE_FIELDS.join(','));
-  params.set('limit', String(PAGE_SIZE + 1));
-  params.set('offset', String(page * PAGE_SIZE));
+  params.set('limit', String(limit));
+  params.set('offset', String(offset));
   return `/studies?${params}`;
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { DicomJson } from '../contract';
-import { DEFAULT_SORT, type StudyRow, nextSort, siteOfRetrieveUrl, sortRows, studyRoute, studyRow } from './rows';
+import { DEFAULT_SORT, type StudyRow, nextSort, siteOfRetrieveUrl, sortRows, studyRoute, studyRow, timeSortValue } from './rows';
 
 const STUDY: DicomJson = {
   '0020000D': { vr: 'UI', Value: ['1.2.3'] },
@@ -91,6 +91,18 @@ describe('sortRows', () => {
     sortRows(rows, 'date', 'ascending');
     expect(uids(rows)).toEqual(['1', '2', '3', '4']);
   });
+  it('sorts times of any precision in time order', () => {
+    const timed = [row('a', '', '20240301'), row('b', '', '20240301'), row('c', '', '20240301'), row('d', '', '20240301')].map((r, i) => ({
+      ...r,
+      studyTime: ['2300', '081500.5', '09', '08:15:00.25'][i],
+    }));
+    expect(uids(sortRows(timed, 'date', 'descending'))).toEqual(['a', 'c', 'b', 'd']);
+  });
+  it('puts a study with a time but no date last', () => {
+    const timed = [{ ...row('a', '', ''), studyTime: '235959' }, row('b', '', '19990101')];
+    expect(uids(sortRows(timed, 'date', 'descending'))).toEqual(['b', 'a']);
+    expect(uids(sortRows(timed, 'date', 'ascending'))).toEqual(['b', 'a']);
+  });
   it('compares numbers in IDs by value', () => {
     const ids = [row('a', '', ''), row('b', '', ''), row('c', '', '')].map((r, i) => ({ ...r, patientId: ['P10', 'P9', 'P100'][i] }));
     expect(uids(sortRows(ids, 'patientId', 'ascending'))).toEqual(['b', 'a', 'c']);
@@ -107,5 +119,18 @@ describe('nextSort', () => {
   });
   it('sorts another column ascending', () => {
     expect(nextSort(DEFAULT_SORT, 'patientName')).toEqual({ key: 'patientName', direction: 'ascending' });
+  });
+});
+
+describe('timeSortValue', () => {
+  it.each([
+    ['', '000000000000'],
+    ['08', '080000000000'],
+    ['0815', '081500000000'],
+    ['081530.25', '081530250000'],
+    ['08:15:30', '081530000000'],
+    ['081530.1234567', '081530123456'],
+  ])('maps %j to %j', (time, value) => {
+    expect(timeSortValue(time)).toBe(value);
   });
 });

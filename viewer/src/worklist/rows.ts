@@ -81,8 +81,6 @@ export interface StudySort {
 }
 
 /** The order of the rows until the user picks a column: newest study first. */
-// NOTE: this orders one page only. With more matches than a page, the first page holds the
-// studies that the server returns first, which for most searches are the oldest.
 export const DEFAULT_SORT: Readonly<StudySort> = { key: 'date', direction: 'descending' };
 
 /** Returns the order after a click on the header of `key`: the other direction when `key` is
@@ -95,11 +93,18 @@ export function nextSort(current: Readonly<StudySort>, key: SortKey): StudySort 
 const SORT_VALUES: Record<SortKey, (row: StudyRow) => string> = {
   patientName: (row) => row.patientName,
   patientId: (row) => row.patientId,
-  date: (row) => `${row.studyDate}${row.studyTime}`,
+  date: (row) => (row.studyDate ? `${row.studyDate}${timeSortValue(row.studyTime)}` : ''),
   modalities: (row) => row.modalities.join(','),
   accession: (row) => row.accession,
   site: (row) => row.site,
 };
+
+/** Returns a TM value (HHMMSS.FFFFFF, or shorter, or with the colons of older files) as
+ * 12 digits, so that times of any precision compare in time order. */
+export function timeSortValue(time: string): string {
+  const [whole = '', fraction = ''] = time.replace(/:/g, '').trim().split('.');
+  return `${whole.padEnd(6, '0').slice(0, 6)}${fraction.padEnd(6, '0').slice(0, 6)}`;
+}
 
 const collator = new Intl.Collator('en', { numeric: true, sensitivity: 'base' });
 

@@ -1,9 +1,11 @@
-// The worklist: a study search form, a sortable table of one page of studies, and paging.
+// The worklist: a study search form, and a table of every matching study (up to a cap),
+// sorted and paged in the browser.
 
-import { type DicomJson, type DicomwebClient, RequestError, SessionExpiredError } from '../contract';
-import { formatPersonName, warningTexts } from '../dicomweb';
+import { type DicomwebClient, RequestError, SessionExpiredError } from '../contract';
+import { formatPersonName } from '../dicomweb';
 import { el, messagePanel, replaceChildren } from '../ui/dom';
-import { EMPTY_FILTERS, FilterError, type WorklistFilters, studySearchPath } from './query';
+import { type StudySearchResult, fetchAllStudies, truncationNotice } from './fetch';
+import { EMPTY_FILTERS, FilterError, type WorklistFilters, studyDateRange } from './query';
 import { WorklistResults } from './results';
 import { type SortKey, type StudyRow, studyRoute } from './rows';
 
@@ -40,11 +42,11 @@ const FIELDS: { key: keyof WorklistFilters; label: string; testId: string; type?
 ];
 
 /** Mounts the worklist into `container` and runs the search of the saved filters. Returns a
- * function that unmounts it and cancels its request. */
+ * function that unmounts it and cancels its requests. */
 export function mountWorklist(container: HTMLElement, client: DicomwebClient): () => void {
   const worklist = new Worklist(client);
   replaceChildren(container, worklist.root);
-  void worklist.search(0);
+  void worklist.search();
   return () => worklist.dispose();
 }
 
@@ -55,6 +57,7 @@ class Worklist {
   private readonly status = el('div', { class: 'worklist-status', 'aria-live': 'polite' });
   private readonly table = el('table', { class: 'worklist-table', 'data-testid': 'worklist-table' });
   private readonly warnings = el('p', { class: 'warning', hidden: true });
+  private readonly truncated = el('p', { class: 'warning', 'data-testid': 'worklist-truncated', role: 'status', hidden: true });
   private readonly prev = el('button', { type: 'button', 'data-testid': 'worklist-prev', disabled: true }, ['Previous']);
   private readonly next = el('button', { type: 'button', 'data-testid': 'worklist-next', disabled: true }, ['Next']);
   private readonly pageText = el('span', { 'data-testid': 'worklist-page', 'aria-live': 'polite' });
@@ -81,15 +84,16 @@ class Worklist {
     ], {
       submit: (event) => {
         event.preventDefault();
-        void this.search(0);
+        void this.search();
       },
     });
-    this.prev.addEventListener('click', () => void this.search(this.results.page - 1));
-    this.next.addEventListener('click', () => void this.search(this.results.page + 1));
+    this.prev.addEventListener('click', () => this.goTo(this.results.page - 1));
+    this.next.addEventListener('click', () => this.goTo(this.results.page + 1));
     this.root.append(
       el('h1', { id: 'worklist-title', class: 'visually-hidden' }, ['Worklist']),
       form,
       this.formMessage,
+      this.truncated,
       this.warnings,
       this.status,
       el('div', { class: 'table-scroll' }, [this.table]),
@@ -111,15 +115,15 @@ class Worklist {
   private clear(): void {
     for (const input of this.inputs.values()) input.value = '';
     this.inputs.get('patientName')?.focus();
-    void this.search(0);
+    void this.search();
   }
 
-  /** Searches for one page (0-based) of the form's filters and shows it. */
-  async search(page: number): Promise<void> {
+  /** Searches for every study of the form's filters, up to MAX_STUDIES, and shows the first
+   * page in the current order. A new search cancels the one still running. */
+  async search(): Promise<void> {
     const filters = this.filters();
-    let path: string;
     try {
-      path = studySearchPath(filters, page);
+      studyDateRange(filters.dateFrom, filters.dateTo);
     } catch (error) {
       if (!(error instanceof FilterError)) throw error;
       this.showInvalidFilters(error);
@@ -133,23 +137,27 @@ class Worklist {
     this.showStatus(el('p', { 'data-testid': 'worklist-loading', role: 'status' }, ['Searching…']));
     this.table.setAttribute('aria-busy', 'true');
     try {
-      const response = await this.client.fetch(path, { headers: { Accept: 'application/dicom+json' }, signal: controller.signal });
-      const datasets = response.status === 204 ? [] : ((await response.json()) as DicomJson[]);
+      const result = await fetchAllStudies(this.client, filters, { signal: controller.signal });
       if (controller.signal.aborted) return;
-      this.results.show(page, datasets);
-      this.showWarnings(response.headers.get('Warning'));
+      this.results.show(result.datasets);
+      this.showWarnings(result);
       this.showPage();
     } catch (error) {
       if (controller.signal.aborted) return;
-      this.showFailure(error, page);
+      this.showFailure(error);
     } finally {
       if (this.controller === controller) this.table.removeAttribute('aria-busy');
     }
   }
 
+  private goTo(page: number): void {
+    this.results.goTo(page);
+    this.showPage();
+  }
+
   private showPage(): void {
     this.pageText.textContent = this.results.range;
-    this.prev.disabled = this.results.page === 0;
+    this.prev.disabled = !this.results.hasPrevious;
     this.next.disabled = !this.results.hasNext;
     this.renderTable();
     this.showStatus(
@@ -180,8 +188,9 @@ class Worklist {
     this.pageText.textContent = '';
   }
 
-  private showFailure(error: unknown, page: number): void {
+  private showFailure(error: unknown): void {
     this.clearPage();
+    this.showWarnings(null);
     if (error instanceof SessionExpiredError) {
       // The app shows the session-expired screen, and a retry would fail until a new sign-in.
       this.showStatus(null);
@@ -189,7 +198,7 @@ class Worklist {
     }
     const reason = error instanceof RequestError || error instanceof Error ? error.message : String(error);
     const retry = el('button', { type: 'button', 'data-testid': 'worklist-retry' }, ['Retry'], {
-      click: () => void this.search(page),
+      click: () => void this.search(),
     });
     const panel = messagePanel('worklist-error', 'The search failed', reason, [retry]);
     this.showStatus(panel);
@@ -200,19 +209,21 @@ class Worklist {
     replaceChildren(this.status, content);
   }
 
-  private showWarnings(header: string | null): void {
-    const texts = warningTexts(header);
-    // A cut result is expected, because each search requests one study more than a page.
-    const relevant = texts.filter((text) => !text.startsWith('the result is cut'));
-    this.warnings.hidden = relevant.length === 0;
-    this.warnings.textContent = relevant.length ? `The server warns: ${relevant.join(' ')}` : '';
+  /** Shows the server's warnings, and a notice when the rows are not every matching study. */
+  private showWarnings(result: StudySearchResult | null): void {
+    const texts = result?.warnings ?? [];
+    this.warnings.hidden = texts.length === 0;
+    this.warnings.textContent = texts.length ? `The server warns: ${texts.join(' ')}` : '';
+    const notice = result ? truncationNotice(result) : '';
+    this.truncated.hidden = notice === '';
+    this.truncated.textContent = notice;
   }
 
   private renderTable(): void {
     const rows = this.results.displayed;
     const head = el('thead', {}, [el('tr', {}, COLUMNS.map((column) => this.headerCell(column)))]);
     const body = el('tbody', {}, rows.map((row) => this.bodyRow(row)));
-    replaceChildren(this.table, el('caption', { class: 'visually-hidden' }, ['Studies; sorting orders the current page only']), head, body);
+    replaceChildren(this.table, el('caption', { class: 'visually-hidden' }, ['Studies; a column header sorts every study found']), head, body);
   }
 
   private headerCell(column: Column): HTMLTableCellElement {
@@ -222,11 +233,11 @@ class Worklist {
     const direction = sort.key === sortKey ? sort.direction : undefined;
     const button = el('button', {
       type: 'button', class: 'sort', 'data-testid': column.sortTestId,
-      title: 'Sorts the studies of this page only; the server returns them in its own order',
+      title: 'Sorts every study found; click again to reverse',
     }, [column.label, el('span', { 'aria-hidden': 'true' }, [SORT_ARROWS[direction ?? 'none']])], {
       click: () => {
         this.results.sortBy(sortKey);
-        this.renderTable();
+        this.showPage();
         this.table.querySelector<HTMLButtonElement>(`[data-testid="${column.sortTestId}"]`)?.focus();
       },
     });
