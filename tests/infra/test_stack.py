@@ -27,7 +27,7 @@ from tests.infra.nag import acknowledged, findings
 
 REPO = Path(__file__).resolve().parents[2]
 CDK_JSON = json.loads((REPO / "cdk.json").read_text())
-# A small build folder stands in for viewer/dist, so that the tests need no viewer build.
+# A small build folder replaces viewer/dist, so that the tests need no viewer build.
 VIEWER_DIST = Path(__file__).resolve().parent / "viewer_dist"
 CDK_CONTEXT: dict[str, Any] = {**CDK_JSON["context"], DIST_CONTEXT_KEY: str(VIEWER_DIST)}
 NAMES = ResourceNames(deployment=CDK_CONTEXT["deployment"])

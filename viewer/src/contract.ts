@@ -1,7 +1,7 @@
 // The interfaces that join the viewer's parts: configuration, the DICOMweb client that every
 // request goes through, and the entry point of the study view.
 
-/** How the viewer signs its requests, from /config.json. */
+/** The signing mode of the viewer's requests, from /config.json. */
 export type AuthConfig =
   // The local stack's open mode: requests are not signed.
   | { mode: 'none' }

@@ -15,7 +15,7 @@ interface Request {
 }
 
 /**
- * A client whose server contains `matches` in index order and answers as Cirrus does: at most
+ * A client whose server contains `matches` in index order and responds as Cirrus does: at most
  * `maxResponse` per response, a "result is cut" Warning when more follow, and `warnings` on
  * every response. `beforeResponse` runs before each response, with the requests so far.
  */

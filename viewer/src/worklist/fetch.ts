@@ -44,7 +44,7 @@ const TAG_RETRIEVE_URL = '00081190';
 /**
  * Searches the studies of `filters` with requests of `pageSize` and increasing `offset` until a
  * response contains fewer than it requested, or maxStudies studies have been read. The last
- * request asks for one study beyond maxStudies, which tells whether more match.
+ * request has a limit of one study beyond maxStudies, which shows whether more match.
  * Raises FilterError for invalid filters, the client's errors for a failed request, and an
  * AbortError when `signal` is aborted.
  */
