@@ -79,6 +79,10 @@ _PDU_LOG_HANDLERS: Final = (
 _ServerT = TypeVar("_ServerT")
 
 
+# How much longer a socket read waits than the association's network time-out.
+_SOCKET_TIMEOUT_MARGIN_SECONDS = 1.0
+
+
 def _on_connection_open(event: Event) -> None:
     """Prepare a new connection, before its association negotiation starts.
 
@@ -89,7 +93,8 @@ def _on_connection_open(event: Event) -> None:
     Sets the network time-out on the socket as well. pynetdicom 3.0.4 sets it only on the
     sockets that it connects, and Python's ``accept`` returns a blocking socket, so a peer
     that stopped in the middle of a PDU would hold the DUL thread in ``recv`` for ever. The
-    association's own idle timer aborts it, but cannot end that thread.
+    association's own idle timer aborts it, but cannot end that thread. The socket waits a
+    little longer than the idle timer, so that the timer, which names the cause, acts first.
     """
     assoc = event.assoc
     for pdu_event, handler in _PDU_LOG_HANDLERS:
@@ -99,7 +104,8 @@ def _on_connection_open(event: Event) -> None:
     if sock is None:
         return
     try:
-        sock.settimeout(assoc.network_timeout)
+        timeout = assoc.network_timeout
+        sock.settimeout(None if timeout is None else timeout + _SOCKET_TIMEOUT_MARGIN_SECONDS)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
         # The peer has closed the connection already; the association ends on its own.

@@ -106,6 +106,8 @@ class _AssociationCounts:
     stored: int = 0
     rejected: int = 0
     transfers: StoreTransfers = field(default_factory=StoreTransfers)
+    # Set when the association's reactor finds the DUL's idle timer expired.
+    idle_timed_out: bool = False
 
 
 @dataclass
@@ -258,7 +260,7 @@ class StoreService:
 
     def _on_accepted(self, event: Event) -> None:
         assoc = event.assoc
-        self._counts_of(assoc)
+        _watch_idle_timer(assoc, self._counts_of(assoc))
         log_keys = peer(assoc)
         logger.info(
             "association accepted from %s at %s",
@@ -273,9 +275,11 @@ class StoreService:
     def _on_aborted(self, event: Event) -> None:
         assoc = event.assoc
         cause = None
+        with self._counts_lock:
+            counts = self._counts.get(assoc)
         # The DUL restarts its idle timer after each whole PDU, so an expired timer means the
         # peer sent nothing, or an unfinished PDU, for the network time-out.
-        if assoc.dul.idle_timer_expired():
+        if counts is not None and counts.idle_timed_out:
             cause = f"network time-out: no data for {assoc.network_timeout:g} s"
         self._log_end(assoc, "aborted", logging.WARNING, cause)
 
@@ -308,6 +312,25 @@ class StoreService:
             counts.rejected,
             extra=extra,
         )
+
+
+def _watch_idle_timer(assoc: Association, counts: _AssociationCounts) -> None:
+    """Remember in ``counts`` when the association's reactor finds its idle timer expired.
+
+    The reactor aborts the association as soon as it sees the timer expired, but the DUL
+    thread restarts the timer after a read that failed, so by the time the abort handler runs
+    the timer may look fresh again. Wrapping the instance's check keeps the observation.
+    """
+    dul = assoc.dul
+    check = dul.idle_timer_expired
+
+    def idle_timer_expired() -> bool:
+        expired = check()
+        if expired:
+            counts.idle_timed_out = True
+        return expired
+
+    dul.idle_timer_expired = idle_timer_expired  # type: ignore[method-assign]
 
 
 def _check_request_uids(
