@@ -21,6 +21,7 @@ from cirrus.gateway.workers import MAX_WORKERS, available_cores
 from cirrus.local.moto_process import LOOPBACK
 
 if TYPE_CHECKING:
+    from cirrus.local.datadir import FolderObjectStore
     from cirrus.operations.checkpoint import Checkpoint
     from cirrus.operations.report import Output
     from cirrus.operations.target import Target
@@ -542,6 +543,149 @@ def redrive(
             dry_run,
         )
     output.summary(f"redrive: {target.name}", [action], {action: count}, dry_run=dry_run)
+
+
+RetainUidsOption = Annotated[
+    bool, typer.Option(help="Keep the UIDs (Retain UIDs Option); default: replace them.")
+]
+RetainDatesOption = Annotated[
+    bool, typer.Option(help="Keep dates and times (Retain Longitudinal Temporal Information).")
+]
+ShiftDatesOption = Annotated[
+    bool,
+    typer.Option(help="Move each patient's dates back by 1 to 3650 days, derived from the key."),
+]
+RetainPatientOption = Annotated[
+    bool, typer.Option(help="Keep age, sex, size, weight and similar patient characteristics.")
+]
+RetainDeviceOption = Annotated[
+    bool, typer.Option(help="Keep station names, device serial numbers and device UIDs.")
+]
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        dir_okay=False,
+        help="File with the secret key (16 bytes or more) that makes replaced UIDs, patient "
+        "pseudonyms and date shifts repeat across runs; default: a random key per run.",
+    ),
+]
+
+
+@app.command("export")
+def export_study(
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID of the study to export.")],
+    to: Annotated[
+        Path | None,
+        typer.Option(help="Write a DICOM File-set with a DICOMDIR into this new folder or .zip."),
+    ] = None,
+    to_dimse: Annotated[
+        str | None, typer.Option(help="Send the instances with C-STORE to AE@HOST:PORT.")
+    ] = None,
+    site: Annotated[str, typer.Option(callback=_check_site, help="Site of the study.")] = "default",
+    calling_ae: Annotated[
+        str, typer.Option(callback=_check_ae_title, help="Calling AE title for --to-dimse.")
+    ] = DEFAULT_AE_TITLE,
+    retries: Annotated[
+        int, typer.Option(min=0, help="Retries of each instance after a transient failure.")
+    ] = 3,
+    deidentify: Annotated[
+        bool, typer.Option(help="De-identify (PS3.15 Basic Profile) before writing or sending.")
+    ] = False,
+    retain_uids: RetainUidsOption = False,
+    retain_dates: RetainDatesOption = False,
+    shift_dates: ShiftDatesOption = False,
+    retain_patient_characteristics: RetainPatientOption = False,
+    retain_device_identity: RetainDeviceOption = False,
+    deid_key_file: KeyFileOption = None,
+    json_lines: JsonOption = False,
+    data_dir: DataDirOption = Path(".cirrus"),
+    from_env: FromEnvOption = False,
+) -> None:
+    """Export a study as a File-set (folder or ZIP) or send it to a DICOM peer.
+
+    Exit status 0 when every instance was exported, 1 when some failed, 2 on an error.
+    """
+    from cirrus.operations.export_command import CommandError, DeidOptions, run_export
+    from cirrus.operations.forward import ForwardSettings
+    from cirrus.operations.report import Output
+
+    output = Output(json_lines)
+    flags = DeidOptions(
+        retain_uids,
+        retain_dates,
+        shift_dates,
+        retain_patient_characteristics,
+        retain_device_identity,
+        deid_key_file,
+    )
+    try:
+        deidentifier = flags.deidentifier() if deidentify else None
+        target = _operations_target("export", data_dir, from_env)
+        settings = ForwardSettings(calling_ae, retries)
+        with _exit_on_failure("export", output, None):
+            status = run_export(
+                target, output, site, study_uid, to, to_dimse, deidentifier, settings
+            )
+    except CommandError as exc:
+        output.error(f"cirrus export: {exc}")
+        raise typer.Exit(2) from exc
+    raise typer.Exit(status)
+
+
+@app.command("deidentify")
+def deidentify_study(
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID of the study to copy.")],
+    to_site: Annotated[
+        str, typer.Option(callback=_check_site, help="Site that receives the de-identified copy.")
+    ],
+    site: Annotated[str, typer.Option(callback=_check_site, help="Site of the study.")] = "default",
+    retain_uids: RetainUidsOption = False,
+    retain_dates: RetainDatesOption = False,
+    shift_dates: ShiftDatesOption = False,
+    retain_patient_characteristics: RetainPatientOption = False,
+    retain_device_identity: RetainDeviceOption = False,
+    deid_key_file: KeyFileOption = None,
+    json_lines: JsonOption = False,
+    data_dir: DataDirOption = Path(".cirrus"),
+    from_env: FromEnvOption = False,
+) -> None:
+    """Store a de-identified copy of a study in another site of the archive.
+
+    Exit status 0 when every instance was stored, 1 when some failed, 2 on an error.
+    """
+    from cirrus.operations.export_command import CommandError, DeidOptions, run_deidentify
+    from cirrus.operations.report import Output
+
+    output = Output(json_lines)
+    flags = DeidOptions(
+        retain_uids,
+        retain_dates,
+        shift_dates,
+        retain_patient_characteristics,
+        retain_device_identity,
+        deid_key_file,
+    )
+    try:
+        deidentifier = flags.deidentifier()
+        target = _operations_target("deidentify", data_dir, from_env)
+        store = target.services.store if from_env else _notifying_store(target, data_dir)
+        with _exit_on_failure("deidentify", output, None):
+            status = run_deidentify(target, store, output, site, to_site, study_uid, deidentifier)
+    except CommandError as exc:
+        output.error(f"cirrus deidentify: {exc}")
+        raise typer.Exit(2) from exc
+    raise typer.Exit(status)
+
+
+def _notifying_store(target: Target, data_dir: Path) -> FolderObjectStore:
+    """Return the local stack's store with the notifier that makes its ingest index new objects."""
+    from cirrus.local.datadir import FolderObjectStore
+    from cirrus.local.endpoints import read_endpoints
+    from cirrus.local.stack import local_notifier
+
+    endpoints = read_endpoints(data_dir)
+    notifier = local_notifier(target.services)
+    return FolderObjectStore(endpoints.objects_dir, endpoints.settings.bucket, notifier)
 
 
 if __name__ == "__main__":

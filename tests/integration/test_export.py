@@ -1,0 +1,269 @@
+"""Export to a File-set and forwarding with C-STORE, checked with dcmtk, pynetdicom and Orthanc."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from cirrus.deid import DateHandling, Deidentifier, ProfileOptions
+from cirrus.local.datadir import FolderObjectStore
+from cirrus.operations.export import EXPORTED, FAILED, ExportError, InstanceResult, export_file_set
+from cirrus.operations.forward import STORED, ForwardError, ForwardSettings, Peer, forward_study
+from tests.gateway.retrieves import running_pynetdicom_scp, running_storescp
+from tests.peers.orthanc import free_port, require_orthanc, running_orthanc
+from tests.pydicom_files import bundled
+
+SITE = "north"
+KEY = b"export-test-key-0123456789abcdef"
+FAST = ForwardSettings(calling_ae_title="CIRRUSTEST", retries=2, retry_delay=0.01, timeout=10)
+
+
+def _archive(store: FolderObjectStore, names: list[str], burned_in: int | None = None) -> str:
+    """Archive the bundled files ``names`` as one study of one patient; return its UID."""
+    study = generate_uid()
+    for number, name in enumerate(names):
+        ds = pydicom.dcmread(bundled(name))
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = generate_uid()
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientName = "EXPORT^PATIENT"
+        ds.PatientID = "EXP-4711"
+        if number == burned_in:
+            ds.BurnedInAnnotation = "YES"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        key = f"sites/{SITE}/studies/{study}/series/{ds.SeriesInstanceUID}/instances/"
+        store.put(f"{key}{ds.SOPInstanceUID}.dcm", buffer.getvalue())
+    return study
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FolderObjectStore:
+    return FolderObjectStore(tmp_path / "objects", "archive")
+
+
+def _archived_bytes(store: FolderObjectStore, study: str) -> dict[str, bytes]:
+    """Return the archived instances of ``study`` by SOP Instance UID."""
+    found = {}
+    for stored in store.list_keys(f"sites/{SITE}/studies/{study}/"):
+        found[stored.key.rsplit("/", 1)[1].removesuffix(".dcm")] = store.get(stored.key)
+    return found
+
+
+def _check_dicomdir(root: Path) -> list[Path]:
+    """Check the DICOMDIR with dcmtk and return the files that its records reference."""
+    dump = subprocess.run(
+        ["dcmdump", "-q", str(root / "DICOMDIR")], capture_output=True, text=True, check=False
+    )
+    assert dump.returncode == 0, dump.stderr
+    assert "MediaStorageDirectoryStorage" in dump.stdout
+    referenced = re.findall(r"\(0004,1500\) CS \[([^\]]+)\]", dump.stdout)
+    assert referenced
+    paths = [root.joinpath(*name.split("\\")) for name in referenced]
+    for path in paths:
+        test = subprocess.run(["dcmftest", str(path)], capture_output=True, text=True, check=False)
+        assert test.stdout.startswith("yes:"), test.stdout
+    return paths
+
+
+def test_file_set_is_archived_bytes(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = _archive(store, ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"])
+    results: list[InstanceResult] = []
+    counts = export_file_set(store, SITE, study, tmp_path / "out", None, results.append)
+    assert counts == {EXPORTED: 3, FAILED: 0}
+    files = _check_dicomdir(tmp_path / "out")
+    assert len(files) == 3
+    archived = set(_archived_bytes(store, study).values())
+    assert {path.read_bytes() for path in files} == archived
+
+
+def test_zip_file_set(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = _archive(store, ["CT_small.dcm", "MR_small.dcm"])
+    destination = tmp_path / "study.zip"
+    counts = export_file_set(store, SITE, study, destination, None, lambda r: None)
+    assert counts[EXPORTED] == 2
+    assert not destination.with_name("study.zip.partial").exists()
+    with zipfile.ZipFile(destination) as archive:
+        assert "DICOMDIR" in archive.namelist()
+        archive.extractall(tmp_path / "unzipped")
+    files = _check_dicomdir(tmp_path / "unzipped")
+    assert {path.read_bytes() for path in files} == set(_archived_bytes(store, study).values())
+
+
+def test_deidentified_file_set(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = _archive(store, ["CT_small.dcm", "MR_small.dcm"])
+    deidentifier = Deidentifier(ProfileOptions(dates=DateHandling.SHIFT), KEY)
+    counts = export_file_set(store, SITE, study, tmp_path / "out", deidentifier, lambda r: None)
+    assert counts[EXPORTED] == 2
+    files = _check_dicomdir(tmp_path / "out")
+    for path in [*files, tmp_path / "out" / "DICOMDIR"]:
+        content = path.read_bytes()
+        assert b"EXPORT^PATIENT" not in content
+        assert b"EXP-4711" not in content
+        assert study.encode() not in content
+    for path in files:
+        ds = pydicom.dcmread(path)
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.StudyInstanceUID == deidentifier.replace_uid(study)
+        assert ds.PatientID == deidentifier.patient_pseudonym("EXP-4711")
+
+
+def test_rejected_instance_reported(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = _archive(store, ["CT_small.dcm", "MR_small.dcm"], burned_in=0)
+    results: list[InstanceResult] = []
+    deidentifier = Deidentifier(key=KEY)
+    counts = export_file_set(store, SITE, study, tmp_path / "out", deidentifier, results.append)
+    assert counts == {EXPORTED: 1, FAILED: 1}
+    failed = [r for r in results if r.result == FAILED]
+    assert "Burned In Annotation" in failed[0].detail
+    assert len(_check_dicomdir(tmp_path / "out")) == 1
+
+
+def test_unknown_study_rejected(store: FolderObjectStore, tmp_path: Path) -> None:
+    _archive(store, ["CT_small.dcm"])
+    with pytest.raises(ExportError, match="not found in site 'north'"):
+        export_file_set(store, SITE, "1.2.3.999", tmp_path / "out", None, lambda r: None)
+
+
+def test_other_site_not_read(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = _archive(store, ["CT_small.dcm"])
+    with pytest.raises(ExportError, match="not found in site 'south'"):
+        export_file_set(store, "south", study, tmp_path / "out", None, lambda r: None)
+
+
+def test_non_empty_folder_rejected(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = _archive(store, ["CT_small.dcm"])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not an empty folder"):
+        export_file_set(store, SITE, study, tmp_path / "out", None, lambda r: None)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "keep me"
+
+
+def test_peer_parse() -> None:
+    assert Peer.parse("PACS@127.0.0.1:104") == Peer("PACS", "127.0.0.1", 104)
+    for text in ("PACS@127.0.0.1", "127.0.0.1:104", "PACS@127.0.0.1:70000", "@h:1"):
+        with pytest.raises(ValueError, match="invalid"):
+            Peer.parse(text)
+
+
+def test_forward_to_storescp(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = _archive(store, ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"])
+    archived = _archived_bytes(store, study)
+    with running_storescp(tmp_path / "scp", "STORESCP") as scp:
+        peer = Peer("STORESCP", "127.0.0.1", scp.port)
+        counts = forward_study(store, SITE, study, peer, None, FAST, lambda r: None)
+        received = sorted(
+            p for p in scp.folder.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
+    assert counts[STORED] == 3
+    assert counts[FAILED] == 0
+    by_uid = {pydicom.dcmread(path).SOPInstanceUID: path for path in received}
+    assert set(by_uid) == set(archived)
+    for uid, path in by_uid.items():
+        sent = pydicom.dcmread(io.BytesIO(archived[uid]))
+        got = pydicom.dcmread(path)
+        assert got.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+        assert got.PixelData == sent.PixelData
+        assert got.PatientName == "EXPORT^PATIENT"
+
+
+def test_forward_deidentified_to_storescp(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = _archive(store, ["CT_small.dcm", "MR_small.dcm"])
+    deidentifier = Deidentifier(key=KEY)
+    with running_storescp(tmp_path / "scp", "STORESCP") as scp:
+        peer = Peer("STORESCP", "127.0.0.1", scp.port)
+        counts = forward_study(store, SITE, study, peer, deidentifier, FAST, lambda r: None)
+        received = sorted(
+            p for p in scp.folder.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
+    assert counts[STORED] == 2
+    for path in received:
+        content = path.read_bytes()
+        assert b"EXPORT^PATIENT" not in content
+        assert b"EXP-4711" not in content
+        assert pydicom.dcmread(path).StudyInstanceUID == deidentifier.replace_uid(study)
+
+
+def test_forward_retries_out_of_resources(store: FolderObjectStore) -> None:
+    study = _archive(store, ["CT_small.dcm", "MR_small.dcm"])
+    answers: dict[str, int] = {}
+
+    def answer(ds: pydicom.Dataset) -> int:
+        answers[ds.SOPInstanceUID] = answers.get(ds.SOPInstanceUID, 0) + 1
+        return 0xA700 if answers[ds.SOPInstanceUID] == 1 else 0x0000
+
+    with running_pynetdicom_scp("FLAKY", ["1.2.840.10008.1.2.1"], answer) as scp:
+        peer = Peer("FLAKY", "127.0.0.1", scp.port)
+        results: list[InstanceResult] = []
+        counts = forward_study(store, SITE, study, peer, None, FAST, results.append)
+    assert counts[STORED] == 2
+    assert counts[FAILED] == 0
+    assert sorted(answers.values()) == [2, 2]
+
+
+def test_forward_gives_up_after_retries(store: FolderObjectStore) -> None:
+    study = _archive(store, ["CT_small.dcm"])
+    with running_pynetdicom_scp("FULL", ["1.2.840.10008.1.2.1"], lambda ds: 0xA700) as scp:
+        peer = Peer("FULL", "127.0.0.1", scp.port)
+        results: list[InstanceResult] = []
+        counts = forward_study(store, SITE, study, peer, None, FAST, results.append)
+    assert counts[FAILED] == 1
+    assert results[0].detail == "status 0xA700 after 3 tries"
+    assert len(scp.received) == 3
+
+
+def test_forward_permanent_failure_not_retried(store: FolderObjectStore) -> None:
+    study = _archive(store, ["CT_small.dcm", "MR_small.dcm"])
+    with running_pynetdicom_scp("STRICT", ["1.2.840.10008.1.2.1"], lambda ds: 0xC000) as scp:
+        peer = Peer("STRICT", "127.0.0.1", scp.port)
+        results: list[InstanceResult] = []
+        counts = forward_study(store, SITE, study, peer, None, FAST, results.append)
+    assert counts[FAILED] == 2
+    assert all(r.detail.startswith("status 0xC000") for r in results)
+    assert len(scp.received) == 2
+
+
+def test_forward_rejected_context_fails_instance(store: FolderObjectStore) -> None:
+    study = _archive(store, ["CT_small.dcm", "JPEG2000.dcm"])
+    # The SCP accepts only Explicit VR Little Endian, so the JPEG 2000 instance has no context.
+    with running_pynetdicom_scp("PLAIN", ["1.2.840.10008.1.2.1"]) as scp:
+        peer = Peer("PLAIN", "127.0.0.1", scp.port)
+        results: list[InstanceResult] = []
+        counts = forward_study(store, SITE, study, peer, None, FAST, results.append)
+    assert counts[STORED] == 1
+    assert counts[FAILED] == 1
+
+
+def test_forward_unreachable_peer(store: FolderObjectStore) -> None:
+    study = _archive(store, ["CT_small.dcm"])
+    peer = Peer("NOBODY", "127.0.0.1", free_port())
+    with pytest.raises(ForwardError, match="no association"):
+        forward_study(store, SITE, study, peer, None, FAST, lambda r: None)
+
+
+def test_forward_to_orthanc(store: FolderObjectStore, tmp_path: Path) -> None:
+    require_orthanc()
+    study = _archive(store, ["CT_small.dcm", "MR_small.dcm"])
+    deidentifier = Deidentifier(ProfileOptions(retain_uids=False), KEY)
+    with running_orthanc(tmp_path / "orthanc", ae_title="ORTHANC") as orthanc:
+        peer = Peer("ORTHANC", "127.0.0.1", orthanc.dicom_port)
+        plain = forward_study(store, SITE, study, peer, None, FAST, lambda r: None)
+        deidentified = forward_study(store, SITE, study, peer, deidentifier, FAST, lambda r: None)
+        uids = orthanc.instance_uids()
+        patients = orthanc.rest("GET", "/patients?expand")
+    archived = set(_archived_bytes(store, study))
+    assert plain[STORED] == 2
+    assert deidentified[STORED] == 2
+    assert archived <= uids
+    assert len(uids - archived) == 2
+    names = {p["MainDicomTags"].get("PatientName") for p in patients}
+    assert names == {"EXPORT^PATIENT", deidentifier.patient_pseudonym("EXP-4711")}
