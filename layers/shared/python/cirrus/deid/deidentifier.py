@@ -104,7 +104,10 @@ class Deidentifier:
         except DeidentificationError:
             raise
         except (ValueError, TypeError, KeyError, NotImplementedError, OverflowError) as exc:
-            raise DeidentificationError(f"data set cannot be decoded: {exc}") from exc
+            # pydicom's message may quote the value that failed, which may identify the patient.
+            raise DeidentificationError(
+                f"data set cannot be decoded ({type(exc).__name__})"
+            ) from exc
         self._mark(ds)
         self._clean_file_meta(ds)
 
@@ -116,13 +119,17 @@ class Deidentifier:
         try:
             ds = dcmread(io.BytesIO(part10))
         except (InvalidDicomError, ValueError, TypeError, EOFError, OSError) as exc:
-            raise DeidentificationError(f"not a readable DICOM Part 10 object: {exc}") from exc
+            raise DeidentificationError(
+                f"not a readable DICOM Part 10 object ({type(exc).__name__})"
+            ) from exc
         self.deidentify(ds)
         buffer = io.BytesIO()
         try:
             dcmwrite(buffer, ds, enforce_file_format=True)
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-            raise DeidentificationError(f"de-identified instance cannot be written: {exc}") from exc
+            raise DeidentificationError(
+                f"de-identified instance cannot be written ({type(exc).__name__})"
+            ) from exc
         return buffer.getvalue()
 
     def replace_uid(self, uid: str) -> str:
