@@ -7,9 +7,6 @@ researcher may only query and retrieve the site ``research``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -24,6 +21,7 @@ from cirrus.deid.profile import PROFILE_ACTIONS, Action
 from cirrus.dicomweb.multipart import parse_multipart_related
 from cirrus.local.stack import OBJECTS_FOLDER
 from tests.e2e.conftest import RunningStack, start_stack
+from tests.e2e.test_operations_cli import _cli, _json_lines
 from tests.gateway.retrieves import running_storescp
 from tests.integration.test_access_support import SignedClient, role
 from tests.pydicom_files import bundled
@@ -43,21 +41,6 @@ ACCESS = {
 PATIENT_NAME = "SECRET^PATIENT"
 PATIENT_ID = "MRN-SECRET-88"
 KEY = "e2e-deidentification-key-0123456789"
-
-
-def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cirrus.cli", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-        check=False,
-    )
-
-
-def _json_lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def _client(stack: RunningStack, principal: str) -> SignedClient:
