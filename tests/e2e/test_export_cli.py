@@ -231,3 +231,13 @@ def test_short_key_file_exits_2(
     result = _cli(stack.data_dir, *args)
     assert result.returncode == 2
     assert "use at least 16" in result.stderr
+
+
+def test_deid_option_without_deidentify_exits_2(
+    stack: RunningStack, study: list[pydicom.Dataset], tmp_path: Path
+) -> None:
+    uid = study[0].StudyInstanceUID
+    result = _cli(stack.data_dir, "export", uid, "--to", str(tmp_path / "x"), "--shift-dates")
+    assert result.returncode == 2
+    assert "need --deidentify" in result.stderr
+    assert not (tmp_path / "x").exists()

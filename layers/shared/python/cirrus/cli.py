@@ -619,6 +619,8 @@ def export_study(
         deid_key_file,
     )
     try:
+        if flags.given() and not deidentify:
+            raise CommandError("the de-identification options need --deidentify")
         deidentifier = flags.deidentifier() if deidentify else None
         target = _operations_target("export", data_dir, from_env)
         settings = ForwardSettings(calling_ae, retries)

@@ -35,6 +35,19 @@ class DeidOptions:
     retain_device_identity: bool = False
     key_file: Path | None = None
 
+    def given(self) -> bool:
+        """Tell whether any de-identification flag was given."""
+        return any(
+            (
+                self.retain_uids,
+                self.retain_dates,
+                self.shift_dates,
+                self.retain_patient_characteristics,
+                self.retain_device_identity,
+                self.key_file is not None,
+            )
+        )
+
     def deidentifier(self) -> Deidentifier:
         """Return the de-identifier these flags describe, or raise ``CommandError``."""
         if self.retain_dates and self.shift_dates:

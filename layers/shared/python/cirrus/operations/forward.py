@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from pydicom import dcmread
-from pynetdicom import AE
+from pynetdicom import AE, evt
 
 from cirrus.config import validate_ae_title
 from cirrus.deid import DeidentificationError, Deidentifier
+from cirrus.gateway.retrieve import _disable_nagle
 from cirrus.operations.export import (
     FAILED,
     ExportError,
@@ -151,7 +152,12 @@ def _send_all(
         ae.add_requested_context(sop_class, syntax)
     connection_attempts = 0
     while pending:
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+        assoc = ae.associate(
+            peer.host,
+            peer.port,
+            ae_title=peer.ae_title,
+            evt_handlers=[(evt.EVT_CONN_OPEN, _disable_nagle)],
+        )
         if assoc.is_rejected:
             raise ForwardError(f"{peer} rejected the association from {ae.ae_title}")
         if not assoc.is_established:
