@@ -185,6 +185,23 @@ def test_private_attributes_removed() -> None:
     _assert_no_marker(out)
 
 
+def test_person_codes_replaced() -> None:
+    ds = _instance()
+    code = Dataset()
+    code.CodeValue = "EMP-IDENTXYZ"
+    code.CodingSchemeDesignator = "99HOSPITAL"
+    code.CodeMeaning = f"Operator {MARKER}"
+    operator = Dataset()
+    operator.PersonIdentificationCodeSequence = Sequence([code])
+    operator.InstitutionName = MARKER
+    ds.OperatorIdentificationSequence = Sequence([operator])
+    result, out = _round_trip(ds, Deidentifier(key=KEY))
+    _assert_no_marker(out)
+    replaced = result.OperatorIdentificationSequence[0].PersonIdentificationCodeSequence
+    assert len(replaced) == 1
+    assert replaced[0].CodingSchemeDesignator == "99CIRRUS"
+
+
 def test_marks_identity_removed() -> None:
     options = ProfileOptions(retain_uids=True, dates=DateHandling.SHIFT)
     ds, _ = _round_trip(_instance(), Deidentifier(options, KEY))

@@ -19,7 +19,7 @@ def test_key_file_stripped(tmp_path: Path) -> None:
 def test_short_key_rejected(tmp_path: Path) -> None:
     path = tmp_path / "key"
     path.write_text("0123456789\n")
-    with pytest.raises(CommandError, match="holds 10 bytes; use at least 16"):
+    with pytest.raises(CommandError, match="contains 10 bytes; use at least 16"):
         read_key(path)
 
 

@@ -4,8 +4,9 @@ Profile) with keyed, repeatable replacements.
 Every replacement that must agree across instances is derived with HMAC-SHA256 from a secret key:
 
 - a replaced UID is ``2.25.`` and the decimal form of a version 8 UUID made from
-  HMAC(key, UID), so the same UID gets the same replacement in every instance, at any depth,
-  and in every run with the same key (references such as Referenced SOP Instance UID follow);
+  HMAC(key, UID). The same UID gets the same replacement in every instance, at any depth,
+  and in every run with the same key, so references such as Referenced SOP Instance UID
+  follow;
 - Patient ID and Patient's Name become ``ANON`` and 16 hexadecimal digits of HMAC(key,
   Patient ID), so one patient's studies stay together;
 - with shifted dates, each patient's dates move back by 1 to 3650 days, taken from HMAC(key,
@@ -69,7 +70,7 @@ _PIXEL_DATA: Final = 0x7FE00010
 
 
 class DeidentificationError(Exception):
-    """An instance that cannot be de-identified; the message says why."""
+    """An instance that cannot be de-identified, with the reason."""
 
 
 @dataclass
@@ -269,11 +270,22 @@ def _set_dummy(
 ) -> None:
     if tag in (_PATIENT_ID, _PATIENT_NAME):
         _set_value(ds, tag, vr, [context.pseudonym])
+    elif vr == "SQ":
+        ds[tag] = DataElement(tag, "SQ", Sequence([_dummy_code()]))
     elif vr == "UI":
         old = [str(v) for v in _values(ds[tag])] or ["0"]
         _set_value(ds, tag, vr, [deidentifier.replace_uid(v) for v in old])
     else:
         _set_value(ds, tag, vr, [_DUMMY_BY_VR.get(vr, _DUMMY_TEXT)])
+
+
+def _dummy_code() -> Dataset:
+    """Return a code item of a private coding scheme (prefix "99") that names no one."""
+    item = Dataset()
+    item.CodeValue = "DEID"
+    item.CodingSchemeDesignator = "99CIRRUS"
+    item.CodeMeaning = "De-identified"
+    return item
 
 
 def _shift(value: str, vr: str, days: int) -> str:

@@ -36,7 +36,7 @@ TABLE_EDITION: Final = "2026c"
 
 
 class Action(enum.Enum):
-    """What happens to one attribute: the action codes of PS3.15 table E.1-1a, resolved."""
+    """An action on one attribute: an action code of PS3.15 table E.1-1a, resolved."""
 
     KEEP = "K"
     REMOVE = "X"
@@ -50,10 +50,10 @@ class Action(enum.Enum):
     SHIFT_DATE = "C"
 
 
-# A compound code keeps the attribute whenever the standard allows keeping it in some IOD,
-# because a de-identifier that does not check the IOD cannot know whether the attribute is
-# Type 1, 2 or 3 there: Z/D and X/D become D (a dummy value), X/Z becomes Z (a zero-length
-# value). X/Z/D becomes Z, so that a sequence such as Institution Code Sequence loses its items
+# A compound code resolves to an action that keeps the attribute present, because a
+# de-identifier that does not check the IOD cannot know whether the attribute is Type 1, 2 or 3
+# there. Z/D and X/D become D (a dummy value), and X/Z becomes Z (a zero-length value).
+# X/Z/D becomes Z, so that a sequence such as Institution Code Sequence loses its items
 # instead of keeping codes that name the institution. X/Z/U* keeps the sequence and replaces
 # the UIDs in its items.
 _RESOLVED_CODES: Final = {
@@ -127,6 +127,10 @@ DEVICE_IDENTITY: Final = _tags(
     "DeviceDescription",
 )
 
+# Sequences with action D whose items are codes that identify a person, which the table does
+# not list. Each is replaced by a sequence of one dummy code item.
+CODE_SEQUENCES: Final = _tags("PersonIdentificationCodeSequence")
+
 # Patient's Birth Date stays removed under both date options: with a shifted or kept birth date
 # and Patient's Age the birth date can be recovered to the day.
 PATIENT_BIRTH_DATE: Final = int(Tag("PatientBirthDate"))
@@ -136,9 +140,9 @@ TEMPORAL_VRS: Final = frozenset({"DA", "DT", "TM"})
 
 
 class DateHandling(enum.Enum):
-    """How dates and times listed in table E.1-1 are treated."""
+    """The treatment of the dates and times that table E.1-1 lists."""
 
-    # The Basic profile: removed, emptied or replaced by a dummy value as the table says.
+    # The Basic profile: removed, emptied or replaced by a dummy value as the table specifies.
     REMOVE = "remove"
     # Retain Longitudinal Temporal Information with Full Dates Option.
     RETAIN = "retain"
@@ -192,7 +196,7 @@ class ProfileOptions:
                 return Action.KEEP
             if self.dates is DateHandling.SHIFT:
                 return Action.SHIFT_DATE if vr in DATE_VRS else Action.KEEP
-        if vr == "SQ" and action is Action.DUMMY:
+        if vr == "SQ" and action is Action.DUMMY and tag not in CODE_SEQUENCES:
             # A dummy sequence is the sequence with the profile applied to each item.
             return Action.CLEAN_ITEMS
         return action

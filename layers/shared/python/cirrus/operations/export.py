@@ -2,8 +2,8 @@
 
 The File-set (PS3.10 section 8) is built with pydicom's ``FileSet``, which names the files
 (``PT000000/ST000000/SE000000/IM000000``) and writes the DICOMDIR with a PATIENT, STUDY, SERIES
-and IMAGE (or other) record per instance. pydicom stages each instance by writing it again;
-the staged file is then replaced by the archived bytes, so every exported file is the archived
+and IMAGE (or other) record per instance. pydicom stages each instance by writing it again.
+The staged file is then replaced by the archived bytes, so every exported file is the archived
 object byte for byte, or the de-identified object that ``cirrus.deid`` wrote.
 """
 
@@ -52,7 +52,7 @@ class ExportError(Exception):
 
 @dataclass(frozen=True)
 class InstanceResult:
-    """What happened to one archived instance."""
+    """The outcome for one archived instance: its key, result and a detail."""
 
     object_key: str
     result: str

@@ -21,7 +21,7 @@ from cirrus.storage.objects import ObjectStore
 
 
 class CommandError(Exception):
-    """The command cannot run; the message says why and the exit status is 2."""
+    """A command that cannot run, with the reason; the exit status is 2."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def read_key(path: Path) -> bytes:
         raise CommandError(f"key file {path} cannot be read: {exc.strerror}") from exc
     if len(key) < MIN_KEY_BYTES:
         raise CommandError(
-            f"key file {path} holds {len(key)} bytes; use at least {MIN_KEY_BYTES}, such as the "
+            f"key file {path} contains {len(key)} bytes; use at least {MIN_KEY_BYTES}, such as the "
             "output of `openssl rand -hex 32`"
         )
     return key

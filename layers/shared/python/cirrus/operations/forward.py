@@ -1,7 +1,7 @@
 """``cirrus export --to-dimse``: send a study's instances to a DICOM peer with C-STORE.
 
 One association carries the whole study. Each instance is sent from a file as archived (or as
-de-identified), so pynetdicom sends its encoded data set unchanged; this needs a presentation
+de-identified), so pynetdicom sends its encoded data set unchanged. That needs a presentation
 context of the instance's own transfer syntax, so the association proposes exactly the (SOP
 Class, Transfer Syntax) pairs of the study.
 
