@@ -207,6 +207,16 @@ def test_deidentified_view_for_research_site(
         assert ds.StudyInstanceUID == new_uid
         assert ds.StudyDate != "20240315"
 
+    again = _cli(
+        stack.data_dir, "deidentify", uid, "--to-site", "research",
+        "--deid-key-file", str(key_file), "--shift-dates", "--json",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert _json_lines(again)[-1]["summary"] == {"stored": 3, "failed": 0}
+    repeated = _search(researcher, "/sites/research/studies", {})
+    assert [study["0020000D"]["Value"][0] for study in repeated] == [new_uid]
+    assert int(repeated[0]["00201208"]["Value"][0]) == 3
+
     clinic = _client(stack, CLINIC)
     source = _search(clinic, "/studies", {"StudyInstanceUID": uid})
     assert source[0]["00100010"]["Value"][0]["Alphabetic"] == PATIENT_NAME

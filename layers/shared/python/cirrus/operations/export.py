@@ -97,6 +97,7 @@ def read_instances(
     An instance that cannot be de-identified comes with the ``DeidentificationError`` instead.
     """
     for key in keys:
+        # NOTE: each instance is read into memory whole; a multi-gigabyte object needs that much.
         part10 = store.get(key)
         if deidentifier is None:
             yield key, part10
