@@ -130,6 +130,8 @@ def export_file_set(
     counts = {EXPORTED: 0, FAILED: 0}
     with tempfile.TemporaryDirectory(prefix="cirrus-export-") as scratch:
         root = destination if not as_zip else Path(scratch) / "fileset"
+        # NOTE: FileSet.add compares each instance with every one added before it, so building
+        # the DICOMDIR takes time that grows with the square of the study's instance count.
         file_set = FileSet()
         file_set.ID = _FILE_SET_ID
         for key, part10 in read_instances(store, keys, deidentifier):
