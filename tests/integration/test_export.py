@@ -71,6 +71,29 @@ def _check_dicomdir(root: Path) -> list[Path]:
     for path in paths:
         test = subprocess.run(["dcmftest", str(path)], capture_output=True, text=True, check=False)
         assert test.stdout.startswith("yes:"), test.stdout
+    # dcmmkdir builds its own DICOMDIR of the same files; it rejects file IDs or files that a
+    # General Purpose File-set may not contain. -Nxc admits compressed transfer syntaxes.
+    dcmtk_dicomdir = root.parent / f"{root.name}-dcmmkdir"
+    made = subprocess.run(
+        [
+            "dcmmkdir",
+            "-Nxc",
+            "+I",
+            "+D",
+            str(dcmtk_dicomdir),
+            *[n.replace("\\", "/") for n in referenced],
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    dcmtk_dump = subprocess.run(
+        ["dcmdump", "-q", str(dcmtk_dicomdir)], capture_output=True, text=True, check=False
+    )
+    dcmtk_referenced = re.findall(r"\(0004,1500\) CS \[([^\]]+)\]", dcmtk_dump.stdout)
+    assert sorted(dcmtk_referenced) == sorted(referenced)
     return paths
 
 
