@@ -150,6 +150,24 @@ def test_rejected_instance_reported(store: FolderObjectStore, tmp_path: Path) ->
     assert len(_check_dicomdir(tmp_path / "out")) == 1
 
 
+def test_instance_deleted_during_export(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = _archive(store, ["CT_small.dcm", "MR_small.dcm"])
+    first_key = next(iter(store.list_keys(f"sites/{SITE}/studies/{study}/"))).key
+    original_get = store.get
+
+    def get_and_delete(key: str) -> bytes:
+        if key == first_key:
+            store.delete([key])
+        return original_get(key)
+
+    store.get = get_and_delete  # type: ignore[method-assign]
+    results: list[InstanceResult] = []
+    counts = export_file_set(store, SITE, study, tmp_path / "out", None, results.append)
+    assert counts == {EXPORTED: 1, FAILED: 1}
+    assert results[0].detail == "deleted while the export ran"
+    assert len(_check_dicomdir(tmp_path / "out")) == 1
+
+
 def test_unknown_study_rejected(store: FolderObjectStore, tmp_path: Path) -> None:
     _archive(store, ["CT_small.dcm"])
     with pytest.raises(ExportError, match="not found in site 'north'"):

@@ -11,7 +11,7 @@ import logging
 from typing import Final
 
 from cirrus.archive import archive_instance
-from cirrus.deid import DeidentificationError, Deidentifier
+from cirrus.deid import Deidentifier
 from cirrus.errors import ConflictError, InvalidInstanceError
 from cirrus.index.claims import InstanceClaims
 from cirrus.operations.export import (
@@ -60,10 +60,10 @@ def _store_copy(
     claims: InstanceClaims | None,
     target_site: str,
     key: str,
-    part10: bytes | DeidentificationError,
+    part10: bytes | InstanceResult,
 ) -> InstanceResult:
-    if isinstance(part10, DeidentificationError):
-        return InstanceResult(key, FAILED, f"not de-identified: {part10}")
+    if isinstance(part10, InstanceResult):
+        return part10
     try:
         archived = archive_instance(store, target_site, part10, claims=claims)
     except (InvalidInstanceError, ConflictError) as exc:

@@ -26,7 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 
 from cirrus.deid import DeidentificationError, Deidentifier
-from cirrus.errors import InvalidInstanceError
+from cirrus.errors import InvalidInstanceError, NotFoundError
 from cirrus.storage.keys import InstanceKey, check_uid, site_prefix
 from cirrus.storage.objects import ObjectStore
 
@@ -91,14 +91,19 @@ def study_keys(store: ObjectStore, site: str, study_uid: str) -> list[str]:
 
 def read_instances(
     store: ObjectStore, keys: list[str], deidentifier: Deidentifier | None
-) -> Iterator[tuple[str, bytes | DeidentificationError]]:
+) -> Iterator[tuple[str, bytes | InstanceResult]]:
     """Yield each key with its archived bytes, de-identified with ``deidentifier`` if given.
 
-    An instance that cannot be de-identified comes with the ``DeidentificationError`` instead.
+    An instance that was deleted since it was listed, or cannot be de-identified, comes with
+    its failed ``InstanceResult`` instead.
     """
     for key in keys:
-        # NOTE: each instance is read into memory whole; a multi-gigabyte object needs that much.
-        part10 = store.get(key)
+        try:
+            # NOTE: each instance is read into memory whole, so a 2 GB object needs 2 GB.
+            part10 = store.get(key)
+        except NotFoundError:
+            yield key, InstanceResult(key, FAILED, "deleted while the export ran")
+            continue
         if deidentifier is None:
             yield key, part10
             continue
@@ -108,7 +113,7 @@ def read_instances(
             logger.warning(
                 "instance not de-identified", extra={"object_key": key, "error": str(exc)}
             )
-            yield key, exc
+            yield key, InstanceResult(key, FAILED, f"not de-identified: {exc}")
 
 
 def export_file_set(
@@ -157,12 +162,10 @@ def _check_destination(destination: Path, as_zip: bool) -> None:
         raise ExportError(f"{destination} exists and is not an empty folder")
 
 
-def _add_instance(
-    file_set: FileSet, key: str, part10: bytes | DeidentificationError
-) -> InstanceResult:
+def _add_instance(file_set: FileSet, key: str, part10: bytes | InstanceResult) -> InstanceResult:
     """Stage one instance in ``file_set`` and replace the staged copy with ``part10``."""
-    if isinstance(part10, DeidentificationError):
-        return InstanceResult(key, FAILED, f"not de-identified: {part10}")
+    if isinstance(part10, InstanceResult):
+        return part10
     try:
         ds = dcmread(io.BytesIO(part10), stop_before_pixels=True)
         _invent_record_values(ds, len(file_set) + 1)

@@ -161,3 +161,6 @@ def _guarded(run: Callable[[], dict[str, int]]) -> dict[str, int]:
         return run()
     except (ExportError, StoreUnavailableError) as exc:
         raise CommandError(str(exc)) from exc
+    except OSError as exc:
+        # Writing the File-set or a temporary file failed: a full disk, or no permission.
+        raise CommandError(f"writing failed: {exc}") from exc

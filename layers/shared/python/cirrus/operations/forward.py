@@ -27,7 +27,7 @@ from pydicom import dcmread
 from pynetdicom import AE, evt
 
 from cirrus.config import validate_ae_title
-from cirrus.deid import DeidentificationError, Deidentifier
+from cirrus.deid import Deidentifier
 from cirrus.gateway.retrieve import _disable_nagle
 from cirrus.operations.export import (
     FAILED,
@@ -122,8 +122,8 @@ def forward_study(
         pending: list[_Pending] = []
         contexts: set[tuple[str, str]] = set()
         for number, (key, part10) in enumerate(read_instances(store, keys, deidentifier)):
-            if isinstance(part10, DeidentificationError):
-                finish(InstanceResult(key, FAILED, f"not de-identified: {part10}"))
+            if isinstance(part10, InstanceResult):
+                finish(part10)
                 continue
             path = Path(scratch) / f"{number:06d}.dcm"
             path.write_bytes(part10)
