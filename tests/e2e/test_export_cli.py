@@ -217,6 +217,11 @@ def test_deidentified_view_for_research_site(
     assert [study["0020000D"]["Value"][0] for study in repeated] == [new_uid]
     assert int(repeated[0]["00201208"]["Value"][0]) == 3
 
+    for run in (result, again):
+        assert PATIENT_NAME not in run.stdout + run.stderr
+        assert PATIENT_ID not in run.stdout + run.stderr
+    assert not [line for line in stack.lines if PATIENT_NAME in line or PATIENT_ID in line]
+
     clinic = _client(stack, CLINIC)
     source = _search(clinic, "/studies", {"StudyInstanceUID": uid})
     assert source[0]["00100010"]["Value"][0]["Alphabetic"] == PATIENT_NAME

@@ -203,15 +203,21 @@ def test_person_codes_replaced() -> None:
 
 
 def test_marks_identity_removed() -> None:
-    options = ProfileOptions(retain_uids=True, dates=DateHandling.SHIFT)
+    options = ProfileOptions(
+        retain_uids=True,
+        dates=DateHandling.SHIFT,
+        retain_patient_characteristics=True,
+        retain_device_identity=True,
+    )
     ds, _ = _round_trip(_instance(), Deidentifier(options, KEY))
     assert ds.PatientIdentityRemoved == "YES"
     codes = [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
-    assert codes == ["113100", "113110", "113107"]
+    assert codes == ["113100", "113110", "113107", "113108", "113109"]
     assert all(
         item.CodingSchemeDesignator == "DCM" for item in ds.DeidentificationMethodCodeSequence
     )
     assert "Retain UIDs Option" in ds.DeidentificationMethod
+    assert all(len(value) <= 64 for value in ds.DeidentificationMethod)
     assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
 
 
