@@ -11,6 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
+from pynetdicom import AE
 
 from cirrus.deid import DateHandling, Deidentifier, ProfileOptions
 from cirrus.local.datadir import FolderObjectStore
@@ -282,6 +283,21 @@ def test_forward_rejected_context_fails_instance(store: FolderObjectStore) -> No
         counts = forward_study(store, SITE, study, peer, None, FAST, results.append)
     assert counts[STORED] == 1
     assert counts[FAILED] == 1
+
+
+def test_forward_rejected_association(store: FolderObjectStore) -> None:
+    study = _archive(store, ["CT_small.dcm"])
+    ae = AE("EXPECTED")
+    ae.require_called_aet = True
+    ae.add_supported_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+    server = ae.start_server(("127.0.0.1", 0), block=False)
+    try:
+        peer = Peer("SOMEONE", "127.0.0.1", int(server.server_address[1]))
+        rejected = r"SOMEONE@127\.0\.0\.1:[0-9]+ rejected the association"
+        with pytest.raises(ForwardError, match=rejected):
+            forward_study(store, SITE, study, peer, None, FAST, lambda r: None)
+    finally:
+        server.shutdown()
 
 
 def test_forward_unreachable_peer(store: FolderObjectStore) -> None:
