@@ -185,6 +185,20 @@ def test_private_attributes_removed() -> None:
     _assert_no_marker(out)
 
 
+def test_overlays_and_curves_removed() -> None:
+    ds = _instance()
+    ds.add_new(0x60003000, "OW", bytes(8))
+    ds.add_new(0x60024000, "LT", MARKER)
+    ds.add_new(0x60020010, "US", 512)
+    ds.add_new(0x50003000, "OW", bytes(8))
+    ds.add_new(0x501E0010, "US", 1)
+    result, out = _round_trip(ds, Deidentifier(key=KEY))
+    _assert_no_marker(out)
+    for tag in (0x60003000, 0x60024000, 0x50003000, 0x501E0010):
+        assert tag not in result, hex(tag)
+    assert result[0x60020010].value == 512
+
+
 def test_person_codes_replaced() -> None:
     ds = _instance()
     code = Dataset()
