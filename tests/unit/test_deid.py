@@ -321,9 +321,11 @@ def test_retain_full_dates_keeps_dates() -> None:
     ds = _instance()
     ds.StudyDate = "20200101"
     ds.PatientBirthDate = "19700101"
+    ds.PatientBirthTime = "0830"
     result, _ = _round_trip(ds, Deidentifier(ProfileOptions(dates=DateHandling.RETAIN), KEY))
     assert result.StudyDate == "20200101"
     assert not result.get("PatientBirthDate")
+    assert "PatientBirthTime" not in result
     assert result.LongitudinalTemporalInformationModified == "UNMODIFIED"
 
 

@@ -131,9 +131,9 @@ DEVICE_IDENTITY: Final = _tags(
 # not list. Each is replaced by a sequence of one dummy code item.
 CODE_SEQUENCES: Final = _tags("PersonIdentificationCodeSequence")
 
-# Patient's Birth Date stays removed under both date options: with a shifted or kept birth date
-# and Patient's Age the birth date can be recovered to the day.
-PATIENT_BIRTH_DATE: Final = int(Tag("PatientBirthDate"))
+# Patient's Birth Date and Birth Time stay removed under both date options, because with a
+# shifted or kept birth date and Patient's Age the birth date can be recovered to the day.
+BIRTH_DATE_AND_TIME: Final = _tags("PatientBirthDate", "PatientBirthTime")
 
 DATE_VRS: Final = frozenset({"DA", "DT"})
 TEMPORAL_VRS: Final = frozenset({"DA", "DT", "TM"})
@@ -191,7 +191,7 @@ class ProfileOptions:
             return Action.KEEP
         if self.retain_device_identity and tag in DEVICE_IDENTITY:
             return Action.CLEAN_ITEMS if vr == "SQ" else Action.KEEP
-        if vr in TEMPORAL_VRS and tag != PATIENT_BIRTH_DATE:
+        if vr in TEMPORAL_VRS and tag not in BIRTH_DATE_AND_TIME:
             if self.dates is DateHandling.RETAIN:
                 return Action.KEEP
             if self.dates is DateHandling.SHIFT:
