@@ -2,6 +2,9 @@
 
 Exit status: 0 when every instance was written or sent, 1 when some failed, 2 when the command
 could not run (no stack, study not found, destination unusable, peer unreachable), 130 on Ctrl-C.
+
+TODO: exports and de-identified copies write no audit record, because the audit trail records
+DICOMweb and DIMSE requests only.
 """
 
 from __future__ import annotations
