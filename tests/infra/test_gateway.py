@@ -86,8 +86,9 @@ ACKNOWLEDGED_FINDINGS = {
 }
 
 # Packages that the gateway's modules import when they are installed, and run without.
-# pydicom's data download imports requests, which brings its own dependencies.
-OPTIONAL_IMPORTS = {"requests", "charset-normalizer", "idna", "certifi", "blinker"}
+# pydicom's data download imports requests, which brings its own dependencies, and tqdm, which
+# the CLI's de-identification brings in through dicom-anonymizer.
+OPTIONAL_IMPORTS = {"requests", "charset-normalizer", "idna", "certifi", "blinker", "tqdm"}
 
 
 @pytest.fixture(scope="module")
