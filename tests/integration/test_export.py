@@ -12,12 +12,21 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import AE
+from pynetdicom.dimse_primitives import C_STORE
 
 from cirrus.deid import DateHandling, Deidentifier, ProfileOptions
 from cirrus.local.datadir import FolderObjectStore
 from cirrus.operations.export import EXPORTED, FAILED, ExportError, InstanceResult, export_file_set
-from cirrus.operations.forward import STORED, ForwardError, ForwardSettings, Peer, forward_study
+from cirrus.operations.forward import (
+    STORED,
+    ForwardError,
+    ForwardSettings,
+    Peer,
+    forward_study,
+    return_responses_to_sender,
+)
 from tests.gateway.retrieves import running_pynetdicom_scp, running_storescp
+from tests.gateway.scu import wait_until
 from tests.peers.orthanc import free_port, require_orthanc, running_orthanc
 from tests.pydicom_files import bundled
 
@@ -298,6 +307,30 @@ def test_forward_rejected_association(store: FolderObjectStore) -> None:
             forward_study(store, SITE, study, peer, None, FAST, lambda r: None)
     finally:
         server.shutdown()
+
+
+def test_reactor_returns_store_response() -> None:
+    # The race that this hook handles cannot be forced, so the hook is called as the reactor
+    # thread would call it after taking a C-STORE response off the DIMSE queue.
+    with running_pynetdicom_scp("HOOK", ["1.2.840.10008.1.2.1"]) as scp:
+        ae = AE("CIRRUSTEST")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title="HOOK")
+        assert assoc.is_established
+        try:
+            assoc._reactor_checkpoint.clear()
+            assert wait_until(lambda: assoc._is_paused)
+            return_responses_to_sender(assoc)
+            response = C_STORE()
+            response.MessageIDBeingRespondedTo = 7
+            response.Status = 0x0000
+            response.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+            response.AffectedSOPInstanceUID = generate_uid()
+            assoc._serve_request(response, 1)
+            assert assoc.dimse.msg_queue.get_nowait() == (1, response)
+        finally:
+            assoc._reactor_checkpoint.set()
+            assoc.release()
 
 
 def test_forward_unreachable_peer(store: FolderObjectStore) -> None:
