@@ -78,13 +78,15 @@ def _check_dicomdir(root: Path) -> list[Path]:
     referenced = re.findall(r"\(0004,1500\) CS \[([^\]]+)\]", dump.stdout)
     assert referenced
     paths = [root.joinpath(*name.split("\\")) for name in referenced]
+
     for path in paths:
         test = subprocess.run(["dcmftest", str(path)], capture_output=True, text=True, check=False)
         assert test.stdout.startswith("yes:"), test.stdout
+
     # dcmmkdir builds its own DICOMDIR of the same files; it rejects file IDs or files that a
     # General Purpose File-set may not contain. -Nxc admits compressed transfer syntaxes.
     dcmtk_dicomdir = root.parent / f"{root.name}-dcmmkdir"
-    made = subprocess.run(
+    mkdir_result = subprocess.run(
         [
             "dcmmkdir",
             "-Nxc",
@@ -98,7 +100,7 @@ def _check_dicomdir(root: Path) -> list[Path]:
         text=True,
         check=False,
     )
-    assert made.returncode == 0, made.stderr
+    assert mkdir_result.returncode == 0, mkdir_result.stderr
     dcmtk_dump = subprocess.run(
         ["dcmdump", "-q", str(dcmtk_dicomdir)], capture_output=True, text=True, check=False
     )
