@@ -395,6 +395,12 @@ def test_not_dicom_rejected() -> None:
         Deidentifier(key=KEY).deidentify_part10(b"plain text, not DICOM")
 
 
+def test_missing_transfer_syntax_rejected() -> None:
+    raw = bundled("meta_missing_tsyntax.dcm").read_bytes()
+    with pytest.raises(DeidentificationError, match=r"no Transfer Syntax UID \(0002,0010\)"):
+        Deidentifier(key=KEY).deidentify_part10(raw)
+
+
 def test_short_key_rejected() -> None:
     with pytest.raises(ValueError, match="at least 16"):
         Deidentifier(key=b"short")

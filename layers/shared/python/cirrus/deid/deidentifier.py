@@ -123,6 +123,10 @@ class Deidentifier:
             raise DeidentificationError(
                 f"not a readable DICOM Part 10 object ({type(exc).__name__})"
             ) from exc
+        if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+            raise DeidentificationError(
+                "file meta has no Transfer Syntax UID (0002,0010); the sender must set it"
+            )
         self.deidentify(ds)
         buffer = io.BytesIO()
         try:
