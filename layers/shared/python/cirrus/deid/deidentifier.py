@@ -131,7 +131,11 @@ class Deidentifier:
         buffer = io.BytesIO()
         try:
             dcmwrite(buffer, ds, enforce_file_format=True)
-        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        except AttributeError as exc:
+            # pydicom raises AttributeError for missing file meta elements and names them,
+            # such as "(0002,0003) Media Storage SOP Instance UID", without their values.
+            raise DeidentificationError(f"de-identified instance cannot be written: {exc}") from exc
+        except (ValueError, TypeError, OverflowError) as exc:
             raise DeidentificationError(
                 f"de-identified instance cannot be written ({type(exc).__name__})"
             ) from exc
