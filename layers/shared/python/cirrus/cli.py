@@ -18,6 +18,14 @@ from cirrus.config import DEFAULT_AE_TITLE, validate_ae_title
 from cirrus.errors import StoreUnavailableError
 from cirrus.gateway.tls import DEFAULT_TLS_PORT, TLSConfig, TLSConfigError
 from cirrus.gateway.workers import MAX_WORKERS, available_cores
+from cirrus.lifecycle import GroupBy
+from cirrus.lifecycle.commands import (
+    hold_app,
+    lifecycle_app,
+    parse_since,
+    retention_app,
+    run_stats,
+)
 from cirrus.local.moto_process import LOOPBACK
 
 if TYPE_CHECKING:
@@ -542,6 +550,31 @@ def redrive(
             dry_run,
         )
     output.summary(f"redrive: {target.name}", [action], {action: count}, dry_run=dry_run)
+
+
+app.add_typer(lifecycle_app, name="lifecycle")
+app.add_typer(hold_app, name="hold")
+app.add_typer(retention_app, name="retention")
+
+
+@app.command()
+def stats(
+    site: Annotated[
+        str | None, typer.Option(callback=_check_site, help="Count this site only.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Count only studies whose StudyDate is on or after this YYYY-MM-DD."),
+    ] = None,
+    by: Annotated[GroupBy, typer.Option(help="Count per site, modality or StudyDate.")] = (
+        GroupBy.SITE
+    ),
+    json_lines: JsonOption = False,
+    data_dir: DataDirOption = Path(".cirrus"),
+    from_env: FromEnvOption = False,
+) -> None:
+    """Count the studies, series, instances and bytes in the index, per site, modality or day."""
+    run_stats(site, parse_since(since), by, json_lines, data_dir, from_env)
 
 
 if __name__ == "__main__":
