@@ -187,6 +187,8 @@ def _rule(entry: Any, number: int) -> SiteRule:
     if unknown:
         raise RulesError(f"{where} has unknown keys {unknown}; allowed: {sorted(_RULE_KEYS)}")
     site = entry.get("site")
+    if site is None:
+        raise RulesError(f'{where} has no "site"; name the site it applies to')
     try:
         site = validate_site(site if isinstance(site, str) else "")
     except ValueError as exc:
