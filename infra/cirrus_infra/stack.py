@@ -108,7 +108,7 @@ def build_app(
     app = App(context=dict(context or {}), outdir=outdir)
     deployment = app.node.try_get_context(DEPLOYMENT_CONTEXT_KEY) or DEFAULT_DEPLOYMENT
     names = ResourceNames(deployment=deployment)
-    archive_keys = ("archive-tiering", "archive-object-lock", "archive-replica")
+    archive_keys = ("archive-tiering", "archive-object-lock", "archive-replica", "lifecycle-rules")
     archive = ArchiveOptions.from_context(
         {key: app.node.try_get_context(key) for key in archive_keys}
     )
