@@ -236,7 +236,9 @@ def test_retention_deletes_expired_studies(stack: Stack) -> None:
     recent = ct_study("20240105")
     held = ct_study("20090101")
     undated = ct_study("")
-    store(stack, old, recent, held, undated)
+    # MR keeps 30 days only, so this study of a year ago is past its retention.
+    old_mr = ct_study("20251201", count=1, name="MR_small.dcm")
+    store(stack, old, recent, held, undated, old_mr)
     audit = stack.services.audit
     held_uid = held[0].StudyInstanceUID
     LegalHolds(stack.store).set(stack.site, held_uid, "litigation", OPERATOR, audit)
@@ -245,14 +247,15 @@ def test_retention_deletes_expired_studies(stack: Stack) -> None:
 
     findings: list = []
     counts = retention.run(stack.site, True, findings.append)
-    assert counts == {"would delete": 1, "held": 1, "skipped: no valid StudyDate": 1}
+    assert counts == {"would delete": 2, "held": 1, "skipped: no valid StudyDate": 1}
     assert study_exists(stack, old[0].StudyInstanceUID)
 
     findings.clear()
     counts = retention.run(stack.site, False, findings.append)
-    assert counts == {"deleted": 1, "held": 1, "skipped: no valid StudyDate": 1}
-    (deleted,) = [f for f in findings if f.outcome is Outcome.DELETED]
-    assert deleted.study == old[0].StudyInstanceUID
+    assert counts == {"deleted": 2, "held": 1, "skipped: no valid StudyDate": 1}
+    deleted_studies = {f.study: f for f in findings if f.outcome is Outcome.DELETED}
+    assert set(deleted_studies) == {old[0].StudyInstanceUID, old_mr[0].StudyInstanceUID}
+    deleted = deleted_studies[old[0].StudyInstanceUID]
     assert deleted.instances == 2
     assert not study_exists(stack, old[0].StudyInstanceUID)
     assert study_exists(stack, recent[0].StudyInstanceUID)

@@ -22,6 +22,7 @@ from cirrus.lifecycle import GroupBy
 from cirrus.lifecycle.commands import (
     hold_app,
     lifecycle_app,
+    load_lifecycle_rules,
     parse_since,
     retention_app,
     run_stats,
@@ -178,6 +179,13 @@ def dev(
             "port; default viewer/dist of the repository.",
         ),
     ] = None,
+    lifecycle_rules: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Rules file whose tiering rules are written to moto's bucket configuration.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C."""
     from cirrus.local.stack import LocalStack, LocalStackConfig, StartError
@@ -206,7 +214,9 @@ def dev(
     except (typer.BadParameter, TLSConfigError) as exc:
         logger.error("TLS options are invalid: %s", exc)
         raise typer.Exit(2) from exc
+    rules = load_lifecycle_rules(lifecycle_rules, logger)
     config = LocalStackConfig(
+        lifecycle_rules=rules,
         host=host,
         dicom_port=dicom_port,
         http_port=http_port,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -94,6 +95,17 @@ def _operator(command: str, target: Target, from_env: bool) -> Actor:
 
 
 # --- lifecycle -----------------------------------------------------------------------------
+
+
+def load_lifecycle_rules(path: Path | None, logger: logging.Logger) -> LifecycleRules | None:
+    """Return the rules of ``cirrus dev --lifecycle-rules``; exit with status 2 when invalid."""
+    if path is None:
+        return None
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        logger.error("--lifecycle-rules is invalid: %s", exc)
+        raise typer.Exit(2) from exc
 
 
 def _load(command: str, path: Path) -> LifecycleRules:

@@ -3,9 +3,9 @@
 A study's age counts from its StudyDate (0008,0020): a study is past retention on the day its
 StudyDate plus the retention of its rule (``LifecycleRules.retention_of``) lies before today
 (UTC). Studies are found without a Scan: each site's 16 ``by-level`` study shards are queried
-with ``level_sk`` (``"{StudyDate}#{study}"``) before the earliest date any rule of the site
-still keeps. A study without a StudyDate, or with one that is not a valid date, is never
-deleted and is reported as skipped.
+with ``level_sk`` (``"{StudyDate}#{study}"``) before the date that the shortest retention
+of the site's rules keeps. A study without a StudyDate, or with one that is not a valid
+date, is never deleted and is reported as skipped.
 
 Each deletion runs ``delete_resource``, as a DELETE request does: it writes its audit record
 first, then removes the objects and the index records. A study under legal hold is skipped.
@@ -100,11 +100,14 @@ class Retention:
         self._today = today or datetime.now(UTC).date()
 
     def candidates(self, site: str) -> Iterator[Candidate]:
-        """Yield the studies of ``site`` dated before the earliest date any rule keeps."""
+        """Yield the studies of ``site`` that the shortest retention of its rules has passed.
+
+        ``run`` then checks each against the retention of its own modalities.
+        """
         rules = [r for r in self._rules.rules if r.site == site and r.has_retention]
         if not rules:
             return
-        before = min(rule.expires_before(self._today) for rule in rules).strftime(_DATE_FORMAT)
+        before = max(rule.expires_before(self._today) for rule in rules).strftime(_DATE_FORMAT)
         model = self._model
         for pk in level_pks(site, STUDY):
             try:
