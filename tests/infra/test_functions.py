@@ -83,6 +83,7 @@ PIXEL_PACKAGES = ("numpy", "PIL", "pylibjpeg", "libjpeg", "openjpeg", "rle", "jp
 # audit records.
 DATA_WRITE_ACTIONS = {
     "s3:PutObject",
+    "s3:PutObjectTagging",
     "s3:DeleteObject",
     "s3:AbortMultipartUpload",
     "dynamodb:PutItem",
@@ -545,7 +546,8 @@ def test_dicomweb_role_statements(resources: dict[str, Any], stack: CirrusStack)
     expected = [
         *common_statements(stack, "dicomweb"),
         statement(
-            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"], [under(archive, "/sites/*")]
+            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"],
+            [under(archive, "/sites/*")],
         ),
         statement(["dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
         statement(

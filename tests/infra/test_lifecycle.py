@@ -23,6 +23,18 @@ from cirrus.lambda_metrics import (
 from cirrus.lifecycle.rules import parse_rules
 from cirrus_infra import CirrusStack, build_app
 from cirrus_infra.function_metrics import DICOMWEB_DIMENSION, INGEST_DIMENSION
+from cirrus_infra.retention import RULES_VARIABLE, rules_json
+from tests.infra.test_functions import (
+    DATA_KEY_ACTIONS,
+    WILDCARD_RESOURCE_ACTIONS,
+    arn_of,
+    as_list,
+    logical_id,
+    properties,
+    statement,
+    under,
+    via,
+)
 from tests.infra.test_monitoring import dashboard_body, of_type
 from tests.infra.test_stack import CDK_CONTEXT, NAMES
 
@@ -150,3 +162,102 @@ def test_dashboard_charts_function_metrics(resources: dict[str, Any]) -> None:
                 f'service=\\"{service}\\"\''
             )
             assert search in body, metric_name
+
+
+# The retention function
+
+
+def retention_function(resources: dict[str, Any], stack: CirrusStack) -> Any:
+    assert stack.retention is not None
+    return properties(resources, stack, stack.retention.function)
+
+
+def test_retention_function_gets_retention_rules(
+    resources: dict[str, Any], stack: CirrusStack
+) -> None:
+    function = retention_function(resources, stack)
+    assert function["Handler"] == "functions.retention.handler.lambda_handler"
+    assert function["ReservedConcurrentExecutions"] == 1
+    variables = function["Environment"]["Variables"]
+    assert json.loads(variables[RULES_VARIABLE]) == {
+        "rules": [
+            {"site": "north", "modality": "CT", "retain_years": 10},
+            {"site": "north", "modality": "SR", "retain_days": 3650},
+        ]
+    }
+    # The handler parses what the stack sets.
+    assert parse_rules(variables[RULES_VARIABLE]).sites == ["north"]
+
+
+def test_retention_runs_daily(resources: dict[str, Any], stack: CirrusStack) -> None:
+    assert stack.retention is not None
+    rule = properties(resources, stack, stack.retention.rule)
+    assert rule["ScheduleExpression"] == "cron(0 3 * * ? *)"
+    assert rule["State"] == "ENABLED"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == arn_of(stack, stack.retention.function)
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 2}
+
+
+def test_retention_role_least_privilege(resources: dict[str, Any], stack: CirrusStack) -> None:
+    assert stack.retention is not None
+    storage = stack.storage
+    archive = logical_id(stack, storage.bucket)
+    table = logical_id(stack, storage.table)
+    log_group = stack.retention.log_group
+    expected = [
+        statement(["logs:CreateLogStream", "logs:PutLogEvents"], [arn_of(stack, log_group)]),
+        statement(sorted(WILDCARD_RESOURCE_ACTIONS), ["*"]),
+        statement(["s3:DeleteObject", "s3:GetObject"], [under(archive, "/sites/*")]),
+        statement(["s3:ListBucket"], [arn_of(stack, storage.bucket)]),
+        statement(
+            [
+                "dynamodb:DeleteItem",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
+            ],
+            [arn_of(stack, storage.table)],
+        ),
+        statement(["dynamodb:Query"], [under(table, "/index/by-level")]),
+        statement(["dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
+        statement(DATA_KEY_ACTIONS, [arn_of(stack, storage.key)], via("s3", "dynamodb")),
+    ]
+    policy = properties(resources, stack, stack.retention.policy)
+    actual = sorted(
+        (
+            {
+                "Action": sorted(as_list(entry["Action"])),
+                "Resource": as_list(entry["Resource"]),
+                "Condition": entry.get("Condition"),
+            }
+            for entry in policy["PolicyDocument"]["Statement"]
+        ),
+        key=json.dumps,
+    )
+    assert actual == sorted(expected, key=json.dumps)
+
+
+def test_retention_function_alarmed(resources: dict[str, Any]) -> None:
+    names = {
+        alarm["Properties"]["AlarmName"]
+        for alarm in of_type(resources, "AWS::CloudWatch::Alarm").values()
+    }
+    assert f"{NAMES.deployment}-retention-errors" in names
+
+
+def test_no_retention_function_without_retention(tmp_path: Path) -> None:
+    path = tmp_path / "rules.json"
+    rule = {"site": "north", "transitions": [{"days": 0, "storage_class": "GLACIER_IR"}]}
+    path.write_text(json.dumps({"rules": [rule]}))
+    _, other = build_app({**CDK_CONTEXT, "lifecycle-rules": str(path)})
+    assert other.retention is None
+
+
+def test_long_retention_rules_rejected() -> None:
+    rules = parse_rules(
+        json.dumps({"rules": [{"site": f"site-{n}", "retain_days": 1} for n in range(200)]})
+    )
+    with pytest.raises(ValueError, match="merge rules"):
+        rules_json(rules)

@@ -171,11 +171,16 @@ def parse_rules(text: str, source: str = "rules") -> LifecycleRules:
         raise RulesError(f"{source} is not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
         raise RulesError(f'{source} must be a JSON object with a "rules" list')
-    rules = tuple(_rule(entry, number) for number, entry in enumerate(document["rules"], 1))
-    _check_unique(rules)
-    _check_overlap(rules)
+    try:
+        rules = tuple(_rule(entry, number) for number, entry in enumerate(document["rules"], 1))
+        _check_unique(rules)
+        _check_overlap(rules)
+    except RulesError as exc:
+        raise RulesError(f"{source}: {exc}") from exc
     if len([rule for rule in rules if rule.transitions]) > MAX_S3_RULES:
-        raise RulesError(f"more than {MAX_S3_RULES} rules have transitions; S3 takes at most that")
+        raise RulesError(
+            f"{source}: more than {MAX_S3_RULES} rules have transitions; S3 takes at most that"
+        )
     return LifecycleRules(rules)
 
 
