@@ -4,7 +4,7 @@ from enum import StrEnum
 
 
 class GroupBy(StrEnum):
-    """What ``cirrus stats`` counts per: each site, each Modality or each StudyDate."""
+    """The grouping of ``cirrus stats``: per site, per Modality or per StudyDate."""
 
     SITE = "site"
     MODALITY = "modality"

@@ -92,7 +92,7 @@ class LegalHolds:
         """Put ``study`` under legal hold and return the hold; a held study keeps its first hold.
 
         The study need not be archived yet, so a hold can precede the images it protects.
-        Raises ``InvalidRequestError`` for an empty or long reason, ``ConflictError`` when the
+        Raises ``InvalidRequestError`` for an empty or long reason, ``LegalHoldError`` when the
         study is held already, and ``StoreUnavailableError`` when S3 or the audit table fail.
         """
         reason = _checked_reason(reason)
@@ -111,6 +111,8 @@ class LegalHolds:
             held_at=datetime.now(UTC).isoformat(timespec="seconds"),
             audit_record=record,
         )
+        # NOTE: two operators who set a hold on one study at the same moment both succeed, and
+        # the later write's reason is kept; both are in the audit trail.
         self._store.put(key, hold.to_json().encode(), content_type=HOLD_CONTENT_TYPE)
         logger.info("legal hold set", extra={"site": site, "study": study, "audit_record": record})
         return hold

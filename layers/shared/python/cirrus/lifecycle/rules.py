@@ -16,7 +16,7 @@ lifecycle rules that filter on the site's key prefix and, with a modality, on th
 object's creation, that is from the day the instance was archived.
 
 Retention counts from the study's StudyDate (0008,0020) instead, because a retention period
-runs from the examination; ``cirrus.lifecycle.retention`` deletes such studies through the
+runs from the examination. ``cirrus.lifecycle.retention`` deletes such studies through the
 archive's delete path, never by S3 expiration. Only storage classes that serve a GET in
 milliseconds are accepted, so WADO-RS reads a tiered object as any other.
 """
@@ -191,6 +191,7 @@ def _rule(entry: Any, number: int) -> SiteRule:
     unknown = sorted(set(entry) - _RULE_KEYS)
     if unknown:
         raise RulesError(f"{where} has unknown keys {unknown}; allowed: {sorted(_RULE_KEYS)}")
+
     site = entry.get("site")
     if site is None:
         raise RulesError(f'{where} has no "site"; name the site it applies to')
@@ -198,6 +199,7 @@ def _rule(entry: Any, number: int) -> SiteRule:
         site = validate_site(site if isinstance(site, str) else "")
     except ValueError as exc:
         raise RulesError(f"{where}: {exc}") from exc
+
     where = f"rule {number} (site {site!r})"
     modality = entry.get("modality")
     valid = isinstance(modality, str) and _MODALITY.fullmatch(modality)
@@ -208,6 +210,7 @@ def _rule(entry: Any, number: int) -> SiteRule:
         )
     if modality is not None:
         where = f"rule {number} (site {site!r}, modality {modality!r})"
+
     transitions = _transitions(entry.get("transitions", []), where)
     retain_days = _positive(entry, "retain_days", where)
     retain_years = _positive(entry, "retain_years", where)

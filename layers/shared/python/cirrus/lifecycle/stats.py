@@ -1,10 +1,10 @@
 """Archive statistics: studies, series, instances and bytes per site, modality or day.
 
 The counts are read from the index with Queries on the ``by-level`` shards of each site, never
-with a Scan: the 16 study shards give each study's StudyDate (their sort key starts with it),
-and the 16 instance shards give each instance's study, series, size and modality. That reads
-one index item per study and per instance, so a site of a million instances costs about a
-million item reads (an estimate from the item count, not a measurement).
+with a Scan. The 16 study shards give each study's StudyDate, because their sort key starts
+with it. The 16 instance shards give each instance's study, series, size and modality. That
+reads one index item per study and per instance, so a site of a million instances costs about
+a million item reads (an estimate from the item count, not a measurement).
 
 The day of a study is its StudyDate (0008,0020), not the day it was archived, because the
 index keeps no archive date. A study without a StudyDate counts under the day ``none``, and

@@ -1,7 +1,7 @@
 """Object tags that the write path sets on each archived instance, in the same PUT.
 
 S3 lifecycle rules filter on them (``cirrus.lifecycle.rules``), so each instance is tiered by
-its site and modality. A tag value holds no patient data: the site name and the Modality
+its site and modality. A tag value contains no patient data: the site name and the Modality
 (0008,0060) code only.
 """
 
