@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 
 from cirrus.audit import Actor, AuditAction, AuditOutcome
 from cirrus.config import Settings
-from cirrus.errors import LegalHoldError, NotFoundError
+from cirrus.errors import InvalidRequestError, LegalHoldError, NotFoundError
 from cirrus.index.models import STUDY, get_record, study_pk
 from cirrus.lifecycle.holds import LegalHolds
 from cirrus.lifecycle.retention import RETENTION_PRINCIPAL, Outcome, Retention
@@ -328,3 +328,28 @@ def test_lifecycle_configuration_accepted_by_moto(stack: Stack) -> None:
     assert north["Filter"]["And"]["Prefix"] == "sites/north/"
     assert north["Filter"]["And"]["Tags"] == [{"Key": "modality", "Value": "CT"}]
     assert [t["StorageClass"] for t in north["Transitions"]] == ["STANDARD_IA", "GLACIER_IR"]
+
+
+def test_hold_of_other_site_ignored(stack: Stack) -> None:
+    datasets = ct_study(count=1)
+    store(stack, datasets)
+    study = datasets[0].StudyInstanceUID
+    LegalHolds(stack.store).set("other-site", study, "other case", OPERATOR, stack.services.audit)
+    response = requests.delete(f"{stack.url}/studies/{study}", timeout=30)
+    assert response.status_code == 204
+    assert LegalHolds(stack.store).get("other-site", study) is not None
+
+
+@pytest.mark.parametrize("study", ["../../etc", "1.2.3/4", "", "x" * 65])
+def test_hold_of_invalid_uid_rejected(stack: Stack, study: str) -> None:
+    with pytest.raises(InvalidRequestError, match="StudyInstanceUID"):
+        LegalHolds(stack.store).set(stack.site, study, "reason", OPERATOR, stack.services.audit)
+    assert list(stack.store.list_keys(f"sites/{stack.site}/holds/")) == []
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 1001])
+def test_hold_reason_length_checked(stack: Stack, reason: str) -> None:
+    with pytest.raises(InvalidRequestError, match="reason"):
+        LegalHolds(stack.store).set(
+            stack.site, generate_uid(), reason, OPERATOR, stack.services.audit
+        )

@@ -61,7 +61,9 @@ def hold_key(site: str, study: str) -> str:
     try:
         check_uid("StudyInstanceUID (0020,000D)", study)
     except InvalidInstanceError as exc:
-        raise InvalidRequestError(str(exc)) from exc
+        raise InvalidRequestError(
+            f"{study!r} is not a valid StudyInstanceUID (0020,000D); give at most 64 digits and '.'"
+        ) from exc
     return f"{site_prefix(site)}{_HOLDS_FOLDER}{study}{_SUFFIX}"
 
 
