@@ -18,6 +18,7 @@ from constructs import Construct
 
 from cirrus.config import ResourceNames
 from cirrus.lifecycle.rules import LifecycleRules
+from cirrus_infra.ingest import TABLE_ACTIONS
 from cirrus_infra.lambdas import (
     WILDCARD_RESOURCE_REASON,
     FunctionSettings,
@@ -44,14 +45,6 @@ SCHEDULE: Final = events.Schedule.cron(minute="0", hour="3")
 # Lambda's environment variables take at most 4 KB together; the rules leave room for the rest.
 MAX_RULES_BYTES: Final = 3000
 RETENTION_INDEX: Final = "by-level"
-TABLE_ACTIONS: Final = (
-    "dynamodb:GetItem",
-    "dynamodb:Query",
-    # What the TransactWriteItems requests of a delete need for each item they write.
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-)
 
 
 class RetentionSchedule(Construct):
@@ -117,6 +110,7 @@ class RetentionSchedule(Construct):
             # The delete path lists a study's objects; ListBucket also turns a missing hold
             # into 404 instead of 403.
             iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket]),
+            # The delete path reads and writes index items with the actions that ingest needs.
             iam.PolicyStatement(actions=list(TABLE_ACTIONS), resources=[table]),
             iam.PolicyStatement(
                 actions=["dynamodb:Query"], resources=[f"{table}/index/{RETENTION_INDEX}"]
