@@ -145,6 +145,13 @@ def test_held_study_rejects_delete(stack: Stack) -> None:
         assert "legal hold" in response.text
     assert study_exists(stack, study)
     assert len(stack.instance_keys()) == 2
+    denied = [
+        entry
+        for entry in stack.services.audit.records_of_study(study)
+        if entry.action == AuditAction.DELETE
+    ]
+    assert len(denied) == 3
+    assert all(entry.outcome != AuditOutcome.SUCCESS for entry in denied)
 
     # The same instances stored again replace the stored ones, as without a hold.
     store(stack, datasets)
