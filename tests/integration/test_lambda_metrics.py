@@ -15,6 +15,7 @@ from cirrus.config import Settings
 from cirrus.lambda_metrics import (
     DICOMWEB_METRICS,
     INGEST_METRICS,
+    REQUEST_METRICS_VARIABLE,
     request_operation,
 )
 from cirrus.local.http import LocalContext
@@ -172,3 +173,13 @@ def test_site_path_operation_bounded() -> None:
     assert request_operation("GET", "/sites/anything-at-all/studies") == "search"
     assert request_operation("PATCH", "/studies") == "other"
     assert request_operation("GET", "/../../etc/passwd") == "other"
+
+
+def test_pixel_function_counts_nothing(
+    lambda_environment: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pixel function serves forwarded requests, which the DICOMweb function counts.
+    monkeypatch.setenv(REQUEST_METRICS_VARIABLE, "false")
+    result = dicomweb_handler.lambda_handler(proxy_event("GET", "/studies"), LocalContext("r-3"))
+    assert result["statusCode"] == 204
+    assert emf_lines(capsys.readouterr().out) == []

@@ -54,6 +54,9 @@ INGEST_METRICS: Final = (
 )
 DICOMWEB_METRICS: Final = ("Requests", "ClientErrors", "ServerErrors", "RequestLatencyMilliseconds")
 OPERATIONS: Final = ("search", "retrieve", "metadata", "rendered", "store", "delete", "other")
+# "false" in the pixel function's environment: a request that it serves was forwarded by the
+# DICOMweb function, which counts it already, with the pixel function's time included.
+REQUEST_METRICS_VARIABLE: Final = "CIRRUS_REQUEST_METRICS"
 # The Site value of failed messages whose object key names no valid site.
 UNKNOWN_SITE: Final = "unknown"
 # EMF takes at most 100 values of one metric in one line.
@@ -164,6 +167,10 @@ def request_operation(method: str, path: str) -> str:
     return "retrieve"
 
 
+def request_metrics_enabled() -> bool:
+    return os.environ.get(REQUEST_METRICS_VARIABLE, "true").strip().lower() != "false"
+
+
 def dicomweb_metric_line(
     method: str, path: str, status: int, elapsed_ms: float, deployment: str
 ) -> dict[str, Any]:
@@ -182,8 +189,11 @@ def measured_request(
 ) -> dict[str, Any]:
     """Run ``resolve`` for one API Gateway event, write its EMF line and return its result.
 
-    An exception counts as a server error and is raised again.
+    An exception counts as a server error and is raised again. Without request metrics
+    (``REQUEST_METRICS_VARIABLE``) it only runs ``resolve``.
     """
+    if not request_metrics_enabled():
+        return resolve()
     started = time.monotonic()
     status = 500
     try:
