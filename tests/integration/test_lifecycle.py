@@ -276,6 +276,7 @@ def test_retention_deletes_expired_studies(stack: Stack) -> None:
     ]
     assert record.message["ActiveParticipant"][0]["UserID"] == RETENTION_PRINCIPAL
     assert record.record_id == deleted.audit_record
+    assert record.transport == "retention"
 
 
 def test_retention_keeps_study_of_uncovered_modality(stack: Stack) -> None:

@@ -88,6 +88,11 @@ class AuditOutcome(IntEnum):
     MAJOR_FAILURE = 12
 
 
+# How a request reached Cirrus: ``command line`` for an operator's command (legal holds),
+# ``retention`` for the deletions of retention, by command or by its scheduled function.
+Transport = Literal["DICOMweb", "DIMSE", "command line", "retention"]
+
+
 @dataclass(frozen=True)
 class StudyAccess:
     """One study that a request touched, with the series and instances it touched in it."""
@@ -125,7 +130,7 @@ class AuditEvent:
     actor: Actor
     site: str | None
     request_id: str
-    transport: Literal["DICOMweb", "DIMSE", "command line"]
+    transport: Transport
     studies: tuple[StudyAccess, ...] = ()
     query_keys: tuple[str, ...] = ()
     detail: str | None = None
@@ -373,6 +378,7 @@ class DeletionRecord:
     sop: str | None = None
     instances: list[InstanceKey] = field(default_factory=list)
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    transport: Transport = "DICOMweb"
 
     @property
     def level(self) -> str:
@@ -396,7 +402,7 @@ class DeletionRecord:
             actor=self.actor,
             site=self.site,
             request_id=self.request_id,
-            transport="DICOMweb",
+            transport=self.transport,
             studies=(study,),
             time=self.time,
         )

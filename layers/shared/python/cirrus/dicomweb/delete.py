@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from cirrus.audit import Actor, AuditLog, DeletionRecord
+from cirrus.audit import Actor, AuditLog, DeletionRecord, Transport
 from cirrus.dicomweb.bundles import bundle_key
 from cirrus.errors import NotFoundError
 from cirrus.index.deletion import IndexDeleter, IndexedInstance
@@ -81,6 +81,7 @@ def delete_resource(
     target: DeleteTarget,
     actor: Actor,
     request_id: str,
+    transport: Transport = "DICOMweb",
 ) -> DeleteOutcome:
     """Delete every instance under ``target`` from the archive and the index.
 
@@ -102,6 +103,7 @@ def delete_resource(
         series=target.series,
         sop=target.sop,
         instances=[instance.key for instance in instances],
+        transport=transport,
     )
     audit_record = audit.record_deletion(record)
     removed = 0

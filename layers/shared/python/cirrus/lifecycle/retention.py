@@ -159,6 +159,7 @@ class Retention:
                 DeleteTarget(site, study),
                 Actor(principal=RETENTION_PRINCIPAL),
                 request_id,
+                transport="retention",
             )
         except LegalHoldError:
             return Finding(site, study, study_date, retention, Outcome.HELD)
