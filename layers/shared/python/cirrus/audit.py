@@ -88,7 +88,7 @@ class AuditOutcome(IntEnum):
     MAJOR_FAILURE = 12
 
 
-# How a request reached Cirrus: ``command line`` for an operator's command (legal holds),
+# The channel of a request: ``command line`` for an operator's command (legal holds), and
 # ``retention`` for the deletions of retention, by command or by its scheduled function.
 Transport = Literal["DICOMweb", "DIMSE", "command line", "retention"]
 
