@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
 import threading
 from functools import cache
 from http import HTTPStatus
@@ -29,13 +30,14 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cirrus.access import AccessPolicy
-from cirrus.config import ENV, Settings
+from cirrus.config import DEFAULT_DEPLOYMENT, ENV, Settings
 from cirrus.dicom.transcode import CodecsUnavailable
 from cirrus.dicomweb.app import DicomwebServices, build_app, resolve, with_response_headers
 from cirrus.dicomweb.bundles import MetadataBundles
 from cirrus.dicomweb.delivery import ResponseStager, check_payload
 from cirrus.dicomweb.forwarding import PixelForwarder, error_response
 from cirrus.index.deletion import IndexDeleter
+from cirrus.lambda_metrics import measured_request
 from cirrus.services import Services
 from cirrus.storage.transfers import TransferStore
 
@@ -183,7 +185,9 @@ def _lambda_services() -> DicomwebServices:
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle(event, context, _lambda_services())
+    services = _lambda_services()
+    deployment = os.environ.get(ENV["deployment"], DEFAULT_DEPLOYMENT)
+    return measured_request(event, deployment, lambda: handle(event, context, services))
 
 
 def _app_for(

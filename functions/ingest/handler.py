@@ -28,6 +28,7 @@ from cirrus.dicomweb.bundle_refresh import BundleRefresher, RefreshRequest
 from cirrus.dicomweb.bundles import MetadataBundles
 from cirrus.errors import CirrusError
 from cirrus.ingest import BatchIngest, ObjectEvent
+from cirrus.lambda_metrics import record_ingest
 from cirrus.notifications import object_events
 from cirrus.services import Services
 
@@ -103,4 +104,7 @@ def _refresher_for(services: Services) -> BundleRefresher:
 
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle(event, context, _lambda_services())
+    services = _lambda_services()
+    response = handle(event, context, services)
+    record_ingest(event, response, services.settings.deployment)
+    return response

@@ -221,9 +221,10 @@ class DicomwebApi(Construct):
         table = storage.table.table_arn
         indexes = [f"{table}/index/{name}" for name, _, _ in GLOBAL_SECONDARY_INDEXES]
         return [
-            # DELETE removes instances and metadata bundles, after an audit record.
+            # DELETE removes instances and metadata bundles, after an audit record. STOW-RS
+            # tags each instance in its PUT, which S3 allows only with s3:PutObjectTagging.
             iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                actions=["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject"],
                 resources=[f"{bucket}/{INGEST_PREFIX}*"],
             ),
             # Audit records, in a table where nothing may change or delete them.

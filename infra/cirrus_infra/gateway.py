@@ -388,8 +388,14 @@ class Gateway(Construct):
         table = storage.table.table_arn
         indexes = [f"{table}/index/{name}" for name, _, _ in GLOBAL_SECONDARY_INDEXES]
         statements = [
+            # Each instance is tagged in its PUT, which S3 allows only with s3:PutObjectTagging.
             iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                actions=[
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:PutObjectTagging",
+                    "s3:AbortMultipartUpload",
+                ],
                 resources=[f"{bucket}/{INGEST_PREFIX}*"],
             ),
             iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket]),

@@ -27,6 +27,7 @@ from constructs import Construct
 
 from cirrus.config import INGEST_MAX_RECEIVES, ResourceNames
 from cirrus.gateway.metrics import DEFAULT_NAMESPACE, SERVICE
+from cirrus_infra.function_metrics import function_metric_widgets
 from cirrus_infra.storage import INGEST_VISIBILITY_TIMEOUT, Storage
 
 # Period of the alarms on queues, the API and functions. The load balancer reports every
@@ -92,6 +93,7 @@ class Monitoring(Construct):
         )
         self._watch_ingest(storage)
         self._watch_api(api)
+        self.dashboard.add_widgets(*function_metric_widgets(names.deployment, ALARM_PERIOD))
 
     # Topic
 

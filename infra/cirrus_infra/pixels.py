@@ -23,6 +23,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from cirrus.dicomweb.delivery import RESPONSES_KIND
+from cirrus.lambda_metrics import REQUEST_METRICS_VARIABLE
 from cirrus.storage.transfers import TRANSFER_PREFIX
 from cirrus_infra.lambdas import (
     WILDCARD_RESOURCE_REASON,
@@ -87,7 +88,8 @@ class DicomwebPixelFunction(Construct):
             memory_mb=FUNCTION_MEMORY_MB,
             timeout=timeout,
             reserved_concurrency=reserved_concurrency,
-            environment=environment,
+            # The DICOMweb function counts the requests that it forwards here.
+            environment={**environment, REQUEST_METRICS_VARIABLE: "false"},
             pixels=True,
         )
         self.function = create_function(

@@ -16,6 +16,7 @@ from cirrus_infra.ingest import IngestFunction
 from cirrus_infra.layers import Layers
 from cirrus_infra.monitoring import Monitoring
 from cirrus_infra.network import DEFAULT_CIDR, Network
+from cirrus_infra.retention import RetentionSchedule
 from cirrus_infra.storage import ArchiveOptions, Storage
 from cirrus_infra.viewer import Viewer
 
@@ -59,6 +60,7 @@ class CirrusStack(Stack):
             network=self.network,
             layers=self.layers,
         )
+        self.retention = self._retention(names)
         self.gateway = Gateway(
             self, "Gateway", names=names, storage=self.storage, network=self.network
         )
@@ -75,6 +77,8 @@ class CirrusStack(Stack):
         self.monitoring.add_function(self.dicomweb.function, "dicomweb")
         self.monitoring.add_function(self.dicomweb.pixels.function, "dicomweb-pixel")
         self.monitoring.add_function(self.ingest.function, "ingest")
+        if self.retention is not None:
+            self.monitoring.add_function(self.retention.function, "retention")
         self.monitoring.add_gateway(
             self.gateway.service, self.gateway.dicom_target_group, desired_count=MIN_TASKS
         )
@@ -96,6 +100,21 @@ class CirrusStack(Stack):
         CfnOutput(self, "ViewerClientId", value=self.viewer.client.user_pool_client_id)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
 
+    def _retention(self, names: ResourceNames) -> RetentionSchedule | None:
+        """Return the daily retention function when the lifecycle rules give a retention."""
+        rules = self.storage.options.lifecycle_rules
+        if rules is None or not any(rule.has_retention for rule in rules.rules):
+            return None
+        return RetentionSchedule(
+            self,
+            "Retention",
+            names=names,
+            storage=self.storage,
+            network=self.network,
+            layers=self.layers,
+            rules=rules,
+        )
+
 
 def build_app(
     context: Mapping[str, Any] | None = None, *, outdir: str | None = None
@@ -108,7 +127,7 @@ def build_app(
     app = App(context=dict(context or {}), outdir=outdir)
     deployment = app.node.try_get_context(DEPLOYMENT_CONTEXT_KEY) or DEFAULT_DEPLOYMENT
     names = ResourceNames(deployment=deployment)
-    archive_keys = ("archive-tiering", "archive-object-lock", "archive-replica")
+    archive_keys = ("archive-tiering", "archive-object-lock", "archive-replica", "lifecycle-rules")
     archive = ArchiveOptions.from_context(
         {key: app.node.try_get_context(key) for key in archive_keys}
     )

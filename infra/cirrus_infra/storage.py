@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, cast
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
@@ -18,7 +19,9 @@ from constructs import Construct
 
 from cirrus.audit_table import STUDY_INDEX
 from cirrus.config import INGEST_MAX_RECEIVES, ResourceNames
+from cirrus.lifecycle.rules import LifecycleRules, load_rules
 from cirrus.storage.keys import INSTANCE_SUFFIX, site_prefix, validate_site
+from cirrus.storage.tags import MODALITY_TAG
 from cirrus.storage.transfers import TRANSFER_EXPIRATION_DAYS, TRANSFER_PREFIX
 
 # S3 bucket names have at most 63 characters. The archive bucket name ends with
@@ -69,6 +72,13 @@ AUDIT_CHANGE_ACTIONS: Final = (
 DEFAULT_TIERING_DAYS: Final = 180
 DEFAULT_TIERING_CLASS: Final = "GLACIER_INSTANT_RETRIEVAL"
 ALL_SITES: Final = "*"
+# The CDK names of the storage classes that rules files may name.
+CDK_STORAGE_CLASSES: Final = {
+    "STANDARD_IA": s3.StorageClass.INFREQUENT_ACCESS,
+    "ONEZONE_IA": s3.StorageClass.ONE_ZONE_INFREQUENT_ACCESS,
+    "INTELLIGENT_TIERING": s3.StorageClass.INTELLIGENT_TIERING,
+    "GLACIER_IR": s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+}
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,9 @@ class ArchiveOptions:
     - ``archive-object-lock``: ``{"mode": "GOVERNANCE" | "COMPLIANCE", "days": ...}``, the
       default retention of every new object version (the bucket must be created with it);
     - ``archive-replica``: ``{"bucket-arn": ..., "key-arn": ...}``, a bucket in another
-      region, encrypted with that key, which receives a copy of every object.
+      region, encrypted with that key, which receives a copy of every object;
+    - ``lifecycle-rules``: the path of a rules file (``cirrus.lifecycle.rules``), whose
+      transitions replace ``archive-tiering``.
     """
 
     tiering: Sequence[Tiering] = field(
@@ -102,6 +114,7 @@ class ArchiveOptions:
     object_lock_days: int = 0
     replica_bucket_arn: str | None = None
     replica_key_arn: str | None = None
+    lifecycle_rules: LifecycleRules | None = None
 
     @classmethod
     def from_context(cls, context: Mapping[str, Any]) -> ArchiveOptions:
@@ -110,6 +123,12 @@ class ArchiveOptions:
         tiering = context.get("archive-tiering")
         if tiering is not None:
             options["tiering"] = tuple(_tiering(entry) for entry in tiering)
+        rules_file = context.get("lifecycle-rules")
+        if rules_file is not None:
+            if tiering is not None:
+                raise ValueError("give archive-tiering or lifecycle-rules, not both")
+            options["lifecycle_rules"] = load_rules(Path(str(rules_file)))
+            options["tiering"] = ()
         lock = context.get("archive-object-lock")
         if lock is not None:
             mode = str(lock.get("mode", ""))
@@ -381,6 +400,32 @@ class Storage(Construct):
                 ],
             )
             for entry in self.options.tiering
+        ] + self._rules_file_tiering()
+
+    def _rules_file_tiering(self) -> list[s3.LifecycleRule]:
+        """Return the transitions of the ``lifecycle-rules`` file, by site prefix and modality tag.
+
+        Retention is not an S3 expiration: ``cirrus retention apply`` deletes through the
+        archive's delete path, which keeps the index and the audit trail consistent.
+        """
+        rules = self.options.lifecycle_rules
+        if rules is None:
+            return []
+        return [
+            s3.LifecycleRule(
+                id=str(generated["ID"]),
+                prefix=site_prefix(rule.site),
+                tag_filters={MODALITY_TAG: rule.modality} if rule.modality else None,
+                transitions=[
+                    s3.Transition(
+                        storage_class=CDK_STORAGE_CLASSES[step.storage_class],
+                        transition_after=Duration.days(step.days),
+                    )
+                    for step in rule.transitions
+                ],
+            )
+            for rule in rules.rules
+            if (generated := rule.s3_rule()) is not None
         ]
 
     def _object_lock(self) -> dict[str, Any]:

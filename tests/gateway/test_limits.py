@@ -10,7 +10,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
@@ -273,14 +273,16 @@ class BarrierStore(ObjectStore):
         self.barrier = threading.Barrier(parties, timeout=20)
         self.met = False
 
-    def put(self, key: str, body: bytes, content_type: str = "") -> StoredObject:
+    def put(
+        self, key: str, body: bytes, content_type: str = "", tags: Mapping[str, str] | None = None
+    ) -> StoredObject:
         if not self.met:
             try:
                 self.barrier.wait()
                 self.met = True
             except threading.BrokenBarrierError:
                 pass
-        return super().put(key, body)
+        return super().put(key, body, tags=tags)
 
 
 def test_sixteen_associations_store_at_once(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,7 +38,9 @@ CT_CONTEXT = [(CTImageStorage, ExplicitVRLittleEndian)]
 class BrokenStore(ObjectStore):
     """An object store whose writes raise an error that the adapter does not translate."""
 
-    def put(self, key: str, body: bytes, content_type: str = "") -> StoredObject:
+    def put(
+        self, key: str, body: bytes, content_type: str = "", tags: Mapping[str, str] | None = None
+    ) -> StoredObject:
         raise RuntimeError("simulated bug in the write path")
 
 
@@ -49,9 +51,11 @@ class GatedStore(ObjectStore):
         super().__init__(AwsClients(settings).s3, settings.bucket, settings.kms_key_id)
         self.release = threading.Event()
 
-    def put(self, key: str, body: bytes, content_type: str = "") -> StoredObject:
+    def put(
+        self, key: str, body: bytes, content_type: str = "", tags: Mapping[str, str] | None = None
+    ) -> StoredObject:
         assert self.release.wait(timeout=10), "the test never released the write"
-        return super().put(key, body)
+        return super().put(key, body, tags=tags)
 
 
 @contextmanager

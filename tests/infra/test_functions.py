@@ -17,6 +17,7 @@ from aws_cdk.assertions import Template
 from constructs import IConstruct
 
 from cirrus.config import ENV, Settings
+from cirrus.lambda_metrics import REQUEST_METRICS_VARIABLE
 from cirrus_infra import CirrusStack, build_app, layers
 from cirrus_infra import dicomweb as dicomweb_module
 from cirrus_infra import ingest as ingest_module
@@ -83,6 +84,7 @@ PIXEL_PACKAGES = ("numpy", "PIL", "pylibjpeg", "libjpeg", "openjpeg", "rle", "jp
 # audit records.
 DATA_WRITE_ACTIONS = {
     "s3:PutObject",
+    "s3:PutObjectTagging",
     "s3:DeleteObject",
     "s3:AbortMultipartUpload",
     "dynamodb:PutItem",
@@ -381,6 +383,9 @@ def test_function_environment(resources: dict[str, Any], stack: CirrusStack, nam
         }
     if name == "dicomweb":
         expected[ENV["pixel_function"]] = {"Ref": logical_id(stack, stack.dicomweb.pixels.function)}
+    if name == "pixel":
+        # Forwarded requests are counted once, by the DICOMweb function.
+        expected[REQUEST_METRICS_VARIABLE] = "false"
     if name != "ingest":
         # Without the access context value, only the viewer's group may read.
         role = logical_id(stack, stack.viewer.group_roles["site-default"])
@@ -545,7 +550,8 @@ def test_dicomweb_role_statements(resources: dict[str, Any], stack: CirrusStack)
     expected = [
         *common_statements(stack, "dicomweb"),
         statement(
-            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"], [under(archive, "/sites/*")]
+            ["s3:DeleteObject", "s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"],
+            [under(archive, "/sites/*")],
         ),
         statement(["dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
         statement(

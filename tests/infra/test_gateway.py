@@ -757,6 +757,7 @@ def test_task_role_permissions_exact(resources: dict[str, Any], stack: CirrusSta
     assert permissions(policy["PolicyDocument"]) == {
         allow("s3:GetObject", sites),
         allow("s3:PutObject", sites),
+        allow("s3:PutObjectTagging", sites),
         allow("s3:AbortMultipartUpload", sites),
         allow("s3:ListBucket", bucket),
         allow("dynamodb:GetItem", table),

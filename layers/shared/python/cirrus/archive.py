@@ -20,6 +20,7 @@ from cirrus.errors import InvalidInstanceError
 from cirrus.index.claims import InstanceClaims
 from cirrus.storage.keys import InstanceKey, check_conformant_uid, check_uid
 from cirrus.storage.objects import ObjectStore, StoredObject
+from cirrus.storage.tags import instance_tags
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ def archive_instance(
     if checked is None:
         checked = check_instance(part10, site)
     key = checked.key
-    stored = _write_claimed(key, claims, lambda: store.put(key.object_key, part10))
+    tags = instance_tags(key.site, checked.header.dataset)
+    stored = _write_claimed(key, claims, lambda: store.put(key.object_key, part10, tags=tags))
     return _archived(checked, stored)
 
 
@@ -135,7 +137,8 @@ def archive_file(
     The file is streamed (``ObjectStore.put_file``), so only one part of it is in memory.
     """
     key = checked.key
-    stored = _write_claimed(key, claims, lambda: store.put_file(key.object_key, path))
+    tags = instance_tags(key.site, checked.header.dataset)
+    stored = _write_claimed(key, claims, lambda: store.put_file(key.object_key, path, tags=tags))
     return _archived(checked, stored)
 
 

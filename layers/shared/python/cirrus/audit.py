@@ -12,7 +12,12 @@ store         (110104, DCM, "DICOM Instances Transferred")    C (create)
 retrieve      (110104, DCM, "DICOM Instances Transferred")    R (read)
 query         (110112, DCM, "Query")                          E (execute)
 delete        (110105, DCM, "DICOM Study Deleted")            D (delete)
+hold          (110103, DCM, "DICOM Instances Accessed")       U (update)
+release       (110103, DCM, "DICOM Instances Accessed")       U (update)
 ============  ==============================================  ===============
+
+``hold`` and ``release`` are the legal hold of a study being set and released by an operator
+(``cirrus.lifecycle.holds``).
 
 A record names who asked, when, from which address, and the UIDs that the request touched. It
 contains no patient names, IDs or other demographics, and a query's record names the attributes
@@ -70,6 +75,8 @@ class AuditAction(StrEnum):
     QUERY = "query"
     RETRIEVE = "retrieve"
     DELETE = "delete"
+    HOLD = "hold"
+    RELEASE = "release"
 
 
 class AuditOutcome(IntEnum):
@@ -79,6 +86,11 @@ class AuditOutcome(IntEnum):
     MINOR_FAILURE = 4
     SERIOUS_FAILURE = 8
     MAJOR_FAILURE = 12
+
+
+# The channel of a request: ``command line`` for an operator's command (legal holds), and
+# ``retention`` for the deletions of retention, by command or by its scheduled function.
+Transport = Literal["DICOMweb", "DIMSE", "command line", "retention"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,8 @@ class AuditEvent:
     ``site`` is None when the request was rejected before a site was chosen. ``query_keys``
     names the attributes a query matched on (keywords or tags), never their values, because
     the values of PatientName or PatientID are patient data. ``detail`` is a short reason for
-    a failure, written by the code and free of request values.
+    a failure, written by the code and free of request values, or the operator's reason of a
+    hold or release.
     """
 
     action: AuditAction
@@ -117,7 +130,7 @@ class AuditEvent:
     actor: Actor
     site: str | None
     request_id: str
-    transport: Literal["DICOMweb", "DIMSE"]
+    transport: Transport
     studies: tuple[StudyAccess, ...] = ()
     query_keys: tuple[str, ...] = ()
     detail: str | None = None
@@ -157,7 +170,12 @@ _EVENTS: Final[Mapping[AuditAction, tuple[str, str, str]]] = {
     AuditAction.RETRIEVE: ("110104", "DICOM Instances Transferred", "R"),
     AuditAction.QUERY: ("110112", "Query", "E"),
     AuditAction.DELETE: ("110105", "DICOM Study Deleted", "D"),
+    AuditAction.HOLD: ("110103", "DICOM Instances Accessed", "U"),
+    AuditAction.RELEASE: ("110103", "DICOM Instances Accessed", "U"),
 }
+
+# Actions whose ``detail`` is the operator's reason, recorded also when they succeed.
+_REASONED_ACTIONS: Final = frozenset({AuditAction.HOLD, AuditAction.RELEASE})
 
 # Role ID Codes of the active participants (DCM codes).
 APPLICATION_ROLE: Final = ("110150", "Application")
@@ -195,7 +213,9 @@ def _event_identification(event: AuditEvent) -> dict[str, Any]:
         "EventDateTime": event.time.astimezone(UTC).isoformat(timespec="microseconds"),
         "EventOutcomeIndicator": int(event.outcome),
     }
-    if event.outcome is not AuditOutcome.SUCCESS and event.detail:
+    if event.detail and (
+        event.outcome is not AuditOutcome.SUCCESS or event.action in _REASONED_ACTIONS
+    ):
         identification["EventOutcomeDescription"] = event.detail
     return identification
 
@@ -358,6 +378,7 @@ class DeletionRecord:
     sop: str | None = None
     instances: list[InstanceKey] = field(default_factory=list)
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    transport: Transport = "DICOMweb"
 
     @property
     def level(self) -> str:
@@ -381,7 +402,7 @@ class DeletionRecord:
             actor=self.actor,
             site=self.site,
             request_id=self.request_id,
-            transport="DICOMweb",
+            transport=self.transport,
             studies=(study,),
             time=self.time,
         )

@@ -18,6 +18,15 @@ from cirrus.config import DEFAULT_AE_TITLE, validate_ae_title
 from cirrus.errors import StoreUnavailableError
 from cirrus.gateway.tls import DEFAULT_TLS_PORT, TLSConfig, TLSConfigError
 from cirrus.gateway.workers import MAX_WORKERS, available_cores
+from cirrus.lifecycle import GroupBy
+from cirrus.lifecycle.commands import (
+    hold_app,
+    lifecycle_app,
+    load_lifecycle_rules,
+    parse_since,
+    retention_app,
+    run_stats,
+)
 from cirrus.local.moto_process import LOOPBACK
 
 if TYPE_CHECKING:
@@ -171,6 +180,13 @@ def dev(
             "port; default viewer/dist of the repository.",
         ),
     ] = None,
+    lifecycle_rules: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Rules file whose tiering rules are written to moto's bucket configuration.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C."""
     from cirrus.local.stack import LocalStack, LocalStackConfig, StartError
@@ -199,7 +215,9 @@ def dev(
     except (typer.BadParameter, TLSConfigError) as exc:
         logger.error("TLS options are invalid: %s", exc)
         raise typer.Exit(2) from exc
+    rules = load_lifecycle_rules(lifecycle_rules, logger)
     config = LocalStackConfig(
+        lifecycle_rules=rules,
         host=host,
         dicom_port=dicom_port,
         http_port=http_port,
@@ -688,6 +706,31 @@ def _notifying_store(target: Target, data_dir: Path) -> FolderObjectStore:
     endpoints = read_endpoints(data_dir)
     notifier = local_notifier(target.services)
     return FolderObjectStore(endpoints.objects_dir, endpoints.settings.bucket, notifier)
+
+
+app.add_typer(lifecycle_app, name="lifecycle")
+app.add_typer(hold_app, name="hold")
+app.add_typer(retention_app, name="retention")
+
+
+@app.command()
+def stats(
+    site: Annotated[
+        str | None, typer.Option(callback=_check_site, help="Count this site only.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Count only studies whose StudyDate is on or after this YYYY-MM-DD."),
+    ] = None,
+    by: Annotated[GroupBy, typer.Option(help="Count per site, modality or StudyDate.")] = (
+        GroupBy.SITE
+    ),
+    json_lines: JsonOption = False,
+    data_dir: DataDirOption = Path(".cirrus"),
+    from_env: FromEnvOption = False,
+) -> None:
+    """Count the studies, series, instances and bytes in the index, per site, modality or day."""
+    run_stats(site, parse_since(since), by, json_lines, data_dir, from_env)
 
 
 if __name__ == "__main__":

@@ -82,5 +82,9 @@ class ConflictError(CirrusError):
     """The request conflicts with what the archive already holds."""
 
 
+class LegalHoldError(ConflictError):
+    """A delete names a study under legal hold; the hold must be released first."""
+
+
 class StoreUnavailableError(CirrusError):
     """S3, DynamoDB or KMS failed or timed out; the caller may retry later."""

@@ -8,7 +8,8 @@ The steps run in an order that a retry can always finish:
 
 1. The instance records under the URL are read, and the archive objects under its key
    prefix are listed, which finds instances stored but not indexed yet. Neither, and no
-   study or series record left over by an earlier failed delete, means 404.
+   study or series record left over by an earlier failed delete, means 404. A study under
+   legal hold (``cirrus.lifecycle.holds``) means 409, for the study and everything in it.
 2. The audit record is written. If that fails, nothing is deleted (503).
 3. For each batch of instances, the objects are deleted from S3, then each index record is
    removed with its counts (``cirrus.index.deletion``).
@@ -27,10 +28,11 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from cirrus.audit import Actor, AuditLog, DeletionRecord
+from cirrus.audit import Actor, AuditLog, DeletionRecord, Transport
 from cirrus.dicomweb.bundles import bundle_key
 from cirrus.errors import NotFoundError
 from cirrus.index.deletion import IndexDeleter, IndexedInstance
+from cirrus.lifecycle.holds import LegalHolds
 from cirrus.storage.keys import INSTANCE_SUFFIX, InstanceKey, site_prefix
 from cirrus.storage.objects import ObjectStore
 
@@ -79,16 +81,20 @@ def delete_resource(
     target: DeleteTarget,
     actor: Actor,
     request_id: str,
+    transport: Transport = "DICOMweb",
 ) -> DeleteOutcome:
     """Delete every instance under ``target`` from the archive and the index.
 
-    Raises ``NotFoundError`` when the index has nothing under ``target`` and
-    ``StoreUnavailableError`` when S3 or DynamoDB fail, after which the same call completes it.
+    Raises ``NotFoundError`` when the index has nothing under ``target``, ``LegalHoldError``
+    when its study is under legal hold, and ``StoreUnavailableError`` when S3 or DynamoDB
+    fail, after which the same call completes it.
     """
     instances = deleter.find(target.site, target.study, target.series, target.sop)
     instances += _unindexed(store, target, instances)
     if not instances and not _has_leftovers(deleter, target):
         raise NotFoundError(f"{target.describe()} not found")
+    # NOTE: a hold set between this check and the S3 delete does not stop this delete.
+    LegalHolds(store).check_deletable(target.site, target.study)
     record = DeletionRecord(
         site=target.site,
         actor=actor,
@@ -97,6 +103,7 @@ def delete_resource(
         series=target.series,
         sop=target.sop,
         instances=[instance.key for instance in instances],
+        transport=transport,
     )
     audit_record = audit.record_deletion(record)
     removed = 0

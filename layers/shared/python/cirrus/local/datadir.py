@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 _INCOMING_PREFIX: Final = ".incoming-"
 LOCK_FILE: Final = "cirrus.lock"
+# The object tags of ``FolderObjectStore`` are JSON files under this folder of the data folder,
+# at the path of their object's key.
+TAGS_FOLDER: Final = ".tags"
 _COPY_CHUNK_BYTES: Final = 1024 * 1024
 # The notification filter of the archive bucket (``cirrus.local.resources`` and ``infra/``):
 # S3 notifies the ingest queue of objects under this prefix with the instance suffix.
@@ -139,15 +142,25 @@ class FolderObjectStore(ObjectStore):
         self._root = root.resolve()
         self._notifier = notifier
 
-    def put(self, key: str, body: bytes, content_type: str = DICOM_CONTENT_TYPE) -> StoredObject:
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str = DICOM_CONTENT_TYPE,
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
         def write(file: IO[bytes]) -> str:
             file.write(body)
             return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
-        return self._write(key, write, len(body))
+        return self._write(key, write, len(body), tags)
 
     def put_file(
-        self, key: str, path: Path, content_type: str = DICOM_CONTENT_TYPE
+        self,
+        key: str,
+        path: Path,
+        content_type: str = DICOM_CONTENT_TYPE,
+        tags: Mapping[str, str] | None = None,
     ) -> StoredObject:
         def copy(file: IO[bytes]) -> str:
             digest = hashlib.md5(usedforsecurity=False)
@@ -157,7 +170,19 @@ class FolderObjectStore(ObjectStore):
                     file.write(chunk)
             return digest.hexdigest()
 
-        return self._write(key, copy, path.stat().st_size)
+        return self._write(key, copy, path.stat().st_size, tags)
+
+    def tags(self, key: str) -> dict[str, str]:
+        """Return the tags written with object ``key``; an object written without any has none."""
+        if not self._path(key).is_file():
+            raise NotFoundError(f"object {key} not found")
+        try:
+            tags = json.loads(self._tags_path(key).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise StoreUnavailableError(f"read of the tags of {key} failed: {exc}") from exc
+        return {str(name): str(value) for name, value in tags.items()}
 
     def get(self, key: str) -> bytes:
         try:
@@ -189,6 +214,7 @@ class FolderObjectStore(ObjectStore):
         for key in keys:
             try:
                 self._path(key).unlink(missing_ok=True)
+                self._tags_path(key).unlink(missing_ok=True)
             except OSError as exc:
                 raise StoreUnavailableError(f"delete of {key} failed: {exc.strerror}") from exc
 
@@ -213,6 +239,8 @@ class FolderObjectStore(ObjectStore):
         keys = []
         for path in folder.rglob("*"):
             key = path.relative_to(self._root).as_posix()
+            if key.startswith(TAGS_FOLDER + "/"):
+                continue
             if key.startswith(prefix) and path.is_file() and _INCOMING_PREFIX not in path.name:
                 keys.append(key)
         for key in sorted(keys):
@@ -221,9 +249,29 @@ class FolderObjectStore(ObjectStore):
             path = self._root / key
             yield StoredObject(key, path.stat().st_size, etag="")
 
-    def _write(self, key: str, write: Callable[[IO[bytes]], str], size: int) -> StoredObject:
+    def child_names(self, prefix: str) -> list[str]:
+        """Return the names of the folders directly under ``prefix`` (which ends with ``/``)."""
+        folder = self._path(prefix.rstrip("/")) if prefix.strip("/") else self._root
+        if not folder.is_dir():
+            return []
+        return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+
+    def _write(
+        self,
+        key: str,
+        write: Callable[[IO[bytes]], str],
+        size: int,
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
         path = self._path(key)
+        tags_path = self._tags_path(key)
         try:
+            # The tags go first, so an object on disk never lacks the tags it was written with.
+            if tags:
+                body = json.dumps(dict(tags), sort_keys=True).encode()
+                _write_durably(tags_path, lambda file: str(file.write(body)))
+            else:
+                tags_path.unlink(missing_ok=True)
             etag = _write_durably(path, write)
         except OSError as exc:
             raise StoreUnavailableError(f"write of {key} failed: {exc.strerror}") from exc
@@ -237,6 +285,10 @@ class FolderObjectStore(ObjectStore):
                 path.unlink(missing_ok=True)
                 raise
         return stored
+
+    def _tags_path(self, key: str) -> Path:
+        self._path(key)
+        return self._root / TAGS_FOLDER / f"{key}.json"
 
     def _path(self, key: str) -> Path:
         path = (self._root / key).resolve()

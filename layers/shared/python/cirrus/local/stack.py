@@ -28,6 +28,8 @@ from cirrus.errors import StoreUnavailableError
 from cirrus.gateway.aeconfig import AEConfig, AEConfigError
 from cirrus.gateway.limits import GatewayLimits
 from cirrus.gateway.tls import TLSConfig, TLSConfigError
+from cirrus.lifecycle.bucket import apply_lifecycle_rules
+from cirrus.lifecycle.rules import LifecycleRules
 from cirrus.local.audit_journal import JOURNAL_FILE, FileAuditJournal, restore_journal
 from cirrus.local.datadir import (
     DataFolderInUseError,
@@ -95,6 +97,8 @@ class LocalStackConfig:
     # (``cirrus.local.viewer``). Without one, or without its index.html, / serves a page with
     # the command that builds the viewer.
     viewer_dir: Path | None = None
+    # Tiering rules written to moto's bucket configuration (``cirrus.lifecycle.bucket``).
+    lifecycle_rules: LifecycleRules | None = None
 
     def gateway_config(self) -> AEConfig:
         """Return the AE configuration; raise ``AEConfigError`` when its file is invalid."""
@@ -182,6 +186,9 @@ class LocalStack:
         logger.info("object store and index ready", extra={"moto": self._moto.endpoint_url})
 
         services = Services(settings)
+        if config.lifecycle_rules is not None:
+            apply_lifecycle_rules(services.clients.s3, settings.bucket, config.lifecycle_rules)
+            logger.warning("lifecycle rules set on moto's bucket; moto moves no objects")
         objects_dir = (config.data_dir / OBJECTS_FOLDER).resolve()
         spool_dir = (config.data_dir / SPOOL_FOLDER).resolve()
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cirrus.errors import NotFoundError, StoreUnavailableError
+from cirrus.storage.tags import tagging_header
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,11 +45,18 @@ class ObjectStore:
         self.bucket = bucket
         self._kms_key_id = kms_key_id
 
-    def put(self, key: str, body: bytes, content_type: str = DICOM_CONTENT_TYPE) -> StoredObject:
-        """Write ``body`` and return only once S3 has acknowledged it.
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str = DICOM_CONTENT_TYPE,
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Write ``body`` with the object ``tags`` and return only once S3 has acknowledged it.
 
         S3 writes an object whole or not at all, so a failed call leaves no partial object.
         """
+        extra = {"Tagging": tagging_header(tags)} if tags else {}
         try:
             response = self._client.put_object(
                 Bucket=self.bucket,
@@ -58,13 +66,18 @@ class ObjectStore:
                 ServerSideEncryption="aws:kms",
                 SSEKMSKeyId=self._kms_key_id,
                 BucketKeyEnabled=True,
+                **extra,
             )
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, key) from exc
         return StoredObject(key=key, size=len(body), etag=response["ETag"].strip('"'))
 
     def put_file(
-        self, key: str, path: Path, content_type: str = DICOM_CONTENT_TYPE
+        self,
+        key: str,
+        path: Path,
+        content_type: str = DICOM_CONTENT_TYPE,
+        tags: Mapping[str, str] | None = None,
     ) -> StoredObject:
         """Write the file ``path`` as object ``key``; return once S3 has acknowledged all of it.
 
@@ -73,12 +86,12 @@ class ObjectStore:
         """
         size = path.stat().st_size
         if size <= SINGLE_PUT_MAX_BYTES:
-            return self.put(key, path.read_bytes(), content_type)
+            return self.put(key, path.read_bytes(), content_type, tags)
         # Imported here because cirrus.storage.transfers imports this module.
         from cirrus.storage.transfers import TransferStore
 
         uploader = TransferStore(self._client, self.bucket, self._kms_key_id)
-        size = uploader.write(key, read_chunks(path), content_type)
+        size = uploader.write(key, read_chunks(path), content_type, tags)
         try:
             etag = self._client.head_object(Bucket=self.bucket, Key=key)["ETag"]
         except (ClientError, BotoCoreError) as exc:
@@ -136,6 +149,14 @@ class ObjectStore:
                     f"S3 delete of {first.get('Key')} failed with {first.get('Code') or 'an error'}"
                 )
 
+    def tags(self, key: str) -> dict[str, str]:
+        """Return the object tags of ``key``."""
+        try:
+            response = self._client.get_object_tagging(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, key) from exc
+        return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", ())}
+
     def etag(self, key: str) -> str:
         """Return the ETag of object ``key`` without quotes."""
         try:
@@ -153,6 +174,18 @@ class ObjectStore:
                     yield StoredObject(item["Key"], item["Size"], item["ETag"].strip('"'))
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, prefix) from exc
+
+    def child_names(self, prefix: str) -> list[str]:
+        """Return the names of the folders directly under ``prefix`` (which ends with ``/``)."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        names = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", ()):
+                    names.append(common["Prefix"][len(prefix) :].rstrip("/"))
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, prefix) from exc
+        return sorted(names)
 
 
 def read_chunks(path: Path, chunk_size: int = _FILE_CHUNK_BYTES) -> Iterator[bytes]:

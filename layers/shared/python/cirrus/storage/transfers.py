@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cirrus.errors import InvalidRequestError, StoreUnavailableError
 from cirrus.storage.keys import validate_site
 from cirrus.storage.objects import _translate
+from cirrus.storage.tags import tagging_header
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -72,21 +73,29 @@ class TransferStore:
         """Return a new random key of ``kind`` (``responses`` or ``uploads``) for ``site``."""
         return transfer_key(site, kind, uuid.uuid4().hex)
 
-    def write(self, key: str, chunks: Iterable[bytes], content_type: str) -> int:
-        """Write the concatenation of ``chunks`` as one object and return its size.
+    def write(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        content_type: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> int:
+        """Write the concatenation of ``chunks`` as one object with ``tags``; return its size.
 
         The object is sent in parts of ``PART_SIZE`` bytes, so only one part is held here at a
         time beyond what the caller holds. Returns once S3 has acknowledged the whole object.
         An upload that fails is aborted, and S3 then keeps no part of it.
         """
-        encryption = {
+        options: dict[str, Any] = {
             "ServerSideEncryption": "aws:kms",
             "SSEKMSKeyId": self._kms_key_id,
             "BucketKeyEnabled": True,
         }
+        if tags:
+            options["Tagging"] = tagging_header(tags)
         try:
             upload_id = self._client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ContentType=content_type, **encryption
+                Bucket=self.bucket, Key=key, ContentType=content_type, **options
             )["UploadId"]
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, key) from exc
