@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,17 @@ def retrieve_part10(dicomweb_url: str, key: str) -> bytes | None:
     response.raise_for_status()
     [part] = split_multipart(response)
     return part
+
+
+def retrieve_when_indexed(dicomweb_url: str, key: str, timeout: float = 30) -> bytes:
+    """Return the instance of object ``key`` once ingest has indexed it; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        retrieved = retrieve_part10(dicomweb_url, key)
+        if retrieved is not None:
+            return retrieved
+        assert time.monotonic() < deadline, f"{key} not retrievable after {timeout} s"
+        time.sleep(0.2)
 
 
 def split_multipart(response: requests.Response) -> list[bytes]:

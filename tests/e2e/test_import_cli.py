@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from tests.e2e.conftest import RunningStack, wait_for_instances
 from tests.e2e.import_helpers import (
     cli_command,
-    retrieve_part10,
+    retrieve_when_indexed,
     run_import,
     summary_of,
     write_ct_series,
@@ -103,7 +103,7 @@ def test_import_folder(local_stack: RunningStack, tmp_path: Path) -> None:
     ct_study = pydicom.dcmread(source / "generated/ct/ct00000.dcm").StudyInstanceUID
     assert len(wait_for_instances(client, ct_study, 3)) == 3
     for key, contents in by_key.items():
-        retrieved = _retrieve_indexed(local_stack, key)
+        retrieved = retrieve_when_indexed(local_stack.dicomweb_url, key)
         if _big_endian(contents):
             continue  # WADO-RS sends big endian instances as Explicit VR Little Endian
         assert retrieved in contents, key
@@ -111,16 +111,6 @@ def test_import_folder(local_stack: RunningStack, tmp_path: Path) -> None:
 
 def _big_endian(contents: set[bytes]) -> bool:
     return any(b"1.2.840.10008.1.2.2" in content[:1024] for content in contents)
-
-
-def _retrieve_indexed(stack: RunningStack, key: str) -> bytes:
-    deadline = time.monotonic() + 30
-    while True:
-        retrieved = retrieve_part10(stack.dicomweb_url, key)
-        if retrieved is not None or time.monotonic() > deadline:
-            assert retrieved is not None, f"{key} not retrievable"
-            return retrieved
-        time.sleep(0.2)
 
 
 def test_import_again_changes_nothing(local_stack: RunningStack, tmp_path: Path) -> None:
@@ -182,7 +172,7 @@ def test_import_zip(local_stack: RunningStack, tmp_path: Path) -> None:
     }
     for path in paths:
         key = outcomes[f"patient/{path.name}"]["object_key"]
-        assert _retrieve_indexed(local_stack, key) == path.read_bytes()
+        assert retrieve_when_indexed(local_stack.dicomweb_url, key) == path.read_bytes()
 
 
 def test_import_into_site(local_stack: RunningStack, tmp_path: Path) -> None:

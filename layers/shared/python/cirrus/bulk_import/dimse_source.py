@@ -186,9 +186,15 @@ class DimseSource:
                     uid = str(identifier.get("StudyInstanceUID", ""))
                     if uid:
                         studies[uid] = _count(identifier.get("NumberOfStudyRelatedInstances"))
+                elif code == -1:
+                    # pynetdicom yields an empty status when the peer aborts or times out.
+                    raise SourceUnavailableError(
+                        f"C-FIND at {self._peer} got no response; check that the peer accepts "
+                        f"{self._calling_ae} as calling AE title for C-FIND"
+                    )
                 elif code != _SUCCESS:
                     raise SourceUnavailableError(
-                        f"C-FIND at {self._peer} failed with status 0x{code & 0xFFFF:04X}"
+                        f"C-FIND at {self._peer} failed with status 0x{code:04X}"
                     )
         finally:
             assoc.release()
