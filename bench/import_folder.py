@@ -1,9 +1,9 @@
 """Throughput of ``cirrus import`` of a folder into the local stack.
 
-Writes ``--instances`` CT instances of 512x512 pixels, 16 bits (pydicom's CT_small.dcm with
-new UIDs and new pixel data, about 520 KB each) to a folder, starts ``cirrus dev`` on a new
-data folder, and imports the folder ``--repeat`` times for each ``--workers`` count, each time
-with new UIDs so that every instance is stored. Prints, per worker count, the median rate that
+The benchmark starts ``cirrus dev`` on a new data folder. For each ``--workers`` count it
+imports ``--repeat`` folders of ``--instances`` CT instances of 512x512 pixels, 16 bits
+(pydicom's CT_small.dcm with new pixel data, about 520 KB each). Each folder has new UIDs,
+so every instance is stored. Prints, per worker count, the median rate that
 the import reports (instances stored per second of the run, without the command's start-up),
 the median wall time of the command, and the median time until QIDO-RS finds every instance.
 The stack runs in a child process on 127.0.0.1 and is stopped by its PID.
@@ -44,7 +44,7 @@ SIZE = 512
 
 
 def write_instances(folder: Path, count: int) -> str:
-    """Write ``count`` CT instances of one new study to ``folder``; return the study's UID."""
+    """Write ``count`` CT instances of one new study to ``folder`` and return the study's UID."""
     template = pydicom.dcmread(bundled("CT_small.dcm"))
     template.Rows = template.Columns = SIZE
     template.PixelData = bytes(range(256)) * (SIZE * SIZE * 2 // 256)

@@ -181,7 +181,8 @@ def test_import_dimse_unknown_calling_ae(
 def test_import_dimse_move_fails(
     orthanc: Orthanc, studies: Studies, target: RunningStack, tmp_path: Path
 ) -> None:
-    # Orthanc knows STRANGER, at a port where nothing listens, so each sub-operation fails.
+    # Orthanc's modality STRANGER is at a port where nothing listens, so every sub-operation
+    # fails.
     orthanc.add_modality("stranger", Modality("STRANGER", free_port()))
     args = _dimse_args(orthanc, target, free_port())
     args[args.index(IMPORT_AE)] = "STRANGER"

@@ -37,7 +37,7 @@ _PIPED_WIDTH: Final = 200
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Where to import from: exactly one of ``path``, ``dicomweb_url`` and ``dimse_peer``."""
+    """The source of an import: exactly one of ``path``, ``dicomweb_url`` and ``dimse_peer``."""
 
     path: Path | None = None
     dicomweb_url: str | None = None

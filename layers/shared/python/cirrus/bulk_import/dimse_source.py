@@ -1,7 +1,7 @@
 """A DICOM peer as the source of an import: C-FIND lists its studies, C-MOVE or C-GET sends them.
 
-With C-MOVE the command runs a Storage SCP on 127.0.0.1 under its own AE title, which the peer
-must know as a move destination, and asks the peer to move each study there (PS3.4 C.4.2).
+With C-MOVE the command runs a Storage SCP on 127.0.0.1 under its own AE title, which must be a
+move destination of the peer, and requests that the peer move each study there (PS3.4 C.4.2).
 With C-GET the instances come back on the association of the request (PS3.4 C.4.3), so the
 peer needs no destination. Each C-STORE request is answered after the instance is stored.
 """
@@ -254,11 +254,11 @@ class DimseSource:
                 f"to the peer's configuration with host {LOOPBACK} and port {self._port}"
             )
         failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
-        if code == _SUCCESS or (code == _WARNING and failed <= receipt.refused):
+        if code == _SUCCESS or (code == _WARNING and failed <= receipt.rejected):
             return
         detail = f"{verb} of the study ended with status 0x{code:04X}"
-        if failed > receipt.refused:
-            detail += f", {failed - receipt.refused} sub-operations failed at the peer"
+        if failed > receipt.rejected:
+            detail += f", {failed - receipt.rejected} sub-operations failed at the peer"
         receipt.target.failed(study, detail)
 
     def _handle_store(self, event: Event) -> int:
@@ -273,7 +273,7 @@ class DimseSource:
             receipt = self._studies.get(study)
         if receipt is None:
             logger.warning(
-                "instance of a study not requested refused",
+                "instance of a study that was not requested rejected",
                 extra={"sop_instance_uid": sop_instance},
             )
             return _DATA_SET_DOES_NOT_MATCH
@@ -289,7 +289,7 @@ class DimseSource:
         status = _status_of(outcome)
         if status != _SUCCESS:
             with self._lock:
-                receipt.refused += 1
+                receipt.rejected += 1
         return status
 
     def stop(self) -> None:
@@ -308,7 +308,7 @@ class _StudyReceipt:
     """The instances of one study being received, and the first store error among them."""
 
     target: UnitImport
-    refused: int = 0
+    rejected: int = 0
     error: StoreUnavailableError | None = None
 
 

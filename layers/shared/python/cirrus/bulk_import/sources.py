@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+from cirrus.archive import MAX_OBJECT_BYTES
 from cirrus.bulk_import.outcome import Outcome, Result
 
 # A ZIP member up to this size is read into memory; a larger one goes through a temporary file.
@@ -145,6 +146,11 @@ class ZipSource:
 
     def import_unit(self, unit: Unit, target: UnitImport) -> None:
         info = self._members[unit.key]
+        if info.file_size > MAX_OBJECT_BYTES:
+            # Checked before extracting, so that a member cannot fill the disk first.
+            reason = f"ZIP member of {info.file_size} bytes is larger than {MAX_OBJECT_BYTES}"
+            target.failed(unit.key, reason)
+            return
         try:
             if info.file_size <= _IN_MEMORY_MEMBER_BYTES:
                 with self._archive().open(info) as member:

@@ -2,10 +2,10 @@
 
 An instance is checked as C-STORE and STOW-RS check it (``cirrus.archive``). Its SOP Instance
 UID is claimed for its storage key and it is written to the object store, whose notification
-makes ingest index it. The archive's duplicate policy holds: an instance already stored under
-the same key with the same bytes is a duplicate and is not written again, one with other bytes
-replaces the stored one, and one whose SOP Instance UID is stored under other study or series
-UIDs is rejected.
+makes ingest index it. The archive's duplicate policy holds. An instance stored already under
+the same key with the same bytes is a duplicate and is not written again. One with other bytes
+replaces the stored one. One whose SOP Instance UID is stored under other study or series UIDs
+is rejected.
 """
 
 from __future__ import annotations
