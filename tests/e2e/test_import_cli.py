@@ -262,3 +262,31 @@ def test_import_bad_arguments(tmp_path: Path) -> None:
     filtered = run_import(str(tmp_path), "--study", "1.2.3")
     assert filtered.returncode == 2
     assert "remote source" in filtered.stderr
+
+
+def test_import_logs_no_patient_data(local_stack: RunningStack, tmp_path: Path) -> None:
+    name, patient_id, birth_date = "Kowalczyk^Jadwiga", "PID-778-31", "19410315"
+    paths = write_ct_series(tmp_path / "source", 2)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = name, patient_id, birth_date
+        ds.save_as(path, enforce_file_format=True)
+    ds = pydicom.dcmread(paths[1])
+    del ds.StudyInstanceUID  # rejected, so its reason is printed
+    ds.save_as(paths[1], enforce_file_format=True)
+    start = len(local_stack.lines)
+
+    for options in ([], ["--json"]):
+        result = run_import(str(tmp_path / "source"), "--data-dir", str(local_stack.data_dir),
+                            *options)  # fmt: skip
+        assert result.returncode == 1, result.stderr
+        output = result.stdout + result.stderr
+        assert "rejected" in output
+        for value in ("Kowalczyk", "Jadwiga", patient_id, birth_date):
+            assert value not in output
+    client = DICOMwebClient(url=local_stack.dicomweb_url)
+    study = pydicom.dcmread(paths[0]).StudyInstanceUID
+    assert len(wait_for_instances(client, study, 1)) == 1
+    stack_output = "\n".join(local_stack.lines[start:])
+    for value in ("Kowalczyk", "Jadwiga", patient_id, birth_date):
+        assert value not in stack_output
