@@ -25,6 +25,7 @@ from cirrus.bulk_import.sources import FolderSource, Unit, UnitImport, ZipSource
 from cirrus.bulk_import.study_filter import StudyFilter
 from cirrus.bulk_import.writer import DICOMDIR, NOT_PART10, InstanceImporter
 from cirrus.cli import app
+from cirrus.errors import StoreUnavailableError
 from cirrus.local.datadir import FolderObjectStore
 from cirrus.operations.checkpoint import CheckpointError
 from tests.e2e.import_helpers import write_ct_series
@@ -390,10 +391,9 @@ def test_run_stops_on_store_error(store: FolderObjectStore, tmp_path: Path) -> N
     (tmp_path / "objects" / "sites").write_text("")
     importer = InstanceImporter(store, None, "default")
 
-    with pytest.raises(Exception, match="write of sites/default/") as raised:
+    with pytest.raises(StoreUnavailableError, match="write of sites/default/"):
         ImportRun(source, importer, checkpoint, 2).run(source.units())
 
-    assert type(raised.value).__name__ == "StoreUnavailableError"
     assert checkpoint.state.after is None
     assert json.loads((tmp_path / "import.ckpt").read_text())["counts"] == {}
 
@@ -413,3 +413,56 @@ def test_local_source_kinds(tmp_path: Path) -> None:
         "a/z/ct.dcm", "a-b/ct.dcm", "b/ct.dcm",
     ]  # fmt: skip
     assert [u.key for u in local_source(path).units()] == ["ct00000.dcm"]
+
+
+class _Studies:
+    """A remote source of two studies of ``size`` instances; ``fail_after`` breaks study s2."""
+
+    description = "studies"
+
+    def __init__(self, files: dict[str, list[Path]], fail_after: int | None = None) -> None:
+        self._files = files
+        self._fail_after = fail_after
+
+    def units(self) -> Iterator[Unit]:
+        for study in sorted(self._files):
+            yield Unit(study, len(self._files[study]), tracks_instances=True)
+
+    def order(self, key: str) -> Hashable:
+        return key
+
+    def import_unit(self, unit: Unit, target: UnitImport) -> None:
+        for number, path in enumerate(self._files[unit.key]):
+            if unit.key == "s2" and number == self._fail_after:
+                raise StoreUnavailableError("S3 request failed with SlowDown")
+            target.data(path.read_bytes(), str(pydicom.dcmread(path).SOPInstanceUID))
+
+    def close(self) -> None:
+        pass
+
+
+def test_run_resumes_inside_study(store: FolderObjectStore, tmp_path: Path) -> None:
+    files = {
+        "s1": write_ct_series(tmp_path / "s1", 4),
+        "s2": write_ct_series(tmp_path / "s2", 6),
+    }
+    path = tmp_path / "import.ckpt"
+    importer = InstanceImporter(store, None, "default")
+    broken = _Studies(files, fail_after=4)
+    checkpoint = ImportCheckpoint(path, "scope", broken.order)
+
+    with pytest.raises(StoreUnavailableError):
+        ImportRun(broken, importer, checkpoint, 1).run(broken.units())
+
+    saved = json.loads(path.read_text())
+    assert saved["after"] == "s1"
+    assert len(saved["partial"]["s2"]) == 4
+    assert saved["counts"] == {"stored": 8}
+    source = _Studies(files)
+    resumed = ImportCheckpoint(path, "scope", source.order)
+    run = ImportRun(source, importer, resumed, 1)
+    run.run(source.units())
+
+    assert resumed.state.counts == {"stored": 10}
+    assert run.this_run.counts == {"stored": 2}
+    assert sum(1 for _ in store.list_keys("sites/")) == 10
