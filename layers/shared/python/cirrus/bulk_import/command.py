@@ -111,8 +111,15 @@ def run_import_command(spec: SourceSpec, target: Target, options: RunOptions) ->
     except (SourceUnavailableError, ValueError) as exc:
         output.error(f"cirrus import: {exc}")
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        output.error("cirrus import: interrupted")
+        return EXIT_INTERRUPTED
     try:
         return _run(source, target, options, output)
+    except KeyboardInterrupt:
+        # Ctrl-C while a remote source lists its studies, before anything is imported.
+        output.error("cirrus import: interrupted")
+        return EXIT_INTERRUPTED
     finally:
         source.close()
 
