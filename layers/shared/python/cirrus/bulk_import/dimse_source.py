@@ -114,6 +114,8 @@ class DimseSource:
             assert context.abstract_syntax is not None
             ae.add_supported_context(context.abstract_syntax, list(STORAGE_TRANSFER_SYNTAXES))
         ae.network_timeout = self._timeout
+        # TODO: listen on an address other than 127.0.0.1, so a peer on another host can move
+        # studies here; until then such a peer needs --get.
         try:
             self._server = ae.start_server(
                 (LOOPBACK, self._port),
