@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,7 @@ from dicomweb_client.api import DICOMwebClient
 
 from tests.e2e.conftest import RunningStack, free_port, start_stack, wait_for_instances
 from tests.e2e.import_helpers import (
+    cli_command,
     retrieve_when_indexed,
     run_import,
     summary_of,
@@ -250,3 +254,53 @@ def test_import_dicomweb_unreachable(target: RunningStack) -> None:
 
     assert result.returncode == 2
     assert "QIDO-RS search" in result.stderr
+
+
+def test_import_dicomweb_resumes_inside_study(target: RunningStack, tmp_path: Path) -> None:
+    count = 120
+    paths = write_ct_series(tmp_path / "study", count)
+    study = str(pydicom.dcmread(paths[0]).StudyInstanceUID)
+    source = start_stack(tmp_path / "source-data")
+    try:
+        loaded = run_import(str(tmp_path / "study"), "--data-dir", str(source.data_dir))
+        assert loaded.returncode == 0, loaded.stderr
+        wait_for_instances(DICOMwebClient(url=source.dicomweb_url), study, count)
+        checkpoint = tmp_path / "import.ckpt"
+        report = tmp_path / "reports" / "first.json"
+        args = ["--from-dicomweb", source.dicomweb_url, "--data-dir", str(target.data_dir),
+                "--checkpoint", str(checkpoint), "--json"]  # fmt: skip
+        process = subprocess.Popen(
+            cli_command(*args, "--report", str(report)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # The report's entries are spooled beside it as instances are imported.
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            spooled = list(report.parent.glob(".first.json-entries-*"))
+            if spooled and spooled[0].stat().st_size > 0:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "the import ended before it could be interrupted"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+
+        assert process.returncode == 130, stderr
+        first = json.loads(stdout.splitlines()[-1])["summary"]
+        stored_first = first["totals"]["stored"]
+        assert 0 < stored_first < count
+        saved = json.loads(checkpoint.read_text())
+        assert len(saved["partial"][study]) == stored_first
+
+        second = run_import(*args)
+
+        assert second.returncode == 0, second.stderr
+        summary = summary_of(second)
+        assert summary["totals"]["stored"] == count
+        assert summary["totals"]["duplicate"] == 0
+        assert summary["this_run"]["stored"] == count - stored_first
+        client = DICOMwebClient(url=target.dicomweb_url)
+        assert len(wait_for_instances(client, study, count)) == count
+    finally:
+        source.stop()
