@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -129,6 +129,12 @@ class ImportRun:
         started = time.monotonic()
         slots = threading.BoundedSemaphore(self._workers * 2)
         pool = ThreadPoolExecutor(self._workers, thread_name_prefix="import")
+        in_flight: set[Future[None]] = set()
+
+        def done(future: Future[None]) -> None:
+            in_flight.discard(future)
+            slots.release()
+
         try:
             for unit in units:
                 if self._stopping.is_set():
@@ -142,13 +148,20 @@ class ImportRun:
                     break
                 self.checkpoint.start(unit.key)
                 future = pool.submit(self._import_unit, unit)
-                future.add_done_callback(lambda _done: slots.release())
-            pool.shutdown(wait=True)
+                in_flight.add(future)
+                future.add_done_callback(done)
+            wait(list(in_flight))
         except BaseException:
             self._stop()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # The units in flight stop at their next instance. Their futures are awaited, not
+            # their threads: in CPython 3.11, a Thread.join that Ctrl-C interrupts marks the
+            # thread as ended while it still runs, so a second join would return at once.
+            for future in list(in_flight):
+                future.cancel()
+            wait(list(in_flight))
+            pool.shutdown(wait=True)
             self.checkpoint.save()
         if self._error is not None:
             raise self._error
