@@ -2,8 +2,9 @@
 
 ``running_orthanc`` starts Debian's Orthanc (``/usr/sbin/Orthanc``, 1.10.1 when written) with
 a configuration generated into a temporary folder. That configuration sets its own AE title,
-free DICOM and HTTP ports, storage and index in the folder, no plugins, no HTTP access from
-other hosts, and the modalities it may talk to. Orthanc 1.10.1 cannot choose the address it
+free DICOM and HTTP ports, storage and index in the folder, no plugins (or only the DICOMweb
+plugin, with ``dicomweb=True``), no HTTP access from other hosts, and the modalities it may
+talk to. Orthanc 1.10.1 cannot choose the address it
 listens on, so it runs with ``loopback_bind.c`` preloaded, which rewrites its wildcard binds
 to 127.0.0.1. The context manager returns once the REST API responds, and stops the process
 by its PID.
@@ -36,6 +37,9 @@ import requests
 from cirrus.local.moto_process import LOOPBACK
 
 ORTHANC_BINARY: Final = Path("/usr/sbin/Orthanc")
+# Debian's orthanc-dicomweb package, 1.7 when written.
+DICOMWEB_PLUGIN: Final = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+DICOMWEB_ROOT: Final = "/dicom-web/"
 SHIM_SOURCE: Final = Path(__file__).with_name("loopback_bind.c")
 DEFAULT_AE_TITLE: Final = "ORTHANC"
 
@@ -141,6 +145,16 @@ def require_orthanc() -> None:
         pytest.skip(reason)
 
 
+def require_dicomweb_plugin() -> None:
+    """Skip the calling test when Orthanc, gcc or Orthanc's DICOMweb plugin is not installed."""
+    require_orthanc()
+    if not DICOMWEB_PLUGIN.is_file():
+        pytest.skip(
+            f"Orthanc's DICOMweb plugin is not installed at {DICOMWEB_PLUGIN} "
+            "(run scripts/system-deps test)"
+        )
+
+
 def build_shim(folder: Path) -> Path:
     """Compile ``loopback_bind.c`` into ``folder`` and return the shared library's path."""
     library = folder / "loopback_bind.so"
@@ -168,14 +182,21 @@ def orthanc_configuration(
     dicom_port: int,
     http_port: int,
     modalities: Mapping[str, Modality],
+    dicomweb: bool = False,
 ) -> dict[str, Any]:
-    """Return the configuration of a test Orthanc whose files all live in ``folder``."""
+    """Return the configuration of a test Orthanc whose files all live in ``folder``.
+
+    With ``dicomweb``, Orthanc loads its DICOMweb plugin and serves DICOMweb under
+    ``DICOMWEB_ROOT``.
+    """
     storage = folder / "storage"
+    plugins = [str(DICOMWEB_PLUGIN)] if dicomweb else []
     return {
         "Name": f"test-{ae_title}",
         "StorageDirectory": str(storage),
         "IndexDirectory": str(storage),
-        "Plugins": [],
+        "Plugins": plugins,
+        "DicomWeb": {"Enable": dicomweb, "Root": DICOMWEB_ROOT},
         "HttpServerEnabled": True,
         "HttpPort": http_port,
         "RemoteAccessAllowed": False,
@@ -220,6 +241,7 @@ def start_orthanc(
     ae_title: str = DEFAULT_AE_TITLE,
     shim: Path | None = None,
     environment: Mapping[str, str] | None = None,
+    dicomweb: bool = False,
 ) -> Orthanc:
     """Start Orthanc with its configuration, storage and log in ``folder``.
 
@@ -230,7 +252,9 @@ def start_orthanc(
     folder.mkdir(parents=True, exist_ok=True)
     library = shim if shim is not None else build_shim(folder)
     dicom_port, http_port = free_port(), free_port()
-    configuration = orthanc_configuration(folder, ae_title, dicom_port, http_port, modalities or {})
+    configuration = orthanc_configuration(
+        folder, ae_title, dicom_port, http_port, modalities or {}, dicomweb
+    )
     config_path = folder / "orthanc.json"
     config_path.write_text(json.dumps(configuration, indent=2))
     log = (folder / "orthanc.log").open("wb")
@@ -259,9 +283,10 @@ def running_orthanc(
     folder: Path,
     modalities: Mapping[str, Modality] | None = None,
     ae_title: str = DEFAULT_AE_TITLE,
+    dicomweb: bool = False,
 ) -> Iterator[Orthanc]:
     """Run Orthanc for the duration of the block, as ``start_orthanc`` starts it."""
-    orthanc = start_orthanc(folder, modalities, ae_title)
+    orthanc = start_orthanc(folder, modalities, ae_title, dicomweb=dicomweb)
     try:
         yield orthanc
     finally:

@@ -7,7 +7,7 @@ import signal
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -731,6 +731,121 @@ def stats(
 ) -> None:
     """Count the studies, series, instances and bytes in the index, per site, modality or day."""
     run_stats(site, parse_since(since), by, json_lines, data_dir, from_env)
+
+
+def _parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    for pattern in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(value, pattern).date()
+        except ValueError:
+            continue
+    raise typer.BadParameter(f"{value!r} is not a date; give YYYY-MM-DD or YYYYMMDD")
+
+
+@app.command("import")
+def import_(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="File, folder (read recursively) or ZIP file of DICOM files."),
+    ] = None,
+    from_dicomweb: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Import the studies of this DICOMweb service root."),
+    ] = None,
+    from_dimse: Annotated[
+        str | None,
+        typer.Option(metavar="AE@HOST:PORT", help="Import the studies of this DICOM peer."),
+    ] = None,
+    study: Annotated[
+        list[str] | None,
+        typer.Option(help="Import only this Study Instance UID; may be given more than once."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only studies of this StudyDate or later (YYYY-MM-DD).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only studies of this StudyDate or earlier (YYYY-MM-DD).")
+    ] = None,
+    patient_id: Annotated[
+        str | None, typer.Option(help="Only the studies of this Patient ID.")
+    ] = None,
+    calling_ae: Annotated[
+        str,
+        typer.Option(
+            callback=_check_ae_title,
+            help="AE title of the import with --from-dimse, and the C-MOVE destination.",
+        ),
+    ] = "CIRRUS-IMPORT",
+    port: Annotated[
+        int,
+        typer.Option(
+            min=1, max=65535, help="Port of the Storage SCP on 127.0.0.1 that receives C-MOVE."
+        ),
+    ] = 11113,
+    get: Annotated[
+        bool, typer.Option("--get", help="Retrieve with C-GET instead of C-MOVE.")
+    ] = False,
+    site: Annotated[
+        str, typer.Option(callback=_check_site, help="Site that receives the instances.")
+    ] = "default",
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Number of files or studies imported at once.")
+    ] = 4,
+    checkpoint: CheckpointOption = None,
+    checkpoint_every: CheckpointEveryOption = 200,
+    report: Annotated[
+        Path | None,
+        typer.Option(dir_okay=False, help="Write a JSON report of every outcome to this file."),
+    ] = None,
+    json_lines: JsonOption = False,
+    data_dir: DataDirOption = Path(".cirrus"),
+    from_env: FromEnvOption = False,
+) -> None:
+    """Import DICOM instances from files, a DICOMweb service or a DICOM peer.
+
+    Each instance is checked and stored as C-STORE and STOW-RS store it. Exit status 0 when
+    every instance was stored or was a duplicate, 1 when some were rejected or failed, 2 on an
+    error, 130 on Ctrl-C.
+    """
+    from cirrus.bulk_import.command import RunOptions, SourceSpec, run_import_command
+    from cirrus.bulk_import.study_filter import StudyFilter
+
+    sources = [value for value in (path, from_dicomweb, from_dimse) if value is not None]
+    if len(sources) != 1:
+        raise typer.BadParameter("give exactly one of PATH, --from-dicomweb and --from-dimse")
+    study_filter = StudyFilter(
+        tuple(study or ()), _parse_date(since), _parse_date(until), patient_id
+    )
+    if path is not None and study_filter != StudyFilter():
+        raise typer.BadParameter(
+            "--study, --since, --until and --patient-id select studies of a remote source"
+        )
+    if from_dicomweb is not None and not from_dicomweb.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"{from_dicomweb!r} is not an http:// or https:// URL")
+    assert site is not None  # the option has a default
+    spec = SourceSpec(path, from_dicomweb, from_dimse, study_filter, calling_ae, port, get)
+    target = _import_target(data_dir, from_env)
+    options = RunOptions(site, workers, checkpoint, checkpoint_every, report, json_lines)
+    raise typer.Exit(run_import_command(spec, target, options))
+
+
+def _import_target(data_dir: Path, from_env: bool) -> Target:
+    """Return the deployment to import into, or exit with status 2 and the reason."""
+    from cirrus.local.endpoints import NoStackError
+
+    try:
+        if from_env:
+            from cirrus.operations.target import env_target
+
+            return env_target()
+        from cirrus.bulk_import.target import local_import_target
+
+        return local_import_target(data_dir)
+    except (NoStackError, ValueError) as exc:
+        typer.echo(f"cirrus import: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def _on_connection_close(event: Event) -> None:
     """
     assoc = event.assoc
     if assoc.is_acceptor and assoc.requestor.primitive is None:
-        assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
+        # mypy infers the queue's item type only in some orders of checking modules.
+        assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type, unused-ignore]
 
 
 def _on_rejected(event: Event) -> None:

@@ -1,0 +1,205 @@
+"""``cirrus import``: the source and target of a run, its output and its exit status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from rich.console import Console
+
+from cirrus.bulk_import.checkpoint import ImportCheckpoint
+from cirrus.bulk_import.outcome import PROBLEMS, Outcome
+from cirrus.bulk_import.report import ProgressDisplay, ReportFile, Summary
+from cirrus.bulk_import.run import ImportRun
+from cirrus.bulk_import.sources import Source, SourceUnavailableError, Unit, local_source
+from cirrus.bulk_import.study_filter import StudyFilter
+from cirrus.bulk_import.writer import InstanceImporter
+from cirrus.errors import StoreUnavailableError
+from cirrus.operations.checkpoint import CheckpointError
+from cirrus.operations.target import Target
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_PROBLEMS: Final = 1
+EXIT_ERROR: Final = 2
+EXIT_INTERRUPTED: Final = 130
+# Width of the output when standard output is not a terminal, which rich would make 80.
+_PIPED_WIDTH: Final = 200
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """The source of an import: exactly one of ``path``, ``dicomweb_url`` and ``dimse_peer``."""
+
+    path: Path | None = None
+    dicomweb_url: str | None = None
+    dimse_peer: str | None = None
+    study_filter: StudyFilter = field(default_factory=StudyFilter)
+    calling_ae: str = ""
+    port: int = 0
+    use_get: bool = False
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    site: str
+    workers: int
+    checkpoint: Path | None
+    checkpoint_every: int
+    report: Path | None
+    json_lines: bool
+
+
+def open_source(spec: SourceSpec) -> Source:
+    """Return the source that ``spec`` names; raise ``SourceUnavailableError`` or ``ValueError``."""
+    if spec.path is not None:
+        return local_source(spec.path)
+    if spec.dicomweb_url is not None:
+        from cirrus.bulk_import.dicomweb_source import DicomwebSource
+
+        return DicomwebSource(spec.dicomweb_url, spec.study_filter)
+    assert spec.dimse_peer is not None
+    from cirrus.bulk_import.dimse_source import DimseSource, parse_peer
+
+    source = DimseSource(
+        parse_peer(spec.dimse_peer), spec.study_filter, spec.calling_ae, spec.port, spec.use_get
+    )
+    source.start()
+    return source
+
+
+class _Output:
+    """Findings and the summary on standard output; messages and progress on standard error."""
+
+    def __init__(self, json_lines: bool) -> None:
+        self.json_lines = json_lines
+        self.console = Console(soft_wrap=True)
+        if not self.console.is_terminal:
+            self.console = Console(width=_PIPED_WIDTH, soft_wrap=True)
+        self.errors = Console(stderr=True)
+        # Worker threads print findings, and unlocked prints may interleave within a line.
+        self._lock = threading.Lock()
+
+    def finding(self, outcome: Outcome) -> None:
+        """Print a rejected or failed instance, the findings of an import."""
+        if outcome.result not in PROBLEMS:
+            return
+        with self._lock:
+            if self.json_lines:
+                print(json.dumps(outcome.to_json()), flush=True)
+            else:
+                text = f"{outcome.result.value}  {outcome.name}  {outcome.reason}"
+                self.console.print(text, markup=False, highlight=False)
+
+    def error(self, message: str) -> None:
+        self.errors.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def run_import_command(spec: SourceSpec, target: Target, options: RunOptions) -> int:
+    """Import from ``spec`` into the site ``options.site`` of ``target``; return the exit status."""
+    output = _Output(options.json_lines)
+    try:
+        source = open_source(spec)
+    except (SourceUnavailableError, ValueError) as exc:
+        output.error(f"cirrus import: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        output.error("cirrus import: interrupted")
+        return EXIT_INTERRUPTED
+    try:
+        return _run(source, target, options, output)
+    except KeyboardInterrupt:
+        # Ctrl-C while a remote source lists its studies, before anything is imported.
+        output.error("cirrus import: interrupted")
+        return EXIT_INTERRUPTED
+    finally:
+        source.close()
+
+
+def _run(source: Source, target: Target, options: RunOptions, output: _Output) -> int:
+    scope = f"{source.description} into site {options.site} of {target.name}"
+    resume = (
+        f"; run again with --checkpoint {options.checkpoint} to continue"
+        if options.checkpoint
+        else ""
+    )
+    try:
+        checkpoint = ImportCheckpoint(
+            options.checkpoint, scope, source.order, options.checkpoint_every
+        )
+        units, total = _list_units(source, output)
+    except (CheckpointError, SourceUnavailableError) as exc:
+        output.error(f"cirrus import: {exc}")
+        return EXIT_ERROR
+    report = ReportFile(options.report)
+    importer = InstanceImporter(target.services.store, target.services.claims, options.site)
+    display = ProgressDisplay(output.errors, not options.json_lines and output.errors.is_terminal)
+
+    def on_outcome(outcome: Outcome) -> None:
+        report.add(outcome)
+        output.finding(outcome)
+        display.advance(outcome)
+
+    run = ImportRun(source, importer, checkpoint, options.workers, on_outcome)
+    started, start_time = datetime.now(UTC), time.monotonic()
+    error, status, complete = "", EXIT_OK, False
+    try:
+        with display.show(f"import: {source.description}", total):
+            run.run(units)
+        complete = True
+    except KeyboardInterrupt:
+        error, status = f"interrupted{resume}", EXIT_INTERRUPTED
+    except (StoreUnavailableError, SourceUnavailableError, CheckpointError) as exc:
+        error, status = f"{exc}{resume}", EXIT_ERROR
+    if error:
+        output.error(f"cirrus import: {error}")
+    summary = Summary(
+        source=source.description,
+        target=target.name,
+        site=options.site,
+        started=started,
+        seconds=time.monotonic() - start_time,
+        totals=dict(checkpoint.state.counts),
+        total_bytes=checkpoint.state.bytes_imported,
+        this_run=run.this_run,
+        complete=complete,
+        resumed=checkpoint.resumed_from_file,
+        workers=options.workers,
+        interrupted=status == EXIT_INTERRUPTED,
+        error=error,
+    )
+    report.write(summary.to_json())
+    if complete:
+        checkpoint.complete()
+    if output.json_lines:
+        print(json.dumps({"summary": summary.to_json()}), flush=True)
+    else:
+        summary.print(output.console)
+    if status != EXIT_OK:
+        return status
+    problems = any(checkpoint.state.counts.get(result.value) for result in PROBLEMS)
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+def _list_units(source: Source, output: _Output) -> tuple[Iterator[Unit], int | None]:
+    """Return the units of ``source`` and the number of instances they contain, when known.
+
+    A folder or ZIP is counted first, which a walk of the folder costs. The studies of a
+    remote source are listed whole, so that a failed search ends the run before it starts.
+    """
+    count = getattr(source, "count", None)
+    if callable(count):
+        total = count() if output.errors.is_terminal and not output.json_lines else None
+        return source.units(), total
+    units = list(source.units())
+    known = [unit.instances for unit in units]
+    total = None if any(n is None for n in known) else sum(n or 0 for n in known)
+    return iter(units), total

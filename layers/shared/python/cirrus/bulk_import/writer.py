@@ -1,0 +1,179 @@
+"""Import one instance through the archive's write path, and classify what happened.
+
+An instance is checked as C-STORE and STOW-RS check it (``cirrus.archive``). Its SOP Instance
+UID is claimed for its storage key and it is written to the object store, whose notification
+makes ingest index it. The archive's duplicate policy holds. An instance stored already under
+the same key with the same bytes is a duplicate and is not written again. One with other bytes
+replaces the stored one. One whose SOP Instance UID is stored under other study or series UIDs
+is rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from pydicom.uid import MediaStorageDirectoryStorage
+
+from cirrus.archive import (
+    CheckedInstance,
+    archive_file,
+    archive_instance,
+    check_header,
+    check_instance,
+    check_size,
+)
+from cirrus.bulk_import.outcome import Outcome, Result
+from cirrus.dicom.instance import InstanceHeader, parse_instance
+from cirrus.errors import ConflictError, InvalidInstanceError, NotFoundError
+from cirrus.index.claims import InstanceClaims
+from cirrus.storage.objects import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+# A Part 10 file has a 128-byte preamble and then the prefix "DICM" (PS3.10 7.1).
+_PREAMBLE_BYTES: Final = 128
+_PREFIX: Final = b"DICM"
+_COMPARE_CHUNK_BYTES: Final = 8 * 1024 * 1024
+_KEY_LOCKS: Final = 256
+NOT_PART10: Final = "not a DICOM Part 10 file: no DICM prefix after the 128-byte preamble"
+DICOMDIR: Final = "DICOMDIR: a media directory, not an instance"
+
+
+class InstanceImporter:
+    """Imports instances into the archive of one site; shared by the import's worker threads."""
+
+    def __init__(self, store: ObjectStore, claims: InstanceClaims | None, site: str) -> None:
+        self._store = store
+        self._claims = claims
+        self.site = site
+        # Two files of one instance in a source would otherwise both find no object and both
+        # count as stored. A key's check and write run under the lock that its hash selects.
+        self._key_locks = [threading.Lock() for _ in range(_KEY_LOCKS)]
+
+    def import_file(self, path: Path, name: str) -> Outcome:
+        """Import the file ``path``, which the report calls ``name``.
+
+        A file that is not Part 10 DICOM, or is a DICOMDIR, is skipped. Raises
+        ``StoreUnavailableError`` when the object store or the index fail.
+        """
+        with path.open("rb") as file:
+            start = file.read(_PREAMBLE_BYTES + len(_PREFIX))
+        if start[_PREAMBLE_BYTES:] != _PREFIX:
+            return Outcome(name, Result.SKIPPED, NOT_PART10, path.stat().st_size)
+        # Imported here: the gateway's modules load pynetdicom, which a folder import needs
+        # for nothing else.
+        from cirrus.gateway.spool import read_spooled_header
+
+        try:
+            header, size = read_spooled_header(path)
+        except InvalidInstanceError as exc:
+            return Outcome(name, Result.REJECTED, str(exc), path.stat().st_size)
+        except Exception as exc:  # noqa: BLE001 - any parser error rejects this file only
+            reason = f"data set could not be parsed: {type(exc).__name__}"
+            return Outcome(name, Result.REJECTED, reason, path.stat().st_size)
+        if _is_dicomdir(header):
+            return Outcome(name, Result.SKIPPED, DICOMDIR, size)
+        try:
+            check_size(size)
+            checked = check_header(header, self.site)
+        except InvalidInstanceError as exc:
+            return Outcome(name, Result.REJECTED, str(exc), size)
+        return self._write(name, checked, size, path=path)
+
+    def import_bytes(self, data: bytes, name: str) -> Outcome:
+        """Import the Part 10 object ``data`` that a remote source sent.
+
+        Bytes that are not a Part 10 instance, or are a DICOMDIR, are rejected, because the
+        source announced them as an instance. Raises ``StoreUnavailableError`` as
+        ``import_file`` does.
+        """
+        if data[_PREAMBLE_BYTES : _PREAMBLE_BYTES + len(_PREFIX)] != _PREFIX:
+            return Outcome(name, Result.REJECTED, NOT_PART10, len(data))
+        try:
+            header = parse_instance(data)
+            if _is_dicomdir(header):
+                return Outcome(name, Result.REJECTED, DICOMDIR, len(data))
+            checked = check_instance(data, self.site, header)
+        except InvalidInstanceError as exc:
+            return Outcome(name, Result.REJECTED, str(exc), len(data))
+        except Exception as exc:  # noqa: BLE001 - any parser error rejects this instance only
+            reason = f"data set could not be parsed: {type(exc).__name__}"
+            return Outcome(name, Result.REJECTED, reason, len(data))
+        return self._write(name, checked, len(data), data=data)
+
+    def _write(
+        self,
+        name: str,
+        checked: CheckedInstance,
+        size: int,
+        path: Path | None = None,
+        data: bytes | None = None,
+    ) -> Outcome:
+        key = checked.key.object_key
+        with self._key_locks[hash(key) % _KEY_LOCKS]:
+            return self._write_locked(name, checked, size, path, data)
+
+    def _write_locked(
+        self,
+        name: str,
+        checked: CheckedInstance,
+        size: int,
+        path: Path | None,
+        data: bytes | None,
+    ) -> Outcome:
+        key = checked.key.object_key
+        existing = self._stored_size(key)
+        if existing == size and self._same_content(key, _chunks(path, data)):
+            return Outcome(name, Result.DUPLICATE, size=size, object_key=key)
+        try:
+            if path is not None:
+                archive_file(self._store, path, checked, self._claims)
+            else:
+                assert data is not None
+                archive_instance(self._store, self.site, data, checked, self._claims)
+        except ConflictError as exc:
+            return Outcome(name, Result.REJECTED, str(exc), size, key)
+        except InvalidInstanceError as exc:
+            return Outcome(name, Result.REJECTED, str(exc), size, key)
+        result = Result.STORED if existing is None else Result.REPLACED
+        return Outcome(name, result, size=size, object_key=key)
+
+    def _stored_size(self, key: str) -> int | None:
+        try:
+            return self._store.size(key)
+        except NotFoundError:
+            return None
+
+    def _same_content(self, key: str, chunks: Iterator[bytes]) -> bool:
+        """Tell whether object ``key`` has the bytes of ``chunks``, read in ranges.
+
+        The ETag is no content hash for an object encrypted with SSE-KMS, so the bytes are
+        compared.
+        """
+        offset = 0
+        for chunk in chunks:
+            stored, _ = self._store.get_range(key, offset, offset + len(chunk))
+            if stored != chunk:
+                return False
+            offset += len(chunk)
+        return True
+
+
+def _chunks(path: Path | None, data: bytes | None) -> Iterator[bytes]:
+    if data is not None:
+        for start in range(0, len(data), _COMPARE_CHUNK_BYTES):
+            yield data[start : start + _COMPARE_CHUNK_BYTES]
+        return
+    assert path is not None
+    with path.open("rb") as file:
+        while chunk := file.read(_COMPARE_CHUNK_BYTES):
+            yield chunk
+
+
+def _is_dicomdir(header: InstanceHeader) -> bool:
+    sop_class = header.file_meta.get("MediaStorageSOPClassUID", "")
+    return str(sop_class) == MediaStorageDirectoryStorage
