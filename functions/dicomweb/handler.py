@@ -64,7 +64,7 @@ def dicomweb_services(services: Services) -> DicomwebServices:
         claims=services.claims,
         cors_origins=services.settings.cors_origins,
         bundles=MetadataBundles(services.index_model, services.store),
-        deleter=IndexDeleter(services.index_model),
+        deleter=IndexDeleter(services.index_model, services.change_feed),
         audit=services.audit,
         transfers=TransferStore(
             services.clients.s3,
@@ -78,6 +78,8 @@ def dicomweb_services(services: Services) -> DicomwebServices:
             else None
         ),
         access=access,
+        events=services.events,
+        changes=services.change_reader,
     )
 
 
