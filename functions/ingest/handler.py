@@ -82,7 +82,8 @@ def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str,
 
 
 def _first_receive(record: SQSRecord) -> bool:
-    return str(record.attributes.approximate_receive_count or "1") == "1"
+    attributes = record.raw_event.get("attributes") or {}
+    return str(attributes.get("ApproximateReceiveCount") or "1") == "1"
 
 
 def _object_events_of(event: dict[str, Any]) -> list[ObjectEvent]:

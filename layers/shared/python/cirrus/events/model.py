@@ -22,7 +22,7 @@ INSTANCE_REJECTED: Final = "InstanceRejected"
 STUDY_STABLE: Final = "StudyStable"
 DETAIL_TYPES: Final = (INSTANCE_STORED, INSTANCE_DELETED, INSTANCE_REJECTED, STUDY_STABLE)
 # A rejection's reason is cut to this many characters.
-MAX_REASON_LENGTH: Final = 256
+MAX_REASON_LENGTH: Final = 1024
 
 
 @dataclass(frozen=True)
