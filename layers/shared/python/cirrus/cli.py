@@ -592,9 +592,7 @@ def events(
 
     selection = EventFilter(site=site, detail_type=detail_type)
     try:
-        print_events(
-            data_dir, selection, follow, json_lines, typer.echo, lambda m: typer.echo(m, err=True)
-        )
+        print_events(data_dir, selection, follow, json_lines, typer.echo, _warn)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -633,17 +631,20 @@ def changes(
         typer.echo("cirrus changes: this deployment has no changes table", err=True)
         raise typer.Exit(2)
     feed_site = site or target.services.settings.default_site
-    warn = lambda message: typer.echo(message, err=True)  # noqa: E731
     try:
         cursor = print_changes(
-            reader, feed_site, since, limit, follow, interval, json_lines, typer.echo, warn
+            reader, feed_site, since, limit, follow, interval, json_lines, typer.echo, _warn
         )
     except StoreUnavailableError as exc:
-        warn(f"cirrus changes: {exc}")
+        _warn(f"cirrus changes: {exc}")
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    warn(f"cursor {cursor}; continue with --since {cursor}")
+    _warn(f"cursor {cursor}; continue with --since {cursor}")
+
+
+def _warn(message: str) -> None:
+    typer.echo(message, err=True)
 
 
 if __name__ == "__main__":
