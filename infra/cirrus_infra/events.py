@@ -2,7 +2,7 @@
 
 - The custom event bus ``{deployment}-events`` is encrypted with the data key and archives
   every Cirrus event for ``ARCHIVE_RETENTION``, so a consumer that was down can replay them.
-- The changes table holds each site's change feed and the arrival record of each study
+- The changes table contains each site's change feed and the arrival record of each study
   (``cirrus.events.tables``), encrypted with the data key, with point-in-time recovery and in
   the backup plan.
 - The stable queue carries the delayed StudyStable checks, which the stable function runs.
@@ -57,7 +57,7 @@ STABLE_AFTER_CONTEXT_KEY: Final = "stable-after-seconds"
 ARCHIVE_RETENTION: Final = Duration.days(30)
 STABLE_MAX_RECEIVES: Final = 5
 DEAD_LETTER_RETENTION: Final = Duration.days(14)
-# A check reads two items and writes one; a few conflicting retries fit easily.
+# A check reads two items and writes one, so a few retries after conflicts fit easily.
 FUNCTION_TIMEOUT: Final = Duration.seconds(30)
 # AWS recommends a queue visibility timeout of at least 6 times the consumer's timeout.
 STABLE_VISIBILITY_TIMEOUT: Final = Duration.seconds(6 * 30)

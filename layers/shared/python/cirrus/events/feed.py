@@ -8,7 +8,7 @@ using (the index write found the instance indexed already, or failed) is written
 A writer that crashes leaves its number unwritten for good.
 
 Reading. ``ChangeReader.read`` returns the changes after a cursor in order and stops before
-a gap in the numbers, unless the gap is older than ``GAP_GRACE_SECONDS``; then it is skipped.
+a gap in the numbers, unless the gap is older than ``GAP_GRACE_SECONDS``, which it skips.
 Every number below a change was handed out before that change's own number, so the gap is at
 least as old as the change that follows it; a gap at the end of the feed is at least as old
 as the counter's last allocation. A writer never saves a change more than

@@ -28,7 +28,7 @@ RETRY_DELAYS_SECONDS: Final = (0.1, 0.4, 1.6)
 
 
 class Publisher(Protocol):
-    """Where the archive sends its events."""
+    """The destination of the archive's events."""
 
     def publish(self, events: Sequence[CirrusEvent]) -> int: ...
 
@@ -62,7 +62,14 @@ class EventPublisher:
         """Send ``events``; return how many were accepted by EventBridge."""
         accepted = 0
         for start in range(0, len(events), MAX_ENTRIES):
-            accepted += self._send_batch(list(events[start : start + MAX_ENTRIES]))
+            batch = list(events[start : start + MAX_ENTRIES])
+            try:
+                accepted += self._send_batch(batch)
+            except Exception:
+                # A bug here must not fail the store or delete that the events report.
+                logger.exception("events not sent", extra={"events": len(batch)})
+                with self._lock:
+                    self.failed += len(batch)
         return accepted
 
     def _send_batch(self, events: list[CirrusEvent]) -> int:
@@ -84,7 +91,7 @@ class EventPublisher:
                 for event, result in zip(pending, results, strict=False)
                 if result.get("ErrorCode")
             ]
-            # An answer with fewer results than entries leaves the rest unconfirmed.
+            # A response with fewer results than entries leaves the rest unconfirmed.
             failed += [(event, {}) for event in pending[len(results) :]]
             if not failed:
                 pending = []

@@ -4,8 +4,8 @@ Each arrival sets the study's ``last_arrival`` in its arrival record (``cirrus.e
 and marks a check as pending. The arrival that finds no check pending sends one to the stable
 queue, delayed by the quiet period (SQS delays a message by 15 minutes at most). The checker
 (the stable Lambda on AWS, a poller in the local stack) reads the record when the message
-arrives: if the quiet period has not passed since the last arrival, it queues the check again
-for the rest; otherwise it clears ``pending`` with a write conditional on the arrival it read,
+arrives. If the quiet period has not passed since the last arrival, it queues the check again
+for the rest. Otherwise it clears ``pending`` with a write conditional on the arrival it read,
 and the one checker whose write succeeds sends StudyStable. A redelivered message then finds
 nothing pending and does nothing, and an instance that arrives later starts a new quiet period
 and so a new StudyStable.
@@ -109,8 +109,8 @@ class ArrivalTracker:
         record = model(arrival_pk(site, study), 0)
         actions = [model.last_arrival.set(now), model.arrivals.add(count), model.pending.set(1)]
         try:
-            # Model.update returns the new item only; the old one tells whether a check was
-            # pending, so the update goes through the model's connection (pynamodb 6.1).
+            # Model.update returns the new item only, but the old one shows whether a check
+            # was pending, so the update goes through the model's connection (pynamodb 6.1).
             hash_key, range_key = record._get_hash_range_key_serialized_values()
             old = record._get_connection().update_item(
                 hash_key, range_key=range_key, actions=actions, return_values="ALL_OLD"

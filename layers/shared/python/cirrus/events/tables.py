@@ -77,7 +77,7 @@ def _meta(settings: Settings) -> type:
         "billing_mode": "PAY_PER_REQUEST",
         "connect_timeout_seconds": 5,
         "read_timeout_seconds": 10,
-        "max_retry_attempts": 3,
+        "max_retry_attempts": 5,
     }
     if settings.endpoint_url:
         attrs["host"] = settings.endpoint_url

@@ -134,10 +134,12 @@ class IndexWriter:
         """
         instance = self._instance_record(obj, metadata)
         version = version or uuid.uuid4().hex
-        ticket = self._take_numbers(obj.key.site, 1)
+        ticket: Ticket | None = None
         try:
             for _ in range(_ATTEMPTS):
                 study = get_record(self._model, instance.pk, STUDY, consistent_read=True)
+                if ticket is None:
+                    ticket = self._take_numbers(obj.key.site, 1)
                 ticket, change = self._changes_of(ticket, [(obj, metadata)])
                 if self._add_to_existing_series(instance, obj, metadata, version, study, change):
                     self._note_written(ticket)

@@ -51,7 +51,7 @@ class EventJournalWriter:
 
 @dataclass(frozen=True)
 class EventFilter:
-    """Which journal entries to show: all, or those of one site and one detail type."""
+    """A selection of journal entries: all, or those of one site and one detail type."""
 
     site: str | None = None
     detail_type: str | None = None

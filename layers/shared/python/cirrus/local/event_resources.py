@@ -1,8 +1,9 @@
 """Creates on moto the resources of events and the change feed that the CDK stack defines.
 
-Besides the stack's own (the changes table, the event bus, the stable queue and its
-dead-letter queue), the local stack has a rule that sends every Cirrus event on the bus to
-the journal queue, which it drains into a file of the data folder (``cirrus.local.event_journal``).
+Besides the resources of the CDK stack (the changes table, the event bus, the stable queue and
+its dead-letter queue), the local stack has a rule that sends every Cirrus event on the bus to
+the journal queue. The stack drains that queue into a file of the data folder
+(``cirrus.local.event_journal``).
 """
 
 from __future__ import annotations
