@@ -19,6 +19,7 @@ from pydicom.uid import generate_uid
 
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.e2e.test_delete_restart import _store
+from tests.e2e.test_operations_cli import _datasets
 from tests.gateway.scu import run_dcmtk, storescu
 from tests.pydicom_files import bundled
 
@@ -72,29 +73,13 @@ def _changes(stack: RunningStack, since: int = 0) -> list[dict[str, Any]]:
 
 
 def _study_files(folder: Path, count: int) -> tuple[str, list[Path]]:
-    study, series = generate_uid(), generate_uid()
+    datasets = _datasets(count)
     paths = []
-    for _ in range(count):
-        ds = pydicom.dcmread(bundled("CT_small.dcm"))
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for ds in datasets:
         path = folder / f"{ds.SOPInstanceUID}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
-    return study, paths
-
-
-def _datasets(count: int) -> list[pydicom.Dataset]:
-    study, series = generate_uid(), generate_uid()
-    datasets = []
-    for _ in range(count):
-        ds = pydicom.dcmread(bundled("CT_small.dcm"))
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        datasets.append(ds)
-    return datasets
+    return datasets[0].StudyInstanceUID, paths
 
 
 def _page(stack: RunningStack, since: int, limit: int) -> dict[str, Any]:
