@@ -121,21 +121,25 @@ class IndexDeleter:
         Instance UID is released first, so that no crash leaves a claim without a record.
         """
         self.release_claim(instance.key)
-        changes = self._changes
-        ticket = changes.allocate(instance.key.site) if changes is not None else None
-        try:
-            change = []
-            if changes is not None and ticket is not None:
-                change = [changes.change(ticket, 0, "deleted", instance.key)]
-            removed = self._remove_record(instance, change)
-            if removed and changes is not None and ticket is not None:
-                changes.written(ticket, [0])
-        finally:
-            if changes is not None and ticket is not None:
-                changes.void(ticket)
+        removed = self._remove_with_change(instance)
         if not removed:
             self._restore_claim(instance.key)
         return removed
+
+    def _remove_with_change(self, instance: IndexedInstance) -> bool:
+        """Remove the record, with its ``deleted`` change of the feed when there is a feed."""
+        changes = self._changes
+        if changes is None:
+            return self._remove_record(instance, [])
+        ticket = changes.allocate(instance.key.site)
+        try:
+            change = changes.change(ticket, 0, "deleted", instance.key)
+            removed = self._remove_record(instance, [change])
+            if removed:
+                changes.written(ticket, [0])
+            return removed
+        finally:
+            changes.void(ticket)
 
     def _remove_record(self, instance: IndexedInstance, change: list[tuple[Any, Any]]) -> bool:
         model = self._model

@@ -78,7 +78,7 @@ METADATA_SUFFIX: Final = ".metadata.json.zz"
 _ATTEMPTS: Final = 4
 # The maximum number of instances that ``put_new_instances`` writes in one transaction. Each
 # takes three of the 100 items that DynamoDB allows in a transaction: its record, its claim and
-# its change of the feed; the series, the study and its modality markers take the rest.
+# its change of the feed. The series, the study and its modality markers take the rest.
 MAX_BATCH_INSTANCES: Final = 28
 _SOP_CLASS_UID: Final = "00080016"
 _MODALITY: Final = "00080060"
