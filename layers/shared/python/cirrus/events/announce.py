@@ -62,7 +62,11 @@ class BatchAnnouncer:
         """Record the arrivals and publish the events; never raises."""
         if self.arrivals is not None:
             for (site, study), count in self.studies.items():
-                self.arrivals.arrived(site, study, count)
+                try:
+                    self.arrivals.arrived(site, study, count)
+                except Exception:
+                    # The batch is indexed already, and a retry of it would not record this.
+                    logger.exception("study arrival not recorded", extra={"study": study})
         if self.events:
             self.publisher.publish(self.events)
         self.events = []
