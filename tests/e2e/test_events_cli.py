@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 import requests
 from pydicom.uid import generate_uid
 
+from cirrus.dicomweb.multipart import Part, build_multipart_related
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.e2e.test_delete_restart import _store
 from tests.e2e.test_operations_cli import _datasets
@@ -215,3 +217,25 @@ def test_events_follow_prints_new_events(stack: RunningStack) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
+
+
+def test_rejected_stow_part_event(stack: RunningStack) -> None:
+    [ds] = _datasets(1)
+    del ds.PixelData
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    body, content_type = build_multipart_related(
+        [Part(buffer.getvalue(), content_type="application/dicom")], "application/dicom"
+    )
+    response = requests.post(
+        f"{stack.dicomweb_url}/studies",
+        data=body,
+        headers={"Content-Type": content_type},
+        timeout=30,
+    )
+    assert response.status_code == 409
+    events = _wait_for_event(stack, "InstanceRejected", ds.SOPInstanceUID)
+    [rejected] = [e["detail"] for e in events if ds.SOPInstanceUID in json.dumps(e)]
+    assert rejected["transport"] == "STOW-RS"
+    assert rejected["status"] == "0xA900"
+    assert rejected["site"] == "default"
