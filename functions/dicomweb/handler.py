@@ -66,7 +66,7 @@ def dicomweb_services(services: Services) -> DicomwebServices:
         claims=services.claims,
         cors_origins=services.settings.cors_origins,
         bundles=MetadataBundles(services.index_model, services.store),
-        deleter=IndexDeleter(services.index_model),
+        deleter=IndexDeleter(services.index_model, services.change_feed),
         audit=services.audit,
         transfers=TransferStore(
             services.clients.s3,
@@ -80,6 +80,8 @@ def dicomweb_services(services: Services) -> DicomwebServices:
             else None
         ),
         access=access,
+        events=services.events,
+        changes=services.change_reader,
     )
 
 

@@ -26,7 +26,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from cirrus.config import Settings
 from cirrus.dicomweb.bundle_refresh import BundleRefresher, RefreshRequest
 from cirrus.dicomweb.bundles import MetadataBundles
-from cirrus.errors import CirrusError
+from cirrus.errors import CirrusError, InvalidInstanceError
+from cirrus.events.announce import BatchAnnouncer
 from cirrus.ingest import BatchIngest, ObjectEvent
 from cirrus.lambda_metrics import record_ingest
 from cirrus.notifications import object_events
@@ -51,6 +52,7 @@ def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str,
     refresher = _refresher_for(services)
     batch = BatchIngest(services.store, services.index_writer, refresher)
     batch.run(_object_events_of(event))
+    announcer = BatchAnnouncer(services.events, services.arrivals)
 
     def record_handler(record: SQSRecord) -> None:
         request = RefreshRequest.from_body(record.body)
@@ -59,18 +61,30 @@ def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str,
             return
         for obj in object_events(record.body):
             try:
-                batch.ingest(obj)
+                outcome = batch.ingest(obj)
             except (CirrusError, ValueError) as exc:
                 logger.warning(
                     "object not indexed",
                     extra={"object_key": obj.key, "reason": str(exc), "error": type(exc).__name__},
                 )
+                # The same object fails the same way at each receive, so only the first
+                # receive announces it.
+                if isinstance(exc, InvalidInstanceError) and _first_receive(record):
+                    announcer.rejected(obj, str(exc))
                 raise
+            announcer.indexed(obj, outcome, batch.prepared(obj))
 
     # A batch whose every record failed is reported like any other, not raised: Lambda's
     # ReportBatchItemFailures then retries just those records.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return dict(process_partial_response(event, record_handler, processor, context))
+    response = dict(process_partial_response(event, record_handler, processor, context))
+    announcer.send()
+    return response
+
+
+def _first_receive(record: SQSRecord) -> bool:
+    attributes = record.raw_event.get("attributes") or {}
+    return str(attributes.get("ApproximateReceiveCount") or "1") == "1"
 
 
 def _object_events_of(event: dict[str, Any]) -> list[ObjectEvent]:

@@ -9,8 +9,9 @@ from aws_cdk import App, CfnOutput, Stack, Validations
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
 from constructs import Construct
 
-from cirrus.config import DEFAULT_DEPLOYMENT, ResourceNames
+from cirrus.config import DEFAULT_DEPLOYMENT, DEFAULT_STABLE_AFTER_SECONDS, ResourceNames
 from cirrus_infra.dicomweb import ACCESS_CONTEXT_KEY, DicomwebApi, read_access_context
+from cirrus_infra.events import STABLE_AFTER_CONTEXT_KEY, Events
 from cirrus_infra.gateway import DICOM_PORT, MIN_TASKS, TLS_PORT, Gateway
 from cirrus_infra.ingest import IngestFunction
 from cirrus_infra.layers import Layers
@@ -82,6 +83,30 @@ class CirrusStack(Stack):
         self.monitoring.add_gateway(
             self.gateway.service, self.gateway.dicom_target_group, desired_count=MIN_TASKS
         )
+        self.events = Events(
+            self,
+            "Events",
+            names=names,
+            storage=self.storage,
+            network=self.network,
+            layers=self.layers,
+            stable_after_seconds=int(
+                self.node.try_get_context(STABLE_AFTER_CONTEXT_KEY) or DEFAULT_STABLE_AFTER_SECONDS
+            ),
+        )
+        self.events.connect_ingest(self.ingest.function, self.ingest.policy)
+        self.events.connect_dicomweb(self.dicomweb.function, self.dicomweb.policy)
+        self.events.connect_gateway(self.gateway.task_policy)
+        self.events.add_alarms(
+            self.monitoring.topic,
+            [
+                self.ingest.log_group,
+                self.dicomweb.log_group,
+                self.events.log_group,
+                self.gateway.log_group,
+            ],
+        )
+        self.monitoring.add_function(self.events.function, "stable")
 
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "TableName", value=self.storage.table.table_name)
@@ -99,6 +124,8 @@ class CirrusStack(Stack):
         CfnOutput(self, "ViewerUserPoolId", value=self.viewer.user_pool.user_pool_id)
         CfnOutput(self, "ViewerClientId", value=self.viewer.client.user_pool_client_id)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+        CfnOutput(self, "EventBusName", value=self.events.bus.event_bus_name)
+        CfnOutput(self, "ChangesTableName", value=self.events.table.table_name)
 
     def _retention(self, names: ResourceNames) -> RetentionSchedule | None:
         """Return the daily retention function when the lifecycle rules give a retention."""

@@ -129,6 +129,7 @@ def component(stack: CirrusStack, name: str) -> Any:
         "ingest": stack.ingest,
         "dicomweb": stack.dicomweb,
         "pixel": stack.dicomweb.pixels,
+        "stable": stack.events,
     }
     return components[name]
 
@@ -179,6 +180,21 @@ def via(*services: str) -> dict[str, Any]:
 
 def statement(actions: list[str], resources: list[Any], condition: Any = None) -> dict[str, Any]:
     return {"Action": sorted(actions), "Resource": resources, "Condition": condition}
+
+
+def events_environment(stack: CirrusStack) -> dict[str, Any]:
+    """Return the settings of the event bus, the change feed and StudyStable."""
+    events = stack.events
+    return {
+        ENV["changes_table"]: {"Ref": logical_id(stack, events.table)},
+        ENV["event_bus"]: {"Ref": logical_id(stack, events.bus)},
+        ENV["stable_queue"]: {"Fn::GetAtt": [logical_id(stack, events.queue), "QueueName"]},
+        ENV["stable_after_seconds"]: "120",
+    }
+
+
+def put_events_statement(stack: CirrusStack) -> dict[str, Any]:
+    return statement(["events:PutEvents"], [arn_of(stack, stack.events.bus)])
 
 
 def common_statements(stack: CirrusStack, name: str) -> list[dict[str, Any]]:
@@ -386,6 +402,8 @@ def test_function_environment(resources: dict[str, Any], stack: CirrusStack, nam
     if name == "pixel":
         # Forwarded requests are counted once, by the DICOMweb function.
         expected[REQUEST_METRICS_VARIABLE] = "false"
+    if name in ("ingest", "dicomweb"):
+        expected.update(events_environment(stack))
     if name != "ingest":
         # Without the access context value, only the viewer's group may read.
         role = logical_id(stack, stack.viewer.group_roles["site-default"])
@@ -538,6 +556,13 @@ def test_ingest_role_statements(resources: dict[str, Any], stack: CirrusStack) -
         ),
         statement(["sqs:SendMessage"], [arn_of(stack, storage.dead_letter_queue)]),
         statement(DATA_KEY_ACTIONS, [arn_of(stack, storage.key)], via("s3", "sqs", "dynamodb")),
+        # The change feed and the arrival records, the first StudyStable check, and events.
+        statement(
+            ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+            [arn_of(stack, stack.events.table)],
+        ),
+        statement(["sqs:GetQueueUrl", "sqs:SendMessage"], [arn_of(stack, stack.events.queue)]),
+        put_events_statement(stack),
     ]
     assert statements_of(resources, stack, "ingest") == sorted(expected, key=json.dumps)
 
@@ -572,6 +597,12 @@ def test_dicomweb_role_statements(resources: dict[str, Any], stack: CirrusStack)
         statement(["dynamodb:Query"], [under(table, f"/index/{name}") for name in indexes]),
         statement(DATA_KEY_ACTIONS, [arn_of(stack, storage.key)], via("s3", "dynamodb")),
         statement(["lambda:InvokeFunction"], [arn_of(stack, stack.dicomweb.pixels.function)]),
+        # GET /changes reads the feed, and a DELETE writes its changes and sends events.
+        statement(
+            ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"],
+            [arn_of(stack, stack.events.table)],
+        ),
+        put_events_statement(stack),
     ]
     assert statements_of(resources, stack, "dicomweb") == sorted(expected, key=json.dumps)
 
@@ -659,13 +690,18 @@ def test_pixel_function_has_no_trigger(resources: dict[str, Any], stack: CirrusS
 # Ingest event source
 
 
-def test_ingest_event_source(resources: dict[str, Any], stack: CirrusStack) -> None:
-    mappings = [
+def ingest_mappings(resources: dict[str, Any], stack: CirrusStack) -> list[Any]:
+    function = {"Ref": logical_id(stack, stack.ingest.function)}
+    return [
         resource["Properties"]
         for resource in resources.values()
         if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+        and resource["Properties"]["FunctionName"] == function
     ]
-    [mapping] = mappings
+
+
+def test_ingest_event_source(resources: dict[str, Any], stack: CirrusStack) -> None:
+    [mapping] = ingest_mappings(resources, stack)
     assert mapping["FunctionName"] == {"Ref": logical_id(stack, stack.ingest.function)}
     assert mapping["EventSourceArn"] == arn_of(stack, stack.storage.ingest_queue)
     assert mapping["BatchSize"] == 10
@@ -676,11 +712,7 @@ def test_ingest_event_source(resources: dict[str, Any], stack: CirrusStack) -> N
 
 def test_ingest_concurrency_within_reserved(resources: dict[str, Any], stack: CirrusStack) -> None:
     function = function_of(resources, stack, "ingest")
-    [mapping] = [
-        resource["Properties"]
-        for resource in resources.values()
-        if resource["Type"] == "AWS::Lambda::EventSourceMapping"
-    ]
+    [mapping] = ingest_mappings(resources, stack)
     maximum = mapping["ScalingConfig"]["MaximumConcurrency"]
     assert 2 <= maximum <= function["ReservedConcurrentExecutions"]
 

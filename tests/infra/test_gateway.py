@@ -768,6 +768,8 @@ def test_task_role_permissions_exact(resources: dict[str, Any], stack: CirrusSta
         allow("dynamodb:PutItem", audit),
         allow("kms:Decrypt", key, through_s3_and_dynamodb),
         allow("kms:GenerateDataKey", key, through_s3_and_dynamodb),
+        # InstanceRejected events, on the deployment's bus only.
+        allow("events:PutEvents", {"Fn::GetAtt": [logical_id(stack, stack.events.bus), "Arn"]}),
     }  # fmt: skip
 
 

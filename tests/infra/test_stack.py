@@ -42,6 +42,8 @@ ACKNOWLEDGED_FINDINGS = {
     ("Cirrus/Storage/Archive", "HIPAA.Security-S3BucketReplicationEnabled"),
     ("Cirrus/Storage/BackupPlan/Index", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:"
      "policy/service-role/AWSBackupServiceRolePolicyForBackup]"),
+    ("Cirrus/Storage/BackupPlan/Changes", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:"
+     "policy/service-role/AWSBackupServiceRolePolicyForBackup]"),
     ("Cirrus/Dicomweb/FunctionRolePolicy", f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/sites/*]"),
     ("Cirrus/Dicomweb/FunctionRolePolicy",
      f"AwsSolutions-IAM5[Resource::{_ARCHIVE}/transfers/*]"),
@@ -434,11 +436,11 @@ def test_table_in_monthly_backup_plan(
     [rule] = plan["Properties"]["BackupPlan"]["BackupPlanRule"]
     assert rule["ScheduleExpression"] == "cron(0 3 1 * ? *)"
     assert rule["Lifecycle"] == {"DeleteAfterDays": 365}
-    [selection] = template.find_resources("AWS::Backup::BackupSelection").values()
-    resources_selected = selection["Properties"]["BackupSelection"]["Resources"]
-    assert resources_selected == [
-        arn_of(stack, stack.storage.table),
-        arn_of(stack, stack.storage.audit_table),
+    selections = template.find_resources("AWS::Backup::BackupSelection").values()
+    selected = [item["Properties"]["BackupSelection"]["Resources"] for item in selections]
+    assert sorted(selected, key=len) == [
+        [arn_of(stack, stack.events.table)],
+        [arn_of(stack, stack.storage.table), arn_of(stack, stack.storage.audit_table)],
     ]
 
 

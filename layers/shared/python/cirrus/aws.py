@@ -50,6 +50,20 @@ class AwsClients:
         return self._client("sqs")
 
     @cached_property
+    def events(self) -> Any:
+        """An EventBridge client whose retries ``cirrus.events.publisher`` makes itself."""
+        config = _CLIENT_CONFIG.merge(
+            Config(
+                connect_timeout=2,
+                read_timeout=5,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+            )
+        )
+        return self._session.client(
+            "events", endpoint_url=self._settings.endpoint_url, config=config
+        )
+
+    @cached_property
     def kms(self) -> Any:
         return self._client("kms")
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cirrus.audit import AuditAction
-from cirrus.config import DEFAULT_AE_TITLE, validate_ae_title
+from cirrus.config import DEFAULT_AE_TITLE, DEFAULT_STABLE_AFTER_SECONDS, validate_ae_title
 from cirrus.errors import StoreUnavailableError
 from cirrus.gateway.tls import DEFAULT_TLS_PORT, TLSConfig, TLSConfigError
 from cirrus.gateway.workers import MAX_WORKERS, available_cores
@@ -187,6 +187,13 @@ def dev(
             help="Rules file whose tiering rules are written to moto's bucket configuration.",
         ),
     ] = None,
+    stable_after: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Seconds without a new instance of a study before its StudyStable event.",
+        ),
+    ] = DEFAULT_STABLE_AFTER_SECONDS,
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C."""
     from cirrus.local.stack import LocalStack, LocalStackConfig, StartError
@@ -230,6 +237,7 @@ def dev(
         access_file=access,
         credentials_file=credentials,
         viewer_dir=viewer_dir if viewer_dir is not None else REPOSITORY_VIEWER_DIR,
+        stable_after_seconds=stable_after,
     )
     stack = LocalStack(config)
     try:
@@ -846,6 +854,101 @@ def _import_target(data_dir: Path, from_env: bool) -> Target:
     except (NoStackError, ValueError) as exc:
         typer.echo(f"cirrus import: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _check_detail_type(value: str | None) -> str | None:
+    from cirrus.events.model import DETAIL_TYPES
+
+    if value is not None and value not in DETAIL_TYPES:
+        raise typer.BadParameter(f"{value!r} is not an event type; use {', '.join(DETAIL_TYPES)}")
+    return value
+
+
+@app.command()
+def events(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")
+    ] = False,
+    site: Annotated[
+        str | None, typer.Option(callback=_check_site, help="Print only this site's events.")
+    ] = None,
+    detail_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            callback=_check_detail_type,
+            help="Print only events of this type: InstanceStored, InstanceDeleted, "
+            "InstanceRejected or StudyStable.",
+        ),
+    ] = None,
+    json_lines: JsonOption = False,
+    data_dir: Annotated[
+        Path,
+        typer.Option(file_okay=False, help="Data folder of the local stack whose events to print."),
+    ] = Path(".cirrus"),
+) -> None:
+    """Print the events that the local stack sent to its event bus, oldest first.
+
+    Exit status 0, or 130 when --follow ends with Ctrl-C.
+    """
+    from cirrus.events.commands import print_events
+    from cirrus.local.event_journal import EventFilter
+
+    selection = EventFilter(site=site, detail_type=detail_type)
+    try:
+        print_events(data_dir, selection, follow, json_lines, typer.echo, _warn)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def changes(
+    since: Annotated[
+        int, typer.Option(min=0, help="Cursor: print the changes numbered above it.")
+    ] = 0,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new changes until Ctrl-C.")
+    ] = False,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            callback=_check_site, help="Site whose feed to print; default the default site."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Changes read per request.")] = 100,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between reads with --follow.")
+    ] = 2.0,
+    json_lines: JsonOption = False,
+    data_dir: DataDirOption = Path(".cirrus"),
+    from_env: FromEnvOption = False,
+) -> None:
+    """Print a site's change feed in order, and on standard error the cursor to continue from.
+
+    Exit status 0, 2 on an error, 130 when --follow ends with Ctrl-C.
+    """
+    from cirrus.events.commands import print_changes
+
+    target = _operations_target("changes", data_dir, from_env)
+    reader = target.services.change_reader
+    if reader is None:
+        typer.echo("cirrus changes: this deployment has no changes table", err=True)
+        raise typer.Exit(2)
+    feed_site = site or target.services.settings.default_site
+    try:
+        cursor = print_changes(
+            reader, feed_site, since, limit, follow, interval, json_lines, typer.echo, _warn
+        )
+    except StoreUnavailableError as exc:
+        _warn(f"cirrus changes: {exc}")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    _warn(f"cursor {cursor}; continue with --since {cursor}")
+
+
+def _warn(message: str) -> None:
+    typer.echo(message, err=True)
 
 
 if __name__ == "__main__":

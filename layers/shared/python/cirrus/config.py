@@ -21,6 +21,9 @@ BULK_DATA_THRESHOLD: Final = 1024
 # The ingest queue hands a message to the dead-letter queue after this many receives.
 INGEST_MAX_RECEIVES: Final = 3
 
+# Seconds without a new instance after which a study counts as stable (StudyStable event).
+DEFAULT_STABLE_AFTER_SECONDS: Final = 120
+
 # PS3.5 6.2: an AE title has at most 16 characters of the default character repertoire,
 # without backslash or control characters. Leading and trailing spaces are not significant.
 MAX_AE_TITLE_LENGTH: Final = 16
@@ -57,6 +60,10 @@ ENV: Final = {
     "audit_table": "CIRRUS_AUDIT_TABLE",
     "access_file": "CIRRUS_ACCESS_FILE",
     "access_document": "CIRRUS_ACCESS_JSON",
+    "changes_table": "CIRRUS_CHANGES_TABLE",
+    "event_bus": "CIRRUS_EVENT_BUS",
+    "stable_queue": "CIRRUS_STABLE_QUEUE",
+    "stable_after_seconds": "CIRRUS_STABLE_AFTER_SECONDS",
     "region": "AWS_REGION",
 }
 
@@ -97,6 +104,22 @@ class ResourceNames:
         return f"{self.deployment}-ingest-dlq"
 
     @property
+    def changes_table(self) -> str:
+        return f"{self.deployment}-changes"
+
+    @property
+    def event_bus(self) -> str:
+        return f"{self.deployment}-events"
+
+    @property
+    def stable_queue(self) -> str:
+        return f"{self.deployment}-study-stable"
+
+    @property
+    def stable_dead_letter_queue(self) -> str:
+        return f"{self.deployment}-study-stable-dlq"
+
+    @property
     def kms_alias(self) -> str:
         return f"alias/{self.deployment}-data"
 
@@ -133,6 +156,14 @@ class Settings:
     access_file: str | None = None
     # The same document as JSON text, which the CDK stack sets; it wins over ``access_file``.
     access_document: str | None = None
+    # The per-site change feed (cirrus.events.feed); unset, no feed is written.
+    changes_table: str | None = None
+    # The EventBridge bus of Cirrus events (cirrus.events.publisher); unset, none are sent.
+    event_bus: str | None = None
+    # The SQS queue of delayed StudyStable checks (cirrus.events.stable); unset, none are sent.
+    stable_queue: str | None = None
+    # Seconds without a new instance of a study before its StudyStable event.
+    stable_after_seconds: int = DEFAULT_STABLE_AFTER_SECONDS
 
     def __post_init__(self) -> None:
         for name in ("bucket", "table", "ingest_queue", "dead_letter_queue", "kms_key_id"):
@@ -150,6 +181,10 @@ class Settings:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"CORS origin {origin!r} is invalid; give a scheme and host")
         object.__setattr__(self, "cors_origins", origins)
+        stable_after = int(self.stable_after_seconds)
+        if stable_after < 1:
+            raise ValueError(f"stable_after_seconds {stable_after} is invalid; give 1 or more")
+        object.__setattr__(self, "stable_after_seconds", stable_after)
 
     @classmethod
     def for_names(cls, names: ResourceNames, **overrides: Any) -> Settings:
@@ -162,6 +197,9 @@ class Settings:
             "dead_letter_queue": names.dead_letter_queue,
             "kms_key_id": names.kms_alias,
             "audit_table": names.audit_table,
+            "changes_table": names.changes_table,
+            "event_bus": names.event_bus,
+            "stable_queue": names.stable_queue,
         }
         values.update(overrides)
         unknown = sorted(set(values) - {field.name for field in fields(cls)})

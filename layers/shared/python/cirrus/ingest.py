@@ -169,6 +169,10 @@ class BatchIngest:
             self._store, self._writer, event, self._refresher, self._prepared.get(event)
         )
 
+    def prepared(self, event: ObjectEvent) -> PreparedObject | None:
+        """Return the header that ``run`` read for ``event``, if it read one."""
+        return self._prepared.get(event)
+
     def _index_together(self, group: list[ObjectEvent]) -> None:
         entries = [(self._prepared[e].obj, self._prepared[e].metadata) for e in group]
         version = uuid.uuid4().hex

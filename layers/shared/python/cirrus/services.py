@@ -9,6 +9,10 @@ from cirrus.audit import AuditLog
 from cirrus.audit_table import bind_audit_model
 from cirrus.aws import AwsClients
 from cirrus.config import Settings
+from cirrus.events.feed import ChangeFeed, ChangeReader
+from cirrus.events.publisher import EventPublisher, NoPublisher, Publisher
+from cirrus.events.stable import ArrivalTracker, StableQueue
+from cirrus.events.tables import bind_arrival_model, bind_change_model
 from cirrus.index.claims import InstanceClaims
 from cirrus.index.models import IndexRecord, bind_index_model
 from cirrus.index.reader import IndexReader
@@ -37,7 +41,7 @@ class Services:
 
     @cached_property
     def index_writer(self) -> IndexWriter:
-        return IndexWriter(self.index_model, self.store)
+        return IndexWriter(self.index_model, self.store, self.change_feed)
 
     @cached_property
     def index_reader(self) -> IndexReader:
@@ -55,3 +59,34 @@ class Services:
     def audit(self) -> AuditLog:
         """The audit trail, whose AuditSourceID is the deployment's name."""
         return AuditLog(bind_audit_model(self.settings), self.settings.deployment)
+
+    @cached_property
+    def change_feed(self) -> ChangeFeed | None:
+        """The writer side of the change feed, or None without a changes table."""
+        model = bind_change_model(self.settings)
+        return ChangeFeed(model) if model is not None else None
+
+    @cached_property
+    def change_reader(self) -> ChangeReader | None:
+        model = bind_change_model(self.settings)
+        return ChangeReader(model) if model is not None else None
+
+    @cached_property
+    def events(self) -> Publisher:
+        """The EventBridge publisher, or one that sends nothing without an event bus."""
+        if not self.settings.event_bus:
+            return NoPublisher()
+        return EventPublisher(self.clients.events, self.settings.event_bus)
+
+    @cached_property
+    def stable_queue(self) -> StableQueue | None:
+        queue = self.settings.stable_queue
+        return StableQueue(self.clients.sqs, queue) if queue else None
+
+    @cached_property
+    def arrivals(self) -> ArrivalTracker | None:
+        """The arrival tracker of StudyStable, or None without its table or queue."""
+        model = bind_arrival_model(self.settings)
+        if model is None or self.stable_queue is None:
+            return None
+        return ArrivalTracker(model, self.stable_queue, self.settings.stable_after_seconds)

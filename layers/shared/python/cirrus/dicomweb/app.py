@@ -33,6 +33,7 @@ from cirrus.access import AccessPolicy
 from cirrus.audit import AuditLog
 from cirrus.dicom.transcode import CodecsUnavailable
 from cirrus.dicomweb.bundles import MetadataBundles, entity_tag, representation_etag
+from cirrus.dicomweb.changes import add_change_routes
 from cirrus.dicomweb.delete import DeleteTarget, delete_resource
 from cirrus.dicomweb.delivery import (
     MAX_BUFFERED_BODY,
@@ -88,6 +89,10 @@ from cirrus.errors import (
     PayloadTooLargeError,
     StoreUnavailableError,
 )
+from cirrus.events.feed import ChangeReader
+from cirrus.events.model import instance_deleted
+from cirrus.events.publisher import Publisher
+from cirrus.events.rejections import stow_rejections
 from cirrus.index.claims import InstanceClaims
 from cirrus.index.deletion import IndexDeleter
 from cirrus.index.reader import IndexReader
@@ -160,6 +165,10 @@ class DicomwebServices:
     # Where requests go that need pixel codecs this process lacks (see forwarding.py).
     pixels: PixelForwarder | None = None
     access: AccessPolicy | None = None
+    # Where stores, rejections and deletes are announced; None sends no events.
+    events: Publisher | None = None
+    # The change feed that GET /changes reads; without it that route returns 404.
+    changes: ChangeReader | None = None
 
     @property
     def policy(self) -> AccessPolicy:
@@ -183,6 +192,7 @@ def build_app(services: DicomwebServices) -> APIGatewayRestResolver:
     _add_wado_routes(app, services)
     _add_qido_routes(app, services)
     _add_delete_routes(app, services)
+    add_change_routes(app, services.changes)
     return app
 
 
@@ -341,6 +351,8 @@ def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
             services.store, site, parts, request_base_url(app), study, services.claims
         )
         state.use(site, studies_of_stored(outcome.stored))
+        if services.events is not None and outcome.failures:
+            services.events.publish(stow_rejections(site, outcome.failures))
         headers: dict[str, str | list[str]] = {}
         headers.update(warning_headers(event, outcome.warnings))
         if outcome.status == HTTPStatus.SERVICE_UNAVAILABLE:
@@ -680,7 +692,7 @@ def _add_delete_routes(app: APIGatewayRestResolver, services: DicomwebServices) 
         for site in sites:
             target = DeleteTarget(site, study, series, sop)
             try:
-                delete_resource(
+                deleted = delete_resource(
                     services.store,
                     services.deleter,
                     services.audit,
@@ -697,6 +709,8 @@ def _add_delete_routes(app: APIGatewayRestResolver, services: DicomwebServices) 
                 state.use(site)
                 raise
             state.use(site, studies_of_path(study, series, sop))
+            if services.events is not None:
+                services.events.publish([instance_deleted(key) for key in deleted.instances])
             # The deletion record, written before anything was deleted, audits the success.
             state.record_success = False
             return Response(status_code=int(HTTPStatus.NO_CONTENT), body="")

@@ -25,7 +25,7 @@ finds the same records and completes. The store is never left with objects the i
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from cirrus.audit import Actor, AuditLog, DeletionRecord, Transport
@@ -68,10 +68,14 @@ class DeleteTarget:
 
 @dataclass(frozen=True)
 class DeleteOutcome:
-    """The result of one delete: the number of instances removed and the audit record's id."""
+    """The result of one delete: the number of instances removed and the audit record's id.
+
+    ``instances`` are the keys of the instances whose index records this delete removed.
+    """
 
     removed: int
     audit_record: str
+    instances: tuple[InstanceKey, ...] = field(default=())
 
 
 def delete_resource(
@@ -106,9 +110,10 @@ def delete_resource(
         transport=transport,
     )
     audit_record = audit.record_deletion(record)
-    removed = 0
+    removed_keys: list[InstanceKey] = []
     for start in range(0, len(instances), BATCH_SIZE):
-        removed += _delete_batch(store, deleter, instances[start : start + BATCH_SIZE])
+        removed_keys += _delete_batch(store, deleter, instances[start : start + BATCH_SIZE])
+    removed = len(removed_keys)
     touched = {instance.key.series for instance in instances}
     if target.series is not None:
         touched.add(target.series)
@@ -125,7 +130,7 @@ def delete_resource(
             "audit_record": audit_record,
         },
     )
-    return DeleteOutcome(removed, audit_record)
+    return DeleteOutcome(removed, audit_record, tuple(removed_keys))
 
 
 def _unindexed(
@@ -164,10 +169,10 @@ def _has_leftovers(deleter: IndexDeleter, target: DeleteTarget) -> bool:
 
 def _delete_batch(
     store: ObjectStore, deleter: IndexDeleter, instances: list[IndexedInstance]
-) -> int:
+) -> list[InstanceKey]:
     store.delete([key for instance in instances for key in instance.object_keys])
     # NOTE: if the same UIDs are stored again between the S3 delete and this removal, and the
     # bytes are identical (same ETag), the record is removed although S3 contains the new
     # object. Only a rebuild of the index from the bucket restores it; the local stack
     # rebuilds at every start.
-    return sum(deleter.remove(instance) for instance in instances)
+    return [instance.key for instance in instances if deleter.remove(instance)]

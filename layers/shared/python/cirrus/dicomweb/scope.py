@@ -24,7 +24,8 @@ from cirrus.errors import InvalidRequestError, NotFoundError
 
 SITE_PREFIX: Final = "/sites/"
 
-# The paths (segments after the optional site prefix) of the QIDO-RS resources. "*" is a UID.
+# The paths (segments after the optional site prefix) that need the query action: the QIDO-RS
+# resources and the change feed. "*" is a UID.
 _QUERY_PATHS: Final = (
     ("studies",),
     ("series",),
@@ -32,6 +33,8 @@ _QUERY_PATHS: Final = (
     ("studies", "*", "series"),
     ("studies", "*", "instances"),
     ("studies", "*", "series", "*", "instances"),
+    # The change feed (cirrus.dicomweb.changes) lists UIDs, as a query does.
+    ("changes",),
 )
 _ACTION_OF_METHOD: Final = {"POST": Action.STORE, "DELETE": Action.DELETE}
 

@@ -51,6 +51,7 @@ from pynetdicom.events import Event, EventHandlerType
 from cirrus.archive import archive_file, check_header, check_size
 from cirrus.dicom.instance import InstanceHeader
 from cirrus.errors import CirrusError
+from cirrus.events.rejections import cstore_rejection
 from cirrus.gateway.audit import StoreTransfers
 from cirrus.gateway.context import GatewayContext, peer
 from cirrus.gateway.metrics import metrics_of
@@ -185,7 +186,26 @@ class StoreService:
                 counts.transfers.failed(received.study, failure.status)
         if failure is None:
             return success_status()
+        self._announce_rejection(event, received, failure)
         return failure_status(failure)
+
+    def _announce_rejection(self, event: Event, received: _Received, failure: StoreFailure) -> None:
+        """Send InstanceRejected; the publisher logs and counts an event it cannot send."""
+        try:
+            caller = self._context.config.caller(event.assoc.requestor.ae_title)
+            rejection = cstore_rejection(
+                caller.site if caller is not None else None,
+                failure.status,
+                failure.reason,
+                study=received.study,
+                series=received.series,
+                sop=received.sop_instance or None,
+                sop_class=received.sop_class or None,
+            )
+            self._context.services.events.publish([rejection])
+        except Exception:
+            # handle_store must not raise, and the C-STORE response matters more.
+            logger.exception("InstanceRejected event not sent", extra=_ids(event))
 
     def _archive(self, event: Event, request: C_STORE, received: _Received) -> StoreFailure | None:
         """Check and archive the instance. Return the failure, or None once it is stored."""

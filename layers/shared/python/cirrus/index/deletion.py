@@ -21,7 +21,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError
 from pynamodb.exceptions import DeleteError, PynamoDBException, TransactWriteError
@@ -43,6 +43,9 @@ from cirrus.index.models import (
     transaction_connection,
 )
 from cirrus.storage.keys import InstanceKey
+
+if TYPE_CHECKING:
+    from cirrus.events.feed import ChangeFeed
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +72,15 @@ class IndexedInstance:
 
 
 class IndexDeleter:
-    """Finds and removes the instance records of a study, series or instance."""
+    """Finds and removes the instance records of a study, series or instance.
 
-    def __init__(self, model: type[IndexRecord]) -> None:
+    With ``changes``, the removal of each record saves its ``deleted`` change of the feed in
+    the same transaction.
+    """
+
+    def __init__(self, model: type[IndexRecord], changes: ChangeFeed | None = None) -> None:
         self._model = model
+        self._changes = changes
         self._connection = transaction_connection(model)
 
     def find(
@@ -113,12 +121,27 @@ class IndexDeleter:
         Instance UID is released first, so that no crash leaves a claim without a record.
         """
         self.release_claim(instance.key)
-        removed = self._remove_record(instance)
+        removed = self._remove_with_change(instance)
         if not removed:
             self._restore_claim(instance.key)
         return removed
 
-    def _remove_record(self, instance: IndexedInstance) -> bool:
+    def _remove_with_change(self, instance: IndexedInstance) -> bool:
+        """Remove the record, with its ``deleted`` change of the feed when there is a feed."""
+        changes = self._changes
+        if changes is None:
+            return self._remove_record(instance, [])
+        ticket = changes.allocate(instance.key.site)
+        try:
+            change = changes.change(ticket, 0, "deleted", instance.key)
+            removed = self._remove_record(instance, [change])
+            if removed:
+                changes.written(ticket, [0])
+            return removed
+        finally:
+            changes.void(ticket)
+
+    def _remove_record(self, instance: IndexedInstance, change: list[tuple[Any, Any]]) -> bool:
         model = self._model
         key = instance.key
         pk = study_pk(key.site, key.study)
@@ -131,6 +154,8 @@ class IndexDeleter:
         try:
             with TransactWrite(connection=self._connection) as transaction:
                 transaction.delete(record, condition=condition)
+                for saved, saved_condition in change:
+                    transaction.save(saved, condition=saved_condition)
                 transaction.update(
                     series, actions=[model.instance_count.add(-1)], condition=model.pk.exists()
                 )
@@ -145,7 +170,7 @@ class IndexDeleter:
                 return False
             # The series or study record is missing, so there is no count to keep.
             logger.warning("instance removed without aggregates", extra={"sop": key.sop})
-            return self._delete_alone(record, condition, key)
+            return self._delete_alone(record, condition, key, change)
         except (PynamoDBException, BotoCoreError) as exc:
             raise _unavailable(key, exc) from exc
         return True
@@ -274,11 +299,17 @@ class IndexDeleter:
             "index update after a delete kept conflicting with concurrent writes; retry the delete"
         )
 
-    def _delete_alone(self, record: IndexRecord, condition: Any, key: InstanceKey) -> bool:
+    def _delete_alone(
+        self, record: IndexRecord, condition: Any, key: InstanceKey, change: list[tuple[Any, Any]]
+    ) -> bool:
         try:
-            record.delete(condition=condition)
-        except DeleteError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
+            with TransactWrite(connection=self._connection) as transaction:
+                transaction.delete(record, condition=condition)
+                for saved, saved_condition in change:
+                    transaction.save(saved, condition=saved_condition)
+        except TransactWriteError as exc:
+            codes = [reason.code if reason else None for reason in exc.cancellation_reasons]
+            if "ConditionalCheckFailed" in codes:
                 return False
             raise _unavailable(key, exc) from exc
         except (PynamoDBException, BotoCoreError) as exc:

@@ -28,11 +28,12 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.expressions.condition import size
+from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from cirrus.errors import StoreUnavailableError
@@ -65,6 +66,9 @@ from cirrus.index.models import (
 from cirrus.storage.keys import InstanceKey
 from cirrus.storage.objects import ObjectStore
 
+if TYPE_CHECKING:
+    from cirrus.events.feed import ChangeFeed, Ticket
+
 logger = logging.getLogger(__name__)
 
 # Compressed metadata above this size goes to an object of its own: a DynamoDB item is at most
@@ -73,8 +77,9 @@ MAX_INLINE_METADATA: Final = 300 * 1024
 METADATA_SUFFIX: Final = ".metadata.json.zz"
 _ATTEMPTS: Final = 4
 # The maximum number of instances that ``put_new_instances`` writes in one transaction. Each
-# takes two of the 100 items that DynamoDB allows in a transaction: its record and its claim.
-MAX_BATCH_INSTANCES: Final = 40
+# takes three of the 100 items that DynamoDB allows in a transaction: its record, its claim and
+# its change of the feed. The series, the study and its modality markers take the rest.
+MAX_BATCH_INSTANCES: Final = 28
 _SOP_CLASS_UID: Final = "00080016"
 _MODALITY: Final = "00080060"
 # The attributes that the recomputation of a study's sets reads from each record of its partition.
@@ -105,10 +110,15 @@ class IndexedObject:
 
 
 class IndexWriter:
-    def __init__(self, model: type[IndexRecord], store: ObjectStore) -> None:
+    """Writes instance records; with ``changes``, each write also saves its change of the feed."""
+
+    def __init__(
+        self, model: type[IndexRecord], store: ObjectStore, changes: ChangeFeed | None = None
+    ) -> None:
         self.model = model
         self._model = model
         self._store = store
+        self._changes = changes
         self._connection = transaction_connection(model)
 
     def put_instance(
@@ -124,20 +134,30 @@ class IndexWriter:
         """
         instance = self._instance_record(obj, metadata)
         version = version or uuid.uuid4().hex
+        ticket: Ticket | None = None
         try:
             for _ in range(_ATTEMPTS):
                 study = get_record(self._model, instance.pk, STUDY, consistent_read=True)
-                if self._add_to_existing_series(instance, obj, metadata, version, study):
+                if ticket is None:
+                    ticket = self._take_numbers(obj.key.site, 1)
+                ticket, change = self._changes_of(ticket, [(obj, metadata)])
+                if self._add_to_existing_series(instance, obj, metadata, version, study, change):
+                    self._note_written(ticket)
                     return IndexOutcome.CREATED
-                if self._add_with_new_series(instance, obj, metadata, version, study):
+                if self._add_with_new_series(instance, obj, metadata, version, study, change):
+                    self._note_written(ticket)
                     return IndexOutcome.CREATED
-                outcome = self._replace_existing(instance, obj, version)
+                outcome = self._replace_existing(instance, obj, version, change)
+                if outcome is IndexOutcome.UPDATED:
+                    self._note_written(ticket)
                 if outcome is not None:
                     return outcome
         except (PynamoDBException, BotoCoreError) as exc:
             raise StoreUnavailableError(
                 f"index write for {obj.key.object_key} failed: {type(exc).__name__}"
             ) from exc
+        finally:
+            self._void_unused(ticket)
         raise StoreUnavailableError(
             f"index write for {obj.key.object_key} kept conflicting with concurrent writes"
         )
@@ -176,7 +196,15 @@ class IndexWriter:
             modalities = {str(m) for m in map(_first_modality, metadatas) if m}
             if not modalities <= known:
                 return False
-            return self._transact_batch(entries, study, known, version)
+            ticket = self._take_numbers(first.site, len(entries))
+            try:
+                ticket, change = self._changes_of(ticket, entries)
+                written = self._transact_batch(entries, study, known, version, change)
+                if written:
+                    self._note_written(ticket)
+                return written
+            finally:
+                self._void_unused(ticket)
         except (PynamoDBException, BotoCoreError) as exc:
             raise StoreUnavailableError(
                 f"index write of {len(entries)} instances of series {first.series} failed: "
@@ -189,6 +217,7 @@ class IndexWriter:
         study: IndexRecord,
         known: set[str],
         version: str,
+        change: list[tuple[Model, Any]],
     ) -> bool:
         model = self._model
         obj = entries[0][0]
@@ -199,6 +228,8 @@ class IndexWriter:
         actions = [model.instance_count.add(count), model.metadata_version.set(version)]
         try:
             with TransactWrite(connection=self._connection) as transaction:
+                for record, condition in change:
+                    transaction.save(record, condition=condition)
                 for entry_obj, entry_metadata in entries:
                     instance = self._instance_record(entry_obj, entry_metadata)
                     transaction.save(instance, condition=model.pk.does_not_exist())
@@ -242,6 +273,7 @@ class IndexWriter:
         metadata: JsonDict,
         version: str,
         study: IndexRecord | None,
+        change: list[tuple[Model, Any]],
     ) -> bool:
         model = self._model
         series = model(instance.pk, series_sk(obj.key.series))
@@ -252,7 +284,9 @@ class IndexWriter:
         ]
         saves, updates = self._study_writes(obj, metadata, 0, version, study)
         return self._transact(
-            instance, saves=saves, updates=[(series, with_series, model.pk.exists()), *updates]
+            instance,
+            saves=[*change, *saves],
+            updates=[(series, with_series, model.pk.exists()), *updates],
         )
 
     def _add_with_new_series(
@@ -262,6 +296,7 @@ class IndexWriter:
         metadata: JsonDict,
         version: str,
         study: IndexRecord | None,
+        change: list[tuple[Model, Any]],
     ) -> bool:
         model = self._model
         key = obj.key
@@ -281,7 +316,9 @@ class IndexWriter:
             series.modalities = {str(modality)}
         saves, updates = self._study_writes(obj, metadata, 1, version, study)
         return self._transact(
-            instance, saves=[(series, model.pk.does_not_exist()), *saves], updates=updates
+            instance,
+            saves=[*change, (series, model.pk.does_not_exist()), *saves],
+            updates=updates,
         )
 
     def _study_writes(
@@ -349,7 +386,7 @@ class IndexWriter:
     def _transact(
         self,
         instance: IndexRecord,
-        saves: list[tuple[IndexRecord, Any]] = (),  # type: ignore[assignment]
+        saves: list[tuple[Model, Any]] = (),  # type: ignore[assignment]
         updates: list[tuple[IndexRecord, list[Any], Any]] = (),  # type: ignore[assignment]
     ) -> bool:
         """Run one transaction that creates ``instance``; False if a condition failed."""
@@ -367,7 +404,11 @@ class IndexWriter:
         return True
 
     def _replace_existing(
-        self, instance: IndexRecord, obj: IndexedObject, version: str
+        self,
+        instance: IndexRecord,
+        obj: IndexedObject,
+        version: str,
+        change: list[tuple[Model, Any]],
     ) -> IndexOutcome | None:
         """Handle an instance record that exists already; None if it vanished meanwhile."""
         existing = get_record(self._model, instance.pk, instance.sk, consistent_read=True)
@@ -380,14 +421,19 @@ class IndexWriter:
             return IndexOutcome.STALE
         # NOTE: the series and study records keep the attributes of the first version; a
         # replaced instance with other study attributes does not change them.
-        if not self._save_replacement(instance, existing, obj.key.series, version):
+        if not self._save_replacement(instance, existing, obj.key.series, version, change):
             return None
         if _sets_of(existing) != _sets_of(instance):
             self._recompute_sets(obj.key)
         return IndexOutcome.UPDATED
 
     def _save_replacement(
-        self, instance: IndexRecord, existing: IndexRecord, series: str, version: str
+        self,
+        instance: IndexRecord,
+        existing: IndexRecord,
+        series: str,
+        version: str,
+        change: list[tuple[Model, Any]],
     ) -> bool:
         """Save a replaced instance and set ``version`` on its series and study records.
 
@@ -404,6 +450,8 @@ class IndexWriter:
         changed: list[Any] = [model.metadata_version.set(version)]
         try:
             with TransactWrite(connection=self._connection) as transaction:
+                for record, condition in change:
+                    transaction.save(record, condition=condition)
                 transaction.save(instance, condition=unchanged)
                 for record in (model(instance.pk, series_sk(series)), self._study_key(instance)):
                     transaction.update(record, actions=changed, condition=model.pk.exists())
@@ -467,6 +515,35 @@ class IndexWriter:
                 return False
             raise
         return True
+
+    def _take_numbers(self, site: str, count: int) -> Ticket | None:
+        """Take ``count`` sequence numbers of the change feed, or None without a feed."""
+        return self._changes.allocate(site, count) if self._changes is not None else None
+
+    def _changes_of(
+        self, ticket: Ticket | None, entries: Sequence[tuple[IndexedObject, JsonDict]]
+    ) -> tuple[Ticket | None, list[tuple[Model, Any]]]:
+        """Return the ticket to use now and the ``stored`` changes of ``entries`` to save."""
+        if ticket is None or self._changes is None:
+            return ticket, []
+        ticket = self._changes.fresh(ticket)
+        changes: list[tuple[Model, Any]] = []
+        for index, (obj, metadata) in enumerate(entries):
+            sop_class = first_value(metadata, _SOP_CLASS_UID)
+            changes.append(
+                self._changes.change(
+                    ticket, index, "stored", obj.key, str(sop_class) if sop_class else None
+                )
+            )
+        return ticket, changes
+
+    def _note_written(self, ticket: Ticket | None) -> None:
+        if ticket is not None and self._changes is not None:
+            self._changes.written(ticket, range(ticket.count))
+
+    def _void_unused(self, ticket: Ticket | None) -> None:
+        if ticket is not None and self._changes is not None:
+            self._changes.void(ticket)
 
     def _study_key(self, instance: IndexRecord) -> IndexRecord:
         return self._model(instance.pk, STUDY)

@@ -13,6 +13,7 @@ from cirrus.audit_table import bind_audit_model
 from cirrus.aws import AwsClients
 from cirrus.config import INGEST_MAX_RECEIVES, Settings
 from cirrus.index.models import bind_index_model
+from cirrus.local.event_resources import create_event_resources
 from cirrus.storage.keys import INSTANCE_SUFFIX
 from cirrus.storage.transfers import TRANSFER_EXPIRATION_DAYS, TRANSFER_PREFIX
 
@@ -30,6 +31,7 @@ def create_resources(settings: Settings) -> Settings:
     if not model.exists():
         model.create_table(wait=True, billing_mode="PAY_PER_REQUEST")
     create_audit_table(settings)
+    create_event_resources(clients, settings)
     return settings
 
 

@@ -23,8 +23,15 @@ from typing import Any, Final
 
 from cirrus.audit import AuditLog
 from cirrus.audit_table import bind_audit_model
-from cirrus.config import DEFAULT_AE_TITLE, DEFAULT_SITE, ResourceNames, Settings
+from cirrus.config import (
+    DEFAULT_AE_TITLE,
+    DEFAULT_SITE,
+    DEFAULT_STABLE_AFTER_SECONDS,
+    ResourceNames,
+    Settings,
+)
 from cirrus.errors import StoreUnavailableError
+from cirrus.events.publisher import NoPublisher
 from cirrus.gateway.aeconfig import AEConfig, AEConfigError
 from cirrus.gateway.limits import GatewayLimits
 from cirrus.gateway.tls import TLSConfig, TLSConfigError
@@ -40,6 +47,7 @@ from cirrus.local.datadir import (
     remove_spool_leftovers,
 )
 from cirrus.local.endpoints import remove_endpoints, write_endpoints
+from cirrus.local.event_pollers import start_event_pollers
 from cirrus.local.http import BODY_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS, STAGE
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import IngestPoller
@@ -99,6 +107,8 @@ class LocalStackConfig:
     viewer_dir: Path | None = None
     # Tiering rules written to moto's bucket configuration (``cirrus.lifecycle.bucket``).
     lifecycle_rules: LifecycleRules | None = None
+    # Seconds without a new instance before a study's StudyStable event.
+    stable_after_seconds: int = DEFAULT_STABLE_AFTER_SECONDS
 
     def gateway_config(self) -> AEConfig:
         """Return the AE configuration; raise ``AEConfigError`` when its file is invalid."""
@@ -115,6 +125,7 @@ class LocalStack:
         self._moto: MotoProcess | None = None
         self._lock = DataFolderLock(config.data_dir)
         self._poller: IngestPoller | None = None
+        self._event_pollers: list[IngestPoller] = []
         self._gateway: Any = None
         self._http: Any = None
         # Undo the console format given to the handlers' powertools loggers, at stop.
@@ -180,6 +191,7 @@ class LocalStack:
                 default_site=config.site,
                 cors_origins=config.cors_origins,
                 access_file=str(config.access_file) if config.access_file else None,
+                stable_after_seconds=config.stable_after_seconds,
             )
         )
         self.settings = settings
@@ -202,7 +214,14 @@ class LocalStack:
         services.audit = self._restore_audit(settings)
         self.services = services
         self._start_poller(services)
-        self._rebuild_index(notifier, objects_dir)
+        self._event_pollers = start_event_pollers(services, config.data_dir)
+        # The rebuild indexes what was archived before: no events, and no StudyStable, for it.
+        events, arrivals = services.events, services.arrivals
+        services.events, services.arrivals = NoPublisher(), None
+        try:
+            self._rebuild_index(notifier, objects_dir)
+        finally:
+            services.events, services.arrivals = events, arrivals
 
         limits = GatewayLimits(spool_dir=spool_dir)
         self._gateway = self._start_gateway(services, gateway_config, limits)
@@ -383,6 +402,8 @@ class LocalStack:
         if self._poller is not None:
             self._poller.stop()
             self._poller = None
+        while self._event_pollers:
+            self._event_pollers.pop().stop()
         if self._moto is not None:
             remove_endpoints(self.config.data_dir)
             self._moto.stop()

@@ -138,7 +138,7 @@ def reindex(
                     raise LimitReached(progress, f"stopped after {done} objects")
             run.start_phase(INDEX_PHASE)
         if run.in_phase(INDEX_PHASE):
-            deleter = IndexDeleter(model) if prune else None
+            deleter = IndexDeleter(model, services.change_feed) if prune else None
             for entry in run.records(instance_records(model, site, progress.after_record)):
                 object_key = entry.object_key
                 if object_key and not object_exists(services.store, object_key):
