@@ -2,8 +2,8 @@
 
 Archives ``--instances`` instances of one study (pydicom's CT_small.dcm with new UIDs, 39 KB)
 in a local folder store, then times: de-identification alone, a File-set export into a folder
-as archived and de-identified, and C-STORE to dcmtk's storescp on 127.0.0.1 (with
-TCP_NODELAY=1, writing to a temporary folder).
+as archived and de-identified, and C-STORE to dcmtk's storescp, bound to 127.0.0.1
+by a preloaded shim, with TCP_NODELAY=1 and writing to a temporary folder.
 
     .venv/bin/python bench/export.py --instances 300
 """
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +26,7 @@ from cirrus.deid import Deidentifier
 from cirrus.local.datadir import FolderObjectStore
 from cirrus.operations.export import export_file_set
 from cirrus.operations.forward import ForwardSettings, Peer, forward_study
+from tests.gateway.retrieves import running_storescp
 from tests.pydicom_files import bundled
 
 SITE = "bench"
@@ -54,12 +52,6 @@ def timed(label: str, count: int, run: object) -> None:
     run()  # type: ignore[operator]
     seconds = time.perf_counter() - started
     print(f"{label:<40} {count / seconds:8.1f} inst/s  ({seconds:.2f} s)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:
@@ -89,25 +81,15 @@ def main() -> None:
                 store, SITE, study, root / "deid", deidentifier, lambda r: None
             ),
         )
-        port = free_port()
-        received = root / "received"
-        received.mkdir()
-        scp = subprocess.Popen(
-            ["storescp", "-aet", "BENCH", "+xa", "-od", str(received), str(port)],
-            env={**os.environ, "TCP_NODELAY": "1"},
-        )
-        try:
-            time.sleep(1)
+        # The shim of running_storescp binds storescp to 127.0.0.1, which dcmtk cannot choose.
+        with running_storescp(root / "scp", "BENCH") as scp:
             settings = ForwardSettings(calling_ae_title="CIRRUS")
-            peer = Peer("BENCH", "127.0.0.1", port)
+            peer = Peer("BENCH", "127.0.0.1", scp.port)
             timed(
                 "export --to-dimse (storescp)",
                 count,
                 lambda: forward_study(store, SITE, study, peer, None, settings, lambda r: None),
             )
-        finally:
-            scp.terminate()
-            scp.wait()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ themselves is in test_as_received.py, where pynetdicom sends the files' bytes un
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from tests.gateway.scu import (
     storescu,
     wait_until,
 )
+from tests.peers.orthanc import build_shim
 
 # pydicom test files, at least one for each transfer syntax that storescu can propose.
 STORED_FILES = [
@@ -75,10 +77,13 @@ def reference_scp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Referenc
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
         port = probe.getsockname()[1]
+    # dcmtk 3.6.7 cannot choose its listening address, so the shim binds it to 127.0.0.1.
+    shim = build_shim(tmp_path_factory.mktemp("shim"))
     process = subprocess.Popen(
         ["storescp", "+B", "+xa", "-aet", DEFAULT_AE_TITLE, "-od", str(directory), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "LD_PRELOAD": str(shim)},
     )
     try:
         echo = ("echoscu", "-aec", DEFAULT_AE_TITLE, LOOPBACK, str(port))
