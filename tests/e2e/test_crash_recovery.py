@@ -26,6 +26,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import _config
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
+from cirrus.local.datadir import TAGS_FOLDER
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.gateway.scu import CT_SMALL, associate, dataset_bytes, wait_until
 from tests.gateway.test_workers import worker_pids
@@ -91,10 +92,25 @@ def object_files(objects: Path) -> dict[str, Path]:
 
 
 def temporary_files(data_dir: Path) -> list[Path]:
+    """Return the files of unfinished writes: the object tags under ``.tags`` are not such."""
     objects = data_dir / "objects"
     spool = data_dir / "spool"
-    leftovers = [p for p in objects.rglob("*") if p.is_file() and p.suffix != ".dcm"]
+    tags = objects / TAGS_FOLDER
+    leftovers = [
+        p
+        for p in objects.rglob("*")
+        if p.is_file() and p.suffix != ".dcm" and not p.is_relative_to(tags)
+    ]
     return leftovers + [p for p in spool.rglob("*")] if spool.exists() else leftovers
+
+
+def untagged_objects(objects: Path, stored: dict[str, Path]) -> list[Path]:
+    """Return the stored objects without the tags file that their write puts first."""
+    return [
+        path
+        for path in stored.values()
+        if not (objects / TAGS_FOLDER / f"{path.relative_to(objects).as_posix()}.json").is_file()
+    ]
 
 
 def test_sigkill_mid_association_loses_nothing_acknowledged(
@@ -156,6 +172,7 @@ def test_sigkill_mid_association_loses_nothing_acknowledged(
     assert acknowledged_at_kill <= indexed
     assert indexed == stored.keys()
     assert leftovers == []
+    assert untagged_objects(data_dir / "objects", stored) == []
     for sop, path in stored.items():
         part10 = path.read_bytes()
         assert dataset_bytes(part10) == dataset_bytes(named[sop].read_bytes()), sop
