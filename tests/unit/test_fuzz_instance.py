@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -114,7 +115,7 @@ class MemoryStore:
 
     objects: dict[str, bytes] = field(default_factory=dict)
 
-    def put(self, key: str, data: bytes) -> StoredObject:
+    def put(self, key: str, data: bytes, tags: Mapping[str, str] | None = None) -> StoredObject:
         self.objects[key] = data
         return StoredObject(key=key, size=len(data), etag="etag")
 

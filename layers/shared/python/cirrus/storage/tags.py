@@ -13,6 +13,9 @@ from typing import Final
 from urllib.parse import urlencode
 
 from pydicom import Dataset
+from pydicom.errors import BytesLengthException
+
+from cirrus.dicom.instance import DECODING_ERRORS
 
 SITE_TAG: Final = "site"
 MODALITY_TAG: Final = "modality"
@@ -25,7 +28,8 @@ def instance_tags(site: str, ds: Dataset) -> dict[str, str]:
     tags = {SITE_TAG: site}
     try:
         modality = str(ds.get("Modality", "") or "").strip()
-    except (ValueError, TypeError, NotImplementedError):
+    except (*DECODING_ERRORS, BytesLengthException):
+        # A Modality that pydicom cannot decode (a wrong VR or length) is not tagged.
         modality = ""
     if modality and _TAG_VALUE.fullmatch(modality):
         tags[MODALITY_TAG] = modality
