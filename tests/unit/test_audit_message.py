@@ -8,13 +8,18 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from cirrus.audit import (
+    DESTINATION_MEDIA_ROLE,
+    DESTINATION_ROLE,
+    SOURCE_ROLE,
     STUDY_ROOT_FIND,
+    URI_MEDIA,
     Actor,
     AuditAction,
     AuditEvent,
     AuditOutcome,
     DeletionRecord,
     StudyAccess,
+    TransferParty,
     query_keys_of,
 )
 from cirrus.storage.keys import InstanceKey
@@ -348,3 +353,62 @@ def test_deletion_event_lists_every_instance() -> None:
     assert study.study == "1.2.3"
     assert study.series == ("1.2.3.1", "1.2.3.2")
     assert study.instances == ("1.2.3.1.1", "1.2.3.2.1")
+
+
+def _participant(message: dict[str, object], role: str) -> dict[str, object]:
+    participants = message["ActiveParticipant"]
+    assert isinstance(participants, list)
+    return next(p for p in participants if role in {r["csd-code"] for r in p.get("RoleIDCode", ())})
+
+
+def test_export_to_media_message() -> None:
+    uri = "file:///exports/study.zip"
+    media = TransferParty(uri, DESTINATION_MEDIA_ROLE, media_type=URI_MEDIA, media_id=uri)
+    study = StudyAccess(study="1.2.3", instances=("1.2.3.1",), anonymized=True)
+    message = event(
+        AuditAction.EXPORT,
+        actor=Actor(principal="local user ops"),
+        transport="command line",
+        studies=(study,),
+        party=media,
+    ).to_message(SOURCE)
+    identification = message["EventIdentification"]
+    assert identification["EventID"]["csd-code"] == "110106"
+    assert identification["EventActionCode"] == "R"
+    participant = _participant(message, "110154")
+    assert participant["MediaType"]["csd-code"] == "110037"
+    assert participant["MediaIdentifier"] == uri
+    assert participant["UserIsRequestor"] is False
+    assert _participant(message, "110153")["UserID"] == SOURCE
+    description = message["ParticipantObjectIdentification"][0]["ParticipantObjectDescription"]
+    assert description["Anonymized"] is True
+    assert description["SOPClass"] == [{"NumberOfInstances": 1, "Instance": [{"UID": "1.2.3.1"}]}]
+
+
+def test_export_to_peer_is_transfer() -> None:
+    peer = TransferParty("READER", DESTINATION_ROLE, ae_title=True, address="pacs.example")
+    message = event(AuditAction.EXPORT, party=peer).to_message(SOURCE)
+    identification = message["EventIdentification"]
+    assert identification["EventID"]["csd-code"] == "110104"
+    assert identification["EventActionCode"] == "R"
+    participant = _participant(message, "110152")
+    assert participant["UserID"] == "READER"
+    assert participant["UserIDTypeCode"]["csd-code"] == "110119"
+    assert participant["NetworkAccessPointID"] == "pacs.example"
+    assert participant["NetworkAccessPointTypeCode"] == 1
+
+
+def test_import_message() -> None:
+    source = TransferParty("DICOMWEB", SOURCE_ROLE, address="10.0.0.9")
+    message = event(
+        AuditAction.IMPORT,
+        outcome=AuditOutcome.MINOR_FAILURE,
+        party=source,
+        detail="2 rejected",
+    ).to_message(SOURCE)
+    identification = message["EventIdentification"]
+    assert identification["EventID"]["csd-code"] == "110107"
+    assert identification["EventActionCode"] == "C"
+    assert identification["EventOutcomeDescription"] == "2 rejected"
+    assert _participant(message, "110152")["UserIsRequestor"] is False
+    assert _participant(message, "110153")["NetworkAccessPointTypeCode"] == 2

@@ -14,10 +14,15 @@ query         (110112, DCM, "Query")                          E (execute)
 delete        (110105, DCM, "DICOM Study Deleted")            D (delete)
 hold          (110103, DCM, "DICOM Instances Accessed")       U (update)
 release       (110103, DCM, "DICOM Instances Accessed")       U (update)
+export        (110106, DCM, "Export")                         R (read)
+export        (110104, DCM, "DICOM Instances Transferred")    R (read), to a DICOM peer
+import        (110107, DCM, "Import")                         C (create)
 ============  ==============================================  ===============
 
 ``hold`` and ``release`` are the legal hold of a study being set and released by an operator
-(``cirrus.lifecycle.holds``).
+(``cirrus.lifecycle.holds``). ``export`` and ``import`` are the operator commands that move
+instances across the archive's boundary (``cirrus.operations.command_audit``): the media, DICOM
+peer or site on the other side is a participant of the message (``TransferParty``).
 
 A record names who asked, when, from which address, and the UIDs that the request touched. It
 contains no patient names, IDs or other demographics, and a query's record names the attributes
@@ -27,6 +32,7 @@ that the query matched on but never their values.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -77,6 +83,8 @@ class AuditAction(StrEnum):
     DELETE = "delete"
     HOLD = "hold"
     RELEASE = "release"
+    EXPORT = "export"
+    IMPORT = "import"
 
 
 class AuditOutcome(IntEnum):
@@ -88,7 +96,8 @@ class AuditOutcome(IntEnum):
     MAJOR_FAILURE = 12
 
 
-# The channel of a request: ``command line`` for an operator's command (legal holds), and
+# The channel of a request: ``command line`` for an operator's command (legal holds, export,
+# de-identified copies, import), and
 # ``retention`` for the deletions of retention, by command or by its scheduled function.
 Transport = Literal["DICOMweb", "DIMSE", "command line", "retention"]
 
@@ -105,6 +114,8 @@ class StudyAccess:
     # The SOP Class UID of each UID of ``instances``, in the same order, where it is known.
     # Empty when it is not, and then the instances are listed without their class.
     instance_classes: tuple[str, ...] = ()
+    # True when the instances were de-identified: the Anonymized element of the study object.
+    anonymized: bool = False
 
     def __post_init__(self) -> None:
         if self.instance_classes and len(self.instance_classes) != len(self.instances):
@@ -112,6 +123,24 @@ class StudyAccess:
                 f"study {self.study}: {len(self.instance_classes)} instance classes given for "
                 f"{len(self.instances)} instances; give one per instance or none"
             )
+
+
+@dataclass(frozen=True)
+class TransferParty:
+    """The other side of an export or import: media, a DICOM peer or another site.
+
+    ``role`` is its Role ID Code. ``media_type`` and ``media_id`` are the MediaType and
+    MediaIdentifier of the Data Export and Data Import messages of PS3.15 A.5.3, such as a
+    folder's file URI. ``ae_title`` is True when ``user_id`` is an AE title, and ``address``
+    is the peer's host.
+    """
+
+    user_id: str
+    role: tuple[str, str]
+    media_type: tuple[str, str] | None = None
+    media_id: str | None = None
+    ae_title: bool = False
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +172,8 @@ class AuditEvent:
     called_ae_title: str | None = None
     # The AE title that a C-MOVE sent the instances to.
     move_destination: str | None = None
+    # The media, peer or site that an export wrote to or an import read from.
+    party: TransferParty | None = None
 
     def to_message(self, audit_source_id: str) -> dict[str, Any]:
         """Build the DICOM audit message (PS3.15 A.5) of this event, as JSON-ready values.
@@ -172,7 +203,11 @@ _EVENTS: Final[Mapping[AuditAction, tuple[str, str, str]]] = {
     AuditAction.DELETE: ("110105", "DICOM Study Deleted", "D"),
     AuditAction.HOLD: ("110103", "DICOM Instances Accessed", "U"),
     AuditAction.RELEASE: ("110103", "DICOM Instances Accessed", "U"),
+    AuditAction.EXPORT: ("110106", "Export", "R"),
+    AuditAction.IMPORT: ("110107", "Import", "C"),
 }
+# An export to a DICOM peer is a network transfer of instances, audited as this event.
+_TRANSFERRED: Final = ("110104", "DICOM Instances Transferred", "R")
 
 # Actions whose ``detail`` is the operator's reason, recorded also when they succeed.
 _REASONED_ACTIONS: Final = frozenset({AuditAction.HOLD, AuditAction.RELEASE})
@@ -181,6 +216,10 @@ _REASONED_ACTIONS: Final = frozenset({AuditAction.HOLD, AuditAction.RELEASE})
 APPLICATION_ROLE: Final = ("110150", "Application")
 DESTINATION_ROLE: Final = ("110152", "Destination Role ID")
 SOURCE_ROLE: Final = ("110153", "Source Role ID")
+DESTINATION_MEDIA_ROLE: Final = ("110154", "Destination Media")
+SOURCE_MEDIA_ROLE: Final = ("110155", "Source Media")
+# Media Type Code (DCID 405) of a folder, ZIP file or URL, identified by its URI.
+URI_MEDIA: Final = ("110037", "URI")
 # Participant Object ID Type Codes, and the User ID Type Code of an AE title (DCM codes).
 STUDY_INSTANCE_UID_TYPE: Final = (STUDY_INSTANCE_UID_CODE, "Study Instance UID")
 SOP_CLASS_UID_TYPE: Final = ("110181", "SOP Class UID")
@@ -191,7 +230,8 @@ _SYSTEM_OBJECT: Final = 2
 _REPORT_ROLE: Final = 3
 # RFC 3881 code of the audit source type: an application server process.
 _APPLICATION_SERVER: Final = "4"
-# RFC 3881 code: NetworkAccessPointID is an IP address.
+# RFC 3881 codes: NetworkAccessPointID is a machine name (1) or an IP address (2).
+_MACHINE_NAME: Final = 1
 _IP_ADDRESS: Final = 2
 
 
@@ -207,6 +247,8 @@ def detail_value(text: str) -> str:
 
 def _event_identification(event: AuditEvent) -> dict[str, Any]:
     code, meaning, action_code = _EVENTS[event.action]
+    if event.action is AuditAction.EXPORT and event.party is not None and event.party.ae_title:
+        code, meaning, action_code = _TRANSFERRED
     identification: dict[str, Any] = {
         "EventID": coded((code, meaning)),
         "EventActionCode": action_code,
@@ -227,6 +269,10 @@ def _roles(event: AuditEvent) -> tuple[tuple[str, str] | None, tuple[str, str] |
     if event.action is AuditAction.RETRIEVE:
         # A C-MOVE requestor only starts the transfer; its destination has the role instead.
         return (None if event.move_destination else DESTINATION_ROLE), SOURCE_ROLE
+    if event.action is AuditAction.EXPORT:
+        return None, SOURCE_ROLE
+    if event.action is AuditAction.IMPORT:
+        return None, DESTINATION_ROLE
     return None, APPLICATION_ROLE
 
 
@@ -263,7 +309,34 @@ def _participants(event: AuditEvent, audit_source_id: str) -> list[dict[str, Any
                 "UserIDTypeCode": coded(STATION_AE_TITLE_TYPE),
             }
         )
+    if event.party is not None:
+        participants.append(_party(event.party))
     return participants
+
+
+def _access_point_type(address: str) -> int:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return _MACHINE_NAME
+    return _IP_ADDRESS
+
+
+def _party(party: TransferParty) -> dict[str, Any]:
+    participant: dict[str, Any] = {
+        "UserID": party.user_id,
+        "UserIsRequestor": False,
+        "RoleIDCode": [coded(party.role)],
+    }
+    if party.ae_title:
+        participant["UserIDTypeCode"] = coded(STATION_AE_TITLE_TYPE)
+    if party.address:
+        participant["NetworkAccessPointID"] = party.address
+        participant["NetworkAccessPointTypeCode"] = _access_point_type(party.address)
+    if party.media_type is not None:
+        participant["MediaType"] = coded(party.media_type)
+        participant["MediaIdentifier"] = party.media_id or party.user_id
+    return participant
 
 
 def _audit_source(event: AuditEvent, audit_source_id: str) -> dict[str, Any]:
@@ -284,6 +357,8 @@ def _audit_source(event: AuditEvent, audit_source_id: str) -> dict[str, Any]:
 
 def _study_object(study: StudyAccess) -> dict[str, Any]:
     description: dict[str, Any] = {"SOPClass": _sop_classes(study)}
+    if study.anonymized:
+        description["Anonymized"] = True
     study_object: dict[str, Any] = {
         "ParticipantObjectID": study.study,
         "ParticipantObjectTypeCode": _SYSTEM_OBJECT,

@@ -32,6 +32,7 @@ from cirrus.local.moto_process import LOOPBACK
 if TYPE_CHECKING:
     from cirrus.local.datadir import FolderObjectStore
     from cirrus.operations.checkpoint import Checkpoint
+    from cirrus.operations.export_command import Auditing
     from cirrus.operations.report import Output
     from cirrus.operations.target import Target
 
@@ -651,8 +652,9 @@ def export_study(
         target = _operations_target("export", data_dir, from_env)
         settings = ForwardSettings(calling_ae, retries)
         with _exit_on_failure("export", output, None):
+            auditing = _command_auditing(target, data_dir, from_env)
             status = run_export(
-                target, output, site, study_uid, to, to_dimse, deidentifier, settings
+                target, output, site, study_uid, to, to_dimse, deidentifier, settings, auditing
             )
     except CommandError as exc:
         output.error(f"cirrus export: {exc}")
@@ -698,11 +700,22 @@ def deidentify_study(
         target = _operations_target("deidentify", data_dir, from_env)
         store = target.services.store if from_env else _notifying_store(target, data_dir)
         with _exit_on_failure("deidentify", output, None):
-            status = run_deidentify(target, store, output, site, to_site, study_uid, deidentifier)
+            auditing = _command_auditing(target, data_dir, from_env)
+            status = run_deidentify(
+                target, store, output, site, to_site, study_uid, deidentifier, auditing
+            )
     except CommandError as exc:
         output.error(f"cirrus deidentify: {exc}")
         raise typer.Exit(2) from exc
     raise typer.Exit(status)
+
+
+def _command_auditing(target: Target, data_dir: Path, from_env: bool) -> Auditing:
+    """Return the audit log and operator of a command; raise ``StoreUnavailableError``."""
+    from cirrus.operations.command_audit import command_actor, command_audit
+    from cirrus.operations.export_command import Auditing
+
+    return Auditing(command_audit(target, data_dir, from_env), command_actor(target, from_env))
 
 
 def _notifying_store(target: Target, data_dir: Path) -> FolderObjectStore:
@@ -835,8 +848,13 @@ def import_(
     assert site is not None  # the option has a default
     spec = SourceSpec(path, from_dicomweb, from_dimse, study_filter, calling_ae, port, get)
     target = _import_target(data_dir, from_env)
+    try:
+        auditing = _command_auditing(target, data_dir, from_env)
+    except StoreUnavailableError as exc:
+        typer.echo(f"cirrus import: {exc}", err=True)
+        raise typer.Exit(2) from exc
     options = RunOptions(site, workers, checkpoint, checkpoint_every, report, json_lines)
-    raise typer.Exit(run_import_command(spec, target, options))
+    raise typer.Exit(run_import_command(spec, target, options, auditing))
 
 
 def _import_target(data_dir: Path, from_env: bool) -> Target:

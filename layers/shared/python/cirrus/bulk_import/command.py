@@ -1,4 +1,10 @@
-"""``cirrus import``: the source and target of a run, its output and its exit status."""
+"""``cirrus import``: the source and target of a run, its output and its exit status.
+
+Each run ends with one audit record per study that it imported into, or found stored already
+(``cirrus.operations.command_audit``), with the source as the other participant. Files and
+instances whose study is unknown, because they were rejected before or failed, are counted
+in one more record without a study.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,9 @@ from typing import Final
 
 from rich.console import Console
 
+from cirrus.audit import SOURCE_MEDIA_ROLE, SOURCE_ROLE, AuditAction, TransferParty
 from cirrus.bulk_import.checkpoint import ImportCheckpoint
-from cirrus.bulk_import.outcome import PROBLEMS, Outcome
+from cirrus.bulk_import.outcome import PROBLEMS, Outcome, Result
 from cirrus.bulk_import.report import ProgressDisplay, ReportFile, Summary
 from cirrus.bulk_import.run import ImportRun
 from cirrus.bulk_import.sources import Source, SourceUnavailableError, Unit, local_source
@@ -23,6 +30,14 @@ from cirrus.bulk_import.study_filter import StudyFilter
 from cirrus.bulk_import.writer import InstanceImporter
 from cirrus.errors import StoreUnavailableError
 from cirrus.operations.checkpoint import CheckpointError
+from cirrus.operations.command_audit import (
+    CommandRecord,
+    TransferTally,
+    dimse_party,
+    media_party,
+    url_party,
+)
+from cirrus.operations.export_command import Auditing
 from cirrus.operations.target import Target
 
 logger = logging.getLogger(__name__)
@@ -56,6 +71,39 @@ class RunOptions:
     checkpoint_every: int
     report: Path | None
     json_lines: bool
+
+
+def source_party(spec: SourceSpec) -> TransferParty:
+    """Return the source of ``spec`` as the audit records name it; raise ``ValueError``."""
+    if spec.path is not None:
+        return media_party(spec.path, SOURCE_MEDIA_ROLE)
+    if spec.dicomweb_url is not None:
+        return url_party(spec.dicomweb_url)
+    assert spec.dimse_peer is not None
+    from cirrus.bulk_import.dimse_source import parse_peer
+
+    peer = parse_peer(spec.dimse_peer)
+    return dimse_party(peer.ae_title, peer.host, SOURCE_ROLE)
+
+
+class _ImportTally:
+    """The studies of an import's outcomes, counted from the worker threads."""
+
+    def __init__(self) -> None:
+        self.tally = TransferTally()
+        self._lock = threading.Lock()
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.result is Result.SKIPPED:
+            return
+        with self._lock:
+            if outcome.result in (Result.STORED, Result.REPLACED):
+                self.tally.add(outcome.object_key, moved=True)
+            elif outcome.result is Result.DUPLICATE:
+                # Stored already: the study gets a record, which does not list the instance.
+                self.tally.add_study_of(outcome.object_key)
+            else:
+                self.tally.add(outcome.object_key, moved=False, failure=outcome.result.value)
 
 
 def open_source(spec: SourceSpec) -> Source:
@@ -103,10 +151,13 @@ class _Output:
         self.errors.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def run_import_command(spec: SourceSpec, target: Target, options: RunOptions) -> int:
+def run_import_command(
+    spec: SourceSpec, target: Target, options: RunOptions, auditing: Auditing
+) -> int:
     """Import from ``spec`` into the site ``options.site`` of ``target``; return the exit status."""
     output = _Output(options.json_lines)
     try:
+        party = source_party(spec)
         source = open_source(spec)
     except (SourceUnavailableError, ValueError) as exc:
         output.error(f"cirrus import: {exc}")
@@ -114,8 +165,9 @@ def run_import_command(spec: SourceSpec, target: Target, options: RunOptions) ->
     except KeyboardInterrupt:
         output.error("cirrus import: interrupted")
         return EXIT_INTERRUPTED
+    record = CommandRecord(auditing.audit, AuditAction.IMPORT, auditing.actor, options.site, party)
     try:
-        return _run(source, target, options, output)
+        return _run(source, target, options, output, record)
     except KeyboardInterrupt:
         # Ctrl-C while a remote source lists its studies, before anything is imported.
         output.error("cirrus import: interrupted")
@@ -124,7 +176,9 @@ def run_import_command(spec: SourceSpec, target: Target, options: RunOptions) ->
         source.close()
 
 
-def _run(source: Source, target: Target, options: RunOptions, output: _Output) -> int:
+def _run(
+    source: Source, target: Target, options: RunOptions, output: _Output, record: CommandRecord
+) -> int:
     scope = f"{source.description} into site {options.site} of {target.name}"
     resume = (
         f"; run again with --checkpoint {options.checkpoint} to continue"
@@ -142,15 +196,17 @@ def _run(source: Source, target: Target, options: RunOptions, output: _Output) -
     report = ReportFile(options.report)
     importer = InstanceImporter(target.services.store, target.services.claims, options.site)
     display = ProgressDisplay(output.errors, not options.json_lines and output.errors.is_terminal)
+    studies = _ImportTally()
 
     def on_outcome(outcome: Outcome) -> None:
+        studies.add(outcome)
         report.add(outcome)
         output.finding(outcome)
         display.advance(outcome)
 
     run = ImportRun(source, importer, checkpoint, options.workers, on_outcome)
     started, start_time = datetime.now(UTC), time.monotonic()
-    error, status, complete = "", EXIT_OK, False
+    error, status, complete, archive_failed = "", EXIT_OK, False, False
     try:
         with display.show(f"import: {source.description}", total):
             run.run(units)
@@ -159,8 +215,13 @@ def _run(source: Source, target: Target, options: RunOptions, output: _Output) -
         error, status = f"interrupted{resume}", EXIT_INTERRUPTED
     except (StoreUnavailableError, SourceUnavailableError, CheckpointError) as exc:
         error, status = f"{exc}{resume}", EXIT_ERROR
+        archive_failed = isinstance(exc, StoreUnavailableError)
     if error:
         output.error(f"cirrus import: {error}")
+    audit_error = _write_records(record, studies.tally, status, error, archive_failed)
+    if audit_error:
+        output.error(f"cirrus import: {audit_error}")
+        error, status = error or audit_error, EXIT_ERROR
     summary = Summary(
         source=source.description,
         target=target.name,
@@ -187,6 +248,18 @@ def _run(source: Source, target: Target, options: RunOptions, output: _Output) -
         return status
     problems = any(checkpoint.state.counts.get(result.value) for result in PROBLEMS)
     return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+def _write_records(
+    record: CommandRecord, tally: TransferTally, status: int, error: str, archive_failed: bool
+) -> str:
+    """Write the run's audit records; return why they were not written, or ""."""
+    reason = "interrupted" if status == EXIT_INTERRUPTED else error
+    try:
+        record.write(tally, reason, archive_failed)
+    except StoreUnavailableError as exc:
+        return f"the audit records were not written: {exc}"
+    return ""
 
 
 def _list_units(source: Source, output: _Output) -> tuple[Iterator[Unit], int | None]:

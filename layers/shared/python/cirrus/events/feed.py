@@ -16,6 +16,10 @@ as the counter's last allocation. A writer never saves a change more than
 pages with the cursor misses no change while each DynamoDB request completes within the rest
 of the grace period and the writers' clocks are within it.
 
+Journal. A feed may have a journal (``ChangeJournal``) that receives every change and void
+number once it is saved; the local stack keeps its feed there across restarts
+(``cirrus.local.change_journal``).
+
 Cost per change: one counter update (1 write unit) and one item in the index transaction
 (2 write units, as every transactional write). All changes of a site share one partition,
 which DynamoDB serves at up to 1,000 write units a second, and the counter is one item: about
@@ -26,10 +30,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from botocore.exceptions import BotoCoreError
 from pynamodb.exceptions import PutError, PynamoDBException
@@ -62,10 +66,19 @@ class Ticket:
     allocated_at: float
     taken_monotonic: float
     used: set[int] = field(default_factory=set)
+    # The change record built for each number, which the journal receives once it is saved.
+    records: dict[int, ChangeRecord] = field(default_factory=dict)
 
     @property
     def numbers(self) -> range:
         return range(self.first, self.first + self.count)
+
+
+class ChangeJournal(Protocol):
+    """A copy of every saved change, from which a new changes table can be filled."""
+
+    def append(self, records: Sequence[ChangeRecord]) -> None:
+        """Write ``records`` durably; raise ``StoreUnavailableError`` when that fails."""
 
 
 class ChangeFeed:
@@ -77,11 +90,13 @@ class ChangeFeed:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         write_deadline: float = WRITE_DEADLINE_SECONDS,
+        journal: ChangeJournal | None = None,
     ) -> None:
         self.model = model
         self._clock = clock
         self._monotonic = monotonic
         self._write_deadline = write_deadline
+        self.journal = journal
 
     def allocate(self, site: str, count: int = 1) -> Ticket:
         """Take ``count`` new sequence numbers of ``site``; raise ``StoreUnavailableError``."""
@@ -130,11 +145,56 @@ class ChangeFeed:
             time=iso_time(self._clock()),
             allocated_at=ticket.allocated_at,
         )
+        ticket.records[ticket.first + index] = record
         return record, model.pk.does_not_exist()
 
     def written(self, ticket: Ticket, indexes: Iterable[int]) -> None:
-        """Note that the numbers at ``indexes`` of ``ticket`` were saved with their change."""
-        ticket.used.update(ticket.first + index for index in indexes)
+        """Note that the numbers at ``indexes`` of ``ticket`` were saved with their change.
+
+        The saved changes go to the journal, if there is one. A journal that fails is logged
+        and does not fail the write, because the change is in the table already.
+        """
+        numbers = [ticket.first + index for index in indexes]
+        ticket.used.update(numbers)
+        self._journal(
+            ticket.site, [ticket.records[number] for number in numbers if number in ticket.records]
+        )
+
+    def _journal(self, site: str, records: list[ChangeRecord]) -> None:
+        if self.journal is None or not records:
+            return
+        try:
+            self.journal.append(records)
+        except StoreUnavailableError as exc:
+            logger.error(
+                "change not journaled; a restart of the local stack loses it",
+                extra={"site": site, "sequence": [int(r.sk) for r in records], "error": str(exc)},
+            )
+
+    def save_changes(self, site: str, action: str, keys: Sequence[InstanceKey]) -> int:
+        """Save an ``action`` change of each of ``keys`` without an index write; return the count.
+
+        For the local stack's start, which adds the changes that its journal lacks. Raises
+        ``StoreUnavailableError`` when DynamoDB fails.
+        """
+        if not keys:
+            return 0
+        ticket = self.allocate(site, len(keys))
+        saved: list[int] = []
+        try:
+            for index, key in enumerate(keys):
+                record, condition = self.change(ticket, index, action, key)
+                record.save(condition=condition)
+                saved.append(index)
+        except (PynamoDBException, BotoCoreError) as exc:
+            raise StoreUnavailableError(
+                f"change feed of site {site} was not written: {type(exc).__name__}"
+            ) from exc
+        finally:
+            # One journal write for the saved changes, rather than one per change.
+            self.written(ticket, saved)
+            self.void(ticket)
+        return len(keys)
 
     def void(self, ticket: Ticket) -> None:
         """Write every number of ``ticket`` not noted as written as void, so readers pass it.
@@ -142,6 +202,7 @@ class ChangeFeed:
         Never raises: a number left unwritten is skipped by readers after the grace period.
         """
         model = self.model
+        voided: list[ChangeRecord] = []
         for number in ticket.numbers:
             if number in ticket.used:
                 continue
@@ -150,12 +211,14 @@ class ChangeFeed:
             )
             try:
                 record.save(condition=model.pk.does_not_exist())
+                voided.append(record)
             except PutError as exc:
                 if exc.cause_response_code != "ConditionalCheckFailedException":
                     _log_void_failure(ticket.site, number, exc)
             except (PynamoDBException, BotoCoreError) as exc:
                 _log_void_failure(ticket.site, number, exc)
             ticket.used.add(number)
+        self._journal(ticket.site, voided)
 
 
 def _log_void_failure(site: str, number: int, exc: Exception) -> None:

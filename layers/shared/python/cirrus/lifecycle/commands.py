@@ -8,7 +8,6 @@ held already, a retention delete that failed), 2 on an error such as no running 
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 from datetime import date, datetime
@@ -79,19 +78,12 @@ def _target(command: str, data_dir: Path, from_env: bool) -> tuple[Target, Audit
 
 def _operator(command: str, target: Target, from_env: bool) -> Actor:
     """Return who runs the command: the IAM identity on AWS, the OS user on the local stack."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    from cirrus.operations.command_audit import command_actor
 
-    from cirrus.audit import Actor
-
-    if not from_env:
-        return Actor(principal=f"local user {getpass.getuser()}")
-    settings = target.services.settings
     try:
-        sts = boto3.client("sts", region_name=settings.region, endpoint_url=settings.endpoint_url)
-        return Actor(principal=str(sts.get_caller_identity()["Arn"]))
-    except (ClientError, BotoCoreError) as exc:
-        raise _fail(command, f"cannot tell who runs the command from STS: {exc}", 2) from exc
+        return command_actor(target, from_env)
+    except StoreUnavailableError as exc:
+        raise _fail(command, str(exc), 2) from exc
 
 
 # --- lifecycle -----------------------------------------------------------------------------

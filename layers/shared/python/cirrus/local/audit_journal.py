@@ -37,17 +37,26 @@ class FileAuditJournal:
         """Append ``entry``; raise ``StoreUnavailableError`` when the file cannot be written."""
         line = json.dumps(entry.to_json(), separators=(",", ":")) + "\n"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                _append_line(fd, line.encode())
-            finally:
-                os.close(fd)
+            append_durably(self.path, line.encode())
         except OSError as exc:
             raise StoreUnavailableError(
                 f"audit journal {self.path} was not written: {exc.strerror}"
             ) from exc
+
+
+def append_durably(path: Path, lines: bytes) -> None:
+    """Append whole ``lines`` to ``path`` under an exclusive ``flock``; raise ``OSError``.
+
+    The lines are flushed to disk before this returns, and a failed write leaves the file as
+    it was, so the processes of the local stack can share one JSON Lines file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _append_line(fd, lines)
+    finally:
+        os.close(fd)
 
 
 def _append_line(fd: int, line: bytes) -> None:

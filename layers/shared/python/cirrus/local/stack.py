@@ -5,7 +5,8 @@ DICOMweb and ingest Lambda handlers behind local adapters, DynamoDB, KMS, SQS an
 Archive objects are files in the data folder instead of moto's S3 (``cirrus.local.datadir``),
 which keeps them on disk rather than in memory and spares each instance two S3 requests. Audit
 records go to moto's audit table and to a journal in the data folder, which each start writes
-back into the table (``cirrus.local.audit_journal``). While the stack runs, its data folder
+back into the table (``cirrus.local.audit_journal``). The change feed is kept the same way
+(``cirrus.local.change_journal``). While the stack runs, its data folder
 names the moto endpoint for the operator commands (``cirrus.local.endpoints``). The HTTP port
 also serves the web viewer's built files at / (``cirrus.local.viewer``).
 """
@@ -31,13 +32,24 @@ from cirrus.config import (
     Settings,
 )
 from cirrus.errors import StoreUnavailableError
+from cirrus.events.feed import ChangeFeed
 from cirrus.events.publisher import NoPublisher
+from cirrus.events.tables import bind_change_model
 from cirrus.gateway.aeconfig import AEConfig, AEConfigError
 from cirrus.gateway.limits import GatewayLimits
 from cirrus.gateway.tls import TLSConfig, TLSConfigError
+from cirrus.index.writer import IndexWriter
 from cirrus.lifecycle.bucket import apply_lifecycle_rules
 from cirrus.lifecycle.rules import LifecycleRules
 from cirrus.local.audit_journal import JOURNAL_FILE, FileAuditJournal, restore_journal
+from cirrus.local.change_journal import JOURNAL_FILE as CHANGE_JOURNAL_FILE
+from cirrus.local.change_journal import (
+    FileChangeJournal,
+    RestoredFeed,
+    journal_counters,
+    reconcile_feed,
+    restore_change_journal,
+)
 from cirrus.local.datadir import (
     DataFolderInUseError,
     DataFolderLock,
@@ -45,6 +57,7 @@ from cirrus.local.datadir import (
     QueueNotifier,
     notify_saved_objects,
     remove_spool_leftovers,
+    saved_objects,
 )
 from cirrus.local.endpoints import remove_endpoints, write_endpoints
 from cirrus.local.event_pollers import start_event_pollers
@@ -61,6 +74,7 @@ from cirrus.local.sigv4 import (
 from cirrus.local.viewer import BUILD_COMMAND, INDEX_FILE, ViewerSite, built_viewer, viewer_config
 from cirrus.logs import configure_console_logging, use_console_format
 from cirrus.services import Services
+from cirrus.storage.keys import InstanceKey
 
 logger = logging.getLogger("cirrus.local")
 
@@ -212,16 +226,23 @@ class LocalStack:
         notifier = local_notifier(services)
         services.store = FolderObjectStore(objects_dir, settings.bucket, notifier)
         services.audit = self._restore_audit(settings)
+        restored_feed = self._restore_changes(services)
         self.services = services
         self._start_poller(services)
         self._event_pollers = start_event_pollers(services, config.data_dir)
-        # The rebuild indexes what was archived before: no events, and no StudyStable, for it.
+        # The rebuild indexes what was archived before: no events, no StudyStable and no
+        # changes for it. The feed gets the changes its journal lacks afterwards.
         events, arrivals = services.events, services.arrivals
         services.events, services.arrivals = NoPublisher(), None
+        services.index_writer = IndexWriter(services.index_model, services.store)
         try:
             self._rebuild_index(notifier, objects_dir)
         finally:
             services.events, services.arrivals = events, arrivals
+            services.index_writer = IndexWriter(
+                services.index_model, services.store, services.change_feed
+            )
+        self._reconcile_changes(services, restored_feed, objects_dir)
 
         limits = GatewayLimits(spool_dir=spool_dir)
         self._gateway = self._start_gateway(services, gateway_config, limits)
@@ -293,6 +314,49 @@ class LocalStack:
         if restored:
             logger.info("audit records restored", extra={"records": restored})
         return AuditLog(model, settings.deployment, journal)
+
+    def _restore_changes(self, services: Services) -> RestoredFeed:
+        """Write the data folder's change journal into the new changes table.
+
+        Sets ``services.change_feed`` to a feed that appends to the journal, so every writer
+        of this process journals its changes.
+        """
+        journal = FileChangeJournal(self.config.data_dir / CHANGE_JOURNAL_FILE)
+        model = bind_change_model(services.settings)
+        if model is None:
+            raise StartError("the local stack's settings name no changes table")
+        try:
+            restored = restore_change_journal(journal.path, model)
+        except StoreUnavailableError as exc:
+            raise StartError(f"change journal {journal.path} was not restored: {exc}") from exc
+        if restored.changes:
+            logger.info("change feed restored", extra={"changes": restored.changes})
+        services.change_feed = ChangeFeed(model, journal=journal)
+        return restored
+
+    def _reconcile_changes(
+        self, services: Services, restored: RestoredFeed, objects_dir: Path
+    ) -> None:
+        """Add the changes of instances archived or removed while no feed was recording."""
+        feed = services.change_feed
+        assert feed is not None  # set by _restore_changes
+        archived = (InstanceKey.parse(key) for key, _ in saved_objects(objects_dir))
+        try:
+            added = reconcile_feed(feed, restored, archived)
+        except StoreUnavailableError as exc:
+            raise StartError(f"change feed was not reconciled: {exc}") from exc
+        if any(added.values()):
+            logger.info("change feed completed from the archive", extra=added)
+
+    def _journal_counters(self) -> None:
+        """Keep each site's last handed-out number, so that the next start hands out none again."""
+        feed = self.services.change_feed if self.services is not None else None
+        if feed is None or not isinstance(feed.journal, FileChangeJournal):
+            return
+        try:
+            journal_counters(feed.model, feed.journal)
+        except StoreUnavailableError as exc:
+            logger.error("change feed counters not journaled", extra={"error": str(exc)})
 
     def _start_poller(self, services: Services) -> None:
         from functions.ingest import handler as ingest_handler
@@ -406,6 +470,7 @@ class LocalStack:
             self._event_pollers.pop().stop()
         if self._moto is not None:
             remove_endpoints(self.config.data_dir)
+            self._journal_counters()
             self._moto.stop()
             self._moto = None
         while self._restore_formats:

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cirrus.config import Settings
+from cirrus.events.feed import ChangeFeed
+from cirrus.events.tables import bind_change_model
+from cirrus.local.change_journal import JOURNAL_FILE as CHANGE_JOURNAL_FILE
+from cirrus.local.change_journal import FileChangeJournal
 from cirrus.local.datadir import FolderObjectStore
 from cirrus.local.endpoints import read_endpoints
 from cirrus.services import Services
@@ -38,6 +42,11 @@ def local_target(data_dir: Path) -> Target:
     # No notifier: a command writes no instance, and the stack's own store sends the
     # notifications of the objects it writes.
     services.store = FolderObjectStore(endpoints.objects_dir, endpoints.settings.bucket)
+    # The changes that a command writes (reindex, its pruning) go to the stack's journal too.
+    model = bind_change_model(endpoints.settings)
+    if model is not None:
+        journal = FileChangeJournal(data_dir / CHANGE_JOURNAL_FILE)
+        services.change_feed = ChangeFeed(model, journal=journal)
     return Target(services, f"local stack on {data_dir}")
 
 
