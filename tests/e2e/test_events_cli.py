@@ -239,3 +239,15 @@ def test_rejected_stow_part_event(stack: RunningStack) -> None:
     assert rejected["transport"] == "STOW-RS"
     assert rejected["status"] == "0xA900"
     assert rejected["site"] == "default"
+
+
+def test_changes_cursor_ahead_rejected(stack: RunningStack) -> None:
+    _, cursor = _read_all(stack, 0, limit=1000)
+    ahead = cursor + 5000
+    response = requests.get(f"{stack.dicomweb_url}/changes?since={ahead}", timeout=30)
+    assert response.status_code == 400
+    assert f"cursor {ahead} is above the last number" in response.text
+    result = _cli(stack, "changes", "--since", str(ahead))
+    assert result.returncode == 2
+    assert f"cursor {ahead} is above the last number" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -928,6 +928,7 @@ def changes(
     Exit status 0, 2 on an error, 130 when --follow ends with Ctrl-C.
     """
     from cirrus.events.commands import print_changes
+    from cirrus.events.feed import CursorAheadError
 
     target = _operations_target("changes", data_dir, from_env)
     reader = target.services.change_reader
@@ -939,7 +940,7 @@ def changes(
         cursor = print_changes(
             reader, feed_site, since, limit, follow, interval, json_lines, typer.echo, _warn
         )
-    except StoreUnavailableError as exc:
+    except (StoreUnavailableError, CursorAheadError) as exc:
         _warn(f"cirrus changes: {exc}")
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:
