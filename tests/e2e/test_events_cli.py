@@ -251,3 +251,35 @@ def test_changes_cursor_ahead_rejected(stack: RunningStack) -> None:
     assert result.returncode == 2
     assert f"cursor {ahead} is above the last number" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _without_study(ds: pydicom.Dataset) -> bytes:
+    del ds.StudyInstanceUID
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_rejection_names_series_without_study(stack: RunningStack, tmp_path: Path) -> None:
+    [stow_ds, cstore_ds] = _datasets(2)
+    body, content_type = build_multipart_related(
+        [Part(_without_study(stow_ds), content_type="application/dicom")], "application/dicom"
+    )
+    response = requests.post(
+        f"{stack.dicomweb_url}/studies",
+        data=body,
+        headers={"Content-Type": content_type},
+        timeout=30,
+    )
+    assert response.status_code == 409
+    path = tmp_path / "no-study.dcm"
+    path.write_bytes(_without_study(cstore_ds))
+    run_dcmtk("storescu", "-aec", "CIRRUS", "127.0.0.1", str(stack.dicom_port), str(path))
+    for ds, transport in ((stow_ds, "STOW-RS"), (cstore_ds, "DIMSE")):
+        events = _wait_for_event(stack, "InstanceRejected", ds.SOPInstanceUID)
+        [rejected] = [e["detail"] for e in events if ds.SOPInstanceUID in json.dumps(e)]
+        assert rejected["transport"] == transport
+        assert rejected["SeriesInstanceUID"] == ds.SeriesInstanceUID
+        assert rejected["StudyInstanceUID"] is None
