@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pydicom
 import pytest
@@ -283,3 +285,20 @@ def test_rejection_names_series_without_study(stack: RunningStack, tmp_path: Pat
         assert rejected["transport"] == transport
         assert rejected["SeriesInstanceUID"] == ds.SeriesInstanceUID
         assert rejected["StudyInstanceUID"] is None
+
+
+def test_raw_utf8_query_decoded(stack: RunningStack) -> None:
+    url = urlsplit(stack.dicomweb_url)
+    request = (
+        f"GET {url.path}/changes?since=".encode()
+        + "١٢".encode()
+        + f" HTTP/1.1\r\nHost: {url.netloc}\r\nConnection: close\r\n\r\n".encode()
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=30) as connection:
+        connection.sendall(request)
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert "since='١٢'" in json.dumps(json.loads(body), ensure_ascii=False)
