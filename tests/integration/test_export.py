@@ -208,6 +208,29 @@ def test_peer_parse() -> None:
             Peer.parse(text)
 
 
+def test_peer_parse_ipv6() -> None:
+    peer = Peer.parse("READER@[::1]:11860")
+    assert peer == Peer("READER", "::1", 11860)
+    assert str(peer) == "READER@[::1]:11860"
+    assert Peer.parse("READER@[fd00:0::5]:104").host == "fd00::5"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("READER@::1:11860", r"write an IPv6 address in brackets, such as PACS@\[::1\]:104"),
+        ("READER@[::g]:104", "host \\[::g\\] of peer .* is not a valid IPv6 address"),
+        ("A_TITLE_OF_17_CHR@127.0.0.1:104", "AE title 'A_TITLE_OF_17_CHR' is invalid; use 1 to 16"),
+        ("PACS@127.0.0.1:http", "port 'http' of peer .* is invalid; use 1 to 65535"),
+        ("PACS@127.0.0.1:0", "port '0' of peer"),
+        ("PACS-127.0.0.1:104", "give AE@HOST:PORT"),
+    ],
+)
+def test_peer_parse_names_problem(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Peer.parse(text)
+
+
 def test_forward_to_storescp(store: FolderObjectStore, tmp_path: Path) -> None:
     study = _archive(store, ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"])
     archived = _archived_bytes(store, study)
