@@ -16,7 +16,14 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from cirrus.deid import DateHandling, Deidentifier, ProfileOptions
 from cirrus.local.datadir import FolderObjectStore
-from cirrus.operations.export import EXPORTED, FAILED, ExportError, InstanceResult, export_file_set
+from cirrus.operations.export import (
+    EXPORTED,
+    FAILED,
+    ExportError,
+    InstanceResult,
+    export_file_set,
+    study_keys,
+)
 from cirrus.operations.forward import (
     STORED,
     ForwardError,
@@ -382,3 +389,10 @@ def test_forward_to_orthanc(store: FolderObjectStore, tmp_path: Path) -> None:
     assert len(uids - archived) == 2
     names = {p["MainDicomTags"].get("PatientName") for p in patients}
     assert names == {"EXPORT^PATIENT", deidentifier.patient_pseudonym("EXP-4711")}
+
+
+@pytest.mark.parametrize("study", ["not a uid", "1" * 65, "1.2/3"])
+def test_invalid_study_uid_message(store: FolderObjectStore, study: str) -> None:
+    with pytest.raises(ExportError, match=r"give at most 64 digits and '\.'") as info:
+        study_keys(store, SITE, study)
+    assert "letters" not in str(info.value)

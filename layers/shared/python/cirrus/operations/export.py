@@ -75,7 +75,12 @@ def study_keys(store: ObjectStore, site: str, study_uid: str) -> list[str]:
     try:
         check_uid("StudyInstanceUID", study_uid)
     except InvalidInstanceError as exc:
-        raise ExportError(str(exc)) from exc
+        # The archive also keeps UIDs with letters, '-' and '_' that senders wrote, but a
+        # conformant UID (PS3.5 9.1) has only digits and '.', which is what to tell the user.
+        raise ExportError(
+            f"{study_uid[:80]!r} is not a valid StudyInstanceUID (0020,000D); give at most 64 "
+            "digits and '.', such as 1.2.840.113619.2.55.3.2831"
+        ) from exc
     prefix = f"{site_prefix(site)}studies/{study_uid}/"
     keys = []
     for stored in store.list_keys(prefix):
