@@ -396,3 +396,12 @@ def test_invalid_study_uid_message(store: FolderObjectStore, study: str) -> None
     with pytest.raises(ExportError, match=r"give at most 64 digits and '\.'") as info:
         study_keys(store, SITE, study)
     assert "letters" not in str(info.value)
+
+
+@pytest.mark.parametrize("destination", ["/proc/cirrus-export.zip", "/proc/cirrus-export/study"])
+def test_unwritable_destination_rejected(store: FolderObjectStore, destination: str) -> None:
+    study = _archive(store, ["CT_small.dcm"])
+    results: list[InstanceResult] = []
+    with pytest.raises(ExportError, match="cannot write in folder /proc"):
+        export_file_set(store, SITE, study, Path(destination), None, results.append)
+    assert results == []

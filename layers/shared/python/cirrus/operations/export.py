@@ -162,9 +162,29 @@ def _check_destination(destination: Path, as_zip: bool) -> None:
             raise ExportError(f"{destination} exists; give a new file name")
         if not destination.parent.is_dir():
             raise ExportError(f"folder {destination.parent} does not exist")
+        _check_writable(destination.parent)
         return
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise ExportError(f"{destination} exists and is not an empty folder")
+    existing = destination
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    _check_writable(existing)
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise ``ExportError`` unless a file can be created in ``folder``.
+
+    Creating a file is the only reliable test: ``os.access`` passes for root, and file systems
+    such as /proc reject files that the permission bits would allow.
+    """
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cirrus-export-check-"):
+            pass
+    except OSError as exc:
+        raise ExportError(
+            f"cannot write in folder {folder}: {exc.strerror or exc}; give a writable destination"
+        ) from exc
 
 
 def _add_instance(file_set: FileSet, key: str, part10: bytes | InstanceResult) -> InstanceResult:
