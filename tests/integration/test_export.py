@@ -405,3 +405,41 @@ def test_unwritable_destination_rejected(store: FolderObjectStore, destination: 
     with pytest.raises(ExportError, match="cannot write in folder /proc"):
         export_file_set(store, SITE, study, Path(destination), None, results.append)
     assert results == []
+
+
+def test_records_invent_content_date(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = generate_uid()
+    raw = pydicom.dcmread(bundled("CT_small.dcm"))
+    del raw.PixelData
+    raw.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66"  # Raw Data Storage
+    report = pydicom.dcmread(bundled("test-SR.dcm"))
+    for ds in (raw, report):
+        ds.StudyInstanceUID = study
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        for keyword in ("ContentDate", "ContentTime"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        key = f"sites/{SITE}/studies/{study}/series/{ds.SeriesInstanceUID}/instances/"
+        store.put(f"{key}{ds.SOPInstanceUID}.dcm", buffer.getvalue())
+    results: list[InstanceResult] = []
+    counts = export_file_set(store, SITE, study, tmp_path / "out", None, results.append)
+    assert counts == {EXPORTED: 2, FAILED: 0}, [r.detail for r in results]
+    dicomdir = pydicom.dcmread(tmp_path / "out" / "DICOMDIR")
+    records = {
+        str(record.DirectoryRecordType): record
+        for record in dicomdir.DirectoryRecordSequence
+        if record.DirectoryRecordType in ("RAW DATA", "SR DOCUMENT")
+    }
+    assert sorted(records) == ["RAW DATA", "SR DOCUMENT"]
+    for record in records.values():
+        assert record.ContentDate == "19000101"
+        assert record.ContentTime == "000000"
+    files = [path for path in (tmp_path / "out").rglob("*") if path.name != "DICOMDIR"]
+    instances = [path for path in files if path.is_file()]
+    assert len(instances) == 2
+    for path in instances:
+        assert "ContentDate" not in pydicom.dcmread(path)

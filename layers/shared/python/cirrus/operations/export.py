@@ -43,6 +43,9 @@ _RECORD_DUMMIES: Final = {
     "StudyID": "1",
     "Modality": "OT",
     "SeriesNumber": 1,
+    # The records of SR, key object, raw data and other non-image instances need both.
+    "ContentDate": "19000101",
+    "ContentTime": "000000",
 }
 
 
@@ -207,9 +210,10 @@ def _invent_record_values(ds: Dataset, number: int) -> None:
     """Fill the empty Type 1 attributes that the DICOMDIR records need, in ``ds`` only.
 
     The records of PS3.3 F.5 require a Patient ID, Study Date, Study Time, Study ID, Modality,
-    Series Number and Instance Number that an instance may leave empty (de-identified ones
-    do). As dcmmkdir does with ``--invent``, the records get dummy values, and the instance
-    file, written from the archived bytes, is unchanged.
+    Series Number, Instance Number, and for most non-image records a Content Date and Content
+    Time, that an instance may leave empty (de-identified ones do). As dcmmkdir does with
+    ``--invent``, the records get dummy values, and the instance file, written from the
+    archived bytes, is unchanged.
     """
     for keyword, value in _RECORD_DUMMIES.items():
         if not ds.get(keyword):
