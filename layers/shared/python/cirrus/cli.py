@@ -631,20 +631,22 @@ def export_study(
 
     Exit status 0 when every instance was exported, 1 when some failed, 2 on an error.
     """
-    from cirrus.operations.export_command import CommandError, DeidOptions, run_export
-    from cirrus.operations.forward import ForwardSettings
-    from cirrus.operations.report import Output
-
-    output = Output(json_lines)
-    flags = DeidOptions(
-        retain_uids,
-        retain_dates,
-        shift_dates,
-        retain_patient_characteristics,
-        retain_device_identity,
-        deid_key_file,
-    )
     try:
+        # The imports and the connection to the stack take a second, so a Ctrl-C often
+        # lands here, before the export runs.
+        from cirrus.operations.export_command import CommandError, DeidOptions, run_export
+        from cirrus.operations.forward import ForwardSettings
+        from cirrus.operations.report import Output
+
+        output = Output(json_lines)
+        flags = DeidOptions(
+            retain_uids,
+            retain_dates,
+            shift_dates,
+            retain_patient_characteristics,
+            retain_device_identity,
+            deid_key_file,
+        )
         if flags.given() and not deidentify:
             raise CommandError("the de-identification options need --deidentify")
         deidentifier = flags.deidentifier() if deidentify else None
@@ -654,6 +656,9 @@ def export_study(
             status = run_export(
                 target, output, site, study_uid, to, to_dimse, deidentifier, settings
             )
+    except KeyboardInterrupt:
+        typer.echo("cirrus export: interrupted", err=True)
+        raise typer.Exit(130) from None
     except CommandError as exc:
         output.error(f"cirrus export: {exc}")
         raise typer.Exit(2) from exc
