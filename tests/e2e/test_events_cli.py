@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pydicom
 import pytest
@@ -239,3 +241,64 @@ def test_rejected_stow_part_event(stack: RunningStack) -> None:
     assert rejected["transport"] == "STOW-RS"
     assert rejected["status"] == "0xA900"
     assert rejected["site"] == "default"
+
+
+def test_changes_cursor_ahead_rejected(stack: RunningStack) -> None:
+    _, cursor = _read_all(stack, 0, limit=1000)
+    ahead = cursor + 5000
+    response = requests.get(f"{stack.dicomweb_url}/changes?since={ahead}", timeout=30)
+    assert response.status_code == 400
+    assert f"cursor {ahead} is above the last number" in response.text
+    result = _cli(stack, "changes", "--since", str(ahead))
+    assert result.returncode == 2
+    assert f"cursor {ahead} is above the last number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _without_study(ds: pydicom.Dataset) -> bytes:
+    del ds.StudyInstanceUID
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_rejection_names_series_without_study(stack: RunningStack, tmp_path: Path) -> None:
+    [stow_ds, cstore_ds] = _datasets(2)
+    body, content_type = build_multipart_related(
+        [Part(_without_study(stow_ds), content_type="application/dicom")], "application/dicom"
+    )
+    response = requests.post(
+        f"{stack.dicomweb_url}/studies",
+        data=body,
+        headers={"Content-Type": content_type},
+        timeout=30,
+    )
+    assert response.status_code == 409
+    path = tmp_path / "no-study.dcm"
+    path.write_bytes(_without_study(cstore_ds))
+    run_dcmtk("storescu", "-aec", "CIRRUS", "127.0.0.1", str(stack.dicom_port), str(path))
+    for ds, transport in ((stow_ds, "STOW-RS"), (cstore_ds, "DIMSE")):
+        events = _wait_for_event(stack, "InstanceRejected", ds.SOPInstanceUID)
+        [rejected] = [e["detail"] for e in events if ds.SOPInstanceUID in json.dumps(e)]
+        assert rejected["transport"] == transport
+        assert rejected["SeriesInstanceUID"] == ds.SeriesInstanceUID
+        assert rejected["StudyInstanceUID"] is None
+
+
+def test_raw_utf8_query_decoded(stack: RunningStack) -> None:
+    url = urlsplit(stack.dicomweb_url)
+    request = (
+        f"GET {url.path}/changes?since=".encode()
+        + "١٢".encode()
+        + f" HTTP/1.1\r\nHost: {url.netloc}\r\nConnection: close\r\n\r\n".encode()
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=30) as connection:
+        connection.sendall(request)
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert "since='١٢'" in json.dumps(json.loads(body), ensure_ascii=False)

@@ -21,6 +21,7 @@ from cirrus.events.feed import (
     Change,
     ChangeFeed,
     ChangeReader,
+    CursorAheadError,
     Ticket,
 )
 from cirrus.events.tables import ChangeRecord, bind_change_model
@@ -174,6 +175,20 @@ def test_invalid_cursor_rejected(model: type[ChangeRecord]) -> None:
         reader.read("north", 0, limit=0)
     with pytest.raises(ValueError, match="limit"):
         reader.read("north", 0, limit=1001)
+
+
+def test_cursor_ahead_of_feed_rejected(model: type[ChangeRecord]) -> None:
+    clock = _Clock()
+    feed, reader = _feed(model, clock)
+    site = _site()
+    assert reader.read(site, 0).changes == []
+    with pytest.raises(CursorAheadError, match=f"cursor 1 is above the last number 0 of .*{site}"):
+        reader.read(site, 1)
+    _write(feed, feed.allocate(site, 3), site)
+    feed.allocate(site)  # taken, not written yet
+    assert reader.read(site, 4).changes == []
+    with pytest.raises(CursorAheadError, match="read from 0 again, or from 4"):
+        reader.read(site, 5000)
 
 
 @dataclass

@@ -95,3 +95,17 @@ def test_store_only_caller_denied(stack: AccessStack) -> None:
 
 def test_unsigned_request_denied(stack: AccessStack) -> None:
     assert requests.get(f"{stack.url}/changes", timeout=30).status_code == 403
+
+
+def test_cursor_ahead_of_feed_rejected(stack: AccessStack) -> None:
+    response = stack.client(NORTH_READER).get("/changes", params={"since": "5000"})
+    assert response.status_code == 400
+    assert "cursor 5000 is above the last number" in response.text
+    assert "site north" in response.text
+
+
+@pytest.mark.parametrize("site", ["a%2Fb", "%00", "North", "a" * 300])
+def test_invalid_site_prefix_rejected(stack: AccessStack, site: str) -> None:
+    response = stack.client(NORTH_READER).get(f"/sites/{site}/changes")
+    assert response.status_code == 400
+    assert "lowercase letters, digits and '-'" in response.text

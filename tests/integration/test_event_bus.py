@@ -16,6 +16,7 @@ from cirrus.events.model import INSTANCE_REJECTED, INSTANCE_STORED, STUDY_STABLE
 from cirrus.events.publisher import EventPublisher
 from cirrus.events.stable import ArrivalTracker, StableCheck, StableChecker, StableQueue
 from cirrus.events.tables import bind_arrival_model
+from cirrus.index.models import STUDY, study_pk
 from cirrus.local.event_resources import journal_queue_name
 from cirrus.services import Services
 from cirrus.storage.keys import InstanceKey
@@ -161,10 +162,26 @@ def _checker(
     return tracker, checker
 
 
+def _indexed_study(services: Services, instances: int = 1) -> str:
+    """Write the index record of a new study of ``instances`` instances; return its UID."""
+    study = generate_uid()
+    record = services.index_model(
+        study_pk("default", study),
+        STUDY,
+        level=STUDY,
+        site="default",
+        series_count=1,
+        instance_count=instances,
+        modalities={"CT"},
+    )
+    record.save()
+    return study
+
+
 def test_stable_once_per_quiet_period(services: Services) -> None:
     clock, queue = _Clock(), _RecordingQueue()
     tracker, checker = _checker(services, queue, 120, clock)
-    study = generate_uid()
+    study = _indexed_study(services)
     tracker.arrived("default", study)
     tracker.arrived("default", study, 2)
     assert [delay for _, delay in queue.sent] == [120]
@@ -188,7 +205,7 @@ def test_stable_once_per_quiet_period(services: Services) -> None:
 def test_stable_waits_for_late_arrival(services: Services) -> None:
     clock, queue = _Clock(), _RecordingQueue()
     tracker, checker = _checker(services, queue, 120, clock)
-    study = generate_uid()
+    study = _indexed_study(services)
     tracker.arrived("default", study)
     clock.now += 100
     tracker.arrived("default", study)
@@ -202,7 +219,7 @@ def test_stable_waits_for_late_arrival(services: Services) -> None:
 def test_stable_long_quiet_period_requeues(services: Services) -> None:
     clock, queue = _Clock(), _RecordingQueue()
     tracker, checker = _checker(services, queue, 3600, clock)
-    study = generate_uid()
+    study = _indexed_study(services)
     tracker.arrived("default", study)
     for _ in range(3):
         clock.now += 900
@@ -219,7 +236,7 @@ def test_stable_check_on_sqs_delay(services: Services) -> None:
     assert model is not None
     tracker = ArrivalTracker(model, queue, 1)
     checker = StableChecker(model, services.index_model, queue, services.events, 1)
-    study = generate_uid()
+    study = _indexed_study(services)
     tracker.arrived("default", study)
     sqs = services.clients.sqs
     url = sqs.get_queue_url(QueueName=services.settings.stable_queue)["QueueUrl"]
@@ -232,3 +249,30 @@ def test_stable_check_on_sqs_delay(services: Services) -> None:
     event = checker.check(StableCheck.from_body(messages[0]["Body"]))
     assert event is not None
     assert event.detail["StudyInstanceUID"] == study
+
+
+def test_stable_reports_index_counts(services: Services) -> None:
+    clock, queue = _Clock(), _RecordingQueue()
+    tracker, checker = _checker(services, queue, 120, clock)
+    study = _indexed_study(services, instances=4)
+    tracker.arrived("default", study, 4)
+    clock.now += 120
+    event = checker.check(queue.sent[0][0])
+    assert event is not None
+    assert event.detail["instances"] == 4
+    assert event.detail["series"] == 1
+    assert event.detail["ModalitiesInStudy"] == ["CT"]
+
+
+@pytest.mark.parametrize("remaining", [None, 0])
+def test_stable_not_sent_for_deleted_study(services: Services, remaining: int | None) -> None:
+    clock, queue = _Clock(), _RecordingQueue()
+    tracker, checker = _checker(services, queue, 120, clock)
+    study = generate_uid()
+    if remaining is not None:
+        study = _indexed_study(services, instances=remaining)
+    tracker.arrived("default", study, 2)
+    clock.now += 120
+    assert checker.check(queue.sent[0][0]) is None
+    assert checker.check(queue.sent[0][0]) is None  # a redelivery
+    assert _journal(services, 1, timeout=2) == []

@@ -16,7 +16,14 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from cirrus.deid import DateHandling, Deidentifier, ProfileOptions
 from cirrus.local.datadir import FolderObjectStore
-from cirrus.operations.export import EXPORTED, FAILED, ExportError, InstanceResult, export_file_set
+from cirrus.operations.export import (
+    EXPORTED,
+    FAILED,
+    ExportError,
+    InstanceResult,
+    export_file_set,
+    study_keys,
+)
 from cirrus.operations.forward import (
     STORED,
     ForwardError,
@@ -208,6 +215,29 @@ def test_peer_parse() -> None:
             Peer.parse(text)
 
 
+def test_peer_parse_ipv6() -> None:
+    peer = Peer.parse("READER@[::1]:11860")
+    assert peer == Peer("READER", "::1", 11860)
+    assert str(peer) == "READER@[::1]:11860"
+    assert Peer.parse("READER@[fd00:0::5]:104").host == "fd00::5"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("READER@::1:11860", r"write an IPv6 address in brackets, such as PACS@\[::1\]:104"),
+        ("READER@[::g]:104", "host \\[::g\\] of peer .* is not a valid IPv6 address"),
+        ("A_TITLE_OF_17_CHR@127.0.0.1:104", "AE title 'A_TITLE_OF_17_CHR' is invalid; use 1 to 16"),
+        ("PACS@127.0.0.1:http", "port 'http' of peer .* is invalid; use 1 to 65535"),
+        ("PACS@127.0.0.1:0", "port '0' of peer"),
+        ("PACS-127.0.0.1:104", "give AE@HOST:PORT"),
+    ],
+)
+def test_peer_parse_names_problem(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Peer.parse(text)
+
+
 def test_forward_to_storescp(store: FolderObjectStore, tmp_path: Path) -> None:
     study = _archive(store, ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"])
     archived = _archived_bytes(store, study)
@@ -359,3 +389,57 @@ def test_forward_to_orthanc(store: FolderObjectStore, tmp_path: Path) -> None:
     assert len(uids - archived) == 2
     names = {p["MainDicomTags"].get("PatientName") for p in patients}
     assert names == {"EXPORT^PATIENT", deidentifier.patient_pseudonym("EXP-4711")}
+
+
+@pytest.mark.parametrize("study", ["not a uid", "1" * 65, "1.2/3"])
+def test_invalid_study_uid_message(store: FolderObjectStore, study: str) -> None:
+    with pytest.raises(ExportError, match=r"give at most 64 digits and '\.'") as info:
+        study_keys(store, SITE, study)
+    assert "letters" not in str(info.value)
+
+
+@pytest.mark.parametrize("destination", ["/proc/cirrus-export.zip", "/proc/cirrus-export/study"])
+def test_unwritable_destination_rejected(store: FolderObjectStore, destination: str) -> None:
+    study = _archive(store, ["CT_small.dcm"])
+    results: list[InstanceResult] = []
+    with pytest.raises(ExportError, match="cannot write in folder /proc"):
+        export_file_set(store, SITE, study, Path(destination), None, results.append)
+    assert results == []
+
+
+def test_records_invent_content_date(store: FolderObjectStore, tmp_path: Path) -> None:
+    study = generate_uid()
+    raw = pydicom.dcmread(bundled("CT_small.dcm"))
+    del raw.PixelData
+    raw.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66"  # Raw Data Storage
+    report = pydicom.dcmread(bundled("test-SR.dcm"))
+    for ds in (raw, report):
+        ds.StudyInstanceUID = study
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        for keyword in ("ContentDate", "ContentTime"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        key = f"sites/{SITE}/studies/{study}/series/{ds.SeriesInstanceUID}/instances/"
+        store.put(f"{key}{ds.SOPInstanceUID}.dcm", buffer.getvalue())
+    results: list[InstanceResult] = []
+    counts = export_file_set(store, SITE, study, tmp_path / "out", None, results.append)
+    assert counts == {EXPORTED: 2, FAILED: 0}, [r.detail for r in results]
+    dicomdir = pydicom.dcmread(tmp_path / "out" / "DICOMDIR")
+    records = {
+        str(record.DirectoryRecordType): record
+        for record in dicomdir.DirectoryRecordSequence
+        if record.DirectoryRecordType in ("RAW DATA", "SR DOCUMENT")
+    }
+    assert sorted(records) == ["RAW DATA", "SR DOCUMENT"]
+    for record in records.values():
+        assert record.ContentDate == "19000101"
+        assert record.ContentTime == "000000"
+    files = [path for path in (tmp_path / "out").rglob("*") if path.name != "DICOMDIR"]
+    instances = [path for path in files if path.is_file()]
+    assert len(instances) == 2
+    for path in instances:
+        assert "ContentDate" not in pydicom.dcmread(path)

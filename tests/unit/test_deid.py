@@ -216,6 +216,87 @@ def test_person_codes_replaced() -> None:
     assert replaced[0].CodingSchemeDesignator == "99CIRRUS"
 
 
+def _content_item(value_type: str, **values: object) -> Dataset:
+    item = Dataset()
+    item.RelationshipType = "CONTAINS"
+    item.ValueType = value_type
+    concept = Dataset()
+    concept.CodeValue = "121071"
+    concept.CodingSchemeDesignator = "DCM"
+    concept.CodeMeaning = "Finding"
+    item.ConceptNameCodeSequence = Sequence([concept])
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _sr_with_identity() -> Dataset:
+    """Return a Comprehensive SR whose content items name the patient and the reader."""
+    ds = _instance()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"
+    ds.ValueType = "CONTAINER"
+    ds.ContinuityOfContent = "SEPARATE"
+    nested = _content_item("TEXT", TextValue=f"Seen by {MARKER} in clinic")
+    container = _content_item("CONTAINER", ContinuityOfContent="SEPARATE")
+    container.ContentSequence = Sequence([nested])
+    ds.ContentSequence = Sequence(
+        [
+            _content_item("TEXT", TextValue=f"Mass in {MARKER}'s left lung"),
+            _content_item("PNAME", PersonName=f"{MARKER}^READER"),
+            _content_item("DATE", Date=MARKER_DATE),
+            _content_item("DATETIME", DateTime=MARKER_DATE + "101112"),
+            container,
+        ]
+    )
+    return ds
+
+
+def _assert_dummy_content(ds: Dataset) -> None:
+    assert len(ds.ContentSequence) == 1
+    item = ds.ContentSequence[0]
+    assert item.ValueType == "TEXT"
+    assert item.TextValue == "ANONYMIZED"
+    assert "ContentSequence" not in item
+
+
+def test_sr_content_replaced_by_dummy() -> None:
+    result, out = _round_trip(_sr_with_identity(), Deidentifier(key=KEY))
+    _assert_no_marker(out)
+    _assert_dummy_content(result)
+
+
+def test_sr_content_replaced_with_options() -> None:
+    options = ProfileOptions(
+        retain_uids=True,
+        dates=DateHandling.RETAIN,
+        retain_patient_characteristics=True,
+        retain_device_identity=True,
+    )
+    result, out = _round_trip(_sr_with_identity(), Deidentifier(options, KEY))
+    assert MARKER.encode() not in out
+    _assert_dummy_content(result)
+
+
+def test_nested_content_sequence_replaced() -> None:
+    ds = _instance()
+    carrier = Dataset()
+    carrier.ContentSequence = Sequence([_content_item("TEXT", TextValue=MARKER)])
+    ds.AnatomicRegionSequence = Sequence([carrier])
+    result, out = _round_trip(ds, Deidentifier(key=KEY))
+    _assert_no_marker(out)
+    _assert_dummy_content(result.AnatomicRegionSequence[0])
+
+
+def test_bundled_sr_text_removed() -> None:
+    source = dcmread(bundled("test-SR.dcm"))
+    texts = [elem.value for elem in source.iterall() if elem.keyword == "TextValue"]
+    assert "Sample Text 2" in texts
+    result, out = _round_trip(source, Deidentifier(key=KEY))
+    assert b"Sample Text 2" not in out
+    assert b"was detected" not in out
+    _assert_dummy_content(result)
+
+
 def test_marks_identity_removed() -> None:
     options = ProfileOptions(
         retain_uids=True,

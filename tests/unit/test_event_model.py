@@ -165,6 +165,15 @@ def test_event_line_text() -> None:
     assert "series=2 instances=9" in line
 
 
+def test_event_line_without_values() -> None:
+    rejected = {"detail-type": "InstanceRejected", "detail": {"site": "north", "status": None}}
+    stable = {"detail-type": "StudyStable", "detail": {"site": "north", "series": None}}
+    for entry in (rejected, stable):
+        line = event_line(entry, json_lines=False)
+        assert "None" not in line
+    assert "series=- instances=-" in event_line(stable, json_lines=False)
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -1,12 +1,16 @@
-"""The de-identification flags of ``cirrus export`` and ``cirrus deidentify``."""
+"""The flags of ``cirrus export`` and ``cirrus deidentify``, and their Ctrl-C handling."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+import cirrus.cli
 from cirrus.deid import DateHandling
+from cirrus.entry import main
 from cirrus.operations.export_command import CommandError, DeidOptions, read_key
 
 
@@ -43,3 +47,27 @@ def test_flags_select_options(tmp_path: Path) -> None:
     assert deidentifier.options.dates is DateHandling.SHIFT
     assert deidentifier.key == b"k" * 32
     assert not DeidOptions().given()
+
+
+def _interrupt(*args: object) -> Callable[[], object]:
+    raise KeyboardInterrupt
+
+
+def test_interrupt_during_start_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.argv", ["cirrus", "export", "1.2.3", "--to", "out"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(load_app=_interrupt)
+    assert exit_info.value.code == 130
+    error = capsys.readouterr().err
+    assert error == "cirrus export: interrupted\n"
+
+
+def test_export_interrupted_before_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(cirrus.cli, "_operations_target", _interrupt)
+    result = CliRunner().invoke(cirrus.cli.app, ["export", "1.2.3", "--to", str(tmp_path / "out")])
+    assert result.exit_code == 130
+    assert "cirrus export: interrupted" in result.output
+    assert "Aborted" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -632,20 +632,22 @@ def export_study(
 
     Exit status 0 when every instance was exported, 1 when some failed, 2 on an error.
     """
-    from cirrus.operations.export_command import CommandError, DeidOptions, run_export
-    from cirrus.operations.forward import ForwardSettings
-    from cirrus.operations.report import Output
-
-    output = Output(json_lines)
-    flags = DeidOptions(
-        retain_uids,
-        retain_dates,
-        shift_dates,
-        retain_patient_characteristics,
-        retain_device_identity,
-        deid_key_file,
-    )
     try:
+        # The imports and the connection to the stack take a second, so a Ctrl-C often
+        # lands here, before the export runs.
+        from cirrus.operations.export_command import CommandError, DeidOptions, run_export
+        from cirrus.operations.forward import ForwardSettings
+        from cirrus.operations.report import Output
+
+        output = Output(json_lines)
+        flags = DeidOptions(
+            retain_uids,
+            retain_dates,
+            shift_dates,
+            retain_patient_characteristics,
+            retain_device_identity,
+            deid_key_file,
+        )
         if flags.given() and not deidentify:
             raise CommandError("the de-identification options need --deidentify")
         deidentifier = flags.deidentifier() if deidentify else None
@@ -656,6 +658,9 @@ def export_study(
             status = run_export(
                 target, output, site, study_uid, to, to_dimse, deidentifier, settings, auditing
             )
+    except KeyboardInterrupt:
+        typer.echo("cirrus export: interrupted", err=True)
+        raise typer.Exit(130) from None
     except CommandError as exc:
         output.error(f"cirrus export: {exc}")
         raise typer.Exit(2) from exc
@@ -946,6 +951,7 @@ def changes(
     Exit status 0, 2 on an error, 130 when --follow ends with Ctrl-C.
     """
     from cirrus.events.commands import print_changes
+    from cirrus.events.feed import CursorAheadError
 
     target = _operations_target("changes", data_dir, from_env)
     reader = target.services.change_reader
@@ -957,7 +963,7 @@ def changes(
         cursor = print_changes(
             reader, feed_site, since, limit, follow, interval, json_lines, typer.echo, _warn
         )
-    except StoreUnavailableError as exc:
+    except (StoreUnavailableError, CursorAheadError) as exc:
         _warn(f"cirrus changes: {exc}")
         raise typer.Exit(2) from exc
     except KeyboardInterrupt:

@@ -14,7 +14,9 @@ Every replacement that must agree across instances is derived with HMAC-SHA256 f
 
 Without a key, a random key is drawn per ``Deidentifier``, so replacements agree within one run
 only. Private attributes are always removed (the Retain Safe Private Option is not offered), as
-are curve data and overlay data and comments. An instance whose Burned In Annotation (0028,0301)
+are curve data and overlay data and comments. Content Sequence (0040,A730), the structured
+content of an SR document or an image, is replaced by one dummy TEXT item, because the Clean
+Structured Content Option is not offered. An instance whose Burned In Annotation (0028,0301)
 is YES is rejected, because the profile does not clean pixel data.
 """
 
@@ -40,7 +42,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from cirrus.deid.profile import Action, DateHandling, ProfileOptions
+from cirrus.deid.profile import CONTENT_SEQUENCES, Action, DateHandling, ProfileOptions
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +280,8 @@ def _set_dummy(
 ) -> None:
     if tag in (_PATIENT_ID, _PATIENT_NAME):
         _set_value(ds, tag, vr, [context.pseudonym])
+    elif tag in CONTENT_SEQUENCES:
+        ds[tag] = DataElement(tag, "SQ", Sequence([_dummy_content_item()]))
     elif vr == "SQ":
         ds[tag] = DataElement(tag, "SQ", Sequence([_dummy_code()]))
     elif vr == "UI":
@@ -293,6 +297,16 @@ def _dummy_code() -> Dataset:
     item.CodeValue = "DEID"
     item.CodingSchemeDesignator = "99CIRRUS"
     item.CodeMeaning = "De-identified"
+    return item
+
+
+def _dummy_content_item() -> Dataset:
+    """Return a TEXT content item (PS3.3 C.17.3) that replaces the whole structured content."""
+    item = Dataset()
+    item.RelationshipType = "CONTAINS"
+    item.ValueType = "TEXT"
+    item.ConceptNameCodeSequence = Sequence([_dummy_code()])
+    item.TextValue = _DUMMY_TEXT
     return item
 
 

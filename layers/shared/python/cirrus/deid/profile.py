@@ -131,6 +131,12 @@ DEVICE_IDENTITY: Final = _tags(
 # not list. Each is replaced by a sequence of one dummy code item.
 CODE_SEQUENCES: Final = _tags("PersonIdentificationCodeSequence")
 
+# Content Sequence (0040,A730) has action D in the Basic Profile of table E.1-1, and only the
+# Clean Structured Content Option (action C, not offered here) may keep its content items. The
+# sequence is therefore replaced by one dummy TEXT content item, because kept items would carry
+# the free text of Text Value (0040,A160), which the table does not list.
+CONTENT_SEQUENCES: Final = _tags("ContentSequence")
+
 # Patient's Birth Date and Birth Time stay removed under both date options, because with a
 # shifted or kept birth date and Patient's Age the birth date can be recovered to the day.
 BIRTH_DATE_AND_TIME: Final = _tags("PatientBirthDate", "PatientBirthTime")
@@ -196,7 +202,8 @@ class ProfileOptions:
                 return Action.KEEP
             if self.dates is DateHandling.SHIFT:
                 return Action.SHIFT_DATE if vr in DATE_VRS else Action.KEEP
-        if vr == "SQ" and action is Action.DUMMY and tag not in CODE_SEQUENCES:
+        dummy_items = CODE_SEQUENCES | CONTENT_SEQUENCES
+        if vr == "SQ" and action is Action.DUMMY and tag not in dummy_items:
             # A dummy sequence is the sequence with the profile applied to each item.
             return Action.CLEAN_ITEMS
         return action

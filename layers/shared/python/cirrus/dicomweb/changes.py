@@ -6,7 +6,8 @@ such site reads that site's feed; a caller with several names one with the ``/si
 prefix. A site the caller may not query reads as an empty feed, like an empty query result.
 
 Query parameters: ``since`` (the cursor of the previous page, 0 for the start) and ``limit``
-(1 to 1000, default 100). The response is JSON::
+(1 to 1000, default 100). A ``since`` above the highest number that the feed has taken gets
+400. The response is JSON::
 
     {"site": "north", "changes": [{"sequence": 7, "action": "stored", ...}],
      "cursor": 7, "more": false, "waiting": false}
@@ -25,7 +26,8 @@ from cirrus.dicomweb.errors import json_error
 from cirrus.dicomweb.guard import request_state
 from cirrus.dicomweb.scope import SITE_PREFIX
 from cirrus.errors import InvalidRequestError
-from cirrus.events.feed import MAX_PAGE, ChangePage, ChangeReader
+from cirrus.events.feed import MAX_PAGE, ChangePage, ChangeReader, CursorAheadError
+from cirrus.storage.keys import validate_site
 
 DEFAULT_LIMIT: Final = 100
 # Larger values would not fit DynamoDB's number type in the cursor anyway.
@@ -43,6 +45,14 @@ def add_change_routes(app: APIGatewayRestResolver, changes: ChangeReader | None)
         since = _integer(params.get("since"), "since", 0, 0, _MAX_CURSOR)
         limit = _integer(params.get("limit"), "limit", DEFAULT_LIMIT, 1, MAX_PAGE)
         state = request_state(app)
+        if state.requested_site is not None:
+            try:
+                validate_site(state.requested_site)
+            except ValueError as exc:
+                raise InvalidRequestError(
+                    f"site {state.requested_site[:40]!r} of the path prefix {SITE_PREFIX} is "
+                    "invalid; use 1 to 32 lowercase letters, digits and '-'"
+                ) from exc
         sites = state.sites()
         if not sites:
             return _json(ChangePage([], since).to_json(state.requested_site or ""))
@@ -52,7 +62,10 @@ def add_change_routes(app: APIGatewayRestResolver, changes: ChangeReader | None)
                 f"the path prefix {SITE_PREFIX}{{site}}, such as {SITE_PREFIX}{sites[0]}/changes"
             )
         site = sites[0]
-        page = changes.read(site, since, limit)
+        try:
+            page = changes.read(site, since, limit)
+        except CursorAheadError as exc:
+            raise InvalidRequestError(str(exc)) from exc
         state.use(
             site,
             [StudyAccess(c.study, (c.series,), (c.sop,)) for c in page.changes],

@@ -17,7 +17,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from http import HTTPStatus
 from typing import Any, Final
@@ -25,7 +25,7 @@ from typing import Any, Final
 from pydicom.uid import UID
 
 from cirrus.archive import ArchivedInstance, archive_instance, check_instance
-from cirrus.dicom.instance import parse_instance
+from cirrus.dicom.instance import InstanceHeader, parse_instance
 from cirrus.dicomweb.errors import exception_fields
 from cirrus.dicomweb.media import parse_accept, parse_media_type
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, parse_multipart_related
@@ -93,6 +93,9 @@ class Failure:
     sop_class_uid: str | None = None
     sop_instance_uid: str | None = None
     storage_failed: bool = False
+    # Not in the STOW-RS response, which names the instance by its SOP UIDs only.
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -212,15 +215,52 @@ def _store_part(
 ) -> ArchivedInstance | Failure:
     try:
         header = parse_instance(part10)
-        dataset = header.dataset
-        sop_class = str(dataset.get("SOPClassUID", "")) or None
-        sop_instance = str(dataset.get("SOPInstanceUID", "")) or None
-        instance_study = str(dataset.get("StudyInstanceUID", ""))
+        uids = _PartUids.read(header.dataset)
     except InvalidInstanceError as exc:
         return Failure(number, _reason(exc), str(exc))
     except NotImplementedError as exc:
         # pydicom raises this for an element with an unknown VR when its value is read.
         return Failure(number, FailureReason.CANNOT_UNDERSTAND, f"invalid data set: {exc}")
+    result = _store_parsed_part(store, site, part10, header, uids, number, study, claims)
+    if isinstance(result, Failure):
+        # The InstanceRejected event names the study and series as far as they could be read.
+        return replace(
+            result, study_instance_uid=uids.study or None, series_instance_uid=uids.series
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class _PartUids:
+    """The UIDs of a STOW-RS part, as far as its data set has them."""
+
+    sop_class: str | None
+    sop_instance: str | None
+    study: str
+    series: str | None
+
+    @classmethod
+    def read(cls, dataset: Any) -> _PartUids:
+        """Read the UIDs; raise ``NotImplementedError`` for an element pydicom cannot decode."""
+        return cls(
+            sop_class=str(dataset.get("SOPClassUID", "")) or None,
+            sop_instance=str(dataset.get("SOPInstanceUID", "")) or None,
+            study=str(dataset.get("StudyInstanceUID", "")),
+            series=str(dataset.get("SeriesInstanceUID", "")) or None,
+        )
+
+
+def _store_parsed_part(
+    store: ObjectStore,
+    site: str,
+    part10: bytes,
+    header: InstanceHeader,
+    uids: _PartUids,
+    number: int,
+    study: str | None,
+    claims: InstanceClaims | None,
+) -> ArchivedInstance | Failure:
+    sop_class, sop_instance, instance_study = uids.sop_class, uids.sop_instance, uids.study
     if _is_known_non_storage_uid(sop_class):
         return Failure(
             number,

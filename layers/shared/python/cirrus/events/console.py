@@ -19,13 +19,22 @@ def event_line(entry: dict[str, Any], json_lines: bool) -> str:
     uids = " ".join(str(detail[name]) for name in _UIDS if detail.get(name))
     extra = ""
     if detail_type == "StudyStable":
-        extra = f" series={detail.get('series')} instances={detail.get('instances')}"
+        series, instances = _text(detail.get("series")), _text(detail.get("instances"))
+        extra = f" series={series} instances={instances}"
     elif detail_type == "InstanceRejected":
-        extra = f" {detail.get('transport')} {detail.get('status')}: {detail.get('reason')}"
+        transport, status = _text(detail.get("transport")), _text(detail.get("status"))
+        extra = f" {transport} {status}: {_text(detail.get('reason'))}"
     elif detail_type == "InstanceStored":
-        extra = f" {detail.get('Modality') or '-'} {detail.get('size')} bytes"
+        extra = f" {_text(detail.get('Modality'))} {_text(detail.get('size'))} bytes"
     when = detail.get("time", entry.get("time", ""))
-    return f"{when} {detail_type} site={detail.get('site')} {uids}{extra}"
+    return f"{when} {detail_type} site={_text(detail.get('site'))} {uids}{extra}"
+
+
+def _text(value: Any) -> str:
+    """Return ``value`` for a text line, with ``-`` for a missing or empty value."""
+    if value is None or value == "":
+        return "-"
+    return str(value)
 
 
 def change_line(site: str, change: Change, json_lines: bool) -> str:

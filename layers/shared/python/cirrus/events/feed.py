@@ -277,6 +277,10 @@ class ChangePage:
         }
 
 
+class CursorAheadError(ValueError):
+    """A cursor above the highest number that a site's feed has taken."""
+
+
 class ChangeReader:
     """Reads a site's feed in order with the gap rule of the module's docstring."""
 
@@ -293,7 +297,10 @@ class ChangeReader:
     def read(self, site: str, since: int, limit: int = 100) -> ChangePage:
         """Return up to ``limit`` changes of ``site`` numbered above ``since``.
 
-        Raises ``StoreUnavailableError`` when DynamoDB fails.
+        Raises ``CursorAheadError`` when ``since`` is above the highest number the feed has
+        taken. No page returns such a cursor, so it comes from an earlier feed of the site,
+        such as a local feed before it was rebuilt. Raises ``StoreUnavailableError`` when
+        DynamoDB fails.
         """
         if since < 0:
             raise ValueError(f"cursor {since} is invalid; give 0 or more")
@@ -304,6 +311,13 @@ class ChangeReader:
         try:
             # The counter first: every number it has handed out is then judged by its time.
             counter = _get(model, pk, COUNTER_SK)
+            last = int(counter.last_sequence or 0) if counter is not None else 0
+            if since > last:
+                raise CursorAheadError(
+                    f"cursor {since} is above the last number {last} of the change feed of "
+                    f"site {site}, so it does not come from this feed; read from 0 again, or "
+                    f"from {last} to skip the changes before it"
+                )
             records = model.query(
                 pk, model.sk > since, consistent_read=True, page_size=min(limit + 20, MAX_PAGE)
             )

@@ -24,6 +24,8 @@ def stow_rejections(site: str, failures: Iterable[Failure]) -> list[CirrusEvent]
             STOW_RS,
             f"0x{int(failure.reason):04X}",
             failure.message,
+            study=failure.study_instance_uid,
+            series=failure.series_instance_uid,
             sop=failure.sop_instance_uid,
             sop_class=failure.sop_class_uid,
         )

@@ -6,7 +6,8 @@ queue, delayed by the quiet period (SQS delays a message by 15 minutes at most).
 (the stable Lambda on AWS, a poller in the local stack) reads the record when the message
 arrives. If the quiet period has not passed since the last arrival, it queues the check again
 for the rest. Otherwise it clears ``pending`` with a write conditional on the arrival it read,
-and the one checker whose write succeeds sends StudyStable. A redelivered message then finds
+and the one checker whose write succeeds sends StudyStable, unless the study has no instances
+left in the index (it was deleted during the quiet period). A redelivered message then finds
 nothing pending and does nothing, and an instance that arrives later starts a new quiet period
 and so a new StudyStable.
 """
@@ -203,17 +204,28 @@ class StableChecker:
                 return False, None
             raise
         event = self._event(check, arrivals, last_arrival)
+        if event is None:
+            logger.info(
+                "study has no instances left; no StudyStable",
+                extra={"site": check.site, "study": check.study, "arrivals": arrivals},
+            )
+            return True, None
         self._publisher.publish([event])
         return True, event
 
-    def _event(self, check: StableCheck, arrivals: int, last_arrival: float) -> CirrusEvent:
-        study = get_record(self._index, study_pk(check.site, check.study), STUDY)
+    def _event(self, check: StableCheck, arrivals: int, last_arrival: float) -> CirrusEvent | None:
+        """Return the StudyStable event, or None when the study was deleted in its quiet period."""
+        study = get_record(
+            self._index, study_pk(check.site, check.study), STUDY, consistent_read=True
+        )
+        if study is None or int(study.instance_count or 0) <= 0:
+            return None
         return study_stable(
             check.site,
             check.study,
-            series_count=int(study.series_count) if study and study.series_count else None,
-            instance_count=int(study.instance_count) if study and study.instance_count else None,
-            modalities=sorted(study.modalities or ()) if study else [],
+            series_count=int(study.series_count or 0),
+            instance_count=int(study.instance_count),
+            modalities=sorted(study.modalities or ()),
             arrivals=arrivals,
             last_arrival=last_arrival,
             quiet_seconds=self._quiet,

@@ -120,6 +120,18 @@ class _Received:
     # Set once the header has passed its checks.
     study: str | None = None
     series: str | None = None
+    # As read from the header before its checks, for the InstanceRejected event only.
+    read_study: str | None = None
+    read_series: str | None = None
+
+
+def _header_uid(header: InstanceHeader, keyword: str) -> str | None:
+    """Return the UID ``keyword`` of ``header`` if it can be read, else None."""
+    try:
+        value = str(header.dataset.get(keyword, "") or "")
+    except NotImplementedError:
+        return None
+    return value[:64] or None
 
 
 class StoreService:
@@ -197,8 +209,8 @@ class StoreService:
                 caller.site if caller is not None else None,
                 failure.status,
                 failure.reason,
-                study=received.study,
-                series=received.series,
+                study=received.study or received.read_study,
+                series=received.series or received.read_series,
                 sop=received.sop_instance or None,
                 sop_class=received.sop_class or None,
             )
@@ -256,6 +268,8 @@ class StoreService:
         services = self._context.services
         try:
             header, size = read_spooled_header(path)
+            received.read_study = _header_uid(header, "StudyInstanceUID")
+            received.read_series = _header_uid(header, "SeriesInstanceUID")
             check_size(size)
             checked = check_header(header, site)
         except CirrusError as exc:

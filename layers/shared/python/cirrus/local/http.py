@@ -528,7 +528,7 @@ def _headers(request: Request) -> tuple[dict[str, str], dict[str, list[str]]]:
 
 
 def _query(environ: WSGIEnvironment) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
-    raw = str(environ.get("QUERY_STRING", "")).encode("latin-1").decode("utf-8", "replace")
+    raw = _query_string(environ)
     pairs = parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="replace")
     if not pairs:
         return None, None
@@ -538,6 +538,23 @@ def _query(environ: WSGIEnvironment) -> tuple[dict[str, str] | None, dict[str, l
         single[name] = value
         multi.setdefault(name, []).append(value)
     return single, multi
+
+
+def _query_string(environ: WSGIEnvironment) -> str:
+    """Return the query string that the client sent, with raw bytes decoded as UTF-8.
+
+    werkzeug's server (3.1) reads the request line as Latin-1 through http.server and then
+    applies the WSGI encoding (UTF-8 bytes as Latin-1 characters) to that text. Raw non-ASCII
+    bytes are thus encoded twice and are undone twice here. Percent-encoded text is ASCII and
+    passes unchanged.
+    """
+    text = str(environ.get("QUERY_STRING", ""))
+    try:
+        sent = text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        # Not encoded twice, so it is the Latin-1 view of the bytes already.
+        sent = text
+    return sent.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 def _json_response(status: int, message: str) -> WsgiResponse:

@@ -43,6 +43,9 @@ _RECORD_DUMMIES: Final = {
     "StudyID": "1",
     "Modality": "OT",
     "SeriesNumber": 1,
+    # The records of SR, key object, raw data and other non-image instances need both.
+    "ContentDate": "19000101",
+    "ContentTime": "000000",
 }
 
 
@@ -75,7 +78,12 @@ def study_keys(store: ObjectStore, site: str, study_uid: str) -> list[str]:
     try:
         check_uid("StudyInstanceUID", study_uid)
     except InvalidInstanceError as exc:
-        raise ExportError(str(exc)) from exc
+        # The archive also keeps UIDs with letters, '-' and '_' that senders wrote, but a
+        # conformant UID (PS3.5 9.1) has only digits and '.', which is what to tell the user.
+        raise ExportError(
+            f"{study_uid[:80]!r} is not a valid StudyInstanceUID (0020,000D); give at most 64 "
+            "digits and '.', such as 1.2.840.113619.2.55.3.2831"
+        ) from exc
     prefix = f"{site_prefix(site)}studies/{study_uid}/"
     keys = []
     for stored in store.list_keys(prefix):
@@ -157,9 +165,29 @@ def _check_destination(destination: Path, as_zip: bool) -> None:
             raise ExportError(f"{destination} exists; give a new file name")
         if not destination.parent.is_dir():
             raise ExportError(f"folder {destination.parent} does not exist")
+        _check_writable(destination.parent)
         return
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise ExportError(f"{destination} exists and is not an empty folder")
+    existing = destination
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    _check_writable(existing)
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise ``ExportError`` unless a file can be created in ``folder``.
+
+    Creating a file is the only reliable test: ``os.access`` passes for root, and file systems
+    such as /proc reject files that the permission bits would allow.
+    """
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cirrus-export-check-"):
+            pass
+    except OSError as exc:
+        raise ExportError(
+            f"cannot write in folder {folder}: {exc.strerror or exc}; give a writable destination"
+        ) from exc
 
 
 def _add_instance(file_set: FileSet, key: str, part10: bytes | InstanceResult) -> InstanceResult:
@@ -182,9 +210,10 @@ def _invent_record_values(ds: Dataset, number: int) -> None:
     """Fill the empty Type 1 attributes that the DICOMDIR records need, in ``ds`` only.
 
     The records of PS3.3 F.5 require a Patient ID, Study Date, Study Time, Study ID, Modality,
-    Series Number and Instance Number that an instance may leave empty (de-identified ones
-    do). As dcmmkdir does with ``--invent``, the records get dummy values, and the instance
-    file, written from the archived bytes, is unchanged.
+    Series Number, Instance Number, and for most non-image records a Content Date and Content
+    Time, that an instance may leave empty (de-identified ones do). As dcmmkdir does with
+    ``--invent``, the records get dummy values, and the instance file, written from the
+    archived bytes, is unchanged.
     """
     for keyword, value in _RECORD_DUMMIES.items():
         if not ds.get(keyword):

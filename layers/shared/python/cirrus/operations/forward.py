@@ -14,8 +14,8 @@ association rejection ends the run, because no retry would change it.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,7 +48,6 @@ WARNING: Final = "stored with warning"
 # PS3.8 9.3.2.1 allows at most 128 presentation contexts in one association request.
 MAX_CONTEXTS: Final = 128
 _WARNING_STATUSES: Final = frozenset({0xB000, 0xB006, 0xB007})
-_PEER = re.compile(r"(?P<ae>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>[0-9]{1,5})")
 
 
 class ForwardError(ExportError):
@@ -65,19 +64,46 @@ class Peer:
 
     @classmethod
     def parse(cls, text: str) -> Peer:
-        """Parse ``AE@HOST:PORT``, or raise ``ValueError`` naming what is wrong."""
-        match = _PEER.fullmatch(text)
-        if match is None:
+        """Parse ``AE@HOST:PORT`` (an IPv6 host in brackets), or raise ``ValueError``.
+
+        The message names what is wrong: the form, the AE title, the host or the port.
+        """
+        ae_title, at, address = text.rpartition("@")
+        host, colon, port_text = address.rpartition(":")
+        if not at or not colon or not host:
             raise ValueError(
-                f"peer {text!r} is invalid; give AE@HOST:PORT, such as PACS@10.0.0.5:104"
+                f"peer {text!r} is invalid; give AE@HOST:PORT, such as PACS@10.0.0.5:104 or "
+                "PACS@[fd00::5]:104"
             )
-        port = int(match["port"])
-        if not 1 <= port <= 65535:
-            raise ValueError(f"port {port} of peer {text!r} is invalid; use 1 to 65535")
-        return cls(validate_ae_title(match["ae"]), match["host"], port)
+        try:
+            title = validate_ae_title(ae_title)
+        except ValueError as exc:
+            raise ValueError(f"peer {text!r} is invalid: {exc}") from exc
+        host = _parse_host(host, text)
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"port {port_text!r} of peer {text!r} is invalid; use 1 to 65535")
+        return cls(title, host, int(port_text))
 
     def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.ae_title}@{host}:{self.port}"
+
+
+def _parse_host(host: str, text: str) -> str:
+    """Return the host of a peer: a name, an IPv4 address, or an IPv6 address in brackets."""
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError as exc:
+            raise ValueError(f"host {host} of peer {text!r} is not a valid IPv6 address") from exc
+    if ":" in host:
+        raise ValueError(
+            f"host {host!r} of peer {text!r} is invalid; write an IPv6 address in brackets, "
+            f"such as PACS@[{host}]:104"
+        )
+    if not host.isascii() or not host.isprintable() or " " in host:
+        raise ValueError(f"host {host!r} of peer {text!r} is invalid; give a name or an address")
+    return host
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,5 @@
+"""``python -m cirrus``: the ``cirrus`` command."""
+
+from cirrus.entry import main
+
+main()
