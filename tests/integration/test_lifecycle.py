@@ -14,11 +14,13 @@ from pydicom.uid import generate_uid
 from cirrus.audit import Actor, AuditAction, AuditOutcome
 from cirrus.config import Settings
 from cirrus.errors import InvalidRequestError, LegalHoldError, NotFoundError
+from cirrus.events.model import INSTANCE_DELETED
 from cirrus.index.models import STUDY, get_record, study_pk
 from cirrus.lifecycle.holds import LegalHolds
 from cirrus.lifecycle.retention import RETENTION_PRINCIPAL, Outcome, Retention
-from cirrus.lifecycle.rules import parse_rules
+from cirrus.lifecycle.rules import LifecycleRules, parse_rules
 from tests.integration.dicomweb_stack import Stack, encode, post_instances, read, running_stack
+from tests.integration.test_event_bus import _journal
 
 OPERATOR = Actor(principal="arn:aws:iam::111122223333:role/records-officer")
 STORAGE_CLASS_WORDS = ("storage-class", "storageclass", "glacier", "standard_ia")
@@ -227,6 +229,19 @@ def test_unreadable_hold_still_holds(stack: Stack) -> None:
 # --- retention ------------------------------------------------------------------------------
 
 
+def retention_of(stack: Stack, rules: LifecycleRules, today: date | None = None) -> Retention:
+    services = stack.services
+    return Retention(
+        rules,
+        stack.model,
+        stack.store,
+        services.audit,
+        changes=services.change_feed,
+        events=services.events,
+        today=today,
+    )
+
+
 def retention_rules(site: str) -> str:
     return json.dumps(
         {
@@ -250,7 +265,7 @@ def test_retention_deletes_expired_studies(stack: Stack) -> None:
     held_uid = held[0].StudyInstanceUID
     LegalHolds(stack.store).set(stack.site, held_uid, "litigation", OPERATOR, audit)
     rules = parse_rules(retention_rules(stack.site))
-    retention = Retention(rules, stack.model, stack.store, audit, today=date(2026, 12, 5))
+    retention = retention_of(stack, rules, today=date(2026, 12, 5))
 
     findings: list = []
     counts = retention.run(stack.site, True, findings.append)
@@ -279,6 +294,29 @@ def test_retention_deletes_expired_studies(stack: Stack) -> None:
     assert record.transport == "retention"
 
 
+def test_retention_writes_changes_and_events(stack: Stack) -> None:
+    old = ct_study("20000101", count=3)
+    store(stack, old)
+    sops = sorted(ds.SOPInstanceUID for ds in old)
+    rules = parse_rules(json.dumps({"rules": [{"site": stack.site, "retain_years": 10}]}))
+    counts = retention_of(stack, rules).run(stack.site, False, lambda finding: None)
+    assert counts == {"deleted": 1}
+
+    reader = stack.services.change_reader
+    assert reader is not None
+    changes = reader.read(stack.site, 0).changes
+    deleted = [change for change in changes if change.action == "deleted"]
+    assert sorted(change.sop for change in deleted) == sops
+    assert changes[-1].action == "deleted"
+
+    events = _journal(stack.services, len(sops))
+    deleted_events = [event for event in events if event["detail-type"] == INSTANCE_DELETED]
+    assert sorted(event["detail"]["SOPInstanceUID"] for event in deleted_events) == sops
+    assert {event["detail"]["StudyInstanceUID"] for event in deleted_events} == {
+        old[0].StudyInstanceUID
+    }
+
+
 def test_retention_keeps_study_of_uncovered_modality(stack: Stack) -> None:
     rules = parse_rules(
         json.dumps({"rules": [{"site": stack.site, "modality": "CT", "retain_days": 1}]})
@@ -288,7 +326,7 @@ def test_retention_keeps_study_of_uncovered_modality(stack: Stack) -> None:
     mr.StudyInstanceUID = mixed[0].StudyInstanceUID
     mr.StudyDate = "20000101"
     store(stack, mixed, [mr])
-    retention = Retention(rules, stack.model, stack.store, stack.services.audit)
+    retention = retention_of(stack, rules)
     assert retention.run(stack.site, False, lambda finding: None) == {}
     assert study_exists(stack, mixed[0].StudyInstanceUID)
 
@@ -297,7 +335,7 @@ def test_retention_of_other_site_untouched(stack: Stack) -> None:
     old = ct_study("20000101", count=1)
     store(stack, old)
     rules = parse_rules(json.dumps({"rules": [{"site": "north", "retain_days": 1}]}))
-    retention = Retention(rules, stack.model, stack.store, stack.services.audit)
+    retention = retention_of(stack, rules)
     assert retention.run("north", False, lambda finding: None) == {}
     assert study_exists(stack, old[0].StudyInstanceUID)
 

@@ -252,7 +252,14 @@ def retention_apply(
     rules = _load("retention apply", rules_file)
     target, audit = _target("retention apply", data_dir, from_env)
     services = target.services
-    retention = Retention(rules, services.index_model, services.store, audit)
+    retention = Retention(
+        rules,
+        services.index_model,
+        services.store,
+        audit,
+        changes=services.change_feed,
+        events=services.events,
+    )
     sites = [site] if site is not None else rules.sites
     console = Console()
 
