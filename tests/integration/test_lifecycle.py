@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from datetime import date
@@ -158,6 +159,28 @@ def test_held_study_rejects_delete(stack: Stack) -> None:
     # The same instances stored again replace the stored ones, as without a hold.
     store(stack, datasets)
     assert len(stack.instance_keys()) == 2
+
+
+def test_held_study_rejects_changed_instance(stack: Stack) -> None:
+    datasets = ct_study()
+    store(stack, datasets)
+    study = datasets[0].StudyInstanceUID
+    LegalHolds(stack.store).set(stack.site, study, "litigation", OPERATOR, stack.services.audit)
+    key = object_key(stack, datasets[0])
+    original = stack.store.get(key)
+
+    changed = copy.deepcopy(datasets[0])
+    changed.SeriesDescription = "changed after the hold"
+    response = post_instances(f"{stack.url}/studies", [encode(changed)])
+
+    assert response.status_code == 409
+    (failure,) = response.json()["00081198"]["Value"]
+    assert failure["00081197"]["Value"] == [0x0111]
+    assert f"study {study} is under legal hold" in response.headers["Warning"]
+    assert stack.store.get(key) == original
+    # A resend of the stored bytes still succeeds.
+    response = post_instances(f"{stack.url}/studies", [encode(datasets[0])])
+    assert response.status_code == 200
 
 
 def test_released_hold_allows_delete(stack: Stack) -> None:
