@@ -69,6 +69,8 @@ def test_archive_classes_rejected(storage_class: str) -> None:
         ({"site": "north", "retain_days": 0}, "retain_days must be a whole number"),
         ({"site": "north", "retain_years": "10"}, "retain_years must be a whole number"),
         ({"site": "north", "retain_days": True}, "retain_days must be a whole number"),
+        ({"site": "north", "retain_years": 8000}, "retain_years must be .* to 1,000, not 8000"),
+        ({"site": "north", "retain_days": 99999999}, "retain_days must be .* to 365,000"),
         ({"site": "north", "retain_days": 1, "retain_years": 1}, "not both"),
         ({"site": "north", "retain_day": 1}, "unknown keys"),
         (
@@ -167,6 +169,24 @@ def test_years_count_calendar_years() -> None:
     (rule,) = parse_rules(rules_of({"site": "north", "retain_years": 10})).rules
     assert rule.expires_before(date(2026, 12, 5)) == date(2016, 12, 5)
     assert rule.expires_before(date(2028, 2, 29)) == date(2018, 2, 28)
+
+
+def test_longest_retention_gives_valid_date() -> None:
+    for rule in ({"site": "north", "retain_years": 1000}, {"site": "north", "retain_days": 365000}):
+        (parsed,) = parse_rules(rules_of(rule)).rules
+        assert parsed.expires_before(date(2026, 12, 5)) > date.min
+    assert parsed.expires_before(date(900, 1, 1)) == date.min
+
+
+def test_cli_retention_invalid_rules_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "rules.json"
+    path.write_text(rules_of({"site": "north", "retain_years": 8000}))
+    result = CliRunner().invoke(
+        app, ["retention", "apply", "--rules", str(path), "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "retain_years must be a whole number from 1 to 1,000" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_cli_check_and_show(tmp_path: Path) -> None:

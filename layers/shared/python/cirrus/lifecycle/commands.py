@@ -108,11 +108,11 @@ def load_lifecycle_rules(path: Path | None, logger: logging.Logger) -> Lifecycle
         raise typer.Exit(2) from exc
 
 
-def _load(command: str, path: Path) -> LifecycleRules:
+def _load(command: str, path: Path, status: int = 1) -> LifecycleRules:
     try:
         return load_rules(path)
     except RulesError as exc:
-        raise _fail(command, str(exc), 1) from exc
+        raise _fail(command, str(exc), status) from exc
 
 
 @lifecycle_app.command("check")
@@ -249,7 +249,8 @@ def retention_apply(
     """
     from cirrus.lifecycle.retention import Outcome, Retention
 
-    rules = _load("retention apply", rules_file)
+    # Exit status 1 means a failed delete here, so an invalid file is an error (2).
+    rules = _load("retention apply", rules_file, 2)
     target, audit = _target("retention apply", data_dir, from_env)
     services = target.services
     retention = Retention(
@@ -280,8 +281,11 @@ def retention_apply(
         for name in sites:
             for outcome, count in retention.run(name, dry_run, report).items():
                 counts[outcome] = counts.get(outcome, 0) + count
-    except StoreUnavailableError as exc:
+    except CirrusError as exc:
         raise _fail("retention apply", str(exc), 2) from exc
+    except (ValueError, OverflowError) as exc:
+        # One line and no traceback, as for every other error of the command.
+        raise _fail("retention apply", f"retention run failed: {exc}", 2) from exc
     summary = {str(outcome): counts.get(str(outcome), 0) for outcome in Outcome}
     if json_output:
         typer.echo(json.dumps({"summary": summary, "dry_run": dry_run}))
