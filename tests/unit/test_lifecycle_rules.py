@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cirrus.cli import app
+from cirrus.lifecycle.commands import describe_rules
 from cirrus.lifecycle.rules import RulesError, load_rules, parse_rules
 
 NORTH_CT = {
@@ -195,11 +196,44 @@ def test_cli_check_and_show(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["lifecycle", "check", str(path)])
     assert result.exit_code == 0, result.output
-    assert "valid, 1 rules for sites north" in result.output
+    assert f"{path}: valid, 1 rule for site north" in result.output
     result = runner.invoke(app, ["lifecycle", "show", "--json", str(path)])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)["s3_lifecycle_configuration"]["Rules"]
     assert shown == parse_rules(rules_of(NORTH_CT)).s3_rules()
+
+
+def test_duplicate_keys_rejected() -> None:
+    text = '{"rules": [{"site": "north", "retain_days": 1}], "rules": []}'
+    with pytest.raises(RulesError, match="key 'rules' appears twice"):
+        parse_rules(text, "dupkey.json")
+    with pytest.raises(RulesError, match="key 'site' appears twice"):
+        parse_rules('{"rules": [{"site": "north", "site": "south", "retain_days": 1}]}')
+
+
+@pytest.mark.parametrize(
+    ("rules", "summary"),
+    [
+        ([], "valid, no rules"),
+        ([{"site": "north", "retain_days": 1}], "valid, 1 rule for site north"),
+        (
+            [{"site": "north", "retain_days": 1}, {"site": "south", "retain_days": 1}],
+            "valid, 2 rules for sites north, south",
+        ),
+    ],
+)
+def test_rules_summary(rules: list[dict[str, Any]], summary: str) -> None:
+    assert describe_rules(parse_rules(rules_of(*rules))) == summary
+
+
+def test_cli_check_warns_on_empty_rules(tmp_path: Path) -> None:
+    path = tmp_path / "rules.json"
+    path.write_text(rules_of())
+    result = CliRunner().invoke(app, ["lifecycle", "check", str(path)])
+    assert result.exit_code == 0
+    assert f"{path}: valid, no rules" in result.stdout
+    assert "warning: " in result.stderr
+    assert "empty rules list" in result.stderr
 
 
 def test_cli_check_invalid_exits_1(tmp_path: Path) -> None:

@@ -177,9 +177,11 @@ def load_rules(path: Path) -> LifecycleRules:
 def parse_rules(text: str, source: str = "rules") -> LifecycleRules:
     """Parse and validate the JSON text of a rules file; raise ``RulesError``."""
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise RulesError(f"{source} is not valid JSON: {exc}") from exc
+    except RulesError as exc:
+        raise RulesError(f"{source}: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
         raise RulesError(f'{source} must be a JSON object with a "rules" list')
     try:
@@ -193,6 +195,16 @@ def parse_rules(text: str, source: str = "rules") -> LifecycleRules:
             f"{source}: more than {MAX_S3_RULES} rules have transitions; S3 takes at most that"
         )
     return LifecycleRules(rules)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys, which would drop a rule without a word.
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise RulesError(f"key {key!r} appears twice in one JSON object; keep one")
+        document[key] = value
+    return document
 
 
 def _rule(entry: Any, number: int) -> SiteRule:
