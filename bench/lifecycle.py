@@ -82,7 +82,13 @@ def main() -> None:
             ingest_handler.handle({"Records": records[start : start + 10]}, None, services)
         rules = parse_rules(json.dumps({"rules": [{"site": SITE, "retain_years": 10}]}))
         retention = Retention(
-            rules, services.index_model, services.store, services.audit, date(2026, 12, 5)
+            rules,
+            services.index_model,
+            services.store,
+            services.audit,
+            changes=services.change_feed,
+            events=services.events,
+            today=date(2026, 12, 5),
         )
         instances = args.studies * args.study_size
         print(f"{args.studies} studies of {args.study_size} instances ({instances} instances)")

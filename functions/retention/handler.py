@@ -44,7 +44,14 @@ def _lambda_services() -> Services:
 
 def handle(services: Services, rules: LifecycleRules) -> dict[str, int]:
     """Apply ``rules`` to every site they name; return the count of each outcome."""
-    retention = Retention(rules, services.index_model, services.store, services.audit)
+    retention = Retention(
+        rules,
+        services.index_model,
+        services.store,
+        services.audit,
+        changes=services.change_feed,
+        events=services.events,
+    )
 
     def report(finding: Finding) -> None:
         logger.info(

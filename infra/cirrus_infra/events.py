@@ -254,6 +254,16 @@ class Events(Construct):
         )
         self._set_environment(function)
 
+    def connect_retention(self, function: lambda_.Function, policy: iam.ManagedPolicy) -> None:
+        """Let retention write its deleted changes and send InstanceDeleted, as DELETE does."""
+        policy.add_statements(
+            iam.PolicyStatement(
+                actions=list(FEED_WRITER_ACTIONS), resources=[self.table.table_arn]
+            ),
+            self.put_events_statement(),
+        )
+        self._set_environment(function)
+
     def connect_gateway(self, policy: iam.ManagedPolicy) -> None:
         """Let the gateway send InstanceRejected; its settings name the bus by default."""
         policy.add_statements(

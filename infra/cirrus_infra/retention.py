@@ -2,7 +2,8 @@
 
 It exists only when the ``lifecycle-rules`` file gives a retention. Its role may read the
 index through the ``by-level`` index, delete instances and their records through the delete
-path (``cirrus.dicomweb.delete``), read legal holds and write audit records, and nothing else.
+path (``cirrus.dicomweb.delete``), read legal holds and write audit records, and nothing else
+here. ``Events.connect_retention`` adds the change feed's writes and PutEvents on the bus.
 """
 
 from __future__ import annotations

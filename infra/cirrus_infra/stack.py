@@ -97,6 +97,8 @@ class CirrusStack(Stack):
         self.events.connect_ingest(self.ingest.function, self.ingest.policy)
         self.events.connect_dicomweb(self.dicomweb.function, self.dicomweb.policy)
         self.events.connect_gateway(self.gateway.task_policy)
+        if self.retention is not None:
+            self.events.connect_retention(self.retention.function, self.retention.policy)
         self.events.add_alarms(
             self.monitoring.topic,
             [

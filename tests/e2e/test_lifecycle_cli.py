@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,20 @@ def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env={**os.environ, "COLUMNS": "200"},
         check=False,
     )
+
+
+def _deleted_events(data_dir: Path, expected: int, timeout: float = 60) -> list[dict[str, Any]]:
+    """Return the InstanceDeleted events of the journal once there are ``expected`` of them."""
+    deadline = time.monotonic() + timeout
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        result = _cli(data_dir, "events", "--json", "--type", "InstanceDeleted")
+        assert result.returncode == 0, result.stderr
+        events = [json.loads(line) for line in result.stdout.splitlines()]
+        if len(events) >= expected:
+            return events
+        time.sleep(0.5)
+    return events
 
 
 def _study(name: str, study_date: str, series_sizes: list[int]) -> list[pydicom.Dataset]:
@@ -161,6 +176,18 @@ def test_lifecycle_commands_on_local_stack(tmp_path: Path) -> None:
         assert deleted["study"] == expired_ct[0].StudyInstanceUID
         assert deleted["instances"] == 3
         assert summary["summary"]["deleted"] == 1
+        # Retention deletes reach the change feed and the events, as a DELETE does.
+        expired_sops = sorted(ds.SOPInstanceUID for ds in expired_ct)
+        changes = _cli(data_dir, "changes", "--json", "--since", "0")
+        assert changes.returncode == 0, changes.stderr
+        deleted_changes = [
+            change
+            for change in map(json.loads, changes.stdout.splitlines())
+            if change["action"] == "deleted"
+        ]
+        assert sorted(c["SOPInstanceUID"] for c in deleted_changes) == expired_sops
+        events = _deleted_events(data_dir, len(expired_sops))
+        assert sorted(e["detail"]["SOPInstanceUID"] for e in events) == expired_sops
         assert _stats(data_dir) == {SITE: _counts(2, 2, 3, ct_bytes[1] + mr_bytes)}
         audit = _cli(data_dir, "audit", "--study", expired_ct[0].StudyInstanceUID, "--json")
         assert audit.returncode == 0, audit.stderr

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
+from cirrus.config import ENV
 from cirrus.lambda_metrics import (
     DEFAULT_NAMESPACE,
     DICOMWEB_METRICS,
@@ -187,6 +188,8 @@ def test_retention_function_gets_retention_rules(
     }
     # The handler parses what the stack sets.
     assert parse_rules(variables[RULES_VARIABLE]).sites == ["north"]
+    assert ENV["changes_table"] in variables
+    assert ENV["event_bus"] in variables
 
 
 def test_retention_runs_daily(resources: dict[str, Any], stack: CirrusStack) -> None:
@@ -223,6 +226,12 @@ def test_retention_role_least_privilege(resources: dict[str, Any], stack: Cirrus
         statement(["dynamodb:Query"], [under(table, "/index/by-level")]),
         statement(["dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
         statement(DATA_KEY_ACTIONS, [arn_of(stack, storage.key)], via("s3", "dynamodb")),
+        # The deleted changes of the feed and the InstanceDeleted events, as DELETE writes them.
+        statement(
+            ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+            [arn_of(stack, stack.events.table)],
+        ),
+        statement(["events:PutEvents"], [arn_of(stack, stack.events.bus)]),
     ]
     policy = properties(resources, stack, stack.retention.policy)
     actual = sorted(

@@ -287,6 +287,7 @@ def test_index_and_feed_agree(services: Services) -> None:
         services.store,
         deleter,
         services.audit,
+        services.events,
         DeleteTarget("default", study, series, keys[0].sop),
         Actor(principal=None, source_ip=None, user_agent=None),
         "request-1",

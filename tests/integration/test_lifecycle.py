@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from datetime import date
@@ -14,11 +15,13 @@ from pydicom.uid import generate_uid
 from cirrus.audit import Actor, AuditAction, AuditOutcome
 from cirrus.config import Settings
 from cirrus.errors import InvalidRequestError, LegalHoldError, NotFoundError
+from cirrus.events.model import INSTANCE_DELETED
 from cirrus.index.models import STUDY, get_record, study_pk
 from cirrus.lifecycle.holds import LegalHolds
 from cirrus.lifecycle.retention import RETENTION_PRINCIPAL, Outcome, Retention
-from cirrus.lifecycle.rules import parse_rules
+from cirrus.lifecycle.rules import LifecycleRules, parse_rules
 from tests.integration.dicomweb_stack import Stack, encode, post_instances, read, running_stack
+from tests.integration.test_event_bus import _journal
 
 OPERATOR = Actor(principal="arn:aws:iam::111122223333:role/records-officer")
 STORAGE_CLASS_WORDS = ("storage-class", "storageclass", "glacier", "standard_ia")
@@ -158,6 +161,28 @@ def test_held_study_rejects_delete(stack: Stack) -> None:
     assert len(stack.instance_keys()) == 2
 
 
+def test_held_study_rejects_changed_instance(stack: Stack) -> None:
+    datasets = ct_study()
+    store(stack, datasets)
+    study = datasets[0].StudyInstanceUID
+    LegalHolds(stack.store).set(stack.site, study, "litigation", OPERATOR, stack.services.audit)
+    key = object_key(stack, datasets[0])
+    original = stack.store.get(key)
+
+    changed = copy.deepcopy(datasets[0])
+    changed.SeriesDescription = "changed after the hold"
+    response = post_instances(f"{stack.url}/studies", [encode(changed)])
+
+    assert response.status_code == 409
+    (failure,) = response.json()["00081198"]["Value"]
+    assert failure["00081197"]["Value"] == [0x0111]
+    assert f"study {study} is under legal hold" in response.headers["Warning"]
+    assert stack.store.get(key) == original
+    # A resend of the stored bytes still succeeds.
+    response = post_instances(f"{stack.url}/studies", [encode(datasets[0])])
+    assert response.status_code == 200
+
+
 def test_released_hold_allows_delete(stack: Stack) -> None:
     datasets = ct_study()
     store(stack, datasets)
@@ -227,6 +252,19 @@ def test_unreadable_hold_still_holds(stack: Stack) -> None:
 # --- retention ------------------------------------------------------------------------------
 
 
+def retention_of(stack: Stack, rules: LifecycleRules, today: date | None = None) -> Retention:
+    services = stack.services
+    return Retention(
+        rules,
+        stack.model,
+        stack.store,
+        services.audit,
+        changes=services.change_feed,
+        events=services.events,
+        today=today,
+    )
+
+
 def retention_rules(site: str) -> str:
     return json.dumps(
         {
@@ -250,7 +288,7 @@ def test_retention_deletes_expired_studies(stack: Stack) -> None:
     held_uid = held[0].StudyInstanceUID
     LegalHolds(stack.store).set(stack.site, held_uid, "litigation", OPERATOR, audit)
     rules = parse_rules(retention_rules(stack.site))
-    retention = Retention(rules, stack.model, stack.store, audit, today=date(2026, 12, 5))
+    retention = retention_of(stack, rules, today=date(2026, 12, 5))
 
     findings: list = []
     counts = retention.run(stack.site, True, findings.append)
@@ -279,6 +317,29 @@ def test_retention_deletes_expired_studies(stack: Stack) -> None:
     assert record.transport == "retention"
 
 
+def test_retention_writes_changes_and_events(stack: Stack) -> None:
+    old = ct_study("20000101", count=3)
+    store(stack, old)
+    sops = sorted(ds.SOPInstanceUID for ds in old)
+    rules = parse_rules(json.dumps({"rules": [{"site": stack.site, "retain_years": 10}]}))
+    counts = retention_of(stack, rules).run(stack.site, False, lambda finding: None)
+    assert counts == {"deleted": 1}
+
+    reader = stack.services.change_reader
+    assert reader is not None
+    changes = reader.read(stack.site, 0).changes
+    deleted = [change for change in changes if change.action == "deleted"]
+    assert sorted(change.sop for change in deleted) == sops
+    assert changes[-1].action == "deleted"
+
+    events = _journal(stack.services, len(sops))
+    deleted_events = [event for event in events if event["detail-type"] == INSTANCE_DELETED]
+    assert sorted(event["detail"]["SOPInstanceUID"] for event in deleted_events) == sops
+    assert {event["detail"]["StudyInstanceUID"] for event in deleted_events} == {
+        old[0].StudyInstanceUID
+    }
+
+
 def test_retention_keeps_study_of_uncovered_modality(stack: Stack) -> None:
     rules = parse_rules(
         json.dumps({"rules": [{"site": stack.site, "modality": "CT", "retain_days": 1}]})
@@ -288,7 +349,7 @@ def test_retention_keeps_study_of_uncovered_modality(stack: Stack) -> None:
     mr.StudyInstanceUID = mixed[0].StudyInstanceUID
     mr.StudyDate = "20000101"
     store(stack, mixed, [mr])
-    retention = Retention(rules, stack.model, stack.store, stack.services.audit)
+    retention = retention_of(stack, rules)
     assert retention.run(stack.site, False, lambda finding: None) == {}
     assert study_exists(stack, mixed[0].StudyInstanceUID)
 
@@ -297,7 +358,7 @@ def test_retention_of_other_site_untouched(stack: Stack) -> None:
     old = ct_study("20000101", count=1)
     store(stack, old)
     rules = parse_rules(json.dumps({"rules": [{"site": "north", "retain_days": 1}]}))
-    retention = Retention(rules, stack.model, stack.store, stack.services.audit)
+    retention = retention_of(stack, rules)
     assert retention.run("north", False, lambda finding: None) == {}
     assert study_exists(stack, old[0].StudyInstanceUID)
 

@@ -174,7 +174,7 @@ def test_delete_settles_markers(services: Services) -> None:
     study, ct, mr = generate_uid(), generate_uid(), generate_uid()
     for series, modality in ((ct, "CT"), (ct, "CT"), (mr, "MR")):
         _store(services, _instance(study, series, modality, "MARKERS-4"))
-    deleter = IndexDeleter(services.index_model)
+    deleter = IndexDeleter(services.index_model, None)
     [first_ct, _] = deleter.find(SITE, study, ct)
 
     assert deleter.remove(first_ct)
@@ -204,7 +204,7 @@ def test_delete_after_mixed_replacement(services: Services) -> None:
     replaced.Modality = "MR"
     _store(services, replaced)
     _assert_markers_in_step(services, study, {"CT", "MR"})
-    deleter = IndexDeleter(services.index_model)
+    deleter = IndexDeleter(services.index_model, None)
     [mr] = [i for i in deleter.find(SITE, study, series) if i.key.sop == first.SOPInstanceUID]
 
     assert deleter.remove(mr)

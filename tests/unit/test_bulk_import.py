@@ -26,6 +26,7 @@ from cirrus.bulk_import.study_filter import StudyFilter
 from cirrus.bulk_import.writer import DICOMDIR, NOT_PART10, InstanceImporter
 from cirrus.cli import app
 from cirrus.errors import StoreUnavailableError
+from cirrus.lifecycle.holds import LegalHold, hold_key
 from cirrus.local.datadir import FolderObjectStore
 from cirrus.operations.checkpoint import CheckpointError
 from tests.e2e.import_helpers import write_ct_series
@@ -293,6 +294,28 @@ def test_importer_outcomes(store: FolderObjectStore, tmp_path: Path) -> None:
         "notes.txt", Result.SKIPPED, NOT_PART10, 5
     )
     assert importer.import_bytes(b"hello", "x").result is Result.REJECTED
+
+
+def test_importer_held_instance_not_replaced(store: FolderObjectStore, tmp_path: Path) -> None:
+    importer = InstanceImporter(store, None, "default")
+    [path] = write_ct_series(tmp_path / "in", 1)
+    first = importer.import_file(path, "ct.dcm")
+    original = path.read_bytes()
+    ds = pydicom.dcmread(path)
+    hold = LegalHold("default", ds.StudyInstanceUID, "litigation", "officer", "2026-12-05", "a1")
+    store.put(hold_key("default", ds.StudyInstanceUID), hold.to_json().encode())
+
+    again = importer.import_file(path, "ct.dcm")
+    ds.SeriesDescription = "changed"
+    ds.save_as(path, enforce_file_format=True)
+    changed = importer.import_file(path, "ct.dcm")
+    changed_bytes = importer.import_bytes(path.read_bytes(), "sop")
+
+    assert again.result is Result.DUPLICATE
+    assert changed.result is Result.REJECTED
+    assert "under legal hold" in changed.reason
+    assert changed_bytes.result is Result.REJECTED
+    assert store.get(first.object_key) == original
 
 
 def test_importer_dicomdir_skipped(store: FolderObjectStore) -> None:

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cirrus.cli import app
+from cirrus.lifecycle.commands import describe_rules
 from cirrus.lifecycle.rules import RulesError, load_rules, parse_rules
 
 NORTH_CT = {
@@ -69,6 +70,8 @@ def test_archive_classes_rejected(storage_class: str) -> None:
         ({"site": "north", "retain_days": 0}, "retain_days must be a whole number"),
         ({"site": "north", "retain_years": "10"}, "retain_years must be a whole number"),
         ({"site": "north", "retain_days": True}, "retain_days must be a whole number"),
+        ({"site": "north", "retain_years": 8000}, "retain_years must be .* to 1,000, not 8000"),
+        ({"site": "north", "retain_days": 99999999}, "retain_days must be .* to 365,000"),
         ({"site": "north", "retain_days": 1, "retain_years": 1}, "not both"),
         ({"site": "north", "retain_day": 1}, "unknown keys"),
         (
@@ -169,17 +172,68 @@ def test_years_count_calendar_years() -> None:
     assert rule.expires_before(date(2028, 2, 29)) == date(2018, 2, 28)
 
 
+def test_longest_retention_gives_valid_date() -> None:
+    for rule in ({"site": "north", "retain_years": 1000}, {"site": "north", "retain_days": 365000}):
+        (parsed,) = parse_rules(rules_of(rule)).rules
+        assert parsed.expires_before(date(2026, 12, 5)) > date.min
+    assert parsed.expires_before(date(900, 1, 1)) == date.min
+
+
+def test_cli_retention_invalid_rules_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "rules.json"
+    path.write_text(rules_of({"site": "north", "retain_years": 8000}))
+    result = CliRunner().invoke(
+        app, ["retention", "apply", "--rules", str(path), "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "retain_years must be a whole number from 1 to 1,000" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_cli_check_and_show(tmp_path: Path) -> None:
     path = tmp_path / "rules.json"
     path.write_text(rules_of(NORTH_CT))
     runner = CliRunner()
     result = runner.invoke(app, ["lifecycle", "check", str(path)])
     assert result.exit_code == 0, result.output
-    assert "valid, 1 rules for sites north" in result.output
+    assert f"{path}: valid, 1 rule for site north" in result.output
     result = runner.invoke(app, ["lifecycle", "show", "--json", str(path)])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)["s3_lifecycle_configuration"]["Rules"]
     assert shown == parse_rules(rules_of(NORTH_CT)).s3_rules()
+
+
+def test_duplicate_keys_rejected() -> None:
+    text = '{"rules": [{"site": "north", "retain_days": 1}], "rules": []}'
+    with pytest.raises(RulesError, match="key 'rules' appears twice"):
+        parse_rules(text, "dupkey.json")
+    with pytest.raises(RulesError, match="key 'site' appears twice"):
+        parse_rules('{"rules": [{"site": "north", "site": "south", "retain_days": 1}]}')
+
+
+@pytest.mark.parametrize(
+    ("rules", "summary"),
+    [
+        ([], "valid, no rules"),
+        ([{"site": "north", "retain_days": 1}], "valid, 1 rule for site north"),
+        (
+            [{"site": "north", "retain_days": 1}, {"site": "south", "retain_days": 1}],
+            "valid, 2 rules for sites north, south",
+        ),
+    ],
+)
+def test_rules_summary(rules: list[dict[str, Any]], summary: str) -> None:
+    assert describe_rules(parse_rules(rules_of(*rules))) == summary
+
+
+def test_cli_check_warns_on_empty_rules(tmp_path: Path) -> None:
+    path = tmp_path / "rules.json"
+    path.write_text(rules_of())
+    result = CliRunner().invoke(app, ["lifecycle", "check", str(path)])
+    assert result.exit_code == 0
+    assert f"{path}: valid, no rules" in result.stdout
+    assert "warning: " in result.stderr
+    assert "empty rules list" in result.stderr
 
 
 def test_cli_check_invalid_exits_1(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 An instance is checked, given its storage key and written to S3 as the Part 10 bytes received.
 Indexing happens afterwards, from the bucket's object-created notification, so the object in S3
 is the source of truth and the index can always be rebuilt from it.
+
+An instance of a study under legal hold that is stored already may be sent again with the same
+bytes, but not replaced with other bytes (``LegalHolds.check_replaceable``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pydicom.uid import UID
 from cirrus.dicom.instance import DECODING_ERRORS, InstanceHeader, parse_instance
 from cirrus.errors import InvalidInstanceError
 from cirrus.index.claims import InstanceClaims
+from cirrus.lifecycle.holds import LegalHolds
 from cirrus.storage.keys import InstanceKey, check_conformant_uid, check_uid
 from cirrus.storage.objects import ObjectStore, StoredObject
 from cirrus.storage.tags import instance_tags
@@ -115,14 +119,21 @@ def archive_instance(
     A caller that ran ``check_instance`` already passes its result as ``checked``. With
     ``claims``, the SOP Instance UID is claimed for the instance's key first. Raises
     ``InvalidInstanceError`` for an instance that cannot be archived, ``ConflictError`` when its
-    SOP Instance UID is stored under other study or series UIDs, and ``StoreUnavailableError``
-    when S3 or DynamoDB fail. Nothing is stored in any of these cases.
+    SOP Instance UID is stored under other study or series UIDs, ``LegalHoldError`` (a
+    ``ConflictError``) when it would replace an instance of a held study with other bytes, and
+    ``StoreUnavailableError`` when S3 or DynamoDB fail. Nothing is stored in any of these cases.
     """
     if checked is None:
         checked = check_instance(part10, site)
     key = checked.key
     tags = instance_tags(key.site, checked.header.dataset)
-    stored = _write_claimed(key, claims, lambda: store.put(key.object_key, part10, tags=tags))
+    stored = _write_claimed(
+        store,
+        key,
+        claims,
+        lambda: store.put(key.object_key, part10, tags=tags),
+        lambda stored: stored == part10,
+    )
     return _archived(checked, stored)
 
 
@@ -138,21 +149,45 @@ def archive_file(
     """
     key = checked.key
     tags = instance_tags(key.site, checked.header.dataset)
-    stored = _write_claimed(key, claims, lambda: store.put_file(key.object_key, path, tags=tags))
+    stored = _write_claimed(
+        store,
+        key,
+        claims,
+        lambda: store.put_file(key.object_key, path, tags=tags),
+        lambda stored: _file_equals(path, stored),
+    )
     return _archived(checked, stored)
 
 
 def _write_claimed(
-    key: InstanceKey, claims: InstanceClaims | None, write: Callable[[], StoredObject]
+    store: ObjectStore,
+    key: InstanceKey,
+    claims: InstanceClaims | None,
+    write: Callable[[], StoredObject],
+    same_content: Callable[[bytes], bool],
 ) -> StoredObject:
-    """Claim ``key`` and run ``write``; release a claim that this call made if the write fails."""
+    """Claim ``key`` and run ``write``; release a claim that this call made if the write fails.
+
+    When ``key`` was claimed already, the instance may be stored, so the legal hold of its study
+    is checked before the write. A new claim means a new instance, which a hold allows, and
+    saves the read of the hold on most stores.
+    """
     created = claims.claim(key) if claims is not None else False
     try:
+        if not created:
+            LegalHolds(store).check_replaceable(key, same_content)
         return write()
     except BaseException:
         if claims is not None and created:
             claims.release(key)
         raise
+
+
+def _file_equals(path: Path, data: bytes) -> bool:
+    if path.stat().st_size != len(data):
+        return False
+    with path.open("rb") as file:
+        return file.read() == data
 
 
 def _archived(checked: CheckedInstance, stored: StoredObject) -> ArchivedInstance:

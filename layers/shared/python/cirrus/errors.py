@@ -83,7 +83,7 @@ class ConflictError(CirrusError):
 
 
 class LegalHoldError(ConflictError):
-    """A delete names a study under legal hold; the hold must be released first."""
+    """A delete, or a store that changes an instance, names a study under legal hold."""
 
 
 class StoreUnavailableError(CirrusError):

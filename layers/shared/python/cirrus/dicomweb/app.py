@@ -90,8 +90,7 @@ from cirrus.errors import (
     StoreUnavailableError,
 )
 from cirrus.events.feed import ChangeReader
-from cirrus.events.model import instance_deleted
-from cirrus.events.publisher import Publisher
+from cirrus.events.publisher import NoPublisher, Publisher
 from cirrus.events.rejections import stow_rejections
 from cirrus.index.claims import InstanceClaims
 from cirrus.index.deletion import IndexDeleter
@@ -692,10 +691,11 @@ def _add_delete_routes(app: APIGatewayRestResolver, services: DicomwebServices) 
         for site in sites:
             target = DeleteTarget(site, study, series, sop)
             try:
-                deleted = delete_resource(
+                delete_resource(
                     services.store,
                     services.deleter,
                     services.audit,
+                    services.events if services.events is not None else NoPublisher(),
                     target,
                     request_actor(event),
                     request_id,
@@ -709,8 +709,6 @@ def _add_delete_routes(app: APIGatewayRestResolver, services: DicomwebServices) 
                 state.use(site)
                 raise
             state.use(site, studies_of_path(study, series, sop))
-            if services.events is not None:
-                services.events.publish([instance_deleted(key) for key in deleted.instances])
             # The deletion record, written before anything was deleted, audits the success.
             state.record_success = False
             return Response(status_code=int(HTTPStatus.NO_CONTENT), body="")

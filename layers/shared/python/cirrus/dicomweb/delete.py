@@ -1,4 +1,4 @@
-"""DELETE of a study, series or instance: objects, index records and an audit record.
+"""DELETE of a study, series or instance: objects, index records, changes, events and audit.
 
 PS3.18 defines no delete transaction. Cirrus follows the convention of dcm4chee and the Google
 Cloud Healthcare API: ``DELETE`` on a study, series or instance URL removes it for good and
@@ -12,10 +12,15 @@ The steps run in an order that a retry can always finish:
    legal hold (``cirrus.lifecycle.holds``) means 409, for the study and everything in it.
 2. The audit record is written. If that fails, nothing is deleted (503).
 3. For each batch of instances, the objects are deleted from S3, then each index record is
-   removed with its counts (``cirrus.index.deletion``).
+   removed with its counts and its ``deleted`` change of the feed (``cirrus.index.deletion``).
 4. Empty series and studies are deleted and the others' aggregates recomputed.
 5. The stored metadata bundles of the study and the touched series are deleted, because they
    contain the deleted instances. A read rebuilds those still needed.
+6. An InstanceDeleted event is sent for each instance whose record this call removed, also
+   when a later step fails.
+
+Every caller (DICOMweb DELETE, retention) goes through ``delete_resource``, so none can skip
+the change feed or the events.
 
 A failure after step 2 leaves records whose objects may be gone. Such instances are still
 listed by QIDO, and their retrieval fails, until the client sends the DELETE again, which
@@ -31,6 +36,8 @@ from typing import Final
 from cirrus.audit import Actor, AuditLog, DeletionRecord, Transport
 from cirrus.dicomweb.bundles import bundle_key
 from cirrus.errors import NotFoundError
+from cirrus.events.model import instance_deleted
+from cirrus.events.publisher import Publisher
 from cirrus.index.deletion import IndexDeleter, IndexedInstance
 from cirrus.lifecycle.holds import LegalHolds
 from cirrus.storage.keys import INSTANCE_SUFFIX, InstanceKey, site_prefix
@@ -82,12 +89,16 @@ def delete_resource(
     store: ObjectStore,
     deleter: IndexDeleter,
     audit: AuditLog,
+    events: Publisher,
     target: DeleteTarget,
     actor: Actor,
     request_id: str,
     transport: Transport = "DICOMweb",
 ) -> DeleteOutcome:
     """Delete every instance under ``target`` from the archive and the index.
+
+    ``deleter`` writes the ``deleted`` changes when it has the change feed, and ``events``
+    receives one InstanceDeleted event per removed instance.
 
     Raises ``NotFoundError`` when the index has nothing under ``target``, ``LegalHoldError``
     when its study is under legal hold, and ``StoreUnavailableError`` when S3 or DynamoDB
@@ -111,8 +122,13 @@ def delete_resource(
     )
     audit_record = audit.record_deletion(record)
     removed_keys: list[InstanceKey] = []
-    for start in range(0, len(instances), BATCH_SIZE):
-        removed_keys += _delete_batch(store, deleter, instances[start : start + BATCH_SIZE])
+    try:
+        for start in range(0, len(instances), BATCH_SIZE):
+            removed_keys += _delete_batch(store, deleter, instances[start : start + BATCH_SIZE])
+    finally:
+        # The feed has the changes of these removals already, so their events go out even
+        # when a later batch fails. ``publish`` never raises.
+        events.publish([instance_deleted(key) for key in removed_keys])
     removed = len(removed_keys)
     touched = {instance.key.series for instance in instances}
     if target.series is not None:

@@ -21,6 +21,7 @@ from cirrus.errors import (
     ConflictError,
     InstanceTooLargeError,
     InvalidInstanceError,
+    LegalHoldError,
     StoreUnavailableError,
 )
 
@@ -39,7 +40,7 @@ DATA_SET_DOES_NOT_MATCH: Final = 0xA900
 CANNOT_UNDERSTAND: Final = 0xC000
 
 # Refused: Not Authorized (PS3.7 Annex C.5.x general status): the calling AE title may not use
-# the service it asked for.
+# the service it asked for, or the instance would change a study under legal hold.
 NOT_AUTHORIZED: Final = 0x0124
 
 # Error Comment (0000,0902) has VR LO, so at most 64 characters and no backslash, and PS3.7
@@ -48,6 +49,8 @@ ERROR_COMMENT_MAX_LENGTH: Final = 64
 
 STORE_UNAVAILABLE_COMMENT: Final = "archive storage is unavailable; retry later"
 INTERNAL_ERROR_COMMENT: Final = "internal error in the archive; retry later"
+# The full reason, with the UIDs, is longer than 64 characters, so only the gateway log has it.
+LEGAL_HOLD_COMMENT: Final = "study under legal hold: stored instance cannot be replaced"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ def failure_for_error(exc: CirrusError) -> StoreFailure:
     if isinstance(exc, InvalidInstanceError):
         status = CANNOT_UNDERSTAND if exc.undecodable else DATA_SET_DOES_NOT_MATCH
         return StoreFailure(status, str(exc), str(exc))
+    if isinstance(exc, LegalHoldError):
+        # Not a fault of the data set, and a resend fails the same way until the hold is
+        # released, so neither Cxxx nor a retried A7xx fits.
+        return StoreFailure(NOT_AUTHORIZED, str(exc), LEGAL_HOLD_COMMENT)
     if isinstance(exc, ConflictError):
         # The data set contradicts what the archive stores under its SOP Instance UID.
         return StoreFailure(DATA_SET_DOES_NOT_MATCH, str(exc), str(exc))

@@ -75,10 +75,11 @@ class IndexDeleter:
     """Finds and removes the instance records of a study, series or instance.
 
     With ``changes``, the removal of each record saves its ``deleted`` change of the feed in
-    the same transaction.
+    the same transaction. It has no default, so that every caller states whether the
+    deployment has a feed: ``Services.change_feed`` is None only without a changes table.
     """
 
-    def __init__(self, model: type[IndexRecord], changes: ChangeFeed | None = None) -> None:
+    def __init__(self, model: type[IndexRecord], changes: ChangeFeed | None) -> None:
         self._model = model
         self._changes = changes
         self._connection = transaction_connection(model)

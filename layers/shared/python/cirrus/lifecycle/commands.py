@@ -27,6 +27,7 @@ from cirrus.storage.keys import validate_site
 # ``cirrus --help`` and ``cirrus dev`` do not pay for them.
 if TYPE_CHECKING:
     from cirrus.audit import Actor, AuditLog
+    from cirrus.lifecycle.holds import LegalHold
     from cirrus.lifecycle.retention import Finding
     from cirrus.operations.target import Target
 
@@ -100,18 +101,35 @@ def load_lifecycle_rules(path: Path | None, logger: logging.Logger) -> Lifecycle
         raise typer.Exit(2) from exc
 
 
-def _load(command: str, path: Path) -> LifecycleRules:
+def _load(command: str, path: Path, status: int = 1) -> LifecycleRules:
     try:
         return load_rules(path)
     except RulesError as exc:
-        raise _fail(command, str(exc), 1) from exc
+        raise _fail(command, str(exc), status) from exc
 
 
 @lifecycle_app.command("check")
 def lifecycle_check(path: RulesFile) -> None:
     """Validate a rules file. Exit status 0 when it is valid, 1 with the reason when not."""
     rules = _load("lifecycle check", path)
-    typer.echo(f"{path}: valid, {len(rules.rules)} rules for sites {', '.join(rules.sites)}")
+    typer.echo(f"{path}: {describe_rules(rules)}")
+    if not rules.rules:
+        typer.echo(
+            f"cirrus lifecycle check: warning: {path} has an empty rules list, so it tiers "
+            "and deletes nothing",
+            err=True,
+        )
+
+
+def describe_rules(rules: LifecycleRules) -> str:
+    """Return the one-line summary of a valid rules file: ``valid, 2 rules for site north``."""
+    count = len(rules.rules)
+    if count == 0:
+        return "valid, no rules"
+    sites = rules.sites
+    rule_word = "rule" if count == 1 else "rules"
+    site_word = "site" if len(sites) == 1 else "sites"
+    return f"valid, {count} {rule_word} for {site_word} {', '.join(sites)}"
 
 
 @lifecycle_app.command("show")
@@ -139,6 +157,9 @@ def lifecycle_show(path: RulesFile, json_output: JsonLines = False) -> None:
 # --- legal hold ----------------------------------------------------------------------------
 
 Site = Annotated[str, typer.Option(callback=_site, help="The site of the study.")]
+ListedSite = Annotated[
+    str, typer.Option("--site", callback=_site, help="The site whose legal holds are listed.")
+]
 StudyArgument = Annotated[str, typer.Argument(help="The Study Instance UID.")]
 
 
@@ -190,7 +211,7 @@ def hold_release(
 
 @hold_app.command("list")
 def hold_list(
-    site: Site,
+    site: ListedSite,
     json_output: JsonLines = False,
     data_dir: DataDir = Path(".cirrus"),
     from_env: FromEnv = False,
@@ -207,12 +228,30 @@ def hold_list(
         for hold in holds:
             typer.echo(hold.to_json())
         return
-    table = Table(title=f"Legal holds of site {site}")
-    for column in ("Study", "Held by", "Held at", "Reason"):
-        table.add_column(column)
-    for hold in holds:
-        table.add_row(hold.study, hold.held_by, hold.held_at, hold.reason)
-    Console().print(table)
+    if not holds:
+        typer.echo(f"site {site} has no legal holds")
+        return
+    Console().print(holds_table(site, holds))
+
+
+def holds_table(site: str, holds: list[LegalHold]) -> Table:
+    """Return the table of ``hold list``: one section of fields per hold.
+
+    A row per hold would cut the Study Instance UID (up to 64 characters) with an ellipsis in
+    an 80-column terminal. Here the value column fits a whole UID in 80 columns, and folds it
+    onto the next line in a narrower one, so the UID can always be copied.
+    """
+    table = Table(title=f"Legal holds of site {site}", show_header=False)
+    table.add_column("Field", no_wrap=True)
+    table.add_column("Value", overflow="fold")
+    for number, hold in enumerate(holds):
+        if number:
+            table.add_section()
+        table.add_row("Study", hold.study)
+        table.add_row("Held by", hold.held_by)
+        table.add_row("Held at", hold.held_at)
+        table.add_row("Reason", hold.reason)
+    return table
 
 
 # --- retention -----------------------------------------------------------------------------
@@ -241,10 +280,18 @@ def retention_apply(
     """
     from cirrus.lifecycle.retention import Outcome, Retention
 
-    rules = _load("retention apply", rules_file)
+    # Exit status 1 means a failed delete here, so an invalid file is an error (2).
+    rules = _load("retention apply", rules_file, 2)
     target, audit = _target("retention apply", data_dir, from_env)
     services = target.services
-    retention = Retention(rules, services.index_model, services.store, audit)
+    retention = Retention(
+        rules,
+        services.index_model,
+        services.store,
+        audit,
+        changes=services.change_feed,
+        events=services.events,
+    )
     sites = [site] if site is not None else rules.sites
     console = Console()
 
@@ -252,27 +299,37 @@ def retention_apply(
         if json_output:
             typer.echo(json.dumps(finding.to_json()))
         else:
-            console.print(
-                f"{finding.outcome}  {finding.site}  {finding.study}  StudyDate "
-                f"{finding.study_date or 'none'}  retention {finding.retention}"
-                + (f"  {finding.detail}" if finding.detail else ""),
-                markup=False,
-                highlight=False,
-            )
+            console.print(finding_line(finding), markup=False, highlight=False)
 
     counts: dict[str, int] = {}
     try:
         for name in sites:
             for outcome, count in retention.run(name, dry_run, report).items():
                 counts[outcome] = counts.get(outcome, 0) + count
-    except StoreUnavailableError as exc:
+    except CirrusError as exc:
         raise _fail("retention apply", str(exc), 2) from exc
+    except (ValueError, OverflowError) as exc:
+        # One line and no traceback, as for every other error of the command.
+        raise _fail("retention apply", f"retention run failed: {exc}", 2) from exc
     summary = {str(outcome): counts.get(str(outcome), 0) for outcome in Outcome}
     if json_output:
         typer.echo(json.dumps({"summary": summary, "dry_run": dry_run}))
     else:
         console.print(", ".join(f"{name}: {count}" for name, count in summary.items()))
     raise typer.Exit(1 if counts.get(str(Outcome.FAILED)) else 0)
+
+
+def finding_line(finding: Finding) -> str:
+    """Return the text line of one retention finding; a deletion has its count and audit id."""
+    line = (
+        f"{finding.outcome}  {finding.site}  {finding.study}  StudyDate "
+        f"{finding.study_date or 'none'}  retention {finding.retention}"
+    )
+    if finding.audit_record:
+        line += f"  {finding.instances} instances  audit record {finding.audit_record}"
+    if finding.detail:
+        line += f"  {finding.detail}"
+    return line
 
 
 # --- statistics ----------------------------------------------------------------------------
@@ -307,12 +364,17 @@ def run_stats(
         rows = statistics(services.index_model, sites, group_by, since)
     except StoreUnavailableError as exc:
         raise _fail("stats", str(exc), 2) from exc
+    warning = _empty_stats_warning(site, since) if not rows else None
+    if warning is not None:
+        typer.echo(f"cirrus stats: warning: {warning}", err=True)
     if json_output:
-        document = {
+        document: dict[str, object] = {
             "by": str(group_by),
             "since": since.isoformat() if since else None,
             "groups": rows,
         }
+        if warning is not None:
+            document["warning"] = warning
         typer.echo(json.dumps(document))
         return
     table = Table(title=f"Archive statistics by {group_by}" + (f" since {since}" if since else ""))
@@ -324,3 +386,11 @@ def run_stats(
             name, *(f"{counts[key]:,}" for key in ("studies", "series", "instances", "bytes"))
         )
     Console().print(table)
+
+
+def _empty_stats_warning(site: str | None, since: date | None) -> str:
+    # An empty result is no error, but with --site it is often a misspelt site name.
+    studies = f"no studies with a StudyDate on or after {since}" if since else "no studies"
+    if site is None:
+        return f"the index has {studies}; check the deployment"
+    return f"site {site!r} has {studies} in the index; check the site name"

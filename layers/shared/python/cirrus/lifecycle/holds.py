@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -29,7 +30,7 @@ from cirrus.errors import (
     LegalHoldError,
     NotFoundError,
 )
-from cirrus.storage.keys import check_uid, site_prefix
+from cirrus.storage.keys import InstanceKey, check_uid, site_prefix
 from cirrus.storage.objects import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,27 @@ class LegalHolds:
                 f"study {study} is under legal hold since {hold.held_at}; an operator must "
                 "release the hold (cirrus hold release) before it can be deleted"
             )
+
+    def check_replaceable(self, key: InstanceKey, same_content: Callable[[bytes], bool]) -> None:
+        """Raise ``LegalHoldError`` when a store would change an instance of a held study.
+
+        ``same_content`` tells whether the stored object's bytes equal the new instance. A
+        resend of the same bytes, and a new instance of a held study, are allowed.
+        """
+        hold = self.get(key.site, key.study)
+        if hold is None:
+            return
+        try:
+            stored = self._store.get(key.object_key)
+        except NotFoundError:
+            return
+        if same_content(stored):
+            return
+        raise LegalHoldError(
+            f"study {key.study} is under legal hold since {hold.held_at}, and SOP Instance UID "
+            f"{key.sop} is stored in it with other content; an operator must release the hold "
+            "(cirrus hold release) before the instance can be replaced"
+        )
 
     def set(self, site: str, study: str, reason: str, actor: Actor, audit: AuditLog) -> LegalHold:
         """Put ``study`` under legal hold and return the hold; a held study keeps its first hold.

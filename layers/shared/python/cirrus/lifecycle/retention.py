@@ -8,7 +8,8 @@ of the site's rules keeps. A study without a StudyDate, or with one that is not 
 date, is never deleted and is reported as skipped.
 
 Each deletion runs ``delete_resource``, as a DELETE request does: it writes its audit record
-first, then removes the objects and the index records. A study under legal hold is skipped.
+first, then removes the objects and the index records, writes a ``deleted`` change of the feed
+for each instance and sends its InstanceDeleted event. A study under legal hold is skipped.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pynamodb.exceptions import PynamoDBException
 from cirrus.audit import Actor, AuditLog
 from cirrus.dicomweb.delete import DeleteTarget, delete_resource
 from cirrus.errors import LegalHoldError, NotFoundError, StoreUnavailableError
+from cirrus.events.feed import ChangeFeed
+from cirrus.events.publisher import Publisher
 from cirrus.index.deletion import IndexDeleter
 from cirrus.index.models import STUDY, IndexRecord, level_pks
 from cirrus.lifecycle.holds import LegalHolds
@@ -91,12 +94,17 @@ class Retention:
         model: type[IndexRecord],
         store: ObjectStore,
         audit: AuditLog,
+        *,
+        changes: ChangeFeed | None,
+        events: Publisher,
         today: date | None = None,
     ) -> None:
         self._rules = rules
         self._model = model
         self._store = store
         self._audit = audit
+        self._deleter = IndexDeleter(model, changes)
+        self._events = events
         self._today = today or datetime.now(UTC).date()
 
     def candidates(self, site: str) -> Iterator[Candidate]:
@@ -154,8 +162,9 @@ class Retention:
         try:
             outcome = delete_resource(
                 self._store,
-                IndexDeleter(self._model),
+                self._deleter,
                 self._audit,
+                self._events,
                 DeleteTarget(site, study),
                 Actor(principal=RETENTION_PRINCIPAL),
                 request_id,

@@ -54,6 +54,12 @@ MAX_S3_RULES: Final = 1000
 _RULE_KEYS: Final = frozenset({"site", "modality", "transitions", "retain_days", "retain_years"})
 
 
+# The longest retention accepted. Today minus it must stay a valid date (year 1 or later),
+# and no archive keeps studies longer.
+MAX_RETAIN_YEARS: Final = 1000
+MAX_RETAIN_DAYS: Final = 365 * MAX_RETAIN_YEARS
+
+
 class RulesError(ValueError):
     """A rules file that cannot be used; the message names the rule and the value."""
 
@@ -86,15 +92,20 @@ class SiteRule:
         """Return the first StudyDate that is still retained on ``today``.
 
         A study dated before it is past retention. Years are calendar years, so 29 February
-        plus one year is 28 February.
+        plus one year is 28 February. A retention that reaches before year 1 returns
+        ``date.min``, which keeps every study; ``parse_rules`` rejects such retentions.
         """
         if self.retain_days is not None:
+            if self.retain_days >= (today - date.min).days:
+                return date.min
             return today - timedelta(days=self.retain_days)
-        years = self.retain_years or 0
+        year = today.year - (self.retain_years or 0)
+        if year < date.min.year:
+            return date.min
         try:
-            return today.replace(year=today.year - years)
+            return today.replace(year=year)
         except ValueError:
-            return today.replace(year=today.year - years, day=28)
+            return today.replace(year=year, day=28)
 
     def describe_retention(self) -> str:
         if self.retain_days is not None:
@@ -166,9 +177,11 @@ def load_rules(path: Path) -> LifecycleRules:
 def parse_rules(text: str, source: str = "rules") -> LifecycleRules:
     """Parse and validate the JSON text of a rules file; raise ``RulesError``."""
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise RulesError(f"{source} is not valid JSON: {exc}") from exc
+    except RulesError as exc:
+        raise RulesError(f"{source}: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
         raise RulesError(f'{source} must be a JSON object with a "rules" list')
     try:
@@ -182,6 +195,16 @@ def parse_rules(text: str, source: str = "rules") -> LifecycleRules:
             f"{source}: more than {MAX_S3_RULES} rules have transitions; S3 takes at most that"
         )
     return LifecycleRules(rules)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys, which would drop a rule without a word.
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise RulesError(f"key {key!r} appears twice in one JSON object; keep one")
+        document[key] = value
+    return document
 
 
 def _rule(entry: Any, number: int) -> SiteRule:
@@ -212,8 +235,8 @@ def _rule(entry: Any, number: int) -> SiteRule:
         where = f"rule {number} (site {site!r}, modality {modality!r})"
 
     transitions = _transitions(entry.get("transitions", []), where)
-    retain_days = _positive(entry, "retain_days", where)
-    retain_years = _positive(entry, "retain_years", where)
+    retain_days = _positive(entry, "retain_days", where, MAX_RETAIN_DAYS)
+    retain_years = _positive(entry, "retain_years", where, MAX_RETAIN_YEARS)
     if retain_days is not None and retain_years is not None:
         raise RulesError(f"{where}: give retain_days or retain_years, not both")
     if not transitions and retain_days is None and retain_years is None:
@@ -221,12 +244,14 @@ def _rule(entry: Any, number: int) -> SiteRule:
     return SiteRule(site, modality, transitions, retain_days, retain_years)
 
 
-def _positive(entry: dict[str, Any], name: str, where: str) -> int | None:
+def _positive(entry: dict[str, Any], name: str, where: str, maximum: int) -> int | None:
     value = entry.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RulesError(f"{where}: {name} must be a whole number of at least 1, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise RulesError(
+            f"{where}: {name} must be a whole number from 1 to {maximum:,}, not {value!r}"
+        )
     return value
 
 
