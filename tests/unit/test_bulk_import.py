@@ -23,7 +23,7 @@ from cirrus.bulk_import.report import ReportFile, Summary
 from cirrus.bulk_import.run import ImportRun, RunCounts
 from cirrus.bulk_import.sources import FolderSource, Unit, UnitImport, ZipSource, local_source
 from cirrus.bulk_import.study_filter import StudyFilter
-from cirrus.bulk_import.writer import DICOMDIR, NOT_PART10, InstanceImporter
+from cirrus.bulk_import.writer import DICOMDIR, NOT_PART10, UNNAMED_ZIP, InstanceImporter
 from cirrus.cli import app
 from cirrus.errors import StoreUnavailableError
 from cirrus.local.datadir import FolderObjectStore
@@ -466,3 +466,110 @@ def test_run_resumes_inside_study(store: FolderObjectStore, tmp_path: Path) -> N
     assert resumed.state.counts == {"stored": 10}
     assert run.this_run.counts == {"stored": 2}
     assert sum(1 for _ in store.list_keys("sites/")) == 10
+
+
+# --- ZIP files inside the source, links ------------------------------------------------------
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for name, data in members.items():
+            out.writestr(name, data)
+    return path
+
+
+def _import_all(source: FolderSource | ZipSource, store: FolderObjectStore) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    checkpoint = ImportCheckpoint(None, "scope", source.order)
+    importer = InstanceImporter(store, None, "default")
+    try:
+        ImportRun(source, importer, checkpoint, 2, outcomes.append).run(source.units())
+    finally:
+        source.close()
+    return sorted(outcomes, key=lambda outcome: outcome.name)
+
+
+def test_zip_inside_zip_imported(store: FolderObjectStore, tmp_path: Path) -> None:
+    first, second, third, fourth = (p.read_bytes() for p in write_ct_series(tmp_path / "in", 4))
+    inner = _zip(tmp_path / "inner.zip", {"a.dcm": first, "deeper/b.dcm": second})
+    innermost = _zip(tmp_path / "innermost.zip", {"c.dcm": third})
+    middle = _zip(tmp_path / "middle.zip", {"innermost.zip": innermost.read_bytes()})
+    outer = _zip(
+        tmp_path / "outer.zip",
+        {"inner.zip": inner.read_bytes(), "x/middle.zip": middle.read_bytes(), "d.dcm": fourth},
+    )
+
+    outcomes = _import_all(local_source(outer), store)
+
+    assert [o.name for o in outcomes] == [
+        "d.dcm",
+        "inner.zip/a.dcm",
+        "inner.zip/deeper/b.dcm",
+        "x/middle.zip/innermost.zip/c.dcm",
+    ]
+    assert all(o.result is Result.STORED for o in outcomes)
+    assert sum(1 for _ in store.list_keys("sites/")) == 4
+
+
+def test_zip_inside_folder_imported(store: FolderObjectStore, tmp_path: Path) -> None:
+    first, second = (p.read_bytes() for p in write_ct_series(tmp_path / "files", 2))
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    _zip(folder / "sub" / "nested.ZIP", {"a.dcm": first, "b.dcm": second})
+    (folder / "sub" / "z.txt").write_text("notes")
+
+    source = FolderSource(folder)
+    keys = [unit.key for unit in source.units()]
+    outcomes = _import_all(source, store)
+
+    assert keys == ["sub/nested.ZIP/a.dcm", "sub/nested.ZIP/b.dcm", "sub/z.txt"]
+    assert [o.result for o in outcomes] == [Result.STORED, Result.STORED, Result.SKIPPED]
+
+
+def test_zip_nested_too_deep(store: FolderObjectStore, tmp_path: Path) -> None:
+    from cirrus.bulk_import.sources import MAX_ZIP_DEPTH
+
+    [path] = write_ct_series(tmp_path / "in", 1)
+    data = _zip(tmp_path / "level.zip", {"ct.dcm": path.read_bytes()}).read_bytes()
+    for _ in range(MAX_ZIP_DEPTH + 1):
+        data = _zip(tmp_path / "level.zip", {"level.zip": data}).read_bytes()
+
+    [outcome] = _import_all(local_source(tmp_path / "level.zip"), store)
+
+    assert outcome.name == "/".join(["level.zip"] * (MAX_ZIP_DEPTH + 1))
+    assert outcome.result is Result.FAILED
+    assert f"more than {MAX_ZIP_DEPTH} levels" in outcome.reason
+
+
+def test_zip_without_zip_name_fails(store: FolderObjectStore, tmp_path: Path) -> None:
+    [path] = write_ct_series(tmp_path / "files", 1)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _zip(folder / "backup.bin", {"ct.dcm": path.read_bytes()})
+    _zip(folder / "outer.zip", {"member.bin": (folder / "backup.bin").read_bytes()})
+
+    outcomes = _import_all(FolderSource(folder), store)
+
+    assert [(o.name, o.result, o.reason) for o in outcomes] == [
+        ("backup.bin", Result.FAILED, UNNAMED_ZIP),
+        ("outer.zip/member.bin", Result.FAILED, UNNAMED_ZIP),
+    ]
+
+
+def test_links_counted(store: FolderObjectStore, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_ct_series(folder / "real", 1)
+    (folder / "broken_link.dcm").symlink_to(tmp_path / "missing.dcm")
+    (folder / "folder_link").symlink_to(folder / "real")
+
+    outcomes = _import_all(FolderSource(folder), store)
+
+    assert [(o.name, o.result) for o in outcomes] == [
+        ("broken_link.dcm", Result.FAILED),
+        ("folder_link", Result.SKIPPED),
+        ("real/ct00000.dcm", Result.STORED),
+    ]
+    assert "does not exist" in outcomes[0].reason
+    assert "not followed" in outcomes[1].reason

@@ -86,6 +86,9 @@ class _UnitImport:
     def failed(self, name: str, reason: str) -> Outcome:
         return self._record(Outcome(name, Result.FAILED, reason))
 
+    def note(self, name: str, result: Result, reason: str) -> Outcome:
+        return self._record(Outcome(name, result, reason))
+
     def _record(self, outcome: Outcome, instance: str = "") -> Outcome:
         partial = instance if self._unit.tracks_instances else ""
         self._run.record(outcome, self._unit.key, partial)

@@ -41,6 +41,9 @@ _COMPARE_CHUNK_BYTES: Final = 8 * 1024 * 1024
 _KEY_LOCKS: Final = 256
 NOT_PART10: Final = "not a DICOM Part 10 file: no DICM prefix after the 128-byte preamble"
 DICOMDIR: Final = "DICOMDIR: a media directory, not an instance"
+# The signature of a ZIP file's first local file header (APPNOTE.TXT 4.3.7).
+_ZIP_SIGNATURE: Final = b"PK\x03\x04"
+UNNAMED_ZIP: Final = "ZIP file not read because its name does not end in .zip; rename it"
 
 
 class InstanceImporter:
@@ -57,13 +60,15 @@ class InstanceImporter:
     def import_file(self, path: Path, name: str) -> Outcome:
         """Import the file ``path``, which the report calls ``name``.
 
-        A file that is not Part 10 DICOM, or is a DICOMDIR, is skipped. Raises
+        A file that is not Part 10 DICOM, or is a DICOMDIR, is skipped, except a ZIP file, which
+        fails because the source named it as no ZIP file (see ``sources``). Raises
         ``StoreUnavailableError`` when the object store or the index fail.
         """
         with path.open("rb") as file:
             start = file.read(_PREAMBLE_BYTES + len(_PREFIX))
         if start[_PREAMBLE_BYTES:] != _PREFIX:
-            return Outcome(name, Result.SKIPPED, NOT_PART10, path.stat().st_size)
+            result, reason = _not_part10(start)
+            return Outcome(name, result, reason, path.stat().st_size)
         # Imported here: the gateway's modules load pynetdicom, which a folder import needs
         # for nothing else.
         from cirrus.gateway.spool import read_spooled_header
@@ -92,7 +97,8 @@ class InstanceImporter:
         ``import_file`` does.
         """
         if data[_PREAMBLE_BYTES : _PREAMBLE_BYTES + len(_PREFIX)] != _PREFIX:
-            return Outcome(name, Result.REJECTED, NOT_PART10, len(data))
+            result, reason = _not_part10(data[: len(_ZIP_SIGNATURE)], Result.REJECTED)
+            return Outcome(name, result, reason, len(data))
         try:
             header = parse_instance(data)
             if _is_dicomdir(header):
@@ -172,6 +178,13 @@ def _chunks(path: Path | None, data: bytes | None) -> Iterator[bytes]:
     with path.open("rb") as file:
         while chunk := file.read(_COMPARE_CHUNK_BYTES):
             yield chunk
+
+
+def _not_part10(start: bytes, result: Result = Result.SKIPPED) -> tuple[Result, str]:
+    """Return how to count a file that is not Part 10: a ZIP file fails, so the run exits 1."""
+    if start.startswith(_ZIP_SIGNATURE):
+        return Result.FAILED, UNNAMED_ZIP
+    return result, NOT_PART10
 
 
 def _is_dicomdir(header: InstanceHeader) -> bool:
