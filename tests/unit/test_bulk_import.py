@@ -11,6 +11,7 @@ import threading
 from collections.abc import Hashable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -28,6 +29,7 @@ from cirrus.cli import app
 from cirrus.errors import StoreUnavailableError
 from cirrus.local.datadir import FolderObjectStore
 from cirrus.operations.checkpoint import CheckpointError
+from cirrus.storage.keys import InstanceKey
 from tests.e2e.import_helpers import write_ct_series
 from tests.pydicom_files import bundled
 
@@ -573,3 +575,69 @@ def test_links_counted(store: FolderObjectStore, tmp_path: Path) -> None:
     ]
     assert "does not exist" in outcomes[0].reason
     assert "not followed" in outcomes[1].reason
+
+
+# --- two imports of one source at once ---------------------------------------------------------
+
+
+class _Claims:
+    """SOP Instance UID claims in memory, as ``InstanceClaims`` keeps them in the index."""
+
+    def __init__(self, calls_before_signal: int) -> None:
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._calls = 0
+        self._calls_before_signal = calls_before_signal
+        self.claimed = threading.Event()
+
+    def claim(self, key: InstanceKey) -> bool:
+        with self._lock:
+            self._calls += 1
+            if self._calls == self._calls_before_signal:
+                self.claimed.set()
+            holder = self._held.setdefault(key.sop, key.object_key)
+            assert holder == key.object_key
+            return self._calls == 1
+
+    def release(self, key: InstanceKey) -> None:
+        with self._lock:
+            self._held.pop(key.sop, None)
+
+
+class _SlowStore(FolderObjectStore):
+    """A store whose first write waits until ``proceed`` is set, and that counts writes."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, "bucket")
+        self.proceed = threading.Event()
+        self.writes = 0
+
+    def put_file(self, key: str, path: Path, *args: Any, **kwargs: Any) -> Any:
+        self.writes += 1
+        if self.writes == 1:
+            assert self.proceed.wait(60)
+        return super().put_file(key, path, *args, **kwargs)
+
+
+def test_concurrent_imports_store_once(tmp_path: Path) -> None:
+    [path] = write_ct_series(tmp_path / "in", 1)
+    store = _SlowStore(tmp_path / "objects")
+    claims = _Claims(calls_before_signal=2)
+    # Two importers stand for two processes: they share the store and the claims only.
+    first = InstanceImporter(store, claims, "default")  # type: ignore[arg-type]
+    second = InstanceImporter(store, claims, "default")  # type: ignore[arg-type]
+    outcomes: list[Outcome] = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(first.import_file(path, "ct"))),
+        threading.Thread(target=lambda: outcomes.append(second.import_file(path, "ct"))),
+    ]
+    threads[0].start()
+    threads[1].start()
+    # Both have claimed before the first write ends.
+    assert claims.claimed.wait(60)
+    store.proceed.set()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(outcome.result.value for outcome in outcomes) == ["duplicate", "stored"]
+    assert store.writes == 1
