@@ -22,7 +22,15 @@ from cirrus.bulk_import.dimse_source import Peer, parse_peer
 from cirrus.bulk_import.outcome import Outcome, Result
 from cirrus.bulk_import.report import ReportFile, Summary
 from cirrus.bulk_import.run import ImportRun, RunCounts
-from cirrus.bulk_import.sources import FolderSource, Unit, UnitImport, ZipSource, local_source
+from cirrus.bulk_import.sources import (
+    FolderSource,
+    PathsSource,
+    Source,
+    Unit,
+    UnitImport,
+    ZipSource,
+    local_source,
+)
 from cirrus.bulk_import.study_filter import StudyFilter
 from cirrus.bulk_import.writer import DICOMDIR, NOT_PART10, UNNAMED_ZIP, InstanceImporter
 from cirrus.cli import app
@@ -94,6 +102,17 @@ def test_study_filter_find_identifier() -> None:
         (["x", "--since", "2020-01-01"], "remote source"),
         (["--from-dicomweb", "ftp://127.0.0.1/"], "is not an http:// or https:// URL"),
         (["--from-dicomweb", "http://127.0.0.1/", "--since", "2020-13-01"], "is not a date"),
+        (
+            [
+                "--from-dicomweb",
+                "http://127.0.0.1/",
+                "--since",
+                "2026-01-01",
+                "--until",
+                "2025-01-01",
+            ],
+            "--since 2026-01-01 is after --until 2025-01-01",
+        ),
         (["--from-dimse", "A@127.0.0.1:1", "--calling-ae", "A" * 17], "16"),
         (["x", "--workers", "0"], "--workers"),
         (["x", "--site", "no/site"], "site"),
@@ -482,7 +501,7 @@ def _zip(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def _import_all(source: FolderSource | ZipSource, store: FolderObjectStore) -> list[Outcome]:
+def _import_all(source: Source, store: FolderObjectStore) -> list[Outcome]:
     outcomes: list[Outcome] = []
     checkpoint = ImportCheckpoint(None, "scope", source.order)
     importer = InstanceImporter(store, None, "default")
@@ -641,3 +660,21 @@ def test_concurrent_imports_store_once(tmp_path: Path) -> None:
 
     assert sorted(outcome.result.value for outcome in outcomes) == ["duplicate", "stored"]
     assert store.writes == 1
+
+
+def test_several_paths(store: FolderObjectStore, tmp_path: Path) -> None:
+    first, second, third = write_ct_series(tmp_path / "in", 3)
+    archive = _zip(tmp_path / "more.zip", {"x/ct.dcm": third.read_bytes()})
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    second.rename(folder / "ct.dcm")
+    paths = (first, archive, folder)
+
+    source = PathsSource([local_source(path) for path in paths], paths)
+    keys = [unit.key for unit in source.units()]
+    outcomes = _import_all(source, store)
+
+    assert keys == [str(first), f"{archive}/x/ct.dcm", f"{folder}/ct.dcm"]
+    assert sorted(source.order(key) for key in keys) == [source.order(key) for key in keys]
+    assert sorted(o.name for o in outcomes) == sorted(keys)
+    assert all(o.result is Result.STORED for o in outcomes)

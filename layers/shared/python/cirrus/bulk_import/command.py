@@ -18,7 +18,13 @@ from cirrus.bulk_import.checkpoint import ImportCheckpoint
 from cirrus.bulk_import.outcome import PROBLEMS, Outcome
 from cirrus.bulk_import.report import ProgressDisplay, ReportFile, Summary
 from cirrus.bulk_import.run import ImportRun
-from cirrus.bulk_import.sources import Source, SourceUnavailableError, Unit, local_source
+from cirrus.bulk_import.sources import (
+    PathsSource,
+    Source,
+    SourceUnavailableError,
+    Unit,
+    local_source,
+)
 from cirrus.bulk_import.study_filter import StudyFilter
 from cirrus.bulk_import.writer import InstanceImporter
 from cirrus.errors import StoreUnavailableError
@@ -37,9 +43,9 @@ _PIPED_WIDTH: Final = 200
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """The source of an import: exactly one of ``path``, ``dicomweb_url`` and ``dimse_peer``."""
+    """The source of an import: exactly one of ``paths``, ``dicomweb_url`` and ``dimse_peer``."""
 
-    path: Path | None = None
+    paths: tuple[Path, ...] = ()
     dicomweb_url: str | None = None
     dimse_peer: str | None = None
     study_filter: StudyFilter = field(default_factory=StudyFilter)
@@ -60,8 +66,10 @@ class RunOptions:
 
 def open_source(spec: SourceSpec) -> Source:
     """Return the source that ``spec`` names; raise ``SourceUnavailableError`` or ``ValueError``."""
-    if spec.path is not None:
-        return local_source(spec.path)
+    if len(spec.paths) == 1:
+        return local_source(spec.paths[0])
+    if spec.paths:
+        return PathsSource([local_source(path) for path in spec.paths], spec.paths)
     if spec.dicomweb_url is not None:
         from cirrus.bulk_import.dicomweb_source import DicomwebSource
 

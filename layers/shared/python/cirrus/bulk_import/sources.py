@@ -13,7 +13,7 @@ import threading
 import zipfile
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -348,6 +348,77 @@ def _too_large(info: zipfile.ZipInfo) -> str:
 
 def _named_zip(name: str) -> bool:
     return name.lower().endswith(".zip")
+
+
+class PathsSource:
+    """Several PATH arguments, read one after the other in the order given.
+
+    A unit's key is the PATH as given, then "/" and the key within it (a file given alone has
+    no key within it), so that the report names each file by the path that reaches it.
+    """
+
+    def __init__(self, sources: list[FolderSource | ZipSource], paths: tuple[Path, ...]) -> None:
+        if len(set(paths)) != len(paths):
+            raise SourceUnavailableError("a PATH is given twice; give each one once")
+        self._sources = sources
+        self._prefixes = {str(path): number for number, path in enumerate(paths)}
+        self._files = {
+            str(path)
+            for path, source in zip(paths, sources, strict=True)
+            if isinstance(source, FolderSource) and path.is_file()
+        }
+        self.description = f"{len(paths)} paths ({', '.join(map(str, paths[:3]))}"
+        self.description += ", ...)" if len(paths) > 3 else ")"
+
+    def units(self) -> Iterator[Unit]:
+        for prefix, source in zip(self._prefixes, self._sources, strict=True):
+            for unit in source.units():
+                key = prefix if prefix in self._files else f"{prefix}/{unit.key}"
+                yield replace(unit, key=key)
+
+    def count(self) -> int:
+        return sum(source.count() for source in self._sources)
+
+    def _split(self, key: str) -> tuple[int, str]:
+        """Return the number of the PATH that ``key`` starts with, and the key within it."""
+        parts = key.split("/")
+        for end in range(len(parts), 0, -1):
+            number = self._prefixes.get("/".join(parts[:end]))
+            if number is not None:
+                return number, "/".join(parts[end:])
+        raise KeyError(key)
+
+    def order(self, key: str) -> Hashable:
+        number, inner = self._split(key)
+        return (number, self._sources[number].order(inner))
+
+    def import_unit(self, unit: Unit, target: UnitImport) -> None:
+        number, inner = self._split(unit.key)
+        self._sources[number].import_unit(replace(unit, key=inner), _Renamed(target, unit.key))
+
+    def close(self) -> None:
+        for source in self._sources:
+            source.close()
+
+
+class _Renamed:
+    """A ``UnitImport`` that reports a unit's outcomes under the key given to its source."""
+
+    def __init__(self, target: UnitImport, key: str) -> None:
+        self._target = target
+        self._key = key
+
+    def file(self, path: Path, name: str) -> Outcome:
+        return self._target.file(path, self._key)
+
+    def data(self, data: bytes, name: str, not_dicom: Result = Result.REJECTED) -> Outcome:
+        return self._target.data(data, self._key, not_dicom)
+
+    def failed(self, name: str, reason: str) -> Outcome:
+        return self._target.failed(self._key, reason)
+
+    def note(self, name: str, result: Result, reason: str) -> Outcome:
+        return self._target.note(self._key, result, reason)
 
 
 def local_source(path: Path) -> FolderSource | ZipSource:
