@@ -678,3 +678,16 @@ def test_several_paths(store: FolderObjectStore, tmp_path: Path) -> None:
     assert sorted(source.order(key) for key in keys) == [source.order(key) for key in keys]
     assert sorted(o.name for o in outcomes) == sorted(keys)
     assert all(o.result is Result.STORED for o in outcomes)
+
+
+def test_reasons_grouped_without_uids() -> None:
+    counts = RunCounts()
+    for sop, study in (("1.2.3.4", "1.2.840.5"), ("1.2.3.5", "1.2.840.6")):
+        reason = f"SOP Instance UID {sop} is already stored in study {study}, series 1.2.9"
+        counts.add(Outcome(sop, Result.REJECTED, reason))
+    counts.add(Outcome("s", Result.FAILED, "ZIP member of 1048576 bytes is larger than 5.0"))
+
+    assert counts.reasons == {
+        "rejected": {"SOP Instance UID <UID> is already stored in study <UID>, series <UID>": 2},
+        "failed": {"ZIP member of 1048576 bytes is larger than 5.0": 1},
+    }
