@@ -26,6 +26,7 @@ from cirrus.bulk_import.sources import (
     FolderSource,
     PathsSource,
     Source,
+    SourceUnavailableError,
     Unit,
     UnitImport,
     ZipSource,
@@ -691,3 +692,18 @@ def test_reasons_grouped_without_uids() -> None:
         "rejected": {"SOP Instance UID <UID> is already stored in study <UID>, series <UID>": 2},
         "failed": {"ZIP member of 1048576 bytes is larger than 5.0": 1},
     }
+
+
+def test_dicomweb_unreachable_names_cause() -> None:
+    from cirrus.bulk_import.dicomweb_source import DicomwebSource
+    from tests.e2e.conftest import free_port
+
+    port = free_port()
+    source = DicomwebSource(f"http://127.0.0.1:{port}/dicom-web", StudyFilter())
+    try:
+        with pytest.raises(SourceUnavailableError) as error:
+            list(source.units())
+    finally:
+        source.close()
+
+    assert f"cannot connect to 127.0.0.1:{port}: Connection refused" in str(error.value)
