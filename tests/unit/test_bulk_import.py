@@ -707,3 +707,25 @@ def test_dicomweb_unreachable_names_cause() -> None:
         source.close()
 
     assert f"cannot connect to 127.0.0.1:{port}: Connection refused" in str(error.value)
+
+
+def test_claim_warning_names_object_key(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from cirrus.bulk_import.command import log_warnings_to_stderr
+    from cirrus.index.claims import _log_not_released
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    key = InstanceKey("default", "1.2.3", "1.2.3.4", "1.2.3.4.5")
+    try:
+        log_warnings_to_stderr()
+        _log_not_released(key, TimeoutError())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+    error = capsys.readouterr().err
+    assert "claim of a failed write not released" in error
+    assert f"object_key={key.object_key}" in error
+    assert "error=TimeoutError" in error

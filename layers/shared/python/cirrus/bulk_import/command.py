@@ -84,6 +84,15 @@ def open_source(spec: SourceSpec) -> Source:
     return source
 
 
+def log_warnings_to_stderr() -> None:
+    """Print logged warnings on standard error with their keys, such as ``object_key=...``."""
+    from cirrus.logs import configure_console_logging
+
+    configure_console_logging(logging.WARNING)
+    # The command reports failed associations itself, with their cause.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+
+
 class _Output:
     """Findings and the summary on standard output; messages and progress on standard error."""
 
@@ -113,6 +122,7 @@ class _Output:
 
 def run_import_command(spec: SourceSpec, target: Target, options: RunOptions) -> int:
     """Import from ``spec`` into the site ``options.site`` of ``target``; return the exit status."""
+    log_warnings_to_stderr()
     output = _Output(options.json_lines)
     try:
         source = open_source(spec)
