@@ -88,8 +88,8 @@ GET_TRANSFER_SYNTAXES: Final[tuple[str, ...]] = (
     *_PREFERRED_GET_SYNTAXES,
     *(s for s in STORAGE_TRANSFER_SYNTAXES if s not in _PREFERRED_GET_SYNTAXES),
 )
-# When the peer answers no C-FIND at IMAGE level, C-GET proposes the storage SOP classes of
-# pynetdicom's default list, each in one context of the uncompressed syntaxes.
+# When C-FIND at IMAGE level fails or finds no SOP class, C-GET proposes the storage SOP
+# classes of pynetdicom's default list, each in one context of the uncompressed syntaxes.
 _FALLBACK_GET_CLASSES: Final = tuple(
     str(context.abstract_syntax) for context in StoragePresentationContexts[:_MAX_STORAGE_CONTEXTS]
 )
@@ -261,7 +261,7 @@ class DimseSource:
     def study_sop_classes(self, study: str) -> list[str]:
         """Return the SOP classes of the instances of ``study``, by C-FIND at IMAGE level.
 
-        Returns an empty list when the peer answers no such query or lists no SOP Class UID.
+        Returns an empty list when the query fails or its matches have no SOP Class UID.
         """
         assoc = self._find_association()
         classes: dict[str, None] = {}
@@ -438,7 +438,7 @@ def _association_failure(assoc: Association, peer: Peer) -> str:
             pass
     except OSError as exc:
         return f"cannot connect to {peer.host} port {peer.port}: {exc.strerror or exc}"
-    return "the peer aborted the association or did not answer in time"
+    return "the peer aborted the association or sent no response in time"
 
 
 def _status_of(outcome: Outcome) -> int:
