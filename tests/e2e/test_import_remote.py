@@ -32,6 +32,7 @@ from tests.peers.orthanc import (
     require_orthanc,
     running_orthanc,
 )
+from tests.pydicom_files import bundled
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -302,5 +303,41 @@ def test_import_dicomweb_resumes_inside_study(target: RunningStack, tmp_path: Pa
         assert summary["this_run"]["stored"] == count - stored_first
         client = DICOMwebClient(url=target.dicomweb_url)
         assert len(wait_for_instances(client, study, count)) == count
+    finally:
+        source.stop()
+
+
+def test_import_dimse_get_cirrus_keeps_syntaxes(target: RunningStack, tmp_path: Path) -> None:
+    # Explicit VR Little Endian, JPEG 2000 and JPEG Baseline, in one study.
+    study = pydicom.uid.generate_uid()
+    folder = tmp_path / "syntaxes"
+    folder.mkdir()
+    originals = []
+    for name in ("CT_small.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm"):
+        ds = pydicom.dcmread(bundled(name))
+        ds.StudyInstanceUID = study
+        ds.save_as(folder / name, enforce_file_format=True)
+        originals.append(ds)
+    source = start_stack(tmp_path / "source-data")
+    try:
+        loaded = run_import(str(folder), "--data-dir", str(source.data_dir))
+        assert loaded.returncode == 0, loaded.stderr + loaded.stdout
+        wait_for_instances(DICOMwebClient(url=source.dicomweb_url), study, 3)
+
+        peer = f"CIRRUS@127.0.0.1:{source.dicom_port}"
+        result = run_import("--from-dimse", peer, "--get", "--study", study,
+                            "--data-dir", str(target.data_dir), "--json")  # fmt: skip
+
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert summary_of(result)["totals"]["stored"] == 3
+        for original in originals:
+            key = (
+                f"sites/default/studies/{study}/series/{original.SeriesInstanceUID}"
+                f"/instances/{original.SOPInstanceUID}.dcm"
+            )
+            part10 = retrieve_when_indexed(target.dicomweb_url, key)
+            retrieved = pydicom.dcmread(pydicom.filebase.DicomBytesIO(part10))
+            assert retrieved.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+            assert retrieved.PixelData == original.PixelData
     finally:
         source.stop()

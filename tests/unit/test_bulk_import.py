@@ -11,6 +11,7 @@ import threading
 from collections.abc import Hashable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -21,14 +22,24 @@ from cirrus.bulk_import.dimse_source import Peer, parse_peer
 from cirrus.bulk_import.outcome import Outcome, Result
 from cirrus.bulk_import.report import ReportFile, Summary
 from cirrus.bulk_import.run import ImportRun, RunCounts
-from cirrus.bulk_import.sources import FolderSource, Unit, UnitImport, ZipSource, local_source
+from cirrus.bulk_import.sources import (
+    FolderSource,
+    PathsSource,
+    Source,
+    SourceUnavailableError,
+    Unit,
+    UnitImport,
+    ZipSource,
+    local_source,
+)
 from cirrus.bulk_import.study_filter import StudyFilter
-from cirrus.bulk_import.writer import DICOMDIR, NOT_PART10, InstanceImporter
+from cirrus.bulk_import.writer import DICOMDIR, NOT_PART10, UNNAMED_ZIP, InstanceImporter
 from cirrus.cli import app
 from cirrus.errors import StoreUnavailableError
 from cirrus.lifecycle.holds import LegalHold, hold_key
 from cirrus.local.datadir import FolderObjectStore
 from cirrus.operations.checkpoint import CheckpointError
+from cirrus.storage.keys import InstanceKey
 from tests.e2e.import_helpers import write_ct_series
 from tests.pydicom_files import bundled
 
@@ -93,6 +104,17 @@ def test_study_filter_find_identifier() -> None:
         (["x", "--since", "2020-01-01"], "remote source"),
         (["--from-dicomweb", "ftp://127.0.0.1/"], "is not an http:// or https:// URL"),
         (["--from-dicomweb", "http://127.0.0.1/", "--since", "2020-13-01"], "is not a date"),
+        (
+            [
+                "--from-dicomweb",
+                "http://127.0.0.1/",
+                "--since",
+                "2026-01-01",
+                "--until",
+                "2025-01-01",
+            ],
+            "--since 2026-01-01 is after --until 2025-01-01",
+        ),
         (["--from-dimse", "A@127.0.0.1:1", "--calling-ae", "A" * 17], "16"),
         (["x", "--workers", "0"], "--workers"),
         (["x", "--site", "no/site"], "site"),
@@ -489,3 +511,244 @@ def test_run_resumes_inside_study(store: FolderObjectStore, tmp_path: Path) -> N
     assert resumed.state.counts == {"stored": 10}
     assert run.this_run.counts == {"stored": 2}
     assert sum(1 for _ in store.list_keys("sites/")) == 10
+
+
+# --- ZIP files inside the source, links ------------------------------------------------------
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for name, data in members.items():
+            out.writestr(name, data)
+    return path
+
+
+def _import_all(source: Source, store: FolderObjectStore) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    checkpoint = ImportCheckpoint(None, "scope", source.order)
+    importer = InstanceImporter(store, None, "default")
+    try:
+        ImportRun(source, importer, checkpoint, 2, outcomes.append).run(source.units())
+    finally:
+        source.close()
+    return sorted(outcomes, key=lambda outcome: outcome.name)
+
+
+def test_zip_inside_zip_imported(store: FolderObjectStore, tmp_path: Path) -> None:
+    first, second, third, fourth = (p.read_bytes() for p in write_ct_series(tmp_path / "in", 4))
+    inner = _zip(tmp_path / "inner.zip", {"a.dcm": first, "deeper/b.dcm": second})
+    innermost = _zip(tmp_path / "innermost.zip", {"c.dcm": third})
+    middle = _zip(tmp_path / "middle.zip", {"innermost.zip": innermost.read_bytes()})
+    outer = _zip(
+        tmp_path / "outer.zip",
+        {"inner.zip": inner.read_bytes(), "x/middle.zip": middle.read_bytes(), "d.dcm": fourth},
+    )
+
+    outcomes = _import_all(local_source(outer), store)
+
+    assert [o.name for o in outcomes] == [
+        "d.dcm",
+        "inner.zip/a.dcm",
+        "inner.zip/deeper/b.dcm",
+        "x/middle.zip/innermost.zip/c.dcm",
+    ]
+    assert all(o.result is Result.STORED for o in outcomes)
+    assert sum(1 for _ in store.list_keys("sites/")) == 4
+
+
+def test_zip_inside_folder_imported(store: FolderObjectStore, tmp_path: Path) -> None:
+    first, second = (p.read_bytes() for p in write_ct_series(tmp_path / "files", 2))
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    _zip(folder / "sub" / "nested.ZIP", {"a.dcm": first, "b.dcm": second})
+    (folder / "sub" / "z.txt").write_text("notes")
+
+    source = FolderSource(folder)
+    keys = [unit.key for unit in source.units()]
+    outcomes = _import_all(source, store)
+
+    assert keys == ["sub/nested.ZIP/a.dcm", "sub/nested.ZIP/b.dcm", "sub/z.txt"]
+    assert [o.result for o in outcomes] == [Result.STORED, Result.STORED, Result.SKIPPED]
+
+
+def test_zip_nested_too_deep(store: FolderObjectStore, tmp_path: Path) -> None:
+    from cirrus.bulk_import.sources import MAX_ZIP_DEPTH
+
+    [path] = write_ct_series(tmp_path / "in", 1)
+    data = _zip(tmp_path / "level.zip", {"ct.dcm": path.read_bytes()}).read_bytes()
+    for _ in range(MAX_ZIP_DEPTH + 1):
+        data = _zip(tmp_path / "level.zip", {"level.zip": data}).read_bytes()
+
+    [outcome] = _import_all(local_source(tmp_path / "level.zip"), store)
+
+    assert outcome.name == "/".join(["level.zip"] * (MAX_ZIP_DEPTH + 1))
+    assert outcome.result is Result.FAILED
+    assert f"more than {MAX_ZIP_DEPTH} levels" in outcome.reason
+
+
+def test_zip_without_zip_name_fails(store: FolderObjectStore, tmp_path: Path) -> None:
+    [path] = write_ct_series(tmp_path / "files", 1)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _zip(folder / "backup.bin", {"ct.dcm": path.read_bytes()})
+    _zip(folder / "outer.zip", {"member.bin": (folder / "backup.bin").read_bytes()})
+
+    outcomes = _import_all(FolderSource(folder), store)
+
+    assert [(o.name, o.result, o.reason) for o in outcomes] == [
+        ("backup.bin", Result.FAILED, UNNAMED_ZIP),
+        ("outer.zip/member.bin", Result.FAILED, UNNAMED_ZIP),
+    ]
+
+
+def test_links_counted(store: FolderObjectStore, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_ct_series(folder / "real", 1)
+    (folder / "broken_link.dcm").symlink_to(tmp_path / "missing.dcm")
+    (folder / "folder_link").symlink_to(folder / "real")
+
+    outcomes = _import_all(FolderSource(folder), store)
+
+    assert [(o.name, o.result) for o in outcomes] == [
+        ("broken_link.dcm", Result.FAILED),
+        ("folder_link", Result.SKIPPED),
+        ("real/ct00000.dcm", Result.STORED),
+    ]
+    assert "does not exist" in outcomes[0].reason
+    assert "not followed" in outcomes[1].reason
+
+
+# --- two imports of one source at once ---------------------------------------------------------
+
+
+class _Claims:
+    """SOP Instance UID claims in memory, as ``InstanceClaims`` keeps them in the index."""
+
+    def __init__(self, calls_before_signal: int) -> None:
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._calls = 0
+        self._calls_before_signal = calls_before_signal
+        self.claimed = threading.Event()
+
+    def claim(self, key: InstanceKey) -> bool:
+        with self._lock:
+            self._calls += 1
+            if self._calls == self._calls_before_signal:
+                self.claimed.set()
+            holder = self._held.setdefault(key.sop, key.object_key)
+            assert holder == key.object_key
+            return self._calls == 1
+
+    def release(self, key: InstanceKey) -> None:
+        with self._lock:
+            self._held.pop(key.sop, None)
+
+
+class _SlowStore(FolderObjectStore):
+    """A store whose first write waits until ``proceed`` is set, and that counts writes."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, "bucket")
+        self.proceed = threading.Event()
+        self.writes = 0
+
+    def put_file(self, key: str, path: Path, *args: Any, **kwargs: Any) -> Any:
+        self.writes += 1
+        if self.writes == 1:
+            assert self.proceed.wait(60)
+        return super().put_file(key, path, *args, **kwargs)
+
+
+def test_concurrent_imports_store_once(tmp_path: Path) -> None:
+    [path] = write_ct_series(tmp_path / "in", 1)
+    store = _SlowStore(tmp_path / "objects")
+    claims = _Claims(calls_before_signal=2)
+    # Two importers stand for two processes: they share the store and the claims only.
+    first = InstanceImporter(store, claims, "default")  # type: ignore[arg-type]
+    second = InstanceImporter(store, claims, "default")  # type: ignore[arg-type]
+    outcomes: list[Outcome] = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(first.import_file(path, "ct"))),
+        threading.Thread(target=lambda: outcomes.append(second.import_file(path, "ct"))),
+    ]
+    threads[0].start()
+    threads[1].start()
+    # Both have claimed before the first write ends.
+    assert claims.claimed.wait(60)
+    store.proceed.set()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(outcome.result.value for outcome in outcomes) == ["duplicate", "stored"]
+    assert store.writes == 1
+
+
+def test_several_paths(store: FolderObjectStore, tmp_path: Path) -> None:
+    first, second, third = write_ct_series(tmp_path / "in", 3)
+    archive = _zip(tmp_path / "more.zip", {"x/ct.dcm": third.read_bytes()})
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    second.rename(folder / "ct.dcm")
+    paths = (first, archive, folder)
+
+    source = PathsSource([local_source(path) for path in paths], paths)
+    keys = [unit.key for unit in source.units()]
+    outcomes = _import_all(source, store)
+
+    assert keys == [str(first), f"{archive}/x/ct.dcm", f"{folder}/ct.dcm"]
+    assert sorted(source.order(key) for key in keys) == [source.order(key) for key in keys]
+    assert sorted(o.name for o in outcomes) == sorted(keys)
+    assert all(o.result is Result.STORED for o in outcomes)
+
+
+def test_reasons_grouped_without_uids() -> None:
+    counts = RunCounts()
+    for sop, study in (("1.2.3.4", "1.2.840.5"), ("1.2.3.5", "1.2.840.6")):
+        reason = f"SOP Instance UID {sop} is already stored in study {study}, series 1.2.9"
+        counts.add(Outcome(sop, Result.REJECTED, reason))
+    counts.add(Outcome("s", Result.FAILED, "ZIP member of 1048576 bytes is larger than 5.0"))
+
+    assert counts.reasons == {
+        "rejected": {"SOP Instance UID <UID> is already stored in study <UID>, series <UID>": 2},
+        "failed": {"ZIP member of 1048576 bytes is larger than 5.0": 1},
+    }
+
+
+def test_dicomweb_unreachable_names_cause() -> None:
+    from cirrus.bulk_import.dicomweb_source import DicomwebSource
+    from tests.e2e.conftest import free_port
+
+    port = free_port()
+    source = DicomwebSource(f"http://127.0.0.1:{port}/dicom-web", StudyFilter())
+    try:
+        with pytest.raises(SourceUnavailableError) as error:
+            list(source.units())
+    finally:
+        source.close()
+
+    assert f"cannot connect to 127.0.0.1:{port}: Connection refused" in str(error.value)
+
+
+def test_claim_warning_names_object_key(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from cirrus.bulk_import.command import log_warnings_to_stderr
+    from cirrus.index.claims import _log_not_released
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    key = InstanceKey("default", "1.2.3", "1.2.3.4", "1.2.3.4.5")
+    try:
+        log_warnings_to_stderr()
+        _log_not_released(key, TimeoutError())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+    error = capsys.readouterr().err
+    assert "claim of a failed write not released" in error
+    assert f"object_key={key.object_key}" in error
+    assert "error=TimeoutError" in error

@@ -772,9 +772,13 @@ def _parse_date(value: str | None) -> date | None:
 
 @app.command("import")
 def import_(
-    path: Annotated[
-        Path | None,
-        typer.Argument(help="File, folder (read recursively) or ZIP file of DICOM files."),
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="PATH",
+            help="Files, folders (read recursively) or ZIP files of DICOM files.",
+            show_default=False,
+        ),
     ] = None,
     from_dicomweb: Annotated[
         str | None,
@@ -820,7 +824,10 @@ def import_(
         int, typer.Option(min=1, max=64, help="Number of files or studies imported at once.")
     ] = 4,
     checkpoint: CheckpointOption = None,
-    checkpoint_every: CheckpointEveryOption = 200,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(min=1, help="Save the checkpoint after this many finished files or studies."),
+    ] = 200,
     report: Annotated[
         Path | None,
         typer.Option(dir_okay=False, help="Write a JSON report of every outcome to this file."),
@@ -832,26 +839,30 @@ def import_(
     """Import DICOM instances from files, a DICOMweb service or a DICOM peer.
 
     Each instance is checked and stored as C-STORE and STOW-RS store it. Exit status 0 when
-    every instance was stored or was a duplicate, 1 when some were rejected or failed, 2 on an
-    error, 130 on Ctrl-C.
+    every instance was stored, replaced or a duplicate, 1 when some were rejected or failed, 2
+    on an error, 130 on Ctrl-C.
     """
     from cirrus.bulk_import.command import RunOptions, SourceSpec, run_import_command
     from cirrus.bulk_import.study_filter import StudyFilter
 
-    sources = [value for value in (path, from_dicomweb, from_dimse) if value is not None]
+    sources = [value for value in (paths, from_dicomweb, from_dimse) if value]
     if len(sources) != 1:
         raise typer.BadParameter("give exactly one of PATH, --from-dicomweb and --from-dimse")
     study_filter = StudyFilter(
         tuple(study or ()), _parse_date(since), _parse_date(until), patient_id
     )
-    if path is not None and study_filter != StudyFilter():
+    if study_filter.since and study_filter.until and study_filter.since > study_filter.until:
+        raise typer.BadParameter(f"--since {since} is after --until {until}")
+    if paths and study_filter != StudyFilter():
         raise typer.BadParameter(
             "--study, --since, --until and --patient-id select studies of a remote source"
         )
     if from_dicomweb is not None and not from_dicomweb.startswith(("http://", "https://")):
         raise typer.BadParameter(f"{from_dicomweb!r} is not an http:// or https:// URL")
     assert site is not None  # the option has a default
-    spec = SourceSpec(path, from_dicomweb, from_dimse, study_filter, calling_ae, port, get)
+    spec = SourceSpec(
+        tuple(paths or ()), from_dicomweb, from_dimse, study_filter, calling_ae, port, get
+    )
     target = _import_target(data_dir, from_env)
     try:
         auditing = _command_auditing(target, data_dir, from_env)

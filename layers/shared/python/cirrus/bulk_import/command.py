@@ -25,7 +25,13 @@ from cirrus.bulk_import.checkpoint import ImportCheckpoint
 from cirrus.bulk_import.outcome import PROBLEMS, Outcome, Result
 from cirrus.bulk_import.report import ProgressDisplay, ReportFile, Summary
 from cirrus.bulk_import.run import ImportRun
-from cirrus.bulk_import.sources import Source, SourceUnavailableError, Unit, local_source
+from cirrus.bulk_import.sources import (
+    PathsSource,
+    Source,
+    SourceUnavailableError,
+    Unit,
+    local_source,
+)
 from cirrus.bulk_import.study_filter import StudyFilter
 from cirrus.bulk_import.writer import InstanceImporter
 from cirrus.errors import StoreUnavailableError
@@ -52,9 +58,9 @@ _PIPED_WIDTH: Final = 200
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """The source of an import: exactly one of ``path``, ``dicomweb_url`` and ``dimse_peer``."""
+    """The source of an import: exactly one of ``paths``, ``dicomweb_url`` and ``dimse_peer``."""
 
-    path: Path | None = None
+    paths: tuple[Path, ...] = ()
     dicomweb_url: str | None = None
     dimse_peer: str | None = None
     study_filter: StudyFilter = field(default_factory=StudyFilter)
@@ -108,8 +114,10 @@ class _ImportTally:
 
 def open_source(spec: SourceSpec) -> Source:
     """Return the source that ``spec`` names; raise ``SourceUnavailableError`` or ``ValueError``."""
-    if spec.path is not None:
-        return local_source(spec.path)
+    if len(spec.paths) == 1:
+        return local_source(spec.paths[0])
+    if spec.paths:
+        return PathsSource([local_source(path) for path in spec.paths], spec.paths)
     if spec.dicomweb_url is not None:
         from cirrus.bulk_import.dicomweb_source import DicomwebSource
 
@@ -122,6 +130,15 @@ def open_source(spec: SourceSpec) -> Source:
     )
     source.start()
     return source
+
+
+def log_warnings_to_stderr() -> None:
+    """Print logged warnings on standard error with their keys, such as ``object_key=...``."""
+    from cirrus.logs import configure_console_logging
+
+    configure_console_logging(logging.WARNING)
+    # The command reports failed associations itself, with their cause.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 
 
 class _Output:
@@ -155,6 +172,7 @@ def run_import_command(
     spec: SourceSpec, target: Target, options: RunOptions, auditing: Auditing
 ) -> int:
     """Import from ``spec`` into the site ``options.site`` of ``target``; return the exit status."""
+    log_warnings_to_stderr()
     output = _Output(options.json_lines)
     try:
         party = source_party(spec)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Hashable, Iterator
 from io import BytesIO
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import requests
 from pydicom import dcmread
@@ -63,7 +64,7 @@ class DicomwebSource:
         except requests.RequestException as exc:
             # The exception's text may quote the query, which can contain a patient ID.
             raise SourceUnavailableError(
-                f"QIDO-RS search at {self._url} failed: {_describe(exc)}"
+                f"QIDO-RS search at {self._url} failed: {_describe(exc, self._url)}"
             ) from exc
 
     def order(self, key: str) -> Hashable:
@@ -79,7 +80,7 @@ class DicomwebSource:
             for part in parts:
                 target.data(bytes(part), _sop_instance_uid(part) or unit.key, Result.REJECTED)
         except requests.RequestException as exc:
-            target.failed(unit.key, f"WADO-RS retrieve of the study failed: {_describe(exc)}")
+            target.failed(unit.key, f"WADO-RS retrieve of the study failed: {_describe(exc, url)}")
         except ValueError as exc:
             target.failed(unit.key, f"WADO-RS response could not be read: {exc}")
 
@@ -101,8 +102,32 @@ def _first(attributes: dict[str, Any], tag: str) -> object:
     return values[0]
 
 
-def _describe(exc: requests.RequestException) -> str:
+def _describe(exc: requests.RequestException, url: str) -> str:
+    """Describe a failed request without its text, which may quote the query."""
     response = exc.response
     if response is not None:
         return f"HTTP {response.status_code} {response.reason}"
-    return type(exc).__name__
+    host = urlsplit(url).netloc
+    if isinstance(exc, requests.Timeout):
+        return f"{host} did not respond in time ({type(exc).__name__})"
+    cause = _os_error(exc)
+    if cause is not None:
+        return f"cannot connect to {host}: {cause.strerror or type(cause).__name__}"
+    return f"{type(exc).__name__} with {host}"
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """Return the operating system's error under ``exc`` (refused, unknown host), if any."""
+    pending: list[object] = [exc]
+    seen: set[int] = set()
+    while pending:
+        error = pending.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.strerror:
+            return error
+        # urllib3 keeps the cause of a failed retry in ``reason``, requests in ``args``.
+        pending.extend([error.__cause__, error.__context__, getattr(error, "reason", None)])
+        pending.extend(error.args)
+    return None

@@ -4,18 +4,39 @@ With C-MOVE the command runs a Storage SCP on 127.0.0.1 under its own AE title, 
 move destination of the peer, and requests that the peer move each study there (PS3.4 C.4.2).
 With C-GET the instances come back on the association of the request (PS3.4 C.4.3), so the
 peer needs no destination. Each C-STORE request is answered after the instance is stored.
+
+The peer sends an instance in the transfer syntax of an accepted presentation context, and an
+acceptor accepts one syntax per context. So that the peer can send each instance as it stores
+it, C-GET first lists the SOP classes of the study (C-FIND at SERIES and then IMAGE level) and
+proposes one context per SOP class and transfer syntax, within the 128 contexts of an
+association (PS3.8 9.3.2.2). C-MOVE needs none of this: its Storage SCP accepts every syntax
+that the archive stores.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationContexts, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -44,9 +65,34 @@ _MOVE_DESTINATION_UNKNOWN: Final = 0xA801
 _OUT_OF_RESOURCES: Final = 0xA700
 _DATA_SET_DOES_NOT_MATCH: Final = 0xA900
 _CANNOT_UNDERSTAND: Final = 0xC000
-# One association proposes at most 128 presentation contexts (PS3.8 9.3.2.2): C-GET needs one
-# for itself, so it proposes the 120 storage SOP classes of pynetdicom's default list.
-_GET_STORAGE_CONTEXTS: Final = StoragePresentationContexts[:127]
+# One association proposes at most 128 presentation contexts (PS3.8 9.3.2.2), and C-GET needs
+# one for itself.
+_MAX_STORAGE_CONTEXTS: Final = 127
+# The transfer syntaxes that C-GET proposes for each SOP class, one context each. When the SOP
+# classes times these exceed the limit, the syntaxes at the end are left out for some classes.
+# The order is uncompressed first, then the syntaxes that archives store most (an estimate).
+_PREFERRED_GET_SYNTAXES: Final = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+    JPEGLSLossless,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+    DeflatedExplicitVRLittleEndian,
+)
+GET_TRANSFER_SYNTAXES: Final[tuple[str, ...]] = (
+    *_PREFERRED_GET_SYNTAXES,
+    *(s for s in STORAGE_TRANSFER_SYNTAXES if s not in _PREFERRED_GET_SYNTAXES),
+)
+# When C-FIND at IMAGE level fails or finds no SOP class, C-GET proposes the storage SOP
+# classes of pynetdicom's default list, each in one context of the uncompressed syntaxes.
+_FALLBACK_GET_CLASSES: Final = tuple(
+    str(context.abstract_syntax) for context in StoragePresentationContexts[:_MAX_STORAGE_CONTEXTS]
+)
 DEFAULT_PORT: Final = 11113
 DEFAULT_CALLING_AE: Final = "CIRRUS-IMPORT"
 
@@ -100,7 +146,6 @@ class DimseSource:
         self._studies: dict[str, _StudyReceipt] = {}
         self._stopping = threading.Event()
         self._server: Any = None
-        self._scu = self._scu_ae()
 
     def start(self) -> None:
         """Start the Storage SCP that receives moved studies; C-GET needs none.
@@ -132,30 +177,31 @@ class DimseSource:
             extra={"ae_title": self._calling_ae, "port": self._port},
         )
 
-    def _scu_ae(self) -> AE:
+    def _scu_ae(self, contexts: list[tuple[str, list[str]]]) -> AE:
         ae = AE(ae_title=self._calling_ae)
         ae.acse_timeout = 30
         ae.dimse_timeout = self._timeout
         ae.network_timeout = self._timeout
         if self._use_get:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-            for context in _GET_STORAGE_CONTEXTS:
-                assert context.abstract_syntax is not None
-                ae.add_requested_context(context.abstract_syntax, list(STORAGE_TRANSFER_SYNTAXES))
+            for sop_class, syntaxes in contexts:
+                ae.add_requested_context(sop_class, syntaxes)
         else:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         return ae
 
-    def _associate(self, handlers: list[Any] | None = None) -> Association:
+    def _associate(
+        self, contexts: list[tuple[str, list[str]]], handlers: list[Any] | None = None
+    ) -> Association:
         roles: list[Any] = []
-        if self._use_get and handlers:
-            for context in _GET_STORAGE_CONTEXTS:
+        if self._use_get:
+            for sop_class in dict.fromkeys(sop_class for sop_class, _ in contexts):
                 role = SCP_SCU_RoleSelectionNegotiation()
-                role.sop_class_uid = UID(str(context.abstract_syntax))
+                role.sop_class_uid = UID(sop_class)
                 role.scu_role = False
                 role.scp_role = True
                 roles.append(role)
-        assoc = self._scu.associate(
+        assoc = self._scu_ae(contexts).associate(
             self._peer.host,
             self._peer.port,
             ae_title=self._peer.ae_title,
@@ -163,45 +209,92 @@ class DimseSource:
             evt_handlers=handlers or [],
         )
         if not assoc.is_established:
+            failure = _association_failure(assoc, self._peer)
             raise SourceUnavailableError(
-                f"association with {self._peer} was rejected or failed; check the peer's AE "
-                f"title, address and that it accepts {self._calling_ae} as calling AE title"
+                f"association with {self._peer} failed: {failure}; check the peer's AE title, "
+                f"address and that it accepts {self._calling_ae} as calling AE title"
             )
         return assoc
 
-    def units(self) -> Iterator[Unit]:
+    def _find_association(self) -> Association:
         finder = AE(ae_title=self._calling_ae)
         finder.acse_timeout = 30
         finder.dimse_timeout = self._timeout
         finder.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         assoc = finder.associate(self._peer.host, self._peer.port, ae_title=self._peer.ae_title)
         if not assoc.is_established:
-            raise SourceUnavailableError(f"C-FIND association with {self._peer} failed")
+            failure = _association_failure(assoc, self._peer)
+            raise SourceUnavailableError(f"C-FIND association with {self._peer} failed: {failure}")
+        return assoc
+
+    def _find(self, assoc: Association, identifier: Dataset) -> Iterator[Dataset]:
+        """Yield the matches of a C-FIND; raise ``SourceUnavailableError`` when it fails."""
+        responses = assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+        for status, match in responses:
+            code = int(status.get("Status", -1)) if status else -1
+            if code in _PENDING and match is not None:
+                yield match
+            elif code == -1:
+                # pynetdicom yields an empty status when the peer aborts or times out.
+                raise SourceUnavailableError(
+                    f"C-FIND at {self._peer} got no response; check that the peer accepts "
+                    f"{self._calling_ae} as calling AE title for C-FIND"
+                )
+            elif code != _SUCCESS:
+                raise SourceUnavailableError(
+                    f"C-FIND at {self._peer} failed with status 0x{code:04X}"
+                )
+
+    def units(self) -> Iterator[Unit]:
         studies: dict[str, int | None] = {}
+        assoc = self._find_association()
         try:
-            responses = assoc.send_c_find(
-                self._filter.find_identifier(), StudyRootQueryRetrieveInformationModelFind
-            )
-            for status, identifier in responses:
-                code = int(status.get("Status", -1)) if status else -1
-                if code in _PENDING and identifier is not None:
-                    uid = str(identifier.get("StudyInstanceUID", ""))
-                    if uid:
-                        studies[uid] = _count(identifier.get("NumberOfStudyRelatedInstances"))
-                elif code == -1:
-                    # pynetdicom yields an empty status when the peer aborts or times out.
-                    raise SourceUnavailableError(
-                        f"C-FIND at {self._peer} got no response; check that the peer accepts "
-                        f"{self._calling_ae} as calling AE title for C-FIND"
-                    )
-                elif code != _SUCCESS:
-                    raise SourceUnavailableError(
-                        f"C-FIND at {self._peer} failed with status 0x{code:04X}"
-                    )
+            for match in self._find(assoc, self._filter.find_identifier()):
+                uid = str(match.get("StudyInstanceUID", ""))
+                if uid:
+                    studies[uid] = _count(match.get("NumberOfStudyRelatedInstances"))
         finally:
             assoc.release()
         for uid in sorted(studies):
             yield Unit(uid, studies[uid], tracks_instances=True)
+
+    def study_sop_classes(self, study: str) -> list[str]:
+        """Return the SOP classes of the instances of ``study``, by C-FIND at IMAGE level.
+
+        Returns an empty list when the query fails or its matches have no SOP Class UID.
+        """
+        assoc = self._find_association()
+        classes: dict[str, None] = {}
+        try:
+            series = Dataset()
+            series.QueryRetrieveLevel = "SERIES"
+            series.StudyInstanceUID = study
+            series.SeriesInstanceUID = ""
+            series_uids = [
+                str(match.SeriesInstanceUID)
+                for match in self._find(assoc, series)
+                if match.get("SeriesInstanceUID")
+            ]
+            for series_uid in series_uids:
+                image = Dataset()
+                image.QueryRetrieveLevel = "IMAGE"
+                image.StudyInstanceUID = study
+                image.SeriesInstanceUID = series_uid
+                image.SOPInstanceUID = ""
+                image.SOPClassUID = ""
+                for match in self._find(assoc, image):
+                    if match.get("SOPClassUID"):
+                        classes.setdefault(str(match.SOPClassUID), None)
+        except SourceUnavailableError as exc:
+            logger.warning(
+                "C-FIND of the SOP classes of a study failed",
+                extra={"study_instance_uid": study, "error": str(exc)},
+            )
+            return []
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        return list(classes)
 
     def order(self, key: str) -> Hashable:
         return key
@@ -223,7 +316,8 @@ class DimseSource:
         ds.QueryRetrieveLevel = "STUDY"
         ds.StudyInstanceUID = study
         handlers = [(evt.EVT_C_STORE, self._handle_store)] if self._use_get else None
-        assoc = self._associate(handlers)
+        contexts = get_contexts(self.study_sop_classes(study)) if self._use_get else []
+        assoc = self._associate(contexts, handlers)
         final: Dataset | None = None
         try:
             if self._use_get:
@@ -312,6 +406,39 @@ class _StudyReceipt:
     target: UnitImport
     rejected: int = 0
     error: StoreUnavailableError | None = None
+
+
+def get_contexts(sop_classes: list[str]) -> list[tuple[str, list[str]]]:
+    """Return the storage contexts that C-GET proposes: (SOP class, [one transfer syntax]).
+
+    Each SOP class gets a context per syntax of ``GET_TRANSFER_SYNTAXES`` in turn, so the
+    contexts left out beyond 127 are those of the syntaxes at the end of that list. Without SOP
+    classes, the storage classes of pynetdicom's default list get one context each of both
+    uncompressed syntaxes, in which the peer decompresses what it stores compressed (or fails).
+    """
+    if not sop_classes:
+        uncompressed = [str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)]
+        return [(sop_class, uncompressed) for sop_class in _FALLBACK_GET_CLASSES]
+    contexts = [
+        (sop_class, [str(syntax)]) for syntax in GET_TRANSFER_SYNTAXES for sop_class in sop_classes
+    ]
+    # NOTE: past 127 SOP classes, the instances of the classes left out cannot be sent.
+    return contexts[:_MAX_STORAGE_CONTEXTS]
+
+
+def _association_failure(assoc: Association, peer: Peer) -> str:
+    """Describe why an association with ``peer`` was not established."""
+    if assoc.is_rejected:
+        primitive = assoc.acceptor.primitive
+        reason = primitive.reason_str if primitive is not None else "no reason given"
+        return f"rejected by the peer: {reason}"
+    # pynetdicom keeps no cause of a failed connection, so a second attempt finds it.
+    try:
+        with socket.create_connection((peer.host, peer.port), timeout=10):
+            pass
+    except OSError as exc:
+        return f"cannot connect to {peer.host} port {peer.port}: {exc.strerror or exc}"
+    return "the peer aborted the association or sent no response in time"
 
 
 def _status_of(outcome: Outcome) -> int:

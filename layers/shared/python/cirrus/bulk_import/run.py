@@ -11,6 +11,7 @@ again by the next run, except for the instances of it that the checkpoint lists.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,9 +34,18 @@ DEFAULT_WORKERS: Final = 4
 MAX_WORKERS: Final = 64
 
 
+# A UID in a reason: digits and at least two dots (PS3.5 9.1). An IPv4 address matches too.
+_UID_IN_REASON: Final = re.compile(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\d.])")
+
+
+def reason_group(reason: str) -> str:
+    """Return ``reason`` with each UID replaced by "<UID>", to count similar reasons as one."""
+    return _UID_IN_REASON.sub("<UID>", reason)
+
+
 @dataclass
 class RunCounts:
-    """The outcomes of this run alone, and their reasons."""
+    """The outcomes of this run alone, and their reasons, with the UIDs in them left out."""
 
     counts: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -49,7 +59,8 @@ class RunCounts:
             self.bytes_imported += outcome.size
         if outcome.reason:
             by_reason = self.reasons.setdefault(result.value, {})
-            by_reason[outcome.reason] = by_reason.get(outcome.reason, 0) + 1
+            reason = reason_group(outcome.reason)
+            by_reason[reason] = by_reason.get(reason, 0) + 1
 
 
 @dataclass
@@ -85,6 +96,9 @@ class _UnitImport:
 
     def failed(self, name: str, reason: str) -> Outcome:
         return self._record(Outcome(name, Result.FAILED, reason))
+
+    def note(self, name: str, result: Result, reason: str) -> Outcome:
+        return self._record(Outcome(name, result, reason))
 
     def _record(self, outcome: Outcome, instance: str = "") -> Outcome:
         partial = instance if self._unit.tracks_instances else ""
