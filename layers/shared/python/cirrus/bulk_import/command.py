@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -80,9 +81,15 @@ class RunOptions:
 
 
 def source_party(spec: SourceSpec) -> TransferParty:
-    """Return the source of ``spec`` as the audit records name it; raise ``ValueError``."""
-    if spec.path is not None:
-        return media_party(spec.path, SOURCE_MEDIA_ROLE)
+    """Return the source of ``spec`` as the audit records name it; raise ``ValueError``.
+
+    Several PATHs are named by the deepest folder that contains them all, because one
+    record has one source.
+    """
+    if spec.paths:
+        resolved = [path.resolve() for path in spec.paths]
+        media = resolved[0] if len(resolved) == 1 else Path(os.path.commonpath(resolved))
+        return media_party(media, SOURCE_MEDIA_ROLE)
     if spec.dicomweb_url is not None:
         return url_party(spec.dicomweb_url)
     assert spec.dimse_peer is not None
