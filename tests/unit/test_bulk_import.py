@@ -740,6 +740,13 @@ def test_claim_warning_names_object_key(capsys: pytest.CaptureFixture[str]) -> N
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # A Lambda handler run earlier in this process leaves its JSON handler on "cirrus", as a
+    # command's process never has.
+    package = logging.getLogger("cirrus")
+    package_state = (package.handlers[:], package.propagate, package.level)
+    package.handlers[:] = []
+    package.propagate = True
+    package.setLevel(logging.NOTSET)
     key = InstanceKey("default", "1.2.3", "1.2.3.4", "1.2.3.4.5")
     try:
         log_warnings_to_stderr()
@@ -747,6 +754,8 @@ def test_claim_warning_names_object_key(capsys: pytest.CaptureFixture[str]) -> N
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        package.handlers[:], package.propagate, _ = package_state
+        package.setLevel(package_state[2])
 
     error = capsys.readouterr().err
     assert "claim of a failed write not released" in error

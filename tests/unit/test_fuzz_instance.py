@@ -26,7 +26,7 @@ from cirrus.dicom.dicomjson import instance_metadata
 from cirrus.dicom.instance import parse_instance
 from cirrus.dicom.scan import MAX_SEQUENCE_DEPTH, Encoding, read_element, scan_elements
 from cirrus.dicomweb.stow import FailureReason, store_instances
-from cirrus.errors import InvalidInstanceError
+from cirrus.errors import InvalidInstanceError, NotFoundError
 from cirrus.ingest import read_header
 from cirrus.storage.objects import StoredObject
 from tests.fuzzing import fuzz_settings
@@ -118,6 +118,13 @@ class MemoryStore:
     def put(self, key: str, data: bytes, tags: Mapping[str, str] | None = None) -> StoredObject:
         self.objects[key] = data
         return StoredObject(key=key, size=len(data), etag="etag")
+
+    def get(self, key: str) -> bytes:
+        """Return an object, as the legal hold check of a resent instance reads it."""
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise NotFoundError(f"no object {key}") from None
 
 
 def check_ingest(data: bytes) -> None:
