@@ -10,7 +10,7 @@ A writer that crashes leaves its number unwritten for good.
 Reading. ``ChangeReader.read`` returns the changes after a cursor in order and stops before
 a gap in the numbers, unless the gap is older than ``GAP_GRACE_SECONDS``, which it skips.
 Every number below a change was handed out before that change's own number, so the gap is at
-least as old as the change that follows it; a gap at the end of the feed is at least as old
+least as old as the change that follows it. A gap at the end of the feed is at least as old
 as the counter's last allocation. A writer never saves a change more than
 ``WRITE_DEADLINE_SECONDS`` after taking its number (it takes a new one), so a consumer that
 pages with the cursor misses no change while each DynamoDB request completes within the rest

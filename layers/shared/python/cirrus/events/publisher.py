@@ -41,7 +41,7 @@ class NoPublisher:
 
 
 class EventPublisher:
-    """Sends events to one bus with PutEvents, retrying failures; never raises."""
+    """Sends events to one bus with PutEvents and retries failures. ``publish`` never raises."""
 
     def __init__(
         self,

@@ -351,9 +351,9 @@ class StoreService:
 def _watch_idle_timer(assoc: Association, counts: _AssociationCounts) -> None:
     """Remember in ``counts`` when the association's reactor finds its idle timer expired.
 
-    The reactor aborts the association as soon as it sees the timer expired, but the DUL
-    thread restarts the timer after a read that failed, so by the time the abort handler runs
-    the timer may look fresh again. Wrapping the instance's check keeps the observation.
+    The reactor aborts the association as soon as it finds the timer expired. The DUL thread
+    restarts the timer after a read that failed, so when the abort handler runs, the timer may
+    look fresh again. Wrapping the instance's check keeps the observation.
     """
     dul = assoc.dul
     check = dul.idle_timer_expired

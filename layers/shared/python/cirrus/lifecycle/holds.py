@@ -136,7 +136,7 @@ class LegalHolds:
             audit_record=record,
         )
         # NOTE: two operators who set a hold on one study at the same moment both succeed, and
-        # the later write's reason is kept; both are in the audit trail.
+        # the later write's reason is kept. Both are in the audit trail.
         self._store.put(key, hold.to_json().encode(), content_type=HOLD_CONTENT_TYPE)
         logger.info("legal hold set", extra={"site": site, "study": study, "audit_record": record})
         return hold

@@ -54,7 +54,7 @@ MAX_S3_RULES: Final = 1000
 _RULE_KEYS: Final = frozenset({"site", "modality", "transitions", "retain_days", "retain_years"})
 
 
-# The longest retention accepted. Today minus it must stay a valid date (year 1 or later),
+# The maximum retention accepted. Today minus it must stay a valid date (year 1 or later),
 # and no archive keeps studies longer.
 MAX_RETAIN_YEARS: Final = 1000
 MAX_RETAIN_DAYS: Final = 365 * MAX_RETAIN_YEARS
