@@ -16,6 +16,7 @@ from cirrus.config import ResourceNames, Settings
 from cirrus.ingest import ObjectEvent, ingest_object
 from cirrus.local.moto_process import MotoProcess
 from cirrus.local.resources import create_resources
+from cirrus.query import qido
 from cirrus.query.qido import QidoResult
 from cirrus.services import Services
 from tests.pydicom_files import bundled
@@ -135,6 +136,43 @@ def test_series_and_instance_uid_lists(archive: Archive) -> None:
     assert sorted(_values(by_sop, "00080018")) == sorted(sops)
     modalities = _search(services, "STUDY", ModalitiesInStudy="MR\\SR")
     assert sorted(_values(modalities, "00080020")) == ["20240105", "20240320"]
+
+
+def test_instances_by_sop_uid_use_claims(archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    services, studies = archive
+    first = _values(_search(services, "INSTANCE", study=studies["P1-20240105"]), "00080018")[0]
+    last = _values(_search(services, "INSTANCE", study=studies["P3-20240601"]), "00080018")[0]
+    # A listing of every instance would stop after one record with a Warning.
+    monkeypatch.setattr(qido, "UNINDEXED_READ_LIMIT", 1)
+
+    result = _search(services, "INSTANCE", SOPInstanceUID=f"{last}\\{first}\\{generate_uid()}")
+
+    assert _values(result, "00080018") == [last, first]
+    assert result.warnings == []
+    assert _values(result, "0020000D") == [studies["P3-20240601"], studies["P1-20240105"]]
+    assert result.matches[0]["00100020"]["Value"] == ["P3"]
+
+
+def test_instance_by_sop_uid_stays_in_site(archive: Archive) -> None:
+    services, _ = archive
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    stored = archive_instance(services.store, "east", buffer.getvalue())
+    ingest_object(services.store, services.index_writer, ObjectEvent(stored.key.object_key))
+
+    east = services.qido.search(
+        site="east",
+        level="INSTANCE",
+        params={"SOPInstanceUID": [ds.SOPInstanceUID]},
+        base_url=BASE,
+    )
+    default = _search(services, "INSTANCE", SOPInstanceUID=ds.SOPInstanceUID)
+
+    assert _values(east, "00080018") == [ds.SOPInstanceUID]
+    assert default.matches == []
 
 
 def test_pages_partition_the_result(archive: Archive) -> None:

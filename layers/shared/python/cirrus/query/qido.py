@@ -8,7 +8,8 @@ requested attributes of each level.
 A series or instance search first finds its studies the way a study search would, then reads
 the series or instances of each study from the study's partition. Without any study-level
 key that an index serves, it lists the level's records from the ``by-level`` shards instead.
-A search whose keys no index serves reads at most ``UNINDEXED_READ_LIMIT`` candidates and adds
+An instance search by SOP Instance UID finds each instance through its claim
+(``cirrus.index.claims``). A search whose keys no index serves reads at most ``UNINDEXED_READ_LIMIT`` candidates and adds
 a Warning when that limit cut it short.
 """
 
@@ -25,12 +26,14 @@ from typing import Any, Final
 from pydicom.datadict import keyword_for_tag
 
 from cirrus.index.attributes import INSTANCE_TAGS, SERIES_TAGS, STUDY_TAGS, JsonDict
+from cirrus.index.claims import CLAIM, claim_pk
 from cirrus.index.models import (
     INSTANCE,
     SERIES,
     STUDY,
     IndexRecord,
     get_record,
+    instance_sk,
     level_pks,
     series_sk,
     study_pk,
@@ -39,10 +42,12 @@ from cirrus.query.matching import Constraint
 from cirrus.query.params import MAX_LIMIT, QidoQuery, parse_qido_params
 from cirrus.query.plan import SERIES_UID, StudyPlan, plan_studies
 from cirrus.query.sources import KeyQuery, ReadCap, distinct_studies, merged
+from cirrus.storage.keys import InstanceKey
 
 # The maximum number of candidates a search without a usable index reads before it stops with a
 # Warning.
 UNINDEXED_READ_LIMIT: Final = 2000
+SOP_UID: Final = "00080018"
 
 # Attributes computed from the index rather than stored (PS3.18 Table 10.6.3-3 to -5).
 STUDY_COMPUTED: Final = frozenset(
@@ -331,6 +336,10 @@ class _Search:
     def _instance_records(self) -> Iterator[tuple[OrderKey, IndexRecord]]:
         studies = self._studies_in_scope()
         if studies is None:
+            claimed = self._claimed_instances()
+            if claimed is not None:
+                yield from claimed
+                return
             yield from self._level_listing(INSTANCE)
             return
         series = self.series
@@ -344,6 +353,34 @@ class _Search:
                 study_pk(self.site, uid), self.model.sk.startswith(prefix)
             ):
                 yield (*key, record.sk), record
+
+    def _claimed_instances(self) -> Iterator[tuple[OrderKey, IndexRecord]] | None:
+        """Yield the instances that SOPInstanceUID names, found through their claims.
+
+        The claim of each SOP Instance UID (``cirrus.index.claims``) names the study and series
+        of its object, so a search by SOP Instance UID reads one claim and one instance record
+        per requested UID instead of listing every instance. Returns None when the query has no
+        SOPInstanceUID values to look up. A claimed instance that ingest has not indexed yet is
+        not found, as in any other search.
+        """
+        constraint = self.query.constraint(SOP_UID)
+        if constraint is None or constraint.is_universal or constraint.is_wildcard:
+            return None
+        return self._read_claimed(constraint.values)
+
+    def _read_claimed(self, uids: Sequence[str]) -> Iterator[tuple[OrderKey, IndexRecord]]:
+        for position, uid in enumerate(dict.fromkeys(uids)):
+            claim = get_record(self.model, claim_pk(self.site, uid), CLAIM)
+            if claim is None or not claim.object_key:
+                continue
+            try:
+                key = InstanceKey.parse(claim.object_key)
+            except ValueError:
+                continue
+            sk = instance_sk(key.series, key.sop)
+            record = get_record(self.model, study_pk(self.site, key.study), sk)
+            if record is not None:
+                yield (position,), record
 
     def _study(self, uid: str) -> IndexRecord | None:
         if uid not in self._studies:
