@@ -9,8 +9,8 @@ A series or instance search first finds its studies the way a study search would
 the series or instances of each study from the study's partition. Without any study-level
 key that an index serves, it lists the level's records from the ``by-level`` shards instead.
 An instance search by SOP Instance UID finds each instance through its claim
-(``cirrus.index.claims``). A search whose keys no index serves reads at most ``UNINDEXED_READ_LIMIT`` candidates and adds
-a Warning when that limit cut it short.
+(``cirrus.index.claims``). A search whose keys no index serves reads at most
+``UNINDEXED_READ_LIMIT`` candidates and adds a Warning when that limit cut it short.
 """
 
 from __future__ import annotations
