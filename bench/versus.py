@@ -7,12 +7,12 @@
 
 One run starts Orthanc (Debian's package with its DICOMweb plugin, tests/peers/orthanc.py's
 benchmark settings) and one ``cirrus dev`` in a temporary folder, both on 127.0.0.1 and
-stopped by their PID at the end, also on Ctrl-C, SIGTERM or a failure. The parts run in this
-order: the ingest workloads (bench/versus_ingest.py); the read workloads at each scale
-(bench/versus_read.py: load the target series, then fill each archive to the scale and
-measure); the gateway alone against storescp (bench/gateway_alone.py, which starts its own
-servers). Every figure is appended to --out as it is measured. The run then prints a table of
-its figures with the ratio Cirrus / peer and the targets, and writes PNG plots into --report.
+stopped by their PID at the end, also on Ctrl-C, SIGTERM or a failure. The ingest workloads
+run first (bench/versus_ingest.py). The read workloads follow (bench/versus_read.py): they load
+the target series, then fill each archive to each scale and measure. The gateway alone against
+storescp runs last (bench/gateway_alone.py), because it starts its own servers. Every figure
+is appended to --out as it is measured. The run then prints a table of its figures with the
+ratio Cirrus / peer and the targets, and writes PNG plots into --report.
 storescu and Orthanc run with TCP_NODELAY=1, and the Cirrus gateway sets it itself.
 """
 

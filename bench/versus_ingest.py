@@ -37,10 +37,10 @@ STOW_IN_FLIGHT = 4
 # bytes and an event over 6,000,000 bytes, and a binary body grows by a third in base64.
 DIRECT_STOW_MAX_BYTES = 4_000_000
 CIRRUS_AE_TITLE = "CIRRUS"
-# What one poll for a new instance may take before the trial fails.
+# Seconds that a new instance may take to become visible before its trial fails.
 VISIBLE_TRIAL_TIMEOUT_SECONDS = 30.0
 
-# Workload names; bench/versus_report.py's targets match them.
+# Workload names, which the targets of bench/versus_report.py match by their start.
 CSTORE = "C-STORE, {} association{}"
 CSTORE_ACK = "C-STORE acknowledged, {} association{}"
 CSTORE_NAGLE = "C-STORE, 1 association, client with Nagle"
@@ -297,7 +297,9 @@ def _poll_until_found(session: requests.Session, qido_url: str, uid: str) -> Non
         response = session.get(url, headers={"Accept": "application/dicom+json"}, timeout=30)
         if response.status_code == 200 and response.json():
             return
-    raise RuntimeError(f"instance {uid} not visible at {qido_url} after 30 s")
+    raise RuntimeError(
+        f"instance {uid} not visible at {qido_url} after {VISIBLE_TRIAL_TIMEOUT_SECONDS:g} s"
+    )
 
 
 def _series_uid(paths: list[Path]) -> str:

@@ -1,10 +1,8 @@
-"""The table and plots of ``bench/versus.py``, made from ``bench.results.Measurement`` records.
+"""The table of ``bench/versus.py``, made from ``bench.results.Measurement`` records.
 
 Each row of the table shows one workload at one archive size: Cirrus's median, the peer's,
 their ratio and, where the performance goals set one, the target and whether it is met.
-The targets find their workloads by the start of the name, case-insensitively. The plots show
-throughput and latency against the instances stored, and a bar chart of the workloads that
-were measured without a size (ingest and the gateway alone).
+The targets find their workloads by the start of the name, case-insensitively.
 """
 
 from __future__ import annotations
@@ -94,7 +92,7 @@ def goal_for(workload: str) -> Goal | None:
 
 
 def table_rows(measurements: Iterable[Measurement]) -> list[Row]:
-    """Build the table's rows, with a growth row after each sized study search."""
+    """Build the table's rows, then one growth row for each study search measured at two sizes."""
     current = latest(measurements)
     rows = []
     for measurement in current:
@@ -183,7 +181,9 @@ def format_table(rows: Sequence[Row]) -> str:
     )
     lines = [header]
     for row in rows:
-        met = "" if row.met is None else ("yes" if row.met else "no")
+        met = ""
+        if row.met is not None:
+            met = "yes" if row.met else "no"
         lines.append(
             (
                 row.workload,

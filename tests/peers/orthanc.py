@@ -49,7 +49,7 @@ _STOP_TIMEOUT_SECONDS: Final = 10.0
 _REST_TIMEOUT_SECONDS: Final = 60.0
 
 # Options of the Orthanc that benchmarks compare with: 4 DICOM threads, 50 HTTP threads, no
-# HTTP compression, C-FIND answered from the stored files, and every DICOM request accepted.
+# HTTP compression, C-FIND reading the stored files, and every DICOM request accepted.
 # SyncStorageArea (fsync of each file) keeps Orthanc's default, true.
 BENCHMARK_SETTINGS: Final[Mapping[str, Any]] = {
     "DicomThreadsCount": 4,
