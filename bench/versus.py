@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"versus: {reason} (run scripts/system-deps test)")
         with side_by_side() as (peers, folder):
             if "ingest" in args.only:
-                measured += record(
-                    args.out,
-                    ingest_workloads(peers, folder, args.instances, args.repeat, args.trials),
-                )
+                for figures in ingest_workloads(
+                    peers, folder, args.instances, args.repeat, args.trials
+                ):
+                    measured += record(args.out, figures)
             if "read" in args.only:
                 measured += read_part(peers, folder, args)
     if "gateway" in args.only:
@@ -164,6 +164,10 @@ def side_by_side() -> Iterator[tuple[Peers, Path]]:
             stack = start_stack(folder / "cirrus")
             try:
                 yield Peers(stack, orthanc, describe_backend(stack)), folder
+            except Exception:
+                output = "\n".join(stack.lines[-40:])
+                print(f"versus: failed; the last lines of cirrus dev:\n{output}", file=sys.stderr)
+                raise
             finally:
                 stop_stack(stack)
         finally:
