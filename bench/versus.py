@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import platform
@@ -51,6 +52,8 @@ from tests.peers.orthanc import (
 )
 
 PARTS = ("ingest", "read", "gateway")
+# The modules that other parts come from, which a run imports before it starts any server.
+PART_MODULES = {"read": "bench.versus_read", "gateway": "bench.gateway_alone"}
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_from is not None:
         report(list(results.load(args.report_from)), args.report)
         return
+    check_part_modules(args.only)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     print(describe_machine(), flush=True)
     measured: list[Measurement] = []
@@ -119,6 +123,18 @@ def main(argv: list[str] | None = None) -> None:
 
         measured += record(args.out, gateway_alone(args.instances, args.repeat))
     report(measured, args.report)
+
+
+def check_part_modules(parts: list[str]) -> None:
+    """Exit with the reason when the module of a requested part cannot be imported."""
+    for part in parts:
+        module = PART_MODULES.get(part)
+        if module is None:
+            continue
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            sys.exit(f"versus: --only {part} needs {module}, which failed to import: {exc}")
 
 
 def read_part(peers: Peers, folder: Path, args: argparse.Namespace) -> list[Measurement]:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench import results
-from bench.versus import main
+from bench.versus import PART_MODULES, check_part_modules, main
+from bench.versus_ingest import nearest_rank
 from bench.versus_plots import INGEST_PLOT, LATENCY_PLOT, THROUGHPUT_PLOT, write_plots
 from bench.versus_report import Row, format_table, format_value, table_rows
 
@@ -191,3 +192,16 @@ def test_report_from_measures_nothing(
     assert "STOW-RS, 50 per request, 4 in flight" in output
     assert (folder / INGEST_PLOT).is_file()
     assert (folder / THROUGHPUT_PLOT).is_file()
+
+
+@pytest.mark.parametrize(("percent", "expected"), [(50, 5.0), (95, 10.0), (10, 1.0), (100, 10.0)])
+def test_nearest_rank_percentiles(percent: float, expected: float) -> None:
+    values = [float(value) for value in range(10, 0, -1)]
+    assert nearest_rank(values, percent) == expected
+
+
+def test_missing_part_module_exits_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(PART_MODULES, "read", "bench.no_such_module")
+    with pytest.raises(SystemExit) as exited:
+        check_part_modules(["ingest", "read"])
+    assert "--only read needs bench.no_such_module" in str(exited.value)
