@@ -58,11 +58,11 @@ class Peers:
     backend: str
 
     @property
-    def cirrus_qido(self) -> str:
+    def cirrus_dicomweb(self) -> str:
         return self.cirrus.dicomweb_url
 
     @property
-    def orthanc_qido(self) -> str:
+    def orthanc_dicomweb(self) -> str:
         return self.orthanc.url + DICOMWEB_ROOT.rstrip("/")
 
 
@@ -73,7 +73,7 @@ def cstore_name(template: str, associations: int) -> str:
 def ingest_workloads(
     peers: Peers, folder: Path, instances: int, repeat: int, trials: int
 ) -> Iterator[list[Measurement]]:
-    """Run every ingest workload ``repeat`` times with ``instances`` per series.
+    """Run the C-STORE and STOW-RS workloads ``repeat`` times, then the time to visible.
 
     Yields the figures of each workload as soon as it ends, so that the caller can record
     them before the next one starts.
@@ -175,10 +175,10 @@ def stow_workload(peers: Peers, folder: Path, instances: int, repeat: int) -> Me
         print(f"STOW-RS, run {run + 1} of {repeat}", flush=True)
         with fresh_series(folder, instances, f"VERSUSSTOW{run}") as (study, paths):
             series = _series_uid(paths)
-            seconds = stow(peers.orthanc_qido, paths)
+            seconds = stow(peers.orthanc_dicomweb, paths)
             seconds += wait_visible(orthanc_count(peers.orthanc, series), len(paths))
             rates["orthanc"].append(instances / seconds)
-            seconds = stow(peers.cirrus_qido, paths, through_uploads=True)
+            seconds = stow(peers.cirrus_dicomweb, paths, through_uploads=True)
             seconds += wait_visible(cirrus_count(peers.cirrus, study), len(paths))
             rates["cirrus"].append(instances / seconds)
     return Measurement(
@@ -245,9 +245,9 @@ def visible_workload(peers: Peers, trials: int) -> list[Measurement]:
     """
     print(f"C-STORE to visible in QIDO, {trials} trials on each archive", flush=True)
     orthanc = _visible_times(
-        peers.orthanc.dicom_port, peers.orthanc.ae_title, peers.orthanc_qido, trials
+        peers.orthanc.dicom_port, peers.orthanc.ae_title, peers.orthanc_dicomweb, trials
     )
-    cirrus = _visible_times(peers.cirrus.dicom_port, CIRRUS_AE_TITLE, peers.cirrus_qido, trials)
+    cirrus = _visible_times(peers.cirrus.dicom_port, CIRRUS_AE_TITLE, peers.cirrus_dicomweb, trials)
     note = f"{trials} trials, one association, polling /studies/{{study}}/instances?SOPInstanceUID="
     return [
         Measurement(
