@@ -48,6 +48,23 @@ _START_TIMEOUT_SECONDS: Final = 30.0
 _STOP_TIMEOUT_SECONDS: Final = 10.0
 _REST_TIMEOUT_SECONDS: Final = 60.0
 
+# Options of the Orthanc that benchmarks compare with: 4 DICOM threads, 50 HTTP threads, no
+# HTTP compression, C-FIND reading the stored files, and every DICOM request accepted.
+# SyncStorageArea (fsync of each file) keeps Orthanc's default, true.
+BENCHMARK_SETTINGS: Final[Mapping[str, Any]] = {
+    "DicomThreadsCount": 4,
+    "HttpThreadsCount": 50,
+    "HttpCompressionEnabled": False,
+    "StorageAccessOnFind": "Always",
+    "StorageCompression": False,
+    "OverwriteInstances": False,
+    "DicomAlwaysAllowEcho": True,
+    "DicomAlwaysAllowStore": True,
+    "DicomAlwaysAllowFind": True,
+    "DicomAlwaysAllowGet": True,
+    "DicomAlwaysAllowMove": True,
+}
+
 
 @dataclass(frozen=True)
 class Modality:
@@ -183,11 +200,13 @@ def orthanc_configuration(
     http_port: int,
     modalities: Mapping[str, Modality],
     dicomweb: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the configuration of a test Orthanc whose files all live in ``folder``.
 
     With ``dicomweb``, Orthanc loads its DICOMweb plugin and serves DICOMweb under
-    ``DICOMWEB_ROOT``.
+    ``DICOMWEB_ROOT``. ``settings`` replaces or adds top-level options, such as
+    ``BENCHMARK_SETTINGS``.
     """
     storage = folder / "storage"
     plugins = [str(DICOMWEB_PLUGIN)] if dicomweb else []
@@ -215,6 +234,7 @@ def orthanc_configuration(
         "SaveJobs": False,
         "StableAge": 1,
         "ConcurrentJobs": 2,
+        **(settings or {}),
     }
 
 
@@ -242,18 +262,20 @@ def start_orthanc(
     shim: Path | None = None,
     environment: Mapping[str, str] | None = None,
     dicomweb: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> Orthanc:
     """Start Orthanc with its configuration, storage and log in ``folder``.
 
     ``shim`` is a loopback_bind.so built by ``build_shim``; without one, it is built into
     ``folder``. Orthanc runs with ``environment`` (default: this process's environment) plus
-    ``LD_PRELOAD``. Returns once the REST API responds. The caller stops the process.
+    ``LD_PRELOAD``. ``settings`` overrides options of the configuration. Returns once the REST
+    API responds. The caller stops the process.
     """
     folder.mkdir(parents=True, exist_ok=True)
     library = shim if shim is not None else build_shim(folder)
     dicom_port, http_port = free_port(), free_port()
     configuration = orthanc_configuration(
-        folder, ae_title, dicom_port, http_port, modalities or {}, dicomweb
+        folder, ae_title, dicom_port, http_port, modalities or {}, dicomweb, settings
     )
     config_path = folder / "orthanc.json"
     config_path.write_text(json.dumps(configuration, indent=2))
