@@ -20,6 +20,8 @@ repetitions, after a first study that is not reported, so they are those of warm
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import statistics
 import sys
@@ -142,11 +144,12 @@ class CostRun:
         query: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         event = proxy_event(method, path, query, headers, body)
-        response = dicomweb_handle(event, None, self.view)
+        response: dict[str, Any] = dicomweb_handle(event, None, self.view)
         if response["statusCode"] >= 400:
             raise RuntimeError(f"{method} {path} returned {response['statusCode']}")
+        return response
 
     def queued_records(self) -> list[dict[str, Any]]:
         """Receive and delete every S3 notification of the ingest queue, uncounted."""
@@ -225,44 +228,52 @@ def store_and_index(run: CostRun, size: int) -> tuple[StoredStudy, list[Row]]:
     return StoredStudy(study, patient_id, sent_series, uids), rows
 
 
-def requests_of(
-    stored: StoredStudy, studies: int
-) -> list[tuple[str, str, dict[str, str], dict[str, str], int]]:
-    """Return (kind, path, query, headers, results) of each DICOMweb request measured."""
-    study, series, size = stored.study, stored.series, len(stored.instances)
+def requests_of(stored: StoredStudy) -> list[tuple[str, str, dict[str, str], dict[str, str]]]:
+    """Return (kind, path, query, headers) of each DICOMweb request measured."""
+    study, series = stored.study, stored.series
     instance = f"/studies/{study}/series/{series}/instances/{stored.instances[0]}"
     name_query = {"PatientName": f"{PATIENT_NAME[:4]}*", "limit": "25"}
     return [
-        ("QIDO studies by PatientID", "/studies", {"PatientID": stored.patient_id}, {}, 1),
-        ("QIDO studies by name prefix", "/studies", name_query, {}, studies),
-        ("QIDO series of a study", f"/studies/{study}/series", {}, {}, 2),
-        ("QIDO instances of a series", f"/studies/{study}/series/{series}/instances", {}, {}, size),
-        ("series metadata", f"/studies/{study}/series/{series}/metadata", {}, {}, 0),
-        ("WADO-RS instance", instance, {}, {"Accept": DICOM}, 0),
-        ("WADO-RS series", f"/studies/{study}/series/{series}", {}, {"Accept": DICOM}, 0),
-        ("frame", f"{instance}/frames/1", {}, {"Accept": OCTETS}, 0),
-        ("rendered", f"{instance}/rendered", {}, {"Accept": "image/jpeg"}, 0),
+        ("QIDO studies by PatientID", "/studies", {"PatientID": stored.patient_id}, {}),
+        ("QIDO studies by name prefix", "/studies", name_query, {}),
+        ("QIDO series of a study", f"/studies/{study}/series", {}, {}),
+        ("QIDO instances of a series", f"/studies/{study}/series/{series}/instances", {}, {}),
+        ("series metadata", f"/studies/{study}/series/{series}/metadata", {}, {}),
+        ("WADO-RS instance", instance, {}, {"Accept": DICOM}),
+        ("WADO-RS series", f"/studies/{study}/series/{series}", {}, {"Accept": DICOM}),
+        ("frame", f"{instance}/frames/1", {}, {"Accept": OCTETS}),
+        ("rendered", f"{instance}/rendered", {}, {"Accept": "image/jpeg"}),
     ]
 
 
-def measure_requests(run: CostRun, stored: StoredStudy, repeat: int, studies: int) -> list[Row]:
+def measure_requests(run: CostRun, stored: StoredStudy, repeat: int) -> list[Row]:
     rows = []
     label = f"series of {len(stored.instances)}"
-    for kind, path, query, headers, results in requests_of(stored, studies):
+    for kind, path, query, headers in requests_of(stored):
         cpu_ms: list[float] = []
+        responses: list[dict[str, Any]] = []
         for _ in range(repeat):
 
             def get(
-                path: str = path, query: dict[str, str] = query, headers: dict[str, str] = headers
+                path: str = path,
+                query: dict[str, str] = query,
+                headers: dict[str, str] = headers,
+                responses: list[dict[str, Any]] = responses,
             ) -> None:
-                run.request("GET", path, query, headers)
+                responses.append(run.request("GET", path, query, headers))
 
             row = run.measure(f"{kind}, {label}", "request", 1, get)
             cpu_ms += row.cpu_ms
         row.cpu_ms = cpu_ms
-        row.results = results or None
+        if kind.startswith("QIDO"):
+            row.results = len(json.loads(response_body(responses[-1]) or b"[]"))
         rows.append(row)
     return rows
+
+
+def response_body(response: dict[str, Any]) -> bytes:
+    body = response.get("body") or ""
+    return base64.b64decode(body) if response.get("isBase64Encoded") else body.encode()
 
 
 def print_table(rows: list[Row]) -> None:
@@ -360,7 +371,7 @@ def main() -> None:
             stored.append(study)
             rows += study_rows
         for study in stored:
-            rows += measure_requests(run, study, args.repeat, len(stored))
+            rows += measure_requests(run, study, args.repeat)
         now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         print(f"{now}, load average {os.getloadavg()[0]:.2f}")
         print_table(rows)
