@@ -214,17 +214,16 @@ def test_worker_killed_mid_batch(
     records = notifications_of(services, f"sites/default/studies/{study}/")
     assert len(records) == 8
     proxied = dataclasses.replace(services.settings, endpoint_url=proxy.endpoint_url)
-    # The instances of a new study are indexed one by one. The first of a series takes two
-    # transactions (the one for an existing series fails its condition), the others one, so
-    # the fourth transaction indexes the third instance of the batch.
-    hold = proxy.hold(dynamodb("TransactWriteItems"), nth=4)
+    # The first instance of each new series is indexed alone and the other three of its
+    # batch together, so the second transaction writes three instances of the first series.
+    hold = proxy.hold(dynamodb("TransactWriteItems"), nth=2)
     log = tmp_path / "worker.log"
     worker = _worker(proxied, log)
     try:
         assert hold.reached.wait(60), log.read_text()
         record = get_record(services.index_model, study_pk("default", study), STUDY)
         assert record is not None
-        assert record.instance_count == 2
+        assert record.instance_count == 1
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         hold.release(forward=write_lands)

@@ -486,7 +486,8 @@ def test_killed_reindex_resumes(
     services: Services, moto_server: MotoProcess, proxy: FaultProxy, tmp_path: Path
 ) -> None:
     study = generate_uid()
-    keys = sorted(key.object_key for key in _archive(services, 6, study))
+    # Each object is in a series of its own, so that each is indexed alone, in one transaction.
+    keys = sorted(key.object_key for _ in range(6) for key in _archive(services, 1, study))
     reference = second_index(services.settings, moto_server.endpoint_url)
     records = notifications_of(services, "sites/")
     assert ingest_handler.handle({"Records": records}, None, reference) == {"batchItemFailures": []}
@@ -497,9 +498,8 @@ def test_killed_reindex_resumes(
         "--checkpoint", str(path), "--checkpoint-every", "1",
     ]  # fmt: skip
     env = {**os.environ, **proxied.to_env()}
-    # The first instance of the new series takes two transactions and each other one, so
-    # the fourth transaction indexes the third object, after two are checkpointed.
-    hold = proxy.hold(dynamodb("TransactWriteItems"), nth=4)
+    # The third transaction indexes the third object, after two are checkpointed.
+    hold = proxy.hold(dynamodb("TransactWriteItems"), nth=3)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert hold.reached.wait(60)

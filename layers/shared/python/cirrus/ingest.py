@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Final, Protocol
 from cirrus.dicom.dicomjson import instance_metadata
 from cirrus.dicom.instance import InstanceHeader, parse_instance
 from cirrus.dicom.scan import SEQUENCE_DELIMITER_TAG, TruncatedError
-from cirrus.errors import ConflictError, InvalidInstanceError, StoreUnavailableError
+from cirrus.errors import (
+    CirrusError,
+    ConflictError,
+    InvalidInstanceError,
+    StoreUnavailableError,
+)
 from cirrus.index.attributes import JsonDict
 from cirrus.index.claims import InstanceClaims
 from cirrus.index.writer import MAX_BATCH_INSTANCES, IndexedObject, IndexOutcome, IndexWriter
@@ -122,10 +127,12 @@ class BatchIngest:
     """Indexes the object events of one queue batch, new instances of a series together.
 
     ``run`` reads the header of every event and writes the new instances of each series in
-    one transaction (``IndexWriter.put_new_instances``). ``ingest`` then returns the outcome
-    of an event that was indexed so, and indexes any other event on its own, with the header
-    already read. An event whose header cannot be read is read again by ``ingest``, which
-    raises the error for that event alone.
+    one transaction (``IndexWriter.put_new_instances``). That needs the series indexed
+    already, so for a series that is new, ``run`` indexes its first instance on its own and
+    then the others together. ``ingest`` then returns the outcome of an event that was indexed
+    so, and indexes any other event on its own, with the header already read. An event whose
+    header cannot be read is read again by ``ingest``, which raises the error for that event
+    alone.
     """
 
     def __init__(
@@ -135,7 +142,7 @@ class BatchIngest:
         self._writer = writer
         self._refresher = refresher
         self._prepared: dict[ObjectEvent, PreparedObject] = {}
-        self._indexed: set[ObjectEvent] = set()
+        self._outcomes: dict[ObjectEvent, IndexOutcome] = {}
 
     def run(self, events: list[ObjectEvent]) -> None:
         """Read the headers of ``events`` and index the new instances of each series together.
@@ -163,8 +170,9 @@ class BatchIngest:
 
         Raises as ``ingest_object``.
         """
-        if event in self._indexed:
-            return IndexOutcome.CREATED
+        outcome = self._outcomes.get(event)
+        if outcome is not None:
+            return outcome
         return ingest_object(
             self._store, self._writer, event, self._refresher, self._prepared.get(event)
         )
@@ -174,6 +182,22 @@ class BatchIngest:
         return self._prepared.get(event)
 
     def _index_together(self, group: list[ObjectEvent]) -> None:
+        if self._write_together(group) or len(group) < 3:
+            return
+        # The series or the modality may be new, which only a single write adds. With the
+        # first instance indexed so, the others can go together.
+        first = group[0]
+        try:
+            self._outcomes[first] = ingest_object(
+                self._store, self._writer, first, self._refresher, self._prepared[first]
+            )
+        except (CirrusError, ValueError):
+            # ``ingest`` meets the error again for this event and reports it.
+            return
+        self._write_together(group[1:])
+
+    def _write_together(self, group: list[ObjectEvent]) -> bool:
+        """Index ``group`` in one transaction; return False if it wrote nothing."""
         entries = [(self._prepared[e].obj, self._prepared[e].metadata) for e in group]
         version = uuid.uuid4().hex
         try:
@@ -183,20 +207,21 @@ class BatchIngest:
                 "batch index write failed; indexing one by one",
                 extra={"instances": len(group), "error": str(exc)},
             )
-            return
+            return False
         if not written:
-            return
-        self._indexed.update(group)
+            return False
+        self._outcomes.update(dict.fromkeys(group, IndexOutcome.CREATED))
         if self._refresher is not None:
             self._refresher.schedule(entries[-1][0].key, version)
         for event in group:
             logger.info("instance indexed", extra={"object_key": event.key, "outcome": "created"})
+        return True
 
 
 def _record_claim(writer: IndexWriter, key: InstanceKey) -> None:
     """Record the object's claim, so that an index rebuilt from the bucket has every claim."""
     try:
-        InstanceClaims(writer.model).claim(key)
+        InstanceClaims(writer.model).record(key)
     except ConflictError as exc:
         # Both objects exist, so both stay indexed; the store and the index must agree.
         logger.warning(

@@ -137,16 +137,19 @@ class IndexWriter:
         ticket: Ticket | None = None
         try:
             for _ in range(_ATTEMPTS):
-                study = get_record(self._model, instance.pk, STUDY, consistent_read=True)
+                study, series_indexed = self._study_and_series(obj.key)
                 if ticket is None:
                     ticket = self._take_numbers(obj.key.site, 1)
                 ticket, change = self._changes_of(ticket, [(obj, metadata)])
-                if self._add_to_existing_series(instance, obj, metadata, version, study, change):
-                    self._note_written(ticket)
-                    return IndexOutcome.CREATED
-                if self._add_with_new_series(instance, obj, metadata, version, study, change):
-                    self._note_written(ticket)
-                    return IndexOutcome.CREATED
+                # Both kinds of transaction are tried, the one that the read points to first,
+                # because the series may be added or deleted meanwhile.
+                adds = [self._add_to_existing_series, self._add_with_new_series]
+                if not series_indexed:
+                    adds.reverse()
+                for add in adds:
+                    if add(instance, obj, metadata, version, study, change):
+                        self._note_written(ticket)
+                        return IndexOutcome.CREATED
                 outcome = self._replace_existing(instance, obj, version, change)
                 if outcome is IndexOutcome.UPDATED:
                     self._note_written(ticket)
@@ -167,11 +170,11 @@ class IndexWriter:
     ) -> bool:
         """Index new instances of one indexed series, and record their claims, in one transaction.
 
-        Instances that arrive together then cost one read and one transaction instead of three
-        requests each. This applies when the series is indexed already, none of the instances
-        is, each claim is free or held by the instance's own key, and the study lists every
-        instance's modality. It then returns True. Otherwise it writes nothing and returns
-        False, and the caller indexes each instance with ``put_instance``. Raises
+        Instances that arrive together then cost one read (of two items) and one transaction
+        instead of three requests each. This applies when the series is indexed already, none
+        of the instances is, each claim is free or held by the instance's own key, and the
+        study lists every instance's modality. It then returns True. Otherwise it writes nothing
+        and returns False, and the caller indexes each instance with ``put_instance``. Raises
         ``StoreUnavailableError`` when DynamoDB fails.
         """
         keys = [obj.key for obj, _ in entries]
@@ -185,12 +188,10 @@ class IndexWriter:
                 f"a batch must contain distinct instances of one series, at most "
                 f"{MAX_BATCH_INSTANCES}; got {len(keys)}, {len(set(keys))} distinct"
             )
-        model = self._model
         metadatas = [metadata for _, metadata in entries]
         try:
-            pk = study_pk(first.site, first.study)
-            study = get_record(model, pk, STUDY, consistent_read=True)
-            if study is None:
+            study, series_indexed = self._study_and_series(first)
+            if study is None or not series_indexed:
                 return False
             known = set(study.modalities or ())
             modalities = {str(m) for m in map(_first_modality, metadatas) if m}
@@ -210,6 +211,19 @@ class IndexWriter:
                 f"index write of {len(entries)} instances of series {first.series} failed: "
                 f"{type(exc).__name__}"
             ) from exc
+
+    def _study_and_series(self, key: InstanceKey) -> tuple[IndexRecord | None, bool]:
+        """Read the study record of ``key`` and whether its series is indexed, in one request.
+
+        Knowing whether the series exists saves the first instance of each new series a
+        transaction that would fail on its condition.
+        """
+        pk = study_pk(key.site, key.study)
+        wanted = [(pk, STUDY), (pk, series_sk(key.series))]
+        found = {
+            record.sk: record for record in self._model.batch_get(wanted, consistent_read=True)
+        }
+        return found.get(STUDY), series_sk(key.series) in found
 
     def _transact_batch(
         self,
