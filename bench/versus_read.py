@@ -210,7 +210,7 @@ def fill(cirrus: RunningStack, orthanc: Orthanc, folder: Path, total: int) -> in
     raises if they differ.
 
     TODO: fill Cirrus by writing index records and objects directly for 100k, because its
-    local C-STORE path took 20 to 25 small instances per second on 2 busy cores.
+    local C-STORE path took 17 to 23 small instances per second on 2 busy cores.
     """
     stored = _orthanc_instance_count(orthanc)
     batch = 0
