@@ -2,10 +2,10 @@
 
 ``load_target`` sends one study with one series of CT instances (512x512, 16 bit, explicit VR
 little endian) to both archives. ``fill`` adds small studies of other patients until each
-archive contains a given number of instances. ``read_workloads`` then times the same requests on
-both, the two servers taking turns request by request so that a change in the machine's load
-reaches both alike: QIDO-RS searches and lists, series metadata, WADO-RS series and frame
-retrieval, a rendered thumbnail, C-FIND and C-MOVE. Each workload is one or two
+archive contains a given number of instances. ``read_workloads`` then times the same requests
+on both: QIDO-RS searches and lists, series metadata, WADO-RS series and frame retrieval, a
+rendered thumbnail, C-FIND and C-MOVE. The two servers take turns request by request, so that
+a change in the machine's load reaches both alike. Each workload is one or two
 ``bench.results.Measurement`` (the median, and the p95 of latencies).
 
     .venv/bin/python bench/versus_read.py --instances 200 --stored 1000 --runs 10
@@ -512,7 +512,7 @@ def _move_workload(
         if all(count == target.instances for count in moved):
             rates.append(statistics.median(target.instances / seconds for seconds in timings))
         else:
-            # A partial move is no throughput figure, so the side gets none and the note says why.
+            # A partial move is no throughput figure, so the side gets none and the note lists why.
             rates.append(None)
             failures.append(f"{side} delivered {moved} of {target.instances} instances")
     note = (
