@@ -118,13 +118,16 @@ class StoreSCP:
 
 
 @contextmanager
-def running_storescp(folder: Path, ae_title: str) -> Iterator[StoreSCP]:
-    """Run storescp, accepting every transfer syntax (+xa), until the block ends."""
+def running_storescp(folder: Path, ae_title: str, port: int | None = None) -> Iterator[StoreSCP]:
+    """Run storescp, accepting every transfer syntax (+xa), until the block ends.
+
+    ``port`` is for a caller that configured the port beforehand; by default a free one.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     output = folder / "received"
     output.mkdir()
     shim = build_shim(folder)
-    port = free_port()
+    port = free_port() if port is None else port
     log = (folder / "storescp.log").open("wb")
     process = subprocess.Popen(
         ["storescp", "-aet", ae_title, "+xa", "-od", str(output), str(port)],

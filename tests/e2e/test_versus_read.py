@@ -1,0 +1,60 @@
+"""The side-by-side read workloads (bench/versus_read.py) against ``cirrus dev`` and Orthanc.
+
+A 10-instance target study is loaded into both and every workload runs twice, so the test
+checks that each workload returns figures for both archives and that both returned the same
+results. It asserts no timing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.versus_read import fill, load_target, read_workloads, running_pair
+from tests.peers.orthanc import require_dicomweb_plugin
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+INSTANCES = 10
+EXPECTED_WORKLOADS = {
+    "QIDO studies by PatientID, p50",
+    "QIDO studies by PatientID, p95",
+    "QIDO studies by PatientName prefix, p50",
+    "QIDO studies by PatientName prefix, p95",
+    "QIDO series of the study, p50",
+    "QIDO series of the study, p95",
+    f"QIDO instances of the {INSTANCES}-instance series, p50",
+    f"QIDO instances of the {INSTANCES}-instance series, p95",
+    "series metadata, gzip, p50",
+    "series metadata, gzip, p95",
+    "series metadata, identity, p50",
+    "series metadata, identity, p95",
+    "frame 1 of an instance, p50",
+    "frame 1 of an instance, p95",
+    "rendered thumbnail (viewport=128,128), p50",
+    "rendered thumbnail (viewport=128,128), p95",
+    "WADO-RS series retrieve",
+    "C-FIND study by PatientID, p50",
+    "C-MOVE of the study",
+}
+
+
+def test_read_workloads_measure_both(tmp_path: Path) -> None:
+    require_dicomweb_plugin()
+    for tool in ("storescu", "storescp", "findscu", "movescu"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"dcmtk's {tool} is not installed (run scripts/system-deps test)")
+    with running_pair(tmp_path) as (cirrus, orthanc):
+        target = load_target(cirrus, orthanc, tmp_path, INSTANCES)
+        stored = fill(cirrus, orthanc, tmp_path, INSTANCES + 5)
+        measurements = read_workloads(cirrus, orthanc, target, stored, runs=2)
+
+    assert stored == INSTANCES + 5
+    assert {measurement.workload for measurement in measurements} == EXPECTED_WORKLOADS
+    for measurement in measurements:
+        assert measurement.cirrus is not None and measurement.cirrus > 0, measurement
+        assert measurement.peer_value is not None and measurement.peer_value > 0, measurement
+        assert measurement.peer == "Orthanc"
+        assert measurement.stored == stored
