@@ -39,7 +39,6 @@ from cirrus.dicomweb.forwarding import PixelForwarder, error_response
 from cirrus.index.deletion import IndexDeleter
 from cirrus.lambda_metrics import measured_request
 from cirrus.services import Services
-from cirrus.storage.transfers import TransferStore
 
 SERVICE_NAME = "cirrus-dicomweb"
 
@@ -68,12 +67,7 @@ def dicomweb_services(services: Services) -> DicomwebServices:
         bundles=MetadataBundles(services.index_model, services.store),
         deleter=IndexDeleter(services.index_model, services.change_feed),
         audit=services.audit,
-        transfers=TransferStore(
-            services.clients.s3,
-            services.settings.bucket,
-            services.settings.kms_key_id,
-            services.clients.s3_presigner,
-        ),
+        transfers=services.transfers,
         pixels=(
             PixelForwarder(services.clients.lambda_, services.settings.pixel_function)
             if services.settings.pixel_function

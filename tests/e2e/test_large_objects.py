@@ -2,7 +2,8 @@
 
 Both are stored through the upload path and retrieved with dicomweb-client and requests. The
 raw requests check the path each response takes: a body above Lambda's buffered limit comes
-as 303 to a presigned URL of moto on 127.0.0.1, a small one directly. Each test runs its own
+as 303 to a signed URL of a file under /transfers/ of the local HTTP server, a small one
+directly. Each test runs its own
 stack, and prints the peak RSS of the stack's process and of its moto child.
 """
 
@@ -92,7 +93,7 @@ def upload_and_store(url: str, instances: list[bytes]) -> dict[str, Any]:
     created = requests.post(f"{url}/uploads", timeout=30)
     assert created.status_code == 201
     ticket = created.json()
-    assert ticket["uploadUrl"].startswith("http://127.0.0.1:")
+    assert ticket["uploadUrl"].startswith(f"{url.removesuffix('/dicomweb')}/transfers/")
     assert created.headers["Location"] == ticket["storeUrl"].removesuffix("/studies")
 
     put = requests.put(ticket["uploadUrl"], data=body, timeout=120)
@@ -123,18 +124,22 @@ def get_without_redirect(url: str, **kwargs: Any) -> requests.Response:
     return requests.get(url, allow_redirects=False, timeout=120, **kwargs)
 
 
-def assert_redirected_to_moto(response: requests.Response) -> requests.Response:
-    """Check a 303 to a presigned URL on 127.0.0.1, follow it and return the S3 response."""
+def assert_redirected_to_transfer(response: requests.Response) -> requests.Response:
+    """Check a 303 to a signed URL on the stack's HTTP port; follow it, return its response."""
     assert response.status_code == 303
     assert response.headers["Cache-Control"] == "no-store"
     location = response.headers["Location"]
-    assert location.startswith("http://127.0.0.1:")
-    assert "/transfers/sites/default/responses/" in location
-    assert "X-Amz-Signature=" in location
+    origin = response.url.split("/dicomweb/", 1)[0]
+    assert location.startswith(f"{origin}/transfers/sites/default/responses/")
+    assert "signature=" in location
     staged = requests.get(location, timeout=120)
     assert staged.status_code == 200
     assert staged.headers["Content-Type"].startswith("multipart/related")
+    assert staged.headers["Cache-Control"] == "no-store"
+    assert int(staged.headers["Content-Length"]) == len(staged.content)
     assert len(staged.content) > LAMBDA_PAYLOAD_LIMIT * 3 // 4
+    # The URL allows a GET of this object only.
+    assert requests.put(location, data=b"x", timeout=30).status_code == 403
     return staged
 
 
@@ -163,7 +168,7 @@ def test_multiframe_instance_of_50_mb(stack: RunningStack) -> None:
     assert retrieved.SOPInstanceUID == ds.SOPInstanceUID
     assert retrieved.NumberOfFrames == FRAMES
     assert retrieved.PixelData == ds.PixelData
-    staged = assert_redirected_to_moto(get_without_redirect(instance_url))
+    staged = assert_redirected_to_transfer(get_without_redirect(instance_url))
     parts = parse_multipart_related(staged.headers["Content-Type"], staged.content).parts
     assert len(parts) == 1
     assert parts[0].body == part10
@@ -176,7 +181,7 @@ def test_multiframe_instance_of_50_mb(stack: RunningStack) -> None:
     for number, frame in enumerate(frames):
         assert frame == ds.PixelData[number * FRAME_BYTES : (number + 1) * FRAME_BYTES], number
     all_frames = ",".join(str(number) for number in range(1, FRAMES + 1))
-    assert_redirected_to_moto(get_without_redirect(f"{instance_url}/frames/{all_frames}"))
+    assert_redirected_to_transfer(get_without_redirect(f"{instance_url}/frames/{all_frames}"))
 
     # A few frames fit a buffered response and come directly.
     direct = get_without_redirect(f"{instance_url}/frames/2,100")
@@ -191,7 +196,7 @@ def test_multiframe_instance_of_50_mb(stack: RunningStack) -> None:
     metadata = client.retrieve_instance_metadata(study, series, ds.SOPInstanceUID)
     bulkdata_uri = metadata[PIXEL_DATA_TAG]["BulkDataURI"]
     assert client.retrieve_bulkdata(bulkdata_uri) == [ds.PixelData]
-    assert_redirected_to_moto(get_without_redirect(bulkdata_uri))
+    assert_redirected_to_transfer(get_without_redirect(bulkdata_uri))
     ranged = get_without_redirect(bulkdata_uri, headers={"Range": "bytes=1000-1999"})
     assert ranged.status_code == 206
     ranged_parts = parse_multipart_related(ranged.headers["Content-Type"], ranged.content).parts
@@ -224,7 +229,7 @@ def test_series_of_200_instances(stack: RunningStack) -> None:
         assert ds.PixelData == by_uid[ds.SOPInstanceUID].PixelData, ds.SOPInstanceUID
 
     # Each part of the staged body is the stored Part 10 object, byte for byte.
-    staged = assert_redirected_to_moto(
+    staged = assert_redirected_to_transfer(
         get_without_redirect(f"{url}/studies/{study}/series/{series}")
     )
     parts = parse_multipart_related(staged.headers["Content-Type"], staged.content).parts

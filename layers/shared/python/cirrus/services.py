@@ -19,6 +19,7 @@ from cirrus.index.reader import IndexReader
 from cirrus.index.writer import IndexWriter
 from cirrus.query.qido import QidoService
 from cirrus.storage.objects import ObjectStore
+from cirrus.storage.transfers import TransferStore
 
 
 @dataclass
@@ -34,6 +35,16 @@ class Services:
     @cached_property
     def store(self) -> ObjectStore:
         return ObjectStore(self.clients.s3, self.settings.bucket, self.settings.kms_key_id)
+
+    @cached_property
+    def transfers(self) -> TransferStore:
+        """The transfer objects of large DICOMweb requests, presigned with the S3 presigner."""
+        return TransferStore(
+            self.clients.s3,
+            self.settings.bucket,
+            self.settings.kms_key_id,
+            self.clients.s3_presigner,
+        )
 
     @cached_property
     def index_model(self) -> type[IndexRecord]:

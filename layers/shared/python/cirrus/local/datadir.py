@@ -3,8 +3,8 @@
 In AWS the archive is an S3 bucket that notifies the ingest queue of each new instance. Locally
 ``FolderObjectStore`` keeps each object as a file at its key's path, written whole, flushed to
 disk and then renamed into place, and ``QueueNotifier`` sends the ingest queue (SQS on moto)
-the message that S3 would send. moto's S3 still keeps the transfer objects of large DICOMweb
-requests, which clients reach by presigned URL. moto keeps its index in memory, so each start
+the message that S3 would send. The transfer objects of large DICOMweb requests are files as
+well (``cirrus.local.transfers``). moto keeps its index in memory, so each start
 sends a notification for every saved instance, and ingest rebuilds the index from them.
 """
 

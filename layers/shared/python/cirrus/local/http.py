@@ -22,8 +22,9 @@ What the adapter reproduces of API Gateway:
 - The payload limits: a body over API Gateway's 10 MB, or an event over Lambda's 6 MB, gets
   413 without reaching the handler. A result over Lambda's 6 MB gets 502, as on AWS. So a
   request that works locally fits the buffered integration on AWS as well. Larger bodies
-  travel through S3 on both (``cirrus.dicomweb.delivery``, ``cirrus.dicomweb.uploads``), and
-  the local stack's presigned URLs point to moto on 127.0.0.1.
+  travel through transfer objects on both (``cirrus.dicomweb.delivery``,
+  ``cirrus.dicomweb.uploads``): S3 on AWS, and files served under ``/transfers/`` on the
+  local stack's HTTP port (``cirrus.local.transfers``).
 - Time-outs, which API Gateway has its own of: a connection that sends nothing for
   ``idle_timeout`` seconds is closed, and a request whose body has not arrived whole
   ``body_timeout`` seconds after the body started gets 408 and is closed, so that a client

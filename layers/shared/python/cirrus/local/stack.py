@@ -3,7 +3,9 @@
 Each component runs the code its AWS counterpart runs: the gateway as in its container, the
 DICOMweb and ingest Lambda handlers behind local adapters, DynamoDB, KMS, SQS and S3 on moto.
 Archive objects are files in the data folder instead of moto's S3 (``cirrus.local.datadir``),
-which keeps them on disk rather than in memory and spares each instance two S3 requests. Audit
+which keeps them on disk rather than in memory and spares each instance two S3 requests. So
+are the transfer objects of large DICOMweb requests, served by signed URLs on the HTTP port
+(``cirrus.local.transfers``). Audit
 records go to moto's audit table and to a journal in the data folder, which each start writes
 back into the table (``cirrus.local.audit_journal``). The change feed is kept the same way
 (``cirrus.local.change_journal``). While the stack runs, its data folder
@@ -71,6 +73,7 @@ from cirrus.local.sigv4 import (
     SigV4Verifier,
     closed_credentials,
 )
+from cirrus.local.transfers import TRANSFERS_FOLDER, FolderTransferStore, TransferSite
 from cirrus.local.viewer import BUILD_COMMAND, INDEX_FILE, ViewerSite, built_viewer, viewer_config
 from cirrus.logs import configure_console_logging, use_console_format
 from cirrus.services import Services
@@ -221,10 +224,12 @@ class LocalStack:
             objects_dir.mkdir(parents=True, exist_ok=True)
             spool_dir.mkdir(exist_ok=True)
             remove_spool_leftovers(spool_dir)
+            transfers = FolderTransferStore(config.data_dir / TRANSFERS_FOLDER, settings.bucket)
         except OSError as exc:
             raise StartError(f"data folder {config.data_dir} is unusable: {exc}") from exc
         notifier = local_notifier(services)
         services.store = FolderObjectStore(objects_dir, settings.bucket, notifier)
+        services.transfers = transfers
         services.audit = self._restore_audit(settings)
         restored_feed = self._restore_changes(services)
         self.services = services
@@ -430,14 +435,17 @@ class LocalStack:
         if credentials is not None:
             verifier = SigV4Verifier(credentials, services.settings.region)
             authentication = LocalAuthentication(verifier, view.audit)
-        assert self._moto is not None  # started before DICOMweb
         config = viewer_config(
             f"/{STAGE}", closed=authentication is not None, region=services.settings.region
         )
-        # Large retrieves redirect to presigned URLs of moto, which the viewer must reach.
-        site = ViewerSite(self.config.viewer_dir, config, [self._moto.endpoint_url])
+        # Large retrieves redirect to /transfers/ on this server, which the viewer reaches as
+        # its own origin.
+        viewer = ViewerSite(self.config.viewer_dir, config)
+        transfers = services.transfers
+        assert isinstance(transfers, FolderTransferStore)  # set by _start
+        site = TransferSite(transfers, viewer)
         try:
-            return serve_http(
+            server = serve_http(
                 handle,
                 self.config.host,
                 self.config.http_port,
@@ -450,6 +458,8 @@ class LocalStack:
             raise StartError(
                 f"HTTP port {self.config.host}:{self.config.http_port}: {exc}"
             ) from exc
+        transfers.base_url = f"http://{self.config.host}:{server.port}"
+        return server
 
     def wait_until_indexed(self, timeout: float = 30.0) -> bool:
         """Wait until the ingest queue is empty; tell whether it emptied within ``timeout``."""

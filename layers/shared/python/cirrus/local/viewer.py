@@ -14,8 +14,9 @@ without audit records, even when DICOMweb is closed.
 - A missing file under ``/assets/`` gets 404. Any other missing path gets ``index.html``,
   because the viewer routes in the browser.
 - Every response has the security headers of the CloudFront distribution, with the
-  Content-Security-Policy of ``cirrus.viewer_headers`` whose connect-src is this origin and
-  the local S3 endpoint of presigned retrieves. The local stack serves plain HTTP, so it
+  Content-Security-Policy of ``cirrus.viewer_headers``. The local stack passes no connect
+  sources, so connect-src is this origin, which also serves the staged responses of large
+  retrieves (``cirrus.local.transfers``). The local stack serves plain HTTP, so it
   sends no HSTS and no upgrade-insecure-requests.
 """
 

@@ -1,0 +1,348 @@
+"""The local stack's transfer objects: files in the data folder, served by signed URLs.
+
+On AWS, staged responses and uploaded STOW-RS bodies are S3 objects that clients reach through
+presigned URLs (``cirrus.storage.transfers``). Locally ``FolderTransferStore`` keeps them as
+files under the data folder's ``transfers`` folder, at the path of their key, and its URLs
+point to the local HTTP server, where ``TransferSite`` serves them under ``/transfers/``:
+
+- A URL carries an expiry (``expires``, Unix seconds) and an HMAC-SHA256
+  ``signature`` of method, key and expiry, made with a random key that each store draws when
+  it is created. So a URL works without credentials, for one object and one method, until it
+  expires, and no longer than the stack runs. Any other request gets 403. HEAD is allowed
+  with a GET URL.
+- The path is the object's key, which contains the site and a random id, never patient data.
+- GET streams the file with the Content-Type it was written with, Content-Length and
+  ``Cache-Control: no-store``. Like the archive bucket on AWS, which has no CORS rule, it
+  sends no CORS headers: the 303 that leads here carries those of DICOMweb.
+- PUT writes the body to a temporary file and renames it into place, so a reader never sees
+  part of a body.
+- A staged response is deleted once the last URL presigned for it expires. An upload is
+  deleted as S3's lifecycle rule deletes it, a day after it was written, unless the STOW-RS
+  request that stores it deletes it first. Expired files are removed on each write and each
+  presign. A new store deletes every file it finds, because their URLs were signed with the
+  key of an earlier run.
+
+Files are flushed before the rename but not synced to disk: a transfer object lost in a crash
+is a request that the client sends again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Final
+from urllib.parse import urlencode
+
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.wrappers import Request, Response
+
+from cirrus.errors import NotFoundError, StoreUnavailableError
+from cirrus.local.http import raw_request_path
+from cirrus.storage.transfers import (
+    TRANSFER_EXPIRATION_DAYS,
+    TRANSFER_PREFIX,
+    TransferObject,
+    TransferStore,
+)
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+logger = logging.getLogger(__name__)
+
+TRANSFERS_FOLDER: Final = "transfers"
+# Seconds after which an upload, or a response that was never presigned, is deleted: the
+# lifetime that the bucket's lifecycle rule gives transfer objects on AWS.
+RETENTION_SECONDS: Final = TRANSFER_EXPIRATION_DAYS * 86_400
+# S3's maximum size of an object sent in one PUT (5 GiB).
+MAX_PUT_BYTES: Final = 5 * 1024**3
+_CHUNK_BYTES: Final = 1024 * 1024
+_INCOMING_PREFIX: Final = ".incoming-"
+# The Content-Type of each object is kept in a file beside it, named with this suffix. Keys
+# end in a hexadecimal id, so no key ends with it.
+_TYPE_SUFFIX: Final = ".content-type"
+_RESPONSES_FOLDER: Final = "/responses/"
+
+
+class FolderTransferStore(TransferStore):
+    """Transfer objects as files under ``root``, presigned as URLs of ``base_url``.
+
+    ``base_url`` (``http://127.0.0.1:{port}``) is set once the HTTP server has its port, and
+    presigning fails with ``StoreUnavailableError`` before that.
+    """
+
+    def __init__(self, root: Path, bucket: str, base_url: str | None = None) -> None:
+        self.bucket = bucket
+        self.root = root.resolve()
+        self.base_url = base_url
+        self._signing_key = secrets.token_bytes(32)
+        # Unix time after which each object with a known lifetime is deleted.
+        self._deadlines: dict[str, float] = {}
+        self._presigned: set[str] = set()
+        self._lock = threading.Lock()
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
+
+    def write(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        content_type: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> int:
+        """Write the concatenation of ``chunks`` to the file of ``key``; return its size.
+
+        ``tags`` are accepted for the interface and dropped, as nothing reads them locally.
+        """
+        self.remove_expired()
+
+        def copy(file: IO[bytes]) -> int:
+            size = 0
+            for chunk in chunks:
+                size += file.write(chunk)
+            return size
+
+        size = self._write(key, copy, content_type)
+        with self._lock:
+            self._deadlines.setdefault(key, time.time() + RETENTION_SECONDS)
+        return size
+
+    def write_stream(self, key: str, stream: IO[bytes], length: int, content_type: str) -> None:
+        """Write ``length`` bytes of ``stream`` to the file of ``key``.
+
+        Raises ``EOFError`` when the stream ends or fails early, and then keeps no file.
+        """
+
+        def copy(file: IO[bytes]) -> int:
+            remaining = length
+            while remaining:
+                try:
+                    chunk = stream.read(min(_CHUNK_BYTES, remaining))
+                except (ClientDisconnected, OSError) as exc:
+                    # werkzeug raises ClientDisconnected for a body shorter than its
+                    # Content-Length, and the socket raises OSError when it times out.
+                    raise EOFError(f"body cut after {length - remaining} bytes") from exc
+                if not chunk:
+                    raise EOFError(f"body ended after {length - remaining} of {length} bytes")
+                file.write(chunk)
+                remaining -= len(chunk)
+            return length
+
+        self._write(key, copy, content_type)
+        with self._lock:
+            self._deadlines[key] = time.time() + RETENTION_SECONDS
+
+    def _write(self, key: str, copy: Callable[[IO[bytes]], int], content_type: str) -> int:
+        path = self.path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The type goes first, so an object on disk never lacks its Content-Type.
+            _replace(_type_path(path), lambda file: file.write(content_type.encode()))
+            return _replace(path, copy)
+        except OSError as exc:
+            raise StoreUnavailableError(f"write of {key} failed: {exc.strerror}") from exc
+
+    def head(self, key: str) -> TransferObject:
+        path = self.path(key)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"transfer object {key} not found") from exc
+        try:
+            content_type: str | None = _type_path(path).read_text()
+        except FileNotFoundError:
+            content_type = None
+        return TransferObject(key, size, content_type)
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"transfer object {key} not found") from exc
+        except OSError as exc:
+            raise StoreUnavailableError(f"read of {key} failed: {exc.strerror}") from exc
+
+    def open(self, key: str) -> tuple[IO[bytes], int, str | None]:
+        """Open the file of ``key``; return it, its size and its Content-Type.
+
+        Raises ``NotFoundError`` when there is none.
+        """
+        path = self.path(key)
+        try:
+            content_type: str | None = _type_path(path).read_text()
+        except FileNotFoundError:
+            content_type = None
+        try:
+            file = path.open("rb")
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"transfer object {key} not found") from exc
+        return file, os.fstat(file.fileno()).st_size, content_type
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        _type_path(path).unlink(missing_ok=True)
+        with self._lock:
+            self._deadlines.pop(key, None)
+            self._presigned.discard(key)
+
+    def presign_get(self, key: str, expires_in: int) -> str:
+        return self._presign("GET", key, expires_in)
+
+    def presign_put(self, key: str, expires_in: int) -> str:
+        return self._presign("PUT", key, expires_in)
+
+    def _presign(self, method: str, key: str, expires_in: int) -> str:
+        if self.base_url is None:
+            raise StoreUnavailableError("the local HTTP server that serves transfers is not up")
+        self.path(key)
+        expires = int(time.time()) + expires_in
+        if method == "GET" and _RESPONSES_FOLDER in key:
+            with self._lock:
+                # The first URL replaces the retention of an unsigned response.
+                known = self._deadlines.get(key, 0.0) if key in self._presigned else 0.0
+                self._deadlines[key] = max(known, float(expires))
+                self._presigned.add(key)
+        self.remove_expired()
+        query = urlencode({"expires": expires, "signature": self.signature(method, key, expires)})
+        return f"{self.base_url}/{key}?{query}"
+
+    def signature(self, method: str, key: str, expires: int) -> str:
+        """Return the hex HMAC-SHA256 that allows ``method`` on ``key`` until ``expires``."""
+        message = f"{method}\n{key}\n{expires}".encode()
+        return hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
+
+    def verify(self, method: str, key: str, expires: str, signature: str) -> bool:
+        """Tell whether ``signature`` allows ``method`` on ``key`` now; HEAD counts as GET."""
+        if method == "HEAD":
+            method = "GET"
+        if not expires.isdigit() or int(expires) < time.time():
+            return False
+        expected = self.signature(method, key, int(expires))
+        return hmac.compare_digest(expected, signature)
+
+    def remove_expired(self) -> int:
+        """Delete the objects whose lifetime has ended; return how many were deleted."""
+        now = time.time()
+        with self._lock:
+            expired = [key for key, deadline in self._deadlines.items() if deadline < now]
+        for key in expired:
+            self.delete(key)
+        if expired:
+            logger.debug("expired transfer objects deleted", extra={"objects": len(expired)})
+        return len(expired)
+
+    def path(self, key: str) -> Path:
+        """Return the file of ``key``; raise ``ValueError`` for a key outside the transfers."""
+        if not key.startswith(TRANSFER_PREFIX) or key.endswith(_TYPE_SUFFIX):
+            raise ValueError(f"key {key!r} is not a transfer object's key")
+        path = (self.root / key.removeprefix(TRANSFER_PREFIX)).resolve()
+        if not path.is_relative_to(self.root) or path.name.startswith("."):
+            raise ValueError(f"transfer key {key!r} leaves the transfers folder")
+        return path
+
+
+class TransferSite:
+    """A WSGI app that serves ``/transfers/`` from ``store`` and other paths from ``fallback``."""
+
+    def __init__(self, store: FolderTransferStore, fallback: WSGIApplication | None = None) -> None:
+        self._store = store
+        self._fallback = fallback
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = raw_request_path(environ)
+        if not path.startswith(f"/{TRANSFER_PREFIX}"):
+            if self._fallback is None:
+                return _error(404, "not found")(environ, start_response)
+            return self._fallback(environ, start_response)
+        request = Request(environ)
+        response = self._respond(request, path.removeprefix("/"))
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response(environ, start_response)
+
+    def _respond(self, request: Request, key: str) -> Response:
+        if request.method not in ("GET", "HEAD", "PUT"):
+            return _error(405, f"method {request.method} is not allowed on transfer objects")
+        expires = request.args.get("expires", "")
+        signature = request.args.get("signature", "")
+        try:
+            self._store.path(key)
+        except ValueError:
+            return _error(403, "access denied: the URL is not a transfer object's URL")
+        if not self._store.verify(request.method, key, expires, signature):
+            # The query is not logged, because its signature grants access to the object.
+            logger.info("transfer URL rejected", extra={"method": request.method})
+            return _error(403, "access denied: the URL is invalid, expired or for another method")
+        if request.method == "PUT":
+            return self._put(request, key)
+        try:
+            file, size, content_type = self._store.open(key)
+        except NotFoundError:
+            return _error(404, "transfer object not found; it may have expired")
+        response = Response(
+            _file_chunks(file) if request.method == "GET" else b"",
+            content_type=content_type or "application/octet-stream",
+        )
+        if request.method == "HEAD":
+            file.close()
+        response.content_length = size
+        return response
+
+    def _put(self, request: Request, key: str) -> Response:
+        length = request.content_length
+        if length is None:
+            return _error(411, "PUT of a transfer object requires Content-Length")
+        if length > MAX_PUT_BYTES:
+            return _error(413, f"body of {length} bytes exceeds the maximum of {MAX_PUT_BYTES}")
+        content_type = request.headers.get("Content-Type") or "binary/octet-stream"
+        try:
+            self._store.write_stream(key, request.stream, length, content_type)
+        except EOFError as exc:
+            logger.warning("transfer upload incomplete", extra={"error": str(exc)})
+            response = _error(400, f"request body incomplete: {exc}; send the whole body again")
+            response.headers["Connection"] = "close"
+            return response
+        except StoreUnavailableError as exc:
+            logger.error("transfer object not written", extra={"error": str(exc)})
+            return _error(503, "transfer object not written; try again")
+        return Response(b"", status=200)
+
+
+def _file_chunks(file: IO[bytes]) -> Iterator[bytes]:
+    with file:
+        while chunk := file.read(_CHUNK_BYTES):
+            yield chunk
+
+
+def _type_path(path: Path) -> Path:
+    return path.with_name(path.name + _TYPE_SUFFIX)
+
+
+def _replace(path: Path, write: Callable[[IO[bytes]], int]) -> int:
+    """Write a temporary file with ``write``, flush it and rename it to ``path``."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=_INCOMING_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            result = write(file)
+            file.flush()
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return result
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(json.dumps({"error": message}), status=status, content_type="application/json")
