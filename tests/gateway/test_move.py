@@ -37,6 +37,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from cirrus.config import ResourceNames, Settings
 from cirrus.gateway import retrieve
 from cirrus.gateway.aeconfig import AEConfig, Destination, SiteAEs
+from cirrus.gateway.responses import return_responses_to_sender
 from cirrus.gateway.server import Gateway
 from cirrus.gateway.tls import TLSConfig
 from cirrus.local.moto_process import LOOPBACK, MotoProcess
@@ -183,6 +184,27 @@ def test_movescu_study_to_storescp(moves: MoveArchive) -> None:
     j2k = moves.study[2]
     # storescp accepts every syntax, so the JPEG 2000 instance arrives as stored.
     assert received[j2k.sop].file_meta.TransferSyntaxUID == JPEG2000Lossless
+
+
+def test_move_destination_gets_response_hook(
+    moves: MoveArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hooked: list[str] = []
+
+    def record(assoc: pynetdicom.association.Association) -> None:
+        hooked.append(assoc.acceptor.ae_title)
+        return_responses_to_sender(assoc)
+
+    monkeypatch.setattr(retrieve, "return_responses_to_sender", record)
+    result = run_dcmtk(
+        "movescu", "-S", "-aet", "MOVESCU", "-aec", "CIRRUS", "-aem", "STORESCP",
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={moves.study_uid}",
+        LOOPBACK, str(moves.gateway.port),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert hooked == ["STORESCP"]
+    assert sop_uids(moves.study) <= set(moves.storescp.received())
 
 
 def test_movescu_patient_level(moves: MoveArchive) -> None:

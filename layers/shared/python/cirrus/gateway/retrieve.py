@@ -65,6 +65,7 @@ from cirrus.gateway.aeconfig import Destination
 from cirrus.gateway.audit import actor_of, outcome_of_status, site_of
 from cirrus.gateway.context import GatewayContext, peer
 from cirrus.gateway.encoded import IncompleteDataSetError, check_complete
+from cirrus.gateway.responses import return_responses_to_sender
 from cirrus.gateway.selection import (
     PATIENT_ROOT,
     STUDY_ROOT,
@@ -609,6 +610,7 @@ def _destination_association(
         return
     for pdu_event, handler in _PDU_LOG_HANDLERS:
         store_assoc.unbind(pdu_event, handler)
+    return_responses_to_sender(store_assoc)
     try:
         yield store_assoc
     finally:

@@ -25,11 +25,10 @@ from typing import Any, Final
 
 from pydicom import dcmread
 from pynetdicom import AE, evt
-from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import DimseServiceType
 
 from cirrus.config import validate_ae_title
 from cirrus.deid import Deidentifier
+from cirrus.gateway.responses import return_responses_to_sender
 from cirrus.gateway.retrieve import _disable_nagle
 from cirrus.operations.export import (
     FAILED,
@@ -238,28 +237,6 @@ def _send_on(
             comment = str(status.get("ErrorComment", "")) if status else ""
             finish(InstanceResult(item.key, FAILED, f"status 0x{code:04X} {comment}".strip()))
     return retry
-
-
-def return_responses_to_sender(assoc: Association) -> None:
-    """Make the reactor thread of ``assoc`` put back the DIMSE responses that it takes.
-
-    pynetdicom 3.0.4 pauses the reactor in ``send_c_store`` by waiting for a flag that can still
-    be set from the reactor's previous pause. Under CPU load the reactor then takes the C-STORE
-    response off the DIMSE queue, logs "Received unexpected C-STORE service message" and drops
-    it, and ``send_c_store`` waits for the DIMSE time-out. A forwarding association expects no
-    requests from the peer, so every response the reactor takes goes back on the queue, where
-    the waiting ``send_c_store`` gets it.
-    """
-    serve = assoc._serve_request
-
-    def serve_or_return(msg: DimseServiceType, context_id: int) -> None:
-        if msg.is_valid_response:
-            logger.debug("response returned to the sender", extra={"context_id": context_id})
-            assoc.dimse.msg_queue.put((context_id, msg))
-            return
-        serve(msg, context_id)
-
-    assoc._serve_request = serve_or_return  # type: ignore[method-assign]
 
 
 def _pause(settings: ForwardSettings, attempt: int, reason: str) -> None:
