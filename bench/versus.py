@@ -40,6 +40,7 @@ from bench.gateway_ingest import NODELAY
 from bench.results import Measurement
 from bench.versus_ingest import Peers, ingest_workloads
 from bench.versus_plots import write_plots
+from bench.versus_read import cirrus_stack_options
 from bench.versus_report import format_table, table_rows
 from cirrus.local.endpoints import ENDPOINTS_FILE
 from tests.e2e.conftest import RunningStack, start_stack
@@ -177,7 +178,7 @@ def side_by_side() -> Iterator[tuple[Peers, Path]]:
         )
         try:
             print(f"Orthanc {orthanc_version(orthanc)} on {orthanc.url}", flush=True)
-            stack = start_stack(folder / "cirrus")
+            stack = start_stack(folder / "cirrus", *cirrus_stack_options(folder))
             try:
                 yield Peers(stack, orthanc, describe_backend(stack)), folder
             except Exception:
