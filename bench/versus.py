@@ -111,14 +111,14 @@ def main(argv: list[str] | None = None) -> None:
             reason = f"Orthanc's DICOMweb plugin is not installed at {DICOMWEB_PLUGIN}"
         if reason is not None:
             sys.exit(f"versus: {reason} (run scripts/system-deps test)")
+    if "ingest" in args.only:
         with side_by_side() as (peers, folder):
-            if "ingest" in args.only:
-                for figures in ingest_workloads(
-                    peers, folder, args.instances, args.repeat, args.trials
-                ):
-                    measured += record(args.out, figures)
-            if "read" in args.only:
-                measured += read_part(peers, folder, args)
+            for figures in ingest_workloads(peers, folder, args.instances, args.repeat, args.trials):
+                measured += record(args.out, figures)
+    if "read" in args.only:
+        # New archives, so that both hold exactly the instances that the fill counts.
+        with side_by_side() as (peers, folder):
+            measured += read_part(peers, folder, args)
     if "gateway" in args.only:
         from bench.gateway_alone import gateway_alone
 
