@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"versus: {reason} (run scripts/system-deps test)")
     if "ingest" in args.only:
         with side_by_side() as (peers, folder):
-            for figures in ingest_workloads(peers, folder, args.instances, args.repeat, args.trials):
+            for figures in ingest_workloads(
+                peers, folder, args.instances, args.repeat, args.trials
+            ):
                 measured += record(args.out, figures)
     if "read" in args.only:
         # New archives, so that both hold exactly the instances that the fill counts.
