@@ -36,7 +36,7 @@ def _queue(clients: AwsClients, name: str) -> tuple[str, str]:
 
 
 def _run(clients: AwsClients, name: str, batching_window: float) -> list[list[str]]:
-    """Send messages one by one to a new queue while a poller runs; return its batches."""
+    """Send one message, then more one by one, to a new queue; return the poller's batches."""
     url, arn = _queue(clients, name)
     handler = RecordingHandler()
     poller = IngestPoller(
@@ -44,27 +44,35 @@ def _run(clients: AwsClients, name: str, batching_window: float) -> list[list[st
     )
     poller.start()
     try:
+        clients.sqs.send_message(QueueUrl=url, MessageBody="first")
+        _wait_received(handler, 1)
         for number in range(MESSAGES):
             clients.sqs.send_message(QueueUrl=url, MessageBody=str(number))
-        deadline = time.monotonic() + 30
-        while handler.received() < MESSAGES and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_received(handler, 1 + MESSAGES)
         assert poller.wait_until_drained(30)
     finally:
         poller.stop()
     return handler.batches
 
 
+def _wait_received(handler: RecordingHandler, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while handler.received() < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_batching_window_fills_one_batch(clients: AwsClients) -> None:
-    # The five sends take far less than the 5 s window, so the first receive's batch waits
-    # for all of them, although three more threads are ready to take messages.
+    # The first message comes alone and is handled at once. The next five follow it within
+    # the 5 s window, so they count as a stream: the first receive's batch waits for all of
+    # them, although three more threads are ready to take messages.
     batches = _run(clients, "poller-window", batching_window=5.0)
-    assert len(batches) == 1
-    assert sorted(batches[0]) == [str(number) for number in range(MESSAGES)]
+    assert batches[0] == ["first"]
+    assert len(batches) == 2
+    assert sorted(batches[1]) == [str(number) for number in range(MESSAGES)]
 
 
 def test_no_window_delivers_every_message(clients: AwsClients) -> None:
     batches = _run(clients, "poller-no-window", batching_window=0.0)
-    assert sorted(body for batch in batches for body in batch) == [
-        str(number) for number in range(MESSAGES)
-    ]
+    assert sorted(body for batch in batches for body in batch) == sorted(
+        ["first", *(str(number) for number in range(MESSAGES))]
+    )

@@ -32,7 +32,8 @@ CONCURRENT_BATCHES: Final = 4
 # a Lambda event source mapping (1 s in AWS, see infra/cirrus_infra/ingest.py). Locally a
 # larger batch saves moto requests: ingest writes the new instances of a series in one
 # transaction and sends one change feed update, arrival update and event batch per batch.
-# The window adds at most its length to the time until an instance is visible.
+# A batch waits only while messages arrive in a stream, so an instance stored on its own is
+# indexed without the delay.
 INGEST_BATCHING_WINDOW_SECONDS: Final = 0.1
 
 BatchHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -58,6 +59,8 @@ class IngestPoller:
         self._handler = handler
         self._batching_window = batching_window
         self._receive_lock = threading.Lock()
+        # When the last receive that returned messages ended; guarded by the receive lock.
+        self._last_receipt = float("-inf")
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, name=f"ingest-poller-{number}", daemon=True)
@@ -109,9 +112,16 @@ class IngestPoller:
             self._handle(messages)
 
     def _receive_batch(self) -> list[dict[str, Any]]:
-        """Long-poll for messages, then wait out the batching window for a batch not full."""
+        """Long-poll for messages, then wait out the batching window for a batch not full.
+
+        The batch waits only when the previous messages came less than one window earlier.
+        """
         messages = self._receive(BATCH_SIZE, WAIT_SECONDS)
-        if not messages or len(messages) >= BATCH_SIZE or self._batching_window <= 0:
+        if not messages:
+            return messages
+        previous, self._last_receipt = self._last_receipt, time.monotonic()
+        streaming = self._last_receipt - previous < self._batching_window
+        if len(messages) >= BATCH_SIZE or not streaming:
             return messages
         self._stop.wait(self._batching_window)
         try:
