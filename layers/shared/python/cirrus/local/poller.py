@@ -3,8 +3,10 @@
 It long-polls the queue, hands each batch to the ingest handler as the SQS event that Lambda
 delivers, deletes the messages that succeeded, and makes failed ones visible again after a
 growing delay. The queue's redrive policy moves a message to the dead-letter queue after its
-maximum number of receives, as in AWS. Several threads poll at once, as Lambda runs several
-batches of one event source mapping concurrently, so one slow batch does not hold up the rest.
+maximum number of receives, as in AWS. Several threads handle batches at once, as Lambda runs
+several batches of one event source mapping concurrently, so one slow batch does not hold up
+the rest. One thread at a time receives, so that a batching window fills one batch instead of
+spreading its messages over the waiting threads.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ RETRY_DELAYS_SECONDS: Final = (1, 4, 16)
 # Batches handled at once. Ingest is bound by the latency of moto's responses rather than by
 # CPU, so a few concurrent batches raise its rate (bench/gateway_ingest.py).
 CONCURRENT_BATCHES: Final = 4
+# How long a batch that is not full waits for more messages, like the MaximumBatchingWindow of
+# a Lambda event source mapping (1 s in AWS, see infra/cirrus_infra/ingest.py). Locally a
+# larger batch saves moto requests: ingest writes the new instances of a series in one
+# transaction and sends one change feed update, arrival update and event batch per batch.
+# A batch waits only while messages arrive in a stream, so an instance stored on its own is
+# indexed without the delay.
+INGEST_BATCHING_WINDOW_SECONDS: Final = 0.1
 
 BatchHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -40,6 +49,7 @@ class IngestPoller:
         handler: BatchHandler,
         retry_delays: tuple[int, ...] = RETRY_DELAYS_SECONDS,
         concurrency: int = CONCURRENT_BATCHES,
+        batching_window: float = 0.0,
     ) -> None:
         self._sqs = sqs
         self._retry_delays = retry_delays
@@ -47,6 +57,10 @@ class IngestPoller:
         self._queue_url = queue_url
         self._queue_arn = queue_arn
         self._handler = handler
+        self._batching_window = batching_window
+        self._receive_lock = threading.Lock()
+        # When the last receive that returned messages ended; guarded by the receive lock.
+        self._last_receipt = float("-inf")
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, name=f"ingest-poller-{number}", daemon=True)
@@ -85,15 +99,48 @@ class IngestPoller:
                 self._stop.wait(1)
 
     def _poll_once(self) -> None:
+        # The timeout lets a thread that waits for the lock see a stop request.
+        if not self._receive_lock.acquire(timeout=WAIT_SECONDS):
+            return
+        try:
+            if self._stop.is_set():
+                return
+            messages = self._receive_batch()
+        finally:
+            self._receive_lock.release()
+        if messages:
+            self._handle(messages)
+
+    def _receive_batch(self) -> list[dict[str, Any]]:
+        """Long-poll for messages, then wait out the batching window for a batch not full.
+
+        The batch waits only when the previous messages came less than one window earlier.
+        """
+        messages = self._receive(BATCH_SIZE, WAIT_SECONDS)
+        if not messages:
+            return messages
+        previous, self._last_receipt = self._last_receipt, time.monotonic()
+        streaming = self._last_receipt - previous < self._batching_window
+        if len(messages) >= BATCH_SIZE or not streaming:
+            return messages
+        self._stop.wait(self._batching_window)
+        try:
+            return messages + self._receive(BATCH_SIZE - len(messages), 0)
+        except (ClientError, BotoCoreError) as exc:
+            # The messages already received are handled; the others wait for the next poll.
+            logger.warning("ingest queue poll failed", extra={"error": str(exc)})
+            return messages
+
+    def _receive(self, count: int, wait_seconds: int) -> list[dict[str, Any]]:
         response = self._sqs.receive_message(
             QueueUrl=self._queue_url,
-            MaxNumberOfMessages=BATCH_SIZE,
-            WaitTimeSeconds=WAIT_SECONDS,
+            MaxNumberOfMessages=count,
+            WaitTimeSeconds=wait_seconds,
             AttributeNames=["All"],
         )
-        messages = response.get("Messages", [])
-        if not messages:
-            return
+        return list(response.get("Messages", []))
+
+    def _handle(self, messages: list[dict[str, Any]]) -> None:
         try:
             result = self._handler(self._sqs_event(messages), None)
         except Exception:

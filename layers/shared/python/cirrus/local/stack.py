@@ -65,7 +65,7 @@ from cirrus.local.endpoints import remove_endpoints, write_endpoints
 from cirrus.local.event_pollers import start_event_pollers
 from cirrus.local.http import BODY_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS, STAGE
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
-from cirrus.local.poller import IngestPoller
+from cirrus.local.poller import INGEST_BATCHING_WINDOW_SECONDS, IngestPoller
 from cirrus.local.resources import create_resources
 from cirrus.local.sigv4 import (
     LocalAuthentication,
@@ -373,7 +373,14 @@ class LocalStack:
         ]["QueueArn"]
         self._restore_formats.append(use_console_format(ingest_handler.logger))
         handle = functools.partial(ingest_handler.handle, services=services)
-        self._poller = IngestPoller(sqs, queue_url, queue_arn, services.settings.region, handle)
+        self._poller = IngestPoller(
+            sqs,
+            queue_url,
+            queue_arn,
+            services.settings.region,
+            handle,
+            batching_window=INGEST_BATCHING_WINDOW_SECONDS,
+        )
         self._poller.start()
         logger.info("ingest poller ready", extra={"queue": services.settings.ingest_queue})
 
