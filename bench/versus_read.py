@@ -412,9 +412,9 @@ def _http_workloads(reader: _Reader, target: Target) -> list[Measurement]:
     series_path = f"/studies/{study}/series/{series}"
     instance_path = f"{series_path}/instances/{instance}"
     measurements = [
-        *reader.latency("QIDO studies by PatientID", f"/studies?PatientID={target.patient_id}",
+        *reader.latency("QIDO study search by PatientID", f"/studies?PatientID={target.patient_id}",
                         DICOM_JSON, _json_items),
-        *reader.latency("QIDO studies by PatientName prefix",
+        *reader.latency("QIDO study search by PatientName prefix",
                         f"/studies?PatientName={target.name_prefix}*", DICOM_JSON, _json_items,
                         "the * is sent verbatim, as Orthanc 1.10.1 does not percent-decode"),
         *reader.latency("QIDO series of the study", f"/studies/{study}/series", DICOM_JSON,

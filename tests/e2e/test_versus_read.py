@@ -19,10 +19,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 INSTANCES = 10
 EXPECTED_WORKLOADS = {
-    "QIDO studies by PatientID, p50",
-    "QIDO studies by PatientID, p95",
-    "QIDO studies by PatientName prefix, p50",
-    "QIDO studies by PatientName prefix, p95",
+    "QIDO study search by PatientID, p50",
+    "QIDO study search by PatientID, p95",
+    "QIDO study search by PatientName prefix, p50",
+    "QIDO study search by PatientName prefix, p95",
     "QIDO series of the study, p50",
     "QIDO series of the study, p95",
     f"QIDO instances of the {INSTANCES}-instance series, p50",
