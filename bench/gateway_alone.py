@@ -43,12 +43,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.cstore import synthetic_series
 from bench.results import Measurement
 from cirrus.audit import AuditLog
 from cirrus.config import ResourceNames, Settings
 from cirrus.gateway.aeconfig import AEConfig
+from cirrus.gateway.limits import ENV_MAX_ASSOCIATIONS, GatewayLimits
 from cirrus.gateway.server import Gateway, run_gateway
 from cirrus.index.claims import InstanceClaims
 from cirrus.local.moto_process import LOOPBACK
@@ -65,6 +69,8 @@ ASSOCIATION_COUNTS: Final = (1, 4)
 STARTUP_TIMEOUT_SECONDS: Final = 60.0
 STOP_TIMEOUT_SECONDS: Final = 30.0
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+# How long ``idle_cpu`` reads the CPU time of a gateway whose associations send nothing.
+IDLE_SECONDS: Final = 10.0
 STUB_NOTE: Final = (
     "gateway with its object store, SOP Instance UID claim and audit table stubbed "
     "(spool, header parse, checks and audit collection run)"
@@ -132,6 +138,7 @@ def serve(port: int) -> None:
         config,
         LOOPBACK,
         port,
+        limits=GatewayLimits.from_env(os.environ),
         services=StubServices(settings),
         reuse_port=True,
         on_ready=announce,
@@ -239,13 +246,13 @@ def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
 
 
 @contextmanager
-def gateway_server(workers: int) -> Iterator[Server]:
+def gateway_server(workers: int, environ: Mapping[str, str] = ENV) -> Iterator[Server]:
     port = free_port()
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port)]
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for _ in range(workers):
-            process = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE)
+            process = subprocess.Popen(command, env=environ, stdout=subprocess.PIPE)
             processes.append(process)
             _wait_for_line(process, b"ready")
         yield Server("gateway", processes, port, AE_TITLE, lambda: None)
@@ -394,6 +401,31 @@ def _print(measurements: Sequence[Measurement]) -> None:
         print(measurements[0].note)
 
 
+def idle_cpu(associations: int, seconds: float) -> float:
+    """Return the CPU ms per second that one gateway process spends on idle associations.
+
+    Opens ``associations`` associations to a gateway process (with pynetdicom, from this
+    process), sends nothing for ``seconds`` and reads the gateway's CPU time meanwhile.
+    """
+    ae = AE(ae_title="IDLESCU")
+    ae.add_requested_context(Verification)
+    environ = {**ENV, ENV_MAX_ASSOCIATIONS: str(associations + 1)}
+    with gateway_server(1, environ) as gateway:
+        opened = [
+            ae.associate(LOOPBACK, gateway.port, ae_title=AE_TITLE) for _ in range(associations)
+        ]
+        try:
+            if not all(assoc.is_established for assoc in opened):
+                raise RuntimeError("the gateway did not accept every idle association")
+            before = cpu_seconds(gateway.pids)
+            time.sleep(seconds)
+            used = cpu_seconds(gateway.pids) - before
+        finally:
+            for assoc in opened:
+                assoc.release()
+    return 1000 * used / seconds
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=400, help="instances per repetition")
@@ -404,10 +436,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="gateway processes sharing the port; default the number of CPUs",
     )
+    parser.add_argument(
+        "--idle",
+        type=int,
+        default=None,
+        metavar="ASSOCIATIONS",
+        help="measure instead the CPU ms per second of a gateway with this many idle associations",
+    )
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args: Any = parser.parse_args(argv)
     if args.serve is not None:
         serve(args.serve)
+        return
+    if args.idle is not None:
+        print(f"load average {_load()}")
+        for count in (0, args.idle):
+            used = idle_cpu(count, IDLE_SECONDS)
+            print(f"gateway process with {count} idle associations: {used:.1f} CPU ms/s")
         return
     workers = args.workers if args.workers is not None else os.cpu_count() or 1
     _print(measure(args.instances, args.repeat, workers))

@@ -20,11 +20,12 @@ work, set the rate of a pynetdicom Storage SCP. An idle association still turns 
 - the reactor waits on a ``threading.Event`` that a put on the DIMSE message queue or the
   queue of primitives for the service user sets, as does the end of the DUL thread or a kill.
 
-Both waits end after ``IDLE_WAIT_SECONDS`` at the latest, because the timers (ARTIM, network
-idle) are checked by the loops, not by events. The loops keep pynetdicom's order of checks and
-its pause protocol (``_reactor_checkpoint``, ``_is_paused``), so other threads that send
-DIMSE messages over the association work as before. The patch is process-wide and applies to
-associations created after it is installed, of the gateway and of every other AE.
+Both waits end when the loop's timer (ARTIM, network idle) may expire, because the loops check
+the timers, and after ``IDLE_WAIT_SECONDS`` at the latest. The loops keep pynetdicom's order
+of checks and its pause protocol (``_reactor_checkpoint``, ``_is_paused``), so other threads
+that send DIMSE messages over the association work as before. The patch is process-wide and
+applies to the associations created after it is installed, of the gateway and of every other
+AE in the process.
 """
 
 from __future__ import annotations
@@ -43,13 +44,17 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.timer import Timer
 
 logger = logging.getLogger(__name__)
 
-# The longest that either loop blocks without an event. It bounds how late an expired ARTIM
-# or network idle timer is noticed, and how often an idle association wakes up (twice per
-# period, once for each loop).
-IDLE_WAIT_SECONDS: Final = 0.05
+# The maximum time that either loop blocks without an event, so that an idle association wakes up
+# twice per period (once in each loop). A loop waits less when its timer (ARTIM for the DUL
+# thread, the network idle timer for the reactor) expires sooner.
+IDLE_WAIT_SECONDS: Final = 0.5
+# Added to a timer's remaining time, because pynetdicom's Timer expires only once the
+# remaining time is below zero.
+_TIMER_MARGIN_SECONDS: Final = 0.001
 
 _install_lock = threading.Lock()
 _installed = False
@@ -72,7 +77,7 @@ class _DULWaker:
 
     ``notify`` writes only while the thread is about to block or is blocked in ``select``
     (``waiting``). The thread sets ``waiting`` before it checks its queues a last time, so a
-    put either comes before that check or sees ``waiting`` and writes.
+    put either comes before that check or finds ``waiting`` set and writes.
     """
 
     def __init__(self) -> None:
@@ -117,7 +122,7 @@ class _DULWaker:
         try:
             ready, _, _ = select.select(readable, [], [], timeout)
         except (OSError, ValueError):
-            # The association socket closed meanwhile; the next turn of the loop sees it.
+            # The association socket closed meanwhile, which the next turn of the loop handles.
             return
         if reader in ready:
             try:
@@ -142,6 +147,18 @@ def _raw_socket(dul: DULServiceProvider) -> socket.socket | None:
     return association_socket.socket if association_socket is not None else None
 
 
+def _wait_for(timer: Timer) -> float:
+    """Return how long a loop may block before ``timer`` can expire, at most the idle wait.
+
+    A timer that is not running cannot expire before the loop's next turn, because only the
+    DUL thread starts the ARTIM timer and a restart of the idle timer only delays its expiry.
+    """
+    running = timer.timeout is not None and timer._start_time is not None
+    if not running or timer._end_time is not None:
+        return IDLE_WAIT_SECONDS
+    return max(0.0, min(IDLE_WAIT_SECONDS, timer.remaining + _TIMER_MARGIN_SECONDS))
+
+
 def _dul_has_work(dul: DULServiceProvider) -> bool:
     return bool(dul._kill_thread or dul.event_queue.qsize() or dul.to_provider_queue.qsize())
 
@@ -161,7 +178,7 @@ def _abort_after_error(dul: DULServiceProvider) -> None:
 
 
 def _run_dul_loop(dul: DULServiceProvider, waker: _DULWaker) -> None:
-    """Turn the DUL state machine until the thread is told to stop.
+    """Turn the DUL state machine until ``_kill_thread`` is set.
 
     Each turn handles one outgoing primitive or one incoming PDU, then one event. Only a turn
     that finds no event blocks, in ``waker.wait``.
@@ -181,7 +198,7 @@ def _run_dul_loop(dul: DULServiceProvider, waker: _DULWaker) -> None:
             elif dul._is_transport_event():
                 dul._idle_timer.restart()
         except Exception:
-            logger.exception("DUL error, aborting the association")
+            logger.exception("DUL thread failed, aborting the association")
             _abort_after_error(dul)
             return
         try:
@@ -189,7 +206,7 @@ def _run_dul_loop(dul: DULServiceProvider, waker: _DULWaker) -> None:
         except queue.Empty:
             waker.waiting = True
             if not _dul_has_work(dul):
-                waker.wait(_raw_socket(dul), IDLE_WAIT_SECONDS)
+                waker.wait(_raw_socket(dul), _wait_for(dul.artim_timer))
             waker.waiting = False
             continue
         dul.state_machine.do_action(event)
@@ -283,7 +300,8 @@ def _serve_turn(assoc: Association) -> bool:
         return False
 
     if assoc.dul.idle_timer_expired():
-        logger.error("network time-out reached, ending the association")
+        # The gateway logs the time-out itself, with the association's peer.
+        logger.debug("network time-out reached, ending the association")
         if assoc.network_timeout_response == "A-RELEASE":
             assoc._is_paused = True
             assoc._reactor_checkpoint.wait()
@@ -308,7 +326,7 @@ def _association_run_loop(self: Association) -> None:
         # loop takes nothing off a queue until it has passed the checkpoint.
         self._is_paused = True
         if not self.dimse.msg_queue.qsize():
-            activity.wait(IDLE_WAIT_SECONDS)
+            activity.wait(_wait_for(self.dul._idle_timer))
         # Cleared before the checks, so a put during them makes the next wait return at once.
         activity.clear()
         self._reactor_checkpoint.wait()
