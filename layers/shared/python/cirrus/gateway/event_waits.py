@@ -18,7 +18,8 @@ work, set the rate of a pynetdicom Storage SCP. An idle association still turns 
 - the DUL thread waits in ``select`` on the association's socket and on a wake-up socket pair,
   which a put on its event queue or its provider queue, or a request to stop, writes to;
 - the reactor waits on a ``threading.Event`` that a put on the DIMSE message queue or the
-  queue of primitives for the service user sets, as does the end of the DUL thread or a kill.
+  queue of primitives for the service user sets, as do the end of the DUL thread, a kill and
+  a request to pause the reactor.
 
 Both waits end when the loop's timer (ARTIM, network idle) may expire, because the loops check
 the timers, and after ``IDLE_WAIT_SECONDS`` at the latest. The loops keep pynetdicom's order
@@ -70,6 +71,18 @@ class _NotifyingQueue(queue.Queue[Any]):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
         self._notify()
+
+
+class _Checkpoint(threading.Event):
+    """The reactor's ``_reactor_checkpoint``, whose ``clear`` also wakes the reactor."""
+
+    def __init__(self, activity: threading.Event) -> None:
+        super().__init__()
+        self._activity = activity
+
+    def clear(self) -> None:
+        super().clear()
+        self._activity.set()
 
 
 class _DULWaker:
@@ -258,6 +271,9 @@ def _association_init(self: Association, *args: Any, **kwargs: Any) -> None:
     dul.to_provider_queue = _NotifyingQueue(waker.notify)
     dul.to_user_queue = _NotifyingQueue(activity.set)
     self.dimse.msg_queue = _NotifyingQueue(activity.set)
+    checkpoint = _Checkpoint(activity)
+    checkpoint.set()
+    self._reactor_checkpoint = checkpoint
 
 
 def _association_kill(self: Association) -> None:
@@ -321,14 +337,14 @@ def _association_run_loop(self: Association) -> None:
         return
     self._is_paused = False
     while not self._kill:
-        # Paused while blocked: a thread that sends DIMSE messages itself (``send_c_store``
-        # and the like) clears ``_reactor_checkpoint`` and waits for ``_is_paused``, and this
-        # loop takes nothing off a queue until it has passed the checkpoint.
-        self._is_paused = True
         if not self.dimse.msg_queue.qsize():
             activity.wait(_wait_for(self.dul._idle_timer))
         # Cleared before the checks, so a put during them makes the next wait return at once.
         activity.clear()
+        # As in pynetdicom, the reactor counts as paused only at the checkpoint. A thread that
+        # sends DIMSE messages itself (``send_c_store`` and the like) clears the checkpoint,
+        # which also ends the wait above, and waits for ``_is_paused``.
+        self._is_paused = True
         self._reactor_checkpoint.wait()
         self._is_paused = False
         if not _serve_turn(self):
