@@ -11,7 +11,7 @@ The peer is ``storescp --fork -B`` (one process per association, data sets writt
 as received) under the loopback shim ``tests/peers/loopback_bind.c``. Both servers and every
 storescu run with TCP_NODELAY=1. storescu sends the same synthetic CT instances
 (``bench/cstore.py``) over 1 and over 4 associations, one storescu process per association,
-each with a contiguous part of the files, and the two servers take turns within each
+each with a contiguous part of the files. The two servers take turns within each
 repetition, so that they share the machine's load.
 
 CPU per instance is the user and system time of the server processes and their children
