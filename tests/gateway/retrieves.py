@@ -172,6 +172,8 @@ class PynetdicomSCP:
     received: list[Dataset] = field(default_factory=list)
     syntaxes: list[UID] = field(default_factory=list)
     originators: list[tuple[str, int]] = field(default_factory=list)
+    # The maximum PDU length that the sender announced, for each received instance.
+    sender_max_pdus: list[int] = field(default_factory=list)
     server: ThreadedAssociationServer | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -193,6 +195,7 @@ class PynetdicomSCP:
                     int(request.MoveOriginatorMessageID or 0),
                 )
             )
+            self.sender_max_pdus.append(event.assoc.requestor.maximum_length)
         return self.answer(ds)
 
 

@@ -93,7 +93,7 @@ def test_listed_caller_accepted(closed_gateway: Gateway) -> None:
 def test_accept_states_pdu_limit_and_implementation(gateway: Gateway) -> None:
     accepted = request_association(gateway.port, "TESTSCU", [verification(1)])
     # The values that docs/gateway-conformance.md states under "Application entity".
-    assert accepted.max_length == 16382
+    assert accepted.max_length == 1_048_576
     assert accepted.implementation_class_uid == "1.2.826.0.1.3680043.9.3811.3.0.4"
 
 

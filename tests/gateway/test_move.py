@@ -38,7 +38,7 @@ from cirrus.config import ResourceNames, Settings
 from cirrus.gateway import retrieve
 from cirrus.gateway.aeconfig import AEConfig, Destination, SiteAEs
 from cirrus.gateway.responses import return_responses_to_sender
-from cirrus.gateway.server import Gateway
+from cirrus.gateway.server import MAX_PDU_BYTES, Gateway
 from cirrus.gateway.tls import TLSConfig
 from cirrus.local.moto_process import LOOPBACK, MotoProcess
 from cirrus.local.resources import create_resources
@@ -247,6 +247,18 @@ def test_move_pending_counts(moves: MoveArchive) -> None:
     assert status.NumberOfWarningSuboperations == 0
     assert {str(ds.SOPInstanceUID) for ds in scp.received} == sop_uids(moves.study)
     assert {originator for originator in scp.originators} == {("MOVESCU", 1)}
+
+
+def test_move_announces_gateway_max_pdu(moves: MoveArchive) -> None:
+    with running_pynetdicom_scp("PYSCP", ALL_SYNTAXES, port=moves.pynetdicom_port) as scp:
+        responses = _move(
+            moves.gateway.port,
+            identifier("STUDY", StudyInstanceUID=moves.study_uid),
+            "PYSCP",
+        )
+    status, _ = _final(responses)
+    assert status.Status == 0x0000
+    assert scp.sender_max_pdus == [MAX_PDU_BYTES] * len(moves.study)
 
 
 def test_move_series_list(moves: MoveArchive) -> None:

@@ -597,11 +597,13 @@ def _destination_association(
     name ``destination.host``.
     """
     request = cast(C_MOVE, operation.request)
-    store_assoc = operation.assoc.ae.associate(
+    ae = operation.assoc.ae
+    store_assoc = ae.associate(
         destination.host,
         destination.port,
         contexts=proposed_contexts(refs),
         ae_title=str(request.MoveDestination).strip(),
+        max_pdu=ae.maximum_pdu_size,
         tls_args=tls_args,
         evt_handlers=[(evt.EVT_CONN_OPEN, _disable_nagle)],
     )

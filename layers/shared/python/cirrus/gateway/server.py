@@ -37,6 +37,7 @@ from cirrus.gateway.audit import rejected_events
 from cirrus.gateway.commitment import CommitmentService
 from cirrus.gateway.connections import GatewayAssociationServer, PendingConnections
 from cirrus.gateway.context import DimseService, GatewayContext, peer
+from cirrus.gateway.event_waits import install_event_waits
 from cirrus.gateway.find import FindService
 from cirrus.gateway.health import HealthServer, HealthState
 from cirrus.gateway.limits import GatewayLimits
@@ -77,6 +78,12 @@ _PDU_LOG_HANDLERS: Final = (
 )
 
 _ServerT = TypeVar("_ServerT")
+
+# The maximum PDU length that the gateway announces, as acceptor and as requestor. pynetdicom's
+# default of 16,382 bytes splits a 512 KB instance into 32 PDUs, each a turn of both loops of
+# the association. Memory stays bounded: the DUL thread holds one PDU at a time, and data sets
+# go to the spool, so an association holds a few copies of one PDU (read, decoded, written).
+MAX_PDU_BYTES: Final = 1_048_576
 
 
 # How much longer a socket read waits than the association's network time-out.
@@ -274,6 +281,7 @@ def build_ae(
     for outgoing associations.
     """
     install_spooling()
+    install_event_waits()
     context = GatewayContext(services, config, tls)
     context.audit.failures = metrics
     ae = GatewayAE(context, dimse_services(context), limits, metrics)
@@ -285,6 +293,7 @@ def build_ae(
     # ``cirrus.gateway.connections`` until its request starts or the ACSE time-out ends.
     ae.acse_timeout = ae.limits.acse_timeout_seconds
     ae.network_timeout = ae.limits.network_timeout_seconds
+    ae.maximum_pdu_size = MAX_PDU_BYTES
     ae.add_supported_context(Verification)
     for service in ae.dimse_services:
         service.add_contexts(ae)
