@@ -1,6 +1,6 @@
 """The local stack's moto child process keeps HTTP connections open between requests.
 
-Each test talks to the session's ``cirrus.local.moto_process`` child over 127.0.0.1: raw requests
+Each test talks to a real ``cirrus.local.moto_process`` child over 127.0.0.1: raw requests
 through ``http.client`` check the framing on one connection, and boto3 checks that S3, SQS
 and DynamoDB behave as they do behind Werkzeug's own handler.
 """
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from cirrus.local.moto_process import MotoProcess
+from cirrus.local.moto_process import MotoProcess, start_moto, use_local_credentials
 
 TABLE_TARGET = "DynamoDB_20120810"
 LIST_TABLES_HEADERS = {
@@ -25,9 +25,12 @@ LIST_TABLES_HEADERS = {
 }
 
 
-@pytest.fixture
-def moto(moto_server: MotoProcess) -> MotoProcess:
-    return moto_server
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoProcess]:
+    use_local_credentials()
+    process = start_moto()
+    yield process
+    process.stop()
 
 
 @pytest.fixture
@@ -56,7 +59,8 @@ def test_connection_reused(connection: http.client.HTTPConnection) -> None:
 
 
 def test_unread_body_discarded(connection: http.client.HTTPConnection) -> None:
-    # Whatever part of this body moto leaves unread must not be taken for the next request.
+    # moto answers a GET of an unknown path without reading its body; the next request on the
+    # connection must still parse.
     connection.request("GET", "/not-a-bucket-path/", body=b"x" * 5000)
     connection.getresponse().read()
     response = _list_tables(connection)

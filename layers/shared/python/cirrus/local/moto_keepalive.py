@@ -3,9 +3,9 @@
 Werkzeug 3.1's development server, which moto 5.2.5 runs, sends ``Connection: close`` with
 every response. Each request to moto then costs a new TCP connection, a new server thread, and
 after the response a 10 ms wait in which that thread discards unread input. botocore keeps a
-pool of connections that it cannot reuse. This handler keeps moto's request parsing, whose
-``make_environ`` preserves S3 metadata header names, and replaces Werkzeug's response writing.
-It reads exactly the request body that ``Content-Length`` or chunked encoding announces. It
+pool of connections that it cannot reuse. This handler keeps moto's request parsing (its
+``make_environ`` preserves S3 metadata header names) and replaces Werkzeug's response writing:
+it reads exactly the request body that ``Content-Length`` or chunked encoding announces,
 frames every response with ``Content-Length`` and leaves the connection open for the next
 request.
 
