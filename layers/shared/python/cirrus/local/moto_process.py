@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Final
 
@@ -70,26 +69,22 @@ def start_moto() -> MotoProcess:
 
 
 def _serve() -> None:
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
     from cirrus.local import moto_patches, moto_server_patches
-    from cirrus.local.moto_keepalive import KeepAliveRequestHandler
 
     moto_patches.apply()
     moto_server_patches.apply()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    # moto's ThreadedMotoServer, but with connections that stay open between requests.
-    app = DomainDispatcherApplication(create_backend_app)
-    server = make_server(LOOPBACK, 0, app, threaded=True, request_handler=KeepAliveRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, name="moto-server", daemon=True)
-    thread.start()
-    print(f"port={server.server_port}", flush=True)
+    server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    print(f"port={port}", flush=True)
     # The parent reads only the port line, so later output would fill the pipe and block this
     # process. It goes to standard error instead, which this process shares with its parent.
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdin.read()  # returns at end of file: the parent has gone
-    server.shutdown()
+    server.stop()
 
 
 if __name__ == "__main__":
