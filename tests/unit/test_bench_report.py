@@ -57,7 +57,7 @@ LINES = [
     ),
     line("series metadata", 50.0, 557.0, unit="ms", higher_is_better=False, stored=1000),
     line("WADO-RS series", 600.0, 1073.0, unit="MB/s", stored=1000),
-    line("gateway alone, 1 association", 500.0, 1199.0, peer="storescp"),
+    line("C-STORE, gateway alone, 1 association", 720.0, 1199.0, peer="storescp"),
 ]
 
 
@@ -123,10 +123,11 @@ def test_latency_ratio_targets(results_file: Path) -> None:
 def test_throughput_ratio_targets(results_file: Path) -> None:
     rows = rows_by_name(results_file)
     wado = rows[("WADO-RS series", 1000)]
-    gateway = rows[("gateway alone, 1 association", None)]
+    gateway = rows[("C-STORE, gateway alone, 1 association", None)]
     assert wado.met is True
     assert gateway.peer == "storescp"
-    assert gateway.met is False
+    # 0.6 of storescp meets the gateway's own target of 0.5, not the ingest target of 1.
+    assert gateway.met is True
 
 
 def test_growth_row_bounds_cirrus(results_file: Path) -> None:
