@@ -1,8 +1,9 @@
 """PNG plots of ``bench/versus.py``'s measurements, drawn with matplotlib's Agg backend.
 
-``throughput.png`` and ``latency.png`` draw each sized workload against the instances stored,
-Cirrus as a solid line and its peer dashed in the same colour. ``ingest.png`` is a bar chart of
-the throughput workloads measured without a size: ingest and the gateway alone.
+``throughput.png`` and ``latency.png`` draw the median of each sized workload against the
+instances stored, Cirrus as a solid line and its peer dashed in the same colour.
+``ingest.png`` is a bar chart of the throughput workloads measured without a size: ingest and
+the gateway alone.
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ def write_plots(measurements: Sequence[Measurement], folder: Path) -> list[Path]
         (True, THROUGHPUT_PLOT, "throughput"),
         (False, LATENCY_PLOT, "latency"),
     ):
+        # The p95 lines would double an already long legend, so the plots draw medians.
         sized = [
-            m for m in current if m.stored is not None and m.higher_is_better == higher_is_better
+            m
+            for m in current
+            if m.stored is not None
+            and m.higher_is_better == higher_is_better
+            and not m.workload.endswith(", p95")
         ]
         if sized:
             written.append(_against_stored(sized, folder / name, label))
@@ -69,7 +75,7 @@ def _against_stored(measurements: Sequence[Measurement], path: Path, label: str)
     for measurement in measurements:
         by_workload.setdefault(measurement.workload, []).append(measurement)
     units = sorted({m.unit for m in measurements})
-    figure, axes = plt.subplots(figsize=(10, 6))
+    figure, axes = plt.subplots(figsize=(13, 6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for number, (workload, points) in enumerate(by_workload.items()):
         points.sort(key=lambda m: m.stored or 0)
@@ -88,7 +94,7 @@ def _against_stored(measurements: Sequence[Measurement], path: Path, label: str)
     axes.set_xlabel("instances stored")
     axes.set_ylabel(", ".join(units))
     axes.set_title(f"{label.capitalize()} against archive size: Cirrus solid, peer dashed")
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
