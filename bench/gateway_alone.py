@@ -370,7 +370,7 @@ def _measurements(
     return [
         Measurement(
             workload=f"C-STORE, gateway alone, {associations} association{plural}",
-            unit="instances/s",
+            unit="inst/s",
             cirrus=_median(ours, lambda run: run.rate),
             peer=PEER,
             peer_value=_median(theirs, lambda run: run.rate),

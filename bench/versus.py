@@ -57,22 +57,35 @@ PARTS = ("ingest", "read", "gateway")
 PART_MODULES = {"read": "bench.versus_read", "gateway": "bench.gateway_alone"}
 
 
+def positive(text: str) -> int:
+    """Parse a count that must be at least 1, for argparse."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive count")
+    return value
+
+
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--instances", type=int, default=1000, help="instances per generated series (default 1000)"
+        "--instances",
+        type=positive,
+        default=1000,
+        help="instances per generated series (default 1000)",
     )
     parser.add_argument(
         "--scales",
-        type=int,
+        type=positive,
         nargs="+",
         default=[1000, 10000, 100000],
         help="instances stored in each archive when the read workloads run",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions of each workload")
+    parser.add_argument(
+        "--repeat", type=positive, default=3, help="repetitions of each workload (default 3)"
+    )
     parser.add_argument(
         "--trials",
-        type=int,
+        type=positive,
         default=100,
         help="instances sent one by one to time C-STORE to visible in QIDO (default 100)",
     )
@@ -83,17 +96,27 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=Path("bench-results/versus.jsonl"),
-        help="JSON lines file that every measurement is appended to",
+        help="JSON lines file that every measurement is appended to "
+        "(default bench-results/versus.jsonl)",
     )
     parser.add_argument(
-        "--report", type=Path, default=Path("docs/images"), help="folder for the PNG plots"
+        "--report",
+        type=Path,
+        default=Path("bench-results"),
+        help="folder for the PNG plots (default bench-results)",
     )
     parser.add_argument(
         "--report-from",
         type=Path,
         help="print the table and draw the plots from this JSON lines file, without measuring",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "read" in args.only and min(args.scales) < args.instances:
+        parser.error(
+            f"--scales {min(args.scales)} is smaller than --instances {args.instances}: "
+            "each archive holds the target series before it is filled"
+        )
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,8 +260,14 @@ def _with_backend(measurement: Measurement, backend: str) -> Measurement:
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # SystemExit unwinds through the finally blocks that stop both servers.
-    sys.exit(f"versus: stopped by signal {signum}")
+    print(f"versus: stopped by signal {signum}", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        # The servers were stopped by the finally blocks on the way out.
+        print("versus: interrupted", file=sys.stderr)
+        sys.exit(130)

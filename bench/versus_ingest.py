@@ -190,7 +190,8 @@ def stow_workload(peers: Peers, folder: Path, instances: int, repeat: int) -> Me
         higher_is_better=True,
         backend=peers.backend,
         note=f"{instances} instances per run, median of {repeat}; Cirrus receives each body "
-        "over 4 MB through POST /uploads, S3 and POST /uploads/{id}/studies",
+        "over 4 MB through POST /dicomweb/uploads, a PUT of the body and "
+        "POST /uploads/{id}/studies",
     )
 
 

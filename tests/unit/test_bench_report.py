@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
+from bench import results, versus
 from bench.versus import PART_MODULES, check_part_modules, main
 from bench.versus_ingest import nearest_rank
 from bench.versus_plots import INGEST_PLOT, LATENCY_PLOT, THROUGHPUT_PLOT, write_plots
@@ -206,3 +206,26 @@ def test_missing_part_module_exits_early(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(SystemExit) as exited:
         check_part_modules(["ingest", "read"])
     assert "--only read needs bench.no_such_module" in str(exited.value)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--instances", "0"],
+        ["--repeat", "-1"],
+        ["--trials", "0"],
+        ["--only", "read", "--instances", "1000", "--scales", "500", "2000"],
+    ],
+)
+def test_invalid_counts_rejected(arguments: list[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        versus.parse_arguments(arguments)
+
+    assert stopped.value.code == 2
+
+
+def test_outputs_default_outside_docs() -> None:
+    args = versus.parse_arguments([])
+
+    assert args.out == Path("bench-results/versus.jsonl")
+    assert args.report == Path("bench-results")
