@@ -1,9 +1,9 @@
 """Cost per unit of work: the AWS requests, DynamoDB units and Lambda CPU of each kind of work.
 
-Runs the real handlers in this process against a moto server on 127.0.0.1: the write path
-that C-STORE and STOW-RS share, the ingest handler on the queued S3 notifications in batches
-of 10 (the batch size of the CDK stack's event source), the metadata refresh messages that
-ingest sends, and DICOMweb requests through the DICOMweb handler. Every AWS call is counted
+Runs the real handlers in this process against a moto server on 127.0.0.1. They are the
+write path that C-STORE and STOW-RS share, and the ingest handler on the queued S3
+notifications in batches of 10 (the batch size of the CDK stack's event source). Then come the
+metadata refresh messages that ingest sends, and DICOMweb requests through its handler. Every AWS call is counted
 (``tests.integration.aws_calls``), and the DynamoDB capacity units are computed from the item
 sizes. CPU is ``time.process_time()`` around each handler call, less the counter's own reads.
 moto runs in a process of its own, so its CPU is left out.

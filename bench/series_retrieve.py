@@ -1,7 +1,7 @@
 """WADO-RS retrieve of a whole CT series from ``cirrus dev``, in MB/s.
 
-Generates one series of synthetic CT instances (512x512, 16 bit), sends it with storescu to
-the gateway of a new ``cirrus dev``, waits until QIDO lists every instance, then times
+Generates one series of synthetic CT instances (512x512, 16 bit) and sends it with storescu
+to the gateway of a new ``cirrus dev``. Once QIDO lists every instance, it times
 ``GET /studies/{study}/series/{series}`` with requests, following the 303 of a staged
 response, from sending the request to holding the whole body. Prints each run and the median
 in MB/s (10^6 bytes per second) of the body received.

@@ -110,6 +110,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="print the table and draw the plots from this JSON lines file, without measuring",
     )
+
     args = parser.parse_args(argv)
     if "read" in args.only and min(args.scales) < args.instances:
         parser.error(

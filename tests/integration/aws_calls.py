@@ -13,7 +13,7 @@ provisioned capacity pages, read in 2026):
 
 - a write takes 1 unit per KB (1,024 bytes) of the larger of the item before and after it,
   rounded up; a write in ``TransactWriteItems`` (a condition check too) takes twice that;
-- each global secondary index that holds the item before or after the write takes 1 unit per
+- each global secondary index that contains the item before or after the write takes 1 unit per
   KB of the item (every index here projects all attributes), and 2 writes when the write moves
   the item from one index key to another;
 - a write whose condition fails takes the units of the item as it is; a cancelled

@@ -17,9 +17,9 @@ work, set the rate of a pynetdicom Storage SCP. An idle association still turns 
 
 - the DUL thread waits in ``select`` on the association's socket and on a wake-up socket pair,
   which a put on its event queue or its provider queue, or a request to stop, writes to;
-- the reactor waits on a ``threading.Event`` that a put on the DIMSE message queue or the
-  queue of primitives for the service user sets, as do the end of the DUL thread, a kill and
-  a request to pause the reactor.
+- the reactor waits on a ``threading.Event``. A put on the DIMSE message queue or on the
+  queue of primitives for the service user sets it, and so do the end of the DUL thread, a
+  kill and a request to pause the reactor.
 
 Both waits end when the loop's timer (ARTIM, network idle) may expire, because the loops check
 the timers, and after ``IDLE_WAIT_SECONDS`` at the latest. The loops keep pynetdicom's order

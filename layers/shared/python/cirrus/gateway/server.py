@@ -81,8 +81,8 @@ _ServerT = TypeVar("_ServerT")
 
 # The maximum PDU length that the gateway announces, as acceptor and as requestor. pynetdicom's
 # default of 16,382 bytes splits a 512 KB instance into 32 PDUs, each a turn of both loops of
-# the association. Memory stays bounded: the DUL thread holds one PDU at a time, and data sets
-# go to the spool, so an association holds a few copies of one PDU (read, decoded, written).
+# the association. Memory stays bounded: the DUL thread reads one PDU at a time, and data sets
+# go to the spool, so an association keeps a few copies of one PDU (read, decoded, written).
 MAX_PDU_BYTES: Final = 1_048_576
 
 
