@@ -3,10 +3,10 @@
 Runs the real handlers in this process against a moto server on 127.0.0.1. They are the
 write path that C-STORE and STOW-RS share, and the ingest handler on the queued S3
 notifications in batches of 10 (the batch size of the CDK stack's event source). Then come the
-metadata refresh messages that ingest sends, and DICOMweb requests through its handler. Every AWS call is counted
-(``tests.integration.aws_calls``), and the DynamoDB capacity units are computed from the item
-sizes. CPU is ``time.process_time()`` around each handler call, less the counter's own reads.
-moto runs in a process of its own, so its CPU is left out.
+metadata refresh messages that ingest sends, and DICOMweb requests through its handler.
+Every AWS call is counted (``tests.integration.aws_calls``), and the DynamoDB capacity units
+are computed from the item sizes. CPU is ``time.process_time()`` around each handler call,
+less the counter's own reads. moto runs in a process of its own, so its CPU is left out.
 
     .venv/bin/python bench/cost.py --series-sizes 1 10 100 --repeat 5
 
