@@ -31,7 +31,12 @@ from cirrus.audit_table import (
 )
 from cirrus.config import ResourceNames, Settings
 from cirrus.errors import StoreUnavailableError
-from cirrus.local.audit_journal import FileAuditJournal, read_journal, restore_journal
+from cirrus.local.audit_journal import (
+    FileAuditJournal,
+    TableWriter,
+    read_journal,
+    restore_journal,
+)
 from cirrus.local.resources import create_audit_table
 from cirrus.services import Services
 
@@ -288,3 +293,69 @@ def test_journal_restores_table(audit: AuditLog, settings: Settings, tmp_path: P
     assert ids(AuditLog(fresh, "x").records_of_study("1.2.3")) == [first, second]
     assert oct(os.stat(journal.path).st_mode & 0o777) == "0o600"
     assert json.loads(journal.path.read_text().splitlines()[0])["record_id"] == first
+
+
+def test_deferred_table_written_after_journal(
+    audit: AuditLog, settings: Settings, tmp_path: Path
+) -> None:
+    journal = FileAuditJournal(tmp_path / "audit.jsonl")
+    model = audit.model
+    assert model is not None
+    writer = TableWriter(model)
+    deferred = AuditLog(model, settings.deployment, journal, deferred=writer)
+    try:
+        first = deferred.write(store_event("1.2.3", 0))
+        second = deferred.write(store_event("1.2.3", 1))
+
+        # The journal has both when write returns; reading waits for the table.
+        assert [entry.record_id for entry in read_journal(journal.path)] == [first, second]
+        assert ids(deferred.records_of_study("1.2.3")) == [first, second]
+        assert ids(deferred.records_between(START, START + timedelta(hours=1))) == [
+            first,
+            second,
+        ]
+    finally:
+        writer.close()
+
+
+def test_deferred_table_failure_kept_in_journal(
+    audit: AuditLog,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal = FileAuditJournal(tmp_path / "audit.jsonl")
+    model = audit.model
+    assert model is not None
+    writer = TableWriter(model)
+    deferred = AuditLog(model, settings.deployment, journal, deferred=writer)
+    written = deferred.write(store_event("1.2.3", 0))
+    writer.flush()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailableError("audit record was not written: ThrottlingException")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("cirrus.local.audit_journal.write_entry", refuse)
+        lost = deferred.write(store_event("1.2.3", 1))
+        writer.flush()
+    kept = deferred.write(store_event("1.2.3", 2))
+    writer.close()
+
+    assert ids(audit.records_of_study("1.2.3")) == [written, kept]
+    assert lost in [entry.record_id for entry in read_journal(journal.path)]
+    (failure,) = [r for r in caplog.records if "not written to the table" in r.getMessage()]
+    assert failure.audit_record == lost  # type: ignore[attr-defined]
+    assert "1.2.3" not in failure.getMessage()
+
+
+def test_deferred_table_needs_journal(audit: AuditLog, settings: Settings) -> None:
+    model = audit.model
+    assert model is not None
+    writer = TableWriter(model)
+    try:
+        with pytest.raises(ValueError, match="behind a journal"):
+            AuditLog(model, settings.deployment, deferred=writer)
+    finally:
+        writer.close()

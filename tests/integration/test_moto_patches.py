@@ -1,4 +1,4 @@
-"""The local stack's faster moto transactions keep DynamoDB's all-or-nothing outcome."""
+"""The local stack's faster moto: transactions stay all-or-nothing, responses keep every type."""
 
 from __future__ import annotations
 
@@ -127,3 +127,67 @@ def test_concurrent_transactions_lose_no_update(table: tuple[object, str]) -> No
             future.result()
     existing = client.get_item(TableName=name, Key={"pk": {"S": "existing"}})["Item"]  # type: ignore[attr-defined]
     assert existing["n"] == {"N": str(1 + rounds)}
+
+
+# Every attribute type, binary ones nested too, which moto's responses carry base64-encoded.
+EVERY_TYPE = {
+    "pk": {"S": "typed"},
+    "blob": {"B": b"\x00\xffbinary"},
+    "blobs": {"BS": [b"\x01", b"\x02\x03"]},
+    "number": {"N": "12.5"},
+    "numbers": {"NS": ["1", "2"]},
+    "texts": {"SS": ["a", "b"]},
+    "flag": {"BOOL": True},
+    "nothing": {"NULL": True},
+    "nested": {"M": {"inner": {"B": b"\x7f"}, "list": {"L": [{"S": "x"}, {"B": b"\x10"}]}}},
+}
+
+
+def _sets_sorted(item: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """Return ``item`` with its set values in order: DynamoDB keeps no order in a set."""
+    return {
+        name: {kind: sorted(value) if kind in ("BS", "NS", "SS") else value}  # type: ignore[type-var]
+        for name, attribute in item.items()
+        for kind, value in attribute.items()
+    }
+
+
+def test_item_responses_keep_every_type(table: tuple[object, str]) -> None:
+    client, name = table
+    key = {"pk": {"S": "typed"}}
+    client.put_item(TableName=name, Item=EVERY_TYPE)  # type: ignore[attr-defined]
+
+    got = client.get_item(TableName=name, Key=key)["Item"]  # type: ignore[attr-defined]
+    queried = client.query(  # type: ignore[attr-defined]
+        TableName=name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "typed"}},
+    )
+    batch = client.batch_get_item(RequestItems={name: {"Keys": [key]}})  # type: ignore[attr-defined]
+    old = client.put_item(TableName=name, Item=EVERY_TYPE, ReturnValues="ALL_OLD")  # type: ignore[attr-defined]
+    deleted = client.delete_item(TableName=name, Key=key, ReturnValues="ALL_OLD")  # type: ignore[attr-defined]
+
+    expected = _sets_sorted(EVERY_TYPE)
+    assert _sets_sorted(got) == expected
+    assert queried["Count"] == 1
+    assert _sets_sorted(queried["Items"][0]) == expected
+    assert _sets_sorted(batch["Responses"][name][0]) == expected
+    assert batch["UnprocessedKeys"] == {}
+    assert _sets_sorted(old["Attributes"]) == expected
+    assert _sets_sorted(deleted["Attributes"]) == expected
+    assert "Item" not in client.get_item(TableName=name, Key=key)  # type: ignore[attr-defined]
+
+
+def test_item_size_limit_kept(table: tuple[object, str]) -> None:
+    client, name = table
+    fits = {"pk": {"S": "large"}, "a": {"S": "x" * 200_000}, "b": {"S": "y" * 200_000}}
+    too_large = {**fits, "c": {"S": "z" * 10_000}}
+
+    client.put_item(TableName=name, Item=fits)  # type: ignore[attr-defined]
+    with pytest.raises(ClientError) as info:
+        client.put_item(TableName=name, Item=too_large)  # type: ignore[attr-defined]
+
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+    assert "size" in info.value.response["Error"]["Message"]
+    stored = client.get_item(TableName=name, Key={"pk": {"S": "large"}})["Item"]  # type: ignore[attr-defined]
+    assert set(stored) == {"pk", "a", "b"}

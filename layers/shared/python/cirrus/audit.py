@@ -497,6 +497,21 @@ class AuditJournal(Protocol):
         """Write ``entry`` durably; raise ``StoreUnavailableError`` when that fails."""
 
 
+class DeferredTable(Protocol):
+    """Writes journaled records into the audit table after ``AuditLog.write`` has returned.
+
+    Only the local stack uses one (``cirrus.local.audit_journal``): there the journal is the
+    durable copy, from which every start rebuilds the table in moto's memory, so a request
+    need not wait for the table as well.
+    """
+
+    def submit(self, entry: AuditEntry) -> None:
+        """Queue ``entry`` for the table."""
+
+    def flush(self) -> None:
+        """Return once every entry queued before the call is in the table or has failed."""
+
+
 class AuditLog:
     """Writes audit records to the append-only table and reads them back by study or time.
 
@@ -504,6 +519,8 @@ class AuditLog:
     when the settings name no audit table: then ``record`` writes nothing, and
     ``record_deletion`` raises, so that nothing is deleted without its record.
     ``audit_source_id`` is the AuditSourceID of every message: the deployment's name.
+    With ``deferred``, a record is durable once ``journal`` has it, and reaches the table
+    afterwards; the reading methods wait for the records queued before them.
     """
 
     def __init__(
@@ -511,10 +528,14 @@ class AuditLog:
         model: type[AuditRecord] | None,
         audit_source_id: str,
         journal: AuditJournal | None = None,
+        deferred: DeferredTable | None = None,
     ) -> None:
+        if deferred is not None and journal is None:
+            raise ValueError("an audit log defers its table writes only behind a journal")
         self._model = model
         self._source_id = audit_source_id
         self._journal = journal
+        self._deferred = deferred
         self._warned = threading.Event()
 
     @property
@@ -531,7 +552,7 @@ class AuditLog:
         self.write(event)
 
     def write(self, event: AuditEvent) -> str:
-        """Write ``event`` and return its record id once DynamoDB has acknowledged it.
+        """Write ``event`` and return its record id once DynamoDB, or the journal, has it.
 
         Raises ``StoreUnavailableError`` when DynamoDB, or the local journal, fails.
         """
@@ -542,7 +563,10 @@ class AuditLog:
         entry = self.entry_of(event)
         if self._journal is not None:
             self._journal.append(entry)
-        write_entry(self._model, entry)
+        if self._deferred is not None:
+            self._deferred.submit(entry)
+        else:
+            write_entry(self._model, entry)
         return entry.record_id
 
     def entry_of(self, event: AuditEvent) -> AuditEntry:
@@ -584,14 +608,20 @@ class AuditLog:
 
         ``since`` is inclusive and ``until`` exclusive. Raises ``StoreUnavailableError``.
         """
-        return read_records_of_study(self._require_model(), study, since, until)
+        model = self._require_model()
+        if self._deferred is not None:
+            self._deferred.flush()
+        return read_records_of_study(model, study, since, until)
 
     def records_between(self, since: datetime, until: datetime) -> Iterator[AuditEntry]:
         """Yield the records from ``since`` (inclusive) to ``until`` (exclusive), oldest first.
 
         Raises ``StoreUnavailableError``.
         """
-        return read_records_between(self._require_model(), since, until)
+        model = self._require_model()
+        if self._deferred is not None:
+            self._deferred.flush()
+        return read_records_between(model, since, until)
 
     def _require_model(self) -> type[AuditRecord]:
         from cirrus.errors import StoreUnavailableError

@@ -1,7 +1,10 @@
 """The local stack's audit journal: the audit table's records, kept in the data folder.
 
 moto keeps the audit table in memory, so each record is also appended to ``audit.jsonl`` in
-the data folder, one JSON object per line, before it is written to the table. Each start of
+the data folder, one JSON object per line, before it is written to the table. The journal is
+the durable copy: the stack's own process writes the table afterwards on a thread of its own
+(``TableWriter``), so that a DICOMweb request waits for one flushed append and not also for
+moto. Each start of
 the local stack writes the journal's records back into its new table, and ``cirrus audit``
 reads a data folder the same way. The gateway's worker processes and the DICOMweb handler
 append to one journal, each line under an exclusive ``flock``, flushed to disk before the
@@ -15,6 +18,8 @@ import fcntl
 import json
 import logging
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -118,3 +123,46 @@ def restore_journal(path: Path, model: type[AuditRecord]) -> int:
             continue  # the same line twice in the journal
         count += 1
     return count
+
+
+class TableWriter:
+    """Writes journaled audit entries into the local audit table on a thread of its own.
+
+    The ``DeferredTable`` of the local stack's ``AuditLog``. An entry that the table refuses
+    stays in the journal, so the next start writes it; the failure is logged without the
+    entry's content.
+    """
+
+    def __init__(self, model: type[AuditRecord]) -> None:
+        self._model = model
+        self._queue: queue.SimpleQueue[AuditEntry | threading.Event | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="audit-table", daemon=True)
+        self._thread.start()
+
+    def submit(self, entry: AuditEntry) -> None:
+        self._queue.put(entry)
+
+    def flush(self) -> None:
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
+    def close(self) -> None:
+        """Write what is queued, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            try:
+                write_entry(self._model, item)
+            except AuditRecordExistsError:
+                continue
+            except StoreUnavailableError as exc:
+                logger.error(
+                    "audit record not written to the table; the journal keeps it",
+                    extra={"audit_record": item.record_id, "error": str(exc)},
+                )

@@ -5,12 +5,12 @@ DICOMweb and ingest Lambda handlers behind local adapters, DynamoDB, KMS, SQS an
 Archive objects are files in the data folder instead of moto's S3 (``cirrus.local.datadir``),
 which keeps them on disk rather than in memory and spares each instance two S3 requests. So
 are the transfer objects of large DICOMweb requests, served by signed URLs on the HTTP port
-(``cirrus.local.transfers``). Audit
-records go to moto's audit table and to a journal in the data folder, which each start writes
-back into the table (``cirrus.local.audit_journal``). The change feed is kept the same way
-(``cirrus.local.change_journal``). While the stack runs, its data folder
-names the moto endpoint for the operator commands (``cirrus.local.endpoints``). The HTTP port
-also serves the web viewer's built files at / (``cirrus.local.viewer``).
+(``cirrus.local.transfers``). Audit records go to a journal in the data folder, then to
+moto's audit table, and each start writes the journal back into the table
+(``cirrus.local.audit_journal``). The change feed is kept the same way
+(``cirrus.local.change_journal``). While the stack runs, its data folder names the moto
+endpoint for the operator commands (``cirrus.local.endpoints``). The HTTP port also serves the
+web viewer's built files at / (``cirrus.local.viewer``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,12 @@ from cirrus.gateway.tls import TLSConfig, TLSConfigError
 from cirrus.index.writer import IndexWriter
 from cirrus.lifecycle.bucket import apply_lifecycle_rules
 from cirrus.lifecycle.rules import LifecycleRules
-from cirrus.local.audit_journal import JOURNAL_FILE, FileAuditJournal, restore_journal
+from cirrus.local.audit_journal import (
+    JOURNAL_FILE,
+    FileAuditJournal,
+    TableWriter,
+    restore_journal,
+)
 from cirrus.local.change_journal import JOURNAL_FILE as CHANGE_JOURNAL_FILE
 from cirrus.local.change_journal import (
     FileChangeJournal,
@@ -145,6 +150,7 @@ class LocalStack:
         self._event_pollers: list[IngestPoller] = []
         self._gateway: Any = None
         self._http: Any = None
+        self._audit_table: TableWriter | None = None
         # Undo the console format given to the handlers' powertools loggers, at stop.
         self._restore_formats: list[Callable[[], None]] = []
 
@@ -318,7 +324,8 @@ class LocalStack:
             raise StartError(f"audit journal {journal.path} was not restored: {exc}") from exc
         if restored:
             logger.info("audit records restored", extra={"records": restored})
-        return AuditLog(model, settings.deployment, journal)
+        self._audit_table = TableWriter(model)
+        return AuditLog(model, settings.deployment, journal, deferred=self._audit_table)
 
     def _restore_changes(self, services: Services) -> RestoredFeed:
         """Write the data folder's change journal into the new changes table.
@@ -485,6 +492,9 @@ class LocalStack:
             self._poller = None
         while self._event_pollers:
             self._event_pollers.pop().stop()
+        if self._audit_table is not None:
+            self._audit_table.close()
+            self._audit_table = None
         if self._moto is not None:
             remove_endpoints(self.config.data_dir)
             self._journal_counters()
