@@ -27,6 +27,10 @@ of checks and its pause protocol (``_reactor_checkpoint``, ``_is_paused``), so o
 that send DIMSE messages over the association work as before. The patch is process-wide and
 applies to the associations created after it is installed, of the gateway and of every other
 AE in the process.
+
+One behaviour differs from pynetdicom 3.0.4: the reactor restarts the network idle timer once
+it has served a request. pynetdicom restarts the timer only when a PDU arrives, so the time
+that a handler takes counts as idle time of the peer, which is waiting for the response.
 """
 
 from __future__ import annotations
@@ -292,6 +296,10 @@ def _serve_turn(assoc: Association) -> bool:
     context_id, message = assoc.dimse.get_msg(block=False)
     if message:
         assoc._serve_request(message, context_id)  # type: ignore[arg-type]
+        # The peer waits for the response while the handler runs, so that time is not idle.
+        # Without the restart, a handler that took longer than the network time-out would
+        # make the check below abort the association before the peer could send its next PDU.
+        assoc.dul._idle_timer.restart()
 
     if assoc.is_established and assoc.acse.is_release_requested():
         assoc.acse.send_release(is_response=True)

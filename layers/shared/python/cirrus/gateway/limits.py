@@ -30,8 +30,9 @@ and its spool files (``Spool.discard`` at the end of the association):
   again to finish it (``cirrus.gateway.connections``; pynetdicom's ACSE timeout).
 - ``network_timeout_seconds``: time an association may send nothing, between PDUs or in the
   middle of one (pynetdicom's network timeout: the idle timer of the DUL thread, and the
-  time-out of each read of the socket). The idle timer restarts after each whole PDU, so
-  this is also the time to receive one PDU. The association is then aborted.
+  time-out of each read of the socket, 1 s longer). The idle timer restarts after each whole
+  PDU, so this is also the time to receive one PDU. It restarts as well once the gateway has
+  served a request, so a slow upload does not count. The association is then aborted.
 
 Memory does not grow with instance size: an instance is spooled to disk as it arrives and
 uploaded from the file one part at a time.

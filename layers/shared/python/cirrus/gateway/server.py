@@ -42,6 +42,7 @@ from cirrus.gateway.find import FindService
 from cirrus.gateway.health import HealthServer, HealthState
 from cirrus.gateway.limits import GatewayLimits
 from cirrus.gateway.metrics import GatewayMetrics
+from cirrus.gateway.network_timeout import watch_network_timeout
 from cirrus.gateway.retrieve import RetrieveService
 from cirrus.gateway.spool import Spool, install_spooling
 from cirrus.gateway.store import STORAGE_TRANSFER_SYNTAXES, StoreService
@@ -86,10 +87,6 @@ _ServerT = TypeVar("_ServerT")
 MAX_PDU_BYTES: Final = 1_048_576
 
 
-# How much longer a socket read waits than the association's network time-out.
-_SOCKET_TIMEOUT_MARGIN_SECONDS = 1.0
-
-
 def _on_connection_open(event: Event) -> None:
     """Prepare a new connection, before its association negotiation starts.
 
@@ -97,22 +94,18 @@ def _on_connection_open(event: Event) -> None:
     delayed ACK. Unbinds pynetdicom's per-PDU log handlers, which each association binds for
     itself and which format every PDU and DIMSE message even when debug logging is off.
 
-    Sets the network time-out on the socket as well. pynetdicom 3.0.4 sets it only on the
-    sockets that it connects, and Python's ``accept`` returns a blocking socket, so a peer
-    that stopped in the middle of a PDU would hold the DUL thread in ``recv`` for ever. The
-    association's own idle timer aborts it, but cannot end that thread. The socket waits a
-    little longer than the idle timer, so that the timer, which names the cause, acts first.
+    Sets the read time-out of the socket as well, which ends the DUL thread of a peer that
+    stopped in the middle of a PDU (``cirrus.gateway.network_timeout``).
     """
     assoc = event.assoc
     for pdu_event, handler in _PDU_LOG_HANDLERS:
         assoc.unbind(pdu_event, handler)
+    watch_network_timeout(assoc)
     association_socket = assoc.dul.socket
     sock = association_socket.socket if association_socket is not None else None
     if sock is None:
         return
     try:
-        timeout = assoc.network_timeout
-        sock.settimeout(None if timeout is None else timeout + _SOCKET_TIMEOUT_MARGIN_SECONDS)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as exc:
         # The peer has closed the connection already; the association ends on its own.

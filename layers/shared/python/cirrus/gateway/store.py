@@ -55,6 +55,7 @@ from cirrus.events.rejections import cstore_rejection
 from cirrus.gateway.audit import StoreTransfers
 from cirrus.gateway.context import GatewayContext, peer
 from cirrus.gateway.metrics import metrics_of
+from cirrus.gateway.network_timeout import network_timed_out
 from cirrus.gateway.spool import SpoolFile, read_spooled_header, spool_of
 from cirrus.gateway.status import (
     CANNOT_UNDERSTAND,
@@ -107,8 +108,6 @@ class _AssociationCounts:
     stored: int = 0
     rejected: int = 0
     transfers: StoreTransfers = field(default_factory=StoreTransfers)
-    # Set when the association's reactor finds the DUL's idle timer expired.
-    idle_timed_out: bool = False
 
 
 @dataclass
@@ -294,7 +293,8 @@ class StoreService:
 
     def _on_accepted(self, event: Event) -> None:
         assoc = event.assoc
-        _watch_idle_timer(assoc, self._counts_of(assoc))
+        # Only an accepted association has counts, so only its end is logged.
+        self._counts_of(assoc)
         log_keys = peer(assoc)
         logger.info(
             "association accepted from %s at %s",
@@ -309,11 +309,8 @@ class StoreService:
     def _on_aborted(self, event: Event) -> None:
         assoc = event.assoc
         cause = None
-        with self._counts_lock:
-            counts = self._counts.get(assoc)
-        # The DUL restarts its idle timer after each whole PDU, so an expired timer means the
-        # peer sent nothing, or an unfinished PDU, for the network time-out.
-        if counts is not None and counts.idle_timed_out:
+        # The peer sent nothing, or an unfinished PDU, for the network time-out.
+        if network_timed_out(assoc):
             cause = f"network time-out: no data for {assoc.network_timeout:g} s"
         self._log_end(assoc, "aborted", logging.WARNING, cause)
 
@@ -346,25 +343,6 @@ class StoreService:
             counts.rejected,
             extra=extra,
         )
-
-
-def _watch_idle_timer(assoc: Association, counts: _AssociationCounts) -> None:
-    """Remember in ``counts`` when the association's reactor finds its idle timer expired.
-
-    The reactor aborts the association as soon as it finds the timer expired. The DUL thread
-    restarts the timer after a read that failed, so when the abort handler runs, the timer may
-    look fresh again. Wrapping the instance's check keeps the observation.
-    """
-    dul = assoc.dul
-    check = dul.idle_timer_expired
-
-    def idle_timer_expired() -> bool:
-        expired = check()
-        if expired:
-            counts.idle_timed_out = True
-        return expired
-
-    dul.idle_timer_expired = idle_timer_expired  # type: ignore[method-assign]
 
 
 def _check_request_uids(
