@@ -1,18 +1,20 @@
 """Cirrus's local stack and Orthanc side by side: every workload, measured in one run.
 
     .venv/bin/python bench/versus.py [--instances 1000] [--scales 1000 10000 100000] \\
-        [--repeat 3] [--only ingest read gateway] [--out bench-results/versus.jsonl] \\
-        [--report docs/images/]
+        [--direct-fill-above 1000] [--all-workloads-up-to 10000] [--repeat 3] \\
+        [--only ingest read gateway] [--out bench-results/versus.jsonl] [--report docs/images/]
     .venv/bin/python bench/versus.py --report-from bench-results/versus.jsonl
 
 One run starts Orthanc (Debian's package with its DICOMweb plugin, tests/peers/orthanc.py's
 benchmark settings) and one ``cirrus dev`` in a temporary folder, both on 127.0.0.1 and
 stopped by their PID at the end, also on Ctrl-C, SIGTERM or a failure. The ingest workloads
 run first (bench/versus_ingest.py). The read workloads follow (bench/versus_read.py): they load
-the target series, then fill each archive to each scale and measure. The gateway alone against
-storescp runs last (bench/gateway_alone.py), because it starts its own servers. Every figure
-is appended to --out as it is measured. The run then prints a table of its figures with the
-ratio Cirrus / peer and the targets, and writes PNG plots into --report.
+the target series, then fill each archive to each scale and measure. Above
+--direct-fill-above instances the fill writes Cirrus's objects and index records directly
+(bench/versus_fill.py), and above --all-workloads-up-to only the study searches run. The
+gateway alone against storescp runs last (bench/gateway_alone.py), because it starts its own
+servers. Every figure is appended to --out as it is measured. The run then prints a table of
+its figures with the ratio Cirrus / peer and the targets, and writes PNG plots into --report.
 storescu and Orthanc run with TCP_NODELAY=1, and the Cirrus gateway sets it itself.
 """
 
@@ -24,7 +26,6 @@ import importlib
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import results
 from bench.gateway_ingest import NODELAY
 from bench.results import Measurement
+from bench.versus_fill import remove_tree
 from bench.versus_ingest import Peers, ingest_workloads
 from bench.versus_plots import write_plots
-from bench.versus_read import cirrus_stack_options
+from bench.versus_read import add_scale_options, cirrus_stack_options
 from bench.versus_report import format_table, table_rows
 from cirrus.local.endpoints import ENDPOINTS_FILE
 from tests.e2e.conftest import RunningStack, start_stack
@@ -80,6 +82,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default=[1000, 10000, 100000],
         help="instances stored in each archive when the read workloads run",
     )
+    add_scale_options(parser)
     parser.add_argument(
         "--repeat", type=positive, default=3, help="repetitions of each workload (default 3)"
     )
@@ -166,13 +169,16 @@ def check_part_modules(parts: list[str]) -> None:
 
 def read_part(peers: Peers, folder: Path, args: argparse.Namespace) -> list[Measurement]:
     """Load the target series, then fill both archives to each scale and measure reads."""
-    from bench.versus_read import fill, load_target, read_workloads
+    from bench.versus_fill import Archive
+    from bench.versus_read import load_target, measure_scale
 
     measured = []
     target = load_target(peers.cirrus, peers.orthanc, folder, args.instances)
+    archive = Archive(stored=args.instances)
     for scale in sorted(args.scales):
-        stored = fill(peers.cirrus, peers.orthanc, folder, scale)
-        figures = read_workloads(peers.cirrus, peers.orthanc, target, stored, args.repeat)
+        archive, figures = measure_scale(
+            peers.cirrus, peers.orthanc, folder, target, archive, scale, args.repeat, args
+        )
         measured += record(args.out, [_with_backend(m, peers.backend) for m in figures])
     return measured
 
@@ -216,7 +222,7 @@ def side_by_side() -> Iterator[tuple[Peers, Path]]:
         finally:
             orthanc.stop()
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
 
 
 def stop_stack(stack: RunningStack) -> None:

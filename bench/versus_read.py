@@ -1,14 +1,18 @@
 """The read workloads of Cirrus's local stack and Orthanc, side by side in one run.
 
 ``load_target`` sends one study with one series of CT instances (512x512, 16 bit, explicit VR
-little endian) to both archives. ``fill`` adds small studies of other patients until each
-archive contains a given number of instances. ``read_workloads`` then times the same requests
-on both: QIDO-RS searches and lists, series metadata, WADO-RS series and frame retrieval, a
-rendered thumbnail, C-FIND and C-MOVE. The two servers take turns request by request, so that
-a change in the machine's load reaches both alike. Each workload is one or two
+little endian) to both archives. ``fill`` adds small studies of other patients
+(``bench/versus_fill.py``) until each archive contains a given number of instances: by
+C-STORE into both, or for the larger scales directly into Cirrus's data folder and index while
+Orthanc receives them by C-STORE (``--direct-fill-above``). ``read_workloads`` then times the
+same requests on both: QIDO-RS searches and lists, series metadata, WADO-RS series and frame
+retrieval, a rendered thumbnail, C-FIND and C-MOVE, or above ``--all-workloads-up-to`` only
+the study searches. The two servers take turns request by request, so that a change in the
+machine's load reaches both alike. Each workload is one or two
 ``bench.results.Measurement`` (the median, and the p95 of latencies).
 
     .venv/bin/python bench/versus_read.py --instances 200 --stored 1000 --runs 10
+    .venv/bin/python bench/versus_read.py --stored 1000 10000 100000 --runs 15
 
 Everything listens on 127.0.0.1. Orthanc runs under the loopback shim of
 ``tests/peers/orthanc.py``; storescp, the C-MOVE destination, runs under the same shim. Every
@@ -19,6 +23,7 @@ dcmtk 3.6.7 leaves Nagle's algorithm on otherwise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -27,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -42,6 +48,17 @@ from pydicom.uid import generate_uid
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.cstore import send, synthetic_ct
 from bench.results import Measurement, append
+from bench.versus_fill import (
+    FILL_STUDY_SIZE,
+    Archive,
+    DirectFill,
+    FillStudy,
+    fill_study,
+    remove_tree,
+    write_files,
+)
+from cirrus.local.datadir import saved_objects
+from cirrus.local.endpoints import read_endpoints
 from cirrus.local.moto_process import LOOPBACK
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.gateway.retrieves import running_storescp
@@ -63,8 +80,11 @@ MOVE_CALLER_AE: Final = "VERSUSSCU"
 ASSOCIATIONS: Final = 4
 TARGET_PATIENT_ID: Final = "BENCHREAD-1"
 TARGET_NAME_PREFIX: Final = "BENCHREAD"
-# Instances per study of the fill; each fill study has one series of 64x64 images.
-FILL_STUDY_SIZE: Final = 100
+# Fill studies generated, sent and written together, 1,000 instances.
+FILL_CHUNK_STUDIES: Final = 10
+# The defaults of ``add_scale_options``, in instances stored.
+DIRECT_FILL_ABOVE: Final = 1000
+ALL_WORKLOADS_UP_TO: Final = 10000
 BACKEND: Final = "moto server, objects as files"
 INDEX_TIMEOUT_SECONDS: Final = 1800.0
 DCMTK_TIMEOUT_SECONDS: Final = 600.0
@@ -203,46 +223,138 @@ def _cirrus_instance_count(cirrus: RunningStack) -> int:
             offset += page
 
 
-def fill(cirrus: RunningStack, orthanc: Orthanc, folder: Path, total: int) -> int:
-    """Add studies of 64x64 CT instances by C-STORE until each archive contains ``total``.
+def fill(
+    cirrus: RunningStack,
+    orthanc: Orthanc,
+    folder: Path,
+    archive: Archive,
+    total: int,
+    *,
+    direct: bool = False,
+) -> Archive:
+    """Add fill studies (``bench/versus_fill.py``) until each archive contains ``total``.
 
-    Each fill study has its own patient (``FILL^nnnnnn``), so the target's searches match
-    the same studies as before. Returns the instance count both archives reached, and
-    raises if they differ.
-
-    TODO: fill Cirrus by writing index records and objects directly for 100k, because its
-    local C-STORE path took 17 to 23 small instances per second on 2 busy cores.
+    ``archive`` is what both contain before. Orthanc receives the fill by C-STORE. Cirrus
+    receives it by C-STORE too, or with ``direct`` from ``DirectFill``, while Orthanc receives
+    it. Each fill study has its own patient (``FILL^nnnnnn``), so the target's searches match
+    the same studies at every size. Returns what both contain after, and raises if Orthanc's
+    count, Cirrus's QIDO count and Cirrus's archive objects differ.
     """
     stored = _orthanc_instance_count(orthanc)
-    batch = 0
-    rates: list[tuple[float, float]] = []
-    while stored < total:
-        count = min(FILL_STUDY_SIZE, total - stored)
-        batch += 1
-        study, _, paths = _write_series(
-            folder / "fill", count, f"FILL{batch:06d}", f"FILL^{batch:06d}", 64
-        )
-        cirrus_seconds, orthanc_seconds = _send_to_both(cirrus, orthanc, paths)
-        _wait_for_study(cirrus.dicomweb_url, study, count, "Cirrus")
-        rates.append((count / cirrus_seconds, count / orthanc_seconds))
-        stored += count
-        shutil.rmtree(folder / "fill", ignore_errors=True)
-    reached_orthanc = _orthanc_instance_count(orthanc)
-    reached_cirrus = _cirrus_instance_count(cirrus)
-    if reached_cirrus != reached_orthanc:
+    if stored != archive.stored:
         raise RuntimeError(
-            f"after the fill Cirrus lists {reached_cirrus} instances and Orthanc "
-            f"{reached_orthanc}; both must hold the same studies"
+            f"Orthanc contains {stored} instances before the fill, not {archive.stored}"
         )
-    if rates:
-        cirrus_rate = statistics.median(rate[0] for rate in rates)
-        orthanc_rate = statistics.median(rate[1] for rate in rates)
+    writer = DirectFill.into_stack(cirrus.data_dir) if direct else None
+    number = archive.fill_studies
+    started = time.perf_counter()
+    cirrus_seconds = orthanc_seconds = 0.0
+    while stored < total:
+        studies: list[FillStudy] = []
+        pending = 0
+        while stored + pending < total and len(studies) < FILL_CHUNK_STUDIES:
+            number += 1
+            studies.append(fill_study(number, min(FILL_STUDY_SIZE, total - stored - pending)))
+            pending += len(studies[-1].parts)
+        paths = [path for study in studies for path in write_files(study, folder / "fill")]
+        if writer is not None:
+            with _storescu_in_background(orthanc.dicom_port, orthanc.ae_title, paths) as sending:
+                writing = time.perf_counter()
+                writer.add_all(studies)
+                cirrus_seconds += time.perf_counter() - writing
+            orthanc_seconds += sending.seconds
+        else:
+            cirrus_send, orthanc_send = _send_to_both(cirrus, orthanc, paths)
+            orthanc_seconds += orthanc_send
+            for study in studies:
+                _wait_for_study(cirrus.dicomweb_url, study.study_uid, len(study.parts), "Cirrus")
+            cirrus_seconds += cirrus_send
+        stored += pending
+        shutil.rmtree(folder / "fill", ignore_errors=True)
+    added = stored - archive.stored
+    after = Archive(
+        stored=_checked_count(cirrus, orthanc),
+        direct=archive.direct + (added if direct else 0),
+        fill_studies=number,
+    )
+    if added:
+        way = "written directly" if direct else "acknowledged by C-STORE"
         print(
-            f"fill to {reached_orthanc}: C-STORE of 64x64 instances, median "
-            f"{cirrus_rate:.0f} inst/s into Cirrus, {orthanc_rate:.0f} inst/s into Orthanc",
+            f"fill to {after.stored:,}: {added:,} instances of 64x64 pixels {way} into Cirrus "
+            f"at {added / cirrus_seconds:.0f} inst/s, by C-STORE into Orthanc at "
+            f"{added / orthanc_seconds:.0f} inst/s; {time.perf_counter() - started:.0f} s in all",
             flush=True,
         )
-    return reached_orthanc
+    return after
+
+
+@dataclass
+class _Sending:
+    """The storescu processes that ``_storescu_in_background`` runs, and when they ended."""
+
+    processes: list[subprocess.Popen[bytes]]
+    started: float
+    waiters: list[threading.Thread] = dataclasses.field(default_factory=list)
+    ended: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """Return the seconds from the start until the last process ended."""
+        return max(self.ended, default=self.started) - self.started
+
+
+@contextmanager
+def _storescu_in_background(port: int, ae_title: str, paths: list[Path]) -> Iterator[_Sending]:
+    """Send ``paths`` with ``ASSOCIATIONS`` storescu processes while the block runs.
+
+    After the block, waits for them and raises if one failed. If the block raises, or the
+    wait is interrupted, stops each process by its PID.
+    """
+    chunks = [paths[index::ASSOCIATIONS] for index in range(ASSOCIATIONS)]
+    sending = _Sending([], time.perf_counter())
+
+    def note_end(process: subprocess.Popen[bytes]) -> None:
+        process.wait()
+        sending.ended.append(time.perf_counter())
+
+    try:
+        for chunk in chunks:
+            if chunk:
+                command = ["storescu", "-aec", ae_title, LOOPBACK, str(port), *map(str, chunk)]
+                process = subprocess.Popen(command, env=TCP_NODELAY_ENV, stdout=subprocess.DEVNULL)
+                sending.processes.append(process)
+                waiter = threading.Thread(target=note_end, args=(process,), daemon=True)
+                waiter.start()
+                sending.waiters.append(waiter)
+        yield sending
+        codes = [process.wait(timeout=DCMTK_TIMEOUT_SECONDS) for process in sending.processes]
+        for waiter in sending.waiters:
+            waiter.join()
+        if any(codes):
+            raise RuntimeError(f"storescu to {ae_title} failed with exit codes {codes}")
+    finally:
+        for process in sending.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _checked_count(cirrus: RunningStack, orthanc: Orthanc) -> int:
+    """Return the instances both archives contain; raise if the three counts differ.
+
+    The counts are Orthanc's ``/statistics``, the instances of every study that Cirrus's QIDO
+    lists, and the instance objects in Cirrus's data folder.
+    """
+    in_orthanc = _orthanc_instance_count(orthanc)
+    in_cirrus_index = _cirrus_instance_count(cirrus)
+    in_cirrus_objects = sum(1 for _ in saved_objects(read_endpoints(cirrus.data_dir).objects_dir))
+    if not in_orthanc == in_cirrus_index == in_cirrus_objects:
+        raise RuntimeError(
+            f"after the fill Orthanc lists {in_orthanc} instances, Cirrus's QIDO "
+            f"{in_cirrus_index} and Cirrus's data folder holds {in_cirrus_objects} objects; "
+            "both archives must hold the same instances"
+        )
+    return in_orthanc
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -304,7 +416,11 @@ class _Reader:
         count: Callable[[requests.Response], int],
         note: str = "",
     ) -> list[Measurement]:
-        """Time GET ``path`` on both; check both return the same count; return p50 and p95."""
+        """Time GET ``path`` on both; return p50 and p95.
+
+        Raises if the two return different counts, or a count of 0: every workload reads
+        something that both archives contain.
+        """
 
         def call(side: str) -> Callable[[], int]:
             return lambda: count(self.get(side, path, headers))
@@ -312,10 +428,14 @@ class _Reader:
         cirrus, orthanc, cirrus_counts, orthanc_counts = _alternate(
             call("cirrus"), call("orthanc"), self.runs
         )
-        if set(cirrus_counts) != set(orthanc_counts) or len(set(cirrus_counts)) != 1:
+        if (
+            set(cirrus_counts) != set(orthanc_counts)
+            or len(set(cirrus_counts)) != 1
+            or cirrus_counts[0] == 0
+        ):
             raise RuntimeError(
                 f"{workload}: Cirrus returned {sorted(set(cirrus_counts))} results and Orthanc "
-                f"{sorted(set(orthanc_counts))}; the archives must hold the same studies"
+                f"{sorted(set(orthanc_counts))}; both must return the same results, at least one"
             )
         note = f"{cirrus_counts[0]} results; GET {path}" + (f"; {note}" if note else "")
         medians = (statistics.median(cirrus) * 1000, statistics.median(orthanc) * 1000)
@@ -409,17 +529,24 @@ def _movescu(port: int, called: str, study: str, received: Path) -> int:
     return count
 
 
+def _study_searches(reader: _Reader, target: Target) -> list[Measurement]:
+    """Measure the QIDO-RS study searches by PatientID and by PatientName prefix."""
+    return [
+        *reader.latency("QIDO study search by PatientID", f"/studies?PatientID={target.patient_id}",
+                        DICOM_JSON, _json_items),
+        *reader.latency("QIDO study search by PatientName prefix",
+                        f"/studies?PatientName={target.name_prefix}*", DICOM_JSON, _json_items,
+                        "the * is sent verbatim, as Orthanc 1.10.1 does not percent-decode"),
+    ]  # fmt: skip
+
+
 def _http_workloads(reader: _Reader, target: Target) -> list[Measurement]:
     """Measure the DICOMweb workloads: QIDO, metadata, WADO-RS, frames and rendered."""
     study, series, instance = target.study_uid, target.series_uid, target.instance_uid
     series_path = f"/studies/{study}/series/{series}"
     instance_path = f"{series_path}/instances/{instance}"
     measurements = [
-        *reader.latency("QIDO study search by PatientID", f"/studies?PatientID={target.patient_id}",
-                        DICOM_JSON, _json_items),
-        *reader.latency("QIDO study search by PatientName prefix",
-                        f"/studies?PatientName={target.name_prefix}*", DICOM_JSON, _json_items,
-                        "the * is sent verbatim, as Orthanc 1.10.1 does not percent-decode"),
+        *_study_searches(reader, target),
         *reader.latency("QIDO series of the study", f"/studies/{study}/series", DICOM_JSON,
                         _json_items),
         *reader.latency(f"QIDO instances of the {target.instances}-instance series",
@@ -530,14 +657,22 @@ def _move_workload(
 
 
 def read_workloads(
-    cirrus: RunningStack, orthanc: Orthanc, target: Target, stored: int, runs: int
+    cirrus: RunningStack,
+    orthanc: Orthanc,
+    target: Target,
+    archive: Archive,
+    runs: int,
+    *,
+    searches_only: bool = False,
 ) -> list[Measurement]:
-    """Measure every read workload on both archives.
+    """Measure every read workload on both archives, or with ``searches_only`` the searches.
 
-    Each workload but C-MOVE starts with one untimed request to each archive. C-MOVE moves
-    the whole target study at most three times, and WADO-RS series retrieval runs at most
-    five times, since each moves the whole series.
+    The searches are the QIDO-RS study searches and the C-FIND. Each workload but C-MOVE
+    starts with one untimed request to each archive. C-MOVE moves the whole target study at
+    most three times, and WADO-RS series retrieval runs at most five times, since each moves
+    the whole series. Each note says how the archives were filled (``Archive.describe``).
     """
+    stored = archive.stored
     with ExitStack() as stack:
         reader = _Reader(
             cirrus.dicomweb_url,
@@ -547,13 +682,18 @@ def read_workloads(
             stack.enter_context(requests.Session()),
             stack.enter_context(requests.Session()),
         )
-        measurements = _http_workloads(reader, target)
-        folder = Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="cirrus-versus-read-"))
-        )
+        if searches_only:
+            measurements = _study_searches(reader, target)
+        else:
+            measurements = _http_workloads(reader, target)
         measurements.append(_find_workload(cirrus, orthanc, target, stored, runs))
-        measurements.append(_move_workload(cirrus, orthanc, target, stored, runs, folder))
-    return measurements
+        if not searches_only:
+            folder = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="cirrus-versus-read-"))
+            )
+            measurements.append(_move_workload(cirrus, orthanc, target, stored, runs, folder))
+    fill_note = f"fill: {archive.describe()}"
+    return [dataclasses.replace(m, note=f"{m.note}; {fill_note}") for m in measurements]
 
 
 @contextmanager
@@ -589,6 +729,64 @@ def _print(measurements: list[Measurement]) -> None:
         )
 
 
+def non_negative(text: str) -> int:
+    """Parse a count that may be 0, for argparse."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more instances")
+    return value
+
+
+def add_scale_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose the fill and the workloads of each scale."""
+    parser.add_argument(
+        "--direct-fill-above",
+        type=non_negative,
+        default=DIRECT_FILL_ABOVE,
+        metavar="INSTANCES",
+        help="fill Cirrus directly (objects and index records, bench/versus_fill.py) for the "
+        "scales above this many instances, and by C-STORE up to it; Orthanc is always filled "
+        f"by C-STORE (default {DIRECT_FILL_ABOVE})",
+    )
+    parser.add_argument(
+        "--all-workloads-up-to",
+        type=non_negative,
+        default=ALL_WORKLOADS_UP_TO,
+        metavar="INSTANCES",
+        help="run every read workload at the scales up to this many instances, and only the "
+        f"study searches (QIDO-RS and C-FIND) above it (default {ALL_WORKLOADS_UP_TO})",
+    )
+
+
+def measure_scale(
+    cirrus: RunningStack,
+    orthanc: Orthanc,
+    folder: Path,
+    target: Target,
+    archive: Archive,
+    scale: int,
+    runs: int,
+    args: argparse.Namespace,
+) -> tuple[Archive, list[Measurement]]:
+    """Fill both archives to ``scale`` instances as ``args`` says, then measure the reads."""
+    started = time.perf_counter()
+    archive = fill(cirrus, orthanc, folder, archive, scale, direct=scale > args.direct_fill_above)
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(
+        f"filled to {archive.stored:,} in {time.perf_counter() - started:.0f} s "
+        f"({archive.describe()}); load average {load}",
+        flush=True,
+    )
+    searches_only = scale > args.all_workloads_up_to
+    started = time.perf_counter()
+    measurements = read_workloads(
+        cirrus, orthanc, target, archive, runs, searches_only=searches_only
+    )
+    kind = "the study searches" if searches_only else "every read workload"
+    print(f"{kind} at {archive.stored:,} measured in {time.perf_counter() - started:.0f} s")
+    return archive, measurements
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -603,7 +801,10 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=20, help="timed requests per workload")
     parser.add_argument("--output", type=Path, help="JSON lines file to append the results to")
-    args = parser.parse_args()  # fmt: skip
+    add_scale_options(parser)
+    args = parser.parse_args()
+    if min(args.stored) < args.instances:
+        parser.error(f"--stored {min(args.stored)} is smaller than --instances {args.instances}")
     reason = missing_requirement()
     if reason is not None:
         sys.exit(f"versus_read: {reason}")
@@ -613,18 +814,17 @@ def main() -> None:
             started = time.perf_counter()
             target = load_target(cirrus, orthanc, work, args.instances)
             print(f"target loaded in {time.perf_counter() - started:.0f} s", flush=True)
-            for size in args.stored:
-                started = time.perf_counter()
-                stored = fill(cirrus, orthanc, work, size)
-                print(f"filled to {stored} in {time.perf_counter() - started:.0f} s", flush=True)
-                print(f"load average: {os.getloadavg()}", flush=True)
-                measurements = read_workloads(cirrus, orthanc, target, stored, args.runs)
+            archive = Archive(stored=args.instances)
+            for size in sorted(args.stored):
+                archive, measurements = measure_scale(
+                    cirrus, orthanc, work, target, archive, size, args.runs, args
+                )
                 _print(measurements)
                 print(f"load average: {os.getloadavg()}", flush=True)
                 if args.output is not None:
                     append(args.output, measurements)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
 
 if __name__ == "__main__":

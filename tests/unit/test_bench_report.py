@@ -139,6 +139,41 @@ def test_growth_row_bounds_cirrus(results_file: Path) -> None:
     assert row.met is False
 
 
+def test_growth_row_spans_three_sizes(tmp_path: Path) -> None:
+    search = "QIDO study search by PatientName prefix, p50"
+    path = tmp_path / "scales.jsonl"
+    sizes = {1000: 12.0, 10000: 30.0, 100000: 13.2}
+    peer_values = {1000: 4.0, 10000: 5.0, 100000: 8.0}
+    text = [
+        line(search, value, peer_values[stored], unit="ms", higher_is_better=False, stored=stored)
+        for stored, value in sizes.items()
+    ]
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+
+    rows = table_rows(results.load(path))
+
+    growth = [row for row in rows if "growth" in row.workload]
+    assert [row.workload for row in growth] == [f"{search}, growth from 1,000 to 100,000"]
+    # The middle size does not enter the growth, however slow it was.
+    assert growth[0].cirrus == pytest.approx(1.1)
+    assert growth[0].peer_value == pytest.approx(2.0)
+    assert growth[0].stored == 100000
+    assert growth[0].met is True
+
+
+def test_growth_row_needs_two_sizes(tmp_path: Path) -> None:
+    path = tmp_path / "one.jsonl"
+    only = line(
+        "QIDO study search by PatientID, p50", 3.0, 3.4, unit="ms", higher_is_better=False,
+        stored=100000,
+    )  # fmt: skip
+    path.write_text(only + "\n", encoding="utf-8")
+
+    rows = table_rows(results.load(path))
+
+    assert [row.workload for row in rows] == ["QIDO study search by PatientID, p50"]
+
+
 def test_later_line_replaces_earlier(results_file: Path) -> None:
     with results_file.open("a", encoding="utf-8") as out:
         out.write(line("C-STORE, 1 association", 330.0, 300.0) + "\n")
@@ -215,6 +250,9 @@ def test_missing_part_module_exits_early(monkeypatch: pytest.MonkeyPatch) -> Non
         ["--repeat", "-1"],
         ["--trials", "0"],
         ["--only", "read", "--instances", "1000", "--scales", "500", "2000"],
+        ["--direct-fill-above", "-1"],
+        ["--all-workloads-up-to", "-5"],
+        ["--all-workloads-up-to", "many"],
     ],
 )
 def test_invalid_counts_rejected(arguments: list[str]) -> None:
@@ -229,3 +267,18 @@ def test_outputs_default_outside_docs() -> None:
 
     assert args.out == Path("bench-results/versus.jsonl")
     assert args.report == Path("bench-results")
+
+
+def test_scale_options_default() -> None:
+    args = versus.parse_arguments([])
+
+    assert args.scales == [1000, 10000, 100000]
+    assert args.direct_fill_above == 1000
+    assert args.all_workloads_up_to == 10000
+
+
+def test_scale_options_accept_zero() -> None:
+    args = versus.parse_arguments(["--direct-fill-above", "0", "--all-workloads-up-to", "0"])
+
+    assert args.direct_fill_above == 0
+    assert args.all_workloads_up_to == 0
