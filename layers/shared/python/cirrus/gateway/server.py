@@ -46,6 +46,7 @@ from cirrus.gateway.network_timeout import watch_network_timeout
 from cirrus.gateway.retrieve import RetrieveService
 from cirrus.gateway.spool import Spool, install_spooling
 from cirrus.gateway.store import STORAGE_TRANSFER_SYNTAXES, StoreService
+from cirrus.gateway.store_responses import send_store_responses_directly
 from cirrus.gateway.tls import TLSAssociationServer, TLSConfig
 from cirrus.gateway.workers import with_reuse_port
 from cirrus.services import Services
@@ -92,7 +93,8 @@ def _on_connection_open(event: Event) -> None:
 
     Turns off Nagle's algorithm, because with it every C-STORE response waits for the peer's
     delayed ACK. Unbinds pynetdicom's per-PDU log handlers, which each association binds for
-    itself and which format every PDU and DIMSE message even when debug logging is off.
+    itself and which format every PDU and DIMSE message even when debug logging is off. Makes
+    the association encode its C-STORE responses itself (``cirrus.gateway.store_responses``).
 
     Sets the read time-out of the socket as well, which ends the DUL thread of a peer that
     stopped in the middle of a PDU (``cirrus.gateway.network_timeout``).
@@ -101,6 +103,7 @@ def _on_connection_open(event: Event) -> None:
     for pdu_event, handler in _PDU_LOG_HANDLERS:
         assoc.unbind(pdu_event, handler)
     watch_network_timeout(assoc)
+    send_store_responses_directly(assoc)
     association_socket = assoc.dul.socket
     sock = association_socket.socket if association_socket is not None else None
     if sock is None:

@@ -1,0 +1,83 @@
+"""The gateway's own encoding of C-STORE responses against pynetdicom's.
+
+``cirrus.gateway.store_responses`` replaces pynetdicom's encoding of C-STORE responses on the
+gateway's associations. It must produce the bytes that pynetdicom 3.0.4 produces, and leave
+to pynetdicom what it does not handle.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.service_class import StorageServiceClass
+
+from cirrus.gateway.status import StoreFailure, failure_status, success_status
+from cirrus.gateway.store_responses import encode_store_response
+
+SOP_INSTANCE_EVEN = "1.2.826.0.1.3680043.8.498.1234"
+SOP_INSTANCE_ODD = "1.2.826.0.1.3680043.8.498.12345"
+
+
+def store_response(status: Dataset | int, sop_instance: str = SOP_INSTANCE_EVEN) -> C_STORE:
+    """Return the C-STORE response that pynetdicom's Storage SCP builds for ``status``."""
+    response = C_STORE()
+    response.MessageID = 7
+    response.MessageIDBeingRespondedTo = 7
+    response.AffectedSOPInstanceUID = sop_instance
+    response.AffectedSOPClassUID = CTImageStorage
+    scp = StorageServiceClass.__new__(StorageServiceClass)
+    return scp.validate_status(status, response)
+
+
+def pynetdicom_command_set(response: C_STORE) -> bytes:
+    message = C_STORE_RSP()
+    message.primitive_to_message(response)
+    (pdata,) = message.encode_msg(1, 16_382)
+    ((_, fragment),) = pdata.presentation_data_value_list
+    return bytes(fragment[1:])
+
+
+STATUSES: dict[str, Dataset | int] = {
+    "success": success_status(),
+    "warning as int": 0xB000,
+    "failure with comment": failure_status(StoreFailure(0xA700, "full", "spool is full")),
+    "odd comment": failure_status(StoreFailure(0xC000, "x", "odd")),
+    "one offending element": failure_status(
+        StoreFailure(0xA900, "x", "differs", offending_elements=(0x00080018,))
+    ),
+    "two offending elements": failure_status(
+        StoreFailure(0xA900, "x", "differ", offending_elements=(0x00080018, 0x00080016))
+    ),
+}
+
+
+@pytest.mark.parametrize("sop_instance", [SOP_INSTANCE_EVEN, SOP_INSTANCE_ODD])
+@pytest.mark.parametrize("name", list(STATUSES))
+def test_store_response_bytes_match_pynetdicom(name: str, sop_instance: str) -> None:
+    response = store_response(STATUSES[name], sop_instance)
+
+    assert encode_store_response(response) == pynetdicom_command_set(response)
+
+
+def test_store_response_without_instance_matches() -> None:
+    response = store_response(success_status())
+    response.AffectedSOPInstanceUID = None
+
+    assert encode_store_response(response) == pynetdicom_command_set(response)
+
+
+def test_non_ascii_comment_left_to_pynetdicom() -> None:
+    response = store_response(success_status())
+    response.ErrorComment = "état"  # type: ignore[assignment]
+
+    assert encode_store_response(response) is None
+
+
+def test_invalid_offending_element_left_to_pynetdicom() -> None:
+    response = store_response(success_status())
+    response.OffendingElement = ["PatientID"]  # type: ignore[assignment]
+
+    assert encode_store_response(response) is None
