@@ -1,19 +1,24 @@
-"""The gateway's own encoding of C-STORE responses against pynetdicom's.
+"""The gateway's own encoders against pynetdicom's and pydicom's.
 
-``cirrus.gateway.store_responses`` replaces pynetdicom's encoding of C-STORE responses on the
-gateway's associations. It must produce the bytes that pynetdicom 3.0.4 produces, and leave
-to pynetdicom what it does not handle.
+``cirrus.gateway.store_responses`` and ``cirrus.gateway.spool`` replace pynetdicom's encoding
+of C-STORE responses and File Meta Information on the gateway's receive path. Each must
+produce the bytes that pynetdicom 3.0.4 produces, and leave to pynetdicom what it does not
+handle.
 """
 
 from __future__ import annotations
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import create_file_meta
 from pynetdicom.service_class import StorageServiceClass
 
+from cirrus.gateway.spool import SpoolFileMeta
 from cirrus.gateway.status import StoreFailure, failure_status, success_status
 from cirrus.gateway.store_responses import encode_store_response
 
@@ -81,3 +86,35 @@ def test_invalid_offending_element_left_to_pynetdicom() -> None:
     response.OffendingElement = ["PatientID"]  # type: ignore[assignment]
 
     assert encode_store_response(response) is None
+
+
+def pydicom_file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    meta = create_file_meta(
+        sop_class_uid=sop_class,  # type: ignore[arg-type]
+        sop_instance_uid=sop_instance,  # type: ignore[arg-type]
+        transfer_syntax=transfer_syntax,  # type: ignore[arg-type]
+    )
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, meta)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("sop_instance", [SOP_INSTANCE_EVEN, SOP_INSTANCE_ODD])
+@pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_spool_file_meta_matches_pydicom(sop_instance: str, transfer_syntax: str) -> None:
+    meta = SpoolFileMeta(CTImageStorage, sop_instance, transfer_syntax)
+
+    assert meta.encode() == pydicom_file_meta(CTImageStorage, sop_instance, transfer_syntax)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ("", SOP_INSTANCE_EVEN, ExplicitVRLittleEndian),
+        (CTImageStorage, "1.2.é", ExplicitVRLittleEndian),
+        (CTImageStorage, "1." * 40_000, ExplicitVRLittleEndian),
+    ],
+    ids=["empty", "non-ASCII", "longer than a short element"],
+)
+def test_spool_file_meta_left_to_pydicom(values: tuple[str, str, str]) -> None:
+    assert SpoolFileMeta(*values).encode() is None

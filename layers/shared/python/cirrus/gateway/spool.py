@@ -23,6 +23,12 @@ midway, and the command set of a C-STORE request has no data set length to check
 Only its size is kept. The C-STORE handler then finds ``rejection`` set and returns 0xA700.
 Spool files of associations that end before their handler runs (an abort in the middle of a
 data set, for one) are deleted by ``discard`` at the end of the association.
+
+In the same threads, ``install_spooling`` also replaces ``create_file_meta`` and
+``write_file_meta_info`` of ``pynetdicom.dimse_messages``, so that the File Meta Information
+of a spool file is encoded by ``SpoolFileMeta`` instead of through a pydicom data set, which
+took 2.3 M of the 14.8 M instructions that the stubbed gateway of ``bench/gateway_alone.py``
+ran per stored instance (callgrind).
 """
 
 from __future__ import annotations
@@ -30,12 +36,19 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from pynetdicom import _config, dimse_messages
+from pynetdicom import (
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    _config,
+    dimse_messages,
+)
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 
@@ -53,8 +66,13 @@ SPOOL_SUFFIX: Final = ".dcm"
 # the whole object.
 MAX_WHOLE_READ_BYTES: Final = MAX_INFLATED_BYTES
 
+# The maximum even length of a value in an explicit VR element with a 2-byte length field.
+_MAX_SHORT_VALUE_BYTES: Final = 0xFFFE
+
 _install_lock = threading.Lock()
 _original_named_temporary_file: Any = None
+_original_create_file_meta: Any = None
+_original_write_file_meta_info: Any = None
 
 
 class SpoolFile:
@@ -260,6 +278,87 @@ def read_spooled_header(path: Path) -> tuple[InstanceHeader, int]:
     return read_header(reader, path.name)
 
 
+def _short_element(tag: int, vr: bytes, value: bytes) -> bytes:
+    """Return an Explicit VR Little Endian element whose VR has a 2-byte length."""
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def _padded(text: str, padding: bytes) -> bytes:
+    encoded = text.encode("ascii")
+    return encoded + padding if len(encoded) % 2 else encoded
+
+
+@dataclass(frozen=True)
+class SpoolFileMeta:
+    """The File Meta Information that pynetdicom writes ahead of a spooled C-STORE data set.
+
+    ``encode`` returns the bytes that pydicom's ``write_file_meta_info`` writes for the data
+    set of pynetdicom 3.0.4's ``create_file_meta`` with the same values.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    implementation_uid: str = PYNETDICOM_IMPLEMENTATION_UID
+    implementation_version: str = PYNETDICOM_IMPLEMENTATION_VERSION
+
+    def encode(self) -> bytes | None:
+        """Return the group 0002 elements, or None for a value that is empty or not short ASCII.
+
+        pydicom then encodes the values, or raises for an empty one, as for any File Meta
+        Information without its Type 1 elements.
+        """
+        uids = (self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax)
+        if not all(uids):
+            return None
+        if not all(value.isascii() for value in (*uids, self.implementation_uid)):
+            return None
+        if not self.implementation_version.isascii():
+            return None
+        padded_uids = [_padded(uid, b"\0") for uid in (*uids, self.implementation_uid)]
+        padded_version = _padded(self.implementation_version, b" ")
+        if any(len(value) > _MAX_SHORT_VALUE_BYTES for value in (*padded_uids, padded_version)):
+            return None
+        body = b"".join(
+            [
+                # (0002,0001) File Meta Information Version: OB has a 4-byte length.
+                struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\0\1",
+                _short_element(0x00020002, b"UI", padded_uids[0]),
+                _short_element(0x00020003, b"UI", padded_uids[1]),
+                _short_element(0x00020010, b"UI", padded_uids[2]),
+                _short_element(0x00020012, b"UI", padded_uids[3]),
+                _short_element(0x00020013, b"SH", padded_version),
+            ]
+        )
+        group_length = _short_element(0x00020000, b"UL", struct.pack("<I", len(body)))
+        return group_length + body
+
+
+def _create_file_meta(**kwargs: Any) -> Any:
+    """Return a ``SpoolFileMeta`` in a spooling thread, else pynetdicom's data set."""
+    if _spool_of_current_thread() is None:
+        return _original_create_file_meta(**kwargs)
+    values = [kwargs[name] for name in ("sop_class_uid", "sop_instance_uid", "transfer_syntax")]
+    sop_class, sop_instance, transfer_syntax = ["" if v is None else str(v) for v in values]
+    return SpoolFileMeta(sop_class, sop_instance, transfer_syntax)
+
+
+def _write_file_meta_info(fp: Any, file_meta: Any, *args: Any, **kwargs: Any) -> None:
+    if not isinstance(file_meta, SpoolFileMeta):
+        _original_write_file_meta_info(fp, file_meta, *args, **kwargs)
+        return
+    encoded = file_meta.encode()
+    if encoded is None:
+        dataset = _original_create_file_meta(
+            sop_class_uid=file_meta.sop_class_uid,
+            sop_instance_uid=file_meta.sop_instance_uid,
+            transfer_syntax=file_meta.transfer_syntax,
+        )
+        _original_write_file_meta_info(fp, dataset, *args, **kwargs)
+        return
+    fp.write(encoded)
+
+
 def spool_of(assoc: Association) -> Spool | None:
     spool = getattr(assoc.ae, "spool", None)
     return spool if isinstance(spool, Spool) else None
@@ -304,10 +403,15 @@ def _named_temporary_file(*args: Any, **kwargs: Any) -> Any:
 
 def install_spooling() -> None:
     """Route the C-STORE data sets of every ``Spool``-owning AE to its spool; idempotent."""
-    global _original_named_temporary_file
+    global _original_named_temporary_file, _original_create_file_meta
+    global _original_write_file_meta_info
     with _install_lock:
         if _original_named_temporary_file is not None:
             return
         _original_named_temporary_file = getattr(dimse_messages, "NamedTemporaryFile")  # noqa: B009
+        _original_create_file_meta = getattr(dimse_messages, "create_file_meta")  # noqa: B009
+        _original_write_file_meta_info = getattr(dimse_messages, "write_file_meta_info")  # noqa: B009
         setattr(dimse_messages, "NamedTemporaryFile", _named_temporary_file)  # noqa: B010
+        setattr(dimse_messages, "create_file_meta", _create_file_meta)  # noqa: B010
+        setattr(dimse_messages, "write_file_meta_info", _write_file_meta_info)  # noqa: B010
         setattr(dimse_messages, "_config", _ReceiveConfig())  # noqa: B010
