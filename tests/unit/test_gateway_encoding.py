@@ -1,9 +1,9 @@
-"""The gateway's own encoders against pynetdicom's and pydicom's.
+"""The gateway's own encoders and decoders against pynetdicom's and pydicom's.
 
-``cirrus.gateway.store_responses`` and ``cirrus.gateway.spool`` replace pynetdicom's encoding
-of C-STORE responses and File Meta Information on the gateway's receive path. Each must
-produce the bytes that pynetdicom 3.0.4 produces, and leave to pynetdicom what it does not
-handle.
+``cirrus.gateway.store_responses``, ``cirrus.gateway.spool`` and ``cirrus.gateway.pdu_reads``
+replace pynetdicom's encoding of C-STORE responses and File Meta Information, and its
+decoding of P-DATA-TF PDUs, on the gateway's receive path. Each must produce the bytes or the
+values that pynetdicom 3.0.4 produces, and leave to pynetdicom what it does not handle.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
 
+from cirrus.gateway.pdu_reads import PDUDecodeError, decode_p_data_tf
 from cirrus.gateway.spool import SpoolFileMeta
 from cirrus.gateway.status import StoreFailure, failure_status, success_status
 from cirrus.gateway.store_responses import encode_store_response
@@ -118,3 +121,51 @@ def test_spool_file_meta_matches_pydicom(sop_instance: str, transfer_syntax: str
 )
 def test_spool_file_meta_left_to_pydicom(values: tuple[str, str, str]) -> None:
     assert SpoolFileMeta(*values).encode() is None
+
+
+def p_data_tf(*values: tuple[int, bytes]) -> bytes:
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [[context, value] for context, value in values]  # type: ignore[misc]
+    return P_DATA_TF(primitive).encode()
+
+
+def test_p_data_tf_decoded_as_pynetdicom_does() -> None:
+    encoded = p_data_tf((1, b"\x03command"), (3, b"\x00data set fragment"), (5, b"\x02"))
+    expected = P_DATA_TF()
+    expected.decode(encoded)
+
+    pdu = decode_p_data_tf(bytearray(encoded))
+
+    decoded = [
+        (cid, bytes(value)) for cid, value in pdu.to_primitive().presentation_data_value_list
+    ]
+    assert decoded == expected.to_primitive().presentation_data_value_list
+
+
+def test_p_data_tf_values_are_views() -> None:
+    encoded = bytearray(p_data_tf((1, b"\x02fragment")))
+
+    pdu = decode_p_data_tf(encoded)
+
+    ((_, value),) = pdu.to_primitive().presentation_data_value_list
+    assert isinstance(value, memoryview)
+    assert value.obj is encoded
+
+
+def test_p_data_tf_without_items_is_empty() -> None:
+    pdu = decode_p_data_tf(bytearray(b"\x04\x00\x00\x00\x00\x00"))
+
+    assert pdu.presentation_data_value_items == []
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"\x00\x00\x00", b"\x00\x00\x00\x09\x01\x02", b"\x00\x00\x00\x00\x01"],
+    ids=["item header cut", "item past the end", "item of length 0"],
+)
+def test_p_data_tf_malformed_item_rejected(tail: bytes) -> None:
+    encoded = bytearray(p_data_tf((1, b"\x02ok")) + tail)
+    encoded[2:6] = (len(encoded) - 6).to_bytes(4, "big")
+
+    with pytest.raises(PDUDecodeError):
+        decode_p_data_tf(encoded)

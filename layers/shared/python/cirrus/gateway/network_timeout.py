@@ -77,6 +77,17 @@ def watch_network_timeout(assoc: Association) -> None:
     association_socket.recv = recv  # type: ignore[method-assign]
 
 
+def record_read_timeout(assoc: Association) -> None:
+    """Record that a read of the socket of ``assoc`` timed out.
+
+    For readers of the socket other than ``AssociationSocket.recv``, which
+    ``watch_network_timeout`` wraps: the PDU reader of ``cirrus.gateway.pdu_reads``.
+    """
+    state = _state_of(assoc)
+    if state is not None:
+        state.expired = True
+
+
 def _watch_idle_timer(assoc: Association, state: _NetworkTimeout) -> None:
     """Record in ``state`` when the association's reactor finds its idle timer expired.
 

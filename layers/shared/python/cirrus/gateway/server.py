@@ -43,6 +43,7 @@ from cirrus.gateway.health import HealthServer, HealthState
 from cirrus.gateway.limits import GatewayLimits
 from cirrus.gateway.metrics import GatewayMetrics
 from cirrus.gateway.network_timeout import watch_network_timeout
+from cirrus.gateway.pdu_reads import read_pdus_into_one_buffer
 from cirrus.gateway.retrieve import RetrieveService
 from cirrus.gateway.spool import Spool, install_spooling
 from cirrus.gateway.store import STORAGE_TRANSFER_SYNTAXES, StoreService
@@ -94,7 +95,8 @@ def _on_connection_open(event: Event) -> None:
     Turns off Nagle's algorithm, because with it every C-STORE response waits for the peer's
     delayed ACK. Unbinds pynetdicom's per-PDU log handlers, which each association binds for
     itself and which format every PDU and DIMSE message even when debug logging is off. Makes
-    the association encode its C-STORE responses itself (``cirrus.gateway.store_responses``).
+    the association read PDUs without copying their values (``cirrus.gateway.pdu_reads``) and
+    encode its C-STORE responses itself (``cirrus.gateway.store_responses``).
 
     Sets the read time-out of the socket as well, which ends the DUL thread of a peer that
     stopped in the middle of a PDU (``cirrus.gateway.network_timeout``).
@@ -103,6 +105,7 @@ def _on_connection_open(event: Event) -> None:
     for pdu_event, handler in _PDU_LOG_HANDLERS:
         assoc.unbind(pdu_event, handler)
     watch_network_timeout(assoc)
+    read_pdus_into_one_buffer(assoc)
     send_store_responses_directly(assoc)
     association_socket = assoc.dul.socket
     sock = association_socket.socket if association_socket is not None else None
