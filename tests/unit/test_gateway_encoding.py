@@ -22,7 +22,7 @@ from pynetdicom.service_class import StorageServiceClass
 
 from cirrus.gateway.pdu_reads import PDUDecodeError, decode_p_data_tf
 from cirrus.gateway.spool import SpoolFileMeta
-from cirrus.gateway.status import StoreFailure, failure_status, success_status
+from cirrus.gateway.status import SUCCESS, StoreFailure, failure_status
 from cirrus.gateway.store_responses import encode_store_response
 
 SOP_INSTANCE_EVEN = "1.2.826.0.1.3680043.8.498.1234"
@@ -48,8 +48,15 @@ def pynetdicom_command_set(response: C_STORE) -> bytes:
     return bytes(fragment[1:])
 
 
+def status_dataset(status: int) -> Dataset:
+    dataset = Dataset()
+    dataset.Status = status
+    return dataset
+
+
 STATUSES: dict[str, Dataset | int] = {
-    "success": success_status(),
+    "success": SUCCESS,
+    "success in a data set": status_dataset(SUCCESS),
     "warning as int": 0xB000,
     "failure with comment": failure_status(StoreFailure(0xA700, "full", "spool is full")),
     "odd comment": failure_status(StoreFailure(0xC000, "x", "odd")),
@@ -71,21 +78,21 @@ def test_store_response_bytes_match_pynetdicom(name: str, sop_instance: str) -> 
 
 
 def test_store_response_without_instance_matches() -> None:
-    response = store_response(success_status())
+    response = store_response(SUCCESS)
     response.AffectedSOPInstanceUID = None
 
     assert encode_store_response(response) == pynetdicom_command_set(response)
 
 
 def test_non_ascii_comment_left_to_pynetdicom() -> None:
-    response = store_response(success_status())
+    response = store_response(SUCCESS)
     response.ErrorComment = "état"  # type: ignore[assignment]
 
     assert encode_store_response(response) is None
 
 
 def test_invalid_offending_element_left_to_pynetdicom() -> None:
-    response = store_response(success_status())
+    response = store_response(SUCCESS)
     response.OffendingElement = ["PatientID"]  # type: ignore[assignment]
 
     assert encode_store_response(response) is None

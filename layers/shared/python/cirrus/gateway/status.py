@@ -106,12 +106,6 @@ def error_comment(text: str) -> str:
     return cleaned[: ERROR_COMMENT_MAX_LENGTH - 3].rstrip() + "..."
 
 
-def success_status() -> Dataset:
-    ds = Dataset()
-    ds.Status = SUCCESS
-    return ds
-
-
 def failure_status(failure: StoreFailure) -> Dataset:
     """Build the status data set that pynetdicom copies into the C-STORE response."""
     ds = Dataset()

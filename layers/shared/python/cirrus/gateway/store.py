@@ -62,11 +62,11 @@ from cirrus.gateway.status import (
     DATA_SET_DOES_NOT_MATCH,
     NOT_AUTHORIZED,
     OUT_OF_RESOURCES,
+    SUCCESS,
     StoreFailure,
     failure_for_error,
     failure_status,
     internal_failure,
-    success_status,
 )
 
 logger = logging.getLogger(__name__)
@@ -156,12 +156,13 @@ class StoreService:
             (evt.EVT_C_STORE, self.handle_store),
         ]
 
-    def handle_store(self, event: Event) -> Dataset:
+    def handle_store(self, event: Event) -> Dataset | int:
         """Archive the instance of a C-STORE request and return the response status.
 
-        Returns Success only after S3 has acknowledged the object. Never raises, because for an
-        exception pynetdicom sends its own status without a reason. Each failure is logged
-        once.
+        Returns Success only after S3 has acknowledged the object, as an ``int``, which
+        pynetdicom copies into the response without going through a data set. Never raises,
+        because for an exception pynetdicom sends its own status without a reason. Each
+        failure is logged once.
         """
         request = cast(C_STORE, event.request)
         received = _Received(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID))
@@ -196,7 +197,7 @@ class StoreService:
                 counts.rejected += 1
                 counts.transfers.failed(received.study, failure.status)
         if failure is None:
-            return success_status()
+            return SUCCESS
         self._announce_rejection(event, received, failure)
         return failure_status(failure)
 
