@@ -85,7 +85,9 @@ _ServerT = TypeVar("_ServerT")
 # The maximum PDU length that the gateway announces, as acceptor and as requestor. pynetdicom's
 # default of 16,382 bytes splits a 512 KB instance into 32 PDUs, each a turn of both loops of
 # the association. Memory stays bounded: the DUL thread reads one PDU at a time, and data sets
-# go to the spool, so an association keeps a few copies of one PDU (read, decoded, written).
+# go to the spool. An accepted association holds one buffer of one PDU (cirrus.gateway.pdu_reads).
+# The associations that the gateway requests keep pynetdicom's few copies of one PDU (read,
+# decoded, written).
 MAX_PDU_BYTES: Final = 1_048_576
 
 
