@@ -33,6 +33,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_items import PresentationDataValueItem
 
+from cirrus.gateway.context import peer
 from cirrus.gateway.network_timeout import record_read_timeout
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,9 @@ def _read_pdu(dul: DULServiceProvider, announced: int) -> None:
     except OSError as exc:
         if isinstance(exc, TimeoutError):
             record_read_timeout(dul.assoc)
-        logger.exception("connection failed before the PDU header was received")
+        logger.exception(
+            "connection failed before the PDU header was received", extra=peer(dul.assoc)
+        )
         dul.event_queue.put("Evt17")
         return
     if received < _PDU_HEADER.size:
@@ -128,7 +131,11 @@ def _read_pdu(dul: DULServiceProvider, announced: int) -> None:
         return
     pdu_type, _, pdu_length = _PDU_HEADER.unpack(header)
     if pdu_type not in _PDU_TYPES:
-        logger.error("unknown PDU type 0x%02X received", pdu_type, extra={"pdu_type": pdu_type})
+        logger.error(
+            "unknown PDU type 0x%02X received",
+            pdu_type,
+            extra={**peer(dul.assoc), "pdu_type": pdu_type},
+        )
         dul.event_queue.put("Evt19")
         return
     try:
@@ -145,7 +152,7 @@ def _read_pdu(dul: DULServiceProvider, announced: int) -> None:
             record_read_timeout(dul.assoc)
         logger.exception(
             "connection failed before the whole PDU was received",
-            extra={"pdu_type": pdu_type, "pdu_length": pdu_length},
+            extra={**peer(dul.assoc), "pdu_type": pdu_type, "pdu_length": pdu_length},
         )
         dul.event_queue.put("Evt17")
         return
@@ -154,7 +161,7 @@ def _read_pdu(dul: DULServiceProvider, announced: int) -> None:
             "connection closed after %d of the PDU's %d bytes",
             received,
             _PDU_HEADER.size + pdu_length,
-            extra={"pdu_type": pdu_type, "pdu_length": pdu_length},
+            extra={**peer(dul.assoc), "pdu_type": pdu_type, "pdu_length": pdu_length},
         )
         dul.event_queue.put("Evt17")
         return
@@ -172,7 +179,9 @@ def _decode(dul: DULServiceProvider, pdu_type: int, pdu_bytes: bytearray) -> Non
             pdu, event = dul._decode_pdu(pdu_bytes)  # type: ignore[assignment]
     except Exception:
         # pynetdicom ends the association with Evt19 for any error of the decoding as well.
-        logger.exception("received PDU could not be decoded", extra={"pdu_type": pdu_type})
+        logger.exception(
+            "received PDU could not be decoded", extra={**peer(assoc), "pdu_type": pdu_type}
+        )
         dul.event_queue.put("Evt19")
         return
     dul.event_queue.put(event)
