@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from pydicom.uid import UID
-
 from cirrus.dicom.instance import DECODING_ERRORS, InstanceHeader, parse_instance
 from cirrus.errors import InvalidInstanceError
 from cirrus.index.claims import InstanceClaims
@@ -91,6 +89,8 @@ def check_header(header: InstanceHeader, site: str) -> CheckedInstance:
 
     Raises ``InvalidInstanceError`` naming what is missing or malformed.
     """
+    from pydicom.uid import UID
+
     try:
         for keyword in _CONFORMANT_UIDS:
             check_conformant_uid(keyword, str(header.dataset.get(keyword.split()[0], "")))

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Final
-
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
-from pydicom.errors import BytesLengthException
-from pydicom.tag import Tag
+from typing import TYPE_CHECKING, Any, Final
 
 from cirrus.config import BULK_DATA_THRESHOLD
 from cirrus.dicom.instance import InstanceHeader
 from cirrus.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from pydicom.dataelem import DataElement
+    from pydicom.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +43,8 @@ def dataset_to_json(ds: Dataset, path: tuple[str, ...]) -> JsonDict:
     An element pydicom cannot convert (an invalid value in a non-conformant file) is left out
     with a warning that names its tag. The stored object keeps it unchanged.
     """
+    from pydicom.errors import BytesLengthException
+
     result: JsonDict = {}
     # Each element is read inside the try, because pydicom decodes it on first access. It
     # raises NotImplementedError for an unknown VR such as "UM", and BytesLengthException
@@ -95,6 +96,8 @@ def absolute_bulkdata_uris(metadata: JsonDict, instance_url: str) -> JsonDict:
 
 def find_bulk_element(ds: Dataset, path: str) -> DataElement:
     """Return the element at a bulk data path of ``ds``, or raise ``NotFoundError``."""
+    from pydicom.tag import Tag
+
     parts = path.strip("/").split("/")
     if len(parts) % 2 == 0:
         raise NotFoundError(f"bulk data path {path!r} must end with a tag")

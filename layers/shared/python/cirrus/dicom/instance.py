@@ -12,16 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Final
-
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ImplicitVRLittleEndian,
-)
+from typing import TYPE_CHECKING, Final
 
 from cirrus.dicom.scan import (
     PIXEL_DATA_TAG,
@@ -32,8 +23,16 @@ from cirrus.dicom.scan import (
     read_element,
     scan_elements,
 )
+from cirrus.dicom.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
 from cirrus.errors import InstanceTooLargeError, InvalidInstanceError
 from cirrus.storage.keys import InstanceKey, check_uid
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset, FileMetaDataset
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +105,9 @@ class InstanceHeader:
 
 
 def encoding_of(transfer_syntax: str) -> Encoding:
-    if transfer_syntax == ImplicitVRLittleEndian:
+    if transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN:
         return Encoding(implicit_vr=True, little_endian=True)
-    if transfer_syntax == ExplicitVRBigEndian:
+    if transfer_syntax == EXPLICIT_VR_BIG_ENDIAN:
         return Encoding(implicit_vr=False, little_endian=False)
     return _EXPLICIT_LE
 
@@ -120,6 +119,8 @@ def parse_instance(data: bytes, total_size: int | None = None) -> InstanceHeader
     ``TruncatedError`` when a prefix is too short for the header. Its ``needed`` is then the
     number of bytes to read. A whole object that ends early is an ``InvalidInstanceError``.
     """
+    from pydicom.errors import InvalidDicomError
+
     total = len(data) if total_size is None else total_size
     complete = len(data) >= total
     try:
@@ -147,7 +148,7 @@ def _parse(data: bytes, total: int, complete: bool) -> InstanceHeader:
         raise InvalidInstanceError(
             "file meta has no TransferSyntaxUID (0002,0010); the sender must set it"
         )
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+    if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         if not complete:
             raise TruncatedError("a deflated data set is read whole", total)
         return _parse_deflated(data, meta_end, file_meta)
@@ -259,6 +260,8 @@ def _file_meta_end(data: bytes, complete: bool) -> int:
 
 
 def _read_file_meta(meta: bytes) -> FileMetaDataset:
+    from pydicom.dataset import FileMetaDataset
+
     ds = _read_raw_dataset(meta[_META_START:], _EXPLICIT_LE)
     file_meta = FileMetaDataset()
     file_meta.update(ds)
@@ -266,4 +269,6 @@ def _read_file_meta(meta: bytes) -> FileMetaDataset:
 
 
 def _read_raw_dataset(data: bytes, encoding: Encoding) -> Dataset:
+    from pydicom.filereader import read_dataset
+
     return read_dataset(BytesIO(data), encoding.implicit_vr, encoding.little_endian)

@@ -13,8 +13,6 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from pydicom.datadict import dictionary_VR
-
 PIXEL_DATA_TAG: Final = 0x7FE00010
 ITEM_TAG: Final = 0xFFFEE000
 ITEM_DELIMITER_TAG: Final = 0xFFFEE00D
@@ -145,6 +143,8 @@ def _is_sequence(tag: int, vr: str | None) -> bool:
         return True
     if vr not in (None, "UN") or tag >> 16 == 0xFFFE:
         return False
+    from pydicom.datadict import dictionary_VR
+
     try:
         return dictionary_VR(tag) == "SQ"
     except KeyError:

@@ -22,6 +22,10 @@ pydicom imports all of them when it is imported. Then ``CODECS_INSTALLED`` is fa
 step that needs pixel codecs raises ``CodecsUnavailable`` so that the caller can hand the
 request to a process that has them. Re-encoding between the little endian native syntaxes
 needs no codec and works in either process.
+
+This module imports pydicom inside the functions that use it, as do the other modules that
+the Lambda handlers import at start (``cirrus.dicom.uids``). So the pixel function imports
+numpy and the codecs when its first request needs pixel data, not when its handler loads.
 """
 
 from __future__ import annotations
@@ -34,29 +38,23 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, Final
 
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.pixels.decoders.base import get_decoder
-from pydicom.pixels.encoders.base import get_encoder
-from pydicom.uid import (
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
-
 from cirrus.dicom.instance import DECODING_ERRORS
+from cirrus.dicom.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    JPEG_2000_LOSSLESS,
+    JPEG_LS_LOSSLESS,
+    JPEG_LS_NEAR_LOSSLESS,
+    RLE_LOSSLESS,
+)
 from cirrus.errors import DamagedInstanceError, NotAcceptableError
 
 if TYPE_CHECKING:
     import numpy as np
+    from pydicom.dataset import Dataset
+    from pydicom.uid import UID
 
 logger = logging.getLogger(__name__)
 
@@ -73,28 +71,27 @@ ENCODING_PLUGINS: Final = ("pylibjpeg", "pyjpegls", "pydicom", "gdcm")
 # Syntaxes whose Pixel Data is native: the data set is re-encoded, Pixel Data only byte-swapped.
 NATIVE_SYNTAXES: Final = frozenset(
     {
-        ImplicitVRLittleEndian,
-        ExplicitVRLittleEndian,
-        DeflatedExplicitVRLittleEndian,
-        ExplicitVRBigEndian,
+        IMPLICIT_VR_LITTLE_ENDIAN,
+        EXPLICIT_VR_LITTLE_ENDIAN,
+        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+        EXPLICIT_VR_BIG_ENDIAN,
     }
 )
 # Native syntaxes that can be produced. Explicit VR Big Endian is retired (PS3.5 A.3) and
 # forbidden in web services, so nothing is transcoded to it.
 NATIVE_TARGETS: Final = frozenset(
-    {ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian}
+    {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}
 )
 # Compressed syntaxes that can be produced, each with the encoder options that keep it lossless.
-LOSSLESS_ENCODINGS: Final[dict[UID, dict[str, Any]]] = {
-    RLELossless: {},
-    JPEGLSLossless: {},
-    JPEGLSNearLossless: {"jls_error": 0},
-    JPEG2000Lossless: {},
+LOSSLESS_ENCODINGS: Final[dict[str, dict[str, Any]]] = {
+    RLE_LOSSLESS: {},
+    JPEG_LS_LOSSLESS: {},
+    JPEG_LS_NEAR_LOSSLESS: {"jls_error": 0},
+    JPEG_2000_LOSSLESS: {},
 }
 # Compressed syntaxes whose codestreams are always or usually lossy (PS3.5 8.2).
 LOSSY_SYNTAXES: Final = frozenset(
-    UID(uid)
-    for uid in (
+    {
         "1.2.840.10008.1.2.4.50",
         "1.2.840.10008.1.2.4.51",
         "1.2.840.10008.1.2.4.81",
@@ -108,7 +105,7 @@ LOSSY_SYNTAXES: Final = frozenset(
         "1.2.840.10008.1.2.4.105",
         "1.2.840.10008.1.2.4.106",
         "1.2.840.10008.1.2.4.203",
-    )
+    }
 )
 # PS3.5 7.1.2: a defined length is a 32-bit value, and 0xFFFFFFFF means undefined.
 MAX_NATIVE_PIXEL_LENGTH: Final = 0xFFFFFFFE
@@ -163,20 +160,26 @@ class Frame:
 
 def transfer_syntax_of(ds: Dataset) -> UID:
     """Return the transfer syntax in which ``ds`` was read (Implicit VR LE when unlabelled)."""
+    from pydicom.uid import UID
+
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if syntax:
         return UID(str(syntax))
     implicit, little = ds.original_encoding
     if little is False:
-        return ExplicitVRBigEndian
-    return ImplicitVRLittleEndian if implicit is not False else ExplicitVRLittleEndian
+        return UID(EXPLICIT_VR_BIG_ENDIAN)
+    if implicit is not False:
+        return UID(IMPLICIT_VR_LITTLE_ENDIAN)
+    return UID(EXPLICIT_VR_LITTLE_ENDIAN)
 
 
-def can_decode(syntax: UID) -> bool:
+def can_decode(syntax: str) -> bool:
     """Tell whether Pixel Data in ``syntax`` can be decoded with the installed plugins."""
     if syntax in NATIVE_SYNTAXES:
         return True
+    from pydicom.pixels.decoders.base import get_decoder
+
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
@@ -185,16 +188,18 @@ def can_decode(syntax: UID) -> bool:
     return not CODECS_INSTALLED or bool(decoder.available_plugins)
 
 
-def can_encode(syntax: UID) -> bool:
+def can_encode(syntax: str) -> bool:
     """Tell whether native Pixel Data can be written in ``syntax`` without loss."""
     if syntax in NATIVE_TARGETS:
         return True
     if syntax not in LOSSLESS_ENCODINGS:
         return False
+    from pydicom.pixels.encoders.base import get_encoder
+
     return not CODECS_INSTALLED or bool(get_encoder(syntax).available_plugins)
 
 
-def can_transcode(source: UID, target: UID) -> bool:
+def can_transcode(source: str, target: str) -> bool:
     """Tell whether an instance stored in ``source`` could be produced in ``target``.
 
     This looks only at the installed codecs. A codec may still reject a particular image (a
@@ -203,15 +208,18 @@ def can_transcode(source: UID, target: UID) -> bool:
     return source == target or (can_decode(source) and can_encode(target))
 
 
-def is_compressed(syntax: UID) -> bool:
+def is_compressed(syntax: str) -> bool:
     """Tell whether ``syntax`` encapsulates Pixel Data; False for UIDs pydicom does not know.
 
     pydicom's ``UID.is_compressed`` raises ValueError for private and unknown UIDs.
     """
-    return syntax.is_transfer_syntax and syntax.is_compressed
+    from pydicom.uid import UID
+
+    uid = UID(syntax)
+    return uid.is_transfer_syntax and uid.is_compressed
 
 
-def is_lossy(syntax: UID) -> bool:
+def is_lossy(syntax: str) -> bool:
     """Tell whether ``syntax`` is one whose codestreams are (or may be) lossy."""
     return syntax in LOSSY_SYNTAXES
 
@@ -228,15 +236,18 @@ def native_pixel_length(ds: Dataset) -> int:
     return (bits + 7) // 8
 
 
-def transcode(data: bytes, target: UID) -> bytes:
+def transcode(data: bytes, target: str) -> bytes:
     """Return the Part 10 object ``data`` re-encoded in the transfer syntax ``target``.
 
     The data set keeps every element. Pixel Data is decoded to native little endian first
     when it is compressed or big endian, then compressed losslessly when ``target`` is a
     compressed syntax. Raises ``TranscodeError`` with the reason when that is not possible.
     """
+    from pydicom.uid import UID
+
     if not can_encode(target):
         raise TranscodeError(f"no lossless encoder is installed for transfer syntax {target}")
+    target = UID(target)
     ds = _read(data)
     source = transfer_syntax_of(ds)
     if source == target and "TransferSyntaxUID" in ds.file_meta:
@@ -294,11 +305,13 @@ def frame_array(ds: Dataset, number: int) -> tuple[np.ndarray, dict[str, Any]]:
     )
 
 
-def encode_frame(frame: Frame, target: UID) -> bytes:
+def encode_frame(frame: Frame, target: str) -> bytes:
     """Compress one native frame losslessly in ``target``; raise ``TranscodeError`` if not."""
     if target not in LOSSLESS_ENCODINGS or not can_encode(target):
         raise TranscodeError(f"no lossless encoder is installed for transfer syntax {target}")
     require_codecs("encoding a frame")
+    from pydicom.pixels.encoders.base import get_encoder
+
     encoder = get_encoder(target)
     options = {
         **LOSSLESS_ENCODINGS[target],
@@ -324,9 +337,12 @@ def encode_frame(frame: Frame, target: UID) -> bytes:
 
 
 def _read(data: bytes) -> Dataset:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         return pydicom.dcmread(BytesIO(data), force=True)
-    except (pydicom.errors.InvalidDicomError, *CODEC_ERRORS) as exc:
+    except (InvalidDicomError, *CODEC_ERRORS) as exc:
         raise UndecodableDataError(
             f"the stored object could not be parsed: {error_reason(exc)}"
         ) from exc
@@ -341,9 +357,16 @@ def _write(ds: Dataset, target: UID) -> bytes:
     written by hand, so the output is the only copy of it. Deflated output goes through pydicom
     whole, because pydicom compresses the encoded data set as one stream.
     """
-    implicit = target == ImplicitVRLittleEndian
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    implicit = target == IMPLICIT_VR_LITTLE_ENDIAN
     pixels = (
-        ds["PixelData"] if "PixelData" in ds and target != DeflatedExplicitVRLittleEndian else None
+        ds["PixelData"]
+        if "PixelData" in ds and target != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+        else None
     )
     before, after = ds, Dataset()
     if pixels is not None:
@@ -388,7 +411,7 @@ def _pixel_header(vr: str, length: int, target: UID) -> bytes:
     if target.is_compressed:
         return tag + b"OB\x00\x00" + struct.pack("<I", 0xFFFFFFFF)
     length += length % 2
-    if target == ImplicitVRLittleEndian:
+    if target == IMPLICIT_VR_LITTLE_ENDIAN:
         return tag + struct.pack("<I", length)
     return tag + vr.encode("ascii") + b"\x00\x00" + struct.pack("<I", length)
 
@@ -414,7 +437,7 @@ def _to_native(ds: Dataset, source: UID) -> None:
                 "more than a 32-bit value length allows"
             )
         _decompress(ds, source)
-    elif source == ExplicitVRBigEndian:
+    elif source == EXPLICIT_VR_BIG_ENDIAN:
         numbers = range(1, int(ds.get("NumberOfFrames") or 1) + 1)
         frames = decode_frames(ds, numbers)
         _set_native_pixels(ds, frames)
@@ -451,6 +474,8 @@ def _decompress(ds: Dataset, source: UID) -> None:
 
 def _compress(ds: Dataset, target: UID) -> None:
     require_codecs("compressing Pixel Data")
+    from pydicom.pixels.encoders.base import get_encoder
+
     encoder = get_encoder(target)
     errors: list[str] = []
     for plugin in _plugins(ENCODING_PLUGINS, encoder.available_plugins):
@@ -480,7 +505,7 @@ def _swap_words(ds: Dataset, source: UID) -> None:
 
     pydicom converts numeric VRs when it reads them but keeps these values as raw bytes.
     """
-    if source != ExplicitVRBigEndian:
+    if source != EXPLICIT_VR_BIG_ENDIAN:
         return
     require_codecs("byte-swapping big endian values")
     import numpy as np
@@ -503,6 +528,8 @@ def _has_native_only_elements(ds: Dataset) -> bool:
 def _decoding_plugins(source: UID) -> list[str]:
     if source in NATIVE_SYNTAXES:
         return [""]  # pydicom decodes native data with numpy; there is no plugin to name
+    from pydicom.pixels.decoders.base import get_decoder
+
     return _plugins(DECODING_PLUGINS, get_decoder(source).available_plugins)
 
 
@@ -516,6 +543,8 @@ def _iter_frames(
     ds: Dataset, indices: list[int], plugin: str, as_rgb: bool
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     require_codecs("decoding frames")
+    from pydicom.pixels.decoders.base import get_decoder
+
     decoder = get_decoder(transfer_syntax_of(ds))
     # as_rgb converts YBR colour to RGB; pydicom types these options as a TypedDict.
     options: Any = {"as_rgb": as_rgb}

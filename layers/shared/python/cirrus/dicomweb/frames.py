@@ -28,14 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Final
-
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels.utils import get_expected_length
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from typing import TYPE_CHECKING, Final
 
 from cirrus.dicom.transcode import (
     CODEC_ERRORS,
@@ -46,6 +39,7 @@ from cirrus.dicom.transcode import (
     error_reason,
     is_compressed,
 )
+from cirrus.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 from cirrus.dicomweb.multipart import Part, build_multipart_related
 from cirrus.dicomweb.negotiation import (
     FRAME_ROOT_TYPES,
@@ -66,12 +60,16 @@ from cirrus.index.attributes import first_value
 from cirrus.index.reader import IndexReader, InstanceRef
 from cirrus.storage.objects import ObjectStore
 
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+    from pydicom.uid import UID
+
 logger = logging.getLogger(__name__)
 
 # The maximum number of frames one request may list.
 MAX_FRAMES_PER_REQUEST: Final = 1000
 # Stored syntaxes whose Pixel Data bytes are already the little endian octets of PS3.18.
-_LITTLE_ENDIAN_NATIVE: Final = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_LITTLE_ENDIAN_NATIVE: Final = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
 
 
 def parse_frame_list(text: str) -> list[int]:
@@ -175,6 +173,9 @@ class _FrameSource:
 
     def dataset(self) -> Dataset:
         if self._dataset is None:
+            import pydicom
+            from pydicom.errors import InvalidDicomError
+
             try:
                 self._dataset = pydicom.dcmread(BytesIO(self.store.get(self.ref.object_key)))
             except (InvalidDicomError, *CODEC_ERRORS) as exc:
@@ -190,7 +191,7 @@ def _produce(source: _FrameSource, choice: Choice, numbers: list[int]) -> list[b
     target = choice.transfer_syntax
     if target == source.stored and is_compressed(target):
         return _encapsulated_frames(source, numbers)
-    if target == ExplicitVRLittleEndian:
+    if target == EXPLICIT_VR_LITTLE_ENDIAN:
         if source.stored in _LITTLE_ENDIAN_NATIVE:
             native = _native_frames(source, numbers)
             if native is not None:
@@ -236,6 +237,9 @@ def native_frame_size(metadata: dict[str, object]) -> int | None:
     ``get_expected_length`` computes the size, so that YBR_FULL_422 counts two samples a
     pixel, because two adjacent pixels share one CB and one CR value (PS3.3 C.7.6.3.1.2).
     """
+    from pydicom.dataset import Dataset
+    from pydicom.pixels.utils import get_expected_length
+
     frame = Dataset()
     frame.Rows = int(first_value(metadata, "00280010") or 0)
     frame.Columns = int(first_value(metadata, "00280011") or 0)
@@ -262,6 +266,8 @@ def _check_frames_fit(
 
 
 def _encapsulated_frames(source: _FrameSource, numbers: list[int]) -> list[bytes]:
+    from pydicom.encaps import generate_frames
+
     value = source.dataset().PixelData
     try:
         frames = list(generate_frames(value, number_of_frames=source.count))

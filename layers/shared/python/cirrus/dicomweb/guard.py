@@ -25,7 +25,6 @@ from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
-from pydicom.datadict import keyword_for_tag
 
 from cirrus.access import AccessDeniedError, AccessPolicy, Action, principal_from_event
 from cirrus.archive import ArchivedInstance
@@ -340,6 +339,8 @@ def query_key_names(
     A name that is no DICOM keyword or tag is left out, because it is free text of the
     client. The UIDs of the path count as keys.
     """
+    from pydicom.datadict import keyword_for_tag
+
     names = ["StudyInstanceUID"] if study is not None else []
     if series is not None:
         names.append("SeriesInstanceUID")

@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Any, Final
 from xml.etree import ElementTree
 
-from pydicom.datadict import keyword_for_tag
-
 NATIVE_DICOM_NAMESPACE: Final = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
 DICOM_XML_MEDIA_TYPE: Final = "application/dicom+xml"
 
@@ -31,6 +29,8 @@ def to_native_xml(dataset: JsonDict) -> bytes:
 
 
 def _add_attributes(parent: ElementTree.Element, dataset: JsonDict) -> None:
+    from pydicom.datadict import keyword_for_tag
+
     for tag in sorted(dataset):
         attribute = dataset[tag]
         vr = str(attribute.get("vr", "UN"))

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Final
-
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
+from typing import TYPE_CHECKING, Final
 
 from cirrus.dicom.transcode import (
     LOSSLESS_ENCODINGS,
@@ -36,8 +34,12 @@ from cirrus.dicom.transcode import (
     is_compressed,
     is_lossy,
 )
+from cirrus.dicom.uids import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
 from cirrus.dicomweb.media import MediaType, format_media_type, parse_accept, rejected_ranges
 from cirrus.dicomweb.multipart import MULTIPART_RELATED
+
+if TYPE_CHECKING:
+    from pydicom.uid import UID
 
 DICOM_MEDIA_TYPE: Final = "application/dicom"
 OCTET_STREAM: Final = "application/octet-stream"
@@ -46,24 +48,18 @@ _WILDCARDS: Final = ("*/*", "multipart/*")
 
 # PS3.18 Table 8.7.3-5: the transfer syntaxes of each compressed bulk data media type, with
 # the default one first. image/jpeg defaults to JPEG Lossless SV1 for single-frame images.
-FRAME_MEDIA_TYPES: Final[dict[str, tuple[UID, ...]]] = {
-    "image/jpeg": tuple(
-        UID(uid)
-        for uid in (
-            "1.2.840.10008.1.2.4.70",
-            "1.2.840.10008.1.2.4.50",
-            "1.2.840.10008.1.2.4.51",
-            "1.2.840.10008.1.2.4.57",
-        )
+FRAME_MEDIA_TYPES: Final[dict[str, tuple[str, ...]]] = {
+    "image/jpeg": (
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
     ),
-    "image/dicom-rle": (UID("1.2.840.10008.1.2.5"),),
-    "image/jls": (UID("1.2.840.10008.1.2.4.80"), UID("1.2.840.10008.1.2.4.81")),
-    "image/jp2": (UID("1.2.840.10008.1.2.4.90"), UID("1.2.840.10008.1.2.4.91")),
-    "image/jpx": (UID("1.2.840.10008.1.2.4.92"), UID("1.2.840.10008.1.2.4.93")),
-    "image/jphc": tuple(
-        UID(uid)
-        for uid in ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")
-    ),
+    "image/dicom-rle": ("1.2.840.10008.1.2.5",),
+    "image/jls": ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
+    "image/jp2": ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"),
+    "image/jpx": ("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"),
+    "image/jphc": ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"),
 }
 FRAME_ROOT_TYPES: Final = (OCTET_STREAM, *FRAME_MEDIA_TYPES)
 
@@ -139,14 +135,14 @@ def instance_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
     choices: list[Choice] = []
     for requested in acceptable.types:
         if requested.transfer_syntax is None:
-            choices.append(Choice(DICOM_MEDIA_TYPE, ExplicitVRLittleEndian))
+            choices.append(Choice(DICOM_MEDIA_TYPE, _uid(EXPLICIT_VR_LITTLE_ENDIAN)))
             if is_lossy(stored):
                 # PS3.18 8.7.3.4 lets a server send lossy Pixel Data in its stored syntax.
                 choices.append(Choice(DICOM_MEDIA_TYPE, stored))
         elif requested.transfer_syntax == ANY_SYNTAX:
             choices.append(Choice(DICOM_MEDIA_TYPE, _any_syntax(stored)))
         else:
-            choices.append(Choice(DICOM_MEDIA_TYPE, UID(requested.transfer_syntax)))
+            choices.append(Choice(DICOM_MEDIA_TYPE, _uid(requested.transfer_syntax)))
     return _usable(acceptable, choices, lambda syntax: _can_produce(stored, syntax))
 
 
@@ -157,12 +153,12 @@ def frame_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
         syntax = requested.transfer_syntax
         if requested.media_type == OCTET_STREAM:
             if syntax is None:
-                target = ExplicitVRLittleEndian
+                target = _uid(EXPLICIT_VR_LITTLE_ENDIAN)
             elif syntax == ANY_SYNTAX:
-                target = stored if is_compressed(stored) else ExplicitVRLittleEndian
+                target = stored if is_compressed(stored) else _uid(EXPLICIT_VR_LITTLE_ENDIAN)
             else:
-                target = UID(syntax)
-            if target == ExplicitVRLittleEndian or target == stored:
+                target = _uid(syntax)
+            if target == EXPLICIT_VR_LITTLE_ENDIAN or target == stored:
                 choices.append(Choice(OCTET_STREAM, target, requested.multipart))
             if syntax is None and is_lossy(stored) and _media_type_of(stored):
                 # PS3.18 8.7.3.3 lets lossy frames go as stored when they cannot be decoded.
@@ -170,9 +166,10 @@ def frame_choices(acceptable: Acceptable, stored: UID) -> list[Choice]:
             continue
         syntaxes = FRAME_MEDIA_TYPES[requested.media_type]
         if syntax is None or syntax == ANY_SYNTAX:
-            targets = [stored, syntaxes[0]] if stored in syntaxes else [syntaxes[0]]
+            default = _uid(syntaxes[0])
+            targets = [stored, default] if stored in syntaxes else [default]
         else:
-            targets = [UID(syntax)] if UID(syntax) in syntaxes else []
+            targets = [_uid(syntax)] if _uid(syntax) in syntaxes else []
         choices.extend(
             Choice(requested.media_type, target, requested.multipart) for target in targets
         )
@@ -226,24 +223,31 @@ def _root_type(value: str | None, root_types: Collection[str], default: str) -> 
     return default if root.subtype == "*" and root.matches(default) else None
 
 
-def _media_type_of(syntax: UID) -> str:
+def _uid(value: str) -> UID:
+    """Return ``value`` as a pydicom ``UID``, which imports pydicom on the first call."""
+    from pydicom.uid import UID
+
+    return UID(value)
+
+
+def _media_type_of(syntax: str) -> str:
     """Return the image media type of a compressed syntax, or "" when it has none."""
     return next((name for name, uids in FRAME_MEDIA_TYPES.items() if syntax in uids), "")
 
 
 def _default_syntax(media_type: str) -> UID:
     syntaxes = FRAME_MEDIA_TYPES.get(media_type)
-    return syntaxes[0] if syntaxes else ExplicitVRLittleEndian
+    return _uid(syntaxes[0] if syntaxes else EXPLICIT_VR_LITTLE_ENDIAN)
 
 
 def _any_syntax(stored: UID) -> UID:
     """Return the syntax that ``transfer-syntax=*`` selects for an instance stored in ``stored``."""
-    return ExplicitVRLittleEndian if stored == ExplicitVRBigEndian else stored
+    return _uid(EXPLICIT_VR_LITTLE_ENDIAN) if stored == EXPLICIT_VR_BIG_ENDIAN else stored
 
 
 def producible_syntaxes(stored: UID) -> list[UID]:
     """Return the transfer syntaxes an instance stored in ``stored`` can be sent in, sorted."""
-    targets = {*NATIVE_TARGETS, *LOSSLESS_ENCODINGS}
+    targets = {_uid(syntax) for syntax in (*NATIVE_TARGETS, *LOSSLESS_ENCODINGS)}
     if is_compressed(stored):
         targets.add(stored)
     return sorted(syntax for syntax in targets if _can_produce(stored, syntax))

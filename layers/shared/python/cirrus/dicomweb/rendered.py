@@ -16,10 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from io import BytesIO
-from typing import Final
-
-import pydicom
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING, Final
 
 from cirrus.dicom.transcode import require_codecs
 from cirrus.dicomweb.media import parse_accept
@@ -28,6 +25,9 @@ from cirrus.dicomweb.wado import Representation
 from cirrus.errors import InvalidParameterError, NotAcceptableError, NotFoundError
 from cirrus.index.reader import IndexReader
 from cirrus.storage.objects import ObjectStore
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 JPEG: Final = "image/jpeg"
 PNG: Final = "image/png"
@@ -130,6 +130,8 @@ def render_frames(
     Raises ``NotFoundError`` for a frame past the last one and ``NotAcceptableError`` when
     ``accept`` allows none of the image media types.
     """
+    import pydicom
+
     media_type = _image_type(accept)
     ref = reader.instance(site, *uids)
     ds = pydicom.dcmread(BytesIO(store.get(ref.object_key)))

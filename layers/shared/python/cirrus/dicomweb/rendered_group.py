@@ -23,9 +23,6 @@ from io import BytesIO
 from itertools import chain
 from typing import Final
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-
 from cirrus.dicom.transcode import CODEC_ERRORS, error_reason
 from cirrus.dicomweb.multipart import Part, build_multipart_related
 from cirrus.dicomweb.rendered import RenderOptions, image_choice, render_frame
@@ -105,6 +102,9 @@ def _render_first_frame(
     store: ObjectStore, ref: InstanceRef, options: RenderOptions, media_type: str
 ) -> bytes | None:
     """Return the rendered first frame, or None for a non-image or unrenderable instance."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         ds = pydicom.dcmread(BytesIO(store.get(ref.object_key)))
     except (InvalidDicomError, *CODEC_ERRORS) as exc:

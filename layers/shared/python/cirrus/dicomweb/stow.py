@@ -22,8 +22,6 @@ from enum import IntEnum
 from http import HTTPStatus
 from typing import Any, Final
 
-from pydicom.uid import UID
-
 from cirrus.archive import ArchivedInstance, archive_instance, check_instance
 from cirrus.dicom.instance import InstanceHeader, parse_instance
 from cirrus.dicomweb.errors import exception_fields
@@ -313,6 +311,8 @@ def _is_known_non_storage_uid(uid: str | None) -> bool:
 
     Private and newer SOP classes are not in the registry and are accepted.
     """
+    from pydicom.uid import UID
+
     registered = UID(uid or "")
     if not registered.type:
         return False

@@ -18,13 +18,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from itertools import islice
-from typing import Any, Final
-
-import pydicom
-from pydicom.uid import UID, ImplicitVRLittleEndian
+from typing import TYPE_CHECKING, Any, Final
 
 from cirrus.dicom.dicomjson import absolute_bulkdata_uris, find_bulk_element
 from cirrus.dicom.transcode import TranscodeError, transcode
+from cirrus.dicom.uids import IMPLICIT_VR_LITTLE_ENDIAN
 from cirrus.dicomweb.media import MediaType, parse_accept
 from cirrus.dicomweb.multipart import MULTIPART_RELATED, Part, build_multipart_related
 from cirrus.dicomweb.negotiation import DICOM_MEDIA_TYPE as DICOM_MEDIA_TYPE
@@ -45,6 +43,9 @@ from cirrus.errors import (
 )
 from cirrus.index.reader import IndexReader, InstanceRef
 from cirrus.storage.objects import ObjectStore
+
+if TYPE_CHECKING:
+    from pydicom.uid import UID
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +264,9 @@ def require_dicom_json(accept: str | None) -> None:
 
 def stored_syntax(ref: InstanceRef) -> UID:
     """Return the stored transfer syntax of ``ref``; Implicit VR LE when it had no file meta."""
-    return UID(ref.transfer_syntax or ImplicitVRLittleEndian)
+    from pydicom.uid import UID
+
+    return UID(ref.transfer_syntax or IMPLICIT_VR_LITTLE_ENDIAN)
 
 
 def _choices_for(acceptable: Acceptable, ref: InstanceRef) -> list[Choice]:
@@ -334,6 +337,8 @@ def _read_objects(store: ObjectStore, keys: list[str]) -> list[bytes]:
 
 
 def _bulk_value(store: ObjectStore, ref: InstanceRef, path: str) -> bytes:
+    import pydicom
+
     offset, length = ref.pixel_offset, ref.pixel_length
     if path.strip("/").upper() == PIXEL_DATA_PATH and offset is not None and length is not None:
         if length == 0:

@@ -40,7 +40,7 @@ UNCOMPRESSED_SYNTAXES: Final = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _TRANSCODE_TARGETS: Final = (
     *UNCOMPRESSED_SYNTAXES,
     DeflatedExplicitVRLittleEndian,
-    *LOSSLESS_ENCODINGS,
+    *(UID(syntax) for syntax in LOSSLESS_ENCODINGS),
 )
 
 

@@ -7,8 +7,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-
 from cirrus.errors import InvalidParameterError
 from cirrus.query.matching import Constraint, split_range
 
@@ -80,6 +78,8 @@ def resolve_attribute(name: str) -> tuple[str, str]:
 
 
 def _resolve_one(name: str) -> tuple[str, str]:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
     if _TAG.fullmatch(name):
         tag = int(name, 16)
     else:
@@ -248,6 +248,8 @@ def _is_time(hour: str, minute: str, second: str) -> bool:
 
 def _keyword(tag_path: str) -> str:
     """Return the keywords of a tag path joined by ".", for messages."""
+    from pydicom.datadict import keyword_for_tag
+
     return ".".join(keyword_for_tag(int(tag, 16)) or tag for tag in tag_path.split("."))
 
 

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
 
-from pydicom.datadict import keyword_for_tag
-
 from cirrus.index.attributes import INSTANCE_TAGS, SERIES_TAGS, STUDY_TAGS, JsonDict
 from cirrus.index.claims import CLAIM, claim_pk
 from cirrus.index.models import (
@@ -461,6 +459,8 @@ class _Search:
 
 def usable_constraints(query: QidoQuery) -> tuple[list[Constraint], list[str]]:
     """Return the constraints matched at the query's level, and a Warning for each other."""
+    from pydicom.datadict import keyword_for_tag
+
     level = query.level
     supported = _STUDY_LEVEL
     if level in (SERIES, INSTANCE):

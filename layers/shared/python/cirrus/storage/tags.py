@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlencode
 
-from pydicom import Dataset
-from pydicom.errors import BytesLengthException
-
 from cirrus.dicom.instance import DECODING_ERRORS
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 SITE_TAG: Final = "site"
 MODALITY_TAG: Final = "modality"
@@ -25,6 +25,8 @@ _TAG_VALUE: Final = re.compile(r"[A-Za-z0-9 +\-=._:/@]{1,256}")
 
 def instance_tags(site: str, ds: Dataset) -> dict[str, str]:
     """Return the tags of an instance of ``site``: its site, and its Modality when it has one."""
+    from pydicom.errors import BytesLengthException
+
     tags = {SITE_TAG: site}
     try:
         modality = str(ds.get("Modality", "") or "").strip()
