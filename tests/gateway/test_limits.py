@@ -250,6 +250,8 @@ def test_associations_over_maximum_rejected(gateway_settings: Settings) -> None:
             ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
             third = ae.associate(LOOPBACK, gateway.port, ae_title=DEFAULT_AE_TITLE)
             rejection = third.acceptor.primitive
+        # A released association holds its slot until its threads have ended.
+        slots_freed = wait_until(lambda: not gateway.active_associations())
         with associate(gateway.port, CT_CONTEXT) as after:
             accepted_after = after.is_established
 
@@ -258,6 +260,7 @@ def test_associations_over_maximum_rejected(gateway_settings: Settings) -> None:
     # PS3.8 9.3.4: rejected-transient, UL service-provider (presentation related function),
     # local-limit-exceeded.
     assert (rejection.result, rejection.result_source, rejection.diagnostic) == (2, 3, 2)
+    assert slots_freed
     assert accepted_after
 
 
