@@ -768,7 +768,7 @@ def measure_scale(
     runs: int,
     args: argparse.Namespace,
 ) -> tuple[Archive, list[Measurement]]:
-    """Fill both archives to ``scale`` instances as ``args`` says, then measure the reads."""
+    """Fill both archives to ``scale`` instances as ``args`` sets, then measure the reads."""
     started = time.perf_counter()
     archive = fill(cirrus, orthanc, folder, archive, scale, direct=scale > args.direct_fill_above)
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())

@@ -318,7 +318,7 @@ def test_deferred_table_written_after_journal(
         writer.close()
 
 
-def test_deferred_table_failure_kept_in_journal(
+def test_deferred_table_failure_in_journal(
     audit: AuditLog,
     settings: Settings,
     tmp_path: Path,
@@ -333,17 +333,17 @@ def test_deferred_table_failure_kept_in_journal(
     written = deferred.write(store_event("1.2.3", 0))
     writer.flush()
 
-    def refuse(*args: object, **kwargs: object) -> None:
+    def fail_write(*args: object, **kwargs: object) -> None:
         raise StoreUnavailableError("audit record was not written: ThrottlingException")
 
     with monkeypatch.context() as patch:
-        patch.setattr("cirrus.local.audit_journal.write_entry", refuse)
+        patch.setattr("cirrus.local.audit_journal.write_entry", fail_write)
         lost = deferred.write(store_event("1.2.3", 1))
         writer.flush()
-    kept = deferred.write(store_event("1.2.3", 2))
+    later = deferred.write(store_event("1.2.3", 2))
     writer.close()
 
-    assert ids(audit.records_of_study("1.2.3")) == [written, kept]
+    assert ids(audit.records_of_study("1.2.3")) == [written, later]
     assert lost in [entry.record_id for entry in read_journal(journal.path)]
     (failure,) = [r for r in caplog.records if "not written to the table" in r.getMessage()]
     assert failure.audit_record == lost  # type: ignore[attr-defined]

@@ -8,8 +8,8 @@ slices the PDU's items and slices each PDV's value (``DIMSEMessage.decode_msg``)
 instructions that the stubbed gateway of ``bench/gateway_alone.py`` ran (callgrind).
 
 ``read_pdus_into_one_buffer`` makes an association read each PDU with ``recv_into`` into a
-buffer of the PDU's size, and decode a P-DATA-TF PDU into ``memoryview`` slices of that
-buffer, which ``DIMSEMessage.decode_msg`` slices again without copying and writes to the
+buffer of the PDU's size. A P-DATA-TF PDU is decoded into ``memoryview`` slices of that
+buffer. ``DIMSEMessage.decode_msg`` slices them again without copying and writes them to the
 spool file or the command set. Other PDUs, and every PDU while a handler is bound to
 EVT_DATA_RECV, are decoded by pynetdicom's ``_decode_pdu``.
 

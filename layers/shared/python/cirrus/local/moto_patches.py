@@ -27,8 +27,8 @@ only one request run Python code at a time.
 Responses: moto serializes each result by walking it against the operation's output shape
 in botocore's service model, which took about two thirds of moto's time for a PutItem or a
 Query of the index. The results of the item operations below are already in DynamoDB's wire
-form once moto's ``DynamoResult`` has expanded its types, so this patch writes them as JSON
-directly, leaving out the keys that the output shape lacks, as the serializer does. Binary
+form once moto's ``DynamoResult`` has expanded its types. So this patch writes them as JSON
+directly and leaves out the keys that the output shape lacks, as the serializer does. Binary
 values, which that expansion leaves as bytes, are written base64-encoded, as the serializer
 writes them. Other operations, such as DescribeTable with its timestamps, and errors keep
 moto's serializer.
