@@ -242,11 +242,8 @@ def index_records(
         instance_count=len(objects),
         modalities=modalities,
         metadata_version=version,
+        sop_classes=sop_classes,
     )
-    # NOTE: ingest adds the SOP classes to a series record from its second instance on, so a
-    # series of one instance has none. The fill leaves the same records.
-    if len(objects) > 1:
-        series_record.sop_classes = sop_classes
     records = [study_record, series_record]
     records += [modality_marker(model, study_record, modality) for modality in sorted(modalities)]
     for obj, metadata in zip(objects, metadatas, strict=True):

@@ -8,7 +8,7 @@ from io import BytesIO
 
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.uid import CTImageStorage, generate_uid
 
 from cirrus.archive import archive_instance
 from cirrus.config import Settings
@@ -87,6 +87,12 @@ def test_ingest_counts_each_instance_once(services: Services) -> None:
     )
     assert series_record is not None
     assert series_record.instance_count == 2
+    assert series_record.sop_classes == {CTImageStorage}
+    single = get_record(services.index_model, study_pk("default", study), series_sk(series_b))
+    assert single is not None
+    assert single.instance_count == 1
+    assert single.modalities == {"SR"}
+    assert single.sop_classes == {CTImageStorage}
 
 
 def test_duplicate_event_in_one_batch(services: Services) -> None:

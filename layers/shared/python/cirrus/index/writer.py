@@ -328,6 +328,9 @@ class IndexWriter:
         modality = first_value(metadata, _MODALITY)
         if modality:
             series.modalities = {str(modality)}
+        sop_class = first_value(metadata, _SOP_CLASS_UID)
+        if sop_class:
+            series.sop_classes = {str(sop_class)}
         saves, updates = self._study_writes(obj, metadata, 1, version, study)
         return self._transact(
             instance,
