@@ -4,9 +4,11 @@ Clients reach every AWS service through ``FaultProxy.endpoint_url``. The proxy n
 service and operation of each request (``ProxiedRequest``) and forwards it to moto unless a
 rule matches it. A fault rule responds with the error response of the request's own service
 (an S3 XML error, or a DynamoDB JSON error with ``__type``), or closes the connection
-without a response (``DROP``). botocore gets what a failing service sends, so its
-own retries run. A hold rule keeps one request waiting until the test releases it, which
-gives a test a fixed point in the middle of a batch.
+without a response (``DROP``). A fault may also forward the request to moto first and
+discard moto's response, as when a service acted on a request but its response was lost.
+botocore gets what a failing service sends, so its own retries run. A hold rule keeps one
+request waiting until the test releases it, which gives a test a fixed point in the middle
+of a batch.
 """
 
 from __future__ import annotations
@@ -137,12 +139,16 @@ def part_numbers(*numbers: int) -> RequestRule:
 
 @dataclass
 class Fault:
-    """A response of ``status`` (or DROP) to matching requests, ``times`` times or always."""
+    """A response of ``status`` (or DROP) to matching requests, ``times`` times or always.
+
+    With ``forward``, moto gets each matching request first and its response is discarded.
+    """
 
     rule: RequestRule
     status: int
     code: str | None = None
     times: int | None = None
+    forward: bool = False
     injected: int = 0
 
     def matches(self, request: ProxiedRequest) -> bool:
@@ -200,14 +206,21 @@ class FaultProxy:
         return f"http://{LOOPBACK}:{self._server.server_address[1]}"
 
     def fail(
-        self, rule: RequestRule, status: int, code: str | None = None, *, times: int | None = None
+        self,
+        rule: RequestRule,
+        status: int,
+        code: str | None = None,
+        *,
+        times: int | None = None,
+        forward: bool = False,
     ) -> Fault:
         """Respond to requests that ``rule`` matches with ``status`` and ``code``, or DROP them.
 
         Without ``code`` the service's usual code for ``status`` is sent (S3: 503 SlowDown,
         500 InternalError; DynamoDB: 400 ThrottlingException, 500 InternalServerError).
+        With ``forward``, moto carries out each matching request before the fault is sent.
         """
-        fault = Fault(rule, status, code, times)
+        fault = Fault(rule, status, code, times, forward)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -278,6 +291,8 @@ class FaultProxy:
                 request = ProxiedRequest(self.command, url.path, parse_qs(url.query, True), headers)
                 decision = proxy._decide(request)
                 if isinstance(decision, Fault):
+                    if decision.forward:
+                        self._forward_discarding_response(body)
                     self._send_fault(decision, request.service)
                 elif isinstance(decision, Hold):
                     try:
@@ -329,8 +344,17 @@ class FaultProxy:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
-            def _forward(self, body: bytes) -> None:
+            def _forward_discarding_response(self, body: bytes) -> None:
                 connection = http.client.HTTPConnection(*proxy._upstream, timeout=60)
+                try:
+                    connection.request(
+                        self.command, self.path, body=body, headers=self._upstream_headers(body)
+                    )
+                    connection.getresponse().read()
+                finally:
+                    connection.close()
+
+            def _upstream_headers(self, body: bytes) -> dict[str, str]:
                 headers = {
                     name: value
                     for name, value in self.headers.items()
@@ -338,6 +362,11 @@ class FaultProxy:
                 }
                 if body or self.command in ("PUT", "POST"):
                     headers["Content-Length"] = str(len(body))
+                return headers
+
+            def _forward(self, body: bytes) -> None:
+                connection = http.client.HTTPConnection(*proxy._upstream, timeout=60)
+                headers = self._upstream_headers(body)
                 try:
                     connection.request(self.command, self.path, body=body, headers=headers)
                     response = connection.getresponse()

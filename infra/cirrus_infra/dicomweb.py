@@ -47,7 +47,12 @@ from cirrus_infra.lambdas import (
 from cirrus_infra.layers import Layers
 from cirrus_infra.network import Network
 from cirrus_infra.pixels import DicomwebPixelFunction
-from cirrus_infra.storage import GLOBAL_SECONDARY_INDEXES, INGEST_PREFIX, Storage
+from cirrus_infra.storage import (
+    AUDIT_WRITE_ACTIONS,
+    GLOBAL_SECONDARY_INDEXES,
+    INGEST_PREFIX,
+    Storage,
+)
 
 STAGE: Final = "dicomweb"
 SERVICE: Final = "cirrus-dicomweb"
@@ -229,7 +234,7 @@ class DicomwebApi(Construct):
             ),
             # Audit records, in a table where nothing may change or delete them.
             iam.PolicyStatement(
-                actions=["dynamodb:PutItem"], resources=[storage.audit_table.table_arn]
+                actions=list(AUDIT_WRITE_ACTIONS), resources=[storage.audit_table.table_arn]
             ),
             iam.PolicyStatement(
                 actions=[

@@ -76,7 +76,12 @@ from cirrus.gateway.server import SHUTDOWN_GRACE_SECONDS
 from cirrus.gateway.tls import DEFAULT_TLS_PORT
 from cirrus.gateway.workers import WORKERS_ENV
 from cirrus_infra.network import Network
-from cirrus_infra.storage import GLOBAL_SECONDARY_INDEXES, INGEST_PREFIX, Storage
+from cirrus_infra.storage import (
+    AUDIT_WRITE_ACTIONS,
+    GLOBAL_SECONDARY_INDEXES,
+    INGEST_PREFIX,
+    Storage,
+)
 
 REPO: Final = Path(__file__).resolve().parents[2]
 
@@ -408,7 +413,7 @@ class Gateway(Construct):
             ),
             # Audit records of associations, in a table where nothing may change or delete them.
             iam.PolicyStatement(
-                actions=["dynamodb:PutItem"], resources=[storage.audit_table.table_arn]
+                actions=list(AUDIT_WRITE_ACTIONS), resources=[storage.audit_table.table_arn]
             ),
             iam.PolicyStatement(
                 actions=["kms:Decrypt", "kms:GenerateDataKey"],

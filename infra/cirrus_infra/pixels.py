@@ -38,7 +38,7 @@ from cirrus_infra.lambdas import (
 )
 from cirrus_infra.layers import Layers
 from cirrus_infra.network import Network
-from cirrus_infra.storage import INGEST_PREFIX, Storage
+from cirrus_infra.storage import AUDIT_WRITE_ACTIONS, INGEST_PREFIX, Storage
 
 # The DICOMweb function's 3,008 MB are sized for about three copies of a staged retrieve.
 # Decoding adds the pixel data of the instance being transcoded or rendered: a transcode peaks
@@ -117,9 +117,9 @@ class DicomwebPixelFunction(Construct):
             # Instances, and metadata that is too large for its index record.
             iam.PolicyStatement(actions=["s3:GetObject"], resources=[f"{bucket}/{INGEST_PREFIX}*"]),
             # Audit records (cirrus.audit), as the DICOMweb function writes them, in a table
-            # where nothing may change or delete them. It cannot read them back.
+            # where nothing may change or delete them. It can read an item only by its key.
             iam.PolicyStatement(
-                actions=["dynamodb:PutItem"], resources=[storage.audit_table.table_arn]
+                actions=list(AUDIT_WRITE_ACTIONS), resources=[storage.audit_table.table_arn]
             ),
             # Large responses are written in parts, and a failed upload is aborted. Clients
             # read them through URLs presigned with this role.

@@ -34,7 +34,7 @@ from cirrus_infra.lambdas import (
 )
 from cirrus_infra.layers import Layers
 from cirrus_infra.network import Network
-from cirrus_infra.storage import INGEST_PREFIX, Storage
+from cirrus_infra.storage import AUDIT_WRITE_ACTIONS, INGEST_PREFIX, Storage
 
 SERVICE: Final = "cirrus-retention"
 RULES_VARIABLE: Final = "CIRRUS_LIFECYCLE_RULES"
@@ -117,7 +117,7 @@ class RetentionSchedule(Construct):
                 actions=["dynamodb:Query"], resources=[f"{table}/index/{RETENTION_INDEX}"]
             ),
             iam.PolicyStatement(
-                actions=["dynamodb:PutItem"], resources=[storage.audit_table.table_arn]
+                actions=list(AUDIT_WRITE_ACTIONS), resources=[storage.audit_table.table_arn]
             ),
             data_key_statement(self, storage.key, ["s3", "dynamodb"]),
         ]

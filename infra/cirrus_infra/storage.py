@@ -67,6 +67,10 @@ AUDIT_CHANGE_ACTIONS: Final = (
     "dynamodb:PartiQLUpdate",
     "dynamodb:PartiQLDelete",
 )
+# Actions of the roles that write audit records (cirrus.audit_table.write_entry). GetItem reads
+# back an item whose conditional PutItem failed, because botocore retries a PutItem whose
+# response was lost, and the retry then finds the item that its first attempt put.
+AUDIT_WRITE_ACTIONS: Final = ("dynamodb:GetItem", "dynamodb:PutItem")
 # Without context, every site's objects move to Glacier Instant Retrieval after this many days:
 # reads still take milliseconds, at a lower storage price (docs/deploy.md has the prices).
 DEFAULT_TIERING_DAYS: Final = 180
@@ -533,11 +537,12 @@ class Storage(Construct):
     def _audit_table(self, names: ResourceNames) -> dynamodb.Table:
         """Create the append-only audit trail (cirrus.audit_table), encrypted with the data key.
 
-        Application roles get PutItem only, and the code writes every item under a condition
-        that it does not exist yet. The table's resource policy also denies every principal
-        the operations that change or delete an item, administrators included. NOTE: PutItem
-        without that condition would still replace an item, because IAM has no condition key
-        for a condition expression. Point-in-time recovery keeps 35 days of history against it.
+        Application roles get PutItem and GetItem only (``AUDIT_WRITE_ACTIONS``), and the code
+        writes every item under a condition that it does not exist yet. The table's resource
+        policy also denies every principal the operations that change or delete an item,
+        administrators included. NOTE: PutItem without that condition would still replace an
+        item, because IAM has no condition key for a condition expression. Point-in-time
+        recovery keeps 35 days of history against it.
         """
         table = dynamodb.Table(
             self,

@@ -578,7 +578,7 @@ def test_dicomweb_role_statements(resources: dict[str, Any], stack: CirrusStack)
             ["s3:DeleteObject", "s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"],
             [under(archive, "/sites/*")],
         ),
-        statement(["dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
+        statement(["dynamodb:GetItem", "dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
         statement(
             ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
             [under(archive, "/transfers/*")],
@@ -613,7 +613,7 @@ def test_pixel_role_statements(resources: dict[str, Any], stack: CirrusStack) ->
     expected = [
         *common_statements(stack, "pixel"),
         statement(["s3:GetObject"], [under(archive, "/sites/*")]),
-        statement(["dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
+        statement(["dynamodb:GetItem", "dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
         statement(
             ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
             [under(archive, "/transfers/sites/*/responses/*")],
@@ -644,7 +644,7 @@ def test_pixel_role_cannot_write_data(resources: dict[str, Any], stack: CirrusSt
     assert all("s3:DeleteObject" not in item["Action"] for item in writes)
     assert [item["Action"] for item in on_table] == [["dynamodb:GetItem", "dynamodb:Query"]]
     assert [item["Action"] for item in on_instances] == [["s3:GetObject"]]
-    assert [item["Action"] for item in on_audit] == [["dynamodb:PutItem"]]
+    assert [item["Action"] for item in on_audit] == [["dynamodb:GetItem", "dynamodb:PutItem"]]
 
 
 def test_dicomweb_invokes_only_pixel_function(

@@ -765,6 +765,7 @@ def test_task_role_permissions_exact(resources: dict[str, Any], stack: CirrusSta
         *(allow("dynamodb:Query", join(table, f"/index/{name}"))
           for name, _, _ in GLOBAL_SECONDARY_INDEXES),
         allow("dynamodb:PutItem", table, claims_only),
+        allow("dynamodb:GetItem", audit),
         allow("dynamodb:PutItem", audit),
         allow("kms:Decrypt", key, through_s3_and_dynamodb),
         allow("kms:GenerateDataKey", key, through_s3_and_dynamodb),

@@ -224,7 +224,7 @@ def test_retention_role_least_privilege(resources: dict[str, Any], stack: Cirrus
             [arn_of(stack, storage.table)],
         ),
         statement(["dynamodb:Query"], [under(table, "/index/by-level")]),
-        statement(["dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
+        statement(["dynamodb:GetItem", "dynamodb:PutItem"], [arn_of(stack, storage.audit_table)]),
         statement(DATA_KEY_ACTIONS, [arn_of(stack, storage.key)], via("s3", "dynamodb")),
         # The deleted changes of the feed and the InstanceDeleted events, as DELETE writes them.
         statement(

@@ -492,7 +492,8 @@ def test_audit_table_denies_changes_to_all(resources: dict[str, Any], stack: Cir
 
 
 def test_roles_only_append_audit_records(template: Template, stack: CirrusStack) -> None:
-    """Every role that names the audit table may put items into it and do nothing else."""
+    """Every role that names the audit table may put items into it, get one by its key, and
+    do nothing else."""
     audit = arn_of(stack, stack.storage.audit_table)
     writers = set()
     for logical, policy in _policies(template).items():
@@ -501,7 +502,7 @@ def test_roles_only_append_audit_records(template: Template, stack: CirrusStack)
             resources = resources if isinstance(resources, list) else [resources]
             if audit in resources:
                 assert statement["Effect"] == "Allow"
-                assert statement["Action"] == "dynamodb:PutItem", logical
+                assert statement["Action"] == ["dynamodb:GetItem", "dynamodb:PutItem"], logical
                 assert resources == [audit]
                 writers.add(logical)
     expected = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -26,6 +27,7 @@ from cirrus.audit_table import (
     AppendOnlyError,
     AuditRecord,
     AuditRecordExistsError,
+    bind_audit_model,
     entry_items,
     record_pk,
 )
@@ -39,6 +41,7 @@ from cirrus.local.audit_journal import (
 )
 from cirrus.local.resources import create_audit_table
 from cirrus.services import Services
+from tests.fault_proxy import FaultProxy, dynamodb
 
 START = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
 
@@ -90,20 +93,92 @@ def audit_source_id(audit: AuditLog) -> str:
     return str(model.Meta.table_name).removesuffix("-audit")
 
 
-def test_second_put_of_a_key_fails(audit: AuditLog) -> None:
+def test_same_entry_written_twice(audit: AuditLog) -> None:
     model = audit.model
     assert model is not None
-    entry = audit.entry_of(store_event("1.2.3", 0))
+    entry = audit.entry_of(store_event("1.2.3", 0, "north", "1.2.4"))
     cirrus.audit_table.write_entry(model, entry)
 
-    with pytest.raises(AuditRecordExistsError, match="exists already"):
-        cirrus.audit_table.write_entry(model, entry)
-    (head,) = entry_items(model, entry)
-    head.outcome = 8
+    cirrus.audit_table.write_entry(model, entry)
+
+    assert len(list(model.query(record_pk(entry.record_id)))) == 2
+    for study in ("1.2.3", "1.2.4"):
+        (record,) = audit.records_of_study(study)
+        assert record == entry
+    assert list(audit.records_between(START, START + timedelta(hours=1))) == [entry]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"outcome": 8},
+        {"user_agent": "curl/8"},
+        {"studies": ("1.2.3", "1.2.5")},
+        {"message": {"EventIdentification": {"EventActionCode": "D"}}},
+    ],
+    ids=["outcome", "user agent", "study entry", "message"],
+)
+def test_other_entry_with_same_id_rejected(audit: AuditLog, change: dict[str, object]) -> None:
+    model = audit.model
+    assert model is not None
+    entry = audit.entry_of(store_event("1.2.3", 0, "north", "1.2.4"))
+    cirrus.audit_table.write_entry(model, entry)
+    other = dataclasses.replace(entry, **change)  # type: ignore[arg-type]
+
+    with pytest.raises(AuditRecordExistsError, match="exists already with other content"):
+        cirrus.audit_table.write_entry(model, other)
+
+    (head, _) = entry_items(model, other)
     with pytest.raises(PutError):
         head.save()
+    assert len(list(model.query(record_pk(entry.record_id)))) == 2
     (record,) = audit.records_of_study("1.2.3")
-    assert record.outcome == 0
+    assert record == entry
+    assert list(audit.records_of_study("1.2.5")) == []
+
+
+def proxied_model(settings: Settings, proxy: FaultProxy) -> type[AuditRecord]:
+    model = bind_audit_model(dataclasses.replace(settings, endpoint_url=proxy.endpoint_url))
+    assert model is not None
+    return model
+
+
+@pytest.mark.parametrize("studies", [("1.2.3",), ("1.2.3", "1.2.4")], ids=["head", "study entry"])
+def test_put_retried_after_lost_response(
+    audit: AuditLog, settings: Settings, proxy: FaultProxy, studies: tuple[str, ...]
+) -> None:
+    """botocore retries a PutItem that moto carried out but whose response was lost."""
+    proxied = proxied_model(settings, proxy)
+    entry = audit.entry_of(store_event(studies[0], 0, "north", *studies[1:]))
+    proxy.fail(dynamodb("PutItem"), 500, times=1, forward=True)
+
+    cirrus.audit_table.write_entry(proxied, entry)
+
+    # The first item's PutItem twice and its GetItem, then one PutItem of each other item.
+    assert proxy.fault_count("PutItem") == 1
+    assert proxy.count("PutItem") == len(studies) + 1
+    assert proxy.count("GetItem") == 1
+    for study in studies:
+        (record,) = audit.records_of_study(study)
+        assert record == entry
+    assert list(audit.records_between(START, START + timedelta(hours=1))) == [entry]
+
+
+def test_stored_item_unreadable(audit: AuditLog, settings: Settings, proxy: FaultProxy) -> None:
+    model = audit.model
+    assert model is not None
+    proxied = proxied_model(settings, proxy)
+    entry = audit.entry_of(store_event("1.2.3", 0))
+    cirrus.audit_table.write_entry(model, entry)
+    proxy.fail(dynamodb("GetItem"), 400, "AccessDeniedException")
+
+    with pytest.raises(StoreUnavailableError, match="reading back its existing item") as raised:
+        cirrus.audit_table.write_entry(proxied, entry)
+
+    assert not isinstance(raised.value, AuditRecordExistsError)
+    assert "AccessDeniedException" in str(raised.value)
+    (record,) = audit.records_of_study("1.2.3")
+    assert record == entry
 
 
 def test_no_update_path(audit: AuditLog) -> None:
@@ -359,3 +434,42 @@ def test_deferred_table_needs_journal(audit: AuditLog, settings: Settings) -> No
             AuditLog(model, settings.deployment, deferred=writer)
     finally:
         writer.close()
+
+
+def test_journal_restore_skips_conflicting_line(
+    audit: AuditLog, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = audit.model
+    assert model is not None
+    journal = FileAuditJournal(tmp_path / "audit.jsonl")
+    entry = audit.entry_of(store_event("1.2.3", 0))
+    journal.append(entry)
+    journal.append(entry)
+    journal.append(dataclasses.replace(entry, outcome=8))
+
+    restored = restore_journal(journal.path, model)
+
+    # The repeated line is written again; the line with other content is not.
+    assert restored == 2
+    (record,) = audit.records_of_study("1.2.3")
+    assert record == entry
+    (warning,) = [r for r in caplog.records if "journal lines skipped" in r.getMessage()]
+    assert warning.lines == 1  # type: ignore[attr-defined]
+
+
+def test_deferred_table_conflict_logged(audit: AuditLog, caplog: pytest.LogCaptureFixture) -> None:
+    model = audit.model
+    assert model is not None
+    entry = audit.entry_of(store_event("1.2.3", 0))
+    cirrus.audit_table.write_entry(model, entry)
+    writer = TableWriter(model)
+
+    writer.submit(entry)
+    writer.submit(dataclasses.replace(entry, outcome=8))
+    writer.close()
+
+    (record,) = audit.records_of_study("1.2.3")
+    assert record == entry
+    (failure,) = [r for r in caplog.records if "not written to the table" in r.getMessage()]
+    assert failure.audit_record == entry.record_id  # type: ignore[attr-defined]
+    assert "other content" in failure.error  # type: ignore[attr-defined]

@@ -1,7 +1,10 @@
 """The append-only DynamoDB table of audit records, and its two queries: by time and by study.
 
 Every item is written with PutItem under ``attribute_not_exists(pk)``, so an item is never
-replaced, and the model refuses updates and deletes. Keys::
+replaced, and the model refuses updates and deletes. When the condition fails, a strongly
+consistent GetItem reads the stored item, and an item equal to the one being written counts
+as written. This is needed because botocore retries a PutItem whose response was lost, and
+the retry finds the item that its first attempt put. Keys::
 
     pk = "{yyyy-mm-dd}#{shard}"                    the UTC day, and a shard from 0 to 7
     sk = "{time}#{request id}#{token}#{sequence}"  2026-05-04T10:15:02.123456Z#r1#1f2e3d4c#0000
@@ -261,23 +264,49 @@ def entry_items(model: type[AuditRecord], entry: AuditEntry) -> list[AuditRecord
 
 
 def write_entry(model: type[AuditRecord], entry: AuditEntry) -> None:
-    """Put every item of ``entry``, the head last; raise ``StoreUnavailableError`` on failure."""
+    """Put every item of ``entry``, the head last; raise ``StoreUnavailableError`` on failure.
+
+    An item that the table has already, with every attribute equal, counts as written, so
+    writing an entry again succeeds. Raises ``AuditRecordExistsError`` when a different item
+    has the key of one of the entry's items; that item is kept.
+
+    NOTE: a different entry under the record id of a stored one still puts the items that
+    the stored record lacks before the first differing item raises. Record ids end with a
+    random token, so only a bug can reuse one.
+    """
     head, *others = entry_items(model, entry)
     for item in (*others, head):
         try:
             item.save()
         except PutError as exc:
-            if _is_condition_failure(exc):
-                raise AuditRecordExistsError(
-                    f"audit record {entry.record_id} exists already; it was not replaced"
+            if not _is_condition_failure(exc):
+                raise StoreUnavailableError(
+                    f"audit record {entry.record_id} was not written: {_cause(exc)}"
                 ) from exc
-            raise StoreUnavailableError(
-                f"audit record {entry.record_id} was not written: {_cause(exc)}"
-            ) from exc
+            if not _is_stored(model, item, entry.record_id):
+                raise AuditRecordExistsError(
+                    f"audit record {entry.record_id} exists already with other content;"
+                    " it was not replaced"
+                ) from exc
         except (PynamoDBException, BotoCoreError) as exc:
             raise StoreUnavailableError(
                 f"audit record {entry.record_id} was not written: {_cause(exc)}"
             ) from exc
+
+
+def _is_stored(model: type[AuditRecord], item: AuditRecord, record_id: str) -> bool:
+    """Return whether the table's item with the key of ``item`` has exactly its attributes.
+
+    Raises ``StoreUnavailableError`` when the item cannot be read.
+    """
+    try:
+        stored = model.get(item.pk, item.sk, consistent_read=True)
+    except (PynamoDBException, BotoCoreError) as exc:
+        raise StoreUnavailableError(
+            f"audit record {record_id} was not written: reading back its existing item"
+            f" {item.sk} failed with {_cause(exc)}"
+        ) from exc
+    return stored.serialize() == item.serialize()
 
 
 def _is_condition_failure(exc: PutError) -> bool:

@@ -111,17 +111,27 @@ def read_journal(path: Path) -> Iterator[AuditEntry]:
 
 
 def restore_journal(path: Path, model: type[AuditRecord]) -> int:
-    """Write every entry of the journal into a new audit table; return how many.
+    """Write every entry of the journal into a new audit table; return how many were written.
 
-    Raises ``StoreUnavailableError`` when the table fails.
+    A line that repeats an earlier one is written again without error, and counted again.
+    A line whose record id an earlier line has, with other content, is skipped, and the
+    skipped lines are counted in one warning. Raises ``StoreUnavailableError`` when the
+    table fails.
     """
     count = 0
+    conflicts = 0
     for entry in read_journal(path):
         try:
             write_entry(model, entry)
         except AuditRecordExistsError:
-            continue  # the same line twice in the journal
+            conflicts += 1
+            continue
         count += 1
+    if conflicts:
+        logger.warning(
+            "audit journal lines skipped: an earlier line has their record id",
+            extra={"path": str(path), "lines": conflicts},
+        )
     return count
 
 
@@ -129,8 +139,8 @@ class TableWriter:
     """Writes journaled audit entries into the local audit table on a thread of its own.
 
     The ``DeferredTable`` of the local stack's ``AuditLog``. An entry that the table refuses
-    stays in the journal, so the next start writes it; the failure is logged without the
-    entry's content.
+    stays in the journal, so the next start writes it, unless an earlier line of the journal
+    has its record id. The failure is logged without the entry's content.
     """
 
     def __init__(self, model: type[AuditRecord]) -> None:
@@ -159,8 +169,6 @@ class TableWriter:
                 continue
             try:
                 write_entry(self._model, item)
-            except AuditRecordExistsError:
-                continue
             except StoreUnavailableError as exc:
                 logger.error(
                     "audit record not written to the table; the journal keeps it",
