@@ -297,6 +297,39 @@ def test_linked_body_read_in_pieces(store: FolderTransferStore, tmp_path: Path) 
     assert {len(piece) for piece in pieces[:-1]} == {7}
 
 
+def test_linked_body_outlives_url_while_read(
+    store: FolderTransferStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, expected = linked_body(store, linked_sources(tmp_path))
+    store.presign_get(key, 120)
+    file, _, _ = store.open(key)
+    start = file.read(10)
+    now = time.time()
+    monkeypatch.setattr(local_transfers.time, "time", lambda: now + 121)
+
+    assert store.remove_expired() == 0
+    with file:
+        rest = file.read()
+    assert start + rest == expected
+    assert store.remove_expired() == 1
+    with pytest.raises(NotFoundError):
+        store.head(key)
+
+
+def test_unread_get_ends_its_reader(
+    store: FolderTransferStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _ = linked_body(store, linked_sources(tmp_path))
+    url = store.presign_get(key, 120)
+    response = client_of(store).get(path_and_query(url), buffered=False)
+    assert response.status_code == 200
+    response.close()
+    now = time.time()
+    monkeypatch.setattr(local_transfers.time, "time", lambda: now + 121)
+
+    assert store.remove_expired() == 1
+
+
 def test_linked_body_links_files(store: FolderTransferStore, tmp_path: Path) -> None:
     sources = linked_sources(tmp_path)
     key, _ = linked_body(store, sources)

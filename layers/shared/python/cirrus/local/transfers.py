@@ -45,13 +45,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 from urllib.parse import urlencode
 
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import FileWrapper
 
 from cirrus.errors import NotFoundError, StoreUnavailableError
 from cirrus.local.http import raw_request_path
@@ -103,6 +104,8 @@ class FolderTransferStore(TransferStore):
         # Unix time after which each object with a known lifetime is deleted.
         self._deadlines: dict[str, float] = {}
         self._presigned: set[str] = set()
+        # The number of open readers of each linked body, whose deletion waits until it is 0.
+        self._readers: dict[str, int] = {}
         self._lock = threading.Lock()
         if self.root.exists():
             shutil.rmtree(self.root)
@@ -204,16 +207,23 @@ class FolderTransferStore(TransferStore):
         try:
             file = path.open("rb")
         except FileNotFoundError:
-            linked = _LinkedReader(_linked_path(path), key)
+            linked = _LinkedReader(_linked_path(path), key, self._reader_closed)
+            with self._lock:
+                self._readers[key] = self._readers.get(key, 0) + 1
             return io.BufferedReader(linked), linked.size, content_type
         return file, os.fstat(file.fileno()).st_size, content_type
+
+    def _reader_closed(self, key: str) -> None:
+        with self._lock:
+            left = self._readers.pop(key) - 1
+            if left:
+                self._readers[key] = left
 
     def delete(self, key: str) -> None:
         path = self.path(key)
         path.unlink(missing_ok=True)
-        # NOTE: a GET of a linked body that is still running then fails at the next file
-        # it opens. Responses are deleted only once their last URL has expired, so only a
-        # GET that outlasts its URL can fail this way.
+        # A reader of a linked body opens each file when it gets there, so the expiry of the
+        # last URL leaves a body alone while a GET is reading it (``remove_expired``).
         shutil.rmtree(_linked_path(path), ignore_errors=True)
         _type_path(path).unlink(missing_ok=True)
         with self._lock:
@@ -256,10 +266,18 @@ class FolderTransferStore(TransferStore):
         return hmac.compare_digest(expected, signature)
 
     def remove_expired(self) -> int:
-        """Delete the objects whose lifetime has ended; return how many were deleted."""
+        """Delete the objects whose lifetime has ended; return how many were deleted.
+
+        A linked body that a GET is still reading is kept until a call after the GET ends.
+        A started download then completes after its URL has expired, as it does from S3.
+        """
         now = time.time()
         with self._lock:
-            expired = [key for key, deadline in self._deadlines.items() if deadline < now]
+            expired = [
+                key
+                for key, deadline in self._deadlines.items()
+                if deadline < now and key not in self._readers
+            ]
         for key in expired:
             self.delete(key)
         if expired:
@@ -314,8 +332,10 @@ class TransferSite:
             file, size, content_type = self._store.open(key)
         except NotFoundError:
             return _error(404, "transfer object not found; it may have expired")
+        # The server closes the wrapper, and with it the file, also when it sends nothing of
+        # the body, so every reader of a linked body ends (``FolderTransferStore.open``).
         response = Response(
-            _file_chunks(file) if request.method == "GET" else b"",
+            FileWrapper(file, _CHUNK_BYTES) if request.method == "GET" else b"",
             content_type=content_type or "application/octet-stream",
         )
         if request.method == "HEAD":
@@ -343,16 +363,12 @@ class TransferSite:
         return Response(b"", status=200)
 
 
-def _file_chunks(file: IO[bytes]) -> Iterator[bytes]:
-    with file:
-        while chunk := file.read(_CHUNK_BYTES):
-            yield chunk
-
-
 class _LinkedReader(io.RawIOBase):
     """The content of a linked body, read segment by segment from the files of its folder."""
 
-    def __init__(self, folder: Path, key: str) -> None:
+    def __init__(
+        self, folder: Path, key: str, on_close: Callable[[str], None] | None = None
+    ) -> None:
         try:
             layout = json.loads((folder / _LAYOUT_NAME).read_bytes())
         except FileNotFoundError as exc:
@@ -363,6 +379,8 @@ class _LinkedReader(io.RawIOBase):
         self._index = 0
         self._done = 0  # bytes of the current segment already read
         self._descriptors: dict[str, int] = {}
+        self._key = key
+        self._on_close: Callable[[str], None] | None = on_close
 
     def readable(self) -> bool:
         return True
@@ -402,6 +420,9 @@ class _LinkedReader(io.RawIOBase):
         for descriptor in self._descriptors.values():
             os.close(descriptor)
         self._descriptors.clear()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close(self._key)
         super().close()
 
 
