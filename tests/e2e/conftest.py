@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +81,14 @@ def wait_for_instances(client: DICOMwebClient, study: str, count: int) -> list[d
     return found
 
 
-def start_stack(data_dir: Path, *options: str) -> RunningStack:
-    """Start ``cirrus dev`` with ``options`` added to its own; return once it is running."""
+def start_stack(
+    data_dir: Path, *options: str, environment: Mapping[str, str] | None = None
+) -> RunningStack:
+    """Start ``cirrus dev`` with ``options`` added to its own; return once it is running.
+
+    ``environment`` replaces this process's environment, such as to set PYTHONPATH to
+    another checkout.
+    """
     dicom_port, http_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "cirrus.cli", "dev",
@@ -94,7 +100,7 @@ def start_stack(data_dir: Path, *options: str) -> RunningStack:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**(os.environ if environment is None else environment), "PYTHONUNBUFFERED": "1"},
     )
     stack = RunningStack(process, dicom_port, http_port, data_dir)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Iterable
 from io import BytesIO
@@ -246,3 +247,175 @@ def test_new_store_removes_earlier_files(tmp_path: Path) -> None:
     second = FolderTransferStore(tmp_path / "transfers", "bucket", BASE)
     with pytest.raises(NotFoundError):
         second.head(key)
+
+
+def linked_sources(tmp_path: Path) -> list[Path]:
+    """Write two archive files of different sizes; return their paths."""
+    folder = tmp_path / "objects"
+    folder.mkdir()
+    first, second = folder / "1.dcm", folder / "2.dcm"
+    first.write_bytes(bytes(range(256)) * 40)
+    second.write_bytes(b"\r\n--second" * 3)
+    return [first, second]
+
+
+def linked_body(store: FolderTransferStore, sources: list[Path]) -> tuple[str, bytes]:
+    """Write a body of bytes and files; return its key and its expected content."""
+    key = store.new_key("default", "responses")
+    chunks: list[bytes | Path] = [b"head\r\n", sources[0], b"\r\n", b"mid", sources[1], b"tail"]
+    size = store.write(key, chunks, MULTIPART)
+    expected = b"head\r\n" + sources[0].read_bytes() + b"\r\nmid" + sources[1].read_bytes()
+    expected += b"tail"
+    assert size == len(expected)
+    return key, expected
+
+
+def test_linked_body_served_whole(store: FolderTransferStore, tmp_path: Path) -> None:
+    key, expected = linked_body(store, linked_sources(tmp_path))
+    url = store.presign_get(key, 120)
+    response = client_of(store).get(path_and_query(url))
+    assert response.status_code == 200
+    assert response.data == expected
+    assert response.headers["Content-Length"] == str(len(expected))
+    assert response.headers["Content-Type"] == MULTIPART
+    head = client_of(store).head(path_and_query(url))
+    assert head.headers["Content-Length"] == str(len(expected))
+    assert store.head(key).size == len(expected)
+    assert store.read(key) == expected
+
+
+def test_linked_body_read_in_pieces(store: FolderTransferStore, tmp_path: Path) -> None:
+    key, expected = linked_body(store, linked_sources(tmp_path))
+    file, size, _ = store.open(key)
+    pieces = []
+    with file:
+        while piece := file.read(7):
+            pieces.append(piece)
+    assert size == len(expected)
+    assert b"".join(pieces) == expected
+    # Every read but the last returns as many bytes as asked, across segment ends.
+    assert {len(piece) for piece in pieces[:-1]} == {7}
+
+
+def test_linked_body_outlives_url_while_read(
+    store: FolderTransferStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, expected = linked_body(store, linked_sources(tmp_path))
+    store.presign_get(key, 120)
+    file, _, _ = store.open(key)
+    start = file.read(10)
+    now = time.time()
+    monkeypatch.setattr(local_transfers.time, "time", lambda: now + 121)
+
+    assert store.remove_expired() == 0
+    with file:
+        rest = file.read()
+    assert start + rest == expected
+    assert store.remove_expired() == 1
+    with pytest.raises(NotFoundError):
+        store.head(key)
+
+
+def test_unread_get_ends_its_reader(
+    store: FolderTransferStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _ = linked_body(store, linked_sources(tmp_path))
+    url = store.presign_get(key, 120)
+    response = client_of(store).get(path_and_query(url), buffered=False)
+    assert response.status_code == 200
+    response.close()
+    now = time.time()
+    monkeypatch.setattr(local_transfers.time, "time", lambda: now + 121)
+
+    assert store.remove_expired() == 1
+
+
+def test_linked_body_links_files(store: FolderTransferStore, tmp_path: Path) -> None:
+    sources = linked_sources(tmp_path)
+    key, _ = linked_body(store, sources)
+    assert not store.path(key).exists()
+    folder = store.path(key).with_name(store.path(key).name + ".linked")
+    inodes = {path.stat().st_ino for path in folder.iterdir()}
+    assert {source.stat().st_ino for source in sources} <= inodes
+    # No temporary folder is left beside the object.
+    names = sorted(path.name for path in store.path(key).parent.iterdir())
+    transfer_id = key.rsplit("/", 1)[1]
+    assert names == [transfer_id + ".content-type", transfer_id + ".linked"]
+
+
+def test_linked_body_keeps_content(store: FolderTransferStore, tmp_path: Path) -> None:
+    # The archive replaces a file by renaming a new one into place, or deletes it.
+    sources = linked_sources(tmp_path)
+    key, expected = linked_body(store, sources)
+    replacement = tmp_path / "replacement"
+    replacement.write_bytes(b"other content")
+    replacement.replace(sources[0])
+    sources[1].unlink()
+    assert store.read(key) == expected
+
+
+def test_linked_body_copied_without_links(
+    store: FolderTransferStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cross_device(source: Path, target: Path) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(local_transfers.os, "link", cross_device)
+    sources = linked_sources(tmp_path)
+    key, expected = linked_body(store, sources)
+    assert store.read(key) == expected
+    sources[0].write_bytes(b"changed in place")
+    assert store.read(key) == expected
+
+
+def test_linked_body_missing_file(store: FolderTransferStore, tmp_path: Path) -> None:
+    sources = linked_sources(tmp_path)
+    sources[1].unlink()
+    key = store.new_key("default", "responses")
+    with pytest.raises(NotFoundError, match=r"2\.dcm"):
+        store.write(key, [b"head", sources[0], b"mid", sources[1]], MULTIPART)
+    with pytest.raises(NotFoundError):
+        store.head(key)
+    leftovers = [path.name for path in store.path(key).parent.iterdir()]
+    assert not [name for name in leftovers if name.startswith(".incoming-")]
+
+
+def test_linked_body_deleted(store: FolderTransferStore, tmp_path: Path) -> None:
+    key, _ = linked_body(store, linked_sources(tmp_path))
+    url = store.presign_get(key, 120)
+    store.delete(key)
+    with pytest.raises(NotFoundError):
+        store.head(key)
+    with pytest.raises(NotFoundError):
+        store.read(key)
+    assert client_of(store).get(path_and_query(url)).status_code == 404
+    assert list(store.path(key).parent.iterdir()) == []
+
+
+def test_linked_folder_not_served(store: FolderTransferStore, tmp_path: Path) -> None:
+    key, _ = linked_body(store, linked_sources(tmp_path))
+    with pytest.raises(ValueError):
+        store.path(f"{key}.linked")
+    url = store.presign_get(key, 120)
+    parts = urlsplit(url)
+    response = client_of(store).get(f"{parts.path}.linked?{parts.query}")
+    assert response.status_code == 403
+
+
+def test_bytes_only_body_is_one_file(store: FolderTransferStore) -> None:
+    key, _ = staged(store)
+    assert store.path(key).read_bytes() == b"0123456789" * 1000
+    assert not store.path(key).with_name(store.path(key).name + ".linked").exists()
+
+
+def test_linked_body_with_empty_pieces(store: FolderTransferStore, tmp_path: Path) -> None:
+    sources = linked_sources(tmp_path)
+    empty = tmp_path / "objects" / "empty.dcm"
+    empty.write_bytes(b"")
+    key = store.new_key("default", "responses")
+    chunks: list[bytes | Path] = [b"", empty, b"", sources[0], empty, b"x", b""]
+    size = store.write(key, chunks, MULTIPART)
+    expected = sources[0].read_bytes() + b"x"
+    assert size == len(expected)
+    assert store.head(key).size == len(expected)
+    assert store.read(key) == expected

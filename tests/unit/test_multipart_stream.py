@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from cirrus.dicomweb import multipart
 from cirrus.dicomweb.multipart import (
+    FilePart,
     Part,
     build_multipart_related,
+    iter_multipart_files,
     iter_multipart_related,
+    multipart_media_type,
     parse_multipart_related,
 )
 
@@ -64,3 +70,33 @@ def test_no_parts_raises() -> None:
 
     with pytest.raises(ValueError, match="at least one part"):
         b"".join(chunks)
+
+
+def test_file_parts_passed_as_paths(tmp_path: Path) -> None:
+    content = b"\x00stored\r\n" * 100
+    path = tmp_path / "stored.dcm"
+    path.write_bytes(content)
+    parts = [PARTS[0], FilePart(path, content_type="application/dicom"), PARTS[2]]
+
+    chunks, content_type = iter_multipart_files(parts, "application/dicom")
+    chunks = list(chunks)
+
+    assert chunks.count(path) == 1
+    body = b"".join(chunk.read_bytes() if isinstance(chunk, Path) else chunk for chunk in chunks)
+    boundary = multipart_media_type(content_type).param("boundary")
+    assert boundary is not None
+    expected_parts = [PARTS[0], Part(content, content_type="application/dicom"), PARTS[2]]
+    expected = build_multipart_related(expected_parts, "application/dicom", boundary)
+    assert (body, content_type) == expected
+
+
+def test_file_parts_boundary_in_part_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed = uuid.UUID(int=7)
+    monkeypatch.setattr(multipart.uuid, "uuid4", lambda: fixed)
+    part = Part(b"a\r\n--" + fixed.hex.encode() + b"\r\nz")
+
+    chunks, content_type = iter_multipart_files([PARTS[0], part], "application/dicom")
+
+    assert multipart_media_type(content_type).param("boundary") == fixed.hex
+    with pytest.raises(ValueError, match="occurs in part 2"):
+        list(chunks)

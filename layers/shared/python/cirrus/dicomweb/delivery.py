@@ -29,9 +29,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Final
 
-from cirrus.dicomweb.multipart import Part, iter_multipart_related
+from cirrus.dicomweb.multipart import FilePart, Part, iter_multipart_files
 from cirrus.storage.transfers import TransferStore
 
 logger = logging.getLogger(__name__)
@@ -111,9 +112,12 @@ class ResponseStager:
 
 
 def stage_body(
-    transfers: TransferStore, site: str, chunks: Iterable[bytes], content_type: str
+    transfers: TransferStore, site: str, chunks: Iterable[bytes | Path], content_type: str
 ) -> tuple[str, int]:
-    """Write a response body to a new transfer object; return its presigned URL and size."""
+    """Write a response body to a new transfer object; return its presigned URL and size.
+
+    A ``Path`` in ``chunks`` means the content of its file.
+    """
     key = transfers.new_key(site, RESPONSES_KIND)
     size = transfers.write(key, chunks, content_type)
     logger.info("response staged for redirect", extra={"key": key, "size": size})
@@ -121,10 +125,14 @@ def stage_body(
 
 
 def stage_parts(
-    transfers: TransferStore, site: str, parts: Iterable[Part], root_type: str
+    transfers: TransferStore, site: str, parts: Iterable[Part | FilePart], root_type: str
 ) -> tuple[str, int]:
-    """Stage ``parts`` as one multipart/related body, encoded and sent one part at a time."""
-    chunks, content_type = iter_multipart_related(parts, root_type)
+    """Stage ``parts`` as one multipart/related body, encoded and sent one part at a time.
+
+    The file of a ``FilePart`` goes to ``transfers`` as a ``Path``, which the local stack's
+    store links or copies without reading it (``cirrus.local.transfers``).
+    """
+    chunks, content_type = iter_multipart_files(parts, root_type)
     return stage_body(transfers, site, chunks, content_type)
 
 

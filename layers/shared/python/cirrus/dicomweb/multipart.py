@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from cirrus.dicomweb.media import MediaType, format_media_type, parse_media_type
@@ -32,6 +33,21 @@ class Part:
     """
 
     body: bytes
+    content_type: str | None = None
+    content_location: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """A part whose body is the whole content of the file at ``path``.
+
+    ``iter_multipart_files`` passes ``path`` on in place of the body, so that a consumer
+    that can copy or link files writes the part without reading it into memory. The file
+    must not change until the body has been written.
+    """
+
+    path: Path
     content_type: str | None = None
     content_location: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -145,21 +161,48 @@ def iter_multipart_related(
     dash_boundary = b"--" + _check_boundary(boundary)
 
     def chunks() -> Iterator[bytes]:
-        count = 0
-        for part in parts:
-            count += 1
-            if CRLF + dash_boundary in part.body:
-                # NOTE: with a random 128-bit boundary this is not expected to happen.
-                raise ValueError(f"boundary {boundary!r} occurs in part {count}")
-            yield dash_boundary + CRLF + _header_block(part) + CRLF
-            yield part.body
-            yield CRLF
-        if count == 0:
-            raise ValueError("a multipart body needs at least one part (RFC 2046 5.1.1)")
-        yield dash_boundary + b"--"
+        for chunk in _encode_parts(parts, dash_boundary):
+            assert isinstance(chunk, bytes)  # only a FilePart gives a Path
+            yield chunk
 
     content_type = format_media_type(MULTIPART_RELATED, {"type": root_type, "boundary": boundary})
     return chunks(), content_type
+
+
+def iter_multipart_files(
+    parts: Iterable[Part | FilePart], root_type: str
+) -> tuple[Iterator[bytes | Path], str]:
+    """Encode ``parts`` as ``iter_multipart_related`` does, with the file of each ``FilePart``.
+
+    The iterator yields the ``Path`` of a ``FilePart`` where its body goes, and bytes for
+    everything else. The boundary is a random UUID. The bodies of ``Part`` are checked for it,
+    and those of ``FilePart`` are not read, so not checked.
+    """
+    # NOTE: uuid4 draws 122 bits from os.urandom after the files were written, so the
+    # chance that the boundary occurs in n bytes of them is below n / 2**122.
+    boundary = uuid.uuid4().hex
+    dash_boundary = b"--" + _check_boundary(boundary)
+    content_type = format_media_type(MULTIPART_RELATED, {"type": root_type, "boundary": boundary})
+    return _encode_parts(parts, dash_boundary), content_type
+
+
+def _encode_parts(parts: Iterable[Part | FilePart], dash_boundary: bytes) -> Iterator[bytes | Path]:
+    count = 0
+    for part in parts:
+        count += 1
+        yield dash_boundary + CRLF + _header_block(part) + CRLF
+        if isinstance(part, FilePart):
+            yield part.path
+        else:
+            if CRLF + dash_boundary in part.body:
+                # NOTE: with a random 128-bit boundary this is not expected to happen.
+                boundary = dash_boundary[2:].decode("ascii")
+                raise ValueError(f"boundary {boundary!r} occurs in part {count}")
+            yield part.body
+        yield CRLF
+    if count == 0:
+        raise ValueError("a multipart body needs at least one part (RFC 2046 5.1.1)")
+    yield dash_boundary + b"--"
 
 
 def _check_boundary(boundary: str) -> bytes:
@@ -241,7 +284,7 @@ def _parse_headers(block: bytes, number: int) -> dict[str, str]:
     return headers
 
 
-def _header_block(part: Part) -> bytes:
+def _header_block(part: Part | FilePart) -> bytes:
     lines = []
     if part.content_type is not None:
         lines.append(f"Content-Type: {part.content_type}\r\n")

@@ -18,13 +18,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from cirrus.dicom.dicomjson import absolute_bulkdata_uris, find_bulk_element
 from cirrus.dicom.transcode import TranscodeError, transcode
 from cirrus.dicom.uids import IMPLICIT_VR_LITTLE_ENDIAN
 from cirrus.dicomweb.media import MediaType, parse_accept
-from cirrus.dicomweb.multipart import MULTIPART_RELATED, Part, build_multipart_related
+from cirrus.dicomweb.multipart import (
+    MULTIPART_RELATED,
+    FilePart,
+    Part,
+    build_multipart_related,
+)
 from cirrus.dicomweb.negotiation import DICOM_MEDIA_TYPE as DICOM_MEDIA_TYPE
 from cirrus.dicomweb.negotiation import OCTET_STREAM as OCTET_STREAM
 from cirrus.dicomweb.negotiation import (
@@ -92,14 +98,22 @@ class InstancePlan:
         """Return the total size of the stored objects, an estimate of the response size."""
         return sum(ref.size for ref, _ in self.items)
 
-    def parts(self, store: ObjectStore) -> Iterator[Part]:
-        """Yield the part of each instance, reading a few objects ahead of the one yielded."""
+    def parts(self, store: ObjectStore) -> Iterator[Part | FilePart]:
+        """Yield the part of each instance, reading a few objects ahead of the one yielded.
+
+        Where ``store`` keeps objects as files (the local stack), an instance sent as stored
+        is yielded as a ``FilePart`` of its file, which is not read here.
+        """
+        items = [(ref, choices, _sent_file(store, ref, choices)) for ref, choices in self.items]
+        keys = iter([ref.object_key for ref, _, file in items if file is None])
         with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
             pending: deque[Future[bytes]] = deque()
-            keys = iter([ref.object_key for ref, _ in self.items])
             for key in islice(keys, READ_WORKERS):
                 pending.append(pool.submit(store.get, key))
-            for ref, choices in self.items:
+            for ref, choices, file in items:
+                if file is not None:
+                    yield FilePart(file, content_type=choices[0].part_type)
+                    continue
                 data = pending.popleft().result()
                 next_key = next(keys, None)
                 if next_key is not None:
@@ -278,6 +292,17 @@ def _choices_for(acceptable: Acceptable, ref: InstanceRef) -> list[Choice]:
             f"stored, or for one of {', '.join(producible_syntaxes(stored_syntax(ref)))}"
         )
     return choices
+
+
+def _sent_file(store: ObjectStore, ref: InstanceRef, choices: list[Choice]) -> Path | None:
+    """Return the file of ``ref`` if ``store`` has one and its part is the stored bytes.
+
+    ``_instance_part`` sends the stored bytes for the first choice when that choice is the
+    stored transfer syntax, so a ``FilePart`` of the file is the same part.
+    """
+    if choices[0].transfer_syntax != ref.transfer_syntax:
+        return None
+    return store.local_file(ref.object_key)
 
 
 def _instance_part(ref: InstanceRef, data: bytes, choices: list[Choice]) -> Part:

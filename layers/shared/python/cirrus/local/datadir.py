@@ -192,6 +192,14 @@ class FolderObjectStore(ObjectStore):
         except OSError as exc:
             raise StoreUnavailableError(f"read of {key} failed: {exc.strerror}") from exc
 
+    def local_file(self, key: str) -> Path:
+        """Return the file of ``key``, without checking that it exists.
+
+        A write replaces the file by renaming a new one into place and never changes it, so a
+        hard link to the file keeps its content.
+        """
+        return self._path(key)
+
     def get_range(self, key: str, start: int, end: int | None = None) -> tuple[bytes, int]:
         try:
             with self._path(key).open("rb") as file:

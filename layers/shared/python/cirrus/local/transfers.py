@@ -16,6 +16,12 @@ point to the local HTTP server, where ``TransferSite`` serves them under ``/tran
   sends no CORS headers: the 303 that leads here carries those of DICOMweb.
 - PUT writes the body to a temporary file and renames it into place, so a reader never sees
   part of a body.
+- A body written with files of the archive (a ``Path`` among the chunks of ``write``, such as
+  the instances of a WADO-RS retrieve) is a folder of hard links to those files, a file of
+  the bytes between them and a JSON list of the segments in order. So staging a series costs
+  one link per instance instead of a copy of its bytes. The archive replaces a file by
+  renaming a new one into place and never changes it, so a link keeps the content that was
+  linked. The folder is built under a temporary name and renamed into place.
 - A staged response is deleted once the last URL presigned for it expires. An upload is
   deleted as S3's lifecycle rule deletes it, a day after it was written, unless the STOW-RS
   request that stores it deletes it first. Expired files are removed on each write and each
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -38,13 +45,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 from urllib.parse import urlencode
 
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import FileWrapper
 
 from cirrus.errors import NotFoundError, StoreUnavailableError
 from cirrus.local.http import raw_request_path
@@ -56,6 +64,7 @@ from cirrus.storage.transfers import (
 )
 
 if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 logger = logging.getLogger(__name__)
@@ -71,6 +80,12 @@ _INCOMING_PREFIX: Final = ".incoming-"
 # The Content-Type of each object is kept in a file beside it, named with this suffix. Keys
 # end in a hexadecimal id, so no key ends with it.
 _TYPE_SUFFIX: Final = ".content-type"
+# A body written with files is a folder named with this suffix, holding the segments.
+_LINKED_SUFFIX: Final = ".linked"
+# In that folder: the bytes between the files, and the JSON list of [name, offset, length]
+# of each segment of the body in order. The linked files are named by their position.
+_BYTES_NAME: Final = "bytes"
+_LAYOUT_NAME: Final = "layout.json"
 _RESPONSES_FOLDER: Final = "/responses/"
 
 
@@ -89,6 +104,8 @@ class FolderTransferStore(TransferStore):
         # Unix time after which each object with a known lifetime is deleted.
         self._deadlines: dict[str, float] = {}
         self._presigned: set[str] = set()
+        # The number of open readers of each linked body, whose deletion waits until it is 0.
+        self._readers: dict[str, int] = {}
         self._lock = threading.Lock()
         if self.root.exists():
             shutil.rmtree(self.root)
@@ -97,23 +114,23 @@ class FolderTransferStore(TransferStore):
     def write(
         self,
         key: str,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | Path],
         content_type: str,
         tags: Mapping[str, str] | None = None,
     ) -> int:
-        """Write the concatenation of ``chunks`` to the file of ``key``; return its size.
+        """Write the concatenation of ``chunks`` as the object ``key``; return its size.
 
+        A ``Path`` means the content of its file, which is linked, or copied where the
+        file system cannot link it. Raises ``NotFoundError`` when such a file is missing.
         ``tags`` are accepted for the interface and dropped, as nothing reads them locally.
         """
         self.remove_expired()
-
-        def copy(file: IO[bytes]) -> int:
-            size = 0
-            for chunk in chunks:
-                size += file.write(chunk)
-            return size
-
-        size = self._write(key, copy, content_type)
+        path = self.path(key)
+        try:
+            self._write_type(path, content_type)
+            size = _write_body(path, chunks)
+        except OSError as exc:
+            raise StoreUnavailableError(f"write of {key} failed: {exc.strerror}") from exc
         with self._lock:
             self._deadlines.setdefault(key, time.time() + RETENTION_SECONDS)
         return size
@@ -146,19 +163,23 @@ class FolderTransferStore(TransferStore):
     def _write(self, key: str, copy: Callable[[IO[bytes]], int], content_type: str) -> int:
         path = self.path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # The type goes first, so an object on disk never lacks its Content-Type.
-            _replace(_type_path(path), lambda file: file.write(content_type.encode()))
+            self._write_type(path, content_type)
             return _replace(path, copy)
         except OSError as exc:
             raise StoreUnavailableError(f"write of {key} failed: {exc.strerror}") from exc
+
+    @staticmethod
+    def _write_type(path: Path, content_type: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The type goes first, so an object on disk never lacks its Content-Type.
+        _replace(_type_path(path), lambda file: file.write(content_type.encode()))
 
     def head(self, key: str) -> TransferObject:
         path = self.path(key)
         try:
             size = path.stat().st_size
-        except FileNotFoundError as exc:
-            raise NotFoundError(f"transfer object {key} not found") from exc
+        except FileNotFoundError:
+            size = _linked_size(_linked_path(path), key)
         try:
             content_type: str | None = _type_path(path).read_text()
         except FileNotFoundError:
@@ -166,10 +187,10 @@ class FolderTransferStore(TransferStore):
         return TransferObject(key, size, content_type)
 
     def read(self, key: str) -> bytes:
+        file, size, _ = self.open(key)
         try:
-            return self.path(key).read_bytes()
-        except FileNotFoundError as exc:
-            raise NotFoundError(f"transfer object {key} not found") from exc
+            with file:
+                return file.read(size)
         except OSError as exc:
             raise StoreUnavailableError(f"read of {key} failed: {exc.strerror}") from exc
 
@@ -185,13 +206,25 @@ class FolderTransferStore(TransferStore):
             content_type = None
         try:
             file = path.open("rb")
-        except FileNotFoundError as exc:
-            raise NotFoundError(f"transfer object {key} not found") from exc
+        except FileNotFoundError:
+            linked = _LinkedReader(_linked_path(path), key, self._reader_closed)
+            with self._lock:
+                self._readers[key] = self._readers.get(key, 0) + 1
+            return io.BufferedReader(linked), linked.size, content_type
         return file, os.fstat(file.fileno()).st_size, content_type
+
+    def _reader_closed(self, key: str) -> None:
+        with self._lock:
+            left = self._readers.pop(key) - 1
+            if left:
+                self._readers[key] = left
 
     def delete(self, key: str) -> None:
         path = self.path(key)
         path.unlink(missing_ok=True)
+        # A reader of a linked body opens each file when it gets there, so the expiry of the
+        # last URL leaves a body alone while a GET is reading it (``remove_expired``).
+        shutil.rmtree(_linked_path(path), ignore_errors=True)
         _type_path(path).unlink(missing_ok=True)
         with self._lock:
             self._deadlines.pop(key, None)
@@ -233,10 +266,18 @@ class FolderTransferStore(TransferStore):
         return hmac.compare_digest(expected, signature)
 
     def remove_expired(self) -> int:
-        """Delete the objects whose lifetime has ended; return how many were deleted."""
+        """Delete the objects whose lifetime has ended; return how many were deleted.
+
+        A linked body that a GET is still reading is kept until a call after the GET ends.
+        A started download then completes after its URL has expired, as it does from S3.
+        """
         now = time.time()
         with self._lock:
-            expired = [key for key, deadline in self._deadlines.items() if deadline < now]
+            expired = [
+                key
+                for key, deadline in self._deadlines.items()
+                if deadline < now and key not in self._readers
+            ]
         for key in expired:
             self.delete(key)
         if expired:
@@ -245,7 +286,7 @@ class FolderTransferStore(TransferStore):
 
     def path(self, key: str) -> Path:
         """Return the file of ``key``; raise ``ValueError`` for a key outside the transfers."""
-        if not key.startswith(TRANSFER_PREFIX) or key.endswith(_TYPE_SUFFIX):
+        if not key.startswith(TRANSFER_PREFIX) or key.endswith((_TYPE_SUFFIX, _LINKED_SUFFIX)):
             raise ValueError(f"key {key!r} is not a transfer object's key")
         path = (self.root / key.removeprefix(TRANSFER_PREFIX)).resolve()
         if not path.is_relative_to(self.root) or path.name.startswith("."):
@@ -291,8 +332,10 @@ class TransferSite:
             file, size, content_type = self._store.open(key)
         except NotFoundError:
             return _error(404, "transfer object not found; it may have expired")
+        # The server closes the wrapper, and with it the file, also when it sends nothing of
+        # the body, so every reader of a linked body ends (``FolderTransferStore.open``).
         response = Response(
-            _file_chunks(file) if request.method == "GET" else b"",
+            FileWrapper(file, _CHUNK_BYTES) if request.method == "GET" else b"",
             content_type=content_type or "application/octet-stream",
         )
         if request.method == "HEAD":
@@ -320,10 +363,142 @@ class TransferSite:
         return Response(b"", status=200)
 
 
-def _file_chunks(file: IO[bytes]) -> Iterator[bytes]:
-    with file:
-        while chunk := file.read(_CHUNK_BYTES):
-            yield chunk
+class _LinkedReader(io.RawIOBase):
+    """The content of a linked body, read segment by segment from the files of its folder."""
+
+    def __init__(
+        self, folder: Path, key: str, on_close: Callable[[str], None] | None = None
+    ) -> None:
+        try:
+            layout = json.loads((folder / _LAYOUT_NAME).read_bytes())
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"transfer object {key} not found") from exc
+        self._folder = folder
+        self._segments = [(str(name), int(offset), int(length)) for name, offset, length in layout]
+        self.size = sum(length for _, _, length in self._segments)
+        self._index = 0
+        self._done = 0  # bytes of the current segment already read
+        self._descriptors: dict[str, int] = {}
+        self._key = key
+        self._on_close: Callable[[str], None] | None = on_close
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view) and self._index < len(self._segments):
+            name, offset, length = self._segments[self._index]
+            if self._done == length:
+                self._next_segment(name)
+                continue
+            count = min(length - self._done, len(view) - filled)
+            read = os.preadv(
+                self._descriptor(name), [view[filled : filled + count]], offset + self._done
+            )
+            if read == 0:
+                raise OSError(f"file {name} of a linked body ended before its length in the layout")
+            filled += read
+            self._done += read
+        return filled
+
+    def _descriptor(self, name: str) -> int:
+        if name not in self._descriptors:
+            self._descriptors[name] = os.open(self._folder / name, os.O_RDONLY)
+        return self._descriptors[name]
+
+    def _next_segment(self, name: str) -> None:
+        self._index += 1
+        self._done = 0
+        # Each linked file is one segment, so it is not read again. The bytes file is.
+        descriptor = None if name == _BYTES_NAME else self._descriptors.pop(name, None)
+        if descriptor is not None:
+            os.close(descriptor)
+
+    def close(self) -> None:
+        for descriptor in self._descriptors.values():
+            os.close(descriptor)
+        self._descriptors.clear()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close(self._key)
+        super().close()
+
+
+def _write_body(path: Path, chunks: Iterable[bytes | Path]) -> int:
+    """Write ``chunks`` to ``path``, or to the folder of a linked body if one is a ``Path``.
+
+    Returns the size of the body. Either form is built under a temporary name and renamed
+    into place, and replaces the other form of an earlier body of the same key.
+    """
+    folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=_INCOMING_PREFIX))
+    linked = _linked_path(path)
+    try:
+        segments = _write_segments(folder, chunks)
+        if all(name == _BYTES_NAME for name, _, _ in segments):
+            os.replace(folder / _BYTES_NAME, path)
+            shutil.rmtree(linked, ignore_errors=True)
+            folder.rmdir()
+        else:
+            (folder / _LAYOUT_NAME).write_text(json.dumps(segments))
+            shutil.rmtree(linked, ignore_errors=True)
+            path.unlink(missing_ok=True)
+            os.rename(folder, linked)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return sum(length for _, _, length in segments)
+
+
+def _write_segments(folder: Path, chunks: Iterable[bytes | Path]) -> list[tuple[str, int, int]]:
+    """Write the bytes of ``chunks`` to one file of ``folder`` and link each file beside it.
+
+    Returns the layout: the name, offset and length of each segment of the body, in order.
+    Consecutive bytes form one segment.
+    """
+    segments: list[tuple[str, int, int]] = []
+    written = 0
+    with (folder / _BYTES_NAME).open("wb") as data:
+        for chunk in chunks:
+            if isinstance(chunk, Path):
+                name = str(len(segments))
+                segments.append((name, 0, _link_or_copy(chunk, folder / name)))
+                continue
+            length = data.write(chunk)
+            if segments and segments[-1][0] == _BYTES_NAME:
+                _, start, previous = segments[-1]
+                segments[-1] = (_BYTES_NAME, start, previous + length)
+            elif length:
+                segments.append((_BYTES_NAME, written, length))
+            written += length
+    return segments
+
+
+def _link_or_copy(source: Path, target: Path) -> int:
+    """Hard-link ``source`` as ``target``, or copy it where that fails; return its size."""
+    missing = f"file {source.name} of the body not found; it may have been deleted"
+    try:
+        os.link(source, target)
+    except FileNotFoundError as exc:
+        raise NotFoundError(missing) from exc
+    except OSError:
+        # EXDEV (another file system), EPERM or EMLINK: the file system cannot link it.
+        try:
+            shutil.copyfile(source, target)
+        except FileNotFoundError as exc:
+            raise NotFoundError(missing) from exc
+    return os.stat(target).st_size
+
+
+def _linked_size(folder: Path, key: str) -> int:
+    reader = _LinkedReader(folder, key)
+    reader.close()
+    return reader.size
+
+
+def _linked_path(path: Path) -> Path:
+    return path.with_name(path.name + _LINKED_SUFFIX)
 
 
 def _type_path(path: Path) -> Path:

@@ -105,6 +105,14 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, key) from exc
 
+    def local_file(self, key: str) -> Path | None:
+        """Return the file that contains object ``key``, or None when objects are not files.
+
+        S3 objects are not, so this store returns None. A store that returns a path lets
+        readers copy or link the file instead of reading it. The file may be missing.
+        """
+        return None
+
     def get_range(self, key: str, start: int, end: int | None = None) -> tuple[bytes, int]:
         """Return the bytes from ``start`` to ``end`` (exclusive) and the object's size."""
         byte_range = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"

@@ -19,6 +19,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -76,13 +77,14 @@ class TransferStore:
     def write(
         self,
         key: str,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | Path],
         content_type: str,
         tags: Mapping[str, str] | None = None,
     ) -> int:
         """Write the concatenation of ``chunks`` as one object with ``tags``; return its size.
 
-        The object is sent in parts of ``PART_SIZE`` bytes, so only one part is held here at a
+        A ``Path`` in ``chunks`` means the content of its file, which is read then. The
+        object is sent in parts of ``PART_SIZE`` bytes, so only one part is held here at a
         time beyond what the caller holds. Returns once S3 has acknowledged the whole object.
         An upload that fails is aborted, and S3 then keeps no part of it.
         """
@@ -115,7 +117,7 @@ class TransferStore:
         return size
 
     def _upload_parts(
-        self, key: str, upload_id: str, chunks: Iterable[bytes]
+        self, key: str, upload_id: str, chunks: Iterable[bytes | Path]
     ) -> tuple[list[dict[str, Any]], int]:
         parts: list[dict[str, Any]] = []
         pending = bytearray()
@@ -129,7 +131,7 @@ class TransferStore:
             parts.append({"PartNumber": number, "ETag": response["ETag"]})
 
         for chunk in chunks:
-            view = memoryview(chunk)
+            view = memoryview(chunk.read_bytes() if isinstance(chunk, Path) else chunk)
             size += len(view)
             if pending:
                 needed = PART_SIZE - len(pending)
