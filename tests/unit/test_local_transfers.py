@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import stat
 import time
 from collections.abc import Iterable
 from io import BytesIO
@@ -328,6 +329,33 @@ def test_unread_get_ends_its_reader(
     monkeypatch.setattr(local_transfers.time, "time", lambda: now + 121)
 
     assert store.remove_expired() == 1
+
+
+def test_sweeps_remove_expired_body(
+    store: FolderTransferStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _ = linked_body(store, linked_sources(tmp_path))
+    store.presign_get(key, 120)
+    now = time.time()
+    monkeypatch.setattr(local_transfers.time, "time", lambda: now + 121)
+
+    store.sweep_every(0.01)
+    try:
+        for _ in range(500):  # until the sweep has run, at most 5 s
+            try:
+                store.head(key)
+            except NotFoundError:
+                break
+            time.sleep(0.01)
+        with pytest.raises(NotFoundError):
+            store.head(key)
+    finally:
+        store.close()
+
+
+def test_bytes_body_readable_by_owner_only(store: FolderTransferStore) -> None:
+    key, _ = staged(store)
+    assert stat.S_IMODE(store.path(key).stat().st_mode) == 0o600
 
 
 def test_linked_body_links_files(store: FolderTransferStore, tmp_path: Path) -> None:

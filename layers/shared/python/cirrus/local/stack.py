@@ -78,7 +78,12 @@ from cirrus.local.sigv4 import (
     SigV4Verifier,
     closed_credentials,
 )
-from cirrus.local.transfers import TRANSFERS_FOLDER, FolderTransferStore, TransferSite
+from cirrus.local.transfers import (
+    SWEEP_SECONDS,
+    TRANSFERS_FOLDER,
+    FolderTransferStore,
+    TransferSite,
+)
 from cirrus.local.viewer import BUILD_COMMAND, INDEX_FILE, ViewerSite, built_viewer, viewer_config
 from cirrus.logs import configure_console_logging, use_console_format
 from cirrus.services import Services
@@ -236,6 +241,7 @@ class LocalStack:
         notifier = local_notifier(services)
         services.store = FolderObjectStore(objects_dir, settings.bucket, notifier)
         services.transfers = transfers
+        transfers.sweep_every(SWEEP_SECONDS)
         services.audit = self._restore_audit(settings)
         restored_feed = self._restore_changes(services)
         self.services = services
@@ -495,6 +501,8 @@ class LocalStack:
         if self._audit_table is not None:
             self._audit_table.close()
             self._audit_table = None
+        if self.services is not None and isinstance(self.services.transfers, FolderTransferStore):
+            self.services.transfers.close()
         if self._moto is not None:
             remove_endpoints(self.config.data_dir)
             self._journal_counters()

@@ -26,7 +26,9 @@ point to the local HTTP server, where ``TransferSite`` serves them under ``/tran
   deleted as S3's lifecycle rule deletes it, a day after it was written, unless the STOW-RS
   request that stores it deletes it first. Expired files are removed on each write and each
   presign. A new store deletes every file it finds, because their URLs were signed with the
-  key of an earlier run.
+  key of an earlier run. The local stack also removes expired files every
+  ``SWEEP_SECONDS`` (``sweep_every``), so that a deleted instance does not stay on disk in a
+  staged body that nothing reads.
 
 Files are flushed before the rename but not synced to disk: a transfer object lost in a crash
 is a request that the client sends again.
@@ -76,6 +78,8 @@ RETENTION_SECONDS: Final = TRANSFER_EXPIRATION_DAYS * 86_400
 # S3's maximum size of an object sent in one PUT (5 GiB).
 MAX_PUT_BYTES: Final = 5 * 1024**3
 _CHUNK_BYTES: Final = 1024 * 1024
+# How often the local stack removes expired transfer objects besides each write and presign.
+SWEEP_SECONDS: Final = 10.0
 _INCOMING_PREFIX: Final = ".incoming-"
 # The Content-Type of each object is kept in a file beside it, named with this suffix. Keys
 # end in a hexadecimal id, so no key ends with it.
@@ -107,6 +111,7 @@ class FolderTransferStore(TransferStore):
         # The number of open readers of each linked body, whose deletion waits until it is 0.
         self._readers: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         if self.root.exists():
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True)
@@ -284,6 +289,23 @@ class FolderTransferStore(TransferStore):
             logger.debug("expired transfer objects deleted", extra={"objects": len(expired)})
         return len(expired)
 
+    def sweep_every(self, seconds: float) -> None:
+        """Run ``remove_expired`` every ``seconds`` on a thread of its own until ``close``."""
+        threading.Thread(
+            target=self._sweep, args=(seconds,), name="transfer-sweep", daemon=True
+        ).start()
+
+    def close(self) -> None:
+        """End the sweeps of ``sweep_every``."""
+        self._stopped.set()
+
+    def _sweep(self, seconds: float) -> None:
+        while not self._stopped.wait(seconds):
+            try:
+                self.remove_expired()
+            except OSError as exc:
+                logger.warning("expired transfer objects not removed", extra={"error": str(exc)})
+
     def path(self, key: str) -> Path:
         """Return the file of ``key``; raise ``ValueError`` for a key outside the transfers."""
         if not key.startswith(TRANSFER_PREFIX) or key.endswith((_TYPE_SUFFIX, _LINKED_SUFFIX)):
@@ -459,7 +481,9 @@ def _write_segments(folder: Path, chunks: Iterable[bytes | Path]) -> list[tuple[
     """
     segments: list[tuple[str, int, int]] = []
     written = 0
-    with (folder / _BYTES_NAME).open("wb") as data:
+    # Owner only, as ``mkstemp`` creates files: this file becomes the body when it is all.
+    descriptor = os.open(folder / _BYTES_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as data:
         for chunk in chunks:
             if isinstance(chunk, Path):
                 name = str(len(segments))
