@@ -227,8 +227,8 @@ class FolderTransferStore(TransferStore):
     def delete(self, key: str) -> None:
         path = self.path(key)
         path.unlink(missing_ok=True)
-        # A reader of a linked body opens each file when it gets there, so the expiry of the
-        # last URL leaves a body alone while a GET is reading it (``remove_expired``).
+        # A reader opens each linked file only when it reaches it, so ``remove_expired`` skips
+        # a linked body while a GET reads it.
         shutil.rmtree(_linked_path(path), ignore_errors=True)
         _type_path(path).unlink(missing_ok=True)
         with self._lock:
@@ -481,7 +481,7 @@ def _write_segments(folder: Path, chunks: Iterable[bytes | Path]) -> list[tuple[
     """
     segments: list[tuple[str, int, int]] = []
     written = 0
-    # Owner only, as ``mkstemp`` creates files: this file becomes the body when it is all.
+    # Owner only, as ``mkstemp`` creates files: a body without linked files is this file.
     descriptor = os.open(folder / _BYTES_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as data:
         for chunk in chunks:
