@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -319,6 +320,21 @@ def test_transfer_write_in_parts(stack: Stack) -> None:
     assert size == sum(len(chunk) for chunk in chunks)
     assert transfers.read(key) == b"".join(chunks)
     assert transfers.head(key).content_type == "application/octet-stream"
+
+
+def test_transfer_write_with_files(stack: Stack, tmp_path: Path) -> None:
+    transfers = _transfers(stack)
+    key = transfers.new_key(stack.site, "responses")
+    large, small = tmp_path / "large.dcm", tmp_path / "small.dcm"
+    large.write_bytes(bytes(range(256)) * (PART_SIZE // 128 + 3))
+    small.write_bytes(b"small")
+    chunks: list[bytes | Path] = [b"head", large, b"mid", small, b"tail"]
+
+    size = transfers.write(key, chunks, "application/octet-stream")
+
+    expected = b"head" + large.read_bytes() + b"mid" + small.read_bytes() + b"tail"
+    assert size == len(expected)
+    assert transfers.read(key) == expected
 
 
 def test_transfer_write_failure_aborts(stack: Stack) -> None:

@@ -129,7 +129,7 @@ def restore_journal(path: Path, model: type[AuditRecord]) -> int:
         count += 1
     if conflicts:
         logger.warning(
-            "audit journal lines skipped: an earlier line has their record id",
+            "audit journal lines skipped: an earlier line has their record id with other content",
             extra={"path": str(path), "lines": conflicts},
         )
     return count

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cirrus.errors import InvalidRequestError, StoreUnavailableError
 from cirrus.storage.keys import validate_site
-from cirrus.storage.objects import _translate
+from cirrus.storage.objects import _translate, read_chunks
 from cirrus.storage.tags import tagging_header
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class TransferStore:
     ) -> int:
         """Write the concatenation of ``chunks`` as one object with ``tags``; return its size.
 
-        A ``Path`` in ``chunks`` means the content of its file, which is read then. The
+        A ``Path`` in ``chunks`` means the content of its file, which is read in chunks. The
         object is sent in parts of ``PART_SIZE`` bytes, so only one part is held here at a
         time beyond what the caller holds. Returns once S3 has acknowledged the whole object.
         An upload that fails is aborted, and S3 then keeps no part of it.
@@ -130,8 +130,8 @@ class TransferStore:
             )
             parts.append({"PartNumber": number, "ETag": response["ETag"]})
 
-        for chunk in chunks:
-            view = memoryview(chunk.read_bytes() if isinstance(chunk, Path) else chunk)
+        for chunk in _file_contents(chunks):
+            view = memoryview(chunk)
             size += len(view)
             if pending:
                 needed = PART_SIZE - len(pending)
@@ -214,3 +214,12 @@ def transfer_key(site: str, kind: str, transfer_id: str) -> str:
             f"transfer id {transfer_id[:40]!r} is invalid; use the id that POST /uploads returned"
         )
     return f"{TRANSFER_PREFIX}sites/{validate_site(site)}/{kind}/{transfer_id}"
+
+
+def _file_contents(chunks: Iterable[bytes | Path]) -> Iterator[bytes]:
+    """Yield ``chunks`` with each ``Path`` replaced by its file's content, a chunk at a time."""
+    for chunk in chunks:
+        if isinstance(chunk, Path):
+            yield from read_chunks(chunk)
+        else:
+            yield chunk
