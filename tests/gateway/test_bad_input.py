@@ -280,9 +280,17 @@ def test_connection_closed_without_request(gateway: Gateway) -> None:
 
 
 def test_accepted_socket_has_no_delay(gateway: Gateway) -> None:
-    with associate(gateway.port, [(Verification, ExplicitVRLittleEndian)]):
-        (acceptor,) = gateway.active_associations()
-        assert acceptor.dul.socket is not None and acceptor.dul.socket.socket is not None
+    with associate(gateway.port, [(Verification, ExplicitVRLittleEndian)]) as requestor:
+        assert requestor.dul.socket is not None and requestor.dul.socket.socket is not None
+        ours = requestor.dul.socket.socket.getsockname()
+        # An association of an earlier test may still be ending; pick the one that is ours.
+        (acceptor,) = [
+            assoc
+            for assoc in gateway.active_associations()
+            if assoc.dul.socket is not None
+            and assoc.dul.socket.socket is not None
+            and assoc.dul.socket.socket.getpeername() == ours
+        ]
         option = acceptor.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
     assert option != 0
