@@ -25,11 +25,13 @@ from cirrus.audit import (
 )
 from cirrus.audit_table import (
     AppendOnlyError,
+    AuditEntry,
     AuditRecord,
     AuditRecordExistsError,
     bind_audit_model,
     entry_items,
     record_pk,
+    write_entries,
 )
 from cirrus.config import ResourceNames, Settings
 from cirrus.errors import StoreUnavailableError
@@ -473,3 +475,117 @@ def test_deferred_table_conflict_logged(audit: AuditLog, caplog: pytest.LogCaptu
     (failure,) = [r for r in caplog.records if "not written to the table" in r.getMessage()]
     assert failure.audit_record == entry.record_id  # type: ignore[attr-defined]
     assert "other content" in failure.error  # type: ignore[attr-defined]
+
+
+def two_study_entries(audit: AuditLog, count: int) -> list[AuditEntry]:
+    return [
+        audit.entry_of(store_event(f"1.2.{n}", n, "north", f"1.3.{n}", request_id=f"r{n}"))
+        for n in range(count)
+    ]
+
+
+def test_entries_written_in_transactions(
+    audit: AuditLog, settings: Settings, proxy: FaultProxy
+) -> None:
+    proxied = proxied_model(settings, proxy)
+    # Two items each: a transaction contains 50 entries.
+    entries = two_study_entries(audit, 120)
+
+    rejected = write_entries(proxied, entries)
+
+    assert rejected == []
+    assert proxy.count("TransactWriteItems") == 3
+    assert proxy.count("PutItem") == 0
+    assert list(audit.records_between(START, START + timedelta(days=1))) == entries
+    assert list(audit.records_of_study("1.3.119")) == [entries[119]]
+
+
+def test_entries_never_replace_stored_records(audit: AuditLog) -> None:
+    model = audit.model
+    assert model is not None
+    first, second, third = two_study_entries(audit, 3)
+    cirrus.audit_table.write_entry(model, first)
+    cirrus.audit_table.write_entry(model, second)
+    changed = dataclasses.replace(second, outcome=8)
+
+    rejected = write_entries(model, [first, changed, third])
+
+    # The cancelled transaction is written entry by entry: the identical record counts as
+    # written, the changed one is rejected and the stored one kept.
+    assert rejected == [changed]
+    assert list(audit.records_between(START, START + timedelta(days=1))) == [
+        first,
+        second,
+        third,
+    ]
+
+
+def test_entry_with_more_items_than_a_transaction(
+    audit: AuditLog, settings: Settings, proxy: FaultProxy
+) -> None:
+    proxied = proxied_model(settings, proxy)
+    studies = [f"1.2.{n}" for n in range(120)]
+    small, large, after = (
+        audit.entry_of(store_event("1.9.1", 0)),
+        audit.entry_of(store_event(studies[0], 1, "north", *studies[1:])),
+        audit.entry_of(store_event("1.9.2", 2)),
+    )
+
+    rejected = write_entries(proxied, [small, large, after])
+
+    assert rejected == []
+    # The large entry goes item by item, each small one in a transaction of its own.
+    assert proxy.count("PutItem") == 120
+    assert proxy.count("TransactWriteItems") == 2
+    assert list(audit.records_of_study("1.2.119")) == [large]
+    assert list(audit.records_between(START, START + timedelta(days=1))) == [
+        small,
+        large,
+        after,
+    ]
+
+
+def test_entries_after_lost_transaction_response(
+    audit: AuditLog, settings: Settings, proxy: FaultProxy
+) -> None:
+    """botocore retries a transaction that moto carried out but whose response was lost."""
+    proxied = proxied_model(settings, proxy)
+    entries = two_study_entries(audit, 10)
+    proxy.fail(dynamodb("TransactWriteItems"), 500, times=1, forward=True)
+
+    rejected = write_entries(proxied, entries)
+
+    assert rejected == []
+    assert proxy.fault_count("TransactWriteItems") == 1
+    assert list(audit.records_between(START, START + timedelta(days=1))) == entries
+
+
+def test_entries_on_failing_table(audit: AuditLog, settings: Settings, proxy: FaultProxy) -> None:
+    proxied = proxied_model(settings, proxy)
+    proxy.fail(dynamodb("TransactWriteItems"), 400, "AccessDeniedException")
+
+    with pytest.raises(StoreUnavailableError, match="AccessDeniedException"):
+        write_entries(proxied, two_study_entries(audit, 3))
+
+    assert list(audit.records_between(START, START + timedelta(days=1))) == []
+
+
+def test_long_journal_restored_with_repeats(
+    audit: AuditLog, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = audit.model
+    assert model is not None
+    journal = FileAuditJournal(tmp_path / "audit.jsonl")
+    entries = two_study_entries(audit, 70)
+    for entry in entries:
+        journal.append(entry)
+    # Lines a later transaction meets again: one repeated, one with other content.
+    journal.append(entries[3])
+    journal.append(dataclasses.replace(entries[60], outcome=8))
+
+    restored = restore_journal(journal.path, model)
+
+    assert restored == 71
+    assert list(audit.records_between(START, START + timedelta(days=1))) == entries
+    (warning,) = [r for r in caplog.records if "journal lines skipped" in r.getMessage()]
+    assert warning.lines == 1  # type: ignore[attr-defined]

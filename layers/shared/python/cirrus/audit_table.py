@@ -44,9 +44,11 @@ from typing import Any, ClassVar, Final, NoReturn
 
 from botocore.exceptions import BotoCoreError
 from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
-from pynamodb.exceptions import PutError, PynamoDBException
+from pynamodb.connection import Connection
+from pynamodb.exceptions import PutError, PynamoDBException, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
 
 from cirrus.config import Settings
 from cirrus.errors import StoreUnavailableError
@@ -55,6 +57,10 @@ from cirrus.errors import StoreUnavailableError
 AUDIT_SHARDS: Final = 8
 # Bytes of compressed message per item, well below the 400 KB item limit of DynamoDB.
 PART_BYTES: Final = 300_000
+# Items and compressed message bytes of one ``write_entries`` transaction, below the limits
+# of TransactWriteItems (100 items, 4 MB).
+TRANSACTION_ITEMS: Final = 100
+TRANSACTION_BYTES: Final = 2_000_000
 # (index name, partition key attribute, sort key attribute), for the CDK stack.
 STUDY_INDEX: Final = ("by-study", "study_pk", "study_sk")
 
@@ -292,6 +298,77 @@ def write_entry(model: type[AuditRecord], entry: AuditEntry) -> None:
             raise StoreUnavailableError(
                 f"audit record {entry.record_id} was not written: {_cause(exc)}"
             ) from exc
+
+
+def write_entries(model: type[AuditRecord], entries: Iterable[AuditEntry]) -> list[AuditEntry]:
+    """Put the items of ``entries``, many in one transaction; return the entries rejected.
+
+    Each item is put under the condition of ``write_entry``, so a stored record is never
+    replaced. A transaction contains whole entries with distinct record ids. When one is
+    cancelled, each of its entries is written again by ``write_entry``, which counts an
+    identical stored record as written. The entries returned are those for which a record
+    with other content is stored (``AuditRecordExistsError``). Raises
+    ``StoreUnavailableError`` when the table fails.
+    """
+    connection = Connection(
+        region=getattr(model.Meta, "region", None), host=getattr(model.Meta, "host", None)
+    )
+    rejected: list[AuditEntry] = []
+    chunk: list[tuple[AuditEntry, list[AuditRecord]]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        rejected.extend(_write_together(model, connection, chunk))
+        chunk.clear()
+        size = 0
+
+    for entry in entries:
+        items = entry_items(model, entry)
+        message_bytes = sum(len(item.message or b"") for item in items)
+        queued_items = sum(len(items) for _, items in chunk)
+        if (
+            queued_items + len(items) > TRANSACTION_ITEMS
+            or size + message_bytes > TRANSACTION_BYTES
+            or any(other.record_id == entry.record_id for other, _ in chunk)
+        ):
+            flush()
+        chunk.append((entry, items))
+        size += message_bytes
+    flush()
+    return rejected
+
+
+def _write_together(
+    model: type[AuditRecord],
+    connection: Connection,
+    chunk: list[tuple[AuditEntry, list[AuditRecord]]],
+) -> list[AuditEntry]:
+    """Put the items of ``chunk`` in one transaction, or entry by entry if it is cancelled."""
+    if not chunk:
+        return []
+    if len(chunk) > 1 or len(chunk[0][1]) <= TRANSACTION_ITEMS:
+        absent = model.pk.does_not_exist()
+        try:
+            with TransactWrite(connection=connection) as transaction:
+                for _, items in chunk:
+                    for item in items:
+                        transaction.save(item, condition=absent)
+            return []
+        except TransactWriteError as exc:
+            if exc.cause_response_code != "TransactionCanceledException":
+                raise StoreUnavailableError(
+                    f"audit records were not written: {_cause(exc)}"
+                ) from exc
+        except (PynamoDBException, BotoCoreError) as exc:
+            raise StoreUnavailableError(f"audit records were not written: {_cause(exc)}") from exc
+    rejected = []
+    for entry, _ in chunk:
+        try:
+            write_entry(model, entry)
+        except AuditRecordExistsError:
+            rejected.append(entry)
+    return rejected
 
 
 def _is_stored(model: type[AuditRecord], item: AuditRecord, record_id: str) -> bool:
