@@ -146,8 +146,8 @@ def bind_audit_model(settings: Settings) -> type[AuditRecord] | None:
         "read_timeout_seconds": 10,
         "max_retry_attempts": 5,
     }
-    if settings.endpoint_url:
-        meta_attrs["host"] = settings.endpoint_url
+    if settings.json_endpoint:
+        meta_attrs["host"] = settings.json_endpoint
     meta = type("Meta", (), meta_attrs)
     # A fresh index object, because pynamodb binds each index object to one model class.
     namespace = {"Meta": meta, "by_study": StudyIndex()}

@@ -28,10 +28,10 @@ class AwsClients:
         self._settings = settings
         self._session = boto3.session.Session(region_name=settings.region)
 
-    def _client(self, service: str) -> Any:
+    def _client(self, service: str, endpoint_url: str | None = None) -> Any:
         return self._session.client(
             service,
-            endpoint_url=self._settings.endpoint_url,
+            endpoint_url=endpoint_url or self._settings.endpoint_url,
             config=_CLIENT_CONFIG,
         )
 
@@ -47,7 +47,7 @@ class AwsClients:
 
     @cached_property
     def sqs(self) -> Any:
-        return self._client("sqs")
+        return self._client("sqs", self._settings.json_endpoint)
 
     @cached_property
     def events(self) -> Any:
@@ -60,7 +60,7 @@ class AwsClients:
             )
         )
         return self._session.client(
-            "events", endpoint_url=self._settings.endpoint_url, config=config
+            "events", endpoint_url=self._settings.json_endpoint, config=config
         )
 
     @cached_property

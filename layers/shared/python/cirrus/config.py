@@ -55,6 +55,7 @@ ENV: Final = {
     "kms_key_id": "CIRRUS_KMS_KEY_ID",
     "default_site": "CIRRUS_DEFAULT_SITE",
     "endpoint_url": "CIRRUS_AWS_ENDPOINT_URL",
+    "json_endpoint_url": "CIRRUS_AWS_JSON_ENDPOINT_URL",
     "cors_origins": "CIRRUS_CORS_ORIGINS",
     "pixel_function": "CIRRUS_PIXEL_FUNCTION",
     "audit_table": "CIRRUS_AUDIT_TABLE",
@@ -144,6 +145,9 @@ class Settings:
     region: str = "us-east-1"
     # AWS endpoint override; the local stack sets its moto server.
     endpoint_url: str | None = None
+    # Endpoint override for DynamoDB, SQS and EventBridge, which use AWS's JSON protocol;
+    # unset, ``endpoint_url``. The local stack sets moto's lean front (cirrus.local.moto_front).
+    json_endpoint_url: str | None = None
     # Origins whose browser pages may call DICOMweb; none by default. A comma-separated
     # string, as the environment gives it, is split.
     cors_origins: tuple[str, ...] = ()
@@ -185,6 +189,11 @@ class Settings:
         if stable_after < 1:
             raise ValueError(f"stable_after_seconds {stable_after} is invalid; give 1 or more")
         object.__setattr__(self, "stable_after_seconds", stable_after)
+
+    @property
+    def json_endpoint(self) -> str | None:
+        """The endpoint override of DynamoDB, SQS and EventBridge clients, if any."""
+        return self.json_endpoint_url or self.endpoint_url
 
     @classmethod
     def for_names(cls, names: ResourceNames, **overrides: Any) -> Settings:

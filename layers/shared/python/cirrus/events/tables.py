@@ -79,8 +79,8 @@ def _meta(settings: Settings) -> type:
         "read_timeout_seconds": 10,
         "max_retry_attempts": 5,
     }
-    if settings.endpoint_url:
-        attrs["host"] = settings.endpoint_url
+    if settings.json_endpoint:
+        attrs["host"] = settings.json_endpoint
     return type("Meta", (), attrs)
 
 

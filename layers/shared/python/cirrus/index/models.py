@@ -182,8 +182,8 @@ def bind_index_model(settings: Settings) -> type[IndexRecord]:
         # A merged search reads the first page of its 16 ``by-level`` shards in parallel.
         "max_pool_connections": 20,
     }
-    if settings.endpoint_url:
-        meta_attrs["host"] = settings.endpoint_url
+    if settings.json_endpoint:
+        meta_attrs["host"] = settings.json_endpoint
     meta = type("Meta", (), meta_attrs)
     # Fresh index objects, because pynamodb binds each index object to one model class.
     namespace = {

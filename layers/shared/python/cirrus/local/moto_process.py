@@ -1,8 +1,9 @@
 """moto in server mode, in a child process of its own so that it runs on a second core.
 
-Run as ``python -m cirrus.local.moto_process``: the child binds 127.0.0.1 on a free port,
-prints ``port=N`` on its first line and serves until its standard input closes, which
-happens when the parent exits for any reason, SIGKILL included.
+Run as ``python -m cirrus.local.moto_process``: the child binds 127.0.0.1 on two free ports,
+moto's own server and the lean one of ``cirrus.local.moto_front`` for DynamoDB, SQS and
+EventBridge. It prints ``port=N front=M`` on its first line and serves until its standard
+input closes, which happens when the parent exits for any reason, SIGKILL included.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ LOOPBACK: Final = "127.0.0.1"
 @dataclass
 class MotoProcess:
     process: subprocess.Popen[str]
+    # moto's own server, for every service.
     endpoint_url: str
+    # The lean server of the same backends, for DynamoDB, SQS and EventBridge only.
+    front_url: str
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -62,16 +66,22 @@ def start_moto() -> MotoProcess:
     )
     assert process.stdout is not None
     line = process.stdout.readline().strip()
-    if not line.startswith("port="):
+    ports = dict(field.partition("=")[::2] for field in line.split())
+    if not ports.get("port", "").isdigit() or not ports.get("front", "").isdigit():
         process.kill()
         raise RuntimeError(f"moto server failed to start (output {line!r})")
-    return MotoProcess(process, f"http://{LOOPBACK}:{int(line.removeprefix('port='))}")
+    return MotoProcess(
+        process,
+        f"http://{LOOPBACK}:{int(ports['port'])}",
+        f"http://{LOOPBACK}:{int(ports['front'])}",
+    )
 
 
 def _serve() -> None:
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
     from cirrus.local import moto_patches, moto_server_patches
+    from cirrus.local.moto_front import start_front
 
     moto_patches.apply()
     moto_server_patches.apply()
@@ -79,11 +89,13 @@ def _serve() -> None:
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
     server.start()
     _, port = server.get_host_and_port()
-    print(f"port={port}", flush=True)
+    front, front_port = start_front(LOOPBACK)
+    print(f"port={port} front={front_port}", flush=True)
     # The parent reads only the port line, so later output would fill the pipe and block this
     # process. It goes to standard error instead, which this process shares with its parent.
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdin.read()  # returns at end of file: the parent has gone
+    front.shutdown()
     server.stop()
 
 

@@ -216,6 +216,7 @@ class LocalStack:
             Settings.for_names(
                 ResourceNames(),
                 endpoint_url=self._moto.endpoint_url,
+                json_endpoint_url=self._moto.front_url,
                 default_site=config.site,
                 cors_origins=config.cors_origins,
                 access_file=str(config.access_file) if config.access_file else None,
