@@ -10,7 +10,12 @@ import pytest
 from cirrus.aws import AwsClients
 from cirrus.config import Settings
 from cirrus.errors import NotFoundError, StoreUnavailableError
-from cirrus.local.datadir import FolderObjectStore, QueueNotifier, notify_saved_objects
+from cirrus.local.datadir import (
+    FolderObjectStore,
+    QueueNotifier,
+    remove_partial_files,
+    saved_objects,
+)
 from cirrus.notifications import object_events
 
 KEY = "sites/default/studies/1.2/series/1.2.3/instances/1.2.3.4.dcm"
@@ -128,16 +133,12 @@ def test_failed_notification_leaves_no_file(
     assert list((tmp_path / "objects").rglob("*.dcm")) == []
 
 
-def test_saved_objects_notified_at_start(
-    store: FolderObjectStore, notifier: QueueNotifier, clients: AwsClients, queue_url: str
-) -> None:
-    keys = [KEY.replace("1.2.3.4.dcm", f"1.2.3.{n}.dcm") for n in range(12)]
+def test_partial_files_removed(store: FolderObjectStore) -> None:
+    keys = [KEY.replace("1.2.3.4.dcm", f"1.2.3.{n}.dcm") for n in range(3)]
     for key in keys:
         store.put(key, b"instance")
-    _received(clients, queue_url)
     partial = store._path(KEY).parent / ".incoming-crashed"
     partial.write_bytes(b"half")
-    assert notify_saved_objects(store._path(""), notifier) == 12
-    events = [event for body in _received(clients, queue_url) for event in object_events(body)]
-    assert sorted(event.key for event in events) == sorted(keys)
+    assert remove_partial_files(store._path("")) == 1
     assert not partial.exists()
+    assert sorted(key for key, _ in saved_objects(store._path(""))) == sorted(keys)

@@ -4,8 +4,8 @@ In AWS the archive is an S3 bucket that notifies the ingest queue of each new in
 ``FolderObjectStore`` keeps each object as a file at its key's path, written whole, flushed to
 disk and then renamed into place, and ``QueueNotifier`` sends the ingest queue (SQS on moto)
 the message that S3 would send. The transfer objects of large DICOMweb requests are files as
-well (``cirrus.local.transfers``). moto keeps its index in memory, so each start
-sends a notification for every saved instance, and ingest rebuilds the index from them.
+well (``cirrus.local.transfers``). moto keeps its index in memory, so each start rebuilds the
+index from the saved instances (``cirrus.local.rebuild``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class QueueNotifier:
 
     def __init__(self, sqs: Any, queue_url: str, bucket: str) -> None:
         self._sqs = sqs
-        self._queue_url = queue_url
+        self.queue_url = queue_url
         self._bucket = bucket
         self._lock = threading.Lock()
         self._last_sequencer = 0
@@ -64,7 +64,7 @@ class QueueNotifier:
     def notify(self, obj: StoredObject) -> None:
         """Queue the notification of ``obj``; raise ``StoreUnavailableError`` when SQS fails."""
         try:
-            self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=self._body(obj))
+            self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=self._body(obj))
         except (ClientError, BotoCoreError) as exc:
             raise StoreUnavailableError(
                 f"notification of {obj.key} failed: {type(exc).__name__}"
@@ -88,7 +88,7 @@ class QueueNotifier:
             {"Id": str(number), "MessageBody": self._body(obj)} for number, obj in enumerate(batch)
         ]
         try:
-            response = self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+            response = self._sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
         except (ClientError, BotoCoreError) as exc:
             raise StoreUnavailableError(
                 f"notification of {batch[0].key} and others failed: {type(exc).__name__}"
@@ -116,13 +116,13 @@ class QueueNotifier:
                     "key": quote_plus(obj.key, safe="/"),
                     "size": obj.size,
                     "eTag": obj.etag,
-                    "sequencer": self._sequencer(),
+                    "sequencer": self.next_sequencer(),
                 },
             },
         }
         return json.dumps({"Records": [record]}, separators=(",", ":"))
 
-    def _sequencer(self) -> str:
+    def next_sequencer(self) -> str:
         """Return a hexadecimal sequencer that grows with every call in this process, as S3's."""
         with self._lock:
             self._last_sequencer = max(self._last_sequencer + 1, time.time_ns())
@@ -229,7 +229,7 @@ class FolderObjectStore(ObjectStore):
     def etag(self, key: str) -> str:
         """Return the MD5 of the file of ``key``, as ``put`` and the notifications give it."""
         try:
-            return _md5_of_file(self._path(key))
+            return md5_of_file(self._path(key))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise NotFoundError(f"object {key} not found") from exc
         except OSError as exc:
@@ -394,18 +394,8 @@ def remove_spool_leftovers(spool_root: Path) -> int:
     return count
 
 
-def notify_saved_objects(root: Path, notifier: QueueNotifier) -> int:
-    """Queue a notification for every instance saved under ``root``; return the count."""
-    remove_partial_files(root)
-
-    def stored() -> Iterator[StoredObject]:
-        for key, path in saved_objects(root):
-            yield StoredObject(key, path.stat().st_size, etag=_md5_of_file(path))
-
-    return notifier.notify_all(stored())
-
-
-def _md5_of_file(path: Path) -> str:
+def md5_of_file(path: Path) -> str:
+    """Return the MD5 of a file, its ETag as S3 gives it for an object written in one PUT."""
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as file:
         while chunk := file.read(_COPY_CHUNK_BYTES):

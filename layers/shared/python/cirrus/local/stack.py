@@ -33,6 +33,8 @@ from cirrus.config import (
     ResourceNames,
     Settings,
 )
+from cirrus.dicomweb.bundle_refresh import BundleRefresher
+from cirrus.dicomweb.bundles import MetadataBundles
 from cirrus.errors import StoreUnavailableError
 from cirrus.events.feed import ChangeFeed
 from cirrus.events.publisher import NoPublisher
@@ -62,7 +64,6 @@ from cirrus.local.datadir import (
     DataFolderLock,
     FolderObjectStore,
     QueueNotifier,
-    notify_saved_objects,
     remove_spool_leftovers,
     saved_objects,
 )
@@ -71,6 +72,7 @@ from cirrus.local.event_pollers import start_event_pollers
 from cirrus.local.http import BODY_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS, STAGE
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
 from cirrus.local.poller import INGEST_BATCHING_WINDOW_SECONDS, IngestPoller
+from cirrus.local.rebuild import rebuild_index
 from cirrus.local.resources import create_resources
 from cirrus.local.sigv4 import (
     LocalAuthentication,
@@ -254,7 +256,7 @@ class LocalStack:
         services.events, services.arrivals = NoPublisher(), None
         services.index_writer = IndexWriter(services.index_model, services.store)
         try:
-            self._rebuild_index(notifier, objects_dir)
+            self._rebuild_index(services, notifier, objects_dir)
         finally:
             services.events, services.arrivals = events, arrivals
             services.index_writer = IndexWriter(
@@ -398,14 +400,28 @@ class LocalStack:
         self._poller.start()
         logger.info("ingest poller ready", extra={"queue": services.settings.ingest_queue})
 
-    def _rebuild_index(self, notifier: QueueNotifier, objects_dir: Path) -> None:
+    def _rebuild_index(
+        self, services: Services, notifier: QueueNotifier, objects_dir: Path
+    ) -> None:
         started = time.monotonic()
-        restored = notify_saved_objects(objects_dir, notifier)
-        if restored:
+        sqs = services.clients.sqs
+        refresher = BundleRefresher(
+            MetadataBundles(services.index_model, services.store), sqs, notifier.queue_url
+        )
+        count = rebuild_index(
+            objects_dir, services.store, services.index_writer, notifier, refresher
+        )
+        if count.queued:
+            # The instances that failed go through the queue, as a new object would.
             self.wait_until_indexed(_REBUILD_TIMEOUT_SECONDS)
+        if count.total:
             logger.info(
                 "index rebuilt from the data folder",
-                extra={"objects": restored, "seconds": round(time.monotonic() - started, 1)},
+                extra={
+                    "objects": count.total,
+                    "queued": count.queued,
+                    "seconds": round(time.monotonic() - started, 1),
+                },
             )
 
     def _start_gateway(
