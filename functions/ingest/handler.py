@@ -4,7 +4,8 @@ Each message succeeds or fails on its own (partial batch response), so an object
 be indexed is retried and then kept in the dead-letter queue without blocking the others.
 New instances of one series in a batch are indexed in one transaction (``BatchIngest``).
 The queue also carries the delayed requests that precompute metadata bundles
-(``cirrus.dicomweb.bundle_refresh``), which ingest sends after each indexed instance.
+(``cirrus.dicomweb.bundle_refresh``), which ingest sends after each batch, one per series
+that the batch changed.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def handle(event: dict[str, Any], context: Any, services: Services) -> dict[str,
     # A batch whose every record failed is reported like any other, not raised: Lambda's
     # ReportBatchItemFailures then retries just those records.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    response = dict(process_partial_response(event, record_handler, processor, context))
+    try:
+        response = dict(process_partial_response(event, record_handler, processor, context))
+    finally:
+        batch.send_refreshes()
     announcer.send()
     return response
 

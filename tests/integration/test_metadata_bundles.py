@@ -443,6 +443,57 @@ def test_ingest_handler_runs_refresh(stack: Stack) -> None:
     assert stack.stored_sops(SERIES) == [_sop(1), _sop(2)]
 
 
+def sqs_records(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of an SQS event for Lambda, built from received messages."""
+    return [
+        {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": {},
+            "messageAttributes": {},
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ingest",
+            "awsRegion": "us-east-1",
+        }
+        for message in messages
+    ]
+
+
+def test_one_refresh_per_series_of_a_batch(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = "1.2.826.0.1.3680043.8.498.2"
+    stack.store(_sop(1))
+    stack.drain_queue()
+    for number in (2, 3, 4):
+        key = InstanceKey(stack.site, STUDY, SERIES, _sop(number))
+        stack.services.store.put(key.object_key, _instance(SERIES, _sop(number), "first"))
+    for number in (5, 6):
+        key = InstanceKey(stack.site, STUDY, other, _sop(number))
+        stack.services.store.put(key.object_key, _instance(other, _sop(number), "second"))
+    notifications = stack.drain_queue()
+    sent: list[tuple[str, str]] = []
+    original = BundleRefresher.schedule
+
+    def record(self: BundleRefresher, key: InstanceKey, version: str) -> None:
+        sent.append((key.series, version))
+        original(self, key, version)
+
+    monkeypatch.setattr(BundleRefresher, "schedule", record)
+
+    result = ingest_handler.handle({"Records": sqs_records(notifications)}, None, stack.services)
+
+    assert len(notifications) == 5
+    assert result["batchItemFailures"] == []
+    # One request per series, with the version of the series' last write.
+    assert sorted(sent) == sorted(
+        [
+            (SERIES, stack.bundles.version(stack.site, STUDY, SERIES)),
+            (other, stack.bundles.version(stack.site, STUDY, other)),
+        ]
+    )
+
+
 def test_refresh_not_sent_keeps_ingest(stack: Stack) -> None:
     sqs = stack.services.clients.sqs
     broken = BundleRefresher(stack.bundles, sqs, stack.queue_url() + "-missing", delay_seconds=0)

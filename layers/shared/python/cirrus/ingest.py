@@ -43,6 +43,12 @@ _SEQUENCE_DELIMITER: Final = (
 )
 
 
+class RefreshScheduler(Protocol):
+    """The receiver of refresh requests from ``ingest_object``: a refresher or a batch."""
+
+    def schedule(self, key: InstanceKey, version: str) -> None: ...
+
+
 class ObjectReader(Protocol):
     """The source of ``read_header``: an ``ObjectStore``, or a file of the gateway's spool."""
 
@@ -100,7 +106,7 @@ def ingest_object(
     store: ObjectStore,
     writer: IndexWriter,
     event: ObjectEvent,
-    refresher: BundleRefresher | None = None,
+    refresher: RefreshScheduler | None = None,
     prepared: PreparedObject | None = None,
 ) -> IndexOutcome:
     """Index the object of ``event``.
@@ -133,6 +139,10 @@ class BatchIngest:
     so, and indexes any other event on its own, with the header already read. An event whose
     header cannot be read is read again by ``ingest``, which raises the error for that event
     alone.
+
+    The bundle refresh requests wait until ``send_refreshes``: one per series changed in the
+    batch, with the version of its last write. An earlier version's request would be dropped
+    on delivery anyway, because a later write of its series changed the version.
     """
 
     def __init__(
@@ -140,7 +150,7 @@ class BatchIngest:
     ) -> None:
         self._store = store
         self._writer = writer
-        self._refresher = refresher
+        self._refresher = _LatestRefreshes(refresher) if refresher is not None else None
         self._prepared: dict[ObjectEvent, PreparedObject] = {}
         self._outcomes: dict[ObjectEvent, IndexOutcome] = {}
 
@@ -176,6 +186,11 @@ class BatchIngest:
         return ingest_object(
             self._store, self._writer, event, self._refresher, self._prepared.get(event)
         )
+
+    def send_refreshes(self) -> None:
+        """Send the bundle refresh request of each series that the batch changed."""
+        if self._refresher is not None:
+            self._refresher.send()
 
     def prepared(self, event: ObjectEvent) -> PreparedObject | None:
         """Return the header that ``run`` read for ``event``, if it read one."""
@@ -216,6 +231,22 @@ class BatchIngest:
         for event in group:
             logger.info("instance indexed", extra={"object_key": event.key, "outcome": "created"})
         return True
+
+
+class _LatestRefreshes:
+    """The last refresh request of each series of a batch, sent by ``send``."""
+
+    def __init__(self, refresher: BundleRefresher) -> None:
+        self._refresher = refresher
+        self._latest: dict[tuple[str, str, str], tuple[InstanceKey, str]] = {}
+
+    def schedule(self, key: InstanceKey, version: str) -> None:
+        self._latest[(key.site, key.study, key.series)] = (key, version)
+
+    def send(self) -> None:
+        latest, self._latest = self._latest, {}
+        for key, version in latest.values():
+            self._refresher.schedule(key, version)
 
 
 def _record_claim(writer: IndexWriter, key: InstanceKey) -> None:

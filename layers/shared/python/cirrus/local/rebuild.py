@@ -184,6 +184,7 @@ class _Rebuild:
                 failed.append(StoredObject(event.key, event.size or 0, etag=event.etag or ""))
                 continue
             indexed += 1
+        batch.send_refreshes()
         with self._lock:
             self.indexed += indexed
             self.failed += failed
