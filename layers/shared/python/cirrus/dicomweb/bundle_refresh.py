@@ -1,12 +1,13 @@
 """Precomputes metadata bundles after ingest, once a series has been quiet for a moment.
 
-After each instance is indexed, ingest sends one message to its own queue with
-``DelaySeconds``. The message names the series and carries the ``metadata_version`` that the
-index transaction of that instance set on the series and study records. When the message is
-delivered, the ingest handler compares it with the records' current version:
+After each batch, ingest sends one message to its own queue with ``DelaySeconds`` for each
+series that the batch changed. The message names the series and carries the
+``metadata_version`` that the batch's last index transaction of the series set on the series
+and study records. When the message is delivered, the ingest handler compares it with the
+records' current version:
 
-- another version means a later instance arrived, and that instance sent a message of its
-  own, so this one is dropped after one GetItem;
+- another version means a later instance arrived, and its batch sent a message of its own,
+  so this one is dropped after one GetItem;
 - the same version means nothing arrived for the delay, so the bundle is built and stored
   for every base URL that clients have read this site under (``MetadataBundles.base_urls``).
 
