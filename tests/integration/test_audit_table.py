@@ -589,3 +589,24 @@ def test_long_journal_restored_with_repeats(
     assert list(audit.records_between(START, START + timedelta(days=1))) == entries
     (warning,) = [r for r in caplog.records if "journal lines skipped" in r.getMessage()]
     assert warning.lines == 1  # type: ignore[attr-defined]
+
+
+def test_journal_line_not_utf8_skipped(
+    audit: AuditLog, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = audit.model
+    assert model is not None
+    journal = FileAuditJournal(tmp_path / "audit.jsonl")
+    entries = two_study_entries(audit, 2)
+    journal.append(entries[0])
+    # A crash in the middle of a write can leave any bytes; the next append starts a new line.
+    with journal.path.open("ab") as file:
+        file.write(b'{"record_id": "\xff\xfe')
+    journal.append(entries[1])
+
+    restored = restore_journal(journal.path, model)
+
+    assert restored == 2
+    assert list(audit.records_between(START, START + timedelta(days=1))) == entries
+    (warning,) = [r for r in caplog.records if "unreadable lines" in r.getMessage()]
+    assert warning.lines == 1  # type: ignore[attr-defined]

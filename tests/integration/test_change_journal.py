@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
 from pydicom.uid import generate_uid
 
 from cirrus.config import ResourceNames, Settings
@@ -137,3 +138,20 @@ def test_void_and_counter_journaled(moto_server: MotoProcess, tmp_path: Path) ->
     assert page.waiting
     assert ChangeReader(restarted, grace=0).read(SITE, 0).cursor == 4
     assert ChangeFeed(restarted).allocate(SITE).first == 5
+
+
+def test_line_not_utf8_skipped(
+    moto_server: MotoProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "changes.jsonl"
+    keys = _journaled_feed(moto_server, path)
+    # A crash in the middle of a write can leave any bytes after the last whole line.
+    with path.open("ab") as file:
+        file.write(b'{"pk": "north#feed", "sop": "\xff\xfe')
+
+    restored = restore_change_journal(path, _model(moto_server))
+
+    assert restored.changes == 4
+    assert restored.stored_keys() == set(keys[1:])
+    (warning,) = [r for r in caplog.records if "change journal skipped" in r.getMessage()]
+    assert warning.lines == 1  # type: ignore[attr-defined]

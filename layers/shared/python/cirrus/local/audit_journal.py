@@ -102,7 +102,8 @@ def read_journal(path: Path) -> Iterator[AuditEntry]:
     if not path.exists():
         return
     skipped = 0
-    with path.open(encoding="utf-8") as file:
+    # Bytes, so that a line which is not UTF-8 fails in json.loads and is skipped with the rest.
+    with path.open("rb") as file:
         for line in file:
             try:
                 yield AuditEntry.from_json(json.loads(line))

@@ -92,7 +92,8 @@ def read_change_journal(path: Path) -> Iterator[dict[str, Any]]:
     if not path.exists():
         return
     skipped = 0
-    with path.open(encoding="utf-8") as file:
+    # Bytes, so that a line which is not UTF-8 fails in json.loads and is skipped with the rest.
+    with path.open("rb") as file:
         for text in file:
             try:
                 line = json.loads(text)
