@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.conftest import start_stack
 
@@ -63,3 +66,44 @@ def test_data_folder_in_use_rejected(tmp_path: Path) -> None:
     # The lock ends with the stack that held it, so the folder can be used again.
     second = start_stack(data_dir)
     assert second.stop() == 0
+
+
+def _ignore_sigint() -> None:
+    # As a shell starts a background job.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_start_stops(tmp_path: Path, signum: int) -> None:
+    command = [
+        sys.executable, "-m", "cirrus.cli", "dev", "--dicom-port", "0", "--http-port", "0",
+        "--data-dir", str(tmp_path / "data"),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_ignore_sigint,
+    )
+    assert process.stdout is not None
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            # moto runs and the start goes on with the index and the gateway.
+            if "object store and index ready" in line:
+                process.send_signal(signum)
+                break
+        # A stack that went on starting would keep the pipe open: wait for the exit first.
+        code = process.wait(timeout=60)
+        output = "".join(lines) + process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert code == 130, output
+    assert "start interrupted" in output
+    assert "local stack running" not in output

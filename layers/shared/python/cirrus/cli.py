@@ -241,6 +241,10 @@ def dev(
         stable_after_seconds=stable_after,
     )
     stack = LocalStack(config)
+    # A shell starts background jobs with SIGINT ignored, and SIGTERM would end the process
+    # without stopping its children. During the start both stop it as Ctrl-C does.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         stack.start()
     except StartError as exc:
@@ -258,6 +262,10 @@ def dev(
         stopping.wait()
     finally:
         stack.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _parse_time(value: str | None) -> datetime | None:
