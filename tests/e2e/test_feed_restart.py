@@ -101,3 +101,25 @@ def test_cursor_continues_after_restart(tmp_path: Path) -> None:
         assert last == 5
     finally:
         assert again.stop() == 0
+
+
+def test_rejected_file_not_announced(tmp_path: Path) -> None:
+    kept, broken = _datasets(2)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    _save_while_stopped(data_dir, kept)
+    # A file at an instance's path that ingest rejects: it is not DICOM.
+    key = InstanceKey(
+        "default", broken.StudyInstanceUID, broken.SeriesInstanceUID, broken.SOPInstanceUID
+    )
+    path = data_dir / OBJECTS_FOLDER / key.object_key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a DICOM file")
+
+    stack = start_stack(data_dir)
+    try:
+        changes, _ = _read_all(stack, 0, limit=100)
+    finally:
+        assert stack.stop() == 0
+
+    assert _summary(changes) == [("stored", kept.SOPInstanceUID)]

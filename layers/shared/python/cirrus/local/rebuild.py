@@ -60,6 +60,8 @@ class RebuildCount:
 
     indexed: int
     queued: int
+    # The object keys of the queued instances, which the queue may fail to index as well.
+    queued_keys: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -91,7 +93,8 @@ def rebuild_index(
     for worker in workers:
         worker.join()
     queued = notifier.notify_all(rebuild.failed)
-    return RebuildCount(indexed=rebuild.indexed, queued=queued)
+    keys = tuple(obj.key for obj in rebuild.failed)
+    return RebuildCount(indexed=rebuild.indexed, queued=queued, queued_keys=keys)
 
 
 def _saved_studies(root: Path) -> Iterator[list[list[SavedInstance]]]:

@@ -158,6 +158,8 @@ class LocalStack:
         self._gateway: Any = None
         self._http: Any = None
         self._audit_table: TableWriter | None = None
+        # Instances of the data folder that the start's rebuild could not index.
+        self._unindexed: set[InstanceKey] = set()
         # Undo the console format given to the handlers' powertools loggers, at stop.
         self._restore_formats: list[Callable[[], None]] = []
 
@@ -361,7 +363,9 @@ class LocalStack:
         """Add the changes of instances archived or removed while no feed was recording."""
         feed = services.change_feed
         assert feed is not None  # set by _restore_changes
-        archived = (InstanceKey.parse(key) for key, _ in saved_objects(objects_dir))
+        # A file that ingest rejected is archived but not indexed: the feed does not list it.
+        saved = (InstanceKey.parse(object_key) for object_key, _ in saved_objects(objects_dir))
+        archived = (key for key in saved if key not in self._unindexed)
         try:
             added = reconcile_feed(feed, restored, archived)
         except StoreUnavailableError as exc:
@@ -414,6 +418,7 @@ class LocalStack:
         if count.queued:
             # The instances that failed go through the queue, as a new object would.
             self.wait_until_indexed(_REBUILD_TIMEOUT_SECONDS)
+            self._unindexed = _not_indexed(services, count.queued_keys)
         if count.total:
             logger.info(
                 "index rebuilt from the data folder",
@@ -529,6 +534,13 @@ class LocalStack:
             self._restore_formats.pop()()
         self._lock.release()
         logger.info("Cirrus local stack stopped")
+
+
+def _not_indexed(services: Services, object_keys: tuple[str, ...]) -> set[InstanceKey]:
+    """Return the instances among ``object_keys`` that the index does not hold."""
+    keys = [InstanceKey.parse(object_key) for object_key in object_keys]
+    reader = services.index_reader
+    return {key for key in keys if not reader.contains(key.site, key.study, key.series, key.sop)}
 
 
 def local_notifier(services: Services) -> QueueNotifier:
