@@ -423,20 +423,7 @@ def test_ingest_handler_runs_refresh(stack: Stack) -> None:
     assert stack.series_sops() == [_sop(1)]
     stack.drain_queue()
     stack.store(_sop(2), refresher=refresher)
-    records = [
-        {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": {},
-            "messageAttributes": {},
-            "md5OfBody": message["MD5OfBody"],
-            "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ingest",
-            "awsRegion": "us-east-1",
-        }
-        for message in stack.drain_queue()
-    ]
+    records = sqs_records(stack.drain_queue())
     assert any(RefreshRequest.from_body(record["body"]) for record in records)
     result = ingest_handler.handle({"Records": records}, None, stack.services)
     assert result["batchItemFailures"] == []
