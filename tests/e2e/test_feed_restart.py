@@ -104,10 +104,10 @@ def test_cursor_continues_after_restart(tmp_path: Path) -> None:
 
 
 def test_rejected_file_not_announced(tmp_path: Path) -> None:
-    kept, broken = _datasets(2)
+    valid, broken = _datasets(2)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    _save_while_stopped(data_dir, kept)
+    _save_while_stopped(data_dir, valid)
     # A file at an instance's path that ingest rejects: it is not DICOM.
     key = InstanceKey(
         "default", broken.StudyInstanceUID, broken.SeriesInstanceUID, broken.SOPInstanceUID
@@ -122,4 +122,4 @@ def test_rejected_file_not_announced(tmp_path: Path) -> None:
     finally:
         assert stack.stop() == 0
 
-    assert _summary(changes) == [("stored", kept.SOPInstanceUID)]
+    assert _summary(changes) == [("stored", valid.SOPInstanceUID)]
