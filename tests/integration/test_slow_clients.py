@@ -1,9 +1,11 @@
 """STOW-RS clients that send their body slowly or stop: time-outs end them, others are served.
 
-The DICOMweb handler runs on moto behind the local HTTP adapter with an idle time-out of 1 s
-and a body time-out of 2 s. A raw socket sends a STOW-RS body a few bytes at a time, or half
-of it and then nothing. Each request is ended by its time-out and logged, its thread ends,
-nothing of it is stored, and a normal STOW-RS sent meanwhile is stored.
+The DICOMweb handler runs on moto behind the local HTTP adapter. A raw socket sends a STOW-RS
+body a few bytes at a time, which only the body time-out of 2 s ends, or half of it and then
+nothing, which the idle time-out of 1 s ends. Each test sets the other time-out to 30 s, so
+that a pause on a loaded machine cannot end its request by the wrong one. Each request is
+ended by its time-out and logged, its thread ends, nothing of it is stored, and a normal
+STOW-RS sent meanwhile is stored.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ pytestmark = pytest.mark.timeout(60)
 
 IDLE_TIMEOUT_SECONDS = 1.0
 BODY_TIMEOUT_SECONDS = 2.0
+# The time-out that a test does not check.
+LONG_TIMEOUT_SECONDS = 30.0
 # The trickling client sends this many bytes at this interval, which the idle time-out
 # alone would never end.
 TRICKLE_BYTES = 16
@@ -43,14 +47,16 @@ TRICKLE_INTERVAL_SECONDS = 0.2
 
 
 @pytest.fixture
-def server(settings: Settings) -> Iterator[HttpServer]:
+def server(settings: Settings, request: pytest.FixtureRequest) -> Iterator[HttpServer]:
+    """Serve DICOMweb with the time-outs that the test's ``timeouts`` mark names."""
+    idle_timeout, body_timeout = request.node.get_closest_marker("timeouts").args
     view = dicomweb_services(Services(settings))
     running = serve_http(
         functools.partial(handle, services=view),
         "127.0.0.1",
         0,
-        idle_timeout=IDLE_TIMEOUT_SECONDS,
-        body_timeout=BODY_TIMEOUT_SECONDS,
+        idle_timeout=idle_timeout,
+        body_timeout=body_timeout,
     )
     yield running
     running.shutdown()
@@ -118,6 +124,7 @@ def logged_once(caplog: pytest.LogCaptureFixture, message: str) -> logging.LogRe
     return record
 
 
+@pytest.mark.timeouts(LONG_TIMEOUT_SECONDS, BODY_TIMEOUT_SECONDS)
 def test_trickling_body_ended_by_body_timeout(
     server: HttpServer,
     settings: Settings,
@@ -149,6 +156,7 @@ def test_trickling_body_ended_by_body_timeout(
     assert len(stored_keys(object_store, settings)) == 1
 
 
+@pytest.mark.timeouts(IDLE_TIMEOUT_SECONDS, LONG_TIMEOUT_SECONDS)
 def test_stalled_body_ended_by_idle_timeout(
     server: HttpServer,
     settings: Settings,
