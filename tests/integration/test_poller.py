@@ -1,9 +1,14 @@
-"""The local ingest poller on SQS on moto: batching window and concurrent batches."""
+"""The local ingest poller's batching window and concurrent batches.
+
+Most tests run it on SQS on moto. The test of a stream runs it on a scripted queue with a
+clock of its own, so that its timing does not depend on the machine's load.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from cirrus.aws import AwsClients
@@ -76,3 +81,69 @@ def test_no_window_delivers_every_message(clients: AwsClients) -> None:
     assert sorted(body for batch in batches for body in batch) == sorted(
         ["first", *(str(number) for number in range(MESSAGES))]
     )
+
+
+class ScriptedQueue:
+    """An SQS client whose receives return scripted messages at scripted times of its clock."""
+
+    def __init__(self, script: list[tuple[float, list[str]]]) -> None:
+        self.now = 0.0
+        self._script = deque(script)
+
+    def clock(self) -> float:
+        return self.now
+
+    def receive_message(self, **request: Any) -> dict[str, Any]:
+        if not self._script:
+            # A long poll of an empty queue.
+            time.sleep(0.01)
+            return {}
+        self.now, bodies = self._script.popleft()
+        messages = [
+            {"MessageId": body, "ReceiptHandle": body, "Body": body, "Attributes": {}}
+            for body in bodies
+        ]
+        return {"Messages": messages}
+
+    def delete_message_batch(self, **request: Any) -> dict[str, Any]:
+        return {}
+
+    def drained(self) -> bool:
+        return not self._script
+
+
+def test_stream_keeps_batching_after_window() -> None:
+    # Stream gap 0.1 s. "a" comes alone and is handled at once. "b" follows within the gap,
+    # so its batch waits and takes "c". "d" comes 0.17 s after the receive of "b" but 0.07 s
+    # after that of "c", so it is still part of the stream and waits for "e". "f" comes
+    # after a pause and is handled at once.
+    queue = ScriptedQueue(
+        [
+            (0.0, ["a"]),
+            (0.05, ["b"]),
+            (0.15, ["c"]),
+            (0.22, ["d"]),
+            (0.32, ["e"]),
+            (1.0, ["f"]),
+        ]
+    )
+    handler = RecordingHandler()
+    poller = IngestPoller(
+        queue,
+        "queue-url",
+        "queue-arn",
+        "us-east-1",
+        handler,
+        concurrency=1,
+        batching_window=0.01,
+        stream_gap=0.1,
+        clock=queue.clock,
+    )
+    poller.start()
+    try:
+        _wait_received(handler, 6)
+    finally:
+        poller.stop()
+
+    assert queue.drained()
+    assert handler.batches == [["a"], ["b", "c"], ["d", "e"], ["f"]]

@@ -32,9 +32,11 @@ CONCURRENT_BATCHES: Final = 4
 # a Lambda event source mapping (1 s in AWS, see infra/cirrus_infra/ingest.py). Locally a
 # larger batch saves moto requests: ingest writes the new instances of a series in one
 # transaction and sends one change feed update, arrival update and event batch per batch.
-# A batch waits only while messages arrive in a stream, so an instance stored on its own is
-# indexed without the delay.
-INGEST_BATCHING_WINDOW_SECONDS: Final = 0.1
+INGEST_BATCHING_WINDOW_SECONDS: Final = 0.2
+# A batch waits only while messages arrive in a stream: the previous ones came less than this
+# earlier. An instance stored on its own, as by a client that waits to see each instance in
+# QIDO-RS before it sends the next, is indexed without the delay.
+INGEST_STREAM_GAP_SECONDS: Final = 0.1
 
 BatchHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -50,6 +52,8 @@ class IngestPoller:
         retry_delays: tuple[int, ...] = RETRY_DELAYS_SECONDS,
         concurrency: int = CONCURRENT_BATCHES,
         batching_window: float = 0.0,
+        stream_gap: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sqs = sqs
         self._retry_delays = retry_delays
@@ -58,8 +62,11 @@ class IngestPoller:
         self._queue_arn = queue_arn
         self._handler = handler
         self._batching_window = batching_window
+        self._stream_gap = batching_window if stream_gap is None else stream_gap
+        self._clock = clock
         self._receive_lock = threading.Lock()
-        # When the last receive that returned messages ended; guarded by the receive lock.
+        # When the last receive that returned messages ended, by ``clock``; guarded by the
+        # receive lock.
         self._last_receipt = float("-inf")
         self._stop = threading.Event()
         self._threads = [
@@ -114,22 +121,27 @@ class IngestPoller:
     def _receive_batch(self) -> list[dict[str, Any]]:
         """Long-poll for messages, then wait out the batching window for a batch not full.
 
-        The batch waits only when the previous messages came less than one window earlier.
+        The batch waits only when the previous messages came less than the stream gap earlier.
         """
         messages = self._receive(BATCH_SIZE, WAIT_SECONDS)
         if not messages:
             return messages
-        previous, self._last_receipt = self._last_receipt, time.monotonic()
-        streaming = self._last_receipt - previous < self._batching_window
+        previous, self._last_receipt = self._last_receipt, self._clock()
+        streaming = self._last_receipt - previous < self._stream_gap
         if len(messages) >= BATCH_SIZE or not streaming:
             return messages
         self._stop.wait(self._batching_window)
         try:
-            return messages + self._receive(BATCH_SIZE - len(messages), 0)
+            more = self._receive(BATCH_SIZE - len(messages), 0)
         except (ClientError, BotoCoreError) as exc:
             # The messages already received are handled; the others wait for the next poll.
             logger.warning("ingest queue poll failed", extra={"error": str(exc)})
             return messages
+        if more:
+            # These came during the window. Without this, the next message of the stream was
+            # measured from the batch's first receive and, a window later, handled alone.
+            self._last_receipt = self._clock()
+        return messages + more
 
     def _receive(self, count: int, wait_seconds: int) -> list[dict[str, Any]]:
         response = self._sqs.receive_message(

@@ -71,7 +71,11 @@ from cirrus.local.endpoints import remove_endpoints, write_endpoints
 from cirrus.local.event_pollers import start_event_pollers
 from cirrus.local.http import BODY_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS, STAGE
 from cirrus.local.moto_process import LOOPBACK, MotoProcess, start_moto, use_local_credentials
-from cirrus.local.poller import INGEST_BATCHING_WINDOW_SECONDS, IngestPoller
+from cirrus.local.poller import (
+    INGEST_BATCHING_WINDOW_SECONDS,
+    INGEST_STREAM_GAP_SECONDS,
+    IngestPoller,
+)
 from cirrus.local.rebuild import rebuild_index
 from cirrus.local.resources import create_resources
 from cirrus.local.sigv4 import (
@@ -400,6 +404,7 @@ class LocalStack:
             services.settings.region,
             handle,
             batching_window=INGEST_BATCHING_WINDOW_SECONDS,
+            stream_gap=INGEST_STREAM_GAP_SECONDS,
         )
         self._poller.start()
         logger.info("ingest poller ready", extra={"queue": services.settings.ingest_queue})
