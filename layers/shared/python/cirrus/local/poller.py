@@ -35,9 +35,9 @@ CONCURRENT_BATCHES: Final = 4
 INGEST_BATCHING_WINDOW_SECONDS: Final = 0.2
 # A batch waits only while messages arrive in a stream: the previous ones came less than this
 # earlier. An instance stored on its own is indexed without the delay, also when its client
-# waits to see each instance in QIDO-RS before it sends the next, which takes about 0.1 to
-# 0.2 s on the local stack (bench/visible.py).
-INGEST_STREAM_GAP_SECONDS: Final = 0.075
+# waits to see each instance in QIDO-RS before it sends the next, which took 0.08 to 0.2 s
+# on the local stack (bench/visible.py). A stream starts at about 20 instances per second.
+INGEST_STREAM_GAP_SECONDS: Final = 0.05
 
 BatchHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
