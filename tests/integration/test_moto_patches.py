@@ -1,4 +1,8 @@
-"""The local stack's faster moto: transactions stay all-or-nothing, responses keep every type."""
+"""The local stack's faster moto keeps DynamoDB's behaviour.
+
+Transactions stay all-or-nothing, responses keep every type, item sizes keep their limit, and
+conditions of the same text are checked against their own names and values.
+"""
 
 from __future__ import annotations
 
@@ -191,3 +195,36 @@ def test_item_size_limit_kept(table: tuple[object, str]) -> None:
     assert "size" in info.value.response["Error"]["Message"]
     stored = client.get_item(TableName=name, Key={"pk": {"S": "large"}})["Item"]  # type: ignore[attr-defined]
     assert set(stored) == {"pk", "a", "b"}
+
+
+def test_same_condition_text_new_values(table: tuple[object, str]) -> None:
+    # The second and third writes send the text of the first with other names and values,
+    # so each must be checked against its own.
+    client, name = table
+    condition = "attribute_not_exists(pk) OR #field = :expected"
+    client.put_item(  # type: ignore[attr-defined]
+        TableName=name,
+        Item={"pk": {"S": "new"}, "owner": {"S": "a"}},
+        ConditionExpression=condition,
+        ExpressionAttributeNames={"#field": "owner"},
+        ExpressionAttributeValues={":expected": {"S": "a"}},
+    )
+    with pytest.raises(ClientError) as info:
+        client.put_item(  # type: ignore[attr-defined]
+            TableName=name,
+            Item={"pk": {"S": "new"}, "owner": {"S": "b"}},
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#field": "owner"},
+            ExpressionAttributeValues={":expected": {"S": "b"}},
+        )
+    client.put_item(  # type: ignore[attr-defined]
+        TableName=name,
+        Item={"pk": {"S": "new"}, "owner": {"S": "c"}},
+        ConditionExpression=condition,
+        ExpressionAttributeNames={"#field": "pk"},
+        ExpressionAttributeValues={":expected": {"S": "new"}},
+    )
+    stored = client.get_item(TableName=name, Key={"pk": {"S": "new"}})["Item"]  # type: ignore[attr-defined]
+
+    assert info.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    assert stored["owner"] == {"S": "c"}
