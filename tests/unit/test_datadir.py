@@ -1,4 +1,4 @@
-"""The local data folder: durable writes and clean-up after a crash."""
+"""The local data folder: durable writes, clean-up after a crash, and its lock."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from cirrus.errors import StoreUnavailableError
 from cirrus.local.datadir import (
+    TAGS_FOLDER,
     DataFolderInUseError,
     DataFolderLock,
+    FolderObjectStore,
     remove_partial_files,
     saved_objects,
 )
@@ -44,3 +47,69 @@ def test_lock_held_once(tmp_path: Path) -> None:
     first.release()
     second.acquire()
     second.release()
+
+
+class DiskLog:
+    """Records fsyncs and renames in order, by the path each one concerns."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_fsync_of: str = "") -> None:
+        self.steps: list[tuple[str, str]] = []
+        fsync, replace = os.fsync, os.replace
+
+        def logged_fsync(fd: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if fail_fsync_of and fail_fsync_of in path:
+                raise OSError(5, "Input/output error")
+            fsync(fd)
+            self.steps.append(("fsync", path))
+
+        def logged_replace(source: str, target: str | Path) -> None:
+            replace(source, target)
+            self.steps.append(("rename", str(target)))
+
+        monkeypatch.setattr(os, "fsync", logged_fsync)
+        monkeypatch.setattr(os, "replace", logged_replace)
+
+    def temporary_fsyncs(self) -> list[int]:
+        return [n for n, (k, p) in enumerate(self.steps) if k == "fsync" and ".incoming-" in p]
+
+    def index(self, kind: str, ending: str) -> int:
+        (index,) = [n for n, (k, p) in enumerate(self.steps) if k == kind and p.endswith(ending)]
+        return index
+
+
+KEY = "sites/default/studies/1.2/series/1.3/instances/1.4.dcm"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_put_flushes_files_then_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FolderObjectStore(tmp_path, "bucket")
+    log = DiskLog(monkeypatch)
+
+    store.put(KEY, b"an object", tags={"site": "default"})
+
+    object_folder = "/sites/default/studies/1.2/series/1.3/instances"
+    tags_folder = f"/{TAGS_FOLDER}{object_folder}"
+    temporary_fsyncs = [
+        n for n, (k, p) in enumerate(log.steps) if k == "fsync" and ".incoming-" in p
+    ]
+    assert len(temporary_fsyncs) == 2
+    assert max(temporary_fsyncs) < log.index("rename", f"{KEY}.json")
+    assert log.index("rename", f"{KEY}.json") < log.index("rename", KEY)
+    assert log.index("rename", KEY) < log.index("fsync", tags_folder)
+    assert log.index("rename", KEY) < log.index("fsync", str(tmp_path) + object_folder)
+    assert (tmp_path / KEY).read_bytes() == b"an object"
+    assert store.tags(KEY) == {"site": "default"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_failed_fsync_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FolderObjectStore(tmp_path, "bucket")
+    DiskLog(monkeypatch, fail_fsync_of="/instances/.incoming-")
+
+    with pytest.raises(StoreUnavailableError, match="Input/output error"):
+        store.put(KEY, b"an object", tags={"site": "default"})
+
+    assert not (tmp_path / KEY).exists()
+    assert not (tmp_path / TAGS_FOLDER / f"{KEY}.json").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".incoming-")]
