@@ -20,7 +20,7 @@ from cirrus.storage.keys import InstanceKey
 from tests.e2e.conftest import RunningStack, start_stack
 from tests.e2e.test_delete_restart import _store
 from tests.e2e.test_events_cli import _read_all
-from tests.e2e.test_operations_cli import _datasets
+from tests.e2e.test_operations_cli import _cli, _datasets, _json_lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -118,8 +118,28 @@ def test_rejected_file_not_announced(tmp_path: Path) -> None:
 
     stack = start_stack(data_dir)
     try:
+        # The start did not wait for the queue's retries of the rejected file, which end
+        # with its notification in the dead-letter queue about 20 s later.
+        dead_at_start = _dead_letters(data_dir)
         changes, _ = _read_all(stack, 0, limit=100)
+        dead_later = _wait_for_dead_letters(data_dir, 1)
     finally:
         assert stack.stop() == 0
 
     assert _summary(changes) == [("stored", valid.SOPInstanceUID)]
+    assert dead_at_start == 0
+    assert dead_later == 1
+
+
+def _dead_letters(data_dir: Path) -> int:
+    """Return how many notifications the running stack's dead-letter queue holds."""
+    result = _cli(data_dir, "redrive", "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    return int(_json_lines(result)[-1]["summary"]["would move"])
+
+
+def _wait_for_dead_letters(data_dir: Path, count: int) -> int:
+    deadline = time.monotonic() + 90
+    while (found := _dead_letters(data_dir)) < count and time.monotonic() < deadline:
+        time.sleep(1)
+    return found

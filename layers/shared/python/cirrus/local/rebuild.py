@@ -11,7 +11,8 @@ bundles. docs/benchmarks.md has the start times before and after.
 
 An instance that this pass cannot index goes through the ingest queue as before, so it gets
 the queue's retries and, when it fails every one, ingest logs it and the dead-letter queue
-keeps its notification (``cirrus redrive``).
+keeps its notification (``cirrus redrive``). The count names the instances that ingest
+rejected as invalid, so that the start need not wait for their retries.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from cirrus.errors import InvalidInstanceError
 from cirrus.index.writer import MAX_BATCH_INSTANCES, IndexWriter
 from cirrus.ingest import BatchIngest, ObjectEvent
 from cirrus.local.datadir import (
@@ -62,6 +64,8 @@ class RebuildCount:
     queued: int
     # The object keys of the queued instances, which the queue may fail to index as well.
     queued_keys: tuple[str, ...] = ()
+    # The queued instances that ingest rejected as invalid, which the queue rejects again.
+    rejected_keys: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -94,7 +98,12 @@ def rebuild_index(
         worker.join()
     queued = notifier.notify_all(rebuild.failed)
     keys = tuple(obj.key for obj in rebuild.failed)
-    return RebuildCount(indexed=rebuild.indexed, queued=queued, queued_keys=keys)
+    return RebuildCount(
+        indexed=rebuild.indexed,
+        queued=queued,
+        queued_keys=keys,
+        rejected_keys=tuple(rebuild.rejected),
+    )
 
 
 def _saved_studies(root: Path) -> Iterator[list[list[SavedInstance]]]:
@@ -139,6 +148,7 @@ class _Rebuild:
         self._lock = threading.Lock()
         self.indexed = 0
         self.failed: list[StoredObject] = []
+        self.rejected: list[str] = []
 
     def run(self) -> None:
         while True:
@@ -174,10 +184,13 @@ class _Rebuild:
         batch = BatchIngest(self._store, self._writer, self._refresher)
         batch.run(events)
         indexed = 0
+        rejected: list[str] = []
         for event in events:
             try:
                 batch.ingest(event)
             except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, InvalidInstanceError):
+                    rejected.append(event.key)
                 # The ingest handler fails a message on any error, and so the queue path below
                 # retries the instance, logs its error and keeps it in the dead-letter queue.
                 logger.debug(
@@ -191,3 +204,4 @@ class _Rebuild:
         with self._lock:
             self.indexed += indexed
             self.failed += failed
+            self.rejected += rejected

@@ -421,8 +421,11 @@ class LocalStack:
             objects_dir, services.store, services.index_writer, notifier, refresher
         )
         if count.queued:
-            # The instances that failed go through the queue, as a new object would.
-            self.wait_until_indexed(_REBUILD_TIMEOUT_SECONDS)
+            # The instances that failed go through the queue, as a new object would. Those
+            # that ingest rejected as invalid fail there too, after retries that take about
+            # 20 s, so the start waits only when another kind of failure may still be indexed.
+            if set(count.queued_keys) - set(count.rejected_keys):
+                self.wait_until_indexed(_REBUILD_TIMEOUT_SECONDS)
             self._unindexed = _not_indexed(services, count.queued_keys)
         if count.total:
             logger.info(
@@ -430,6 +433,7 @@ class LocalStack:
                 extra={
                     "objects": count.total,
                     "queued": count.queued,
+                    "rejected": len(count.rejected_keys),
                     "seconds": round(time.monotonic() - started, 1),
                 },
             )
