@@ -1,11 +1,13 @@
 """The gateway's receive path: PDUs read into one buffer, spooled, and answered directly.
 
 ``cirrus.gateway.pdu_reads`` reads every PDU of a gateway association and decodes P-DATA-TF
-itself, ``cirrus.gateway.spool`` writes the File Meta Information of each spool file, and
+itself, ``cirrus.gateway.store_requests`` decodes the C-STORE requests,
+``cirrus.gateway.spool`` writes the File Meta Information of each spool file, and
 ``cirrus.gateway.store_responses`` encodes the C-STORE responses. Stored objects must be the
 bytes sent behind the same File Meta Information as before; a PDU longer than the gateway
-announced is still read whole; a malformed or cut PDU ends the association, and its spool
-file is deleted; the metrics count the responses sent directly.
+announced is still read whole; a command set in several fragments is still read; a malformed
+or cut PDU ends the association, and its spool file is deleted; the metrics count the
+responses sent directly.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from cirrus.config import Settings
 from cirrus.gateway.limits import GatewayLimits
 from cirrus.gateway.metrics import GatewayMetrics
+from cirrus.gateway.pdu_reads import decode_p_data_tf
 from cirrus.gateway.server import Gateway
 from cirrus.gateway.status import SUCCESS
 from cirrus.local.moto_process import LOOPBACK
@@ -85,6 +90,41 @@ def test_pdus_over_announced_maximum_stored(
             stored = wait_until(lambda: key in stored_objects(archive), timeout=20)
 
     assert stored, "the instance sent in PDUs over the announced maximum was not stored"
+    assert dataset_bytes(archive.get(key)) == dataset_bytes(path.read_bytes())
+
+
+def split_command(pdu: bytes) -> bytes:
+    """Return the command set PDU ``pdu`` with its command in two fragments."""
+    (item,) = decode_p_data_tf(bytearray(pdu)).presentation_data_value_items
+    context_id = item.presentation_context_id
+    value = item.presentation_data_value
+    assert value is not None
+    command = bytes(value[1:])
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [
+        [context_id, b"\x01" + command[:20]],  # type: ignore[list-item]
+        [context_id, b"\x03" + command[20:]],  # type: ignore[list-item]
+    ]
+    return P_DATA_TF(primitive).encode()
+
+
+def test_command_in_two_fragments_stored(
+    gateway: Gateway, archive: ObjectStore, tmp_path: Path
+) -> None:
+    path, key = fresh_ct(tmp_path)
+
+    with associate(gateway.port, CT_CONTEXT) as assoc:
+        context_id = assoc.accepted_contexts[0].context_id
+        assert context_id is not None
+        pdus = store_pdus(path, context_id)
+        with paused_reactor(assoc):
+            assert assoc.dul.socket is not None
+            sock = assoc.dul.socket.socket
+            assert sock is not None
+            sock.sendall(split_command(pdus[0]) + b"".join(pdus[1:]))
+            stored = wait_until(lambda: key in stored_objects(archive), timeout=20)
+
+    assert stored, "the instance whose command came in two fragments was not stored"
     assert dataset_bytes(archive.get(key)) == dataset_bytes(path.read_bytes())
 
 

@@ -142,9 +142,10 @@ class _DULWaker:
             # The association socket closed meanwhile, which the next turn of the loop handles.
             return
         if reader in ready:
+            # One read takes every wake-up byte written so far, because ``notify`` writes only
+            # while this thread waits. A byte left over wakes the next wait for one more turn.
             try:
-                while reader.recv(4096):
-                    pass
+                reader.recv(4096)
             except OSError:
                 pass
 

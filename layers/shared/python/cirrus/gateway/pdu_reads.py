@@ -13,6 +13,13 @@ buffer. ``DIMSEMessage.decode_msg`` slices them again without copying and writes
 spool file or the command set. Other PDUs, and every PDU while a handler is bound to
 EVT_DATA_RECV, are decoded by pynetdicom's ``_decode_pdu``.
 
+The association reads its P-DATA-TF PDUs into the same buffer again once no view of the
+previous PDU remains (``ReceiveBuffer``), because a new ``bytearray`` is filled with zeros
+first: for a 525 KB instance in 128 KiB PDUs, ``memset`` ran 0.56 M of the 6.28 M
+instructions per instance (callgrind). The buffer has the size of the largest such PDU
+received so far, and an idle association keeps it: at most the announced maximum PDU length
+(1 MiB), so 25 MiB for the default 25 associations.
+
 The events that each outcome puts on the DUL's event queue are those of pynetdicom 3.0.4:
 Evt17 when the connection fails or closes before the PDU is whole, Evt19 for an unknown PDU
 type or a PDU that cannot be decoded, and otherwise the event of the PDU's type. A read that
@@ -52,7 +59,37 @@ class PDUDecodeError(ValueError):
     """A P-DATA-TF PDU whose items do not fit its length."""
 
 
-def _receive_into(sock: socket.socket, buffer: bytearray, start: int) -> int:
+class ReceiveBuffer:
+    """The buffer that one association reads its P-DATA-TF PDUs into."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def take(self, size: int) -> memoryview:
+        """Return a view of ``size`` bytes to receive a PDU into.
+
+        The bytes are those of the previous PDU when its buffer is large enough and nothing
+        holds a view of it any more. Otherwise they come from a new buffer, and the old one
+        stays with the views that hold it.
+        """
+        buffer = self._buffer
+        if len(buffer) < size or _has_views(buffer):
+            buffer = bytearray(size)
+            self._buffer = buffer
+        return memoryview(buffer)[:size]
+
+
+def _has_views(buffer: bytearray) -> bool:
+    """Tell whether a ``memoryview`` of ``buffer`` exists, which forbids resizing it."""
+    try:
+        buffer.append(0)
+    except BufferError:
+        return True
+    buffer.pop()
+    return False
+
+
+def _receive_into(sock: socket.socket, buffer: bytearray | memoryview, start: int) -> int:
     """Receive into ``buffer`` from ``start`` until it is full.
 
     Returns the number of bytes that ``buffer`` then contains, fewer when the peer closed the
@@ -78,7 +115,7 @@ def _receive_in_pieces(sock: socket.socket, buffer: bytearray, size: int) -> Non
         buffer += piece
 
 
-def decode_p_data_tf(pdu_bytes: bytearray) -> P_DATA_TF:
+def decode_p_data_tf(pdu_bytes: bytearray | memoryview) -> P_DATA_TF:
     """Decode a whole P-DATA-TF PDU; each PDV value is a ``memoryview`` of ``pdu_bytes``.
 
     Accepts what pynetdicom 3.0.4 accepts: items of length 1 (a context ID and no value)
@@ -105,10 +142,11 @@ def decode_p_data_tf(pdu_bytes: bytearray) -> P_DATA_TF:
     return pdu
 
 
-def _read_pdu(dul: DULServiceProvider, announced: int) -> None:
+def _read_pdu(dul: DULServiceProvider, announced: int, reusable: ReceiveBuffer) -> None:
     """Read one PDU from the association's socket; queue its event and the decoded PDU.
 
     ``announced`` is the maximum PDU length that the gateway announced, 0 for no maximum.
+    A P-DATA-TF PDU is read into ``reusable`` unless a handler is bound to EVT_DATA_RECV.
     """
     association_socket = dul.socket
     assert association_socket is not None  # called only when the socket has data
@@ -138,9 +176,13 @@ def _read_pdu(dul: DULServiceProvider, announced: int) -> None:
         )
         dul.event_queue.put("Evt19")
         return
+    pdu_bytes: bytearray | memoryview
     try:
         if announced and pdu_length <= announced:
-            pdu_bytes = bytearray(_PDU_HEADER.size + pdu_length)
+            if pdu_type == _P_DATA_TF and not dul.assoc.get_handlers(evt.EVT_DATA_RECV):
+                pdu_bytes = reusable.take(_PDU_HEADER.size + pdu_length)
+            else:
+                pdu_bytes = bytearray(_PDU_HEADER.size + pdu_length)
             pdu_bytes[: _PDU_HEADER.size] = header
             received = _receive_into(sock, pdu_bytes, _PDU_HEADER.size)
         else:
@@ -168,7 +210,7 @@ def _read_pdu(dul: DULServiceProvider, announced: int) -> None:
     _decode(dul, pdu_type, pdu_bytes)
 
 
-def _decode(dul: DULServiceProvider, pdu_type: int, pdu_bytes: bytearray) -> None:
+def _decode(dul: DULServiceProvider, pdu_type: int, pdu_bytes: bytearray | memoryview) -> None:
     assoc = dul.assoc
     try:
         if pdu_type == _P_DATA_TF and not assoc.get_handlers(evt.EVT_DATA_RECV):
@@ -176,7 +218,10 @@ def _decode(dul: DULServiceProvider, pdu_type: int, pdu_bytes: bytearray) -> Non
             evt.trigger(assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
             event = "Evt10"
         else:
-            pdu, event = dul._decode_pdu(pdu_bytes)  # type: ignore[assignment]
+            # A P-DATA-TF PDU is a view of a reusable buffer unless EVT_DATA_RECV had a handler
+            # when it was read, and pynetdicom's decoding takes a bytearray of its own.
+            owned = pdu_bytes if isinstance(pdu_bytes, bytearray) else bytearray(pdu_bytes)
+            pdu, event = dul._decode_pdu(owned)  # type: ignore[assignment]
     except Exception:
         # pynetdicom ends the association with Evt19 for any error of the decoding as well.
         logger.exception(
@@ -193,8 +238,9 @@ def read_pdus_into_one_buffer(assoc: Association) -> None:
     dul = assoc.dul
     # Set from the AE when pynetdicom creates an acceptor association.
     announced = assoc.acceptor.maximum_length or 0
+    reusable = ReceiveBuffer()
 
     def read_pdu_data() -> None:
-        _read_pdu(dul, announced)
+        _read_pdu(dul, announced, reusable)
 
     dul._read_pdu_data = read_pdu_data  # type: ignore[method-assign]

@@ -47,6 +47,7 @@ from cirrus.gateway.pdu_reads import read_pdus_into_one_buffer
 from cirrus.gateway.retrieve import RetrieveService
 from cirrus.gateway.spool import Spool, install_spooling
 from cirrus.gateway.store import STORAGE_TRANSFER_SYNTAXES, StoreService
+from cirrus.gateway.store_requests import receive_store_requests_directly
 from cirrus.gateway.store_responses import send_store_responses_directly
 from cirrus.gateway.tls import TLSAssociationServer, TLSConfig
 from cirrus.gateway.workers import with_reuse_port
@@ -97,8 +98,9 @@ def _on_connection_open(event: Event) -> None:
     Turns off Nagle's algorithm, because with it every C-STORE response waits for the peer's
     delayed ACK. Unbinds pynetdicom's per-PDU log handlers, which each association binds for
     itself and which format every PDU and DIMSE message even when debug logging is off. Makes
-    the association read PDUs without copying their values (``cirrus.gateway.pdu_reads``) and
-    encode its C-STORE responses itself (``cirrus.gateway.store_responses``).
+    the association read PDUs without copying their values (``cirrus.gateway.pdu_reads``),
+    decode its C-STORE requests (``cirrus.gateway.store_requests``) and encode its C-STORE
+    responses itself (``cirrus.gateway.store_responses``).
 
     Sets the read time-out of the socket as well, which ends the DUL thread of a peer that
     stopped in the middle of a PDU (``cirrus.gateway.network_timeout``).
@@ -108,6 +110,7 @@ def _on_connection_open(event: Event) -> None:
         assoc.unbind(pdu_event, handler)
     watch_network_timeout(assoc)
     read_pdus_into_one_buffer(assoc)
+    receive_store_requests_directly(assoc)
     send_store_responses_directly(assoc)
     association_socket = assoc.dul.socket
     sock = association_socket.socket if association_socket is not None else None

@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 
 SPOOL_PREFIX: Final = "cirrus-spool-"
 SPOOL_SUFFIX: Final = ".dcm"
+# The start of a Part 10 file (PS3.10 7.1): a 128-byte preamble of zeros, as pynetdicom
+# writes it, and the "DICM" prefix.
+PREAMBLE_AND_PREFIX: Final = b"\0" * 128 + b"DICM"
 # The maximum number of bytes that ``read_spooled_header`` reads at once. Ingest reads a
 # header in ranges, but a deflated data set, or elements after encapsulated Pixel Data, need
 # the whole object.
@@ -357,6 +360,11 @@ def _write_file_meta_info(fp: Any, file_meta: Any, *args: Any, **kwargs: Any) ->
         _original_write_file_meta_info(fp, dataset, *args, **kwargs)
         return
     fp.write(encoded)
+
+
+def write_file_meta(spool_file: SpoolFile, meta: SpoolFileMeta) -> None:
+    """Write the File Meta Information ``meta`` to ``spool_file``, through pydicom if needed."""
+    _write_file_meta_info(spool_file, meta)
 
 
 def spool_of(assoc: Association) -> Spool | None:
