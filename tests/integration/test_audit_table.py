@@ -13,6 +13,7 @@ import pytest
 from pynamodb.exceptions import PutError
 
 import cirrus.audit_table
+import cirrus.local.audit_journal
 from cirrus.audit import (
     Actor,
     AuditAction,
@@ -425,6 +426,54 @@ def test_deferred_table_failure_in_journal(
     (failure,) = [r for r in caplog.records if "not written to the table" in r.getMessage()]
     assert failure.audit_record == lost  # type: ignore[attr-defined]
     assert "1.2.3" not in failure.getMessage()
+
+
+def test_deferred_table_batches_entries(
+    audit: AuditLog, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = FileAuditJournal(tmp_path / "audit.jsonl")
+    model = audit.model
+    assert model is not None
+    batches: list[int] = []
+    write_together = cirrus.local.audit_journal.write_entries
+
+    def counted(model: type[AuditRecord], entries: list[AuditEntry], *args: object) -> object:
+        batches.append(len(entries))
+        return write_together(model, entries, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("cirrus.local.audit_journal.write_entries", counted)
+    # The window outlasts the writes, so only the flush of the read below ends it.
+    writer = TableWriter(model, window=30.0)
+    deferred = AuditLog(model, settings.deployment, journal, deferred=writer)
+    try:
+        written = [deferred.write(store_event("1.2.3", minute)) for minute in range(5)]
+
+        assert ids(deferred.records_of_study("1.2.3")) == written
+    finally:
+        writer.close()
+    assert batches == [5]
+
+
+def test_deferred_table_batch_failure(
+    audit: AuditLog, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = FileAuditJournal(tmp_path / "audit.jsonl")
+    model = audit.model
+    assert model is not None
+
+    def fail_together(*args: object) -> None:
+        raise StoreUnavailableError("audit records were not written: ThrottlingException")
+
+    monkeypatch.setattr("cirrus.local.audit_journal.write_entries", fail_together)
+    writer = TableWriter(model, window=30.0)
+    deferred = AuditLog(model, settings.deployment, journal, deferred=writer)
+    try:
+        written = [deferred.write(store_event("1.2.3", minute)) for minute in range(3)]
+
+        # Each entry is then put on its own.
+        assert ids(deferred.records_of_study("1.2.3")) == written
+    finally:
+        writer.close()
 
 
 def test_deferred_table_needs_journal(audit: AuditLog, settings: Settings) -> None:

@@ -416,3 +416,98 @@ def test_idle_connection_closed() -> None:
             assert time.monotonic() - started < 5
     finally:
         server.shutdown()
+
+
+# Connections
+
+
+def test_connection_kept_alive_without_body(adapter: Adapter) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", adapter.server.port, timeout=10)
+    ports = []
+    try:
+        for target in ("/dicomweb/studies?PatientID=A", "/dicomweb/studies", "/elsewhere"):
+            connection.request("GET", target)
+            response = connection.getresponse()
+            response.read()
+            assert response.getheader("Connection") is None
+            assert connection.sock is not None
+            ports.append(connection.sock.getsockname()[1])
+        connection.request("HEAD", "/dicomweb/studies")
+        head = connection.getresponse()
+        assert head.read() == b""
+        assert head.getheader("Content-Length") == "2"
+        assert connection.sock is not None
+        ports.append(connection.sock.getsockname()[1])
+    finally:
+        connection.close()
+
+    assert len(set(ports)) == 1
+    assert len(adapter.handler.events) == 3
+
+
+def test_connection_closed_after_body(adapter: Adapter) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", adapter.server.port, timeout=10)
+    try:
+        connection.request("POST", "/dicomweb/studies", body=b"abc")
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+
+    assert response.status == 200
+    assert response.getheader("Connection") == "close"
+    assert adapter.handler.events[0]["body"] == base64.b64encode(b"abc").decode()
+
+
+def test_connection_closed_on_request(adapter: Adapter) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", adapter.server.port, timeout=10)
+    try:
+        connection.request("GET", "/dicomweb/studies", headers={"Connection": "close"})
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+
+    assert response.getheader("Connection") == "close"
+
+
+def test_connection_closed_without_length() -> None:
+    def streamed(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"first "
+        yield b"second"
+
+    server = serve_http(RecordingHandler(), site=streamed)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+            client.sendall(b"GET /viewer HTTP/1.1\r\nHost: local\r\n\r\n")
+            received = b""
+            while chunk := client.recv(4096):
+                received += chunk
+    finally:
+        server.shutdown()
+
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"Connection: close" in head
+    assert body == b"first second"
+
+
+def test_site_failure_closes_connection(caplog: pytest.LogCaptureFixture) -> None:
+    message = "PatientName=SECRET"
+
+    def failing(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # The traceback in the log quotes this line, so the value is not written on it.
+        raise RuntimeError(message)
+
+    server = serve_http(RecordingHandler(), site=failing)
+    try:
+        response = requests.get(f"http://127.0.0.1:{server.port}/viewer", timeout=10)
+    finally:
+        server.shutdown()
+
+    assert response.status_code == 500
+    assert response.headers["Connection"] == "close"
+    assert response.json() == {"error": "Internal server error"}
+    (record,) = [r for r in caplog.records if r.getMessage() == "WSGI application failed"]
+    assert getattr(record, "error", None) == "RuntimeError"
+    assert all("SECRET" not in str(value) for value in vars(record).values())

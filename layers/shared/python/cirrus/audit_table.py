@@ -300,7 +300,11 @@ def write_entry(model: type[AuditRecord], entry: AuditEntry) -> None:
             ) from exc
 
 
-def write_entries(model: type[AuditRecord], entries: Iterable[AuditEntry]) -> list[AuditEntry]:
+def write_entries(
+    model: type[AuditRecord],
+    entries: Iterable[AuditEntry],
+    connection: Connection | None = None,
+) -> list[AuditEntry]:
     """Put the items of ``entries``, many in one transaction; return the entries rejected.
 
     Each item is put under the condition of ``write_entry``, so a stored record is never
@@ -308,11 +312,11 @@ def write_entries(model: type[AuditRecord], entries: Iterable[AuditEntry]) -> li
     cancelled, each of its entries is written again by ``write_entry``, which counts an
     identical stored record as written. The entries returned are those for which a record
     with other content is stored (``AuditRecordExistsError``). Raises
-    ``StoreUnavailableError`` when the table fails.
+    ``StoreUnavailableError`` when the table fails. ``connection`` is the transactions'
+    connection to the model's table (``audit_connection``), new for this call without one.
     """
-    connection = Connection(
-        region=getattr(model.Meta, "region", None), host=getattr(model.Meta, "host", None)
-    )
+    if connection is None:
+        connection = audit_connection(model)
     rejected: list[AuditEntry] = []
     chunk: list[tuple[AuditEntry, list[AuditRecord]]] = []
     size = 0
@@ -337,6 +341,17 @@ def write_entries(model: type[AuditRecord], entries: Iterable[AuditEntry]) -> li
         size += message_bytes
     flush()
     return rejected
+
+
+def audit_connection(model: type[AuditRecord]) -> Connection:
+    """Return a new connection to the table of ``model``, for ``write_entries``.
+
+    Each connection creates its own botocore client on first use, so a caller that writes
+    many times keeps one.
+    """
+    return Connection(
+        region=getattr(model.Meta, "region", None), host=getattr(model.Meta, "host", None)
+    )
 
 
 def _write_together(

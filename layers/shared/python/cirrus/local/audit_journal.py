@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -27,6 +28,7 @@ from typing import Final
 from cirrus.audit_table import (
     AuditEntry,
     AuditRecord,
+    audit_connection,
     write_entries,
     write_entry,
 )
@@ -35,6 +37,13 @@ from cirrus.errors import StoreUnavailableError
 logger = logging.getLogger(__name__)
 
 JOURNAL_FILE: Final = "audit.jsonl"
+# How long ``TableWriter`` waits for more entries after one, in seconds. ``AuditLog`` flushes
+# the writer before it reads the table, so readers in the stack's process see every record.
+# Another process that reads the table directly sees a record up to this much later.
+BATCH_WINDOW_SECONDS: Final = 0.1
+# The maximum number of entries that ``TableWriter`` writes in one batch, which
+# ``write_entries`` splits into transactions of at most 100 items.
+BATCH_ENTRIES: Final = 25
 
 
 class FileAuditJournal:
@@ -145,13 +154,19 @@ def restore_journal(path: Path, model: type[AuditRecord]) -> int:
 class TableWriter:
     """Writes journaled audit entries into the local audit table on a thread of its own.
 
-    The ``DeferredTable`` of the local stack's ``AuditLog``. An entry that the table refuses
-    stays in the journal, so the next start writes it, unless an earlier line of the journal
-    has its record id. The failure is logged without the entry's content.
+    The ``DeferredTable`` of the local stack's ``AuditLog``. After an entry arrives, the
+    thread waits up to ``window`` seconds for more, at most ``BATCH_ENTRIES`` in all, and
+    writes them in one transaction (``write_entries``), or a single entry with PutItem.
+    So a steady stream of requests costs moto one transaction per window instead of one
+    PutItem per entry. A ``flush`` or ``close`` ends the wait at once. An entry that the
+    table rejects stays in the journal, so the next start writes it, unless an earlier line
+    of the journal has its record id. The failure is logged without the entry's content.
     """
 
-    def __init__(self, model: type[AuditRecord]) -> None:
+    def __init__(self, model: type[AuditRecord], window: float = BATCH_WINDOW_SECONDS) -> None:
         self._model = model
+        self._window = window
+        self._connection = audit_connection(model)
         self._queue: queue.SimpleQueue[AuditEntry | threading.Event | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="audit-table", daemon=True)
         self._thread.start()
@@ -174,10 +189,55 @@ class TableWriter:
             if isinstance(item, threading.Event):
                 item.set()
                 continue
+            batch, control = self._collect(item)
+            self._write(batch)
+            for request in control:
+                if request is None:
+                    return
+                request.set()
+
+    def _collect(self, first: AuditEntry) -> tuple[list[AuditEntry], list[threading.Event | None]]:
+        """Return the entries queued within the window after ``first``, and what ended it.
+
+        The second list contains the flush event, or None for ``close``, that ended the window
+        early, and is empty otherwise.
+        """
+        batch = [first]
+        deadline = time.monotonic() + self._window
+        while len(batch) < BATCH_ENTRIES:
+            remaining = deadline - time.monotonic()
             try:
-                write_entry(self._model, item)
+                if remaining > 0:
+                    item = self._queue.get(timeout=remaining)
+                else:
+                    item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None or isinstance(item, threading.Event):
+                return batch, [item]
+            batch.append(item)
+        return batch, []
+
+    def _write(self, batch: list[AuditEntry]) -> None:
+        if len(batch) > 1:
+            try:
+                rejected = write_entries(self._model, batch, self._connection)
+            except StoreUnavailableError:
+                # Entry by entry, so that each failure is logged with its record id.
+                pass
+            else:
+                for entry in rejected:
+                    _log_not_written(entry, "a record with other content has its record id")
+                return
+        for entry in batch:
+            try:
+                write_entry(self._model, entry)
             except StoreUnavailableError as exc:
-                logger.error(
-                    "audit record not written to the table; the journal keeps it",
-                    extra={"audit_record": item.record_id, "error": str(exc)},
-                )
+                _log_not_written(entry, str(exc))
+
+
+def _log_not_written(entry: AuditEntry, error: str) -> None:
+    logger.error(
+        "audit record not written to the table; the journal keeps it",
+        extra={"audit_record": entry.record_id, "error": error},
+    )

@@ -53,12 +53,13 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WsgiResponse
 
 from cirrus.dicomweb.delivery import API_GATEWAY_PAYLOAD_LIMIT, LAMBDA_PAYLOAD_LIMIT, payload_size
 from cirrus.dicomweb.errors import exception_fields
+from cirrus.local.keep_alive import KeepAliveRequestHandler
 from cirrus.local.sigv4 import (
     LocalAuthentication,
     SignatureError,
@@ -138,15 +139,14 @@ class ApiGatewayAdapter:
             return _json_response(
                 404, f"no resource at {request.path}; DICOMweb is under /{self.stage}"
             )
-        too_large = _json_response(
-            413,
-            f"request body exceeds the API Gateway maximum of {self._max_body} bytes; "
-            f"{_UPLOAD_HINT}",
-        )
         try:
             body = self._read_body(request)
         except RequestEntityTooLarge:
-            return too_large
+            return _json_response(
+                413,
+                f"request body exceeds the API Gateway maximum of {self._max_body} bytes; "
+                f"{_UPLOAD_HINT}",
+            )
         except BodyTimeoutError as exc:
             _log_incomplete_body(request, raw_path, exc.bytes_read, self._body_timeout)
             response = _json_response(
@@ -409,8 +409,8 @@ class HttpServer:
         self.thread.join()
 
 
-class _RequestHandler(WSGIRequestHandler):
-    """werkzeug's handler with Nagle's algorithm off and request lines kept out of the log."""
+class _RequestHandler(KeepAliveRequestHandler):
+    """The keep-alive handler with Nagle's algorithm off and request lines kept out of the log."""
 
     # ``serve_http`` sets the time-out of each server in a subclass.
     timeout = IDLE_TIMEOUT_SECONDS

@@ -18,6 +18,10 @@ instead of with the requests:
 - Routing: moto's server lists its own package folder (``os.listdir`` and an ``isdir`` per
   service, about 200) for every request, under a lock, to know the service names. This patch
   lists the folder once.
+- Dispatch: before it runs an action, moto lists every function of the service's response
+  class with ``inspect.getmembers`` to check that the action is one of them, for every
+  request: 7% of moto's CPU while the local stack served QIDO-RS searches. This patch
+  keeps each class's list. moto adds no function to those classes after import.
 
 One more SQS patch fixes lost messages rather than a cost. ``Queue.delete_message`` copies
 the queue's message list without the message lock and then replaces the list with the copy.
@@ -39,6 +43,7 @@ from typing import Any
 
 import jsonpath_ng.ext
 from moto import backends
+from moto.core import responses as core_responses
 from moto.core import utils as core_utils
 from moto.sqs import models as sqs_models
 
@@ -79,5 +84,8 @@ def apply() -> None:
     # moto's event template imports ``parse`` from the module at each call.
     parse = functools.lru_cache(maxsize=256)(jsonpath_ng.ext.parse)  # type: ignore[attr-defined]
     jsonpath_ng.ext.parse = parse  # type: ignore[attr-defined]
+    # core.responses imported the function by name.
+    method_names = functools.cache(core_utils.method_names_from_class)
+    core_responses.method_names_from_class = method_names  # type: ignore[attr-defined]
     service_names = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: service_names
