@@ -36,6 +36,8 @@ FRONT_SERVICES: Final = frozenset({"dynamodb", "sqs", "events"})
 _SCOPE: Final = re.compile(r"Credential=[^/,]+/[^/,]+/([^/,]+)/([^/,]+)/aws4_request")
 # Response headers that this server sets itself.
 _OWN_HEADERS: Final = frozenset({"content-length", "connection", "transfer-encoding", "date"})
+# How long a connection closed with an unread request body waits for the client to close.
+_LINGER_SECONDS: Final = 1.0
 _dispatcher = BotocoreStubber()
 
 
@@ -52,7 +54,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self._respond(411, _error("LengthRequired", "send the body with a Content-Length"))
-            self.close_connection = True
+            self._close_after_response()
             return
         try:
             length = int(self.headers.get("Content-Length") or 0)
@@ -60,7 +62,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
             length = -1
         if length < 0:
             self._respond(400, _error("InvalidRequest", "Content-Length is invalid"))
-            self.close_connection = True
+            self._close_after_response()
             return
         body = self.rfile.read(length) if length else b""
 
@@ -97,6 +99,23 @@ class _FrontHandler(BaseHTTPRequestHandler):
             return
         status, response_headers, response_body = result
         self._respond(status, response_body, response_headers)
+
+    def _close_after_response(self) -> None:
+        """Close a connection whose request body is left unread, without losing the response.
+
+        A close with unread bytes, or with bytes that arrive later, makes the kernel reset the
+        connection, and the reset can discard the response before the client reads it. So the
+        server ends its side first and reads until the client closes, for at most a second.
+        """
+        self.close_connection = True
+        self.wfile.flush()
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(_LINGER_SECONDS)
+            while self.connection.recv(65536):
+                pass
+        except OSError:
+            pass
 
     def _reject_method(self) -> None:
         # Only the JSON protocol's POST is served: an S3 GET, PUT or HEAD was sent here by
