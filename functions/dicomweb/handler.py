@@ -22,7 +22,7 @@ import threading
 from functools import cache
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -42,8 +42,13 @@ from cirrus.services import Services
 
 SERVICE_NAME = "cirrus-dicomweb"
 
+# The libraries whose AWS calls X-Ray traces. Without this list the X-Ray SDK's patch_all
+# (aws-xray-sdk 2.15.0) would also patch sqlite3, which this function never uses, and so
+# import it at each cold start.
+TRACED_MODULES: Final = ("botocore", "pynamodb")
+
 logger = Logger(service=SERVICE_NAME)
-tracer = Tracer(service=SERVICE_NAME)
+tracer = Tracer(service=SERVICE_NAME, patch_modules=TRACED_MODULES)
 
 _Entry = tuple[object, DicomwebServices, APIGatewayRestResolver, APIGatewayRestResolver]
 _apps: dict[int, _Entry] = {}

@@ -1,9 +1,14 @@
-"""Wiring of adapters and domain services from settings, shared by every entry point."""
+"""Wiring of adapters and domain services from settings, shared by every entry point.
+
+The index writer and the StudyStable adapters are imported when first built, because the
+DICOMweb function never builds them and its cold start would load them for nothing.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from cirrus.audit import AuditLog
 from cirrus.audit_table import bind_audit_model
@@ -11,15 +16,17 @@ from cirrus.aws import AwsClients
 from cirrus.config import Settings
 from cirrus.events.feed import ChangeFeed, ChangeReader
 from cirrus.events.publisher import EventPublisher, NoPublisher, Publisher
-from cirrus.events.stable import ArrivalTracker, StableQueue
 from cirrus.events.tables import bind_arrival_model, bind_change_model
 from cirrus.index.claims import InstanceClaims
 from cirrus.index.models import IndexRecord, bind_index_model
 from cirrus.index.reader import IndexReader
-from cirrus.index.writer import IndexWriter
 from cirrus.query.qido import QidoService
 from cirrus.storage.objects import ObjectStore
 from cirrus.storage.transfers import TransferStore
+
+if TYPE_CHECKING:
+    from cirrus.events.stable import ArrivalTracker, StableQueue
+    from cirrus.index.writer import IndexWriter
 
 
 @dataclass
@@ -52,6 +59,8 @@ class Services:
 
     @cached_property
     def index_writer(self) -> IndexWriter:
+        from cirrus.index.writer import IndexWriter
+
         return IndexWriter(self.index_model, self.store, self.change_feed)
 
     @cached_property
@@ -91,12 +100,16 @@ class Services:
 
     @cached_property
     def stable_queue(self) -> StableQueue | None:
+        from cirrus.events.stable import StableQueue
+
         queue = self.settings.stable_queue
         return StableQueue(self.clients.sqs, queue) if queue else None
 
     @cached_property
     def arrivals(self) -> ArrivalTracker | None:
         """The arrival tracker of StudyStable, or None without its table or queue."""
+        from cirrus.events.stable import ArrivalTracker
+
         model = bind_arrival_model(self.settings)
         if model is None or self.stable_queue is None:
             return None

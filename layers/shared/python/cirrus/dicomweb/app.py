@@ -11,6 +11,9 @@ authorized and audited by ``cirrus.dicomweb.guard``, and uses only the sites tha
   site listed first, and from the other with its ``/sites/{site}`` prefix;
 - STOW-RS stores into the caller's one store site, or the site its prefix names;
 - DELETE deletes from the first site that has the resource, as a retrieve would read it.
+
+The modules of STOW-RS, uploads, frames, rendered resources and DELETE are imported inside
+their routes, so a cold start whose first request needs none of them does not load them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
@@ -34,7 +37,6 @@ from cirrus.audit import AuditLog
 from cirrus.dicom.transcode import CodecsUnavailable
 from cirrus.dicomweb.bundles import MetadataBundles, entity_tag, representation_etag
 from cirrus.dicomweb.changes import add_change_routes
-from cirrus.dicomweb.delete import DeleteTarget, delete_resource
 from cirrus.dicomweb.delivery import (
     MAX_BUFFERED_BODY,
     see_other_headers,
@@ -48,7 +50,6 @@ from cirrus.dicomweb.errors import (
     unexpected_error_response,
 )
 from cirrus.dicomweb.forwarding import PixelForwarder
-from cirrus.dicomweb.frames import parse_frame_list, retrieve_frames
 from cirrus.dicomweb.guard import (
     STATE_KEY,
     RequestState,
@@ -61,17 +62,7 @@ from cirrus.dicomweb.guard import (
     studies_of_refs,
     studies_of_stored,
 )
-from cirrus.dicomweb.rendered import (
-    RenderOptions,
-    parse_render_options,
-    parse_thumbnail_options,
-    render_frames,
-    render_instance,
-)
-from cirrus.dicomweb.rendered_group import StagedRendering, render_group
 from cirrus.dicomweb.scope import SITE_PREFIX, first_site_with, split_site_prefix
-from cirrus.dicomweb.stow import instance_parts, response_media_type, store_instances
-from cirrus.dicomweb.uploads import create_upload, discard_upload, read_upload
 from cirrus.dicomweb.wado import (
     DICOM_JSON_MEDIA_TYPE,
     DICOM_MEDIA_TYPE,
@@ -97,6 +88,9 @@ from cirrus.index.deletion import IndexDeleter
 from cirrus.index.reader import IndexReader
 from cirrus.storage.objects import ObjectStore
 from cirrus.storage.transfers import TransferStore
+
+if TYPE_CHECKING:
+    from cirrus.dicomweb.rendered import RenderOptions
 
 _BULKDATA: Final = "/bulkdata/"
 # Methods of the collection resources; DELETE applies only to a study, series or instance.
@@ -340,6 +334,8 @@ def _add_error_handlers(app: APIGatewayRestResolver) -> None:
 
 def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
     def store(study: str | None, content_type: str | None, body: bytes) -> Response[str]:
+        from cirrus.dicomweb.stow import instance_parts, response_media_type, store_instances
+
         event, state = app.current_event, request_state(app)
         site = state.store_site()
         state.use(site)
@@ -381,6 +377,8 @@ def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
     @app.post("/uploads")
     def _new_upload() -> Response[str]:
+        from cirrus.dicomweb.uploads import create_upload
+
         state = request_state(app)
         # Nothing is stored yet; the store request that follows is audited.
         state.record_success = False
@@ -390,6 +388,8 @@ def _add_stow_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
         return _json(body, HTTPStatus.CREATED, {"Location": location, "Cache-Control": "no-store"})
 
     def store_upload(upload_id: str, study: str | None) -> Response[str]:
+        from cirrus.dicomweb.uploads import discard_upload, read_upload
+
         event, upload_id = app.current_event, unquote(upload_id)
         site = request_state(app).store_site()
         requested_type = event.headers.get("Content-Type")
@@ -529,6 +529,8 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
     @app.get(f"{_INSTANCE}/frames/<frames>")
     def _frames(study: str, series: str, instance: str, frames: str) -> Response[bytes]:
+        from cirrus.dicomweb.frames import retrieve_frames
+
         site, uids = located_instance(study, series, instance)
         accept = app.current_event.headers.get("Accept")
         return _binary(retrieve_frames(store, reader, site, uids, unquote(frames), accept))
@@ -536,6 +538,8 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
     def rendered(
         site: str, uids: tuple[str, str, str], frame: int, options: RenderOptions | None = None
     ) -> Response[bytes]:
+        from cirrus.dicomweb.rendered import parse_render_options, render_instance
+
         event = app.current_event
         if options is None:
             options = parse_render_options(query_params(event))
@@ -548,6 +552,9 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
     @app.get(f"{_INSTANCE}/frames/<frames>/rendered")
     def _frame_rendered(study: str, series: str, instance: str, frames: str) -> Response[bytes]:
+        from cirrus.dicomweb.frames import parse_frame_list
+        from cirrus.dicomweb.rendered import parse_render_options, render_frames
+
         site, uids = located_instance(study, series, instance)
         numbers = parse_frame_list(unquote(frames))
         event = app.current_event
@@ -556,6 +563,9 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
         return _binary(render_frames(store, reader, site, uids, numbers, options, accept))
 
     def rendered_group(study: str, series: str | None = None) -> Response[Any]:
+        from cirrus.dicomweb.rendered import parse_render_options
+        from cirrus.dicomweb.rendered_group import StagedRendering, render_group
+
         event = app.current_event
         site = locate(study, series)
         request_state(app).use(site, studies_of_path(study, series))
@@ -590,11 +600,15 @@ def _add_wado_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
     @app.get(f"{_INSTANCE}/thumbnail")
     def _thumbnail(study: str, series: str, instance: str) -> Response[bytes]:
+        from cirrus.dicomweb.rendered import parse_thumbnail_options
+
         options = parse_thumbnail_options(query_params(app.current_event))
         return rendered(*located_instance(study, series, instance), 1, options)
 
     @app.get("/studies/<study>/series/<series>/thumbnail")
     def _series_thumbnail(study: str, series: str) -> Response[bytes]:
+        from cirrus.dicomweb.rendered import parse_thumbnail_options
+
         options = parse_thumbnail_options(query_params(app.current_event))
         study, series = unquote(study), unquote(series)
         site = locate(study, series)
@@ -677,6 +691,8 @@ def _add_qido_routes(app: APIGatewayRestResolver, services: DicomwebServices) ->
 
 def _add_delete_routes(app: APIGatewayRestResolver, services: DicomwebServices) -> None:
     def delete(study: str, series: str | None = None, sop: str | None = None) -> Response[str]:
+        from cirrus.dicomweb.delete import DeleteTarget, delete_resource
+
         event, state = app.current_event, request_state(app)
         if services.deleter is None or services.audit is None:
             return json_error(
