@@ -114,17 +114,22 @@ class ScriptedQueue:
 
 def test_stream_keeps_batching_after_window() -> None:
     # Stream gap 0.1 s. "a" comes alone and is handled at once. "b" follows within the gap,
-    # so its batch waits and takes "c". "d" comes 0.17 s after the receive of "b" but 0.07 s
-    # after that of "c", so it is still part of the stream and waits for "e". "f" comes
-    # after a pause and is handled at once.
+    # and so does "c", so they go together. "d" comes 0.17 s after the receive of "b" but
+    # 0.07 s after that of "c", so it is still part of the stream and goes with "e". "f"
+    # comes after a pause and is handled at once. "g" comes soon after "f", but nothing
+    # follows it within the gap, so it goes alone. An empty list is a receive that finds none.
     queue = ScriptedQueue(
         [
             (0.0, ["a"]),
             (0.05, ["b"]),
             (0.15, ["c"]),
+            (0.16, []),
             (0.22, ["d"]),
             (0.32, ["e"]),
+            (0.33, []),
             (1.0, ["f"]),
+            (1.05, ["g"]),
+            (1.15, []),
         ]
     )
     handler = RecordingHandler()
@@ -141,9 +146,9 @@ def test_stream_keeps_batching_after_window() -> None:
     )
     poller.start()
     try:
-        _wait_received(handler, 6)
+        _wait_received(handler, 7)
     finally:
         poller.stop()
 
     assert queue.drained()
-    assert handler.batches == [["a"], ["b", "c"], ["d", "e"], ["f"]]
+    assert handler.batches == [["a"], ["b", "c"], ["d", "e"], ["f"], ["g"]]

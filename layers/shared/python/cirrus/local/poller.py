@@ -34,9 +34,9 @@ CONCURRENT_BATCHES: Final = 4
 # transaction and sends one change feed update, arrival update and event batch per batch.
 INGEST_BATCHING_WINDOW_SECONDS: Final = 0.2
 # A batch waits only while messages arrive in a stream: the previous ones came less than this
-# earlier. An instance stored on its own is indexed without the delay, also when its client
-# waits to see each instance in QIDO-RS before it sends the next, which took 0.08 to 0.2 s
-# on the local stack (bench/visible.py). A stream starts at about 20 instances per second.
+# earlier, and another comes within this time. An instance stored on its own is indexed at
+# once, or after this time when it came soon after the previous one, as when its client waits
+# to see each instance in QIDO-RS before it sends the next (bench/visible.py).
 INGEST_STREAM_GAP_SECONDS: Final = 0.05
 
 BatchHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -122,27 +122,34 @@ class IngestPoller:
     def _receive_batch(self) -> list[dict[str, Any]]:
         """Long-poll for messages, then wait out the batching window for a batch not full.
 
-        The batch waits only when the previous messages came less than the stream gap earlier.
+        The batch waits only in a stream: the previous messages came less than the stream gap
+        earlier, and another one comes within the gap. A message that came alone, although
+        soon after the previous one, waits one gap and no more.
         """
         messages = self._receive(BATCH_SIZE, WAIT_SECONDS)
         if not messages:
             return messages
+        started = time.monotonic()
         previous, self._last_receipt = self._last_receipt, self._clock()
-        streaming = self._last_receipt - previous < self._stream_gap
-        if len(messages) >= BATCH_SIZE or not streaming:
+        if len(messages) >= BATCH_SIZE or self._last_receipt - previous >= self._stream_gap:
             return messages
-        self._stop.wait(self._batching_window)
-        try:
-            more = self._receive(BATCH_SIZE - len(messages), 0)
-        except (ClientError, BotoCoreError) as exc:
-            # The messages already received are handled; the others wait for the next poll.
-            logger.warning("ingest queue poll failed", extra={"error": str(exc)})
-            return messages
-        if more:
-            # These came during the window. Without this, the next message of the stream was
-            # measured from the batch's first receive and, a window later, handled alone.
+        for wait in (self._stream_gap, self._batching_window - self._stream_gap):
+            self._stop.wait(max(0.0, min(wait, started + self._batching_window - time.monotonic())))
+            try:
+                more = self._receive(BATCH_SIZE - len(messages), 0)
+            except (ClientError, BotoCoreError) as exc:
+                # The messages received are handled; the others wait for the next poll.
+                logger.warning("ingest queue poll failed", extra={"error": str(exc)})
+                return messages
+            if not more:
+                return messages
+            messages += more
+            # The next message of the stream is measured from here. Measured from the
+            # batch's first receive, it came more than a window later and was handled alone.
             self._last_receipt = self._clock()
-        return messages + more
+            if len(messages) >= BATCH_SIZE:
+                return messages
+        return messages
 
     def _receive(self, count: int, wait_seconds: int) -> list[dict[str, Any]]:
         response = self._sqs.receive_message(
