@@ -83,6 +83,13 @@ def test_no_window_delivers_every_message(clients: AwsClients) -> None:
     )
 
 
+def _sent_attributes(body: str) -> dict[str, str]:
+    """Return no SentTimestamp, or one 5 s ago for a body that starts with "delayed"."""
+    if not body.startswith("delayed"):
+        return {}
+    return {"SentTimestamp": str(int(time.time() * 1000) - 5000)}
+
+
 class ScriptedQueue:
     """An SQS client whose receives return scripted messages at scripted times of its clock."""
 
@@ -100,7 +107,12 @@ class ScriptedQueue:
             return {}
         self.now, bodies = self._script.popleft()
         messages = [
-            {"MessageId": body, "ReceiptHandle": body, "Body": body, "Attributes": {}}
+            {
+                "MessageId": body,
+                "ReceiptHandle": body,
+                "Body": body,
+                "Attributes": _sent_attributes(body),
+            }
             for body in bodies
         ]
         return {"Messages": messages}
@@ -117,7 +129,9 @@ def test_stream_keeps_batching_after_window() -> None:
     # and so does "c", so they go together. "d" comes 0.17 s after the receive of "b" but
     # 0.07 s after that of "c", so it is still part of the stream and goes with "e". "f"
     # comes after a pause and is handled at once. "g" comes soon after "f", but nothing
-    # follows it within the gap, so it goes alone. An empty list is a receive that finds none.
+    # follows it within the gap, so it goes alone. "i" follows "h" within the gap, but only
+    # a message sent 5 s earlier comes after it, which does not extend the stream, so "k"
+    # goes alone. An empty list is a receive that finds none.
     queue = ScriptedQueue(
         [
             (0.0, ["a"]),
@@ -130,6 +144,10 @@ def test_stream_keeps_batching_after_window() -> None:
             (1.0, ["f"]),
             (1.05, ["g"]),
             (1.15, []),
+            (2.0, ["h"]),
+            (2.05, ["i"]),
+            (2.15, ["delayed-j"]),
+            (2.16, ["k"]),
         ]
     )
     handler = RecordingHandler()
@@ -146,9 +164,18 @@ def test_stream_keeps_batching_after_window() -> None:
     )
     poller.start()
     try:
-        _wait_received(handler, 7)
+        _wait_received(handler, 11)
     finally:
         poller.stop()
 
     assert queue.drained()
-    assert handler.batches == [["a"], ["b", "c"], ["d", "e"], ["f"], ["g"]]
+    assert handler.batches == [
+        ["a"],
+        ["b", "c"],
+        ["d", "e"],
+        ["f"],
+        ["g"],
+        ["h"],
+        ["i", "delayed-j"],
+        ["k"],
+    ]

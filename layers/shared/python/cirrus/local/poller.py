@@ -39,6 +39,10 @@ INGEST_BATCHING_WINDOW_SECONDS: Final = 0.2
 # to see each instance in QIDO-RS before it sends the next (bench/visible.py).
 INGEST_STREAM_GAP_SECONDS: Final = 0.05
 
+# A message sent longer ago than this before its receive did not come in a stream: it was
+# delayed, as the metadata refresh requests are by 5 s, or is received again after a failure.
+_STREAM_MESSAGE_AGE_SECONDS: Final = 1.0
+
 BatchHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -124,10 +128,11 @@ class IngestPoller:
 
         The batch waits only in a stream: the previous messages came less than the stream gap
         earlier, and another one comes within the gap. A message that came alone, although
-        soon after the previous one, waits one gap and no more.
+        soon after the previous one, waits one gap and no more. Messages sent long before
+        their receive, delayed or received again, neither start nor extend a stream.
         """
         messages = self._receive(BATCH_SIZE, WAIT_SECONDS)
-        if not messages:
+        if not messages or not _any_sent_just_now(messages):
             return messages
         started = time.monotonic()
         previous, self._last_receipt = self._last_receipt, self._clock()
@@ -141,9 +146,9 @@ class IngestPoller:
                 # The messages received are handled; the others wait for the next poll.
                 logger.warning("ingest queue poll failed", extra={"error": str(exc)})
                 return messages
-            if not more:
-                return messages
             messages += more
+            if not _any_sent_just_now(more):
+                return messages
             # The next message of the stream is measured from here. Measured from the
             # batch's first receive, it came more than a window later and was handled alone.
             self._last_receipt = self._clock()
@@ -217,3 +222,16 @@ class IngestPoller:
             ],
             "requestId": str(uuid.uuid4()),
         }
+
+
+def _any_sent_just_now(messages: list[dict[str, Any]]) -> bool:
+    """Tell whether a message of ``messages`` was sent just now, by its SentTimestamp.
+
+    A message without the attribute counts as sent just now.
+    """
+    now_ms = time.time() * 1000
+    for message in messages:
+        sent = message.get("Attributes", {}).get("SentTimestamp")
+        if sent is None or now_ms - int(sent) < _STREAM_MESSAGE_AGE_SECONDS * 1000:
+            return True
+    return False
