@@ -201,29 +201,20 @@ def test_same_condition_text_new_values(table: tuple[object, str]) -> None:
     # The second and third writes send the text of the first with other names and values,
     # so each must be checked against its own.
     client, name = table
-    condition = "attribute_not_exists(pk) OR #field = :expected"
-    client.put_item(  # type: ignore[attr-defined]
-        TableName=name,
-        Item={"pk": {"S": "new"}, "owner": {"S": "a"}},
-        ConditionExpression=condition,
-        ExpressionAttributeNames={"#field": "owner"},
-        ExpressionAttributeValues={":expected": {"S": "a"}},
-    )
-    with pytest.raises(ClientError) as info:
+
+    def put_owner(owner: str, field: str, expected: str) -> None:
         client.put_item(  # type: ignore[attr-defined]
             TableName=name,
-            Item={"pk": {"S": "new"}, "owner": {"S": "b"}},
-            ConditionExpression=condition,
-            ExpressionAttributeNames={"#field": "owner"},
-            ExpressionAttributeValues={":expected": {"S": "b"}},
+            Item={"pk": {"S": "new"}, "owner": {"S": owner}},
+            ConditionExpression="attribute_not_exists(pk) OR #field = :expected",
+            ExpressionAttributeNames={"#field": field},
+            ExpressionAttributeValues={":expected": {"S": expected}},
         )
-    client.put_item(  # type: ignore[attr-defined]
-        TableName=name,
-        Item={"pk": {"S": "new"}, "owner": {"S": "c"}},
-        ConditionExpression=condition,
-        ExpressionAttributeNames={"#field": "pk"},
-        ExpressionAttributeValues={":expected": {"S": "new"}},
-    )
+
+    put_owner("a", "owner", "a")
+    with pytest.raises(ClientError) as info:
+        put_owner("b", "owner", "b")
+    put_owner("c", "pk", "new")
     stored = client.get_item(TableName=name, Key={"pk": {"S": "new"}})["Item"]  # type: ignore[attr-defined]
 
     assert info.value.response["Error"]["Code"] == "ConditionalCheckFailedException"

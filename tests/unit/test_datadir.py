@@ -113,3 +113,17 @@ def test_failed_fsync_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not (tmp_path / KEY).exists()
     assert not (tmp_path / TAGS_FOLDER / f"{KEY}.json").exists()
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".incoming-")]
+
+
+def test_failed_write_closes_files(tmp_path: Path) -> None:
+    store = FolderObjectStore(tmp_path, "bucket")
+    open_before = len(os.listdir("/proc/self/fd"))
+
+    def fail(file: object) -> str:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(StoreUnavailableError, match="No space left on device"):
+        store._write(KEY, fail, 0, tags={"site": "default"})
+
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".incoming-")]

@@ -68,9 +68,9 @@ class ReceiveBuffer:
     def take(self, size: int) -> memoryview:
         """Return a view of ``size`` bytes to receive a PDU into.
 
-        The bytes are those of the previous PDU when its buffer is large enough and nothing
-        holds a view of it any more. Otherwise they come from a new buffer, and the old one
-        stays with the views that hold it.
+        The bytes are those of the previous PDU when its buffer is large enough and no view of
+        it remains. Otherwise they come from a new buffer, and the old one is freed with the
+        last view that refers to it.
         """
         buffer = self._buffer
         if len(buffer) < size or _has_views(buffer):

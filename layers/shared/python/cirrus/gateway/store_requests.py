@@ -7,9 +7,9 @@ the stubbed gateway of ``bench/gateway_alone.py`` that took 1.0 M of the 7.3 M i
 per stored instance (callgrind).
 
 ``receive_store_requests_directly`` makes an association start each received message as a
-``SpooledStoreRequest``. When the first fragment of the message is a whole command set that
-``decode_store_request`` reads as a C-STORE request with a data set, the message builds the
-``C_STORE`` primitive from those values and writes the data set to the spool file as
+``SpooledStoreRequest``. The first fragment of the message may be a whole command set that
+``decode_store_request`` reads as a C-STORE request with a data set. The message then builds
+the ``C_STORE`` primitive from those values and writes the data set to the spool file as
 pynetdicom does, with the preamble, the "DICM" prefix and the File Meta Information in one
 write. Any other message continues as pynetdicom's ``DIMSEMessage`` from its first fragment.
 The pydicom command set is decoded only when something reads ``command_set``, such as a
@@ -86,9 +86,9 @@ def decode_store_request(encoded: bytes | memoryview) -> StoreRequestCommand | N
     """Return the values of the Implicit VR Little Endian command set ``encoded``.
 
     Returns None unless it is a C-STORE-RQ with a data set whose elements are exactly those
-    that a C-STORE-RQ requires, with the Command Group Length, each once and in ascending
-    order, and with values that pynetdicom would accept without a warning: US values of one
-    number and conformant UIDs. pynetdicom then decodes the message itself.
+    that a C-STORE-RQ requires, and the Command Group Length, each once and in ascending
+    order. Its values must be ones that pynetdicom accepts without a warning: US values of one
+    number and conformant UIDs. For any other command set, pynetdicom decodes the message.
     """
     values: dict[int, bytes] = {}
     offset = 0

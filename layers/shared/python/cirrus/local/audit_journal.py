@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 JOURNAL_FILE: Final = "audit.jsonl"
 # How long ``TableWriter`` waits for more entries after one, in seconds. ``AuditLog`` flushes
 # the writer before it reads the table, so readers in the stack's process see every record.
-# Another process that reads the table directly sees a record up to this much later.
+# Another process that reads the table directly can find a record up to this much later.
 BATCH_WINDOW_SECONDS: Final = 0.1
 # The maximum number of entries that ``TableWriter`` writes in one batch, which
 # ``write_entries`` splits into transactions of at most 100 items.

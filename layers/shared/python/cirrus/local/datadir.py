@@ -418,15 +418,15 @@ def _write_durably(writes: Sequence[tuple[Path, Callable[[IO[bytes]], str]]]) ->
     temporaries: list[tuple[str, Path]] = []
     results: list[str] = []
     try:
-        descriptors = []
-        for path, write in writes:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=_INCOMING_PREFIX)
-            temporaries.append((temporary, path))
-            descriptors.append(fd)
-            with os.fdopen(fd, "wb", closefd=False) as file:
-                results.append(write(file))
+        descriptors: list[int] = []
         try:
+            for path, write in writes:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=_INCOMING_PREFIX)
+                temporaries.append((temporary, path))
+                descriptors.append(fd)
+                with os.fdopen(fd, "wb", closefd=False) as file:
+                    results.append(write(file))
             _fsync_together(descriptors)
         finally:
             for fd in descriptors:
