@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cirrus.errors import StoreUnavailableError
+from cirrus.errors import ConflictError, StoreUnavailableError
 from cirrus.local.datadir import (
     TAGS_FOLDER,
     DataFolderInUseError,
@@ -126,4 +126,43 @@ def test_failed_write_closes_files(tmp_path: Path) -> None:
         store._write(KEY, fail, 0, tags={"site": "default"})
 
     assert len(os.listdir("/proc/self/fd")) == open_before
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".incoming-")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_admit_runs_between_flush_and_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FolderObjectStore(tmp_path, "bucket")
+    log = DiskLog(monkeypatch)
+    seen: list[bool] = []
+
+    def admit() -> None:
+        log.steps.append(("admit", ""))
+        seen.append((tmp_path / KEY).exists())
+
+    store.put_after(KEY, b"an object", admit, tags={"site": "default"})
+
+    admitted = log.steps.index(("admit", ""))
+    assert max(log.temporary_fsyncs()) < admitted < log.index("rename", f"{KEY}.json")
+    assert seen == [False]
+    assert (tmp_path / KEY).read_bytes() == b"an object"
+
+
+def test_refused_admission_keeps_the_stored_object(tmp_path: Path) -> None:
+    store = FolderObjectStore(tmp_path, "bucket")
+    store.put(KEY, b"the first object", tags={"site": "default"})
+    source = tmp_path / "incoming.dcm"
+    source.write_bytes(b"a second object")
+
+    def refuse() -> None:
+        raise ConflictError("held")
+
+    with pytest.raises(ConflictError, match="held"):
+        store.put_file_after(KEY, source, refuse, tags={"site": "other"})
+    with pytest.raises(ConflictError, match="held"):
+        store.put_after(KEY, b"a third object", refuse)
+
+    assert (tmp_path / KEY).read_bytes() == b"the first object"
+    assert store.tags(KEY) == {"site": "default"}
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".incoming-")]

@@ -11,13 +11,15 @@ bytes, but not replaced with other bytes (``LegalHolds.check_replaceable``).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from cirrus.dicom.instance import DECODING_ERRORS, InstanceHeader, parse_instance
-from cirrus.errors import InvalidInstanceError
+from cirrus.errors import CirrusError, InvalidInstanceError
 from cirrus.index.claims import InstanceClaims
 from cirrus.lifecycle.holds import LegalHolds
 from cirrus.storage.keys import InstanceKey, check_conformant_uid, check_uid
@@ -131,7 +133,7 @@ def archive_instance(
         store,
         key,
         claims,
-        lambda: store.put(key.object_key, part10, tags=tags),
+        lambda admit: store.put_after(key.object_key, part10, admit, tags=tags),
         lambda stored: stored == part10,
     )
     return _archived(checked, stored)
@@ -153,7 +155,7 @@ def archive_file(
         store,
         key,
         claims,
-        lambda: store.put_file(key.object_key, path, tags=tags),
+        lambda admit: store.put_file_after(key.object_key, path, admit, tags=tags),
         lambda stored: _file_equals(path, stored),
     )
     return _archived(checked, stored)
@@ -163,24 +165,66 @@ def _write_claimed(
     store: ObjectStore,
     key: InstanceKey,
     claims: InstanceClaims | None,
-    write: Callable[[], StoredObject],
+    write: Callable[[Callable[[], None]], StoredObject],
     same_content: Callable[[bytes], bool],
 ) -> StoredObject:
     """Claim ``key`` and run ``write``; release a claim that this call made if the write fails.
 
-    When ``key`` was claimed already, the instance may be stored, so the legal hold of its study
-    is checked before the write. A new claim means a new instance, which a hold allows, and
-    saves the read of the hold on most stores.
+    ``write`` gets the check to run before the object can be read (``ObjectStore.put_after``).
+    When ``key`` was claimed already, the instance may be stored, so the legal hold of its
+    study is checked before the object is replaced. A new claim means a new instance, which a
+    hold allows, and saves the read of the hold on most stores. A store that writes out of
+    sight (``ObjectStore.writes_out_of_sight``) writes and flushes the file while the claim
+    runs on another thread, so an instance waits for the longer of the two, not for both.
     """
-    created = claims.claim(key) if claims is not None else False
+
+    def check_hold() -> None:
+        LegalHolds(store).check_replaceable(key, same_content)
+
+    if claims is None:
+        return write(check_hold)
+    if not store.writes_out_of_sight:
+        created = claims.claim(key)
+        try:
+            return write(lambda: None if created else check_hold())
+        except BaseException:
+            if created:
+                claims.release(key)
+            raise
+    claim = _claim_pool().submit(claims.claim, key)
+
+    def admit() -> None:
+        if not claim.result():
+            check_hold()
+
     try:
-        if not created:
-            LegalHolds(store).check_replaceable(key, same_content)
-        return write()
+        return write(admit)
     except BaseException:
-        if claims is not None and created:
+        if _claim_created(claim):
             claims.release(key)
         raise
+
+
+def _claim_created(claim: Future[bool]) -> bool:
+    """Wait for ``claim``; tell whether it created a claim (False when it failed)."""
+    try:
+        return claim.result()
+    except CirrusError:
+        return False
+
+
+_claims: ThreadPoolExecutor | None = None
+_claims_lock = threading.Lock()
+
+
+def _claim_pool() -> ThreadPoolExecutor:
+    global _claims
+    with _claims_lock:
+        if _claims is None:
+            # One thread per claim in flight: the gateway's associations and STOW-RS's
+            # requests each wait for one claim at a time.
+            _claims = ThreadPoolExecutor(max_workers=32, thread_name_prefix="claim")
+        return _claims
 
 
 def _file_equals(path: Path, data: bytes) -> bool:

@@ -138,6 +138,8 @@ class FolderObjectStore(ObjectStore):
     content, as S3 gives for an object written in one PUT.
     """
 
+    writes_out_of_sight = True
+
     def __init__(self, root: Path, bucket: str, notifier: QueueNotifier | None = None) -> None:
         super().__init__(client=None, bucket=bucket, kms_key_id="")
         self._root = root.resolve()
@@ -150,11 +152,17 @@ class FolderObjectStore(ObjectStore):
         content_type: str = DICOM_CONTENT_TYPE,
         tags: Mapping[str, str] | None = None,
     ) -> StoredObject:
-        def write(file: IO[bytes]) -> str:
-            file.write(body)
-            return hashlib.md5(body, usedforsecurity=False).hexdigest()
+        return self._write(key, _writer_of(body), len(body), tags)
 
-        return self._write(key, write, len(body), tags)
+    def put_after(
+        self,
+        key: str,
+        body: bytes,
+        admit: Callable[[], None],
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Write ``body`` to a hidden file and flush it, then run ``admit`` and rename the file."""
+        return self._write(key, _writer_of(body), len(body), tags, admit)
 
     def put_file(
         self,
@@ -163,15 +171,17 @@ class FolderObjectStore(ObjectStore):
         content_type: str = DICOM_CONTENT_TYPE,
         tags: Mapping[str, str] | None = None,
     ) -> StoredObject:
-        def copy(file: IO[bytes]) -> str:
-            digest = hashlib.md5(usedforsecurity=False)
-            with path.open("rb") as source:
-                while chunk := source.read(_COPY_CHUNK_BYTES):
-                    digest.update(chunk)
-                    file.write(chunk)
-            return digest.hexdigest()
+        return self._write(key, _copier_of(path), path.stat().st_size, tags)
 
-        return self._write(key, copy, path.stat().st_size, tags)
+    def put_file_after(
+        self,
+        key: str,
+        path: Path,
+        admit: Callable[[], None],
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Copy ``path`` to a hidden file and flush it, then run ``admit`` and rename the file."""
+        return self._write(key, _copier_of(path), path.stat().st_size, tags, admit)
 
     def tags(self, key: str) -> dict[str, str]:
         """Return the tags written with object ``key``; an object written without any has none."""
@@ -271,6 +281,7 @@ class FolderObjectStore(ObjectStore):
         write: Callable[[IO[bytes]], str],
         size: int,
         tags: Mapping[str, str] | None = None,
+        admit: Callable[[], None] | None = None,
     ) -> StoredObject:
         path = self._path(key)
         tags_path = self._tags_path(key)
@@ -281,10 +292,15 @@ class FolderObjectStore(ObjectStore):
             body = json.dumps(dict(tags), sort_keys=True).encode()
             writes.append((tags_path, lambda file: str(file.write(body))))
         writes.append((path, write))
-        try:
+
+        def before_renames() -> None:
+            if admit is not None:
+                admit()
             if not tags:
                 tags_path.unlink(missing_ok=True)
-            etag = _write_durably(writes)[-1]
+
+        try:
+            etag = _write_durably(writes, before_renames)[-1]
         except OSError as exc:
             raise StoreUnavailableError(f"write of {key} failed: {exc.strerror}") from exc
         stored = StoredObject(key=key, size=size, etag=etag)
@@ -407,13 +423,17 @@ def md5_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_durably(writes: Sequence[tuple[Path, Callable[[IO[bytes]], str]]]) -> list[str]:
+def _write_durably(
+    writes: Sequence[tuple[Path, Callable[[IO[bytes]], str]]],
+    before_renames: Callable[[], None] | None = None,
+) -> list[str]:
     """Write each file whole with its function, then rename it into place; return the results.
 
     Every file is on disk under its name when this returns. The files are written to temporary
     names first and renamed in the order given. The files are flushed to disk at the same time
     before the renames, and their folders at the same time after them. On ext4 here, an object
     of 525 KB with its tags took 4.0 ms so, against 5.8 to 16 ms with the four fsyncs in turn.
+    ``before_renames`` runs after the flush; if it raises, no new file is left.
     """
     temporaries: list[tuple[str, Path]] = []
     results: list[str] = []
@@ -431,6 +451,8 @@ def _write_durably(writes: Sequence[tuple[Path, Callable[[IO[bytes]], str]]]) ->
         finally:
             for fd in descriptors:
                 os.close(fd)
+        if before_renames is not None:
+            before_renames()
         for temporary, path in temporaries:
             os.replace(temporary, path)
     except BaseException:
@@ -446,6 +468,26 @@ def _write_durably(writes: Sequence[tuple[Path, Callable[[IO[bytes]], str]]]) ->
         for fd in folders:
             os.close(fd)
     return results
+
+
+def _writer_of(body: bytes) -> Callable[[IO[bytes]], str]:
+    def write(file: IO[bytes]) -> str:
+        file.write(body)
+        return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+    return write
+
+
+def _copier_of(source_path: Path) -> Callable[[IO[bytes]], str]:
+    def copy(file: IO[bytes]) -> str:
+        digest = hashlib.md5(usedforsecurity=False)
+        with source_path.open("rb") as source:
+            while chunk := source.read(_COPY_CHUNK_BYTES):
+                digest.update(chunk)
+                file.write(chunk)
+        return digest.hexdigest()
+
+    return copy
 
 
 _fsync_pool: ThreadPoolExecutor | None = None

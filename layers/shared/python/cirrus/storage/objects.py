@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -39,6 +39,10 @@ class StoredObject:
 
 class ObjectStore:
     """Reads and writes archive objects in one bucket, encrypted with one KMS key."""
+
+    # Whether ``put_after`` and ``put_file_after`` write the object before they run ``admit``,
+    # where no reader sees it, so that work on other threads may overlap the write.
+    writes_out_of_sight: bool = False
 
     def __init__(self, client: S3Client, bucket: str, kms_key_id: str) -> None:
         self._client = client
@@ -97,6 +101,36 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, key) from exc
         return StoredObject(key=key, size=size, etag=etag.strip('"'))
+
+    def put_after(
+        self,
+        key: str,
+        body: bytes,
+        admit: Callable[[], None],
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Write ``body`` as ``put`` does, once ``admit`` has returned.
+
+        ``admit`` runs before the object can be read; if it raises, nothing is stored and its
+        exception propagates. S3 has no write that stays hidden until a later call, so this
+        store runs ``admit`` first and then writes (``writes_out_of_sight`` is false).
+        """
+        admit()
+        return self.put(key, body, tags=tags)
+
+    def put_file_after(
+        self,
+        key: str,
+        path: Path,
+        admit: Callable[[], None],
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Write the file ``path`` as ``put_file`` does, once ``admit`` has returned.
+
+        ``admit`` is run as ``put_after`` runs it.
+        """
+        admit()
+        return self.put_file(key, path, tags=tags)
 
     def get(self, key: str) -> bytes:
         try:
