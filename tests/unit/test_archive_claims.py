@@ -1,7 +1,8 @@
-"""The write path's SOP Instance UID claim, run while the local object store writes the file."""
+"""The write path's SOP Instance UID claim, made while the local object store flushes the file."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -14,39 +15,37 @@ from cirrus.storage.keys import InstanceKey
 from tests.pydicom_files import bundled
 
 
-class GatedClaims:
-    """Claims that wait until the object's hidden file is written, then answer ``created``."""
+class FlushingClaims:
+    """Claims that check that the object's hidden file is written and being flushed.
 
-    def __init__(self, written: threading.Event, created: bool = True) -> None:
-        self.written = written
-        self.created = created
+    Every fsync waits until a claim has started, so a claim made before the file is written,
+    or after its flush, fails the test instead of passing it.
+    """
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+        self.root, self.size = root, size
+        self.started = threading.Event()
         self.failure: Exception | None = None
         self.released: list[InstanceKey] = []
+        fsync = os.fsync
+
+        def waiting_fsync(fd: int) -> None:
+            if not self.started.wait(timeout=10):
+                raise OSError(5, "no claim started during the flush")
+            fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", waiting_fsync)
 
     def claim(self, key: InstanceKey) -> bool:
-        if not self.written.wait(timeout=10):
-            raise StoreUnavailableError("the store did not write while the claim ran")
+        hidden = [p for p in self.root.rglob(".incoming-*") if p.stat().st_size == self.size]
+        assert len(hidden) == 1, "the claim ran before the file was written"
+        self.started.set()
         if self.failure is not None:
             raise self.failure
-        return self.created
+        return True
 
     def release(self, key: InstanceKey) -> None:
         self.released.append(key)
-
-
-class SignallingStore(FolderObjectStore):
-    """A folder store that sets ``written`` once a hidden file is flushed, before ``admit``."""
-
-    def __init__(self, root: Path, written: threading.Event) -> None:
-        super().__init__(root, "bucket")
-        self.written = written
-
-    def put_file_after(self, key, path, admit, tags=None):  # type: ignore[no-untyped-def]
-        def signal_then_admit() -> None:
-            self.written.set()
-            admit()
-
-        return super().put_file_after(key, path, signal_then_admit, tags=tags)
 
 
 @pytest.fixture
@@ -54,43 +53,50 @@ def instance() -> Path:
     return bundled("CT_small.dcm")
 
 
-def test_claim_runs_while_the_file_is_written(tmp_path: Path, instance: Path) -> None:
-    written = threading.Event()
-    claims = GatedClaims(written)
-    store = SignallingStore(tmp_path, written)
-    checked = check_instance(instance.read_bytes(), "default")
+def test_claim_made_while_the_file_flushes(
+    tmp_path: Path, instance: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = instance.read_bytes()
+    claims = FlushingClaims(tmp_path, monkeypatch, len(data))
+    checked = check_instance(data, "default")
 
-    archived = archive_file(store, instance, checked, claims)  # type: ignore[arg-type]
+    archived = archive_file(FolderObjectStore(tmp_path, "bucket"), instance, checked, claims)  # type: ignore[arg-type]
 
-    assert (tmp_path / archived.key.object_key).read_bytes() == instance.read_bytes()
+    assert (tmp_path / archived.key.object_key).read_bytes() == data
     assert claims.released == []
 
 
-def test_conflicting_claim_leaves_no_file(tmp_path: Path, instance: Path) -> None:
-    written = threading.Event()
-    claims = GatedClaims(written)
+def test_conflicting_claim_leaves_no_file(
+    tmp_path: Path, instance: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = instance.read_bytes()
+    claims = FlushingClaims(tmp_path, monkeypatch, len(data))
     claims.failure = ConflictError("stored in another study")
-    store = SignallingStore(tmp_path, written)
-    checked = check_instance(instance.read_bytes(), "default")
+    checked = check_instance(data, "default")
 
     with pytest.raises(ConflictError, match="another study"):
-        archive_file(store, instance, checked, claims)  # type: ignore[arg-type]
+        archive_file(FolderObjectStore(tmp_path, "bucket"), instance, checked, claims)  # type: ignore[arg-type]
 
-    assert not (tmp_path / checked.key.object_key).exists()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
     assert claims.released == []
 
 
-def test_failed_write_releases_a_new_claim(tmp_path: Path, instance: Path) -> None:
-    written = threading.Event()
-    written.set()
-    claims = GatedClaims(written)
-    store = FolderObjectStore(tmp_path, "bucket")
-    checked = check_instance(instance.read_bytes(), "default")
-    # The object's folder is a file, so the write fails before the claim is awaited.
-    (tmp_path / "sites").write_bytes(b"not a folder")
+def test_failed_flush_releases_a_new_claim(
+    tmp_path: Path, instance: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = instance.read_bytes()
+    claims = FlushingClaims(tmp_path, monkeypatch, len(data))
+    checked = check_instance(data, "default")
+    waiting_fsync = os.fsync
 
-    with pytest.raises(StoreUnavailableError):
-        archive_file(store, instance, checked, claims)  # type: ignore[arg-type]
+    def failing_fsync(fd: int) -> None:
+        waiting_fsync(fd)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+
+    with pytest.raises(StoreUnavailableError, match="Input/output error"):
+        archive_file(FolderObjectStore(tmp_path, "bucket"), instance, checked, claims)  # type: ignore[arg-type]
 
     assert claims.released == [checked.key]
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

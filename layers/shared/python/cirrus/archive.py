@@ -11,19 +11,17 @@ bytes, but not replaced with other bytes (``LegalHolds.check_replaceable``).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from cirrus.dicom.instance import DECODING_ERRORS, InstanceHeader, parse_instance
-from cirrus.errors import CirrusError, InvalidInstanceError
+from cirrus.errors import InvalidInstanceError
 from cirrus.index.claims import InstanceClaims
 from cirrus.lifecycle.holds import LegalHolds
 from cirrus.storage.keys import InstanceKey, check_conformant_uid, check_uid
-from cirrus.storage.objects import ObjectStore, StoredObject
+from cirrus.storage.objects import Admission, ObjectStore, StoredObject
 from cirrus.storage.tags import instance_tags
 
 logger = logging.getLogger(__name__)
@@ -133,7 +131,7 @@ def archive_instance(
         store,
         key,
         claims,
-        lambda admit: store.put_after(key.object_key, part10, admit, tags=tags),
+        lambda claim: store.put_after(key.object_key, part10, claim, tags=tags),
         lambda stored: stored == part10,
     )
     return _archived(checked, stored)
@@ -155,7 +153,7 @@ def archive_file(
         store,
         key,
         claims,
-        lambda admit: store.put_file_after(key.object_key, path, admit, tags=tags),
+        lambda claim: store.put_file_after(key.object_key, path, claim, tags=tags),
         lambda stored: _file_equals(path, stored),
     )
     return _archived(checked, stored)
@@ -165,66 +163,51 @@ def _write_claimed(
     store: ObjectStore,
     key: InstanceKey,
     claims: InstanceClaims | None,
-    write: Callable[[Callable[[], None]], StoredObject],
+    write: Callable[[Admission], StoredObject],
     same_content: Callable[[bytes], bool],
 ) -> StoredObject:
     """Claim ``key`` and run ``write``; release a claim that this call made if the write fails.
 
-    ``write`` gets the check to run before the object can be read (``ObjectStore.put_after``).
-    When ``key`` was claimed already, the instance may be stored, so the legal hold of its
-    study is checked before the object is replaced. A new claim means a new instance, which a
-    hold allows, and saves the read of the hold on most stores. A store that writes out of
-    sight (``ObjectStore.writes_out_of_sight``) writes and flushes the file while the claim
-    runs on another thread, so an instance waits for the longer of the two, not for both.
+    The claim is ``write``'s admission (``ObjectStore.put_after``), so the local object store
+    flushes the file while the claim's request is in flight.
     """
-
-    def check_hold() -> None:
-        LegalHolds(store).check_replaceable(key, same_content)
-
-    if claims is None:
-        return write(check_hold)
-    if not store.writes_out_of_sight:
-        created = claims.claim(key)
-        try:
-            return write(lambda: None if created else check_hold())
-        except BaseException:
-            if created:
-                claims.release(key)
-            raise
-    claim = _claim_pool().submit(claims.claim, key)
-
-    def admit() -> None:
-        if not claim.result():
-            check_hold()
-
+    claim = _Claim(store, key, claims, same_content)
     try:
-        return write(admit)
+        return write(claim)
     except BaseException:
-        if _claim_created(claim):
+        if claims is not None and claim.created:
             claims.release(key)
         raise
 
 
-def _claim_created(claim: Future[bool]) -> bool:
-    """Wait for ``claim``; tell whether it created a claim (False when it failed)."""
-    try:
-        return claim.result()
-    except CirrusError:
-        return False
+class _Claim:
+    """The admission of one instance: its SOP Instance UID claim, then a legal hold's check.
 
+    When ``key`` was claimed already, the instance may be stored, so the legal hold of its
+    study is checked before the object is replaced. A new claim means a new instance, which a
+    hold allows, and saves the read of the hold on most stores.
+    """
 
-_claims: ThreadPoolExecutor | None = None
-_claims_lock = threading.Lock()
+    def __init__(
+        self,
+        store: ObjectStore,
+        key: InstanceKey,
+        claims: InstanceClaims | None,
+        same_content: Callable[[bytes], bool],
+    ) -> None:
+        self._store = store
+        self._key = key
+        self._claims = claims
+        self._same_content = same_content
+        self.created = False
 
+    def begin(self) -> None:
+        if self._claims is not None:
+            self.created = self._claims.claim(self._key)
 
-def _claim_pool() -> ThreadPoolExecutor:
-    global _claims
-    with _claims_lock:
-        if _claims is None:
-            # One thread per claim in flight: the gateway's associations and STOW-RS's
-            # requests each wait for one claim at a time.
-            _claims = ThreadPoolExecutor(max_workers=32, thread_name_prefix="claim")
-        return _claims
+    def finish(self) -> None:
+        if not self.created:
+            LegalHolds(self._store).check_replaceable(self._key, self._same_content)
 
 
 def _file_equals(path: Path, data: bytes) -> bool:

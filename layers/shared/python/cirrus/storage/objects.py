@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,6 +30,19 @@ SINGLE_PUT_MAX_BYTES: Final = 8 * 1024 * 1024
 _FILE_CHUNK_BYTES: Final = 1024 * 1024
 
 
+class Admission(Protocol):
+    """Checks that a write must pass before its object can be read (``ObjectStore.put_after``).
+
+    A store calls ``begin`` and then ``finish``, both on the writing thread, and may do its own
+    work in between, such as flushing a file that no reader sees yet. Either may raise to
+    refuse the object; the store then keeps nothing of it.
+    """
+
+    def begin(self) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class StoredObject:
     key: str
@@ -39,10 +52,6 @@ class StoredObject:
 
 class ObjectStore:
     """Reads and writes archive objects in one bucket, encrypted with one KMS key."""
-
-    # Whether ``put_after`` and ``put_file_after`` write the object before they run ``admit``,
-    # where no reader sees it, so that work on other threads may overlap the write.
-    writes_out_of_sight: bool = False
 
     def __init__(self, client: S3Client, bucket: str, kms_key_id: str) -> None:
         self._client = client
@@ -106,30 +115,28 @@ class ObjectStore:
         self,
         key: str,
         body: bytes,
-        admit: Callable[[], None],
+        admission: Admission,
         tags: Mapping[str, str] | None = None,
     ) -> StoredObject:
-        """Write ``body`` as ``put`` does, once ``admit`` has returned.
+        """Write ``body`` as ``put`` does, if ``admission`` lets it.
 
-        ``admit`` runs before the object can be read; if it raises, nothing is stored and its
-        exception propagates. S3 has no write that stays hidden until a later call, so this
-        store runs ``admit`` first and then writes (``writes_out_of_sight`` is false).
+        S3 makes an object readable once its PUT succeeds, so this store runs the admission's
+        ``begin`` and ``finish`` first and then writes. If either raises, nothing is stored.
         """
-        admit()
+        admission.begin()
+        admission.finish()
         return self.put(key, body, tags=tags)
 
     def put_file_after(
         self,
         key: str,
         path: Path,
-        admit: Callable[[], None],
+        admission: Admission,
         tags: Mapping[str, str] | None = None,
     ) -> StoredObject:
-        """Write the file ``path`` as ``put_file`` does, once ``admit`` has returned.
-
-        ``admit`` is run as ``put_after`` runs it.
-        """
-        admit()
+        """Write the file ``path`` as ``put_file`` does, if ``admission`` lets it."""
+        admission.begin()
+        admission.finish()
         return self.put_file(key, path, tags=tags)
 
     def get(self, key: str) -> bytes:
