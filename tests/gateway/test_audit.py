@@ -35,6 +35,7 @@ from tests.gateway.scu import (
     run_dcmtk,
     send_file_as_is,
     storescu,
+    wait_until,
     write_part10,
 )
 from tests.gateway.scu import associate as associate_scu
@@ -94,7 +95,12 @@ def study(gateway: Gateway) -> list[Archived]:
 
 
 def written(gateway: Gateway, since: datetime, ae_title: str) -> list[AuditEntry]:
-    """Return the records whose requestor is ``ae_title``, written since ``since``."""
+    """Return the records whose requestor is ``ae_title``, written since ``since``.
+
+    A peer may exit before the gateway has handled the end of its association, which queues
+    the association's records, so the queue is flushed once no association is left.
+    """
+    assert wait_until(lambda: not gateway.active_associations(), timeout=30)
     assert gateway.ae.context.audit.flush(30), "the audit thread did not write its queue"
     log = gateway.ae.context.services.audit
     until = datetime.now(UTC) + timedelta(minutes=1)

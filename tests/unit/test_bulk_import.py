@@ -656,10 +656,17 @@ class _SlowStore(FolderObjectStore):
         self.writes = 0
 
     def put_file(self, key: str, path: Path, *args: Any, **kwargs: Any) -> Any:
+        self._count_and_wait()
+        return super().put_file(key, path, *args, **kwargs)
+
+    def put_file_after(self, key: str, path: Path, *args: Any, **kwargs: Any) -> Any:
+        self._count_and_wait()
+        return super().put_file_after(key, path, *args, **kwargs)
+
+    def _count_and_wait(self) -> None:
         self.writes += 1
         if self.writes == 1:
             assert self.proceed.wait(60)
-        return super().put_file(key, path, *args, **kwargs)
 
 
 def test_concurrent_imports_store_once(tmp_path: Path) -> None:

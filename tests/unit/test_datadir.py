@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
+import threading
 from pathlib import Path
 
 import pytest
 
-from cirrus.errors import StoreUnavailableError
+from cirrus.errors import ConflictError, StoreUnavailableError
 from cirrus.local.datadir import (
     TAGS_FOLDER,
     DataFolderInUseError,
@@ -16,6 +18,7 @@ from cirrus.local.datadir import (
     remove_partial_files,
     saved_objects,
 )
+from cirrus.storage.objects import StoredObject
 
 
 def test_partial_files_removed(tmp_path: Path) -> None:
@@ -127,3 +130,97 @@ def test_failed_write_closes_files(tmp_path: Path) -> None:
 
     assert len(os.listdir("/proc/self/fd")) == open_before
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".incoming-")]
+
+
+class LoggedAdmission:
+    """An admission that logs its steps and whether the object was readable at each."""
+
+    def __init__(self, log: DiskLog, path: Path, refuse_at: str = "") -> None:
+        self.log, self.path, self.refuse_at = log, path, refuse_at
+        self.readable: list[bool] = []
+
+    def begin(self) -> None:
+        self._step("begin")
+
+    def finish(self) -> None:
+        self._step("finish")
+
+    def _step(self, name: str) -> None:
+        self.log.steps.append((name, ""))
+        self.readable.append(self.path.exists())
+        if name == self.refuse_at:
+            raise ConflictError("held")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_admission_runs_before_the_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FolderObjectStore(tmp_path, "bucket")
+    log = DiskLog(monkeypatch)
+    admission = LoggedAdmission(log, tmp_path / KEY)
+
+    store.put_after(KEY, b"an object", admission, tags={"site": "default"})
+
+    finished = log.steps.index(("finish", ""))
+    assert log.steps.index(("begin", "")) < finished
+    assert max(log.temporary_fsyncs()) < finished < log.index("rename", f"{KEY}.json")
+    assert admission.readable == [False, False]
+    assert (tmp_path / KEY).read_bytes() == b"an object"
+
+
+@pytest.mark.parametrize("refuse_at", ["begin", "finish"])
+def test_refused_admission_keeps_the_stored_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refuse_at: str
+) -> None:
+    store = FolderObjectStore(tmp_path, "bucket")
+    store.put(KEY, b"the first object", tags={"site": "default"})
+    source = tmp_path / "incoming.dcm"
+    source.write_bytes(b"a second object")
+    admission = LoggedAdmission(DiskLog(monkeypatch), tmp_path / KEY, refuse_at)
+
+    with pytest.raises(ConflictError, match="held"):
+        store.put_file_after(KEY, source, admission, tags={"site": "other"})
+    with pytest.raises(ConflictError, match="held"):
+        store.put_after(KEY, b"a third object", admission)
+
+    assert (tmp_path / KEY).read_bytes() == b"the first object"
+    assert store.tags(KEY) == {"site": "default"}
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".incoming-")]
+
+
+class FolderGatedNotifier:
+    """A notifier that records the object as it reads at notification time.
+
+    Every fsync of a folder waits until a notification is sent, so a notification sent after
+    the folders' flush, or before the renames, fails the test.
+    """
+
+    def __init__(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.path = path
+        self.sent = threading.Event()
+        self.seen: list[bytes] = []
+        fsync = os.fsync
+
+        def gated_fsync(fd: int) -> None:
+            if stat.S_ISDIR(os.fstat(fd).st_mode) and not self.sent.wait(timeout=10):
+                raise OSError(5, "no notification sent during the folders' flush")
+            fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", gated_fsync)
+
+    def notifies(self, key: str) -> bool:
+        return True
+
+    def notify(self, stored: StoredObject) -> None:
+        self.seen.append(self.path.read_bytes())
+        self.sent.set()
+
+
+def test_notification_sent_while_the_folders_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier = FolderGatedNotifier(tmp_path / KEY, monkeypatch)
+    store = FolderObjectStore(tmp_path, "bucket", notifier)  # type: ignore[arg-type]
+
+    store.put(KEY, b"an object", tags={"site": "default"})
+
+    assert notifier.seen == [b"an object"]

@@ -21,7 +21,7 @@ from cirrus.errors import InvalidInstanceError
 from cirrus.index.claims import InstanceClaims
 from cirrus.lifecycle.holds import LegalHolds
 from cirrus.storage.keys import InstanceKey, check_conformant_uid, check_uid
-from cirrus.storage.objects import ObjectStore, StoredObject
+from cirrus.storage.objects import Admission, ObjectStore, StoredObject
 from cirrus.storage.tags import instance_tags
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def archive_instance(
         store,
         key,
         claims,
-        lambda: store.put(key.object_key, part10, tags=tags),
+        lambda claim: store.put_after(key.object_key, part10, claim, tags=tags),
         lambda stored: stored == part10,
     )
     return _archived(checked, stored)
@@ -153,7 +153,7 @@ def archive_file(
         store,
         key,
         claims,
-        lambda: store.put_file(key.object_key, path, tags=tags),
+        lambda claim: store.put_file_after(key.object_key, path, claim, tags=tags),
         lambda stored: _file_equals(path, stored),
     )
     return _archived(checked, stored)
@@ -163,24 +163,51 @@ def _write_claimed(
     store: ObjectStore,
     key: InstanceKey,
     claims: InstanceClaims | None,
-    write: Callable[[], StoredObject],
+    write: Callable[[Admission], StoredObject],
     same_content: Callable[[bytes], bool],
 ) -> StoredObject:
     """Claim ``key`` and run ``write``; release a claim that this call made if the write fails.
 
-    When ``key`` was claimed already, the instance may be stored, so the legal hold of its study
-    is checked before the write. A new claim means a new instance, which a hold allows, and
-    saves the read of the hold on most stores.
+    The claim is ``write``'s admission (``ObjectStore.put_after``), so the local object store
+    flushes the file while the claim's request is in flight.
     """
-    created = claims.claim(key) if claims is not None else False
+    claim = _Claim(store, key, claims, same_content)
     try:
-        if not created:
-            LegalHolds(store).check_replaceable(key, same_content)
-        return write()
+        return write(claim)
     except BaseException:
-        if claims is not None and created:
+        if claims is not None and claim.created:
             claims.release(key)
         raise
+
+
+class _Claim:
+    """The admission of one instance: its SOP Instance UID claim, then a legal hold's check.
+
+    When ``key`` was claimed already, the instance may be stored, so the legal hold of its
+    study is checked before the object is replaced. A new claim means a new instance, which a
+    hold allows, and saves the read of the hold on most stores.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        key: InstanceKey,
+        claims: InstanceClaims | None,
+        same_content: Callable[[bytes], bool],
+    ) -> None:
+        self._store = store
+        self._key = key
+        self._claims = claims
+        self._same_content = same_content
+        self.created = False
+
+    def begin(self) -> None:
+        if self._claims is not None:
+            self.created = self._claims.claim(self._key)
+
+    def finish(self) -> None:
+        if not self.created:
+            LegalHolds(self._store).check_replaceable(self._key, self._same_content)
 
 
 def _file_equals(path: Path, data: bytes) -> bool:

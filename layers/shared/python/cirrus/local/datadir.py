@@ -21,7 +21,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Final
 from urllib.parse import quote_plus
@@ -30,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cirrus.errors import NotFoundError, StoreUnavailableError
 from cirrus.storage.keys import INSTANCE_SUFFIX, InstanceKey
-from cirrus.storage.objects import DICOM_CONTENT_TYPE, ObjectStore, StoredObject
+from cirrus.storage.objects import DICOM_CONTENT_TYPE, Admission, ObjectStore, StoredObject
 
 logger = logging.getLogger(__name__)
 
@@ -150,11 +152,17 @@ class FolderObjectStore(ObjectStore):
         content_type: str = DICOM_CONTENT_TYPE,
         tags: Mapping[str, str] | None = None,
     ) -> StoredObject:
-        def write(file: IO[bytes]) -> str:
-            file.write(body)
-            return hashlib.md5(body, usedforsecurity=False).hexdigest()
+        return self._write(key, _writer_of(body), len(body), tags)
 
-        return self._write(key, write, len(body), tags)
+    def put_after(
+        self,
+        key: str,
+        body: bytes,
+        admission: Admission,
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Write ``body`` to a hidden file, run ``admission`` while it flushes, then rename it."""
+        return self._write(key, _writer_of(body), len(body), tags, admission)
 
     def put_file(
         self,
@@ -163,15 +171,17 @@ class FolderObjectStore(ObjectStore):
         content_type: str = DICOM_CONTENT_TYPE,
         tags: Mapping[str, str] | None = None,
     ) -> StoredObject:
-        def copy(file: IO[bytes]) -> str:
-            digest = hashlib.md5(usedforsecurity=False)
-            with path.open("rb") as source:
-                while chunk := source.read(_COPY_CHUNK_BYTES):
-                    digest.update(chunk)
-                    file.write(chunk)
-            return digest.hexdigest()
+        return self._write(key, _copier_of(path), path.stat().st_size, tags)
 
-        return self._write(key, copy, path.stat().st_size, tags)
+    def put_file_after(
+        self,
+        key: str,
+        path: Path,
+        admission: Admission,
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Copy ``path`` to a hidden file, run ``admission`` while it flushes, then rename it."""
+        return self._write(key, _copier_of(path), path.stat().st_size, tags, admission)
 
     def tags(self, key: str) -> dict[str, str]:
         """Return the tags written with object ``key``; an object written without any has none."""
@@ -271,6 +281,7 @@ class FolderObjectStore(ObjectStore):
         write: Callable[[IO[bytes]], str],
         size: int,
         tags: Mapping[str, str] | None = None,
+        admission: Admission | None = None,
     ) -> StoredObject:
         path = self._path(key)
         tags_path = self._tags_path(key)
@@ -281,22 +292,36 @@ class FolderObjectStore(ObjectStore):
             body = json.dumps(dict(tags), sort_keys=True).encode()
             writes.append((tags_path, lambda file: str(file.write(body))))
         writes.append((path, write))
-        try:
+
+        steps = _WriteSteps()
+        if admission is not None:
+            steps.during_flush = admission.begin
+
+        def before_renames() -> None:
+            if admission is not None:
+                admission.finish()
             if not tags:
                 tags_path.unlink(missing_ok=True)
-            etag = _write_durably(writes)[-1]
+
+        steps.before_renames = before_renames
+        notifier = self._notifier
+        if notifier is not None and notifier.notifies(key):
+
+            def notify(results: list[str]) -> None:
+                try:
+                    notifier.notify(StoredObject(key=key, size=size, etag=results[-1]))
+                except StoreUnavailableError:
+                    # Without its notification the object would stay unindexed until the
+                    # next start, so the write fails as a whole and the sender may try again.
+                    path.unlink(missing_ok=True)
+                    raise
+
+            steps.after_renames = notify
+        try:
+            etag = _write_durably(writes, steps)[-1]
         except OSError as exc:
             raise StoreUnavailableError(f"write of {key} failed: {exc.strerror}") from exc
-        stored = StoredObject(key=key, size=size, etag=etag)
-        if self._notifier is not None and self._notifier.notifies(key):
-            try:
-                self._notifier.notify(stored)
-            except StoreUnavailableError:
-                # Without its notification the object would stay unindexed until the next
-                # start, so the write fails as a whole and the sender may try again.
-                path.unlink(missing_ok=True)
-                raise
-        return stored
+        return StoredObject(key=key, size=size, etag=etag)
 
     def _tags_path(self, key: str) -> Path:
         self._path(key)
@@ -407,14 +432,33 @@ def md5_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_durably(writes: Sequence[tuple[Path, Callable[[IO[bytes]], str]]]) -> list[str]:
+@dataclass
+class _WriteSteps:
+    """The caller's work that ``_write_durably`` runs on its thread between its own steps.
+
+    ``during_flush`` runs while other threads flush the new files, and ``before_renames`` once
+    they are on disk; if either raises, no new file is left. ``after_renames`` gets the write
+    functions' results and runs while other threads flush the folders.
+    """
+
+    during_flush: Callable[[], None] | None = None
+    before_renames: Callable[[], None] | None = None
+    after_renames: Callable[[list[str]], None] | None = None
+
+
+def _write_durably(
+    writes: Sequence[tuple[Path, Callable[[IO[bytes]], str]]],
+    steps: _WriteSteps | None = None,
+) -> list[str]:
     """Write each file whole with its function, then rename it into place; return the results.
 
     Every file is on disk under its name when this returns. The files are written to temporary
     names first and renamed in the order given. The files are flushed to disk at the same time
     before the renames, and their folders at the same time after them. On ext4 here, an object
     of 525 KB with its tags took 4.0 ms so, against 5.8 to 16 ms with the four fsyncs in turn.
+    ``steps`` runs work of the caller's between these steps (``_WriteSteps``).
     """
+    steps = steps or _WriteSteps()
     temporaries: list[tuple[str, Path]] = []
     results: list[str] = []
     try:
@@ -427,10 +471,12 @@ def _write_durably(writes: Sequence[tuple[Path, Callable[[IO[bytes]], str]]]) ->
                 descriptors.append(fd)
                 with os.fdopen(fd, "wb", closefd=False) as file:
                     results.append(write(file))
-            _fsync_together(descriptors)
+            _fsync_together(descriptors, steps.during_flush)
         finally:
             for fd in descriptors:
                 os.close(fd)
+        if steps.before_renames is not None:
+            steps.before_renames()
         for temporary, path in temporaries:
             os.replace(temporary, path)
     except BaseException:
@@ -441,30 +487,62 @@ def _write_durably(writes: Sequence[tuple[Path, Callable[[IO[bytes]], str]]]) ->
     try:
         for folder in dict.fromkeys(path.parent for path, _ in writes):
             folders.append(os.open(folder, os.O_RDONLY))
-        _fsync_together(folders)
+        after_renames = steps.after_renames
+        _fsync_together(folders, partial(after_renames, results) if after_renames else None)
     finally:
         for fd in folders:
             os.close(fd)
     return results
 
 
+def _writer_of(body: bytes) -> Callable[[IO[bytes]], str]:
+    def write(file: IO[bytes]) -> str:
+        file.write(body)
+        return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+    return write
+
+
+def _copier_of(source_path: Path) -> Callable[[IO[bytes]], str]:
+    def copy(file: IO[bytes]) -> str:
+        digest = hashlib.md5(usedforsecurity=False)
+        with source_path.open("rb") as source:
+            while chunk := source.read(_COPY_CHUNK_BYTES):
+                digest.update(chunk)
+                file.write(chunk)
+        return digest.hexdigest()
+
+    return copy
+
+
 _fsync_pool: ThreadPoolExecutor | None = None
 _fsync_pool_lock = threading.Lock()
 
 
-def _fsync_together(descriptors: Sequence[int]) -> None:
-    """fsync every descriptor, all but the first on other threads, and wait for all of them."""
+def _fsync_together(
+    descriptors: Sequence[int], meanwhile: Callable[[], None] | None = None
+) -> None:
+    """fsync every descriptor at the same time and wait for all of them.
+
+    Without ``meanwhile``, this thread flushes the first descriptor and other threads the
+    rest. With it, other threads flush them all while this thread runs ``meanwhile``, whose
+    exception is raised once the flushes have ended.
+    """
     global _fsync_pool
-    if len(descriptors) > 1:
+    inline = descriptors[:1] if meanwhile is None else []
+    elsewhere = descriptors[len(inline) :]
+    if elsewhere:
         with _fsync_pool_lock:
             if _fsync_pool is None:
                 _fsync_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsync")
-        others = [_fsync_pool.submit(os.fsync, fd) for fd in descriptors[1:]]
+        others = [_fsync_pool.submit(os.fsync, fd) for fd in elsewhere]
     else:
         others = []
     try:
-        if descriptors:
-            os.fsync(descriptors[0])
+        for fd in inline:
+            os.fsync(fd)
+        if meanwhile is not None:
+            meanwhile()
     finally:
         for future in others:
             future.result()

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -28,6 +28,19 @@ MAX_DELETE_KEYS: Final = 1000
 # upload, which keeps one part (``cirrus.storage.transfers.PART_SIZE``) in memory at a time.
 SINGLE_PUT_MAX_BYTES: Final = 8 * 1024 * 1024
 _FILE_CHUNK_BYTES: Final = 1024 * 1024
+
+
+class Admission(Protocol):
+    """Checks that a write must pass before its object can be read (``ObjectStore.put_after``).
+
+    A store calls ``begin`` and then ``finish``, both on the writing thread, and may do its own
+    work in between, such as flushing a file that no reader sees yet. Either may raise to
+    refuse the object; the store then keeps nothing of it.
+    """
+
+    def begin(self) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,34 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, key) from exc
         return StoredObject(key=key, size=size, etag=etag.strip('"'))
+
+    def put_after(
+        self,
+        key: str,
+        body: bytes,
+        admission: Admission,
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Write ``body`` as ``put`` does, if ``admission`` lets it.
+
+        S3 makes an object readable once its PUT succeeds, so this store runs the admission's
+        ``begin`` and ``finish`` first and then writes. If either raises, nothing is stored.
+        """
+        admission.begin()
+        admission.finish()
+        return self.put(key, body, tags=tags)
+
+    def put_file_after(
+        self,
+        key: str,
+        path: Path,
+        admission: Admission,
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Write the file ``path`` as ``put_file`` does, if ``admission`` lets it."""
+        admission.begin()
+        admission.finish()
+        return self.put_file(key, path, tags=tags)
 
     def get(self, key: str) -> bytes:
         try:
