@@ -6,13 +6,13 @@ import dataclasses
 import http.client
 import json
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-import cirrus.local.moto_front
 from cirrus.aws import AwsClients
 from cirrus.config import Settings
 from cirrus.index.models import bind_index_model
@@ -147,24 +147,25 @@ def test_unsigned_request_rejected(front_address: tuple[str, int]) -> None:
 
 
 @pytest.fixture
-def own_front() -> Iterator[tuple[str, int]]:
+def own_front() -> Iterator[tuple[str, int, ThreadingHTTPServer]]:
     """A front in this test process, so that a test can make its dispatch fail."""
     server, port = start_front(LOOPBACK)
-    yield LOOPBACK, port
+    yield LOOPBACK, port, server
     server.shutdown()
     server.server_close()
 
 
 def test_moto_exception_is_500(
-    own_front: tuple[str, int],
+    own_front: tuple[str, int, ThreadingHTTPServer],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def fail(request: object) -> None:
+    def fail(url: str, headers: object, body: bytes) -> None:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(cirrus.local.moto_front._dispatcher, "process_request", fail)
-    connection = http.client.HTTPConnection(*own_front, timeout=10)
+    server = own_front[2]
+    monkeypatch.setattr(server, "dispatch", fail)
+    connection = http.client.HTTPConnection(*own_front[:2], timeout=10)
     headers = signed_headers("dynamodb", "DynamoDB_20120810.ListTables")
     try:
         connection.request("POST", "/", body=b"{}", headers=headers)

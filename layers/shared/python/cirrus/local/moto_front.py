@@ -21,12 +21,13 @@ import logging
 import re
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
-from botocore.awsrequest import AWSPreparedRequest
-from botocore.compat import HTTPHeaders
-from moto.core.botocore_stubber import BotocoreStubber
+from moto.core.common_types import TYPE_RESPONSE
+
+from cirrus.local.moto_dispatch import dispatch, dispatch_through_moto
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ _SCOPE: Final = re.compile(r"Credential=[^/,]+/[^/,]+/([^/,]+)/([^/,]+)/aws4_req
 _OWN_HEADERS: Final = frozenset({"content-length", "connection", "transfer-encoding", "date"})
 # How long a connection closed with an unread request body waits for the client to close.
 _LINGER_SECONDS: Final = 1.0
-_dispatcher = BotocoreStubber()
 
 
 class _FrontHandler(BaseHTTPRequestHandler):
@@ -73,19 +73,9 @@ class _FrontHandler(BaseHTTPRequestHandler):
             return
         region, service = scope.group(1), scope.group(2)
 
-        headers = HTTPHeaders()
-        for name, value in self.headers.items():
-            headers[name] = value
-        request = AWSPreparedRequest(
-            method="POST",
-            url=f"https://{service}.{region}.amazonaws.com{self.path}",
-            headers=headers,
-            body=body,
-            stream_output=False,
-        )
-
+        url = f"https://{service}.{region}.amazonaws.com{self.path}"
         try:
-            result = _dispatcher.process_request(request)
+            result = self.server.dispatch(url, list(self.headers.items()), body)  # type: ignore[attr-defined]
         except Exception:
             # moto raised outside its own error responses: a bug in moto or in a patch.
             logger.exception(
@@ -147,14 +137,21 @@ class _FrontHandler(BaseHTTPRequestHandler):
 class _FrontServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
+    # Runs a request in moto: (URL, header items, body) to (status, headers, body) or None.
+    dispatch: Callable[[str, list[tuple[str, str]], bytes], TYPE_RESPONSE | None]
 
 
 def _error(code: str, message: str) -> str:
     return json.dumps({"__type": code, "message": message})
 
 
-def start_front(host: str) -> tuple[ThreadingHTTPServer, int]:
-    """Serve on ``host`` at a free port on a thread of its own; return the server and port."""
+def start_front(host: str, *, through_moto: bool = False) -> tuple[ThreadingHTTPServer, int]:
+    """Serve on ``host`` at a free port on a thread of its own; return the server and port.
+
+    With ``through_moto``, every request takes moto's own dispatch instead of the direct one
+    of ``cirrus.local.moto_dispatch``, which benchmarks and tests compare it with.
+    """
     server = _FrontServer((host, 0), _FrontHandler)
+    server.dispatch = dispatch_through_moto if through_moto else dispatch
     threading.Thread(target=server.serve_forever, name="moto-front", daemon=True).start()
     return server, int(server.server_address[1])
