@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -183,3 +184,34 @@ def test_moto_exception_is_500(
     assert failed_body["__type"] == "InternalFailure"
     assert served.status == 200
     assert any("moto front: request failed" in r.getMessage() for r in caplog.records)
+
+
+def _raw_exchange(address: tuple[str, int], request: bytes) -> bytes:
+    """Send ``request`` on a new connection and read until the server closes it."""
+    with socket.create_connection(address, timeout=10) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+def _raw_request(version: str, extra_headers: str) -> bytes:
+    headers = signed_headers("dynamodb", "DynamoDB_20120810.ListTables")
+    lines = [f"POST / {version}", "Host: 127.0.0.1", "Content-Length: 2"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join([*lines, *extra_headers.splitlines()]) + "\r\n\r\n{}").encode()
+
+
+def test_connection_close_honoured(front_address: tuple[str, int]) -> None:
+    received = _raw_exchange(front_address, _raw_request("HTTP/1.1", "Connection: close"))
+
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"TableNames" in received
+
+
+def test_http_1_0_request_served(front_address: tuple[str, int]) -> None:
+    received = _raw_exchange(front_address, _raw_request("HTTP/1.0", ""))
+
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"TableNames" in received
