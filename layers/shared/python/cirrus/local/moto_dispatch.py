@@ -5,10 +5,11 @@ every moto service, builds a Werkzeug request with a full WSGI environ from it, 
 ``BaseResponse.setup_class`` reads the environ back into the attributes that an action
 uses. For a JSON-protocol POST to DynamoDB, SQS or EventBridge, this module sets the same
 attributes of a new response object from the request that the front has already parsed, and
-calls the object's ``call_action``. The actions, their errors and their serialization stay
-moto's own. The attributes are computed as ``setup_class`` computes them, including the
-query string that it parses from the JSON body and the URL whose host is the client's Host
-header.
+calls the object's ``call_action``. The attributes are computed as ``setup_class`` computes
+them, including the query string that it parses from the JSON body and the URL whose host is
+the client's Host header. The parameters are parsed as moto parses them, by
+``cirrus.local.moto_json_parser``. The actions, their errors and their serialization stay
+moto's own.
 
 Every other request goes through ``process_request``: a path other than ``/``, an empty or
 compressed body, a content type other than AWS's JSON ones, or a missing ``X-Amz-Target`` or
@@ -30,9 +31,10 @@ from moto import settings
 from moto.core import responses as core_responses
 from moto.core.botocore_stubber import BotocoreStubber
 from moto.core.common_types import TYPE_RESPONSE
-from moto.core.request import normalize_request
+from moto.core.parse import PROTOCOL_PARSERS, JSONParser
+from moto.core.request import determine_request_protocol, normalize_request
 from moto.core.responses import BaseResponse
-from moto.core.utils import utcnow
+from moto.core.utils import get_service_model, utcnow
 from moto.dynamodb.responses import DynamoHandler
 from moto.events.responses import EventsHandler
 from moto.iam.models import mark_account_as_visited
@@ -41,6 +43,8 @@ from moto.sqs.responses import SQSResponse
 from moto.utilities.utils import get_partition
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 from werkzeug.http import http_date
+
+from cirrus.local.moto_json_parser import parse_json_request
 
 # The response class of each service that the front serves.
 RESPONSE_CLASSES: Final[Mapping[str, Callable[[], BaseResponse]]] = {
@@ -154,6 +158,17 @@ def _raw_url(url: str, host: str, headers: Headers) -> tuple[str, ParseResult]:
     return known
 
 
+def _parse_parameters(response: BaseResponse, request: JsonRequest) -> None:
+    """Set ``response.params`` as ``BaseResponse.parse_parameters`` sets them."""
+    service_model = get_service_model(response.boto3_service_name)
+    operation_model = service_model.operation_model(response._get_action())
+    protocol = determine_request_protocol(service_model, request.content_type)
+    if PROTOCOL_PARSERS[protocol] is JSONParser and response.PROTOCOL_PARSER_MAP_TYPE is dict:
+        response.params = parse_json_request(operation_model, request.data)
+    else:
+        response.parse_parameters(request)  # type: ignore[arg-type]
+
+
 def _set_up(
     response: BaseResponse,
     request: JsonRequest,
@@ -187,7 +202,7 @@ def _set_up(
     response.response_headers = {"server": "amazon.com", "date": http_date(utcnow())}
 
     if response.automated_parameter_parsing and response._get_action():
-        response.parse_parameters(request)  # type: ignore[arg-type]
+        _parse_parameters(response, request)
 
     response.access_key = response.get_access_key()
     response.current_account = response.get_current_account()
