@@ -46,6 +46,12 @@ each get their own result. Together with the list of response methods that
 ``cirrus.local.moto_server_patches`` keeps, a conditional PutItem through moto's in-process
 mock took 2.18 CPU ms (client included) against 2.41 ms.
 
+Results in wire form: before it writes a result, moto expands its ``DynamoType`` values into
+``{type: value}`` dicts with ``utilities.dynamo_to_dict``, which imports ``DynamoType``
+inside the function, once per value of the result. For a Query of 10 items of 30 attributes
+those imports took about half of moto's CPU for the request (py-spy). This patch does the
+same expansion with the class imported once.
+
 Update expressions: moto parses the text of an update expression twice per UpdateItem (once
 to list the names and values it uses, once to run it) and once more per Update of a
 transaction, and its validator then deep-copies the tree before it fills in the values. This
@@ -62,6 +68,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime
 import inspect
 import json
 import pickle
@@ -553,6 +560,40 @@ def _lex_once(self: ConditionExpressionParser) -> deque[Any]:
     return deque(nodes)
 
 
+def plain_result(value: Any) -> Any:
+    """Expand the ``DynamoType`` values of a result as moto's ``dynamo_to_dict`` does.
+
+    Binary values become bytes, other typed values ``{type: value}``, objects with a
+    ``to_json`` their expanded JSON form, and dicts and lists are expanded item by item.
+    """
+    value_type = type(value)
+    if value_type is str:
+        return value
+    if value_type is dict:
+        return {key: plain_result(item) for key, item in value.items()}
+    if value_type is list:
+        return [plain_result(item) for item in value]
+    if isinstance(value, datetime.datetime):
+        return value
+    if isinstance(value, DynamoType):
+        if value.type == "B":
+            return {"B": value.value if isinstance(value.value, bytes) else _decoded(value.value)}
+        if value.type == "BS":
+            return {"BS": [v if isinstance(v, bytes) else _decoded(v) for v in value.value]}
+        return {value.type: plain_result(value.value)}
+    if hasattr(value, "to_json"):
+        return plain_result(value.to_json())
+    if isinstance(value, dict):
+        return {key: plain_result(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_result(item) for item in value]
+    return value
+
+
+def _decoded(value: Any) -> bytes:
+    return base64.b64decode(value)
+
+
 # Update expression texts whose parsed trees are kept, bounded as the condition texts are.
 _PARSED_UPDATES_MAX = 1024
 _parsed_updates: dict[str, Any] = {}
@@ -584,6 +625,8 @@ def copy_update_expression(value: Any, memo: Any = None) -> Any:
 
 def apply() -> None:
     """Install the patches in this process."""
+    # responses imported the function by name.
+    responses.dynamo_to_dict = plain_result  # type: ignore[attr-defined,assignment]
     # responses and models call the class method through the class, so it is replaced there.
     UpdateExpressionParser.make = staticmethod(parse_update_expression)
     validators.deepcopy = copy_update_expression  # type: ignore[attr-defined,assignment]
