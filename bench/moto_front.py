@@ -5,8 +5,8 @@ One process applies the patches of ``cirrus.local.moto_patches`` and
 the same moto backends:
 
 - before: moto's own dispatch (``BotocoreStubber.process_request``), the standard library's
-  header parsing, and moto's update expression parsing and deep copy, as the front ran them
-  before the direct dispatch;
+  header parsing, and moto's own update expression parsing, result expansion and name
+  conversion, as the front ran them before the direct dispatch;
 - after: the front as the local stack runs it.
 
 boto3 clients send the hot requests of ingest to each front in turn, round by round: a
@@ -35,8 +35,11 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from moto.core import responses as core_responses
+from moto.dynamodb import responses as dynamodb_responses
 from moto.dynamodb.parsing import validators
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
+from moto.sqs import models as sqs_models
 
 from cirrus.local import moto_front, moto_patches, moto_server_patches
 from cirrus.local.moto_dispatch import dispatch, dispatch_through_moto
@@ -48,8 +51,14 @@ TABLE = "bench"
 ATTRIBUTES = {f"a{number}": {"S": "x" * 20} for number in range(30)}
 INDEX = "by-g"
 
-_moto_parse = UpdateExpressionParser.make
-_moto_deepcopy = validators.deepcopy
+# The functions that the patches replace, as (owner, attribute name, moto's own function).
+_MOTO_FUNCTIONS = [
+    (UpdateExpressionParser, "make", UpdateExpressionParser.make),
+    (validators, "deepcopy", validators.deepcopy),
+    (dynamodb_responses, "dynamo_to_dict", dynamodb_responses.dynamo_to_dict),
+    (sqs_models, "camelcase_to_underscores", sqs_models.camelcase_to_underscores),
+    (core_responses, "camelcase_to_underscores", core_responses.camelcase_to_underscores),
+]
 # (variant, X-Amz-Target action, CPU seconds) of each request handled.
 _samples: list[tuple[str, str, float]] = []
 
@@ -87,19 +96,19 @@ def _start(variant: str) -> str:
 
 
 @contextmanager
-def _moto_update_expressions(variant: str) -> Iterator[None]:
-    """Put back moto's own update expression parsing for the "before" rounds."""
+def _moto_functions(variant: str) -> Iterator[None]:
+    """Put moto's own functions back, in place of the patches of this change, for "before"."""
     if variant != "before":
         yield
         return
-    patched_parse, patched_copy = UpdateExpressionParser.make, validators.deepcopy
-    UpdateExpressionParser.make = _moto_parse
-    validators.deepcopy = _moto_deepcopy
+    patched = [(owner, name, getattr(owner, name)) for owner, name, _ in _MOTO_FUNCTIONS]
+    for owner, name, function in _MOTO_FUNCTIONS:
+        setattr(owner, name, function)
     try:
         yield
     finally:
-        UpdateExpressionParser.make = patched_parse
-        validators.deepcopy = patched_copy
+        for owner, name, function in patched:
+            setattr(owner, name, function)
 
 
 class Workload:
@@ -228,7 +237,7 @@ def main() -> None:
         order = VARIANTS if number % 2 == 0 else VARIANTS[::-1]
         for variant in order:
             _samples.clear()
-            with _moto_update_expressions(variant):
+            with _moto_functions(variant):
                 for _ in range(args.requests):
                     workloads[variant].round()
             # The last response can reach the client before its handler has recorded it.
