@@ -9,15 +9,16 @@ the same moto backends:
   conversion, as the front ran them before the direct dispatch;
 - after: the front as the local stack runs it.
 
-boto3 clients send the hot requests of ingest to each front in turn, round by round: a
-conditional PutItem of a 30-attribute item, UpdateItem with ADD and SET, TransactWriteItems
-of two conditional Puts and an Update, Query of 10 items, GetItem, BatchGetItem of two keys,
-SendMessage, SendMessageBatch of 5, ReceiveMessage of up to 10 with DeleteMessageBatch, and
-PutEvents. The figure is the CPU time (``time.thread_time``) of the front's thread that
-handled each request, from reading the request to writing the response, so the clients'
-CPU and the load of other processes change it little. Everything runs on 127.0.0.1.
+boto3 clients send the hot requests of ingest to each front in turn, round by round. A round
+is a conditional PutItem of a 30-attribute item, UpdateItem with ADD and SET, and
+TransactWriteItems of two conditional Puts and an Update. Then come a Query of 10 items,
+GetItem, BatchGetItem of two keys, SendMessage, SendMessageBatch of 5, ReceiveMessage of up
+to 10 with DeleteMessageBatch, and PutEvents. The figure is the CPU time
+(``time.thread_time``) of the front's thread that handled each request, from reading the
+request to writing the response, so the clients' CPU and the load of other processes change
+it little. Everything runs on 127.0.0.1.
 
-    .venv/bin/python bench/moto_front.py --rounds 4 --requests 150
+    .venv/bin/python bench/moto_front.py --rounds 4 --requests 200
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def _create_resources(url: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--requests", type=int, default=150, help="rounds of requests per run")
+    parser.add_argument("--requests", type=int, default=200, help="rounds of requests per run")
     parser.add_argument("--rounds", type=int, default=4, help="runs of each variant, in turn")
     args = parser.parse_args()
     if args.requests < 10 or args.rounds < 1:

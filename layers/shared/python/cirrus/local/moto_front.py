@@ -4,10 +4,12 @@ moto's own server runs each request through Werkzeug's development server and Fl
 TCP connection and a new thread per request, then Flask's dispatch. On the local stack those
 cost more of moto's CPU than the DynamoDB and SQS actions themselves, and ingest and QIDO-RS
 wait for them. This server keeps each client's connection open and hands the request to the
-same backends, in the same process, through the dispatch that moto's in-process mock uses
-(``BotocoreStubber.process_request``). Both servers share the backends' state, so a client
-may use either. With one client sending Query, PutItem and SendMessage in turn, moto's CPU
-per request was 2.6 ms here against 3.7 ms through its own server.
+same backends, in the same process. Both servers share the backends' state, so a client may
+use either. With one client sending Query, PutItem and SendMessage in turn, moto's CPU per
+request was 2.6 ms here against 3.7 ms through its own server, when this server still used
+the dispatch of moto's in-process mock (``BotocoreStubber.process_request``). It now runs
+the actions through ``cirrus.local.moto_dispatch``, which sets up moto's response objects
+directly, and ``bench/moto_front.py`` measures the difference.
 
 It serves requests of AWS's JSON protocol only: the services are named by the SigV4
 credential scope and the action by ``X-Amz-Target``. S3 and every other service stay on
@@ -50,8 +52,8 @@ _LINGER_SECONDS: Final = 1.0
 class RequestHeaders:
     """The header fields of a request as sent, looked up by name regardless of case.
 
-    It stands in for the ``http.client.HTTPMessage`` that the standard library parses with
-    the email package, for the methods this server uses: ``get``, ``in`` and ``items``.
+    It replaces the ``http.client.HTTPMessage`` that the standard library parses with the
+    email package, for the methods this server uses: ``get``, ``in`` and ``items``.
     """
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:

@@ -48,9 +48,9 @@ mock took 2.18 CPU ms (client included) against 2.41 ms.
 
 Results in wire form: before it writes a result, moto expands its ``DynamoType`` values into
 ``{type: value}`` dicts with ``utilities.dynamo_to_dict``, which imports ``DynamoType``
-inside the function, once per value of the result. For a Query of 10 items of 30 attributes
-those imports took about half of moto's CPU for the request (py-spy). This patch does the
-same expansion with the class imported once.
+inside the function, once per value of the result. This patch does the same expansion with
+the class imported once: 0.10 ms against 0.64 ms for the result of a Query of 10 items of 30
+attributes.
 
 Update expressions: moto parses the text of an update expression twice per UpdateItem (once
 to list the names and values it uses, once to run it) and once more per Update of a
