@@ -19,6 +19,14 @@ request to writing the response, so the clients' CPU and the load of other proce
 it little. Everything runs on 127.0.0.1.
 
     .venv/bin/python bench/moto_front.py --rounds 4 --requests 200
+
+With ``--baseline-tree``, the figure is instead the CPU time of the whole moto process
+(``python -m cirrus.local.moto_process``, from /proc) per round of requests, with the process
+started from the given source tree and from this one in alternating runs. Each run starts a
+new process.
+
+    git worktree add /tmp/cirrus-main main
+    .venv/bin/python bench/moto_front.py --baseline-tree /tmp/cirrus-main --rounds 4
 """
 
 from __future__ import annotations
@@ -27,11 +35,14 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -98,7 +109,7 @@ def _start(variant: str) -> str:
 
 @contextmanager
 def _moto_functions(variant: str) -> Iterator[None]:
-    """Put moto's own functions back, in place of the patches of this change, for "before"."""
+    """Put back moto's own functions of ``_MOTO_FUNCTIONS`` for the "before" runs."""
     if variant != "before":
         yield
         return
@@ -214,15 +225,73 @@ def _create_resources(url: str) -> str:
     return str(boto3.client("sqs", endpoint_url=url).create_queue(QueueName=TABLE)["QueueUrl"])
 
 
+def _process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_run(tree: Path, requests: int) -> float:
+    """Return moto's process CPU ms per round of requests, with moto started from ``tree``."""
+    environment = {**os.environ, "PYTHONPATH": f"{tree / 'layers/shared/python'}:{tree}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cirrus.local.moto_process"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=environment,
+        cwd=tree,
+    )
+    try:
+        assert process.stdout is not None
+        ports = dict(field.split("=", 1) for field in process.stdout.readline().split())
+        url = f"http://{LOOPBACK}:{int(ports['front'])}"
+        workload = Workload(url, _create_resources(url), "run")
+        # The first requests of each kind load botocore's service models into moto.
+        for _ in range(10):
+            workload.round()
+        before = _process_cpu_seconds(process.pid)
+        for _ in range(requests):
+            workload.round()
+        return (_process_cpu_seconds(process.pid) - before) / requests * 1000
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        process.wait(timeout=30)
+
+
+def compare_processes(baseline: Path, rounds: int, requests: int) -> None:
+    trees = {"baseline": baseline.resolve(), "this tree": Path(__file__).resolve().parents[1]}
+    runs: dict[str, list[float]] = {name: [] for name in trees}
+    for number in range(rounds):
+        order = list(trees) if number % 2 == 0 else list(trees)[::-1]
+        for name in order:
+            runs[name].append(_process_run(trees[name], requests))
+    print(f"moto process CPU ms per round, {rounds} runs of {requests} rounds")
+    for name, figures in runs.items():
+        listed = ", ".join(f"{figure:.2f}" for figure in figures)
+        print(f"  {name:10} median {statistics.median(figures):7.2f}  runs {listed}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--requests", type=int, default=200, help="rounds of requests per run")
     parser.add_argument("--rounds", type=int, default=4, help="runs of each variant, in turn")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="a source tree to compare whole moto processes with, such as a worktree of main",
+    )
     args = parser.parse_args()
     if args.requests < 10 or args.rounds < 1:
         parser.error("--requests must be at least 10 and --rounds at least 1")
     use_local_credentials()
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    if args.baseline_tree is not None:
+        if not (args.baseline_tree / "layers/shared/python/cirrus/local").is_dir():
+            parser.error(f"--baseline-tree {args.baseline_tree} has no layers/shared/python/cirrus")
+        compare_processes(args.baseline_tree, args.rounds, args.requests)
+        return
     moto_patches.apply()
     moto_server_patches.apply()
     urls = {variant: _start(variant) for variant in VARIANTS}
