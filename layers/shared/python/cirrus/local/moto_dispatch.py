@@ -9,7 +9,9 @@ calls the object's ``call_action``. The attributes are computed as ``setup_class
 them, including the query string that it parses from the JSON body and the URL whose host is
 the client's Host header. The parameters are parsed as moto parses them, by
 ``cirrus.local.moto_json_parser``. The actions, their errors and their serialization stay
-moto's own.
+moto's own. Every request gets a new response object, as moto's DynamoDB and EventBridge
+routes create one. moto's SQS route instead shares one object between all requests, which
+concurrent requests on the front's threads would overwrite in each other.
 
 Every other request goes through ``process_request``: a path other than ``/``, an empty or
 compressed body, a content type other than AWS's JSON ones, or a missing ``X-Amz-Target`` or
