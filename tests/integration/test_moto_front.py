@@ -5,14 +5,15 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import socket
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-import cirrus.local.moto_front
 from cirrus.aws import AwsClients
 from cirrus.config import Settings
 from cirrus.index.models import bind_index_model
@@ -147,24 +148,25 @@ def test_unsigned_request_rejected(front_address: tuple[str, int]) -> None:
 
 
 @pytest.fixture
-def own_front() -> Iterator[tuple[str, int]]:
+def own_front() -> Iterator[tuple[str, int, ThreadingHTTPServer]]:
     """A front in this test process, so that a test can make its dispatch fail."""
     server, port = start_front(LOOPBACK)
-    yield LOOPBACK, port
+    yield LOOPBACK, port, server
     server.shutdown()
     server.server_close()
 
 
 def test_moto_exception_is_500(
-    own_front: tuple[str, int],
+    own_front: tuple[str, int, ThreadingHTTPServer],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def fail(request: object) -> None:
+    def fail(url: str, headers: object, body: bytes) -> None:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(cirrus.local.moto_front._dispatcher, "process_request", fail)
-    connection = http.client.HTTPConnection(*own_front, timeout=10)
+    server = own_front[2]
+    monkeypatch.setattr(server, "dispatch", fail)
+    connection = http.client.HTTPConnection(*own_front[:2], timeout=10)
     headers = signed_headers("dynamodb", "DynamoDB_20120810.ListTables")
     try:
         connection.request("POST", "/", body=b"{}", headers=headers)
@@ -182,3 +184,34 @@ def test_moto_exception_is_500(
     assert failed_body["__type"] == "InternalFailure"
     assert served.status == 200
     assert any("moto front: request failed" in r.getMessage() for r in caplog.records)
+
+
+def _raw_exchange(address: tuple[str, int], request: bytes) -> bytes:
+    """Send ``request`` on a new connection and read until the server closes it."""
+    with socket.create_connection(address, timeout=10) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+def _raw_request(version: str, extra_headers: str) -> bytes:
+    headers = signed_headers("dynamodb", "DynamoDB_20120810.ListTables")
+    lines = [f"POST / {version}", "Host: 127.0.0.1", "Content-Length: 2"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join([*lines, *extra_headers.splitlines()]) + "\r\n\r\n{}").encode()
+
+
+def test_connection_close_honoured(front_address: tuple[str, int]) -> None:
+    received = _raw_exchange(front_address, _raw_request("HTTP/1.1", "Connection: close"))
+
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"TableNames" in received
+
+
+def test_http_1_0_request_served(front_address: tuple[str, int]) -> None:
+    received = _raw_exchange(front_address, _raw_request("HTTP/1.0", ""))
+
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"TableNames" in received

@@ -15,9 +15,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from moto.core.utils import camelcase_to_underscores
+from moto.sqs import models as sqs_models
 from moto.sqs.models import Message, Queue
 
-from cirrus.local.moto_server_patches import locked_delete_message
+from cirrus.local.moto_server_patches import locked_delete_message, underscored_name
 
 BACKLOG = 3000
 SENDERS = 2
@@ -68,3 +70,17 @@ def test_patched_delete_keeps_concurrent_sends() -> None:
     )
     assert len(remaining) == len(sent)
     assert remaining == sent
+
+
+def test_queue_attributes_same_with_kept_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = Queue("names", "123456789012", "us-east-1", FifoQueue="false")
+    queue.add_message(Message("m1", "body"))
+    expected = queue.attributes
+
+    monkeypatch.setattr(sqs_models, "camelcase_to_underscores", underscored_name)
+    first, second = queue.attributes, queue.attributes
+
+    assert first == expected
+    assert second == expected
+    for name in ("ContentBasedDeduplication", "ReceiveMessageWaitTimeSeconds", "QueueArn", "A"):
+        assert underscored_name(name) == camelcase_to_underscores(name)

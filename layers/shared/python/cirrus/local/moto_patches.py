@@ -46,6 +46,21 @@ each get their own result. Together with the list of response methods that
 ``cirrus.local.moto_server_patches`` keeps, a conditional PutItem through moto's in-process
 mock took 2.18 CPU ms (client included) against 2.41 ms.
 
+Results in wire form: before it writes a result, moto expands its ``DynamoType`` values into
+``{type: value}`` dicts with ``utilities.dynamo_to_dict``, which imports ``DynamoType``
+inside the function, once per value of the result. This patch does the same expansion with
+the class imported once: 0.10 ms against 0.64 ms for the result of a Query of 10 items of 30
+attributes.
+
+Update expressions: moto parses the text of an update expression twice per UpdateItem (once
+to list the names and values it uses, once to run it) and once more per Update of a
+transaction, and its validator then deep-copies the tree before it fills in the values. This
+patch parses each text once and keeps the tree with a pickled copy of it. The validator gets a
+new tree unpickled from that copy, which is the same tree as its deep copy: for
+``ADD #c :one SET #v = :v``, 22 µs against 168 µs for ``copy.deepcopy`` and 113 µs for a
+parse. moto's parser and ``find_clauses`` only read a tree, and the validator changes only
+its own copy, so the kept trees never change.
+
 Applied only in the moto child process that ``cirrus.local.moto_process`` starts.
 """
 
@@ -53,8 +68,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime
 import inspect
 import json
+import pickle
 import threading
 import types
 from collections import deque
@@ -72,6 +89,8 @@ from moto.dynamodb.exceptions import (
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import RESULT_SIZE_LIMIT, Table
 from moto.dynamodb.models.utilities import bytesize
+from moto.dynamodb.parsing import validators
+from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 from moto.dynamodb.responses import DynamoResult
 from sortedcontainers import SortedKeyList
 
@@ -541,8 +560,76 @@ def _lex_once(self: ConditionExpressionParser) -> deque[Any]:
     return deque(nodes)
 
 
+def plain_result(value: Any) -> Any:
+    """Expand the ``DynamoType`` values of a result as moto's ``dynamo_to_dict`` does.
+
+    Binary values become bytes, other typed values ``{type: value}``, objects with a
+    ``to_json`` their expanded JSON form, and dicts and lists are expanded item by item.
+    """
+    value_type = type(value)
+    if value_type is str:
+        return value
+    if value_type is dict:
+        return {key: plain_result(item) for key, item in value.items()}
+    if value_type is list:
+        return [plain_result(item) for item in value]
+    if isinstance(value, datetime.datetime):
+        return value
+    if isinstance(value, DynamoType):
+        if value.type == "B":
+            return {"B": value.value if isinstance(value.value, bytes) else _decoded(value.value)}
+        if value.type == "BS":
+            return {"BS": [v if isinstance(v, bytes) else _decoded(v) for v in value.value]}
+        return {value.type: plain_result(value.value)}
+    if hasattr(value, "to_json"):
+        return plain_result(value.to_json())
+    if isinstance(value, dict):
+        return {key: plain_result(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_result(item) for item in value]
+    return value
+
+
+def _decoded(value: Any) -> bytes:
+    return base64.b64decode(value)
+
+
+# Update expression texts whose parsed trees are kept, bounded as the condition texts are.
+_PARSED_UPDATES_MAX = 1024
+_parsed_updates: dict[str, Any] = {}
+# The pickled copy of each kept tree, by the tree's id. Kept trees live as long as the process,
+# so no other object can take one of their ids.
+_pickled_updates: dict[int, bytes] = {}
+_parse_update_expression = UpdateExpressionParser.make
+
+
+def parse_update_expression(text: str) -> Any:
+    """Return moto's tree of an update expression, parsed once per text."""
+    tree = _parsed_updates.get(text)
+    if tree is None:
+        tree = _parse_update_expression(text)
+        if len(_parsed_updates) < _PARSED_UPDATES_MAX:
+            _pickled_updates[id(tree)] = pickle.dumps(tree, pickle.HIGHEST_PROTOCOL)
+            _parsed_updates[text] = tree
+    return tree
+
+
+def copy_update_expression(value: Any, memo: Any = None) -> Any:
+    """Stand in for ``copy.deepcopy`` in moto's validators: unpickle a kept tree's copy."""
+    pickled = _pickled_updates.get(id(value)) if memo is None else None
+    if pickled is None:
+        return copy.deepcopy(value, memo)
+    # The bytes come from pickle.dumps of a tree that this process parsed.
+    return pickle.loads(pickled)  # noqa: S301
+
+
 def apply() -> None:
     """Install the patches in this process."""
+    # responses imported the function by name.
+    responses.dynamo_to_dict = plain_result  # type: ignore[attr-defined,assignment]
+    # responses and models call the class method through the class, so it is replaced there.
+    UpdateExpressionParser.make = staticmethod(parse_update_expression)
+    validators.deepcopy = copy_update_expression  # type: ignore[attr-defined,assignment]
     ConditionExpressionParser._lex_condition_expression = _lex_once  # type: ignore[method-assign]
     Item.__init__ = _item_init  # type: ignore[method-assign]
     DynamoResult.execute_result = _execute_result  # type: ignore[method-assign,assignment]
