@@ -20,6 +20,11 @@ instructions per instance (callgrind). The buffer has the size of the largest su
 received so far, and an idle association keeps it: at most the announced maximum PDU length
 (1 MiB), so 25 MiB for the default 25 associations.
 
+The DUL thread finds a new PDU with a non-blocking read of its header, and reads the rest
+with ``os.readv`` before it falls back to ``recv_into``: CPython polls a socket that has a
+time-out before each ``recv_into``, and pynetdicom ran a ``select`` before each PDU, so a PDU
+took five system calls where two now do (``_start_pdu``, ``_receive_into``).
+
 The events that each outcome puts on the DUL's event queue are those of pynetdicom 3.0.4:
 Evt17 when the connection fails or closes before the PDU is whole, Evt19 for an unknown PDU
 type or a PDU that cannot be decoded, and otherwise the event of the PDU's type. A read that
@@ -44,6 +49,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_items import PresentationDataValueItem
 
 from cirrus.gateway.context import peer
+from cirrus.gateway.event_waits import receive_p_data_now
 from cirrus.gateway.network_timeout import record_read_timeout
 
 logger = logging.getLogger(__name__)
@@ -249,6 +255,8 @@ def _decode(dul: DULServiceProvider, pdu_type: int, pdu_bytes: bytearray | memor
         if pdu_type == _P_DATA_TF and not assoc.get_handlers(evt.EVT_DATA_RECV):
             pdu = decode_p_data_tf(pdu_bytes)
             evt.trigger(assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
+            if receive_p_data_now(dul, pdu):
+                return
             event = "Evt10"
         else:
             # A P-DATA-TF PDU is a view of a reusable buffer unless EVT_DATA_RECV had a handler
@@ -269,12 +277,13 @@ def _decode(dul: DULServiceProvider, pdu_type: int, pdu_bytes: bytearray | memor
 def _start_pdu(
     dul: DULServiceProvider, announced: int, reusable: ReceiveBuffer, check: Callable[[], bool]
 ) -> bool:
-    """Read the next PDU if its first bytes have arrived; return whether an event was queued.
+    """Read the next PDU if its first bytes have arrived; return whether anything was read.
 
     Does what pynetdicom 3.0.4's ``_is_transport_event`` does outside state Sta13, with a read
     in place of its ``select``: a read that finds no bytes returns False, and one that finds
-    the connection closed queues Evt17. ``check`` is pynetdicom's method, which this calls for
-    Sta13, for a TLS socket and for a socket without a time-out.
+    the connection closed queues Evt17. A P-DATA-TF PDU may have gone to DIMSE at once
+    (``receive_p_data_now``) instead of onto the event queue. ``check`` is pynetdicom's
+    method, which this calls for Sta13, for a TLS socket and for a socket without a time-out.
     """
     association_socket = dul.socket
     if dul.state_machine.current_state == "Sta13" or association_socket is None:
