@@ -180,7 +180,7 @@ def send_p_data_now(dul: DULServiceProvider, primitive: P_DATA) -> bool:
     stays in Sta6, so this sends the PDU, triggers the same events and leaves the state alone.
     The DUL thread holds the same lock while it runs an action, so the state cannot change
     meanwhile. Saves waking the DUL thread, which waits for the peer's next PDU. Returns
-    False, having done nothing, otherwise; the caller then queues ``primitive``.
+    False, having done nothing, otherwise, and the caller then queues ``primitive``.
     """
     lock = _action_lock_of(dul)
     if lock is None:
@@ -205,9 +205,9 @@ def receive_p_data_now(dul: DULServiceProvider, pdu: P_DATA_TF) -> bool:
 
     Only in state Sta6 with no event and no PDU ahead of it in the DUL's queues. There the
     state machine would take event Evt10 and action DT-2, which passes the P-DATA primitive
-    to DIMSE and stays in Sta6, so this does the same, triggers the same transition event and
-    leaves the state alone, without the two queues and the turn of the loop in between.
-    Returns False, having done nothing, otherwise; the caller then queues ``pdu``.
+    to DIMSE and stays in Sta6. This does the same and triggers the same transition event,
+    without the two queues and the turn of the loop in between. Returns False, having done
+    nothing, otherwise, and the caller then queues ``pdu``.
     """
     lock = _action_lock_of(dul)
     if lock is None:

@@ -98,7 +98,7 @@ class SpoolFile:
         self.path = Path(name)
         self.received = 0
         self.rejection: str | None = None
-        # The first bytes of the file, which ``read_spooled_header`` reads from memory.
+        # The first bytes of the file, which ``read_spool_file_header`` reads from memory.
         self.head = bytearray()
         self.assoc = assoc
         self._spool = spool
