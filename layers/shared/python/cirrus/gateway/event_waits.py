@@ -179,11 +179,13 @@ def send_p_data_now(dul: DULServiceProvider, primitive: P_DATA) -> bool:
     the DUL thread would take event Evt9 and action DT-1, which sends the P-DATA-TF PDU and
     stays in Sta6, so this sends the PDU, triggers the same events and leaves the state alone.
     The DUL thread holds the same lock while it runs an action, so the state cannot change
-    meanwhile. Saves waking the DUL thread, which waits for the peer's next PDU. Returns
+    meanwhile. Saves waking the DUL thread, which waits for the peer's next PDU. Not for a
+    TLS socket, which only the DUL thread reads and writes, as in pynetdicom. Returns
     False, having done nothing, otherwise, and the caller then queues ``primitive``.
     """
     lock = _action_lock_of(dul)
-    if lock is None:
+    if lock is None or isinstance(_raw_socket(dul), ssl.SSLSocket):
+        # One TLS connection is not written while another thread may be reading it.
         return False
     with lock:
         if dul.state_machine.current_state != "Sta6":
