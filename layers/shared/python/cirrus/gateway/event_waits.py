@@ -33,7 +33,8 @@ two shortcuts skip the DUL thread's queues (``receive_p_data_now``, ``send_p_dat
 DUL thread passes a received P-DATA-TF PDU to DIMSE as soon as it has decoded it, and the
 reactor sends a C-STORE response itself instead of waking the DUL thread to send it. Each
 applies only when no event or primitive is queued ahead of it, and the DUL thread runs every
-state machine action under a lock that the reactor's send takes too. They trigger the same
+state machine action under a lock that the reactor's send takes too, so the state does not
+change while the reactor sends. They trigger the same
 EVT_FSM_TRANSITION as the state machine. With two associations in one process, each wake-up
 of the other thread also hands over the interpreter lock, and those hand-overs cost as much
 CPU time as the decoding they surround.
@@ -209,22 +210,19 @@ def receive_p_data_now(dul: DULServiceProvider, pdu: P_DATA_TF) -> bool:
     state machine would take event Evt10 and action DT-2, which passes the P-DATA primitive
     to DIMSE and stays in Sta6. This does the same and triggers the same transition event,
     without the two queues and the turn of the loop in between. Returns False, having done
-    nothing, otherwise, and the caller then queues ``pdu``.
+    nothing, otherwise, and the caller then queues ``pdu``. Only for the DUL thread, the one
+    thread that changes the state, so the state cannot change meanwhile.
     """
-    lock = _action_lock_of(dul)
-    if lock is None:
+    if _action_lock_of(dul) is None or dul.state_machine.current_state != "Sta6":
         return False
-    with lock:
-        if dul.state_machine.current_state != "Sta6":
-            return False
-        if dul.event_queue.qsize() or dul._recv_pdu.qsize():
-            return False
-        dul.assoc.dimse.receive_primitive(pdu.to_primitive())
-        evt.trigger(
-            dul.assoc,
-            evt.EVT_FSM_TRANSITION,
-            {"action": "DT-2", "current_state": "Sta6", "fsm_event": "Evt10", "next_state": "Sta6"},
-        )
+    if dul.event_queue.qsize() or dul._recv_pdu.qsize():
+        return False
+    dul.assoc.dimse.receive_primitive(pdu.to_primitive())
+    evt.trigger(
+        dul.assoc,
+        evt.EVT_FSM_TRANSITION,
+        {"action": "DT-2", "current_state": "Sta6", "fsm_event": "Evt10", "next_state": "Sta6"},
+    )
     return True
 
 
