@@ -18,7 +18,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
+from pynetdicom.events import Event
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -208,3 +209,33 @@ def test_direct_responses_counted_by_metrics(
     assert counts.stored == 2
     assert not counts.failures
     assert key in stored_objects(archive)
+
+
+def test_store_transitions_reported_as_state_machine(
+    gateway: Gateway, archive: ObjectStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path, key = fresh_ct(tmp_path)
+    transitions: list[tuple[str, str, str, str]] = []
+
+    def on_transition(event: Event) -> None:
+        transitions.append(
+            (
+                event.current_state,
+                event.fsm_event,
+                event.action,
+                event.next_state,
+            )
+        )
+
+    with associate(gateway.port, CT_CONTEXT) as assoc:
+        (acceptor,) = gateway.active_associations()
+        acceptor.bind(evt.EVT_FSM_TRANSITION, on_transition)
+        status = send_file_as_is(monkeypatch, assoc, path)
+        acceptor.unbind(evt.EVT_FSM_TRANSITION, on_transition)
+
+    assert status.Status == SUCCESS
+    assert key in stored_objects(archive)
+    # The P-DATA-TF PDUs of the request (command and data set), then the response.
+    assert transitions[0] == ("Sta6", "Evt10", "DT-2", "Sta6")
+    assert transitions[-1] == ("Sta6", "Evt9", "DT-1", "Sta6")
+    assert set(transitions[:-1]) == {("Sta6", "Evt10", "DT-2", "Sta6")}

@@ -18,7 +18,7 @@ from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import decode
 
 from cirrus.gateway.pdu_reads import ReceiveBuffer
-from cirrus.gateway.store_requests import decode_store_request
+from cirrus.gateway.store_requests import SpooledStoreRequest, decode_store_request
 
 SOP_INSTANCE_EVEN = "1.2.826.0.1.3680043.8.498.1234"
 SOP_INSTANCE_ODD = "1.2.826.0.1.3680043.8.498.12345"
@@ -73,6 +73,22 @@ def test_store_request_values_match_pynetdicom(
     assert command.priority == expected.Priority
     assert command.sop_class_uid == expected.AffectedSOPClassUID
     assert command.sop_instance_uid == expected.AffectedSOPInstanceUID
+
+
+@pytest.mark.parametrize("sop_instance", [SOP_INSTANCE_EVEN, SOP_INSTANCE_ODD])
+def test_store_request_primitive_matches_pynetdicom(sop_instance: str) -> None:
+    encoded = encoded_command_set(C_STORE_RQ(), store_request(sop_instance, 9, 1))
+    expected = pynetdicom_primitive(encoded)
+    message = SpooledStoreRequest(None)  # type: ignore[arg-type]
+    message._command = decode_store_request(encoded)
+
+    primitive = message.message_to_primitive()
+
+    assert isinstance(primitive, C_STORE)
+    for name in ("AffectedSOPClassUID", "AffectedSOPInstanceUID", "MessageID", "Priority"):
+        assert getattr(primitive, name) == getattr(expected, name), name
+        assert type(getattr(primitive, name)) is type(getattr(expected, name)), name
+    assert primitive.AffectedSOPInstanceUID.is_valid
 
 
 def test_store_request_read_from_view() -> None:

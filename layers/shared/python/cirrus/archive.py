@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from cirrus.dicom.instance import DECODING_ERRORS, InstanceHeader, parse_instance
+from cirrus.dicom.instance import (
+    DECODING_ERRORS,
+    InstanceHeader,
+    checked_instance_key,
+    parse_instance,
+)
 from cirrus.errors import InvalidInstanceError
 from cirrus.index.claims import InstanceClaims
 from cirrus.lifecycle.holds import LegalHolds
@@ -91,15 +96,22 @@ def check_header(header: InstanceHeader, site: str) -> CheckedInstance:
     """
     from pydicom.uid import UID
 
+    # Each UID is read from the data set once, because every read of an element goes through
+    # pydicom's keyword lookup even after its value has been decoded.
+    uids: dict[str, str] = {}
     try:
         for keyword in _CONFORMANT_UIDS:
-            check_conformant_uid(keyword, str(header.dataset.get(keyword.split()[0], "")))
-        key = header.instance_key(site)
-        sop_class = check_uid("SOPClassUID (0008,0016)", str(header.dataset.get("SOPClassUID", "")))
+            element_keyword = keyword.split()[0]
+            uids[element_keyword] = str(header.dataset.get(element_keyword, ""))
+            check_conformant_uid(keyword, uids[element_keyword])
     except DECODING_ERRORS as exc:
         # pydicom decodes elements when they are first read: an unknown VR raises
         # NotImplementedError, a malformed value ValueError.
         raise InvalidInstanceError(f"data set cannot be decoded: {exc}", undecodable=True) from exc
+    key = checked_instance_key(
+        site, uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"]
+    )
+    sop_class = check_uid("SOPClassUID (0008,0016)", uids["SOPClassUID"])
     name = UID(sop_class).name
     has_pixels = header.pixel_data is not None or any(t in header.dataset for t in _PIXEL_TAGS)
     if name.endswith(_IMAGE_SUFFIX) and not has_pixels:

@@ -91,17 +91,27 @@ class InstanceHeader:
     def instance_key(self, site: str) -> InstanceKey:
         """Return the storage identity, checking that the three UIDs are usable."""
         ds = self.dataset
-        return InstanceKey(
-            site=site,
-            study=check_uid("StudyInstanceUID (0020,000D)", str(ds.get("StudyInstanceUID", ""))),
-            series=check_uid("SeriesInstanceUID (0020,000E)", str(ds.get("SeriesInstanceUID", ""))),
-            sop=check_uid("SOPInstanceUID (0008,0018)", str(ds.get("SOPInstanceUID", ""))),
+        return checked_instance_key(
+            site,
+            str(ds.get("StudyInstanceUID", "")),
+            str(ds.get("SeriesInstanceUID", "")),
+            str(ds.get("SOPInstanceUID", "")),
         )
 
     def merge_tail(self, tail: bytes) -> None:
         """Add the elements that follow Pixel Data, read from the bytes at ``tail_offset``."""
         self.dataset.update(_read_raw_dataset(tail, self.encoding))
         self.tail_offset = None
+
+
+def checked_instance_key(site: str, study: str, series: str, sop: str) -> InstanceKey:
+    """Return the storage identity of these UIDs, checking that each is usable."""
+    return InstanceKey(
+        site=site,
+        study=check_uid("StudyInstanceUID (0020,000D)", study),
+        series=check_uid("SeriesInstanceUID (0020,000E)", series),
+        sop=check_uid("SOPInstanceUID (0008,0018)", sop),
+    )
 
 
 def encoding_of(transfer_syntax: str) -> Encoding:

@@ -24,6 +24,19 @@ _LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 )
 
+
+class _ByteOrder:
+    """The struct formats of a tag and of the two value length fields, in one byte order."""
+
+    def __init__(self, order: str) -> None:
+        self.tag = struct.Struct(order + "HH")
+        self.short_length = struct.Struct(order + "H")
+        self.long_length = struct.Struct(order + "L")
+
+
+_LITTLE_ENDIAN: Final = _ByteOrder("<")
+_BIG_ENDIAN: Final = _ByteOrder(">")
+
 # Sequences nested deeper than this are rejected; real instances rarely exceed 5 levels.
 MAX_SEQUENCE_DEPTH: Final = 32
 
@@ -84,7 +97,7 @@ def scan_elements(
                 RawElement(tag, vr, offset, value_offset, defined, value_offset, value_read=False)
             )
             break
-        element = read_element(view, offset, encoding)
+        element = _read_value(view, offset, encoding, 0, tag, vr, length, value_offset)
         elements.append(element)
         offset = element.end
     return elements
@@ -94,13 +107,14 @@ def _read_header(
     view: memoryview, offset: int, encoding: Encoding
 ) -> tuple[int, str | None, int, int]:
     """Read one element header; return tag, VR, value length and value offset."""
-    order = "<" if encoding.little_endian else ">"
-    _need(view, offset + 8, offset)
-    group, element = struct.unpack_from(order + "HH", view, offset)
+    if offset + 8 > len(view):
+        _need(view, offset + 8, offset)
+    structs = _LITTLE_ENDIAN if encoding.little_endian else _BIG_ENDIAN
+    group, element = structs.tag.unpack_from(view, offset)
     tag = (group << 16) | element
     if group == 0xFFFE or encoding.implicit_vr:
         # Item and delimiter tags are always followed by a 4-byte length (PS3.5 7.5).
-        (length,) = struct.unpack_from(order + "L", view, offset + 4)
+        (length,) = structs.long_length.unpack_from(view, offset + 4)
         return tag, None, length, offset + 8
     vr_bytes = bytes(view[offset + 4 : offset + 6])
     if not (vr_bytes.isalpha() and vr_bytes.isupper()):
@@ -110,15 +124,29 @@ def _read_header(
         )
     if vr_bytes in _LONG_VRS:
         _need(view, offset + 12, offset)
-        (length,) = struct.unpack_from(order + "L", view, offset + 8)
+        (length,) = structs.long_length.unpack_from(view, offset + 8)
         return tag, vr_bytes.decode(), length, offset + 12
-    (length,) = struct.unpack_from(order + "H", view, offset + 6)
+    (length,) = structs.short_length.unpack_from(view, offset + 6)
     return tag, vr_bytes.decode(), length, offset + 8
 
 
 def read_element(view: memoryview, offset: int, encoding: Encoding, depth: int = 0) -> RawElement:
     """Read the element at ``offset`` whole, walking the items of an undefined length."""
     tag, vr, length, value_offset = _read_header(view, offset, encoding)
+    return _read_value(view, offset, encoding, depth, tag, vr, length, value_offset)
+
+
+def _read_value(
+    view: memoryview,
+    offset: int,
+    encoding: Encoding,
+    depth: int,
+    tag: int,
+    vr: str | None,
+    length: int,
+    value_offset: int,
+) -> RawElement:
+    """Read the value of the element at ``offset`` whose header ``_read_header`` returned."""
     if length != UNDEFINED_LENGTH:
         end = value_offset + length
         _need(view, end, offset, tag)
@@ -203,8 +231,8 @@ def _skip_item_elements(view: memoryview, offset: int, encoding: Encoding, depth
     """Skip the elements of an undefined-length item; return the offset after its delimiter."""
     while True:
         _need(view, offset + 8, offset)
-        order = "<" if encoding.little_endian else ">"
-        group, element = struct.unpack_from(order + "HH", view, offset)
+        structs = _LITTLE_ENDIAN if encoding.little_endian else _BIG_ENDIAN
+        group, element = structs.tag.unpack_from(view, offset)
         if (group << 16) | element == ITEM_DELIMITER_TAG:
             return offset + 8
         offset = read_element(view, offset, encoding, depth).end

@@ -28,6 +28,17 @@ that send DIMSE messages over the association work as before. The patch is proce
 applies to the associations created after it is installed, of the gateway and of every other
 AE in the process.
 
+In state Sta6, where a P-DATA-TF PDU neither changes the state nor depends on other events,
+two shortcuts skip the DUL thread's queues (``receive_p_data_now``, ``send_p_data_now``). The
+DUL thread passes a received P-DATA-TF PDU to DIMSE as soon as it has decoded it, and the
+reactor sends a C-STORE response itself instead of waking the DUL thread to send it. Each
+applies only when no event or primitive is queued ahead of it, and the DUL thread runs every
+state machine action under a lock that the reactor's send takes too, so the state does not
+change while the reactor sends. They trigger the same
+EVT_FSM_TRANSITION as the state machine. With two associations in one process, each wake-up
+of the other thread also hands over the interpreter lock, and those hand-overs cost as much
+CPU time as the decoding they surround.
+
 One behaviour differs from pynetdicom 3.0.4: the reactor restarts the network idle timer once
 it has served a request. pynetdicom restarts the timer only when a PDU arrives, so the time
 that a handler takes counts as idle time of the peer, which is waiting for the response.
@@ -48,7 +59,8 @@ from typing import Any, Final
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.timer import Timer
 
 logger = logging.getLogger(__name__)
@@ -63,6 +75,7 @@ _TIMER_MARGIN_SECONDS: Final = 0.001
 
 _install_lock = threading.Lock()
 _installed = False
+_LOCK_TYPE: Final = type(_install_lock)
 
 
 class _NotifyingQueue(queue.Queue[Any]):
@@ -155,6 +168,64 @@ def _waker_of(dul: DULServiceProvider) -> _DULWaker | None:
     return waker if isinstance(waker, _DULWaker) else None
 
 
+def _action_lock_of(dul: DULServiceProvider) -> threading.Lock | None:
+    lock = getattr(dul, "_cirrus_action_lock", None)
+    return lock if isinstance(lock, _LOCK_TYPE) else None
+
+
+def send_p_data_now(dul: DULServiceProvider, primitive: P_DATA) -> bool:
+    """Send ``primitive`` from the calling thread as the DUL thread would; return whether it did.
+
+    Only in state Sta6 with no primitive and no event ahead of it in the DUL's queues. There
+    the DUL thread would take event Evt9 and action DT-1, which sends the P-DATA-TF PDU and
+    stays in Sta6, so this sends the PDU, triggers the same events and leaves the state alone.
+    The DUL thread holds the same lock while it runs an action, so the state cannot change
+    meanwhile. Saves waking the DUL thread, which waits for the peer's next PDU. Not for a
+    TLS socket, which only the DUL thread reads and writes, as in pynetdicom. Returns
+    False, having done nothing, otherwise, and the caller then queues ``primitive``.
+    """
+    lock = _action_lock_of(dul)
+    if lock is None or isinstance(_raw_socket(dul), ssl.SSLSocket):
+        # One TLS connection is not written while another thread may be reading it.
+        return False
+    with lock:
+        if dul.state_machine.current_state != "Sta6":
+            return False
+        if dul.to_provider_queue.qsize() or dul.event_queue.qsize():
+            return False
+        # A failed send puts Evt17 on the DUL's event queue, as it does in the DUL thread.
+        dul._send(P_DATA_TF(primitive))
+        evt.trigger(
+            dul.assoc,
+            evt.EVT_FSM_TRANSITION,
+            {"action": "DT-1", "current_state": "Sta6", "fsm_event": "Evt9", "next_state": "Sta6"},
+        )
+    return True
+
+
+def receive_p_data_now(dul: DULServiceProvider, pdu: P_DATA_TF) -> bool:
+    """Pass a received P-DATA-TF ``pdu`` to DIMSE as the DUL thread's state machine would.
+
+    Only in state Sta6 with no event and no PDU ahead of it in the DUL's queues. There the
+    state machine would take event Evt10 and action DT-2, which passes the P-DATA primitive
+    to DIMSE and stays in Sta6. This does the same and triggers the same transition event,
+    without the two queues and the turn of the loop in between. Returns False, having done
+    nothing, otherwise, and the caller then queues ``pdu``. Only for the DUL thread, the one
+    thread that changes the state, so the state cannot change meanwhile.
+    """
+    if _action_lock_of(dul) is None or dul.state_machine.current_state != "Sta6":
+        return False
+    if dul.event_queue.qsize() or dul._recv_pdu.qsize():
+        return False
+    dul.assoc.dimse.receive_primitive(pdu.to_primitive())
+    evt.trigger(
+        dul.assoc,
+        evt.EVT_FSM_TRANSITION,
+        {"action": "DT-2", "current_state": "Sta6", "fsm_event": "Evt10", "next_state": "Sta6"},
+    )
+    return True
+
+
 def _activity_of(assoc: Association) -> threading.Event | None:
     activity = getattr(assoc, "_cirrus_activity", None)
     return activity if isinstance(activity, threading.Event) else None
@@ -199,8 +270,10 @@ def _run_dul_loop(dul: DULServiceProvider, waker: _DULWaker) -> None:
     """Turn the DUL state machine until ``_kill_thread`` is set.
 
     Each turn handles one outgoing primitive or one incoming PDU, then one event. Only a turn
-    that finds no event blocks, in ``waker.wait``.
+    that finds no event blocks, in ``waker.wait``. Each action runs under the lock of
+    ``send_p_data_now``.
     """
+    action_lock = _action_lock_of(dul) or threading.Lock()
     dul._idle_timer.start()
     while True:
         if not dul.assoc._dul_ready.is_set():
@@ -210,24 +283,32 @@ def _run_dul_loop(dul: DULServiceProvider, waker: _DULWaker) -> None:
         # The ARTIM event goes on the queue ahead of any event of this turn.
         if dul.artim_timer.expired:
             dul.event_queue.put("Evt18")
+        received = False
         try:
             if dul._process_recv_primitive():
                 pass
             elif dul._is_transport_event():
                 dul._idle_timer.restart()
+                received = True
         except Exception:
             logger.exception("DUL thread failed, aborting the association")
-            _abort_after_error(dul)
+            with action_lock:
+                _abort_after_error(dul)
             return
         try:
             event = dul.event_queue.get(block=False)
         except queue.Empty:
+            if received:
+                # More of the peer's bytes may have arrived already, and the next turn's read
+                # finds them without a wait. A read that finds none costs what a wait does.
+                continue
             waker.waiting = True
             if not _dul_has_work(dul):
                 waker.wait(_raw_socket(dul), _wait_for(dul.artim_timer))
             waker.waiting = False
             continue
-        dul.state_machine.do_action(event)
+        with action_lock:
+            dul.state_machine.do_action(event)
 
 
 def _dul_run_reactor(self: DULServiceProvider) -> None:
@@ -275,6 +356,7 @@ def _association_init(self: Association, *args: Any, **kwargs: Any) -> None:
     dul.event_queue = _NotifyingQueue(waker.notify)
     dul.to_provider_queue = _NotifyingQueue(waker.notify)
     dul.to_user_queue = _NotifyingQueue(activity.set)
+    dul._cirrus_action_lock = threading.Lock()  # type: ignore[attr-defined]
     self.dimse.msg_queue = _NotifyingQueue(activity.set)
     checkpoint = _Checkpoint(activity)
     checkpoint.set()

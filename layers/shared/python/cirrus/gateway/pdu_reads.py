@@ -20,6 +20,11 @@ instructions per instance (callgrind). The buffer has the size of the largest su
 received so far, and an idle association keeps it: at most the announced maximum PDU length
 (1 MiB), so 25 MiB for the default 25 associations.
 
+The DUL thread finds a new PDU with a non-blocking read of its header, and reads the rest
+with ``os.readv`` before it falls back to ``recv_into``: CPython polls a socket that has a
+time-out before each ``recv_into``, and pynetdicom ran a ``select`` before each PDU, so a PDU
+took five system calls where two now do (``_start_pdu``, ``_receive_into``).
+
 The events that each outcome puts on the DUL's event queue are those of pynetdicom 3.0.4:
 Evt17 when the connection fails or closes before the PDU is whole, Evt19 for an unknown PDU
 type or a PDU that cannot be decoded, and otherwise the event of the PDU's type. A read that
@@ -30,8 +35,11 @@ the network time-out, as ``AssociationSocket.recv`` records it.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import ssl
 import struct
+from collections.abc import Callable
 from typing import Final
 
 from pynetdicom import evt
@@ -41,6 +49,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_items import PresentationDataValueItem
 
 from cirrus.gateway.context import peer
+from cirrus.gateway.event_waits import receive_p_data_now
 from cirrus.gateway.network_timeout import record_read_timeout
 
 logger = logging.getLogger(__name__)
@@ -89,16 +98,37 @@ def _has_views(buffer: bytearray) -> bool:
     return False
 
 
+def _reads_without_poll(sock: socket.socket) -> bool:
+    """Tell whether ``_receive_into`` may read ``sock`` with ``os.readv`` before it waits.
+
+    CPython 3.11 sets the descriptor of a socket with a time-out to non-blocking and polls it
+    before each ``recv_into``. An ``os.readv`` of that descriptor returns what has arrived
+    without the poll, or raises ``BlockingIOError``. A blocking socket (no time-out) would
+    block in ``os.readv``, and a TLS socket must be read through ``ssl``.
+    """
+    return not isinstance(sock, ssl.SSLSocket) and sock.gettimeout() is not None
+
+
 def _receive_into(sock: socket.socket, buffer: bytearray | memoryview, start: int) -> int:
     """Receive into ``buffer`` from ``start`` until it is full.
 
     Returns the number of bytes that ``buffer`` then contains, fewer when the peer closed the
-    connection first.
+    connection first. Bytes that have arrived already are read with one system call each
+    (``_reads_without_poll``). Only a read that must wait goes through ``recv_into``, which
+    waits at most the socket's time-out.
     """
     filled = start
+    direct = _reads_without_poll(sock)
     with memoryview(buffer) as view:
         while filled < len(buffer):
-            received = sock.recv_into(view[filled:])
+            received: int | None = None
+            if direct:
+                try:
+                    received = os.readv(sock.fileno(), [view[filled:]])
+                except BlockingIOError:
+                    received = None
+            if received is None:
+                received = sock.recv_into(view[filled:])
             if not received:
                 break
             filled += received
@@ -142,19 +172,28 @@ def decode_p_data_tf(pdu_bytes: bytearray | memoryview) -> P_DATA_TF:
     return pdu
 
 
-def _read_pdu(dul: DULServiceProvider, announced: int, reusable: ReceiveBuffer) -> None:
+def _read_pdu(
+    dul: DULServiceProvider,
+    announced: int,
+    reusable: ReceiveBuffer,
+    header: bytearray | None = None,
+    header_received: int = 0,
+) -> None:
     """Read one PDU from the association's socket; queue its event and the decoded PDU.
 
     ``announced`` is the maximum PDU length that the gateway announced, 0 for no maximum.
     A P-DATA-TF PDU is read into ``reusable`` unless a handler is bound to EVT_DATA_RECV.
+    ``header`` contains the first ``header_received`` bytes of the PDU when they have been
+    read already.
     """
     association_socket = dul.socket
     assert association_socket is not None  # called only when the socket has data
     sock = association_socket.socket
     assert sock is not None
-    header = bytearray(_PDU_HEADER.size)
+    if header is None:
+        header = bytearray(_PDU_HEADER.size)
     try:
-        received = _receive_into(sock, header, 0)
+        received = _receive_into(sock, header, header_received)
     except OSError as exc:
         if isinstance(exc, TimeoutError):
             record_read_timeout(dul.assoc)
@@ -216,6 +255,8 @@ def _decode(dul: DULServiceProvider, pdu_type: int, pdu_bytes: bytearray | memor
         if pdu_type == _P_DATA_TF and not assoc.get_handlers(evt.EVT_DATA_RECV):
             pdu = decode_p_data_tf(pdu_bytes)
             evt.trigger(assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
+            if receive_p_data_now(dul, pdu):
+                return
             event = "Evt10"
         else:
             # A P-DATA-TF PDU is a view of a reusable buffer unless EVT_DATA_RECV had a handler
@@ -233,14 +274,65 @@ def _decode(dul: DULServiceProvider, pdu_type: int, pdu_bytes: bytearray | memor
     dul._recv_pdu.put(pdu)
 
 
+def _start_pdu(
+    dul: DULServiceProvider, announced: int, reusable: ReceiveBuffer, check: Callable[[], bool]
+) -> bool:
+    """Read the next PDU if its first bytes have arrived; return whether anything was read.
+
+    Does what pynetdicom 3.0.4's ``_is_transport_event`` does outside state Sta13, with a read
+    in place of its ``select``: a read that finds no bytes returns False, and one that finds
+    the connection closed queues Evt17. A P-DATA-TF PDU may have gone to DIMSE at once
+    (``receive_p_data_now``) instead of onto the event queue. ``check`` is pynetdicom's
+    method, which this calls for Sta13, for a TLS socket and for a socket without a time-out.
+    """
+    association_socket = dul.socket
+    if dul.state_machine.current_state == "Sta13" or association_socket is None:
+        return check()
+    sock = association_socket.socket
+    if sock is None or not association_socket._is_connected or not _reads_without_poll(sock):
+        return check()
+    descriptor = sock.fileno()
+    if descriptor < 0:
+        # A closed socket, for which pynetdicom's ``select`` fails and queues Evt17.
+        dul.event_queue.put("Evt17")
+        return False
+    header = bytearray(_PDU_HEADER.size)
+    try:
+        received = os.readv(descriptor, [header])
+    except BlockingIOError:
+        return False
+    except OSError:
+        # ``select`` would report the failed socket as readable, and the read would fail.
+        logger.exception(
+            "connection failed before the PDU header was received", extra=peer(dul.assoc)
+        )
+        dul.event_queue.put("Evt17")
+        return True
+    if not received:
+        # The peer closed the connection: pynetdicom reports this as Evt17 without a log line.
+        dul.event_queue.put("Evt17")
+        return True
+    _read_pdu(dul, announced, reusable, header, received)
+    return True
+
+
 def read_pdus_into_one_buffer(assoc: Association) -> None:
-    """Make the DUL thread of the acceptor ``assoc`` read its PDUs with ``_read_pdu``."""
+    """Make the DUL thread of the acceptor ``assoc`` read its PDUs with ``_read_pdu``.
+
+    The DUL thread also looks for a new PDU with a read instead of a ``select``
+    (``_start_pdu``).
+    """
     dul = assoc.dul
     # Set from the AE when pynetdicom creates an acceptor association.
     announced = assoc.acceptor.maximum_length or 0
     reusable = ReceiveBuffer()
+    check_with_pynetdicom = dul._is_transport_event
 
     def read_pdu_data() -> None:
         _read_pdu(dul, announced, reusable)
 
+    def is_transport_event() -> bool:
+        return _start_pdu(dul, announced, reusable, check_with_pynetdicom)
+
     dul._read_pdu_data = read_pdu_data  # type: ignore[method-assign]
+    dul._is_transport_event = is_transport_event  # type: ignore[method-assign]

@@ -55,7 +55,7 @@ from pynetdicom.dul import DULServiceProvider
 from cirrus.dicom.instance import MAX_INFLATED_BYTES, InstanceHeader
 from cirrus.errors import InstanceTooLargeError
 from cirrus.gateway.limits import GatewayLimits
-from cirrus.ingest import read_header
+from cirrus.ingest import FIRST_READ_BYTES, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ PREAMBLE_AND_PREFIX: Final = b"\0" * 128 + b"DICM"
 # header in ranges, but a deflated data set, or elements after encapsulated Pixel Data, need
 # the whole object.
 MAX_WHOLE_READ_BYTES: Final = MAX_INFLATED_BYTES
+# The first bytes of a spool file that ``SpoolFile`` keeps in memory: the first range that
+# ``cirrus.ingest.read_header`` reads, which contains the whole header of most instances.
+HEAD_BYTES: Final = FIRST_READ_BYTES
 
 # The maximum even length of a value in an explicit VR element with a 2-byte length field.
 _MAX_SHORT_VALUE_BYTES: Final = 0xFFFE
@@ -95,6 +98,8 @@ class SpoolFile:
         self.path = Path(name)
         self.received = 0
         self.rejection: str | None = None
+        # The first bytes of the file, which ``read_spool_file_header`` reads from memory.
+        self.head = bytearray()
         self.assoc = assoc
         self._spool = spool
         self._reserved = 0
@@ -110,6 +115,9 @@ class SpoolFile:
             self.reject(rejection)
             return len(data)
         view = memoryview(data)
+        missing = HEAD_BYTES - len(self.head)
+        if missing > 0:
+            self.head += view[:missing]
         try:
             # An unbuffered write may take only part of the data, when the disk is nearly full.
             while view:
@@ -129,6 +137,7 @@ class SpoolFile:
     def reject(self, reason: str) -> None:
         """Drop what was written and keep no more, so the spool space is free for others."""
         self.rejection = reason
+        self.head = bytearray()
         try:
             self._file.truncate(0)
         except OSError as exc:
@@ -250,11 +259,15 @@ class Spool:
 
 
 class _FileReader:
-    """A spooled file as ``cirrus.ingest.read_header`` reads an object, by byte ranges."""
+    """A spooled file as ``cirrus.ingest.read_header`` reads an object, by byte ranges.
 
-    def __init__(self, path: Path) -> None:
+    A range within ``head``, the first bytes of the file, is read from memory.
+    """
+
+    def __init__(self, path: Path, head: bytes | bytearray = b"", size: int | None = None) -> None:
         self._path = path
-        self.size = path.stat().st_size
+        self._head = head
+        self.size = path.stat().st_size if size is None else size
 
     def get(self, key: str) -> bytes:
         if self.size > MAX_WHOLE_READ_BYTES:
@@ -265,6 +278,10 @@ class _FileReader:
         return self._path.read_bytes()
 
     def get_range(self, key: str, start: int, end: int | None = None) -> tuple[bytes, int]:
+        stop = self.size if end is None else min(end, self.size)
+        if stop <= len(self._head):
+            with memoryview(self._head) as head:
+                return bytes(head[start:stop]), self.size
         with self._path.open("rb") as file:
             file.seek(start)
             data = file.read(-1 if end is None else max(0, end - start))
@@ -279,6 +296,17 @@ def read_spooled_header(path: Path) -> tuple[InstanceHeader, int]:
     """
     reader = _FileReader(path)
     return read_header(reader, path.name)
+
+
+def read_spool_file_header(spool_file: SpoolFile) -> tuple[InstanceHeader, int]:
+    """Parse the header of the closed ``spool_file`` as ``read_spooled_header`` does.
+
+    The ranges within the first ``HEAD_BYTES`` come from the bytes that ``write`` kept, which
+    saves opening the file for most headers. Only for a file that was not rejected, because
+    a rejected file is empty.
+    """
+    reader = _FileReader(spool_file.path, spool_file.head, spool_file.received)
+    return read_header(reader, spool_file.path.name)
 
 
 def _short_element(tag: int, vr: bytes, value: bytes) -> bytes:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, cast
 from weakref import WeakKeyDictionary
 
@@ -56,7 +55,7 @@ from cirrus.gateway.audit import StoreTransfers
 from cirrus.gateway.context import GatewayContext, peer
 from cirrus.gateway.metrics import metrics_of
 from cirrus.gateway.network_timeout import network_timed_out
-from cirrus.gateway.spool import SpoolFile, read_spooled_header, spool_of
+from cirrus.gateway.spool import SpoolFile, read_spool_file_header, spool_of
 from cirrus.gateway.status import (
     CANNOT_UNDERSTAND,
     DATA_SET_DOES_NOT_MATCH,
@@ -253,9 +252,12 @@ class StoreService:
             spooled.close()
             if spooled.rejection is not None:
                 return StoreFailure(OUT_OF_RESOURCES, spooled.rejection, spooled.rejection)
-            failure = self._archive_file(request, site, spooled.path, received)
+            failure = self._archive_file(request, site, spooled, received)
         finally:
             spooled.delete()
+            # pynetdicom's StorageServiceClass.SCP would close and unlink the deleted file
+            # again after the handler returns.
+            request._dataset_file = None
         if failure is None:
             metrics = metrics_of(event.assoc)
             if metrics is not None:
@@ -263,11 +265,12 @@ class StoreService:
         return failure
 
     def _archive_file(
-        self, request: C_STORE, site: str, path: Path, received: _Received
+        self, request: C_STORE, site: str, spooled: SpoolFile, received: _Received
     ) -> StoreFailure | None:
         services = self._context.services
+        path = spooled.path
         try:
-            header, size = read_spooled_header(path)
+            header, size = read_spool_file_header(spooled)
             received.read_study = _header_uid(header, "StudyInstanceUID")
             received.read_series = _header_uid(header, "SeriesInstanceUID")
             check_size(size)
@@ -278,7 +281,7 @@ class StoreService:
             message = f"data set could not be parsed: {type(exc).__name__}"
             raise _UnparsableDataSetError(message) from exc
         received.study, received.series = checked.key.study, checked.key.series
-        mismatch = _check_request_uids(request, checked.header, checked.sop_class_uid)
+        mismatch = _check_request_uids(request, checked.key.sop, checked.sop_class_uid)
         if mismatch is not None:
             return mismatch
         try:
@@ -346,11 +349,8 @@ class StoreService:
         )
 
 
-def _check_request_uids(
-    request: C_STORE, header: InstanceHeader, sop_class: str
-) -> StoreFailure | None:
+def _check_request_uids(request: C_STORE, sop_instance: str, sop_class: str) -> StoreFailure | None:
     """Check that the data set is the instance that the C-STORE command names."""
-    sop_instance = str(header.dataset.get("SOPInstanceUID", ""))
     if sop_instance != str(request.AffectedSOPInstanceUID):
         return StoreFailure(
             DATA_SET_DOES_NOT_MATCH,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE, DimsePrimitiveType
@@ -80,6 +81,11 @@ def _uid(value: bytes) -> str | None:
     if len(text) > _MAX_UID_LENGTH or _UID_PATTERN.fullmatch(text) is None:
         return None
     return text
+
+
+def _checked_uid(value: str) -> UID:
+    """Return ``value``, which ``_uid`` accepted, as a pydicom ``UID`` without validating it."""
+    return str.__new__(UID, value)
 
 
 def decode_store_request(encoded: bytes | memoryview) -> StoreRequestCommand | None:
@@ -222,11 +228,13 @@ class SpooledStoreRequest(C_STORE_RQ):
         if command is None:
             return super().message_to_primitive()
         primitive = C_STORE()
-        # In the order of the elements' tags, as pynetdicom sets them.
-        primitive.AffectedSOPClassUID = command.sop_class_uid
+        # decode_store_request accepted only conformant UIDs without padding, for which
+        # pydicom's UID() and pynetdicom's setters return the same value after validating it
+        # with regular expressions three times over. The values are set without that.
+        primitive._affected_sop_class_uid = _checked_uid(command.sop_class_uid)
         primitive.MessageID = command.message_id
         primitive.Priority = command.priority
-        primitive.AffectedSOPInstanceUID = command.sop_instance_uid
+        primitive._affected_sop_instance_uid = _checked_uid(command.sop_instance_uid)
         primitive.DataSet = self.data_set
         primitive._context_id = self.context_id
         primitive._dataset_path = self._data_set_path

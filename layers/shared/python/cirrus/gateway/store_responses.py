@@ -29,6 +29,8 @@ from pynetdicom.dimse_primitives import C_STORE, DimsePrimitiveType
 from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
 
+from cirrus.gateway.event_waits import send_p_data_now
+
 logger = logging.getLogger(__name__)
 
 # Command Field of a C-STORE-RSP, and Command Data Set Type "no data set" (PS3.7 9.3.1.2, E.1).
@@ -143,6 +145,7 @@ def send_store_responses_directly(assoc: Association) -> None:
             evt.trigger(assoc, evt.EVT_DIMSE_SENT, {"message": message})
         pdata = P_DATA()
         pdata.presentation_data_value_list.append((context_id, _LAST_COMMAND_FRAGMENT + encoded))
-        dimse.dul.send_pdu(pdata)
+        if not send_p_data_now(dimse.dul, pdata):
+            dimse.dul.send_pdu(pdata)
 
     dimse.send_msg = send_msg  # type: ignore[method-assign]
