@@ -28,7 +28,7 @@ from cirrus.dicom.scan import MAX_SEQUENCE_DEPTH, Encoding, read_element, scan_e
 from cirrus.dicomweb.stow import FailureReason, store_instances
 from cirrus.errors import InvalidInstanceError, NotFoundError
 from cirrus.ingest import read_header
-from cirrus.storage.objects import StoredObject
+from cirrus.storage.objects import Admission, StoredObject
 from tests.fuzzing import fuzz_settings
 from tests.pydicom_files import bundled
 
@@ -118,6 +118,18 @@ class MemoryStore:
     def put(self, key: str, data: bytes, tags: Mapping[str, str] | None = None) -> StoredObject:
         self.objects[key] = data
         return StoredObject(key=key, size=len(data), etag="etag")
+
+    def put_after(
+        self,
+        key: str,
+        data: bytes,
+        admission: Admission,
+        tags: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Run the admission's checks, then ``put``, in the order of the S3 store."""
+        admission.begin()
+        admission.finish()
+        return self.put(key, data, tags)
 
     def get(self, key: str) -> bytes:
         """Return an object, as the legal hold check of a resent instance reads it."""
