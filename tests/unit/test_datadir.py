@@ -224,3 +224,34 @@ def test_notification_sent_while_the_folders_flush(
     store.put(KEY, b"an object", tags={"site": "default"})
 
     assert notifier.seen == [b"an object"]
+
+
+class FailingNotifier:
+    """A notifier whose every notification fails, as when the ingest queue is gone."""
+
+    def notifies(self, key: str) -> bool:
+        return True
+
+    def notify(self, stored: StoredObject) -> None:
+        raise StoreUnavailableError("notification failed: QueueDoesNotExist")
+
+
+def test_failed_notification_puts_the_previous_object_back(tmp_path: Path) -> None:
+    FolderObjectStore(tmp_path, "bucket").put(KEY, b"first version", tags={"version": "1"})
+    store = FolderObjectStore(tmp_path, "bucket", FailingNotifier())  # type: ignore[arg-type]
+
+    with pytest.raises(StoreUnavailableError, match="QueueDoesNotExist"):
+        store.put(KEY, b"second version", tags={"version": "2"})
+
+    assert store.get(KEY) == b"first version"
+    assert store.tags(KEY) == {"version": "1"}
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".incoming-")]
+
+
+def test_failed_notification_of_a_new_object_leaves_nothing(tmp_path: Path) -> None:
+    store = FolderObjectStore(tmp_path, "bucket", FailingNotifier())  # type: ignore[arg-type]
+
+    with pytest.raises(StoreUnavailableError, match="QueueDoesNotExist"):
+        store.put(KEY, b"an object", tags={"version": "1"})
+
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

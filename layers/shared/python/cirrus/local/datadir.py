@@ -308,13 +308,10 @@ class FolderObjectStore(ObjectStore):
         if notifier is not None and notifier.notifies(key):
 
             def notify(results: list[str]) -> None:
-                try:
-                    notifier.notify(StoredObject(key=key, size=size, etag=results[-1]))
-                except StoreUnavailableError:
-                    # Without its notification the object would stay unindexed until the
-                    # next start, so the write fails as a whole and the sender may try again.
-                    path.unlink(missing_ok=True)
-                    raise
+                # Without its notification the object would stay unindexed until the next
+                # start, so a failure fails the write as a whole (``_write_durably`` puts
+                # back what was there) and the sender may try again.
+                notifier.notify(StoredObject(key=key, size=size, etag=results[-1]))
 
             steps.after_renames = notify
         try:
@@ -456,10 +453,14 @@ def _write_durably(
     names first and renamed in the order given. The files are flushed to disk at the same time
     before the renames, and their folders at the same time after them. On ext4 here, an object
     of 525 KB with its tags took 4.0 ms so, against 5.8 to 16 ms with the four fsyncs in turn.
-    ``steps`` runs work of the caller's between these steps (``_WriteSteps``).
+    ``steps`` runs work of the caller's between these steps (``_WriteSteps``). When the
+    caller's work after the renames, or the flush of the folders, fails, each file that a
+    rename replaced is put back, and each new file that replaced none is removed.
     """
     steps = steps or _WriteSteps()
     temporaries: list[tuple[str, Path]] = []
+    # Each renamed file, with a second name of the file it replaced (None where it replaced none).
+    replaced: list[tuple[Path, str | None]] = []
     results: list[str] = []
     try:
         descriptors: list[int] = []
@@ -478,10 +479,13 @@ def _write_durably(
         if steps.before_renames is not None:
             steps.before_renames()
         for temporary, path in temporaries:
+            if steps.after_renames is not None:
+                replaced.append((path, _second_name(path)))
             os.replace(temporary, path)
     except BaseException:
         for temporary, _ in temporaries:
             Path(temporary).unlink(missing_ok=True)
+        _forget(replaced)
         raise
     folders: list[int] = []
     try:
@@ -489,10 +493,38 @@ def _write_durably(
             folders.append(os.open(folder, os.O_RDONLY))
         after_renames = steps.after_renames
         _fsync_together(folders, partial(after_renames, results) if after_renames else None)
+    except BaseException:
+        _put_back(replaced)
+        raise
     finally:
         for fd in folders:
             os.close(fd)
+    _forget(replaced)
     return results
+
+
+def _second_name(path: Path) -> str | None:
+    """Link the file at ``path`` to a new temporary name and return it; None if none is there."""
+    name = str(path.parent / f"{_INCOMING_PREFIX}previous-{os.urandom(8).hex()}")
+    try:
+        os.link(path, name)
+    except FileNotFoundError:
+        return None
+    return name
+
+
+def _put_back(replaced: Sequence[tuple[Path, str | None]]) -> None:
+    for path, previous in reversed(replaced):
+        if previous is None:
+            path.unlink(missing_ok=True)
+        else:
+            os.replace(previous, path)
+
+
+def _forget(replaced: Sequence[tuple[Path, str | None]]) -> None:
+    for _, previous in replaced:
+        if previous is not None:
+            Path(previous).unlink(missing_ok=True)
 
 
 def _writer_of(body: bytes) -> Callable[[IO[bytes]], str]:
