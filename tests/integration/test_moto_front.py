@@ -133,6 +133,24 @@ def test_chunked_body_rejected(front_address: tuple[str, int]) -> None:
     assert body["__type"] == "LengthRequired"
 
 
+def test_oversized_body_rejected_before_it_is_read(front_address: tuple[str, int]) -> None:
+    connection = http.client.HTTPConnection(*front_address, timeout=10)
+    headers = signed_headers("dynamodb", "DynamoDB_20120810.ListTables")
+    headers["Content-Length"] = str(10**15)
+    try:
+        connection.putrequest("POST", "/", skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders(b"{}")
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+
+    assert response.status == 413
+    assert body["__type"] == "RequestEntityTooLarge"
+
+
 def test_unsigned_request_rejected(front_address: tuple[str, int]) -> None:
     connection = http.client.HTTPConnection(*front_address, timeout=10)
     try:

@@ -47,6 +47,10 @@ _MAX_HEADER_LINE: Final = 65536
 _MAX_HEADERS: Final = 100
 # How long a connection closed with an unread request body waits for the client to close.
 _LINGER_SECONDS: Final = 1.0
+# The largest request body that the front reads. AWS takes at most 16 MB in one DynamoDB
+# request and far less in one SQS or EventBridge request; a larger length would only make
+# the server allocate it.
+MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 
 
 class RequestHeaders:
@@ -136,6 +140,11 @@ class _FrontHandler(BaseHTTPRequestHandler):
             length = -1
         if length < 0:
             self._respond(400, _error("InvalidRequest", "Content-Length is invalid"))
+            self._close_after_response()
+            return
+        if length > MAX_BODY_BYTES:
+            message = f"the body may have at most {MAX_BODY_BYTES} bytes"
+            self._respond(413, _error("RequestEntityTooLarge", message))
             self._close_after_response()
             return
         body = self.rfile.read(length) if length else b""
