@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import start_stack
+from tests.gateway.test_workers import worker_pids
 
 
 def _dev(*options: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -107,3 +108,23 @@ def test_signal_during_start_stops(tmp_path: Path, signum: int) -> None:
     assert code == 130, output
     assert "start interrupted" in output
     assert "local stack running" not in output
+
+
+def test_dead_gateway_worker_stops_the_stack(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path / "data", "--gateway-workers", "2")
+    try:
+        workers = worker_pids(stack.process.pid)
+        assert len(workers) == 2, f"expected two gateway workers, found {workers}"
+        os.kill(workers[0], signal.SIGKILL)
+        code = stack.process.wait(timeout=60)
+        stack.wait_for_output_end()
+    finally:
+        if stack.process.poll() is None:
+            stack.process.kill()
+            stack.process.wait()
+
+    output = "\n".join(stack.lines)
+    assert code == 1, output
+    assert "exited, stopping the local stack" in output
+    assert "Cirrus local stack stopped" in output
+    assert "Traceback" not in output

@@ -258,10 +258,27 @@ def dev(
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
+    exited: list[int] = []
     try:
-        stopping.wait()
+        # A gateway worker that dies leaves its share of the DICOM port closed, so the stack
+        # stops with an error, as the gateway container does, rather than serve half.
+        while not stopping.wait(_WATCH_SECONDS):
+            exited = stack.exited_gateway_workers()
+            if exited:
+                logger.error(
+                    "gateway worker %d exited, stopping the local stack",
+                    exited[0],
+                    extra={"workers": exited},
+                )
+                break
     finally:
         stack.stop()
+    if exited:
+        raise typer.Exit(1)
+
+
+# How often ``cirrus dev`` checks that its gateway worker processes are alive.
+_WATCH_SECONDS = 0.5
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -47,9 +47,8 @@ _MAX_HEADER_LINE: Final = 65536
 _MAX_HEADERS: Final = 100
 # How long a connection closed with an unread request body waits for the client to close.
 _LINGER_SECONDS: Final = 1.0
-# The largest request body that the front reads. AWS takes at most 16 MB in one DynamoDB
-# request and far less in one SQS or EventBridge request; a larger length would only make
-# the server allocate it.
+# The largest request body that the front reads. DynamoDB's BatchWriteItem takes up to 16 MB
+# in one request, and SQS and EventBridge much less.
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 
 

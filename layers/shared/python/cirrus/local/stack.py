@@ -512,6 +512,14 @@ class LocalStack:
         transfers.base_url = f"http://{self.config.host}:{server.port}"
         return server
 
+    def exited_gateway_workers(self) -> list[int]:
+        """Return the numbers of the gateway worker processes that have exited on their own.
+
+        A gateway served in this process (one worker) has none.
+        """
+        exited = getattr(self._gateway, "exited", None)
+        return list(exited()) if exited is not None else []
+
     def wait_until_indexed(self, timeout: float = 30.0) -> bool:
         """Wait until the ingest queue is empty; tell whether it emptied within ``timeout``."""
         return self._poller is not None and self._poller.wait_until_drained(timeout)
