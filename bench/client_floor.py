@@ -5,7 +5,7 @@ SOP Instance UID claim (a conditional PutItem) and the notification that S3 woul
 SendMessage), then ingest's share of its batch's calls. Each call costs CPU in the client
 (botocore builds, signs and sends the request and parses the response) and in the server.
 This script measures the two apart. It sends each call through the clients that the stack
-uses, first to a server on 127.0.0.1 that answers every request at once with a fixed
+uses, first to a server on 127.0.0.1 that replies to every request at once with a fixed
 response, then to the local stack's moto front. The client's figure is the CPU time of this
 process per call; the server's is the moto process's user and system time per call, read from
 /proc. Everything runs on 127.0.0.1.

@@ -53,7 +53,7 @@ def instance() -> Path:
     return bundled("CT_small.dcm")
 
 
-def test_claim_made_while_the_file_flushes(
+def test_claim_during_file_flush(
     tmp_path: Path, instance: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = instance.read_bytes()
@@ -81,7 +81,7 @@ def test_conflicting_claim_leaves_no_file(
     assert claims.released == []
 
 
-def test_failed_flush_releases_a_new_claim(
+def test_failed_flush_releases_claim(
     tmp_path: Path, instance: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = instance.read_bytes()

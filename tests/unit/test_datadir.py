@@ -135,8 +135,8 @@ def test_failed_write_closes_files(tmp_path: Path) -> None:
 class LoggedAdmission:
     """An admission that logs its steps and whether the object was readable at each."""
 
-    def __init__(self, log: DiskLog, path: Path, refuse_at: str = "") -> None:
-        self.log, self.path, self.refuse_at = log, path, refuse_at
+    def __init__(self, log: DiskLog, path: Path, reject_at: str = "") -> None:
+        self.log, self.path, self.reject_at = log, path, reject_at
         self.readable: list[bool] = []
 
     def begin(self) -> None:
@@ -148,12 +148,12 @@ class LoggedAdmission:
     def _step(self, name: str) -> None:
         self.log.steps.append((name, ""))
         self.readable.append(self.path.exists())
-        if name == self.refuse_at:
+        if name == self.reject_at:
             raise ConflictError("held")
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
-def test_admission_runs_before_the_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_admission_before_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = FolderObjectStore(tmp_path, "bucket")
     log = DiskLog(monkeypatch)
     admission = LoggedAdmission(log, tmp_path / KEY)
@@ -167,15 +167,15 @@ def test_admission_runs_before_the_renames(tmp_path: Path, monkeypatch: pytest.M
     assert (tmp_path / KEY).read_bytes() == b"an object"
 
 
-@pytest.mark.parametrize("refuse_at", ["begin", "finish"])
-def test_refused_admission_keeps_the_stored_object(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refuse_at: str
+@pytest.mark.parametrize("reject_at", ["begin", "finish"])
+def test_rejected_admission_keeps_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reject_at: str
 ) -> None:
     store = FolderObjectStore(tmp_path, "bucket")
     store.put(KEY, b"the first object", tags={"site": "default"})
     source = tmp_path / "incoming.dcm"
     source.write_bytes(b"a second object")
-    admission = LoggedAdmission(DiskLog(monkeypatch), tmp_path / KEY, refuse_at)
+    admission = LoggedAdmission(DiskLog(monkeypatch), tmp_path / KEY, reject_at)
 
     with pytest.raises(ConflictError, match="held"):
         store.put_file_after(KEY, source, admission, tags={"site": "other"})
@@ -215,9 +215,7 @@ class FolderGatedNotifier:
         self.sent.set()
 
 
-def test_notification_sent_while_the_folders_flush(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_notification_during_folder_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     notifier = FolderGatedNotifier(tmp_path / KEY, monkeypatch)
     store = FolderObjectStore(tmp_path, "bucket", notifier)  # type: ignore[arg-type]
 
@@ -236,7 +234,7 @@ class FailingNotifier:
         raise StoreUnavailableError("notification failed: QueueDoesNotExist")
 
 
-def test_failed_notification_puts_the_previous_object_back(tmp_path: Path) -> None:
+def test_failed_notification_restores_object(tmp_path: Path) -> None:
     FolderObjectStore(tmp_path, "bucket").put(KEY, b"first version", tags={"version": "1"})
     store = FolderObjectStore(tmp_path, "bucket", FailingNotifier())  # type: ignore[arg-type]
 
@@ -248,7 +246,7 @@ def test_failed_notification_puts_the_previous_object_back(tmp_path: Path) -> No
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".incoming-")]
 
 
-def test_failed_notification_of_a_new_object_leaves_nothing(tmp_path: Path) -> None:
+def test_failed_notification_removes_new_object(tmp_path: Path) -> None:
     store = FolderObjectStore(tmp_path, "bucket", FailingNotifier())  # type: ignore[arg-type]
 
     with pytest.raises(StoreUnavailableError, match="QueueDoesNotExist"):

@@ -218,6 +218,8 @@ class _Claim:
             self.created = self._claims.claim(self._key)
 
     def finish(self) -> None:
+        # NOTE: two writes of one new instance at the same moment can both pass: the one that
+        # creates the claim skips the hold, and the other may check before the first is stored.
         if not self.created:
             LegalHolds(self._store).check_replaceable(self._key, self._same_content)
 

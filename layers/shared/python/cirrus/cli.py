@@ -266,7 +266,7 @@ def dev(
             exited = stack.exited_gateway_workers()
             if exited:
                 logger.error(
-                    "gateway worker %d exited, stopping the local stack",
+                    "gateway worker %d exited, stopping the local stack; run cirrus dev again",
                     exited[0],
                     extra={"workers": exited},
                 )

@@ -32,7 +32,7 @@ In state Sta6, where a P-DATA-TF PDU neither changes the state nor depends on ot
 two shortcuts skip the DUL thread's queues (``receive_p_data_now``, ``send_p_data_now``). The
 DUL thread passes a received P-DATA-TF PDU to DIMSE as soon as it has decoded it, and the
 reactor sends a C-STORE response itself instead of waking the DUL thread to send it. Each
-applies only when no event or primitive is queued ahead of it, and the DUL thread runs every
+applies only when no event or primitive is queued ahead of it. The DUL thread runs every
 state machine action under a lock that the reactor's send takes too, so the state does not
 change while the reactor sends. They trigger the same
 EVT_FSM_TRANSITION as the state machine. With two associations in one process, each wake-up
